@@ -1,0 +1,204 @@
+//! An open database: the store, its writer thread, and the process-wide registry
+//! that makes opening the same directory twice share one engine (LMDB forbids
+//! two environments on one file in one process).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use heed::{RoTxn, WithoutTls};
+use parking_lot::{Mutex, RwLock};
+
+use crate::commit::{self, CommitInfo, CommitSink, Msg, Reply, Request};
+use crate::error::{Code, Error, Result};
+use crate::store::{Store, StoreOptions};
+use crate::txn::TxBatch;
+
+static OPEN_ENGINES: LazyLock<Mutex<HashMap<PathBuf, Weak<Engine>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+pub(crate) struct Shared {
+    pub(crate) sinks: RwLock<Vec<(u64, Arc<dyn CommitSink>)>>,
+}
+
+/// An open database directory. Cheap to share (`Arc`); the last drop stops the
+/// writer after it has committed everything already queued.
+pub struct Engine {
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    sender: Sender<Msg>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    next_sink: AtomicU64,
+    closed: AtomicBool,
+    key: PathBuf,
+}
+
+impl Engine {
+    /// Opens `dir`, or returns the engine already open on it in this process.
+    /// A second open must ask for the same durability; other options of the first open win.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Engine>> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(
+                Code::Io,
+                format!(
+                    "cannot create {}: {e}; check the path and its permissions",
+                    dir.display()
+                ),
+            )
+        })?;
+        let key = dir.canonicalize()?;
+        let mut open = OPEN_ENGINES.lock();
+        if let Some(existing) = open.get(&key).and_then(Weak::upgrade) {
+            if existing.store.options.durability != options.durability {
+                return Err(Error::invalid(format!(
+                    "{} is already open in this process with durability {:?}; open it with the same durability or close it first",
+                    dir.display(),
+                    existing.store.options.durability
+                )));
+            }
+            return Ok(existing);
+        }
+        let store = Arc::new(Store::open(&key, options)?);
+        let (sender, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            sinks: RwLock::new(Vec::new()),
+        });
+        let writer = {
+            let (store, shared) = (store.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name("athanor-writer".into())
+                .spawn(move || commit::run_writer(store, shared, rx))?
+        };
+        let engine = Arc::new(Engine {
+            store,
+            shared,
+            sender,
+            writer: Mutex::new(Some(writer)),
+            next_sink: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            key: key.clone(),
+        });
+        open.insert(key, Arc::downgrade(&engine));
+        Ok(engine)
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Registers a sink for completions and commit notices; returns its id.
+    pub fn register_sink(&self, sink: Arc<dyn CommitSink>) -> u64 {
+        let id = self.next_sink.fetch_add(1, Ordering::Relaxed);
+        self.shared.sinks.write().push((id, sink));
+        id
+    }
+
+    /// Removes a sink. Completions still queued for it are dropped.
+    pub fn unregister_sink(&self, id: u64) {
+        self.shared.sinks.write().retain(|(i, _)| *i != id);
+    }
+
+    /// Queues a transaction; its outcome goes to sink `sink` tagged with `token`.
+    pub fn submit(&self, batch: TxBatch, sink: u64, token: u64) -> Result<()> {
+        self.send(Msg::Commit(Request {
+            batch,
+            reply: Reply::Sink { sink, token },
+        }))
+    }
+
+    /// Commits a transaction and waits for its outcome (blocks the calling thread).
+    pub fn commit_blocking(&self, batch: TxBatch) -> Result<CommitInfo> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Msg::Commit(Request {
+            batch,
+            reply: Reply::Channel(tx),
+        }))?;
+        rx.recv().map_err(|_| Error::closed())?
+    }
+
+    /// Flushes everything committed so far to disk, whatever the durability mode.
+    pub fn sync(&self) -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Msg::Sync(tx))?;
+        rx.recv().map_err(|_| Error::closed())?
+    }
+
+    fn send(&self, msg: Msg) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed());
+        }
+        self.sender.send(msg).map_err(|_| Error::closed())
+    }
+
+    /// Begins a read transaction on the current committed state.
+    pub fn begin_read(&self) -> Result<RoTxn<'static, WithoutTls>> {
+        let _g = self.store.guard();
+        self.store.begin_read()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        let _ = self.sender.send(Msg::Shutdown);
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        let mut open = OPEN_ENGINES.lock();
+        if open.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+            open.remove(&self.key);
+        }
+    }
+}
+
+/// A read transaction kept open across calls and renewed only when a newer
+/// commit exists, so a run of point reads pays for one `mdb_txn_begin`.
+#[derive(Default)]
+pub struct CachedReader {
+    txn: Option<RoTxn<'static, WithoutTls>>,
+}
+
+impl CachedReader {
+    /// Returns a read transaction on the newest committed state. The caller must
+    /// hold `store.guard()` while using it.
+    pub fn fresh(&mut self, store: &Store) -> Result<&RoTxn<'static, WithoutTls>> {
+        let stale = match &self.txn {
+            Some(t) => t.id() != store.last_txn_id(),
+            None => true,
+        };
+        if stale {
+            self.txn = None;
+            self.txn = Some(store.begin_read()?);
+        }
+        Ok(self.txn.as_ref().unwrap())
+    }
+
+    /// Returns the current transaction without renewing it (for a transaction
+    /// callback that must see one snapshot), opening one if there is none.
+    pub fn pinned(&mut self, store: &Store) -> Result<&RoTxn<'static, WithoutTls>> {
+        if self.txn.is_none() {
+            self.txn = Some(store.begin_read()?);
+        }
+        Ok(self.txn.as_ref().unwrap())
+    }
+
+    /// Drops the transaction if a newer commit exists, so it stops pinning old pages.
+    pub fn release_if_stale(&mut self, store: &Store) {
+        if self
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.id() != store.last_txn_id())
+        {
+            self.txn = None;
+        }
+    }
+
+    /// Drops the transaction.
+    pub fn release(&mut self) {
+        self.txn = None;
+    }
+}

@@ -1,0 +1,552 @@
+//! N-API bindings for athanor-core. Thin by design: argument conversion, error
+//! mapping and the bridge that carries commit outcomes back to the JS thread.
+//! The engine logic lives in `athanor-core`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use athanor_core::{
+    CachedReader, CommitInfo, CommitNotice, CommitSink, Completion, Durability, Engine, EventQuery,
+    Outcome, StoreOptions, TxBatch,
+};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+/// Errors cross into JS as `Error` whose message starts with athanor's stable
+/// code (`ERR_*: ...`); `ts/errors.ts` turns that into the typed error class with
+/// a `code` property.
+fn err(e: athanor_core::Error) -> napi::Error {
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("{}: {}", e.code.as_str(), e.message),
+    )
+}
+
+fn closed() -> napi::Error {
+    err(athanor_core::Error::closed())
+}
+
+/// Packs completions and a notice into one buffer for the JS thread:
+/// `[commit_seq u64][last_event_id u64][n u32]` then per completion
+/// `[token u64][status u8: 0 applied, 1 duplicate, 2 error][commit_seq u64][first_event_id u64][event_count u32][code_len u16][code][msg_len u32][msg]` (LE).
+fn pack(notice: CommitNotice, completions: &[Completion]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + completions.len() * 40);
+    out.extend_from_slice(&notice.commit_seq.to_le_bytes());
+    out.extend_from_slice(&notice.last_event_id.to_le_bytes());
+    out.extend_from_slice(&(completions.len() as u32).to_le_bytes());
+    for c in completions {
+        out.extend_from_slice(&c.token.to_le_bytes());
+        pack_result(&mut out, &c.result);
+    }
+    out
+}
+
+fn pack_result(out: &mut Vec<u8>, r: &athanor_core::Result<CommitInfo>) {
+    match r {
+        Ok(info) => {
+            out.push(if info.outcome == Outcome::Applied {
+                0
+            } else {
+                1
+            });
+            out.extend_from_slice(&info.commit_seq.to_le_bytes());
+            out.extend_from_slice(&info.first_event_id.to_le_bytes());
+            out.extend_from_slice(&info.event_count.to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+        }
+        Err(e) => {
+            out.push(2);
+            out.extend_from_slice(&[0u8; 20]);
+            let code = e.code.as_str().as_bytes();
+            out.extend_from_slice(&(code.len() as u16).to_le_bytes());
+            out.extend_from_slice(code);
+            out.extend_from_slice(&(e.message.len() as u32).to_le_bytes());
+            out.extend_from_slice(e.message.as_bytes());
+        }
+    }
+}
+
+/// Hands commit outcomes to the JS thread through a (weak) threadsafe function.
+/// The JS callback is ours (ts/native.ts) and never throws: user callbacks are
+/// wrapped there, since an exception here would take the process down.
+struct JsSink {
+    tsfn: ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>,
+    wants_notices: AtomicBool,
+}
+
+impl CommitSink for JsSink {
+    fn deliver(&self, notice: CommitNotice, completions: Vec<Completion>) {
+        let buf = pack(notice, &completions);
+        self.tsfn
+            .call(buf.into(), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+    fn wants_notices(&self) -> bool {
+        self.wants_notices.load(Ordering::Relaxed)
+    }
+}
+
+/// Shared scratch memory between JS and Rust for allocation-free point reads:
+/// JS writes the key into `key`, Rust writes the value into `val`.
+#[derive(Clone, Copy)]
+struct Scratch {
+    key: *const u8,
+    key_cap: usize,
+    val: *mut u8,
+    val_cap: usize,
+}
+
+impl Scratch {
+    const EMPTY: Scratch = Scratch {
+        key: std::ptr::null(),
+        key_cap: 0,
+        val: std::ptr::null_mut(),
+        val_cap: 0,
+    };
+
+    fn key(&self, len: u32) -> Result<&[u8]> {
+        let len = len as usize;
+        if self.key.is_null() || len > self.key_cap {
+            return Err(err(athanor_core::Error::invalid(
+                "key does not fit the scratch buffer",
+            )));
+        }
+        // SAFETY: the JS wrapper owns the scratch buffers for the lifetime of this object
+        // and only calls in from the JS thread; `len` is bounds-checked above.
+        Ok(unsafe { std::slice::from_raw_parts(self.key, len) })
+    }
+
+    /// Copies `bytes` into the value scratch if it fits; returns the length either way.
+    fn put(&self, bytes: &[u8]) -> i64 {
+        if bytes.len() <= self.val_cap {
+            // SAFETY: as above; the destination has `val_cap` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.val, bytes.len()) };
+        }
+        bytes.len() as i64
+    }
+}
+
+fn durability(mode: &str, interval_ms: u32) -> Result<Durability> {
+    match mode {
+        "full" => Ok(Durability::Full),
+        "batched" => Ok(Durability::Batched {
+            interval_ms: interval_ms as u64,
+        }),
+        "none" => Ok(Durability::None),
+        other => Err(err(athanor_core::Error::invalid(format!(
+            "durability must be 'full', 'batched' or 'none', got {other:?}"
+        )))),
+    }
+}
+
+/// Options passed from `Athanor.open`.
+#[napi(object)]
+pub struct NativeOpenOptions {
+    pub durability: String,
+    pub sync_interval_ms: u32,
+    pub map_size: f64,
+    pub idempotency_window_ms: f64,
+}
+
+/// One open handle on a database directory (internal: wrapped by `ts/`).
+#[napi]
+pub struct NativeDb {
+    engine: Option<Arc<Engine>>,
+    sink_id: u64,
+    sink: Arc<JsSink>,
+    scratch: Scratch,
+    reader: CachedReader,
+    tx_reader: CachedReader,
+}
+
+#[napi]
+impl NativeDb {
+    /// Opens `dir`. `on_commit` receives packed outcomes/notices on the JS thread.
+    #[napi(constructor)]
+    pub fn new(
+        dir: String,
+        options: NativeOpenOptions,
+        on_commit: ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>,
+    ) -> Result<Self> {
+        let store_options = StoreOptions {
+            durability: durability(&options.durability, options.sync_interval_ms)?,
+            initial_map_size: options.map_size as usize,
+            idempotency_window_ms: options.idempotency_window_ms as u64,
+            ..StoreOptions::default()
+        };
+        let engine = Engine::open(&PathBuf::from(dir), store_options).map_err(err)?;
+        let sink = Arc::new(JsSink {
+            tsfn: on_commit,
+            wants_notices: AtomicBool::new(false),
+        });
+        let sink_id = engine.register_sink(sink.clone());
+        Ok(NativeDb {
+            engine: Some(engine),
+            sink_id,
+            sink,
+            scratch: Scratch::EMPTY,
+            reader: CachedReader::default(),
+            tx_reader: CachedReader::default(),
+        })
+    }
+
+    fn engine(&self) -> Result<&Arc<Engine>> {
+        self.engine.as_ref().ok_or_else(closed)
+    }
+
+    /// Registers the scratch buffers (kept alive by the JS wrapper).
+    #[napi]
+    pub fn set_scratch(&mut self, key: &[u8], val: &[u8]) {
+        self.scratch = Scratch {
+            key: key.as_ptr(),
+            key_cap: key.len(),
+            val: val.as_ptr() as *mut u8,
+            val_cap: val.len(),
+        };
+    }
+
+    /// Point read on the newest committed state. Key in scratch; returns the value
+    /// length (value in scratch if it fits) or -1 when absent.
+    #[napi]
+    pub fn get(&mut self, key_len: u32) -> Result<i64> {
+        let engine = self.engine.as_ref().ok_or_else(closed)?;
+        let key = self.scratch.key(key_len)?;
+        let store = engine.store();
+        let _g = store.guard();
+        let txn = self.reader.fresh(store).map_err(err)?;
+        match store.get(txn, key).map_err(err)? {
+            None => Ok(-1),
+            Some(e) => Ok(self.scratch.put(e.value)),
+        }
+    }
+
+    /// Like `get` but returns a fresh buffer (for values larger than the scratch).
+    #[napi]
+    pub fn get_copy(&mut self, key_len: u32) -> Result<Option<Buffer>> {
+        let engine = self.engine.as_ref().ok_or_else(closed)?;
+        let key = self.scratch.key(key_len)?;
+        let store = engine.store();
+        let _g = store.guard();
+        let txn = self.reader.fresh(store).map_err(err)?;
+        Ok(store
+            .get(txn, key)
+            .map_err(err)?
+            .map(|e| e.value.to_vec().into()))
+    }
+
+    /// Starts a transaction attempt: pins a read transaction on the newest state and
+    /// returns the commit seq it reflects.
+    #[napi]
+    pub fn tx_begin(&mut self) -> Result<u64> {
+        let engine = self.engine.as_ref().ok_or_else(closed)?;
+        let store = engine.store();
+        let _g = store.guard();
+        let txn = self.tx_reader.fresh(store).map_err(err)?;
+        store.commit_seq(txn).map_err(err)
+    }
+
+    /// Read inside a transaction, on the pinned snapshot. Returns the length of
+    /// `[version u64 BE][value]` written to the value scratch, or -1 when absent.
+    #[napi]
+    pub fn tx_get(&mut self, key_len: u32) -> Result<i64> {
+        let engine = self.engine.as_ref().ok_or_else(closed)?;
+        let key = self.scratch.key(key_len)?;
+        let store = engine.store();
+        let _g = store.guard();
+        let txn = self.tx_reader.pinned(store).map_err(err)?;
+        match store.get(txn, key).map_err(err)? {
+            None => Ok(-1),
+            Some(e) => {
+                let mut v = Vec::with_capacity(8 + e.value.len());
+                v.extend_from_slice(&e.version.to_be_bytes());
+                v.extend_from_slice(e.value);
+                let n = self.scratch.put(&v);
+                if n as usize > self.scratch.val_cap {
+                    return Ok(n);
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// `tx_get` returning a fresh buffer, for entries larger than the scratch.
+    #[napi]
+    pub fn tx_get_copy(&mut self, key_len: u32) -> Result<Option<Buffer>> {
+        let engine = self.engine.as_ref().ok_or_else(closed)?;
+        let key = self.scratch.key(key_len)?;
+        let store = engine.store();
+        let _g = store.guard();
+        let txn = self.tx_reader.pinned(store).map_err(err)?;
+        Ok(store.get(txn, key).map_err(err)?.map(|e| {
+            let mut v = Vec::with_capacity(8 + e.value.len());
+            v.extend_from_slice(&e.version.to_be_bytes());
+            v.extend_from_slice(e.value);
+            v.into()
+        }))
+    }
+
+    /// Validates a transaction batch and queues it for the writer. Invalid input
+    /// throws here, before anything is queued. The outcome arrives via `on_commit`.
+    #[napi]
+    pub fn commit(&self, batch: &[u8], token: u32) -> Result<()> {
+        let engine = self.engine()?;
+        let parsed = TxBatch::parse(batch.to_vec()).map_err(err)?;
+        engine
+            .submit(parsed, self.sink_id, token as u64)
+            .map_err(err)
+    }
+
+    /// Commits and waits (blocks the JS thread). Returns one packed result record.
+    #[napi]
+    pub fn commit_sync(&self, batch: &[u8]) -> Result<Buffer> {
+        let engine = self.engine()?;
+        let parsed = TxBatch::parse(batch.to_vec()).map_err(err)?;
+        let r = engine.commit_blocking(parsed);
+        let mut out = Vec::new();
+        pack_result(&mut out, &r);
+        Ok(out.into())
+    }
+
+    /// Reads events (packed, see `Store::read_events`) from the newest state.
+    #[napi]
+    pub fn read_events(
+        &mut self,
+        from: BigInt,
+        to: Option<BigInt>,
+        event_type: Option<String>,
+        limit: u32,
+        reverse: bool,
+    ) -> Result<Buffer> {
+        let engine = self.engine.as_ref().ok_or_else(closed)?;
+        let store = engine.store();
+        let q = query(from, to, event_type, limit, reverse)?;
+        let _g = store.guard();
+        let txn = self.reader.fresh(store).map_err(err)?;
+        Ok(store.read_events(txn, &q).map_err(err)?.into())
+    }
+
+    /// The newest event id and the commit seq, as of the newest committed state.
+    #[napi]
+    pub fn heads(&mut self) -> Result<Vec<u64>> {
+        let engine = self.engine.as_ref().ok_or_else(closed)?;
+        let store = engine.store();
+        let _g = store.guard();
+        let txn = self.reader.fresh(store).map_err(err)?;
+        Ok(vec![
+            store.last_event_id(txn).map_err(err)?,
+            store.commit_seq(txn).map_err(err)?,
+        ])
+    }
+
+    /// Opens a snapshot: a read transaction that stays on one state until closed.
+    #[napi]
+    pub fn snapshot(&self) -> Result<NativeSnapshot> {
+        let engine = self.engine()?.clone();
+        let txn = engine.begin_read().map_err(err)?;
+        Ok(NativeSnapshot {
+            engine: Some(engine),
+            txn: Some(txn),
+            scratch: self.scratch,
+        })
+    }
+
+    /// Whether this handle's `on_commit` should receive notices for every commit.
+    #[napi]
+    pub fn set_wants_notices(&self, on: bool) {
+        self.sink.wants_notices.store(on, Ordering::Relaxed);
+    }
+
+    /// Keeps the event loop alive while commits are pending (`true`) or lets it exit.
+    #[napi]
+    pub fn keep_alive(&self, env: Env, on: bool) -> Result<()> {
+        let raw = self.sink.tsfn.raw();
+        // SAFETY: called on the JS thread with a live threadsafe function.
+        let status = unsafe {
+            if on {
+                napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
+            } else {
+                napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
+            }
+        };
+        if status == napi::sys::Status::napi_ok {
+            Ok(())
+        } else {
+            Err(napi::Error::new(
+                Status::GenericFailure,
+                "ERR_INTERNAL: could not change the commit callback's ref count",
+            ))
+        }
+    }
+
+    /// Drops cached read transactions that no longer see the newest commit, so
+    /// they stop pinning old pages (called after commits).
+    #[napi]
+    pub fn release_stale_readers(&mut self) {
+        if let Some(engine) = &self.engine {
+            let store = engine.store();
+            self.reader.release_if_stale(store);
+            self.tx_reader.release_if_stale(store);
+        }
+    }
+
+    /// Flushes everything committed so far to disk (async, off the JS thread).
+    #[napi]
+    pub fn flush(&self) -> Result<AsyncTask<FlushTask>> {
+        Ok(AsyncTask::new(FlushTask(self.engine()?.clone())))
+    }
+
+    /// Checks the store's invariants; returns the number of events checked.
+    #[napi]
+    pub fn verify(&self) -> Result<f64> {
+        Ok(self.engine()?.store().verify().map_err(err)? as f64)
+    }
+
+    /// Current LMDB map size in bytes.
+    #[napi]
+    pub fn map_size(&self) -> Result<f64> {
+        Ok(self.engine()?.store().map_size() as f64)
+    }
+
+    /// Closes this handle. The engine stops (after committing what is queued) when
+    /// its last handle and snapshot are closed.
+    #[napi]
+    pub fn close(&mut self) {
+        self.reader.release();
+        self.tx_reader.release();
+        if let Some(engine) = self.engine.take() {
+            engine.unregister_sink(self.sink_id);
+        }
+    }
+}
+
+fn query(
+    from: BigInt,
+    to: Option<BigInt>,
+    event_type: Option<String>,
+    limit: u32,
+    reverse: bool,
+) -> Result<EventQuery> {
+    let u = |b: BigInt, what: &str| -> Result<u64> {
+        let (signed, v, lossless) = b.get_u64();
+        if signed || !lossless {
+            return Err(err(athanor_core::Error::invalid(format!(
+                "{what} must be a non-negative 64-bit event id"
+            ))));
+        }
+        Ok(v)
+    };
+    Ok(EventQuery {
+        from: u(from, "from")?,
+        to: to.map(|t| u(t, "to")).transpose()?,
+        event_type,
+        limit,
+        reverse,
+    })
+}
+
+/// Background flush for `db.flush()`.
+pub struct FlushTask(Arc<Engine>);
+
+impl Task for FlushTask {
+    type Output = ();
+    type JsValue = ();
+    fn compute(&mut self) -> napi::Result<()> {
+        self.0.sync().map_err(err)
+    }
+    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
+
+/// A consistent read-only view (internal: wrapped by `ts/`).
+#[napi]
+pub struct NativeSnapshot {
+    engine: Option<Arc<Engine>>,
+    txn: Option<heed::RoTxn<'static, heed::WithoutTls>>,
+    scratch: Scratch,
+}
+
+#[napi]
+impl NativeSnapshot {
+    fn parts(&self) -> Result<(&Arc<Engine>, &heed::RoTxn<'static, heed::WithoutTls>)> {
+        match (&self.engine, &self.txn) {
+            (Some(e), Some(t)) => Ok((e, t)),
+            _ => Err(err(athanor_core::Error::new(
+                athanor_core::Code::Closed,
+                "this snapshot is closed; take a new one with db.snapshot()",
+            ))),
+        }
+    }
+
+    /// Point read; same contract as `NativeDb.get`.
+    #[napi]
+    pub fn get(&self, key_len: u32) -> Result<i64> {
+        let (engine, txn) = self.parts()?;
+        let key = self.scratch.key(key_len)?;
+        let store = engine.store();
+        let _g = store.guard();
+        match store.get(txn, key).map_err(err)? {
+            None => Ok(-1),
+            Some(e) => Ok(self.scratch.put(e.value)),
+        }
+    }
+
+    /// Point read returning a fresh buffer.
+    #[napi]
+    pub fn get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
+        let (engine, txn) = self.parts()?;
+        let key = self.scratch.key(key_len)?;
+        let store = engine.store();
+        let _g = store.guard();
+        Ok(store
+            .get(txn, key)
+            .map_err(err)?
+            .map(|e| e.value.to_vec().into()))
+    }
+
+    /// Reads events as of this snapshot.
+    #[napi]
+    pub fn read_events(
+        &self,
+        from: BigInt,
+        to: Option<BigInt>,
+        event_type: Option<String>,
+        limit: u32,
+        reverse: bool,
+    ) -> Result<Buffer> {
+        let (engine, txn) = self.parts()?;
+        let q = query(from, to, event_type, limit, reverse)?;
+        let store = engine.store();
+        let _g = store.guard();
+        Ok(store.read_events(txn, &q).map_err(err)?.into())
+    }
+
+    /// `[last_event_id, commit_seq]` as of this snapshot.
+    #[napi]
+    pub fn heads(&self) -> Result<Vec<u64>> {
+        let (engine, txn) = self.parts()?;
+        let store = engine.store();
+        let _g = store.guard();
+        Ok(vec![
+            store.last_event_id(txn).map_err(err)?,
+            store.commit_seq(txn).map_err(err)?,
+        ])
+    }
+
+    /// Releases the read transaction.
+    #[napi]
+    pub fn close(&mut self) {
+        self.txn = None;
+        self.engine = None;
+    }
+}
+
+/// Decodes a value in Rust and re-encodes it (cross-language codec tests).
+/// Returns the Rust type name and canonical bytes.
+#[napi]
+pub fn codec_round_trip(bytes: &[u8]) -> Result<(String, Buffer)> {
+    let v = athanor_core::Value::decode(bytes).map_err(err)?;
+    Ok((v.type_name().to_string(), v.encode().into()))
+}
