@@ -1,0 +1,384 @@
+/**
+ * Typed values: what state keys hold. Build them with {@link i64}, {@link u256},
+ * {@link f64}, {@link bool}, {@link str}, {@link bytes}, {@link json},
+ * {@link set} and {@link array}; read them back with `asI64()`, `asString()`...
+ *
+ * Encoding (shared with the Rust engine, which validates every write):
+ * `[format = 1][tag][payload]`; see native/core/src/codec.rs.
+ */
+import { InvalidArgumentError, ValueTypeError } from './errors.js';
+
+/** The value types athanor stores. */
+export type ValueType = 'i64' | 'u256' | 'f64' | 'bool' | 'string' | 'bytes' | 'json' | 'set' | 'array';
+
+/** A JSON-compatible value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+const FORMAT = 1;
+const TAG: Record<ValueType, number> = { i64: 1, u256: 2, f64: 3, bool: 4, string: 5, bytes: 6, json: 7, set: 8, array: 9 };
+const TYPE_OF_TAG: (ValueType | undefined)[] = [undefined, 'i64', 'u256', 'f64', 'bool', 'string', 'bytes', 'json', 'set', 'array'];
+
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+const U256_MAX = 2n ** 256n - 1n;
+
+/** An immutable typed value. */
+export class Value {
+  /** @internal */
+  readonly #type: ValueType;
+  /** @internal */
+  readonly #v: unknown;
+  /** @internal cached encoding */
+  #enc: Buffer | undefined;
+
+  /** @internal use the constructor functions (`i64()`, `str()`, ...) */
+  constructor(type: ValueType, v: unknown, enc?: Buffer) {
+    this.#type = type;
+    this.#v = v;
+    this.#enc = enc;
+  }
+
+  /** The stored type. */
+  get type(): ValueType {
+    return this.#type;
+  }
+
+  #expect(t: ValueType): void {
+    if (this.#type !== t) {
+      throw new ValueTypeError(`expected a ${t} value but this value is ${this.#type}; read it with as${accessor(this.#type)}()`);
+    }
+  }
+
+  /** The signed 64-bit integer. Throws `ERR_TYPE` for any other type. */
+  asI64(): bigint {
+    this.#expect('i64');
+    return this.#v as bigint;
+  }
+  /** The unsigned 256-bit integer. Throws `ERR_TYPE` for any other type. */
+  asU256(): bigint {
+    this.#expect('u256');
+    return this.#v as bigint;
+  }
+  /** The float. Throws `ERR_TYPE` for any other type. */
+  asF64(): number {
+    this.#expect('f64');
+    return this.#v as number;
+  }
+  /** The boolean. Throws `ERR_TYPE` for any other type. */
+  asBool(): boolean {
+    this.#expect('bool');
+    return this.#v as boolean;
+  }
+  /** The string. Throws `ERR_TYPE` for any other type. */
+  asString(): string {
+    this.#expect('string');
+    return this.#v as string;
+  }
+  /** A copy of the bytes. Throws `ERR_TYPE` for any other type. */
+  asBytes(): Uint8Array {
+    this.#expect('bytes');
+    return new Uint8Array(this.#v as Uint8Array);
+  }
+  /** The parsed JSON (a fresh object each call). Throws `ERR_TYPE` for any other type. */
+  asJson<T = Json>(): T {
+    this.#expect('json');
+    return JSON.parse(this.#v as string) as T;
+  }
+  /** The JSON text as stored. Throws `ERR_TYPE` for any other type. */
+  asJsonText(): string {
+    this.#expect('json');
+    return this.#v as string;
+  }
+  /** The set of strings (sorted). Throws `ERR_TYPE` for any other type. */
+  asSet(): ReadonlySet<string> {
+    this.#expect('set');
+    return new Set(this.#v as string[]);
+  }
+  /** The array elements. Throws `ERR_TYPE` for any other type. */
+  asArray(): readonly Value[] {
+    this.#expect('array');
+    return this.#v as Value[];
+  }
+
+  /** The value as a plain JS value (bigint, number, boolean, string, Uint8Array, JSON, Set, array). */
+  toJS(): unknown {
+    switch (this.#type) {
+      case 'bytes':
+        return this.asBytes();
+      case 'json':
+        return this.asJson();
+      case 'set':
+        return this.asSet();
+      case 'array':
+        return (this.#v as Value[]).map((x) => x.toJS());
+      default:
+        return this.#v;
+    }
+  }
+
+  /** True when both values have the same type and encoding. */
+  equals(other: Value): boolean {
+    return this.#type === other.#type && encodeValue(this).equals(encodeValue(other));
+  }
+
+  /** A readable form, e.g. `i64(42)`. */
+  toString(): string {
+    const v = this.#type === 'bytes' ? `${(this.#v as Uint8Array).length} bytes` : this.#type === 'array' ? (this.#v as Value[]).join(', ') : String(this.#v);
+    return `${this.#type}(${v})`;
+  }
+
+  /** @internal */
+  static encoded(v: Value): Buffer {
+    if (v.#enc === undefined) v.#enc = encodeFresh(v.#type, v.#v);
+    return v.#enc;
+  }
+
+  /** @internal raw payload for encoding nested arrays */
+  static raw(v: Value): unknown {
+    return v.#v;
+  }
+}
+
+function accessor(t: ValueType): string {
+  return { i64: 'I64', u256: 'U256', f64: 'F64', bool: 'Bool', string: 'String', bytes: 'Bytes', json: 'Json', set: 'Set', array: 'Array' }[t];
+}
+
+function toBigInt(n: bigint | number, what: string): bigint {
+  if (typeof n === 'bigint') return n;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n)) {
+    throw new InvalidArgumentError(`${what} needs an integer (bigint or safe integer number), got ${typeof n === 'number' ? n : typeof n}`);
+  }
+  return BigInt(n);
+}
+
+/** A signed 64-bit integer value. Accepts a bigint or a safe-integer number; rejects NaN, fractions and out-of-range numbers. */
+export function i64(n: bigint | number): Value {
+  const b = toBigInt(n, 'i64()');
+  if (b < I64_MIN || b > I64_MAX) throw new InvalidArgumentError(`i64() value ${b} is outside the signed 64-bit range; use u256() for larger non-negative integers`);
+  return new Value('i64', b);
+}
+
+/** An unsigned 256-bit integer value (0 ..= 2^256-1). */
+export function u256(n: bigint | number): Value {
+  const b = toBigInt(n, 'u256()');
+  if (b < 0n || b > U256_MAX) throw new InvalidArgumentError(`u256() value must be within 0 ..= 2^256-1, got ${b}`);
+  return new Value('u256', b);
+}
+
+/** A 64-bit float value (NaN, infinities and -0 are stored exactly). */
+export function f64(n: number): Value {
+  if (typeof n !== 'number') throw new InvalidArgumentError(`f64() needs a number, got ${typeof n}`);
+  return new Value('f64', n);
+}
+
+/** A boolean value. */
+export function bool(b: boolean): Value {
+  if (typeof b !== 'boolean') throw new InvalidArgumentError(`bool() needs a boolean, got ${typeof b}`);
+  return new Value('bool', b);
+}
+
+/** A string value. */
+export function str(s: string): Value {
+  if (typeof s !== 'string') throw new InvalidArgumentError(`str() needs a string, got ${typeof s}`);
+  if (!s.isWellFormed()) throw new InvalidArgumentError('str() got a string with lone surrogates, which UTF-8 cannot store');
+  return new Value('string', s);
+}
+
+/** A byte-string value (copied). */
+export function bytes(b: Uint8Array): Value {
+  if (!(b instanceof Uint8Array)) throw new InvalidArgumentError('bytes() needs a Uint8Array or Buffer');
+  return new Value('bytes', new Uint8Array(b));
+}
+
+/** A JSON value, serialised now. Rejects what JSON cannot represent exactly (bigint, NaN, Infinity, cycles, functions). */
+export function json(v: unknown): Value {
+  return new Value('json', stringifyStrict(v, 'json()'));
+}
+
+/** A set of strings (duplicates removed). */
+export function set(items: Iterable<string>): Value {
+  const unique = new Set<string>();
+  for (const s of items) {
+    if (typeof s !== 'string') throw new InvalidArgumentError(`set() members must be strings, got ${typeof s}`);
+    if (!s.isWellFormed()) throw new InvalidArgumentError('set() member has lone surrogates, which UTF-8 cannot store');
+    unique.add(s);
+  }
+  // Canonical order is by UTF-8 bytes, the same order the engine uses.
+  const sorted = [...unique].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  return new Value('set', sorted);
+}
+
+/** An array of values. */
+export function array(items: Iterable<Value>): Value {
+  const list = [...items];
+  for (const x of list) if (!(x instanceof Value)) throw new InvalidArgumentError('array() elements must be Values (use i64(), str(), ...)');
+  return new Value('array', list);
+}
+
+/**
+ * JSON.stringify that refuses silent loss: bigint, cycles and a top-level
+ * undefined/function throw `ERR_INVALID_ARGUMENT`, and so do NaN/Infinity (which
+ * JSON.stringify would quietly turn into null).
+ */
+export function stringifyStrict(v: unknown, what: string): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(v);
+  } catch (e) {
+    throw new InvalidArgumentError(`${what} is not JSON-serialisable: ${(e as Error).message}`, { cause: e });
+  }
+  if (text === undefined) throw new InvalidArgumentError(`${what} is not JSON-serialisable (got ${typeof v})`);
+  // `null` in the output may come from NaN/Infinity; only then pay for the checking pass.
+  if (text.includes('null')) {
+    JSON.stringify(v, (_k, x: unknown) => {
+      if (typeof x === 'number' && !Number.isFinite(x)) {
+        throw new InvalidArgumentError(`${what} contains ${x}, which JSON cannot represent; store it as a string or use f64()`);
+      }
+      return x;
+    });
+  }
+  return text;
+}
+
+function encodeFresh(type: ValueType, v: unknown): Buffer {
+  const body = encodeBody(type, v);
+  const out = Buffer.allocUnsafe(body.length + 1);
+  out[0] = FORMAT;
+  body.copy(out, 1);
+  return out;
+}
+
+function encodeBody(type: ValueType, v: unknown): Buffer {
+  const tag = TAG[type];
+  switch (type) {
+    case 'i64': {
+      const b = Buffer.allocUnsafe(9);
+      b[0] = tag;
+      b.writeBigInt64BE(v as bigint, 1);
+      return b;
+    }
+    case 'u256': {
+      const b = Buffer.alloc(33);
+      b[0] = tag;
+      let x = v as bigint;
+      for (let i = 32; i >= 1; i--) {
+        b[i] = Number(x & 0xffn);
+        x >>= 8n;
+      }
+      return b;
+    }
+    case 'f64': {
+      const b = Buffer.allocUnsafe(9);
+      b[0] = tag;
+      b.writeDoubleBE(v as number, 1);
+      return b;
+    }
+    case 'bool':
+      return Buffer.from([tag, v ? 1 : 0]);
+    case 'string':
+    case 'json': {
+      const s = v as string;
+      const b = Buffer.allocUnsafe(1 + Buffer.byteLength(s));
+      b[0] = tag;
+      b.write(s, 1, 'utf8');
+      return b;
+    }
+    case 'bytes': {
+      const src = v as Uint8Array;
+      const b = Buffer.allocUnsafe(1 + src.length);
+      b[0] = tag;
+      b.set(src, 1);
+      return b;
+    }
+    case 'set': {
+      const parts = (v as string[]).map((s) => Buffer.from(s, 'utf8'));
+      const b = Buffer.allocUnsafe(5 + parts.reduce((n, p) => n + 4 + p.length, 0));
+      b[0] = tag;
+      b.writeUInt32LE(parts.length, 1);
+      let o = 5;
+      for (const p of parts) {
+        b.writeUInt32LE(p.length, o);
+        p.copy(b, o + 4);
+        o += 4 + p.length;
+      }
+      return b;
+    }
+    case 'array': {
+      const parts = (v as Value[]).map((x) => encodeBody(x.type, Value.raw(x)));
+      const b = Buffer.allocUnsafe(5 + parts.reduce((n, p) => n + 4 + p.length, 0));
+      b[0] = tag;
+      b.writeUInt32LE(parts.length, 1);
+      let o = 5;
+      for (const p of parts) {
+        b.writeUInt32LE(p.length, o);
+        p.copy(b, o + 4);
+        o += 4 + p.length;
+      }
+      return b;
+    }
+  }
+}
+
+/** Encodes a value (`[format][tag][payload]`). The result is cached on the value: do not mutate it. */
+export function encodeValue(v: Value): Buffer {
+  return Value.encoded(v);
+}
+
+/** Decodes `len` bytes of `buf` at `off` (format byte included). */
+export function decodeValue(buf: Buffer, off: number, len: number): Value {
+  if (len < 2) throw new ValueTypeError('value bytes are too short');
+  if (buf[off] !== FORMAT) throw new ValueTypeError(`value format ${buf[off]} is not supported; upgrade athanor`);
+  return decodeBody(buf, off + 1, len - 1);
+}
+
+function decodeBody(buf: Buffer, off: number, len: number): Value {
+  const type = TYPE_OF_TAG[buf[off]!];
+  const p = off + 1;
+  const n = len - 1;
+  const need = (k: number): void => {
+    if (n !== k) throw new ValueTypeError(`${type} value must carry ${k} bytes, found ${n}`);
+  };
+  switch (type) {
+    case 'i64':
+      need(8);
+      return new Value('i64', buf.readBigInt64BE(p));
+    case 'u256': {
+      need(32);
+      let x = 0n;
+      for (let i = 0; i < 32; i += 8) x = (x << 64n) | buf.readBigUInt64BE(p + i);
+      return new Value('u256', x);
+    }
+    case 'f64':
+      need(8);
+      return new Value('f64', buf.readDoubleBE(p));
+    case 'bool':
+      need(1);
+      if (buf[p]! > 1) throw new ValueTypeError('bool value byte must be 0 or 1');
+      return new Value('bool', buf[p] === 1);
+    case 'string':
+      return new Value('string', buf.toString('utf8', p, p + n));
+    case 'json':
+      return new Value('json', buf.toString('utf8', p, p + n));
+    case 'bytes':
+      return new Value('bytes', new Uint8Array(buf.subarray(p, p + n)));
+    case 'set':
+    case 'array': {
+      const end = p + n;
+      if (n < 4) throw new ValueTypeError(`${type} value is truncated`);
+      const count = buf.readUInt32LE(p);
+      let o = p + 4;
+      const items: unknown[] = [];
+      for (let i = 0; i < count; i++) {
+        if (o + 4 > end) throw new ValueTypeError(`${type} value is truncated`);
+        const l = buf.readUInt32LE(o);
+        if (o + 4 + l > end) throw new ValueTypeError(`${type} value is truncated`);
+        items.push(type === 'set' ? buf.toString('utf8', o + 4, o + 4 + l) : decodeBody(buf, o + 4, l));
+        o += 4 + l;
+      }
+      if (o !== end) throw new ValueTypeError(`${type} value has trailing bytes`);
+      return new Value(type, items);
+    }
+    default:
+      throw new ValueTypeError(`unknown value tag ${buf[off]}`);
+  }
+}

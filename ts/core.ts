@@ -1,0 +1,253 @@
+/**
+ * The bridge to one native handle: scratch buffers for allocation-free reads,
+ * the commit queue's promises, and commit notifications. @internal
+ */
+import { decodeValue, type Value } from './codec.js';
+import { ByteWriter } from './bytes.js';
+import { ClosedError, errorFor, fromNative } from './errors.js';
+import { native, type NativeDb } from './native.js';
+import { checkKey } from './transaction.js';
+
+/** Published after each group of commits. */
+export interface CommitNotice {
+  /** Commit seq of the newest applied transaction. */
+  commitSeq: bigint;
+  /** Id of the newest event (0n when the log is empty). */
+  lastEventId: bigint;
+}
+
+/** What a commit reports (before the callback's value is attached). @internal */
+export interface CommitInfo {
+  outcome: 'applied' | 'duplicate';
+  commitSeq: bigint;
+  firstEventId: bigint | null;
+  eventCount: number;
+}
+
+const KEY_CAP = 2048;
+const VAL_CAP = 64 * 1024;
+
+interface Pending {
+  resolve: (info: CommitInfo) => void;
+  reject: (e: Error) => void;
+  settled: Promise<unknown>;
+}
+
+/** @internal */
+export interface CoreOptions {
+  durability: 'full' | 'batched' | 'none';
+  syncIntervalMs: number;
+  mapSize: number;
+  idempotencyWindowMs: number;
+}
+
+/** @internal */
+export class Core {
+  readonly native: NativeDb;
+  readonly keyBuf = Buffer.allocUnsafeSlow(KEY_CAP);
+  readonly valBuf = Buffer.allocUnsafeSlow(VAL_CAP);
+  readonly batchWriter = new ByteWriter(4096);
+  inCallback = false;
+  closed = false;
+  readonly #pending = new Map<number, Pending>();
+  #nextToken = 1;
+  readonly #listeners = new Set<(n: CommitNotice) => void>();
+  #lastNotified = 0n;
+  #retryTail: Promise<void> = Promise.resolve();
+
+  constructor(dir: string, o: CoreOptions) {
+    try {
+      this.native = new native.NativeDb(
+        dir,
+        { durability: o.durability, syncIntervalMs: o.syncIntervalMs, mapSize: o.mapSize, idempotencyWindowMs: o.idempotencyWindowMs },
+        (buf: Buffer) => this.#onCommit(buf),
+      );
+    } catch (e) {
+      throw fromNative(e);
+    }
+    this.native.setScratch(this.keyBuf, this.valBuf);
+  }
+
+  assertOpen(): void {
+    if (this.closed) throw new ClosedError();
+  }
+
+  /** Writes `key` into the key scratch; returns its byte length. */
+  writeKey(key: string): number {
+    checkKey(key);
+    return this.keyBuf.write(key, 0, 'utf8');
+  }
+
+  /** Point read on the newest state. */
+  get(key: string): Value | undefined {
+    this.assertOpen();
+    const n = this.writeKey(key);
+    let len: number;
+    try {
+      len = this.native.get(n);
+      if (len < 0) return undefined;
+      if (len > VAL_CAP) {
+        const b = this.native.getCopy(n);
+        return b ? decodeValue(b, 0, b.length) : undefined;
+      }
+    } catch (e) {
+      throw fromNative(e);
+    }
+    return decodeValue(this.valBuf, 0, len);
+  }
+
+  /** Starts a transaction attempt on the newest state; returns its commit seq. */
+  txBegin(): bigint {
+    this.assertOpen();
+    try {
+      return this.native.txBegin();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** Read inside a transaction attempt (pinned snapshot): value + version. */
+  txGet(key: string): { version: bigint; value: Value } | undefined {
+    this.assertOpen();
+    const n = this.writeKey(key);
+    try {
+      const len = this.native.txGet(n);
+      if (len < 0) return undefined;
+      const buf = len > VAL_CAP ? this.native.txGetCopy(n) : this.valBuf;
+      if (!buf) return undefined;
+      return { version: buf.readBigUInt64BE(0), value: decodeValue(buf, 8, len - 8) };
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** Queues a batch; resolves when committed (durably, per the durability mode). */
+  commit(batch: Buffer): Promise<CommitInfo> {
+    this.assertOpen();
+    const token = this.#nextToken;
+    this.#nextToken = token >= 0x7fffffff ? 1 : token + 1;
+    try {
+      this.native.commit(batch, token);
+    } catch (e) {
+      return Promise.reject(fromNative(e));
+    }
+    if (this.#pending.size === 0) this.native.keepAlive(true);
+    let resolve!: (info: CommitInfo) => void;
+    let reject!: (e: Error) => void;
+    const promise = new Promise<CommitInfo>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.#pending.set(token, { resolve, reject, settled: promise.then(noop, noop) });
+    return promise;
+  }
+
+  /** Commits and blocks until durable. */
+  commitSync(batch: Buffer): CommitInfo {
+    this.assertOpen();
+    let rec: Buffer;
+    try {
+      rec = this.native.commitSync(batch);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    const r = readResult(rec, 0);
+    if (r.error) throw r.error;
+    return r.info!;
+  }
+
+  /** Number of commits queued and not yet reported. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  subscribe(listener: (n: CommitNotice) => void): () => void {
+    this.#listeners.add(listener);
+    this.native.setWantsNotices(true);
+    return () => {
+      this.#listeners.delete(listener);
+      if (this.#listeners.size === 0 && !this.closed) this.native.setWantsNotices(false);
+    };
+  }
+
+  /** Runs on the JS thread for each group. Must never throw (see native/node). */
+  #onCommit(buf: Buffer): void {
+    try {
+      const notice: CommitNotice = { commitSeq: buf.readBigUInt64LE(0), lastEventId: buf.readBigUInt64LE(8) };
+      const n = buf.readUInt32LE(16);
+      let off = 20;
+      for (let i = 0; i < n; i++) {
+        const token = Number(buf.readBigUInt64LE(off));
+        const r = readResult(buf, off + 8);
+        off = r.end;
+        const p = this.#pending.get(token);
+        if (p === undefined) continue;
+        this.#pending.delete(token);
+        if (r.error) p.reject(r.error);
+        else p.resolve(r.info!);
+      }
+      if (n > 0 && this.#pending.size === 0 && !this.closed) this.native.keepAlive(false);
+      if (!this.closed) this.native.releaseStaleReaders();
+      if (notice.commitSeq > this.#lastNotified) {
+        this.#lastNotified = notice.commitSeq;
+        for (const l of this.#listeners) {
+          try {
+            l(notice);
+          } catch (e) {
+            process.emitWarning(`athanor: a commit listener threw: ${(e as Error)?.stack ?? String(e)}`);
+          }
+        }
+      }
+    } catch (e) {
+      process.emitWarning(`athanor: internal error while delivering commits: ${(e as Error)?.stack ?? String(e)}`);
+    }
+  }
+
+  /**
+   * Serialises transactions that are being retried after a conflict: each waits
+   * for the previous retried one to finish, so contenders on a hot key make
+   * progress one commit at a time instead of conflicting with each other forever.
+   * Returns the release function.
+   */
+  async retryTurn(): Promise<() => void> {
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const prev = this.#retryTail;
+    this.#retryTail = prev.then(() => mine);
+    await prev;
+    return release;
+  }
+
+  /** Waits for every queued commit of this handle to be reported. */
+  async drain(): Promise<void> {
+    while (this.#pending.size > 0) {
+      await Promise.all([...this.#pending.values()].map((p) => p.settled));
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#listeners.clear();
+    this.native.close();
+  }
+}
+
+function noop(): void {}
+
+function readResult(buf: Buffer, off: number): { info?: CommitInfo; error?: Error; end: number } {
+  const status = buf[off]!;
+  const commitSeq = buf.readBigUInt64LE(off + 1);
+  const firstEventId = buf.readBigUInt64LE(off + 9);
+  const eventCount = buf.readUInt32LE(off + 17);
+  const codeLen = buf.readUInt16LE(off + 21);
+  const code = buf.toString('utf8', off + 23, off + 23 + codeLen);
+  const msgOff = off + 23 + codeLen;
+  const msgLen = buf.readUInt32LE(msgOff);
+  const end = msgOff + 4 + msgLen;
+  if (status === 2) return { error: errorFor(code, buf.toString('utf8', msgOff + 4, end)), end };
+  return {
+    info: { outcome: status === 0 ? 'applied' : 'duplicate', commitSeq, firstEventId: eventCount > 0 ? firstEventId : null, eventCount },
+    end,
+  };
+}

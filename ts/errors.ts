@@ -1,0 +1,143 @@
+/**
+ * Typed errors. Every error athanor throws is an {@link AthanorError} with a
+ * stable string `code`; switch on `code` (or use `instanceof` on the subclasses).
+ */
+
+/** The stable error codes. Never renamed once released. */
+export type ErrorCode =
+  | 'ERR_PREFLIGHT'
+  | 'ERR_CONFLICT'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_TYPE'
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_MAP_FULL'
+  | 'ERR_CORRUPT'
+  | 'ERR_CLOSED'
+  | 'ERR_VERSION'
+  | 'ERR_IO'
+  | 'ERR_INTERNAL';
+
+/** Base class of every error athanor throws. */
+export class AthanorError extends Error {
+  /** Stable machine-readable code, e.g. `ERR_CONFLICT`. */
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A `require*` check failed on the snapshot; nothing was written. */
+export class PreflightError extends AthanorError {
+  /** The key whose check failed. */
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super('ERR_PREFLIGHT', message);
+    this.key = key;
+  }
+}
+
+/** The transaction kept conflicting with concurrent commits and gave up; nothing was written. */
+export class ConflictError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CONFLICT', message, options);
+  }
+}
+
+/** A key or event that must exist does not. */
+export class NotFoundError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_NOT_FOUND', message);
+  }
+}
+
+/** A value was read as the wrong type (e.g. `asI64()` on a string) or is malformed. */
+export class ValueTypeError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_TYPE', message);
+  }
+}
+
+/** An argument is unusable (empty key, oversized key, non-serialisable payload, bad option...). */
+export class InvalidArgumentError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INVALID_ARGUMENT', message, options);
+  }
+}
+
+/** The storage map could not grow (disk full or the configured limit reached). */
+export class MapFullError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_MAP_FULL', message);
+  }
+}
+
+/** Stored data is damaged or not what athanor wrote. */
+export class CorruptError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_CORRUPT', message);
+  }
+}
+
+/** The database, snapshot or handle was closed. */
+export class ClosedError extends AthanorError {
+  constructor(message = 'the database is closed; open it again with Athanor.open()') {
+    super('ERR_CLOSED', message);
+  }
+}
+
+/** The data on disk was written by a newer version of athanor. */
+export class VersionError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_VERSION', message);
+  }
+}
+
+/** An operating-system level failure (permissions, disk). */
+export class IoError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_IO', message);
+  }
+}
+
+/** Builds the typed error for a code and message. */
+export function errorFor(code: string, message: string): AthanorError {
+  switch (code) {
+    case 'ERR_PREFLIGHT':
+      return new PreflightError('', message);
+    case 'ERR_CONFLICT':
+      return new ConflictError(message);
+    case 'ERR_NOT_FOUND':
+      return new NotFoundError(message);
+    case 'ERR_TYPE':
+      return new ValueTypeError(message);
+    case 'ERR_INVALID_ARGUMENT':
+      return new InvalidArgumentError(message);
+    case 'ERR_MAP_FULL':
+      return new MapFullError(message);
+    case 'ERR_CORRUPT':
+      return new CorruptError(message);
+    case 'ERR_CLOSED':
+      return new ClosedError(message);
+    case 'ERR_VERSION':
+      return new VersionError(message);
+    case 'ERR_IO':
+      return new IoError(message);
+    default:
+      return new AthanorError('ERR_INTERNAL', message);
+  }
+}
+
+const NATIVE_MESSAGE = /^(ERR_[A-Z_]+): ([\s\S]*)$/;
+
+/** Converts an error thrown by the native addon (`"ERR_X: message"`) into its typed class. */
+export function fromNative(e: unknown): Error {
+  if (e instanceof AthanorError) return e;
+  if (e instanceof Error) {
+    const m = NATIVE_MESSAGE.exec(e.message);
+    if (m) return errorFor(m[1]!, m[2]!);
+    return new AthanorError('ERR_INTERNAL', e.message, { cause: e });
+  }
+  return new AthanorError('ERR_INTERNAL', String(e));
+}

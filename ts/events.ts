@@ -1,0 +1,161 @@
+/** The event log: read by id range, by type, newest first; subscribe to commits. */
+import { InvalidArgumentError, fromNative } from './errors.js';
+import type { Core, CommitNotice } from './core.js';
+
+/** A stored event. */
+export interface StoredEvent<P = unknown> {
+  /** Dense, strictly increasing id assigned at commit (first event is 1n). */
+  id: bigint;
+  /** The event type. */
+  type: string;
+  /** The payload: parsed JSON, or a `Uint8Array` for bytes payloads. */
+  payload: P;
+  /** Commit time, milliseconds since the Unix epoch. */
+  at: number;
+  /** Commit sequence number of the transaction that logged it. */
+  commitSeq: bigint;
+}
+
+/** Which events {@link EventLog.read} returns. */
+export interface ReadOptions {
+  /** First id, inclusive (default 1n). */
+  from?: bigint | number;
+  /** Last id, inclusive (default: the newest). */
+  to?: bigint | number;
+  /** Only this event type (served by the type index). */
+  type?: string;
+  /** At most this many events. */
+  limit?: number;
+  /** Newest first (default false). */
+  reverse?: boolean;
+}
+
+/** Something that can read packed events: a database handle or a snapshot. @internal */
+export interface EventSource {
+  readEvents(from: bigint, to: bigint | null, type: string | null, limit: number, reverse: boolean): Buffer;
+  heads(): bigint[];
+}
+
+const PAGE = 1024;
+
+function toId(v: bigint | number | undefined, what: string, dflt: bigint): bigint {
+  if (v === undefined) return dflt;
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v) || v < 0) throw new InvalidArgumentError(`${what} must be a non-negative integer id, got ${v}`);
+    return BigInt(v);
+  }
+  if (typeof v !== 'bigint' || v < 0n || v >= 2n ** 64n) throw new InvalidArgumentError(`${what} must be a non-negative 64-bit id`);
+  return v;
+}
+
+/** Decodes the packed format of `Store::read_events`. @internal */
+export function decodeEvents(buf: Buffer): StoredEvent[] {
+  const count = buf.readUInt32LE(0);
+  const out: StoredEvent[] = new Array(count);
+  let o = 4;
+  for (let i = 0; i < count; i++) {
+    const id = buf.readBigUInt64LE(o);
+    const commitSeq = buf.readBigUInt64LE(o + 8);
+    const at = Number(buf.readBigUInt64LE(o + 16));
+    const kind = buf[o + 24]!;
+    const tlen = buf.readUInt16LE(o + 25);
+    const type = buf.toString('utf8', o + 27, o + 27 + tlen);
+    o += 27 + tlen;
+    const plen = buf.readUInt32LE(o);
+    o += 4;
+    const payload = kind === 1 ? (JSON.parse(buf.toString('utf8', o, o + plen)) as unknown) : new Uint8Array(buf.subarray(o, o + plen));
+    o += plen;
+    out[i] = { id, type, payload, at, commitSeq };
+  }
+  return out;
+}
+
+/** Reads events from a source, page by page. @internal */
+export function* readFrom(src: EventSource, options: ReadOptions): Generator<StoredEvent, void, undefined> {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('read options must be an object');
+  let from = toId(options.from, 'from', 1n);
+  let to = options.to === undefined ? null : toId(options.to, 'to', 0n);
+  const type = options.type ?? null;
+  if (type !== null && (typeof type !== 'string' || type.length === 0)) throw new InvalidArgumentError('type must be a non-empty string');
+  let remaining = options.limit ?? Infinity;
+  if (remaining !== Infinity && (!Number.isInteger(remaining) || remaining < 0)) throw new InvalidArgumentError('limit must be a non-negative integer');
+  const reverse = options.reverse ?? false;
+  if (reverse && to === null) to = src.heads()[0]!;
+  while (remaining > 0) {
+    const n = Math.min(PAGE, remaining);
+    let page: StoredEvent[];
+    try {
+      page = decodeEvents(src.readEvents(from, to, type, n, reverse));
+    } catch (e) {
+      throw fromNative(e);
+    }
+    for (const e of page) yield e;
+    remaining -= page.length;
+    if (page.length < n) return;
+    const last = page[page.length - 1]!.id;
+    if (reverse) {
+      if (last <= from) return;
+      to = last - 1n;
+    } else {
+      from = last + 1n;
+    }
+  }
+}
+
+/** The database's event log. */
+export class EventLog {
+  readonly #core: Core;
+  readonly #src: EventSource;
+
+  /** @internal */
+  constructor(core: Core) {
+    this.#core = core;
+    this.#src = {
+      readEvents: (f, t, ty, l, r) => {
+        core.assertOpen();
+        return core.native.readEvents(f, t, ty, l, r);
+      },
+      heads: () => {
+        core.assertOpen();
+        return core.native.heads();
+      },
+    };
+  }
+
+  /** Iterates events by id range, optionally of one type, oldest first unless `reverse`. Lazy: pages of 1024. */
+  read<P = unknown>(options: ReadOptions = {}): IterableIterator<StoredEvent<P>> {
+    this.#core.assertOpen();
+    return readFrom(this.#src, options) as IterableIterator<StoredEvent<P>>;
+  }
+
+  /** The newest `n` events (optionally of one type), newest first. */
+  tail<P = unknown>(n: number, options: { type?: string } = {}): StoredEvent<P>[] {
+    return [...this.read<P>({ ...options, limit: n, reverse: true })];
+  }
+
+  /** One event by id, or `undefined`. */
+  get<P = unknown>(id: bigint | number): StoredEvent<P> | undefined {
+    const i = toId(id, 'id', 0n);
+    return this.read<P>({ from: i, to: i, limit: 1 }).next().value as StoredEvent<P> | undefined;
+  }
+
+  /** Id of the newest event (0n when the log is empty). */
+  get lastId(): bigint {
+    try {
+      return this.#src.heads()[0]!;
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /**
+   * Calls `listener` on the JS thread after each group commit that applied
+   * something (in-process push, no polling). Returns an unsubscribe function.
+   * A listener that throws is reported as a process warning, never crashes the commit path.
+   */
+  subscribe(listener: (notice: CommitNotice) => void): () => void {
+    this.#core.assertOpen();
+    if (typeof listener !== 'function') throw new InvalidArgumentError('subscribe() needs a function');
+    return this.#core.subscribe(listener);
+  }
+}

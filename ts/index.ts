@@ -1,0 +1,24 @@
+/**
+ * athanor: an embedded database for Node.js. Durable typed state and an
+ * append-only event log, committed together atomically, in-process.
+ * @packageDocumentation
+ */
+export { Athanor, Snapshot, type OpenOptions, type Durability } from './db.js';
+export { TransactionBuilder, type Tx, type CommitResult, type ExecuteOptions, type EventInput } from './transaction.js';
+export { EventLog, type StoredEvent, type ReadOptions } from './events.js';
+export type { CommitNotice } from './core.js';
+export { Value, i64, u256, f64, bool, str, bytes, json, set, array, encodeValue, decodeValue, type ValueType, type Json } from './codec.js';
+export {
+  AthanorError,
+  PreflightError,
+  ConflictError,
+  NotFoundError,
+  ValueTypeError,
+  InvalidArgumentError,
+  MapFullError,
+  CorruptError,
+  ClosedError,
+  VersionError,
+  IoError,
+  type ErrorCode,
+} from './errors.js';

@@ -1,0 +1,383 @@
+/**
+ * Transactions: a synchronous callback reads one consistent snapshot and
+ * buffers its writes; the batch crosses into Rust in one call and the single
+ * writer validates what was read (optimistic concurrency) before applying it.
+ */
+import { decodeValue, encodeValue, stringifyStrict, Value } from './codec.js';
+import { ByteWriter } from './bytes.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from './errors.js';
+import type { Core } from './core.js';
+
+/** What one event to log looks like. */
+export interface EventInput {
+  /** Event type name: 1..200 UTF-8 bytes, no NUL. */
+  type: string;
+  /** A JSON-serialisable value, or bytes (`Uint8Array`). */
+  payload: unknown;
+}
+
+/** Options of {@link TransactionBuilder.execute}. */
+export interface ExecuteOptions {
+  /**
+   * Makes the commit idempotent: if a transaction with this key was already
+   * applied (within the database's idempotency window, across restarts), nothing
+   * is applied again and the result has `outcome: 'duplicate'`.
+   */
+  idempotencyKey?: string;
+  /** Attempts before giving up with `ConflictError` (default 10). */
+  maxAttempts?: number;
+}
+
+/** The outcome of a committed transaction. */
+export interface CommitResult<T = void> {
+  /** `'applied'` now, or `'duplicate'` when the idempotency key had been applied before. */
+  outcome: 'applied' | 'duplicate';
+  /** Commit sequence number (of the original commit, for a duplicate). Read-only transactions report the snapshot's. */
+  commitSeq: bigint;
+  /** Id of the first event logged, or `null` when none was. */
+  firstEventId: bigint | null;
+  /** Number of events logged. */
+  eventCount: number;
+  /** What the callback returned (on a duplicate: what this run's callback returned; its writes were not applied). */
+  value: T;
+  /** How many times the callback ran (1 unless it conflicted and was retried). */
+  attempts: number;
+}
+
+/** Reads and writes available inside a transaction callback. */
+export interface Tx {
+  /** The commit seq of the snapshot this attempt reads. */
+  readonly snapshotSeq: bigint;
+  /** Reads a key (your own writes included). Throws `NotFoundError` when absent. */
+  get(key: string): Value;
+  /** Reads a key, or `undefined` when absent. */
+  getOpt(key: string): Value | undefined;
+  /** Whether a key exists. */
+  exists(key: string): boolean;
+  /** Writes a value. */
+  set(key: string, value: Value): void;
+  /** Deletes a key (no error if absent). */
+  delete(key: string): void;
+  /** Reads a key and writes what `fn` returns; returning `undefined` deletes the key. */
+  update(key: string, fn: (current: Value | undefined) => Value | undefined): void;
+  /** Appends an event; its id is assigned at commit. */
+  log(type: string, payload: unknown): void;
+  /** Appends several events in order. */
+  logMany(events: Iterable<EventInput>): void;
+}
+
+type Check = { key: string; test: (v: Value | undefined) => string | null };
+
+const DELETED = null;
+const MAX_KEY_BYTES = 511;
+
+/** Validates a state key and returns its UTF-8 byte length. @internal */
+export function checkKey(key: unknown): string {
+  if (typeof key !== 'string') throw new InvalidArgumentError(`keys are strings, got ${key === null ? 'null' : typeof key}`);
+  if (key.length === 0) throw new InvalidArgumentError('keys must not be empty');
+  if (key.length > MAX_KEY_BYTES / 3 && Buffer.byteLength(key) > MAX_KEY_BYTES) {
+    throw new InvalidArgumentError(`key is ${Buffer.byteLength(key)} UTF-8 bytes; the limit is ${MAX_KEY_BYTES} (hash long identifiers)`);
+  }
+  if (!key.isWellFormed()) throw new InvalidArgumentError('key has lone surrogates, which UTF-8 cannot store');
+  return key;
+}
+
+function checkEventType(type: unknown): string {
+  if (typeof type !== 'string' || type.length === 0) throw new InvalidArgumentError('event type must be a non-empty string');
+  const n = Buffer.byteLength(type);
+  if (n > 200) throw new InvalidArgumentError(`event type is ${n} UTF-8 bytes; the limit is 200`);
+  if (type.includes('\0')) throw new InvalidArgumentError('event type must not contain NUL');
+  if (!type.isWellFormed()) throw new InvalidArgumentError('event type has lone surrogates');
+  return type;
+}
+
+/** One attempt of a transaction callback. @internal */
+export class TxImpl implements Tx {
+  readonly snapshotSeq: bigint;
+  readonly #core: Core;
+  readonly #reads = new Map<string, bigint>();
+  readonly #writes = new Map<string, Value | null>();
+  readonly #events = new ByteWriter(256);
+  #eventCount = 0;
+  #open = true;
+
+  constructor(core: Core) {
+    this.#core = core;
+    this.snapshotSeq = core.txBegin();
+  }
+
+  #live(): void {
+    if (!this.#open) throw new InvalidArgumentError('this transaction has finished; do not keep `tx` beyond its callback');
+  }
+
+  getOpt(key: string): Value | undefined {
+    this.#live();
+    checkKey(key);
+    const w = this.#writes.get(key);
+    if (w !== undefined) return w === DELETED ? undefined : w;
+    const entry = this.#core.txGet(key);
+    if (!this.#reads.has(key)) this.#reads.set(key, entry === undefined ? 0n : entry.version);
+    return entry?.value;
+  }
+
+  get(key: string): Value {
+    const v = this.getOpt(key);
+    if (v === undefined) throw new NotFoundError(`key ${JSON.stringify(key)} does not exist; use getOpt() when absence is expected`);
+    return v;
+  }
+
+  exists(key: string): boolean {
+    return this.getOpt(key) !== undefined;
+  }
+
+  set(key: string, value: Value): void {
+    this.#live();
+    checkKey(key);
+    if (!(value instanceof Value)) throw new InvalidArgumentError(`set(${JSON.stringify(key)}) needs a Value: wrap it with i64(), str(), json(), ...`);
+    this.#writes.set(key, value);
+  }
+
+  delete(key: string): void {
+    this.#live();
+    checkKey(key);
+    this.#writes.set(key, DELETED);
+  }
+
+  update(key: string, fn: (current: Value | undefined) => Value | undefined): void {
+    const next = fn(this.getOpt(key));
+    if (next === undefined) this.delete(key);
+    else this.set(key, next);
+  }
+
+  log(type: string, payload: unknown): void {
+    this.#live();
+    checkEventType(type);
+    const w = this.#events;
+    const start = w.pos;
+    try {
+      if (payload instanceof Uint8Array) {
+        w.u8(2);
+        w.str16(type);
+        w.u32(payload.length);
+        w.bytes(payload);
+      } else {
+        const text = stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`);
+        w.u8(1);
+        w.str16(type);
+        w.str32(text);
+      }
+    } catch (e) {
+      w.pos = start;
+      throw e;
+    }
+    this.#eventCount++;
+  }
+
+  logMany(events: Iterable<EventInput>): void {
+    for (const e of events) this.log(e.type, e.payload);
+  }
+
+  /** Whether committing changes anything. */
+  get isWrite(): boolean {
+    return this.#writes.size > 0 || this.#eventCount > 0;
+  }
+
+  /** Encodes the batch in the wire format of native/core/src/txn.rs. */
+  encode(idempotencyKey: string | undefined): Buffer {
+    this.#open = false;
+    const w = this.#core.batchWriter;
+    w.reset();
+    w.u8(1);
+    w.u32(this.#reads.size);
+    for (const [k, version] of this.#reads) {
+      w.str16(k);
+      w.u64(version);
+    }
+    w.u32(this.#writes.size);
+    for (const [k, v] of this.#writes) {
+      w.u8(v === DELETED ? 2 : 1);
+      w.str16(k);
+      if (v !== DELETED) {
+        const enc = encodeValue(v);
+        w.u32(enc.length);
+        w.bytes(enc);
+      }
+    }
+    w.u32(this.#eventCount);
+    w.bytes(this.#events.view());
+    if (idempotencyKey === undefined) w.u16(0);
+    else w.str16(idempotencyKey);
+    return w.view();
+  }
+
+  close(): void {
+    this.#open = false;
+  }
+}
+
+/**
+ * Builds a transaction: optional preflight checks, then {@link execute} (async,
+ * group-committed) or {@link executeSync} (blocks the thread; for scripts).
+ */
+export class TransactionBuilder {
+  readonly #core: Core;
+  readonly #checks: Check[] = [];
+
+  /** @internal */
+  constructor(core: Core) {
+    this.#core = core;
+  }
+
+  /** Requires `predicate(value)` to hold on the snapshot, else `PreflightError`. */
+  require(key: string, predicate: (value: Value | undefined) => boolean, message?: string): this {
+    checkKey(key);
+    this.#checks.push({ key, test: (v) => (predicate(v) ? null : (message ?? `preflight check on ${JSON.stringify(key)} failed`)) });
+    return this;
+  }
+
+  /** Requires the key to exist. */
+  requireExists(key: string): this {
+    checkKey(key);
+    this.#checks.push({ key, test: (v) => (v === undefined ? `key ${JSON.stringify(key)} must exist` : null) });
+    return this;
+  }
+
+  /** Requires the key to be absent. */
+  requireMissing(key: string): this {
+    checkKey(key);
+    this.#checks.push({ key, test: (v) => (v === undefined ? null : `key ${JSON.stringify(key)} must not exist`) });
+    return this;
+  }
+
+  /** Requires an integer value (i64 or u256) of at least `min`. */
+  requireMin(key: string, min: bigint | number): this {
+    return this.#numeric(key, min, (x, m) => x >= m, 'at least');
+  }
+
+  /** Requires an integer value (i64 or u256) of at most `max`. */
+  requireMax(key: string, max: bigint | number): this {
+    return this.#numeric(key, max, (x, m) => x <= m, 'at most');
+  }
+
+  /** Requires the value to equal `expected` (same type and content). */
+  requireEquals(key: string, expected: Value): this {
+    checkKey(key);
+    this.#checks.push({
+      key,
+      test: (v) => (v !== undefined && v.equals(expected) ? null : `key ${JSON.stringify(key)} must equal ${expected.toString()}, found ${v?.toString() ?? 'nothing'}`),
+    });
+    return this;
+  }
+
+  #numeric(key: string, bound: bigint | number, ok: (x: bigint, b: bigint) => boolean, words: string): this {
+    checkKey(key);
+    if (typeof bound === 'number' && !Number.isSafeInteger(bound)) throw new InvalidArgumentError(`bound must be an integer, got ${bound}`);
+    const b = BigInt(bound);
+    this.#checks.push({
+      key,
+      test: (v) => {
+        if (v === undefined) return `key ${JSON.stringify(key)} must hold an integer ${words} ${b}, but it does not exist`;
+        if (v.type !== 'i64' && v.type !== 'u256') return `key ${JSON.stringify(key)} must hold an integer ${words} ${b}, but holds ${v.type}`;
+        const x = v.type === 'i64' ? v.asI64() : v.asU256();
+        return ok(x, b) ? null : `key ${JSON.stringify(key)} is ${x}; it must be ${words} ${b}`;
+      },
+    });
+    return this;
+  }
+
+  #attempt<T>(fn: (tx: Tx) => T, idempotencyKey: string | undefined): { tx: TxImpl; value: T; batch: Buffer | null } {
+    const core = this.#core;
+    if (core.inCallback) throw new InvalidArgumentError('transactions cannot be nested: finish this callback first, or do both in one transaction');
+    core.inCallback = true;
+    const tx = new TxImpl(core);
+    try {
+      for (const c of this.#checks) {
+        const failure = c.test(tx.getOpt(c.key));
+        if (failure !== null) throw new PreflightError(c.key, failure);
+      }
+      const value = fn(tx);
+      if (value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function') {
+        throw new InvalidArgumentError('the transaction callback must be synchronous (it returned a Promise); read what you need first, then run the transaction');
+      }
+      const batch = tx.isWrite || idempotencyKey !== undefined ? tx.encode(idempotencyKey) : null;
+      return { tx, value, batch };
+    } finally {
+      tx.close();
+      core.inCallback = false;
+    }
+  }
+
+  /**
+   * Runs `fn` on a snapshot and commits its writes atomically. Retries `fn` on
+   * conflict (up to `maxAttempts`), then throws `ConflictError`. Resolves once
+   * the commit is durable (under the database's durability mode).
+   */
+  async execute<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions = {}): Promise<CommitResult<T>> {
+    const { idempotencyKey, maxAttempts } = checkOptions(options);
+    let release: (() => void) | undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const { tx, value, batch } = this.#attempt(fn, idempotencyKey);
+        if (batch === null) return readOnlyResult(tx, value, attempt);
+        try {
+          const info = await this.#core.commit(batch);
+          return { ...info, value, attempts: attempt };
+        } catch (e) {
+          if (!(e instanceof ConflictError)) throw e;
+          if (attempt >= maxAttempts) throw new ConflictError(`gave up after ${attempt} attempts: ${e.message}`, { cause: e });
+          if (release === undefined) release = await this.#core.retryTurn();
+          else await sleep(backoffMs(attempt));
+        }
+      }
+    } finally {
+      release?.();
+    }
+  }
+
+  /** Like {@link execute} but blocks until the commit is durable. For scripts and CLIs, not servers. */
+  executeSync<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions = {}): CommitResult<T> {
+    const { idempotencyKey, maxAttempts } = checkOptions(options);
+    for (let attempt = 1; ; attempt++) {
+      const { tx, value, batch } = this.#attempt(fn, idempotencyKey);
+      if (batch === null) return readOnlyResult(tx, value, attempt);
+      try {
+        const info = this.#core.commitSync(batch);
+        return { ...info, value, attempts: attempt };
+      } catch (e) {
+        if (e instanceof ConflictError && attempt < maxAttempts) {
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, backoffMs(attempt));
+          continue;
+        }
+        if (e instanceof ConflictError) throw new ConflictError(`gave up after ${attempt} attempts: ${e.message}`, { cause: e });
+        throw fromNative(e);
+      }
+    }
+  }
+}
+
+function checkOptions(o: ExecuteOptions): { idempotencyKey: string | undefined; maxAttempts: number } {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
+  const { idempotencyKey, maxAttempts = 10 } = o;
+  if (idempotencyKey !== undefined) {
+    if (typeof idempotencyKey !== 'string' || idempotencyKey.length === 0) throw new InvalidArgumentError('idempotencyKey must be a non-empty string');
+    if (Buffer.byteLength(idempotencyKey) > 256) throw new InvalidArgumentError('idempotencyKey is longer than 256 UTF-8 bytes');
+  }
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new InvalidArgumentError('maxAttempts must be a positive integer');
+  return { idempotencyKey, maxAttempts };
+}
+
+function readOnlyResult<T>(tx: TxImpl, value: T, attempts: number): CommitResult<T> {
+  return { outcome: 'applied', commitSeq: tx.snapshotSeq, firstEventId: null, eventCount: 0, value, attempts };
+}
+
+/** Exponential backoff with jitter: 0.1 ms doubling to a 50 ms cap. */
+function backoffMs(attempt: number): number {
+  const cap = Math.min(50, 0.1 * 2 ** (attempt - 1));
+  return cap / 2 + Math.random() * (cap / 2);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export { decodeValue };
