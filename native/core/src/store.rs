@@ -178,7 +178,8 @@ impl Store {
                         format!("{} was written by a newer athanor (format {found}, this build reads {STORE_FORMAT}); upgrade athanor", canonical.display()),
                     ));
                 }
-                wtxn.abort();
+                // Commit, not abort: DBI handles opened in an aborted txn are invalid afterwards.
+                wtxn.commit()?;
             }
         }
         Ok(Store {
