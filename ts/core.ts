@@ -25,6 +25,9 @@ export interface CommitInfo {
 }
 
 const KEY_CAP = 2048;
+
+/** Node's Buffer has had `utf8Write` (without `write`'s argument juggling) since v0.x, on every version we support. */
+type FastBuffer = Buffer & { utf8Write(s: string, offset: number, length: number): number };
 const VAL_CAP = 64 * 1024;
 
 interface Pending {
@@ -47,6 +50,11 @@ export class Core {
   readonly keyBuf = Buffer.allocUnsafeSlow(KEY_CAP);
   readonly valBuf = Buffer.allocUnsafeSlow(VAL_CAP);
   readonly batchWriter = new ByteWriter(4096);
+  /** Fast point reads installed by the addon (raw N-API functions, see native/node/src/fast.rs). */
+  readonly #fast: { get: (keyLen: number) => number; txGet: (keyLen: number) => number } = {
+    get: () => -1,
+    txGet: () => -1,
+  };
   inCallback = false;
   closed = false;
   readonly #pending = new Map<number, Pending>();
@@ -65,7 +73,7 @@ export class Core {
     } catch (e) {
       throw fromNative(e);
     }
-    this.native.setScratch(this.keyBuf, this.valBuf);
+    this.native.setScratch(this.keyBuf, this.valBuf, this.#fast);
   }
 
   assertOpen(): void {
@@ -75,7 +83,7 @@ export class Core {
   /** Writes `key` into the key scratch; returns its byte length. */
   writeKey(key: string): number {
     checkKey(key);
-    return this.keyBuf.write(key, 0, 'utf8');
+    return (this.keyBuf as FastBuffer).utf8Write(key, 0, KEY_CAP);
   }
 
   /** Point read on the newest state. */
@@ -84,7 +92,7 @@ export class Core {
     const n = this.writeKey(key);
     let len: number;
     try {
-      len = this.native.get(n);
+      len = this.#fast.get(n);
       if (len < 0) return undefined;
       if (len > VAL_CAP) {
         const b = this.native.getCopy(n);
@@ -111,7 +119,7 @@ export class Core {
     this.assertOpen();
     const n = this.writeKey(key);
     try {
-      const len = this.native.txGet(n);
+      const len = this.#fast.txGet(n);
       if (len < 0) return undefined;
       const buf = len > VAL_CAP ? this.native.txGetCopy(n) : this.valBuf;
       if (!buf) return undefined;

@@ -13,13 +13,13 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeDb {
   /** Opens `dir`. `on_commit` receives packed outcomes/notices on the JS thread. */
   constructor(dir: string, options: NativeOpenOptions, onCommit: ((arg: Buffer) => void))
-  /** Registers the scratch buffers (kept alive by the JS wrapper). */
-  setScratch(key: Uint8Array, val: Uint8Array): void
   /**
-   * Point read on the newest committed state. Key in scratch; returns the value
-   * length (value in scratch if it fits) or -1 when absent.
+   * Registers the scratch buffers (kept alive by the JS wrapper) and installs the
+   * fast read functions `get(keyLen)` and `txGet(keyLen)` on `target` (see fast.rs):
+   * each returns the value length written to the value scratch (for `txGet`:
+   * `[version u64 BE][value]`), or -1 when the key is absent.
    */
-  get(keyLen: number): number
+  setScratch(key: Uint8Array, val: Uint8Array, target: object): void
   /** Like `get` but returns a fresh buffer (for values larger than the scratch). */
   getCopy(keyLen: number): Buffer | null
   /**
@@ -27,11 +27,6 @@ export declare class NativeDb {
    * returns the commit seq it reflects.
    */
   txBegin(): bigint
-  /**
-   * Read inside a transaction, on the pinned snapshot. Returns the length of
-   * `[version u64 BE][value]` written to the value scratch, or -1 when absent.
-   */
-  txGet(keyLen: number): number
   /** `tx_get` returning a fresh buffer, for entries larger than the scratch. */
   txGetCopy(keyLen: number): Buffer | null
   /**

@@ -2,9 +2,14 @@
 //! mapping and the bridge that carries commit outcomes back to the JS thread.
 //! The engine logic lives in `athanor-core`.
 
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+mod fast;
+use fast::{ReadCtx, Scratch};
 
 use athanor_core::{
     CachedReader, CommitInfo, CommitNotice, CommitSink, Completion, Durability, Engine, EventQuery,
@@ -22,10 +27,6 @@ fn err(e: athanor_core::Error) -> napi::Error {
         Status::GenericFailure,
         format!("{}: {}", e.code.as_str(), e.message),
     )
-}
-
-fn closed() -> napi::Error {
-    err(athanor_core::Error::closed())
 }
 
 /// Packs completions and a notice into one buffer for the JS thread:
@@ -88,46 +89,6 @@ impl CommitSink for JsSink {
     }
 }
 
-/// Shared scratch memory between JS and Rust for allocation-free point reads:
-/// JS writes the key into `key`, Rust writes the value into `val`.
-#[derive(Clone, Copy)]
-struct Scratch {
-    key: *const u8,
-    key_cap: usize,
-    val: *mut u8,
-    val_cap: usize,
-}
-
-impl Scratch {
-    const EMPTY: Scratch = Scratch {
-        key: std::ptr::null(),
-        key_cap: 0,
-        val: std::ptr::null_mut(),
-        val_cap: 0,
-    };
-
-    fn key(&self, len: u32) -> Result<&[u8]> {
-        let len = len as usize;
-        if self.key.is_null() || len > self.key_cap {
-            return Err(err(athanor_core::Error::invalid(
-                "key does not fit the scratch buffer",
-            )));
-        }
-        // SAFETY: the JS wrapper owns the scratch buffers for the lifetime of this object
-        // and only calls in from the JS thread; `len` is bounds-checked above.
-        Ok(unsafe { std::slice::from_raw_parts(self.key, len) })
-    }
-
-    /// Copies `bytes` into the value scratch if it fits; returns the length either way.
-    fn put(&self, bytes: &[u8]) -> i64 {
-        if bytes.len() <= self.val_cap {
-            // SAFETY: as above; the destination has `val_cap` bytes.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.val, bytes.len()) };
-        }
-        bytes.len() as i64
-    }
-}
-
 fn durability(mode: &str, interval_ms: u32) -> Result<Durability> {
     match mode {
         "full" => Ok(Durability::Full),
@@ -153,12 +114,9 @@ pub struct NativeOpenOptions {
 /// One open handle on a database directory (internal: wrapped by `ts/`).
 #[napi]
 pub struct NativeDb {
-    engine: Option<Arc<Engine>>,
+    ctx: Rc<ReadCtx>,
     sink_id: u64,
     sink: Arc<JsSink>,
-    scratch: Scratch,
-    reader: CachedReader,
-    tx_reader: CachedReader,
 }
 
 #[napi]
@@ -182,54 +140,40 @@ impl NativeDb {
             wants_notices: AtomicBool::new(false),
         });
         let sink_id = engine.register_sink(sink.clone());
-        Ok(NativeDb {
-            engine: Some(engine),
-            sink_id,
-            sink,
-            scratch: Scratch::EMPTY,
-            reader: CachedReader::default(),
-            tx_reader: CachedReader::default(),
-        })
+        let ctx = Rc::new(ReadCtx {
+            engine: RefCell::new(Some(engine)),
+            reader: RefCell::new(CachedReader::default()),
+            tx_reader: RefCell::new(CachedReader::default()),
+            scratch: Cell::new(Scratch::EMPTY),
+        });
+        Ok(NativeDb { ctx, sink_id, sink })
     }
 
-    fn engine(&self) -> Result<&Arc<Engine>> {
-        self.engine.as_ref().ok_or_else(closed)
+    fn engine(&self) -> Result<Arc<Engine>> {
+        self.ctx.engine().map_err(err)
     }
 
-    /// Registers the scratch buffers (kept alive by the JS wrapper).
+    /// Registers the scratch buffers (kept alive by the JS wrapper) and installs the
+    /// fast read functions `get(keyLen)` and `txGet(keyLen)` on `target` (see fast.rs):
+    /// each returns the value length written to the value scratch (for `txGet`:
+    /// `[version u64 BE][value]`), or -1 when the key is absent.
     #[napi]
-    pub fn set_scratch(&mut self, key: &[u8], val: &[u8]) {
-        self.scratch = Scratch {
-            key: key.as_ptr(),
-            key_cap: key.len(),
-            val: val.as_ptr() as *mut u8,
-            val_cap: val.len(),
-        };
-    }
-
-    /// Point read on the newest committed state. Key in scratch; returns the value
-    /// length (value in scratch if it fits) or -1 when absent.
-    #[napi]
-    pub fn get(&mut self, key_len: u32) -> Result<i64> {
-        let engine = self.engine.as_ref().ok_or_else(closed)?;
-        let key = self.scratch.key(key_len)?;
-        let store = engine.store();
-        let _g = store.guard();
-        let txn = self.reader.fresh(store).map_err(err)?;
-        match store.get(txn, key).map_err(err)? {
-            None => Ok(-1),
-            Some(e) => Ok(self.scratch.put(e.value)),
-        }
+    pub fn set_scratch(&mut self, env: Env, key: &[u8], val: &[u8], target: Object) -> Result<()> {
+        self.ctx.scratch.set(Scratch::new(key, val));
+        // SAFETY: called on the JS thread with a live env and object.
+        unsafe { fast::install(env.raw(), target.raw(), &self.ctx) }.map_err(err)
     }
 
     /// Like `get` but returns a fresh buffer (for values larger than the scratch).
     #[napi]
-    pub fn get_copy(&mut self, key_len: u32) -> Result<Option<Buffer>> {
-        let engine = self.engine.as_ref().ok_or_else(closed)?;
-        let key = self.scratch.key(key_len)?;
+    pub fn get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
+        let engine = self.engine()?;
+        let scratch = self.ctx.scratch.get();
+        let key = scratch.key(key_len).map_err(err)?;
         let store = engine.store();
         let _g = store.guard();
-        let txn = self.reader.fresh(store).map_err(err)?;
+        let mut reader = self.ctx.reader.borrow_mut();
+        let txn = reader.fresh(store).map_err(err)?;
         Ok(store
             .get(txn, key)
             .map_err(err)?
@@ -239,46 +183,25 @@ impl NativeDb {
     /// Starts a transaction attempt: pins a read transaction on the newest state and
     /// returns the commit seq it reflects.
     #[napi]
-    pub fn tx_begin(&mut self) -> Result<u64> {
-        let engine = self.engine.as_ref().ok_or_else(closed)?;
+    pub fn tx_begin(&self) -> Result<u64> {
+        let engine = self.engine()?;
         let store = engine.store();
         let _g = store.guard();
-        let txn = self.tx_reader.fresh(store).map_err(err)?;
+        let mut reader = self.ctx.tx_reader.borrow_mut();
+        let txn = reader.fresh(store).map_err(err)?;
         store.commit_seq(txn).map_err(err)
-    }
-
-    /// Read inside a transaction, on the pinned snapshot. Returns the length of
-    /// `[version u64 BE][value]` written to the value scratch, or -1 when absent.
-    #[napi]
-    pub fn tx_get(&mut self, key_len: u32) -> Result<i64> {
-        let engine = self.engine.as_ref().ok_or_else(closed)?;
-        let key = self.scratch.key(key_len)?;
-        let store = engine.store();
-        let _g = store.guard();
-        let txn = self.tx_reader.pinned(store).map_err(err)?;
-        match store.get(txn, key).map_err(err)? {
-            None => Ok(-1),
-            Some(e) => {
-                let mut v = Vec::with_capacity(8 + e.value.len());
-                v.extend_from_slice(&e.version.to_be_bytes());
-                v.extend_from_slice(e.value);
-                let n = self.scratch.put(&v);
-                if n as usize > self.scratch.val_cap {
-                    return Ok(n);
-                }
-                Ok(n)
-            }
-        }
     }
 
     /// `tx_get` returning a fresh buffer, for entries larger than the scratch.
     #[napi]
-    pub fn tx_get_copy(&mut self, key_len: u32) -> Result<Option<Buffer>> {
-        let engine = self.engine.as_ref().ok_or_else(closed)?;
-        let key = self.scratch.key(key_len)?;
+    pub fn tx_get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
+        let engine = self.engine()?;
+        let scratch = self.ctx.scratch.get();
+        let key = scratch.key(key_len).map_err(err)?;
         let store = engine.store();
         let _g = store.guard();
-        let txn = self.tx_reader.pinned(store).map_err(err)?;
+        let mut reader = self.ctx.tx_reader.borrow_mut();
+        let txn = reader.pinned(store).map_err(err)?;
         Ok(store.get(txn, key).map_err(err)?.map(|e| {
             let mut v = Vec::with_capacity(8 + e.value.len());
             v.extend_from_slice(&e.version.to_be_bytes());
@@ -312,28 +235,30 @@ impl NativeDb {
     /// Reads events (packed, see `Store::read_events`) from the newest state.
     #[napi]
     pub fn read_events(
-        &mut self,
+        &self,
         from: BigInt,
         to: Option<BigInt>,
         event_type: Option<String>,
         limit: u32,
         reverse: bool,
     ) -> Result<Buffer> {
-        let engine = self.engine.as_ref().ok_or_else(closed)?;
+        let engine = self.engine()?;
         let store = engine.store();
         let q = query(from, to, event_type, limit, reverse)?;
         let _g = store.guard();
-        let txn = self.reader.fresh(store).map_err(err)?;
+        let mut reader = self.ctx.reader.borrow_mut();
+        let txn = reader.fresh(store).map_err(err)?;
         Ok(store.read_events(txn, &q).map_err(err)?.into())
     }
 
     /// The newest event id and the commit seq, as of the newest committed state.
     #[napi]
-    pub fn heads(&mut self) -> Result<Vec<u64>> {
-        let engine = self.engine.as_ref().ok_or_else(closed)?;
+    pub fn heads(&self) -> Result<Vec<u64>> {
+        let engine = self.engine()?;
         let store = engine.store();
         let _g = store.guard();
-        let txn = self.reader.fresh(store).map_err(err)?;
+        let mut reader = self.ctx.reader.borrow_mut();
+        let txn = reader.fresh(store).map_err(err)?;
         Ok(vec![
             store.last_event_id(txn).map_err(err)?,
             store.commit_seq(txn).map_err(err)?,
@@ -343,12 +268,12 @@ impl NativeDb {
     /// Opens a snapshot: a read transaction that stays on one state until closed.
     #[napi]
     pub fn snapshot(&self) -> Result<NativeSnapshot> {
-        let engine = self.engine()?.clone();
+        let engine = self.engine()?;
         let txn = engine.begin_read().map_err(err)?;
         Ok(NativeSnapshot {
             engine: Some(engine),
             txn: Some(txn),
-            scratch: self.scratch,
+            scratch: self.ctx.scratch.get(),
         })
     }
 
@@ -383,18 +308,18 @@ impl NativeDb {
     /// Drops cached read transactions that no longer see the newest commit, so
     /// they stop pinning old pages (called after commits).
     #[napi]
-    pub fn release_stale_readers(&mut self) {
-        if let Some(engine) = &self.engine {
+    pub fn release_stale_readers(&self) {
+        if let Ok(engine) = self.ctx.engine() {
             let store = engine.store();
-            self.reader.release_if_stale(store);
-            self.tx_reader.release_if_stale(store);
+            self.ctx.reader.borrow_mut().release_if_stale(store);
+            self.ctx.tx_reader.borrow_mut().release_if_stale(store);
         }
     }
 
     /// Flushes everything committed so far to disk (async, off the JS thread).
     #[napi]
     pub fn flush(&self) -> Result<AsyncTask<FlushTask>> {
-        Ok(AsyncTask::new(FlushTask(self.engine()?.clone())))
+        Ok(AsyncTask::new(FlushTask(self.engine()?)))
     }
 
     /// Checks the store's invariants; returns the number of events checked.
@@ -412,10 +337,10 @@ impl NativeDb {
     /// Closes this handle. The engine stops (after committing what is queued) when
     /// its last handle and snapshot are closed.
     #[napi]
-    pub fn close(&mut self) {
-        self.reader.release();
-        self.tx_reader.release();
-        if let Some(engine) = self.engine.take() {
+    pub fn close(&self) {
+        self.ctx.reader.borrow_mut().release();
+        self.ctx.tx_reader.borrow_mut().release();
+        if let Some(engine) = self.ctx.engine.borrow_mut().take() {
             engine.unregister_sink(self.sink_id);
         }
     }
@@ -484,12 +409,12 @@ impl NativeSnapshot {
     #[napi]
     pub fn get(&self, key_len: u32) -> Result<i64> {
         let (engine, txn) = self.parts()?;
-        let key = self.scratch.key(key_len)?;
+        let key = self.scratch.key(key_len).map_err(err)?;
         let store = engine.store();
         let _g = store.guard();
         match store.get(txn, key).map_err(err)? {
             None => Ok(-1),
-            Some(e) => Ok(self.scratch.put(e.value)),
+            Some(e) => Ok(self.scratch.put(&[e.value])),
         }
     }
 
@@ -497,7 +422,7 @@ impl NativeSnapshot {
     #[napi]
     pub fn get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
         let (engine, txn) = self.parts()?;
-        let key = self.scratch.key(key_len)?;
+        let key = self.scratch.key(key_len).map_err(err)?;
         let store = engine.store();
         let _g = store.guard();
         Ok(store
