@@ -100,7 +100,12 @@ impl From<heed::Error> for GroupError {
 
 impl From<Error> for GroupError {
     fn from(e: Error) -> Self {
-        GroupError::Other(e)
+        // A MapFull raised through a crate helper (e.g. `put_meta_u64`) must grow the map too.
+        if e.code == Code::MapFull {
+            GroupError::MapFull
+        } else {
+            GroupError::Other(e)
+        }
     }
 }
 

@@ -17,6 +17,9 @@ use crate::error::{Code, Error, Result};
 use crate::store::{Store, StoreOptions};
 use crate::txn::TxBatch;
 
+/// How long `open` waits for a closing engine on the same directory to release it.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 static OPEN_ENGINES: LazyLock<Mutex<HashMap<PathBuf, Weak<Engine>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
@@ -51,15 +54,34 @@ impl Engine {
         })?;
         let key = dir.canonicalize()?;
         let mut open = OPEN_ENGINES.lock();
-        if let Some(existing) = open.get(&key).and_then(Weak::upgrade) {
-            if existing.store.options.durability != options.durability {
-                return Err(Error::invalid(format!(
-                    "{} is already open in this process with durability {:?}; open it with the same durability or close it first",
-                    dir.display(),
-                    existing.store.options.durability
-                )));
+        loop {
+            if let Some(existing) = open.get(&key).and_then(Weak::upgrade) {
+                if existing.store.options.durability != options.durability {
+                    return Err(Error::invalid(format!(
+                        "{} is already open in this process with durability {:?}; open it with the same durability or close it first",
+                        dir.display(),
+                        existing.store.options.durability
+                    )));
+                }
+                return Ok(existing);
             }
-            return Ok(existing);
+            // A previous engine on this directory may still be closing (its writer
+            // draining, its LMDB environment not yet released): wait for it rather
+            // than fail, without holding the registry lock.
+            let canonical = key.join("canonical").canonicalize().ok();
+            match canonical.and_then(heed::env_closing_event) {
+                None => break,
+                Some(closing) => {
+                    drop(open);
+                    if !closing.wait_timeout(CLOSE_WAIT) {
+                        return Err(Error::invalid(format!(
+                            "{} is still open in this process: a snapshot or reader of a closed handle is alive; close it before reopening",
+                            dir.display()
+                        )));
+                    }
+                    open = OPEN_ENGINES.lock();
+                }
+            }
         }
         let store = Arc::new(Store::open(&key, options)?);
         let (sender, rx) = crossbeam_channel::unbounded();
@@ -148,9 +170,13 @@ impl Drop for Engine {
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
-        let mut open = OPEN_ENGINES.lock();
-        if open.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
-            open.remove(&self.key);
+        // Not taking the registry lock here: an `open` may hold it while it waits for
+        // this engine's environment to close. A dead entry is replaced on the next open;
+        // drop it now only if nobody is holding the lock.
+        if let Some(mut open) = OPEN_ENGINES.try_lock() {
+            if open.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+                open.remove(&self.key);
+            }
         }
     }
 }

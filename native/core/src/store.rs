@@ -204,12 +204,14 @@ impl Store {
     /// Begins a read transaction that may be kept across calls (not across a map
     /// resize *while borrowed*: take [`Store::guard`] around each use).
     pub fn begin_read(&self) -> Result<RoTxn<'static, WithoutTls>> {
+        let _g = self.map_guard.read_recursive(); // mdb_txn_begin reads the meta pages in the map
         Ok(self.env.clone().static_read_txn()?)
     }
 
     /// LMDB's id of the newest committed write transaction: a read transaction whose
     /// id differs is stale.
     pub fn last_txn_id(&self) -> usize {
+        let _g = self.map_guard.read_recursive(); // mdb_env_info reads the meta pages in the map
         self.env.info().last_txn_id
     }
 
@@ -326,6 +328,7 @@ impl Store {
 
     /// Current LMDB map size in bytes.
     pub fn map_size(&self) -> usize {
+        let _g = self.map_guard.read_recursive(); // mdb_env_info reads the meta pages in the map
         self.env.info().map_size
     }
 

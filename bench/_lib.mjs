@@ -1,0 +1,90 @@
+// Shared helpers for bench groups. Files starting with "_" are not groups.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const QUICK = process.env.BENCH_QUICK === '1';
+
+/** Progress and diagnostics: stderr only (stdout carries one JSON line per metric). */
+export function log(...args) {
+  process.stderr.write(args.join(' ') + '\n');
+}
+
+/** Prints one metric line to stdout. `ours`/`peerValue` are higher-is-better rates. */
+export function emit(bench, unit, ours, peer, peerValue) {
+  const line = {
+    bench,
+    unit,
+    ours: round(ours),
+    peer,
+    peerValue: round(peerValue),
+    ratio: Number((ours / peerValue).toFixed(3)),
+  };
+  process.stdout.write(JSON.stringify(line) + '\n');
+}
+
+function round(x) {
+  return x >= 100 ? Math.round(x) : Number(x.toPrecision(4));
+}
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** A fresh directory under os.tmpdir(). */
+export function freshDir(tag) {
+  return mkdtempSync(join(tmpdir(), `athanor-bench-${tag}-`));
+}
+
+export function removeDir(dir) {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export function gc() {
+  if (typeof globalThis.gc === 'function') globalThis.gc();
+}
+
+/** Seconds elapsed while awaiting `fn` (after a GC so garbage from the previous side does not bill this one). */
+export async function timed(fn) {
+  gc();
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+/** Deterministic PRNG (mulberry32), so every side reads the same key sequence. */
+export function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Runs `rounds` rounds of every side, rotating the start side each round so that
+ * no side always runs first (warm caches) or last (dirty page writeback). Each
+ * side's `run()` returns a rate (higher is better). Returns { name: [rates...] }.
+ */
+export async function interleave(metric, rounds, sides) {
+  const names = Object.keys(sides);
+  const out = Object.fromEntries(names.map((n) => [n, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (let j = 0; j < names.length; j++) {
+      const name = names[(r + j) % names.length];
+      const rate = await sides[name]();
+      out[name].push(rate);
+    }
+    log(`  ${metric} round ${r + 1}/${rounds}: ` + names.map((n) => `${n}=${fmt(out[n][r])}`).join(' '));
+  }
+  return out;
+}
+
+export function fmt(x) {
+  return x >= 1000 || Number.isInteger(x) ? Math.round(x).toLocaleString('en-US') : x.toFixed(1);
+}
