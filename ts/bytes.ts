@@ -34,6 +34,11 @@ export class ByteWriter {
     this.buf.writeBigUInt64LE(v, this.pos);
     this.pos += 8;
   }
+  i64be(v: bigint): void {
+    this.ensure(8);
+    this.buf.writeBigInt64BE(v, this.pos);
+    this.pos += 8;
+  }
   bytes(b: Uint8Array): void {
     this.ensure(b.length);
     this.buf.set(b, this.pos);

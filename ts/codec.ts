@@ -7,6 +7,7 @@
  * `[format = 1][tag][payload]`; see native/core/src/codec.rs.
  */
 import { InvalidArgumentError, ValueTypeError } from './errors.js';
+import type { ByteWriter } from './bytes.js';
 
 /** The value types athanor stores. */
 export type ValueType = 'i64' | 'u256' | 'f64' | 'bool' | 'string' | 'bytes' | 'json' | 'set' | 'array';
@@ -322,6 +323,20 @@ function encodeBody(type: ValueType, v: unknown): Buffer {
 /** Encodes a value (`[format][tag][payload]`). The result is cached on the value: do not mutate it. */
 export function encodeValue(v: Value): Buffer {
   return Value.encoded(v);
+}
+
+/** Writes `[len u32 LE][encoded value]` into a batch (no intermediate buffer for i64). @internal */
+export function writeValue(w: ByteWriter, v: Value): void {
+  if (v.type === 'i64') {
+    w.u32(10);
+    w.u8(FORMAT);
+    w.u8(TAG.i64);
+    w.i64be(Value.raw(v) as bigint);
+    return;
+  }
+  const enc = Value.encoded(v);
+  w.u32(enc.length);
+  w.bytes(enc);
 }
 
 /** Decodes `len` bytes of `buf` at `off` (format byte included). */

@@ -6,7 +6,7 @@ import { decodeValue, type Value } from './codec.js';
 import { ByteWriter } from './bytes.js';
 import { ClosedError, errorFor, fromNative } from './errors.js';
 import { native, type NativeDb } from './native.js';
-import { checkKey } from './transaction.js';
+import { checkKey, type TxImpl } from './transaction.js';
 
 /** Published after each group of commits. */
 export interface CommitNotice {
@@ -51,9 +51,10 @@ export class Core {
   readonly valBuf = Buffer.allocUnsafeSlow(VAL_CAP);
   readonly batchWriter = new ByteWriter(4096);
   /** Fast point reads installed by the addon (raw N-API functions, see native/node/src/fast.rs). */
-  readonly #fast: { get: (keyLen: number) => number; txGet: (keyLen: number) => number } = {
+  readonly #fast: { get: (keyLen: number) => number; txGet: (keyLen: number) => number; txBegin: () => bigint } = {
     get: () => -1,
     txGet: () => -1,
+    txBegin: () => 0n,
   };
   inCallback = false;
   closed = false;
@@ -108,7 +109,7 @@ export class Core {
   txBegin(): bigint {
     this.assertOpen();
     try {
-      return this.native.txBegin();
+      return this.#fast.txBegin();
     } catch (e) {
       throw fromNative(e);
     }
@@ -129,33 +130,99 @@ export class Core {
     }
   }
 
-  /** Queues a batch; resolves when committed (durably, per the durability mode). */
-  commit(batch: Buffer): Promise<CommitInfo> {
+  /**
+   * Queues a batch; resolves when committed (durably, per the durability mode).
+   *
+   * When the writer has just reported a group of several commits, the
+   * transactions their continuations start are held until the end of this
+   * event-loop turn and handed over together (`commitMany`), so they share the
+   * next group commit instead of the first one going alone. A lone commit is
+   * handed over at once.
+   */
+  commit(tx: TxImpl, idempotencyKey: string | undefined): Promise<CommitInfo> {
     this.assertOpen();
     const token = this.#nextToken;
     this.#nextToken = token >= 0x7fffffff ? 1 : token + 1;
-    try {
-      this.native.commit(batch, token);
-    } catch (e) {
-      return Promise.reject(fromNative(e));
-    }
-    if (this.#pending.size === 0) this.native.keepAlive(true);
     let resolve!: (info: CommitInfo) => void;
     let reject!: (e: Error) => void;
     const promise = new Promise<CommitInfo>((res, rej) => {
       resolve = res;
       reject = rej;
     });
+    if (!this.#holding && this.#outboxTokens.length === 0) {
+      const w = this.batchWriter;
+      w.reset();
+      tx.encode(w, idempotencyKey);
+      try {
+        this.native.commit(w.view(), token);
+      } catch (e) {
+        return Promise.reject(fromNative(e));
+      }
+    } else {
+      // Packed as commitMany expects: [token u32][len u32][batch].
+      const w = this.#outbox;
+      w.u32(token);
+      const lenAt = w.pos;
+      w.u32(0);
+      tx.encode(w, idempotencyKey);
+      w.buf.writeUInt32LE(w.pos - lenAt - 4, lenAt);
+      this.#outboxTokens.push(token);
+    }
+    if (this.#pending.size === 0) this.native.keepAlive(true);
     this.#pending.set(token, { resolve, reject, settled: promise.then(noop, noop) });
     return promise;
   }
 
+  #holding = false;
+  readonly #outbox = new ByteWriter(64 * 1024);
+  readonly #outboxTokens: number[] = [];
+
+  #holdForThisTurn(): void {
+    if (this.#holding) return;
+    this.#holding = true;
+    setImmediate(() => {
+      this.#holding = false;
+      this.#flushOutbox();
+    });
+  }
+
+  #flushOutbox(): void {
+    if (this.#outboxTokens.length === 0 || this.closed) return;
+    const tokens = this.#outboxTokens.splice(0);
+    let errors: string[];
+    try {
+      errors = this.native.commitMany(this.#outbox.view());
+    } catch (e) {
+      const err = fromNative(e);
+      for (const t of tokens) this.#settle(t, undefined, err);
+      return;
+    } finally {
+      this.#outbox.reset();
+    }
+    for (const line of errors) {
+      const space = line.indexOf(' ');
+      this.#settle(Number(line.slice(0, space)), undefined, fromNative(new Error(line.slice(space + 1))));
+    }
+  }
+
+  #settle(token: number, info: CommitInfo | undefined, error: Error | undefined): void {
+    const p = this.#pending.get(token);
+    if (p === undefined) return;
+    this.#pending.delete(token);
+    if (error) p.reject(error);
+    else p.resolve(info!);
+    if (this.#pending.size === 0 && !this.closed) this.native.keepAlive(false);
+  }
+
   /** Commits and blocks until durable. */
-  commitSync(batch: Buffer): CommitInfo {
+  commitSync(tx: TxImpl, idempotencyKey: string | undefined): CommitInfo {
     this.assertOpen();
+    const w = this.batchWriter;
+    w.reset();
+    tx.encode(w, idempotencyKey);
     let rec: Buffer;
     try {
-      rec = this.native.commitSync(batch);
+      rec = this.native.commitSync(w.view());
     } catch (e) {
       throw fromNative(e);
     }
@@ -184,17 +251,13 @@ export class Core {
       const notice: CommitNotice = { commitSeq: buf.readBigUInt64LE(0), lastEventId: buf.readBigUInt64LE(8) };
       const n = buf.readUInt32LE(16);
       let off = 20;
+      if (n > 1) this.#holdForThisTurn();
       for (let i = 0; i < n; i++) {
         const token = Number(buf.readBigUInt64LE(off));
         const r = readResult(buf, off + 8);
         off = r.end;
-        const p = this.#pending.get(token);
-        if (p === undefined) continue;
-        this.#pending.delete(token);
-        if (r.error) p.reject(r.error);
-        else p.resolve(r.info!);
+        this.#settle(token, r.info, r.error);
       }
-      if (n > 0 && this.#pending.size === 0 && !this.closed) this.native.keepAlive(false);
       if (!this.closed) this.native.releaseStaleReaders();
       if (notice.commitSeq > this.#lastNotified) {
         this.#lastNotified = notice.commitSeq;

@@ -261,7 +261,7 @@ export class Athanor {
    */
   async close(): Promise<void> {
     if (this.#core.closed) return;
-    await this.#core.drain();
+    while (this.#core.pendingCount > 0) await this.#core.drain();
     for (const s of [...this.#snapshots]) s.close();
     this.#core.close();
   }

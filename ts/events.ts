@@ -80,6 +80,7 @@ export function* readFrom(src: EventSource, options: ReadOptions): Generator<Sto
   let remaining = options.limit ?? Infinity;
   if (remaining !== Infinity && (!Number.isInteger(remaining) || remaining < 0)) throw new InvalidArgumentError('limit must be a non-negative integer');
   const reverse = options.reverse ?? false;
+  if (typeof reverse !== 'boolean') throw new InvalidArgumentError('reverse must be a boolean');
   if (reverse && to === null) to = src.heads()[0]!;
   while (remaining > 0) {
     const n = Math.min(PAGE, remaining);

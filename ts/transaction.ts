@@ -3,8 +3,8 @@
  * buffers its writes; the batch crosses into Rust in one call and the single
  * writer validates what was read (optimistic concurrency) before applying it.
  */
-import { decodeValue, encodeValue, stringifyStrict, Value } from './codec.js';
-import { ByteWriter } from './bytes.js';
+import { decodeValue, stringifyStrict, Value, writeValue } from './codec.js';
+import type { ByteWriter } from './bytes.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from './errors.js';
 import type { Core } from './core.js';
 
@@ -97,8 +97,8 @@ export class TxImpl implements Tx {
   readonly #core: Core;
   readonly #reads = new Map<string, bigint>();
   readonly #writes = new Map<string, Value | null>();
-  readonly #events = new ByteWriter(256);
-  #eventCount = 0;
+  /** Flat triples: kind (1 json, 2 bytes), type, payload (JSON text or bytes). */
+  readonly #events: (number | string | Uint8Array)[] = [];
   #open = true;
 
   constructor(core: Core) {
@@ -152,25 +152,8 @@ export class TxImpl implements Tx {
   log(type: string, payload: unknown): void {
     this.#live();
     checkEventType(type);
-    const w = this.#events;
-    const start = w.pos;
-    try {
-      if (payload instanceof Uint8Array) {
-        w.u8(2);
-        w.str16(type);
-        w.u32(payload.length);
-        w.bytes(payload);
-      } else {
-        const text = stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`);
-        w.u8(1);
-        w.str16(type);
-        w.str32(text);
-      }
-    } catch (e) {
-      w.pos = start;
-      throw e;
-    }
-    this.#eventCount++;
+    if (payload instanceof Uint8Array) this.#events.push(2, type, new Uint8Array(payload));
+    else this.#events.push(1, type, stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`));
   }
 
   logMany(events: Iterable<EventInput>): void {
@@ -179,14 +162,12 @@ export class TxImpl implements Tx {
 
   /** Whether committing changes anything. */
   get isWrite(): boolean {
-    return this.#writes.size > 0 || this.#eventCount > 0;
+    return this.#writes.size > 0 || this.#events.length > 0;
   }
 
-  /** Encodes the batch in the wire format of native/core/src/txn.rs. */
-  encode(idempotencyKey: string | undefined): Buffer {
+  /** Appends the batch, in the wire format of native/core/src/txn.rs, to `w`. */
+  encode(w: ByteWriter, idempotencyKey: string | undefined): void {
     this.#open = false;
-    const w = this.#core.batchWriter;
-    w.reset();
     w.u8(1);
     w.u32(this.#reads.size);
     for (const [k, version] of this.#reads) {
@@ -197,17 +178,23 @@ export class TxImpl implements Tx {
     for (const [k, v] of this.#writes) {
       w.u8(v === DELETED ? 2 : 1);
       w.str16(k);
-      if (v !== DELETED) {
-        const enc = encodeValue(v);
-        w.u32(enc.length);
-        w.bytes(enc);
+      if (v !== DELETED) writeValue(w, v);
+    }
+    const ev = this.#events;
+    w.u32(ev.length / 3);
+    for (let i = 0; i < ev.length; i += 3) {
+      const kind = ev[i] as number;
+      w.u8(kind);
+      w.str16(ev[i + 1] as string);
+      if (kind === 1) w.str32(ev[i + 2] as string);
+      else {
+        const b = ev[i + 2] as Uint8Array;
+        w.u32(b.length);
+        w.bytes(b);
       }
     }
-    w.u32(this.#eventCount);
-    w.bytes(this.#events.view());
     if (idempotencyKey === undefined) w.u16(0);
     else w.str16(idempotencyKey);
-    return w.view();
   }
 
   close(): void {
@@ -285,11 +272,11 @@ export class TransactionBuilder {
     return this;
   }
 
-  #attempt<T>(fn: (tx: Tx) => T, idempotencyKey: string | undefined): { tx: TxImpl; value: T; batch: Buffer | null } {
+  #attempt<T>(fn: (tx: Tx) => T, idempotencyKey: string | undefined): { tx: TxImpl; value: T; write: boolean } {
     const core = this.#core;
     if (core.inCallback) throw new InvalidArgumentError('transactions cannot be nested: finish this callback first, or do both in one transaction');
-    core.inCallback = true;
     const tx = new TxImpl(core);
+    core.inCallback = true;
     try {
       for (const c of this.#checks) {
         const failure = c.test(tx.getOpt(c.key));
@@ -299,8 +286,7 @@ export class TransactionBuilder {
       if (value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function') {
         throw new InvalidArgumentError('the transaction callback must be synchronous (it returned a Promise); read what you need first, then run the transaction');
       }
-      const batch = tx.isWrite || idempotencyKey !== undefined ? tx.encode(idempotencyKey) : null;
-      return { tx, value, batch };
+      return { tx, value, write: tx.isWrite || idempotencyKey !== undefined };
     } finally {
       tx.close();
       core.inCallback = false;
@@ -317,10 +303,10 @@ export class TransactionBuilder {
     let release: (() => void) | undefined;
     try {
       for (let attempt = 1; ; attempt++) {
-        const { tx, value, batch } = this.#attempt(fn, idempotencyKey);
-        if (batch === null) return readOnlyResult(tx, value, attempt);
+        const { tx, value, write } = this.#attempt(fn, idempotencyKey);
+        if (!write) return readOnlyResult(tx, value, attempt);
         try {
-          const info = await this.#core.commit(batch);
+          const info = await this.#core.commit(tx, idempotencyKey);
           return { ...info, value, attempts: attempt };
         } catch (e) {
           if (!(e instanceof ConflictError)) throw e;
@@ -338,10 +324,10 @@ export class TransactionBuilder {
   executeSync<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions = {}): CommitResult<T> {
     const { idempotencyKey, maxAttempts } = checkOptions(options);
     for (let attempt = 1; ; attempt++) {
-      const { tx, value, batch } = this.#attempt(fn, idempotencyKey);
-      if (batch === null) return readOnlyResult(tx, value, attempt);
+      const { tx, value, write } = this.#attempt(fn, idempotencyKey);
+      if (!write) return readOnlyResult(tx, value, attempt);
       try {
-        const info = this.#core.commitSync(batch);
+        const info = this.#core.commitSync(tx, idempotencyKey);
         return { ...info, value, attempts: attempt };
       } catch (e) {
         if (e instanceof ConflictError && attempt < maxAttempts) {

@@ -22,11 +22,6 @@ export declare class NativeDb {
   setScratch(key: Uint8Array, val: Uint8Array, target: object): void
   /** Like `get` but returns a fresh buffer (for values larger than the scratch). */
   getCopy(keyLen: number): Buffer | null
-  /**
-   * Starts a transaction attempt: pins a read transaction on the newest state and
-   * returns the commit seq it reflects.
-   */
-  txBegin(): bigint
   /** `tx_get` returning a fresh buffer, for entries larger than the scratch. */
   txGetCopy(keyLen: number): Buffer | null
   /**
@@ -34,6 +29,12 @@ export declare class NativeDb {
    * throws here, before anything is queued. The outcome arrives via `on_commit`.
    */
   commit(batch: Uint8Array, token: number): void
+  /**
+   * Queues several batches at once so they share one group commit. `packed` is
+   * `{ [token u32 LE][len u32 LE][batch] }*`. A batch that fails validation is not
+   * queued; its error is returned as `"<token> ERR_X: message"` and the others go ahead.
+   */
+  commitMany(packed: Uint8Array): Array<string>
   /** Commits and waits (blocks the JS thread). Returns one packed result record. */
   commitSync(batch: Uint8Array): Buffer
   /** Reads events (packed, see `Store::read_events`) from the newest state. */

@@ -137,6 +137,35 @@ impl Value {
     }
 }
 
+/// Checks that `bytes` is a well-formed encoded value without building it
+/// (the writer validates every value it is asked to store; this keeps that cheap).
+pub fn validate(bytes: &[u8]) -> Result<()> {
+    match bytes.split_first() {
+        Some((&VALUE_FORMAT, body)) => validate_body(body),
+        Some(_) | None => Value::decode(bytes).map(|_| ()),
+    }
+}
+
+fn validate_body(body: &[u8]) -> Result<()> {
+    let Some((&t, p)) = body.split_first() else {
+        return Err(Error::type_error("value has no type tag"));
+    };
+    let len_ok = match t {
+        tag::I64 | tag::F64 => p.len() == 8,
+        tag::U256 => p.len() == 32,
+        tag::BOOL => p.len() == 1 && p[0] <= 1,
+        tag::BYTES => true,
+        tag::STRING | tag::JSON => return utf8(p).map(|_| ()),
+        // Containers are rare and small: validate them by decoding.
+        _ => return decode_body(body).map(|_| ()),
+    };
+    if len_ok {
+        Ok(())
+    } else {
+        decode_body(body).map(|_| ())
+    }
+}
+
 fn decode_body(body: &[u8]) -> Result<Value> {
     let (&t, p) = body
         .split_first()
@@ -432,6 +461,16 @@ mod tests {
         #[test]
         fn decode_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Value::decode(&bytes);
+        }
+
+        #[test]
+        fn validate_agrees_with_decode(bytes in proptest::collection::vec(any::<u8>(), 0..48)) {
+            prop_assert_eq!(validate(&bytes).is_ok(), Value::decode(&bytes).is_ok());
+        }
+
+        #[test]
+        fn validate_accepts_every_encoded_value(v in value()) {
+            prop_assert!(validate(&v.encode()).is_ok());
         }
 
         #[test]

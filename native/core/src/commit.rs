@@ -80,6 +80,8 @@ pub(crate) struct Request {
 
 pub(crate) enum Msg {
     Commit(Request),
+    /// Several transactions queued together, so they land in one group.
+    CommitMany(Vec<Request>),
     Sync(Sender<Result<()>>),
     Shutdown,
 }
@@ -142,6 +144,10 @@ pub(crate) fn run_writer(store: Arc<Store>, shared: Arc<Shared>, rx: Receiver<Ms
                 Msg::Commit(r) => {
                     bytes += r.batch.len();
                     requests.push(r);
+                }
+                Msg::CommitMany(rs) => {
+                    bytes += rs.iter().map(|r| r.batch.len()).sum::<usize>();
+                    requests.extend(rs);
                 }
                 Msg::Sync(s) => syncs.push(s),
                 Msg::Shutdown => {

@@ -132,6 +132,19 @@ impl Engine {
         }))
     }
 
+    /// Queues several transactions at once (they are applied in this order, in
+    /// one group unless the group limits are reached). `(batch, token)` pairs.
+    pub fn submit_many(&self, batches: Vec<(TxBatch, u64)>, sink: u64) -> Result<()> {
+        let requests = batches
+            .into_iter()
+            .map(|(batch, token)| Request {
+                batch,
+                reply: Reply::Sink { sink, token },
+            })
+            .collect();
+        self.send(Msg::CommitMany(requests))
+    }
+
     /// Commits a transaction and waits for its outcome (blocks the calling thread).
     pub fn commit_blocking(&self, batch: TxBatch) -> Result<CommitInfo> {
         let (tx, rx) = crossbeam_channel::bounded(1);

@@ -78,7 +78,7 @@ impl TxBatch {
             match op {
                 1 => {
                     let value = range_of(&mut r, |r| Ok(r.u32()? as usize))?;
-                    Value::decode(&data[value.clone()]).map_err(|e| {
+                    codec::validate(&data[value.clone()]).map_err(|e| {
                         Error::new(
                             e.code,
                             format!(

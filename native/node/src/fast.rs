@@ -118,13 +118,34 @@ impl ReadCtx {
     }
 }
 
-type ReadFn = fn(&ReadCtx, u32) -> Result<i64, Error>;
+impl ReadCtx {
+    /// Starts a transaction attempt: renews the pinned read transaction to the
+    /// newest state and returns the commit seq it reflects.
+    pub(crate) fn tx_begin(&self) -> Result<u64, Error> {
+        let engine = self.engine.borrow();
+        let engine = engine.as_ref().ok_or_else(Error::closed)?;
+        let store = engine.store();
+        let _g = store.guard();
+        let mut reader = self.tx_reader.borrow_mut();
+        let txn = reader.fresh(store)?;
+        store.commit_seq(txn)
+    }
+}
 
-unsafe fn call(env: sys::napi_env, info: sys::napi_callback_info, f: ReadFn) -> sys::napi_value {
-    let mut argc: usize = 1;
-    let mut argv = [ptr::null_mut(); 1];
+fn throw(env: sys::napi_env, e: &Error) -> sys::napi_value {
+    let msg =
+        CString::new(format!("{}: {}", e.code.as_str(), e.message).replace('\0', " ")).unwrap();
+    unsafe { sys::napi_throw_error(env, ptr::null(), msg.as_ptr()) };
+    ptr::null_mut()
+}
+
+unsafe fn ctx_of<'a>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    argv: &mut [sys::napi_value],
+) -> Option<(&'a Rc<ReadCtx>, usize)> {
+    let mut argc = argv.len();
     let mut data: *mut c_void = ptr::null_mut();
-    let mut len: u32 = 0;
     let ok = unsafe {
         sys::napi_get_cb_info(
             env,
@@ -133,36 +154,65 @@ unsafe fn call(env: sys::napi_env, info: sys::napi_callback_info, f: ReadFn) -> 
             argv.as_mut_ptr(),
             ptr::null_mut(),
             &mut data,
-        ) == sys::Status::napi_ok
-            && argc >= 1
-            && sys::napi_get_value_uint32(env, argv[0], &mut len) == sys::Status::napi_ok
+        )
+    } == sys::Status::napi_ok;
+    if !ok || data.is_null() {
+        return None;
+    }
+    // SAFETY: `data` is the boxed Rc<ReadCtx> installed by `install`, freed only by the
+    // function's finalizer, after which this callback can no longer run.
+    Some((unsafe { &*(data as *const Rc<ReadCtx>) }, argc))
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::new(
+            athanor_core::Code::Io,
+            "internal error (a bug: please report it)",
+        ))
+    })
+}
+
+unsafe extern "C" fn raw_tx_begin(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let mut argv: [sys::napi_value; 0] = [];
+    let Some((ctx, _)) = (unsafe { ctx_of(env, info, &mut argv) }) else {
+        return throw(env, &Error::invalid("bad call"));
     };
-    let result = if !ok || data.is_null() {
-        Err(Error::invalid("expected one key length argument"))
-    } else {
-        // SAFETY: `data` is the boxed Rc<ReadCtx> installed by `install`, freed only by the
-        // function's finalizer, after which this callback can no longer run.
-        let ctx: &Rc<ReadCtx> = unsafe { &*(data as *const Rc<ReadCtx>) };
-        catch_unwind(AssertUnwindSafe(|| f(ctx, len))).unwrap_or_else(|_| {
-            Err(Error::new(
-                athanor_core::Code::Io,
-                "internal error in a read (a bug: please report it)",
-            ))
-        })
+    match guarded(|| ctx.tx_begin()) {
+        Ok(seq) => {
+            let mut out = ptr::null_mut();
+            unsafe { sys::napi_create_bigint_uint64(env, seq, &mut out) };
+            out
+        }
+        Err(e) => throw(env, &e),
+    }
+}
+
+type ReadFn = fn(&ReadCtx, u32) -> Result<i64, Error>;
+
+unsafe fn call(env: sys::napi_env, info: sys::napi_callback_info, f: ReadFn) -> sys::napi_value {
+    let mut argv = [ptr::null_mut(); 1];
+    let mut len: u32 = 0;
+    let ctx = match unsafe { ctx_of(env, info, &mut argv) } {
+        Some((ctx, argc))
+            if argc >= 1
+                && unsafe { sys::napi_get_value_uint32(env, argv[0], &mut len) }
+                    == sys::Status::napi_ok =>
+        {
+            ctx
+        }
+        _ => return throw(env, &Error::invalid("expected one key length argument")),
     };
-    match result {
+    match guarded(|| f(ctx, len)) {
         Ok(n) => {
             let mut out = ptr::null_mut();
             unsafe { sys::napi_create_int64(env, n, &mut out) };
             out
         }
-        Err(e) => {
-            let msg =
-                CString::new(format!("{}: {}", e.code.as_str(), e.message).replace('\0', " "))
-                    .unwrap();
-            unsafe { sys::napi_throw_error(env, ptr::null(), msg.as_ptr()) };
-            ptr::null_mut()
-        }
+        Err(e) => throw(env, &e),
     }
 }
 
@@ -182,14 +232,17 @@ unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mu
     drop(unsafe { Box::from_raw(data as *mut Rc<ReadCtx>) });
 }
 
-/// Creates the `get` and `txGet` functions bound to `ctx` and sets them on `target`.
+/// Creates the `get`, `txGet` and `txBegin` functions bound to `ctx` and sets them on `target`.
 pub(crate) unsafe fn install(
     env: sys::napi_env,
     target: sys::napi_value,
     ctx: &Rc<ReadCtx>,
 ) -> Result<(), Error> {
-    let fns: [(&str, sys::napi_callback); 2] =
-        [("get", Some(raw_get)), ("txGet", Some(raw_tx_get))];
+    let fns: [(&str, sys::napi_callback); 3] = [
+        ("get", Some(raw_get)),
+        ("txGet", Some(raw_tx_get)),
+        ("txBegin", Some(raw_tx_begin)),
+    ];
     for (name, cb) in fns {
         let data = Box::into_raw(Box::new(ctx.clone())) as *mut c_void;
         let mut f = ptr::null_mut();

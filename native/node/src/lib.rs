@@ -180,18 +180,6 @@ impl NativeDb {
             .map(|e| e.value.to_vec().into()))
     }
 
-    /// Starts a transaction attempt: pins a read transaction on the newest state and
-    /// returns the commit seq it reflects.
-    #[napi]
-    pub fn tx_begin(&self) -> Result<u64> {
-        let engine = self.engine()?;
-        let store = engine.store();
-        let _g = store.guard();
-        let mut reader = self.ctx.tx_reader.borrow_mut();
-        let txn = reader.fresh(store).map_err(err)?;
-        store.commit_seq(txn).map_err(err)
-    }
-
     /// `tx_get` returning a fresh buffer, for entries larger than the scratch.
     #[napi]
     pub fn tx_get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
@@ -219,6 +207,36 @@ impl NativeDb {
         engine
             .submit(parsed, self.sink_id, token as u64)
             .map_err(err)
+    }
+
+    /// Queues several batches at once so they share one group commit. `packed` is
+    /// `{ [token u32 LE][len u32 LE][batch] }*`. A batch that fails validation is not
+    /// queued; its error is returned as `"<token> ERR_X: message"` and the others go ahead.
+    #[napi]
+    pub fn commit_many(&self, packed: &[u8]) -> Result<Vec<String>> {
+        let engine = self.engine()?;
+        let mut ok = Vec::new();
+        let mut errors = Vec::new();
+        let mut off = 0usize;
+        while off < packed.len() {
+            let header = packed
+                .get(off..off + 8)
+                .ok_or_else(|| err(athanor_core::Error::invalid("truncated commit_many header")))?;
+            let token = u32::from_le_bytes(header[..4].try_into().unwrap());
+            let len = u32::from_le_bytes(header[4..].try_into().unwrap()) as usize;
+            let body = packed
+                .get(off + 8..off + 8 + len)
+                .ok_or_else(|| err(athanor_core::Error::invalid("truncated commit_many batch")))?;
+            off += 8 + len;
+            match TxBatch::parse(body.to_vec()) {
+                Ok(b) => ok.push((b, token as u64)),
+                Err(e) => errors.push(format!("{token} {}: {}", e.code.as_str(), e.message)),
+            }
+        }
+        if !ok.is_empty() {
+            engine.submit_many(ok, self.sink_id).map_err(err)?;
+        }
+        Ok(errors)
     }
 
     /// Commits and waits (blocks the JS thread). Returns one packed result record.
