@@ -93,7 +93,7 @@ function checkEventType(type: unknown): string {
 
 /** One attempt of a transaction callback. @internal */
 export class TxImpl implements Tx {
-  readonly snapshotSeq: bigint;
+  #snapshotSeq: bigint | undefined;
   readonly #core: Core;
   readonly #reads = new Map<string, bigint>();
   readonly #writes = new Map<string, Value | null>();
@@ -102,8 +102,17 @@ export class TxImpl implements Tx {
   #open = true;
 
   constructor(core: Core) {
+    core.assertOpen();
     this.#core = core;
-    this.snapshotSeq = core.txBegin();
+  }
+
+  /**
+   * The snapshot is pinned at the first read, not at construction: a transaction
+   * that only writes (blind `set`/`log`) needs no snapshot and has nothing to validate.
+   */
+  get snapshotSeq(): bigint {
+    if (this.#snapshotSeq === undefined) this.#snapshotSeq = this.#core.txBegin();
+    return this.#snapshotSeq;
   }
 
   #live(): void {
@@ -115,6 +124,7 @@ export class TxImpl implements Tx {
     checkKey(key);
     const w = this.#writes.get(key);
     if (w !== undefined) return w === DELETED ? undefined : w;
+    if (this.#snapshotSeq === undefined) this.#snapshotSeq = this.#core.txBegin();
     const entry = this.#core.txGet(key);
     if (!this.#reads.has(key)) this.#reads.set(key, entry === undefined ? 0n : entry.version);
     return entry?.value;
@@ -307,7 +317,7 @@ export class TransactionBuilder {
         if (!write) return readOnlyResult(tx, value, attempt);
         try {
           const info = await this.#core.commit(tx, idempotencyKey);
-          return { ...info, value, attempts: attempt };
+          return { outcome: info.outcome, commitSeq: info.commitSeq, firstEventId: info.firstEventId, eventCount: info.eventCount, value, attempts: attempt };
         } catch (e) {
           if (!(e instanceof ConflictError)) throw e;
           if (attempt >= maxAttempts) throw new ConflictError(`gave up after ${attempt} attempts: ${e.message}`, { cause: e });
@@ -328,7 +338,7 @@ export class TransactionBuilder {
       if (!write) return readOnlyResult(tx, value, attempt);
       try {
         const info = this.#core.commitSync(tx, idempotencyKey);
-        return { ...info, value, attempts: attempt };
+        return { outcome: info.outcome, commitSeq: info.commitSeq, firstEventId: info.firstEventId, eventCount: info.eventCount, value, attempts: attempt };
       } catch (e) {
         if (e instanceof ConflictError && attempt < maxAttempts) {
           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, backoffMs(attempt));
