@@ -174,7 +174,7 @@ export class Core {
   }
 
   #holding = false;
-  readonly #outbox = new ByteWriter(64 * 1024);
+  #outbox = new ByteWriter(64 * 1024);
   readonly #outboxTokens: number[] = [];
 
   #holdForThisTurn(): void {
@@ -197,7 +197,9 @@ export class Core {
       for (const t of tokens) this.#settle(t, undefined, err);
       return;
     } finally {
-      this.#outbox.reset();
+      // Let a burst's large buffer go once it is handed over.
+      if (this.#outbox.buf.length > 4 * 1024 * 1024) this.#outbox = new ByteWriter(64 * 1024);
+      else this.#outbox.reset();
     }
     for (const line of errors) {
       const space = line.indexOf(' ');
@@ -214,9 +216,10 @@ export class Core {
     if (this.#pending.size === 0 && !this.closed) this.native.keepAlive(false);
   }
 
-  /** Commits and blocks until durable. */
+  /** Commits and blocks until durable. Commits queued earlier are handed over first, so issue order holds. */
   commitSync(tx: TxImpl, idempotencyKey: string | undefined): CommitInfo {
     this.assertOpen();
+    this.#flushOutbox();
     const w = this.batchWriter;
     w.reset();
     tx.encode(w, idempotencyKey);
@@ -229,6 +232,20 @@ export class Core {
     const r = readResult(rec, 0);
     if (r.error) throw r.error;
     return r.info!;
+  }
+
+  /** The commit that applied an idempotency key, if any (newest state). */
+  idempotencyRecord(key: string): CommitInfo | undefined {
+    this.assertOpen();
+    let r: bigint[] | null;
+    try {
+      r = this.native.idempotencyRecord(key);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    if (!r) return undefined;
+    const eventCount = Number(r[2]!);
+    return { outcome: 'duplicate', commitSeq: r[0]!, firstEventId: eventCount > 0 ? r[1]! : null, eventCount };
   }
 
   /** Number of commits queued and not yet reported. */

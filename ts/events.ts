@@ -70,17 +70,22 @@ export function decodeEvents(buf: Buffer): StoredEvent[] {
   return out;
 }
 
-/** Reads events from a source, page by page. @internal */
-export function* readFrom(src: EventSource, options: ReadOptions): Generator<StoredEvent, void, undefined> {
+/** Validates read options and returns a lazy reader over a source. @internal */
+export function readFrom(src: EventSource, options: ReadOptions): Generator<StoredEvent, void, undefined> {
   if (options === null || typeof options !== 'object') throw new InvalidArgumentError('read options must be an object');
-  let from = toId(options.from, 'from', 1n);
-  let to = options.to === undefined ? null : toId(options.to, 'to', 0n);
+  const from = toId(options.from, 'from', 1n);
+  const to = options.to === undefined ? null : toId(options.to, 'to', 0n);
   const type = options.type ?? null;
-  if (type !== null && (typeof type !== 'string' || type.length === 0)) throw new InvalidArgumentError('type must be a non-empty string');
-  let remaining = options.limit ?? Infinity;
-  if (remaining !== Infinity && (!Number.isInteger(remaining) || remaining < 0)) throw new InvalidArgumentError('limit must be a non-negative integer');
+  if (type !== null && (typeof type !== 'string' || type.length === 0 || type.includes('\0'))) throw new InvalidArgumentError('type must be a non-empty string without NUL');
+  const limit = options.limit ?? Infinity;
+  if (limit !== Infinity && (!Number.isInteger(limit) || limit < 0)) throw new InvalidArgumentError('limit must be a non-negative integer');
   const reverse = options.reverse ?? false;
   if (typeof reverse !== 'boolean') throw new InvalidArgumentError('reverse must be a boolean');
+  return pages(src, from, to, type, limit, reverse);
+}
+
+function* pages(src: EventSource, from: bigint, to: bigint | null, type: string | null, limit: number, reverse: boolean): Generator<StoredEvent, void, undefined> {
+  let remaining = limit;
   if (reverse && to === null) to = src.heads()[0]!;
   while (remaining > 0) {
     const n = Math.min(PAGE, remaining);

@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 export { Athanor, Snapshot, type OpenOptions, type Durability } from './db.js';
-export { TransactionBuilder, type Tx, type CommitResult, type ExecuteOptions, type EventInput } from './transaction.js';
+export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './transaction.js';
 export { EventLog, type StoredEvent, type ReadOptions } from './events.js';
 export type { CommitNotice } from './core.js';
 export { Value, i64, u256, f64, bool, str, bytes, json, set, array, encodeValue, decodeValue, type ValueType, type Json } from './codec.js';

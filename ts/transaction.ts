@@ -6,7 +6,7 @@
 import { decodeValue, stringifyStrict, Value, writeValue } from './codec.js';
 import type { ByteWriter } from './bytes.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from './errors.js';
-import type { Core } from './core.js';
+import type { CommitInfo, Core } from './core.js';
 
 /** What one event to log looks like. */
 export interface EventInput {
@@ -28,21 +28,37 @@ export interface ExecuteOptions {
   maxAttempts?: number;
 }
 
-/** The outcome of a committed transaction. */
-export interface CommitResult<T = void> {
-  /** `'applied'` now, or `'duplicate'` when the idempotency key had been applied before. */
-  outcome: 'applied' | 'duplicate';
+/** Fields every commit result has. */
+interface CommitResultBase {
   /** Commit sequence number (of the original commit, for a duplicate). Read-only transactions report the snapshot's. */
   commitSeq: bigint;
   /** Id of the first event logged, or `null` when none was. */
   firstEventId: bigint | null;
   /** Number of events logged. */
   eventCount: number;
-  /** What the callback returned (on a duplicate: what this run's callback returned; its writes were not applied). */
-  value: T;
-  /** How many times the callback ran (1 unless it conflicted and was retried). */
+  /** How many times the callback ran (1 unless it conflicted and was retried; 0 for a duplicate found up front). */
   attempts: number;
 }
+
+/** The transaction was applied now. */
+export interface AppliedResult<T> extends CommitResultBase {
+  outcome: 'applied';
+  /** What the callback returned. */
+  value: T;
+}
+
+/**
+ * A transaction with this idempotency key had already been applied: nothing was
+ * applied now, and the ids are those of the original commit. When the key is found
+ * before running, neither preflight checks nor the callback run.
+ */
+export interface DuplicateResult extends CommitResultBase {
+  outcome: 'duplicate';
+  value: undefined;
+}
+
+/** The outcome of a committed transaction: check `outcome` before using `value`. */
+export type CommitResult<T = void> = AppliedResult<T> | DuplicateResult;
 
 /** Reads and writes available inside a transaction callback. */
 export interface Tx {
@@ -154,6 +170,7 @@ export class TxImpl implements Tx {
   }
 
   update(key: string, fn: (current: Value | undefined) => Value | undefined): void {
+    if (typeof fn !== 'function') throw new InvalidArgumentError('update() needs a function (current) => next');
     const next = fn(this.getOpt(key));
     if (next === undefined) this.delete(key);
     else this.set(key, next);
@@ -167,7 +184,13 @@ export class TxImpl implements Tx {
   }
 
   logMany(events: Iterable<EventInput>): void {
-    for (const e of events) this.log(e.type, e.payload);
+    if (events === null || typeof (events as { [Symbol.iterator]?: unknown })?.[Symbol.iterator] !== 'function') {
+      throw new InvalidArgumentError('logMany() needs an iterable of { type, payload }');
+    }
+    for (const e of events) {
+      if (e === null || typeof e !== 'object') throw new InvalidArgumentError('logMany() entries must be { type, payload } objects');
+      this.log(e.type, e.payload);
+    }
   }
 
   /** Whether committing changes anything. */
@@ -228,6 +251,7 @@ export class TransactionBuilder {
   /** Requires `predicate(value)` to hold on the snapshot, else `PreflightError`. */
   require(key: string, predicate: (value: Value | undefined) => boolean, message?: string): this {
     checkKey(key);
+    if (typeof predicate !== 'function') throw new InvalidArgumentError('require() needs a predicate function');
     this.#checks.push({ key, test: (v) => (predicate(v) ? null : (message ?? `preflight check on ${JSON.stringify(key)} failed`)) });
     return this;
   }
@@ -259,6 +283,7 @@ export class TransactionBuilder {
   /** Requires the value to equal `expected` (same type and content). */
   requireEquals(key: string, expected: Value): this {
     checkKey(key);
+    if (!(expected instanceof Value)) throw new InvalidArgumentError('requireEquals() needs a Value: wrap it with i64(), str(), ...');
     this.#checks.push({
       key,
       test: (v) => (v !== undefined && v.equals(expected) ? null : `key ${JSON.stringify(key)} must equal ${expected.toString()}, found ${v?.toString() ?? 'nothing'}`),
@@ -294,6 +319,7 @@ export class TransactionBuilder {
       }
       const value = fn(tx);
       if (value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function') {
+        Promise.resolve(value).catch(() => {}); // the refused callback's own later rejection must not crash the process
         throw new InvalidArgumentError('the transaction callback must be synchronous (it returned a Promise); read what you need first, then run the transaction');
       }
       return { tx, value, write: tx.isWrite || idempotencyKey !== undefined };
@@ -308,8 +334,13 @@ export class TransactionBuilder {
    * conflict (up to `maxAttempts`), then throws `ConflictError`. Resolves once
    * the commit is durable (under the database's durability mode).
    */
+  async execute<T = void>(fn: (tx: Tx) => T, options?: ExecuteOptions & { idempotencyKey?: undefined }): Promise<AppliedResult<T>>;
+  async execute<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions): Promise<CommitResult<T>>;
   async execute<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions = {}): Promise<CommitResult<T>> {
     const { idempotencyKey, maxAttempts } = checkOptions(options);
+    checkCallback(fn);
+    const known = idempotencyKey === undefined ? undefined : this.#core.idempotencyRecord(idempotencyKey);
+    if (known !== undefined) return duplicateOf(known, 0);
     let release: (() => void) | undefined;
     try {
       for (let attempt = 1; ; attempt++) {
@@ -317,7 +348,7 @@ export class TransactionBuilder {
         if (!write) return readOnlyResult(tx, value, attempt);
         try {
           const info = await this.#core.commit(tx, idempotencyKey);
-          return { outcome: info.outcome, commitSeq: info.commitSeq, firstEventId: info.firstEventId, eventCount: info.eventCount, value, attempts: attempt };
+          return result(info, value, attempt);
         } catch (e) {
           if (!(e instanceof ConflictError)) throw e;
           if (attempt >= maxAttempts) throw new ConflictError(`gave up after ${attempt} attempts: ${e.message}`, { cause: e });
@@ -331,14 +362,19 @@ export class TransactionBuilder {
   }
 
   /** Like {@link execute} but blocks until the commit is durable. For scripts and CLIs, not servers. */
+  executeSync<T = void>(fn: (tx: Tx) => T, options?: ExecuteOptions & { idempotencyKey?: undefined }): AppliedResult<T>;
+  executeSync<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions): CommitResult<T>;
   executeSync<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions = {}): CommitResult<T> {
     const { idempotencyKey, maxAttempts } = checkOptions(options);
+    checkCallback(fn);
+    const known = idempotencyKey === undefined ? undefined : this.#core.idempotencyRecord(idempotencyKey);
+    if (known !== undefined) return duplicateOf(known, 0);
     for (let attempt = 1; ; attempt++) {
       const { tx, value, write } = this.#attempt(fn, idempotencyKey);
       if (!write) return readOnlyResult(tx, value, attempt);
       try {
         const info = this.#core.commitSync(tx, idempotencyKey);
-        return { outcome: info.outcome, commitSeq: info.commitSeq, firstEventId: info.firstEventId, eventCount: info.eventCount, value, attempts: attempt };
+        return result(info, value, attempt);
       } catch (e) {
         if (e instanceof ConflictError && attempt < maxAttempts) {
           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, backoffMs(attempt));
@@ -351,15 +387,30 @@ export class TransactionBuilder {
   }
 }
 
+function checkCallback(fn: unknown): void {
+  if (typeof fn !== 'function') throw new InvalidArgumentError(`the transaction callback must be a function, got ${fn === null ? 'null' : typeof fn}`);
+}
+
 function checkOptions(o: ExecuteOptions): { idempotencyKey: string | undefined; maxAttempts: number } {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
   const { idempotencyKey, maxAttempts = 10 } = o;
   if (idempotencyKey !== undefined) {
     if (typeof idempotencyKey !== 'string' || idempotencyKey.length === 0) throw new InvalidArgumentError('idempotencyKey must be a non-empty string');
+    if (!idempotencyKey.isWellFormed()) throw new InvalidArgumentError('idempotencyKey has lone surrogates, which UTF-8 cannot store (distinct keys would collide)');
     if (Buffer.byteLength(idempotencyKey) > 256) throw new InvalidArgumentError('idempotencyKey is longer than 256 UTF-8 bytes');
   }
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new InvalidArgumentError('maxAttempts must be a positive integer');
   return { idempotencyKey, maxAttempts };
+}
+
+function result<T>(info: CommitInfo, value: T, attempts: number): CommitResult<T> {
+  const { commitSeq, firstEventId, eventCount } = info;
+  return info.outcome === 'applied' ? { outcome: 'applied', commitSeq, firstEventId, eventCount, value, attempts } : duplicateOf(info, attempts);
+}
+
+function duplicateOf(info: CommitInfo, attempts: number): DuplicateResult {
+  const { commitSeq, firstEventId, eventCount } = info;
+  return { outcome: 'duplicate', commitSeq, firstEventId, eventCount, value: undefined, attempts };
 }
 
 function readOnlyResult<T>(tx: TxImpl, value: T, attempts: number): CommitResult<T> {

@@ -41,6 +41,11 @@ export declare class NativeDb {
   readEvents(from: bigint, to: bigint | undefined | null, eventType: string | undefined | null, limit: number, reverse: boolean): Buffer
   /** The newest event id and the commit seq, as of the newest committed state. */
   heads(): Array<bigint>
+  /**
+   * Looks an idempotency key up on the newest state: `[commit_seq, first_event_id, event_count]`
+   * of the transaction that applied it, or `null`.
+   */
+  idempotencyRecord(key: string): Array<bigint> | null
   /** Opens a snapshot: a read transaction that stays on one state until closed. */
   snapshot(): NativeSnapshot
   /** Whether this handle's `on_commit` should receive notices for every commit. */

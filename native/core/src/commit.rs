@@ -18,7 +18,9 @@ use heed::{PutFlags, RwTxn};
 use crate::codec;
 use crate::engine::Shared;
 use crate::error::{Code, Error, Result};
-use crate::store::{self, now_ms, Durability, Store, META_COMMIT_SEQ, META_LAST_EVENT_ID};
+use crate::store::{
+    self, now_ms, Durability, IdemRecord, Store, META_COMMIT_SEQ, META_LAST_EVENT_ID,
+};
 use crate::txn::{TxBatch, WriteOp};
 
 /// Most transactions applied in one LMDB write transaction.
@@ -456,33 +458,4 @@ fn prune_idempotency(
         store.dbs.idem_by_time.delete(wtxn, &tk)?;
     }
     Ok(())
-}
-
-struct IdemRecord {
-    commit_seq: u64,
-    first_event_id: u64,
-    event_count: u32,
-    at_ms: u64,
-}
-
-impl IdemRecord {
-    fn encode(&self) -> [u8; 28] {
-        let mut out = [0u8; 28];
-        out[..8].copy_from_slice(&self.commit_seq.to_be_bytes());
-        out[8..16].copy_from_slice(&self.first_event_id.to_be_bytes());
-        out[16..20].copy_from_slice(&self.event_count.to_be_bytes());
-        out[20..].copy_from_slice(&self.at_ms.to_be_bytes());
-        out
-    }
-    fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != 28 {
-            return Err(Error::corrupt("idempotency record is not 28 bytes"));
-        }
-        Ok(IdemRecord {
-            commit_seq: u64::from_be_bytes(b[..8].try_into().unwrap()),
-            first_event_id: u64::from_be_bytes(b[8..16].try_into().unwrap()),
-            event_count: u32::from_be_bytes(b[16..20].try_into().unwrap()),
-            at_ms: u64::from_be_bytes(b[20..].try_into().unwrap()),
-        })
-    }
 }

@@ -283,6 +283,21 @@ impl NativeDb {
         ])
     }
 
+    /// Looks an idempotency key up on the newest state: `[commit_seq, first_event_id, event_count]`
+    /// of the transaction that applied it, or `null`.
+    #[napi]
+    pub fn idempotency_record(&self, key: String) -> Result<Option<Vec<u64>>> {
+        let engine = self.engine()?;
+        let store = engine.store();
+        let _g = store.guard();
+        let mut reader = self.ctx.reader.borrow_mut();
+        let txn = reader.fresh(store).map_err(err)?;
+        Ok(store
+            .idempotency_record(txn, key.as_bytes())
+            .map_err(err)?
+            .map(|(s, f, n)| vec![s, f, n as u64]))
+    }
+
     /// Opens a snapshot: a read transaction that stays on one state until closed.
     #[napi]
     pub fn snapshot(&self) -> Result<NativeSnapshot> {
@@ -380,6 +395,9 @@ fn query(
         }
         Ok(v)
     };
+    if let Some(t) = &event_type {
+        athanor_core::codec::check_event_type(t.as_bytes()).map_err(err)?;
+    }
     Ok(EventQuery {
         from: u(from, "from")?,
         to: to.map(|t| u(t, "to")).transpose()?,

@@ -1,0 +1,86 @@
+/** Shared helpers for the vitest suites: temp dirs and error assertions. */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'vitest';
+import { Athanor, AthanorError, encodeValue } from '../dist/index.js';
+
+/** A fresh, empty directory under the OS temp dir. */
+export function tempDir(prefix = 'athanor-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Removes a directory tree (ignores absence). */
+export function removeDir(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Tracks temp dirs and open handles for one suite; `cleanup()` closes every
+ * handle and removes every dir (call it from afterEach).
+ */
+export class Sandbox {
+  readonly dirs: string[] = [];
+  readonly dbs: Athanor[] = [];
+
+  dir(): string {
+    const d = tempDir();
+    this.dirs.push(d);
+    return d;
+  }
+
+  async open(dir?: string, options?: Parameters<typeof Athanor.open>[1]): Promise<Athanor> {
+    const db = await Athanor.open(dir ?? this.dir(), options);
+    this.dbs.push(db);
+    return db;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const db of this.dbs.splice(0)) await db.close();
+    for (const d of this.dirs.splice(0)) removeDir(d);
+  }
+}
+
+type ErrorClass = abstract new (...args: never[]) => AthanorError;
+
+/** Asserts `fn` throws an instance of `cls` with `code`; returns the error. */
+export function expectThrows(fn: () => unknown, cls: ErrorClass, code: string): AthanorError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught, 'expected the call to throw').toBeDefined();
+  expect(caught).toBeInstanceOf(cls);
+  expect((caught as AthanorError).code).toBe(code);
+  expect((caught as AthanorError).message.length).toBeGreaterThan(0);
+  return caught as AthanorError;
+}
+
+/** Asserts `p` rejects with an instance of `cls` with `code`; returns the error. */
+export async function expectRejects(p: Promise<unknown> | (() => Promise<unknown>), cls: ErrorClass, code: string): Promise<AthanorError> {
+  let caught: unknown;
+  try {
+    await (typeof p === 'function' ? p() : p);
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught, 'expected the promise to reject').toBeDefined();
+  expect(caught).toBeInstanceOf(cls);
+  expect((caught as AthanorError).code).toBe(code);
+  return caught as AthanorError;
+}
+
+/** Everything observable about a database, to compare before/after a failed call. */
+export function fingerprint(db: Athanor, keys: string[]): { commitSeq: bigint; lastId: bigint; values: (string | undefined)[]; events: string } {
+  return {
+    commitSeq: db.commitSeq,
+    lastId: db.events.lastId,
+    values: keys.map((k) => {
+      const v = db.getOpt(k);
+      return v === undefined ? undefined : `${v.type}:${encodeValue(v).toString('hex')}`;
+    }),
+    events: JSON.stringify([...db.events.read()].map((e) => [String(e.id), e.type, e.payload instanceof Uint8Array ? Buffer.from(e.payload).toString('hex') : e.payload])),
+  };
+}
