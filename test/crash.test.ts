@@ -5,7 +5,7 @@
  * verifies. Trials run back to back in the same directory, so recovery after
  * repeated kills is exercised too.
  *
- * ATHANOR_SOAK_TRIALS sets the number of trials (default 5; `npm run soak` uses 300).
+ * ATHANOR_SOAK_TRIALS sets the number of trials (default 6, one per mode; `npm run soak` uses 300).
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,8 +16,8 @@ import { Athanor, bytes, i64, type StoredEvent } from '../dist/index.js';
 import { removeDir, tempDir } from './helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'crash-child.mjs');
-const TRIALS = Math.max(1, Number(process.env.ATHANOR_SOAK_TRIALS ?? 5) || 5);
-const MODES = ['sequential', 'concurrent', 'sync', 'grow'] as const;
+const TRIALS = Math.max(1, Number(process.env.ATHANOR_SOAK_TRIALS ?? 6) || 6);
+const MODES = ['sequential', 'concurrent', 'sync', 'grow', 'batched', 'nosync'] as const;
 type Mode = (typeof MODES)[number] | 'snapshot' | 'open';
 
 interface Ack {
