@@ -1,3 +1,6 @@
+/** Node's Buffer has `utf8Write` (without `write`'s argument juggling) on every version we support. */
+export type FastBuffer = Buffer & { utf8Write(s: string, offset: number, length: number): number };
+
 /** A growable byte buffer with little-endian writers (transaction wire format). @internal */
 export class ByteWriter {
   buf: Buffer;
@@ -48,7 +51,7 @@ export class ByteWriter {
   str16(s: string): number {
     const max = s.length * 3;
     this.ensure(2 + max);
-    const n = this.buf.write(s, this.pos + 2, 'utf8');
+    const n = (this.buf as FastBuffer).utf8Write(s, this.pos + 2, max);
     this.buf.writeUInt16LE(n, this.pos);
     this.pos += 2 + n;
     return n;
@@ -57,7 +60,7 @@ export class ByteWriter {
   str32(s: string): number {
     const max = s.length * 3;
     this.ensure(4 + max);
-    const n = this.buf.write(s, this.pos + 4, 'utf8');
+    const n = (this.buf as FastBuffer).utf8Write(s, this.pos + 4, max);
     this.buf.writeUInt32LE(n, this.pos);
     this.pos += 4 + n;
     return n;

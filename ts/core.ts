@@ -33,7 +33,6 @@ const VAL_CAP = 64 * 1024;
 interface Pending {
   resolve: (info: CommitInfo) => void;
   reject: (e: Error) => void;
-  settled: Promise<unknown>;
 }
 
 /** @internal */
@@ -169,7 +168,7 @@ export class Core {
       this.#outboxTokens.push(token);
     }
     if (this.#pending.size === 0) this.native.keepAlive(true);
-    this.#pending.set(token, { resolve, reject, settled: promise.then(noop, noop) });
+    this.#pending.set(token, { resolve, reject });
     return promise;
   }
 
@@ -213,7 +212,10 @@ export class Core {
     this.#pending.delete(token);
     if (error) p.reject(error);
     else p.resolve(info!);
-    if (this.#pending.size === 0 && !this.closed) this.native.keepAlive(false);
+    if (this.#pending.size === 0) {
+      if (!this.closed) this.native.keepAlive(false);
+      for (const w of this.#drainWaiters.splice(0)) w();
+    }
   }
 
   /** Commits and blocks until durable. Commits queued earlier are handed over first, so issue order holds. */
@@ -308,10 +310,11 @@ export class Core {
 
   /** Waits for every queued commit of this handle to be reported. */
   async drain(): Promise<void> {
-    while (this.#pending.size > 0) {
-      await Promise.all([...this.#pending.values()].map((p) => p.settled));
-    }
+    if (this.#pending.size === 0) return;
+    await new Promise<void>((r) => this.#drainWaiters.push(r));
   }
+
+  readonly #drainWaiters: (() => void)[] = [];
 
   close(): void {
     if (this.closed) return;
@@ -320,8 +323,6 @@ export class Core {
     this.native.close();
   }
 }
-
-function noop(): void {}
 
 function readResult(buf: Buffer, off: number): { info?: CommitInfo; error?: Error; end: number } {
   const status = buf[off]!;

@@ -98,12 +98,17 @@ export function checkKey(key: unknown): string {
   return key;
 }
 
+/** Event types repeat; the last one that passed needs no second check. */
+let lastCheckedType = '';
+
 function checkEventType(type: unknown): string {
+  if (type === lastCheckedType) return type;
   if (typeof type !== 'string' || type.length === 0) throw new InvalidArgumentError('event type must be a non-empty string');
   const n = Buffer.byteLength(type);
   if (n > 200) throw new InvalidArgumentError(`event type is ${n} UTF-8 bytes; the limit is 200`);
   if (type.includes('\0')) throw new InvalidArgumentError('event type must not contain NUL');
   if (!type.isWellFormed()) throw new InvalidArgumentError('event type has lone surrogates');
+  lastCheckedType = type;
   return type;
 }
 
