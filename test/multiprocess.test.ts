@@ -9,13 +9,14 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sandbox } from './helpers.js';
 
-const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'increment-child.mjs');
+const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const CHILD = path.join(FIXTURES, 'increment-child.mjs');
 const sandbox = new Sandbox();
 afterEach(() => sandbox.cleanup());
 
-function run(dir: string, count: number, name: string): Promise<void> {
+function run(dir: string, count: number, name: string, script = CHILD): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, dir, String(count), name], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [script, dir, String(count), name], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`child ${name} exited ${code}: ${err}`))));
@@ -50,5 +51,24 @@ describe('several processes writing one database', () => {
     expect(Object.fromEntries(byWriter)).toEqual({ a: per, b: per, parent: per });
     expect(db.commitSeq).toBe(BigInt(3 * per));
     expect(db.verify().events).toBe(3 * per);
+  });
+
+  it('a process keeps reading and writing after another process grew the map', async () => {
+    const dir = sandbox.dir();
+    const db = await sandbox.open(dir, { mapSize: 1024 * 1024 });
+    const { i64 } = await import('../dist/index.js');
+    await db.transaction().execute((tx) => tx.set('before', i64(1)));
+    const mapBefore = db.stats().mapSize;
+    await run(dir, 40, 'grow', path.join(FIXTURES, 'grow-child.mjs')); // ~10 MiB of values
+    // This process's mapping is now smaller than the data: reads and writes remap.
+    expect(db.get('blob:39').asBytes()[0]).toBe(39);
+    expect(db.events.lastId).toBe(40n);
+    const r = await db.transaction().execute((tx) => {
+      tx.set('after', i64(tx.get('before').asI64() + 1n));
+      tx.log('after', {});
+    });
+    expect(r.firstEventId).toBe(41n);
+    expect(db.stats().mapSize).toBeGreaterThan(mapBefore);
+    expect(db.verify().events).toBe(41);
   });
 });

@@ -90,6 +90,8 @@ pub(crate) enum Msg {
 
 enum GroupError {
     MapFull,
+    /// Another process grew the map: remap, then retry.
+    MapResized,
     Other(Error),
 }
 
@@ -97,6 +99,7 @@ impl From<heed::Error> for GroupError {
     fn from(e: heed::Error) -> Self {
         match e {
             heed::Error::Mdb(heed::MdbError::MapFull) => GroupError::MapFull,
+            heed::Error::Mdb(heed::MdbError::MapResized) => GroupError::MapResized,
             other => GroupError::Other(other.into()),
         }
     }
@@ -274,6 +277,7 @@ fn apply_with_growth(
             Err(GroupError::MapFull) => {
                 store.grow_map(needed)?;
             }
+            Err(GroupError::MapResized) => store.adopt_map_size()?,
             Err(GroupError::Other(e)) => return Err(e),
         }
     }

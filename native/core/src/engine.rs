@@ -171,7 +171,6 @@ impl Engine {
 
     /// Begins a read transaction on the current committed state.
     pub fn begin_read(&self) -> Result<RoTxn<'static, WithoutTls>> {
-        let _g = self.store.guard();
         self.store.begin_read()
     }
 }
@@ -202,8 +201,9 @@ pub struct CachedReader {
 }
 
 impl CachedReader {
-    /// Returns a read transaction on the newest committed state. The caller must
-    /// hold `store.guard()` while using it.
+    /// Returns a read transaction on the newest committed state. Call it *before*
+    /// taking `store.guard()` (it may have to remap the map), and hold the guard
+    /// while using the transaction.
     pub fn fresh(&mut self, store: &Store) -> Result<&RoTxn<'static, WithoutTls>> {
         let stale = match &self.txn {
             Some(t) => t.id() != store.last_txn_id(),

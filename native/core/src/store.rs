@@ -203,9 +203,34 @@ impl Store {
 
     /// Begins a read transaction that may be kept across calls (not across a map
     /// resize *while borrowed*: take [`Store::guard`] around each use).
+    ///
+    /// When another process has grown the map past this process's mapping, LMDB
+    /// refuses new transactions (`MDB_MAP_RESIZED`) until the map is remapped to
+    /// the new size; that happens here, so do not call this holding the guard.
     pub fn begin_read(&self) -> Result<RoTxn<'static, WithoutTls>> {
-        let _g = self.map_guard.read_recursive(); // mdb_txn_begin reads the meta pages in the map
-        Ok(self.env.clone().static_read_txn()?)
+        for _ in 0..8 {
+            let r = {
+                let _g = self.map_guard.read_recursive(); // mdb_txn_begin reads the meta pages in the map
+                self.env.clone().static_read_txn()
+            };
+            match r {
+                Err(heed::Error::Mdb(heed::MdbError::MapResized)) => self.adopt_map_size()?,
+                other => return Ok(other?),
+            }
+        }
+        Err(Error::new(
+            Code::Io,
+            "the map kept being resized by another process; try again",
+        ))
+    }
+
+    /// Remaps to the map size another process has grown the environment to.
+    pub(crate) fn adopt_map_size(&self) -> Result<()> {
+        let _exclusive = self.map_guard.write();
+        // SAFETY: the exclusive guard proves no transaction of this process is using the
+        // map. Size 0 means "the size recorded in the environment" (LMDB).
+        unsafe { self.env.resize(0)? };
+        Ok(())
     }
 
     /// LMDB's id of the newest committed write transaction: a read transaction whose

@@ -92,9 +92,9 @@ impl ReadCtx {
         let scratch = self.scratch.get();
         let key = scratch.key(key_len)?;
         let store = engine.store();
-        let _g = store.guard();
         let mut reader = self.reader.borrow_mut();
         let txn = reader.fresh(store)?;
+        let _g = store.guard();
         Ok(match store.get(txn, key)? {
             None => -1,
             Some(e) => scratch.put(&[e.value]),
@@ -108,9 +108,9 @@ impl ReadCtx {
         let scratch = self.scratch.get();
         let key = scratch.key(key_len)?;
         let store = engine.store();
-        let _g = store.guard();
         let mut reader = self.tx_reader.borrow_mut();
         let txn = reader.pinned(store)?;
+        let _g = store.guard();
         Ok(match store.get(txn, key)? {
             None => -1,
             Some(e) => scratch.put(&[&e.version.to_be_bytes(), e.value]),
@@ -125,9 +125,9 @@ impl ReadCtx {
         let engine = self.engine.borrow();
         let engine = engine.as_ref().ok_or_else(Error::closed)?;
         let store = engine.store();
-        let _g = store.guard();
         let mut reader = self.tx_reader.borrow_mut();
         let txn = reader.fresh(store)?;
+        let _g = store.guard();
         store.commit_seq(txn)
     }
 }

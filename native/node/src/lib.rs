@@ -171,9 +171,9 @@ impl NativeDb {
         let scratch = self.ctx.scratch.get();
         let key = scratch.key(key_len).map_err(err)?;
         let store = engine.store();
-        let _g = store.guard();
         let mut reader = self.ctx.reader.borrow_mut();
         let txn = reader.fresh(store).map_err(err)?;
+        let _g = store.guard();
         Ok(store
             .get(txn, key)
             .map_err(err)?
@@ -187,9 +187,9 @@ impl NativeDb {
         let scratch = self.ctx.scratch.get();
         let key = scratch.key(key_len).map_err(err)?;
         let store = engine.store();
-        let _g = store.guard();
         let mut reader = self.ctx.tx_reader.borrow_mut();
         let txn = reader.pinned(store).map_err(err)?;
+        let _g = store.guard();
         Ok(store.get(txn, key).map_err(err)?.map(|e| {
             let mut v = Vec::with_capacity(8 + e.value.len());
             v.extend_from_slice(&e.version.to_be_bytes());
@@ -263,9 +263,9 @@ impl NativeDb {
         let engine = self.engine()?;
         let store = engine.store();
         let q = query(from, to, event_type, limit, reverse)?;
-        let _g = store.guard();
         let mut reader = self.ctx.reader.borrow_mut();
         let txn = reader.fresh(store).map_err(err)?;
+        let _g = store.guard();
         Ok(store.read_events(txn, &q).map_err(err)?.into())
     }
 
@@ -274,9 +274,9 @@ impl NativeDb {
     pub fn heads(&self) -> Result<Vec<u64>> {
         let engine = self.engine()?;
         let store = engine.store();
-        let _g = store.guard();
         let mut reader = self.ctx.reader.borrow_mut();
         let txn = reader.fresh(store).map_err(err)?;
+        let _g = store.guard();
         Ok(vec![
             store.last_event_id(txn).map_err(err)?,
             store.commit_seq(txn).map_err(err)?,
@@ -289,9 +289,9 @@ impl NativeDb {
     pub fn idempotency_record(&self, key: String) -> Result<Option<Vec<u64>>> {
         let engine = self.engine()?;
         let store = engine.store();
-        let _g = store.guard();
         let mut reader = self.ctx.reader.borrow_mut();
         let txn = reader.fresh(store).map_err(err)?;
+        let _g = store.guard();
         Ok(store
             .idempotency_record(txn, key.as_bytes())
             .map_err(err)?
