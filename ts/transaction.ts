@@ -3,7 +3,7 @@
  * buffers its writes; the batch crosses into Rust in one call and the single
  * writer validates what was read (optimistic concurrency) before applying it.
  */
-import { decodeValue, stringifyStrict, Value, writeValue } from './codec.js';
+import { stringifyStrict, Value, writeValue } from './codec.js';
 import type { ByteWriter } from './bytes.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from './errors.js';
 import type { CommitInfo, Core } from './core.js';
@@ -432,4 +432,3 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-export { decodeValue };
