@@ -90,18 +90,24 @@ export class Core {
   get(key: string): Value | undefined {
     this.assertOpen();
     const n = this.writeKey(key);
-    let len: number;
     try {
-      len = this.#fast.get(n);
-      if (len < 0) return undefined;
-      if (len > VAL_CAP) {
-        const b = this.native.getCopy(n);
-        return b ? decodeValue(b, 0, b.length) : undefined;
-      }
+      return this.decodeRead(this.#fast.get(n), n, this.#getCopy);
     } catch (e) {
       throw fromNative(e);
     }
-    return decodeValue(this.valBuf, 0, len);
+  }
+
+  readonly #getCopy = (keyLen: number): Buffer | null | undefined => this.native.getCopy(keyLen);
+
+  /**
+   * Turns a point read's result into a value: `len` < 0 is absent; a value that
+   * fit is in the value scratch; a larger one is fetched again with `copy`.
+   */
+  decodeRead(len: number, keyLen: number, copy: (keyLen: number) => Buffer | null | undefined): Value | undefined {
+    if (len < 0) return undefined;
+    if (len <= VAL_CAP) return decodeValue(this.valBuf, 0, len);
+    const b = copy(keyLen);
+    return b ? decodeValue(b, 0, b.length) : undefined;
   }
 
   /** Starts a transaction attempt on the newest state; returns its commit seq. */

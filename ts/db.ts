@@ -1,6 +1,6 @@
 /** The database handle. */
 import { resolve } from 'node:path';
-import { decodeValue, type Value } from './codec.js';
+import { type Value } from './codec.js';
 import { ClosedError, InvalidArgumentError, NotFoundError, fromNative } from './errors.js';
 import { Core } from './core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './events.js';
@@ -86,13 +86,7 @@ export class Snapshot {
     const snap = this.#live();
     const n = this.#core.writeKey(key);
     try {
-      const len = snap.get(n);
-      if (len < 0) return undefined;
-      if (len > this.#core.valBuf.length) {
-        const b = snap.getCopy(n);
-        return b ? decodeValue(b, 0, b.length) : undefined;
-      }
-      return decodeValue(this.#core.valBuf, 0, len);
+      return this.#core.decodeRead(snap.get(n), n, (k) => snap.getCopy(k));
     } catch (e) {
       throw fromNative(e);
     }

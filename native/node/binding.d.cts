@@ -22,7 +22,7 @@ export declare class NativeDb {
   setScratch(key: Uint8Array, val: Uint8Array, target: object): void
   /** Like `get` but returns a fresh buffer (for values larger than the scratch). */
   getCopy(keyLen: number): Buffer | null
-  /** `tx_get` returning a fresh buffer, for entries larger than the scratch. */
+  /** `txGet` returning a fresh buffer, for entries larger than the scratch. */
   txGetCopy(keyLen: number): Buffer | null
   /**
    * Validates a transaction batch and queues it for the writer. Invalid input

@@ -3,14 +3,14 @@
 //! all writes go through the single writer in [`crate::commit`].
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
-use crate::codec::{self, PayloadKind};
+use crate::codec;
 use crate::error::{Code, Error, Result};
 
 /// On-disk format version of the canonical store, recorded in meta and checked at open.
@@ -77,7 +77,6 @@ pub struct Store {
     /// map resize: LMDB may only remap while no pointer into the old map is in use.
     pub(crate) map_guard: RwLock<()>,
     pub(crate) options: StoreOptions,
-    dir: PathBuf,
 }
 
 /// A state entry as read: the version (commit seq of its last write) and the encoded value.
@@ -187,13 +186,7 @@ impl Store {
             dbs,
             map_guard: RwLock::new(()),
             options,
-            dir: dir.to_path_buf(),
         })
-    }
-
-    /// The database directory (the parent of `canonical/`).
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Takes the shared map guard; hold it while using any read transaction.
@@ -390,7 +383,6 @@ impl Store {
         let txn = self.env.read_txn()?;
         let last = self.last_event_id(&txn)?;
         let mut expect = 1u64;
-        let mut types = 0u64;
         for item in self.dbs.events.iter(&txn)? {
             let (k, v) = item?;
             let id = id_of(k)?;
@@ -418,10 +410,7 @@ impl Store {
                 expect - 1
             )));
         }
-        for item in self.dbs.event_types.iter(&txn)? {
-            let (_k, _) = item?;
-            types += 1;
-        }
+        let types = self.dbs.event_types.len(&txn)?;
         if types != last {
             return Err(Error::corrupt(format!(
                 "type index has {types} entries for {last} events"
@@ -485,14 +474,6 @@ fn page_size() -> usize {
     // LMDB requires map sizes to be a multiple of the OS page size; 64 KiB is a
     // multiple of every page size we run on (4 KiB Linux x64, 16 KiB Apple silicon).
     64 * 1024
-}
-
-/// Payload kind of a stored event, for callers that decode the packed format.
-pub fn payload_kind_name(k: PayloadKind) -> &'static str {
-    match k {
-        PayloadKind::Json => "json",
-        PayloadKind::Bytes => "bytes",
-    }
 }
 
 /// What the idempotency database stores per key (28 bytes, big-endian).

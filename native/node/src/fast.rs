@@ -14,7 +14,7 @@ use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use athanor_core::{CachedReader, Engine, Error};
+use athanor_core::{CachedReader, Engine, Error, StateEntry};
 use napi::sys;
 
 /// Shared scratch memory between JS and Rust for allocation-free point reads:
@@ -85,35 +85,54 @@ impl ReadCtx {
         self.engine.borrow().clone().ok_or_else(Error::closed)
     }
 
-    /// Newest-state read; value into scratch; -1 when absent.
-    pub(crate) fn get(&self, key_len: u32) -> Result<i64, Error> {
+    /// Looks `key_len` bytes of the key scratch up, on the newest state or (`pinned`)
+    /// on the transaction's snapshot, and hands the entry to `f` under the map guard.
+    fn with_entry<T>(
+        &self,
+        pinned: bool,
+        key_len: u32,
+        f: impl FnOnce(Option<StateEntry<'_>>, &Scratch) -> T,
+    ) -> Result<T, Error> {
         let engine = self.engine.borrow();
         let engine = engine.as_ref().ok_or_else(Error::closed)?;
         let scratch = self.scratch.get();
         let key = scratch.key(key_len)?;
         let store = engine.store();
-        let mut reader = self.reader.borrow_mut();
-        let txn = reader.fresh(store)?;
+        let mut reader = if pinned {
+            self.tx_reader.borrow_mut()
+        } else {
+            self.reader.borrow_mut()
+        };
+        let txn = if pinned {
+            reader.pinned(store)?
+        } else {
+            reader.fresh(store)?
+        };
         let _g = store.guard();
-        Ok(match store.get(txn, key)? {
-            None => -1,
-            Some(e) => scratch.put(&[e.value]),
-        })
+        Ok(f(store.get(txn, key)?, &scratch))
+    }
+
+    /// Newest-state read; value into scratch; -1 when absent.
+    pub(crate) fn get(&self, key_len: u32) -> Result<i64, Error> {
+        self.with_entry(false, key_len, |e, s| e.map_or(-1, |e| s.put(&[e.value])))
     }
 
     /// Read on the transaction's pinned snapshot; `[version u64 BE][value]` into scratch; -1 when absent.
     pub(crate) fn tx_get(&self, key_len: u32) -> Result<i64, Error> {
-        let engine = self.engine.borrow();
-        let engine = engine.as_ref().ok_or_else(Error::closed)?;
-        let scratch = self.scratch.get();
-        let key = scratch.key(key_len)?;
-        let store = engine.store();
-        let mut reader = self.tx_reader.borrow_mut();
-        let txn = reader.pinned(store)?;
-        let _g = store.guard();
-        Ok(match store.get(txn, key)? {
-            None => -1,
-            Some(e) => scratch.put(&[&e.version.to_be_bytes(), e.value]),
+        self.with_entry(true, key_len, |e, s| {
+            e.map_or(-1, |e| s.put(&[&e.version.to_be_bytes(), e.value]))
+        })
+    }
+
+    /// `get` for values larger than the scratch: returns a copy.
+    pub(crate) fn get_copy(&self, key_len: u32) -> Result<Option<Vec<u8>>, Error> {
+        self.with_entry(false, key_len, |e, _| e.map(|e| e.value.to_vec()))
+    }
+
+    /// `tx_get` for entries larger than the scratch: returns `[version u64 BE][value]`.
+    pub(crate) fn tx_get_copy(&self, key_len: u32) -> Result<Option<Vec<u8>>, Error> {
+        self.with_entry(true, key_len, |e, _| {
+            e.map(|e| [&e.version.to_be_bytes()[..], e.value].concat())
         })
     }
 }

@@ -167,35 +167,17 @@ impl NativeDb {
     /// Like `get` but returns a fresh buffer (for values larger than the scratch).
     #[napi]
     pub fn get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
-        let engine = self.engine()?;
-        let scratch = self.ctx.scratch.get();
-        let key = scratch.key(key_len).map_err(err)?;
-        let store = engine.store();
-        let mut reader = self.ctx.reader.borrow_mut();
-        let txn = reader.fresh(store).map_err(err)?;
-        let _g = store.guard();
-        Ok(store
-            .get(txn, key)
-            .map_err(err)?
-            .map(|e| e.value.to_vec().into()))
+        Ok(self.ctx.get_copy(key_len).map_err(err)?.map(Buffer::from))
     }
 
-    /// `tx_get` returning a fresh buffer, for entries larger than the scratch.
+    /// `txGet` returning a fresh buffer, for entries larger than the scratch.
     #[napi]
     pub fn tx_get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
-        let engine = self.engine()?;
-        let scratch = self.ctx.scratch.get();
-        let key = scratch.key(key_len).map_err(err)?;
-        let store = engine.store();
-        let mut reader = self.ctx.tx_reader.borrow_mut();
-        let txn = reader.pinned(store).map_err(err)?;
-        let _g = store.guard();
-        Ok(store.get(txn, key).map_err(err)?.map(|e| {
-            let mut v = Vec::with_capacity(8 + e.value.len());
-            v.extend_from_slice(&e.version.to_be_bytes());
-            v.extend_from_slice(e.value);
-            v.into()
-        }))
+        Ok(self
+            .ctx
+            .tx_get_copy(key_len)
+            .map_err(err)?
+            .map(Buffer::from))
     }
 
     /// Validates a transaction batch and queues it for the writer. Invalid input
