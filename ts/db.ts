@@ -6,6 +6,10 @@ import { Core } from './core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './events.js';
 import type { NativeSnapshot } from './native.js';
 import { TransactionBuilder } from './transaction.js';
+import { Projections, type DeclarativeSpec, type QueryOptions } from './projection.js';
+import type { Processor, ProcessorBuilder, ProcessorOptions } from './processor.js';
+import type { Migrations } from './migrations.js';
+import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -146,11 +150,14 @@ export class Athanor {
   /** The event log. */
   readonly events: EventLog;
 
+  readonly #proj: Projections;
+
   private constructor(dir: string, o: Required<OpenOptions>) {
     this.dir = dir;
     this.durability = o.durability;
     this.#core = new Core(dir, o);
     this.events = new EventLog(this.#core);
+    this.#proj = new Projections(this.#core, dir);
   }
 
   /**
@@ -204,6 +211,37 @@ export class Athanor {
     return s;
   }
 
+  /** The SQL connection to `<dir>/projection.db` (opened on first use): exec, prepare, run, get, all, iterate, transaction. */
+  get sql(): Sql {
+    return this.#proj.sql;
+  }
+
+  /** Runs a read-only query on a pool of projection.db connections, off the main thread. */
+  query<R = Row>(sql: string, params?: readonly SqlBindable[] | NamedParams, options?: QueryOptions): Promise<R[]> {
+    return this.#proj.query<R>(sql, params, options);
+  }
+
+  /** Starts building a processor named `name` (its cursor's key in projection.db). */
+  processor(name: string): ProcessorBuilder;
+  /** Creates a processor named `name` from options. */
+  processor(name: string, options: ProcessorOptions): Processor;
+  processor(name: string, options?: ProcessorOptions): Processor | ProcessorBuilder {
+    this.#core.assertOpen();
+    return this.#proj.processor(name, options);
+  }
+
+  /** Creates a declarative projection: event types mapped to SQL, executed natively. */
+  projection(spec: DeclarativeSpec): Processor {
+    this.#core.assertOpen();
+    return this.#proj.projection(spec);
+  }
+
+  /** Schema migrations of projection.db. */
+  get migrations(): Migrations {
+    this.#core.assertOpen();
+    return this.#proj.migrations;
+  }
+
   /** Commit seq of the newest committed transaction (0n for a new database). */
   get commitSeq(): bigint {
     this.#core.assertOpen();
@@ -255,6 +293,7 @@ export class Athanor {
    */
   async close(): Promise<void> {
     if (this.#core.closed) return;
+    await this.#proj.close();
     while (this.#core.pendingCount > 0) await this.#core.drain();
     for (const s of [...this.#snapshots]) s.close();
     this.#core.close();

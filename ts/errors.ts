@@ -15,6 +15,13 @@ export type ErrorCode =
   | 'ERR_CLOSED'
   | 'ERR_VERSION'
   | 'ERR_IO'
+  | 'ERR_SQL'
+  | 'ERR_SQL_CONSTRAINT'
+  | 'ERR_SQL_BUSY'
+  | 'ERR_SQL_SYNTAX'
+  | 'ERR_HANDLER'
+  | 'ERR_MIGRATION_DRIFT'
+  | 'ERR_MIGRATIONS_PENDING'
   | 'ERR_INTERNAL';
 
 /** Base class of every error athanor throws. */
@@ -101,6 +108,58 @@ export class IoError extends AthanorError {
   }
 }
 
+/** SQLite refused a statement on projection.db. Subclasses narrow the reason; `code` says which. */
+export class SqlError extends AthanorError {
+  constructor(message: string, code: 'ERR_SQL' | 'ERR_SQL_CONSTRAINT' | 'ERR_SQL_BUSY' | 'ERR_SQL_SYNTAX' = 'ERR_SQL') {
+    super(code, message);
+  }
+}
+
+/** A UNIQUE / NOT NULL / CHECK / FOREIGN KEY constraint was violated; the statement was not applied. */
+export class SqlConstraintError extends SqlError {
+  constructor(message: string) {
+    super(message, 'ERR_SQL_CONSTRAINT');
+  }
+}
+
+/** Another connection held projection.db's write lock past the busy timeout; retry later. */
+export class SqlBusyError extends SqlError {
+  constructor(message: string) {
+    super(message, 'ERR_SQL_BUSY');
+  }
+}
+
+/** The SQL text does not parse. */
+export class SqlSyntaxError extends SqlError {
+  constructor(message: string) {
+    super(message, 'ERR_SQL_SYNTAX');
+  }
+}
+
+/** A projection handler failed on an event (the processor's error strategy said stop). */
+export class HandlerError extends AthanorError {
+  /** Id of the event the handler failed on, when known. */
+  readonly eventId: bigint | undefined;
+  constructor(message: string, options?: { cause?: unknown; eventId?: bigint }) {
+    super('ERR_HANDLER', message, options);
+    this.eventId = options?.eventId;
+  }
+}
+
+/** An applied migration's definition changed since it was applied (checksum mismatch). */
+export class MigrationDriftError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_MIGRATION_DRIFT', message);
+  }
+}
+
+/** Registered migrations are not applied yet; run `db.migrations.run()` first. */
+export class MigrationsPendingError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_MIGRATIONS_PENDING', message);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -124,6 +183,16 @@ export function errorFor(code: string, message: string): AthanorError {
       return new VersionError(message);
     case 'ERR_IO':
       return new IoError(message);
+    case 'ERR_SQL':
+      return new SqlError(message);
+    case 'ERR_SQL_CONSTRAINT':
+      return new SqlConstraintError(message);
+    case 'ERR_SQL_BUSY':
+      return new SqlBusyError(message);
+    case 'ERR_SQL_SYNTAX':
+      return new SqlSyntaxError(message);
+    case 'ERR_HANDLER':
+      return new HandlerError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

@@ -20,5 +20,29 @@ export {
   ClosedError,
   VersionError,
   IoError,
+  SqlError,
+  SqlConstraintError,
+  SqlBusyError,
+  SqlSyntaxError,
+  HandlerError,
+  MigrationDriftError,
+  MigrationsPendingError,
   type ErrorCode,
 } from './errors.js';
+export { Sql, Statement, type SqlBindable, type NamedParams, type BindParams, type SqlReadValue, type Row, type RunResult, type TransactionFunction } from './sql.js';
+export {
+  Processor,
+  ProcessorBuilder,
+  DeadLetters,
+  type EventHandler,
+  type HandleFn,
+  type ErrorAction,
+  type ErrorStrategy,
+  type RetryPolicy,
+  type ProcessorOptions,
+  type BatchResult,
+  type Progress,
+  type DeadLetter,
+} from './processor.js';
+export { Migrations, checksumOf, type Migration, type MigrationStep, type AppliedMigration } from './migrations.js';
+export type { DeclarativeSpec, SqlAction, ParamSource, QueryOptions } from './projection.js';

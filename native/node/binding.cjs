@@ -837,4 +837,5 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeDb = nativeBinding.NativeDb
 module.exports.NativeSnapshot = nativeBinding.NativeSnapshot
+module.exports.NativeSql = nativeBinding.NativeSql
 module.exports.codecRoundTrip = nativeBinding.codecRoundTrip

@@ -84,11 +84,57 @@ export declare class NativeSnapshot {
   close(): void
 }
 
+/** The SQL side of one database handle (internal: wrapped by `ts/sql.ts`). */
+export declare class NativeSql {
+  /** Opens (creating if needed) `<dir>/projection.db` for the handle `db`. */
+  constructor(db: NativeDb, dir: string)
+  /**
+   * Registers the 16-byte rowid scratch and installs the raw statement functions
+   * `run`, `get`, `all`, `iterStart`, `iterNext` on `target`. Each takes
+   * `(handle, ...params)` where `handle = statementId * 2 + (safeIntegers ? 1 : 0)`.
+   */
+  install(rowid: Uint8Array, target: object): void
+  /** Runs a script of zero or more statements. */
+  exec(sql: string): void
+  /** Prepares one statement; returns its id. */
+  prepare(sql: string): number
+  /** `[readonly, paramCount, ...columnNames]` of a prepared statement. */
+  describe(id: number): [boolean, number, Array<string>]
+  /** Finalizes a statement (its id may be reused). */
+  finalize(id: number): void
+  /** Resets a statement (ends an iteration). */
+  reset(id: number): void
+  /** Whether a transaction is open on the handle's connection. */
+  inTransaction(): boolean
+  /**
+   * Runs a read-only query on the read pool, off the JS thread. `params` is an
+   * array (positional), an object (named) or undefined.
+   */
+  query(sql: string, params: unknown, safeIntegers: boolean): Promise<Record<string, unknown>[]>
+  /** Compiles a declarative projection spec (JSON); returns its id. */
+  compileProjection(spec: string): number
+  /** Applies the next batch of a declarative projection, off the JS thread. */
+  declarativeBatch(specId: number, limit: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
+  /** Re-applies a dead letter of a declarative projection (and deletes it), off the JS thread. */
+  declarativeRetry(specId: number, deadLetterId: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
+  /** Closes the connection (finalizing its statements) and releases the engine. */
+  close(): void
+}
+
 /**
  * Decodes a value in Rust and re-encodes it (cross-language codec tests).
  * Returns the Rust type name and canonical bytes.
  */
 export declare function codecRoundTrip(bytes: Uint8Array): [string, Buffer]
+
+/** What a declarative batch reports to JS. */
+export interface DeclResult {
+  consumed: number
+  cursor: bigint
+  failedEventId?: bigint
+  errorCode?: string
+  errorMessage?: string
+}
 
 /** Options passed from `Athanor.open`. */
 export interface NativeOpenOptions {

@@ -26,6 +26,16 @@ pub enum Code {
     Version,
     /// An operating-system or LMDB level failure.
     Io,
+    /// SQLite refused a statement (projection.db) for a reason other than those below.
+    Sql,
+    /// A SQLite constraint (UNIQUE, NOT NULL, CHECK, FOREIGN KEY...) was violated.
+    SqlConstraint,
+    /// SQLite stayed locked by another connection past the busy timeout.
+    SqlBusy,
+    /// The SQL text does not parse.
+    SqlSyntax,
+    /// A projection handler (TypeScript or declarative) failed on an event.
+    Handler,
 }
 
 impl Code {
@@ -42,6 +52,11 @@ impl Code {
             Code::Closed => "ERR_CLOSED",
             Code::Version => "ERR_VERSION",
             Code::Io => "ERR_IO",
+            Code::Sql => "ERR_SQL",
+            Code::SqlConstraint => "ERR_SQL_CONSTRAINT",
+            Code::SqlBusy => "ERR_SQL_BUSY",
+            Code::SqlSyntax => "ERR_SQL_SYNTAX",
+            Code::Handler => "ERR_HANDLER",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod commit;
 pub mod engine;
 pub mod error;
+pub mod projection;
 pub mod store;
 pub mod txn;
 

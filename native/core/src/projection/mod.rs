@@ -1,0 +1,303 @@
+//! SQL projections: `<dir>/projection.db` (SQLite via rusqlite, WAL), the
+//! bookkeeping tables athanor keeps there (format version, processor cursors,
+//! dead letters, migration history), the async read pool, and declarative
+//! projections executed entirely in Rust.
+//!
+//! Invariant 4 (DESIGN.md) lives here and in `ts/processor.ts`: a processor's
+//! cursor row is written in the same SQLite transaction as the effects of the
+//! events it covers, and read inside that transaction (after `BEGIN IMMEDIATE`
+//! took the write lock), so two processes running one processor never both
+//! apply an event.
+
+pub mod declarative;
+pub mod sql;
+
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use crate::codec::{self, PayloadKind};
+use crate::engine::Engine;
+use crate::error::{Code, Error, Result};
+use sql::{Role, SqlConn, SqlValue};
+
+/// Format version of athanor's tables in projection.db, recorded in `_athanor_meta`.
+pub const PROJECTION_FORMAT: i64 = 1;
+
+/// File name of the projection database inside the database directory.
+pub const FILE_NAME: &str = "projection.db";
+
+/// Reads a processor's cursor (0 when it never ran). `?1` = name.
+pub const CURSOR_GET: &str = "SELECT last_event_id FROM _athanor_cursors WHERE name = ?1";
+/// Writes a processor's cursor. `?1` = name, `?2` = last applied event id, `?3` = now (ms).
+pub const CURSOR_SET: &str = "INSERT INTO _athanor_cursors(name, last_event_id, updated_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(name) DO UPDATE SET last_event_id = excluded.last_event_id, updated_at = excluded.updated_at";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _athanor_meta(key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _athanor_cursors(
+  name TEXT PRIMARY KEY,
+  last_event_id INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _athanor_dead_letters(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  processor TEXT NOT NULL,
+  event_id INTEGER NOT NULL,
+  event_type TEXT NOT NULL,
+  error_code TEXT NOT NULL,
+  error TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  first_failed_at INTEGER NOT NULL,
+  last_failed_at INTEGER NOT NULL,
+  UNIQUE(processor, event_id)
+);
+CREATE TABLE IF NOT EXISTS _athanor_migrations(
+  version INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  checksum TEXT NOT NULL,
+  applied_at INTEGER NOT NULL
+);
+";
+
+/// Path of projection.db for a database directory.
+pub fn file_path(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+/// Opens the read-write connection of `<dir>/projection.db`, creating the file and
+/// athanor's tables if needed and refusing a file written by a newer format.
+pub fn open_main(dir: &Path) -> Result<SqlConn> {
+    let conn = SqlConn::open(&file_path(dir), Role::ReadWrite)?;
+    conn.exec("BEGIN IMMEDIATE")?;
+    let r = init_schema(&conn);
+    match r {
+        Ok(()) => conn.exec("COMMIT")?,
+        Err(e) => {
+            let _ = conn.exec("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok(conn)
+}
+
+fn init_schema(conn: &SqlConn) -> Result<()> {
+    conn.exec(SCHEMA)?;
+    let found: Option<i64> = conn
+        .conn()
+        .query_row(
+            "SELECT value FROM _athanor_meta WHERE key = 'format_version'",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(other),
+        })?;
+    match found {
+        None => {
+            conn.conn().execute(
+                "INSERT INTO _athanor_meta(key, value) VALUES ('format_version', ?1)",
+                [PROJECTION_FORMAT],
+            )?;
+        }
+        Some(v) if v > PROJECTION_FORMAT => {
+            return Err(Error::new(
+                Code::Version,
+                format!("projection.db was written by a newer athanor (format {v}, this build reads {PROJECTION_FORMAT}); upgrade athanor"),
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// An event copied out of the log for a projection batch.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    pub id: u64,
+    pub commit_seq: u64,
+    pub at_ms: u64,
+    pub kind: PayloadKind,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+}
+
+/// Reads up to `limit` events with ids greater than `after`, oldest first, from
+/// the newest committed state. Copies them so no LMDB reader is held while SQL runs.
+pub fn read_events_after(engine: &Engine, after: u64, limit: usize) -> Result<Vec<LogEvent>> {
+    let store = engine.store();
+    let txn = engine.begin_read()?;
+    let _g = store.guard();
+    let lo = after.saturating_add(1).to_be_bytes();
+    let mut out = Vec::with_capacity(limit.min(4096));
+    if after == u64::MAX {
+        return Ok(out);
+    }
+    let range = (
+        std::ops::Bound::Included(&lo[..]),
+        std::ops::Bound::<&[u8]>::Unbounded,
+    );
+    for item in store.dbs.events.range(&txn, &range)? {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = item?;
+        let id = u64::from_be_bytes(
+            k.try_into()
+                .map_err(|_| Error::corrupt("event key is not 8 bytes"))?,
+        );
+        let e = codec::decode_event(v)?;
+        out.push(LogEvent {
+            id,
+            commit_seq: e.commit_seq,
+            at_ms: e.at_ms,
+            kind: e.kind,
+            event_type: e.event_type.to_string(),
+            payload: e.payload.to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+/// The newest event id in the log.
+pub fn last_event_id(engine: &Engine) -> Result<u64> {
+    let store = engine.store();
+    let txn = engine.begin_read()?;
+    let _g = store.guard();
+    store.last_event_id(&txn)
+}
+
+/// Reads a processor's cursor on `conn` (inside the caller's transaction).
+pub fn read_cursor(conn: &SqlConn, name: &str) -> Result<u64> {
+    let mut st = conn.conn().prepare_cached(CURSOR_GET)?;
+    let v: Option<i64> = st
+        .query_row([name], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(other),
+        })?;
+    Ok(v.unwrap_or(0) as u64)
+}
+
+/// Writes a processor's cursor on `conn` (inside the caller's transaction).
+pub fn write_cursor(conn: &SqlConn, name: &str, id: u64) -> Result<()> {
+    let mut st = conn.conn().prepare_cached(CURSOR_SET)?;
+    st.execute(rusqlite::params![
+        name,
+        id as i64,
+        crate::store::now_ms() as i64
+    ])?;
+    Ok(())
+}
+
+/// Query parameters: positional (`?`, `?NNN`) or named (`:a`, `@a`, `$a`, given without prefix).
+#[derive(Debug, Clone, Default)]
+pub enum Params {
+    #[default]
+    None,
+    Positional(Vec<SqlValue>),
+    Named(Vec<(String, SqlValue)>),
+}
+
+/// Result rows of a query: column names and values in column order.
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<SqlValue>>,
+}
+
+/// Binds `params` to `stmt`, checking that they cover its parameters exactly.
+pub fn bind_params(stmt: &sql::RawStmt, params: &Params) -> Result<()> {
+    let n = stmt.param_count();
+    match params {
+        Params::None if n == 0 => Ok(()),
+        Params::None => Err(Error::invalid(format!(
+            "the statement has {n} parameter(s) but none were given"
+        ))),
+        Params::Positional(vals) => {
+            if vals.len() != n {
+                return Err(Error::invalid(format!(
+                    "the statement has {n} parameter(s) but {} were given",
+                    vals.len()
+                )));
+            }
+            for (i, v) in vals.iter().enumerate() {
+                stmt.bind_value(i + 1, v)?;
+            }
+            Ok(())
+        }
+        Params::Named(pairs) => {
+            for i in 1..=n {
+                let Some(name) = stmt.param_name(i) else {
+                    return Err(Error::invalid(
+                        "the statement uses positional parameters (?) but named parameters were given",
+                    ));
+                };
+                let bare = &name[1..];
+                let v = pairs
+                    .iter()
+                    .find(|(k, _)| k == bare)
+                    .ok_or_else(|| Error::invalid(format!("missing named parameter {bare:?}")))?;
+                stmt.bind_value(i, &v.1)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A small pool of read-only connections for queries run off the JS thread.
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<SqlConn>>,
+}
+
+/// Connections kept idle by the pool (more may be open while many queries run).
+const POOL_IDLE_MAX: usize = 4;
+
+impl ReadPool {
+    /// A pool over `<dir>/projection.db` (which must exist: open the main connection first).
+    pub fn new(dir: &Path) -> ReadPool {
+        ReadPool {
+            path: file_path(dir),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs one read-only statement and returns all its rows. Safe to call from any thread.
+    pub fn query(&self, sql: &str, params: &Params) -> Result<Rows> {
+        let conn = self.idle.lock().pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => SqlConn::open(&self.path, Role::ReadOnly)?,
+        };
+        let r = query_on(&conn, sql, params);
+        let mut idle = self.idle.lock();
+        if idle.len() < POOL_IDLE_MAX {
+            idle.push(conn);
+        }
+        r
+    }
+}
+
+fn query_on(conn: &SqlConn, sql: &str, params: &Params) -> Result<Rows> {
+    let mut stmt = conn.prepare_raw(sql)?;
+    if !stmt.readonly() {
+        return Err(Error::invalid(
+            "db.query() runs read-only statements on the read pool; use db.sql.run() for writes",
+        ));
+    }
+    bind_params(&stmt, params)?;
+    let ncol = stmt.column_count();
+    let columns = (0..ncol).map(|i| stmt.column_name(i).to_string()).collect();
+    let mut rows = Vec::new();
+    while stmt.step()? {
+        rows.push((0..ncol).map(|i| stmt.column(i).to_owned_value()).collect());
+    }
+    Ok(Rows { columns, rows })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,518 @@
+//! SQLite connections of projection.db and the raw prepared statements the
+//! bindings drive directly (bind, step, read columns) without going through
+//! rusqlite's borrow-scoped `Statement`, so a statement can live in a JS object
+//! and be stepped across calls (`iterate`).
+
+use std::ffi::{c_int, CStr, CString};
+use std::path::Path;
+use std::ptr;
+use std::time::Duration;
+
+use rusqlite::{ffi, Connection, OpenFlags};
+
+use crate::error::{Code, Error, Result};
+
+/// A SQL value as it crosses between SQLite and callers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// A column value borrowed from the current row of a statement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ColumnRef<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
+}
+
+impl ColumnRef<'_> {
+    /// An owned copy (text that is not UTF-8 is replaced lossily; SQLite stores what it was given).
+    pub fn to_owned_value(self) -> SqlValue {
+        match self {
+            ColumnRef::Null => SqlValue::Null,
+            ColumnRef::Int(i) => SqlValue::Int(i),
+            ColumnRef::Real(f) => SqlValue::Real(f),
+            ColumnRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+            ColumnRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+        }
+    }
+}
+
+/// Maps a SQLite result code and message to athanor's error codes.
+pub(crate) fn classify(rc: c_int, message: &str) -> Error {
+    let primary = rc & 0xff;
+    let code = match primary {
+        ffi::SQLITE_CONSTRAINT => Code::SqlConstraint,
+        ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Code::SqlBusy,
+        ffi::SQLITE_ERROR
+            if message.contains("syntax error")
+                || message.contains("incomplete input")
+                || message.contains("unrecognized token") =>
+        {
+            Code::SqlSyntax
+        }
+        _ => Code::Sql,
+    };
+    let hint = match code {
+        Code::SqlConstraint => "; the statement was not applied",
+        Code::SqlBusy => {
+            "; another connection held the write lock past the busy timeout, retry later"
+        }
+        Code::SqlSyntax => "; fix the SQL text",
+        _ => "",
+    };
+    Error::new(code, format!("SQLite: {message}{hint}"))
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, msg) => {
+                let m = msg.clone().unwrap_or_else(|| f.to_string());
+                classify(f.extended_code, &m)
+            }
+            rusqlite::Error::SqlInputError { error, msg, .. } => classify(error.extended_code, msg),
+            other => Error::new(Code::Sql, format!("SQLite: {other}")),
+        }
+    }
+}
+
+fn db_error(db: *mut ffi::sqlite3, rc: c_int) -> Error {
+    // SAFETY: `db` is an open connection; errmsg returns a string owned by SQLite,
+    // valid until the next call on the connection, copied here at once.
+    let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) }
+        .to_string_lossy()
+        .into_owned();
+    classify(rc, &msg)
+}
+
+/// A prepared statement owned outside rusqlite's lifetimes. It must be dropped
+/// before its connection: [`SqlConn`] guarantees that for the ones it owns.
+pub struct RawStmt {
+    ptr: *mut ffi::sqlite3_stmt,
+    db: *mut ffi::sqlite3,
+    /// Bumped by every reset: an `iterate` cursor from before a reset is stale.
+    generation: u32,
+}
+
+// SAFETY: SQLite is built serialized (SQLITE_THREADSAFE=1); a statement is only
+// ever used by one thread at a time (its owner holds it behind &mut or a mutex).
+unsafe impl Send for RawStmt {}
+
+impl RawStmt {
+    /// Number of parameters (`?`, `?NNN`, `:a`, `@a`, `$a`).
+    pub fn param_count(&self) -> usize {
+        // SAFETY: `ptr` is a live statement (finalized only on drop).
+        unsafe { ffi::sqlite3_bind_parameter_count(self.ptr) as usize }
+    }
+
+    /// The name of parameter `i` (1-based) including its prefix, or None for `?`.
+    pub fn param_name(&self, i: usize) -> Option<&str> {
+        // SAFETY: as above; the name lives as long as the statement.
+        let p = unsafe { ffi::sqlite3_bind_parameter_name(self.ptr, i as c_int) };
+        if p.is_null() {
+            None
+        } else {
+            unsafe { CStr::from_ptr(p) }.to_str().ok()
+        }
+    }
+
+    /// Like [`RawStmt::param_name`] but the raw NUL-terminated C string (null for `?`),
+    /// for callers that hand it on without copying.
+    pub fn param_name_ptr(&self, i: usize) -> *const std::ffi::c_char {
+        // SAFETY: live statement; SQLite owns the string for the statement's lifetime.
+        unsafe { ffi::sqlite3_bind_parameter_name(self.ptr, i as c_int) }
+    }
+
+    /// The raw NUL-terminated name of result column `i` (valid until the statement is finalized).
+    pub fn column_name_ptr(&self, i: usize) -> *const std::ffi::c_char {
+        unsafe { ffi::sqlite3_column_name(self.ptr, i as c_int) }
+    }
+
+    /// The 1-based index of a named parameter, trying the `:`, `@` and `$` prefixes; 0 if absent.
+    pub fn param_index(&self, name: &str) -> usize {
+        for prefix in [":", "@", "$"] {
+            let Ok(c) = CString::new(format!("{prefix}{name}")) else {
+                return 0;
+            };
+            // SAFETY: live statement, NUL-terminated name.
+            let i = unsafe { ffi::sqlite3_bind_parameter_index(self.ptr, c.as_ptr()) };
+            if i > 0 {
+                return i as usize;
+            }
+        }
+        0
+    }
+
+    fn check(&self, rc: c_int) -> Result<()> {
+        if rc == ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(db_error(self.db, rc))
+        }
+    }
+
+    /// Binds NULL to parameter `i` (1-based).
+    pub fn bind_null(&self, i: usize) -> Result<()> {
+        self.check(unsafe { ffi::sqlite3_bind_null(self.ptr, i as c_int) })
+    }
+
+    /// Binds an integer.
+    pub fn bind_i64(&self, i: usize, v: i64) -> Result<()> {
+        self.check(unsafe { ffi::sqlite3_bind_int64(self.ptr, i as c_int, v) })
+    }
+
+    /// Binds a float.
+    pub fn bind_f64(&self, i: usize, v: f64) -> Result<()> {
+        self.check(unsafe { ffi::sqlite3_bind_double(self.ptr, i as c_int, v) })
+    }
+
+    /// Binds UTF-8 text (copied by SQLite).
+    pub fn bind_text(&self, i: usize, v: &[u8]) -> Result<()> {
+        // SAFETY: SQLITE_TRANSIENT makes SQLite copy the bytes before returning.
+        self.check(unsafe {
+            ffi::sqlite3_bind_text64(
+                self.ptr,
+                i as c_int,
+                v.as_ptr().cast(),
+                v.len() as u64,
+                ffi::SQLITE_TRANSIENT(),
+                ffi::SQLITE_UTF8 as u8,
+            )
+        })
+    }
+
+    /// Binds a blob (copied by SQLite).
+    pub fn bind_blob(&self, i: usize, v: &[u8]) -> Result<()> {
+        // SAFETY: as above. A zero-length blob needs a non-null pointer to stay a blob.
+        let p = if v.is_empty() {
+            [0u8; 1].as_ptr()
+        } else {
+            v.as_ptr()
+        };
+        self.check(unsafe {
+            ffi::sqlite3_bind_blob64(
+                self.ptr,
+                i as c_int,
+                p.cast(),
+                v.len() as u64,
+                ffi::SQLITE_TRANSIENT(),
+            )
+        })
+    }
+
+    /// Binds any value.
+    pub fn bind_value(&self, i: usize, v: &SqlValue) -> Result<()> {
+        match v {
+            SqlValue::Null => self.bind_null(i),
+            SqlValue::Int(n) => self.bind_i64(i, *n),
+            SqlValue::Real(f) => self.bind_f64(i, *f),
+            SqlValue::Text(s) => self.bind_text(i, s.as_bytes()),
+            SqlValue::Blob(b) => self.bind_blob(i, b),
+        }
+    }
+
+    /// Advances: `true` when a row is available, `false` when done. On error the
+    /// statement is reset, so it can be run again.
+    pub fn step(&mut self) -> Result<bool> {
+        // SAFETY: live statement.
+        let rc = unsafe { ffi::sqlite3_step(self.ptr) };
+        match rc {
+            ffi::SQLITE_ROW => Ok(true),
+            ffi::SQLITE_DONE => Ok(false),
+            _ => {
+                let e = db_error(self.db, rc);
+                self.reset();
+                Err(e)
+            }
+        }
+    }
+
+    /// Resets for another run (keeps bindings) and invalidates open iterations.
+    pub fn reset(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        unsafe { ffi::sqlite3_reset(self.ptr) };
+    }
+
+    /// Sets every parameter back to NULL.
+    pub fn clear_bindings(&self) {
+        unsafe { ffi::sqlite3_clear_bindings(self.ptr) };
+    }
+
+    /// Changes when the last reset happened (see `reset`).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Number of result columns (0 for statements that return no rows).
+    pub fn column_count(&self) -> usize {
+        unsafe { ffi::sqlite3_column_count(self.ptr) as usize }
+    }
+
+    /// The name of result column `i` (0-based).
+    pub fn column_name(&self, i: usize) -> &str {
+        let p = unsafe { ffi::sqlite3_column_name(self.ptr, i as c_int) };
+        if p.is_null() {
+            ""
+        } else {
+            unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
+        }
+    }
+
+    /// The value of column `i` of the current row; valid until the next step/reset.
+    pub fn column(&self, i: usize) -> ColumnRef<'_> {
+        let c = i as c_int;
+        // SAFETY: called while the statement is on a row (after `step` returned true);
+        // text/blob pointers are valid until the next step, reset or type conversion.
+        unsafe {
+            match ffi::sqlite3_column_type(self.ptr, c) {
+                ffi::SQLITE_INTEGER => ColumnRef::Int(ffi::sqlite3_column_int64(self.ptr, c)),
+                ffi::SQLITE_FLOAT => ColumnRef::Real(ffi::sqlite3_column_double(self.ptr, c)),
+                ffi::SQLITE_TEXT => {
+                    let p = ffi::sqlite3_column_text(self.ptr, c);
+                    let n = ffi::sqlite3_column_bytes(self.ptr, c) as usize;
+                    ColumnRef::Text(if p.is_null() {
+                        &[]
+                    } else {
+                        std::slice::from_raw_parts(p, n)
+                    })
+                }
+                ffi::SQLITE_BLOB => {
+                    let p = ffi::sqlite3_column_blob(self.ptr, c) as *const u8;
+                    let n = ffi::sqlite3_column_bytes(self.ptr, c) as usize;
+                    ColumnRef::Blob(if p.is_null() {
+                        &[]
+                    } else {
+                        std::slice::from_raw_parts(p, n)
+                    })
+                }
+                _ => ColumnRef::Null,
+            }
+        }
+    }
+
+    /// Whether the statement leaves the database unchanged (SELECT and friends).
+    pub fn readonly(&self) -> bool {
+        unsafe { ffi::sqlite3_stmt_readonly(self.ptr) != 0 }
+    }
+
+    /// Rows changed by the most recent INSERT/UPDATE/DELETE on this connection.
+    pub fn changes(&self) -> i64 {
+        unsafe { ffi::sqlite3_changes64(self.db) }
+    }
+
+    /// Rowid of the most recent successful INSERT on this connection.
+    pub fn last_insert_rowid(&self) -> i64 {
+        unsafe { ffi::sqlite3_last_insert_rowid(self.db) }
+    }
+
+    /// Runs to completion after binding `params` positionally; returns the rows changed.
+    pub fn execute(&mut self, params: &[SqlValue]) -> Result<i64> {
+        self.reset();
+        for (i, p) in params.iter().enumerate() {
+            self.bind_value(i + 1, p)?;
+        }
+        while self.step()? {}
+        let n = self.changes();
+        self.reset();
+        Ok(n)
+    }
+}
+
+impl Drop for RawStmt {
+    fn drop(&mut self) {
+        // SAFETY: finalized exactly once, before the owning connection closes.
+        unsafe { ffi::sqlite3_finalize(self.ptr) };
+    }
+}
+
+/// What a connection is for; decides its open flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads and writes (handlers, migrations, declarative batches).
+    ReadWrite,
+    /// The async read pool: opened read-only, so a write statement cannot slip through.
+    ReadOnly,
+}
+
+/// How long a connection waits for another one's write lock before `ERR_SQL_BUSY`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One SQLite connection to projection.db plus the raw statements prepared on it.
+pub struct SqlConn {
+    // Declared before `conn`: statements are finalized before the connection closes.
+    stmts: Vec<Option<RawStmt>>,
+    free: Vec<u32>,
+    conn: Connection,
+}
+
+impl SqlConn {
+    /// Opens `path` with the pragmas every athanor connection uses.
+    pub fn open(path: &Path, role: Role) -> Result<SqlConn> {
+        let flags = match role {
+            Role::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            Role::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+            let e = Error::from(e);
+            Error::new(
+                Code::Io,
+                format!("cannot open {}: {}", path.display(), e.message),
+            )
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL lets the read pool read while a processor writes; NORMAL sync is enough
+        // for exactly-once (a projection's effects and its cursor commit or roll back
+        // together; a power loss can only lose a suffix, which is replayed).
+        if role == Role::ReadWrite {
+            // query_row, not pragma_update: journal_mode returns a row, and a statement
+            // left on a row would keep a read snapshot open on this connection.
+            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        }
+        conn.execute_batch("PRAGMA foreign_keys = ON")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(SqlConn {
+            stmts: Vec::new(),
+            free: Vec::new(),
+            conn,
+        })
+    }
+
+    /// The rusqlite connection, for setup code.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Prepares one statement and returns its handle. Refuses text holding more
+    /// than one statement (use `exec` for scripts).
+    pub fn prepare_raw(&self, sql: &str) -> Result<RawStmt> {
+        let c = CString::new(sql).map_err(|_| Error::invalid("SQL text must not contain NUL"))?;
+        let mut stmt = ptr::null_mut();
+        let mut tail = ptr::null();
+        // SAFETY: `handle` is the live connection; out-pointers are valid.
+        let db = unsafe { self.conn.handle() };
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v3(
+                db,
+                c.as_ptr(),
+                -1,
+                ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                &mut stmt,
+                &mut tail,
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(db_error(db, rc));
+        }
+        if stmt.is_null() {
+            return Err(Error::invalid(
+                "the SQL text holds no statement (only whitespace or comments)",
+            ));
+        }
+        let raw = RawStmt {
+            ptr: stmt,
+            db,
+            generation: 0,
+        };
+        // SAFETY: `tail` points into `c`, which is still alive.
+        let rest = unsafe { CStr::from_ptr(tail) }.to_string_lossy();
+        if !only_trivia(&rest) {
+            return Err(Error::invalid(
+                "the SQL text holds more than one statement; prepare them one by one or use exec() for a script",
+            ));
+        }
+        Ok(raw)
+    }
+
+    /// Prepares a statement kept by this connection; returns its id.
+    pub fn prepare(&mut self, sql: &str) -> Result<u32> {
+        let raw = self.prepare_raw(sql)?;
+        Ok(match self.free.pop() {
+            Some(id) => {
+                self.stmts[id as usize] = Some(raw);
+                id
+            }
+            None => {
+                self.stmts.push(Some(raw));
+                (self.stmts.len() - 1) as u32
+            }
+        })
+    }
+
+    /// A statement prepared by [`SqlConn::prepare`].
+    pub fn stmt(&mut self, id: u32) -> Result<&mut RawStmt> {
+        self.stmts
+            .get_mut(id as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| {
+                Error::invalid("this statement was finalized; prepare it again with sql.prepare()")
+            })
+    }
+
+    /// Finalizes a statement; its id may be reused.
+    pub fn finalize(&mut self, id: u32) {
+        if let Some(slot) = self.stmts.get_mut(id as usize) {
+            if slot.take().is_some() {
+                self.free.push(id);
+            }
+        }
+    }
+
+    /// Runs a script of zero or more statements.
+    pub fn exec(&self, sql: &str) -> Result<()> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+
+    /// Whether a transaction is open on this connection.
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+}
+
+impl Drop for SqlConn {
+    fn drop(&mut self) {
+        self.stmts.clear();
+    }
+}
+
+/// Whether the rest of a SQL text is only whitespace, `;` and comments.
+fn only_trivia(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | b';' => i += 1,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => match s[i + 2..].find("*/") {
+                Some(end) => i += end + 4,
+                None => return true,
+            },
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trivia() {
+        assert!(only_trivia("  ; -- c\n /* x */ ;"));
+        assert!(!only_trivia("; select 1"));
+    }
+}

@@ -1,0 +1,320 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+use super::declarative::{DeclConn, Spec};
+use super::sql::{ColumnRef, SqlValue};
+use super::*;
+use crate::{Engine, StoreOptions, TxBuilder};
+
+fn engine(dir: &Path) -> Arc<Engine> {
+    Engine::open(
+        dir,
+        StoreOptions {
+            durability: crate::Durability::None,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn log(e: &Engine, events: &[(&str, &str)]) {
+    let mut b = TxBuilder::new();
+    for (t, p) in events {
+        b = b.event_json(t, p);
+    }
+    e.commit_blocking(b.build().unwrap()).unwrap();
+}
+
+fn query_i64(conn: &SqlConn, sql: &str) -> i64 {
+    conn.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn open_creates_the_bookkeeping_tables_and_records_the_format() {
+    let dir = TempDir::new().unwrap();
+    let conn = open_main(dir.path()).unwrap();
+    for t in [
+        "_athanor_meta",
+        "_athanor_cursors",
+        "_athanor_dead_letters",
+        "_athanor_migrations",
+    ] {
+        let n = query_i64(
+            &conn,
+            &format!("SELECT count(*) FROM sqlite_master WHERE name = '{t}'"),
+        );
+        assert_eq!(n, 1, "{t}");
+    }
+    assert_eq!(
+        query_i64(
+            &conn,
+            "SELECT value FROM _athanor_meta WHERE key = 'format_version'"
+        ),
+        PROJECTION_FORMAT
+    );
+    let mode: String = conn
+        .conn()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(conn);
+    // Reopening is fine; a newer format is refused with ERR_VERSION.
+    let conn = open_main(dir.path()).unwrap();
+    conn.exec("UPDATE _athanor_meta SET value = 99 WHERE key = 'format_version'")
+        .unwrap();
+    drop(conn);
+    let e = open_main(dir.path()).err().unwrap();
+    assert_eq!(e.code, Code::Version);
+}
+
+#[test]
+fn fts5_is_compiled_in() {
+    let dir = TempDir::new().unwrap();
+    let conn = open_main(dir.path()).unwrap();
+    conn.exec("CREATE VIRTUAL TABLE docs USING fts5(body); INSERT INTO docs(body) VALUES ('the quick brown fox'), ('lazy dogs');")
+        .unwrap();
+    assert_eq!(
+        query_i64(&conn, "SELECT count(*) FROM docs WHERE docs MATCH 'quick'"),
+        1
+    );
+}
+
+#[test]
+fn raw_statements_bind_step_and_classify_errors() {
+    let dir = TempDir::new().unwrap();
+    let mut conn = open_main(dir.path()).unwrap();
+    conn.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB, score REAL)")
+        .unwrap();
+    let id = conn
+        .prepare("INSERT INTO t(id, name, data, score) VALUES (:id, :name, :data, :score)")
+        .unwrap();
+    let st = conn.stmt(id).unwrap();
+    assert_eq!(st.param_count(), 4);
+    assert_eq!(st.param_index("name"), 2);
+    assert_eq!(st.param_name(3), Some(":data"));
+    st.bind_i64(1, i64::MAX).unwrap();
+    st.bind_text(2, b"alice").unwrap();
+    st.bind_blob(3, b"").unwrap();
+    st.bind_f64(4, 1.5).unwrap();
+    assert!(!st.step().unwrap());
+    assert_eq!(st.changes(), 1);
+    assert_eq!(st.last_insert_rowid(), i64::MAX);
+    st.reset();
+    // Same id again: a constraint error, and the statement is reusable afterwards.
+    let e = st.step().unwrap_err();
+    assert_eq!(e.code, Code::SqlConstraint);
+    st.bind_i64(1, 2).unwrap();
+    st.bind_null(2).unwrap();
+    assert_eq!(st.step().unwrap_err().code, Code::SqlConstraint);
+
+    let q = conn.prepare("SELECT id, name, data, score FROM t").unwrap();
+    let st = conn.stmt(q).unwrap();
+    assert!(st.readonly());
+    assert!(st.step().unwrap());
+    assert_eq!(st.column_name(1), "name");
+    assert_eq!(st.column(0), ColumnRef::Int(i64::MAX));
+    assert_eq!(st.column(1), ColumnRef::Text(b"alice"));
+    assert_eq!(st.column(2), ColumnRef::Blob(b""));
+    assert_eq!(st.column(3), ColumnRef::Real(1.5));
+    assert!(!st.step().unwrap());
+
+    assert_eq!(conn.prepare("SELEC 1").err().unwrap().code, Code::SqlSyntax);
+    assert_eq!(
+        conn.prepare("SELECT * FROM missing").err().unwrap().code,
+        Code::Sql
+    );
+    assert_eq!(
+        conn.prepare("SELECT 1; SELECT 2").err().unwrap().code,
+        Code::InvalidArgument
+    );
+    conn.finalize(q);
+    assert!(conn.stmt(q).is_err());
+}
+
+#[test]
+fn the_read_pool_runs_read_only_queries() {
+    let dir = TempDir::new().unwrap();
+    let conn = open_main(dir.path()).unwrap();
+    conn.exec("CREATE TABLE t(a INTEGER, b TEXT); INSERT INTO t VALUES (1, 'x'), (2, 'y');")
+        .unwrap();
+    let pool = ReadPool::new(dir.path());
+    let rows = pool
+        .query(
+            "SELECT a, b FROM t WHERE a >= :min ORDER BY a",
+            &Params::Named(vec![("min".into(), SqlValue::Int(2))]),
+        )
+        .unwrap();
+    assert_eq!(rows.columns, vec!["a", "b"]);
+    assert_eq!(
+        rows.rows,
+        vec![vec![SqlValue::Int(2), SqlValue::Text("y".into())]]
+    );
+    let e = pool.query("DELETE FROM t", &Params::None).unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert_eq!(query_i64(&conn, "SELECT count(*) FROM t"), 2);
+}
+
+const LEDGER: &str = r#"{"name":"ledger","on":{
+  "Opened":{"sql":"INSERT INTO accounts(id, owner, balance) VALUES (?, ?, 0)","params":["$.id","$.owner"]},
+  "Deposited":[
+    {"sql":"UPDATE accounts SET balance = balance + :amount WHERE id = :id","params":{"amount":"$.amount","id":"$.id"}},
+    {"sql":"INSERT INTO moves(event_id, account, amount, tag) VALUES (?, ?, ?, ?)","params":["@id","$.id","$.amount","$.tags[0]"]}
+  ]}}"#;
+
+const TABLES: &str = "CREATE TABLE accounts(id TEXT PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL);
+CREATE TABLE moves(event_id INTEGER PRIMARY KEY, account TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0), tag TEXT);";
+
+fn decl(dir: &Path) -> DeclConn {
+    let c = open_main(dir).unwrap();
+    c.exec(TABLES).unwrap();
+    DeclConn::new(c)
+}
+
+#[test]
+fn declarative_batches_apply_events_and_move_the_cursor_together() {
+    let dir = TempDir::new().unwrap();
+    let e = engine(dir.path());
+    let mut dc = decl(dir.path());
+    let spec = Spec::compile(LEDGER).unwrap();
+    log(
+        &e,
+        &[
+            ("Opened", r#"{"id":"a","owner":"ann"}"#),
+            ("Ignored", r#"{}"#),
+            ("Deposited", r#"{"id":"a","amount":5,"tags":["x"]}"#),
+            ("Deposited", r#"{"id":"a","amount":7}"#),
+        ],
+    );
+    let o = dc.run_batch(&e, &spec, 3).unwrap();
+    assert_eq!((o.consumed, o.cursor), (3, 3));
+    assert!(o.failure.is_none());
+    let o = dc.run_batch(&e, &spec, 3).unwrap();
+    assert_eq!((o.consumed, o.cursor), (1, 4));
+    let o = dc.run_batch(&e, &spec, 3).unwrap();
+    assert_eq!((o.consumed, o.cursor), (0, 4));
+    let main = open_main(dir.path()).unwrap();
+    assert_eq!(
+        query_i64(&main, "SELECT balance FROM accounts WHERE id = 'a'"),
+        12
+    );
+    assert_eq!(
+        query_i64(&main, "SELECT count(*) FROM moves WHERE tag IS NULL"),
+        1
+    );
+    assert_eq!(read_cursor(&main, "ledger").unwrap(), 4);
+}
+
+#[test]
+fn a_failing_event_commits_the_prefix_and_stops_just_before_it() {
+    let dir = TempDir::new().unwrap();
+    let e = engine(dir.path());
+    let mut dc = decl(dir.path());
+    let spec = Spec::compile(LEDGER).unwrap();
+    log(
+        &e,
+        &[
+            ("Opened", r#"{"id":"a","owner":"ann"}"#),
+            ("Deposited", r#"{"id":"a","amount":5}"#),
+            ("Deposited", r#"{"id":"a","amount":-1}"#), // CHECK fails after the UPDATE ran
+            ("Deposited", r#"{"id":"a","amount":2}"#),
+        ],
+    );
+    let o = dc.run_batch(&e, &spec, 10).unwrap();
+    assert_eq!((o.consumed, o.cursor), (2, 2));
+    let f = o.failure.unwrap();
+    assert_eq!(f.event_id, 3);
+    assert_eq!(f.error.code, Code::SqlConstraint);
+    let main = open_main(dir.path()).unwrap();
+    // The failing event's first statement (the UPDATE) did not stay.
+    assert_eq!(
+        query_i64(&main, "SELECT balance FROM accounts WHERE id = 'a'"),
+        5
+    );
+    // Dead-letter it (what the TS strategy does), then retry after fixing the data.
+    main.exec("INSERT INTO _athanor_dead_letters(processor, event_id, event_type, error_code, error, attempts, first_failed_at, last_failed_at) VALUES ('ledger', 3, 'Deposited', 'ERR_SQL_CONSTRAINT', 'x', 1, 0, 0)").unwrap();
+    write_cursor(&main, "ledger", 3).unwrap();
+    let o = dc.run_batch(&e, &spec, 10).unwrap();
+    assert_eq!((o.consumed, o.cursor), (1, 4));
+    let again = dc.retry_dead_letter(&e, &spec, 1).unwrap();
+    assert_eq!(again.unwrap().code, Code::SqlConstraint);
+    assert_eq!(
+        query_i64(&main, "SELECT attempts FROM _athanor_dead_letters"),
+        2
+    );
+    assert_eq!(
+        query_i64(&main, "SELECT balance FROM accounts WHERE id = 'a'"),
+        7
+    );
+}
+
+#[test]
+fn broken_specs_are_refused_at_compile_or_first_use() {
+    for bad in [
+        r#"{"on":{"A":{"sql":"SELECT 1"}}}"#,
+        r#"{"name":"x","on":{}}"#,
+        r#"{"name":"x","on":{"A":{"sql":"SELECT ?","params":["nope"]}}}"#,
+        r#"{"name":"x","on":{"A":{"sql":"SELECT ?","params":["$.a["]}}}"#,
+        r#"{"name":"x","on":{"A":{"sql":"SELECT 1","extra":1}}}"#,
+    ] {
+        assert_eq!(
+            Spec::compile(bad).unwrap_err().code,
+            Code::InvalidArgument,
+            "{bad}"
+        );
+    }
+    let dir = TempDir::new().unwrap();
+    let e = engine(dir.path());
+    let mut dc = decl(dir.path());
+    log(&e, &[("A", "{}")]);
+    // Wrong parameter count is a setup error: the batch throws, nothing moves.
+    let spec =
+        Spec::compile(r#"{"name":"x","on":{"A":{"sql":"SELECT ?, ?","params":["$.a"]}}}"#).unwrap();
+    assert_eq!(
+        dc.run_batch(&e, &spec, 10).unwrap_err().code,
+        Code::InvalidArgument
+    );
+    let spec = Spec::compile(r#"{"name":"x","on":{"A":{"sql":"INSERT INTO nowhere VALUES (1)"}}}"#)
+        .unwrap();
+    assert_eq!(dc.run_batch(&e, &spec, 10).unwrap_err().code, Code::Sql);
+    let main = open_main(dir.path()).unwrap();
+    assert_eq!(read_cursor(&main, "x").unwrap(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+    /// Whatever the batch sizes, the projection ends identical to one applied in a single batch.
+    #[test]
+    fn batch_boundaries_do_not_change_the_result(
+        amounts in proptest::collection::vec(-3i64..20, 1..60),
+        sizes in proptest::collection::vec(1usize..9, 1..10),
+    ) {
+        let dir = TempDir::new().unwrap();
+        let e = engine(dir.path());
+        let mut dc = decl(dir.path());
+        let spec = Spec::compile(LEDGER).unwrap();
+        let mut evs = vec![("Opened".to_string(), r#"{"id":"a","owner":"o"}"#.to_string())];
+        for a in &amounts {
+            evs.push(("Deposited".into(), format!(r#"{{"id":"a","amount":{a}}}"#)));
+        }
+        let refs: Vec<(&str, &str)> = evs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        log(&e, &refs);
+        let main = open_main(dir.path()).unwrap();
+        let mut i = 0;
+        loop {
+            let o = dc.run_batch(&e, &spec, sizes[i % sizes.len()]).unwrap();
+            i += 1;
+            if let Some(f) = o.failure {
+                // skip it, as the 'skip' strategy does
+                write_cursor(&main, "ledger", f.event_id).unwrap();
+                continue;
+            }
+            if o.consumed == 0 { break; }
+        }
+        let expect: i64 = amounts.iter().filter(|a| **a > 0).sum();
+        prop_assert_eq!(query_i64(&main, "SELECT balance FROM accounts"), expect);
+        prop_assert_eq!(query_i64(&main, "SELECT count(*) FROM moves") as usize, amounts.iter().filter(|a| **a > 0).count());
+        prop_assert_eq!(read_cursor(&main, "ledger").unwrap() as usize, amounts.len() + 1);
+    }
+}

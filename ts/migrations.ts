@@ -1,0 +1,238 @@
+/**
+ * Schema migrations for projection.db: code-defined or loaded from a directory of
+ * `NNNN_name.sql` / `NNNN_name.down.sql` files. Each migration runs in its own
+ * transaction together with its history row; an applied migration whose
+ * definition changed is refused (drift), so every copy of the app agrees on the schema.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { InvalidArgumentError, MigrationDriftError, fromNative } from './errors.js';
+import type { Sql } from './sql.js';
+
+/** SQL text, or a function doing the work through the connection. */
+export type MigrationStep = string | ((sql: Sql) => void);
+
+/** One schema change. */
+export interface Migration {
+  /** Positive integer; migrations apply in ascending order. */
+  version: number;
+  /** Short name (letters, digits, `_`, `-`). */
+  name: string;
+  /** Applies the change. */
+  up: MigrationStep;
+  /** Reverts it (needed by `rollbackLast()` and migration-based rebuilds). */
+  down?: MigrationStep;
+  /** Checks the result inside the migration's transaction; `false` or a throw rolls it back. */
+  verify?: (sql: Sql) => boolean | void;
+}
+
+/** A migration recorded as applied. */
+export interface AppliedMigration {
+  version: number;
+  name: string;
+  /** When it was applied, ms since the epoch. */
+  appliedAt: number;
+  /** SHA-256 (hex) of its name and `up` step. */
+  checksum: string;
+}
+
+const NAME = /^[A-Za-z0-9_-]+$/;
+const FILE = /^(\d+)_([A-Za-z0-9_-]+?)(\.down)?\.sql$/;
+
+function stepText(s: MigrationStep): string {
+  return typeof s === 'string' ? s : `fn:${s.toString()}`;
+}
+
+/** The checksum recorded for a migration: SHA-256 of its name and `up` (text, or the function's source). */
+export function checksumOf(m: Pick<Migration, 'name' | 'up'>): string {
+  return createHash('sha256').update(`${m.name}\n${stepText(m.up)}`).digest('hex');
+}
+
+/** The migrations of projection.db (`db.migrations`). */
+export class Migrations {
+  readonly #sql: () => Sql;
+  readonly #list = new Map<number, Migration>();
+
+  /** @internal */
+  constructor(sql: () => Sql) {
+    this.#sql = sql;
+  }
+
+  /** Registers migrations; rejects bad shapes and duplicate versions. */
+  add(...migrations: Migration[]): this {
+    for (const m of migrations) {
+      if (m === null || typeof m !== 'object') throw new InvalidArgumentError('a migration must be an object { version, name, up, down?, verify? }');
+      for (const k of Object.keys(m)) if (!['version', 'name', 'up', 'down', 'verify'].includes(k)) throw new InvalidArgumentError(`unknown migration key ${JSON.stringify(k)}`);
+      if (!Number.isSafeInteger(m.version) || m.version < 1) throw new InvalidArgumentError(`migration version must be a positive integer, got ${String(m.version)}`);
+      if (typeof m.name !== 'string' || !NAME.test(m.name)) throw new InvalidArgumentError(`migration ${m.version}: name must be letters, digits, '_' or '-'`);
+      for (const k of ['up', 'down'] as const) {
+        const s = m[k];
+        if (s === undefined && k === 'down') continue;
+        if (typeof s !== 'string' && typeof s !== 'function') throw new InvalidArgumentError(`migration ${m.version}: ${k} must be SQL text or a function (sql) => void`);
+      }
+      if (m.verify !== undefined && typeof m.verify !== 'function') throw new InvalidArgumentError(`migration ${m.version}: verify must be a function`);
+      if (this.#list.has(m.version)) throw new InvalidArgumentError(`migration version ${m.version} is registered twice (${this.#list.get(m.version)!.name} and ${m.name})`);
+    }
+    for (const m of migrations) this.#list.set(m.version, { ...m });
+    return this;
+  }
+
+  /** Registers every `NNNN_name.sql` (with optional `NNNN_name.down.sql`) in `dir`. */
+  loadDir(dir: string): this {
+    let files: string[];
+    try {
+      files = fs.readdirSync(dir);
+    } catch (e) {
+      throw new InvalidArgumentError(`cannot read migrations directory ${dir}: ${(e as Error).message}`);
+    }
+    const ups = new Map<number, { name: string; file: string }>();
+    const downs = new Map<number, string>();
+    for (const f of files.sort()) {
+      const m = FILE.exec(f);
+      if (!m) continue;
+      const version = Number(m[1]);
+      if (m[3]) downs.set(version, f);
+      else {
+        if (ups.has(version)) throw new InvalidArgumentError(`two migration files have version ${version}: ${ups.get(version)!.file} and ${f}`);
+        ups.set(version, { name: m[2]!, file: f });
+      }
+    }
+    const list: Migration[] = [];
+    for (const [version, { name, file }] of ups) {
+      const down = downs.get(version);
+      list.push({
+        version,
+        name,
+        up: fs.readFileSync(path.join(dir, file), 'utf8'),
+        ...(down !== undefined ? { down: fs.readFileSync(path.join(dir, down), 'utf8') } : {}),
+      });
+    }
+    for (const v of downs.keys()) if (!ups.has(v)) throw new InvalidArgumentError(`migration ${v} has a .down.sql file but no up file`);
+    return this.add(...list);
+  }
+
+  /**
+   * Creates `NNNN_name.sql` and `NNNN_name.down.sql` in `dir` (created if needed), numbered
+   * one after the highest version there. Returns the two paths.
+   */
+  static generate(dir: string, name: string): { version: number; up: string; down: string } {
+    if (typeof name !== 'string' || !NAME.test(name)) throw new InvalidArgumentError("a migration name must be letters, digits, '_' or '-'");
+    fs.mkdirSync(dir, { recursive: true });
+    let max = 0;
+    for (const f of fs.readdirSync(dir)) {
+      const m = FILE.exec(f);
+      if (m) max = Math.max(max, Number(m[1]));
+    }
+    const version = max + 1;
+    const base = `${String(version).padStart(4, '0')}_${name}`;
+    const up = path.join(dir, `${base}.sql`);
+    const down = path.join(dir, `${base}.down.sql`);
+    fs.writeFileSync(up, `-- Migration ${version}: ${name}\n-- Write the schema change here.\n`, { flag: 'wx' });
+    fs.writeFileSync(down, `-- Revert migration ${version}: ${name}\n`, { flag: 'wx' });
+    return { version, up, down };
+  }
+
+  /** Registered migrations, by version. */
+  registered(): Migration[] {
+    return [...this.#list.values()].sort((a, b) => a.version - b.version);
+  }
+
+  /** Applied migrations, by version. */
+  history(): AppliedMigration[] {
+    return this.#sql()
+      .all<{ version: number; name: string; applied_at: number; checksum: string }>('SELECT version, name, applied_at, checksum FROM _athanor_migrations ORDER BY version')
+      .map((r) => ({ version: Number(r.version), name: r.name, appliedAt: Number(r.applied_at), checksum: r.checksum }));
+  }
+
+  /** The highest applied version (0 when none). */
+  schemaVersion(): number {
+    const r = this.#sql().get<{ v: number | null }>('SELECT max(version) AS v FROM _athanor_migrations');
+    return Number(r?.v ?? 0);
+  }
+
+  /** Throws MigrationDriftError if an applied migration's registered definition changed. */
+  checkDrift(): void {
+    for (const h of this.history()) {
+      const m = this.#list.get(h.version);
+      if (m === undefined) continue;
+      const sum = checksumOf(m);
+      if (sum !== h.checksum) {
+        throw new MigrationDriftError(
+          `migration ${h.version} (${h.name}) was applied with checksum ${h.checksum.slice(0, 12)}… but its definition now hashes to ${sum.slice(0, 12)}…; never edit an applied migration: restore it and add a new one`,
+        );
+      }
+    }
+  }
+
+  /** Registered migrations not applied yet, by version (after a drift check). */
+  pending(): Migration[] {
+    this.checkDrift();
+    const applied = new Set(this.history().map((h) => h.version));
+    return this.registered().filter((m) => !applied.has(m.version));
+  }
+
+  /** Applies every pending migration, each in its own transaction; returns those applied. Stops at the first failure (rethrown). */
+  run(): AppliedMigration[] {
+    const sql = this.#sql();
+    const out: AppliedMigration[] = [];
+    for (const m of this.pending()) {
+      const rec: AppliedMigration = { version: m.version, name: m.name, appliedAt: Date.now(), checksum: checksumOf(m) };
+      sql.transaction(() => {
+        step(sql, m.up, m, 'up');
+        if (m.verify !== undefined) {
+          let ok: boolean | void;
+          try {
+            ok = m.verify(sql);
+          } catch (e) {
+            throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification: ${(e as Error).message}; it was rolled back`, { cause: e });
+          }
+          if (ok === false) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification; it was rolled back`);
+        }
+        sql.run('INSERT INTO _athanor_migrations(version, name, checksum, applied_at) VALUES (?, ?, ?, ?)', [rec.version, rec.name, rec.checksum, rec.appliedAt]);
+      }).immediate();
+      out.push(rec);
+    }
+    return out;
+  }
+
+  /** Reverts the newest applied migration with its `down` step; returns it, or `undefined` when none is applied. */
+  rollbackLast(): AppliedMigration | undefined {
+    const sql = this.#sql();
+    const last = this.history().pop();
+    if (last === undefined) return undefined;
+    const m = this.#list.get(last.version);
+    if (m === undefined) throw new InvalidArgumentError(`migration ${last.version} (${last.name}) is applied but not registered; register it to roll it back`);
+    if (m.down === undefined) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) has no down step; it cannot be rolled back`);
+    this.checkDrift();
+    const down = m.down;
+    sql.transaction(() => {
+      step(sql, down, m, 'down');
+      sql.run('DELETE FROM _athanor_migrations WHERE version = ?', [m.version]);
+    }).immediate();
+    return last;
+  }
+
+  /** Rolls back applied migrations until the schema version is at most `version`. */
+  rollbackTo(version: number): AppliedMigration[] {
+    const out: AppliedMigration[] = [];
+    while (this.schemaVersion() > version) out.push(this.rollbackLast()!);
+    return out;
+  }
+}
+
+function step(sql: Sql, s: MigrationStep, m: Migration, which: string): void {
+  try {
+    if (typeof s === 'string') sql.exec(s);
+    else {
+      const r: unknown = s(sql);
+      if (r !== undefined && r !== null && typeof (r as { then?: unknown }).then === 'function') {
+        throw new InvalidArgumentError(`migration ${m.version} (${m.name}) ${which} returned a Promise; migration steps must be synchronous`);
+      }
+    }
+  } catch (e) {
+    const err = fromNative(e);
+    err.message = `migration ${m.version} (${m.name}) ${which} failed: ${err.message}; it was rolled back`;
+    throw err;
+  }
+}

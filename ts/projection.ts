@@ -1,0 +1,207 @@
+/**
+ * SQL projections of a database handle: the lazily opened projection.db, its
+ * migrations, processors with TypeScript handlers, and declarative projections
+ * executed natively. Reached through `db.sql`, `db.query()`, `db.processor()`,
+ * `db.projection()` and `db.migrations`.
+ */
+import { ClosedError, errorFor, fromNative, InvalidArgumentError } from './errors.js';
+import { decodeEvents, type StoredEvent } from './events.js';
+import type { Core } from './core.js';
+import { Migrations } from './migrations.js';
+import { native } from './native.js';
+import {
+  checkOptions,
+  HandlerApplier,
+  Processor,
+  ProcessorBuilder,
+  type Applier,
+  type EventHandler,
+  type Failure,
+  type ProcessorHost,
+  type ProcessorOptions,
+} from './processor.js';
+import { Sql, type Row, type SqlBindable, type NamedParams } from './sql.js';
+import type * as Binding from '../native/node/binding.cjs';
+
+/**
+ * Where a declarative parameter comes from: a JSON path into the payload (`'$'` is the
+ * whole payload as JSON text, `'$.a.b'`, `'$.items[0]'`, `'$["odd key"]'`; missing → NULL),
+ * event metadata (`'@id'`, `'@type'`, `'@at'`, `'@commitSeq'`) or a constant.
+ */
+export type ParamSource = `$${string}` | '@id' | '@type' | '@at' | '@commitSeq' | { value: string | number | boolean | null };
+
+/** One SQL statement run for an event. */
+export interface SqlAction {
+  /** One statement with `?` or named (`:name`) parameters. */
+  sql: string;
+  /** Positional sources (a list) or named ones (`{ name: source }` binds `:name`/`@name`/`$name`). */
+  params?: readonly ParamSource[] | { readonly [name: string]: ParamSource };
+}
+
+/** A declarative projection: event types mapped to SQL, applied in Rust with no JS call per event. */
+export interface DeclarativeSpec extends Omit<ProcessorOptions, 'handlers' | 'reset'> {
+  /** Name: its cursor's and dead letters' key (shared namespace with processors). */
+  name: string;
+  /** Event type (or `'*'`) → one action or a list of them, run in order. */
+  on: { readonly [eventType: string]: SqlAction | readonly SqlAction[] };
+  /** Drops the projection's data for `rebuild()`: a SQL script or a function. */
+  reset?: string | ((sql: Sql) => void);
+}
+
+class DeclarativeApplier implements Applier {
+  readonly #host: ProcessorHost;
+  readonly #native: Binding.NativeSql;
+  readonly #spec: number;
+
+  constructor(host: ProcessorHost, n: Binding.NativeSql, spec: number) {
+    this.#host = host;
+    this.#native = n;
+    this.#spec = spec;
+  }
+
+  async batch(limit: number): Promise<{ consumed: number; cursor: bigint; failure?: Failure }> {
+    this.#host.sql.assertOpen();
+    let r;
+    try {
+      r = await this.#native.declarativeBatch(this.#spec, limit);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    if (r.failedEventId === null || r.failedEventId === undefined) return { consumed: r.consumed, cursor: r.cursor };
+    const id = r.failedEventId;
+    const event = this.#host.event(id) ?? { id, type: '', payload: undefined, at: 0, commitSeq: 0n };
+    return { consumed: r.consumed, cursor: r.cursor, failure: { event, error: errorFor(r.errorCode ?? 'ERR_HANDLER', r.errorMessage ?? 'failed') } };
+  }
+
+  async retryDeadLetter(id: number): Promise<Error | undefined> {
+    this.#host.sql.assertOpen();
+    let r;
+    try {
+      r = await this.#native.declarativeRetry(this.#spec, id);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    return r.errorCode === null || r.errorCode === undefined ? undefined : errorFor(r.errorCode, r.errorMessage ?? 'failed');
+  }
+}
+
+/** Options of `db.query()`. */
+export interface QueryOptions {
+  /** Return every integer as bigint (default: only those beyond ±(2^53-1)). */
+  safeIntegers?: boolean;
+}
+
+/** @internal */
+export class Projections implements ProcessorHost {
+  readonly core: Core;
+  readonly #dir: string;
+  readonly #db: Binding.NativeDb;
+  #native: Binding.NativeSql | null = null;
+  #sql: Sql | null = null;
+  readonly migrations: Migrations;
+  readonly #processors = new Map<string, Processor>();
+
+  constructor(core: Core, dir: string) {
+    this.core = core;
+    this.#dir = dir;
+    this.#db = core.native;
+    this.migrations = new Migrations(() => this.sql);
+  }
+
+  get sql(): Sql {
+    this.core.assertOpen();
+    if (this.#sql === null) {
+      try {
+        this.#native = new native.NativeSql(this.#db, this.#dir);
+      } catch (e) {
+        throw fromNative(e);
+      }
+      this.#sql = new Sql(this.#native, () => {
+        this.core.assertOpen();
+        if (this.#sql === null || this.#sql.closed) throw new ClosedError();
+      });
+    }
+    return this.#sql;
+  }
+
+  #nativeSql(): Binding.NativeSql {
+    void this.sql;
+    return this.#native!;
+  }
+
+  event(id: bigint): StoredEvent | undefined {
+    try {
+      return decodeEvents(this.core.native.readEvents(id, id, null, 1, false))[0];
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  unregister(name: string): void {
+    this.#processors.delete(name);
+  }
+
+  async query<R = Row>(sql: string, params?: readonly SqlBindable[] | NamedParams, options: QueryOptions = {}): Promise<R[]> {
+    if (typeof sql !== 'string') throw new InvalidArgumentError('SQL text must be a string');
+    const n = this.#nativeSql();
+    try {
+      return (await n.query(sql, params, options.safeIntegers ?? false)) as R[];
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  #claim(name: string): void {
+    if (this.#processors.has(name)) {
+      throw new InvalidArgumentError(`a processor or projection named ${JSON.stringify(name)} already exists on this handle; close() it first or pick another name`);
+    }
+  }
+
+  processor(name: string, options?: ProcessorOptions): Processor | ProcessorBuilder {
+    if (options === undefined) return new ProcessorBuilder(name, (n, o) => this.#build(n, o));
+    return this.#build(name, options);
+  }
+
+  #build(name: string, o: ProcessorOptions): Processor {
+    checkOptions(name, o, true);
+    this.#claim(name);
+    const applier = new HandlerApplier(this, name, (o.handlers ?? []) as readonly EventHandler<unknown>[]);
+    const p = new Processor(this, name, applier, o);
+    void this.sql;
+    this.#processors.set(name, p);
+    return p;
+  }
+
+  projection(spec: DeclarativeSpec): Processor {
+    if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('a declarative projection is an object { name, on, ... }');
+    const { name, on, reset, ...rest } = spec;
+    checkOptions(name, rest, false);
+    if (on === null || typeof on !== 'object' || Object.keys(on).length === 0) throw new InvalidArgumentError(`projection ${JSON.stringify(name)} needs \`on\`: event type → { sql, params }`);
+    if (reset !== undefined && typeof reset !== 'string' && typeof reset !== 'function') throw new InvalidArgumentError('reset must be a SQL script or a function (sql) => void');
+    this.#claim(name);
+    let json: string;
+    try {
+      json = JSON.stringify({ name, on });
+    } catch (e) {
+      throw new InvalidArgumentError(`projection ${JSON.stringify(name)} cannot be serialised (constants must be strings, numbers, booleans or null): ${(e as Error).message}`);
+    }
+    let id: number;
+    try {
+      id = this.#nativeSql().compileProjection(json);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    const resetFn = typeof reset === 'string' ? (sql: Sql) => sql.exec(reset) : reset;
+    const p = new Processor(this, name, new DeclarativeApplier(this, this.#native!, id), { ...rest, ...(resetFn ? { reset: resetFn } : {}) });
+    this.#processors.set(name, p);
+    return p;
+  }
+
+  async close(): Promise<void> {
+    for (const p of [...this.#processors.values()]) await p.stop();
+    this.#processors.clear();
+    this.#sql?.close();
+    this.#sql = null;
+    this.#native = null;
+  }
+}
