@@ -5,7 +5,7 @@
  * and written inside that transaction (DESIGN.md invariant 4).
  */
 import { AthanorError, HandlerError, InvalidArgumentError, MigrationsPendingError, fromNative } from './errors.js';
-import { decodeEvents, type StoredEvent } from './events.js';
+import type { StoredEvent } from './events.js';
 import type { Core } from './core.js';
 import type { Sql, Statement } from './sql.js';
 import type { Migrations } from './migrations.js';
@@ -156,6 +156,62 @@ export function readCursor(sql: Sql, name: string): bigint {
   return row === undefined ? 0n : BigInt(row.id);
 }
 
+/** Node's Buffer has had `utf8Slice` (toString without argument juggling) since v0.x, on every version we support. */
+type FastBuffer = Buffer & { utf8Slice(start: number, end: number): string };
+
+/**
+ * Decodes a batch of packed events (`Store::read_events`) for handlers. Same result as
+ * `decodeEvents`, tuned for long runs of consecutive events: the type string and the
+ * commit seq of the previous event are reused when their bytes repeat, and the commit
+ * time is read without a BigInt.
+ */
+function decodeBatch(buf: Buffer): StoredEvent[] {
+  const b = buf as FastBuffer;
+  const count = b.readUInt32LE(0);
+  const out: StoredEvent[] = new Array(count);
+  let o = 4;
+  let prevType = '';
+  let prevTypeOff = -1;
+  let prevTypeLen = -1;
+  let prevSeqLo = -1;
+  let prevSeqHi = -1;
+  let prevSeq = 0n;
+  for (let i = 0; i < count; i++) {
+    const id = b.readBigUInt64LE(o);
+    const seqLo = b.readUInt32LE(o + 8);
+    const seqHi = b.readUInt32LE(o + 12);
+    let commitSeq = prevSeq;
+    if (seqLo !== prevSeqLo || seqHi !== prevSeqHi) {
+      commitSeq = prevSeq = b.readBigUInt64LE(o + 8);
+      prevSeqLo = seqLo;
+      prevSeqHi = seqHi;
+    }
+    const at = b.readUInt32LE(o + 16) + b.readUInt32LE(o + 20) * 4294967296;
+    const kind = b[o + 24]!;
+    const tlen = b.readUInt16LE(o + 25);
+    const t0 = o + 27;
+    let type = prevType;
+    if (tlen !== prevTypeLen || !sameBytes(b, t0, prevTypeOff, tlen)) {
+      type = prevType = b.utf8Slice(t0, t0 + tlen);
+      prevTypeLen = tlen;
+    }
+    prevTypeOff = t0;
+    o = t0 + tlen;
+    const plen = b.readUInt32LE(o);
+    o += 4;
+    const payload = kind === 1 ? (JSON.parse(b.utf8Slice(o, o + plen)) as unknown) : new Uint8Array(b.subarray(o, o + plen));
+    o += plen;
+    out[i] = { id, type, payload, at, commitSeq };
+  }
+  return out;
+}
+
+function sameBytes(b: Buffer, x: number, y: number, n: number): boolean {
+  if (y < 0) return false;
+  for (let i = 0; i < n; i++) if (b[x + i] !== b[y + i]) return false;
+  return true;
+}
+
 function errorOf(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
@@ -247,7 +303,7 @@ export class HandlerApplier implements Applier {
       }
       let events: StoredEvent[];
       try {
-        events = decodeEvents(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
+        events = decodeBatch(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
       } catch (e) {
         throw fromNative(e);
       }

@@ -6,6 +6,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::borrow::Cow;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value as Json;
 
 use super::sql::{RawStmt, SqlConn, SqlValue};
@@ -50,14 +53,53 @@ struct Action {
     binding: Binding,
 }
 
+/// What to do for one event type: its actions (the wildcard's included) and the
+/// top-level payload keys they read, so a payload is parsed only as far as needed.
+#[derive(Debug, Default)]
+struct Plan {
+    actions: Vec<usize>,
+    keys: Vec<String>,
+    /// Some path starts with an index (`$[0]`): parse the whole payload.
+    full: bool,
+}
+
+impl Plan {
+    fn new(actions: Vec<usize>, all: &[Action]) -> Plan {
+        let mut plan = Plan {
+            actions,
+            ..Plan::default()
+        };
+        for &ai in &plan.actions {
+            let srcs: Vec<&Source> = match &all[ai].binding {
+                Binding::Positional(s) => s.iter().collect(),
+                Binding::Named(p) => p.iter().map(|(_, s)| s).collect(),
+            };
+            for s in srcs {
+                if let Source::Path(segs) = s {
+                    match segs.first() {
+                        Some(Seg::Key(k)) => {
+                            if !plan.keys.contains(k) {
+                                plan.keys.push(k.clone());
+                            }
+                        }
+                        Some(Seg::Index(_)) => plan.full = true,
+                        None => {}
+                    }
+                }
+            }
+        }
+        plan
+    }
+}
+
 /// A compiled declarative projection.
 #[derive(Debug)]
 pub struct Spec {
     uid: u64,
     /// The projection's name: also its cursor's and dead letters' name.
     pub name: String,
-    by_type: HashMap<String, Vec<usize>>,
-    wildcard: Vec<usize>,
+    by_type: HashMap<String, Plan>,
+    wildcard: Plan,
     actions: Vec<Action>,
 }
 
@@ -85,13 +127,9 @@ impl Spec {
                 "projection spec `on` maps no event type; add at least one",
             ));
         }
-        let mut spec = Spec {
-            uid: NEXT_SPEC.fetch_add(1, Ordering::Relaxed),
-            name,
-            by_type: HashMap::new(),
-            wildcard: Vec::new(),
-            actions: Vec::new(),
-        };
+        let mut actions_all = Vec::new();
+        let mut typed: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut wildcard = Vec::new();
         for (event_type, actions) in on {
             let list = match actions {
                 Json::Array(a) => a.clone(),
@@ -104,26 +142,123 @@ impl Spec {
             };
             let mut idx = Vec::new();
             for a in &list {
-                idx.push(spec.actions.len());
-                spec.actions.push(compile_action(event_type, a)?);
+                idx.push(actions_all.len());
+                actions_all.push(compile_action(event_type, a)?);
             }
             if event_type == "*" {
-                spec.wildcard = idx;
+                wildcard = idx;
             } else {
-                spec.by_type.insert(event_type.clone(), idx);
+                typed.push((event_type.clone(), idx));
             }
         }
-        Ok(spec)
+        let by_type = typed
+            .into_iter()
+            .map(|(t, mut idx)| {
+                idx.extend_from_slice(&wildcard);
+                (t, Plan::new(idx, &actions_all))
+            })
+            .collect();
+        Ok(Spec {
+            uid: NEXT_SPEC.fetch_add(1, Ordering::Relaxed),
+            name,
+            by_type,
+            wildcard: Plan::new(wildcard, &actions_all),
+            actions: actions_all,
+        })
     }
 
-    fn actions_for(&self, event_type: &str) -> impl Iterator<Item = usize> + '_ {
-        self.by_type
-            .get(event_type)
-            .into_iter()
-            .flatten()
-            .chain(self.wildcard.iter())
-            .copied()
+    fn plan_for(&self, event_type: &str) -> &Plan {
+        self.by_type.get(event_type).unwrap_or(&self.wildcard)
     }
+}
+
+/// A payload parsed as far as the event's plan needs.
+enum Parsed {
+    NotYet,
+    /// Values of the plan's top-level keys (None = absent).
+    Picked(Vec<Option<Json>>),
+    Full(Json),
+}
+
+/// A map key, borrowed from the payload when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(
+                self,
+                v: &'de str,
+            ) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Walks a JSON payload once, keeping only the values of `keys` (others are skipped
+/// without being built).
+struct Pick<'k>(&'k [String]);
+
+impl<'de> Visitor<'de> for Pick<'_> {
+    type Value = Vec<Option<Json>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON payload")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = vec![None; self.0.len()];
+        while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+            match self.0.iter().position(|x| *x == k) {
+                Some(i) => out[i] = Some(m.next_value::<Json>()?),
+                None => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+    // Not an object: every path is absent.
+    fn visit_seq<A: de::SeqAccess<'de>>(
+        self,
+        mut s: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        while s.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(vec![None; self.0.len()])
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Self::Value, E> {
+        Ok(vec![None; self.0.len()])
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
+        Ok(vec![None; self.0.len()])
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
+        Ok(vec![None; self.0.len()])
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
+        Ok(vec![None; self.0.len()])
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Self::Value, E> {
+        Ok(vec![None; self.0.len()])
+    }
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+        Ok(vec![None; self.0.len()])
+    }
+}
+
+fn pick(payload: &[u8], keys: &[String]) -> serde_json::Result<Vec<Option<Json>>> {
+    let mut d = serde_json::Deserializer::from_slice(payload);
+    let v = d.deserialize_any(Pick(keys))?;
+    d.end()?;
+    Ok(v)
 }
 
 fn compile_action(event_type: &str, a: &Json) -> Result<Action> {
@@ -260,7 +395,8 @@ fn bind_json(stmt: &RawStmt, i: usize, v: &Json) -> Result<()> {
 /// The connection declarative batches run on, with its statement cache.
 pub struct DeclConn {
     // Declared before `conn`: statements are finalized first.
-    stmts: HashMap<(u64, usize), Prepared>,
+    /// Per spec uid, per action index.
+    stmts: HashMap<u64, Vec<Option<Prepared>>>,
     conn: SqlConn,
 }
 
@@ -307,8 +443,11 @@ impl DeclConn {
     }
 
     fn prepared(&mut self, spec: &Spec, ai: usize) -> Result<&mut Prepared> {
-        let key = (spec.uid, ai);
-        if !self.stmts.contains_key(&key) {
+        let slots = self.stmts.entry(spec.uid).or_default();
+        if slots.len() < spec.actions.len() {
+            slots.resize_with(spec.actions.len(), || None);
+        }
+        if slots[ai].is_none() {
             let a = &spec.actions[ai];
             let stmt = self.conn.prepare_raw(&a.sql).map_err(|e| {
                 Error::new(
@@ -354,15 +493,15 @@ impl DeclConn {
                     plan
                 }
             };
-            self.stmts.insert(key, Prepared { stmt, plan });
+            self.stmts.get_mut(&spec.uid).unwrap()[ai] = Some(Prepared { stmt, plan });
         }
-        Ok(self.stmts.get_mut(&key).unwrap())
+        Ok(self.stmts.get_mut(&spec.uid).unwrap()[ai].as_mut().unwrap())
     }
 
     fn apply(&mut self, spec: &Spec, ev: &LogEvent) -> std::result::Result<(), ApplyError> {
-        let mut parsed: Option<Json> = None;
-        let actions: Vec<usize> = spec.actions_for(&ev.event_type).collect();
-        for ai in actions {
+        let plan = spec.plan_for(&ev.event_type);
+        let mut parsed = Parsed::NotYet;
+        for &ai in &plan.actions {
             let p = self.prepared(spec, ai).map_err(ApplyError::Setup)?;
             let binding = &spec.actions[ai].binding;
             for &(pi, si) in &p.plan {
@@ -370,7 +509,7 @@ impl DeclConn {
                     Binding::Positional(s) => &s[si],
                     Binding::Named(pairs) => &pairs[si].1,
                 };
-                bind_source(&p.stmt, pi, src, ev, &mut parsed).map_err(ApplyError::Event)?;
+                bind_source(&p.stmt, pi, src, ev, plan, &mut parsed).map_err(ApplyError::Event)?;
             }
             let r = (|| {
                 while p.stmt.step()? {}
@@ -588,7 +727,8 @@ fn bind_source(
     i: usize,
     src: &Source,
     ev: &LogEvent,
-    parsed: &mut Option<Json>,
+    plan: &Plan,
+    parsed: &mut Parsed,
 ) -> Result<()> {
     match src {
         Source::Id => stmt.bind_i64(i, ev.id as i64),
@@ -610,16 +750,34 @@ fn bind_source(
                     ),
                 ));
             }
-            if parsed.is_none() {
-                *parsed = Some(serde_json::from_slice(&ev.payload).map_err(|e| {
+            if let Parsed::NotYet = parsed {
+                let bad = |e: serde_json::Error| {
                     Error::new(
                         Code::Handler,
                         format!("event {} payload is not valid JSON: {e}", ev.id),
                     )
-                })?);
+                };
+                *parsed = if plan.full {
+                    Parsed::Full(serde_json::from_slice(&ev.payload).map_err(bad)?)
+                } else {
+                    Parsed::Picked(pick(&ev.payload, &plan.keys).map_err(bad)?)
+                };
             }
-            let mut v = parsed.as_ref().unwrap();
-            for s in segs {
+            let (mut v, rest) = match parsed {
+                Parsed::Full(v) => (&*v, &segs[..]),
+                Parsed::Picked(vals) => {
+                    let Some(Seg::Key(k)) = segs.first() else {
+                        return stmt.bind_null(i);
+                    };
+                    let slot = plan.keys.iter().position(|x| x == k);
+                    match slot.and_then(|i| vals[i].as_ref()) {
+                        Some(v) => (v, &segs[1..]),
+                        None => return stmt.bind_null(i),
+                    }
+                }
+                Parsed::NotYet => unreachable!(),
+            };
+            for s in rest {
                 let next = match s {
                     Seg::Key(k) => v.get(k.as_str()),
                     Seg::Index(n) => v.get(*n),

@@ -405,7 +405,7 @@ impl SqlConn {
                 db,
                 c.as_ptr(),
                 -1,
-                ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                ffi::SQLITE_PREPARE_PERSISTENT,
                 &mut stmt,
                 &mut tail,
             )
