@@ -61,6 +61,7 @@ export class Migrations {
 
   /** Registers migrations; rejects bad shapes and duplicate versions. */
   add(...migrations: Migration[]): this {
+    const versions = new Set<number>();
     for (const m of migrations) {
       if (m === null || typeof m !== 'object') throw new InvalidArgumentError('a migration must be an object { version, name, up, down?, verify? }');
       for (const k of Object.keys(m)) if (!['version', 'name', 'up', 'down', 'verify'].includes(k)) throw new InvalidArgumentError(`unknown migration key ${JSON.stringify(k)}`);
@@ -73,6 +74,8 @@ export class Migrations {
       }
       if (m.verify !== undefined && typeof m.verify !== 'function') throw new InvalidArgumentError(`migration ${m.version}: verify must be a function`);
       if (this.#list.has(m.version)) throw new InvalidArgumentError(`migration version ${m.version} is registered twice (${this.#list.get(m.version)!.name} and ${m.name})`);
+      if (versions.has(m.version)) throw new InvalidArgumentError(`migration version ${m.version} appears twice in this call`);
+      versions.add(m.version);
     }
     for (const m of migrations) this.#list.set(m.version, { ...m });
     return this;

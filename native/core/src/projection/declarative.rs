@@ -77,11 +77,8 @@ impl Plan {
             for s in srcs {
                 if let Source::Path(segs) = s {
                     match segs.first() {
-                        Some(Seg::Key(k)) => {
-                            if !plan.keys.contains(k) {
-                                plan.keys.push(k.clone());
-                            }
-                        }
+                        Some(Seg::Key(k)) if !plan.keys.contains(k) => plan.keys.push(k.clone()),
+                        Some(Seg::Key(_)) => {}
                         Some(Seg::Index(_)) => plan.full = true,
                         None => {}
                     }
