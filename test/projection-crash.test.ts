@@ -6,7 +6,7 @@
  * processor's cursor has its effect exactly once and no event beyond it has any;
  * at the end it catches up and checks every event of the log.
  *
- * ATHANOR_PROJECTION_TRIALS sets the number of trials per mode (default 4).
+ * ATHANOR_PROJECTION_TRIALS sets the number of trials per mode (default 10).
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -16,7 +16,7 @@ import { Athanor } from '../dist/index.js';
 import { removeDir, tempDir } from './helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'projection-child.mjs');
-const TRIALS = Math.max(1, Number(process.env.ATHANOR_PROJECTION_TRIALS ?? 4) || 4);
+const TRIALS = Math.max(1, Number(process.env.ATHANOR_PROJECTION_TRIALS ?? 10) || 10);
 const dirs: string[] = [];
 afterAll(() => {
   for (const d of dirs) removeDir(d);
