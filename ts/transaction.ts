@@ -85,6 +85,8 @@ export interface Tx {
 type Check = { key: string; test: (v: Value | undefined) => string | null };
 
 const DELETED = null;
+/** Wire format version of native/core/src/txn.rs. */
+const WIRE_VERSION = 2;
 const MAX_KEY_BYTES = 511;
 
 /** Validates a state key and returns its UTF-8 byte length. @internal */
@@ -206,7 +208,7 @@ export class TxImpl implements Tx {
   /** Appends the batch, in the wire format of native/core/src/txn.rs, to `w`. */
   encode(w: ByteWriter, idempotencyKey: string | undefined): void {
     this.#open = false;
-    w.u8(1);
+    w.u8(WIRE_VERSION);
     w.u32(this.#reads.size);
     for (const [k, version] of this.#reads) {
       w.str16(k);
@@ -231,6 +233,7 @@ export class TxImpl implements Tx {
         w.bytes(b);
       }
     }
+    w.u32(0); // vector ops
     if (idempotencyKey === undefined) w.u16(0);
     else w.str16(idempotencyKey);
   }

@@ -26,6 +26,8 @@ pub enum Code {
     Version,
     /// An operating-system or LMDB level failure.
     Io,
+    /// A vector's dimension differs from its collection's.
+    VectorDimension,
 }
 
 impl Code {
@@ -42,6 +44,7 @@ impl Code {
             Code::Closed => "ERR_CLOSED",
             Code::Version => "ERR_VERSION",
             Code::Io => "ERR_IO",
+            Code::VectorDimension => "ERR_VECTOR_DIMENSION",
         }
     }
 }

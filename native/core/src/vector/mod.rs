@@ -1,0 +1,485 @@
+//! Vector collections: definitions and documents stored in LMDB next to state
+//! and events (written by the commit writer, in the same LMDB transaction), and
+//! an in-memory HNSW index per collection derived from them.
+//!
+//! - [`collection`]: definitions, parameter validation, on-disk records;
+//! - [`docs`]: document keys and records;
+//! - [`index`]: graph, tombstones, pending list, search, rebuild;
+//! - [`distance`]: SIMD kernels and the metric distances;
+//! - [`filter`]: metadata filters.
+
+pub mod collection;
+pub mod distance;
+pub mod docs;
+pub mod filter;
+pub mod index;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use heed::RwTxn;
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde_json::Value as Json;
+
+pub use collection::{CollectionDef, CollectionParams, Metric};
+pub use filter::Filter;
+pub use index::{Change, CollectionIndex, Hit, IndexStats, SearchOptions};
+
+use crate::error::{Code, Error, Result};
+use crate::store::{Dbs, Store};
+use crate::txn::{TxBatch, VectorOp};
+
+/// Meta key of the next collection id (u32 BE).
+const META_NEXT_COLLECTION: &[u8] = b"vector_next_collection_id";
+
+#[derive(Default)]
+struct Maps {
+    by_name: HashMap<String, Arc<CollectionIndex>>,
+    by_id: HashMap<u32, Arc<CollectionIndex>>,
+}
+
+struct Shared {
+    maps: RwLock<Maps>,
+    wake: Mutex<bool>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn signal(&self) {
+        *self.wake.lock() = true;
+        self.cv.notify_one();
+    }
+}
+
+/// The collections of one store and the indexer thread that keeps their graphs current.
+pub struct Registry {
+    shared: Arc<Shared>,
+    indexer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry with its indexer thread started.
+    pub fn new() -> Self {
+        let shared = Arc::new(Shared {
+            maps: RwLock::new(Maps::default()),
+            wake: Mutex::new(false),
+            cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let indexer = std::thread::Builder::new()
+            .name("athanor-indexer".into())
+            .spawn(move || run_indexer(s))
+            .ok();
+        Registry {
+            shared,
+            indexer: Mutex::new(indexer),
+        }
+    }
+
+    /// Loads every collection and its documents from the store; the graphs are
+    /// built in the background (searches are exact over what is not indexed yet).
+    pub(crate) fn load(&self, store: &Store) -> Result<()> {
+        let _g = store.guard();
+        let txn = store.env.read_txn()?;
+        let mut maps = Maps::default();
+        for item in store.dbs.vector_collections.iter(&txn)? {
+            let (name, rec) = item?;
+            let def = CollectionDef::decode(name, rec)?;
+            let idx = Arc::new(CollectionIndex::new(def.clone()));
+            let dim = def.params.dimension as usize;
+            let prefix = def.id.to_be_bytes();
+            let mut changes = Vec::new();
+            for item in store.dbs.vectors.prefix_iter(&txn, &prefix)? {
+                let (k, v) = item?;
+                let doc = docs::decode_doc(v, dim)?;
+                let id = std::str::from_utf8(&k[4..])
+                    .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
+                changes.push(change_of(&def, id, doc.vector_le, doc.metadata)?);
+            }
+            idx.apply(changes);
+            maps.by_id.insert(def.id, idx.clone());
+            maps.by_name.insert(def.name.clone(), idx);
+        }
+        *self.shared.maps.write() = maps;
+        self.shared.signal();
+        Ok(())
+    }
+
+    /// The open collection named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<CollectionIndex>> {
+        self.shared.maps.read().by_name.get(name).cloned()
+    }
+
+    /// Every collection's definition, sorted by name.
+    pub fn list(&self) -> Vec<CollectionDef> {
+        let mut v: Vec<CollectionDef> = self
+            .shared
+            .maps
+            .read()
+            .by_name
+            .values()
+            .map(|c| c.def.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Creates a collection, or returns the existing one when its parameters are the same.
+    pub fn create(
+        &self,
+        store: &Store,
+        name: &str,
+        params: CollectionParams,
+    ) -> Result<Arc<CollectionIndex>> {
+        collection::check_name(name)?;
+        params.validate()?;
+        let def = store.write_with_growth(|dbs, wtxn| {
+            if let Some(rec) = dbs.vector_collections.get(wtxn, name.as_bytes())? {
+                let existing = CollectionDef::decode(name.as_bytes(), rec)?;
+                if existing.params != params {
+                    return Err(Error::invalid(format!(
+                        "collection {name:?} already exists with different parameters ({:?}); open it, or drop it first",
+                        existing.params
+                    )));
+                }
+                return Ok(existing);
+            }
+            let id = match dbs.meta.get(wtxn, META_NEXT_COLLECTION)? {
+                Some(v) => u32::from_be_bytes(
+                    v.try_into()
+                        .map_err(|_| Error::corrupt("next collection id is not 4 bytes"))?,
+                ),
+                None => 1,
+            };
+            let def = CollectionDef {
+                id,
+                name: name.to_owned(),
+                params,
+            };
+            dbs.vector_collections
+                .put(wtxn, name.as_bytes(), &def.encode())?;
+            dbs.meta
+                .put(wtxn, META_NEXT_COLLECTION, &(id + 1).to_be_bytes())?;
+            Ok(def)
+        })?;
+        let mut maps = self.shared.maps.write();
+        if let Some(c) = maps.by_id.get(&def.id) {
+            return Ok(c.clone());
+        }
+        let idx = Arc::new(CollectionIndex::new(def.clone()));
+        maps.by_id.insert(def.id, idx.clone());
+        maps.by_name.insert(def.name.clone(), idx.clone());
+        Ok(idx)
+    }
+
+    /// Drops a collection and all its documents. Returns whether it existed.
+    pub fn drop_collection(&self, store: &Store, name: &str) -> Result<bool> {
+        collection::check_name(name)?;
+        let dropped = store.write_with_growth(|dbs, wtxn| {
+            let Some(rec) = dbs.vector_collections.get(wtxn, name.as_bytes())? else {
+                return Ok(None);
+            };
+            let def = CollectionDef::decode(name.as_bytes(), rec)?;
+            dbs.vector_collections.delete(wtxn, name.as_bytes())?;
+            let prefix = def.id.to_be_bytes();
+            let mut it = dbs.vectors.prefix_iter_mut(wtxn, &prefix)?;
+            while let Some(item) = it.next() {
+                item?;
+                // SAFETY: no reference into the database outlives this deletion.
+                unsafe { it.del_current()? };
+            }
+            Ok(Some(def.id))
+        })?;
+        let Some(id) = dropped else { return Ok(false) };
+        let mut maps = self.shared.maps.write();
+        if let Some(c) = maps.by_id.remove(&id) {
+            c.dropped.store(true, Ordering::Release);
+            maps.by_name.remove(&c.def.name);
+        }
+        Ok(true)
+    }
+
+    /// Checks a batch's vector writes against the open collections before it is
+    /// queued: the collection exists, dimensions match, no zero vector under cosine.
+    pub fn precheck(&self, b: &TxBatch) -> Result<()> {
+        if b.vectors.is_empty() {
+            return Ok(());
+        }
+        let maps = self.shared.maps.read();
+        let mut last: Option<(&[u8], &Arc<CollectionIndex>)> = None;
+        for op in &b.vectors {
+            let name = b.bytes(op.collection());
+            let c = match last {
+                Some((n, c)) if n == name => c,
+                _ => {
+                    let c = std::str::from_utf8(name)
+                        .ok()
+                        .and_then(|n| maps.by_name.get(n))
+                        .ok_or_else(|| missing(name))?;
+                    last = Some((name, c));
+                    c
+                }
+            };
+            check_op(&c.def, b, op)?;
+        }
+        Ok(())
+    }
+
+    /// Writer: validates a transaction's vector writes against the collections as
+    /// stored in this write transaction. An error is the transaction's own (it
+    /// must then write nothing).
+    pub(crate) fn validate_in_txn(
+        &self,
+        dbs: &Dbs,
+        wtxn: &RwTxn,
+        b: &TxBatch,
+    ) -> std::result::Result<Vec<CollectionDef>, VecError> {
+        let mut defs: Vec<CollectionDef> = Vec::new();
+        for op in &b.vectors {
+            let name = b.bytes(op.collection());
+            if !defs.iter().any(|d| d.name.as_bytes() == name) {
+                match dbs.vector_collections.get(wtxn, name)? {
+                    Some(rec) => defs.push(CollectionDef::decode(name, rec)?),
+                    None => return Err(VecError::Tx(missing(name))),
+                }
+            }
+            let def = defs.iter().find(|d| d.name.as_bytes() == name).unwrap();
+            check_op(def, b, op).map_err(VecError::Tx)?;
+        }
+        Ok(defs)
+    }
+
+    /// Writer: applies validated vector writes to LMDB and returns the changes
+    /// for the indexes (handed over with [`Self::committed`] once the commit succeeded).
+    pub(crate) fn write_ops(
+        &self,
+        dbs: &Dbs,
+        wtxn: &mut RwTxn,
+        b: &TxBatch,
+        defs: &[CollectionDef],
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<(u32, Change)>,
+    ) -> Result<()> {
+        for op in &b.vectors {
+            let name = b.bytes(op.collection());
+            let def = defs.iter().find(|d| d.name.as_bytes() == name).unwrap();
+            let id = b.bytes(op.id());
+            let key = docs::doc_key(def.id, id);
+            let id_str = std::str::from_utf8(id).unwrap_or_default();
+            match op {
+                VectorOp::Delete { .. } => {
+                    dbs.vectors.delete(wtxn, &key)?;
+                    out.push((
+                        def.id,
+                        Change {
+                            id: id_str.into(),
+                            upsert: None,
+                        },
+                    ));
+                }
+                VectorOp::Upsert {
+                    vector, metadata, ..
+                } => {
+                    let (v, m) = (b.bytes(vector), b.bytes(metadata));
+                    docs::encode_doc(scratch, v, m);
+                    dbs.vectors.put(wtxn, &key, scratch)?;
+                    out.push((def.id, change_of(def, id_str, v, m)?));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writer: hands committed changes to the indexes (before the commit is acknowledged).
+    pub(crate) fn committed(&self, changes: Vec<(u32, Change)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let maps = self.shared.maps.read();
+        let mut by_coll: HashMap<u32, Vec<Change>> = HashMap::new();
+        for (c, ch) in changes {
+            by_coll.entry(c).or_default().push(ch);
+        }
+        for (c, chs) in by_coll {
+            if let Some(idx) = maps.by_id.get(&c) {
+                idx.apply(chs);
+            }
+        }
+        drop(maps);
+        self.shared.signal();
+    }
+
+    /// Asks the indexer to rebuild a collection's graph in the background.
+    pub fn request_rebuild(&self, c: &CollectionIndex) {
+        c.request_rebuild();
+        self.shared.signal();
+    }
+
+    /// Checks that the index and the stored documents agree: same ids, and every
+    /// stored record decodes. Call it with no commit in flight. Returns the document count.
+    pub fn verify(&self, store: &Store, name: &str) -> Result<usize> {
+        let c = self.get(name).ok_or_else(|| missing(name.as_bytes()))?;
+        let _g = store.guard();
+        let txn = store.env.read_txn()?;
+        let dim = c.def.params.dimension as usize;
+        let mut n = 0usize;
+        for item in store
+            .dbs
+            .vectors
+            .prefix_iter(&txn, &c.def.id.to_be_bytes())?
+        {
+            let (k, v) = item?;
+            docs::decode_doc(v, dim)?;
+            let id = std::str::from_utf8(&k[4..])
+                .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
+            if !c.contains(id) {
+                return Err(Error::corrupt(format!(
+                    "document {id:?} of collection {name:?} is stored but missing from the index"
+                )));
+            }
+            n += 1;
+        }
+        let indexed = c.count();
+        if indexed != n {
+            return Err(Error::corrupt(format!(
+                "collection {name:?}: the index has {indexed} documents, the store {n}"
+            )));
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.signal();
+        if let Some(h) = self.indexer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A failure while the writer validates vector writes.
+pub(crate) enum VecError {
+    /// The transaction's own fault: fail it alone.
+    Tx(Error),
+    /// Storage failure: abort the group.
+    Storage(Error),
+}
+
+impl From<heed::Error> for VecError {
+    fn from(e: heed::Error) -> Self {
+        VecError::Storage(e.into())
+    }
+}
+impl From<Error> for VecError {
+    fn from(e: Error) -> Self {
+        VecError::Storage(e)
+    }
+}
+
+fn missing(name: &[u8]) -> Error {
+    Error::new(
+        Code::NotFound,
+        format!(
+            "vector collection {:?} does not exist; create it with db.vectors.create()",
+            String::from_utf8_lossy(name)
+        ),
+    )
+}
+
+fn check_op(def: &CollectionDef, b: &TxBatch, op: &VectorOp) -> Result<()> {
+    if let VectorOp::Upsert { vector, id, .. } = op {
+        let bytes = b.bytes(vector);
+        let dim = def.params.dimension as usize;
+        if bytes.len() != dim * 4 {
+            return Err(Error::new(
+                Code::VectorDimension,
+                format!(
+                    "document {:?} has {} dimensions; collection {:?} has {dim}",
+                    String::from_utf8_lossy(b.bytes(id)),
+                    bytes.len() / 4,
+                    def.name
+                ),
+            ));
+        }
+        if def.params.metric == Metric::Cosine
+            && bytes
+                .chunks_exact(4)
+                .all(|c| f32::from_le_bytes(c.try_into().unwrap()) == 0.0)
+        {
+            return Err(Error::invalid(format!(
+                "document {:?} is a zero vector, which has no direction under the cosine metric",
+                String::from_utf8_lossy(b.bytes(id))
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn change_of(def: &CollectionDef, id: &str, vector_le: &[u8], metadata: &[u8]) -> Result<Change> {
+    let mut v = docs::f32s(vector_le);
+    if def.params.metric == Metric::Cosine {
+        distance::normalize(&mut v);
+    }
+    let meta = if metadata.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_slice::<Json>(metadata)
+                .map_err(|e| Error::corrupt(format!("vector metadata is not JSON: {e}")))?,
+        )
+    };
+    Ok(Change {
+        id: id.into(),
+        upsert: Some((v, meta)),
+    })
+}
+
+fn run_indexer(shared: Arc<Shared>) {
+    loop {
+        {
+            let mut wake = shared.wake.lock();
+            if !*wake && !shared.stop.load(Ordering::Acquire) {
+                shared.cv.wait_for(&mut wake, Duration::from_millis(200));
+            }
+            *wake = false;
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        loop {
+            let work: Vec<Arc<CollectionIndex>> = shared
+                .maps
+                .read()
+                .by_id
+                .values()
+                .filter(|c| c.needs_work())
+                .cloned()
+                .collect();
+            if work.is_empty() || shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            for c in work {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.index_round()))
+                    .is_err()
+                {
+                    // A bug in the graph code must not kill indexing of other collections;
+                    // searches stay correct through the exact scan of pending.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
