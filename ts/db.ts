@@ -6,6 +6,7 @@ import { Core } from './core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './events.js';
 import type { NativeSnapshot } from './native.js';
 import { TransactionBuilder } from './transaction.js';
+import { VectorStore } from './vector.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -145,12 +146,15 @@ export class Athanor {
   readonly durability: Durability;
   /** The event log. */
   readonly events: EventLog;
+  /** The vector collections. */
+  readonly vectors: VectorStore;
 
   private constructor(dir: string, o: Required<OpenOptions>) {
     this.dir = dir;
     this.durability = o.durability;
     this.#core = new Core(dir, o);
     this.events = new EventLog(this.#core);
+    this.vectors = new VectorStore(this.#core, () => this.transaction());
   }
 
   /**

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'ERR_CLOSED'
   | 'ERR_VERSION'
   | 'ERR_IO'
+  | 'ERR_VECTOR_DIMENSION'
   | 'ERR_INTERNAL';
 
 /** Base class of every error athanor throws. */
@@ -101,6 +102,13 @@ export class IoError extends AthanorError {
   }
 }
 
+/** A vector's (or query's) dimension differs from its collection's; nothing was written. */
+export class VectorDimensionError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_VECTOR_DIMENSION', message);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -124,6 +132,8 @@ export function errorFor(code: string, message: string): AthanorError {
       return new VersionError(message);
     case 'ERR_IO':
       return new IoError(message);
+    case 'ERR_VECTOR_DIMENSION':
+      return new VectorDimensionError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

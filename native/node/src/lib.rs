@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 mod fast;
+mod vector;
 use fast::{ReadCtx, Scratch};
 
 use athanor_core::{

@@ -191,6 +191,7 @@ pub struct CollectionIndex {
     idle: (Mutex<()>, Condvar),
     rebuilds: AtomicU64,
     rebuild_requested: AtomicBool,
+    rebuilding: AtomicBool,
     pub(crate) dropped: AtomicBool,
 }
 
@@ -215,6 +216,7 @@ impl CollectionIndex {
             idle: (Mutex::new(()), Condvar::new()),
             rebuilds: AtomicU64::new(0),
             rebuild_requested: AtomicBool::new(false),
+            rebuilding: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
         }
     }
@@ -306,7 +308,7 @@ impl CollectionIndex {
     /// Builds a new graph from the live documents and swaps it in. Searches keep
     /// using the old graph meanwhile; commits keep landing in pending.
     fn rebuild_now(&self) {
-        self.rebuild_requested.store(false, AtomicOrdering::Release);
+        self.rebuilding.store(true, AtomicOrdering::Release);
         let old = self.graph.read().clone();
         let points: Vec<(u32, Vec<f32>)> = {
             let live = self.live.read();
@@ -338,10 +340,14 @@ impl CollectionIndex {
         live.in_graph = points.len();
         live.tombstones = tombstones;
         self.rebuilds.fetch_add(1, AtomicOrdering::Relaxed);
+        // Cleared only now, so `wait_indexed` waits for the rebuild it asked for.
+        self.rebuild_requested.store(false, AtomicOrdering::Release);
+        self.rebuilding.store(false, AtomicOrdering::Release);
     }
 
-    /// Blocks until every document committed so far is in the graph (or `timeout` passes,
-    /// or the collection is dropped). Returns whether it is fully indexed.
+    /// Blocks until every document committed so far is in the graph and no rebuild
+    /// is due or running (or `timeout` passes, or the collection is dropped).
+    /// Returns whether that state was reached.
     pub fn wait_indexed(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -350,7 +356,9 @@ impl CollectionIndex {
             }
             {
                 let live = self.live.read();
-                if live.pending.is_empty() && !self.rebuild_requested.load(AtomicOrdering::Acquire)
+                if live.pending.is_empty()
+                    && !self.rebuilding.load(AtomicOrdering::Acquire)
+                    && !self.rebuild_due(&live)
                 {
                     return true;
                 }
@@ -363,6 +371,11 @@ impl CollectionIndex {
             let step = (deadline - now).min(Duration::from_millis(20));
             self.idle.1.wait_for(&mut g, step);
         }
+    }
+
+    /// Whether the collection was dropped (this handle is then unusable).
+    pub fn is_dropped(&self) -> bool {
+        self.dropped.load(AtomicOrdering::Acquire)
     }
 
     /// Counters.

@@ -320,6 +320,26 @@ impl Registry {
         self.shared.signal();
     }
 
+    /// Reads a stored document: `[f32 LE × dimension][metadata JSON]`, or `None`.
+    /// Hold the store's guard while `txn` is in use.
+    pub fn get_doc(
+        &self,
+        store: &Store,
+        txn: &heed::RoTxn<'_, heed::WithoutTls>,
+        c: &CollectionIndex,
+        id: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        collection::check_doc_id(id)?;
+        let key = docs::doc_key(c.def.id, id);
+        match store.dbs.vectors.get(txn, &key)? {
+            None => Ok(None),
+            Some(rec) => {
+                let d = docs::decode_doc(rec, c.def.params.dimension as usize)?;
+                Ok(Some([d.vector_le, d.metadata].concat()))
+            }
+        }
+    }
+
     /// Asks the indexer to rebuild a collection's graph in the background.
     pub fn request_rebuild(&self, c: &CollectionIndex) {
         c.request_rebuild();
