@@ -301,9 +301,12 @@ pub struct TxBuilder {
     reads: Vec<(Vec<u8>, u64)>,
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     events: Vec<(PayloadKind, String, Vec<u8>)>,
-    vectors: Vec<(String, String, Option<(Vec<f32>, String)>)>,
+    vectors: Vec<BuilderVectorOp>,
     idempotency_key: Option<String>,
 }
+
+/// `(collection, id, upsert: (vector, metadata JSON))`; no upsert means delete.
+type BuilderVectorOp = (String, String, Option<(Vec<f32>, String)>);
 
 impl TxBuilder {
     pub fn new() -> Self {

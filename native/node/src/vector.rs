@@ -240,7 +240,7 @@ impl NativeCollection {
         self.live()?;
         let o = options(k, ef, exact, filter)?;
         let dim = self.idx.def.params.dimension as usize;
-        if queries.len() % dim != 0 {
+        if !queries.len().is_multiple_of(dim) {
             return Err(err(Error::new(
                 Code::VectorDimension,
                 format!(
