@@ -2,6 +2,8 @@
  * Vector collections through the public API: real files on disk, the real
  * writer and indexer threads.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -289,7 +291,7 @@ describe('search', () => {
     await expectRejects(c.searchBatch(new Float32Array(dim + 1)), VectorDimensionError, 'ERR_VECTOR_DIMENSION');
   });
 
-  it('rebuilds on demand and by itself past the tombstone threshold, and reloads on reopen', async () => {
+  it('rebuilds on demand and by itself past the tombstone threshold, and loads its dump on reopen', async () => {
     const dir = sb.dir();
     const db = await sb.open(dir, { durability: 'none' });
     const dim = 8;
@@ -313,6 +315,9 @@ describe('search', () => {
     const db2 = await sb.open(dir);
     const c2 = db2.vectors.open('r');
     expect(c2.verify()).toEqual({ documents: n / 2 });
+    // The graph dumped at close is loaded as is: nothing left to index.
+    expect(c2.stats()).toMatchObject({ count: n / 2, pending: 0, graphPoints: n / 2, tombstones: 0 });
+    expect(fs.existsSync(path.join(dir, 'index', 'r', 'manifest.json'))).toBe(true);
     await c2.waitIndexed();
     expect(c2.search(row(data, n - 2, dim), { k: 1 })[0]!.id).toBe(`d${n - 2}`);
   });

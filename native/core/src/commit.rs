@@ -357,7 +357,7 @@ fn try_group(
     }
     wtxn.commit()?;
     // Before anything is acknowledged, so a search after a resolved commit sees it.
-    store.vectors.committed(vector_changes);
+    store.vectors.committed(vector_changes, seq);
     Ok((
         CommitNotice {
             commit_seq: seq,

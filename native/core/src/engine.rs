@@ -84,7 +84,7 @@ impl Engine {
             }
         }
         let store = Arc::new(Store::open(&key, options)?);
-        store.vectors.load(&store)?;
+        store.vectors.load(&store, &key)?;
         let (sender, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             sinks: RwLock::new(Vec::new()),

@@ -352,3 +352,106 @@ fn graph_search_reads_its_writes_and_never_returns_deleted_ids() {
     let q = c.prepare_query(&fresh).unwrap();
     assert_eq!(&*c.search(&q, &opts(1))[0].id, "new");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
+    let dir = TempDir::new().unwrap();
+    let n = 1500;
+    let mut r = rng(5);
+    let vecs: Vec<Vec<f32>> = (0..n).map(|_| (0..12).map(|_| r()).collect()).collect();
+    {
+        let e = open(dir.path());
+        let c = e
+            .vectors()
+            .create(e.store(), "d", params(12, Metric::L2))
+            .unwrap();
+        let mut b = TxBuilder::new();
+        for (i, v) in vecs.iter().enumerate() {
+            b = b.vector_upsert("d", &format!("v{i}"), v, &format!(r#"{{"i":{i}}}"#));
+        }
+        e.commit_blocking(b.build().unwrap()).unwrap();
+        assert!(c.wait_indexed(Duration::from_secs(60)));
+    }
+    let dump = dir.path().join("index").join("d");
+    assert!(dump.join("manifest.json").exists());
+    // Current dump: loaded as is, nothing to index.
+    let saved = dir.path().join("saved");
+    {
+        let e = open(dir.path());
+        let c = e.vectors().get("d").unwrap();
+        let s = c.stats();
+        assert_eq!(
+            (s.count, s.pending, s.graph_points, s.tombstones),
+            (n, 0, n, 0)
+        );
+        let q = c.prepare_query(&vecs[7]).unwrap();
+        let h = &c.search(&q, &opts(1))[0];
+        assert_eq!(&*h.id, "v7");
+        assert_eq!(h.metadata.as_deref().unwrap()["i"], 7);
+        copy_dir(&dump, &saved);
+        // Change documents after the saved dump: replace v1, delete v2, add w.
+        e.commit_blocking(
+            TxBuilder::new()
+                .vector_upsert("d", "v1", &vecs[9], "")
+                .vector_delete("d", "v2")
+                .vector_upsert("d", "w", &vecs[3], "")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    // An older dump is reconciled against the store: changed documents are re-indexed,
+    // deleted ones become tombstones.
+    std::fs::remove_dir_all(&dump).unwrap();
+    copy_dir(&saved, &dump);
+    {
+        let e = open(dir.path());
+        let c = e.vectors().get("d").unwrap();
+        let s = c.stats();
+        assert_eq!(s.count, n);
+        assert_eq!(s.tombstones, 2, "{s:?}");
+        assert!(s.pending <= 2, "{s:?}");
+        assert_eq!(e.vectors().verify(e.store(), "d").unwrap(), n);
+        let q = c.prepare_query(&vecs[2]).unwrap();
+        assert!(c.search(&q, &opts(5)).iter().all(|h| &*h.id != "v2"));
+        let q = c.prepare_query(&vecs[9]).unwrap();
+        let mut ids: Vec<String> = c
+            .search(&q, &opts(2))
+            .iter()
+            .map(|h| h.id.to_string())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["v1", "v9"]);
+    }
+    // A damaged dump is ignored: the index is rebuilt from the documents.
+    let data = dump.join("graph.hnsw.data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    {
+        let e = open(dir.path());
+        let c = e.vectors().get("d").unwrap();
+        assert!(c.wait_indexed(Duration::from_secs(60)));
+        let q = c.prepare_query(&vecs[3]).unwrap();
+        let mut ids: Vec<String> = c
+            .search(&q, &opts(2))
+            .iter()
+            .map(|h| h.id.to_string())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["v3", "w"]);
+    }
+    // Dropping a collection removes its dump.
+    let e = open(dir.path());
+    assert!(e.vectors().drop_collection(e.store(), "d").unwrap());
+    assert!(!dump.exists());
+}

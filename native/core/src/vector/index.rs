@@ -36,7 +36,36 @@ const PARALLEL_MIN: usize = 256;
 /// A filter estimated to match less than this fraction of documents is searched exactly.
 const SELECTIVE: f64 = 0.05;
 
-pub(crate) type Graph = Hnsw<'static, f32, MetricDistance>;
+/// A graph built in this process.
+pub(crate) type BuiltGraph = Hnsw<'static, f32, MetricDistance>;
+/// hnsw_rs's graph type for any lifetime of borrowed point data.
+pub(crate) type HnswOf<'a> = Hnsw<'a, f32, MetricDistance>;
+
+self_cell::self_cell!(
+    /// A graph loaded from a dump: hnsw_rs ties the loaded graph's lifetime to its
+    /// loader, so both are owned here together.
+    pub(crate) struct LoadedGraph {
+        owner: Box<hnsw_rs::hnswio::HnswIo>,
+        #[not_covariant]
+        dependent: HnswOf,
+    }
+);
+
+/// The current graph: built here, or loaded from a dump.
+pub(crate) enum Graph {
+    Built(BuiltGraph),
+    Loaded(LoadedGraph),
+}
+
+impl Graph {
+    /// Runs `f` on the hnsw_rs graph.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&HnswOf<'_>) -> R) -> R {
+        match self {
+            Graph::Built(g) => f(g),
+            Graph::Loaded(l) => l.with_dependent(|_, g| f(g)),
+        }
+    }
+}
 
 /// A committed change to one document, as the writer hands it over.
 pub struct Change {
@@ -192,6 +221,8 @@ pub struct CollectionIndex {
     rebuilds: AtomicU64,
     rebuild_requested: AtomicBool,
     rebuilding: AtomicBool,
+    /// Changed since it was loaded or last dumped.
+    dirty: AtomicBool,
     pub(crate) dropped: AtomicBool,
 }
 
@@ -207,7 +238,7 @@ impl std::fmt::Debug for CollectionIndex {
 impl CollectionIndex {
     pub(crate) fn new(def: CollectionDef) -> Self {
         let dist = MetricDistance(def.params.metric);
-        let graph = Arc::new(new_graph(&def, 1024));
+        let graph = Arc::new(Graph::Built(new_graph(&def, 1024)));
         CollectionIndex {
             def,
             dist,
@@ -217,12 +248,14 @@ impl CollectionIndex {
             rebuilds: AtomicU64::new(0),
             rebuild_requested: AtomicBool::new(false),
             rebuilding: AtomicBool::new(false),
+            dirty: AtomicBool::new(true),
             dropped: AtomicBool::new(false),
         }
     }
 
     /// Records committed changes (called by the writer after the LMDB commit, before acknowledging).
     pub(crate) fn apply(&self, changes: Vec<Change>) {
+        self.dirty.store(true, AtomicOrdering::Release);
         let mut live = self.live.write();
         for c in changes {
             if let Some(old) = live.ids.remove(&c.id) {
@@ -239,6 +272,108 @@ impl CollectionIndex {
                 live.pending.push_back((slot, v.into()));
             }
         }
+    }
+
+    /// What a dump needs, if the index is worth dumping now (changed since the
+    /// last dump, everything indexed): the graph and the live documents' slots.
+    /// `seq` is read under the same lock, so it never runs ahead of the captured state.
+    pub(crate) fn dump_state(
+        &self,
+        seq: impl FnOnce() -> u64,
+    ) -> Option<(Arc<Graph>, Vec<(u32, Arc<str>)>, u64)> {
+        if !self.dirty.load(AtomicOrdering::Acquire) {
+            return None;
+        }
+        let live = self.live.read();
+        if !live.pending.is_empty() || live.in_graph == 0 {
+            return None;
+        }
+        let slots = live.ids.iter().map(|(id, s)| (*s, id.clone())).collect();
+        let seq = seq();
+        self.dirty.store(false, AtomicOrdering::Release);
+        Some((self.graph.read().clone(), slots, seq))
+    }
+
+    /// Installs a graph loaded from a dump and reconciles it with the stored
+    /// documents `docs` (`(id, vector in graph space, metadata)`): a document
+    /// keeps its dumped slot when the dump is `current` or the graph holds the
+    /// same vector for it; any other document goes to pending; graph points no
+    /// document claims become tombstones.
+    pub(crate) fn install_loaded(
+        &self,
+        graph: Graph,
+        dumped: &HashMap<String, u32>,
+        current: bool,
+        docs: Vec<(Arc<str>, Vec<f32>, Option<Json>)>,
+    ) {
+        let mut claim: HashMap<u32, usize> = HashMap::with_capacity(docs.len());
+        for (i, (id, _, _)) in docs.iter().enumerate() {
+            if let Some(&s) = dumped.get(&**id) {
+                claim.insert(s, i);
+            }
+        }
+        let mut in_graph: Vec<u32> = Vec::new();
+        let mut mismatched = Vec::new();
+        for_each_point(&graph, |s, v| {
+            in_graph.push(s);
+            if !current {
+                if let Some(&i) = claim.get(&s) {
+                    if docs[i].1.as_slice() != v {
+                        mismatched.push(s);
+                    }
+                }
+            }
+        });
+        for s in mismatched {
+            claim.remove(&s);
+        }
+        let in_graph_set: std::collections::HashSet<u32> = in_graph.iter().copied().collect();
+        claim.retain(|s, _| in_graph_set.contains(s));
+        let top = in_graph.iter().copied().max().map_or(0, |m| m as usize + 1);
+        let mut live = Live {
+            slots: (0..top)
+                .map(|_| Slot {
+                    id: None,
+                    meta: None,
+                    in_graph: false,
+                })
+                .collect(),
+            ..Live::default()
+        };
+        for s in &in_graph {
+            live.slots[*s as usize].in_graph = true;
+        }
+        live.in_graph = in_graph.len();
+        let mut slot_of_doc: Vec<Option<u32>> = vec![None; docs.len()];
+        for (s, i) in &claim {
+            slot_of_doc[*i] = Some(*s);
+        }
+        for ((id, v, meta), claimed) in docs.into_iter().zip(slot_of_doc) {
+            let meta = meta.map(Arc::new);
+            match claimed {
+                Some(s) => {
+                    let slot = &mut live.slots[s as usize];
+                    slot.id = Some(id.clone());
+                    slot.meta = meta;
+                    live.ids.insert(id, s);
+                }
+                None => {
+                    let s = live.slots.len() as u32;
+                    live.slots.push(Slot {
+                        id: Some(id.clone()),
+                        meta,
+                        in_graph: false,
+                    });
+                    live.ids.insert(id, s);
+                    live.pending.push_back((s, v.into()));
+                }
+            }
+        }
+        live.tombstones = live.in_graph - claim.len();
+        let changed = !live.pending.is_empty() || live.tombstones > 0;
+        *self.live.write() = live;
+        *self.graph.write() = Arc::new(graph);
+        self.dirty.store(changed, AtomicOrdering::Release);
     }
 
     /// Whether the indexer has work here (pending documents or a rebuild due).
@@ -266,16 +401,18 @@ impl CollectionIndex {
         };
         if !taken.is_empty() {
             let graph = self.graph.read().clone();
-            let insert = |(s, v, ok): &(u32, Arc<[f32]>, bool)| {
-                if *ok {
-                    graph.insert_slice((v, *s as usize));
+            graph.with(|g| {
+                let insert = |(s, v, ok): &(u32, Arc<[f32]>, bool)| {
+                    if *ok {
+                        g.insert_slice((v, *s as usize));
+                    }
+                };
+                if taken.len() >= PARALLEL_MIN {
+                    taken.par_iter().for_each(insert);
+                } else {
+                    taken.iter().for_each(insert);
                 }
-            };
-            if taken.len() >= PARALLEL_MIN {
-                taken.par_iter().for_each(insert);
-            } else {
-                taken.iter().for_each(insert);
-            }
+            });
             let mut live = self.live.write();
             for (s, _, inserted) in &taken {
                 live.pending.pop_front();
@@ -325,7 +462,8 @@ impl CollectionIndex {
             .par_iter()
             .for_each(|(s, v)| fresh.insert_slice((v, *s as usize)));
         let mut live = self.live.write();
-        *self.graph.write() = Arc::new(fresh);
+        *self.graph.write() = Arc::new(Graph::Built(fresh));
+        self.dirty.store(true, AtomicOrdering::Release);
         for s in live.slots.iter_mut() {
             s.in_graph = false;
         }
@@ -513,7 +651,7 @@ impl CollectionIndex {
         if let Some(f) = filter {
             let live = self.live.read();
             let allow = |id: &usize| live.allows(*id as u32, Some(f));
-            let found = graph.search_filter(query, k, ef, Some(&allow));
+            let found = graph.with(|g| g.search_filter(query, k, ef, Some(&allow)));
             let mut got: Vec<Cand> = top.heap.iter().copied().collect();
             let mut n = 0;
             for nb in found {
@@ -532,7 +670,7 @@ impl CollectionIndex {
         let mut want = ((k as f64 / (1.0 - tomb_ratio.min(0.9))).ceil() as usize)
             + if tomb_ratio > 0.0 { 8 } else { 0 };
         loop {
-            let found = graph.search(query, want, ef.max(want));
+            let found = graph.with(|g| g.search(query, want, ef.max(want)));
             let live = self.live.read();
             let mut got: Vec<Cand> = top.heap.iter().copied().collect();
             let mut n = 0;
@@ -621,16 +759,18 @@ const LAYERS: usize = 16;
 /// Visits every point of the graph: `(slot, vector)`. Layer by layer, because
 /// hnsw_rs's all-points iterator panics on an empty graph and takes its layer
 /// lock twice (which can deadlock against a waiting insert).
-fn for_each_point(graph: &Graph, mut f: impl FnMut(u32, &[f32])) {
-    let pi = graph.get_point_indexation();
-    for layer in 0..LAYERS {
-        for p in pi.get_layer_iterator(layer) {
-            f(p.get_origin_id() as u32, p.get_v());
+pub(crate) fn for_each_point(graph: &Graph, mut f: impl FnMut(u32, &[f32])) {
+    graph.with(|g| {
+        let pi = g.get_point_indexation();
+        for layer in 0..LAYERS {
+            for p in pi.get_layer_iterator(layer) {
+                f(p.get_origin_id() as u32, p.get_v());
+            }
         }
-    }
+    })
 }
 
-fn new_graph(def: &CollectionDef, capacity: usize) -> Graph {
+fn new_graph(def: &CollectionDef, capacity: usize) -> BuiltGraph {
     // `m` is validated (<= 128) before a definition is stored, so hnsw_rs's
     // `process::exit` on more than 256 links can never trigger.
     Hnsw::new(

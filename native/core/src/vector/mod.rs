@@ -11,11 +11,13 @@
 pub mod collection;
 pub mod distance;
 pub mod docs;
+mod dump;
 pub mod filter;
 pub mod index;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -46,6 +48,10 @@ struct Shared {
     wake: Mutex<bool>,
     cv: Condvar,
     stop: AtomicBool,
+    /// Where dumps live (`<dir>/index`); set at load.
+    index_dir: Mutex<Option<PathBuf>>,
+    /// Commit seq of the newest group the indexes reflect.
+    applied_seq: AtomicU64,
 }
 
 impl Shared {
@@ -75,6 +81,8 @@ impl Registry {
             wake: Mutex::new(false),
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
+            index_dir: Mutex::new(None),
+            applied_seq: AtomicU64::new(0),
         });
         let s = shared.clone();
         let indexer = std::thread::Builder::new()
@@ -87,11 +95,17 @@ impl Registry {
         }
     }
 
-    /// Loads every collection and its documents from the store; the graphs are
-    /// built in the background (searches are exact over what is not indexed yet).
-    pub(crate) fn load(&self, store: &Store) -> Result<()> {
+    /// Loads every collection and its documents from the store. A collection's
+    /// graph comes from its dump under `<dir>/index/` when that is valid (documents
+    /// changed since are reconciled); otherwise it is built in the background
+    /// (searches are exact over what is not indexed yet).
+    pub(crate) fn load(&self, store: &Store, dir: &Path) -> Result<()> {
+        let index_dir = dir.join("index");
+        *self.shared.index_dir.lock() = Some(index_dir.clone());
         let _g = store.guard();
         let txn = store.env.read_txn()?;
+        let seq = store.commit_seq(&txn)?;
+        self.shared.applied_seq.store(seq, Ordering::Release);
         let mut maps = Maps::default();
         for item in store.dbs.vector_collections.iter(&txn)? {
             let (name, rec) = item?;
@@ -107,7 +121,16 @@ impl Registry {
                     .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
                 changes.push(change_of(&def, id, doc.vector_le, doc.metadata)?);
             }
-            idx.apply(changes);
+            match dump::load(&index_dir, &def, seq) {
+                Some(loaded) => {
+                    let docs = changes
+                        .into_iter()
+                        .filter_map(|c| c.upsert.map(|(v, m)| (c.id, v, m)))
+                        .collect();
+                    idx.install_loaded(loaded.graph, &loaded.slots, loaded.current, docs);
+                }
+                None => idx.apply(changes),
+            }
             maps.by_id.insert(def.id, idx.clone());
             maps.by_name.insert(def.name.clone(), idx);
         }
@@ -202,6 +225,9 @@ impl Registry {
             Ok(Some(def.id))
         })?;
         let Some(id) = dropped else { return Ok(false) };
+        if let Some(d) = self.shared.index_dir.lock().as_ref() {
+            dump::remove(d, name);
+        }
         let mut maps = self.shared.maps.write();
         if let Some(c) = maps.by_id.remove(&id) {
             c.dropped.store(true, Ordering::Release);
@@ -301,9 +327,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Writer: hands committed changes to the indexes (before the commit is acknowledged).
-    pub(crate) fn committed(&self, changes: Vec<(u32, Change)>) {
+    /// Writer: hands a committed group's vector changes to the indexes (before the
+    /// commit is acknowledged); `seq` is the group's last commit seq.
+    pub(crate) fn committed(&self, changes: Vec<(u32, Change)>, seq: u64) {
         if changes.is_empty() {
+            self.shared.applied_seq.store(seq, Ordering::Release);
             return;
         }
         let maps = self.shared.maps.read();
@@ -316,6 +344,8 @@ impl Registry {
                 idx.apply(chs);
             }
         }
+        // After the changes, so a dump never records a seq ahead of its state.
+        self.shared.applied_seq.store(seq, Ordering::Release);
         drop(maps);
         self.shared.signal();
     }
@@ -386,6 +416,26 @@ impl Drop for Registry {
         self.shared.signal();
         if let Some(h) = self.indexer.lock().take() {
             let _ = h.join();
+        }
+        self.dump_all();
+    }
+}
+
+impl Registry {
+    /// Dumps every collection that changed since its last dump and is fully
+    /// indexed (at close, after the writer stopped). Failures only cost a
+    /// rebuild at the next open.
+    fn dump_all(&self) {
+        let Some(dir) = self.shared.index_dir.lock().clone() else {
+            return;
+        };
+        let colls: Vec<Arc<CollectionIndex>> =
+            self.shared.maps.read().by_id.values().cloned().collect();
+        for c in colls {
+            let seq = || self.shared.applied_seq.load(Ordering::Acquire);
+            if let Some((graph, slots, seq)) = c.dump_state(seq) {
+                let _ = dump::write(&dir, &c.def, &graph, &slots, seq);
+            }
         }
     }
 }
