@@ -116,6 +116,9 @@ impl Live {
     }
 }
 
+/// What a dump captures: the graph, `(slot, id)` of every live document, the commit seq.
+pub(crate) type DumpState = (Arc<Graph>, Vec<(u32, Arc<str>)>, u64);
+
 /// A search result.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -277,10 +280,7 @@ impl CollectionIndex {
     /// What a dump needs, if the index is worth dumping now (changed since the
     /// last dump, everything indexed): the graph and the live documents' slots.
     /// `seq` is read under the same lock, so it never runs ahead of the captured state.
-    pub(crate) fn dump_state(
-        &self,
-        seq: impl FnOnce() -> u64,
-    ) -> Option<(Arc<Graph>, Vec<(u32, Arc<str>)>, u64)> {
+    pub(crate) fn dump_state(&self, seq: impl FnOnce() -> u64) -> Option<DumpState> {
         if !self.dirty.load(AtomicOrdering::Acquire) {
             return None;
         }
