@@ -21,6 +21,7 @@ use serde_json::Value as Json;
 use super::collection::{CollectionDef, Metric};
 use super::distance::{normalize, MetricDistance};
 use super::filter::Filter;
+use super::frozen::Frozen;
 use crate::error::{Code, Error, Result};
 
 /// Collections with at most this many live documents are always searched exactly.
@@ -220,6 +221,10 @@ pub struct CollectionIndex {
     dist: MetricDistance,
     live: RwLock<Live>,
     graph: RwLock<Arc<Graph>>,
+    /// Fast-walk snapshot of `graph`, when one was taken since its last change.
+    frozen: RwLock<Option<Arc<Frozen>>>,
+    /// `(graph address, points)` of the last snapshot attempt, so a graph is frozen once.
+    frozen_attempt: Mutex<(usize, usize)>,
     idle: (Mutex<()>, Condvar),
     rebuilds: AtomicU64,
     rebuild_requested: AtomicBool,
@@ -247,6 +252,8 @@ impl CollectionIndex {
             dist,
             live: RwLock::new(Live::default()),
             graph: RwLock::new(graph),
+            frozen: RwLock::new(None),
+            frozen_attempt: Mutex::new((0, 0)),
             idle: (Mutex::new(()), Condvar::new()),
             rebuilds: AtomicU64::new(0),
             rebuild_requested: AtomicBool::new(false),
@@ -379,7 +386,17 @@ impl CollectionIndex {
     /// Whether the indexer has work here (pending documents or a rebuild due).
     pub(crate) fn needs_work(&self) -> bool {
         let live = self.live.read();
-        !live.pending.is_empty() || self.rebuild_due(&live)
+        !live.pending.is_empty() || self.rebuild_due(&live) || self.freeze_due()
+    }
+
+    /// Whether the graph changed since the last fast-walk snapshot was attempted.
+    fn freeze_due(&self) -> bool {
+        let graph = self.graph.read().clone();
+        let now = (
+            Arc::as_ptr(&graph) as usize,
+            graph.with(|g| g.get_nb_point()),
+        );
+        now.1 > 0 && *self.frozen_attempt.lock() != now
     }
 
     fn rebuild_due(&self, live: &Live) -> bool {
@@ -433,6 +450,13 @@ impl CollectionIndex {
         if due {
             self.rebuild_now();
         }
+        if self.live.read().pending.is_empty() && self.freeze_due() {
+            let graph = self.graph.read().clone();
+            let points = graph.with(|g| g.get_nb_point());
+            let f = Frozen::take(&graph, self.def.params.dimension as usize);
+            *self.frozen.write() = f.map(Arc::new);
+            *self.frozen_attempt.lock() = (Arc::as_ptr(&graph) as usize, points);
+        }
         let _g = self.idle.0.lock();
         self.idle.1.notify_all();
     }
@@ -483,8 +507,8 @@ impl CollectionIndex {
         self.rebuilding.store(false, AtomicOrdering::Release);
     }
 
-    /// Blocks until every document committed so far is in the graph and no rebuild
-    /// is due or running (or `timeout` passes, or the collection is dropped).
+    /// Blocks until every document committed so far is in the graph, no rebuild
+    /// is due or running and the fast-walk snapshot is current (or `timeout` passes, or the collection is dropped).
     /// Returns whether that state was reached.
     pub fn wait_indexed(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
@@ -497,6 +521,7 @@ impl CollectionIndex {
                 if live.pending.is_empty()
                     && !self.rebuilding.load(AtomicOrdering::Acquire)
                     && !self.rebuild_due(&live)
+                    && !self.freeze_due()
                 {
                     return true;
                 }
@@ -670,18 +695,27 @@ impl CollectionIndex {
         let mut want = ((k as f64 / (1.0 - tomb_ratio.min(0.9))).ceil() as usize)
             + if tomb_ratio > 0.0 { 8 } else { 0 };
         loop {
-            let found = graph.with(|g| g.search(query, want, ef.max(want)));
+            let frozen = self.frozen.read().clone().filter(|f| f.is_current(&graph));
+            let found: Vec<(f32, u32)> = match &frozen {
+                Some(f) => {
+                    let mut r = f.search(&self.dist, query, ef.max(want));
+                    r.truncate(want);
+                    r
+                }
+                None => graph.with(|g| {
+                    g.search(query, want, ef.max(want))
+                        .into_iter()
+                        .map(|nb| (nb.distance, nb.d_id as u32))
+                        .collect()
+                }),
+            };
             let live = self.live.read();
             let mut got: Vec<Cand> = top.heap.iter().copied().collect();
             let mut n = 0;
-            for nb in &found {
-                let s = nb.d_id as u32;
+            for &(d, s) in &found {
                 if live.is_live(s) {
                     n += 1;
-                    got.push(Cand {
-                        dist: nb.distance,
-                        slot: s,
-                    });
+                    got.push(Cand { dist: d, slot: s });
                 }
             }
             if n >= k.min(in_graph_live) || found.len() < want {
@@ -754,7 +788,7 @@ fn estimate(live: &Live, f: &Filter) -> f64 {
 }
 
 /// Number of layers a graph has (hnsw_rs's maximum).
-const LAYERS: usize = 16;
+pub(crate) const LAYERS: usize = 16;
 
 /// Visits every point of the graph: `(slot, vector)`. Layer by layer, because
 /// hnsw_rs's all-points iterator panics on an empty graph and takes its layer
@@ -770,7 +804,7 @@ pub(crate) fn for_each_point(graph: &Graph, mut f: impl FnMut(u32, &[f32])) {
     })
 }
 
-fn new_graph(def: &CollectionDef, capacity: usize) -> BuiltGraph {
+pub(crate) fn new_graph(def: &CollectionDef, capacity: usize) -> BuiltGraph {
     // `m` is validated (<= 128) before a definition is stored, so hnsw_rs's
     // `process::exit` on more than 256 links can never trigger.
     Hnsw::new(

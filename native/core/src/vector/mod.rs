@@ -13,6 +13,7 @@ pub mod distance;
 pub mod docs;
 mod dump;
 pub mod filter;
+mod frozen;
 pub mod index;
 
 use std::collections::HashMap;
