@@ -305,14 +305,15 @@ impl CollectionIndex {
     /// documents `docs` (`(id, vector in graph space, metadata)`): a document
     /// keeps its dumped slot when the dump is `current` or the graph holds the
     /// same vector for it; any other document goes to pending; graph points no
-    /// document claims become tombstones.
+    /// document claims become tombstones. Returns false, installing nothing,
+    /// when a document that needs indexing came without its vector.
     pub(crate) fn install_loaded(
         &self,
         graph: Graph,
         dumped: &HashMap<String, u32>,
         current: bool,
         docs: Vec<(Arc<str>, Vec<f32>, Option<Json>)>,
-    ) {
+    ) -> bool {
         let mut claim: HashMap<u32, usize> = HashMap::with_capacity(docs.len());
         for (i, (id, _, _)) in docs.iter().enumerate() {
             if let Some(&s) = dumped.get(&**id) {
@@ -355,6 +356,15 @@ impl CollectionIndex {
         for (s, i) in &claim {
             slot_of_doc[*i] = Some(*s);
         }
+        // A document left out of the graph must be indexed from its vector; the
+        // caller skipped reading vectors the dump claimed to hold.
+        if docs
+            .iter()
+            .zip(&slot_of_doc)
+            .any(|((_, v, _), s)| s.is_none() && v.len() != self.def.params.dimension as usize)
+        {
+            return false;
+        }
         for ((id, v, meta), claimed) in docs.into_iter().zip(slot_of_doc) {
             let meta = meta.map(Arc::new);
             match claimed {
@@ -381,6 +391,7 @@ impl CollectionIndex {
         *self.live.write() = live;
         *self.graph.write() = Arc::new(graph);
         self.dirty.store(changed, AtomicOrdering::Release);
+        true
     }
 
     /// Whether the indexer has work here (pending documents or a rebuild due).

@@ -114,28 +114,47 @@ impl Registry {
             let idx = Arc::new(CollectionIndex::new(def.clone()));
             let dim = def.params.dimension as usize;
             let prefix = def.id.to_be_bytes();
-            let mut changes = Vec::new();
-            for item in store.dbs.vectors.prefix_iter(&txn, &prefix)? {
-                let (k, v) = item?;
-                let doc = docs::decode_doc(v, dim)?;
-                let id = std::str::from_utf8(&k[4..])
-                    .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
-                changes.push(change_of(&def, id, doc.vector_le, doc.metadata)?);
-            }
-            match dump::load(&index_dir, &def, seq) {
+            let loaded = dump::load(&index_dir, &def, seq);
+            // A current dump already holds the vectors of the documents it lists.
+            let skip = |id: &str| {
+                loaded
+                    .as_ref()
+                    .is_some_and(|l| l.current && l.slots.contains_key(id))
+            };
+            let read = |skip: &dyn Fn(&str) -> bool| -> Result<Vec<Change>> {
+                let mut changes = Vec::new();
+                for item in store.dbs.vectors.prefix_iter(&txn, &prefix)? {
+                    let (k, v) = item?;
+                    let doc = docs::decode_doc(v, dim)?;
+                    let id = std::str::from_utf8(&k[4..])
+                        .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
+                    let vector_le = if skip(id) { &[][..] } else { doc.vector_le };
+                    changes.push(change_of(&def, id, vector_le, doc.metadata)?);
+                }
+                Ok(changes)
+            };
+            let changes = read(&skip)?;
+            let installed = match loaded {
                 Some(loaded) => {
                     let docs = changes
                         .into_iter()
                         .filter_map(|c| c.upsert.map(|(v, m)| (c.id, v, m)))
                         .collect();
-                    idx.install_loaded(loaded.graph, &loaded.slots, loaded.current, docs);
+                    idx.install_loaded(loaded.graph, &loaded.slots, loaded.current, docs)
                 }
-                None => idx.apply(changes),
+                None => {
+                    idx.apply(changes);
+                    true
+                }
+            };
+            if !installed {
+                idx.apply(read(&|_| false)?);
             }
             maps.by_id.insert(def.id, idx.clone());
             maps.by_name.insert(def.name.clone(), idx);
         }
         *self.shared.maps.write() = maps;
+        release_free_memory();
         self.shared.signal();
         Ok(())
     }
@@ -518,6 +537,16 @@ fn change_of(def: &CollectionDef, id: &str, vector_le: &[u8], metadata: &[u8]) -
     })
 }
 
+/// Hands freed heap memory back to the OS. Loading and bulk indexing free many
+/// vector-sized blocks that glibc would otherwise keep in the process (resident).
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn run_indexer(shared: Arc<Shared>) {
     loop {
         {
@@ -530,6 +559,7 @@ fn run_indexer(shared: Arc<Shared>) {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
+        let mut did_work = false;
         loop {
             let work: Vec<Arc<CollectionIndex>> = shared
                 .maps
@@ -540,8 +570,12 @@ fn run_indexer(shared: Arc<Shared>) {
                 .cloned()
                 .collect();
             if work.is_empty() || shared.stop.load(Ordering::Acquire) {
+                if did_work {
+                    release_free_memory();
+                }
                 break;
             }
+            did_work = true;
             for c in work {
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.index_round()))
                     .is_err()
