@@ -149,6 +149,20 @@ impl Frozen {
 
     /// The `ef` nearest points found by the standard HNSW walk, as `(distance, slot)`, nearest first.
     pub(crate) fn search(&self, dist: &MetricDistance, q: &[f32], ef: usize) -> Vec<(f32, u32)> {
+        self.search_filtered(dist, q, ef, None)
+    }
+
+    /// Like [`Self::search`], keeping only points whose slot `allow` accepts: the
+    /// walk goes through every node, but only accepted ones enter the results
+    /// (and decide when the walk stops).
+    pub(crate) fn search_filtered(
+        &self,
+        dist: &MetricDistance,
+        q: &[f32],
+        ef: usize,
+        allow: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<(f32, u32)> {
+        let ok = |n: u32| allow.is_none_or(|f| f(self.slots[n as usize]));
         let mut cur = self.entry;
         let mut cur_d = dist.distance(q, self.vec(cur));
         for l in (1..=self.top).rev() {
@@ -187,7 +201,9 @@ impl Frozen {
             let mut best: BinaryHeap<Item> = BinaryHeap::with_capacity(ef + 1);
             visited[cur as usize] = stamp;
             cand.push(Reverse(Item(cur_d, cur)));
-            best.push(Item(cur_d, cur));
+            if ok(cur) {
+                best.push(Item(cur_d, cur));
+            }
             while let Some(Reverse(Item(d, c))) = cand.pop() {
                 if best.len() >= ef && d > best.peek().unwrap().0 {
                     break;
@@ -208,9 +224,11 @@ impl Frozen {
                     let dn = dist.distance(q, self.vec(n));
                     if best.len() < ef || dn < best.peek().unwrap().0 {
                         cand.push(Reverse(Item(dn, n)));
-                        best.push(Item(dn, n));
-                        if best.len() > ef {
-                            best.pop();
+                        if ok(n) {
+                            best.push(Item(dn, n));
+                            if best.len() > ef {
+                                best.pop();
+                            }
                         }
                     }
                 }
@@ -276,6 +294,21 @@ mod tests {
             all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let want: Vec<u32> = all.iter().take(10).map(|x| x.1).collect();
             assert_eq!(got, want, "{metric:?}");
+            // Filtered: only accepted points, still exact at full width.
+            let even = |s: u32| s.is_multiple_of(2);
+            let got: Vec<u32> = f
+                .search_filtered(&dist, &q, 400, Some(&even))
+                .iter()
+                .take(10)
+                .map(|x| x.1)
+                .collect();
+            let want: Vec<u32> = all
+                .iter()
+                .filter(|x| even(x.1))
+                .take(10)
+                .map(|x| x.1)
+                .collect();
+            assert_eq!(got, want, "{metric:?} filtered");
         }
     }
 }

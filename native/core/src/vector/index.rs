@@ -686,18 +686,34 @@ impl CollectionIndex {
         };
         if let Some(f) = filter {
             let live = self.live.read();
-            let allow = |id: &usize| live.allows(*id as u32, Some(f));
-            let found = graph.with(|g| g.search_filter(query, k, ef, Some(&allow)));
+            let frozen = self
+                .frozen
+                .read()
+                .clone()
+                .filter(|fz| fz.is_current(&graph));
+            let found: Vec<(f32, u32)> = match &frozen {
+                Some(fz) => {
+                    let allow = |s: u32| live.allows(s, Some(f));
+                    let mut r = fz.search_filtered(&self.dist, query, ef, Some(&allow));
+                    r.truncate(k);
+                    r
+                }
+                None => {
+                    let allow = |id: &usize| live.allows(*id as u32, Some(f));
+                    graph.with(|g| {
+                        g.search_filter(query, k, ef, Some(&allow))
+                            .into_iter()
+                            .map(|nb| (nb.distance, nb.d_id as u32))
+                            .collect()
+                    })
+                }
+            };
             let mut got: Vec<Cand> = top.heap.iter().copied().collect();
             let mut n = 0;
-            for nb in found {
-                let s = nb.d_id as u32;
+            for (d, s) in found {
                 if live.allows(s, Some(f)) {
                     n += 1;
-                    got.push(Cand {
-                        dist: nb.distance,
-                        slot: s,
-                    });
+                    got.push(Cand { dist: d, slot: s });
                 }
             }
             return (n >= k.min(in_graph_live)).then(|| merge(got, k));
