@@ -2,6 +2,7 @@
  * Vector collections through the public API: real files on disk, the real
  * writer and indexer threads.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -383,6 +384,45 @@ describe('recall', () => {
     }
     expect(found / 1000).toBeGreaterThanOrEqual(0.95);
   }, 120_000);
+});
+
+describe('several processes', () => {
+  it('a process sees the vector writes, creates and drops of another one', async () => {
+    const dir = sb.dir();
+    const db = await sb.open(dir);
+    const c = db.vectors.create('mp', { dimension: 3, metric: 'l2' });
+    db.vectors.create('gone', { dimension: 2 });
+    await c.upsertMany(['a', 'b', 'c'], new Float32Array([0, 0, 0, 1, 0, 0, 2, 0, 0]));
+    expect(c.search([0, 0, 0], { k: 2 }).map((h) => h.id)).toEqual(['a', 'b']);
+    const dist = new URL('../dist/index.js', import.meta.url).href;
+    const code = `
+      import { Athanor } from ${JSON.stringify(dist)};
+      const db = await Athanor.open(${JSON.stringify(dir)});
+      const c = db.vectors.open('mp');
+      await db.transaction().execute((tx) => {
+        tx.vectors('mp').delete('a');
+        tx.vectors('mp').upsert('d', [0.1, 0, 0], { from: 'child' });
+        tx.vectors('mp').upsert('c', [5, 0, 0]);
+      });
+      db.vectors.drop('gone');
+      const o = db.vectors.create('other', { dimension: 2 });
+      await o.upsert('x', [1, 1]);
+      await db.close();
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const hits = c.search([0, 0, 0], { k: 3 });
+    expect(hits.map((h) => h.id)).toEqual(['d', 'b', 'c']);
+    expect(hits[0]!.metadata).toEqual({ from: 'child' });
+    expect(hits[2]!.score).toBeCloseTo(-5, 5);
+    expect(c.count()).toBe(3);
+    expect(c.verify()).toEqual({ documents: 3 });
+    expect(db.vectors.list().map((x) => x.name)).toEqual(['mp', 'other']);
+    expect(db.vectors.open('other').count()).toBe(1);
+    // This process keeps writing on top.
+    await c.upsert('e', [0, 0, 0]);
+    expect(c.search([0, 0, 0], { k: 1 })[0]!.id).toBe('e');
+  });
 });
 
 describe('lifecycle', () => {

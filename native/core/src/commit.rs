@@ -355,9 +355,15 @@ fn try_group(
     if prune {
         prune_idempotency(store, &mut wtxn, at)?;
     }
-    wtxn.commit()?;
-    // Before anything is acknowledged, so a search after a resolved commit sees it.
-    store.vectors.committed(vector_changes, seq);
+    let txn_id = wtxn.id() as u64;
+    store.vectors.commit_begin();
+    let committed = wtxn.commit();
+    if committed.is_ok() {
+        // Before anything is acknowledged, so a search after a resolved commit sees it.
+        store.vectors.committed(vector_changes, seq, txn_id);
+    }
+    store.vectors.commit_end();
+    committed?;
     Ok((
         CommitNotice {
             commit_seq: seq,

@@ -108,6 +108,16 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Checks a batch's vector writes against the collections (caught up with
+    /// other processes first), before it is queued.
+    pub fn precheck(&self, batch: &TxBatch) -> Result<()> {
+        if batch.vectors.is_empty() {
+            return Ok(());
+        }
+        self.store.vectors.refresh(&self.store)?;
+        self.store.vectors.precheck(batch)
+    }
+
     /// The vector collections of this database.
     pub fn vectors(&self) -> &crate::vector::Registry {
         &self.store.vectors
@@ -134,7 +144,7 @@ impl Engine {
     /// Vector writes are checked against the collections first (see
     /// [`crate::vector::Registry::precheck`]); a bad one is refused here, before queueing.
     pub fn submit(&self, batch: TxBatch, sink: u64, token: u64) -> Result<()> {
-        self.store.vectors.precheck(&batch)?;
+        self.precheck(&batch)?;
         self.send(Msg::Commit(Request {
             batch,
             reply: Reply::Sink { sink, token },
@@ -157,7 +167,7 @@ impl Engine {
 
     /// Commits a transaction and waits for its outcome (blocks the calling thread).
     pub fn commit_blocking(&self, batch: TxBatch) -> Result<CommitInfo> {
-        self.store.vectors.precheck(&batch)?;
+        self.precheck(&batch)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Msg::Commit(Request {
             batch,

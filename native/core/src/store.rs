@@ -215,7 +215,16 @@ impl Store {
                 let _g = self.map_guard.read();
                 let mut wtxn = self.env.write_txn()?;
                 match f(&self.dbs, &mut wtxn) {
-                    Ok(v) => wtxn.commit().map(|_| v).map_err(Error::from),
+                    Ok(v) => {
+                        let id = wtxn.id() as u64;
+                        self.vectors.commit_begin();
+                        let r = wtxn.commit();
+                        if r.is_ok() {
+                            self.vectors.note_admin_txn(id);
+                        }
+                        self.vectors.commit_end();
+                        r.map(|_| v).map_err(Error::from)
+                    }
                     Err(e) => Err(e),
                 }
             };

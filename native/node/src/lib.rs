@@ -212,7 +212,7 @@ impl NativeDb {
                 .ok_or_else(|| err(athanor_core::Error::invalid("truncated commit_many batch")))?;
             off += 8 + len;
             match TxBatch::parse(body.to_vec()).and_then(|b| {
-                engine.vectors().precheck(&b)?;
+                engine.precheck(&b)?;
                 Ok(b)
             }) {
                 Ok(b) => ok.push((b, token as u64)),

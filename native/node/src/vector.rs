@@ -71,6 +71,15 @@ pub struct NativeIndexStats {
     pub rebuilds: u32,
 }
 
+impl NativeDb {
+    /// The engine, with its vector indexes caught up with other processes' commits.
+    fn refreshed(&self) -> Result<Arc<Engine>> {
+        let engine = self.engine()?;
+        guarded(|| engine.vectors().refresh(engine.store()))?;
+        Ok(engine)
+    }
+}
+
 #[napi]
 impl NativeDb {
     /// Creates a collection (or returns the existing one when its parameters match).
@@ -95,7 +104,7 @@ impl NativeDb {
     /// Opens a collection, or `null` when there is none of that name.
     #[napi]
     pub fn vector_open(&self, name: String) -> Result<Option<NativeCollection>> {
-        let engine = self.engine()?;
+        let engine = self.refreshed()?;
         Ok(engine
             .vectors()
             .get(&name)
@@ -105,14 +114,14 @@ impl NativeDb {
     /// The definition of a collection, or `null`.
     #[napi]
     pub fn vector_info(&self, name: String) -> Result<Option<NativeCollectionInfo>> {
-        let engine = self.engine()?;
+        let engine = self.refreshed()?;
         Ok(engine.vectors().get(&name).map(|c| info_of(&c.def)))
     }
 
     /// Every collection, sorted by name.
     #[napi]
     pub fn vector_list(&self) -> Result<Vec<NativeCollectionInfo>> {
-        let engine = self.engine()?;
+        let engine = self.refreshed()?;
         Ok(engine.vectors().list().iter().map(info_of).collect())
     }
 
@@ -182,6 +191,8 @@ impl NativeCollection {
 
     fn live(&self) -> Result<Arc<Engine>> {
         let engine = self.ctx.engine().map_err(err)?;
+        // Other processes may have written this collection (or dropped it).
+        guarded(|| engine.vectors().refresh(engine.store()))?;
         if self.idx.is_dropped() {
             return Err(err(Error::new(
                 Code::NotFound,

@@ -56,3 +56,17 @@ pub fn f32s(le: &[u8]) -> Vec<f32> {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
 }
+
+/// FNV-1a hash of a stored record, kept per document in memory so the index can
+/// tell which documents another process changed without comparing vectors.
+pub fn record_hash(record: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let (words, tail) = record.split_at(record.len() / 8 * 8);
+    for w in words.chunks_exact(8) {
+        h = (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(0x100000001b3);
+    }
+    for b in tail {
+        h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+    }
+    h
+}

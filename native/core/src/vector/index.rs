@@ -71,6 +71,8 @@ impl Graph {
 /// A committed change to one document, as the writer hands it over.
 pub struct Change {
     pub id: Arc<str>,
+    /// Hash of the stored record (see [`super::docs::record_hash`]); 0 for a delete.
+    pub hash: u64,
     /// The new vector (unit-normalised for cosine) and metadata; `None` deletes.
     pub upsert: Option<(Vec<f32>, Option<Json>)>,
 }
@@ -80,6 +82,8 @@ struct Slot {
     id: Option<Arc<str>>,
     meta: Option<Arc<Json>>,
     in_graph: bool,
+    /// Hash of the stored record this slot was made from.
+    hash: u64,
 }
 
 #[derive(Default)]
@@ -116,6 +120,10 @@ impl Live {
         }
     }
 }
+
+/// A stored document as loaded: id, vector in graph space (empty when the dump
+/// holds it), metadata, record hash.
+pub(crate) type LoadedDoc = (Arc<str>, Vec<f32>, Option<Json>, u64);
 
 /// What a dump captures: the graph, `(slot, id)` of every live document, the commit seq.
 pub(crate) type DumpState = (Arc<Graph>, Vec<(u32, Arc<str>)>, u64);
@@ -277,6 +285,7 @@ impl CollectionIndex {
                     id: Some(c.id.clone()),
                     meta: meta.map(Arc::new),
                     in_graph: false,
+                    hash: c.hash,
                 });
                 live.ids.insert(c.id, slot);
                 live.pending.push_back((slot, v.into()));
@@ -312,10 +321,10 @@ impl CollectionIndex {
         graph: Graph,
         dumped: &HashMap<String, u32>,
         current: bool,
-        docs: Vec<(Arc<str>, Vec<f32>, Option<Json>)>,
+        docs: Vec<LoadedDoc>,
     ) -> bool {
         let mut claim: HashMap<u32, usize> = HashMap::with_capacity(docs.len());
-        for (i, (id, _, _)) in docs.iter().enumerate() {
+        for (i, (id, _, _, _)) in docs.iter().enumerate() {
             if let Some(&s) = dumped.get(&**id) {
                 claim.insert(s, i);
             }
@@ -344,6 +353,7 @@ impl CollectionIndex {
                     id: None,
                     meta: None,
                     in_graph: false,
+                    hash: 0,
                 })
                 .collect(),
             ..Live::default()
@@ -361,17 +371,18 @@ impl CollectionIndex {
         if docs
             .iter()
             .zip(&slot_of_doc)
-            .any(|((_, v, _), s)| s.is_none() && v.len() != self.def.params.dimension as usize)
+            .any(|((_, v, _, _), s)| s.is_none() && v.len() != self.def.params.dimension as usize)
         {
             return false;
         }
-        for ((id, v, meta), claimed) in docs.into_iter().zip(slot_of_doc) {
+        for ((id, v, meta, hash), claimed) in docs.into_iter().zip(slot_of_doc) {
             let meta = meta.map(Arc::new);
             match claimed {
                 Some(s) => {
                     let slot = &mut live.slots[s as usize];
                     slot.id = Some(id.clone());
                     slot.meta = meta;
+                    slot.hash = hash;
                     live.ids.insert(id, s);
                 }
                 None => {
@@ -380,6 +391,7 @@ impl CollectionIndex {
                         id: Some(id.clone()),
                         meta,
                         in_graph: false,
+                        hash,
                     });
                     live.ids.insert(id, s);
                     live.pending.push_back((s, v.into()));
@@ -572,6 +584,15 @@ impl CollectionIndex {
     /// Whether `id` is a live document of the index.
     pub fn contains(&self, id: &str) -> bool {
         self.live.read().ids.contains_key(id)
+    }
+
+    /// `(id, record hash)` of every live document, unordered.
+    pub(crate) fn id_hashes(&self) -> HashMap<Arc<str>, u64> {
+        let live = self.live.read();
+        live.ids
+            .iter()
+            .map(|(id, s)| (id.clone(), live.slots[*s as usize].hash))
+            .collect()
     }
 
     /// Every live document id, unordered (for verification).

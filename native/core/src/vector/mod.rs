@@ -53,6 +53,16 @@ struct Shared {
     index_dir: Mutex<Option<PathBuf>>,
     /// Commit seq of the newest group the indexes reflect.
     applied_seq: AtomicU64,
+    /// LMDB id of the newest write transaction the indexes reflect.
+    txn_seen: AtomicU64,
+    /// Set when a commit of another process was noticed (a gap in transaction ids).
+    stale: AtomicBool,
+    /// Commits of this process between their LMDB commit and their `committed` call.
+    inflight: AtomicU64,
+    /// Bumped at the start and the end of each such window (a sequence lock for readers).
+    gen: AtomicU64,
+    /// Serialises resyncs with the writer handing over its changes.
+    resync: Mutex<()>,
 }
 
 impl Shared {
@@ -84,6 +94,11 @@ impl Registry {
             stop: AtomicBool::new(false),
             index_dir: Mutex::new(None),
             applied_seq: AtomicU64::new(0),
+            txn_seen: AtomicU64::new(0),
+            stale: AtomicBool::new(false),
+            inflight: AtomicU64::new(0),
+            gen: AtomicU64::new(0),
+            resync: Mutex::new(()),
         });
         let s = shared.clone();
         let indexer = std::thread::Builder::new()
@@ -107,6 +122,9 @@ impl Registry {
         let txn = store.env.read_txn()?;
         let seq = store.commit_seq(&txn)?;
         self.shared.applied_seq.store(seq, Ordering::Release);
+        self.shared
+            .txn_seen
+            .store(txn.id() as u64, Ordering::Release);
         let mut maps = Maps::default();
         for item in store.dbs.vector_collections.iter(&txn)? {
             let (name, rec) = item?;
@@ -129,7 +147,8 @@ impl Registry {
                     let id = std::str::from_utf8(&k[4..])
                         .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
                     let vector_le = if skip(id) { &[][..] } else { doc.vector_le };
-                    changes.push(change_of(&def, id, vector_le, doc.metadata)?);
+                    let hash = docs::record_hash(v);
+                    changes.push(change_of(&def, id, vector_le, doc.metadata, hash)?);
                 }
                 Ok(changes)
             };
@@ -138,7 +157,7 @@ impl Registry {
                 Some(loaded) => {
                     let docs = changes
                         .into_iter()
-                        .filter_map(|c| c.upsert.map(|(v, m)| (c.id, v, m)))
+                        .filter_map(|c| c.upsert.map(|(v, m)| (c.id, v, m, c.hash)))
                         .collect();
                     idx.install_loaded(loaded.graph, &loaded.slots, loaded.current, docs)
                 }
@@ -330,6 +349,7 @@ impl Registry {
                         def.id,
                         Change {
                             id: id_str.into(),
+                            hash: 0,
                             upsert: None,
                         },
                     ));
@@ -340,34 +360,165 @@ impl Registry {
                     let (v, m) = (b.bytes(vector), b.bytes(metadata));
                     docs::encode_doc(scratch, v, m);
                     dbs.vectors.put(wtxn, &key, scratch)?;
-                    out.push((def.id, change_of(def, id_str, v, m)?));
+                    let hash = docs::record_hash(scratch);
+                    out.push((def.id, change_of(def, id_str, v, m, hash)?));
                 }
             }
         }
         Ok(())
     }
 
+    /// Opens the window of a commit of this process (before its LMDB commit), so
+    /// [`Self::refresh`] does not mistake it for another process's.
+    pub(crate) fn commit_begin(&self) {
+        self.shared.inflight.fetch_add(1, Ordering::AcqRel);
+        self.shared.gen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Closes the window opened by [`Self::commit_begin`].
+    pub(crate) fn commit_end(&self) {
+        self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Records that this process committed LMDB write transaction `txn_id`; a gap
+    /// since the last one means another process committed in between.
+    fn note_txn(&self, txn_id: u64) {
+        let prev = self.shared.txn_seen.fetch_max(txn_id, Ordering::AcqRel);
+        if txn_id != prev + 1 {
+            self.shared.stale.store(true, Ordering::Release);
+        }
+    }
+
+    /// Records an administrative write transaction (create/drop) of this process.
+    pub(crate) fn note_admin_txn(&self, txn_id: u64) {
+        let _l = self.shared.resync.lock();
+        self.note_txn(txn_id);
+    }
+
     /// Writer: hands a committed group's vector changes to the indexes (before the
-    /// commit is acknowledged); `seq` is the group's last commit seq.
-    pub(crate) fn committed(&self, changes: Vec<(u32, Change)>, seq: u64) {
-        if changes.is_empty() {
-            self.shared.applied_seq.store(seq, Ordering::Release);
-            return;
-        }
-        let maps = self.shared.maps.read();
-        let mut by_coll: HashMap<u32, Vec<Change>> = HashMap::new();
-        for (c, ch) in changes {
-            by_coll.entry(c).or_default().push(ch);
-        }
-        for (c, chs) in by_coll {
-            if let Some(idx) = maps.by_id.get(&c) {
-                idx.apply(chs);
+    /// commit is acknowledged); `seq` is the group's last commit seq, `txn_id` its
+    /// LMDB transaction id.
+    pub(crate) fn committed(&self, changes: Vec<(u32, Change)>, seq: u64, txn_id: u64) {
+        let _l = self.shared.resync.lock();
+        // A resync that read the store at or after this commit already holds its changes.
+        let covered = self.shared.txn_seen.load(Ordering::Acquire) >= txn_id;
+        if !changes.is_empty() && !covered {
+            let maps = self.shared.maps.read();
+            let mut by_coll: HashMap<u32, Vec<Change>> = HashMap::new();
+            for (c, ch) in changes {
+                by_coll.entry(c).or_default().push(ch);
             }
+            for (c, chs) in by_coll {
+                if let Some(idx) = maps.by_id.get(&c) {
+                    idx.apply(chs);
+                }
+            }
+            drop(maps);
+            self.shared.signal();
         }
         // After the changes, so a dump never records a seq ahead of its state.
         self.shared.applied_seq.store(seq, Ordering::Release);
-        drop(maps);
+        self.note_txn(txn_id);
+    }
+
+    /// Brings the indexes up to date with commits made by other processes on the
+    /// same directory, if there were any: compares every stored document's record
+    /// hash with the index's and applies the differences (collections created or
+    /// dropped elsewhere included). Cheap when nothing changed elsewhere.
+    pub fn refresh(&self, store: &Store) -> Result<()> {
+        let sh = &self.shared;
+        if !sh.stale.load(Ordering::Acquire) {
+            let g1 = sh.gen.load(Ordering::Acquire);
+            if sh.inflight.load(Ordering::Acquire) > 0 {
+                return Ok(());
+            }
+            let seen = sh.txn_seen.load(Ordering::Acquire);
+            let now = store.last_txn_id() as u64;
+            if g1 != sh.gen.load(Ordering::Acquire) || now <= seen {
+                return Ok(());
+            }
+        }
+        self.resync(store)
+    }
+
+    fn resync(&self, store: &Store) -> Result<()> {
+        // Before the lock: beginning a read may have to remap, which waits for the writer.
+        let txn = store.begin_read()?;
+        let _l = self.shared.resync.lock();
+        let _g = store.map_guard.read_recursive();
+        let txn_id = txn.id() as u64;
+        if txn_id <= self.shared.txn_seen.load(Ordering::Acquire)
+            && !self.shared.stale.load(Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        self.shared.stale.store(false, Ordering::Release);
+        let mut defs = Vec::new();
+        for item in store.dbs.vector_collections.iter(&txn)? {
+            let (name, rec) = item?;
+            defs.push(CollectionDef::decode(name, rec)?);
+        }
+        {
+            let mut maps = self.shared.maps.write();
+            let gone: Vec<u32> = maps
+                .by_id
+                .keys()
+                .copied()
+                .filter(|id| !defs.iter().any(|d| d.id == *id))
+                .collect();
+            for id in gone {
+                if let Some(c) = maps.by_id.remove(&id) {
+                    c.dropped.store(true, Ordering::Release);
+                    maps.by_name.remove(&c.def.name);
+                }
+            }
+            for d in &defs {
+                if !maps.by_id.contains_key(&d.id) {
+                    let idx = Arc::new(CollectionIndex::new(d.clone()));
+                    if let Some(old) = maps.by_name.insert(d.name.clone(), idx.clone()) {
+                        old.dropped.store(true, Ordering::Release);
+                        maps.by_id.remove(&old.def.id);
+                    }
+                    maps.by_id.insert(d.id, idx);
+                }
+            }
+        }
+        for def in &defs {
+            let Some(idx) = self.shared.maps.read().by_id.get(&def.id).cloned() else {
+                continue;
+            };
+            let known = idx.id_hashes();
+            let mut seen = std::collections::HashSet::with_capacity(known.len());
+            let mut changes = Vec::new();
+            let dim = def.params.dimension as usize;
+            for item in store.dbs.vectors.prefix_iter(&txn, &def.id.to_be_bytes())? {
+                let (k, v) = item?;
+                let id = std::str::from_utf8(&k[4..])
+                    .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
+                let hash = docs::record_hash(v);
+                if known.get(id) != Some(&hash) {
+                    let doc = docs::decode_doc(v, dim)?;
+                    changes.push(change_of(def, id, doc.vector_le, doc.metadata, hash)?);
+                }
+                seen.insert(id.to_owned());
+            }
+            for id in known.keys() {
+                if !seen.contains(&**id) {
+                    changes.push(Change {
+                        id: id.clone(),
+                        hash: 0,
+                        upsert: None,
+                    });
+                }
+            }
+            if !changes.is_empty() {
+                idx.apply(changes);
+            }
+        }
+        self.shared.txn_seen.fetch_max(txn_id, Ordering::AcqRel);
         self.shared.signal();
+        Ok(())
     }
 
     /// Reads a stored document: `[f32 LE × dimension][metadata JSON]`, or `None`.
@@ -518,7 +669,13 @@ fn check_op(def: &CollectionDef, b: &TxBatch, op: &VectorOp) -> Result<()> {
     Ok(())
 }
 
-fn change_of(def: &CollectionDef, id: &str, vector_le: &[u8], metadata: &[u8]) -> Result<Change> {
+fn change_of(
+    def: &CollectionDef,
+    id: &str,
+    vector_le: &[u8],
+    metadata: &[u8],
+    hash: u64,
+) -> Result<Change> {
     let mut v = docs::f32s(vector_le);
     if def.params.metric == Metric::Cosine {
         distance::normalize(&mut v);
@@ -533,6 +690,7 @@ fn change_of(def: &CollectionDef, id: &str, vector_le: &[u8], metadata: &[u8]) -
     };
     Ok(Change {
         id: id.into(),
+        hash,
         upsert: Some((v, meta)),
     })
 }
