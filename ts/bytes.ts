@@ -65,6 +65,16 @@ export class ByteWriter {
     this.pos += 4 + n;
     return n;
   }
+  /**
+   * Drops a buffer grown past 16 MiB (e.g. by a bulk vector upsert) so a reused
+   * writer does not keep that memory for the life of the process.
+   */
+  shrink(): void {
+    if (this.buf.length > 16 << 20) {
+      this.buf = Buffer.allocUnsafe(4096);
+      this.pos = 0;
+    }
+  }
   view(): Buffer {
     return this.buf.subarray(0, this.pos);
   }

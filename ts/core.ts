@@ -162,6 +162,8 @@ export class Core {
         this.native.commit(w.view(), token);
       } catch (e) {
         return Promise.reject(fromNative(e));
+      } finally {
+        w.shrink();
       }
     } else {
       // Packed as commitMany expects: [token u32][len u32][batch].
@@ -236,6 +238,8 @@ export class Core {
       rec = this.native.commitSync(w.view());
     } catch (e) {
       throw fromNative(e);
+    } finally {
+      w.shrink();
     }
     const r = readResult(rec, 0);
     if (r.error) throw r.error;

@@ -10,6 +10,7 @@ import { Projections, type DeclarativeSpec, type QueryOptions } from './projecti
 import type { Processor, ProcessorBuilder, ProcessorOptions } from './processor.js';
 import type { Migrations } from './migrations.js';
 import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
+import { VectorStore } from './vector.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -149,6 +150,8 @@ export class Athanor {
   readonly durability: Durability;
   /** The event log. */
   readonly events: EventLog;
+  /** The vector collections. */
+  readonly vectors: VectorStore;
 
   readonly #proj: Projections;
 
@@ -158,6 +161,7 @@ export class Athanor {
     this.#core = new Core(dir, o);
     this.events = new EventLog(this.#core);
     this.#proj = new Projections(this.#core, dir);
+    this.vectors = new VectorStore(this.#core, () => this.transaction());
   }
 
   /**

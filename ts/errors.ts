@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'ERR_HANDLER'
   | 'ERR_MIGRATION_DRIFT'
   | 'ERR_MIGRATIONS_PENDING'
+  | 'ERR_VECTOR_DIMENSION'
   | 'ERR_INTERNAL';
 
 /** Base class of every error athanor throws. */
@@ -160,6 +161,13 @@ export class MigrationsPendingError extends AthanorError {
   }
 }
 
+/** A vector's (or query's) dimension differs from its collection's; nothing was written. */
+export class VectorDimensionError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_VECTOR_DIMENSION', message);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -193,6 +201,8 @@ export function errorFor(code: string, message: string): AthanorError {
       return new SqlSyntaxError(message);
     case 'ERR_HANDLER':
       return new HandlerError(message);
+    case 'ERR_VECTOR_DIMENSION':
+      return new VectorDimensionError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

@@ -7,6 +7,21 @@ export { Athanor, Snapshot, type OpenOptions, type Durability } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './transaction.js';
 export { EventLog, type StoredEvent, type ReadOptions } from './events.js';
 export type { CommitNotice } from './core.js';
+export {
+  VectorStore,
+  VectorCollection,
+  type VectorMetric,
+  type CollectionOptions,
+  type CollectionInfo,
+  type SearchOptions,
+  type VectorHit,
+  type VectorDocument,
+  type IndexStats,
+  type MetadataFilter,
+  type FilterOps,
+  type FilterScalar,
+  type TxVectors,
+} from './vector.js';
 export { Value, i64, u256, f64, bool, str, bytes, json, set, array, encodeValue, decodeValue, type ValueType, type Json } from './codec.js';
 export {
   AthanorError,
@@ -27,6 +42,7 @@ export {
   HandlerError,
   MigrationDriftError,
   MigrationsPendingError,
+  VectorDimensionError,
   type ErrorCode,
 } from './errors.js';
 export { Sql, Statement, type SqlBindable, type NamedParams, type BindParams, type SqlReadValue, type Row, type RunResult, type TransactionFunction } from './sql.js';

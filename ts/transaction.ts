@@ -7,6 +7,8 @@ import { stringifyStrict, Value, writeValue } from './codec.js';
 import type { ByteWriter } from './bytes.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from './errors.js';
 import type { CommitInfo, Core } from './core.js';
+import type { Json } from './codec.js';
+import { collectionInfo, TxVectorsImpl, VectorOps, type TxVectors } from './vector.js';
 
 /** What one event to log looks like. */
 export interface EventInput {
@@ -80,11 +82,19 @@ export interface Tx {
   log(type: string, payload: unknown): void;
   /** Appends several events in order. */
   logMany(events: Iterable<EventInput>): void;
+  /**
+   * Writes to a vector collection in this transaction: its upserts and deletes
+   * commit atomically with the transaction's state writes and events.
+   * Throws `NotFoundError` when the collection does not exist.
+   */
+  vectors<M = Json>(collection: string): TxVectors<M>;
 }
 
 type Check = { key: string; test: (v: Value | undefined) => string | null };
 
 const DELETED = null;
+/** Wire format version of native/core/src/txn.rs. */
+const WIRE_VERSION = 2;
 const MAX_KEY_BYTES = 511;
 
 /** Validates a state key and returns its UTF-8 byte length. @internal */
@@ -120,6 +130,8 @@ export class TxImpl implements Tx {
   readonly #writes = new Map<string, Value | null>();
   /** Flat triples: kind (1 json, 2 bytes), type, payload (JSON text or bytes). */
   readonly #events: (number | string | Uint8Array)[] = [];
+  #vectorOps: VectorOps | undefined;
+  readonly #vectorWriters = new Map<string, TxVectorsImpl<unknown>>();
   #open = true;
 
   constructor(core: Core) {
@@ -198,15 +210,27 @@ export class TxImpl implements Tx {
     }
   }
 
+  vectors<M = Json>(collection: string): TxVectors<M> {
+    this.#live();
+    let w = this.#vectorWriters.get(collection);
+    if (w === undefined) {
+      const info = collectionInfo(this.#core, collection);
+      this.#vectorOps ??= new VectorOps();
+      w = new TxVectorsImpl<unknown>(info, this.#vectorOps, () => this.#live());
+      this.#vectorWriters.set(collection, w);
+    }
+    return w as TxVectors<M>;
+  }
+
   /** Whether committing changes anything. */
   get isWrite(): boolean {
-    return this.#writes.size > 0 || this.#events.length > 0;
+    return this.#writes.size > 0 || this.#events.length > 0 || (this.#vectorOps?.count ?? 0) > 0;
   }
 
   /** Appends the batch, in the wire format of native/core/src/txn.rs, to `w`. */
   encode(w: ByteWriter, idempotencyKey: string | undefined): void {
     this.#open = false;
-    w.u8(1);
+    w.u8(WIRE_VERSION);
     w.u32(this.#reads.size);
     for (const [k, version] of this.#reads) {
       w.str16(k);
@@ -230,6 +254,12 @@ export class TxImpl implements Tx {
         w.u32(b.length);
         w.bytes(b);
       }
+    }
+    const vo = this.#vectorOps;
+    if (vo === undefined) w.u32(0);
+    else {
+      w.u32(vo.count);
+      w.bytes(vo.w.view());
     }
     if (idempotencyKey === undefined) w.u16(0);
     else w.str16(idempotencyKey);

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeCollection = nativeBinding.NativeCollection
 module.exports.NativeDb = nativeBinding.NativeDb
 module.exports.NativeSnapshot = nativeBinding.NativeSnapshot
 module.exports.NativeSql = nativeBinding.NativeSql

@@ -9,8 +9,43 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** One open collection (internal: wrapped by `ts/vector.ts`). */
+export declare class NativeCollection {
+  /** The stored definition. */
+  info(): NativeCollectionInfo
+  /** Top-k search; returns packed hits (see `pack_hits`). `ef` 0 = the collection's default. */
+  search(query: Float32Array, k: number, ef: number, exact: boolean, filter?: string | undefined | null): Buffer
+  /**
+   * Searches many queries (`n * dimension` values, one after another) on all
+   * cores, off the JS thread. Resolves to `[nq u32]` then each query's packed hits.
+   */
+  searchBatch(queries: Float32Array, k: number, ef: number, exact: boolean, filter?: string | undefined | null): Promise<Buffer>
+  /** A document as stored: `[f32 LE × dimension][metadata json]`, or `null`. */
+  get(id: string): Buffer | null
+  /** Live documents. */
+  count(): number
+  /** Index counters. */
+  stats(): NativeIndexStats
+  /** Starts a background rebuild of the graph. */
+  rebuild(): void
+  /** Resolves `true` once every committed document is in the graph (`false` on timeout). */
+  waitIndexed(timeoutMs: number): Promise<boolean>
+  /** Checks that index and stored documents agree; returns the document count. */
+  verify(): number
+}
+
 /** One open handle on a database directory (internal: wrapped by `ts/`). */
 export declare class NativeDb {
+  /** Creates a collection (or returns the existing one when its parameters match). */
+  vectorCreate(name: string, p: NativeCollectionParams): NativeCollection
+  /** Opens a collection, or `null` when there is none of that name. */
+  vectorOpen(name: string): NativeCollection | null
+  /** The definition of a collection, or `null`. */
+  vectorInfo(name: string): NativeCollectionInfo | null
+  /** Every collection, sorted by name. */
+  vectorList(): Array<NativeCollectionInfo>
+  /** Drops a collection and its documents; returns whether it existed. */
+  vectorDrop(name: string): boolean
   /** Opens `dir`. `on_commit` receives packed outcomes/notices on the JS thread. */
   constructor(dir: string, options: NativeOpenOptions, onCommit: ((arg: Buffer) => void))
   /**
@@ -134,6 +169,34 @@ export interface DeclResult {
   failedEventId?: bigint
   errorCode?: string
   errorMessage?: string
+}
+
+/** A collection's stored definition. */
+export interface NativeCollectionInfo {
+  name: string
+  dimension: number
+  metric: string
+  m: number
+  efConstruction: number
+  efSearch: number
+}
+
+/** Parameters of a new collection (defaults are applied in TS). */
+export interface NativeCollectionParams {
+  dimension: number
+  metric: string
+  m: number
+  efConstruction: number
+  efSearch: number
+}
+
+/** Counters of a collection's index. */
+export interface NativeIndexStats {
+  count: number
+  pending: number
+  tombstones: number
+  graphPoints: number
+  rebuilds: number
 }
 
 /** Options passed from `Athanor.open`. */

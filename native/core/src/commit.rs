@@ -22,6 +22,7 @@ use crate::store::{
     self, now_ms, Durability, IdemRecord, Store, META_COMMIT_SEQ, META_LAST_EVENT_ID,
 };
 use crate::txn::{TxBatch, WriteOp};
+use crate::vector;
 
 /// Most transactions applied in one LMDB write transaction.
 const MAX_GROUP_TXS: usize = 4096;
@@ -331,6 +332,7 @@ fn try_group(
     let at = now_ms();
     let mut scratch = Vec::new();
     let mut results = Vec::with_capacity(batches.len());
+    let mut vector_changes = Vec::new();
     for b in batches {
         results.push(apply_one(
             store,
@@ -340,6 +342,7 @@ fn try_group(
             &mut last_id,
             at,
             &mut scratch,
+            &mut vector_changes,
         )?);
     }
     let applied_any = seq != start_seq;
@@ -352,7 +355,15 @@ fn try_group(
     if prune {
         prune_idempotency(store, &mut wtxn, at)?;
     }
-    wtxn.commit()?;
+    let txn_id = wtxn.id() as u64;
+    store.vectors.commit_begin();
+    let committed = wtxn.commit();
+    if committed.is_ok() {
+        // Before anything is acknowledged, so a search after a resolved commit sees it.
+        store.vectors.committed(vector_changes, seq, txn_id);
+    }
+    store.vectors.commit_end();
+    committed?;
     Ok((
         CommitNotice {
             commit_seq: seq,
@@ -365,7 +376,9 @@ fn try_group(
 
 /// Applies one transaction. Returns `Ok(Err(..))` for a failure that is the
 /// transaction's own (conflict): such a transaction has written nothing yet.
-/// `Err(..)` is a storage failure that aborts the whole group.
+/// `Err(..)` is a storage failure that aborts the whole group. Vector changes
+/// are appended to `vector_changes`, for the indexes once the group commits.
+#[allow(clippy::too_many_arguments)]
 fn apply_one(
     store: &Store,
     wtxn: &mut RwTxn,
@@ -374,6 +387,7 @@ fn apply_one(
     last_id: &mut u64,
     at: u64,
     scratch: &mut Vec<u8>,
+    vector_changes: &mut Vec<(u32, vector::Change)>,
 ) -> std::result::Result<Result<CommitInfo>, GroupError> {
     let dbs = &store.dbs;
     if let Some(k) = &b.idempotency_key {
@@ -410,6 +424,17 @@ fn apply_one(
             event_count: 0,
         }));
     }
+    // Checked before the first write: a collection dropped since the transaction
+    // was queued fails this transaction alone, with nothing written.
+    let vector_defs = if b.vectors.is_empty() {
+        Vec::new()
+    } else {
+        match store.vectors.validate_in_txn(dbs, wtxn, b) {
+            Ok(d) => d,
+            Err(vector::VecError::Tx(e)) => return Ok(Err(e)),
+            Err(vector::VecError::Storage(e)) => return Err(e.into()),
+        }
+    };
     let my_seq = *seq + 1;
     for w in &b.writes {
         match w {
@@ -435,6 +460,11 @@ fn apply_one(
             .put_with_flags(wtxn, PutFlags::APPEND, &id.to_be_bytes(), scratch)?;
         dbs.event_types
             .put(wtxn, &store::type_index_key(t, id), &[])?;
+    }
+    if !b.vectors.is_empty() {
+        store
+            .vectors
+            .write_ops(dbs, wtxn, b, &vector_defs, scratch, vector_changes)?;
     }
     let event_count = b.events.len() as u32;
     let first_event_id = if event_count > 0 { first } else { 0 };

@@ -84,6 +84,7 @@ impl Engine {
             }
         }
         let store = Arc::new(Store::open(&key, options)?);
+        store.vectors.load(&store, &key)?;
         let (sender, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             sinks: RwLock::new(Vec::new()),
@@ -107,6 +108,21 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Checks a batch's vector writes against the collections (caught up with
+    /// other processes first), before it is queued.
+    pub fn precheck(&self, batch: &TxBatch) -> Result<()> {
+        if batch.vectors.is_empty() {
+            return Ok(());
+        }
+        self.store.vectors.refresh(&self.store)?;
+        self.store.vectors.precheck(batch)
+    }
+
+    /// The vector collections of this database.
+    pub fn vectors(&self) -> &crate::vector::Registry {
+        &self.store.vectors
+    }
+
     /// The store, for reads.
     pub fn store(&self) -> &Store {
         &self.store
@@ -125,7 +141,10 @@ impl Engine {
     }
 
     /// Queues a transaction; its outcome goes to sink `sink` tagged with `token`.
+    /// Vector writes are checked against the collections first (see
+    /// [`crate::vector::Registry::precheck`]); a bad one is refused here, before queueing.
     pub fn submit(&self, batch: TxBatch, sink: u64, token: u64) -> Result<()> {
+        self.precheck(&batch)?;
         self.send(Msg::Commit(Request {
             batch,
             reply: Reply::Sink { sink, token },
@@ -134,6 +153,7 @@ impl Engine {
 
     /// Queues several transactions at once (they are applied in this order, in
     /// one group unless the group limits are reached). `(batch, token)` pairs.
+    /// Callers check vector writes first with [`crate::vector::Registry::precheck`].
     pub fn submit_many(&self, batches: Vec<(TxBatch, u64)>, sink: u64) -> Result<()> {
         let requests = batches
             .into_iter()
@@ -147,6 +167,7 @@ impl Engine {
 
     /// Commits a transaction and waits for its outcome (blocks the calling thread).
     pub fn commit_blocking(&self, batch: TxBatch) -> Result<CommitInfo> {
+        self.precheck(&batch)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Msg::Commit(Request {
             batch,

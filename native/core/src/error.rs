@@ -36,6 +36,8 @@ pub enum Code {
     SqlSyntax,
     /// A projection handler (TypeScript or declarative) failed on an event.
     Handler,
+    /// A vector's dimension differs from its collection's.
+    VectorDimension,
 }
 
 impl Code {
@@ -57,6 +59,7 @@ impl Code {
             Code::SqlBusy => "ERR_SQL_BUSY",
             Code::SqlSyntax => "ERR_SQL_SYNTAX",
             Code::Handler => "ERR_HANDLER",
+            Code::VectorDimension => "ERR_VECTOR_DIMENSION",
         }
     }
 }

@@ -9,10 +9,11 @@ pub mod error;
 pub mod projection;
 pub mod store;
 pub mod txn;
+pub mod vector;
 
 pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};
 pub use engine::{CachedReader, Engine};
 pub use error::{Code, Error, Result};
 pub use store::{Durability, EventQuery, StateEntry, Store, StoreOptions};
-pub use txn::{TxBatch, TxBuilder};
+pub use txn::{TxBatch, TxBuilder, VectorOp};

@@ -67,6 +67,10 @@ pub(crate) struct Dbs {
     pub event_types: Database<Bytes, Bytes>,
     pub idem: Database<Bytes, Bytes>,
     pub idem_by_time: Database<Bytes, Bytes>,
+    /// Vector collection definitions, keyed by name.
+    pub vector_collections: Database<Bytes, Bytes>,
+    /// Vector documents, keyed by `[collection id u32 BE][document id]`.
+    pub vectors: Database<Bytes, Bytes>,
 }
 
 /// An open canonical store.
@@ -77,6 +81,8 @@ pub struct Store {
     /// map resize: LMDB may only remap while no pointer into the old map is in use.
     pub(crate) map_guard: RwLock<()>,
     pub(crate) options: StoreOptions,
+    /// The vector collections and their in-memory indexes.
+    pub(crate) vectors: crate::vector::Registry,
 }
 
 /// A state entry as read: the version (commit seq of its last write) and the encoded value.
@@ -153,6 +159,8 @@ impl Store {
             event_types: env.create_database(&mut wtxn, Some("event_types"))?,
             idem: env.create_database(&mut wtxn, Some("idempotency"))?,
             idem_by_time: env.create_database(&mut wtxn, Some("idempotency_by_time"))?,
+            vector_collections: env.create_database(&mut wtxn, Some("vector_collections"))?,
+            vectors: env.create_database(&mut wtxn, Some("vectors"))?,
         };
         match dbs.meta.get(&wtxn, META_FORMAT)? {
             None => {
@@ -186,7 +194,51 @@ impl Store {
             dbs,
             map_guard: RwLock::new(()),
             options,
+            vectors: crate::vector::Registry::new(),
         })
+    }
+
+    /// The vector collections.
+    pub fn vectors(&self) -> &crate::vector::Registry {
+        &self.vectors
+    }
+
+    /// Runs `f` in a write transaction of its own and commits it, growing the map
+    /// and retrying when it is full. For rare administrative writes (creating or
+    /// dropping a collection); LMDB serialises it with the commit writer.
+    pub(crate) fn write_with_growth<T>(
+        &self,
+        mut f: impl FnMut(&Dbs, &mut RwTxn) -> Result<T>,
+    ) -> Result<T> {
+        for _ in 0..32 {
+            let r = {
+                let _g = self.map_guard.read();
+                let mut wtxn = self.env.write_txn()?;
+                match f(&self.dbs, &mut wtxn) {
+                    Ok(v) => {
+                        let id = wtxn.id() as u64;
+                        self.vectors.commit_begin();
+                        let r = wtxn.commit();
+                        if r.is_ok() {
+                            self.vectors.note_admin_txn(id);
+                        }
+                        self.vectors.commit_end();
+                        r.map(|_| v).map_err(Error::from)
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match r {
+                Err(e) if e.code == Code::MapFull => {
+                    self.grow_map(1 << 20)?;
+                }
+                other => return other,
+            }
+        }
+        Err(Error::new(
+            Code::MapFull,
+            "the LMDB map could not grow enough; free disk space or raise mapSize",
+        ))
     }
 
     /// Takes the shared map guard; hold it while using any read transaction.

@@ -4,12 +4,20 @@
 //!
 //! Wire format (little-endian):
 //! ```text
-//! [wire version u8 = 1]
+//! [wire version u8 = 2]
 //! [n_reads u32]  { [key_len u16][key][version_seen u64] }      version 0 = key was absent
 //! [n_writes u32] { [op u8: 1 put, 2 delete][key_len u16][key] (put: [value_len u32][value]) }
 //! [n_events u32] { [kind u8: 1 json, 2 bytes][type_len u16][type][payload_len u32][payload] }
+//! [n_vector_ops u32] { vector op }
 //! [idempotency_len u16][idempotency key]
+//!
+//! vector op:
+//!   1 upsert: [coll_len u16][coll][id_len u16][id][dim u32][f32 × dim][meta_len u32][meta json]
+//!   2 delete: [coll_len u16][coll][id_len u16][id]
+//!   3 bulk upsert: [coll_len u16][coll][n u32][dim u32][f32 × n·dim]
+//!                  { [id_len u16][id] } × n  { [meta_len u32][meta json] } × n
 //! ```
+//! An empty metadata field means the document has none.
 
 use std::ops::Range;
 
@@ -17,7 +25,7 @@ use crate::codec::{self, PayloadKind, Reader, Value, MAX_IDEMPOTENCY_KEY_BYTES};
 use crate::error::{Error, Result};
 
 /// Wire format version of [`TxBatch`].
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// A state write.
 #[derive(Debug, Clone)]
@@ -39,6 +47,37 @@ pub struct EventOp {
     pub payload: Range<usize>,
 }
 
+/// A vector document write. Ranges index into the batch; `vector` holds `dim`
+/// little-endian f32 values, all finite; `metadata` is JSON text or empty.
+#[derive(Debug, Clone)]
+pub enum VectorOp {
+    Upsert {
+        collection: Range<usize>,
+        id: Range<usize>,
+        vector: Range<usize>,
+        metadata: Range<usize>,
+    },
+    Delete {
+        collection: Range<usize>,
+        id: Range<usize>,
+    },
+}
+
+impl VectorOp {
+    /// The collection name's bytes range.
+    pub fn collection(&self) -> &Range<usize> {
+        match self {
+            VectorOp::Upsert { collection, .. } | VectorOp::Delete { collection, .. } => collection,
+        }
+    }
+    /// The document id's bytes range.
+    pub fn id(&self) -> &Range<usize> {
+        match self {
+            VectorOp::Upsert { id, .. } | VectorOp::Delete { id, .. } => id,
+        }
+    }
+}
+
 /// A validated transaction batch. Ranges index into `data`, so parsing copies nothing.
 #[derive(Debug, Clone)]
 pub struct TxBatch {
@@ -47,6 +86,8 @@ pub struct TxBatch {
     pub reads: Vec<(Range<usize>, u64)>,
     pub writes: Vec<WriteOp>,
     pub events: Vec<EventOp>,
+    /// Vector upserts and deletes, in order (a bulk upsert is expanded into one op per document).
+    pub vectors: Vec<VectorOp>,
     pub idempotency_key: Option<Range<usize>>,
 }
 
@@ -110,6 +151,7 @@ impl TxBatch {
                 payload,
             });
         }
+        let vectors = parse_vector_ops(&data, &mut r)?;
         let idem = range_of(&mut r, |r| Ok(r.u16()? as usize))?;
         if idem.len() > MAX_IDEMPOTENCY_KEY_BYTES {
             return Err(Error::invalid(format!(
@@ -124,6 +166,7 @@ impl TxBatch {
             reads,
             writes,
             events,
+            vectors,
             idempotency_key,
         })
     }
@@ -145,8 +188,101 @@ impl TxBatch {
 
     /// Whether committing this batch changes anything.
     pub fn is_write(&self) -> bool {
-        !self.writes.is_empty() || !self.events.is_empty() || self.idempotency_key.is_some()
+        !self.writes.is_empty()
+            || !self.events.is_empty()
+            || !self.vectors.is_empty()
+            || self.idempotency_key.is_some()
     }
+}
+
+fn check_collection_name(b: &[u8]) -> Result<()> {
+    let name =
+        std::str::from_utf8(b).map_err(|_| Error::invalid("collection name is not UTF-8"))?;
+    crate::vector::collection::check_name(name)
+}
+
+fn check_finite(bytes: &[u8]) -> Result<()> {
+    for (i, c) in bytes.chunks_exact(4).enumerate() {
+        if !f32::from_le_bytes(c.try_into().unwrap()).is_finite() {
+            return Err(Error::invalid(format!(
+                "vector component {i} is NaN or infinite; vectors must be finite"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_metadata(b: &[u8]) -> Result<()> {
+    if !b.is_empty() {
+        serde_json::from_slice::<serde::de::IgnoredAny>(b)
+            .map_err(|e| Error::invalid(format!("vector metadata is not valid JSON: {e}")))?;
+    }
+    Ok(())
+}
+
+fn parse_vector_ops(data: &[u8], r: &mut Reader<'_>) -> Result<Vec<VectorOp>> {
+    let n_ops = r.u32()? as usize;
+    let mut ops = Vec::with_capacity(n_ops.min(1 << 16));
+    for _ in 0..n_ops {
+        let op = r.u8()?;
+        let collection = range_of(r, |r| Ok(r.u16()? as usize))?;
+        check_collection_name(&data[collection.clone()])?;
+        match op {
+            1 | 2 => {
+                let id = range_of(r, |r| Ok(r.u16()? as usize))?;
+                crate::vector::collection::check_doc_id(&data[id.clone()])?;
+                if op == 2 {
+                    ops.push(VectorOp::Delete { collection, id });
+                    continue;
+                }
+                let dim = r.u32()? as usize;
+                let vector = range_of(r, |_| {
+                    dim.checked_mul(4)
+                        .ok_or_else(|| Error::invalid("vector dimension overflows"))
+                })?;
+                check_finite(&data[vector.clone()])?;
+                let metadata = range_of(r, |r| Ok(r.u32()? as usize))?;
+                check_metadata(&data[metadata.clone()])?;
+                ops.push(VectorOp::Upsert {
+                    collection,
+                    id,
+                    vector,
+                    metadata,
+                });
+            }
+            3 => {
+                let n = r.u32()? as usize;
+                let dim = r.u32()? as usize;
+                let all = range_of(r, |_| {
+                    n.checked_mul(dim)
+                        .and_then(|x| x.checked_mul(4))
+                        .ok_or_else(|| Error::invalid("bulk vector size overflows"))
+                })?;
+                check_finite(&data[all.clone()])?;
+                let first = ops.len();
+                for i in 0..n {
+                    let id = range_of(r, |r| Ok(r.u16()? as usize))?;
+                    crate::vector::collection::check_doc_id(&data[id.clone()])?;
+                    let start = all.start + i * dim * 4;
+                    ops.push(VectorOp::Upsert {
+                        collection: collection.clone(),
+                        id,
+                        vector: start..start + dim * 4,
+                        metadata: 0..0,
+                    });
+                }
+                for op in &mut ops[first..] {
+                    let m = range_of(r, |r| Ok(r.u32()? as usize))?;
+                    check_metadata(&data[m.clone()])?;
+                    if let VectorOp::Upsert { metadata, .. } = op {
+                        *metadata = m;
+                    }
+                }
+            }
+            other => return Err(Error::invalid(format!("unknown vector op {other}"))),
+        }
+    }
+    Ok(ops)
 }
 
 fn range_of(
@@ -165,8 +301,12 @@ pub struct TxBuilder {
     reads: Vec<(Vec<u8>, u64)>,
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     events: Vec<(PayloadKind, String, Vec<u8>)>,
+    vectors: Vec<BuilderVectorOp>,
     idempotency_key: Option<String>,
 }
+
+/// `(collection, id, upsert: (vector, metadata JSON))`; no upsert means delete.
+type BuilderVectorOp = (String, String, Option<(Vec<f32>, String)>);
 
 impl TxBuilder {
     pub fn new() -> Self {
@@ -191,6 +331,21 @@ impl TxBuilder {
             event_type.to_owned(),
             json.as_bytes().to_vec(),
         ));
+        self
+    }
+    /// Upserts a vector document (`metadata` is JSON text, empty for none).
+    pub fn vector_upsert(mut self, collection: &str, id: &str, v: &[f32], metadata: &str) -> Self {
+        self.vectors.push((
+            collection.to_owned(),
+            id.to_owned(),
+            Some((v.to_vec(), metadata.to_owned())),
+        ));
+        self
+    }
+    /// Deletes a vector document.
+    pub fn vector_delete(mut self, collection: &str, id: &str) -> Self {
+        self.vectors
+            .push((collection.to_owned(), id.to_owned(), None));
         self
     }
     pub fn idempotency_key(mut self, key: &str) -> Self {
@@ -223,6 +378,22 @@ impl TxBuilder {
             out.extend_from_slice(t.as_bytes());
             out.extend_from_slice(&(p.len() as u32).to_le_bytes());
             out.extend_from_slice(p);
+        }
+        out.extend_from_slice(&(self.vectors.len() as u32).to_le_bytes());
+        for (c, id, up) in &self.vectors {
+            out.push(if up.is_some() { 1 } else { 2 });
+            out.extend_from_slice(&(c.len() as u16).to_le_bytes());
+            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+            out.extend_from_slice(id.as_bytes());
+            if let Some((v, m)) = up {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                for x in v {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+                out.extend_from_slice(m.as_bytes());
+            }
         }
         let idem = self.idempotency_key.as_deref().unwrap_or("");
         out.extend_from_slice(&(idem.len() as u16).to_le_bytes());
@@ -294,7 +465,7 @@ mod tests {
             2,
             3,
         ];
-        raw.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        raw.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(TxBatch::parse(raw).unwrap_err().code, crate::Code::Type);
     }
 }

@@ -214,7 +214,7 @@ struct Raw {
 
 impl Raw {
     fn encode(&self) -> Vec<u8> {
-        self.encode_version(1)
+        self.encode_version(athanor_core::txn::WIRE_VERSION)
     }
     fn encode_version(&self, version: u8) -> Vec<u8> {
         let mut out = vec![version];
@@ -242,6 +242,8 @@ impl Raw {
             out.extend_from_slice(&(p.len() as u32).to_le_bytes());
             out.extend_from_slice(p);
         }
+        // No vector ops.
+        out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&(self.idem.len() as u16).to_le_bytes());
         out.extend_from_slice(&self.idem);
         out
@@ -1440,10 +1442,10 @@ fn bad_input_is_rejected_with_a_code_before_anything_is_written() {
             invalid,
         ),
         (
-            "wire version 2",
+            "unknown wire version",
             Raw::default()
                 .put(b"k", Value::I64(1).encode())
-                .encode_version(2),
+                .encode_version(99),
             invalid,
         ),
         ("empty batch", vec![], invalid),

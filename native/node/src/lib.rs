@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 mod fast;
 mod projection;
+mod vector;
 use fast::{ReadCtx, Scratch};
 
 use athanor_core::{
@@ -211,7 +212,10 @@ impl NativeDb {
                 .get(off + 8..off + 8 + len)
                 .ok_or_else(|| err(athanor_core::Error::invalid("truncated commit_many batch")))?;
             off += 8 + len;
-            match TxBatch::parse(body.to_vec()) {
+            match TxBatch::parse(body.to_vec()).and_then(|b| {
+                engine.precheck(&b)?;
+                Ok(b)
+            }) {
                 Ok(b) => ok.push((b, token as u64)),
                 Err(e) => errors.push(format!("{token} {}: {}", e.code.as_str(), e.message)),
             }

@@ -1,0 +1,175 @@
+//! HNSW dumps under `<dir>/index/<collection>/`: the graph as hnsw_rs writes it
+//! plus a manifest (format, collection id and parameters, the commit seq the
+//! index reflected, the slot of every live document, file lengths and hashes).
+//! A dump is written to a temporary folder and renamed into place, and loaded
+//! only when its manifest matches the collection and its files hash as recorded;
+//! otherwise the index is rebuilt from the stored documents. Dumps are derived
+//! data: deleting them is always safe.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hnsw_rs::api::AnnT;
+use hnsw_rs::hnswio::HnswIo;
+use serde_json::{json, Value as Json};
+
+use super::collection::CollectionDef;
+use super::distance::MetricDistance;
+use super::index::{Graph, LoadedGraph};
+use crate::error::{Error, Result};
+
+/// Format version of a dump's manifest.
+pub const DUMP_FORMAT: u64 = 1;
+const BASENAME: &str = "graph";
+const MANIFEST: &str = "manifest.json";
+
+/// What a loaded dump gives: the graph, each dumped live document's slot, and
+/// whether the dump reflects exactly the store's current commit.
+pub(crate) struct Loaded {
+    pub graph: Graph,
+    pub slots: HashMap<String, u32>,
+    pub current: bool,
+}
+
+/// The folder of a collection's dump.
+pub(crate) fn folder(index_dir: &Path, name: &str) -> PathBuf {
+    index_dir.join(name)
+}
+
+/// 64-bit FNV-1a over 8-byte words (plus the tail): a cheap integrity check
+/// against torn or foreign files, not a cryptographic one.
+fn hash_file(path: &Path) -> Result<(u64, u64)> {
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        let (words, tail) = buf[..n].split_at(n / 8 * 8);
+        for w in words.chunks_exact(8) {
+            h = (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(0x100000001b3);
+        }
+        for b in tail {
+            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    Ok((len, h))
+}
+
+fn params_json(def: &CollectionDef) -> Json {
+    let p = &def.params;
+    json!({
+        "id": def.id,
+        "dimension": p.dimension,
+        "metric": p.metric.as_str(),
+        "m": p.m,
+        "efConstruction": p.ef_construction,
+    })
+}
+
+/// Writes a dump of `graph` whose live documents are `slots`, reflecting commit `seq`.
+pub(crate) fn write(
+    index_dir: &Path,
+    def: &CollectionDef,
+    graph: &Graph,
+    slots: &[(u32, Arc<str>)],
+    seq: u64,
+) -> Result<()> {
+    fs::create_dir_all(index_dir)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tmp = index_dir.join(format!(".tmp-{}-{}-{stamp}", def.id, std::process::id()));
+    let r = (|| -> Result<()> {
+        fs::create_dir_all(&tmp)?;
+        let written = catch_unwind(AssertUnwindSafe(|| {
+            graph.with(|g| g.file_dump(&tmp, BASENAME))
+        }))
+        .map_err(|_| Error::new(crate::Code::Io, "the graph dump panicked"))?
+        .map_err(|e| Error::new(crate::Code::Io, format!("graph dump failed: {e}")))?;
+        if written != BASENAME {
+            return Err(Error::new(
+                crate::Code::Io,
+                "graph dump chose another file name",
+            ));
+        }
+        let (graph_len, graph_hash) = hash_file(&tmp.join(format!("{BASENAME}.hnsw.graph")))?;
+        let (data_len, data_hash) = hash_file(&tmp.join(format!("{BASENAME}.hnsw.data")))?;
+        let manifest = json!({
+            "format": DUMP_FORMAT,
+            "collection": params_json(def),
+            "seq": seq,
+            "graph": [graph_len, format!("{graph_hash:016x}")],
+            "data": [data_len, format!("{data_hash:016x}")],
+            "slots": slots.iter().map(|(s, id)| json!([s, &**id])).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_vec(&manifest)
+            .map_err(|e| Error::new(crate::Code::Io, format!("manifest: {e}")))?;
+        fs::write(tmp.join(MANIFEST), text)?;
+        let target = folder(index_dir, &def.name);
+        if target.exists() {
+            let old = index_dir.join(format!(".old-{}-{stamp}", def.id));
+            fs::rename(&target, &old)?;
+            fs::rename(&tmp, &target)?;
+            let _ = fs::remove_dir_all(&old);
+        } else {
+            fs::rename(&tmp, &target)?;
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    r
+}
+
+/// Loads the dump of `def` if there is a valid one; `seq` is the store's commit seq now.
+pub(crate) fn load(index_dir: &Path, def: &CollectionDef, seq: u64) -> Option<Loaded> {
+    let dir = folder(index_dir, &def.name);
+    let text = fs::read(dir.join(MANIFEST)).ok()?;
+    let m: Json = serde_json::from_slice(&text).ok()?;
+    if m["format"].as_u64() != Some(DUMP_FORMAT) || m["collection"] != params_json(def) {
+        return None;
+    }
+    for (key, file) in [("graph", "hnsw.graph"), ("data", "hnsw.data")] {
+        let (len, hash) = hash_file(&dir.join(format!("{BASENAME}.{file}"))).ok()?;
+        if m[key][0].as_u64() != Some(len) || m[key][1].as_str() != Some(&format!("{hash:016x}")) {
+            return None;
+        }
+    }
+    let mut slots = HashMap::new();
+    for e in m["slots"].as_array()? {
+        slots.insert(
+            e[1].as_str()?.to_owned(),
+            u32::try_from(e[0].as_u64()?).ok()?,
+        );
+    }
+    let dist = MetricDistance(def.params.metric);
+    let graph = catch_unwind(AssertUnwindSafe(|| {
+        LoadedGraph::try_new(Box::new(HnswIo::new(&dir, BASENAME)), |io| {
+            io.load_hnsw_with_dist::<f32, MetricDistance>(dist)
+        })
+        .ok()
+    }))
+    .ok()
+    .flatten()?;
+    Some(Loaded {
+        graph: Graph::Loaded(graph),
+        slots,
+        current: m["seq"].as_u64() == Some(seq),
+    })
+}
+
+/// Removes a collection's dump (after a drop).
+pub(crate) fn remove(index_dir: &Path, name: &str) {
+    let _ = fs::remove_dir_all(folder(index_dir, name));
+}

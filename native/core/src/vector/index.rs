@@ -1,0 +1,865 @@
+//! One collection's in-memory state: the HNSW graph (hnsw_rs) derived from the
+//! stored documents, the live id map, tombstones, and the pending list of
+//! committed documents the indexer has not put in the graph yet.
+//!
+//! The writer records each committed change here before it acknowledges the
+//! commit; the indexer thread moves pending documents into the graph. A search
+//! is the graph's answer plus an exact scan of pending, minus tombstones, so it
+//! sees every acknowledged commit and never returns a deleted document.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hnsw_rs::hnsw::Hnsw;
+use parking_lot::{Condvar, Mutex, RwLock};
+use rayon::prelude::*;
+use serde_json::Value as Json;
+
+use super::collection::{CollectionDef, Metric};
+use super::distance::{normalize, MetricDistance};
+use super::filter::Filter;
+use super::frozen::Frozen;
+use crate::error::{Code, Error, Result};
+
+/// Collections with at most this many live documents are always searched exactly.
+pub const EXACT_THRESHOLD: usize = 1000;
+/// A rebuild starts when tombstones are at least this fraction of the graph...
+const REBUILD_RATIO: f64 = 0.2;
+/// ...and at least this many.
+const REBUILD_MIN_TOMBSTONES: usize = 32;
+/// Pending documents the indexer takes per round (parallel insert below that).
+const INDEX_BATCH: usize = 65_536;
+/// Below this many, a round inserts on the indexer thread alone.
+const PARALLEL_MIN: usize = 256;
+/// A filter estimated to match less than this fraction of documents is searched exactly.
+const SELECTIVE: f64 = 0.05;
+
+/// A graph built in this process.
+pub(crate) type BuiltGraph = Hnsw<'static, f32, MetricDistance>;
+/// hnsw_rs's graph type for any lifetime of borrowed point data.
+pub(crate) type HnswOf<'a> = Hnsw<'a, f32, MetricDistance>;
+
+self_cell::self_cell!(
+    /// A graph loaded from a dump: hnsw_rs ties the loaded graph's lifetime to its
+    /// loader, so both are owned here together.
+    pub(crate) struct LoadedGraph {
+        owner: Box<hnsw_rs::hnswio::HnswIo>,
+        #[not_covariant]
+        dependent: HnswOf,
+    }
+);
+
+/// The current graph: built here, or loaded from a dump.
+pub(crate) enum Graph {
+    Built(BuiltGraph),
+    Loaded(LoadedGraph),
+}
+
+impl Graph {
+    /// Runs `f` on the hnsw_rs graph.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&HnswOf<'_>) -> R) -> R {
+        match self {
+            Graph::Built(g) => f(g),
+            Graph::Loaded(l) => l.with_dependent(|_, g| f(g)),
+        }
+    }
+}
+
+/// A committed change to one document, as the writer hands it over.
+pub struct Change {
+    pub id: Arc<str>,
+    /// Hash of the stored record (see [`super::docs::record_hash`]); 0 for a delete.
+    pub hash: u64,
+    /// The new vector (unit-normalised for cosine) and metadata; `None` deletes.
+    pub upsert: Option<(Vec<f32>, Option<Json>)>,
+}
+
+struct Slot {
+    /// The document id while this slot is its live version; `None` once deleted or replaced.
+    id: Option<Arc<str>>,
+    meta: Option<Arc<Json>>,
+    in_graph: bool,
+    /// Hash of the stored record this slot was made from.
+    hash: u64,
+}
+
+#[derive(Default)]
+struct Live {
+    ids: HashMap<Arc<str>, u32>,
+    slots: Vec<Slot>,
+    pending: VecDeque<(u32, Arc<[f32]>)>,
+    /// Dead slots still in the graph.
+    tombstones: usize,
+    /// Slots (live or dead) in the graph.
+    in_graph: usize,
+}
+
+impl Live {
+    fn is_live(&self, slot: u32) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|s| s.id.is_some())
+    }
+
+    fn kill(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        s.id = None;
+        s.meta = None;
+        if s.in_graph {
+            self.tombstones += 1;
+        }
+    }
+
+    fn allows(&self, slot: u32, filter: Option<&Filter>) -> bool {
+        match self.slots.get(slot as usize) {
+            Some(s) if s.id.is_some() => filter.is_none_or(|f| f.matches(s.meta.as_deref())),
+            _ => false,
+        }
+    }
+}
+
+/// A stored document as loaded: id, vector in graph space (empty when the dump
+/// holds it), metadata, record hash.
+pub(crate) type LoadedDoc = (Arc<str>, Vec<f32>, Option<Json>, u64);
+
+/// What a dump captures: the graph, `(slot, id)` of every live document, the commit seq.
+pub(crate) type DumpState = (Arc<Graph>, Vec<(u32, Arc<str>)>, u64);
+
+/// A search result.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub id: Arc<str>,
+    /// Higher is better: cosine similarity, dot product, or negative Euclidean distance.
+    pub score: f32,
+    pub metadata: Option<Arc<Json>>,
+}
+
+/// How to search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    pub k: usize,
+    /// Candidate list size; `None` uses the collection's default.
+    pub ef: Option<usize>,
+    /// Brute force over every live document.
+    pub exact: bool,
+    pub filter: Option<Filter>,
+}
+
+/// Counters of one collection's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Live documents.
+    pub count: usize,
+    /// Committed documents not yet in the graph (searched exactly meanwhile).
+    pub pending: usize,
+    /// Deleted or replaced documents still in the graph (filtered out of results).
+    pub tombstones: usize,
+    /// Points in the graph, live or not.
+    pub graph_points: usize,
+    /// Rebuilds done since open.
+    pub rebuilds: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Cand {
+    dist: f32,
+    slot: u32,
+}
+impl PartialEq for Cand {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.dist.total_cmp(&o.dist).then(self.slot.cmp(&o.slot))
+    }
+}
+
+/// Keeps the k smallest candidates.
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Cand>,
+}
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+    #[inline]
+    fn worst(&self) -> f32 {
+        if self.heap.len() < self.k {
+            f32::INFINITY
+        } else {
+            self.heap.peek().map_or(f32::INFINITY, |c| c.dist)
+        }
+    }
+    #[inline]
+    fn push(&mut self, c: Cand) {
+        if self.k == 0 {
+            return;
+        }
+        if self.heap.len() < self.k {
+            self.heap.push(c);
+        } else if c < *self.heap.peek().unwrap() {
+            self.heap.pop();
+            self.heap.push(c);
+        }
+    }
+    fn into_sorted(self) -> Vec<Cand> {
+        self.heap.into_sorted_vec()
+    }
+}
+
+/// One collection's index.
+pub struct CollectionIndex {
+    /// The stored definition.
+    pub def: CollectionDef,
+    dist: MetricDistance,
+    live: RwLock<Live>,
+    graph: RwLock<Arc<Graph>>,
+    /// Fast-walk snapshot of `graph`, when one was taken since its last change.
+    frozen: RwLock<Option<Arc<Frozen>>>,
+    /// `(graph address, points)` of the last snapshot attempt, so a graph is frozen once.
+    frozen_attempt: Mutex<(usize, usize)>,
+    idle: (Mutex<()>, Condvar),
+    rebuilds: AtomicU64,
+    rebuild_requested: AtomicBool,
+    rebuilding: AtomicBool,
+    /// Changed since it was loaded or last dumped.
+    dirty: AtomicBool,
+    pub(crate) dropped: AtomicBool,
+}
+
+impl std::fmt::Debug for CollectionIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectionIndex")
+            .field("def", &self.def)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl CollectionIndex {
+    pub(crate) fn new(def: CollectionDef) -> Self {
+        let dist = MetricDistance(def.params.metric);
+        let graph = Arc::new(Graph::Built(new_graph(&def, 1024)));
+        CollectionIndex {
+            def,
+            dist,
+            live: RwLock::new(Live::default()),
+            graph: RwLock::new(graph),
+            frozen: RwLock::new(None),
+            frozen_attempt: Mutex::new((0, 0)),
+            idle: (Mutex::new(()), Condvar::new()),
+            rebuilds: AtomicU64::new(0),
+            rebuild_requested: AtomicBool::new(false),
+            rebuilding: AtomicBool::new(false),
+            dirty: AtomicBool::new(true),
+            dropped: AtomicBool::new(false),
+        }
+    }
+
+    /// Records committed changes (called by the writer after the LMDB commit, before acknowledging).
+    pub(crate) fn apply(&self, changes: Vec<Change>) {
+        self.dirty.store(true, AtomicOrdering::Release);
+        let mut live = self.live.write();
+        for c in changes {
+            if let Some(old) = live.ids.remove(&c.id) {
+                live.kill(old);
+            }
+            if let Some((v, meta)) = c.upsert {
+                let slot = live.slots.len() as u32;
+                live.slots.push(Slot {
+                    id: Some(c.id.clone()),
+                    meta: meta.map(Arc::new),
+                    in_graph: false,
+                    hash: c.hash,
+                });
+                live.ids.insert(c.id, slot);
+                live.pending.push_back((slot, v.into()));
+            }
+        }
+    }
+
+    /// What a dump needs, if the index is worth dumping now (changed since the
+    /// last dump, everything indexed): the graph and the live documents' slots.
+    /// `seq` is read under the same lock, so it never runs ahead of the captured state.
+    pub(crate) fn dump_state(&self, seq: impl FnOnce() -> u64) -> Option<DumpState> {
+        if !self.dirty.load(AtomicOrdering::Acquire) {
+            return None;
+        }
+        let live = self.live.read();
+        if !live.pending.is_empty() || live.in_graph == 0 {
+            return None;
+        }
+        let slots = live.ids.iter().map(|(id, s)| (*s, id.clone())).collect();
+        let seq = seq();
+        self.dirty.store(false, AtomicOrdering::Release);
+        Some((self.graph.read().clone(), slots, seq))
+    }
+
+    /// Installs a graph loaded from a dump and reconciles it with the stored
+    /// documents `docs` (`(id, vector in graph space, metadata)`): a document
+    /// keeps its dumped slot when the dump is `current` or the graph holds the
+    /// same vector for it; any other document goes to pending; graph points no
+    /// document claims become tombstones. Returns false, installing nothing,
+    /// when a document that needs indexing came without its vector.
+    pub(crate) fn install_loaded(
+        &self,
+        graph: Graph,
+        dumped: &HashMap<String, u32>,
+        current: bool,
+        docs: Vec<LoadedDoc>,
+    ) -> bool {
+        let mut claim: HashMap<u32, usize> = HashMap::with_capacity(docs.len());
+        for (i, (id, _, _, _)) in docs.iter().enumerate() {
+            if let Some(&s) = dumped.get(&**id) {
+                claim.insert(s, i);
+            }
+        }
+        let mut in_graph: Vec<u32> = Vec::new();
+        let mut mismatched = Vec::new();
+        for_each_point(&graph, |s, v| {
+            in_graph.push(s);
+            if !current {
+                if let Some(&i) = claim.get(&s) {
+                    if docs[i].1.as_slice() != v {
+                        mismatched.push(s);
+                    }
+                }
+            }
+        });
+        for s in mismatched {
+            claim.remove(&s);
+        }
+        let in_graph_set: std::collections::HashSet<u32> = in_graph.iter().copied().collect();
+        claim.retain(|s, _| in_graph_set.contains(s));
+        let top = in_graph.iter().copied().max().map_or(0, |m| m as usize + 1);
+        let mut live = Live {
+            slots: (0..top)
+                .map(|_| Slot {
+                    id: None,
+                    meta: None,
+                    in_graph: false,
+                    hash: 0,
+                })
+                .collect(),
+            ..Live::default()
+        };
+        for s in &in_graph {
+            live.slots[*s as usize].in_graph = true;
+        }
+        live.in_graph = in_graph.len();
+        let mut slot_of_doc: Vec<Option<u32>> = vec![None; docs.len()];
+        for (s, i) in &claim {
+            slot_of_doc[*i] = Some(*s);
+        }
+        // A document left out of the graph must be indexed from its vector; the
+        // caller skipped reading vectors the dump claimed to hold.
+        if docs
+            .iter()
+            .zip(&slot_of_doc)
+            .any(|((_, v, _, _), s)| s.is_none() && v.len() != self.def.params.dimension as usize)
+        {
+            return false;
+        }
+        for ((id, v, meta, hash), claimed) in docs.into_iter().zip(slot_of_doc) {
+            let meta = meta.map(Arc::new);
+            match claimed {
+                Some(s) => {
+                    let slot = &mut live.slots[s as usize];
+                    slot.id = Some(id.clone());
+                    slot.meta = meta;
+                    slot.hash = hash;
+                    live.ids.insert(id, s);
+                }
+                None => {
+                    let s = live.slots.len() as u32;
+                    live.slots.push(Slot {
+                        id: Some(id.clone()),
+                        meta,
+                        in_graph: false,
+                        hash,
+                    });
+                    live.ids.insert(id, s);
+                    live.pending.push_back((s, v.into()));
+                }
+            }
+        }
+        live.tombstones = live.in_graph - claim.len();
+        let changed = !live.pending.is_empty() || live.tombstones > 0;
+        *self.live.write() = live;
+        *self.graph.write() = Arc::new(graph);
+        self.dirty.store(changed, AtomicOrdering::Release);
+        true
+    }
+
+    /// Whether the indexer has work here (pending documents or a rebuild due).
+    pub(crate) fn needs_work(&self) -> bool {
+        let live = self.live.read();
+        !live.pending.is_empty() || self.rebuild_due(&live) || self.freeze_due()
+    }
+
+    /// Whether the graph changed since the last fast-walk snapshot was attempted.
+    fn freeze_due(&self) -> bool {
+        let graph = self.graph.read().clone();
+        let now = (
+            Arc::as_ptr(&graph) as usize,
+            graph.with(|g| g.get_nb_point()),
+        );
+        now.1 > 0 && *self.frozen_attempt.lock() != now
+    }
+
+    fn rebuild_due(&self, live: &Live) -> bool {
+        self.rebuild_requested.load(AtomicOrdering::Acquire)
+            || (live.tombstones >= REBUILD_MIN_TOMBSTONES
+                && live.tombstones as f64 >= REBUILD_RATIO * live.in_graph as f64)
+    }
+
+    /// Indexer: moves up to one batch of pending documents into the graph, then
+    /// rebuilds if tombstones passed the threshold. Only the indexer thread calls this.
+    pub(crate) fn index_round(&self) {
+        let taken: Vec<(u32, Arc<[f32]>, bool)> = {
+            let live = self.live.read();
+            live.pending
+                .iter()
+                .take(INDEX_BATCH)
+                .map(|(s, v)| (*s, v.clone(), live.is_live(*s)))
+                .collect()
+        };
+        if !taken.is_empty() {
+            let graph = self.graph.read().clone();
+            graph.with(|g| {
+                let insert = |(s, v, ok): &(u32, Arc<[f32]>, bool)| {
+                    if *ok {
+                        g.insert_slice((v, *s as usize));
+                    }
+                };
+                if taken.len() >= PARALLEL_MIN {
+                    taken.par_iter().for_each(insert);
+                } else {
+                    taken.iter().for_each(insert);
+                }
+            });
+            let mut live = self.live.write();
+            for (s, _, inserted) in &taken {
+                live.pending.pop_front();
+                if *inserted {
+                    live.in_graph += 1;
+                    let slot = &mut live.slots[*s as usize];
+                    slot.in_graph = true;
+                    if slot.id.is_none() {
+                        live.tombstones += 1;
+                    }
+                }
+            }
+        }
+        let due = {
+            let live = self.live.read();
+            live.pending.is_empty() && self.rebuild_due(&live)
+        };
+        if due {
+            self.rebuild_now();
+        }
+        if self.live.read().pending.is_empty() && self.freeze_due() {
+            let graph = self.graph.read().clone();
+            let points = graph.with(|g| g.get_nb_point());
+            let f = Frozen::take(&graph, self.def.params.dimension as usize);
+            *self.frozen.write() = f.map(Arc::new);
+            *self.frozen_attempt.lock() = (Arc::as_ptr(&graph) as usize, points);
+        }
+        let _g = self.idle.0.lock();
+        self.idle.1.notify_all();
+    }
+
+    /// Asks the indexer for a rebuild (compaction of tombstones).
+    pub(crate) fn request_rebuild(&self) {
+        self.rebuild_requested.store(true, AtomicOrdering::Release);
+    }
+
+    /// Builds a new graph from the live documents and swaps it in. Searches keep
+    /// using the old graph meanwhile; commits keep landing in pending.
+    fn rebuild_now(&self) {
+        self.rebuilding.store(true, AtomicOrdering::Release);
+        let old = self.graph.read().clone();
+        let points: Vec<(u32, Vec<f32>)> = {
+            let live = self.live.read();
+            let mut points = Vec::with_capacity(live.in_graph);
+            for_each_point(&old, |s, v| {
+                if live.is_live(s) {
+                    points.push((s, v.to_vec()));
+                }
+            });
+            points
+        };
+        let fresh = new_graph(&self.def, points.len());
+        points
+            .par_iter()
+            .for_each(|(s, v)| fresh.insert_slice((v, *s as usize)));
+        let mut live = self.live.write();
+        *self.graph.write() = Arc::new(Graph::Built(fresh));
+        self.dirty.store(true, AtomicOrdering::Release);
+        for s in live.slots.iter_mut() {
+            s.in_graph = false;
+        }
+        let mut tombstones = 0;
+        for (s, _) in &points {
+            let slot = &mut live.slots[*s as usize];
+            slot.in_graph = true;
+            if slot.id.is_none() {
+                tombstones += 1;
+            }
+        }
+        live.in_graph = points.len();
+        live.tombstones = tombstones;
+        self.rebuilds.fetch_add(1, AtomicOrdering::Relaxed);
+        // Cleared only now, so `wait_indexed` waits for the rebuild it asked for.
+        self.rebuild_requested.store(false, AtomicOrdering::Release);
+        self.rebuilding.store(false, AtomicOrdering::Release);
+    }
+
+    /// Blocks until every document committed so far is in the graph, no rebuild
+    /// is due or running and the fast-walk snapshot is current (or `timeout` passes, or the collection is dropped).
+    /// Returns whether that state was reached.
+    pub fn wait_indexed(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.dropped.load(AtomicOrdering::Acquire) {
+                return false;
+            }
+            {
+                let live = self.live.read();
+                if live.pending.is_empty()
+                    && !self.rebuilding.load(AtomicOrdering::Acquire)
+                    && !self.rebuild_due(&live)
+                    && !self.freeze_due()
+                {
+                    return true;
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let mut g = self.idle.0.lock();
+            let step = (deadline - now).min(Duration::from_millis(20));
+            self.idle.1.wait_for(&mut g, step);
+        }
+    }
+
+    /// Whether the collection was dropped (this handle is then unusable).
+    pub fn is_dropped(&self) -> bool {
+        self.dropped.load(AtomicOrdering::Acquire)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> IndexStats {
+        let live = self.live.read();
+        IndexStats {
+            count: live.ids.len(),
+            pending: live.pending.len(),
+            tombstones: live.tombstones,
+            graph_points: live.in_graph,
+            rebuilds: self.rebuilds.load(AtomicOrdering::Relaxed),
+        }
+    }
+
+    /// Live document count.
+    pub fn count(&self) -> usize {
+        self.live.read().ids.len()
+    }
+
+    /// Whether `id` is a live document of the index.
+    pub fn contains(&self, id: &str) -> bool {
+        self.live.read().ids.contains_key(id)
+    }
+
+    /// `(id, record hash)` of every live document, unordered.
+    pub(crate) fn id_hashes(&self) -> HashMap<Arc<str>, u64> {
+        let live = self.live.read();
+        live.ids
+            .iter()
+            .map(|(id, s)| (id.clone(), live.slots[*s as usize].hash))
+            .collect()
+    }
+
+    /// Every live document id, unordered (for verification).
+    pub fn ids(&self) -> Vec<Arc<str>> {
+        self.live.read().ids.keys().cloned().collect()
+    }
+
+    /// Validates a query and puts it in the graph's space (unit length for cosine).
+    pub fn prepare_query(&self, q: &[f32]) -> Result<Vec<f32>> {
+        let dim = self.def.params.dimension as usize;
+        if q.len() != dim {
+            return Err(Error::new(
+                Code::VectorDimension,
+                format!(
+                    "query has {} dimensions; collection {:?} has {dim}",
+                    q.len(),
+                    self.def.name
+                ),
+            ));
+        }
+        if q.iter().any(|x| !x.is_finite()) {
+            return Err(Error::invalid(
+                "query vector has NaN or infinite components",
+            ));
+        }
+        let mut v = q.to_vec();
+        if self.def.params.metric == Metric::Cosine && !normalize(&mut v) {
+            return Err(Error::invalid(
+                "query vector is all zeros, which has no direction under the cosine metric",
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Top-k search, best first. `query` must come from [`Self::prepare_query`].
+    pub fn search(&self, query: &[f32], o: &SearchOptions) -> Vec<Hit> {
+        if o.k == 0 {
+            return Vec::new();
+        }
+        let filter = o.filter.as_ref().filter(|f| !f.is_empty());
+        let ef = o.ef.unwrap_or(self.def.params.ef_search as usize).max(o.k);
+        let (exact, selective) = {
+            let live = self.live.read();
+            let small = live.ids.len() <= EXACT_THRESHOLD;
+            let graph_empty = live.in_graph == 0;
+            let selective = filter.is_some_and(|f| estimate(&live, f) < SELECTIVE);
+            (o.exact || small || graph_empty, selective)
+        };
+        let cands = if exact || selective {
+            self.exact(query, o.k, filter)
+        } else {
+            match self.graph_search(query, o.k, ef, filter) {
+                Some(c) => c,
+                None => self.exact(query, o.k, filter),
+            }
+        };
+        self.materialise(cands, o.k, filter)
+    }
+
+    fn scan_pending(&self, live: &Live, query: &[f32], top: &mut TopK, filter: Option<&Filter>) {
+        for (s, v) in &live.pending {
+            if live.allows(*s, filter) {
+                let d = self.dist.distance(query, v);
+                if d < top.worst() {
+                    top.push(Cand { dist: d, slot: *s });
+                }
+            }
+        }
+    }
+
+    /// Brute force over the graph's points and pending.
+    fn exact(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Vec<Cand> {
+        let graph = self.graph.read().clone();
+        let live = self.live.read();
+        let mut top = TopK::new(k);
+        self.scan_pending(&live, query, &mut top, filter);
+        for_each_point(&graph, |s, v| {
+            // A point whose slot is not marked in_graph is still in pending (scanned above).
+            if live.slots.get(s as usize).is_some_and(|x| x.in_graph) && live.allows(s, filter) {
+                let d = self.dist.distance(query, v);
+                if d < top.worst() {
+                    top.push(Cand { dist: d, slot: s });
+                }
+            }
+        });
+        top.into_sorted()
+    }
+
+    /// HNSW walk plus pending. `None` when the graph could not supply k live matches
+    /// (the caller falls back to exact search).
+    fn graph_search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: Option<&Filter>,
+    ) -> Option<Vec<Cand>> {
+        let graph = self.graph.read().clone();
+        // Pending first: anything acknowledged before this search is either in
+        // pending now or already in the graph.
+        let (top, in_graph_live, tomb_ratio) = {
+            let live = self.live.read();
+            let mut top = TopK::new(k);
+            self.scan_pending(&live, query, &mut top, filter);
+            let in_graph_live = live.in_graph - live.tombstones;
+            let ratio = if live.in_graph == 0 {
+                0.0
+            } else {
+                live.tombstones as f64 / live.in_graph as f64
+            };
+            (top, in_graph_live, ratio)
+        };
+        if let Some(f) = filter {
+            let live = self.live.read();
+            let frozen = self
+                .frozen
+                .read()
+                .clone()
+                .filter(|fz| fz.is_current(&graph));
+            let found: Vec<(f32, u32)> = match &frozen {
+                Some(fz) => {
+                    let allow = |s: u32| live.allows(s, Some(f));
+                    let mut r = fz.search_filtered(&self.dist, query, ef, Some(&allow));
+                    r.truncate(k);
+                    r
+                }
+                None => {
+                    let allow = |id: &usize| live.allows(*id as u32, Some(f));
+                    graph.with(|g| {
+                        g.search_filter(query, k, ef, Some(&allow))
+                            .into_iter()
+                            .map(|nb| (nb.distance, nb.d_id as u32))
+                            .collect()
+                    })
+                }
+            };
+            let mut got: Vec<Cand> = top.heap.iter().copied().collect();
+            let mut n = 0;
+            for (d, s) in found {
+                if live.allows(s, Some(f)) {
+                    n += 1;
+                    got.push(Cand { dist: d, slot: s });
+                }
+            }
+            return (n >= k.min(in_graph_live)).then(|| merge(got, k));
+        }
+        // Ask for enough extra neighbours that the tombstones among them still leave k.
+        let mut want = ((k as f64 / (1.0 - tomb_ratio.min(0.9))).ceil() as usize)
+            + if tomb_ratio > 0.0 { 8 } else { 0 };
+        loop {
+            let frozen = self.frozen.read().clone().filter(|f| f.is_current(&graph));
+            let found: Vec<(f32, u32)> = match &frozen {
+                Some(f) => {
+                    let mut r = f.search(&self.dist, query, ef.max(want));
+                    r.truncate(want);
+                    r
+                }
+                None => graph.with(|g| {
+                    g.search(query, want, ef.max(want))
+                        .into_iter()
+                        .map(|nb| (nb.distance, nb.d_id as u32))
+                        .collect()
+                }),
+            };
+            let live = self.live.read();
+            let mut got: Vec<Cand> = top.heap.iter().copied().collect();
+            let mut n = 0;
+            for &(d, s) in &found {
+                if live.is_live(s) {
+                    n += 1;
+                    got.push(Cand { dist: d, slot: s });
+                }
+            }
+            if n >= k.min(in_graph_live) || found.len() < want {
+                return Some(merge(got, k));
+            }
+            if want >= 4 * k + 256 {
+                return None;
+            }
+            want *= 2;
+        }
+    }
+
+    fn materialise(&self, cands: Vec<Cand>, k: usize, filter: Option<&Filter>) -> Vec<Hit> {
+        let live = self.live.read();
+        let mut seen = std::collections::HashSet::with_capacity(cands.len());
+        let mut out = Vec::with_capacity(k.min(cands.len()));
+        for c in cands {
+            if out.len() >= k {
+                break;
+            }
+            if !seen.insert(c.slot) || !live.allows(c.slot, filter) {
+                continue;
+            }
+            let s = &live.slots[c.slot as usize];
+            out.push(Hit {
+                id: s.id.clone().unwrap(),
+                score: self.dist.score(c.dist),
+                metadata: s.meta.clone(),
+            });
+        }
+        out
+    }
+}
+
+/// Best `k` of `c`, each slot once (a document being indexed can be found both
+/// in pending and in the graph).
+fn merge(mut c: Vec<Cand>, k: usize) -> Vec<Cand> {
+    c.sort_unstable();
+    c.dedup_by_key(|x| x.slot);
+    let mut seen = std::collections::HashSet::with_capacity(c.len());
+    c.retain(|x| seen.insert(x.slot));
+    c.truncate(k);
+    c
+}
+
+/// Fraction of live documents a filter matches, from a sample.
+fn estimate(live: &Live, f: &Filter) -> f64 {
+    let n = live.slots.len();
+    if n == 0 {
+        return 1.0;
+    }
+    let step = (n / 512).max(1);
+    let (mut seen, mut hit) = (0usize, 0usize);
+    let mut i = 0;
+    while i < n {
+        let s = &live.slots[i];
+        if s.id.is_some() {
+            seen += 1;
+            if f.matches(s.meta.as_deref()) {
+                hit += 1;
+            }
+        }
+        i += step;
+    }
+    if seen == 0 {
+        1.0
+    } else {
+        hit as f64 / seen as f64
+    }
+}
+
+/// Number of layers a graph has (hnsw_rs's maximum).
+pub(crate) const LAYERS: usize = 16;
+
+/// Visits every point of the graph: `(slot, vector)`. Layer by layer, because
+/// hnsw_rs's all-points iterator panics on an empty graph and takes its layer
+/// lock twice (which can deadlock against a waiting insert).
+pub(crate) fn for_each_point(graph: &Graph, mut f: impl FnMut(u32, &[f32])) {
+    graph.with(|g| {
+        let pi = g.get_point_indexation();
+        for layer in 0..LAYERS {
+            for p in pi.get_layer_iterator(layer) {
+                f(p.get_origin_id() as u32, p.get_v());
+            }
+        }
+    })
+}
+
+pub(crate) fn new_graph(def: &CollectionDef, capacity: usize) -> BuiltGraph {
+    // `m` is validated (<= 128) before a definition is stored, so hnsw_rs's
+    // `process::exit` on more than 256 links can never trigger.
+    Hnsw::new(
+        def.params.m as usize,
+        capacity.max(1024),
+        LAYERS,
+        def.params.ef_construction as usize,
+        MetricDistance(def.params.metric),
+    )
+}

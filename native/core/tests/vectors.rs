@@ -1,0 +1,457 @@
+//! Vector collections through the public engine API: real LMDB files, the real
+//! writer and indexer threads.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use athanor_core::vector::{CollectionParams, Filter, Metric, SearchOptions};
+use athanor_core::{Code, Durability, Engine, StoreOptions, TxBuilder, Value};
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+fn open(dir: &Path) -> Arc<Engine> {
+    Engine::open(
+        dir,
+        StoreOptions {
+            durability: Durability::None,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open")
+}
+
+fn params(dim: u32, metric: Metric) -> CollectionParams {
+    CollectionParams::new(dim, metric)
+}
+
+fn opts(k: usize) -> SearchOptions {
+    SearchOptions {
+        k,
+        ..SearchOptions::default()
+    }
+}
+
+fn rng(seed: u64) -> impl FnMut() -> f32 {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+#[test]
+fn collections_are_created_listed_and_dropped() {
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    let v = e.vectors();
+    let c = v
+        .create(e.store(), "docs", params(3, Metric::Cosine))
+        .unwrap();
+    assert_eq!(c.def.params.dimension, 3);
+    // Same parameters: the same collection; different ones: refused.
+    assert_eq!(
+        v.create(e.store(), "docs", params(3, Metric::Cosine))
+            .unwrap()
+            .def
+            .id,
+        c.def.id
+    );
+    let err = v
+        .create(e.store(), "docs", params(4, Metric::Cosine))
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidArgument);
+    for bad in [
+        params(0, Metric::L2),
+        CollectionParams {
+            m: 257,
+            ..params(2, Metric::L2)
+        },
+    ] {
+        assert_eq!(
+            v.create(e.store(), "bad", bad).unwrap_err().code,
+            Code::InvalidArgument
+        );
+    }
+    assert!(v.get("bad").is_none());
+    v.create(e.store(), "other", params(2, Metric::L2)).unwrap();
+    let names: Vec<String> = v.list().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["docs", "other"]);
+    e.commit_blocking(
+        TxBuilder::new()
+            .vector_upsert("docs", "a", &[1.0, 0.0, 0.0], "")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(v.drop_collection(e.store(), "docs").unwrap());
+    assert!(!v.drop_collection(e.store(), "docs").unwrap());
+    drop(e);
+    let e = open(dir.path());
+    let names: Vec<String> = e.vectors().list().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["other"]);
+    // A re-created collection starts empty.
+    let c = e
+        .vectors()
+        .create(e.store(), "docs", params(3, Metric::Cosine))
+        .unwrap();
+    assert_eq!(c.count(), 0);
+}
+
+#[test]
+fn vector_writes_commit_atomically_with_state_and_events() {
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    let c = e
+        .vectors()
+        .create(e.store(), "docs", params(2, Metric::L2))
+        .unwrap();
+    e.commit_blocking(
+        TxBuilder::new()
+            .put("k", &Value::I64(1))
+            .event_json("added", "{}")
+            .vector_upsert("docs", "a", &[1.0, 2.0], r#"{"lang":"en"}"#)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c.count(), 1);
+    let q = c.prepare_query(&[1.0, 2.0]).unwrap();
+    let hits = c.search(&q, &opts(5));
+    assert_eq!(hits.len(), 1);
+    assert_eq!(&*hits[0].id, "a");
+    assert_eq!(hits[0].score, 0.0);
+    assert_eq!(hits[0].metadata.as_deref().unwrap()["lang"], "en");
+
+    // Refused before queueing: wrong dimension, missing collection. Nothing is written.
+    let seq_before = {
+        let t = e.begin_read().unwrap();
+        e.store().commit_seq(&t).unwrap()
+    };
+    let wrong = TxBuilder::new()
+        .put("k", &Value::I64(2))
+        .vector_upsert("docs", "b", &[1.0, 2.0, 3.0], "")
+        .build()
+        .unwrap();
+    assert_eq!(
+        e.commit_blocking(wrong).unwrap_err().code,
+        Code::VectorDimension
+    );
+    let missing = TxBuilder::new()
+        .put("k", &Value::I64(2))
+        .vector_delete("nope", "b")
+        .build()
+        .unwrap();
+    assert_eq!(e.commit_blocking(missing).unwrap_err().code, Code::NotFound);
+    // NaN is refused when the batch is parsed.
+    let nan = TxBuilder::new()
+        .vector_upsert("docs", "b", &[f32::NAN, 2.0], "")
+        .build()
+        .unwrap_err();
+    assert_eq!(nan.code, Code::InvalidArgument);
+    let t = e.begin_read().unwrap();
+    assert_eq!(e.store().commit_seq(&t).unwrap(), seq_before);
+    let _g = e.store().guard();
+    let v = e.store().get(&t, b"k").unwrap().unwrap();
+    assert_eq!(Value::decode(v.value).unwrap(), Value::I64(1));
+    drop(_g);
+    assert_eq!(c.count(), 1);
+    assert_eq!(e.vectors().verify(e.store(), "docs").unwrap(), 1);
+}
+
+#[test]
+fn zero_vectors_are_refused_under_cosine() {
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    let c = e
+        .vectors()
+        .create(e.store(), "docs", params(2, Metric::Cosine))
+        .unwrap();
+    let b = TxBuilder::new()
+        .vector_upsert("docs", "z", &[0.0, 0.0], "")
+        .build()
+        .unwrap();
+    assert_eq!(
+        e.commit_blocking(b).unwrap_err().code,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        c.prepare_query(&[0.0, 0.0]).unwrap_err().code,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        c.prepare_query(&[1.0]).unwrap_err().code,
+        Code::VectorDimension
+    );
+    assert_eq!(c.count(), 0);
+}
+
+/// Brute-force reference: ids sorted by distance (ties by id), best first.
+fn reference(docs: &HashMap<String, Vec<f32>>, q: &[f32], k: usize) -> Vec<(String, f32)> {
+    let mut all: Vec<(String, f32)> = docs
+        .iter()
+        .map(|(id, v)| {
+            let d: f32 = v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum();
+            (id.clone(), d)
+        })
+        .collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// After random upserts and deletes, exact search equals a brute-force
+    /// reference and HNSW results are live documents only.
+    #[test]
+    fn search_matches_reference_after_random_writes(
+        ops in proptest::collection::vec((0u8..3, 0u16..300, any::<u64>()), 1..400),
+    ) {
+        let dir = TempDir::new().unwrap();
+        let e = open(dir.path());
+        let c = e.vectors().create(e.store(), "p", params(8, Metric::L2)).unwrap();
+        let mut model: HashMap<String, Vec<f32>> = HashMap::new();
+        for chunk in ops.chunks(37) {
+            let mut b = TxBuilder::new();
+            for (op, id, seed) in chunk {
+                let id = format!("d{id}");
+                if *op == 0 {
+                    b = b.vector_delete("p", &id);
+                    model.remove(&id);
+                } else {
+                    let mut r = rng(*seed);
+                    let v: Vec<f32> = (0..8).map(|_| r()).collect();
+                    b = b.vector_upsert("p", &id, &v, "");
+                    model.insert(id, v);
+                }
+            }
+            e.commit_blocking(b.build().unwrap()).unwrap();
+        }
+        prop_assert_eq!(c.count(), model.len());
+        let mut r = rng(7);
+        for round in 0..4 {
+            if round == 2 {
+                prop_assert!(c.wait_indexed(Duration::from_secs(30)));
+            }
+            let q: Vec<f32> = (0..8).map(|_| r()).collect();
+            let q = c.prepare_query(&q).unwrap();
+            let exact = c.search(&q, &SearchOptions { k: 10, exact: true, ..SearchOptions::default() });
+            let want = reference(&model, &q, 10);
+            prop_assert_eq!(exact.len(), want.len());
+            for (h, (id, d)) in exact.iter().zip(&want) {
+                prop_assert!((-h.score * -h.score - d).abs() <= 1e-3 * (1.0 + d), "{} {} vs {} {}", h.id, h.score, id, d);
+            }
+            let approx = c.search(&q, &SearchOptions { k: 10, ef: Some(64), ..SearchOptions::default() });
+            for h in &approx {
+                prop_assert!(model.contains_key(&*h.id), "deleted id {} returned", h.id);
+            }
+        }
+        prop_assert_eq!(e.vectors().verify(e.store(), "p").unwrap(), model.len());
+    }
+}
+
+#[test]
+fn graph_search_reads_its_writes_and_never_returns_deleted_ids() {
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    let c = e
+        .vectors()
+        .create(e.store(), "g", params(16, Metric::Cosine))
+        .unwrap();
+    let mut r = rng(1);
+    let n = 3000;
+    let mut vecs = Vec::new();
+    let mut b = TxBuilder::new();
+    for i in 0..n {
+        let v: Vec<f32> = (0..16).map(|_| r()).collect();
+        b = b.vector_upsert(
+            "g",
+            &format!("v{i}"),
+            &v,
+            &format!(r#"{{"i":{i},"even":{}}}"#, i % 2 == 0),
+        );
+        vecs.push(v);
+    }
+    e.commit_blocking(b.build().unwrap()).unwrap();
+    assert!(c.wait_indexed(Duration::from_secs(60)));
+    // Delete a third; search for each deleted vector right away (no waiting).
+    let mut b = TxBuilder::new();
+    for i in (0..n).step_by(3) {
+        b = b.vector_delete("g", &format!("v{i}"));
+    }
+    e.commit_blocking(b.build().unwrap()).unwrap();
+    for i in (0..n).step_by(3).take(100) {
+        let q = c.prepare_query(&vecs[i]).unwrap();
+        for h in c.search(&q, &opts(10)) {
+            let j: usize = h.id[1..].parse().unwrap();
+            assert!(!j.is_multiple_of(3), "deleted {} returned", h.id);
+        }
+    }
+    // An upsert is found by its own vector at once.
+    let fresh: Vec<f32> = (0..16).map(|_| r()).collect();
+    e.commit_blocking(
+        TxBuilder::new()
+            .vector_upsert("g", "new", &fresh, "")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let q = c.prepare_query(&fresh).unwrap();
+    assert_eq!(&*c.search(&q, &opts(1))[0].id, "new");
+    // Tombstones past the threshold trigger a background rebuild.
+    assert!(c.wait_indexed(Duration::from_secs(60)));
+    let s = c.stats();
+    assert!(s.rebuilds >= 1, "{s:?}");
+    assert_eq!(s.tombstones, 0);
+    assert_eq!(s.count, n - n.div_ceil(3) + 1);
+    // Filters: equality inside the walk, and a selective range answered exactly.
+    let f = Filter::parse(r#"{"even":true}"#).unwrap();
+    let hits = c.search(
+        &q,
+        &SearchOptions {
+            k: 10,
+            filter: Some(f),
+            ..SearchOptions::default()
+        },
+    );
+    assert_eq!(hits.len(), 10);
+    for h in &hits {
+        assert_eq!(h.metadata.as_deref().unwrap()["even"], true);
+    }
+    let f = Filter::parse(r#"{"i":{"gte":10,"lt":14}}"#).unwrap();
+    let mut ids: Vec<String> = c
+        .search(
+            &q,
+            &SearchOptions {
+                k: 10,
+                filter: Some(f),
+                ..SearchOptions::default()
+            },
+        )
+        .into_iter()
+        .map(|h| h.id.to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["v10", "v11", "v13"]);
+    drop(c);
+    drop(e);
+    // Reopen: the index is rebuilt from the stored documents and agrees with them.
+    let e = open(dir.path());
+    let c = e.vectors().get("g").unwrap();
+    assert_eq!(
+        e.vectors().verify(e.store(), "g").unwrap(),
+        n - n.div_ceil(3) + 1
+    );
+    let q = c.prepare_query(&fresh).unwrap();
+    assert_eq!(&*c.search(&q, &opts(1))[0].id, "new");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
+    let dir = TempDir::new().unwrap();
+    let n = 1500;
+    let mut r = rng(5);
+    let vecs: Vec<Vec<f32>> = (0..n).map(|_| (0..12).map(|_| r()).collect()).collect();
+    {
+        let e = open(dir.path());
+        let c = e
+            .vectors()
+            .create(e.store(), "d", params(12, Metric::L2))
+            .unwrap();
+        let mut b = TxBuilder::new();
+        for (i, v) in vecs.iter().enumerate() {
+            b = b.vector_upsert("d", &format!("v{i}"), v, &format!(r#"{{"i":{i}}}"#));
+        }
+        e.commit_blocking(b.build().unwrap()).unwrap();
+        assert!(c.wait_indexed(Duration::from_secs(60)));
+    }
+    let dump = dir.path().join("index").join("d");
+    assert!(dump.join("manifest.json").exists());
+    // Current dump: loaded as is, nothing to index.
+    let saved = dir.path().join("saved");
+    {
+        let e = open(dir.path());
+        let c = e.vectors().get("d").unwrap();
+        let s = c.stats();
+        assert_eq!(
+            (s.count, s.pending, s.graph_points, s.tombstones),
+            (n, 0, n, 0)
+        );
+        let q = c.prepare_query(&vecs[7]).unwrap();
+        let h = &c.search(&q, &opts(1))[0];
+        assert_eq!(&*h.id, "v7");
+        assert_eq!(h.metadata.as_deref().unwrap()["i"], 7);
+        copy_dir(&dump, &saved);
+        // Change documents after the saved dump: replace v1, delete v2, add w.
+        e.commit_blocking(
+            TxBuilder::new()
+                .vector_upsert("d", "v1", &vecs[9], "")
+                .vector_delete("d", "v2")
+                .vector_upsert("d", "w", &vecs[3], "")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    // An older dump is reconciled against the store: changed documents are re-indexed,
+    // deleted ones become tombstones.
+    std::fs::remove_dir_all(&dump).unwrap();
+    copy_dir(&saved, &dump);
+    {
+        let e = open(dir.path());
+        let c = e.vectors().get("d").unwrap();
+        let s = c.stats();
+        assert_eq!(s.count, n);
+        assert_eq!(s.tombstones, 2, "{s:?}");
+        assert!(s.pending <= 2, "{s:?}");
+        assert_eq!(e.vectors().verify(e.store(), "d").unwrap(), n);
+        let q = c.prepare_query(&vecs[2]).unwrap();
+        assert!(c.search(&q, &opts(5)).iter().all(|h| &*h.id != "v2"));
+        let q = c.prepare_query(&vecs[9]).unwrap();
+        let mut ids: Vec<String> = c
+            .search(&q, &opts(2))
+            .iter()
+            .map(|h| h.id.to_string())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["v1", "v9"]);
+    }
+    // A damaged dump is ignored: the index is rebuilt from the documents.
+    let data = dump.join("graph.hnsw.data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    {
+        let e = open(dir.path());
+        let c = e.vectors().get("d").unwrap();
+        assert!(c.wait_indexed(Duration::from_secs(60)));
+        let q = c.prepare_query(&vecs[3]).unwrap();
+        let mut ids: Vec<String> = c
+            .search(&q, &opts(2))
+            .iter()
+            .map(|h| h.id.to_string())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["v3", "w"]);
+    }
+    // Dropping a collection removes its dump.
+    let e = open(dir.path());
+    assert!(e.vectors().drop_collection(e.store(), "d").unwrap());
+    assert!(!dump.exists());
+}

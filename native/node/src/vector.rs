@@ -1,0 +1,387 @@
+//! Bindings of the vector collections. Thin: argument conversion, result
+//! packing and error mapping; the engine logic is in `athanor_core::vector`.
+//! Every call that runs engine code catches panics, so a bug surfaces as an
+//! `ERR_INTERNAL` error instead of taking Node down.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use athanor_core::vector::{
+    CollectionDef, CollectionIndex, CollectionParams, Filter, Hit, Metric, SearchOptions,
+};
+use athanor_core::{Code, Engine, Error};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use rayon::prelude::*;
+
+use crate::fast::ReadCtx;
+use crate::{err, NativeDb};
+
+fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, Error>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(err),
+        Err(_) => Err(napi::Error::new(
+            Status::GenericFailure,
+            "ERR_INTERNAL: internal error in vector code (a bug: please report it); nothing was written",
+        )),
+    }
+}
+
+/// Parameters of a new collection (defaults are applied in TS).
+#[napi(object)]
+pub struct NativeCollectionParams {
+    pub dimension: u32,
+    pub metric: String,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub ef_search: u32,
+}
+
+/// A collection's stored definition.
+#[napi(object)]
+pub struct NativeCollectionInfo {
+    pub name: String,
+    pub dimension: u32,
+    pub metric: String,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub ef_search: u32,
+}
+
+fn info_of(d: &CollectionDef) -> NativeCollectionInfo {
+    NativeCollectionInfo {
+        name: d.name.clone(),
+        dimension: d.params.dimension,
+        metric: d.params.metric.as_str().to_owned(),
+        m: d.params.m,
+        ef_construction: d.params.ef_construction,
+        ef_search: d.params.ef_search,
+    }
+}
+
+/// Counters of a collection's index.
+#[napi(object)]
+pub struct NativeIndexStats {
+    pub count: u32,
+    pub pending: u32,
+    pub tombstones: u32,
+    pub graph_points: u32,
+    pub rebuilds: u32,
+}
+
+impl NativeDb {
+    /// The engine, with its vector indexes caught up with other processes' commits.
+    fn refreshed(&self) -> Result<Arc<Engine>> {
+        let engine = self.engine()?;
+        guarded(|| engine.vectors().refresh(engine.store()))?;
+        Ok(engine)
+    }
+}
+
+#[napi]
+impl NativeDb {
+    /// Creates a collection (or returns the existing one when its parameters match).
+    #[napi]
+    pub fn vector_create(
+        &self,
+        name: String,
+        p: NativeCollectionParams,
+    ) -> Result<NativeCollection> {
+        let engine = self.engine()?;
+        let params = CollectionParams {
+            dimension: p.dimension,
+            metric: Metric::parse(&p.metric).map_err(err)?,
+            m: p.m,
+            ef_construction: p.ef_construction,
+            ef_search: p.ef_search,
+        };
+        let idx = guarded(|| engine.vectors().create(engine.store(), &name, params))?;
+        Ok(NativeCollection::new(self.ctx.clone(), idx))
+    }
+
+    /// Opens a collection, or `null` when there is none of that name.
+    #[napi]
+    pub fn vector_open(&self, name: String) -> Result<Option<NativeCollection>> {
+        let engine = self.refreshed()?;
+        Ok(engine
+            .vectors()
+            .get(&name)
+            .map(|idx| NativeCollection::new(self.ctx.clone(), idx)))
+    }
+
+    /// The definition of a collection, or `null`.
+    #[napi]
+    pub fn vector_info(&self, name: String) -> Result<Option<NativeCollectionInfo>> {
+        let engine = self.refreshed()?;
+        Ok(engine.vectors().get(&name).map(|c| info_of(&c.def)))
+    }
+
+    /// Every collection, sorted by name.
+    #[napi]
+    pub fn vector_list(&self) -> Result<Vec<NativeCollectionInfo>> {
+        let engine = self.refreshed()?;
+        Ok(engine.vectors().list().iter().map(info_of).collect())
+    }
+
+    /// Drops a collection and its documents; returns whether it existed.
+    #[napi]
+    pub fn vector_drop(&self, name: String) -> Result<bool> {
+        let engine = self.engine()?;
+        guarded(|| engine.vectors().drop_collection(engine.store(), &name))
+    }
+}
+
+/// One open collection (internal: wrapped by `ts/vector.ts`).
+#[napi]
+pub struct NativeCollection {
+    ctx: Rc<ReadCtx>,
+    idx: Arc<CollectionIndex>,
+}
+
+/// Packs hits: `[n u32]` then per hit `[score f32][id_len u16][id][meta_len u32][meta json]` (LE).
+fn pack_hits(out: &mut Vec<u8>, hits: &[Hit]) {
+    out.extend_from_slice(&(hits.len() as u32).to_le_bytes());
+    for h in hits {
+        out.extend_from_slice(&h.score.to_le_bytes());
+        out.extend_from_slice(&(h.id.len() as u16).to_le_bytes());
+        out.extend_from_slice(h.id.as_bytes());
+        match &h.metadata {
+            None => out.extend_from_slice(&0u32.to_le_bytes()),
+            Some(m) => {
+                let at = out.len();
+                out.extend_from_slice(&0u32.to_le_bytes());
+                // Serialising a serde_json::Value cannot fail.
+                let _ = serde_json::to_writer(&mut *out, &**m);
+                let n = (out.len() - at - 4) as u32;
+                out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+            }
+        }
+    }
+}
+
+fn options(k: u32, ef: u32, exact: bool, filter: Option<String>) -> Result<SearchOptions> {
+    if k == 0 || k > 10_000 {
+        return Err(err(Error::invalid(format!(
+            "k must be between 1 and 10000, got {k}"
+        ))));
+    }
+    if ef > 10_000 {
+        return Err(err(Error::invalid(format!(
+            "efSearch must be between 1 and 10000, got {ef}"
+        ))));
+    }
+    let filter = match filter {
+        None => None,
+        Some(f) => Some(Filter::parse(&f).map_err(err)?),
+    };
+    Ok(SearchOptions {
+        k: k as usize,
+        ef: (ef > 0).then_some(ef as usize),
+        exact,
+        filter,
+    })
+}
+
+impl NativeCollection {
+    fn new(ctx: Rc<ReadCtx>, idx: Arc<CollectionIndex>) -> Self {
+        NativeCollection { ctx, idx }
+    }
+
+    fn live(&self) -> Result<Arc<Engine>> {
+        let engine = self.ctx.engine().map_err(err)?;
+        // Other processes may have written this collection (or dropped it).
+        guarded(|| engine.vectors().refresh(engine.store()))?;
+        if self.idx.is_dropped() {
+            return Err(err(Error::new(
+                Code::NotFound,
+                format!(
+                    "vector collection {:?} was dropped; create it again and reopen it",
+                    self.idx.def.name
+                ),
+            )));
+        }
+        Ok(engine)
+    }
+}
+
+#[napi]
+impl NativeCollection {
+    /// The stored definition.
+    #[napi]
+    pub fn info(&self) -> NativeCollectionInfo {
+        info_of(&self.idx.def)
+    }
+
+    /// Top-k search; returns packed hits (see `pack_hits`). `ef` 0 = the collection's default.
+    #[napi]
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: u32,
+        ef: u32,
+        exact: bool,
+        filter: Option<String>,
+    ) -> Result<Buffer> {
+        self.live()?;
+        let o = options(k, ef, exact, filter)?;
+        let idx = &self.idx;
+        guarded(|| {
+            let q = idx.prepare_query(query)?;
+            let hits = idx.search(&q, &o);
+            let mut out = Vec::with_capacity(4 + hits.len() * 32);
+            pack_hits(&mut out, &hits);
+            Ok(out)
+        })
+        .map(Buffer::from)
+    }
+
+    /// Searches many queries (`n * dimension` values, one after another) on all
+    /// cores, off the JS thread. Resolves to `[nq u32]` then each query's packed hits.
+    #[napi(ts_return_type = "Promise<Buffer>")]
+    pub fn search_batch(
+        &self,
+        queries: &[f32],
+        k: u32,
+        ef: u32,
+        exact: bool,
+        filter: Option<String>,
+    ) -> Result<AsyncTask<SearchBatch>> {
+        self.live()?;
+        let o = options(k, ef, exact, filter)?;
+        let dim = self.idx.def.params.dimension as usize;
+        if !queries.len().is_multiple_of(dim) {
+            return Err(err(Error::new(
+                Code::VectorDimension,
+                format!(
+                    "queries hold {} values, not a multiple of the dimension {dim}",
+                    queries.len()
+                ),
+            )));
+        }
+        // Validated now, so a bad query fails the call rather than the promise.
+        let prepared = guarded(|| {
+            queries
+                .chunks_exact(dim)
+                .map(|q| self.idx.prepare_query(q))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })?;
+        Ok(AsyncTask::new(SearchBatch {
+            idx: self.idx.clone(),
+            queries: prepared,
+            options: o,
+        }))
+    }
+
+    /// A document as stored: `[f32 LE × dimension][metadata json]`, or `null`.
+    #[napi]
+    pub fn get(&self, id: String) -> Result<Option<Buffer>> {
+        let engine = self.live()?;
+        let store = engine.store();
+        let mut reader = self.ctx.reader.borrow_mut();
+        let txn = reader.fresh(store).map_err(err)?;
+        let _g = store.guard();
+        let doc = guarded(|| {
+            engine
+                .vectors()
+                .get_doc(store, txn, &self.idx, id.as_bytes())
+        })?;
+        Ok(doc.map(Buffer::from))
+    }
+
+    /// Live documents.
+    #[napi]
+    pub fn count(&self) -> Result<u32> {
+        self.live()?;
+        Ok(self.idx.count() as u32)
+    }
+
+    /// Index counters.
+    #[napi]
+    pub fn stats(&self) -> Result<NativeIndexStats> {
+        self.live()?;
+        let s = self.idx.stats();
+        Ok(NativeIndexStats {
+            count: s.count as u32,
+            pending: s.pending as u32,
+            tombstones: s.tombstones as u32,
+            graph_points: s.graph_points as u32,
+            rebuilds: s.rebuilds as u32,
+        })
+    }
+
+    /// Starts a background rebuild of the graph.
+    #[napi]
+    pub fn rebuild(&self) -> Result<()> {
+        let engine = self.live()?;
+        engine.vectors().request_rebuild(&self.idx);
+        Ok(())
+    }
+
+    /// Resolves `true` once every committed document is in the graph (`false` on timeout).
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn wait_indexed(&self, timeout_ms: u32) -> Result<AsyncTask<WaitIndexed>> {
+        self.live()?;
+        Ok(AsyncTask::new(WaitIndexed(
+            self.idx.clone(),
+            Duration::from_millis(timeout_ms as u64),
+        )))
+    }
+
+    /// Checks that index and stored documents agree; returns the document count.
+    #[napi]
+    pub fn verify(&self) -> Result<u32> {
+        let engine = self.live()?;
+        guarded(|| engine.vectors().verify(engine.store(), &self.idx.def.name)).map(|n| n as u32)
+    }
+}
+
+/// Background batch search.
+pub struct SearchBatch {
+    idx: Arc<CollectionIndex>,
+    queries: Vec<Vec<f32>>,
+    options: SearchOptions,
+}
+
+impl Task for SearchBatch {
+    type Output = Vec<u8>;
+    type JsValue = Buffer;
+    fn compute(&mut self) -> Result<Vec<u8>> {
+        let (idx, o) = (&self.idx, &self.options);
+        let queries = &self.queries;
+        guarded(|| {
+            let parts: Vec<Vec<u8>> = queries
+                .par_iter()
+                .map(|q| {
+                    let mut out = Vec::new();
+                    pack_hits(&mut out, &idx.search(q, o));
+                    out
+                })
+                .collect();
+            let mut out = Vec::with_capacity(4 + parts.iter().map(Vec::len).sum::<usize>());
+            out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+            for p in parts {
+                out.extend_from_slice(&p);
+            }
+            Ok(out)
+        })
+    }
+    fn resolve(&mut self, _env: Env, output: Vec<u8>) -> Result<Buffer> {
+        Ok(output.into())
+    }
+}
+
+/// Background wait for the indexer.
+pub struct WaitIndexed(Arc<CollectionIndex>, Duration);
+
+impl Task for WaitIndexed {
+    type Output = bool;
+    type JsValue = bool;
+    fn compute(&mut self) -> Result<bool> {
+        Ok(self.0.wait_indexed(self.1))
+    }
+    fn resolve(&mut self, _env: Env, output: bool) -> Result<bool> {
+        Ok(output)
+    }
+}

@@ -1,0 +1,548 @@
+/**
+ * Vector collections: documents `{ id, vector, metadata }` stored in the same
+ * LMDB commit as state and events, searched through an in-memory HNSW index
+ * derived from them.
+ */
+import { ByteWriter } from './bytes.js';
+import { stringifyStrict, type Json } from './codec.js';
+import type { Core } from './core.js';
+import { InvalidArgumentError, NotFoundError, VectorDimensionError, fromNative } from './errors.js';
+import type { TransactionBuilder } from './transaction.js';
+import type * as Binding from '../native/node/binding.cjs';
+
+/** How vectors are compared. */
+export type VectorMetric =
+  /** Cosine similarity. Vectors are normalised on insert; zero vectors are refused. */
+  | 'cosine'
+  /** Inner product (maximum inner product search). */
+  | 'dot'
+  /** Euclidean distance. */
+  | 'l2';
+
+/** Options of {@link VectorStore.create}. */
+export interface CollectionOptions {
+  /** Number of components of every vector, 1..4096. */
+  dimension: number;
+  /** Default `'cosine'`. */
+  metric?: VectorMetric;
+  /** HNSW links per node and layer (level 0 keeps 2·m), 2..128. Default 16. */
+  m?: number;
+  /** Candidate list size while building the graph, m..10000. Default 200. */
+  efConstruction?: number;
+  /** Default candidate list size while searching, 1..10000. Default 64. */
+  efSearch?: number;
+}
+
+/** A collection's stored definition. */
+export interface CollectionInfo {
+  name: string;
+  dimension: number;
+  metric: VectorMetric;
+  m: number;
+  efConstruction: number;
+  efSearch: number;
+}
+
+/** A scalar a filter compares metadata with. */
+export type FilterScalar = string | number | boolean | null;
+
+/** Conditions on one metadata field; all given must hold. Ranges compare numbers with numbers and strings with strings. */
+export interface FilterOps {
+  eq?: FilterScalar;
+  ne?: FilterScalar;
+  in?: readonly FilterScalar[];
+  gt?: number | string;
+  gte?: number | string;
+  lt?: number | string;
+  lte?: number | string;
+}
+
+/**
+ * A metadata filter: every field must match. A field is a key of the metadata
+ * object or a dotted path into nested objects (`'author.name'`). A bare value is
+ * equality (for an array field: membership). Documents without metadata never match.
+ *
+ * ```ts
+ * { lang: 'en', year: { gte: 2020, lt: 2024 }, tag: { in: ['a', 'b'] } }
+ * ```
+ */
+export type MetadataFilter = Readonly<Record<string, FilterScalar | FilterOps>>;
+
+/** Options of {@link VectorCollection.search}. */
+export interface SearchOptions {
+  /** Number of results, 1..10000. Default 10. */
+  k?: number;
+  /** Candidate list size for this search (higher: better recall, slower). Default: the collection's `efSearch`. */
+  efSearch?: number;
+  /** Brute force over every document (exact, SIMD). Collections of at most 1000 documents are always searched exactly. */
+  exact?: boolean;
+  /** Only documents whose metadata matches. Selective filters fall back to an exact scan, so they still return k results when k exist. */
+  filter?: MetadataFilter;
+}
+
+/** A search result. */
+export interface VectorHit<M = Json> {
+  id: string;
+  /**
+   * Higher is better: cosine similarity (`cosine`), dot product (`dot`), or
+   * negative Euclidean distance (`l2`). Results are sorted by it, best first.
+   */
+  score: number;
+  /** The document's metadata, or `undefined` when it has none. */
+  metadata: M | undefined;
+}
+
+/** A stored document. */
+export interface VectorDocument<M = Json> {
+  id: string;
+  /** The vector as it was written (not normalised). */
+  vector: Float32Array;
+  metadata: M | undefined;
+}
+
+/** Counters of a collection's index. */
+export interface IndexStats {
+  /** Live documents. */
+  count: number;
+  /** Committed documents not in the graph yet; searches scan them exactly meanwhile. */
+  pending: number;
+  /** Deleted or replaced documents still in the graph, filtered out of results until a rebuild. */
+  tombstones: number;
+  /** Points in the graph, live or tombstoned. */
+  graphPoints: number;
+  /** Rebuilds since the database was opened. */
+  rebuilds: number;
+}
+
+/** Vector writes inside a transaction: they commit atomically with its state writes and events. */
+export interface TxVectors<M = Json> {
+  /** Inserts or replaces a document. */
+  upsert(id: string, vector: Float32Array | readonly number[], metadata?: M): void;
+  /** Inserts or replaces `ids.length` documents whose vectors lie back to back in `vectors`. */
+  upsertMany(ids: readonly string[], vectors: Float32Array, metadatas?: readonly (M | undefined)[]): void;
+  /** Deletes a document (no error when absent). */
+  delete(id: string): void;
+}
+
+const MAX_DOC_ID_BYTES = 500;
+const DEFAULT_K = 10;
+
+function checkDocId(id: unknown): string {
+  if (typeof id !== 'string' || id.length === 0) throw new InvalidArgumentError(`document ids are non-empty strings, got ${id === '' ? 'an empty string' : typeof id}`);
+  if (id.length > MAX_DOC_ID_BYTES / 3 && Buffer.byteLength(id) > MAX_DOC_ID_BYTES) {
+    throw new InvalidArgumentError(`document id is ${Buffer.byteLength(id)} UTF-8 bytes; the limit is ${MAX_DOC_ID_BYTES}`);
+  }
+  if (!id.isWellFormed()) throw new InvalidArgumentError('document id has lone surrogates, which UTF-8 cannot store');
+  return id;
+}
+
+function checkVector(v: unknown, info: CollectionInfo, what: string): Float32Array {
+  let f: Float32Array;
+  if (v instanceof Float32Array) f = v;
+  else if (Array.isArray(v)) f = Float32Array.from(v as number[]);
+  else throw new InvalidArgumentError(`${what} must be a Float32Array (or an array of numbers)`);
+  if (f.length !== info.dimension) {
+    throw new VectorDimensionError(`${what} has ${f.length} dimensions; collection ${JSON.stringify(info.name)} has ${info.dimension}`);
+  }
+  let zero = true;
+  for (let i = 0; i < f.length; i++) {
+    const x = f[i]!;
+    if (!Number.isFinite(x)) throw new InvalidArgumentError(`${what} has ${x} at component ${i}; vectors must be finite`);
+    if (x !== 0) zero = false;
+  }
+  if (zero && info.metric === 'cosine') throw new InvalidArgumentError(`${what} is all zeros, which has no direction under the cosine metric`);
+  return f;
+}
+
+function bytesOf(f: Float32Array): Uint8Array {
+  return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+}
+
+function metaText(m: unknown, what: string): string {
+  return m === undefined ? '' : stringifyStrict(m, what);
+}
+
+/**
+ * Buffers a transaction's vector writes already in the wire format
+ * (native/core/src/txn.rs), so later changes to the caller's arrays cannot alter them.
+ * @internal
+ */
+export class VectorOps {
+  readonly w = new ByteWriter(256);
+  count = 0;
+}
+
+/** @internal */
+export class TxVectorsImpl<M> implements TxVectors<M> {
+  readonly #info: CollectionInfo;
+  readonly #ops: VectorOps;
+  readonly #live: () => void;
+
+  constructor(info: CollectionInfo, ops: VectorOps, live: () => void) {
+    this.#info = info;
+    this.#ops = ops;
+    this.#live = live;
+  }
+
+  upsert(id: string, vector: Float32Array | readonly number[], metadata?: M): void {
+    this.#live();
+    checkDocId(id);
+    const v = checkVector(vector, this.#info, `vector of ${JSON.stringify(id)}`);
+    const meta = metaText(metadata, `metadata of ${JSON.stringify(id)}`);
+    const w = this.#ops.w;
+    w.u8(1);
+    w.str16(this.#info.name);
+    w.str16(id);
+    w.u32(v.length);
+    w.bytes(bytesOf(v));
+    w.str32(meta);
+    this.#ops.count++;
+  }
+
+  upsertMany(ids: readonly string[], vectors: Float32Array, metadatas?: readonly (M | undefined)[]): void {
+    this.#live();
+    if (!Array.isArray(ids)) throw new InvalidArgumentError('upsertMany() needs an array of ids');
+    if (!(vectors instanceof Float32Array)) throw new InvalidArgumentError('upsertMany() needs the vectors as one Float32Array (ids.length × dimension values)');
+    const n = ids.length;
+    const dim = this.#info.dimension;
+    if (vectors.length !== n * dim) {
+      throw new VectorDimensionError(`upsertMany() got ${vectors.length} values for ${n} ids; collection ${JSON.stringify(this.#info.name)} needs ${n} × ${dim} = ${n * dim}`);
+    }
+    if (metadatas !== undefined && (!Array.isArray(metadatas) || metadatas.length !== n)) {
+      throw new InvalidArgumentError(`upsertMany() metadatas must be an array of ${n} entries (undefined for none)`);
+    }
+    if (n === 0) return;
+    const metas: string[] = new Array<string>(n);
+    for (let i = 0; i < n; i++) {
+      checkDocId(ids[i]);
+      metas[i] = metadatas === undefined ? '' : metaText(metadatas[i], `metadata of ${JSON.stringify(ids[i])}`);
+    }
+    const w = this.#ops.w;
+    w.ensure(16 + vectors.byteLength + n * 8);
+    w.u8(3);
+    w.str16(this.#info.name);
+    w.u32(n);
+    w.u32(dim);
+    // NaN, infinities and zero vectors under cosine are checked in Rust before anything is queued.
+    w.bytes(bytesOf(vectors));
+    for (let i = 0; i < n; i++) w.str16(ids[i]!);
+    for (let i = 0; i < n; i++) w.str32(metas[i]!);
+    this.#ops.count++;
+  }
+
+  delete(id: string): void {
+    this.#live();
+    checkDocId(id);
+    const w = this.#ops.w;
+    w.u8(2);
+    w.str16(this.#info.name);
+    w.str16(id);
+    this.#ops.count++;
+  }
+}
+
+type NativeCollection = Binding.NativeCollection;
+
+function infoOf(n: Binding.NativeCollectionInfo): CollectionInfo {
+  return { name: n.name, dimension: n.dimension, metric: n.metric as VectorMetric, m: n.m, efConstruction: n.efConstruction, efSearch: n.efSearch };
+}
+
+function checkName(name: unknown): string {
+  if (typeof name !== 'string' || name.length === 0) throw new InvalidArgumentError('collection name must be a non-empty string');
+  return name;
+}
+
+function intIn(v: unknown, lo: number, hi: number, what: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new InvalidArgumentError(`${what} must be an integer between ${lo} and ${hi}, got ${String(v)}`);
+  return v;
+}
+
+/** Reads packed hits (see native/node/src/vector.rs `pack_hits`) starting at `off`; returns the offset after them. */
+function readHits<M>(buf: Buffer, off: number, out: VectorHit<M>[]): number {
+  const n = buf.readUInt32LE(off);
+  off += 4;
+  for (let i = 0; i < n; i++) {
+    const score = buf.readFloatLE(off);
+    const idLen = buf.readUInt16LE(off + 4);
+    const id = buf.toString('utf8', off + 6, off + 6 + idLen);
+    off += 6 + idLen;
+    const metaLen = buf.readUInt32LE(off);
+    off += 4;
+    const metadata = metaLen === 0 ? undefined : (JSON.parse(buf.toString('utf8', off, off + metaLen)) as M);
+    off += metaLen;
+    out.push({ id, score, metadata });
+  }
+  return off;
+}
+
+/**
+ * One vector collection. Writes are transactions of their own (group-committed,
+ * durable when the promise resolves); to write vectors together with state and
+ * events, use `tx.vectors(name)` inside `db.transaction().execute(...)`.
+ * Searches see every commit whose promise has resolved.
+ */
+export class VectorCollection<M = Json> {
+  readonly #native: NativeCollection;
+  readonly #tx: () => TransactionBuilder;
+  /** The collection's definition. */
+  readonly info: CollectionInfo;
+
+  /** @internal */
+  constructor(native: NativeCollection, tx: () => TransactionBuilder) {
+    this.#native = native;
+    this.#tx = tx;
+    this.info = infoOf(native.info());
+  }
+
+  /** The collection's name. */
+  get name(): string {
+    return this.info.name;
+  }
+
+  /** Inserts or replaces a document. Resolves once committed. */
+  async upsert(id: string, vector: Float32Array | readonly number[], metadata?: M): Promise<void> {
+    await this.#tx().execute((tx) => tx.vectors<M>(this.info.name).upsert(id, vector, metadata));
+  }
+
+  /**
+   * Inserts or replaces many documents in one transaction: `vectors` holds
+   * `ids.length × dimension` values, document i's at `[i·dimension, (i+1)·dimension)`.
+   * Resolves once committed; the index catches up in the background (in parallel
+   * on all cores), and searches meanwhile scan what is not indexed yet. Await
+   * {@link waitIndexed} to know when the graph holds everything.
+   */
+  async upsertMany(ids: readonly string[], vectors: Float32Array, metadatas?: readonly (M | undefined)[]): Promise<void> {
+    await this.#tx().execute((tx) => tx.vectors<M>(this.info.name).upsertMany(ids, vectors, metadatas));
+  }
+
+  /** Deletes a document (no error when absent). Resolves once committed. */
+  async delete(id: string): Promise<void> {
+    await this.#tx().execute((tx) => tx.vectors<M>(this.info.name).delete(id));
+  }
+
+  /** Reads a document as stored, or `undefined`. */
+  get(id: string): VectorDocument<M> | undefined {
+    checkDocId(id);
+    let b: Buffer | null;
+    try {
+      b = this.#native.get(id);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    if (b === null) return undefined;
+    const n = this.info.dimension * 4;
+    const vector = new Float32Array(this.info.dimension);
+    new Uint8Array(vector.buffer).set(b.subarray(0, n));
+    const metadata = b.length > n ? (JSON.parse(b.toString('utf8', n)) as M) : undefined;
+    return { id, vector, metadata };
+  }
+
+  /** Number of documents. */
+  count(): number {
+    try {
+      return this.#native.count();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** The k nearest documents to `vector`, best first. Synchronous. */
+  search(vector: Float32Array | readonly number[], options: SearchOptions = {}): VectorHit<M>[] {
+    const q = vector instanceof Float32Array ? vector : this.#query(vector);
+    const [k, ef, exact, filter] = this.#options(options);
+    let buf: Buffer;
+    try {
+      buf = this.#native.search(q, k, ef, exact, filter);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    const out: VectorHit<M>[] = [];
+    readHits(buf, 0, out);
+    return out;
+  }
+
+  /**
+   * Searches many queries at once on all cores, off the main thread. `queries`
+   * holds n × dimension values; resolves to n result lists, in query order.
+   */
+  async searchBatch(queries: Float32Array, options: SearchOptions = {}): Promise<VectorHit<M>[][]> {
+    if (!(queries instanceof Float32Array)) throw new InvalidArgumentError('searchBatch() needs the queries as one Float32Array (n × dimension values)');
+    if (queries.length % this.info.dimension !== 0) {
+      throw new VectorDimensionError(`searchBatch() got ${queries.length} values, not a multiple of the dimension ${this.info.dimension}`);
+    }
+    const [k, ef, exact, filter] = this.#options(options);
+    let buf: Buffer;
+    try {
+      buf = await this.#native.searchBatch(queries, k, ef, exact, filter);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    const nq = buf.readUInt32LE(0);
+    const all: VectorHit<M>[][] = [];
+    let off = 4;
+    for (let i = 0; i < nq; i++) {
+      const hits: VectorHit<M>[] = [];
+      off = readHits(buf, off, hits);
+      all.push(hits);
+    }
+    return all;
+  }
+
+  /**
+   * Rebuilds the graph from the live documents in the background, dropping its
+   * tombstones (this also happens by itself when tombstones pass 20% of the graph).
+   * Searches keep working meanwhile. Await {@link waitIndexed} for completion.
+   */
+  rebuild(): void {
+    try {
+      this.#native.rebuild();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /**
+   * Resolves `true` once every document committed so far is in the graph (and a
+   * requested rebuild is done), or `false` when `timeoutMs` passes first.
+   */
+  async waitIndexed(timeoutMs = 600_000): Promise<boolean> {
+    intIn(timeoutMs, 0, 2 ** 32 - 1, 'timeoutMs');
+    try {
+      return await this.#native.waitIndexed(timeoutMs);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** Index counters. */
+  stats(): IndexStats {
+    try {
+      return this.#native.stats();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /**
+   * Checks that the index and the stored documents agree (same ids; every record
+   * decodes). Throws `CorruptError` if not. Run it with no write in flight.
+   */
+  verify(): { documents: number } {
+    try {
+      return { documents: this.#native.verify() };
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  #query(v: readonly number[]): Float32Array {
+    if (!Array.isArray(v)) throw new InvalidArgumentError('the query must be a Float32Array (or an array of numbers)');
+    return Float32Array.from(v);
+  }
+
+  #options(o: SearchOptions): [number, number, boolean, string | undefined] {
+    if (o === null || typeof o !== 'object') throw new InvalidArgumentError('search options must be an object');
+    const k = o.k === undefined ? DEFAULT_K : intIn(o.k, 1, 10_000, 'k');
+    const ef = o.efSearch === undefined ? 0 : intIn(o.efSearch, 1, 10_000, 'efSearch');
+    if (o.exact !== undefined && typeof o.exact !== 'boolean') throw new InvalidArgumentError('exact must be a boolean');
+    let filter: string | undefined;
+    if (o.filter !== undefined) {
+      if (o.filter === null || typeof o.filter !== 'object' || Array.isArray(o.filter)) {
+        throw new InvalidArgumentError('filter must be an object like { field: value } or { field: { in: [...] } }');
+      }
+      filter = stringifyStrict(o.filter, 'filter');
+    }
+    return [k, ef, o.exact === true, filter];
+  }
+}
+
+/** The vector collections of a database: `db.vectors`. */
+export class VectorStore {
+  readonly #core: Core;
+  readonly #tx: () => TransactionBuilder;
+
+  /** @internal */
+  constructor(core: Core, tx: () => TransactionBuilder) {
+    this.#core = core;
+    this.#tx = tx;
+  }
+
+  /**
+   * Creates a collection. Creating one that exists with the same parameters
+   * returns it; with different parameters throws `InvalidArgumentError`.
+   *
+   * ```ts
+   * const docs = db.vectors.create('docs', { dimension: 384, metric: 'cosine', m: 16, efConstruction: 200 });
+   * ```
+   */
+  create<M = Json>(name: string, options: CollectionOptions): VectorCollection<M> {
+    this.#core.assertOpen();
+    checkName(name);
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('create() needs options { dimension, metric?, m?, efConstruction?, efSearch? }');
+    const metric = options.metric ?? 'cosine';
+    if (metric !== 'cosine' && metric !== 'dot' && metric !== 'l2') throw new InvalidArgumentError(`metric must be 'cosine', 'dot' or 'l2', got ${String(metric)}`);
+    const dimension = intIn(options.dimension, 1, 4096, 'dimension');
+    const m = intIn(options.m ?? 16, 2, 128, 'm');
+    const efConstruction = intIn(options.efConstruction ?? 200, m, 10_000, 'efConstruction');
+    const efSearch = intIn(options.efSearch ?? 64, 1, 10_000, 'efSearch');
+    try {
+      return new VectorCollection<M>(this.#core.native.vectorCreate(name, { dimension, metric, m, efConstruction, efSearch }), this.#tx);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** Opens an existing collection; throws `NotFoundError` when there is none of that name. */
+  open<M = Json>(name: string): VectorCollection<M> {
+    this.#core.assertOpen();
+    checkName(name);
+    let n: NativeCollection | null;
+    try {
+      n = this.#core.native.vectorOpen(name);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    if (n === null) throw new NotFoundError(`vector collection ${JSON.stringify(name)} does not exist; create it with db.vectors.create()`);
+    return new VectorCollection<M>(n, this.#tx);
+  }
+
+  /** Whether a collection of that name exists. */
+  has(name: string): boolean {
+    this.#core.assertOpen();
+    return this.#core.native.vectorInfo(checkName(name)) !== null;
+  }
+
+  /** Every collection's definition, sorted by name. */
+  list(): CollectionInfo[] {
+    this.#core.assertOpen();
+    try {
+      return this.#core.native.vectorList().map(infoOf);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** Drops a collection and all its documents; returns whether it existed. Open handles on it throw `NotFoundError` afterwards. */
+  drop(name: string): boolean {
+    this.#core.assertOpen();
+    checkName(name);
+    try {
+      return this.#core.native.vectorDrop(name);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+}
+
+/** Looks a collection's definition up for `tx.vectors(name)`. @internal */
+export function collectionInfo(core: Core, name: string): CollectionInfo {
+  checkName(name);
+  let n: Binding.NativeCollectionInfo | null;
+  try {
+    n = core.native.vectorInfo(name);
+  } catch (e) {
+    throw fromNative(e);
+  }
+  if (n === null) throw new NotFoundError(`vector collection ${JSON.stringify(name)} does not exist; create it with db.vectors.create()`);
+  return infoOf(n);
+}
