@@ -1,0 +1,42 @@
+// Memory probe for bench/vector.mjs, run in a fresh process per side:
+//   node bench/_vector_memory.mjs <athanor|hnswlib-node> <path> <dim>
+// Prints {"bytes": resident bytes added by loading the index, "count": vectors loaded}.
+// The module is imported before the baseline is taken, so only the loaded index counts.
+const [side, path, dimArg] = process.argv.slice(2);
+const dim = Number(dimArg);
+
+function settle() {
+  if (typeof globalThis.gc === 'function') globalThis.gc();
+  return new Promise((r) => setTimeout(r, 200));
+}
+
+let count;
+let load;
+if (side === 'athanor') {
+  const { Athanor } = await import('../dist/index.js');
+  load = async () => {
+    const db = await Athanor.open(path);
+    const col = db.vectors.open('bench');
+    await col.waitIndexed(); // loaded from its dump, or rebuilt from the stored documents
+    count = col.count();
+    return db;
+  };
+} else if (side === 'hnswlib-node') {
+  const { default: hnswlib } = await import('hnswlib-node');
+  load = async () => {
+    const index = new hnswlib.HierarchicalNSW('cosine', dim);
+    index.readIndexSync(path);
+    count = index.getCurrentCount();
+    return index;
+  };
+} else {
+  throw new Error(`unknown side ${side}`);
+}
+
+await settle();
+const before = process.memoryUsage().rss;
+const handle = await load();
+await settle();
+const after = process.memoryUsage().rss;
+process.stdout.write(JSON.stringify({ bytes: after - before, count }) + '\n');
+if (handle && typeof handle.close === 'function') await handle.close();
