@@ -14,7 +14,7 @@ import { BATCH, DIM, batchVectors } from './fixtures/vector-crash-child.mjs';
 import { removeDir, tempDir } from './helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'vector-crash-child.mjs');
-const TRIALS = Math.max(1, Number(process.env.ATHANOR_VECTOR_CRASH_TRIALS ?? 4) || 4);
+const TRIALS = Math.max(1, Number(process.env.ATHANOR_VECTOR_CRASH_TRIALS ?? 6) || 6);
 
 const dirs: string[] = [];
 afterAll(() => {
