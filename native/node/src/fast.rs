@@ -246,9 +246,47 @@ unsafe extern "C" fn raw_tx_get(
     unsafe { call(env, info, ReadCtx::tx_get) }
 }
 
-unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    // SAFETY: `data` came from Box::into_raw in `install` and is finalized exactly once.
-    drop(unsafe { Box::from_raw(data as *mut Rc<ReadCtx>) });
+unsafe extern "C" fn finalize<T>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: `data` came from Box::into_raw in `install_bound` and is finalized exactly once.
+    drop(unsafe { Box::from_raw(data as *mut Rc<T>) });
+}
+
+/// Creates raw N-API functions, each bound to its own reference to `ctx` (released
+/// when the function is collected), and sets them on `target` under their names.
+/// `what` names the set in the error raised if N-API refuses.
+pub(crate) unsafe fn install_bound<T: 'static>(
+    env: sys::napi_env,
+    target: sys::napi_value,
+    ctx: &Rc<T>,
+    fns: &[(&str, sys::napi_callback)],
+    what: &str,
+) -> Result<(), Error> {
+    for &(name, cb) in fns {
+        let data = Box::into_raw(Box::new(ctx.clone())) as *mut c_void;
+        let mut f = ptr::null_mut();
+        let cname = CString::new(name).unwrap();
+        let ok = unsafe {
+            sys::napi_create_function(env, cname.as_ptr(), name.len() as isize, cb, data, &mut f)
+                == sys::Status::napi_ok
+                && sys::napi_add_finalizer(
+                    env,
+                    f,
+                    data,
+                    Some(finalize::<T>),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                ) == sys::Status::napi_ok
+                && sys::napi_set_named_property(env, target, cname.as_ptr(), f)
+                    == sys::Status::napi_ok
+        };
+        if !ok {
+            return Err(Error::new(
+                athanor_core::Code::Io,
+                format!("could not create the {what}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the `get`, `txGet` and `txBegin` functions bound to `ctx` and sets them on `target`.
@@ -262,30 +300,5 @@ pub(crate) unsafe fn install(
         ("txGet", Some(raw_tx_get)),
         ("txBegin", Some(raw_tx_begin)),
     ];
-    for (name, cb) in fns {
-        let data = Box::into_raw(Box::new(ctx.clone())) as *mut c_void;
-        let mut f = ptr::null_mut();
-        let cname = CString::new(name).unwrap();
-        let ok = unsafe {
-            sys::napi_create_function(env, cname.as_ptr(), name.len() as isize, cb, data, &mut f)
-                == sys::Status::napi_ok
-                && sys::napi_add_finalizer(
-                    env,
-                    f,
-                    data,
-                    Some(finalize),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                ) == sys::Status::napi_ok
-                && sys::napi_set_named_property(env, target, cname.as_ptr(), f)
-                    == sys::Status::napi_ok
-        };
-        if !ok {
-            return Err(Error::new(
-                athanor_core::Code::Io,
-                "could not create the fast read functions",
-            ));
-        }
-    }
-    Ok(())
+    unsafe { install_bound(env, target, ctx, &fns, "fast read functions") }
 }

@@ -896,11 +896,7 @@ unsafe extern "C" fn raw_iter_next(
     unsafe { dispatch(env, info, do_iter_next) }
 }
 
-unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    // SAFETY: `data` came from Box::into_raw in `install` and is finalized exactly once.
-    drop(unsafe { Box::from_raw(data as *mut Rc<SqlCtx>) });
-}
-
+/// Creates the raw statement functions bound to `ctx` and sets them on `target`.
 unsafe fn install(
     env: sys::napi_env,
     target: sys::napi_value,
@@ -913,30 +909,5 @@ unsafe fn install(
         ("iterStart", Some(raw_iter_start)),
         ("iterNext", Some(raw_iter_next)),
     ];
-    for (name, cb) in fns {
-        let data = Box::into_raw(Box::new(ctx.clone())) as *mut c_void;
-        let mut f = ptr::null_mut();
-        let cname = CString::new(name).unwrap();
-        let ok = unsafe {
-            sys::napi_create_function(env, cname.as_ptr(), name.len() as isize, cb, data, &mut f)
-                == sys::Status::napi_ok
-                && sys::napi_add_finalizer(
-                    env,
-                    f,
-                    data,
-                    Some(finalize),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                ) == sys::Status::napi_ok
-                && sys::napi_set_named_property(env, target, cname.as_ptr(), f)
-                    == sys::Status::napi_ok
-        };
-        if !ok {
-            return Err(Error::new(
-                Code::Io,
-                "could not create the SQL statement functions",
-            ));
-        }
-    }
-    Ok(())
+    unsafe { crate::fast::install_bound(env, target, ctx, &fns, "SQL statement functions") }
 }
