@@ -516,6 +516,13 @@ fn background_dumps_survive_a_crash() {
     assert_eq!(m["seq"].as_u64(), Some(commit_seq(&e)));
     let current = TempDir::new().unwrap();
     copy_as_crashed(dir.path(), current.path());
+    // As if the crash came in the middle of replacing this dump by a newer one:
+    // the old one moved aside, the new one still a temporary folder.
+    let index = current.path().join("index");
+    std::fs::rename(index.join("d"), index.join(format!(".old-{}-7", c.def.id))).unwrap();
+    let tmp = index.join(format!(".tmp-{}-1-8", c.def.id));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("graph.hnsw.graph"), b"partial").unwrap();
     let docs_at_dump = docs.clone();
 
     // A few changes after the dump (too few for another one): replace, delete, add.
@@ -587,5 +594,12 @@ fn background_dumps_survive_a_crash() {
         assert!(found * 100 >= docs.len() * 99, "{found} of {}", docs.len());
     };
     check(current.path(), &docs_at_dump, false);
+    // The old dump was put back and the leftovers removed.
+    let mut left: Vec<String> = std::fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["d"]);
     check(lagging.path(), &docs, true);
 }

@@ -230,6 +230,7 @@ impl Registry {
             maps.by_name.insert(def.name.clone(), idx);
         }
         *self.shared.maps.write() = maps;
+        dump::sweep(&index_dir);
         release_free_memory();
         self.shared.signal();
         Ok(())
