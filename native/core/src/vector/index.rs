@@ -45,6 +45,10 @@ const DUMP_MAX_CHANGES: u64 = 10_000;
 /// ...but never fewer than this many: below it re-indexing at open is cheaper
 /// than rewriting the dump after every few commits.
 const DUMP_MIN_CHANGES: u64 = 256;
+/// After a dump, the next background one waits this many times as long as it
+/// took, so rewriting a growing graph under a trickle of writes takes at most
+/// about a tenth of the indexer's time.
+const DUMP_SPACING: u32 = 10;
 
 /// A graph built in this process.
 pub(crate) type BuiltGraph = Hnsw<'static, f32, MetricDistance>;
@@ -258,6 +262,8 @@ pub struct CollectionIndex {
     changes_since_dump: AtomicU64,
     dumps: AtomicU64,
     loaded_from_dump: AtomicBool,
+    /// No background dump before this moment (see [`DUMP_SPACING`]).
+    dump_not_before: Mutex<Option<std::time::Instant>>,
     pub(crate) dropped: AtomicBool,
 }
 
@@ -289,6 +295,7 @@ impl CollectionIndex {
             changes_since_dump: AtomicU64::new(0),
             dumps: AtomicU64::new(0),
             loaded_from_dump: AtomicBool::new(false),
+            dump_not_before: Mutex::new(None),
             dropped: AtomicBool::new(false),
         }
     }
@@ -337,9 +344,11 @@ impl CollectionIndex {
     }
 
     /// Records the outcome of writing a dump captured by [`Self::dump_state`]
-    /// (`changes` is the count it returned): a failed one leaves the index dirty
-    /// with its changes counted again, so a later attempt (or close) retries.
-    pub(crate) fn dump_done(&self, ok: bool, changes: u64) {
+    /// (`changes` is the count it returned, `took` how long writing it took): a
+    /// failed one leaves the index dirty with its changes counted again, so a
+    /// later attempt (or close) retries.
+    pub(crate) fn dump_done(&self, ok: bool, changes: u64, took: Duration) {
+        *self.dump_not_before.lock() = Some(std::time::Instant::now() + took * DUMP_SPACING);
         if ok {
             self.dumps.fetch_add(1, AtomicOrdering::Relaxed);
         } else {
@@ -356,6 +365,10 @@ impl CollectionIndex {
         if self.dropped.load(AtomicOrdering::Acquire)
             || !self.dirty.load(AtomicOrdering::Acquire)
             || self.rebuilding.load(AtomicOrdering::Acquire)
+            || self
+                .dump_not_before
+                .lock()
+                .is_some_and(|t| std::time::Instant::now() < t)
         {
             return false;
         }

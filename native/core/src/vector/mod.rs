@@ -93,12 +93,13 @@ impl Shared {
     /// re-indexing at the next open.
     fn write_dump(&self, dir: &Path, c: &CollectionIndex, state: index::DumpState) {
         let (graph, slots, seq, changes) = state;
+        let started = std::time::Instant::now();
         let ok = dump::write(dir, &c.def, &graph, &slots, seq).is_ok();
         if ok && c.dropped.load(Ordering::Acquire) {
             // Dropped while the dump was written (after the drop removed the old one).
             dump::remove(dir, &c.def.name);
         }
-        c.dump_done(ok, changes);
+        c.dump_done(ok, changes, started.elapsed());
     }
 
     /// Indexer, once idle: dumps the collections that changed enough since their
