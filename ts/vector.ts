@@ -112,6 +112,10 @@ export interface IndexStats {
   graphPoints: number;
   /** Rebuilds since the database was opened. */
   rebuilds: number;
+  /** Whether the graph at open came from a dump in `<dir>/index/` rather than a rebuild from the documents. */
+  loadedFromDump: boolean;
+  /** Dumps written since the database was opened: in the background once enough changed, and at close. */
+  dumps: number;
 }
 
 /** Vector writes inside a transaction: they commit atomically with its state writes and events. */

@@ -197,6 +197,8 @@ export interface NativeIndexStats {
   tombstones: number
   graphPoints: number
   rebuilds: number
+  loadedFromDump: boolean
+  dumps: number
 }
 
 /** Options passed from `Athanor.open`. */

@@ -455,3 +455,151 @@ fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
     assert!(e.vectors().drop_collection(e.store(), "d").unwrap());
     assert!(!dump.exists());
 }
+
+/// Copies a database directory as a crash would leave it: the engine still
+/// open, so no close-time dump; LMDB's lock file is left behind.
+fn copy_as_crashed(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() == "lock.mdb" {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_as_crashed(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn commit_seq(e: &Engine) -> u64 {
+    let t = e.begin_read().unwrap();
+    e.store().commit_seq(&t).unwrap()
+}
+
+#[test]
+fn background_dumps_survive_a_crash() {
+    let dir = TempDir::new().unwrap();
+    let (n, dim) = (3000, 16);
+    let mut r = rng(17);
+    let mut docs: HashMap<String, Vec<f32>> = (0..n)
+        .map(|i| (format!("v{i}"), (0..dim).map(|_| r()).collect()))
+        .collect();
+    let e = open(dir.path());
+    let c = e
+        .vectors()
+        .create(e.store(), "d", params(dim as u32, Metric::L2))
+        .unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut b = TxBuilder::new();
+        for i in chunk {
+            let id = format!("v{i}");
+            b = b.vector_upsert("d", &id, &docs[&id], "");
+        }
+        e.commit_blocking(b.build().unwrap()).unwrap();
+    }
+    assert!(c.wait_indexed(Duration::from_secs(120)));
+    // The bulk load is dumped in the background, with the database still open.
+    let manifest = dir.path().join("index").join("d").join("manifest.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while c.stats().dumps == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background dump: {:?}",
+            c.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    // Nothing was committed since the bulk load: the dump reflects the last commit.
+    assert_eq!(m["seq"].as_u64(), Some(commit_seq(&e)));
+    let current = TempDir::new().unwrap();
+    copy_as_crashed(dir.path(), current.path());
+    // As if the crash came in the middle of replacing this dump by a newer one:
+    // the old one moved aside, the new one still a temporary folder.
+    let index = current.path().join("index");
+    std::fs::rename(index.join("d"), index.join(format!(".old-{}-7", c.def.id))).unwrap();
+    let tmp = index.join(format!(".tmp-{}-1-8", c.def.id));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("graph.hnsw.graph"), b"partial").unwrap();
+    let docs_at_dump = docs.clone();
+
+    // A few changes after the dump (too few for another one): replace, delete, add.
+    let mut b = TxBuilder::new();
+    for i in 0..5 {
+        let id = format!("v{i}");
+        let v: Vec<f32> = (0..dim).map(|_| r()).collect();
+        b = b.vector_upsert("d", &id, &v, "");
+        docs.insert(id, v);
+    }
+    for i in 5..8 {
+        let id = format!("v{i}");
+        b = b.vector_delete("d", &id);
+        docs.remove(&id);
+    }
+    for i in 0..2 {
+        let id = format!("w{i}");
+        let v: Vec<f32> = (0..dim).map(|_| r()).collect();
+        b = b.vector_upsert("d", &id, &v, "");
+        docs.insert(id, v);
+    }
+    e.commit_blocking(b.build().unwrap()).unwrap();
+    assert!(c.wait_indexed(Duration::from_secs(60)));
+    assert_eq!(c.stats().dumps, 1, "{:?}", c.stats());
+    let lagging = TempDir::new().unwrap();
+    copy_as_crashed(dir.path(), lagging.path());
+
+    let check = |crashed: &Path, docs: &HashMap<String, Vec<f32>>, reconciled: bool| {
+        let e = open(crashed);
+        let c = e.vectors().get("d").unwrap();
+        let s = c.stats();
+        assert!(s.loaded_from_dump, "{s:?}");
+        assert_eq!(s.count, docs.len());
+        if reconciled {
+            // Only the changes since the dump are indexed again.
+            assert!(s.pending <= 7 && s.tombstones == 8, "{s:?}");
+        } else {
+            assert_eq!(
+                (s.pending, s.tombstones, s.graph_points),
+                (0, 0, n),
+                "{s:?}"
+            );
+        }
+        assert_eq!(e.vectors().verify(e.store(), "d").unwrap(), docs.len());
+        assert!(c.wait_indexed(Duration::from_secs(60)));
+        let mut r = rng(99);
+        for _ in 0..20 {
+            let q: Vec<f32> = (0..dim).map(|_| r()).collect();
+            let exact = c.search(
+                &c.prepare_query(&q).unwrap(),
+                &SearchOptions {
+                    k: 10,
+                    exact: true,
+                    ..SearchOptions::default()
+                },
+            );
+            let got: Vec<String> = exact.iter().map(|h| h.id.to_string()).collect();
+            let want: Vec<String> = reference(docs, &q, 10).into_iter().map(|x| x.0).collect();
+            assert_eq!(got, want);
+        }
+        // The graph finds the stored documents at their stored vectors (HNSW is
+        // approximate: allow a rare miss) and never returns a deleted one.
+        let mut found = 0;
+        for (id, v) in docs {
+            let hits = c.search(&c.prepare_query(v).unwrap(), &opts(3));
+            assert!(hits.iter().all(|h| docs.contains_key(&*h.id)));
+            found += usize::from(&*hits[0].id == id);
+        }
+        assert!(found * 100 >= docs.len() * 99, "{found} of {}", docs.len());
+    };
+    check(current.path(), &docs_at_dump, false);
+    // The old dump was put back and the leftovers removed.
+    let mut left: Vec<String> = std::fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["d"]);
+    check(lagging.path(), &docs, true);
+}

@@ -69,6 +69,8 @@ pub struct NativeIndexStats {
     pub tombstones: u32,
     pub graph_points: u32,
     pub rebuilds: u32,
+    pub loaded_from_dump: bool,
+    pub dumps: u32,
 }
 
 impl NativeDb {
@@ -308,6 +310,8 @@ impl NativeCollection {
             tombstones: s.tombstones as u32,
             graph_points: s.graph_points as u32,
             rebuilds: s.rebuilds as u32,
+            loaded_from_dump: s.loaded_from_dump,
+            dumps: s.dumps as u32,
         })
     }
 

@@ -117,7 +117,9 @@ pub(crate) fn write(
         fs::write(tmp.join(MANIFEST), text)?;
         let target = folder(index_dir, &def.name);
         if target.exists() {
-            let old = index_dir.join(format!(".old-{}-{stamp}", def.id));
+            // Not atomic: a crash between the two renames leaves only the old
+            // dump, moved aside, which the next open puts back (`restore_old`).
+            let old = index_dir.join(format!("{}{stamp}", old_prefix(def)));
             fs::rename(&target, &old)?;
             fs::rename(&tmp, &target)?;
             let _ = fs::remove_dir_all(&old);
@@ -132,8 +134,60 @@ pub(crate) fn write(
     r
 }
 
+/// Prefix of the folder a replaced dump is moved to while its successor is renamed into place.
+fn old_prefix(def: &CollectionDef) -> String {
+    format!(".old-{}-", def.id)
+}
+
+/// Puts back a replaced dump when a process stopped between moving it aside and
+/// renaming its successor into place, so such a crash keeps the old dump
+/// instead of leaving none.
+fn restore_old(index_dir: &Path, def: &CollectionDef) {
+    let target = folder(index_dir, &def.name);
+    if target.exists() {
+        return;
+    }
+    let prefix = old_prefix(def);
+    let Ok(entries) = fs::read_dir(index_dir) else {
+        return;
+    };
+    let mut olds: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    // The newest (by its time stamp) first; its manifest is checked as usual when loaded.
+    olds.sort_by_key(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n[prefix.len()..].parse::<u128>().ok())
+            .unwrap_or(0)
+    });
+    if let Some(newest) = olds.pop() {
+        let _ = fs::rename(newest, target);
+    }
+}
+
+/// Removes the temporary and replaced folders that dumps interrupted by a crash
+/// left behind (at open, once every collection is loaded). A dump another
+/// process is writing at that moment fails and is retried; it is never loaded
+/// half written, since its files no longer match its manifest.
+pub(crate) fn sweep(index_dir: &Path) {
+    let Ok(entries) = fs::read_dir(index_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".tmp-") || name.starts_with(".old-") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Loads the dump of `def` if there is a valid one; `seq` is the store's commit seq now.
 pub(crate) fn load(index_dir: &Path, def: &CollectionDef, seq: u64) -> Option<Loaded> {
+    restore_old(index_dir, def);
     let dir = folder(index_dir, &def.name);
     let text = fs::read(dir.join(MANIFEST)).ok()?;
     let m: Json = serde_json::from_slice(&text).ok()?;

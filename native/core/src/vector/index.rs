@@ -36,6 +36,19 @@ const INDEX_BATCH: usize = 65_536;
 const PARALLEL_MIN: usize = 256;
 /// A filter estimated to match less than this fraction of documents is searched exactly.
 const SELECTIVE: f64 = 0.05;
+/// A background dump is written once the changes since the last one reach this
+/// fraction of the graph's points...
+const DUMP_RATIO: f64 = 0.1;
+/// ...or this many, whichever is smaller: a crash then costs re-indexing at most
+/// that many documents at the next open instead of a full rebuild...
+const DUMP_MAX_CHANGES: u64 = 10_000;
+/// ...but never fewer than this many: below it re-indexing at open is cheaper
+/// than rewriting the dump after every few commits.
+const DUMP_MIN_CHANGES: u64 = 256;
+/// After a dump, the next background one waits this many times as long as it
+/// took, so rewriting a growing graph under a trickle of writes takes at most
+/// about a tenth of the indexer's time.
+const DUMP_SPACING: u32 = 10;
 
 /// A graph built in this process.
 pub(crate) type BuiltGraph = Hnsw<'static, f32, MetricDistance>;
@@ -125,8 +138,9 @@ impl Live {
 /// holds it), metadata, record hash.
 pub(crate) type LoadedDoc = (Arc<str>, Vec<f32>, Option<Json>, u64);
 
-/// What a dump captures: the graph, `(slot, id)` of every live document, the commit seq.
-pub(crate) type DumpState = (Arc<Graph>, Vec<(u32, Arc<str>)>, u64);
+/// What a dump captures: the graph, `(slot, id)` of every live document, the
+/// commit seq, and the changes counted since the previous capture (for [`CollectionIndex::dump_done`]).
+pub(crate) type DumpState = (Arc<Graph>, Vec<(u32, Arc<str>)>, u64, u64);
 
 /// A search result.
 #[derive(Debug, Clone)]
@@ -161,6 +175,10 @@ pub struct IndexStats {
     pub graph_points: usize,
     /// Rebuilds done since open.
     pub rebuilds: u64,
+    /// Whether the graph at open came from a dump (rather than a rebuild from the documents).
+    pub loaded_from_dump: bool,
+    /// Dumps written since open (in the background and at close).
+    pub dumps: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -239,6 +257,13 @@ pub struct CollectionIndex {
     rebuilding: AtomicBool,
     /// Changed since it was loaded or last dumped.
     dirty: AtomicBool,
+    /// Document changes recorded since the state last captured for a dump (or
+    /// since load); drives background dumps.
+    changes_since_dump: AtomicU64,
+    dumps: AtomicU64,
+    loaded_from_dump: AtomicBool,
+    /// No background dump before this moment (see [`DUMP_SPACING`]).
+    dump_not_before: Mutex<Option<std::time::Instant>>,
     pub(crate) dropped: AtomicBool,
 }
 
@@ -267,6 +292,10 @@ impl CollectionIndex {
             rebuild_requested: AtomicBool::new(false),
             rebuilding: AtomicBool::new(false),
             dirty: AtomicBool::new(true),
+            changes_since_dump: AtomicU64::new(0),
+            dumps: AtomicU64::new(0),
+            loaded_from_dump: AtomicBool::new(false),
+            dump_not_before: Mutex::new(None),
             dropped: AtomicBool::new(false),
         }
     }
@@ -275,6 +304,9 @@ impl CollectionIndex {
     pub(crate) fn apply(&self, changes: Vec<Change>) {
         self.dirty.store(true, AtomicOrdering::Release);
         let mut live = self.live.write();
+        // Counted under the lock, so a dump capturing the state resets exactly what it holds.
+        self.changes_since_dump
+            .fetch_add(changes.len() as u64, AtomicOrdering::Relaxed);
         for c in changes {
             if let Some(old) = live.ids.remove(&c.id) {
                 live.kill(old);
@@ -307,7 +339,46 @@ impl CollectionIndex {
         let slots = live.ids.iter().map(|(id, s)| (*s, id.clone())).collect();
         let seq = seq();
         self.dirty.store(false, AtomicOrdering::Release);
-        Some((self.graph.read().clone(), slots, seq))
+        let changes = self.changes_since_dump.swap(0, AtomicOrdering::Relaxed);
+        Some((self.graph.read().clone(), slots, seq, changes))
+    }
+
+    /// Records the outcome of writing a dump captured by [`Self::dump_state`]
+    /// (`changes` is the count it returned, `took` how long writing it took): a
+    /// failed one leaves the index dirty with its changes counted again, so a
+    /// later attempt (or close) retries.
+    pub(crate) fn dump_done(&self, ok: bool, changes: u64, took: Duration) {
+        *self.dump_not_before.lock() = Some(std::time::Instant::now() + took * DUMP_SPACING);
+        if ok {
+            self.dumps.fetch_add(1, AtomicOrdering::Relaxed);
+        } else {
+            self.changes_since_dump
+                .fetch_add(changes, AtomicOrdering::Relaxed);
+            self.dirty.store(true, AtomicOrdering::Release);
+        }
+    }
+
+    /// Whether a background dump is worth writing now: the indexer has nothing
+    /// left to do here (so the graph holds every recorded document and no rebuild
+    /// is about to replace it) and enough changed since the last dump.
+    pub(crate) fn dump_due(&self) -> bool {
+        if self.dropped.load(AtomicOrdering::Acquire)
+            || !self.dirty.load(AtomicOrdering::Acquire)
+            || self.rebuilding.load(AtomicOrdering::Acquire)
+            || self
+                .dump_not_before
+                .lock()
+                .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            return false;
+        }
+        let live = self.live.read();
+        if !live.pending.is_empty() || live.in_graph == 0 || self.rebuild_due(&live) {
+            return false;
+        }
+        let threshold =
+            ((live.in_graph as f64 * DUMP_RATIO) as u64).clamp(DUMP_MIN_CHANGES, DUMP_MAX_CHANGES);
+        self.changes_since_dump.load(AtomicOrdering::Relaxed) >= threshold
     }
 
     /// Installs a graph loaded from a dump and reconciles it with the stored
@@ -400,6 +471,13 @@ impl CollectionIndex {
         }
         live.tombstones = live.in_graph - claim.len();
         let changed = !live.pending.is_empty() || live.tombstones > 0;
+        // What a crash would make the next open redo, so a background dump follows
+        // once that is enough.
+        self.changes_since_dump.store(
+            (live.pending.len() + live.tombstones) as u64,
+            AtomicOrdering::Relaxed,
+        );
+        self.loaded_from_dump.store(true, AtomicOrdering::Release);
         *self.live.write() = live;
         *self.graph.write() = Arc::new(graph);
         self.dirty.store(changed, AtomicOrdering::Release);
@@ -573,6 +651,8 @@ impl CollectionIndex {
             tombstones: live.tombstones,
             graph_points: live.in_graph,
             rebuilds: self.rebuilds.load(AtomicOrdering::Relaxed),
+            loaded_from_dump: self.loaded_from_dump.load(AtomicOrdering::Acquire),
+            dumps: self.dumps.load(AtomicOrdering::Relaxed),
         }
     }
 

@@ -70,6 +70,64 @@ impl Shared {
         *self.wake.lock() = true;
         self.cv.notify_one();
     }
+
+    /// Captures what a dump of `c` needs (see [`CollectionIndex::dump_state`]), with
+    /// a seq the captured state is known to reflect. Under the resync lock no
+    /// commit hand-over or resync is half done, so the applied seq matches the
+    /// documents; when a commit of another process was noticed but not resynced
+    /// yet, the index lacks it although the applied seq is past it, so the dump
+    /// records seq 0 instead: the next open then compares every vector rather
+    /// than trusting the dump as current.
+    fn capture(&self, c: &CollectionIndex) -> Option<index::DumpState> {
+        let _l = self.resync.lock();
+        c.dump_state(|| {
+            if self.stale.load(Ordering::Acquire) {
+                0
+            } else {
+                self.applied_seq.load(Ordering::Acquire)
+            }
+        })
+    }
+
+    /// Writes a captured dump of `c` and records the outcome. Failures only cost
+    /// re-indexing at the next open.
+    fn write_dump(&self, dir: &Path, c: &CollectionIndex, state: index::DumpState) {
+        let (graph, slots, seq, changes) = state;
+        let started = std::time::Instant::now();
+        let ok = dump::write(dir, &c.def, &graph, &slots, seq).is_ok();
+        if ok && c.dropped.load(Ordering::Acquire) {
+            // Dropped while the dump was written (after the drop removed the old one).
+            dump::remove(dir, &c.def.name);
+        }
+        c.dump_done(ok, changes, started.elapsed());
+    }
+
+    /// Indexer, once idle: dumps the collections that changed enough since their
+    /// last dump, so a crash costs re-indexing only what changed since. Stops as
+    /// soon as indexing work arrives (the next idle moment resumes).
+    fn background_dumps(&self) {
+        let Some(dir) = self.index_dir.lock().clone() else {
+            return;
+        };
+        let due: Vec<Arc<CollectionIndex>> = self
+            .maps
+            .read()
+            .by_id
+            .values()
+            .filter(|c| c.dump_due())
+            .cloned()
+            .collect();
+        for c in due {
+            if self.stop.load(Ordering::Acquire)
+                || self.maps.read().by_id.values().any(|c| c.needs_work())
+            {
+                return;
+            }
+            if let Some(state) = self.capture(&c) {
+                self.write_dump(&dir, &c, state);
+            }
+        }
+    }
 }
 
 /// The collections of one store and the indexer thread that keeps their graphs current.
@@ -173,6 +231,7 @@ impl Registry {
             maps.by_name.insert(def.name.clone(), idx);
         }
         *self.shared.maps.write() = maps;
+        dump::sweep(&index_dir);
         release_free_memory();
         self.shared.signal();
         Ok(())
@@ -264,13 +323,17 @@ impl Registry {
             Ok(Some(def.id))
         })?;
         let Some(id) = dropped else { return Ok(false) };
+        {
+            let mut maps = self.shared.maps.write();
+            if let Some(c) = maps.by_id.remove(&id) {
+                c.dropped.store(true, Ordering::Release);
+                maps.by_name.remove(&c.def.name);
+            }
+        }
+        // After marking it dropped: a background dump finishing later sees the
+        // mark and removes what it wrote.
         if let Some(d) = self.shared.index_dir.lock().as_ref() {
             dump::remove(d, name);
-        }
-        let mut maps = self.shared.maps.write();
-        if let Some(c) = maps.by_id.remove(&id) {
-            c.dropped.store(true, Ordering::Release);
-            maps.by_name.remove(&c.def.name);
         }
         Ok(true)
     }
@@ -603,9 +666,8 @@ impl Registry {
         let colls: Vec<Arc<CollectionIndex>> =
             self.shared.maps.read().by_id.values().cloned().collect();
         for c in colls {
-            let seq = || self.shared.applied_seq.load(Ordering::Acquire);
-            if let Some((graph, slots, seq)) = c.dump_state(seq) {
-                let _ = dump::write(&dir, &c.def, &graph, &slots, seq);
+            if let Some(state) = self.shared.capture(&c) {
+                self.shared.write_dump(&dir, &c, state);
             }
         }
     }
@@ -730,6 +792,12 @@ fn run_indexer(shared: Arc<Shared>) {
             if work.is_empty() || shared.stop.load(Ordering::Acquire) {
                 if did_work {
                     release_free_memory();
+                }
+                if !shared.stop.load(Ordering::Acquire) {
+                    // Idle: the graphs hold every recorded document. Dumping here,
+                    // on the indexer thread, keeps it off the commit path, and no
+                    // insert or rebuild can change a graph while it is written.
+                    shared.background_dumps();
                 }
                 break;
             }
