@@ -87,6 +87,54 @@ async function demo(db: Athanor): Promise<void> {
   const total = ['alice', 'bob', 'carol'].reduce((n, w) => n + db.get(`acct:${w}`).asI64(), 0n);
   out(`  total = ${total} (money is conserved)`);
 
+  // A SQL read model derived from the events, exactly once, by a TS handler and by a
+  // declarative projection run in Rust.
+  db.migrations.add({
+    version: 1,
+    name: 'demo_read_models',
+    up: 'CREATE TABLE flows (account TEXT PRIMARY KEY, sent INTEGER NOT NULL DEFAULT 0, received INTEGER NOT NULL DEFAULT 0);' +
+      'CREATE TABLE transfers (event_id INTEGER PRIMARY KEY, src TEXT NOT NULL, dst TEXT NOT NULL, amount INTEGER NOT NULL)',
+    down: 'DROP TABLE flows; DROP TABLE transfers',
+  });
+  const applied = db.migrations.run();
+  out(`projection.db schema version ${db.migrations.schemaVersion()} (${applied.length} migration(s) applied now)`);
+  const flow = db.sql.prepare(
+    'INSERT INTO flows (account, sent, received) VALUES (?, ?, ?) ' +
+      'ON CONFLICT(account) DO UPDATE SET sent = sent + excluded.sent, received = received + excluded.received',
+  );
+  const flows = db
+    .processor('demo.flows')
+    .on<{ from: string; to: string; amount: number }>('transfer', (_sql, e) => {
+      flow.run(e.payload.from, e.payload.amount, 0);
+      flow.run(e.payload.to, 0, e.payload.amount);
+    })
+    .build();
+  const caught = await flows.catchUp();
+  const audit = db.projection({
+    name: 'demo.transfers',
+    on: { transfer: { sql: 'INSERT INTO transfers VALUES (?, ?, ?, ?)', params: ['@id', '$.from', '$.to', '$.amount'] } },
+  });
+  await audit.catchUp();
+  out(`processor demo.flows applied ${caught.processed} new event(s), cursor at #${flows.cursor()}:`);
+  for (const r of db.sql.all<{ account: string; sent: number; received: number }>('SELECT * FROM flows ORDER BY account')) {
+    out(`  ${r.account}: sent ${r.sent}, received ${r.received}`);
+  }
+  const [t] = await db.query<{ n: number; total: number }>('SELECT count(*) AS n, sum(amount) AS total FROM transfers');
+  out(`declarative projection demo.transfers: ${t!.n} rows, ${t!.total} moved in all (read off the main thread)`);
+  await flows.close();
+  await audit.close();
+
+  // Vectors written in the same commit as state and an event, then searched.
+  const notes = db.vectors.create<{ account: string }>('demo.notes', { dimension: 4, metric: 'cosine' });
+  await db.transaction().execute((tx) => {
+    tx.vectors<{ account: string }>('demo.notes').upsert('alice', new Float32Array([0.9, 0.1, 0, 0]), { account: 'alice' });
+    tx.vectors<{ account: string }>('demo.notes').upsert('bob', new Float32Array([0.1, 0.9, 0.1, 0]), { account: 'bob' });
+    tx.vectors<{ account: string }>('demo.notes').upsert('carol', new Float32Array([0, 0.2, 0.9, 0.1]), { account: 'carol' });
+    tx.log('notes.embedded', { count: 3 });
+  });
+  const hits = notes.search(new Float32Array([1, 0.2, 0, 0]), { k: 2 });
+  out(`vector search in demo.notes (${notes.count()} documents): ` + hits.map((h) => `${h.id} ${h.score.toFixed(3)}`).join(', '));
+
   out('newest events:');
   for (const e of db.events.tail(3)) out(`  ${line(e)}`);
   const { events } = db.verify();
