@@ -23,6 +23,11 @@ export type ErrorCode =
   | 'ERR_MIGRATION_DRIFT'
   | 'ERR_MIGRATIONS_PENDING'
   | 'ERR_VECTOR_DIMENSION'
+  | 'ERR_MODEL'
+  | 'ERR_RUNTIME'
+  | 'ERR_PROVIDER'
+  | 'ERR_DOWNLOAD'
+  | 'ERR_INTEGRITY'
   | 'ERR_INTERNAL';
 
 /** Base class of every error athanor throws. */
@@ -168,6 +173,44 @@ export class VectorDimensionError extends AthanorError {
   }
 }
 
+/** A model directory is unusable: a missing or malformed `model.onnx`, `tokenizer.json` or config, or a model whose inputs/outputs are not a text encoder's. */
+export class ModelError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_MODEL', message, options);
+  }
+}
+
+/** The ONNX Runtime shared library could not be found or loaded (wrong path, wrong version, wrong architecture). */
+export class RuntimeLoadError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_RUNTIME', message, options);
+  }
+}
+
+/** A requested execution provider (CUDA, CoreML) is not available and fallback was not allowed. */
+export class ProviderError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PROVIDER', message, options);
+  }
+}
+
+/** A model download failed (network error, HTTP status, interrupted transfer); what was fetched so far is kept for a resume. */
+export class DownloadError extends AthanorError {
+  /** HTTP status, when the server answered. */
+  readonly status: number | undefined;
+  constructor(message: string, options?: { cause?: unknown; status?: number }) {
+    super('ERR_DOWNLOAD', message, options);
+    this.status = options?.status;
+  }
+}
+
+/** A downloaded or cached file does not match its expected size or SHA-256; it was not used. */
+export class IntegrityError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INTEGRITY', message, options);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -203,6 +246,16 @@ export function errorFor(code: string, message: string): AthanorError {
       return new HandlerError(message);
     case 'ERR_VECTOR_DIMENSION':
       return new VectorDimensionError(message);
+    case 'ERR_MODEL':
+      return new ModelError(message);
+    case 'ERR_RUNTIME':
+      return new RuntimeLoadError(message);
+    case 'ERR_PROVIDER':
+      return new ProviderError(message);
+    case 'ERR_DOWNLOAD':
+      return new DownloadError(message);
+    case 'ERR_INTEGRITY':
+      return new IntegrityError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

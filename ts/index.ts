@@ -43,6 +43,11 @@ export {
   MigrationDriftError,
   MigrationsPendingError,
   VectorDimensionError,
+  ModelError,
+  RuntimeLoadError,
+  ProviderError,
+  DownloadError,
+  IntegrityError,
   type ErrorCode,
 } from './errors.js';
 export { Sql, Statement, type SqlBindable, type NamedParams, type BindParams, type SqlReadValue, type Row, type RunResult, type TransactionFunction } from './sql.js';

@@ -38,6 +38,16 @@ pub enum Code {
     Handler,
     /// A vector's dimension differs from its collection's.
     VectorDimension,
+    /// A model directory is unusable (missing/malformed model, tokenizer or config).
+    Model,
+    /// The ONNX Runtime shared library could not be found or loaded.
+    Runtime,
+    /// A requested execution provider is unavailable and fallback was not allowed.
+    Provider,
+    /// A model download failed.
+    Download,
+    /// A file does not match its expected size or SHA-256.
+    Integrity,
 }
 
 impl Code {
@@ -60,6 +70,11 @@ impl Code {
             Code::SqlSyntax => "ERR_SQL_SYNTAX",
             Code::Handler => "ERR_HANDLER",
             Code::VectorDimension => "ERR_VECTOR_DIMENSION",
+            Code::Model => "ERR_MODEL",
+            Code::Runtime => "ERR_RUNTIME",
+            Code::Provider => "ERR_PROVIDER",
+            Code::Download => "ERR_DOWNLOAD",
+            Code::Integrity => "ERR_INTEGRITY",
         }
     }
 }
