@@ -105,6 +105,18 @@ export declare class NativeDb {
   close(): void
 }
 
+/** A loaded embedding model. */
+export declare class NativeEmbedder {
+  /** The model, provider and settings in use. */
+  info(): NativeEmbedderInfo
+  /** Drops this handle's model reference; later calls fail with ERR_CLOSED. */
+  close(): void
+  /** Token ids of one text, as the model sees it. */
+  tokenize(text: string): Array<number>
+  /** Embeds texts on the libuv pool; resolves to `texts.length * dimension` floats. */
+  embed(texts: Array<string>): Promise<Float32Array>
+}
+
 /** A consistent read-only view (internal: wrapped by `ts/`). */
 export declare class NativeSnapshot {
   /** Point read; same contract as `NativeDb.get`. */
@@ -171,6 +183,9 @@ export interface DeclResult {
   errorMessage?: string
 }
 
+/** Opens an embedder on the libuv pool (loading a model takes a while). */
+export declare function embedderOpen(options: NativeEmbedderOptions): Promise<NativeEmbedder>
+
 /** A collection's stored definition. */
 export interface NativeCollectionInfo {
   name: string
@@ -190,6 +205,34 @@ export interface NativeCollectionParams {
   efSearch: number
 }
 
+/** What an open embedder is. */
+export interface NativeEmbedderInfo {
+  dimension: number
+  provider: string
+  attempts: Array<NativeProviderAttempt>
+  maxLength: number
+  pooling: string
+  normalize: boolean
+  batchSize: number
+  modelDir: string
+  modelSha256: string
+  runtimePath: string
+}
+
+/** How to open an embedder (defaults are applied in TS). */
+export interface NativeEmbedderOptions {
+  dir: string
+  runtimePath: string
+  providers: Array<string>
+  fallback: boolean
+  batchSize: number
+  maxLength?: number
+  pooling?: string
+  normalize: boolean
+  threads?: number
+  sessions: number
+}
+
 /** Counters of a collection's index. */
 export interface NativeIndexStats {
   count: number
@@ -207,4 +250,10 @@ export interface NativeOpenOptions {
   syncIntervalMs: number
   mapSize: number
   idempotencyWindowMs: number
+}
+
+/** One provider tried at open: `error` is unset for the one that runs. */
+export interface NativeProviderAttempt {
+  provider: string
+  error?: string
 }

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod commit;
+pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod projection;
