@@ -50,6 +50,7 @@ export {
   IntegrityError,
   type ErrorCode,
 } from './errors.js';
+export { downloadModel, type PretrainedOptions, type DownloadProgress } from './hub.js';
 export { Sql, Statement, type SqlBindable, type NamedParams, type BindParams, type SqlReadValue, type Row, type RunResult, type TransactionFunction } from './sql.js';
 export {
   Processor,
