@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { ClosedError, InvalidArgumentError, RuntimeLoadError, fromNative } from './errors.js';
+import { downloadModel, type PretrainedOptions } from './hub.js';
 import { native } from './native.js';
 import type * as Binding from '../native/node/binding.cjs';
 
@@ -214,7 +215,18 @@ export class Embedder {
     return embedder;
   }
 
-  // FROM_PRETRAINED
+  /**
+   * Downloads a model from a Hugging Face-style hub into a local cache (resumable,
+   * integrity-checked; no network once cached) and opens it. See {@link downloadModel}.
+   *
+   * ```ts
+   * const e = await Embedder.fromPretrained('sentence-transformers/all-MiniLM-L6-v2', { cacheDir: './models' });
+   * ```
+   */
+  static async fromPretrained(repoId: string, options: EmbedderOptions & PretrainedOptions = {}): Promise<Embedder> {
+    const dir = await downloadModel(repoId, options);
+    return Embedder.open(dir, options);
+  }
 
   #live(): Binding.NativeEmbedder {
     if (this.#closed) throw new ClosedError('the embedder is closed; open it again with Embedder.open()');

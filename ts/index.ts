@@ -68,3 +68,4 @@ export {
 } from './processor.js';
 export { Migrations, checksumOf, type Migration, type MigrationStep, type AppliedMigration } from './migrations.js';
 export type { DeclarativeSpec, SqlAction, ParamSource, QueryOptions } from './projection.js';
+export { Embedder, type EmbedderOptions, type ExecutionProvider, type Pooling, type EmbedProgress, type EmbedManyOptions, type ProviderAttempt } from './embed.js';
