@@ -1,6 +1,6 @@
 /** The database handle. */
 import { resolve } from 'node:path';
-import { type Value } from './codec.js';
+import { type Json, type Value } from './codec.js';
 import { ClosedError, InvalidArgumentError, NotFoundError, fromNative } from './errors.js';
 import { Core } from './core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './events.js';
@@ -11,6 +11,7 @@ import type { Processor, ProcessorBuilder, ProcessorOptions } from './processor.
 import type { Migrations } from './migrations.js';
 import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 import { VectorStore } from './vector.js';
+import type { VectorProjectionSpec } from './vector-projection.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -238,6 +239,26 @@ export class Athanor {
   projection(spec: DeclarativeSpec): Processor {
     this.#core.assertOpen();
     return this.#proj.projection(spec);
+  }
+
+  /**
+   * Declares a vector projection: events of the given types are embedded into a
+   * vector collection, exactly once, with the cursor committed in the same LMDB
+   * commit as the vectors. Same lifecycle as processors (`run`, `catchUp`, `rebuild`,
+   * `deadLetters`, error strategies); `rebuild()` recreates the collection from the log.
+   *
+   * ```ts
+   * const p = db.vectorProjection({
+   *   name: 'ticket-vectors', collection: 'tickets', embedder,
+   *   on: { TicketOpened: { id: '$.ticketId', text: '$.body', metadata: { team: '$.team' } },
+   *         TicketDeleted: { delete: true, id: '$.ticketId' } },
+   * });
+   * void p.run();
+   * ```
+   */
+  vectorProjection<M = Json>(spec: VectorProjectionSpec<M>): Processor {
+    this.#core.assertOpen();
+    return this.#proj.vectorProjection(spec, this.vectors, () => this.transaction());
   }
 
   /** Schema migrations of projection.db. */

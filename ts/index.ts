@@ -21,7 +21,12 @@ export {
   type FilterOps,
   type FilterScalar,
   type TxVectors,
+  type OpenCollectionOptions,
+  type TextDocument,
+  type TextUpsertProgress,
+  type TextUpsertOptions,
 } from './vector.js';
+export type { VectorProjectionSpec, EmbedRule, DeleteRule, FieldSource } from './vector-projection.js';
 export { Value, i64, u256, f64, bool, str, bytes, json, set, array, encodeValue, decodeValue, type ValueType, type Json } from './codec.js';
 export {
   AthanorError,

@@ -133,6 +133,25 @@ export interface Applier {
   retryDeadLetter(id: number): Promise<Error | undefined>;
 }
 
+/**
+ * Where a processor's cursor lives when it is not projection.db's cursor table (a
+ * vector projection keeps it in LMDB, in the same commit as the vectors). @internal
+ */
+export interface CursorStore {
+  /** The cursor as committed. */
+  read(): bigint;
+  /** Moves the cursor from `expect` over `event` (recording a dead letter first), unless someone else moved it. */
+  passOver(expect: bigint, event: StoredEvent, dead: { error: Error; attempts: number } | undefined): Promise<boolean>;
+  /** Drops the derived data, the cursor and the dead letters, for `rebuild()`. */
+  reset(): Promise<void>;
+}
+
+/** Records (or updates) a dead letter in projection.db. @internal */
+export function recordDeadLetter(sql: Sql, processor: string, event: StoredEvent, error: Error, attempts: number): void {
+  const now = Date.now();
+  sql.run(DLQ_UPSERT, [processor, event.id, event.type, codeOf(error), error.message, attempts, now, now]);
+}
+
 /** Shared services a processor needs. @internal */
 export interface ProcessorHost {
   core: Core;
@@ -165,7 +184,7 @@ type FastBuffer = Buffer & { utf8Slice(start: number, end: number): string };
  * commit seq of the previous event are reused when their bytes repeat, and the commit
  * time is read without a BigInt.
  */
-function decodeBatch(buf: Buffer): StoredEvent[] {
+export function decodeBatch(buf: Buffer): StoredEvent[] {
   const b = buf as FastBuffer;
   const count = b.readUInt32LE(0);
   const out: StoredEvent[] = new Array(count);
@@ -216,7 +235,8 @@ function errorOf(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
 
-function codeOf(e: Error): string {
+/** The error code a dead letter records for `e`. @internal */
+export function codeOf(e: Error): string {
   return e instanceof AthanorError ? e.code : 'ERR_HANDLER';
 }
 
@@ -534,10 +554,12 @@ export class Processor {
   #wake: (() => void) | null = null;
   #waiters: Waiter[] = [];
   #checked = false;
+  readonly #store: CursorStore | undefined;
 
   /** @internal */
-  constructor(host: ProcessorHost, name: string, applier: Applier, o: ProcessorOptions) {
+  constructor(host: ProcessorHost, name: string, applier: Applier, o: ProcessorOptions, store?: CursorStore) {
     this.#host = host;
+    this.#store = store;
     this.name = name;
     this.applier = applier;
     this.#batchSize = o.batchSize ?? 1000;
@@ -552,7 +574,7 @@ export class Processor {
   /** The id of the last event applied (or passed over); 0n before the first. */
   cursor(): bigint {
     this.#host.sql.assertOpen();
-    this.#cursor = readCursor(this.#host.sql, this.name);
+    this.#cursor = this.#store !== undefined ? this.#store.read() : readCursor(this.#host.sql, this.name);
     return this.#cursor;
   }
 
@@ -570,7 +592,7 @@ export class Processor {
 
   #ready(): void {
     this.#host.sql.assertOpen();
-    if (this.#checked || this.#allowPending) return;
+    if (this.#checked || this.#allowPending || this.#store !== undefined) return;
     const pending = this.#host.migrations.pending();
     if (pending.length > 0) {
       throw new MigrationsPendingError(
@@ -621,7 +643,14 @@ export class Processor {
         }
         case 'skip':
         case 'deadLetter': {
-          const moved = this.#passOver(r.cursor, event, action === 'deadLetter' ? { error, attempts: attempt } : undefined);
+          const dead = action === 'deadLetter' ? { error, attempts: attempt } : undefined;
+          let moved: boolean;
+          if (this.#store !== undefined) {
+            moved = await this.#store.passOver(r.cursor, event, dead);
+            if (moved) this.#advanced(event.id);
+          } else {
+            moved = this.#passOver(r.cursor, event, dead);
+          }
           if (action === 'skip' && moved) this.#log(`skipped event ${event.id} (${event.type})`, error, event);
           return {
             processed,
@@ -646,10 +675,7 @@ export class Processor {
     const sql = this.#host.sql;
     return sql.transaction(() => {
       if (readCursor(sql, this.name) !== expect) return false;
-      if (dead !== undefined) {
-        const now = Date.now();
-        sql.run(DLQ_UPSERT, [this.name, event.id, event.type, codeOf(dead.error), dead.error.message, dead.attempts, now, now]);
-      }
+      if (dead !== undefined) recordDeadLetter(sql, this.name, event, dead.error, dead.attempts);
       sql.run(CURSOR_SET, [this.name, event.id, Date.now()]);
       this.#advanced(event.id);
       return true;
@@ -797,7 +823,9 @@ export class Processor {
     const sql = this.#host.sql;
     const mode = options.schema ?? (this.#reset !== undefined ? 'reset' : 'migrations');
     await this.#busy;
-    if (mode === 'reset') {
+    if (this.#store !== undefined) {
+      await this.#store.reset();
+    } else if (mode === 'reset') {
       const reset = this.#reset;
       if (reset === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.name)} has no reset hook; give one (reset) or rebuild with { schema: 'migrations' }`);
       sql.transaction(() => {

@@ -21,6 +21,9 @@ import {
   type ProcessorOptions,
 } from './processor.js';
 import { Sql, type Row, type SqlBindable, type NamedParams } from './sql.js';
+import type { TransactionBuilder } from './transaction.js';
+import { VectorApplier, checkVectorSpec, type VectorProjectionSpec } from './vector-projection.js';
+import type { VectorStore } from './vector.js';
 import type * as Binding from '../native/node/binding.cjs';
 
 /**
@@ -193,6 +196,17 @@ export class Projections implements ProcessorHost {
     }
     const resetFn = typeof reset === 'string' ? (sql: Sql) => sql.exec(reset) : reset;
     const p = new Processor(this, name, new DeclarativeApplier(this, this.#native!, id), { ...rest, ...(resetFn ? { reset: resetFn } : {}) });
+    this.#processors.set(name, p);
+    return p;
+  }
+
+  vectorProjection<M>(spec: VectorProjectionSpec<M>, vectors: VectorStore, tx: () => TransactionBuilder): Processor {
+    checkVectorSpec(spec);
+    this.#claim(spec.name);
+    void this.sql;
+    const { name, on: _on, collection: _c, embedder: _e, collectionOptions: _o, ...rest } = spec;
+    const applier = new VectorApplier(this, spec as VectorProjectionSpec<unknown>, vectors, tx);
+    const p = new Processor(this, name, applier, { batchSize: 256, ...rest }, applier);
     this.#processors.set(name, p);
     return p;
   }

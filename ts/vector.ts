@@ -4,8 +4,9 @@
  * derived from them.
  */
 import { ByteWriter } from './bytes.js';
-import { stringifyStrict, type Json } from './codec.js';
+import { str, stringifyStrict, type Json } from './codec.js';
 import type { Core } from './core.js';
+import type { EmbedManyOptions, Embedder } from './embed.js';
 import { InvalidArgumentError, NotFoundError, VectorDimensionError, fromNative } from './errors.js';
 import type { TransactionBuilder } from './transaction.js';
 import type * as Binding from '../native/node/binding.cjs';
@@ -21,8 +22,14 @@ export type VectorMetric =
 
 /** Options of {@link VectorStore.create}. */
 export interface CollectionOptions {
-  /** Number of components of every vector, 1..4096. */
-  dimension: number;
+  /** Number of components of every vector, 1..4096. Optional with an `embedder` (its dimension). */
+  dimension?: number;
+  /**
+   * The embedder of a text collection: enables `upsertText`, `upsertTexts` and
+   * `searchText`. The collection remembers the embedder's model (`modelId`) and
+   * refuses another one later, so vectors of two models are never mixed.
+   */
+  embedder?: Embedder;
   /** Default `'cosine'`. */
   metric?: VectorMetric;
   /** HNSW links per node and layer (level 0 keeps 2·m), 2..128. Default 16. */
@@ -42,6 +49,43 @@ export interface CollectionInfo {
   efConstruction: number;
   efSearch: number;
 }
+
+/** Options of {@link VectorStore.open}. */
+export interface OpenCollectionOptions {
+  /** The embedder for text methods; must be the model the collection was created with. */
+  embedder?: Embedder;
+}
+
+/** A text document for {@link VectorCollection.upsertTexts}. */
+export interface TextDocument<M = Json> {
+  id: string;
+  text: string;
+  metadata?: M;
+}
+
+/** Progress of {@link VectorCollection.upsertTexts}. */
+export interface TextUpsertProgress {
+  /** Texts embedded so far. */
+  embedded: number;
+  /** Documents committed so far (each chunk commits as one transaction). */
+  committed: number;
+  /** Documents in the call. */
+  total: number;
+}
+
+/** Options of {@link VectorCollection.upsertTexts}. */
+export interface TextUpsertOptions {
+  /** Called after each chunk is embedded and after it is committed. */
+  onProgress?: (p: TextUpsertProgress) => void;
+  /** Stops between chunks; chunks already committed stay. */
+  signal?: AbortSignal;
+  /** Documents per chunk: one embedding call and one transaction (default 512). */
+  chunkSize?: number;
+}
+
+/** Reserved state keys (NUL-prefixed, so no user key collides) for what collections remember. @internal */
+export const RESERVED_PREFIX = '\u0000athanor/';
+const embedderKey = (collection: string) => `${RESERVED_PREFIX}collection-model/${collection}`;
 
 /** A scalar a filter compares metadata with. */
 export type FilterScalar = string | number | boolean | null;
@@ -290,12 +334,82 @@ export class VectorCollection<M = Json> {
   readonly #tx: () => TransactionBuilder;
   /** The collection's definition. */
   readonly info: CollectionInfo;
+  /** The embedder of the text methods, when the collection was created or opened with one. */
+  readonly embedder: Embedder | undefined;
 
   /** @internal */
-  constructor(native: NativeCollection, tx: () => TransactionBuilder) {
+  constructor(native: NativeCollection, tx: () => TransactionBuilder, embedder?: Embedder) {
     this.#native = native;
     this.#tx = tx;
     this.info = infoOf(native.info());
+    this.embedder = embedder;
+  }
+
+  #textEmbedder(): Embedder {
+    if (this.embedder === undefined) {
+      throw new InvalidArgumentError(`collection ${JSON.stringify(this.info.name)} has no embedder: create or open it with { embedder } to use the text methods`);
+    }
+    return this.embedder;
+  }
+
+  /** Embeds `text` with the collection's embedder and inserts or replaces the document. Resolves once committed. */
+  async upsertText(id: string, text: string, metadata?: M): Promise<void> {
+    checkDocId(id);
+    if (typeof text !== 'string') throw new InvalidArgumentError(`text must be a string, got ${text === null ? 'null' : typeof text}`);
+    const v = await this.#textEmbedder().embed(text);
+    await this.upsert(id, v, metadata);
+  }
+
+  /**
+   * Embeds and upserts many text documents, in chunks: each chunk is one embedding
+   * call (batched, on the thread pool) and one transaction. Every document is checked
+   * before the first chunk runs, so bad input writes nothing. An abort or a failure
+   * leaves earlier chunks committed; upserts are idempotent, so re-running is safe.
+   */
+  async upsertTexts(docs: readonly TextDocument<M>[], options: TextUpsertOptions = {}): Promise<{ upserted: number }> {
+    const embedder = this.#textEmbedder();
+    if (!Array.isArray(docs)) throw new InvalidArgumentError('upsertTexts() takes an array of { id, text, metadata? }');
+    for (let i = 0; i < docs.length; i++) {
+      const d = docs[i];
+      if (d === null || typeof d !== 'object') throw new InvalidArgumentError(`docs[${i}] must be an object { id, text, metadata? }`);
+      try {
+        checkDocId(d.id);
+      } catch (e) {
+        throw new InvalidArgumentError(`docs[${i}].id: ${(e as Error).message}`);
+      }
+      if (typeof d.text !== 'string') throw new InvalidArgumentError(`docs[${i}].text must be a string, got ${d.text === null ? 'null' : typeof d.text}`);
+    }
+    const chunk = options.chunkSize ?? 512;
+    if (!Number.isInteger(chunk) || chunk < 1) throw new InvalidArgumentError('chunkSize must be a positive integer');
+    let committed = 0;
+    for (let i = 0; i < docs.length; i += chunk) {
+      options.signal?.throwIfAborted();
+      const part = docs.slice(i, i + chunk);
+      const flat = await embedder.embedFlat(part.map((d) => d.text));
+      options.onProgress?.({ embedded: i + part.length, committed, total: docs.length });
+      options.signal?.throwIfAborted();
+      const metas = part.some((d) => d.metadata !== undefined) ? part.map((d) => d.metadata) : undefined;
+      await this.upsertMany(
+        part.map((d) => d.id),
+        flat,
+        metas,
+      );
+      committed += part.length;
+      options.onProgress?.({ embedded: i + part.length, committed, total: docs.length });
+    }
+    return { upserted: committed };
+  }
+
+  /**
+   * The k documents nearest to the embedding of `query`, best first:
+   * `searchText('reset my password', 5, { lang: 'en' })` or `searchText(q, { k, filter, efSearch })`.
+   */
+  async searchText(query: string, k?: number | SearchOptions, filter?: MetadataFilter): Promise<VectorHit<M>[]> {
+    if (typeof query !== 'string') throw new InvalidArgumentError(`query must be a string, got ${query === null ? 'null' : typeof query}`);
+    const options: SearchOptions = typeof k === 'object' && k !== null ? k : { ...(k !== undefined ? { k } : {}), ...(filter !== undefined ? { filter } : {}) };
+    this.#options(options);
+    const v = await this.#textEmbedder().embed(query);
+    return this.search(v, options);
   }
 
   /** The collection's name. */
@@ -485,21 +599,56 @@ export class VectorStore {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('create() needs options { dimension, metric?, m?, efConstruction?, efSearch? }');
     const metric = options.metric ?? 'cosine';
     if (metric !== 'cosine' && metric !== 'dot' && metric !== 'l2') throw new InvalidArgumentError(`metric must be 'cosine', 'dot' or 'l2', got ${String(metric)}`);
-    const dimension = intIn(options.dimension, 1, 4096, 'dimension');
+    const embedder = options.embedder;
+    checkEmbedder(embedder);
+    if (embedder !== undefined && options.dimension !== undefined && options.dimension !== embedder.dimension) {
+      throw new VectorDimensionError(`dimension ${String(options.dimension)} differs from the embedder's ${embedder.dimension}; leave dimension out to take the embedder's`);
+    }
+    const dimension = intIn(options.dimension ?? embedder?.dimension, 1, 4096, 'dimension');
     const m = intIn(options.m ?? 16, 2, 128, 'm');
     const efConstruction = intIn(options.efConstruction ?? 200, m, 10_000, 'efConstruction');
     const efSearch = intIn(options.efSearch ?? 64, 1, 10_000, 'efSearch');
+    const existed = embedder !== undefined && this.has(name);
+    if (existed) this.#checkModel(name, embedder!);
+    let n: NativeCollection;
     try {
-      return new VectorCollection<M>(this.#core.native.vectorCreate(name, { dimension, metric, m, efConstruction, efSearch }), this.#tx);
+      n = this.#core.native.vectorCreate(name, { dimension, metric, m, efConstruction, efSearch });
     } catch (e) {
       throw fromNative(e);
     }
+    if (embedder !== undefined) this.#bindModel(name, embedder, existed);
+    return new VectorCollection<M>(n, this.#tx, embedder);
   }
 
-  /** Opens an existing collection; throws `NotFoundError` when there is none of that name. */
-  open<M = Json>(name: string): VectorCollection<M> {
+  /** Throws when the collection remembers another model than `embedder`'s. */
+  #checkModel(name: string, embedder: Embedder): void {
+    const bound = this.#core.get(embedderKey(name))?.asString();
+    if (bound !== undefined && bound !== embedder.modelId) {
+      throw new InvalidArgumentError(
+        `collection ${JSON.stringify(name)} holds vectors of model ${bound}, but this embedder is ${embedder.modelId}; open it with the same model, or drop and rebuild the collection`,
+      );
+    }
+  }
+
+  /** Records the collection's model (replacing a record left by a dropped collection of the same name). */
+  #bindModel(name: string, embedder: Embedder, existed: boolean): void {
+    const key = embedderKey(name);
+    const bound = this.#core.get(key)?.asString();
+    if (bound === embedder.modelId || (existed && bound !== undefined)) return;
+    this.#tx().executeSync((tx) => tx.set(key, str(embedder.modelId)));
+  }
+
+  /**
+   * Opens an existing collection; throws `NotFoundError` when there is none of that
+   * name. With `{ embedder }` the text methods work, and the embedder must be the
+   * model the collection was created with (`InvalidArgumentError` otherwise).
+   */
+  open<M = Json>(name: string, options: OpenCollectionOptions = {}): VectorCollection<M> {
     this.#core.assertOpen();
     checkName(name);
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
+    const embedder = options.embedder;
+    checkEmbedder(embedder);
     let n: NativeCollection | null;
     try {
       n = this.#core.native.vectorOpen(name);
@@ -507,7 +656,14 @@ export class VectorStore {
       throw fromNative(e);
     }
     if (n === null) throw new NotFoundError(`vector collection ${JSON.stringify(name)} does not exist; create it with db.vectors.create()`);
-    return new VectorCollection<M>(n, this.#tx);
+    if (embedder !== undefined) {
+      if (embedder.dimension !== n.info().dimension) {
+        throw new VectorDimensionError(`collection ${JSON.stringify(name)} has dimension ${n.info().dimension}; this embedder produces ${embedder.dimension}`);
+      }
+      this.#checkModel(name, embedder);
+      this.#bindModel(name, embedder, false);
+    }
+    return new VectorCollection<M>(n, this.#tx, embedder);
   }
 
   /** Whether a collection of that name exists. */
@@ -530,11 +686,22 @@ export class VectorStore {
   drop(name: string): boolean {
     this.#core.assertOpen();
     checkName(name);
+    let dropped: boolean;
     try {
-      return this.#core.native.vectorDrop(name);
+      dropped = this.#core.native.vectorDrop(name);
     } catch (e) {
       throw fromNative(e);
     }
+    const key = embedderKey(name);
+    if (this.#core.get(key) !== undefined) this.#tx().executeSync((tx) => tx.delete(key));
+    return dropped;
+  }
+}
+
+function checkEmbedder(e: unknown): void {
+  if (e === undefined) return;
+  if (e === null || typeof e !== 'object' || typeof (e as Embedder).embedFlat !== 'function' || typeof (e as Embedder).modelId !== 'string') {
+    throw new InvalidArgumentError('embedder must be an Embedder (from Embedder.open or Embedder.fromPretrained)');
   }
 }
 
