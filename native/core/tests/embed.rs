@@ -22,8 +22,14 @@ fn runtime_lib() -> PathBuf {
         ("macos", "aarch64") => ("darwin", "arm64", "libonnxruntime.1.dylib"),
         other => panic!("no bundled ONNX Runtime for {other:?}; set ATHANOR_ORT_LIB"),
     };
-    let p = repo_root().join(format!("node_modules/onnxruntime-node/bin/napi-v6/{os}/{arch}/{file}"));
-    assert!(p.is_file(), "{} is missing: run `npm install` (or set ATHANOR_ORT_LIB)", p.display());
+    let p = repo_root().join(format!(
+        "node_modules/onnxruntime-node/bin/napi-v6/{os}/{arch}/{file}"
+    ));
+    assert!(
+        p.is_file(),
+        "{} is missing: run `npm install` (or set ATHANOR_ORT_LIB)",
+        p.display()
+    );
     p
 }
 
@@ -31,13 +37,21 @@ fn model_dir() -> PathBuf {
     if let Ok(p) = std::env::var("ATHANOR_TEST_MODEL_DIR") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var("ATHANOR_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        std::env::var("XDG_CACHE_HOME")
-            .map(|x| PathBuf::from(x).join("athanor"))
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/athanor"))
-    });
+    let cache = std::env::var("ATHANOR_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::var("XDG_CACHE_HOME")
+                .map(|x| PathBuf::from(x).join("athanor"))
+                .unwrap_or_else(|_| {
+                    PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/athanor")
+                })
+        });
     let p = cache.join("test-models/all-MiniLM-L6-v2-int8");
-    assert!(p.join("model.onnx").is_file(), "{} is missing: run `node scripts/test-model.mjs`", p.display());
+    assert!(
+        p.join("model.onnx").is_file(),
+        "{} is missing: run `node scripts/test-model.mjs`",
+        p.display()
+    );
     p
 }
 
@@ -58,8 +72,16 @@ fn embeds_with_the_models_own_settings() {
     assert_eq!(e.dimension(), 384);
     assert_eq!(e.provider(), Provider::Cpu);
     assert_eq!(e.pooling(), Pooling::Mean);
-    assert_eq!(e.max_length(), 256, "sentence_bert_config.json's max_seq_length");
-    let texts = ["The cat sits on the mat.", "A feline is resting on a rug.", "Stock markets fell sharply today."];
+    assert_eq!(
+        e.max_length(),
+        256,
+        "sentence_bert_config.json's max_seq_length"
+    );
+    let texts = [
+        "The cat sits on the mat.",
+        "A feline is resting on a rug.",
+        "Stock markets fell sharply today.",
+    ];
     let v = e.embed(&texts).unwrap();
     assert_eq!(v.len(), 3 * 384);
     for row in v.chunks(384) {
@@ -67,7 +89,10 @@ fn embeds_with_the_models_own_settings() {
         assert!((n - 1.0).abs() < 1e-4, "normalised, got norm {n}");
     }
     let (cat, feline, stocks) = (&v[..384], &v[384..768], &v[768..]);
-    assert!(cos(cat, feline) > cos(cat, stocks) + 0.2, "a paraphrase scores higher than an unrelated sentence");
+    assert!(
+        cos(cat, feline) > cos(cat, stocks) + 0.2,
+        "a paraphrase scores higher than an unrelated sentence"
+    );
 }
 
 #[test]
@@ -75,10 +100,21 @@ fn a_text_embeds_the_same_alone_or_in_any_batch() {
     let e = open();
     let long = "word ".repeat(200);
     let alone = e.embed(&["short text"]).unwrap();
-    let mixed = e.embed(&[long.as_str(), "short text", "another one of medium length here"]).unwrap();
-    assert!(cos(&alone, &mixed[384..768]) > 0.9999, "padding must not change a text's vector");
+    let mixed = e
+        .embed(&[
+            long.as_str(),
+            "short text",
+            "another one of medium length here",
+        ])
+        .unwrap();
+    assert!(
+        cos(&alone, &mixed[384..768]) > 0.9999,
+        "padding must not change a text's vector"
+    );
     // Order is the caller's, whatever the length sort inside.
-    let again = e.embed(&["another one of medium length here", long.as_str()]).unwrap();
+    let again = e
+        .embed(&["another one of medium length here", long.as_str()])
+        .unwrap();
     assert!(cos(&again[..384], &mixed[768..]) > 0.9999);
     assert!(cos(&again[384..], &mixed[..384]) > 0.9999);
 }
@@ -108,7 +144,10 @@ fn unnormalised_and_cls_options_are_honoured() {
 #[test]
 fn bad_inputs_get_typed_errors() {
     let rt = runtime_lib();
-    let missing = Embedder::open(std::path::Path::new("/nonexistent/model"), &EmbedderOptions::new(rt.clone()));
+    let missing = Embedder::open(
+        std::path::Path::new("/nonexistent/model"),
+        &EmbedderOptions::new(rt.clone()),
+    );
     assert_eq!(missing.err().unwrap().code, Code::Model);
 
     let empty = tempfile::tempdir().unwrap();
@@ -120,15 +159,25 @@ fn bad_inputs_get_typed_errors() {
 
     let mut o = EmbedderOptions::new(rt.clone());
     o.batch_size = 0;
-    assert_eq!(Embedder::open(&model_dir(), &o).err().unwrap().code, Code::InvalidArgument);
+    assert_eq!(
+        Embedder::open(&model_dir(), &o).err().unwrap().code,
+        Code::InvalidArgument
+    );
 
-    let other_rt = Embedder::open(&model_dir(), &EmbedderOptions::new("/nonexistent/libonnxruntime.so"));
+    let other_rt = Embedder::open(
+        &model_dir(),
+        &EmbedderOptions::new("/nonexistent/libonnxruntime.so"),
+    );
     assert_eq!(other_rt.err().unwrap().code, Code::Runtime);
 }
 
 #[test]
 fn unavailable_provider_fails_or_falls_back_as_asked() {
-    let gpu = if cfg!(target_os = "macos") { Provider::CoreMl } else { Provider::Cuda };
+    let gpu = if cfg!(target_os = "macos") {
+        Provider::CoreMl
+    } else {
+        Provider::Cuda
+    };
     let mut o = EmbedderOptions::new(runtime_lib());
     o.providers = vec![gpu];
     o.fallback = false;
@@ -142,7 +191,10 @@ fn unavailable_provider_fails_or_falls_back_as_asked() {
             let e = Embedder::open(&model_dir(), &o).unwrap();
             assert_eq!(e.provider(), Provider::Cpu);
             assert_eq!(e.attempts().len(), 2);
-            assert!(e.attempts()[0].1.is_some(), "the reason the first provider failed is kept");
+            assert!(
+                e.attempts()[0].1.is_some(),
+                "the reason the first provider failed is kept"
+            );
         }
     }
 }

@@ -25,6 +25,8 @@ fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, Error>) -> Result<T> {
 }
 
 /// How to open an embedder (defaults are applied in TS).
+// napi-rs registers these only outside `cfg(test)`, so clippy's test build sees them unused.
+#[cfg_attr(test, allow(dead_code))]
 #[napi(object)]
 pub struct NativeEmbedderOptions {
     pub dir: String,
@@ -128,6 +130,7 @@ impl NativeEmbedder {
 }
 
 /// Opens an embedder on the libuv pool (loading a model takes a while).
+#[cfg_attr(test, allow(dead_code))]
 #[napi(ts_return_type = "Promise<NativeEmbedder>")]
 pub fn embedder_open(options: NativeEmbedderOptions) -> Result<AsyncTask<OpenTask>> {
     let mut o = EmbedderOptions::new(PathBuf::from(&options.runtime_path));
@@ -155,6 +158,7 @@ pub fn embedder_open(options: NativeEmbedderOptions) -> Result<AsyncTask<OpenTas
     }))
 }
 
+#[cfg_attr(test, allow(dead_code))]
 pub struct OpenTask {
     dir: PathBuf,
     options: EmbedderOptions,

@@ -218,26 +218,39 @@ impl Embedder {
                 .map(|(p, r)| format!("{}: {}", p.as_str(), r.as_deref().unwrap_or("?")))
                 .collect::<Vec<_>>()
                 .join("; ");
-            Error::new(Code::Provider, format!("no execution provider could start ({why})"))
+            Error::new(
+                Code::Provider,
+                format!("no execution provider could start ({why})"),
+            )
         })?;
 
-        let input_names: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+        let input_names: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
         if !input_names.iter().any(|n| n == "input_ids") {
             return Err(model_err(format!(
                 "{} takes inputs {input_names:?}, not input_ids: it is not a text encoder athanor can run",
                 files.onnx.display()
             )));
         }
-        if let Some(other) = input_names
-            .iter()
-            .find(|n| !matches!(n.as_str(), "input_ids" | "attention_mask" | "token_type_ids"))
-        {
+        if let Some(other) = input_names.iter().find(|n| {
+            !matches!(
+                n.as_str(),
+                "input_ids" | "attention_mask" | "token_type_ids"
+            )
+        }) {
             return Err(model_err(format!(
                 "{} needs an input {other:?} athanor does not provide (it supplies input_ids, attention_mask, token_type_ids)",
                 files.onnx.display()
             )));
         }
-        let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let output_names: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         let output = ["last_hidden_state", "token_embeddings"]
             .iter()
             .find(|n| output_names.iter().any(|o| o == *n))
@@ -254,7 +267,8 @@ impl Embedder {
         let mut sessions = vec![Mutex::new(session)];
         for _ in 1..o.sessions {
             sessions.push(Mutex::new(
-                build_session(&files.onnx, provider, threads).map_err(|e| ort_err("starting a session", e))?,
+                build_session(&files.onnx, provider, threads)
+                    .map_err(|e| ort_err("starting a session", e))?,
             ));
         }
         let mut e = Embedder {
@@ -371,7 +385,12 @@ impl Embedder {
     /// Runs one padded batch and pools it; returns `batch.len() * dim` floats.
     fn run_batch(&self, batch: &[&Encoding]) -> Result<Vec<f32>> {
         let b = batch.len();
-        let s = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(1).max(1);
+        let s = batch
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let mut ids = vec![0i64; b * s];
         let mut mask = vec![0i64; b * s];
         let mut types = vec![0i64; b * s];
@@ -389,7 +408,9 @@ impl Embedder {
         let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(3);
         inputs.push((
             "input_ids",
-            Tensor::from_array((shape, ids)).map_err(|e| ort_err("input tensor", e))?.into(),
+            Tensor::from_array((shape, ids))
+                .map_err(|e| ort_err("input tensor", e))?
+                .into(),
         ));
         let pool_mask = if self.wants_mask || self.pooling != Pooling::Cls {
             Some(mask.clone())
@@ -399,13 +420,17 @@ impl Embedder {
         if self.wants_mask {
             inputs.push((
                 "attention_mask",
-                Tensor::from_array((shape, mask)).map_err(|e| ort_err("input tensor", e))?.into(),
+                Tensor::from_array((shape, mask))
+                    .map_err(|e| ort_err("input tensor", e))?
+                    .into(),
             ));
         }
         if self.wants_token_types {
             inputs.push((
                 "token_type_ids",
-                Tensor::from_array((shape, types)).map_err(|e| ort_err("input tensor", e))?.into(),
+                Tensor::from_array((shape, types))
+                    .map_err(|e| ort_err("input tensor", e))?
+                    .into(),
             ));
         }
         let mut session = self.session();
@@ -418,7 +443,9 @@ impl Embedder {
                     .try_extract_tensor::<f32>()
                     .map_err(|e| ort_err("reading the model's output", e))?;
                 if shape.len() != 2 || shape[0] as usize != b {
-                    return Err(model_err(format!("output {name} has shape {shape:?}, expected [batch, dim]")));
+                    return Err(model_err(format!(
+                        "output {name} has shape {shape:?}, expected [batch, dim]"
+                    )));
                 }
                 data.to_vec()
             }
@@ -476,7 +503,14 @@ fn build_session(onnx: &Path, p: Provider, threads: usize) -> std::result::Resul
 }
 
 /// Pools `[b, s, h]` token vectors into `[b, h]`.
-fn pool(data: &[f32], b: usize, s: usize, h: usize, mask: Option<&[i64]>, how: Pooling) -> Vec<f32> {
+fn pool(
+    data: &[f32],
+    b: usize,
+    s: usize,
+    h: usize,
+    mask: Option<&[i64]>,
+    how: Pooling,
+) -> Vec<f32> {
     let mut out = vec![0f32; b * h];
     for r in 0..b {
         let dst = &mut out[r * h..(r + 1) * h];
@@ -499,7 +533,9 @@ fn pool(data: &[f32], b: usize, s: usize, h: usize, mask: Option<&[i64]>, how: P
                     let tok = &data[(r * s + c) * h..(r * s + c + 1) * h];
                     dst.iter_mut().zip(tok).for_each(|(d, t)| *d = d.max(*t));
                 }
-                dst.iter_mut().filter(|d| !d.is_finite()).for_each(|d| *d = 0.0);
+                dst.iter_mut()
+                    .filter(|d| !d.is_finite())
+                    .for_each(|d| *d = 0.0);
             }
         }
     }
