@@ -3,8 +3,11 @@
  * The athanor command line: a demo and a few operator tools over a database
  * directory. Argument parsing uses Node's built-in `util.parseArgs` (no dependency).
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Athanor, AthanorError, PreflightError, i64, type StoredEvent, type Value } from './index.js';
+import { defaultCacheDir } from './hub.js';
+import { Athanor, AthanorError, Embedder, PreflightError, i64, type StoredEvent, type Value } from './index.js';
 
 const DEFAULT_DIR = '.athanor-data';
 
@@ -19,6 +22,8 @@ Commands:
 
 Options:
   --dir <path>         database directory (default ${DEFAULT_DIR})
+  --model <path>       demo: sentence-embedding model directory (default: the one
+                       \`npm start\` fetches, <cache>/test-models/all-MiniLM-L6-v2-int8)
   --type <name>        only events of this type
   --from <id>          first event id
   --limit <n>          at most n events (default 20)
@@ -36,7 +41,7 @@ function line(e: StoredEvent): string {
   return `#${e.id} ${new Date(e.at).toISOString()} ${e.type} ${p}`;
 }
 
-async function demo(db: Athanor): Promise<void> {
+async function demo(db: Athanor, modelDir: string | undefined): Promise<void> {
   const out = (s: string): void => void process.stdout.write(s + '\n');
   out(`athanor demo: a small ledger in ${db.dir}`);
   const opened = await db.transaction().execute(
@@ -135,10 +140,56 @@ async function demo(db: Athanor): Promise<void> {
   const hits = notes.search(new Float32Array([1, 0.2, 0, 0]), { k: 2 });
   out(`vector search in demo.notes (${notes.count()} documents): ` + hits.map((h) => `${h.id} ${h.score.toFixed(3)}`).join(', '));
 
+  await textDemo(db, modelDir, out);
+
   out('newest events:');
   for (const e of db.events.tail(3)) out(`  ${line(e)}`);
   const { events } = db.verify();
   out(`verify: ok (${events} events, ids dense, type index consistent)`);
+}
+
+/** Local embeddings: memos logged as events, embedded by a vector projection, searched by meaning. */
+async function textDemo(db: Athanor, modelDir: string | undefined, out: (s: string) => void): Promise<void> {
+  const dir = modelDir ?? path.join(defaultCacheDir(), 'test-models', 'all-MiniLM-L6-v2-int8');
+  if (!fs.existsSync(path.join(dir, 'model.onnx'))) {
+    out(`text search skipped: no model at ${dir} (\`npm start\` fetches one; or pass --model <dir>)`);
+    return;
+  }
+  const embedder = await Embedder.open(dir);
+  try {
+    out(`embedder: ${path.basename(dir)} on ${embedder.provider}, ${embedder.dimension} dimensions`);
+    const memos = [
+      ['alice', 'rent for the flat in November'],
+      ['bob', 'coffee beans and a new grinder'],
+      ['carol', 'two tickets for the jazz concert'],
+      ['alice', 'electricity and water bill'],
+      ['bob', 'birthday present for my sister'],
+    ] as const;
+    const logged = await db.transaction().execute(
+      (tx) => {
+        for (const [account, text] of memos) tx.log('memo.added', { account, text });
+      },
+      { idempotencyKey: 'demo:memos' },
+    );
+    out(`memos logged as events: ${logged.outcome}`);
+    const memoVectors = db.vectorProjection<{ account: string }>({
+      name: 'demo.memo-vectors',
+      collection: 'demo.memos',
+      embedder,
+      on: { 'memo.added': { text: '$.text', metadata: { account: '$.account' } } },
+    });
+    const r = await memoVectors.catchUp();
+    out(`vector projection demo.memo-vectors read ${r.processed} new event(s), embedding the memos into demo.memos, cursor at #${memoVectors.cursor()}`);
+    const col = db.vectors.open<{ account: string }>('demo.memos', { embedder });
+    for (const q of ['paying for the apartment', 'music night out']) {
+      const [best] = await col.searchText(q, 1);
+      const ev = best === undefined ? undefined : [...db.events.read({ from: BigInt(best.id), to: BigInt(best.id) })][0];
+      out(`  searchText(${JSON.stringify(q)}) -> event #${best?.id} ${JSON.stringify((ev?.payload as { text?: string } | undefined)?.text)} (score ${best?.score.toFixed(3)})`);
+    }
+    await memoVectors.close();
+  } finally {
+    embedder.close();
+  }
 }
 
 async function main(): Promise<number> {
@@ -146,6 +197,7 @@ async function main(): Promise<number> {
     allowPositionals: true,
     options: {
       dir: { type: 'string', default: DEFAULT_DIR },
+      model: { type: 'string' },
       type: { type: 'string' },
       from: { type: 'string' },
       limit: { type: 'string', default: '20' },
@@ -162,7 +214,7 @@ async function main(): Promise<number> {
   try {
     switch (command) {
       case 'demo':
-        await demo(db);
+        await demo(db, values.model);
         return 0;
       case 'stats': {
         const s = db.stats();

@@ -128,7 +128,7 @@ interface Ctx {
 }
 
 /** The default cache root: ATHANOR_CACHE_DIR, else $XDG_CACHE_HOME/athanor, else ~/.cache/athanor. */
-function defaultCacheDir(): string {
+export function defaultCacheDir(): string {
   const env = process.env;
   if (env['ATHANOR_CACHE_DIR']) return env['ATHANOR_CACHE_DIR'];
   if (env['XDG_CACHE_HOME']) return join(env['XDG_CACHE_HOME'], 'athanor');
