@@ -57,8 +57,8 @@ const W = {
 
 const DANGLING = new Set([...W.det, ...W.adj, ...W.adv, ...W.prep, ...W.conj, 'in', 'on', 'at', 'after', 'every', 'last']);
 
-/** `count` sentences with a log-normal word count (median ~14, clamped to 5..60). */
-function sentences(count, seed) {
+/** `count` sentences with a log-normal word count (median ~15, clamped to 5..60). */
+export function sentences(count, seed) {
   const rnd = prng(seed);
   const pick = (list) => list[Math.floor(rnd() * list.length)];
   const normal = () => Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
@@ -79,7 +79,7 @@ function sentences(count, seed) {
   };
   const out = [];
   for (let i = 0; i < count; i++) {
-    const target = Math.min(60, Math.max(5, Math.round(Math.exp(Math.log(14) + 0.5 * normal()))));
+    const target = Math.min(60, Math.max(5, Math.round(Math.exp(Math.log(15) + 0.45 * normal()))));
     let words = clause();
     while (words.length < target) words.push(pick(W.conj), ...clause());
     words = words.join(' ').split(' ').slice(0, target); // multi-word entries count as their words
