@@ -1,4 +1,5 @@
 /** Shared helpers for the vitest suites: temp dirs and error assertions. */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -83,4 +84,42 @@ export function fingerprint(db: Athanor, keys: string[]): { commitSeq: bigint; l
     }),
     events: JSON.stringify([...db.events.read()].map((e) => [String(e.id), e.type, e.payload instanceof Uint8Array ? Buffer.from(e.payload).toString('hex') : e.payload])),
   };
+}
+
+/** How a child run by {@link killAfterReady} ended. */
+export interface KilledChild {
+  signal: NodeJS.Signals | null;
+  code: number | null;
+  stderr: string;
+  /** Whether the child printed `ready` before it ended. */
+  ready: boolean;
+}
+
+/**
+ * Runs `node <script> ...args` and SIGKILLs it `delayMs` after it prints `ready`
+ * (or after `watchdogMs` if it never does), for the kill -9 crash tests.
+ */
+export function killAfterReady(script: string, args: readonly string[], delayMs: number, watchdogMs = 30_000): Promise<KilledChild> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let ready = false;
+    let timer: NodeJS.Timeout | undefined;
+    const watchdog = setTimeout(() => child.kill('SIGKILL'), watchdogMs);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (s: string) => {
+      if (!ready && s.includes('ready')) {
+        ready = true;
+        timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
+      }
+    });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (s: string) => (stderr += s));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(watchdog);
+      resolve({ signal, code, stderr, ready });
+    });
+  });
 }

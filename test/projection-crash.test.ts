@@ -8,12 +8,11 @@
  *
  * ATHANOR_PROJECTION_TRIALS sets the number of trials per mode (default 10).
  */
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Athanor } from '../dist/index.js';
-import { removeDir, tempDir } from './helpers.js';
+import { killAfterReady, removeDir, tempDir, type KilledChild } from './helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'projection-child.mjs');
 const TRIALS = Math.max(1, Number(process.env.ATHANOR_PROJECTION_TRIALS ?? 10) || 10);
@@ -22,29 +21,8 @@ afterAll(() => {
   for (const d of dirs) removeDir(d);
 });
 
-function runChild(dir: string, mode: 'ts' | 'decl', batch: number, delayMs: number): Promise<{ signal: NodeJS.Signals | null; code: number | null; stderr: string; ready: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, dir, mode, String(batch)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    let ready = false;
-    let timer: NodeJS.Timeout | undefined;
-    const watchdog = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (s: string) => {
-      if (!ready && s.includes('ready')) {
-        ready = true;
-        timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
-      }
-    });
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (s: string) => (stderr += s));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      clearTimeout(watchdog);
-      resolve({ signal, code, stderr, ready });
-    });
-  });
+function runChild(dir: string, mode: 'ts' | 'decl', batch: number, delayMs: number): Promise<KilledChild> {
+  return killAfterReady(CHILD, [dir, mode, String(batch)], delayMs);
 }
 
 /** Checks the projection of `mode` against the log; returns its cursor. */

@@ -8,13 +8,12 @@
  *
  * ATHANOR_VECTOR_PROJECTION_TRIALS sets the number of kills (default 4).
  */
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Athanor, Embedder } from '../dist/index.js';
 import { ensureTestModel } from '../scripts/test-model.mjs';
-import { removeDir, tempDir } from './helpers.js';
+import { killAfterReady, removeDir, tempDir, type KilledChild } from './helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'vector-projection-child.mjs');
 const TRIALS = Math.max(1, Number(process.env.ATHANOR_VECTOR_PROJECTION_TRIALS ?? 4) || 4);
@@ -27,29 +26,8 @@ afterAll(() => {
   for (const d of dirs) removeDir(d);
 });
 
-function runChild(dir: string, batch: number, delayMs: number): Promise<{ signal: NodeJS.Signals | null; stderr: string; ready: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, dir, modelDir, String(batch)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    let ready = false;
-    let timer: NodeJS.Timeout | undefined;
-    const watchdog = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (s: string) => {
-      if (!ready && s.includes('ready')) {
-        ready = true;
-        timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
-      }
-    });
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (s: string) => (stderr += s));
-    child.on('error', reject);
-    child.on('close', (_code, signal) => {
-      clearTimeout(timer);
-      clearTimeout(watchdog);
-      resolve({ signal, stderr, ready });
-    });
-  });
+function runChild(dir: string, batch: number, delayMs: number): Promise<KilledChild> {
+  return killAfterReady(CHILD, [dir, modelDir, String(batch)], delayMs);
 }
 
 /** The documents the log up to `cursor` defines: id → n. */

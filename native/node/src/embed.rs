@@ -3,7 +3,6 @@
 //! embedding run on the libuv pool (AsyncTask), never on the JS thread, and
 //! panics surface as `ERR_INTERNAL` instead of taking Node down.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,13 +14,10 @@ use napi_derive::napi;
 use crate::err;
 
 fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, Error>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r.map_err(err),
-        Err(_) => Err(napi::Error::new(
-            Status::GenericFailure,
-            "ERR_INTERNAL: internal error in embedding code (a bug: please report it)",
-        )),
-    }
+    crate::catch_panics(
+        "ERR_INTERNAL: internal error in embedding code (a bug: please report it)",
+        f,
+    )
 }
 
 /// How to open an embedder (defaults are applied in TS).

@@ -32,6 +32,18 @@ fn err(e: athanor_core::Error) -> napi::Error {
     )
 }
 
+/// Runs engine code with panics caught, so a bug surfaces as an `ERR_INTERNAL`
+/// error carrying `panic_message` instead of taking Node down.
+fn catch_panics<T>(
+    panic_message: &'static str,
+    f: impl FnOnce() -> std::result::Result<T, athanor_core::Error>,
+) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(err),
+        Err(_) => Err(napi::Error::new(Status::GenericFailure, panic_message)),
+    }
+}
+
 /// Packs completions and a notice into one buffer for the JS thread:
 /// `[commit_seq u64][last_event_id u64][n u32]` then per completion
 /// `[token u64][status u8: 0 applied, 1 duplicate, 2 error][commit_seq u64][first_event_id u64][event_count u32][code_len u16][code][msg_len u32][msg]` (LE).

@@ -3,7 +3,6 @@
 //! Every call that runs engine code catches panics, so a bug surfaces as an
 //! `ERR_INTERNAL` error instead of taking Node down.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +19,10 @@ use crate::fast::ReadCtx;
 use crate::{err, NativeDb};
 
 fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, Error>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r.map_err(err),
-        Err(_) => Err(napi::Error::new(
-            Status::GenericFailure,
-            "ERR_INTERNAL: internal error in vector code (a bug: please report it); nothing was written",
-        )),
-    }
+    crate::catch_panics(
+        "ERR_INTERNAL: internal error in vector code (a bug: please report it); nothing was written",
+        f,
+    )
 }
 
 /// Parameters of a new collection (defaults are applied in TS).
