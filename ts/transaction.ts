@@ -55,7 +55,7 @@ interface CommitResultBase {
   firstEventId: bigint | null;
   /** Number of events logged. */
   eventCount: number;
-  /** How many times the callback ran (1 unless it conflicted and was retried; 0 for a duplicate found up front). */
+  /** How many times the callback ran (1 unless it conflicted and was retried; for a duplicate, the runs before its key was found, often 0). */
   attempts: number;
 }
 
