@@ -372,7 +372,7 @@ function encodeBatch(tx: TxImpl, w: ByteWriter, idempotencyKey: string | undefin
 
 /**
  * Reports what a user callback threw as a process warning. Whatever was thrown
- * (a non-Error, an object without \`toString\`, a Proxy whose traps throw) must
+ * (a non-Error, an object without `toString`, a Proxy whose traps throw) must
  * not stop the caller, so describing it can never throw.
  */
 function warn(what: string, thrown: unknown): void {
@@ -383,8 +383,8 @@ function warn(what: string, thrown: unknown): void {
   }
 }
 
-/** A printable description of any thrown value; never throws. @internal */
-export function describeThrown(e: unknown): string {
+/** A printable description of any thrown value; never throws. */
+function describeThrown(e: unknown): string {
   try {
     if (e instanceof Error) {
       const stack = e.stack;
