@@ -279,6 +279,16 @@ export class Core {
     return { outcome: 'duplicate', commitSeq: r[0]!, firstEventId: eventCount > 0 ? r[1]! : null, eventCount, committedAt: Number(r[3]!) };
   }
 
+  /** Commit seq of the newest committed state. */
+  newestCommitSeq(): bigint {
+    this.assertOpen();
+    try {
+      return this.native.heads()[1]!;
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
   /** Number of commits queued and not yet reported. */
   get pendingCount(): number {
     return this.#pending.size;

@@ -30,16 +30,18 @@ export interface ExecuteOptions {
    * How many attempts may conflict before the transaction gives up with
    * `ConflictError` (default 10; `1` turns retries off).
    *
-   * With {@link TransactionBuilder.execute}, a transaction whose first attempt
-   * conflicts queues for this handle's retry turn, which retried transactions take
-   * one at a time. Attempts made while holding the turn are not counted: each of
-   * their conflicts means another transaction committed a change to a key this one
-   * read, so the database advanced in between. A transaction therefore gives up
-   * only when `maxAttempts` is 1; otherwise it retries until it commits, fails for
-   * another reason (a preflight check, its callback throwing), or finds its
-   * idempotency key recorded. It can wait only as long as other transactions keep
-   * committing changes to what it reads, and while it holds the turn no other
-   * retried transaction of this handle competes with it.
+   * With {@link TransactionBuilder.execute}, the first attempt counts. When it
+   * conflicts, the transaction queues for this handle's retry turn, which retried
+   * transactions take one at a time, and re-runs holding it. An attempt made while
+   * holding the turn counts only if nothing committed between its snapshot and its
+   * conflict; a conflict means another transaction committed a change to a key it
+   * read, so in practice those attempts never count. The guarantee: a transaction
+   * gives up only with `maxAttempts: 1`; otherwise it retries until it commits,
+   * fails for another reason (a preflight check, its callback throwing), or finds
+   * its idempotency key recorded. It waits only while other transactions keep
+   * committing changes to what it reads (each of its conflicts is another commit
+   * made), and while it holds the turn no other retried transaction of this handle
+   * competes with it; it re-runs at once, on the newest snapshot.
    *
    * {@link TransactionBuilder.executeSync} has no retry turn: it makes at most
    * `maxAttempts` attempts, with exponential backoff between them.
@@ -437,6 +439,7 @@ export class TransactionBuilder {
     const { idempotencyKey, maxAttempts } = checkOptions(options);
     checkCallback(fn);
     let release: (() => void) | undefined;
+    let counted = 0;
     try {
       for (let attempt = 1; ; attempt++) {
         const a = this.#attempt(fn, idempotencyKey);
@@ -447,11 +450,13 @@ export class TransactionBuilder {
           return result(info, a.value, attempt);
         } catch (e) {
           if (!(e instanceof ConflictError)) throw e;
-          // Holding the turn, a conflict is not counted: another transaction committed.
-          if (release === undefined) {
-            if (attempt >= maxAttempts) throw new ConflictError(`gave up after ${attempt} attempts: ${e.message}`, { cause: e });
-            release = await this.#core.retryTurn();
+          // In the turn, a conflict counts only if nothing committed since the
+          // attempt's snapshot: otherwise the database advanced, which is progress.
+          if (release === undefined || this.#core.newestCommitSeq() <= a.tx.snapshotSeq) counted++;
+          if (counted >= maxAttempts) {
+            throw new ConflictError(`gave up after ${attempt} attempts: ${e.message}`, { cause: e });
           }
+          release ??= await this.#core.retryTurn();
         }
       }
     } finally {
