@@ -129,8 +129,6 @@ describe('bad writes and events are rejected before anything is written', () => 
     const cyclic: Record<string, unknown> = { name: 'loop' };
     cyclic.self = cyclic;
     const bad: [string, unknown][] = [
-      ['bigint', { amount: 10n }],
-      ['top-level bigint', 10n],
       ['cyclic', cyclic],
       ['NaN field', { x: NaN }],
       ['Infinity in an array', [1, -Infinity]],
@@ -159,7 +157,7 @@ describe('bad writes and events are rejected before anything is written', () => 
     const db = await seeded();
     const r = await db.transaction().execute((tx) => {
       tx.log('first', { n: 1 });
-      expect(() => tx.log('broken', { n: 2n })).toThrow(InvalidArgumentError);
+      expect(() => tx.log('broken', { n: NaN })).toThrow(InvalidArgumentError);
       expect(() => tx.log('', {})).toThrow(InvalidArgumentError);
       expect(() => tx.set('', i64(1))).toThrow(InvalidArgumentError);
       tx.log('second', { n: 3 });

@@ -257,4 +257,100 @@ describe('subscribing to commits', () => {
       process.off('warning', onWarning);
     }
   });
+
+  it('whatever a listener throws, the listeners after it still get the notice', async () => {
+    const db = await sandbox.open();
+    const onWarning = (): void => undefined;
+    process.on('warning', onWarning);
+    const hostile = new Proxy(
+      {},
+      {
+        get() {
+          throw new Error('trap');
+        },
+        getPrototypeOf() {
+          throw new Error('trap');
+        },
+      },
+    );
+    const unsubscribers = [Object.create(null), hostile, 'a string', undefined, Symbol('s')].map((thrown) =>
+      db.events.subscribe(() => {
+        throw thrown;
+      }),
+    );
+    try {
+      const heard: bigint[] = [];
+      const unsubscribe = db.events.subscribe((n) => heard.push(n.commitSeq));
+      for (let i = 0; i < 3; i++) await db.transaction().execute((tx) => tx.log('tick', { i }));
+      // Notices are delivered before the commit's promise continues.
+      expect(heard).toEqual([1n, 2n, 3n]);
+      unsubscribe();
+    } finally {
+      for (const u of unsubscribers) u();
+      process.off('warning', onWarning);
+    }
+  });
+});
+
+describe('bigint in payloads', () => {
+  const payload = {
+    max: 2n ** 63n - 1n,
+    min: -(2n ** 63n),
+    huge: 2n ** 100n,
+    unsafe: 2n ** 53n + 1n,
+    safe: 2n ** 53n - 1n,
+    small: 42n,
+    float: 2 ** 60,
+    frac: 1.25,
+    digits: '123456789012345678901234567890',
+    list: [1n, 2n ** 64n],
+  };
+  const decoded = {
+    max: 2n ** 63n - 1n,
+    min: -(2n ** 63n),
+    huge: 2n ** 100n,
+    unsafe: 2n ** 53n + 1n,
+    safe: 2 ** 53 - 1,
+    small: 42,
+    float: 2 ** 60,
+    frac: 1.25,
+    digits: '123456789012345678901234567890',
+    list: [1, 2n ** 64n],
+  };
+
+  it('round-trip losslessly through read, tail and get: unsafe integers as bigint, the rest as numbers', async () => {
+    const db = await sandbox.open();
+    const r = await db.transaction().execute((tx) => tx.log('big', payload));
+    expect(db.events.get(r.firstEventId!)!.payload).toEqual(decoded);
+    expect(db.events.tail(1)[0]!.payload).toEqual(decoded);
+    expect([...db.events.read({ type: 'big' })][0]!.payload).toEqual(decoded);
+    const snap = db.snapshot();
+    expect([...snap.events()][0]!.payload).toEqual(decoded);
+    snap.close();
+  });
+
+  it('reach TypeScript processors as the same values, and declarative projections as exact SQLite INTEGERs', async () => {
+    const db = await sandbox.open();
+    db.sql.exec('CREATE TABLE decl(id INTEGER PRIMARY KEY, max INTEGER, min INTEGER, unsafe INTEGER, small INTEGER, kind TEXT, raw TEXT)');
+    await db.transaction().execute((tx) => tx.log('big', payload));
+    const seen: unknown[] = [];
+    const ts = db.processor('ts', { handlers: [{ eventType: 'big', handle: (_sql, e) => void seen.push(e.payload) }] });
+    await ts.catchUp();
+    expect(seen).toEqual([decoded]);
+    const decl = db.projection({
+      name: 'decl',
+      on: { big: [{ sql: 'INSERT INTO decl VALUES (:id, :max, :min, :unsafe, :small, typeof(:max), :raw)', params: { id: '@id', max: '$.max', min: '$.min', unsafe: '$.unsafe', small: '$.small', raw: '$' } }] },
+    });
+    await decl.catchUp();
+    expect(db.sql.all('SELECT max, min, unsafe, small, kind FROM decl')).toEqual([{ max: 2n ** 63n - 1n, min: -(2n ** 63n), unsafe: 2n ** 53n + 1n, small: 42, kind: 'integer' }]);
+    // SQL's own JSON functions read the stored payload's digits exactly.
+    expect(db.sql.get("SELECT json_extract(raw, '$.max') AS max, json_extract(raw, '$.unsafe') AS unsafe FROM decl")).toEqual({ max: 2n ** 63n - 1n, unsafe: 2n ** 53n + 1n });
+  });
+
+  it('vector metadata keeps them too', async () => {
+    const db = await sandbox.open();
+    const c = db.vectors.create('docs', { dimension: 2, metric: 'l2' });
+    await db.transaction().execute((tx) => tx.vectors('docs').upsert('d1', [1, 0], { amount: 2n ** 63n - 1n, n: 3n }));
+    expect(c.get('d1')!.metadata).toEqual({ amount: 2n ** 63n - 1n, n: 3 });
+  });
 });

@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  AthanorError,
   ConflictError,
   InvalidArgumentError,
+  Value,
   NotFoundError,
   PreflightError,
   bool,
@@ -9,6 +11,7 @@ import {
   json,
   str,
   u256,
+  array,
   type Athanor,
   type CommitResult,
   type Tx,
@@ -284,6 +287,9 @@ describe('preflight checks', () => {
     expectThrows(() => db.transaction().requireMax('balance', NaN), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     expectThrows(() => db.transaction().requireExists(''), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     expectThrows(() => db.transaction().requireMissing('x'.repeat(512)), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expectThrows(() => db.transaction().requireMin('balance', 'x' as unknown as number), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expectThrows(() => db.transaction().requireMax('balance', '5' as unknown as number), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expectThrows(() => db.transaction().requireMax('balance', null as unknown as number), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
   });
 });
 
@@ -716,5 +722,181 @@ describe('idempotency keys', () => {
     expect(b.outcome).toBe('duplicate');
     expect(b.commitSeq).toBe(a.commitSeq);
     expect(b.firstEventId).toBeNull();
+  });
+});
+
+describe('bad input fails its own transaction alone', () => {
+  const bad: [string, (tx: Tx) => void][] = [
+    ['a key over 511 bytes', (tx) => tx.set('k'.repeat(512), i64(1))],
+    ['new Value()', (tx) => tx.set('bx', new (Value as unknown as new () => Value)())],
+    ['Object.create(Value.prototype)', (tx) => tx.set('bx', Object.create(Value.prototype) as Value)],
+    ['an array holding a fake Value', (tx) => tx.set('bx', array([Object.create(Value.prototype) as Value]))],
+    ['a NaN payload', (tx) => tx.log('t', { n: NaN })],
+  ];
+
+  // After a group of several commits, the commits of the same turn share one
+  // hand-over to the writer: a bad one there must not take the others down.
+  it.each(bad)('%s, in the same turn as valid transactions: only it fails, every promise settles, close returns', async (_name, badWrite) => {
+    const db = await sandbox.open();
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(Array.from({ length: 20 }, (_, i) => db.transaction().execute((tx) => tx.set(`k${i}`, i64(i)))));
+      const before = db.commitSeq;
+      const settled = await Promise.allSettled([
+        db.transaction().execute((tx) => tx.set('ok1', i64(round))),
+        db.transaction().execute((tx) => {
+          tx.set('bad', i64(1));
+          badWrite(tx);
+        }),
+        db.transaction().execute((tx) => {
+          throw 'a string, not an Error';
+        }),
+        db.transaction().execute((tx) => tx.set('ok2', i64(round))),
+      ]);
+      expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+      const err = (settled[1] as PromiseRejectedResult).reason as AthanorError;
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect(err.code).toBe('ERR_INVALID_ARGUMENT');
+      expect((settled[2] as PromiseRejectedResult).reason).toBe('a string, not an Error');
+      expect(db.get('ok1').asI64()).toBe(BigInt(round));
+      expect(db.get('ok2').asI64()).toBe(BigInt(round));
+      expect(db.exists('bad')).toBe(false);
+      expect(db.commitSeq).toBe(before + 2n);
+    }
+    await db.close();
+  });
+});
+
+describe('retrying under conflicts', () => {
+  // Each attempt conflicts because another handle commits to the key after the
+  // attempt read it: the database advances every time, so the transaction keeps
+  // its place in the retry turn instead of giving up after maxAttempts.
+  it('attempts made while holding the retry turn do not count against maxAttempts', async () => {
+    const dir = sandbox.dir();
+    const db = await sandbox.open(dir);
+    const other = await sandbox.open(dir);
+    await db.transaction().execute((tx) => tx.set('hot', i64(0)));
+    let calls = 0;
+    const r = await db.transaction().execute(
+      (tx) => {
+        calls++;
+        const v = tx.get('hot').asI64();
+        if (calls <= 6) other.transaction().executeSync((t2) => t2.update('hot', (x) => i64(x!.asI64() + 100n)));
+        tx.set('hot', i64(v + 1n));
+      },
+      { maxAttempts: 3 },
+    );
+    expect(calls).toBe(7);
+    expect(r).toMatchObject({ outcome: 'applied', attempts: 7 });
+    expect(db.get('hot').asI64()).toBe(601n);
+  });
+});
+
+describe('idempotency keys racing their original', () => {
+  // Three transactions on one snapshot: two submissions of one transfer (a client
+  // retrying while the first is in flight) and another change to the account.
+  // Both twins conflict; the first re-runs and applies; the second must then find
+  // the key on its re-run's snapshot, before its preflight and callback.
+  it('a twin re-run after a conflict answers duplicate with the original result', async () => {
+    const dir = sandbox.dir();
+    const db = await sandbox.open(dir);
+    const other = await sandbox.open(dir);
+    await db.transaction().execute((tx) => {
+      tx.set('acct:a', i64(100));
+      tx.set('acct:b', i64(0));
+    });
+    const runs = { first: 0, second: 0 };
+    const transfer = (name: 'first' | 'second') =>
+      db
+        .transaction()
+        .requireMin('acct:a', 60)
+        .execute(
+          (tx) => {
+            const n = ++runs[name];
+            const a = tx.get('acct:a').asI64();
+            if (a < 60n) throw new Error('insufficient funds');
+            // On its first attempt, another transaction takes 10 from the account after this one read it.
+            if (n === 1) other.transaction().executeSync((t) => t.update('acct:a', (v) => i64(v!.asI64() - 10n)));
+            tx.set('acct:a', i64(a - 60n));
+            tx.update('acct:b', (v) => i64(v!.asI64() + 60n));
+            tx.log('transferred', { amount: 60 });
+            return name;
+          },
+          { idempotencyKey: 'transfer-1' },
+        );
+    const [first, second] = await Promise.all([transfer('first'), transfer('second')]);
+    expect(first).toMatchObject({ outcome: 'applied', value: 'first', attempts: 2, eventCount: 1 });
+    expect(second).toEqual({ outcome: 'duplicate', value: undefined, commitSeq: first.commitSeq, firstEventId: first.firstEventId, eventCount: 1, attempts: 1 });
+    expect(runs).toEqual({ first: 2, second: 1 });
+    expect(db.get('acct:a').asI64()).toBe(20n);
+    expect(db.get('acct:b').asI64()).toBe(60n);
+    expect(db.events.tail(10, { type: 'transferred' })).toHaveLength(1);
+  });
+
+  it('a twin whose original commits after its snapshot is answered duplicate by the writer, not a conflict', async () => {
+    const dir = sandbox.dir();
+    const db = await sandbox.open(dir);
+    const other = await sandbox.open(dir);
+    await db.transaction().execute((tx) => tx.set('acct:a', i64(100)));
+    const pay = (tx: Tx) => {
+      tx.set('acct:a', i64(tx.get('acct:a').asI64() - 60n));
+      tx.log('paid', {});
+    };
+    let calls = 0;
+    let original: CommitResult | undefined;
+    const twin = await db.transaction().execute(
+      (tx) => {
+        calls++;
+        pay(tx);
+        // The original lands between this attempt's read and its commit.
+        original = other.transaction().executeSync(pay, { idempotencyKey: 'pay-1' });
+      },
+      { idempotencyKey: 'pay-1' },
+    );
+    expect(calls).toBe(1);
+    expect(original).toMatchObject({ outcome: 'applied' });
+    expect(twin).toEqual({ outcome: 'duplicate', value: undefined, commitSeq: original!.commitSeq, firstEventId: original!.firstEventId, eventCount: 1, attempts: 1 });
+    expect(db.get('acct:a').asI64()).toBe(40n);
+  });
+});
+
+describe('db.idempotency.get', () => {
+  it('returns the original outcome of a key, and undefined for an unknown key', async () => {
+    const db = await sandbox.open();
+    expect(db.idempotency.get('order-1')).toBeUndefined();
+    const before = Date.now();
+    const r = await db.transaction().execute((tx) => {
+      tx.set('x', i64(1));
+      tx.log('a', {});
+      tx.log('b', {});
+    }, { idempotencyKey: 'order-1' });
+    const after = Date.now();
+    const rec = db.idempotency.get('order-1')!;
+    expect(rec).toEqual({ commitSeq: r.commitSeq, firstEventId: r.firstEventId, eventCount: 2, committedAt: rec.committedAt });
+    expect(rec.committedAt).toBeGreaterThanOrEqual(before);
+    expect(rec.committedAt).toBeLessThanOrEqual(after);
+    expect(db.events.get(r.firstEventId!)!.at).toBe(rec.committedAt);
+    const quiet = await db.transaction().execute(() => undefined, { idempotencyKey: 'no-events' });
+    expect(db.idempotency.get('no-events')).toMatchObject({ commitSeq: quiet.commitSeq, firstEventId: null, eventCount: 0 });
+    expect(db.idempotency.get('order-2')).toBeUndefined();
+  });
+
+  it('refuses keys execute() would refuse, with ERR_INVALID_ARGUMENT', async () => {
+    const db = await sandbox.open();
+    for (const key of ['', 'x'.repeat(257), 'lone \uD800', 5, null, undefined]) {
+      expectThrows(() => db.idempotency.get(key as string), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    }
+  });
+
+  it('forgets a key once it is older than the window, and the key then applies as new', async () => {
+    const db = await sandbox.open(undefined, { idempotencyWindowMs: 1 });
+    const first = await db.transaction().execute((tx) => tx.log('a', {}), { idempotencyKey: 'k' });
+    const committedAt = db.events.get(first.firstEventId!)!.at;
+    while (Date.now() <= committedAt + 2) {
+      // The clock must pass the window; nothing else is awaited here.
+    }
+    expect(db.idempotency.get('k')).toBeUndefined();
+    const again = await db.transaction().execute((tx) => tx.log('a', {}), { idempotencyKey: 'k' });
+    expect(again.outcome).toBe('applied');
+    expect(again.commitSeq).toBeGreaterThan(first.commitSeq);
   });
 });

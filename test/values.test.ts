@@ -416,7 +416,6 @@ describe('invalid constructor input', () => {
       ['f64("1")', () => f64('1' as unknown as number)],
       ['f64(1n)', () => f64(1n as unknown as number)],
       ['bool(1)', () => bool(1 as unknown as boolean)],
-      ['json(10n)', () => json(10n)],
       ['json({ x: [NaN] })', () => json({ x: [1, NaN] })],
       ['json(Infinity)', () => json(Infinity)],
       ['json(undefined)', () => json(undefined)],
@@ -429,6 +428,16 @@ describe('invalid constructor input', () => {
       ['set([1])', () => set([1] as unknown as string[])],
       ['set(lone surrogate)', () => set(['\uD800'])],
       ['array([1])', () => array([1] as unknown as Value[])],
+      ['array(Object.create(Value.prototype))', () => array([Object.create(Value.prototype) as Value])],
+      ['array(5)', () => array(5 as unknown as Value[])],
+      ['new Value()', () => new (Value as unknown as new () => Value)()],
+      ["new Value('bogus', 1)", () => new Value('bogus' as ValueType, 1)],
+      ["new Value('toString', 1)", () => new Value('toString' as ValueType, 1)],
+      ["new Value('i64', 2n ** 70n)", () => new Value('i64', 2n ** 70n)],
+      ["new Value('i64', 1.5)", () => new Value('i64', 1.5)],
+      ["new Value('string', 5)", () => new Value('string', 5)],
+      ["new Value('json', NaN)", () => new Value('json', NaN)],
+      ["new Value('array', [new Value('i64', 1n), {}])", () => new Value('array', [new Value('i64', 1n), {}])],
     ];
     for (const [name, fn] of cases) {
       let caught: unknown;
@@ -440,6 +449,25 @@ describe('invalid constructor input', () => {
       expect(caught, name).toBeInstanceOf(InvalidArgumentError);
       expect((caught as InvalidArgumentError).code, name).toBe('ERR_INVALID_ARGUMENT');
     }
+  });
+
+  it('new Value(type, v) is the constructor function of that type, with the same checks', () => {
+    expect(new Value('i64', 5).equals(i64(5n))).toBe(true);
+    expect(new Value('u256', 2n ** 200n).asU256()).toBe(2n ** 200n);
+    expect(new Value('string', 'a').asString()).toBe('a');
+    expect(new Value('json', { a: [1] }).asJsonText()).toBe('{"a":[1]}');
+    expect([...new Value('set', ['b', 'a', 'b']).asSet()]).toEqual(['a', 'b']);
+    expect(new Value('array', [i64(1), str('x')]).equals(array([i64(1), str('x')]))).toBe(true);
+    expect(Value.isValue(i64(1))).toBe(true);
+    expect(Value.isValue(Object.create(Value.prototype))).toBe(false);
+    expect(i64(1).equals(Object.create(Value.prototype) as Value)).toBe(false);
+  });
+
+  it('json() keeps bigint digits: beyond ±(2^53-1) they read back as bigint, within it as numbers', () => {
+    const v = json({ big: 2n ** 64n + 1n, neg: -(2n ** 63n), small: 10n, n: 2 ** 60, f: 0.1, s: '123456789012345678901' });
+    expect(v.asJsonText()).toBe('{"big":18446744073709551617,"neg":-9223372036854775808,"small":10,"n":1.152921504606847e+18,"f":0.1,"s":"123456789012345678901"}');
+    expect(v.asJson()).toEqual({ big: 2n ** 64n + 1n, neg: -(2n ** 63n), small: 10, n: 2 ** 60, f: 0.1, s: '123456789012345678901' });
+    expect(json(10n).asJson()).toBe(10);
   });
 
   it('accepts the edges of each range and safe-integer numbers', () => {

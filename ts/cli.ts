@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultCacheDir } from './hub.js';
+import { stringifyStrict } from './codec.js';
 import { Athanor, AthanorError, Embedder, PreflightError, i64, type StoredEvent, type Value } from './index.js';
 
 const DEFAULT_DIR = '.athanor-data';
@@ -37,7 +38,7 @@ function show(v: Value): string {
 }
 
 function line(e: StoredEvent): string {
-  const p = e.payload instanceof Uint8Array ? `<${e.payload.length} bytes>` : JSON.stringify(e.payload);
+  const p = e.payload instanceof Uint8Array ? `<${e.payload.length} bytes>` : stringifyStrict(e.payload, 'payload');
   return `#${e.id} ${new Date(e.at).toISOString()} ${e.type} ${p}`;
 }
 

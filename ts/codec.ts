@@ -12,8 +12,8 @@ import type { ByteWriter } from './bytes.js';
 /** The value types athanor stores. */
 export type ValueType = 'i64' | 'u256' | 'f64' | 'bool' | 'string' | 'bytes' | 'json' | 'set' | 'array';
 
-/** A JSON-compatible value. */
-export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+/** A JSON-compatible value; a `bigint` is an integer written with all its digits (see {@link json}). */
+export type Json = null | boolean | number | bigint | string | Json[] | { [key: string]: Json };
 
 const FORMAT = 1;
 const TAG: Record<ValueType, number> = { i64: 1, u256: 2, f64: 3, bool: 4, string: 5, bytes: 6, json: 7, set: 8, array: 9 };
@@ -22,6 +22,9 @@ const TYPE_OF_TAG: (ValueType | undefined)[] = [undefined, 'i64', 'u256', 'f64',
 const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
 const U256_MAX = 2n ** 256n - 1n;
+
+/** Passed by this module's own constructions, whose payload is already canonical. */
+const TRUSTED: unique symbol = Symbol('athanor.value.trusted');
 
 /** An immutable typed value. */
 export class Value {
@@ -32,11 +35,29 @@ export class Value {
   /** @internal cached encoding */
   #enc: Buffer | undefined;
 
-  /** @internal use the constructor functions (`i64()`, `str()`, ...) */
-  constructor(type: ValueType, v: unknown, enc?: Buffer) {
-    this.#type = type;
-    this.#v = v;
-    this.#enc = enc;
+  /**
+   * Prefer the constructor functions (`i64()`, `str()`, ...): `new Value(type, v)`
+   * is the same as calling the function named by `type` with `v`, with the same
+   * checks (`ERR_INVALID_ARGUMENT` for an unknown type or a payload it cannot hold).
+   */
+  constructor(type: ValueType, v: unknown, trusted?: typeof TRUSTED) {
+    if (trusted === TRUSTED) {
+      this.#type = type;
+      this.#v = v;
+      return;
+    }
+    const make = typeof type === 'string' && Object.hasOwn(FACTORIES, type) ? FACTORIES[type] : undefined;
+    if (make === undefined) {
+      throw new InvalidArgumentError(`unknown value type ${describeType(type)}; use one of ${Object.keys(FACTORIES).join(', ')} (or i64(), str(), ...)`);
+    }
+    const checked = make(v as never);
+    this.#type = checked.#type;
+    this.#v = checked.#v;
+  }
+
+  /** Whether `x` is a real `Value` (built by athanor), not merely an object with `Value.prototype`. */
+  static isValue(x: unknown): x is Value {
+    return typeof x === 'object' && x !== null && #type in x;
   }
 
   /** The stored type. */
@@ -83,7 +104,7 @@ export class Value {
   /** The parsed JSON (a fresh object each call). Throws `ERR_TYPE` for any other type. */
   asJson<T = Json>(): T {
     this.#expect('json');
-    return JSON.parse(this.#v as string) as T;
+    return parseJson(this.#v as string) as T;
   }
   /** The JSON text as stored. Throws `ERR_TYPE` for any other type. */
   asJsonText(): string {
@@ -119,7 +140,7 @@ export class Value {
 
   /** True when both values have the same type and encoding. */
   equals(other: Value): boolean {
-    return this.#type === other.#type && encodeValue(this).equals(encodeValue(other));
+    return Value.isValue(other) && this.#type === other.#type && encodeValue(this).equals(encodeValue(other));
   }
 
   /** A readable form, e.g. `i64(42)`. */
@@ -156,44 +177,47 @@ function toBigInt(n: bigint | number, what: string): bigint {
 export function i64(n: bigint | number): Value {
   const b = toBigInt(n, 'i64()');
   if (b < I64_MIN || b > I64_MAX) throw new InvalidArgumentError(`i64() value ${b} is outside the signed 64-bit range; use u256() for larger non-negative integers`);
-  return new Value('i64', b);
+  return new Value('i64', b, TRUSTED);
 }
 
 /** An unsigned 256-bit integer value (0 ..= 2^256-1). */
 export function u256(n: bigint | number): Value {
   const b = toBigInt(n, 'u256()');
   if (b < 0n || b > U256_MAX) throw new InvalidArgumentError(`u256() value must be within 0 ..= 2^256-1, got ${b}`);
-  return new Value('u256', b);
+  return new Value('u256', b, TRUSTED);
 }
 
 /** A 64-bit float value (NaN, infinities and -0 are stored exactly). */
 export function f64(n: number): Value {
   if (typeof n !== 'number') throw new InvalidArgumentError(`f64() needs a number, got ${typeof n}`);
-  return new Value('f64', n);
+  return new Value('f64', n, TRUSTED);
 }
 
 /** A boolean value. */
 export function bool(b: boolean): Value {
   if (typeof b !== 'boolean') throw new InvalidArgumentError(`bool() needs a boolean, got ${typeof b}`);
-  return new Value('bool', b);
+  return new Value('bool', b, TRUSTED);
 }
 
 /** A string value. */
 export function str(s: string): Value {
   if (typeof s !== 'string') throw new InvalidArgumentError(`str() needs a string, got ${typeof s}`);
   if (!s.isWellFormed()) throw new InvalidArgumentError('str() got a string with lone surrogates, which UTF-8 cannot store');
-  return new Value('string', s);
+  return new Value('string', s, TRUSTED);
 }
 
 /** A byte-string value (copied). */
 export function bytes(b: Uint8Array): Value {
   if (!(b instanceof Uint8Array)) throw new InvalidArgumentError('bytes() needs a Uint8Array or Buffer');
-  return new Value('bytes', new Uint8Array(b));
+  return new Value('bytes', new Uint8Array(b), TRUSTED);
 }
 
-/** A JSON value, serialised now. Rejects what JSON cannot represent exactly (bigint, NaN, Infinity, cycles, functions). */
+/**
+ * A JSON value, serialised now. Rejects what JSON cannot represent (NaN, Infinity,
+ * cycles, functions). A `bigint` is kept with all its digits (see {@link stringifyStrict}).
+ */
 export function json(v: unknown): Value {
-  return new Value('json', stringifyStrict(v, 'json()'));
+  return new Value('json', stringifyStrict(v, 'json()'), TRUSTED);
 }
 
 /** A set of strings (duplicates removed). */
@@ -206,39 +230,123 @@ export function set(items: Iterable<string>): Value {
   }
   // Canonical order is by UTF-8 bytes, the same order the engine uses.
   const sorted = [...unique].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-  return new Value('set', sorted);
+  return new Value('set', sorted, TRUSTED);
 }
 
 /** An array of values. */
 export function array(items: Iterable<Value>): Value {
+  if (items === null || typeof (items as { [Symbol.iterator]?: unknown } | undefined)?.[Symbol.iterator] !== 'function') {
+    throw new InvalidArgumentError('array() needs an iterable of Values (use i64(), str(), ...)');
+  }
   const list = [...items];
-  for (const x of list) if (!(x instanceof Value)) throw new InvalidArgumentError('array() elements must be Values (use i64(), str(), ...)');
-  return new Value('array', list);
+  for (const x of list) if (!Value.isValue(x)) throw new InvalidArgumentError('array() elements must be Values (use i64(), str(), ...)');
+  return new Value('array', list, TRUSTED);
+}
+
+/** What `new Value(type, v)` calls for each type. */
+const FACTORIES: Record<ValueType, (v: never) => Value> = { i64, u256, f64, bool, string: str, bytes, json, set, array };
+
+function describeType(t: unknown): string {
+  return typeof t === 'string' ? JSON.stringify(t) : t === null ? 'null' : typeof t;
 }
 
 /**
- * JSON.stringify that refuses silent loss: bigint, cycles and a top-level
+ * JSON.stringify that refuses silent loss: cycles and a top-level
  * undefined/function throw `ERR_INVALID_ARGUMENT`, and so do NaN/Infinity (which
  * JSON.stringify would quietly turn into null).
+ *
+ * Integers keep every digit (the rule {@link parseJson} reverses): a `bigint` is
+ * written as a JSON integer literal with all its digits; a `number` that is an
+ * integer outside the safe range (beyond ±(2^53-1), already rounded) is written in
+ * exponent form (`1.152921504606847e+18`), so that it reads back as the same number
+ * rather than as a bigint.
  */
 export function stringifyStrict(v: unknown, what: string): string {
   let text: string | undefined;
   try {
     text = JSON.stringify(v);
   } catch (e) {
-    throw new InvalidArgumentError(`${what} is not JSON-serialisable: ${(e as Error).message}`, { cause: e });
+    // Most likely a bigint (JSON.stringify refuses them): the careful pass handles them.
+    if (e instanceof TypeError) return stringifyCarefully(v, what);
+    throw new InvalidArgumentError(`${what} is not JSON-serialisable: ${messageOf(e)}`, { cause: e });
   }
   if (text === undefined) throw new InvalidArgumentError(`${what} is not JSON-serialisable (got ${typeof v})`);
-  // `null` in the output may come from NaN/Infinity; only then pay for the checking pass.
-  if (text.includes('null')) {
-    JSON.stringify(v, (_k, x: unknown) => {
-      if (typeof x === 'number' && !Number.isFinite(x)) {
-        throw new InvalidArgumentError(`${what} contains ${x}, which JSON cannot represent; store it as a string or use f64()`);
-      }
-      return x;
-    });
-  }
+  // `null` may come from NaN/Infinity, and a long digit run from an unsafe integer
+  // number: only then pay for the careful pass.
+  if (text.includes('null') || LONG_DIGITS.test(text)) return stringifyCarefully(v, what);
   return text;
+}
+
+/** 2^53-1 has 16 digits: an integer literal with fewer is always a safe integer. */
+const LONG_DIGITS = /\d{16}/;
+
+/** The slow path of {@link stringifyStrict}: bigints and unsafe integers via markers. */
+function stringifyCarefully(v: unknown, what: string): string {
+  for (;;) {
+    const marker = `@athanor-int-${Math.random().toString(36).slice(2)}:`;
+    let replaced = 0;
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(v, (_k, x: unknown) => {
+        if (typeof x === 'bigint') {
+          replaced++;
+          return marker + x.toString();
+        }
+        if (typeof x === 'number') {
+          if (!Number.isFinite(x)) throw new InvalidArgumentError(`${what} contains ${x}, which JSON cannot represent; store it as a string or use f64()`);
+          if (Number.isInteger(x) && !Number.isSafeInteger(x)) {
+            replaced++;
+            return marker + x.toExponential();
+          }
+        }
+        return x;
+      });
+    } catch (e) {
+      if (e instanceof InvalidArgumentError) throw e;
+      throw new InvalidArgumentError(`${what} is not JSON-serialisable: ${messageOf(e)}`, { cause: e });
+    }
+    if (text === undefined) throw new InvalidArgumentError(`${what} is not JSON-serialisable (got ${typeof v})`);
+    if (replaced === 0) return text;
+    let seen = 0;
+    const out = text.replace(new RegExp(`"${marker}([-+.e0-9]+)"`, 'g'), (_m, digits: string) => {
+      seen++;
+      return digits;
+    });
+    // Each marker we wrote appears once; more means the data itself contains the
+    // marker text (astronomically unlikely): pick another marker.
+    if (seen === replaced) return out;
+  }
+}
+
+/**
+ * JSON.parse for what {@link stringifyStrict} writes: an integer literal that is not
+ * a safe integer (beyond ±(2^53-1)) becomes a `bigint` with every digit; every other
+ * number (safe integers, fractions, exponent forms) becomes a `number`.
+ */
+export function parseJson(text: string): unknown {
+  if (!LONG_DIGITS.test(text)) return JSON.parse(text);
+  let marker = '@athanor-int:';
+  while (text.includes(marker)) marker = `@athanor-int-${Math.random().toString(36).slice(2)}:`;
+  let wrapped = 0;
+  const quoted = text.replace(JSON_TOKEN, (tok: string) => {
+    if (tok.charCodeAt(0) === 0x22 || !INTEGER_LITERAL.test(tok) || Number.isSafeInteger(Number(tok))) return tok;
+    wrapped++;
+    return `"${marker}${tok}"`;
+  });
+  if (wrapped === 0) return JSON.parse(text);
+  return JSON.parse(quoted, (_k, x: unknown) => (typeof x === 'string' && x.startsWith(marker) ? BigInt(x.slice(marker.length)) : x));
+}
+
+/** A JSON string or number token (strings are matched whole, so digits inside them are skipped). */
+const JSON_TOKEN = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+const INTEGER_LITERAL = /^-?(?:0|[1-9]\d*)$/;
+
+function messageOf(e: unknown): string {
+  try {
+    return e instanceof Error ? e.message : String(e);
+  } catch {
+    return 'an unprintable error';
+  }
 }
 
 function encodeFresh(type: ValueType, v: unknown): Buffer {
@@ -356,26 +464,26 @@ function decodeBody(buf: Buffer, off: number, len: number): Value {
   switch (type) {
     case 'i64':
       need(8);
-      return new Value('i64', buf.readBigInt64BE(p));
+      return new Value('i64', buf.readBigInt64BE(p), TRUSTED);
     case 'u256': {
       need(32);
       let x = 0n;
       for (let i = 0; i < 32; i += 8) x = (x << 64n) | buf.readBigUInt64BE(p + i);
-      return new Value('u256', x);
+      return new Value('u256', x, TRUSTED);
     }
     case 'f64':
       need(8);
-      return new Value('f64', buf.readDoubleBE(p));
+      return new Value('f64', buf.readDoubleBE(p), TRUSTED);
     case 'bool':
       need(1);
       if (buf[p]! > 1) throw new ValueTypeError('bool value byte must be 0 or 1');
-      return new Value('bool', buf[p] === 1);
+      return new Value('bool', buf[p] === 1, TRUSTED);
     case 'string':
-      return new Value('string', buf.toString('utf8', p, p + n));
+      return new Value('string', buf.toString('utf8', p, p + n), TRUSTED);
     case 'json':
-      return new Value('json', buf.toString('utf8', p, p + n));
+      return new Value('json', buf.toString('utf8', p, p + n), TRUSTED);
     case 'bytes':
-      return new Value('bytes', new Uint8Array(buf.subarray(p, p + n)));
+      return new Value('bytes', new Uint8Array(buf.subarray(p, p + n)), TRUSTED);
     case 'set':
     case 'array': {
       const end = p + n;
@@ -391,7 +499,7 @@ function decodeBody(buf: Buffer, off: number, len: number): Value {
         o += 4 + l;
       }
       if (o !== end) throw new ValueTypeError(`${type} value has trailing bytes`);
-      return new Value(type, items);
+      return new Value(type, items, TRUSTED);
     }
     default:
       throw new ValueTypeError(`unknown value tag ${buf[off]}`);

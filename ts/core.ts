@@ -4,7 +4,7 @@
  */
 import { decodeValue, type Value } from './codec.js';
 import { ByteWriter } from './bytes.js';
-import { ClosedError, errorFor, fromNative } from './errors.js';
+import { AthanorError, ClosedError, errorFor, fromNative } from './errors.js';
 import { native, type NativeDb } from './native.js';
 import { checkKey, type TxImpl } from './transaction.js';
 
@@ -22,6 +22,13 @@ export interface CommitInfo {
   commitSeq: bigint;
   firstEventId: bigint | null;
   eventCount: number;
+}
+
+/** What the idempotency record of a key holds. @internal */
+export interface IdempotencyEntry extends CommitInfo {
+  outcome: 'duplicate';
+  /** When the original committed, ms since the Unix epoch. */
+  committedAt: number;
 }
 
 const KEY_CAP = 2048;
@@ -157,8 +164,8 @@ export class Core {
     if (!this.#holding && this.#outboxTokens.length === 0) {
       const w = this.batchWriter;
       w.reset();
-      tx.encode(w, idempotencyKey);
       try {
+        encodeBatch(tx, w, idempotencyKey);
         this.native.commit(w.view(), token);
       } catch (e) {
         return Promise.reject(fromNative(e));
@@ -166,13 +173,20 @@ export class Core {
         w.shrink();
       }
     } else {
-      // Packed as commitMany expects: [token u32][len u32][batch].
+      // Packed as commitMany expects: [token u32][len u32][batch]. The outbox is
+      // shared with the other transactions of this turn: a batch that fails to
+      // encode is cut off again, so it fails alone and the frames stay whole.
       const w = this.#outbox;
-      w.u32(token);
-      const lenAt = w.pos;
-      w.u32(0);
-      tx.encode(w, idempotencyKey);
-      w.buf.writeUInt32LE(w.pos - lenAt - 4, lenAt);
+      const frameAt = w.pos;
+      try {
+        w.u32(token);
+        w.u32(0);
+        encodeBatch(tx, w, idempotencyKey);
+      } catch (e) {
+        w.pos = frameAt;
+        return Promise.reject(fromNative(e));
+      }
+      w.buf.writeUInt32LE(w.pos - frameAt - 8, frameAt + 4);
       this.#outboxTokens.push(token);
     }
     if (this.#pending.size === 0) this.native.keepAlive(true);
@@ -198,7 +212,8 @@ export class Core {
     const tokens = this.#outboxTokens.splice(0);
     let errors: string[];
     try {
-      errors = this.native.commitMany(this.#outbox.view());
+      // Answers every token it does not queue, so none is left pending.
+      errors = this.native.commitMany(this.#outbox.view(), tokens);
     } catch (e) {
       const err = fromNative(e);
       for (const t of tokens) this.#settle(t, undefined, err);
@@ -232,9 +247,9 @@ export class Core {
     this.#flushOutbox();
     const w = this.batchWriter;
     w.reset();
-    tx.encode(w, idempotencyKey);
     let rec: Buffer;
     try {
+      encodeBatch(tx, w, idempotencyKey);
       rec = this.native.commitSync(w.view());
     } catch (e) {
       throw fromNative(e);
@@ -246,18 +261,32 @@ export class Core {
     return r.info!;
   }
 
-  /** The commit that applied an idempotency key, if any (newest state). */
-  idempotencyRecord(key: string): CommitInfo | undefined {
+  /**
+   * The commit that applied an idempotency key while the key is inside the
+   * idempotency window: on the newest state, or (`pinned`) on the snapshot of the
+   * transaction attempt in progress.
+   */
+  idempotencyRecord(key: string, pinned = false): IdempotencyEntry | undefined {
     this.assertOpen();
     let r: bigint[] | null;
     try {
-      r = this.native.idempotencyRecord(key);
+      r = this.native.idempotencyRecord(key, pinned);
     } catch (e) {
       throw fromNative(e);
     }
     if (!r) return undefined;
     const eventCount = Number(r[2]!);
-    return { outcome: 'duplicate', commitSeq: r[0]!, firstEventId: eventCount > 0 ? r[1]! : null, eventCount };
+    return { outcome: 'duplicate', commitSeq: r[0]!, firstEventId: eventCount > 0 ? r[1]! : null, eventCount, committedAt: Number(r[3]!) };
+  }
+
+  /** Commit seq of the newest committed state. */
+  newestCommitSeq(): bigint {
+    this.assertOpen();
+    try {
+      return this.native.heads()[1]!;
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 
   /** Number of commits queued and not yet reported. */
@@ -294,12 +323,12 @@ export class Core {
           try {
             l(notice);
           } catch (e) {
-            process.emitWarning(`athanor: a commit listener threw: ${(e as Error)?.stack ?? String(e)}`);
+            warn('a commit listener threw', e);
           }
         }
       }
     } catch (e) {
-      process.emitWarning(`athanor: internal error while delivering commits: ${(e as Error)?.stack ?? String(e)}`);
+      warn('internal error while delivering commits', e);
     }
   }
 
@@ -330,7 +359,54 @@ export class Core {
     if (this.closed) return;
     this.closed = true;
     this.#listeners.clear();
+    // Commits still held for this turn would otherwise never be answered.
+    const held = this.#outboxTokens.splice(0);
+    this.#outbox.reset();
+    for (const t of held) this.#settle(t, undefined, new ClosedError('the database was closed before this transaction was handed to the writer; nothing was written'));
     this.native.close();
+  }
+}
+
+/**
+ * Encodes a batch; a failure that is not athanor's own typed error means a value
+ * slipped past the checks of `tx.set()` and friends.
+ */
+function encodeBatch(tx: TxImpl, w: ByteWriter, idempotencyKey: string | undefined): void {
+  try {
+    tx.encode(w, idempotencyKey);
+  } catch (e) {
+    if (e instanceof AthanorError) throw e;
+    throw new AthanorError('ERR_INTERNAL', `could not encode the transaction (a bug in athanor: please report it): ${describeThrown(e)}`, { cause: e });
+  }
+}
+
+/**
+ * Reports what a user callback threw as a process warning. Whatever was thrown
+ * (a non-Error, an object without `toString`, a Proxy whose traps throw) must
+ * not stop the caller, so describing it can never throw.
+ */
+function warn(what: string, thrown: unknown): void {
+  try {
+    process.emitWarning(`athanor: ${what}: ${describeThrown(thrown)}`);
+  } catch {
+    // Nowhere left to report to; the commit path must go on.
+  }
+}
+
+/** A printable description of any thrown value; never throws. */
+function describeThrown(e: unknown): string {
+  try {
+    if (e instanceof Error) {
+      const stack = e.stack;
+      if (typeof stack === 'string') return stack;
+    }
+    return String(e);
+  } catch {
+    try {
+      return Object.prototype.toString.call(e);
+    } catch {
+      return 'a value that cannot be printed';
+    }
   }
 }
 

@@ -12,6 +12,7 @@ import type { Migrations } from './migrations.js';
 import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 import { VectorStore } from './vector.js';
 import type { VectorProjectionSpec } from './vector-projection.js';
+import { Idempotency } from './idempotency.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -153,6 +154,8 @@ export class Athanor {
   readonly events: EventLog;
   /** The vector collections. */
   readonly vectors: VectorStore;
+  /** Idempotency keys: `db.idempotency.get(key)` says what the transaction with that key did. */
+  readonly idempotency: Idempotency;
 
   readonly #proj: Projections;
 
@@ -163,6 +166,7 @@ export class Athanor {
     this.events = new EventLog(this.#core);
     this.#proj = new Projections(this.#core, dir);
     this.vectors = new VectorStore(this.#core, () => this.transaction());
+    this.idempotency = new Idempotency(this.#core);
   }
 
   /**

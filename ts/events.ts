@@ -1,4 +1,5 @@
 /** The event log: read by id range, by type, newest first; subscribe to commits. */
+import { parseJson } from './codec.js';
 import { InvalidArgumentError, fromNative } from './errors.js';
 import type { Core, CommitNotice } from './core.js';
 
@@ -8,7 +9,10 @@ export interface StoredEvent<P = unknown> {
   id: bigint;
   /** The event type. */
   type: string;
-  /** The payload: parsed JSON, or a `Uint8Array` for bytes payloads. */
+  /**
+   * The payload: parsed JSON, or a `Uint8Array` for bytes payloads. An integer
+   * beyond ±(2^53-1) is a `bigint` with all its digits (see `Tx.log`).
+   */
   payload: P;
   /** Commit time, milliseconds since the Unix epoch. */
   at: number;
@@ -63,7 +67,7 @@ export function decodeEvents(buf: Buffer): StoredEvent[] {
     o += 27 + tlen;
     const plen = buf.readUInt32LE(o);
     o += 4;
-    const payload = kind === 1 ? (JSON.parse(buf.toString('utf8', o, o + plen)) as unknown) : new Uint8Array(buf.subarray(o, o + plen));
+    const payload = kind === 1 ? parseJson(buf.toString('utf8', o, o + plen)) : new Uint8Array(buf.subarray(o, o + plen));
     o += plen;
     out[i] = { id, type, payload, at, commitSeq };
   }
@@ -157,7 +161,8 @@ export class EventLog {
   /**
    * Calls `listener` on the JS thread after each group commit that applied
    * something (in-process push, no polling). Returns an unsubscribe function.
-   * A listener that throws is reported as a process warning, never crashes the commit path.
+   * Listeners are isolated: whatever one throws (an Error or any other value) is
+   * reported as a process warning, and the other listeners still get the notice.
    */
   subscribe(listener: (notice: CommitNotice) => void): () => void {
     this.#core.assertOpen();

@@ -7,6 +7,7 @@ export { Athanor, Snapshot, type OpenOptions, type Durability } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './transaction.js';
 export { EventLog, type StoredEvent, type ReadOptions } from './events.js';
 export type { CommitNotice } from './core.js';
+export { Idempotency, type IdempotencyRecord } from './idempotency.js';
 export {
   VectorStore,
   VectorCollection,

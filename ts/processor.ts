@@ -6,6 +6,7 @@
  */
 import { AthanorError, HandlerError, InvalidArgumentError, MigrationsPendingError, fromNative } from './errors.js';
 import type { StoredEvent } from './events.js';
+import { parseJson } from './codec.js';
 import type { Core } from './core.js';
 import type { Sql, Statement } from './sql.js';
 import type { Migrations } from './migrations.js';
@@ -218,7 +219,7 @@ export function decodeBatch(buf: Buffer): StoredEvent[] {
     o = t0 + tlen;
     const plen = b.readUInt32LE(o);
     o += 4;
-    const payload = kind === 1 ? (JSON.parse(b.utf8Slice(o, o + plen)) as unknown) : new Uint8Array(b.subarray(o, o + plen));
+    const payload = kind === 1 ? parseJson(b.utf8Slice(o, o + plen)) : new Uint8Array(b.subarray(o, o + plen));
     o += plen;
     out[i] = { id, type, payload, at, commitSeq };
   }

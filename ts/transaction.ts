@@ -26,7 +26,26 @@ export interface ExecuteOptions {
    * is applied again and the result has `outcome: 'duplicate'`.
    */
   idempotencyKey?: string;
-  /** Attempts before giving up with `ConflictError` (default 10). */
+  /**
+   * How many attempts may conflict before the transaction gives up with
+   * `ConflictError` (default 10; `1` turns retries off).
+   *
+   * With {@link TransactionBuilder.execute}, the first attempt counts. When it
+   * conflicts, the transaction queues for this handle's retry turn, which retried
+   * transactions take one at a time, and re-runs holding it. An attempt made while
+   * holding the turn counts only if nothing committed between its snapshot and its
+   * conflict; a conflict means another transaction committed a change to a key it
+   * read, so in practice those attempts never count. The guarantee: a transaction
+   * gives up only with `maxAttempts: 1`; otherwise it retries until it commits,
+   * fails for another reason (a preflight check, its callback throwing), or finds
+   * its idempotency key recorded. It waits only while other transactions keep
+   * committing changes to what it reads (each of its conflicts is another commit
+   * made), and while it holds the turn no other retried transaction of this handle
+   * competes with it; it re-runs at once, on the newest snapshot.
+   *
+   * {@link TransactionBuilder.executeSync} has no retry turn: it makes at most
+   * `maxAttempts` attempts, with exponential backoff between them.
+   */
   maxAttempts?: number;
 }
 
@@ -38,7 +57,7 @@ interface CommitResultBase {
   firstEventId: bigint | null;
   /** Number of events logged. */
   eventCount: number;
-  /** How many times the callback ran (1 unless it conflicted and was retried; 0 for a duplicate found up front). */
+  /** How many times the callback ran (1 unless it conflicted and was retried; for a duplicate, the runs before its key was found, often 0). */
   attempts: number;
 }
 
@@ -51,8 +70,12 @@ export interface AppliedResult<T> extends CommitResultBase {
 
 /**
  * A transaction with this idempotency key had already been applied: nothing was
- * applied now, and the ids are those of the original commit. When the key is found
- * before running, neither preflight checks nor the callback run.
+ * applied now, and the ids are those of the original commit. Every attempt (the
+ * first and each re-run after a conflict) looks the key up on the snapshot it is
+ * about to read, before preflight checks and the callback: when the key is there,
+ * neither runs. When the original commits after that snapshot, the writer finds
+ * the key before validating what the attempt read, so the answer is still
+ * `'duplicate'`, never a conflict or a second application.
  */
 export interface DuplicateResult extends CommitResultBase {
   outcome: 'duplicate';
@@ -78,7 +101,26 @@ export interface Tx {
   delete(key: string): void;
   /** Reads a key and writes what `fn` returns; returning `undefined` deletes the key. */
   update(key: string, fn: (current: Value | undefined) => Value | undefined): void;
-  /** Appends an event; its id is assigned at commit. */
+  /**
+   * Appends an event; its id is assigned at commit. `payload` is bytes
+   * (`Uint8Array`, stored as is) or a JSON-serialisable value, stored as JSON text.
+   *
+   * Integers keep every digit, so `i64` balances can go into payloads as they are:
+   * - a `bigint` is written as a JSON integer literal with all its digits;
+   * - on every read path (`events.read/tail/get`, processors' `event.payload`,
+   *   vector projections' metadata) an integer literal that is not a safe integer
+   *   (beyond ±(2^53-1)) is a `bigint`, and every other number is a `number`. So a
+   *   bigint comes back as the same bigint when it is beyond the safe range and as a
+   *   `number` of the same value when it is within it: compare with
+   *   `BigInt(payload.amount)` when it may be either;
+   * - a `number` comes back as the same number: an integer-valued number beyond
+   *   the safe range (already rounded by JavaScript) is written in exponent form
+   *   (`1.152921504606847e+18`) so that it does not read back as a bigint;
+   * - declarative projections bind integers within the signed 64-bit range as
+   *   SQLite INTEGER, exactly, and `json_extract` sees the same digits.
+   *
+   * NaN, Infinity, cycles and functions are refused with `ERR_INVALID_ARGUMENT`.
+   */
   log(type: string, payload: unknown): void;
   /** Appends several events in order. */
   logMany(events: Iterable<EventInput>): void;
@@ -176,7 +218,7 @@ export class TxImpl implements Tx {
   set(key: string, value: Value): void {
     this.#live();
     checkKey(key);
-    if (!(value instanceof Value)) throw new InvalidArgumentError(`set(${JSON.stringify(key)}) needs a Value: wrap it with i64(), str(), json(), ...`);
+    if (!Value.isValue(value)) throw new InvalidArgumentError(`set(${JSON.stringify(key)}) needs a Value: wrap it with i64(), str(), json(), ...`);
     this.#writes.set(key, value);
   }
 
@@ -318,7 +360,7 @@ export class TransactionBuilder {
   /** Requires the value to equal `expected` (same type and content). */
   requireEquals(key: string, expected: Value): this {
     checkKey(key);
-    if (!(expected instanceof Value)) throw new InvalidArgumentError('requireEquals() needs a Value: wrap it with i64(), str(), ...');
+    if (!Value.isValue(expected)) throw new InvalidArgumentError('requireEquals() needs a Value: wrap it with i64(), str(), ...');
     this.#checks.push({
       key,
       test: (v) => (v !== undefined && v.equals(expected) ? null : `key ${JSON.stringify(key)} must equal ${expected.toString()}, found ${v?.toString() ?? 'nothing'}`),
@@ -328,7 +370,9 @@ export class TransactionBuilder {
 
   #numeric(key: string, bound: bigint | number, ok: (x: bigint, b: bigint) => boolean, words: string): this {
     checkKey(key);
-    if (typeof bound === 'number' && !Number.isSafeInteger(bound)) throw new InvalidArgumentError(`bound must be an integer, got ${bound}`);
+    if (typeof bound !== 'bigint' && !(typeof bound === 'number' && Number.isSafeInteger(bound))) {
+      throw new InvalidArgumentError(`the bound must be a bigint or a safe integer number, got ${typeof bound === 'number' ? bound : typeof bound}`);
+    }
     const b = BigInt(bound);
     this.#checks.push({
       key,
@@ -342,10 +386,23 @@ export class TransactionBuilder {
     return this;
   }
 
-  #attempt<T>(fn: (tx: Tx) => T, idempotencyKey: string | undefined): { tx: TxImpl; value: T; write: boolean } {
+  /**
+   * Runs one attempt on a fresh snapshot. With an idempotency key, the key is
+   * looked up on that same snapshot first: found there, the attempt is a
+   * duplicate and neither the checks nor the callback run.
+   */
+  #attempt<T>(fn: (tx: Tx) => T, idempotencyKey: string | undefined): Attempt<T> {
     const core = this.#core;
     if (core.inCallback) throw new InvalidArgumentError('transactions cannot be nested: finish this callback first, or do both in one transaction');
     const tx = new TxImpl(core);
+    if (idempotencyKey !== undefined) {
+      void tx.snapshotSeq; // pins the snapshot the lookup and the callback share
+      const known = core.idempotencyRecord(idempotencyKey, true);
+      if (known !== undefined) {
+        tx.close();
+        return { duplicate: known };
+      }
+    }
     core.inCallback = true;
     try {
       for (const c of this.#checks) {
@@ -357,7 +414,7 @@ export class TransactionBuilder {
         Promise.resolve(value).catch(() => {}); // the refused callback's own later rejection must not crash the process
         throw new InvalidArgumentError('the transaction callback must be synchronous (it returned a Promise); read what you need first, then run the transaction');
       }
-      return { tx, value, write: tx.isWrite || idempotencyKey !== undefined };
+      return { duplicate: undefined, tx, value, write: tx.isWrite || idempotencyKey !== undefined };
     } finally {
       tx.close();
       core.inCallback = false;
@@ -365,30 +422,41 @@ export class TransactionBuilder {
   }
 
   /**
-   * Runs `fn` on a snapshot and commits its writes atomically. Retries `fn` on
-   * conflict (up to `maxAttempts`), then throws `ConflictError`. Resolves once
-   * the commit is durable (under the database's durability mode).
+   * Runs `fn` on a snapshot and commits its writes atomically; resolves once the
+   * commit is durable (under the database's durability mode).
+   *
+   * On a conflict (something it read changed before it committed), `fn` runs again
+   * on a newer snapshot. The first conflict puts the transaction in this handle's
+   * retry turn, where retried transactions run one at a time and retry until they
+   * commit: see {@link ExecuteOptions.maxAttempts} for exactly when it gives up
+   * with `ConflictError` (only with `maxAttempts: 1` when nothing else fails).
+   * With an idempotency key, every attempt checks the key first
+   * (see {@link DuplicateResult}).
    */
   async execute<T = void>(fn: (tx: Tx) => T, options?: ExecuteOptions & { idempotencyKey?: undefined }): Promise<AppliedResult<T>>;
   async execute<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions): Promise<CommitResult<T>>;
   async execute<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions = {}): Promise<CommitResult<T>> {
     const { idempotencyKey, maxAttempts } = checkOptions(options);
     checkCallback(fn);
-    const known = idempotencyKey === undefined ? undefined : this.#core.idempotencyRecord(idempotencyKey);
-    if (known !== undefined) return duplicateOf(known, 0);
     let release: (() => void) | undefined;
+    let counted = 0;
     try {
       for (let attempt = 1; ; attempt++) {
-        const { tx, value, write } = this.#attempt(fn, idempotencyKey);
-        if (!write) return readOnlyResult(tx, value, attempt);
+        const a = this.#attempt(fn, idempotencyKey);
+        if (a.duplicate !== undefined) return duplicateOf(a.duplicate, attempt - 1);
+        if (!a.write) return readOnlyResult(a.tx, a.value, attempt);
         try {
-          const info = await this.#core.commit(tx, idempotencyKey);
-          return result(info, value, attempt);
+          const info = await this.#core.commit(a.tx, idempotencyKey);
+          return result(info, a.value, attempt);
         } catch (e) {
           if (!(e instanceof ConflictError)) throw e;
-          if (attempt >= maxAttempts) throw new ConflictError(`gave up after ${attempt} attempts: ${e.message}`, { cause: e });
-          if (release === undefined) release = await this.#core.retryTurn();
-          else await sleep(backoffMs(attempt));
+          // In the turn, a conflict counts only if nothing committed since the
+          // attempt's snapshot: otherwise the database advanced, which is progress.
+          if (release === undefined || this.#core.newestCommitSeq() <= a.tx.snapshotSeq) counted++;
+          if (counted >= maxAttempts) {
+            throw new ConflictError(`gave up after ${attempt} attempts: ${e.message}`, { cause: e });
+          }
+          release ??= await this.#core.retryTurn();
         }
       }
     } finally {
@@ -402,14 +470,13 @@ export class TransactionBuilder {
   executeSync<T = void>(fn: (tx: Tx) => T, options: ExecuteOptions = {}): CommitResult<T> {
     const { idempotencyKey, maxAttempts } = checkOptions(options);
     checkCallback(fn);
-    const known = idempotencyKey === undefined ? undefined : this.#core.idempotencyRecord(idempotencyKey);
-    if (known !== undefined) return duplicateOf(known, 0);
     for (let attempt = 1; ; attempt++) {
-      const { tx, value, write } = this.#attempt(fn, idempotencyKey);
-      if (!write) return readOnlyResult(tx, value, attempt);
+      const a = this.#attempt(fn, idempotencyKey);
+      if (a.duplicate !== undefined) return duplicateOf(a.duplicate, attempt - 1);
+      if (!a.write) return readOnlyResult(a.tx, a.value, attempt);
       try {
-        const info = this.#core.commitSync(tx, idempotencyKey);
-        return result(info, value, attempt);
+        const info = this.#core.commitSync(a.tx, idempotencyKey);
+        return result(info, a.value, attempt);
       } catch (e) {
         if (e instanceof ConflictError && attempt < maxAttempts) {
           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, backoffMs(attempt));
@@ -422,18 +489,24 @@ export class TransactionBuilder {
   }
 }
 
+/** One attempt: either the key was found on its snapshot, or the callback ran. */
+type Attempt<T> = { duplicate: CommitInfo } | { duplicate: undefined; tx: TxImpl; value: T; write: boolean };
+
 function checkCallback(fn: unknown): void {
   if (typeof fn !== 'function') throw new InvalidArgumentError(`the transaction callback must be a function, got ${fn === null ? 'null' : typeof fn}`);
+}
+
+/** Validates an idempotency key: a non-empty string of at most 256 UTF-8 bytes. @internal */
+export function checkIdempotencyKey(key: unknown): asserts key is string {
+  if (typeof key !== 'string' || key.length === 0) throw new InvalidArgumentError('idempotencyKey must be a non-empty string');
+  if (!key.isWellFormed()) throw new InvalidArgumentError('idempotencyKey has lone surrogates, which UTF-8 cannot store (distinct keys would collide)');
+  if (Buffer.byteLength(key) > 256) throw new InvalidArgumentError('idempotencyKey is longer than 256 UTF-8 bytes');
 }
 
 function checkOptions(o: ExecuteOptions): { idempotencyKey: string | undefined; maxAttempts: number } {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
   const { idempotencyKey, maxAttempts = 10 } = o;
-  if (idempotencyKey !== undefined) {
-    if (typeof idempotencyKey !== 'string' || idempotencyKey.length === 0) throw new InvalidArgumentError('idempotencyKey must be a non-empty string');
-    if (!idempotencyKey.isWellFormed()) throw new InvalidArgumentError('idempotencyKey has lone surrogates, which UTF-8 cannot store (distinct keys would collide)');
-    if (Buffer.byteLength(idempotencyKey) > 256) throw new InvalidArgumentError('idempotencyKey is longer than 256 UTF-8 bytes');
-  }
+  if (idempotencyKey !== undefined) checkIdempotencyKey(idempotencyKey);
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new InvalidArgumentError('maxAttempts must be a positive integer');
   return { idempotencyKey, maxAttempts };
 }
@@ -456,9 +529,5 @@ function readOnlyResult<T>(tx: TxImpl, value: T, attempts: number): CommitResult
 function backoffMs(attempt: number): number {
   const cap = Math.min(50, 0.1 * 2 ** (attempt - 1));
   return cap / 2 + Math.random() * (cap / 2);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 

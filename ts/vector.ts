@@ -4,7 +4,7 @@
  * derived from them.
  */
 import { ByteWriter } from './bytes.js';
-import { str, stringifyStrict, type Json } from './codec.js';
+import { parseJson, str, stringifyStrict, type Json } from './codec.js';
 import type { Core } from './core.js';
 import type { EmbedManyOptions, Embedder } from './embed.js';
 import { InvalidArgumentError, NotFoundError, VectorDimensionError, fromNative } from './errors.js';
@@ -316,7 +316,7 @@ function readHits<M>(buf: Buffer, off: number, out: VectorHit<M>[]): number {
     off += 6 + idLen;
     const metaLen = buf.readUInt32LE(off);
     off += 4;
-    const metadata = metaLen === 0 ? undefined : (JSON.parse(buf.toString('utf8', off, off + metaLen)) as M);
+    const metadata = metaLen === 0 ? undefined : (parseJson(buf.toString('utf8', off, off + metaLen)) as M);
     off += metaLen;
     out.push({ id, score, metadata });
   }
@@ -451,7 +451,7 @@ export class VectorCollection<M = Json> {
     const n = this.info.dimension * 4;
     const vector = new Float32Array(this.info.dimension);
     new Uint8Array(vector.buffer).set(b.subarray(0, n));
-    const metadata = b.length > n ? (JSON.parse(b.toString('utf8', n)) as M) : undefined;
+    const metadata = b.length > n ? (parseJson(b.toString('utf8', n)) as M) : undefined;
     return { id, vector, metadata };
   }
 

@@ -66,10 +66,13 @@ export declare class NativeDb {
   commit(batch: Uint8Array, token: number): void
   /**
    * Queues several batches at once so they share one group commit. `packed` is
-   * `{ [token u32 LE][len u32 LE][batch] }*`. A batch that fails validation is not
-   * queued; its error is returned as `"<token> ERR_X: message"` and the others go ahead.
+   * `{ [token u32 LE][len u32 LE][batch] }*`, one frame per entry of `tokens`, in
+   * order. Every token gets exactly one answer: a batch that fails validation
+   * (or a frame that does not match its token) is not queued and its error is
+   * returned as `"<token> ERR_X: message"`; the others go ahead and report
+   * through `on_commit`.
    */
-  commitMany(packed: Uint8Array): Array<string>
+  commitMany(packed: Uint8Array, tokens: Array<number>): Array<string>
   /** Commits and waits (blocks the JS thread). Returns one packed result record. */
   commitSync(batch: Uint8Array): Buffer
   /** Reads events (packed, see `Store::read_events`) from the newest state. */
@@ -77,10 +80,12 @@ export declare class NativeDb {
   /** The newest event id and the commit seq, as of the newest committed state. */
   heads(): Array<bigint>
   /**
-   * Looks an idempotency key up on the newest state: `[commit_seq, first_event_id, event_count]`
-   * of the transaction that applied it, or `null`.
+   * Looks an idempotency key up, on the newest state or (`pinned`) on the snapshot
+   * of the transaction attempt in progress: `[commit_seq, first_event_id,
+   * event_count, committed_at_ms]` of the transaction that applied it while the key
+   * is inside the idempotency window, or `null`.
    */
-  idempotencyRecord(key: string): Array<bigint> | null
+  idempotencyRecord(key: string, pinned: boolean): Array<bigint> | null
   /** Opens a snapshot: a read transaction that stays on one state until closed. */
   snapshot(): NativeSnapshot
   /** Whether this handle's `on_commit` should receive notices for every commit. */

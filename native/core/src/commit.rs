@@ -390,15 +390,21 @@ fn apply_one(
     vector_changes: &mut Vec<(u32, vector::Change)>,
 ) -> std::result::Result<Result<CommitInfo>, GroupError> {
     let dbs = &store.dbs;
+    // The key is checked before the reads: a retry of a transaction that has been
+    // applied is a duplicate, never a conflict, whatever it read.
     if let Some(k) = &b.idempotency_key {
         if let Some(rec) = dbs.idem.get(wtxn, b.bytes(k))? {
             let rec = IdemRecord::decode(rec)?;
-            return Ok(Ok(CommitInfo {
-                outcome: Outcome::Duplicate,
-                commit_seq: rec.commit_seq,
-                first_event_id: rec.first_event_id,
-                event_count: rec.event_count,
-            }));
+            // Past the window the key is forgotten even before pruning reaches it:
+            // the transaction applies as new and its record replaces this one.
+            if !rec.expired(at, store.options.idempotency_window_ms) {
+                return Ok(Ok(CommitInfo {
+                    outcome: Outcome::Duplicate,
+                    commit_seq: rec.commit_seq,
+                    first_event_id: rec.first_event_id,
+                    event_count: rec.event_count,
+                }));
+            }
         }
     }
     for (k, seen) in &b.reads {

@@ -391,13 +391,24 @@ impl Store {
         Ok(out)
     }
 
-    /// The record of an applied idempotency key: `(commit_seq, first_event_id, event_count)`.
-    pub fn idempotency_record(&self, txn: &RoTxn, key: &[u8]) -> Result<Option<(u64, u64, u32)>> {
+    /// The record of an applied idempotency key while it is inside the idempotency
+    /// window: `(commit_seq, first_event_id, event_count, committed_at_ms)`. A record
+    /// older than the window is `None` even before pruning removes it, as the writer
+    /// treats it.
+    pub fn idempotency_record(
+        &self,
+        txn: &RoTxn,
+        key: &[u8],
+    ) -> Result<Option<(u64, u64, u32, u64)>> {
         Ok(match self.dbs.idem.get(txn, key)? {
             None => None,
             Some(rec) => {
                 let r = IdemRecord::decode(rec)?;
-                Some((r.commit_seq, r.first_event_id, r.event_count))
+                if r.expired(now_ms(), self.options.idempotency_window_ms) {
+                    None
+                } else {
+                    Some((r.commit_seq, r.first_event_id, r.event_count, r.at_ms))
+                }
             }
         })
     }
@@ -544,6 +555,11 @@ impl IdemRecord {
         out[16..20].copy_from_slice(&self.event_count.to_be_bytes());
         out[20..].copy_from_slice(&self.at_ms.to_be_bytes());
         out
+    }
+
+    /// Whether the record has left the idempotency window (`0` keeps records forever).
+    pub(crate) fn expired(&self, now_ms: u64, window_ms: u64) -> bool {
+        window_ms > 0 && self.at_ms < now_ms.saturating_sub(window_ms)
     }
 
     pub(crate) fn decode(b: &[u8]) -> Result<Self> {

@@ -207,36 +207,54 @@ impl NativeDb {
     }
 
     /// Queues several batches at once so they share one group commit. `packed` is
-    /// `{ [token u32 LE][len u32 LE][batch] }*`. A batch that fails validation is not
-    /// queued; its error is returned as `"<token> ERR_X: message"` and the others go ahead.
+    /// `{ [token u32 LE][len u32 LE][batch] }*`, one frame per entry of `tokens`, in
+    /// order. Every token gets exactly one answer: a batch that fails validation
+    /// (or a frame that does not match its token) is not queued and its error is
+    /// returned as `"<token> ERR_X: message"`; the others go ahead and report
+    /// through `on_commit`.
     #[napi]
-    pub fn commit_many(&self, packed: &[u8]) -> Result<Vec<String>> {
-        let engine = self.engine()?;
+    pub fn commit_many(&self, packed: &[u8], tokens: Vec<u32>) -> Vec<String> {
+        let fail = |token: u32, e: &athanor_core::Error| {
+            format!("{token} {}: {}", e.code.as_str(), e.message)
+        };
+        let engine = match self.engine() {
+            Ok(e) => e,
+            Err(_) => {
+                let e = athanor_core::Error::closed();
+                return tokens.iter().map(|&t| fail(t, &e)).collect();
+            }
+        };
         let mut ok = Vec::new();
         let mut errors = Vec::new();
         let mut off = 0usize;
-        while off < packed.len() {
-            let header = packed
-                .get(off..off + 8)
-                .ok_or_else(|| err(athanor_core::Error::invalid("truncated commit_many header")))?;
-            let token = u32::from_le_bytes(header[..4].try_into().unwrap());
-            let len = u32::from_le_bytes(header[4..].try_into().unwrap()) as usize;
-            let body = packed
-                .get(off + 8..off + 8 + len)
-                .ok_or_else(|| err(athanor_core::Error::invalid("truncated commit_many batch")))?;
-            off += 8 + len;
-            match TxBatch::parse(body.to_vec()).and_then(|b| {
-                engine.precheck(&b)?;
-                Ok(b)
-            }) {
-                Ok(b) => ok.push((b, token as u64)),
-                Err(e) => errors.push(format!("{token} {}: {}", e.code.as_str(), e.message)),
+        for (i, &token) in tokens.iter().enumerate() {
+            match frame(packed, off, token) {
+                Some((body, next)) => {
+                    off = next;
+                    match TxBatch::parse(body.to_vec()).and_then(|b| {
+                        engine.precheck(&b)?;
+                        Ok(b)
+                    }) {
+                        Ok(b) => ok.push((b, token as u64)),
+                        Err(e) => errors.push(fail(token, &e)),
+                    }
+                }
+                None => {
+                    // The framing is ours: a mismatch is a bug, and nothing after it can be trusted.
+                    errors.extend(tokens[i..].iter().map(|t| {
+                        format!("{t} ERR_INTERNAL: the commit hand-over was malformed (a bug in athanor: please report it); this transaction was not committed")
+                    }));
+                    break;
+                }
             }
         }
         if !ok.is_empty() {
-            engine.submit_many(ok, self.sink_id).map_err(err)?;
+            let queued: Vec<u32> = ok.iter().map(|(_, t)| *t as u32).collect();
+            if let Err(e) = engine.submit_many(ok, self.sink_id) {
+                errors.extend(queued.into_iter().map(|t| fail(t, &e)));
+            }
         }
-        Ok(errors)
+        errors
     }
 
     /// Commits and waits (blocks the JS thread). Returns one packed result record.
@@ -283,19 +301,30 @@ impl NativeDb {
         ])
     }
 
-    /// Looks an idempotency key up on the newest state: `[commit_seq, first_event_id, event_count]`
-    /// of the transaction that applied it, or `null`.
+    /// Looks an idempotency key up, on the newest state or (`pinned`) on the snapshot
+    /// of the transaction attempt in progress: `[commit_seq, first_event_id,
+    /// event_count, committed_at_ms]` of the transaction that applied it while the key
+    /// is inside the idempotency window, or `null`.
     #[napi]
-    pub fn idempotency_record(&self, key: String) -> Result<Option<Vec<u64>>> {
+    pub fn idempotency_record(&self, key: String, pinned: bool) -> Result<Option<Vec<u64>>> {
         let engine = self.engine()?;
         let store = engine.store();
-        let mut reader = self.ctx.reader.borrow_mut();
-        let txn = reader.fresh(store).map_err(err)?;
+        let mut reader = if pinned {
+            self.ctx.tx_reader.borrow_mut()
+        } else {
+            self.ctx.reader.borrow_mut()
+        };
+        let txn = if pinned {
+            reader.pinned(store)
+        } else {
+            reader.fresh(store)
+        }
+        .map_err(err)?;
         let _g = store.guard();
         Ok(store
             .idempotency_record(txn, key.as_bytes())
             .map_err(err)?
-            .map(|(s, f, n)| vec![s, f, n as u64]))
+            .map(|(s, f, n, at)| vec![s, f, n as u64, at]))
     }
 
     /// Opens a snapshot: a read transaction that stays on one state until closed.
@@ -377,6 +406,18 @@ impl NativeDb {
             engine.unregister_sink(self.sink_id);
         }
     }
+}
+
+/// The body of the `commit_many` frame at `off` if it is whole and carries
+/// `token`, and the offset of the next frame.
+fn frame(packed: &[u8], off: usize, token: u32) -> Option<(&[u8], usize)> {
+    let header = packed.get(off..off.checked_add(8)?)?;
+    if u32::from_le_bytes(header[..4].try_into().ok()?) != token {
+        return None;
+    }
+    let len = u32::from_le_bytes(header[4..].try_into().ok()?) as usize;
+    let end = off.checked_add(8)?.checked_add(len)?;
+    Some((packed.get(off + 8..end)?, end))
 }
 
 fn query(
