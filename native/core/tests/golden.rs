@@ -130,14 +130,13 @@ fn from_description(d: &Json) -> Value {
 }
 
 fn value_cases() -> Vec<(&'static str, Value)> {
-    let mut max = [0xffu8; 32];
+    let max = [0xffu8; 32];
     let mut one = [0u8; 32];
     one[31] = 1;
     let mut pattern = [0u8; 32];
     for (i, b) in pattern.iter_mut().enumerate() {
         *b = i as u8;
     }
-    max[0] = 0xff;
     vec![
         ("i64 zero", Value::I64(0)),
         ("i64 one", Value::I64(1)),
@@ -155,10 +154,7 @@ fn value_cases() -> Vec<(&'static str, Value)> {
         ("f64 smallest subnormal", Value::F64(f64::from_bits(1))),
         ("f64 infinity", Value::F64(f64::INFINITY)),
         ("f64 negative infinity", Value::F64(f64::NEG_INFINITY)),
-        (
-            "f64 NaN",
-            Value::F64(f64::from_bits(0x7ff8_0000_0000_0000)),
-        ),
+        ("f64 NaN", Value::F64(f64::from_bits(0x7ff8_0000_0000_0000))),
         ("bool false", Value::Bool(false)),
         ("bool true", Value::Bool(true)),
         ("string empty", Value::String(String::new())),
@@ -166,7 +162,10 @@ fn value_cases() -> Vec<(&'static str, Value)> {
         ("string non-ascii", Value::String("héllo, 世界 🦀".into())),
         ("bytes empty", Value::Bytes(vec![])),
         ("bytes", Value::Bytes(vec![0, 1, 0x7f, 0x80, 0xff])),
-        ("json object", Value::Json("{\"a\":[1,2,{\"b\":null}]}".into())),
+        (
+            "json object",
+            Value::Json("{\"a\":[1,2,{\"b\":null}]}".into()),
+        ),
         ("json null", Value::Json("null".into())),
         ("set empty", Value::Set(Default::default())),
         (
@@ -230,7 +229,9 @@ fn value_encodings_match_the_goldens() {
 // ---------------------------------------------------------------------------
 // LMDB store
 
-const STATE_KEYS: &[&str] = &["v:i64", "v:string", "v:array", "v:gone", "v:u256", "counter"];
+const STATE_KEYS: &[&str] = &[
+    "v:i64", "v:string", "v:array", "v:gone", "v:u256", "counter",
+];
 const IDEMPOTENCY_KEY: &str = "order-42";
 
 fn open(dir: &Path) -> athanor_core::Result<Arc<Engine>> {
