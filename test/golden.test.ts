@@ -122,13 +122,23 @@ describe('the TypeScript value decoder on arbitrary bytes', () => {
     }
   }
 
+  /**
+   * The value rebuilt through the constructors, which sort set members: Rust accepts a set
+   * whose members arrive unsorted and re-encodes it sorted; TypeScript keeps the order it read.
+   */
+  function canonical(v: Value): Value {
+    if (v.type === 'set') return set(v.asSet());
+    if (v.type === 'array') return array(v.asArray().map(canonical));
+    return v;
+  }
+
   function check(b: Buffer): void {
     const ts = decodeOrError(b);
     const r = rust(b);
-    // What Rust accepts (every value on disk), TypeScript reads the same way.
+    // What Rust accepts (every value on disk), TypeScript reads as the same value.
     if (r !== null) {
       expect(ts).toBeInstanceOf(Value);
-      expect([(ts as Value).type, encodeValue(ts as Value).toString('hex')]).toEqual(r);
+      expect([(ts as Value).type, encodeValue(canonical(ts as Value)).toString('hex')]).toEqual(r);
     }
   }
 
