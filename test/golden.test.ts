@@ -12,8 +12,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AthanorError, Value, array, bool, bytes, decodeValue, encodeValue, f64, i64, json, set, str, u256 } from '../dist/index.js';
-import { Sandbox } from './helpers.js';
+import { AthanorError, Value, ValueTypeError, array, bool, bytes, decodeValue, encodeValue, f64, i64, json, set, str, u256 } from '../dist/index.js';
+import { Sandbox, expectRejects } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 const binding = require('../native/node/binding.cjs') as { codecRoundTrip(bytes: Uint8Array): [string, Buffer] };
@@ -175,6 +175,26 @@ describe('the TypeScript value decoder on arbitrary bytes', () => {
       ),
       { numRuns: 3000 },
     );
+  });
+});
+
+describe('array nesting', () => {
+  it('a value nested deeper than 128 arrays is refused with ERR_TYPE before anything is written', async () => {
+    const db = await sandbox.open(undefined, { durability: 'none' });
+    const nest = (depth: number): Value => {
+      let v = bool(true);
+      for (let i = 0; i < depth; i++) v = array([v]);
+      return v;
+    };
+    await db.transaction().execute((tx) => tx.set('ok', nest(128)));
+    const e = await expectRejects(db.transaction().execute((tx) => {
+      tx.set('deep', nest(129));
+      tx.log('never', {});
+    }), ValueTypeError, 'ERR_TYPE');
+    expect(e.message).toMatch(/nest at most 128/);
+    expect(db.getOpt('deep')).toBeUndefined();
+    expect(db.events.lastId).toBe(0n);
+    expect(encodeValue(db.get('ok')).equals(encodeValue(nest(128)))).toBe(true);
   });
 });
 
