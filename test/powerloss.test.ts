@@ -15,9 +15,14 @@
  * - 'none': some state loses an acknowledged commit (or is damaged): this proves the
  *   procedure can fail, so 'full' passing means something.
  *
+ * Not modelled: directory entries (a created file is taken to survive; LMDB never fsyncs
+ * the directory) and power loss inside the first `Athanor.open` of a new directory, where
+ * a torn pair of initial meta pages may be refused with ERR_CORRUPT (nothing was
+ * acknowledged yet; see firstOpenOutcome).
+ *
  * ATHANOR_POWERLOSS_COMMITS sets the commits per run (default 12) and
  * ATHANOR_POWERLOSS_ROUNDS the random states per crash point and variant (default 1);
- * `npm run soak` raises both. ATHANOR_POWERLOSS_SEED replays a failing run's choices.
+ * `npm run soak` raises both. ATHANOR_POWERLOSS_SEED fixes the random choices (printed on failure).
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -76,7 +81,7 @@ function parseLog(buf: Buffer, root: string): Op[] {
 
 interface Recording {
   ops: Op[];
-  /** Shim log size and data-sync count, to show the run was recorded. */
+  /** Syncs and writes of the store's files, to show the run was recorded. */
   syncs: number;
   writes: number;
 }
