@@ -166,7 +166,15 @@ fn validate_body(body: &[u8]) -> Result<()> {
     }
 }
 
+/// Deepest nesting of arrays a value may have. Decoding recurses once per level: without
+/// a bound, a crafted value (from a batch or from disk) would overflow the thread's stack.
+pub const MAX_VALUE_DEPTH: usize = 128;
+
 fn decode_body(body: &[u8]) -> Result<Value> {
+    decode_nested(body, 0)
+}
+
+fn decode_nested(body: &[u8], depth: usize) -> Result<Value> {
     let (&t, p) = body
         .split_first()
         .ok_or_else(|| Error::type_error("value has no type tag"))?;
@@ -213,12 +221,17 @@ fn decode_body(body: &[u8]) -> Result<Value> {
             Value::Set(set)
         }
         tag::ARRAY => {
+            if depth >= MAX_VALUE_DEPTH {
+                return Err(Error::type_error(format!(
+                    "array values nest at most {MAX_VALUE_DEPTH} deep; store deeper structures as json or bytes"
+                )));
+            }
             let mut r = Reader::new(p);
             let n = r.u32()?;
             let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
             for _ in 0..n {
                 let len = r.u32()? as usize;
-                items.push(decode_body(r.take(len)?)?);
+                items.push(decode_nested(r.take(len)?, depth + 1)?);
             }
             r.finish()?;
             Value::Array(items)

@@ -1,0 +1,467 @@
+//! Golden files pin athanor's on-disk and cross-language byte formats
+//! (`native/core/tests/golden/`):
+//!
+//! - `formats.json`: every format version constant. Changing one without adding the
+//!   goldens of the new version fails here.
+//! - `values.json`: the encoding of each value type, byte for byte. `test/golden.test.ts`
+//!   checks the TypeScript codec against the same file, so both languages agree.
+//! - `store-v<N>/canonical/data.mdb` + `store-v<N>.json`: an LMDB store written by format N
+//!   and everything it holds, read through the public API. Every build must open each
+//!   older store and read back identical content (migrating it), or refuse it with
+//!   `ERR_VERSION`; the store of the current format must open.
+//! - `projection-schema-v<N>.json`: `sqlite_master` of athanor's own tables in projection.db.
+//!
+//! `ATHANOR_WRITE_GOLDEN=1 cargo test -p athanor-core --test golden` writes the goldens
+//! of the current formats that do not exist yet; it never rewrites an existing one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use athanor_core::codec::{self, Value};
+use athanor_core::projection::{self, PROJECTION_FORMAT};
+use athanor_core::store::STORE_FORMAT;
+use athanor_core::vector::{collection, docs, CollectionParams, Metric};
+use athanor_core::{Code, Durability, Engine, StoreOptions, TxBuilder};
+use serde_json::{json, Value as Json};
+use tempfile::TempDir;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn writing() -> bool {
+    std::env::var_os("ATHANOR_WRITE_GOLDEN").is_some()
+}
+
+/// Reads a golden JSON file, first writing `make()` to it when asked to and it is absent.
+fn golden_json(name: &str, make: impl FnOnce() -> Json) -> Json {
+    let path = golden_dir().join(name);
+    if writing() && !path.exists() {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, serde_json::to_string_pretty(&make()).unwrap() + "\n").unwrap();
+    }
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run ATHANOR_WRITE_GOLDEN=1 cargo test -p athanor-core --test golden",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Format versions
+
+fn formats() -> Json {
+    json!({
+        "store": STORE_FORMAT,
+        "value": codec::VALUE_FORMAT,
+        "event": codec::EVENT_FORMAT,
+        "wire": athanor_core::txn::WIRE_VERSION,
+        "vector_collection": collection::COLLECTION_FORMAT,
+        "vector_doc": docs::DOC_FORMAT,
+        "projection": PROJECTION_FORMAT,
+    })
+}
+
+#[test]
+fn format_versions_match_the_goldens() {
+    let pinned = golden_json("formats.json", formats);
+    assert_eq!(
+        pinned,
+        formats(),
+        "a format version changed: add the goldens of the new version (ATHANOR_WRITE_GOLDEN=1), keep the old ones, \
+         make the old ones migrate or be refused with ERR_VERSION, then update formats.json"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Value codec
+
+/// A value in the language-neutral form of values.json (also read by test/golden.test.ts).
+fn describe(v: &Value) -> Json {
+    match v {
+        Value::I64(x) => json!({ "i64": x.to_string() }),
+        Value::U256(b) => json!({ "u256": hex(b) }),
+        Value::F64(x) => json!({ "f64": format!("{:016x}", x.to_bits()) }),
+        Value::Bool(b) => json!({ "bool": b }),
+        Value::String(s) => json!({ "string": s }),
+        Value::Bytes(b) => json!({ "bytes": hex(b) }),
+        Value::Json(s) => json!({ "json": s }),
+        Value::Set(s) => json!({ "set": s }),
+        Value::Array(items) => json!({ "array": items.iter().map(describe).collect::<Vec<_>>() }),
+    }
+}
+
+fn from_description(d: &Json) -> Value {
+    let (k, v) = d.as_object().unwrap().iter().next().unwrap();
+    match k.as_str() {
+        "i64" => Value::I64(v.as_str().unwrap().parse().unwrap()),
+        "u256" => Value::U256(unhex(v.as_str().unwrap()).try_into().unwrap()),
+        "f64" => Value::F64(f64::from_bits(
+            u64::from_str_radix(v.as_str().unwrap(), 16).unwrap(),
+        )),
+        "bool" => Value::Bool(v.as_bool().unwrap()),
+        "string" => Value::String(v.as_str().unwrap().to_owned()),
+        "bytes" => Value::Bytes(unhex(v.as_str().unwrap())),
+        "json" => Value::Json(v.as_str().unwrap().to_owned()),
+        "set" => Value::Set(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect(),
+        ),
+        "array" => Value::Array(v.as_array().unwrap().iter().map(from_description).collect()),
+        other => panic!("unknown value type {other} in values.json"),
+    }
+}
+
+fn value_cases() -> Vec<(&'static str, Value)> {
+    let max = [0xffu8; 32];
+    let mut one = [0u8; 32];
+    one[31] = 1;
+    let mut pattern = [0u8; 32];
+    for (i, b) in pattern.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    vec![
+        ("i64 zero", Value::I64(0)),
+        ("i64 one", Value::I64(1)),
+        ("i64 minus one", Value::I64(-1)),
+        ("i64 min", Value::I64(i64::MIN)),
+        ("i64 max", Value::I64(i64::MAX)),
+        ("u256 zero", Value::U256([0; 32])),
+        ("u256 one", Value::U256(one)),
+        ("u256 pattern", Value::U256(pattern)),
+        ("u256 max", Value::U256(max)),
+        ("f64 zero", Value::F64(0.0)),
+        ("f64 negative zero", Value::F64(-0.0)),
+        ("f64 one and a half", Value::F64(1.5)),
+        ("f64 large negative", Value::F64(-1e300)),
+        ("f64 smallest subnormal", Value::F64(f64::from_bits(1))),
+        ("f64 infinity", Value::F64(f64::INFINITY)),
+        ("f64 negative infinity", Value::F64(f64::NEG_INFINITY)),
+        ("f64 NaN", Value::F64(f64::from_bits(0x7ff8_0000_0000_0000))),
+        ("bool false", Value::Bool(false)),
+        ("bool true", Value::Bool(true)),
+        ("string empty", Value::String(String::new())),
+        ("string ascii", Value::String("hello".into())),
+        ("string non-ascii", Value::String("héllo, 世界 🦀".into())),
+        ("bytes empty", Value::Bytes(vec![])),
+        ("bytes", Value::Bytes(vec![0, 1, 0x7f, 0x80, 0xff])),
+        (
+            "json object",
+            Value::Json("{\"a\":[1,2,{\"b\":null}]}".into()),
+        ),
+        ("json null", Value::Json("null".into())),
+        ("set empty", Value::Set(Default::default())),
+        (
+            "set",
+            Value::Set(
+                ["b", "a", "é", "", "ab"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+        ),
+        ("array empty", Value::Array(vec![])),
+        (
+            "array mixed",
+            Value::Array(vec![
+                Value::I64(1),
+                Value::String("x".into()),
+                Value::Bool(true),
+            ]),
+        ),
+        (
+            "array nested",
+            Value::Array(vec![
+                Value::Array(vec![Value::Array(vec![])]),
+                Value::Set(["z".to_string()].into_iter().collect()),
+                Value::F64(-0.0),
+            ]),
+        ),
+    ]
+}
+
+fn values_golden() -> Json {
+    json!({
+        "format": codec::VALUE_FORMAT,
+        "values": value_cases()
+            .iter()
+            .map(|(name, v)| json!({ "name": name, "value": describe(v), "hex": hex(&v.encode()) }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+#[test]
+fn value_encodings_match_the_goldens() {
+    let golden = golden_json("values.json", values_golden);
+    assert_eq!(golden["format"], json!(codec::VALUE_FORMAT));
+    let cases = golden["values"].as_array().unwrap();
+    let mut types = std::collections::BTreeSet::new();
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let value = from_description(&case["value"]);
+        types.insert(value.type_name());
+        let bytes = unhex(case["hex"].as_str().unwrap());
+        assert_eq!(hex(&value.encode()), hex(&bytes), "encoding of {name}");
+        let back = Value::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {}", e.message));
+        assert_eq!(describe(&back), case["value"], "decoding of {name}");
+        codec::validate(&bytes).unwrap();
+    }
+    assert_eq!(types.len(), 9, "values.json covers every value type");
+}
+
+// ---------------------------------------------------------------------------
+// LMDB store
+
+const STATE_KEYS: &[&str] = &[
+    "v:i64", "v:string", "v:array", "v:gone", "v:u256", "counter",
+];
+const IDEMPOTENCY_KEY: &str = "order-42";
+
+fn open(dir: &Path) -> athanor_core::Result<Arc<Engine>> {
+    Engine::open(
+        dir,
+        StoreOptions {
+            durability: Durability::Full,
+            ..StoreOptions::default()
+        },
+    )
+}
+
+/// Writes the golden store's content: state of several types, puts, a delete, events,
+/// an idempotency record, a vector collection with an upsert and a delete.
+fn write_store(e: &Engine) {
+    let docs = e
+        .vectors()
+        .create(e.store(), "docs", CollectionParams::new(3, Metric::Cosine))
+        .unwrap();
+    drop(docs);
+    let commit = |b: TxBuilder| e.commit_blocking(b.build().unwrap()).unwrap();
+    commit(
+        TxBuilder::new()
+            .put("v:i64", &Value::I64(-7))
+            .put("v:string", &Value::String("héllo".into()))
+            .put("v:gone", &Value::Bool(true))
+            .put("counter", &Value::I64(1))
+            .event_json("account.opened", "{\"id\":1,\"name\":\"Ada\"}")
+            .event_json("account.credited", "{\"id\":1,\"amount\":250}"),
+    );
+    commit(
+        TxBuilder::new()
+            .put(
+                "v:array",
+                &Value::Array(vec![Value::I64(1), Value::Json("[true]".into())]),
+            )
+            .put("v:u256", &Value::U256([0xab; 32]))
+            .put("counter", &Value::I64(2))
+            .delete("v:gone")
+            .vector_upsert("docs", "a", &[1.0, 0.0, 0.0], "{\"lang\":\"en\"}")
+            .vector_upsert("docs", "b", &[0.0, 1.0, 0.5], "")
+            .event_json("account.debited", "{\"id\":1,\"amount\":-5}")
+            .idempotency_key(IDEMPOTENCY_KEY),
+    );
+    commit(
+        TxBuilder::new()
+            .vector_delete("docs", "b")
+            .vector_upsert("docs", "c", &[0.25, -0.5, 2.0], "{\"n\":3}")
+            .event_json("account.closed", "{\"id\":1}"),
+    );
+}
+
+/// Everything the golden store holds, read through the public API.
+fn dump_store(e: &Engine) -> Json {
+    let store = e.store();
+    let _g = store.guard();
+    let txn = store.begin_read().unwrap();
+    let mut state = serde_json::Map::new();
+    for k in STATE_KEYS {
+        state.insert(
+            k.to_string(),
+            match store.get(&txn, k.as_bytes()).unwrap() {
+                None => Json::Null,
+                Some(entry) => json!({ "version": entry.version, "value": hex(entry.value) }),
+            },
+        );
+    }
+    let last = store.last_event_id(&txn).unwrap();
+    let events: Vec<Json> = (1..=last)
+        .map(|id| {
+            let raw = store.get_event(&txn, id).unwrap().unwrap();
+            let rec = codec::decode_event(raw).unwrap();
+            json!({ "id": id, "commit_seq": rec.commit_seq, "type": rec.event_type, "record": hex(raw) })
+        })
+        .collect();
+    let collections: Vec<Json> = e
+        .vectors()
+        .list()
+        .iter()
+        .map(|c| {
+            let index = e.vectors().get(&c.name).unwrap();
+            let docs: serde_json::Map<String, Json> = ["a", "b", "c"]
+                .iter()
+                .map(|id| {
+                    let doc = e
+                        .vectors()
+                        .get_doc(store, &txn, &index, id.as_bytes())
+                        .unwrap();
+                    (id.to_string(), doc.map_or(Json::Null, |d| json!(hex(&d))))
+                })
+                .collect();
+            json!({ "name": c.name, "definition": hex(&c.encode()), "docs": docs })
+        })
+        .collect();
+    let idem = store
+        .idempotency_record(&txn, IDEMPOTENCY_KEY.as_bytes())
+        .unwrap();
+    json!({
+        "format": STORE_FORMAT,
+        "commit_seq": store.commit_seq(&txn).unwrap(),
+        "last_event_id": last,
+        "state": state,
+        "events": events,
+        "idempotency": idem.map(|(seq, first, n)| json!([seq, first, n])),
+        "collections": collections,
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Writes `store-v<STORE_FORMAT>` (data.mdb only: LMDB rebuilds its lock file).
+fn write_store_golden(dir: &Path) {
+    let work = TempDir::new().unwrap();
+    let e = open(work.path()).unwrap();
+    write_store(&e);
+    e.sync().unwrap();
+    drop(e);
+    fs::create_dir_all(dir.join("canonical")).unwrap();
+    fs::copy(
+        work.path().join("canonical/data.mdb"),
+        dir.join("canonical/data.mdb"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn stores_of_every_format_open_and_read_back_identically() {
+    let current = golden_dir().join(format!("store-v{STORE_FORMAT}"));
+    if writing() && !current.exists() {
+        write_store_golden(&current);
+        let copy = TempDir::new().unwrap();
+        copy_dir(&current, copy.path());
+        let e = open(copy.path()).unwrap();
+        golden_json(&format!("store-v{STORE_FORMAT}.json"), || dump_store(&e));
+    }
+    assert!(
+        current.exists(),
+        "no golden store of the current format {STORE_FORMAT}: run ATHANOR_WRITE_GOLDEN=1 cargo test -p athanor-core --test golden"
+    );
+    let mut checked = 0;
+    for entry in fs::read_dir(golden_dir()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(version) = name
+            .strip_prefix("store-v")
+            .filter(|v| !v.ends_with(".json"))
+        else {
+            continue;
+        };
+        let version: u32 = version.parse().unwrap();
+        let expected = golden_json(&format!("{name}.json"), || unreachable!());
+        assert_eq!(expected["format"], json!(version));
+        // Opening writes (LMDB's lock file, athanor's open transaction): never touch the golden.
+        let copy = TempDir::new().unwrap();
+        copy_dir(&golden_dir().join(&name), copy.path());
+        match open(copy.path()) {
+            Ok(e) => {
+                assert_eq!(dump_store(&e), expected, "{name} reads back differently");
+                assert_eq!(e.store().verify().unwrap(), 4, "{name} verifies");
+                for c in e.vectors().list() {
+                    e.vectors().verify(e.store(), &c.name).unwrap();
+                }
+            }
+            Err(err) => assert!(
+                err.code == Code::Version && version < STORE_FORMAT,
+                "{name} (format {version}) must open, or be refused with ERR_VERSION by a newer format: {:?} {}",
+                err.code,
+                err.message
+            ),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+// ---------------------------------------------------------------------------
+// projection.db
+
+fn projection_schema(dir: &Path) -> Json {
+    let conn = projection::open_main(dir).unwrap();
+    let mut stmt = conn
+        .conn()
+        .prepare(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master \
+             WHERE tbl_name LIKE '\\_athanor\\_%' ESCAPE '\\' OR name = 'sqlite_sequence' ORDER BY type, name",
+        )
+        .unwrap();
+    let rows: Vec<Json> = stmt
+        .query_map([], |r| {
+            Ok(json!({
+                "type": r.get::<_, String>(0)?,
+                "name": r.get::<_, String>(1)?,
+                "tbl_name": r.get::<_, String>(2)?,
+                "sql": r.get::<_, Option<String>>(3)?,
+            }))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let format: i64 = conn
+        .conn()
+        .query_row(
+            "SELECT value FROM _athanor_meta WHERE key = 'format_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    json!({ "format": format, "sqlite_master": rows })
+}
+
+#[test]
+fn projection_schema_matches_the_golden() {
+    let dir = TempDir::new().unwrap();
+    let schema = projection_schema(dir.path());
+    let golden = golden_json(
+        &format!("projection-schema-v{PROJECTION_FORMAT}.json"),
+        || schema.clone(),
+    );
+    assert_eq!(
+        schema, golden,
+        "athanor's tables in projection.db changed: bump PROJECTION_FORMAT with a migration and add its golden"
+    );
+}
