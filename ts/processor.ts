@@ -7,7 +7,8 @@
 import { AthanorError, HandlerError, InvalidArgumentError, MigrationsPendingError, fromNative } from './errors.js';
 import type { StoredEvent } from './events.js';
 import type { Core } from './core.js';
-import type { Sql, Statement } from './sql.js';
+import type { Sql } from './sql.js';
+import { describeThrown, thrownError } from './thrown.js';
 import type { Migrations } from './migrations.js';
 
 /** What a handler does with one event. Synchronous: it runs inside the batch's SQLite transaction. */
@@ -231,10 +232,6 @@ function sameBytes(b: Buffer, x: number, y: number, n: number): boolean {
   return true;
 }
 
-function errorOf(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
-}
-
 /** The error code a dead letter records for `e`. @internal */
 export function codeOf(e: Error): string {
   return e instanceof AthanorError ? e.code : 'ERR_HANDLER';
@@ -245,15 +242,22 @@ class Fatal {
   constructor(readonly error: Error) {}
 }
 
+/** What one attempt at a batch found, before its transaction ends. */
+interface Attempt {
+  consumed: number;
+  cursor: bigint;
+  start: bigint;
+  failure?: Failure;
+  /** Whether the attempt's effects and cursor are to be committed. */
+  commit: boolean;
+}
+
 /** The applier of TypeScript handlers (runs on the JS thread). @internal */
 export class HandlerApplier implements Applier {
   readonly #host: ProcessorHost;
   readonly #name: string;
   readonly #byType = new Map<string, EventHandler<unknown>[]>();
   readonly #wildcard: EventHandler<unknown>[] = [];
-  #begin?: Statement;
-  #commit?: Statement;
-  #rollback?: Statement;
 
   constructor(host: ProcessorHost, name: string, handlers: readonly EventHandler<unknown>[]) {
     this.#host = host;
@@ -271,15 +275,7 @@ export class HandlerApplier implements Applier {
     }
   }
 
-  #stmts(): { begin: Statement; commit: Statement; rollback: Statement } {
-    const sql = this.#host.sql;
-    this.#begin ??= sql.prepare('BEGIN IMMEDIATE');
-    this.#commit ??= sql.prepare('COMMIT');
-    this.#rollback ??= sql.prepare('ROLLBACK');
-    return { begin: this.#begin, commit: this.#commit, rollback: this.#rollback };
-  }
-
-  /** Runs the handlers of one event; throws the handler's error or a Fatal. */
+  /** Runs the handlers of one event; throws the handler's error (as an Error) or a Fatal. */
   #dispatch(event: StoredEvent): void {
     const sql = this.#host.sql;
     const list = this.#byType.get(event.type);
@@ -288,16 +284,24 @@ export class HandlerApplier implements Applier {
   }
 
   #one(h: EventHandler<unknown>, sql: Sql, event: StoredEvent): void {
+    const what = `the handler for ${event.type}`;
     if (h.validate !== undefined) {
       let ok: boolean | void;
       try {
         ok = h.validate(event.payload);
       } catch (e) {
-        throw new HandlerError(`event ${event.id} (${event.type}) failed validation: ${errorOf(e).message}`, { cause: e, eventId: event.id });
+        this.#checkTransaction(event);
+        throw new HandlerError(`event ${event.id} (${event.type}) failed validation: ${describeThrown(e)}`, { cause: e, eventId: event.id });
       }
       if (ok === false) throw new HandlerError(`event ${event.id} (${event.type}) failed validation`, { eventId: event.id });
     }
-    const r: unknown = h.handle(sql, event);
+    let r: unknown;
+    try {
+      r = h.handle(sql, event);
+    } catch (e) {
+      this.#checkTransaction(event);
+      throw thrownError(e, what, event.id);
+    }
     if (r !== undefined && r !== null && typeof (r as { then?: unknown }).then === 'function') {
       throw new Fatal(
         new InvalidArgumentError(
@@ -305,47 +309,59 @@ export class HandlerApplier implements Applier {
         ),
       );
     }
-    if (!this.#host.sql.inTransaction) {
-      throw new Fatal(new InvalidArgumentError(`the handler for ${event.type} ended the batch's transaction (COMMIT/ROLLBACK); use sql.transaction() for nested work`));
+    this.#checkTransaction(event);
+  }
+
+  /** A handler that tried to end the batch's transaction is a bug in it, whatever it did with the refusal: stop. */
+  #checkTransaction(event: StoredEvent): void {
+    if (this.#host.sql.txViolated()) {
+      throw new Fatal(
+        new InvalidArgumentError(
+          `the handler for ${event.type} tried to end the batch's transaction (BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE); athanor commits it with the cursor: use sql.transaction() for nested work`,
+        ),
+      );
     }
   }
 
-  /** One transaction: cursor, events, handlers, cursor. `limit` caps the events; `expect` guards a prefix re-run. */
-  #attempt(limit: number, expect: bigint | null): { consumed: number; cursor: bigint; start: bigint; failure?: Failure; committed: boolean } {
-    const { begin, commit, rollback } = this.#stmts();
+  /** Inside the batch's transaction: cursor, events, handlers, cursor. `limit` caps the events; `expect` guards a prefix re-run. */
+  #apply(limit: number, expect: bigint | null): Attempt {
     const sql = this.#host.sql;
-    begin.run();
+    const start = readCursor(sql, this.#name);
+    if (expect !== null && start !== expect) return { consumed: 0, cursor: start, start, commit: false };
+    let events: StoredEvent[];
     try {
-      const start = readCursor(sql, this.#name);
-      if (expect !== null && start !== expect) {
-        rollback.run();
-        return { consumed: 0, cursor: start, start, committed: false };
-      }
-      let events: StoredEvent[];
-      try {
-        events = decodeBatch(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
-      } catch (e) {
-        throw fromNative(e);
-      }
-      let cursor = start;
-      for (let i = 0; i < events.length; i++) {
-        const ev = events[i]!;
-        try {
-          this.#dispatch(ev);
-        } catch (e) {
-          if (e instanceof Fatal) throw e.error;
-          rollback.run();
-          return { consumed: i, cursor, start, failure: { event: ev, error: errorOf(e) }, committed: false };
-        }
-        cursor = ev.id;
-      }
-      if (cursor !== start) sql.run(CURSOR_SET, [this.#name, cursor, Date.now()]);
-      commit.run();
-      return { consumed: events.length, cursor, start, committed: true };
+      events = decodeBatch(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
     } catch (e) {
-      if (sql.inTransaction) rollback.run();
+      throw fromNative(e);
+    }
+    let cursor = start;
+    for (let i = 0; i < events.length; i++) {
+      const ev = events[i]!;
+      try {
+        this.#dispatch(ev);
+      } catch (e) {
+        if (e instanceof Fatal) throw e.error;
+        return { consumed: i, cursor, start, failure: { event: ev, error: e as Error }, commit: false };
+      }
+      cursor = ev.id;
+    }
+    if (cursor !== start) sql.run(CURSOR_SET, [this.#name, cursor, Date.now()]);
+    return { consumed: events.length, cursor, start, commit: true };
+  }
+
+  /** One transaction around {@link #apply}; `committed` says whether it was committed. */
+  #attempt(limit: number, expect: bigint | null): Attempt & { committed: boolean } {
+    const sql = this.#host.sql;
+    sql.txBegin(true);
+    let r: Attempt;
+    try {
+      r = this.#apply(limit, expect);
+    } catch (e) {
+      sql.txAbandon();
       throw e;
     }
+    sql.txEnd(r.commit);
+    return { ...r, committed: r.commit };
   }
 
   batch(limit: number): Promise<{ consumed: number; cursor: bigint; failure?: Failure }> {
@@ -361,33 +377,37 @@ export class HandlerApplier implements Applier {
     }
   }
 
+  /** Inside the retry's transaction: the dead letter's event through the handlers. */
+  #retry(id: number): { failure?: Error } {
+    const sql = this.#host.sql;
+    const row = sql.get<{ event_id: number | bigint }>('SELECT event_id FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#name]);
+    if (row === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.#name)} has no dead letter ${id}`);
+    const ev = this.#host.event(BigInt(row.event_id));
+    if (ev === undefined) throw new InvalidArgumentError(`event ${row.event_id} of dead letter ${id} is not in the log`);
+    try {
+      this.#dispatch(ev);
+    } catch (e) {
+      if (e instanceof Fatal) throw e.error;
+      return { failure: e as Error };
+    }
+    sql.run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
+    return {};
+  }
+
   retryDeadLetter(id: number): Promise<Error | undefined> {
     const sql = this.#host.sql;
-    const { begin, commit, rollback } = this.#stmts();
     try {
-      begin.run();
-      let failure: Error | undefined;
+      sql.txBegin(true);
+      let r: { failure?: Error };
       try {
-        const row = sql.get<{ event_id: number | bigint }>('SELECT event_id FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#name]);
-        if (row === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.#name)} has no dead letter ${id}`);
-        const ev = this.#host.event(BigInt(row.event_id));
-        if (ev === undefined) throw new InvalidArgumentError(`event ${row.event_id} of dead letter ${id} is not in the log`);
-        try {
-          this.#dispatch(ev);
-        } catch (e) {
-          if (e instanceof Fatal) throw e.error;
-          failure = errorOf(e);
-        }
-        if (failure === undefined) {
-          sql.run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
-          commit.run();
-          return Promise.resolve(undefined);
-        }
+        r = this.#retry(id);
       } catch (e) {
-        if (sql.inTransaction) rollback.run();
+        sql.txAbandon();
         throw e;
       }
-      rollback.run();
+      sql.txEnd(r.failure === undefined);
+      if (r.failure === undefined) return Promise.resolve(undefined);
+      const failure = r.failure;
       sql.run('UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?, error = ?, last_failed_at = ? WHERE id = ?', [
         codeOf(failure),
         failure.message,
@@ -471,6 +491,7 @@ export class DeadLetters {
 
   /** Dead letters, oldest event first. */
   list(options: { limit?: number; offset?: number } = {}): DeadLetter[] {
+    checkCallOptions(options, 'deadLetters.list', ['limit', 'offset']);
     const limit = options.limit ?? -1;
     const offset = options.offset ?? 0;
     if (!Number.isInteger(limit) || !Number.isInteger(offset) || offset < 0) throw new InvalidArgumentError('limit and offset must be integers');
@@ -481,6 +502,7 @@ export class DeadLetters {
 
   /** One dead letter by id, or `undefined`. */
   get(id: number): DeadLetter | undefined {
+    if (!Number.isInteger(id)) throw new InvalidArgumentError('dead letter id must be an integer');
     const r = this.#host.sql.get('SELECT * FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#p.name]);
     return r === undefined ? undefined : this.#row(r);
   }
@@ -514,6 +536,7 @@ export class DeadLetters {
 
   /** Deletes a dead letter without applying it; returns whether it existed. */
   remove(id: number): boolean {
+    if (!Number.isInteger(id)) throw new InvalidArgumentError('dead letter id must be an integer');
     return this.#host.sql.run('DELETE FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#p.name]).changes > 0;
   }
 
@@ -553,6 +576,8 @@ export class Processor {
   #running: Promise<void> | null = null;
   #wake: (() => void) | null = null;
   #waiters: Waiter[] = [];
+  /** Aborted when the database closes: ends backoff waits of batches not started by `run()`. */
+  readonly #halt = new AbortController();
   #checked = false;
   readonly #store: CursorStore | undefined;
 
@@ -567,7 +592,15 @@ export class Processor {
     this.#strategy = strategyOf(o.onError ?? 'failFast');
     this.#allowPending = o.allowPendingMigrations ?? false;
     this.#reset = o.reset;
-    this.#log = o.onLog ?? ((m, e) => process.emitWarning(`athanor processor ${JSON.stringify(name)}: ${m}: ${e.message}`));
+    const log = o.onLog ?? ((m: string, e: Error) => process.emitWarning(`athanor processor ${JSON.stringify(name)}: ${m}: ${e.message}`));
+    // A log callback that throws must not change what the processor does.
+    this.#log = (m, e, ev) => {
+      try {
+        log(m, e, ev);
+      } catch (x) {
+        process.emitWarning(`athanor processor ${JSON.stringify(name)}: onLog threw ${describeThrown(x)} (ignored)`);
+      }
+    };
     this.deadLetters = new DeadLetters(this, host);
   }
 
@@ -581,8 +614,18 @@ export class Processor {
   /** How many events of the log the processor has not applied yet. */
   lag(): bigint {
     const c = this.cursor();
-    const last = this.#host.core.native.heads()[0]!;
+    const last = this.#head();
     return last > c ? last - c : 0n;
+  }
+
+  /** The newest event id in the log. */
+  #head(): bigint {
+    this.#host.core.assertOpen();
+    try {
+      return this.#host.core.native.heads()[0]!;
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 
   /** Whether `run()` is active. */
@@ -616,7 +659,7 @@ export class Processor {
 
   async #processBatch(): Promise<BatchResult> {
     this.#ready();
-    const signal = this.#stop?.signal ?? new AbortController().signal;
+    const signal = this.#stop?.signal ?? this.#halt.signal;
     let attempt = 0;
     let processed = 0;
     let failedId = -1n;
@@ -632,7 +675,7 @@ export class Processor {
       try {
         action = this.#strategy.decide(error, event, attempt);
       } catch (e) {
-        throw new HandlerError(`the error strategy of processor ${JSON.stringify(this.name)} threw: ${errorOf(e).message}`, { cause: e, eventId: event.id });
+        throw new HandlerError(`the error strategy of processor ${JSON.stringify(this.name)} threw ${describeThrown(e)}`, { cause: e, eventId: event.id });
       }
       switch (action) {
         case 'retry': {
@@ -665,7 +708,7 @@ export class Processor {
             eventId: event.id,
           });
         default:
-          throw new InvalidArgumentError(`the error strategy returned ${JSON.stringify(action)}; expected 'stop', 'skip', 'retry' or 'deadLetter'`);
+          throw new InvalidArgumentError(`the error strategy returned ${describeThrown(action)}; expected 'stop', 'skip', 'retry' or 'deadLetter'`);
       }
     }
   }
@@ -698,15 +741,26 @@ export class Processor {
    * `onProgress` is called after each batch.
    */
   async catchUp(options: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<{ processed: number; cursor: bigint }> {
+    const { onProgress, signal } = checkCallOptions(options, 'catchUp', ['onProgress', 'signal']);
     this.#ready();
-    const target = this.#host.core.native.heads()[0]!;
+    return this.#catchUp(onProgress, signal);
+  }
+
+  async #catchUp(onProgress: ((p: Progress) => void) | undefined, signal: AbortSignal | undefined): Promise<{ processed: number; cursor: bigint }> {
+    const target = this.#head();
     let processed = 0;
     let cursor = this.cursor();
-    while (cursor < target && options.signal?.aborted !== true) {
+    while (cursor < target && signal?.aborted !== true) {
       const r = await this.processBatch();
       processed += r.processed + r.skipped + r.deadLettered;
       cursor = r.cursor;
-      options.onProgress?.({ cursor, target, processed });
+      if (onProgress !== undefined) {
+        try {
+          onProgress({ cursor, target, processed });
+        } catch (e) {
+          throw new HandlerError(`onProgress of processor ${JSON.stringify(this.name)} threw ${describeThrown(e)}; the batches so far are committed (cursor ${cursor})`, { cause: e });
+        }
+      }
       if (r.processed + r.skipped + r.deadLettered === 0) cursor = this.cursor();
     }
     return { processed, cursor };
@@ -717,18 +771,26 @@ export class Processor {
    * (default: the newest event now). Progress is made by `run()` or `processBatch()` calls.
    */
   waitFor(eventId?: bigint, options: { signal?: AbortSignal } = {}): Promise<bigint> {
-    const id = eventId ?? this.#host.core.native.heads()[0]!;
-    if (typeof id !== 'bigint') throw new InvalidArgumentError('eventId must be a bigint');
-    const c = this.cursor();
+    let signal: AbortSignal | undefined;
+    let id: bigint;
+    let c: bigint;
+    try {
+      signal = checkCallOptions(options, 'waitFor', ['signal']).signal;
+      if (eventId !== undefined && typeof eventId !== 'bigint') throw new InvalidArgumentError('eventId must be a bigint');
+      id = eventId ?? this.#head();
+      c = this.cursor();
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (c >= id) return Promise.resolve(c);
     return new Promise((resolve, reject) => {
       const w: Waiter = { id, resolve };
       this.#waiters.push(w);
-      options.signal?.addEventListener(
+      signal?.addEventListener(
         'abort',
         () => {
           this.#waiters = this.#waiters.filter((x) => x !== w);
-          reject(options.signal!.reason);
+          reject(signal!.reason);
         },
         { once: true },
       );
@@ -742,15 +804,16 @@ export class Processor {
    * Rejects if a batch fails with a stop decision or a fatal error.
    */
   run(options: { signal?: AbortSignal } = {}): Promise<void> {
-    if (this.#running !== null) return Promise.reject(new InvalidArgumentError(`processor ${JSON.stringify(this.name)} is already running`));
+    let outer: AbortSignal | undefined;
     try {
+      outer = checkCallOptions(options, 'run', ['signal']).signal;
+      if (this.#running !== null) throw new InvalidArgumentError(`processor ${JSON.stringify(this.name)} is already running`);
       this.#ready();
     } catch (e) {
       return Promise.reject(e);
     }
     const stop = new AbortController();
     this.#stop = stop;
-    const outer = options.signal;
     const onAbort = () => stop.abort();
     if (outer?.aborted) stop.abort();
     outer?.addEventListener('abort', onAbort, { once: true });
@@ -812,6 +875,13 @@ export class Processor {
     await this.#running?.catch(() => undefined);
   }
 
+  /** Stops everything for a closing database and resolves once no batch is in flight. @internal */
+  async halt(): Promise<void> {
+    this.#halt.abort();
+    await this.stop();
+    await this.#busy;
+  }
+
   /**
    * Rebuilds the projection from the whole log: drops its data (the `reset` hook, or
    * with `{ schema: 'migrations' }` every migration rolled back and re-applied, which
@@ -819,32 +889,44 @@ export class Processor {
    * every event with progress reporting. The result equals the incremental one.
    */
   async rebuild(options: { onProgress?: (p: Progress) => void; schema?: 'reset' | 'migrations' } = {}): Promise<{ processed: number; cursor: bigint }> {
+    const { onProgress, schema } = checkCallOptions(options, 'rebuild', ['onProgress', 'schema']);
+    if (schema !== undefined && schema !== 'reset' && schema !== 'migrations') {
+      throw new InvalidArgumentError(`rebuild's schema must be 'reset' or 'migrations', got ${describeThrown(schema)}`);
+    }
     if (this.#running !== null) throw new InvalidArgumentError(`stop processor ${JSON.stringify(this.name)} before rebuilding it`);
     const sql = this.#host.sql;
-    const mode = options.schema ?? (this.#reset !== undefined ? 'reset' : 'migrations');
+    const mode = schema ?? (this.#reset !== undefined ? 'reset' : 'migrations');
+    const reset = this.#reset;
+    const m = this.#host.migrations;
+    if (this.#store === undefined) {
+      if (mode === 'reset' && reset === undefined) {
+        throw new InvalidArgumentError(`processor ${JSON.stringify(this.name)} has no reset hook; give one (reset) or rebuild with { schema: 'migrations' }`);
+      }
+      if (mode === 'migrations') m.checkRebuild();
+    }
     await this.#busy;
     if (this.#store !== undefined) {
       await this.#store.reset();
     } else if (mode === 'reset') {
-      const reset = this.#reset;
-      if (reset === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.name)} has no reset hook; give one (reset) or rebuild with { schema: 'migrations' }`);
       sql.transaction(() => {
-        reset(sql);
+        try {
+          reset!(sql);
+        } catch (e) {
+          throw thrownError(e, `the reset hook of processor ${JSON.stringify(this.name)}`);
+        }
         sql.run('DELETE FROM _athanor_cursors WHERE name = ?', [this.name]);
         sql.run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.name]);
       }).immediate();
     } else {
-      const m = this.#host.migrations;
-      if (m.registered().length === 0) throw new InvalidArgumentError('rebuild with { schema: "migrations" } needs registered migrations (db.migrations.add / loadDir)');
-      m.rollbackTo(0);
-      m.run();
       sql.transaction(() => {
+        m.rollbackTo(0);
+        m.run();
         sql.run('DELETE FROM _athanor_cursors');
         sql.run('DELETE FROM _athanor_dead_letters');
       }).immediate();
     }
     this.#cursor = 0n;
-    return this.catchUp({ onProgress: options.onProgress });
+    return this.#catchUp(onProgress, undefined);
   }
 
   /** Stops and forgets this processor in this handle (its cursor stays in projection.db). */
@@ -852,6 +934,21 @@ export class Processor {
     await this.stop();
     this.#host.unregister(this.name);
   }
+}
+
+/**
+ * Validates the options object of a processor call before it does anything: an object
+ * with only `keys`, `onProgress` a function, `signal` an AbortSignal.
+ */
+function checkCallOptions<O extends object>(o: O, call: string, keys: readonly (keyof O & string)[]): O {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`${call}() options must be an object`);
+  for (const k of Object.keys(o)) {
+    if (!keys.includes(k as keyof O & string)) throw new InvalidArgumentError(`unknown ${call}() option ${JSON.stringify(k)}; expected ${keys.join(', ')}`);
+  }
+  const r = o as { onProgress?: unknown; signal?: unknown };
+  if (r.onProgress !== undefined && typeof r.onProgress !== 'function') throw new InvalidArgumentError(`${call}() option onProgress must be a function (progress) => void`);
+  if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) throw new InvalidArgumentError(`${call}() option signal must be an AbortSignal`);
+  return o;
 }
 
 /** Builds a {@link Processor} step by step: `db.processor('name').on('Type', fn).batchSize(500).build()`. */

@@ -88,6 +88,22 @@ class DeclarativeApplier implements Applier {
   }
 }
 
+/**
+ * A copy of `db.query()` parameters made of plain values, so the read (which happens
+ * later, off the JS thread) never runs a getter or a proxy trap; what those throw
+ * becomes `ERR_INVALID_ARGUMENT` with the thrown value as its cause.
+ */
+function plainParams(p: unknown): unknown {
+  if (p === undefined || p === null) return p;
+  try {
+    if (Array.isArray(p)) return Array.from(p as unknown[]);
+    if (typeof p === 'object' && !ArrayBuffer.isView(p)) return { ...p };
+  } catch (e) {
+    throw new InvalidArgumentError('reading the query parameters threw (a getter that throws, a revoked proxy?); pass plain values. The thrown value is the cause', { cause: e });
+  }
+  return p;
+}
+
 /** Options of `db.query()`. */
 export interface QueryOptions {
   /** Return every integer as bigint (default: only those beyond ±(2^53-1)). */
@@ -146,9 +162,14 @@ export class Projections implements ProcessorHost {
 
   async query<R = Row>(sql: string, params?: readonly SqlBindable[] | NamedParams, options: QueryOptions = {}): Promise<R[]> {
     if (typeof sql !== 'string') throw new InvalidArgumentError('SQL text must be a string');
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('query() options must be an object { safeIntegers? }');
+    for (const k of Object.keys(options)) if (k !== 'safeIntegers') throw new InvalidArgumentError(`unknown query() option ${JSON.stringify(k)}; expected safeIntegers`);
+    const safe = options.safeIntegers ?? false;
+    if (typeof safe !== 'boolean') throw new InvalidArgumentError('query() option safeIntegers must be a boolean');
+    const plain = plainParams(params);
     const n = this.#nativeSql();
     try {
-      return (await n.query(sql, params, options.safeIntegers ?? false)) as R[];
+      return (await n.query(sql, plain, safe)) as R[];
     } catch (e) {
       throw fromNative(e);
     }
@@ -211,11 +232,21 @@ export class Projections implements ProcessorHost {
     return p;
   }
 
+  /** Stops the processors, waits for batches in flight, and closes projection.db. Never throws. */
   async close(): Promise<void> {
-    for (const p of [...this.#processors.values()]) await p.stop();
+    for (const p of [...this.#processors.values()]) {
+      try {
+        await p.halt();
+      } catch {
+        /* a batch that failed has rolled back; closing goes on */
+      }
+    }
     this.#processors.clear();
-    this.#sql?.close();
-    this.#sql = null;
-    this.#native = null;
+    try {
+      this.#sql?.close();
+    } finally {
+      this.#sql = null;
+      this.#native = null;
+    }
   }
 }
