@@ -668,9 +668,8 @@ impl SqlConn {
             };
         }
         match level {
-            Level::Top if commit => self.run_internal("COMMIT").map_err(|e| {
+            Level::Top if commit => self.run_internal("COMMIT").inspect_err(|_| {
                 let _ = self.run_internal("ROLLBACK");
-                e
             }),
             Level::Top => self.run_internal("ROLLBACK"),
             Level::Savepoint(n) => {
