@@ -103,8 +103,10 @@ describe('transaction control where athanor owns the transaction', () => {
     expect(e.message).toMatch(/migration 1 \(escape\) up failed/);
     expect(tableNames(db)).toEqual([]);
     expect(db.migrations.history()).toEqual([]);
-    db.migrations.add({ version: 2, name: 'commit_alone', up: 'COMMIT' });
-    expect(db.migrations.schemaVersion()).toBe(0);
+    const other = await box.open();
+    other.migrations.add({ version: 1, name: 'commit_alone', up: 'COMMIT' });
+    expectThrows(() => other.migrations.run(), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expect(other.migrations.history()).toEqual([]);
   });
 
   it('a handler that runs COMMIT stops the processor, even when it swallows the refusal; nothing escapes', async () => {
@@ -433,5 +435,35 @@ describe('close in awkward places', () => {
       expect(e).toBeInstanceOf(AthanorError);
       expect((e as AthanorError).code).toBe('ERR_CLOSED');
     }
+  });
+});
+
+describe('options objects that fight back', () => {
+  it('processor, projection and migration definitions read through getters or proxies are typed errors', async () => {
+    const db = await box.open();
+    const revoked = Proxy.revocable({}, {});
+    revoked.revoke();
+    const boom = {
+      get handlers(): never {
+        throw new Error('getter');
+      },
+    };
+    expectThrows(() => db.processor('p', boom as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expectThrows(() => db.processor('p', revoked.proxy as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expectThrows(() => db.processor('p', { handlers: [{ eventType: revoked.proxy, handle: () => undefined }] } as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expectThrows(() => db.projection(revoked.proxy as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expectThrows(() => db.projection({ name: 'd', on: revoked.proxy } as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expectThrows(() => db.migrations.add(revoked.proxy as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    // A getter cannot hand validation one value and registration another.
+    let reads = 0;
+    const shifty = {
+      get version() {
+        return ++reads === 1 ? 1 : -5;
+      },
+      name: 'a',
+      up: 'CREATE TABLE a(x)',
+    };
+    db.migrations.add(shifty as never);
+    expect(db.migrations.registered().map((m) => m.version)).toEqual([1]);
   });
 });

@@ -82,10 +82,18 @@ export class Migrations {
   /** Registers migrations; rejects bad shapes and duplicate versions. */
   add(...migrations: Migration[]): this {
     const versions = new Set<number>();
-    for (const m of migrations) {
+    // Validate and keep copies: a getter or proxy cannot change a migration after its checks.
+    const copies = migrations.map((m) => {
       if (m === null || typeof m !== 'object') throw new InvalidArgumentError('a migration must be an object { version, name, up, down?, verify? }');
+      try {
+        return { ...m };
+      } catch (e) {
+        throw new InvalidArgumentError(`reading a migration threw ${describeThrown(e)}; pass a plain object { version, name, up, down?, verify? }`, { cause: e });
+      }
+    });
+    for (const m of copies) {
       for (const k of Object.keys(m)) if (!['version', 'name', 'up', 'down', 'verify'].includes(k)) throw new InvalidArgumentError(`unknown migration key ${JSON.stringify(k)}`);
-      if (!Number.isSafeInteger(m.version) || m.version < 1) throw new InvalidArgumentError(`migration version must be a positive integer, got ${String(m.version)}`);
+      if (!Number.isSafeInteger(m.version) || m.version < 1) throw new InvalidArgumentError(`migration version must be a positive integer, got ${describeThrown(m.version)}`);
       if (typeof m.name !== 'string' || !NAME.test(m.name)) throw new InvalidArgumentError(`migration ${m.version}: name must be letters, digits, '_' or '-'`);
       for (const k of ['up', 'down'] as const) {
         const s = m[k];
@@ -97,7 +105,7 @@ export class Migrations {
       if (versions.has(m.version)) throw new InvalidArgumentError(`migration version ${m.version} appears twice in this call`);
       versions.add(m.version);
     }
-    for (const m of migrations) this.#list.set(m.version, { ...m });
+    for (const m of copies) this.#list.set(m.version, m);
     return this;
   }
 

@@ -1018,6 +1018,15 @@ export class ProcessorBuilder {
 
 /** Validates processor options; throws InvalidArgumentError naming the problem. @internal */
 export function checkOptions(name: unknown, o: ProcessorOptions, needHandlers: boolean): void {
+  try {
+    checkOptionsOf(name, o, needHandlers);
+  } catch (e) {
+    if (e instanceof AthanorError) throw e;
+    throw new InvalidArgumentError(`reading the processor options threw ${describeThrown(e)}; pass plain objects and arrays`, { cause: e });
+  }
+}
+
+function checkOptionsOf(name: unknown, o: ProcessorOptions, needHandlers: boolean): void {
   if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new InvalidArgumentError('a processor needs a name: a non-empty string of at most 200 characters');
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('processor options must be an object');
   const known = new Set(['handlers', 'batchSize', 'pollIntervalMs', 'onError', 'allowPendingMigrations', 'reset', 'onLog']);

@@ -4,6 +4,7 @@
  * executed natively. Reached through `db.sql`, `db.query()`, `db.processor()`,
  * `db.projection()` and `db.migrations`.
  */
+import { types } from 'node:util';
 import { ClosedError, errorFor, fromNative, InvalidArgumentError } from './errors.js';
 import { decodeEvents, type StoredEvent } from './events.js';
 import type { Core } from './core.js';
@@ -24,6 +25,7 @@ import { Sql, type Row, type SqlBindable, type NamedParams } from './sql.js';
 import type { TransactionBuilder } from './transaction.js';
 import { VectorApplier, checkVectorSpec, type VectorProjectionSpec } from './vector-projection.js';
 import type { VectorStore } from './vector.js';
+import { describeThrown } from './thrown.js';
 import type * as Binding from '../native/node/binding.cjs';
 
 /**
@@ -85,6 +87,24 @@ class DeclarativeApplier implements Applier {
       throw fromNative(e);
     }
     return r.errorCode === null || r.errorCode === undefined ? undefined : errorFor(r.errorCode, r.errorMessage ?? 'failed');
+  }
+}
+
+/**
+ * A shallow copy of processor options (and of each handler), read once: validation
+ * and use then see the same values, and a getter or proxy that throws becomes
+ * `ERR_INVALID_ARGUMENT` with the thrown value as its cause.
+ */
+function plainOptions<O extends object>(o: O): O {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError('processor options must be an object');
+  try {
+    const copy = { ...o } as O & { handlers?: unknown };
+    if (Array.isArray(copy.handlers)) {
+      copy.handlers = Array.from(copy.handlers as unknown[], (h) => (h !== null && typeof h === 'object' ? { ...h } : h));
+    }
+    return copy;
+  } catch (e) {
+    throw new InvalidArgumentError(`reading the options threw ${describeThrown(e)}; pass plain objects`, { cause: e });
   }
 }
 
@@ -186,7 +206,8 @@ export class Projections implements ProcessorHost {
     return this.#build(name, options);
   }
 
-  #build(name: string, o: ProcessorOptions): Processor {
+  #build(name: string, options: ProcessorOptions): Processor {
+    const o = plainOptions(options);
     checkOptions(name, o, true);
     this.#claim(name);
     const applier = new HandlerApplier(this, name, (o.handlers ?? []) as readonly EventHandler<unknown>[]);
@@ -198,9 +219,9 @@ export class Projections implements ProcessorHost {
 
   projection(spec: DeclarativeSpec): Processor {
     if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('a declarative projection is an object { name, on, ... }');
-    const { name, on, reset, ...rest } = spec;
+    const { name, on, reset, ...rest } = plainOptions(spec);
     checkOptions(name, rest, false);
-    if (on === null || typeof on !== 'object' || Object.keys(on).length === 0) throw new InvalidArgumentError(`projection ${JSON.stringify(name)} needs \`on\`: event type → { sql, params }`);
+    if (on === null || typeof on !== 'object' || types.isProxy(on) || Object.keys(on).length === 0) throw new InvalidArgumentError(`projection ${JSON.stringify(name)} needs \`on\`: event type → { sql, params }`);
     if (reset !== undefined && typeof reset !== 'string' && typeof reset !== 'function') throw new InvalidArgumentError('reset must be a SQL script or a function (sql) => void');
     this.#claim(name);
     let json: string;
