@@ -132,6 +132,36 @@ describe('transaction control where athanor owns the transaction', () => {
     expect(db.sql.inTransaction).toBe(false);
   });
 
+  it('a handler whose statement rolls the batch back (OR ROLLBACK) fails that event; nothing runs outside the batch', async () => {
+    const db = await box.open(undefined, { durability: 'none' });
+    db.sql.exec('CREATE TABLE seen(i INTEGER PRIMARY KEY); INSERT INTO seen VALUES (100);');
+    await deposits(db, 3);
+    const logged: Error[] = [];
+    const p = db
+      .processor('p')
+      .on('Dep', (sql, e: StoredEvent<{ i: number }>) => {
+        sql.run('INSERT INTO seen VALUES (?)', [e.payload.i]);
+        if (e.payload.i !== 2) return;
+        try {
+          sql.run('INSERT OR ROLLBACK INTO seen VALUES (100)');
+        } catch {
+          /* swallowed: the batch's transaction is gone all the same */
+        }
+        try {
+          sql.run('INSERT INTO seen VALUES (?)', [e.payload.i + 1000]);
+        } catch {
+          /* refused: it would have run outside the batch */
+        }
+      })
+      .onError('skip')
+      .onLog((_m, err) => logged.push(err))
+      .build();
+    await p.catchUp();
+    expect(p.cursor()).toBe(3n);
+    expect(db.sql.all('SELECT i FROM seen ORDER BY i')).toEqual([{ i: 1 }, { i: 3 }, { i: 100 }]);
+    expect(logged.map((e) => (e as SqlError).code)).toEqual(['ERR_SQL']);
+  });
+
   it('a declarative action holding transaction control is refused before anything applies', async () => {
     const db = await box.open(undefined, { durability: 'none' });
     db.sql.exec('CREATE TABLE seen(i INTEGER)');

@@ -4,7 +4,7 @@
  * transaction holding the handlers' writes and the processor's cursor, read
  * and written inside that transaction (DESIGN.md invariant 4).
  */
-import { AthanorError, HandlerError, InvalidArgumentError, MigrationsPendingError, fromNative } from './errors.js';
+import { AthanorError, ClosedError, HandlerError, InvalidArgumentError, MigrationsPendingError, SqlError, fromNative } from './errors.js';
 import type { StoredEvent } from './events.js';
 import type { Core } from './core.js';
 import type { Sql } from './sql.js';
@@ -312,13 +312,23 @@ export class HandlerApplier implements Applier {
     this.#checkTransaction(event);
   }
 
-  /** A handler that tried to end the batch's transaction is a bug in it, whatever it did with the refusal: stop. */
+  /**
+   * A handler that tried to end the batch's transaction is a bug in it, whatever it did
+   * with the refusal: stop. One whose statement rolled the transaction back (`INSERT OR
+   * ROLLBACK`) failed on this event: the error strategy decides.
+   */
   #checkTransaction(event: StoredEvent): void {
-    if (this.#host.sql.txViolated()) {
+    const state = this.#host.sql.txState();
+    if (state === 'violated') {
       throw new Fatal(
         new InvalidArgumentError(
           `the handler for ${event.type} tried to end the batch's transaction (BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE); athanor commits it with the cursor: use sql.transaction() for nested work`,
         ),
+      );
+    }
+    if (state === 'lost') {
+      throw new SqlError(
+        `a statement of the handler for ${event.type} (ON CONFLICT ROLLBACK or RAISE(ROLLBACK)) rolled back the batch's transaction at event ${event.id}; nothing of the batch was written`,
       );
     }
   }
@@ -658,6 +668,7 @@ export class Processor {
   }
 
   async #processBatch(): Promise<BatchResult> {
+    if (this.#halt.signal.aborted) throw new ClosedError();
     this.#ready();
     const signal = this.#stop?.signal ?? this.#halt.signal;
     let attempt = 0;

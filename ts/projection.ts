@@ -95,8 +95,8 @@ class DeclarativeApplier implements Applier {
  * and use then see the same values, and a getter or proxy that throws becomes
  * `ERR_INVALID_ARGUMENT` with the thrown value as its cause.
  */
-function plainOptions<O extends object>(o: O): O {
-  if (o === null || typeof o !== 'object') throw new InvalidArgumentError('processor options must be an object');
+function plainOptions<O extends object>(o: O, what = 'processor options'): O {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`${what} must be an object`);
   try {
     const copy = { ...o } as O & { handlers?: unknown };
     if (Array.isArray(copy.handlers)) {
@@ -104,7 +104,7 @@ function plainOptions<O extends object>(o: O): O {
     }
     return copy;
   } catch (e) {
-    throw new InvalidArgumentError(`reading the options threw ${describeThrown(e)}; pass plain objects`, { cause: e });
+    throw new InvalidArgumentError(`reading the ${what} threw ${describeThrown(e)}; pass plain objects`, { cause: e });
   }
 }
 
@@ -182,9 +182,9 @@ export class Projections implements ProcessorHost {
 
   async query<R = Row>(sql: string, params?: readonly SqlBindable[] | NamedParams, options: QueryOptions = {}): Promise<R[]> {
     if (typeof sql !== 'string') throw new InvalidArgumentError('SQL text must be a string');
-    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('query() options must be an object { safeIntegers? }');
-    for (const k of Object.keys(options)) if (k !== 'safeIntegers') throw new InvalidArgumentError(`unknown query() option ${JSON.stringify(k)}; expected safeIntegers`);
-    const safe = options.safeIntegers ?? false;
+    const o = plainOptions(options, 'query() options');
+    for (const k of Object.keys(o)) if (k !== 'safeIntegers') throw new InvalidArgumentError(`unknown query() option ${JSON.stringify(k)}; expected safeIntegers`);
+    const safe = o.safeIntegers ?? false;
     if (typeof safe !== 'boolean') throw new InvalidArgumentError('query() option safeIntegers must be a boolean');
     const plain = plainParams(params);
     const n = this.#nativeSql();

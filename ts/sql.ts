@@ -353,13 +353,19 @@ export class Sql {
     }
   }
 
-  /** Whether a statement was refused for transaction control since the last call (clears the mark). @internal */
-  txViolated(): boolean {
+  /**
+   * The transaction athanor owns, as a handler left it: `'ok'`, `'violated'` (a statement
+   * was refused for transaction control since the last call; clears the mark) or `'lost'`
+   * (a statement such as `INSERT OR ROLLBACK` rolled it back). @internal
+   */
+  txState(): 'ok' | 'violated' | 'lost' {
+    let s: number;
     try {
-      return this.#native.txViolated();
+      s = this.#native.txState();
     } catch (e) {
       throw fromNative(e);
     }
+    return s === 0 ? 'ok' : s === 1 ? 'violated' : 'lost';
   }
 
   /** @internal */

@@ -147,8 +147,12 @@ export declare class NativeSql {
   txBegin(immediate: boolean): void
   /** Commits (or rolls back) the innermost level opened by `txBegin`; it is gone either way. */
   txEnd(commit: boolean): void
-  /** Whether a statement was refused for transaction control since the last call (clears it). */
-  txViolated(): boolean
+  /**
+   * The state of the transaction athanor owns, checked after each handler: 0 fine,
+   * 1 a statement was refused for transaction control since the last call (cleared),
+   * 2 a statement (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)) rolled the transaction back.
+   */
+  txState(): number
   /** Prepares one statement; returns its id. */
   prepare(sql: string): number
   /** `[readonly, paramCount, ...columnNames]` of a prepared statement. */

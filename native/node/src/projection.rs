@@ -125,10 +125,22 @@ impl NativeSql {
         self.ctx.with(|c| c.end_owned(commit)).map_err(err)
     }
 
-    /// Whether a statement was refused for transaction control since the last call (clears it).
+    /// The state of the transaction athanor owns, checked after each handler: 0 fine,
+    /// 1 a statement was refused for transaction control since the last call (cleared),
+    /// 2 a statement (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)) rolled the transaction back.
     #[napi]
-    pub fn tx_violated(&self) -> Result<bool> {
-        self.ctx.with(|c| Ok(c.take_violation())).map_err(err)
+    pub fn tx_state(&self) -> Result<u32> {
+        self.ctx
+            .with(|c| {
+                Ok(if c.take_violation() {
+                    1
+                } else if c.owns_transaction() && !c.in_transaction() {
+                    2
+                } else {
+                    0
+                })
+            })
+            .map_err(err)
     }
 
     /// Prepares one statement; returns its id.
