@@ -453,8 +453,10 @@ describe('close in awkward places', () => {
     const db = await Athanor.open(box.dir(), { durability: 'none' });
     await deposits(db, 3);
     const p = db.projection({ name: 'd', on: { Dep: { sql: 'SELECT ?', params: ['$.i'] } } });
+    const sql = db.sql;
     const batch = p.processBatch();
     await db.close();
+    expectThrows(() => sql.transaction(() => 1)(), ClosedError, 'ERR_CLOSED');
     expect(db.closed).toBe(true);
     await batch.catch(() => undefined);
     for (const call of [() => p.waitFor(), () => p.catchUp(), () => p.processBatch(), () => db.query('SELECT 1')]) {
