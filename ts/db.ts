@@ -321,11 +321,21 @@ export class Athanor {
    * database. Later calls throw `ClosedError`. Idempotent.
    */
   async close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  #closing: Promise<void> | undefined;
+
+  async #close(): Promise<void> {
     if (this.#core.closed) return;
-    await this.#proj.close();
-    while (this.#core.pendingCount > 0) await this.#core.drain();
-    for (const s of [...this.#snapshots]) s.close();
-    this.#core.close();
+    try {
+      await this.#proj.close();
+    } finally {
+      while (this.#core.pendingCount > 0) await this.#core.drain();
+      for (const s of [...this.#snapshots]) s.close();
+      this.#core.close();
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -7,8 +7,9 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { InvalidArgumentError, MigrationDriftError, fromNative } from './errors.js';
+import { AthanorError, InvalidArgumentError, IoError, MigrationDriftError } from './errors.js';
 import type { Sql } from './sql.js';
+import { describeThrown, handlerError } from './thrown.js';
 
 /** SQL text, or a function doing the work through the connection. */
 export type MigrationStep = string | ((sql: Sql) => void);
@@ -38,6 +39,25 @@ export interface AppliedMigration {
 }
 
 const NAME = /^[A-Za-z0-9_-]+$/;
+/** Longest migration name: with its number and `.down.sql` it stays well under every file system's name limit. */
+const NAME_MAX = 200;
+
+/** File-system errors that mean the path given is unusable (the caller's to fix), not that the disk failed. */
+const PATH_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'ENAMETOOLONG', 'EEXIST', 'ELOOP', 'EINVAL']);
+
+/** A typed error for a failed file-system call on `file` while `doing` something. */
+function fsError(e: unknown, doing: string, file: string): AthanorError {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  const detail = `${doing} ${file}: ${describeThrown(e)}`;
+  if (code !== undefined && PATH_ERRORS.has(code)) return new InvalidArgumentError(`cannot ${detail}; check the path`, { cause: e });
+  const io = new IoError(`cannot ${detail}`);
+  Object.defineProperty(io, 'cause', { value: e, writable: true, configurable: true });
+  return io;
+}
+
+function checkDir(dir: unknown): asserts dir is string {
+  if (typeof dir !== 'string' || dir.length === 0 || dir.includes('\0')) throw new InvalidArgumentError('the migrations directory must be a non-empty path string');
+}
 const FILE = /^(\d+)_([A-Za-z0-9_-]+?)(\.down)?\.sql$/;
 
 function stepText(s: MigrationStep): string {
@@ -62,10 +82,18 @@ export class Migrations {
   /** Registers migrations; rejects bad shapes and duplicate versions. */
   add(...migrations: Migration[]): this {
     const versions = new Set<number>();
-    for (const m of migrations) {
+    // Validate and keep copies: a getter or proxy cannot change a migration after its checks.
+    const copies = migrations.map((m) => {
       if (m === null || typeof m !== 'object') throw new InvalidArgumentError('a migration must be an object { version, name, up, down?, verify? }');
+      try {
+        return { ...m };
+      } catch (e) {
+        throw new InvalidArgumentError(`reading a migration threw ${describeThrown(e)}; pass a plain object { version, name, up, down?, verify? }`, { cause: e });
+      }
+    });
+    for (const m of copies) {
       for (const k of Object.keys(m)) if (!['version', 'name', 'up', 'down', 'verify'].includes(k)) throw new InvalidArgumentError(`unknown migration key ${JSON.stringify(k)}`);
-      if (!Number.isSafeInteger(m.version) || m.version < 1) throw new InvalidArgumentError(`migration version must be a positive integer, got ${String(m.version)}`);
+      if (!Number.isSafeInteger(m.version) || m.version < 1) throw new InvalidArgumentError(`migration version must be a positive integer, got ${describeThrown(m.version)}`);
       if (typeof m.name !== 'string' || !NAME.test(m.name)) throw new InvalidArgumentError(`migration ${m.version}: name must be letters, digits, '_' or '-'`);
       for (const k of ['up', 'down'] as const) {
         const s = m[k];
@@ -77,18 +105,26 @@ export class Migrations {
       if (versions.has(m.version)) throw new InvalidArgumentError(`migration version ${m.version} appears twice in this call`);
       versions.add(m.version);
     }
-    for (const m of migrations) this.#list.set(m.version, { ...m });
+    for (const m of copies) this.#list.set(m.version, m);
     return this;
   }
 
   /** Registers every `NNNN_name.sql` (with optional `NNNN_name.down.sql`) in `dir`. */
   loadDir(dir: string): this {
+    checkDir(dir);
     let files: string[];
     try {
       files = fs.readdirSync(dir);
     } catch (e) {
-      throw new InvalidArgumentError(`cannot read migrations directory ${dir}: ${(e as Error).message}`);
+      throw fsError(e, 'read the migrations directory', dir);
     }
+    const read = (file: string): string => {
+      try {
+        return fs.readFileSync(path.join(dir, file), 'utf8');
+      } catch (e) {
+        throw fsError(e, 'read the migration file', path.join(dir, file));
+      }
+    };
     const ups = new Map<number, { name: string; file: string }>();
     const downs = new Map<number, string>();
     for (const f of files.sort()) {
@@ -107,8 +143,8 @@ export class Migrations {
       list.push({
         version,
         name,
-        up: fs.readFileSync(path.join(dir, file), 'utf8'),
-        ...(down !== undefined ? { down: fs.readFileSync(path.join(dir, down), 'utf8') } : {}),
+        up: read(file),
+        ...(down !== undefined ? { down: read(down) } : {}),
       });
     }
     for (const v of downs.keys()) if (!ups.has(v)) throw new InvalidArgumentError(`migration ${v} has a .down.sql file but no up file`);
@@ -120,19 +156,38 @@ export class Migrations {
    * one after the highest version there. Returns the two paths.
    */
   static generate(dir: string, name: string): { version: number; up: string; down: string } {
-    if (typeof name !== 'string' || !NAME.test(name)) throw new InvalidArgumentError("a migration name must be letters, digits, '_' or '-'");
-    fs.mkdirSync(dir, { recursive: true });
+    checkDir(dir);
+    if (typeof name !== 'string' || !NAME.test(name) || name.length > NAME_MAX) {
+      throw new InvalidArgumentError(`a migration name must be 1 to ${NAME_MAX} letters, digits, '_' or '-'`);
+    }
+    let files: string[];
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+      files = fs.readdirSync(dir);
+    } catch (e) {
+      throw fsError(e, 'use the migrations directory', dir);
+    }
     let max = 0;
-    for (const f of fs.readdirSync(dir)) {
+    for (const f of files) {
       const m = FILE.exec(f);
       if (m) max = Math.max(max, Number(m[1]));
     }
     const version = max + 1;
+    if (!Number.isSafeInteger(version)) throw new InvalidArgumentError(`the migration files in ${dir} are numbered up to ${max}; no next version fits`);
     const base = `${String(version).padStart(4, '0')}_${name}`;
     const up = path.join(dir, `${base}.sql`);
     const down = path.join(dir, `${base}.down.sql`);
-    fs.writeFileSync(up, `-- Migration ${version}: ${name}\n-- Write the schema change here.\n`, { flag: 'wx' });
-    fs.writeFileSync(down, `-- Revert migration ${version}: ${name}\n`, { flag: 'wx' });
+    try {
+      fs.writeFileSync(up, `-- Migration ${version}: ${name}\n-- Write the schema change here.\n`, { flag: 'wx' });
+    } catch (e) {
+      throw fsError(e, 'create', up);
+    }
+    try {
+      fs.writeFileSync(down, `-- Revert migration ${version}: ${name}\n`, { flag: 'wx' });
+    } catch (e) {
+      fs.rmSync(up, { force: true });
+      throw fsError(e, 'create', down);
+    }
     return { version, up, down };
   }
 
@@ -188,7 +243,7 @@ export class Migrations {
           try {
             ok = m.verify(sql);
           } catch (e) {
-            throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification: ${(e as Error).message}; it was rolled back`, { cause: e });
+            throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification: ${describeThrown(e)}; it was rolled back`, { cause: e });
           }
           if (ok === false) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification; it was rolled back`);
         }
@@ -204,23 +259,60 @@ export class Migrations {
     const sql = this.#sql();
     const last = this.history().pop();
     if (last === undefined) return undefined;
-    const m = this.#list.get(last.version);
-    if (m === undefined) throw new InvalidArgumentError(`migration ${last.version} (${last.name}) is applied but not registered; register it to roll it back`);
-    if (m.down === undefined) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) has no down step; it cannot be rolled back`);
-    this.checkDrift();
-    const down = m.down;
+    const [m] = this.#downs([last]);
+    const down = m!.down!;
     sql.transaction(() => {
-      step(sql, down, m, 'down');
-      sql.run('DELETE FROM _athanor_migrations WHERE version = ?', [m.version]);
+      step(sql, down, m!, 'down');
+      sql.run('DELETE FROM _athanor_migrations WHERE version = ?', [m!.version]);
     }).immediate();
     return last;
   }
 
-  /** Rolls back applied migrations until the schema version is at most `version`. */
-  rollbackTo(version: number): AppliedMigration[] {
-    const out: AppliedMigration[] = [];
-    while (this.schemaVersion() > version) out.push(this.rollbackLast()!);
+  /** The registered migrations that revert `applied`, after checking each can (registered, with a `down`, no drift). */
+  #downs(applied: readonly AppliedMigration[]): Migration[] {
+    const out: Migration[] = [];
+    for (const a of applied) {
+      const m = this.#list.get(a.version);
+      if (m === undefined) throw new InvalidArgumentError(`migration ${a.version} (${a.name}) is applied but not registered; register it to roll it back`);
+      if (m.down === undefined) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) has no down step; it cannot be rolled back`);
+      out.push(m);
+    }
+    this.checkDrift();
     return out;
+  }
+
+  /**
+   * Rolls back applied migrations, newest first, until the schema version is at most
+   * `version` (a non-negative integer; 0 rolls back every migration). All or nothing:
+   * every migration to revert is checked first, and they are reverted in one transaction.
+   */
+  rollbackTo(version: number): AppliedMigration[] {
+    if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 0) {
+      throw new InvalidArgumentError(`rollbackTo() needs a schema version: a non-negative integer (0 rolls back every migration), got ${describeThrown(version)}`);
+    }
+    const sql = this.#sql();
+    const undo = this.history()
+      .filter((h) => h.version > version)
+      .reverse();
+    this.#downs(undo);
+    return sql
+      .transaction(() => {
+        const out: AppliedMigration[] = [];
+        for (const h of undo) {
+          const last = this.rollbackLast();
+          if (last?.version !== h.version) throw new InvalidArgumentError(`migration history changed while rolling back to ${version}; nothing was rolled back`);
+          out.push(last);
+        }
+        return out;
+      })
+      .immediate();
+  }
+
+  /** Throws unless a migrations rebuild can run: migrations registered, every applied one revertible. @internal */
+  checkRebuild(): void {
+    if (this.#list.size === 0) throw new InvalidArgumentError('rebuild with { schema: "migrations" } needs registered migrations (db.migrations.add / loadDir)');
+    this.#downs(this.history());
+    this.pending();
   }
 }
 
@@ -234,7 +326,7 @@ function step(sql: Sql, s: MigrationStep, m: Migration, which: string): void {
       }
     }
   } catch (e) {
-    const err = fromNative(e);
+    const err = handlerError(e, 'it');
     err.message = `migration ${m.version} (${m.name}) ${which} failed: ${err.message}; it was rolled back`;
     throw err;
   }

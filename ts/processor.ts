@@ -4,11 +4,12 @@
  * transaction holding the handlers' writes and the processor's cursor, read
  * and written inside that transaction (DESIGN.md invariant 4).
  */
-import { AthanorError, HandlerError, InvalidArgumentError, MigrationsPendingError, fromNative } from './errors.js';
+import { AthanorError, ClosedError, HandlerError, InvalidArgumentError, MigrationsPendingError, SqlError, fromNative } from './errors.js';
 import type { StoredEvent } from './events.js';
 import { parseJson } from './codec.js';
 import type { Core } from './core.js';
-import type { Sql, Statement } from './sql.js';
+import type { Sql } from './sql.js';
+import { describeThrown, thrownError } from './thrown.js';
 import type { Migrations } from './migrations.js';
 
 /** What a handler does with one event. Synchronous: it runs inside the batch's SQLite transaction. */
@@ -232,10 +233,6 @@ function sameBytes(b: Buffer, x: number, y: number, n: number): boolean {
   return true;
 }
 
-function errorOf(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
-}
-
 /** The error code a dead letter records for `e`. @internal */
 export function codeOf(e: Error): string {
   return e instanceof AthanorError ? e.code : 'ERR_HANDLER';
@@ -246,15 +243,22 @@ class Fatal {
   constructor(readonly error: Error) {}
 }
 
+/** What one attempt at a batch found, before its transaction ends. */
+interface Attempt {
+  consumed: number;
+  cursor: bigint;
+  start: bigint;
+  failure?: Failure;
+  /** Whether the attempt's effects and cursor are to be committed. */
+  commit: boolean;
+}
+
 /** The applier of TypeScript handlers (runs on the JS thread). @internal */
 export class HandlerApplier implements Applier {
   readonly #host: ProcessorHost;
   readonly #name: string;
   readonly #byType = new Map<string, EventHandler<unknown>[]>();
   readonly #wildcard: EventHandler<unknown>[] = [];
-  #begin?: Statement;
-  #commit?: Statement;
-  #rollback?: Statement;
 
   constructor(host: ProcessorHost, name: string, handlers: readonly EventHandler<unknown>[]) {
     this.#host = host;
@@ -272,15 +276,7 @@ export class HandlerApplier implements Applier {
     }
   }
 
-  #stmts(): { begin: Statement; commit: Statement; rollback: Statement } {
-    const sql = this.#host.sql;
-    this.#begin ??= sql.prepare('BEGIN IMMEDIATE');
-    this.#commit ??= sql.prepare('COMMIT');
-    this.#rollback ??= sql.prepare('ROLLBACK');
-    return { begin: this.#begin, commit: this.#commit, rollback: this.#rollback };
-  }
-
-  /** Runs the handlers of one event; throws the handler's error or a Fatal. */
+  /** Runs the handlers of one event; throws the handler's error (as an Error) or a Fatal. */
   #dispatch(event: StoredEvent): void {
     const sql = this.#host.sql;
     const list = this.#byType.get(event.type);
@@ -289,16 +285,24 @@ export class HandlerApplier implements Applier {
   }
 
   #one(h: EventHandler<unknown>, sql: Sql, event: StoredEvent): void {
+    const what = `the handler for ${event.type}`;
     if (h.validate !== undefined) {
       let ok: boolean | void;
       try {
         ok = h.validate(event.payload);
       } catch (e) {
-        throw new HandlerError(`event ${event.id} (${event.type}) failed validation: ${errorOf(e).message}`, { cause: e, eventId: event.id });
+        this.#checkTransaction(event);
+        throw new HandlerError(`event ${event.id} (${event.type}) failed validation: ${describeThrown(e)}`, { cause: e, eventId: event.id });
       }
       if (ok === false) throw new HandlerError(`event ${event.id} (${event.type}) failed validation`, { eventId: event.id });
     }
-    const r: unknown = h.handle(sql, event);
+    let r: unknown;
+    try {
+      r = h.handle(sql, event);
+    } catch (e) {
+      this.#checkTransaction(event);
+      throw thrownError(e, what, event.id);
+    }
     if (r !== undefined && r !== null && typeof (r as { then?: unknown }).then === 'function') {
       throw new Fatal(
         new InvalidArgumentError(
@@ -306,47 +310,69 @@ export class HandlerApplier implements Applier {
         ),
       );
     }
-    if (!this.#host.sql.inTransaction) {
-      throw new Fatal(new InvalidArgumentError(`the handler for ${event.type} ended the batch's transaction (COMMIT/ROLLBACK); use sql.transaction() for nested work`));
+    this.#checkTransaction(event);
+  }
+
+  /**
+   * A handler that tried to end the batch's transaction is a bug in it, whatever it did
+   * with the refusal: stop. One whose statement rolled the transaction back (`INSERT OR
+   * ROLLBACK`) failed on this event: the error strategy decides.
+   */
+  #checkTransaction(event: StoredEvent): void {
+    const state = this.#host.sql.txState();
+    if (state === 'violated') {
+      throw new Fatal(
+        new InvalidArgumentError(
+          `the handler for ${event.type} tried to end the batch's transaction (BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE); athanor commits it with the cursor: use sql.transaction() for nested work`,
+        ),
+      );
+    }
+    if (state === 'lost') {
+      throw new SqlError(
+        `a statement of the handler for ${event.type} (ON CONFLICT ROLLBACK or RAISE(ROLLBACK)) rolled back the batch's transaction at event ${event.id}; nothing of the batch was written`,
+      );
     }
   }
 
-  /** One transaction: cursor, events, handlers, cursor. `limit` caps the events; `expect` guards a prefix re-run. */
-  #attempt(limit: number, expect: bigint | null): { consumed: number; cursor: bigint; start: bigint; failure?: Failure; committed: boolean } {
-    const { begin, commit, rollback } = this.#stmts();
+  /** Inside the batch's transaction: cursor, events, handlers, cursor. `limit` caps the events; `expect` guards a prefix re-run. */
+  #apply(limit: number, expect: bigint | null): Attempt {
     const sql = this.#host.sql;
-    begin.run();
+    const start = readCursor(sql, this.#name);
+    if (expect !== null && start !== expect) return { consumed: 0, cursor: start, start, commit: false };
+    let events: StoredEvent[];
     try {
-      const start = readCursor(sql, this.#name);
-      if (expect !== null && start !== expect) {
-        rollback.run();
-        return { consumed: 0, cursor: start, start, committed: false };
-      }
-      let events: StoredEvent[];
-      try {
-        events = decodeBatch(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
-      } catch (e) {
-        throw fromNative(e);
-      }
-      let cursor = start;
-      for (let i = 0; i < events.length; i++) {
-        const ev = events[i]!;
-        try {
-          this.#dispatch(ev);
-        } catch (e) {
-          if (e instanceof Fatal) throw e.error;
-          rollback.run();
-          return { consumed: i, cursor, start, failure: { event: ev, error: errorOf(e) }, committed: false };
-        }
-        cursor = ev.id;
-      }
-      if (cursor !== start) sql.run(CURSOR_SET, [this.#name, cursor, Date.now()]);
-      commit.run();
-      return { consumed: events.length, cursor, start, committed: true };
+      events = decodeBatch(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
     } catch (e) {
-      if (sql.inTransaction) rollback.run();
+      throw fromNative(e);
+    }
+    let cursor = start;
+    for (let i = 0; i < events.length; i++) {
+      const ev = events[i]!;
+      try {
+        this.#dispatch(ev);
+      } catch (e) {
+        if (e instanceof Fatal) throw e.error;
+        return { consumed: i, cursor, start, failure: { event: ev, error: e as Error }, commit: false };
+      }
+      cursor = ev.id;
+    }
+    if (cursor !== start) sql.run(CURSOR_SET, [this.#name, cursor, Date.now()]);
+    return { consumed: events.length, cursor, start, commit: true };
+  }
+
+  /** One transaction around {@link #apply}; `committed` says whether it was committed. */
+  #attempt(limit: number, expect: bigint | null): Attempt & { committed: boolean } {
+    const sql = this.#host.sql;
+    sql.txBegin(true);
+    let r: Attempt;
+    try {
+      r = this.#apply(limit, expect);
+    } catch (e) {
+      sql.txAbandon();
       throw e;
     }
+    sql.txEnd(r.commit);
+    return { ...r, committed: r.commit };
   }
 
   batch(limit: number): Promise<{ consumed: number; cursor: bigint; failure?: Failure }> {
@@ -362,33 +388,37 @@ export class HandlerApplier implements Applier {
     }
   }
 
+  /** Inside the retry's transaction: the dead letter's event through the handlers. */
+  #retry(id: number): { failure?: Error } {
+    const sql = this.#host.sql;
+    const row = sql.get<{ event_id: number | bigint }>('SELECT event_id FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#name]);
+    if (row === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.#name)} has no dead letter ${id}`);
+    const ev = this.#host.event(BigInt(row.event_id));
+    if (ev === undefined) throw new InvalidArgumentError(`event ${row.event_id} of dead letter ${id} is not in the log`);
+    try {
+      this.#dispatch(ev);
+    } catch (e) {
+      if (e instanceof Fatal) throw e.error;
+      return { failure: e as Error };
+    }
+    sql.run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
+    return {};
+  }
+
   retryDeadLetter(id: number): Promise<Error | undefined> {
     const sql = this.#host.sql;
-    const { begin, commit, rollback } = this.#stmts();
     try {
-      begin.run();
-      let failure: Error | undefined;
+      sql.txBegin(true);
+      let r: { failure?: Error };
       try {
-        const row = sql.get<{ event_id: number | bigint }>('SELECT event_id FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#name]);
-        if (row === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.#name)} has no dead letter ${id}`);
-        const ev = this.#host.event(BigInt(row.event_id));
-        if (ev === undefined) throw new InvalidArgumentError(`event ${row.event_id} of dead letter ${id} is not in the log`);
-        try {
-          this.#dispatch(ev);
-        } catch (e) {
-          if (e instanceof Fatal) throw e.error;
-          failure = errorOf(e);
-        }
-        if (failure === undefined) {
-          sql.run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
-          commit.run();
-          return Promise.resolve(undefined);
-        }
+        r = this.#retry(id);
       } catch (e) {
-        if (sql.inTransaction) rollback.run();
+        sql.txAbandon();
         throw e;
       }
-      rollback.run();
+      sql.txEnd(r.failure === undefined);
+      if (r.failure === undefined) return Promise.resolve(undefined);
+      const failure = r.failure;
       sql.run('UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?, error = ?, last_failed_at = ? WHERE id = ?', [
         codeOf(failure),
         failure.message,
@@ -472,6 +502,7 @@ export class DeadLetters {
 
   /** Dead letters, oldest event first. */
   list(options: { limit?: number; offset?: number } = {}): DeadLetter[] {
+    checkCallOptions(options, 'deadLetters.list', ['limit', 'offset']);
     const limit = options.limit ?? -1;
     const offset = options.offset ?? 0;
     if (!Number.isInteger(limit) || !Number.isInteger(offset) || offset < 0) throw new InvalidArgumentError('limit and offset must be integers');
@@ -482,6 +513,7 @@ export class DeadLetters {
 
   /** One dead letter by id, or `undefined`. */
   get(id: number): DeadLetter | undefined {
+    if (!Number.isInteger(id)) throw new InvalidArgumentError('dead letter id must be an integer');
     const r = this.#host.sql.get('SELECT * FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#p.name]);
     return r === undefined ? undefined : this.#row(r);
   }
@@ -515,6 +547,7 @@ export class DeadLetters {
 
   /** Deletes a dead letter without applying it; returns whether it existed. */
   remove(id: number): boolean {
+    if (!Number.isInteger(id)) throw new InvalidArgumentError('dead letter id must be an integer');
     return this.#host.sql.run('DELETE FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#p.name]).changes > 0;
   }
 
@@ -554,6 +587,8 @@ export class Processor {
   #running: Promise<void> | null = null;
   #wake: (() => void) | null = null;
   #waiters: Waiter[] = [];
+  /** Aborted when the database closes: ends backoff waits of batches not started by `run()`. */
+  readonly #halt = new AbortController();
   #checked = false;
   readonly #store: CursorStore | undefined;
 
@@ -568,7 +603,15 @@ export class Processor {
     this.#strategy = strategyOf(o.onError ?? 'failFast');
     this.#allowPending = o.allowPendingMigrations ?? false;
     this.#reset = o.reset;
-    this.#log = o.onLog ?? ((m, e) => process.emitWarning(`athanor processor ${JSON.stringify(name)}: ${m}: ${e.message}`));
+    const log = o.onLog ?? ((m: string, e: Error) => process.emitWarning(`athanor processor ${JSON.stringify(name)}: ${m}: ${e.message}`));
+    // A log callback that throws must not change what the processor does.
+    this.#log = (m, e, ev) => {
+      try {
+        log(m, e, ev);
+      } catch (x) {
+        process.emitWarning(`athanor processor ${JSON.stringify(name)}: onLog threw ${describeThrown(x)} (ignored)`);
+      }
+    };
     this.deadLetters = new DeadLetters(this, host);
   }
 
@@ -582,8 +625,18 @@ export class Processor {
   /** How many events of the log the processor has not applied yet. */
   lag(): bigint {
     const c = this.cursor();
-    const last = this.#host.core.native.heads()[0]!;
+    const last = this.#head();
     return last > c ? last - c : 0n;
+  }
+
+  /** The newest event id in the log. */
+  #head(): bigint {
+    this.#host.core.assertOpen();
+    try {
+      return this.#host.core.native.heads()[0]!;
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 
   /** Whether `run()` is active. */
@@ -616,8 +669,9 @@ export class Processor {
   }
 
   async #processBatch(): Promise<BatchResult> {
+    if (this.#halt.signal.aborted) throw new ClosedError();
     this.#ready();
-    const signal = this.#stop?.signal ?? new AbortController().signal;
+    const signal = this.#stop?.signal ?? this.#halt.signal;
     let attempt = 0;
     let processed = 0;
     let failedId = -1n;
@@ -633,7 +687,7 @@ export class Processor {
       try {
         action = this.#strategy.decide(error, event, attempt);
       } catch (e) {
-        throw new HandlerError(`the error strategy of processor ${JSON.stringify(this.name)} threw: ${errorOf(e).message}`, { cause: e, eventId: event.id });
+        throw new HandlerError(`the error strategy of processor ${JSON.stringify(this.name)} threw ${describeThrown(e)}`, { cause: e, eventId: event.id });
       }
       switch (action) {
         case 'retry': {
@@ -666,7 +720,7 @@ export class Processor {
             eventId: event.id,
           });
         default:
-          throw new InvalidArgumentError(`the error strategy returned ${JSON.stringify(action)}; expected 'stop', 'skip', 'retry' or 'deadLetter'`);
+          throw new InvalidArgumentError(`the error strategy returned ${describeThrown(action)}; expected 'stop', 'skip', 'retry' or 'deadLetter'`);
       }
     }
   }
@@ -699,15 +753,26 @@ export class Processor {
    * `onProgress` is called after each batch.
    */
   async catchUp(options: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<{ processed: number; cursor: bigint }> {
+    const { onProgress, signal } = checkCallOptions(options, 'catchUp', ['onProgress', 'signal']);
     this.#ready();
-    const target = this.#host.core.native.heads()[0]!;
+    return this.#catchUp(onProgress, signal);
+  }
+
+  async #catchUp(onProgress: ((p: Progress) => void) | undefined, signal: AbortSignal | undefined): Promise<{ processed: number; cursor: bigint }> {
+    const target = this.#head();
     let processed = 0;
     let cursor = this.cursor();
-    while (cursor < target && options.signal?.aborted !== true) {
+    while (cursor < target && signal?.aborted !== true) {
       const r = await this.processBatch();
       processed += r.processed + r.skipped + r.deadLettered;
       cursor = r.cursor;
-      options.onProgress?.({ cursor, target, processed });
+      if (onProgress !== undefined) {
+        try {
+          onProgress({ cursor, target, processed });
+        } catch (e) {
+          throw new HandlerError(`onProgress of processor ${JSON.stringify(this.name)} threw ${describeThrown(e)}; the batches so far are committed (cursor ${cursor})`, { cause: e });
+        }
+      }
       if (r.processed + r.skipped + r.deadLettered === 0) cursor = this.cursor();
     }
     return { processed, cursor };
@@ -718,18 +783,26 @@ export class Processor {
    * (default: the newest event now). Progress is made by `run()` or `processBatch()` calls.
    */
   waitFor(eventId?: bigint, options: { signal?: AbortSignal } = {}): Promise<bigint> {
-    const id = eventId ?? this.#host.core.native.heads()[0]!;
-    if (typeof id !== 'bigint') throw new InvalidArgumentError('eventId must be a bigint');
-    const c = this.cursor();
+    let signal: AbortSignal | undefined;
+    let id: bigint;
+    let c: bigint;
+    try {
+      signal = checkCallOptions(options, 'waitFor', ['signal']).signal;
+      if (eventId !== undefined && typeof eventId !== 'bigint') throw new InvalidArgumentError('eventId must be a bigint');
+      id = eventId ?? this.#head();
+      c = this.cursor();
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (c >= id) return Promise.resolve(c);
     return new Promise((resolve, reject) => {
       const w: Waiter = { id, resolve };
       this.#waiters.push(w);
-      options.signal?.addEventListener(
+      signal?.addEventListener(
         'abort',
         () => {
           this.#waiters = this.#waiters.filter((x) => x !== w);
-          reject(options.signal!.reason);
+          reject(signal!.reason);
         },
         { once: true },
       );
@@ -743,15 +816,16 @@ export class Processor {
    * Rejects if a batch fails with a stop decision or a fatal error.
    */
   run(options: { signal?: AbortSignal } = {}): Promise<void> {
-    if (this.#running !== null) return Promise.reject(new InvalidArgumentError(`processor ${JSON.stringify(this.name)} is already running`));
+    let outer: AbortSignal | undefined;
     try {
+      outer = checkCallOptions(options, 'run', ['signal']).signal;
+      if (this.#running !== null) throw new InvalidArgumentError(`processor ${JSON.stringify(this.name)} is already running`);
       this.#ready();
     } catch (e) {
       return Promise.reject(e);
     }
     const stop = new AbortController();
     this.#stop = stop;
-    const outer = options.signal;
     const onAbort = () => stop.abort();
     if (outer?.aborted) stop.abort();
     outer?.addEventListener('abort', onAbort, { once: true });
@@ -813,6 +887,13 @@ export class Processor {
     await this.#running?.catch(() => undefined);
   }
 
+  /** Stops everything for a closing database and resolves once no batch is in flight. @internal */
+  async halt(): Promise<void> {
+    this.#halt.abort();
+    await this.stop();
+    await this.#busy;
+  }
+
   /**
    * Rebuilds the projection from the whole log: drops its data (the `reset` hook, or
    * with `{ schema: 'migrations' }` every migration rolled back and re-applied, which
@@ -820,32 +901,44 @@ export class Processor {
    * every event with progress reporting. The result equals the incremental one.
    */
   async rebuild(options: { onProgress?: (p: Progress) => void; schema?: 'reset' | 'migrations' } = {}): Promise<{ processed: number; cursor: bigint }> {
+    const { onProgress, schema } = checkCallOptions(options, 'rebuild', ['onProgress', 'schema']);
+    if (schema !== undefined && schema !== 'reset' && schema !== 'migrations') {
+      throw new InvalidArgumentError(`rebuild's schema must be 'reset' or 'migrations', got ${describeThrown(schema)}`);
+    }
     if (this.#running !== null) throw new InvalidArgumentError(`stop processor ${JSON.stringify(this.name)} before rebuilding it`);
     const sql = this.#host.sql;
-    const mode = options.schema ?? (this.#reset !== undefined ? 'reset' : 'migrations');
+    const mode = schema ?? (this.#reset !== undefined ? 'reset' : 'migrations');
+    const reset = this.#reset;
+    const m = this.#host.migrations;
+    if (this.#store === undefined) {
+      if (mode === 'reset' && reset === undefined) {
+        throw new InvalidArgumentError(`processor ${JSON.stringify(this.name)} has no reset hook; give one (reset) or rebuild with { schema: 'migrations' }`);
+      }
+      if (mode === 'migrations') m.checkRebuild();
+    }
     await this.#busy;
     if (this.#store !== undefined) {
       await this.#store.reset();
     } else if (mode === 'reset') {
-      const reset = this.#reset;
-      if (reset === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.name)} has no reset hook; give one (reset) or rebuild with { schema: 'migrations' }`);
       sql.transaction(() => {
-        reset(sql);
+        try {
+          reset!(sql);
+        } catch (e) {
+          throw thrownError(e, `the reset hook of processor ${JSON.stringify(this.name)}`);
+        }
         sql.run('DELETE FROM _athanor_cursors WHERE name = ?', [this.name]);
         sql.run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.name]);
       }).immediate();
     } else {
-      const m = this.#host.migrations;
-      if (m.registered().length === 0) throw new InvalidArgumentError('rebuild with { schema: "migrations" } needs registered migrations (db.migrations.add / loadDir)');
-      m.rollbackTo(0);
-      m.run();
       sql.transaction(() => {
+        m.rollbackTo(0);
+        m.run();
         sql.run('DELETE FROM _athanor_cursors');
         sql.run('DELETE FROM _athanor_dead_letters');
       }).immediate();
     }
     this.#cursor = 0n;
-    return this.catchUp({ onProgress: options.onProgress });
+    return this.#catchUp(onProgress, undefined);
   }
 
   /** Stops and forgets this processor in this handle (its cursor stays in projection.db). */
@@ -853,6 +946,21 @@ export class Processor {
     await this.stop();
     this.#host.unregister(this.name);
   }
+}
+
+/**
+ * Validates the options object of a processor call before it does anything: an object
+ * with only `keys`, `onProgress` a function, `signal` an AbortSignal.
+ */
+function checkCallOptions<O extends object>(o: O, call: string, keys: readonly (keyof O & string)[]): O {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`${call}() options must be an object`);
+  for (const k of Object.keys(o)) {
+    if (!keys.includes(k as keyof O & string)) throw new InvalidArgumentError(`unknown ${call}() option ${JSON.stringify(k)}; expected ${keys.join(', ')}`);
+  }
+  const r = o as { onProgress?: unknown; signal?: unknown };
+  if (r.onProgress !== undefined && typeof r.onProgress !== 'function') throw new InvalidArgumentError(`${call}() option onProgress must be a function (progress) => void`);
+  if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) throw new InvalidArgumentError(`${call}() option signal must be an AbortSignal`);
+  return o;
 }
 
 /** Builds a {@link Processor} step by step: `db.processor('name').on('Type', fn).batchSize(500).build()`. */
@@ -922,6 +1030,15 @@ export class ProcessorBuilder {
 
 /** Validates processor options; throws InvalidArgumentError naming the problem. @internal */
 export function checkOptions(name: unknown, o: ProcessorOptions, needHandlers: boolean): void {
+  try {
+    checkOptionsOf(name, o, needHandlers);
+  } catch (e) {
+    if (e instanceof AthanorError) throw e;
+    throw new InvalidArgumentError(`reading the processor options threw ${describeThrown(e)}; pass plain objects and arrays`, { cause: e });
+  }
+}
+
+function checkOptionsOf(name: unknown, o: ProcessorOptions, needHandlers: boolean): void {
   if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new InvalidArgumentError('a processor needs a name: a non-empty string of at most 200 characters');
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('processor options must be an object');
   const known = new Set(['handlers', 'batchSize', 'pollIntervalMs', 'onError', 'allowPendingMigrations', 'reset', 'onLog']);

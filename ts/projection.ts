@@ -4,6 +4,7 @@
  * executed natively. Reached through `db.sql`, `db.query()`, `db.processor()`,
  * `db.projection()` and `db.migrations`.
  */
+import { types } from 'node:util';
 import { ClosedError, errorFor, fromNative, InvalidArgumentError } from './errors.js';
 import { decodeEvents, type StoredEvent } from './events.js';
 import type { Core } from './core.js';
@@ -24,6 +25,7 @@ import { Sql, type Row, type SqlBindable, type NamedParams } from './sql.js';
 import type { TransactionBuilder } from './transaction.js';
 import { VectorApplier, checkVectorSpec, type VectorProjectionSpec } from './vector-projection.js';
 import type { VectorStore } from './vector.js';
+import { describeThrown } from './thrown.js';
 import type * as Binding from '../native/node/binding.cjs';
 
 /**
@@ -88,6 +90,40 @@ class DeclarativeApplier implements Applier {
   }
 }
 
+/**
+ * A shallow copy of processor options (and of each handler), read once: validation
+ * and use then see the same values, and a getter or proxy that throws becomes
+ * `ERR_INVALID_ARGUMENT` with the thrown value as its cause.
+ */
+function plainOptions<O extends object>(o: O, what = 'processor options'): O {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`${what} must be an object`);
+  try {
+    const copy = { ...o } as O & { handlers?: unknown };
+    if (Array.isArray(copy.handlers)) {
+      copy.handlers = Array.from(copy.handlers as unknown[], (h) => (h !== null && typeof h === 'object' ? { ...h } : h));
+    }
+    return copy;
+  } catch (e) {
+    throw new InvalidArgumentError(`reading the ${what} threw ${describeThrown(e)}; pass plain objects`, { cause: e });
+  }
+}
+
+/**
+ * A copy of `db.query()` parameters made of plain values, so the read (which happens
+ * later, off the JS thread) never runs a getter or a proxy trap; what those throw
+ * becomes `ERR_INVALID_ARGUMENT` with the thrown value as its cause.
+ */
+function plainParams(p: unknown): unknown {
+  if (p === undefined || p === null) return p;
+  try {
+    if (Array.isArray(p)) return Array.from(p as unknown[]);
+    if (typeof p === 'object' && !ArrayBuffer.isView(p)) return { ...p };
+  } catch (e) {
+    throw new InvalidArgumentError('reading the query parameters threw (a getter that throws, a revoked proxy?); pass plain values. The thrown value is the cause', { cause: e });
+  }
+  return p;
+}
+
 /** Options of `db.query()`. */
 export interface QueryOptions {
   /** Return every integer as bigint (default: only those beyond ±(2^53-1)). */
@@ -146,9 +182,14 @@ export class Projections implements ProcessorHost {
 
   async query<R = Row>(sql: string, params?: readonly SqlBindable[] | NamedParams, options: QueryOptions = {}): Promise<R[]> {
     if (typeof sql !== 'string') throw new InvalidArgumentError('SQL text must be a string');
+    const o = plainOptions(options, 'query() options');
+    for (const k of Object.keys(o)) if (k !== 'safeIntegers') throw new InvalidArgumentError(`unknown query() option ${JSON.stringify(k)}; expected safeIntegers`);
+    const safe = o.safeIntegers ?? false;
+    if (typeof safe !== 'boolean') throw new InvalidArgumentError('query() option safeIntegers must be a boolean');
+    const plain = plainParams(params);
     const n = this.#nativeSql();
     try {
-      return (await n.query(sql, params, options.safeIntegers ?? false)) as R[];
+      return (await n.query(sql, plain, safe)) as R[];
     } catch (e) {
       throw fromNative(e);
     }
@@ -165,7 +206,8 @@ export class Projections implements ProcessorHost {
     return this.#build(name, options);
   }
 
-  #build(name: string, o: ProcessorOptions): Processor {
+  #build(name: string, options: ProcessorOptions): Processor {
+    const o = plainOptions(options);
     checkOptions(name, o, true);
     this.#claim(name);
     const applier = new HandlerApplier(this, name, (o.handlers ?? []) as readonly EventHandler<unknown>[]);
@@ -177,9 +219,9 @@ export class Projections implements ProcessorHost {
 
   projection(spec: DeclarativeSpec): Processor {
     if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('a declarative projection is an object { name, on, ... }');
-    const { name, on, reset, ...rest } = spec;
+    const { name, on, reset, ...rest } = plainOptions(spec);
     checkOptions(name, rest, false);
-    if (on === null || typeof on !== 'object' || Object.keys(on).length === 0) throw new InvalidArgumentError(`projection ${JSON.stringify(name)} needs \`on\`: event type → { sql, params }`);
+    if (on === null || typeof on !== 'object' || types.isProxy(on) || Object.keys(on).length === 0) throw new InvalidArgumentError(`projection ${JSON.stringify(name)} needs \`on\`: event type → { sql, params }`);
     if (reset !== undefined && typeof reset !== 'string' && typeof reset !== 'function') throw new InvalidArgumentError('reset must be a SQL script or a function (sql) => void');
     this.#claim(name);
     let json: string;
@@ -211,11 +253,21 @@ export class Projections implements ProcessorHost {
     return p;
   }
 
+  /** Stops the processors, waits for batches in flight, and closes projection.db. Never throws. */
   async close(): Promise<void> {
-    for (const p of [...this.#processors.values()]) await p.stop();
+    for (const p of [...this.#processors.values()]) {
+      try {
+        await p.halt();
+      } catch {
+        /* a batch that failed has rolled back; closing goes on */
+      }
+    }
     this.#processors.clear();
-    this.#sql?.close();
-    this.#sql = null;
-    this.#native = null;
+    try {
+      this.#sql?.close();
+    } finally {
+      this.#sql = null;
+      this.#native = null;
+    }
   }
 }

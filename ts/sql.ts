@@ -4,7 +4,7 @@
  * the JS thread, prepared statements with cached plans, named and positional
  * parameters, bigint-safe integers and nestable transactions.
  */
-import { InvalidArgumentError, fromNative } from './errors.js';
+import { ClosedError, InvalidArgumentError, fromNative } from './errors.js';
 import type * as Binding from '../native/node/binding.cjs';
 
 /** A value SQLite can store, as a parameter. Booleans bind as 0/1, integral numbers as INTEGER. */
@@ -37,6 +37,18 @@ export interface SqlFast {
   all(handle: number, ...params: unknown[]): Row[];
   iterStart(handle: number, ...params: unknown[]): number;
   iterNext(handle: number, generation: number): Row | undefined;
+}
+
+/**
+ * {@link fromNative}, keeping the cause the addon attached (what a throwing getter or a
+ * revoked proxy threw while a parameter was read).
+ */
+function nativeError(e: unknown): Error {
+  const t = fromNative(e);
+  if (t !== e && e instanceof Error && e.cause !== undefined && t.cause === undefined) {
+    Object.defineProperty(t, 'cause', { value: e.cause, writable: true, configurable: true });
+  }
+  return t;
 }
 
 const finalizer = new FinalizationRegistry<{ native: Binding.NativeSql; id: number; owner: Sql }>((h) => {
@@ -98,7 +110,7 @@ export class Statement<R = Row> {
     try {
       changes = this.#fast.run(this.#handle, ...params);
     } catch (e) {
-      throw fromNative(this.#id < 0 ? new InvalidArgumentError('this statement was finalized; prepare it again') : e);
+      throw nativeError(this.#id < 0 ? new InvalidArgumentError('this statement was finalized; prepare it again') : e);
     }
     const f = this.#rowid[0]!;
     return { changes, lastInsertRowid: Number.isSafeInteger(f) && (this.#handle & 1) === 0 ? f : this.#rowidBig[1]! };
@@ -109,7 +121,7 @@ export class Statement<R = Row> {
     try {
       return this.#fast.get(this.#handle, ...params) as R | undefined;
     } catch (e) {
-      throw fromNative(e);
+      throw nativeError(e);
     }
   }
 
@@ -118,7 +130,7 @@ export class Statement<R = Row> {
     try {
       return this.#fast.all(this.#handle, ...params) as R[];
     } catch (e) {
-      throw fromNative(e);
+      throw nativeError(e);
     }
   }
 
@@ -132,7 +144,7 @@ export class Statement<R = Row> {
     try {
       gen = this.#fast.iterStart(handle, ...params);
     } catch (e) {
-      throw fromNative(e);
+      throw nativeError(e);
     }
     let done = false;
     try {
@@ -184,8 +196,6 @@ export class Sql {
   readonly #rowidBig = new BigInt64Array(this.#scratch);
   readonly #cache = new Map<string, Statement<Row>>();
   readonly #assertOpen: () => void;
-  #depth = 0;
-  #savepoint = 0;
   /** @internal */
   closed = false;
 
@@ -203,7 +213,11 @@ export class Sql {
     this.#assertOpen();
   }
 
-  /** Runs a script of any number of statements (no parameters, no results). */
+  /**
+   * Runs a script of any number of statements (no parameters, no results). A script of
+   * several statements runs inside a savepoint: if one fails, none of them is applied,
+   * and it may not hold transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE).
+   */
   exec(sql: string): void {
     checkSql(sql);
     this.#assertOpen();
@@ -276,42 +290,82 @@ export class Sql {
    * Wraps `fn` so each call runs in a transaction: committed when `fn` returns,
    * rolled back when it throws (the error is rethrown). Calls nested inside another
    * transaction (including a processor's batch) use a savepoint instead. `fn` must be
-   * synchronous: a transaction cannot span an `await`.
+   * synchronous: a transaction cannot span an `await`. Inside, statements that would
+   * end the transaction (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) are refused with
+   * `ERR_INVALID_ARGUMENT`. If the database is closed inside `fn`, SQLite rolls the
+   * transaction back and the call throws `ERR_CLOSED`.
    */
   transaction<A extends unknown[], T>(fn: (...args: A) => T): TransactionFunction<A, T> {
     if (typeof fn !== 'function') throw new InvalidArgumentError('transaction() needs a function');
-    const wrap = (begin: string) =>
-      (...args: A): T => this.#inTransaction(begin, () => fn(...args));
-    const f = wrap('BEGIN') as TransactionFunction<A, T>;
-    f.immediate = wrap('BEGIN IMMEDIATE');
+    const wrap = (immediate: boolean) =>
+      (...args: A): T => this.#inTransaction(immediate, () => fn(...args));
+    const f = wrap(false) as TransactionFunction<A, T>;
+    f.immediate = wrap(true);
     return f;
   }
 
-  #inTransaction<T>(begin: string, body: () => T): T {
-    const nested = this.#native.inTransaction();
-    const sp = nested ? `_athanor_sp${++this.#savepoint}` : '';
-    this.#cached(nested ? `SAVEPOINT ${sp}` : begin).run();
-    this.#depth++;
-    let ok = false;
+  #inTransaction<T>(immediate: boolean, body: () => T): T {
+    this.txBegin(immediate);
+    let r: T;
     try {
-      const r = body();
+      r = body();
       if (r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function') {
         throw new InvalidArgumentError('transaction functions must be synchronous: a SQLite transaction cannot span an await');
       }
-      ok = true;
-      return r;
-    } finally {
-      this.#depth--;
-      if (nested) {
-        if (!ok) this.#cached(`ROLLBACK TO ${sp}`).run();
-        this.#cached(`RELEASE ${sp}`).run();
-        this.#savepoint--;
-      } else if (ok) {
-        this.#cached('COMMIT').run();
-      } else if (this.#native.inTransaction()) {
-        this.#cached('ROLLBACK').run();
-      }
+    } catch (e) {
+      this.txAbandon();
+      throw e;
     }
+    this.txEnd(true);
+    return r;
+  }
+
+  /**
+   * Opens a transaction level athanor owns (BEGIN or BEGIN IMMEDIATE, or a savepoint
+   * inside an open transaction); until {@link txEnd}, user statements cannot end it. @internal
+   */
+  txBegin(immediate: boolean): void {
+    this.#assertOpen();
+    try {
+      this.#native.txBegin(immediate);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** Commits (`true`) or rolls back the innermost level from {@link txBegin}; it is closed either way. @internal */
+  txEnd(commit: boolean): void {
+    if (this.closed) throw new ClosedError('the database was closed inside the transaction; SQLite rolled it back, nothing of it was written');
+    try {
+      this.#native.txEnd(commit);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** Rolls back the innermost level from {@link txBegin} while another error is on its way; never throws. @internal */
+  txAbandon(): void {
+    if (this.closed) return;
+    try {
+      this.#native.txEnd(false);
+    } catch {
+      /* the error being thrown matters more; the level is closed either way */
+    }
+  }
+
+  /**
+   * The transaction athanor owns, as a handler left it: `'ok'`, `'violated'` (a statement
+   * was refused for transaction control since the last call; clears the mark) or `'lost'`
+   * (a statement such as `INSERT OR ROLLBACK` rolled it back). @internal
+   */
+  txState(): 'ok' | 'violated' | 'lost' {
+    let s: number;
+    try {
+      s = this.#native.txState();
+    } catch (e) {
+      throw fromNative(e);
+    }
+    return s === 0 ? 'ok' : s === 1 ? 'violated' : 'lost';
   }
 
   /** @internal */

@@ -146,8 +146,18 @@ export declare class NativeSql {
    * `(handle, ...params)` where `handle = statementId * 2 + (safeIntegers ? 1 : 0)`.
    */
   install(rowid: Uint8Array, target: object): void
-  /** Runs a script of zero or more statements. */
+  /** Runs a script of zero or more statements (several run inside a savepoint). */
   exec(sql: string): void
+  /** Opens a transaction level owned by athanor: BEGIN (IMMEDIATE) or a nested savepoint. */
+  txBegin(immediate: boolean): void
+  /** Commits (or rolls back) the innermost level opened by `txBegin`; it is gone either way. */
+  txEnd(commit: boolean): void
+  /**
+   * The state of the transaction athanor owns, checked after each handler: 0 fine,
+   * 1 a statement was refused for transaction control since the last call (cleared),
+   * 2 a statement (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)) rolled the transaction back.
+   */
+  txState(): number
   /** Prepares one statement; returns its id. */
   prepare(sql: string): number
   /** `[readonly, paramCount, ...columnNames]` of a prepared statement. */
@@ -169,7 +179,10 @@ export declare class NativeSql {
   declarativeBatch(specId: number, limit: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
   /** Re-applies a dead letter of a declarative projection (and deletes it), off the JS thread. */
   declarativeRetry(specId: number, deadLetterId: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
-  /** Closes the connection (finalizing its statements) and releases the engine. */
+  /**
+   * Closes the connection (finalizing its statements; SQLite rolls back a transaction
+   * left open) and releases the engine. Work in flight keeps what it needs until it ends.
+   */
   close(): void
 }
 

@@ -57,10 +57,13 @@ type BgConn = Arc<Mutex<Option<DeclConn>>>;
 pub struct NativeSql {
     ctx: Rc<SqlCtx>,
     dir: PathBuf,
-    engine: Option<Arc<Engine>>,
+    // Interior mutability keeps every method `&self`: napi-rs refuses a `&mut self`
+    // call while another borrow of the object is alive (a query in flight), and
+    // `close` must succeed then.
+    engine: RefCell<Option<Arc<Engine>>>,
     pool: Arc<ReadPool>,
     bg: BgConn,
-    specs: Vec<Arc<Spec>>,
+    specs: RefCell<Vec<Arc<Spec>>>,
 }
 
 fn closed() -> napi::Error {
@@ -85,9 +88,9 @@ impl NativeSql {
             }),
             pool: Arc::new(ReadPool::new(&dir)),
             dir,
-            engine: Some(engine),
+            engine: RefCell::new(Some(engine)),
             bg: Arc::new(Mutex::new(None)),
-            specs: Vec::new(),
+            specs: RefCell::new(Vec::new()),
         })
     }
 
@@ -104,10 +107,40 @@ impl NativeSql {
         unsafe { install(env.raw(), target.raw(), &self.ctx) }.map_err(err)
     }
 
-    /// Runs a script of zero or more statements.
+    /// Runs a script of zero or more statements (several run inside a savepoint).
     #[napi]
     pub fn exec(&self, sql: String) -> Result<()> {
-        self.ctx.with(|c| c.exec(&sql)).map_err(err)
+        self.ctx.with(|c| c.exec_script(&sql)).map_err(err)
+    }
+
+    /// Opens a transaction level owned by athanor: BEGIN (IMMEDIATE) or a nested savepoint.
+    #[napi]
+    pub fn tx_begin(&self, immediate: bool) -> Result<()> {
+        self.ctx.with(|c| c.begin_owned(immediate)).map_err(err)
+    }
+
+    /// Commits (or rolls back) the innermost level opened by `txBegin`; it is gone either way.
+    #[napi]
+    pub fn tx_end(&self, commit: bool) -> Result<()> {
+        self.ctx.with(|c| c.end_owned(commit)).map_err(err)
+    }
+
+    /// The state of the transaction athanor owns, checked after each handler: 0 fine,
+    /// 1 a statement was refused for transaction control since the last call (cleared),
+    /// 2 a statement (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)) rolled the transaction back.
+    #[napi]
+    pub fn tx_state(&self) -> Result<u32> {
+        self.ctx
+            .with(|c| {
+                Ok(if c.take_violation() {
+                    1
+                } else if c.owns_transaction() && !c.in_transaction() {
+                    2
+                } else {
+                    0
+                })
+            })
+            .map_err(err)
     }
 
     /// Prepares one statement; returns its id.
@@ -164,11 +197,14 @@ impl NativeSql {
         params: Unknown,
         safe_integers: bool,
     ) -> Result<AsyncTask<QueryTask>> {
-        if self.engine.is_none() {
+        if self.engine.borrow().is_none() {
             return Err(closed());
         }
         // SAFETY: JS thread, live env and value.
-        let params = unsafe { js_params(env.raw(), params.raw()) }.map_err(err)?;
+        let params = unsafe { js_params(env.raw(), params.raw()) };
+        // This path reports through napi-rs, which cannot attach a cause: drop it.
+        CAUSE.with(|c| c.set(ptr::null_mut()));
+        let params = params.map_err(err)?;
         Ok(AsyncTask::new(QueryTask {
             pool: self.pool.clone(),
             sql,
@@ -179,14 +215,16 @@ impl NativeSql {
 
     /// Compiles a declarative projection spec (JSON); returns its id.
     #[napi]
-    pub fn compile_projection(&mut self, spec: String) -> Result<u32> {
+    pub fn compile_projection(&self, spec: String) -> Result<u32> {
         let s = Spec::compile(&spec).map_err(err)?;
-        self.specs.push(Arc::new(s));
-        Ok((self.specs.len() - 1) as u32)
+        let mut specs = self.specs.borrow_mut();
+        specs.push(Arc::new(s));
+        Ok((specs.len() - 1) as u32)
     }
 
     fn spec(&self, id: u32) -> Result<Arc<Spec>> {
         self.specs
+            .borrow()
             .get(id as usize)
             .cloned()
             .ok_or_else(|| err(Error::invalid("unknown projection id")))
@@ -197,7 +235,7 @@ impl NativeSql {
         ts_return_type = "Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>"
     )]
     pub fn declarative_batch(&self, spec_id: u32, limit: u32) -> Result<AsyncTask<DeclTask>> {
-        let engine = self.engine.clone().ok_or_else(closed)?;
+        let engine = self.engine.borrow().clone().ok_or_else(closed)?;
         Ok(AsyncTask::new(DeclTask {
             engine,
             bg: self.bg.clone(),
@@ -216,7 +254,7 @@ impl NativeSql {
         spec_id: u32,
         dead_letter_id: i64,
     ) -> Result<AsyncTask<DeclTask>> {
-        let engine = self.engine.clone().ok_or_else(closed)?;
+        let engine = self.engine.borrow().clone().ok_or_else(closed)?;
         Ok(AsyncTask::new(DeclTask {
             engine,
             bg: self.bg.clone(),
@@ -226,11 +264,14 @@ impl NativeSql {
         }))
     }
 
-    /// Closes the connection (finalizing its statements) and releases the engine.
+    /// Closes the connection (finalizing its statements; SQLite rolls back a transaction
+    /// left open) and releases the engine. Work in flight keeps what it needs until it ends.
     #[napi]
-    pub fn close(&mut self) {
-        self.ctx.conn.borrow_mut().take();
-        self.engine = None;
+    pub fn close(&self) {
+        if let Ok(mut c) = self.ctx.conn.try_borrow_mut() {
+            c.take();
+        }
+        self.engine.borrow_mut().take();
     }
 }
 
@@ -377,6 +418,24 @@ impl Task for DeclTask {
 // Thread-local scratch for string parameters (SQLite copies them at bind).
 thread_local! {
     static TEXT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// What JS threw while a parameter was read, attached as the cause of the error
+    /// `throw` raises (valid only within the current native call).
+    static CAUSE: Cell<sys::napi_value> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Turns a JS exception raised while reading `what` (a throwing getter, a revoked
+/// proxy) into a typed error, keeping the thrown value for the error's cause.
+unsafe fn js_threw(env: sys::napi_env, what: &str) -> Error {
+    let mut exc = ptr::null_mut();
+    let mut pending = false;
+    unsafe { sys::napi_is_exception_pending(env, &mut pending) };
+    if pending {
+        unsafe { sys::napi_get_and_clear_last_exception(env, &mut exc) };
+    }
+    CAUSE.with(|c| c.set(exc));
+    bad(format!(
+        "reading {what} threw (a getter that throws, a revoked proxy?); pass plain values. The thrown value is this error's cause"
+    ))
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -532,14 +591,19 @@ unsafe fn is_array(env: sys::napi_env, v: sys::napi_value) -> bool {
     arr
 }
 
-unsafe fn array_items(env: sys::napi_env, v: sys::napi_value) -> Vec<sys::napi_value> {
+unsafe fn array_items(
+    env: sys::napi_env,
+    v: sys::napi_value,
+) -> std::result::Result<Vec<sys::napi_value>, Error> {
     let mut n = 0u32;
     unsafe { sys::napi_get_array_length(env, v, &mut n) };
     (0..n)
         .map(|i| {
             let mut e = ptr::null_mut();
-            unsafe { sys::napi_get_element(env, v, i, &mut e) };
-            e
+            if unsafe { sys::napi_get_element(env, v, i, &mut e) } != sys::Status::napi_ok {
+                return Err(unsafe { js_threw(env, "a parameter of the list") });
+            }
+            Ok(e)
         })
         .collect()
 }
@@ -564,7 +628,9 @@ unsafe fn bind_args(
             let mut has = false;
             let mut key = ptr::null_mut();
             unsafe { sys::napi_create_string_utf8(env, bare, -1isize, &mut key) };
-            unsafe { sys::napi_has_property(env, obj, key, &mut has) };
+            if unsafe { sys::napi_has_property(env, obj, key, &mut has) } != sys::Status::napi_ok {
+                return Err(unsafe { js_threw(env, "the named parameters") });
+            }
             if !has {
                 return Err(bad(format!(
                     "missing named parameter {:?}",
@@ -573,7 +639,7 @@ unsafe fn bind_args(
             }
             let mut v = ptr::null_mut();
             if unsafe { sys::napi_get_property(env, obj, key, &mut v) } != sys::Status::napi_ok {
-                return Err(bad("could not read a named parameter"));
+                return Err(unsafe { js_threw(env, "a named parameter") });
             }
             unsafe { bind_js(env, stmt, i, v) }?;
         }
@@ -581,7 +647,7 @@ unsafe fn bind_args(
     }
     let items;
     let list: &[sys::napi_value] = if args.len() == 1 && unsafe { is_array(env, args[0]) } {
-        items = unsafe { array_items(env, args[0]) };
+        items = unsafe { array_items(env, args[0]) }?;
         &items
     } else {
         args
@@ -603,20 +669,24 @@ unsafe fn js_params(env: sys::napi_env, v: sys::napi_value) -> std::result::Resu
     match unsafe { type_of(env, v) } {
         sys::ValueType::napi_undefined | sys::ValueType::napi_null => Ok(Params::None),
         _ if unsafe { is_array(env, v) } => Ok(Params::Positional(
-            unsafe { array_items(env, v) }
+            unsafe { array_items(env, v) }?
                 .into_iter()
                 .map(|e| unsafe { js_value(env, e) })
                 .collect::<std::result::Result<_, _>>()?,
         )),
         _ if unsafe { is_plain_object(env, v) } => {
             let mut keys = ptr::null_mut();
-            unsafe { sys::napi_get_property_names(env, v, &mut keys) };
+            if unsafe { sys::napi_get_property_names(env, v, &mut keys) } != sys::Status::napi_ok {
+                return Err(unsafe { js_threw(env, "the named parameters") });
+            }
             let mut out = Vec::new();
-            for k in unsafe { array_items(env, keys) } {
+            for k in unsafe { array_items(env, keys) }? {
                 let mut name = Vec::new();
                 unsafe { read_string(env, k, &mut name) };
                 let mut val = ptr::null_mut();
-                unsafe { sys::napi_get_property(env, v, k, &mut val) };
+                if unsafe { sys::napi_get_property(env, v, k, &mut val) } != sys::Status::napi_ok {
+                    return Err(unsafe { js_threw(env, "a named parameter") });
+                }
                 out.push((String::from_utf8(name).unwrap_or_default(), unsafe {
                     js_value(env, val)
                 }?));
@@ -671,12 +741,23 @@ unsafe fn row_object(env: sys::napi_env, stmt: &RawStmt, safe: bool) -> sys::nap
 // raw statement functions
 
 fn throw(env: sys::napi_env, e: &Error) -> sys::napi_value {
-    let msg =
-        CString::new(format!("{}: {}", e.code.as_str(), e.message).replace('\0', " ")).unwrap();
+    let cause = CAUSE.with(|c| c.replace(ptr::null_mut()));
+    let text = format!("{}: {}", e.code.as_str(), e.message);
     let mut pending = false;
     unsafe { sys::napi_is_exception_pending(env, &mut pending) };
-    if !pending {
-        unsafe { sys::napi_throw_error(env, ptr::null(), msg.as_ptr()) };
+    if pending {
+        return ptr::null_mut();
+    }
+    let mut msg = ptr::null_mut();
+    let mut error = ptr::null_mut();
+    // SAFETY: JS thread, live env; the message is passed with its length.
+    unsafe {
+        sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut msg);
+        sys::napi_create_error(env, ptr::null_mut(), msg, &mut error);
+        if !cause.is_null() {
+            sys::napi_set_named_property(env, error, c"cause".as_ptr(), cause);
+        }
+        sys::napi_throw(env, error);
     }
     ptr::null_mut()
 }
@@ -691,10 +772,19 @@ type StmtFn = unsafe fn(
     &[sys::napi_value],
 ) -> std::result::Result<sys::napi_value, Error>;
 
+/// Whether a raw call starts running a statement (checked against the transaction
+/// athanor owns) or continues an iteration already started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Run,
+    Continue,
+}
+
 unsafe fn dispatch(
     env: sys::napi_env,
     info: sys::napi_callback_info,
     f: StmtFn,
+    start: Start,
 ) -> sys::napi_value {
     let mut argv = [ptr::null_mut(); MAX_ARGS];
     let mut argc = MAX_ARGS;
@@ -727,9 +817,9 @@ unsafe fn dispatch(
                 ptr::null_mut(),
             )
         };
-        return unsafe { dispatch_args(env, data, &big[..n], f) };
+        return unsafe { dispatch_args(env, data, &big[..n], f, start) };
     }
-    unsafe { dispatch_args(env, data, &argv[..argc], f) }
+    unsafe { dispatch_args(env, data, &argv[..argc], f, start) }
 }
 
 unsafe fn dispatch_args(
@@ -737,7 +827,9 @@ unsafe fn dispatch_args(
     data: *mut c_void,
     args: &[sys::napi_value],
     f: StmtFn,
+    start: Start,
 ) -> sys::napi_value {
+    CAUSE.with(|c| c.set(ptr::null_mut()));
     // SAFETY: `data` is the boxed Rc<SqlCtx> installed by `install`, freed only by the
     // function's finalizer.
     let ctx: &Rc<SqlCtx> = unsafe { &*(data as *const Rc<SqlCtx>) };
@@ -749,7 +841,10 @@ unsafe fn dispatch_args(
     }
     let r = catch_unwind(AssertUnwindSafe(|| {
         ctx.with(|conn| {
-            let stmt = conn.stmt(handle >> 1)?;
+            let stmt = match start {
+                Start::Run => conn.runnable_stmt(handle >> 1)?,
+                Start::Continue => conn.stmt(handle >> 1)?,
+            };
             unsafe { f(env, ctx, stmt, handle & 1 == 1, &args[1..]) }
         })
     }))
@@ -875,25 +970,25 @@ unsafe fn do_iter_next(
 }
 
 unsafe extern "C" fn raw_run(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    unsafe { dispatch(env, info, do_run) }
+    unsafe { dispatch(env, info, do_run, Start::Run) }
 }
 unsafe extern "C" fn raw_get(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    unsafe { dispatch(env, info, do_get) }
+    unsafe { dispatch(env, info, do_get, Start::Run) }
 }
 unsafe extern "C" fn raw_all(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    unsafe { dispatch(env, info, do_all) }
+    unsafe { dispatch(env, info, do_all, Start::Run) }
 }
 unsafe extern "C" fn raw_iter_start(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    unsafe { dispatch(env, info, do_iter_start) }
+    unsafe { dispatch(env, info, do_iter_start, Start::Run) }
 }
 unsafe extern "C" fn raw_iter_next(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    unsafe { dispatch(env, info, do_iter_next) }
+    unsafe { dispatch(env, info, do_iter_next, Start::Continue) }
 }
 
 /// Creates the raw statement functions bound to `ctx` and sets them on `target`.

@@ -455,6 +455,12 @@ impl DeclConn {
                     ),
                 )
             })?;
+            if stmt.txn_control() {
+                return Err(Error::invalid(format!(
+                    "projection {:?}: {:?} controls transactions; each batch is one transaction athanor commits with the cursor, so actions cannot hold BEGIN, COMMIT, ROLLBACK, SAVEPOINT or RELEASE",
+                    spec.name, a.sql
+                )));
+            }
             let n = stmt.param_count();
             let plan = match &a.binding {
                 Binding::Positional(srcs) => {

@@ -284,6 +284,11 @@ impl ReadPool {
 
 fn query_on(conn: &SqlConn, sql: &str, params: &Params) -> Result<Rows> {
     let mut stmt = conn.prepare_raw(sql)?;
+    if stmt.txn_control() {
+        return Err(Error::invalid(
+            "db.query() runs one read-only statement on the read pool and cannot control transactions (each query reads its own snapshot); use db.sql for transactions",
+        ));
+    }
     if !stmt.readonly() {
         return Err(Error::invalid(
             "db.query() runs read-only statements on the read pool; use db.sql.run() for writes",

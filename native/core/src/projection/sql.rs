@@ -3,11 +3,14 @@
 //! rusqlite's borrow-scoped `Statement`, so a statement can live in a JS object
 //! and be stepped across calls (`iterate`).
 
-use std::ffi::{c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::Path;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{ffi, Connection, OpenFlags};
 
 use crate::error::{Code, Error, Result};
@@ -100,6 +103,8 @@ pub struct RawStmt {
     db: *mut ffi::sqlite3,
     /// Bumped by every reset: an `iterate` cursor from before a reset is stale.
     generation: u32,
+    /// BEGIN, COMMIT, END, ROLLBACK, SAVEPOINT or RELEASE (seen by the authorizer at prepare).
+    txn_control: bool,
 }
 
 // SAFETY: SQLite is built serialized (SQLITE_THREADSAFE=1); a statement is only
@@ -107,6 +112,11 @@ pub struct RawStmt {
 unsafe impl Send for RawStmt {}
 
 impl RawStmt {
+    /// Whether this is a transaction-control statement (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE).
+    pub fn txn_control(&self) -> bool {
+        self.txn_control
+    }
+
     /// Number of parameters (`?`, `?NNN`, `:a`, `@a`, `$a`).
     pub fn param_count(&self) -> usize {
         // SAFETY: `ptr` is a live statement (finalized only on drop).
@@ -345,11 +355,44 @@ pub enum Role {
 /// How long a connection waits for another one's write lock before `ERR_SQL_BUSY`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Refusal for a transaction-control statement run while athanor owns the transaction.
+const OWNED_TXN: &str = "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is not allowed here: \
+     athanor owns the open transaction (db.sql.transaction(), a migration step or a processor batch) and commits or \
+     rolls it back itself; nest work with db.sql.transaction(fn), which uses a savepoint";
+
+/// Refusal for a transaction-control statement inside a multi-statement script.
+const SCRIPT_TXN: &str = "exec() runs a script of several statements atomically inside a savepoint, so the script \
+     cannot hold transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE); drop those statements (the script \
+     commits or rolls back as a whole) or wrap the work in db.sql.transaction(fn)";
+
+/// Refusal for any statement run after a statement (`INSERT OR ROLLBACK`, `RAISE(ROLLBACK)`)
+/// rolled back the transaction athanor owns: it would run in autocommit mode, outside it.
+const LOST_TXN: &str = "a statement (ON CONFLICT ROLLBACK or RAISE(ROLLBACK)) rolled back the transaction athanor \
+     opened; nothing of it was written, and no further statement runs until it ends (throw or return from the \
+     transaction function, migration step or handler)";
+
+/// A transaction level athanor opened on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// `BEGIN` / `BEGIN IMMEDIATE`: the connection was in autocommit mode.
+    Top,
+    /// `SAVEPOINT _athanor_sp<n>`: a transaction was already open.
+    Savepoint(usize),
+}
+
 /// One SQLite connection to projection.db plus the raw statements prepared on it.
 pub struct SqlConn {
     // Declared before `conn`: statements are finalized before the connection closes.
     stmts: Vec<Option<RawStmt>>,
     free: Vec<u32>,
+    /// Levels opened by [`SqlConn::begin_owned`], outermost first. While any is open,
+    /// user statements may not end, nest or restart transactions.
+    owned: Vec<Level>,
+    /// Set when a statement was refused for transaction control while `owned` was not empty
+    /// (so a caller that swallowed the error can still be told).
+    violated: bool,
+    /// Set by the authorizer when the statement being prepared controls transactions.
+    saw_txn_control: Arc<AtomicBool>,
     conn: Connection,
 }
 
@@ -361,7 +404,7 @@ impl SqlConn {
             Role::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| {
             let e = Error::from(e);
             Error::new(
                 Code::Io,
@@ -380,9 +423,26 @@ impl SqlConn {
         }
         conn.execute_batch("PRAGMA foreign_keys = ON")?;
         conn.set_prepared_statement_cache_capacity(64);
+        // The authorizer only records what it sees: the verdict depends on where a
+        // statement runs (inside a transaction athanor owns or not), not where it was
+        // prepared, so it is checked at run time.
+        let saw_txn_control = Arc::new(AtomicBool::new(false));
+        let flag = saw_txn_control.clone();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            if matches!(
+                ctx.action,
+                AuthAction::Transaction { .. } | AuthAction::Savepoint { .. }
+            ) {
+                flag.store(true, Ordering::Relaxed);
+            }
+            Authorization::Allow
+        }))?;
         Ok(SqlConn {
             stmts: Vec::new(),
             free: Vec::new(),
+            owned: Vec::new(),
+            violated: false,
+            saw_txn_control,
             conn,
         })
     }
@@ -392,40 +452,57 @@ impl SqlConn {
         &self.conn
     }
 
+    /// Prepares the first statement of the NUL-terminated text at `*sql` and moves
+    /// `*sql` past it. Returns `None` when only whitespace and comments remain. The text
+    /// is never copied (SQLite copies a text that is not NUL-terminated, which made
+    /// running a long script one statement at a time quadratic).
+    ///
+    /// # Safety
+    /// `*sql` must point into a live NUL-terminated string.
+    unsafe fn prepare_next(&self, sql: &mut *const c_char, flags: u32) -> Result<Option<RawStmt>> {
+        // SAFETY: `handle` is the live connection.
+        let db = unsafe { self.conn.handle() };
+        loop {
+            // SAFETY: the caller guarantees `*sql` is NUL-terminated.
+            if unsafe { **sql } == 0 {
+                return Ok(None);
+            }
+            let mut stmt = ptr::null_mut();
+            let mut tail = ptr::null();
+            self.saw_txn_control.store(false, Ordering::Relaxed);
+            // SAFETY: live connection, NUL-terminated input, valid out-pointers.
+            let rc = unsafe { ffi::sqlite3_prepare_v3(db, *sql, -1, flags, &mut stmt, &mut tail) };
+            if rc != ffi::SQLITE_OK {
+                return Err(db_error(db, rc));
+            }
+            if !stmt.is_null() {
+                *sql = tail;
+                return Ok(Some(RawStmt {
+                    ptr: stmt,
+                    db,
+                    generation: 0,
+                    txn_control: self.saw_txn_control.load(Ordering::Relaxed),
+                }));
+            }
+            if tail == *sql {
+                return Ok(None);
+            }
+            // An empty statement (a lone `;`): go on after it.
+            *sql = tail;
+        }
+    }
+
     /// Prepares one statement and returns its handle. Refuses text holding more
     /// than one statement (use `exec` for scripts).
     pub fn prepare_raw(&self, sql: &str) -> Result<RawStmt> {
         let c = CString::new(sql).map_err(|_| Error::invalid("SQL text must not contain NUL"))?;
-        let mut stmt = ptr::null_mut();
-        let mut tail = ptr::null();
-        // SAFETY: `handle` is the live connection; out-pointers are valid.
-        let db = unsafe { self.conn.handle() };
-        let rc = unsafe {
-            ffi::sqlite3_prepare_v3(
-                db,
-                c.as_ptr(),
-                -1,
-                ffi::SQLITE_PREPARE_PERSISTENT,
-                &mut stmt,
-                &mut tail,
-            )
-        };
-        if rc != ffi::SQLITE_OK {
-            return Err(db_error(db, rc));
-        }
-        if stmt.is_null() {
-            return Err(Error::invalid(
-                "the SQL text holds no statement (only whitespace or comments)",
-            ));
-        }
-        let raw = RawStmt {
-            ptr: stmt,
-            db,
-            generation: 0,
-        };
-        // SAFETY: `tail` points into `c`, which is still alive.
-        let rest = unsafe { CStr::from_ptr(tail) }.to_string_lossy();
-        if !only_trivia(&rest) {
+        let mut p = c.as_ptr();
+        // SAFETY: `p` points into `c`, alive for the whole call.
+        let raw = unsafe { self.prepare_next(&mut p, ffi::SQLITE_PREPARE_PERSISTENT) }?
+            .ok_or_else(|| {
+                Error::invalid("the SQL text holds no statement (only whitespace or comments)")
+            })?;
+        if !only_trivia(&c.as_bytes()[offset(&c, p)..]) {
             return Err(Error::invalid(
                 "the SQL text holds more than one statement; prepare them one by one or use exec() for a script",
             ));
@@ -458,6 +535,29 @@ impl SqlConn {
             })
     }
 
+    /// A statement prepared by [`SqlConn::prepare`], about to run a user's call: refused
+    /// when it would end or nest a transaction athanor owns, or run outside one that a
+    /// statement rolled back.
+    pub fn runnable_stmt(&mut self, id: u32) -> Result<&mut RawStmt> {
+        let txn_control = self.stmt(id)?.txn_control;
+        self.check_runnable(txn_control)?;
+        self.stmt(id)
+    }
+
+    fn check_runnable(&mut self, txn_control: bool) -> Result<()> {
+        if self.owned.is_empty() {
+            return Ok(());
+        }
+        if txn_control {
+            self.violated = true;
+            return Err(Error::invalid(OWNED_TXN));
+        }
+        if !self.in_transaction() {
+            return Err(Error::new(Code::Sql, LOST_TXN));
+        }
+        Ok(())
+    }
+
     /// Finalizes a statement; its id may be reused.
     pub fn finalize(&mut self, id: u32) {
         if let Some(slot) = self.stmts.get_mut(id as usize) {
@@ -467,15 +567,124 @@ impl SqlConn {
         }
     }
 
-    /// Runs a script of zero or more statements.
+    /// Runs a script of zero or more statements, for athanor's own setup (no checks).
     pub fn exec(&self, sql: &str) -> Result<()> {
         Ok(self.conn.execute_batch(sql)?)
+    }
+
+    /// Runs a user's script of zero or more statements, in time linear in its length.
+    /// A single statement runs as it is (SQLite applies a statement all or nothing); a
+    /// script of several runs inside a savepoint, so a failing script changes nothing,
+    /// and may not hold transaction control.
+    pub fn exec_script(&mut self, sql: &str) -> Result<()> {
+        let c = CString::new(sql).map_err(|_| Error::invalid("SQL text must not contain NUL"))?;
+        let mut p = c.as_ptr();
+        // SAFETY (all prepare_next calls below): `p` points into `c`, alive until return.
+        let Some(mut first) = (unsafe { self.prepare_next(&mut p, 0) })? else {
+            return Ok(());
+        };
+        if only_trivia(&c.as_bytes()[offset(&c, p)..]) {
+            self.check_runnable(first.txn_control)?;
+            while first.step()? {}
+            return Ok(());
+        }
+        if first.txn_control {
+            return Err(Error::invalid(SCRIPT_TXN));
+        }
+        self.check_runnable(false)?;
+        self.begin_owned(false)?;
+        let run = || -> Result<()> {
+            while first.step()? {}
+            drop(first);
+            while let Some(mut stmt) = unsafe { self.prepare_next(&mut p, 0) }? {
+                if stmt.txn_control {
+                    return Err(Error::invalid(SCRIPT_TXN));
+                }
+                while stmt.step()? {}
+            }
+            Ok(())
+        };
+        let r = run();
+        let end = self.end_owned(r.is_ok());
+        r.and(end)
     }
 
     /// Whether a transaction is open on this connection.
     pub fn in_transaction(&self) -> bool {
         !self.conn.is_autocommit()
     }
+
+    /// Whether athanor holds a transaction level open on this connection.
+    pub fn owns_transaction(&self) -> bool {
+        !self.owned.is_empty()
+    }
+
+    /// Whether a statement was refused for transaction control since the last call (clears it).
+    pub fn take_violation(&mut self) -> bool {
+        std::mem::take(&mut self.violated)
+    }
+
+    /// Runs one of athanor's own transaction statements (cached plan).
+    fn run_internal(&self, sql: &str) -> Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    /// Opens a transaction level athanor owns: `BEGIN` (`BEGIN IMMEDIATE` when
+    /// `immediate`) in autocommit mode, otherwise a savepoint nested in the open
+    /// transaction. Close it with [`SqlConn::end_owned`].
+    pub fn begin_owned(&mut self, immediate: bool) -> Result<()> {
+        let level = if self.in_transaction() {
+            let n = self.owned.len() + 1;
+            self.run_internal(&format!("SAVEPOINT _athanor_sp{n}"))?;
+            Level::Savepoint(n)
+        } else {
+            self.run_internal(if immediate {
+                "BEGIN IMMEDIATE"
+            } else {
+                "BEGIN"
+            })?;
+            Level::Top
+        };
+        self.owned.push(level);
+        Ok(())
+    }
+
+    /// Closes the innermost level opened by [`SqlConn::begin_owned`]: commits (or
+    /// releases) it when `commit`, otherwise rolls it back. A commit that fails rolls
+    /// the level back, so either way the level is gone when this returns.
+    pub fn end_owned(&mut self, commit: bool) -> Result<()> {
+        let Some(level) = self.owned.pop() else {
+            return Err(Error::invalid(
+                "no transaction opened by athanor is open on this connection",
+            ));
+        };
+        if !self.in_transaction() {
+            // A statement (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)) already rolled it all back.
+            return if commit {
+                Err(Error::new(Code::Sql, LOST_TXN))
+            } else {
+                Ok(())
+            };
+        }
+        match level {
+            Level::Top if commit => self.run_internal("COMMIT").inspect_err(|_| {
+                let _ = self.run_internal("ROLLBACK");
+            }),
+            Level::Top => self.run_internal("ROLLBACK"),
+            Level::Savepoint(n) => {
+                if !commit {
+                    self.run_internal(&format!("ROLLBACK TO _athanor_sp{n}"))?;
+                }
+                self.run_internal(&format!("RELEASE _athanor_sp{n}"))
+            }
+        }
+    }
+}
+
+/// Byte offset of `p` inside `c`.
+fn offset(c: &CStr, p: *const c_char) -> usize {
+    (p as usize) - (c.as_ptr() as usize)
 }
 
 impl Drop for SqlConn {
@@ -485,8 +694,7 @@ impl Drop for SqlConn {
 }
 
 /// Whether the rest of a SQL text is only whitespace, `;` and comments.
-fn only_trivia(s: &str) -> bool {
-    let b = s.as_bytes();
+fn only_trivia(b: &[u8]) -> bool {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -496,10 +704,12 @@ fn only_trivia(s: &str) -> bool {
                     i += 1;
                 }
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => match s[i + 2..].find("*/") {
-                Some(end) => i += end + 4,
-                None => return true,
-            },
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                match b[i + 2..].windows(2).position(|w| w == b"*/") {
+                    Some(end) => i += end + 4,
+                    None => return true,
+                }
+            }
             _ => return false,
         }
     }
@@ -512,7 +722,7 @@ mod tests {
 
     #[test]
     fn trivia() {
-        assert!(only_trivia("  ; -- c\n /* x */ ;"));
-        assert!(!only_trivia("; select 1"));
+        assert!(only_trivia(b"  ; -- c\n /* x */ ;"));
+        assert!(!only_trivia(b"; select 1"));
     }
 }

@@ -156,6 +156,138 @@ fn the_read_pool_runs_read_only_queries() {
     assert_eq!(query_i64(&conn, "SELECT count(*) FROM t"), 2);
 }
 
+#[test]
+fn a_failing_script_changes_nothing_and_a_script_cannot_control_transactions() {
+    let dir = TempDir::new().unwrap();
+    let mut conn = open_main(dir.path()).unwrap();
+    conn.exec_script("CREATE TABLE t(a INTEGER PRIMARY KEY);")
+        .unwrap();
+    let e = conn
+        .exec_script("INSERT INTO t VALUES (1); CREATE TABLE u(x); INSERT INTO t VALUES (1);")
+        .unwrap_err();
+    assert_eq!(e.code, Code::SqlConstraint);
+    assert_eq!(query_i64(&conn, "SELECT count(*) FROM t"), 0);
+    assert_eq!(
+        query_i64(&conn, "SELECT count(*) FROM sqlite_master WHERE name = 'u'"),
+        0
+    );
+    assert!(!conn.in_transaction());
+    for script in [
+        "INSERT INTO t VALUES (1); COMMIT;",
+        "BEGIN; INSERT INTO t VALUES (1);",
+        "INSERT INTO t VALUES (1); SAVEPOINT s; RELEASE s;",
+    ] {
+        let e = conn.exec_script(script).unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument, "{script}");
+        assert_eq!(query_i64(&conn, "SELECT count(*) FROM t"), 0, "{script}");
+        assert!(!conn.in_transaction(), "{script}");
+    }
+    // Lone statements, empty scripts, comments and many statements in a row.
+    conn.exec_script("").unwrap();
+    conn.exec_script(" ; -- nothing\n /* at all */").unwrap();
+    let many: String = (1..=2000)
+        .map(|i| format!("INSERT INTO t VALUES ({i});"))
+        .collect();
+    conn.exec_script(&many).unwrap();
+    assert_eq!(query_i64(&conn, "SELECT count(*) FROM t"), 2000);
+    conn.exec_script("BEGIN").unwrap();
+    assert!(conn.in_transaction());
+    conn.exec_script("ROLLBACK").unwrap();
+    assert_eq!(
+        conn.exec_script("SELECT 1\0").unwrap_err().code,
+        Code::InvalidArgument
+    );
+}
+
+#[test]
+fn owned_transactions_refuse_transaction_control_and_nest_as_savepoints() {
+    let dir = TempDir::new().unwrap();
+    let mut conn = open_main(dir.path()).unwrap();
+    conn.exec("CREATE TABLE t(a INTEGER PRIMARY KEY)").unwrap();
+    let commit = conn.prepare("COMMIT").unwrap();
+    let ins = conn.prepare("INSERT INTO t VALUES (?)").unwrap();
+    conn.begin_owned(true).unwrap();
+    assert!(conn.owns_transaction());
+    assert_eq!(
+        conn.runnable_stmt(commit).err().unwrap().code,
+        Code::InvalidArgument
+    );
+    assert!(conn.take_violation());
+    assert!(!conn.take_violation());
+    assert_eq!(
+        conn.exec_script("COMMIT").unwrap_err().code,
+        Code::InvalidArgument
+    );
+    conn.runnable_stmt(ins)
+        .unwrap()
+        .execute(&[SqlValue::Int(1)])
+        .unwrap();
+    // A nested level is a savepoint: rolled back alone.
+    conn.begin_owned(false).unwrap();
+    conn.runnable_stmt(ins)
+        .unwrap()
+        .execute(&[SqlValue::Int(2)])
+        .unwrap();
+    conn.end_owned(false).unwrap();
+    conn.end_owned(true).unwrap();
+    assert!(!conn.in_transaction());
+    assert_eq!(query_i64(&conn, "SELECT sum(a) * 10 + count(*) FROM t"), 11);
+    // Outside owned levels, transaction control is the user's.
+    let begin = conn.prepare("BEGIN").unwrap();
+    conn.runnable_stmt(begin).unwrap().execute(&[]).unwrap();
+    conn.runnable_stmt(commit).unwrap().execute(&[]).unwrap();
+    assert!(conn.end_owned(true).is_err());
+}
+
+#[test]
+fn a_statement_that_rolls_back_the_owned_transaction_stops_later_statements() {
+    let dir = TempDir::new().unwrap();
+    let mut conn = open_main(dir.path()).unwrap();
+    conn.exec("CREATE TABLE t(a INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let or_rollback = conn
+        .prepare("INSERT OR ROLLBACK INTO t VALUES (1)")
+        .unwrap();
+    let ins = conn.prepare("INSERT INTO t VALUES (?)").unwrap();
+    conn.begin_owned(false).unwrap();
+    conn.runnable_stmt(ins)
+        .unwrap()
+        .execute(&[SqlValue::Int(2)])
+        .unwrap();
+    conn.begin_owned(false).unwrap();
+    let e = conn
+        .runnable_stmt(or_rollback)
+        .unwrap()
+        .execute(&[])
+        .unwrap_err();
+    assert_eq!(e.code, Code::SqlConstraint);
+    assert!(!conn.in_transaction());
+    assert_eq!(conn.runnable_stmt(ins).err().unwrap().code, Code::Sql);
+    assert_eq!(
+        conn.exec_script("INSERT INTO t VALUES (3)")
+            .unwrap_err()
+            .code,
+        Code::Sql
+    );
+    assert_eq!(conn.end_owned(true).unwrap_err().code, Code::Sql);
+    conn.end_owned(false).unwrap();
+    assert!(!conn.owns_transaction());
+    assert_eq!(query_i64(&conn, "SELECT count(*) FROM t"), 1);
+}
+
+#[test]
+fn the_read_pool_refuses_transaction_control() {
+    let dir = TempDir::new().unwrap();
+    drop(open_main(dir.path()).unwrap());
+    let pool = ReadPool::new(dir.path());
+    for sql in ["BEGIN", "COMMIT", "SAVEPOINT x"] {
+        assert_eq!(
+            pool.query(sql, &Params::None).unwrap_err().code,
+            Code::InvalidArgument
+        );
+    }
+}
+
 const LEDGER: &str = r#"{"name":"ledger","on":{
   "Opened":{"sql":"INSERT INTO accounts(id, owner, balance) VALUES (?, ?, 0)","params":["$.id","$.owner"]},
   "Deposited":[
