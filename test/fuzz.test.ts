@@ -26,7 +26,11 @@ const RUNS = Math.max(1, Number(process.env.ATHANOR_FUZZ_RUNS ?? 250) || 250);
 const SEED = process.env.ATHANOR_FUZZ_SEED !== undefined ? Number(process.env.ATHANOR_FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
 const ONLY = process.env.ATHANOR_FUZZ_GROUP?.split(',').map((s) => s.trim());
 /** A child that prints no new call for this long is hung: killed, and the call it was in is reported. */
-const STALL_MS = 30_000;
+const STALL_MS = 20_000;
+/** Setup (seeding databases, loading the test model once) gets longer on a loaded machine. */
+const SETUP_STALL_MS = 120_000;
+/** Children at a time: they wait on fsync more than they compute, but calls must not time out for want of CPU. */
+const JOBS = Math.max(1, Number(process.env.ATHANOR_FUZZ_JOBS ?? 4) || 4);
 
 /** Each group and the share of ATHANOR_FUZZ_RUNS it gets (the expensive ones get fewer calls). */
 const GROUPS: Record<string, number> = {
@@ -70,7 +74,8 @@ function runChild(group: string, runs: number, workDir: string): Promise<ChildRe
     const child = spawn(process.execPath, [CHILD, group, String(SEED), String(runs), workDir], { stdio: ['ignore', 'pipe', 'pipe'] });
     const res: ChildResult = { findings: [], lastCall: undefined, lastRun: undefined, done: undefined, harness: undefined, signal: null, code: null, stalled: false, stderr: '' };
     let pending = '';
-    let watchdog = setTimeout(stall, STALL_MS);
+    let watchdog = setTimeout(stall, SETUP_STALL_MS);
+    let stallMs = SETUP_STALL_MS;
     function stall(): void {
       res.stalled = true;
       child.kill('SIGKILL');
@@ -82,12 +87,13 @@ function runChild(group: string, runs: number, workDir: string): Promise<ChildRe
       pending = lines.pop() ?? '';
       for (const line of lines) {
         if (line === '') continue;
-        const msg = JSON.parse(line) as { call?: string; run?: number; finding?: Finding; done?: ChildResult['done']; harness?: string };
+        const msg = JSON.parse(line) as { ready?: boolean; call?: string; run?: number; finding?: Finding; done?: ChildResult['done']; harness?: string };
+        if (msg.ready) stallMs = STALL_MS;
         if (msg.call !== undefined) {
           res.lastCall = msg.call;
           res.lastRun = msg.run;
           clearTimeout(watchdog);
-          watchdog = setTimeout(stall, STALL_MS);
+          watchdog = setTimeout(stall, stallMs);
         }
         if (msg.finding) res.findings.push(msg.finding);
         if (msg.done) res.done = msg.done;
@@ -112,11 +118,25 @@ function runChild(group: string, runs: number, workDir: string): Promise<ChildRe
 function problems(group: string, r: ChildResult): string[] {
   const out = r.findings.map((f) => `[${group}] ${f.entry}: ${f.kind}: ${f.detail} | input: ${f.entry}${f.input.startsWith(':') || f.input.startsWith('(') || f.input.startsWith('[') ? '' : ' '}${f.input} | run ${f.run}${f.count > 1 ? ` (+${f.count - 1} more like it)` : ''}`);
   const at = `during ${r.lastCall ?? '(setup)'} | run ${r.lastRun ?? 0}`;
-  if (r.stalled) out.push(`[${group}] hang: no progress for ${STALL_MS / 1000} s ${at}`);
+  if (r.stalled) out.push(`[${group}] hang: no progress for ${(r.lastCall === undefined ? SETUP_STALL_MS : STALL_MS) / 1000} s ${at}`);
   else if (r.signal !== null) out.push(`[${group}] crash: the process was killed by ${r.signal} ${at} | stderr: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
   else if (r.harness !== undefined) out.push(`[${group}] harness failure ${at}: ${r.harness}`);
   else if (r.code !== 0 || r.done === undefined) out.push(`[${group}] exit ${r.code} ${at} | stderr: ${r.stderr.trim().split('\n').slice(-5).join(' / ')}`);
   return out;
+}
+
+/** At most JOBS children at once. */
+let running = 0;
+const queue: (() => void)[] = [];
+async function limited<T>(fn: () => Promise<T>): Promise<T> {
+  if (running >= JOBS) await new Promise<void>((resolve) => queue.push(resolve));
+  running++;
+  try {
+    return await fn();
+  } finally {
+    running--;
+    queue.shift()?.();
+  }
 }
 
 const dirs: string[] = [];
@@ -130,11 +150,11 @@ describe.concurrent(`fuzz (seed ${SEED}, ${RUNS} runs per group)`, () => {
     it.skipIf(ONLY !== undefined && !ONLY.includes(group))(`${group}: ${runs} random calls, each rejected one typed and without effect`, async () => {
       const workDir = tempDir('athanor-fuzz-');
       dirs.push(workDir);
-      const r = await runChild(group, runs, workDir);
+      const r = await limited(() => runChild(group, runs, workDir));
       const found = problems(group, r);
       const replay = `replay: ATHANOR_FUZZ_SEED=${SEED} ATHANOR_FUZZ_RUNS=${RUNS} ATHANOR_FUZZ_GROUP=${group} npx vitest run test/fuzz.test.ts`;
       expect(found, `${found.length} finding(s) with seed ${SEED}:\n${found.join('\n')}\n${replay}\n`).toEqual([]);
       expect(r.done?.steps ?? 0).toBeGreaterThan(0);
-    }, 120_000 + runs * 100);
+    }, (120_000 + runs * 100) * Math.ceil(Object.keys(GROUPS).length / JOBS)); // a backstop: the stall watchdog finds hangs
   }
 });

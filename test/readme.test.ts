@@ -135,16 +135,19 @@ function assemble(p: Program): { source: string; lineOf: (generatedLine: number)
       owner.push(b);
     }
   }
+  // the same helper in TS and in plain JS: the marker each block starts with, and the catch that reports it
+  const typed = p.lang === 'ts';
+  const at = typed ? '(globalThis as { __readmeAt?: string })' : 'globalThis';
   const head = [
     ...[...named].map(([from, names]) => `import { ${[...names].join(', ')} } from '${from}';`),
     ...other,
-    'const __readmeBlock = (at: string): void => { (globalThis as { __readmeAt?: string }).__readmeAt = at; };',
-    'async function __readmeMain(): Promise<void> {',
+    `const __readmeBlock = (at${typed ? ': string' : ''}) => { ${at}.__readmeAt = at; };`,
+    `async function __readmeMain() {`,
   ];
   const tail = [
     '}',
-    'await __readmeMain().catch((e: unknown) => {',
-    "  process.stderr.write(`README_BLOCK ${(globalThis as { __readmeAt?: string }).__readmeAt ?? '?'}\\n`);",
+    `await __readmeMain().catch((e${typed ? ': unknown' : ''}) => {`,
+    `  process.stderr.write(\`README_BLOCK \${${at}.__readmeAt ?? '?'}\\n\`);`,
     '  process.stderr.write(`${e instanceof Error ? e.stack ?? e.message : String(e)}\\n`);',
     '  process.exit(1);',
     '});',
@@ -176,7 +179,7 @@ function typeCheck(p: Program, dir: string): string[] {
     const { line, character } = d.file.getLineAndCharacterOfPosition(d.start);
     const b = d.file.fileName === file ? lineOf(line + 1) : undefined;
     if (b === undefined) return `${path.basename(d.file.fileName)}:${line + 1}:${character + 1}: ${text}`;
-    const inBlock = source.split('\n').slice(0, line).filter((_l, i) => lineOf(i + 1) === b).length - 1;
+    const inBlock = source.split('\n').slice(0, line).filter((_l, i) => lineOf(i + 1) === b).length;
     return `${path.relative(ROOT, b.file)}:${b.line + inBlock} (block at line ${b.line}): ${text}`;
   });
 }
@@ -188,7 +191,7 @@ function run(p: Program, dir: string): { ok: boolean; message: string } {
     return { ok: r.status === 0, message: `${where(p.blocks[0]!)}: exit ${r.status ?? r.signal}: ${r.stderr.trim()}` };
   }
   const { source } = assemble(p);
-  const js = p.lang === 'ts' ? ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText : source.replace(/\(globalThis as \{ __readmeAt\?: string \}\)/g, 'globalThis').replace(/: (void|string|unknown|Promise<void>)\b/g, '');
+  const js = p.lang === 'ts' ? ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText : source;
   const file = path.join(dir, 'readme-program.mjs');
   fs.writeFileSync(file, js.replace(/from 'athanor'/g, `from '${ENTRY_JS}'`));
   const r = spawnSync(process.execPath, [file], { cwd: dir, encoding: 'utf8', timeout: RUN_TIMEOUT_MS });
