@@ -116,7 +116,7 @@ function runChild(group: string, runs: number, workDir: string): Promise<ChildRe
 
 /** One line per problem: entry point, what went wrong, the input. */
 function problems(group: string, r: ChildResult): string[] {
-  const out = r.findings.map((f) => `[${group}] ${f.entry}: ${f.kind}: ${f.detail} | input: ${f.entry}${f.input.startsWith(':') || f.input.startsWith('(') || f.input.startsWith('[') ? '' : ' '}${f.input} | run ${f.run}${f.count > 1 ? ` (+${f.count - 1} more like it)` : ''}`);
+  const out = r.findings.map((f) => `[${group}] ${f.entry}: ${f.kind}: ${f.detail} | call: ${f.input} | run ${f.run}${f.count > 1 ? ` (+${f.count - 1} more like it)` : ''}`);
   const at = `during ${r.lastCall ?? '(setup)'} | run ${r.lastRun ?? 0}`;
   if (r.stalled) out.push(`[${group}] hang: no progress for ${(r.lastCall === undefined ? SETUP_STALL_MS : STALL_MS) / 1000} s ${at}`);
   else if (r.signal !== null) out.push(`[${group}] crash: the process was killed by ${r.signal} ${at} | stderr: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
