@@ -71,7 +71,8 @@ interface ChildResult {
 
 function runChild(group: string, runs: number, workDir: string): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, group, String(SEED), String(runs), workDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // cwd is the work dir: a relative path the fuzzer makes up (a migrations dir, a database dir) lands there
+    const child = spawn(process.execPath, [CHILD, group, String(SEED), String(runs), workDir], { cwd: workDir, stdio: ['ignore', 'pipe', 'pipe'] });
     const res: ChildResult = { findings: [], lastCall: undefined, lastRun: undefined, done: undefined, harness: undefined, signal: null, code: null, stalled: false, stderr: '' };
     let pending = '';
     let watchdog = setTimeout(stall, SETUP_STALL_MS);
