@@ -11,6 +11,7 @@ import type { Processor, ProcessorBuilder, ProcessorOptions } from './processor.
 import type { Migrations } from './migrations.js';
 import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 import { VectorStore } from './vector.js';
+import { Scheduler } from './scheduler.js';
 import type { VectorProjectionSpec } from './vector-projection.js';
 
 /** How commits reach the disk. */
@@ -261,6 +262,18 @@ export class Athanor {
     return this.#proj.vectorProjection(spec, this.vectors, () => this.transaction());
   }
 
+  /**
+   * The durable scheduler: tasks on a cron expression, an interval or a time, stored
+   * in this database and run exactly once per occurrence across processes.
+   */
+  get scheduler(): Scheduler {
+    this.#core.assertOpen();
+    this.#scheduler ??= new Scheduler({ transaction: () => this.transaction(), getOpt: (k) => this.getOpt(k), assertOpen: () => this.#core.assertOpen() });
+    return this.#scheduler;
+  }
+
+  #scheduler: Scheduler | undefined;
+
   /** Schema migrations of projection.db. */
   get migrations(): Migrations {
     this.#core.assertOpen();
@@ -318,6 +331,7 @@ export class Athanor {
    */
   async close(): Promise<void> {
     if (this.#core.closed) return;
+    await this.#scheduler?.stop();
     await this.#proj.close();
     while (this.#core.pendingCount > 0) await this.#core.drain();
     for (const s of [...this.#snapshots]) s.close();
