@@ -87,3 +87,4 @@ export {
   type MissedRunPolicy,
   type SchedulerOptions,
 } from './scheduler.js';
+export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './backup.js';
