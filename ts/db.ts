@@ -11,6 +11,8 @@ import type { Processor, ProcessorBuilder, ProcessorOptions } from './processor.
 import type { Migrations } from './migrations.js';
 import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 import { VectorStore } from './vector.js';
+import { Scheduler } from './scheduler.js';
+import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './backup.js';
 import type { VectorProjectionSpec } from './vector-projection.js';
 import { Idempotency } from './idempotency.js';
 
@@ -177,6 +179,18 @@ export class Athanor {
     return Athanor.openSync(dir, options);
   }
 
+  /**
+   * Restores the backup in `backupDir` into `targetDir`. Every file is checked against
+   * the manifest (and, for an encrypted backup, authenticated with `encryptionKey`)
+   * before anything is written; the database is assembled beside the target and renamed
+   * into place, so an interrupted restore leaves no half database. A target that holds
+   * files is refused unless `overwrite: true`. Resolves to the restored content digest,
+   * equal to the backup's. Open the restored directory with {@link open}.
+   */
+  static async restore(backupDir: string, targetDir: string, options: RestoreOptions = {}): Promise<ContentDigest> {
+    return restoreBackup(backupDir, targetDir, options);
+  }
+
   /** Synchronous {@link open}, for scripts. */
   static openSync(dir: string, options: OpenOptions = {}): Athanor {
     if (typeof dir !== 'string' || dir.length === 0) throw new InvalidArgumentError('dir must be a non-empty path string');
@@ -265,6 +279,45 @@ export class Athanor {
     return this.#proj.vectorProjection(spec, this.vectors, () => this.transaction());
   }
 
+  /**
+   * The durable scheduler: tasks on a cron expression, an interval or a time, stored
+   * in this database and run exactly once per occurrence across processes.
+   */
+  get scheduler(): Scheduler {
+    this.#core.assertOpen();
+    this.#scheduler ??= new Scheduler({ transaction: () => this.transaction(), getOpt: (k) => this.getOpt(k), assertOpen: () => this.#core.assertOpen() });
+    return this.#scheduler;
+  }
+
+  #scheduler: Scheduler | undefined;
+
+  /**
+   * Takes an online backup into `targetDir` (new or empty): a consistent compacted copy
+   * of the store and of projection.db (whose cursors never point past the copied log),
+   * and a manifest with each file's SHA-256 and the content digest. Writers are not
+   * paused: the copy reads one committed state. Optional zstd compression and AES-256-GCM
+   * encryption (`encryptionKey`, 32 bytes, never stored). Vector indexes are rebuilt on restore.
+   */
+  async backup(targetDir: string, options: BackupOptions = {}): Promise<BackupManifest> {
+    this.#core.assertOpen();
+    const native = this.#core.native;
+    return takeBackup({ dir: this.dir, copyCompacted: (dest) => native.copyCompacted(dest) }, targetDir, options);
+  }
+
+  /**
+   * A digest of the logical contents (state, events, vector documents), independent of
+   * page layout and of how commits were grouped: two databases with the same contents
+   * give the same digest. Computed off the event loop on the newest committed state.
+   */
+  async contentDigest(): Promise<ContentDigest> {
+    this.#core.assertOpen();
+    try {
+      return (await this.#core.native.contentDigest()) as unknown as ContentDigest;
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
   /** Schema migrations of projection.db. */
   get migrations(): Migrations {
     this.#core.assertOpen();
@@ -330,6 +383,7 @@ export class Athanor {
   async #close(): Promise<void> {
     if (this.#core.closed) return;
     try {
+      await this.#scheduler?.stop();
       await this.#proj.close();
     } finally {
       while (this.#core.pendingCount > 0) await this.#core.drain();

@@ -75,3 +75,17 @@ export {
 export { Migrations, checksumOf, type Migration, type MigrationStep, type AppliedMigration } from './migrations.js';
 export type { DeclarativeSpec, SqlAction, ParamSource, QueryOptions } from './projection.js';
 export { Embedder, type EmbedderOptions, type ExecutionProvider, type Pooling, type EmbedProgress, type EmbedManyOptions, type ProviderAttempt } from './embed.js';
+export {
+  Scheduler,
+  systemClock,
+  type Clock,
+  type Schedule,
+  type TaskOptions,
+  type TaskRetryPolicy,
+  type RunInfo,
+  type RunRecord,
+  type TaskInfo,
+  type MissedRunPolicy,
+  type SchedulerOptions,
+} from './scheduler.js';
+export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './backup.js';

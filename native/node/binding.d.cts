@@ -36,6 +36,13 @@ export declare class NativeCollection {
 
 /** One open handle on a database directory (internal: wrapped by `ts/`). */
 export declare class NativeDb {
+  /**
+   * Writes a compacted copy of the canonical store to `<dest>/data.mdb` (one consistent
+   * committed state; writers go on meanwhile). Resolves to undefined.
+   */
+  copyCompacted(dest: string): Promise<void>
+  /** The content digest of the newest committed state. */
+  contentDigest(): Promise<NativeDigest>
   /** Creates a collection (or returns the existing one when its parameters match). */
   vectorCreate(name: string, p: NativeCollectionParams): NativeCollection
   /** Opens a collection, or `null` when there is none of that name. */
@@ -192,6 +199,9 @@ export declare class NativeSql {
  */
 export declare function codecRoundTrip(bytes: Uint8Array): [string, Buffer]
 
+/** zstd-compresses `src` into the new file `dst`; resolves to the SHA-256 (hex) of `dst`. */
+export declare function compressFile(src: string, dst: string, level: number): Promise<string>
+
 /** What a declarative batch reports to JS. */
 export interface DeclResult {
   consumed: number
@@ -200,6 +210,12 @@ export interface DeclResult {
   errorCode?: string
   errorMessage?: string
 }
+
+/** Decompresses zstd `src` into the new file `dst`. */
+export declare function decompressFile(src: string, dst: string): Promise<void>
+
+/** The content digest of a closed canonical store directory (`<dir>/data.mdb`). */
+export declare function digestDir(dir: string): Promise<NativeDigest>
 
 /** Opens an embedder on the libuv pool (loading a model takes a while). */
 export declare function embedderOpen(options: NativeEmbedderOptions): Promise<NativeEmbedder>
@@ -221,6 +237,16 @@ export interface NativeCollectionParams {
   m: number
   efConstruction: number
   efSearch: number
+}
+
+/** A content digest as JS sees it (counts as numbers: they stay far below 2^53). */
+export interface NativeDigest {
+  sha256: string
+  stateKeys: number
+  events: number
+  vectorDocuments: number
+  lastEventId: bigint
+  commitSeq: bigint
 }
 
 /** What an open embedder is. */
@@ -275,3 +301,6 @@ export interface NativeProviderAttempt {
   provider: string
   error?: string
 }
+
+/** Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO). */
+export declare function sqliteSnapshot(src: string, dst: string): Promise<void>

@@ -1,0 +1,320 @@
+//! Backups of the canonical store: a compacted, consistent copy of the LMDB
+//! environment, taken inside one read transaction so writers never wait for it, and
+//! a content digest of the logical contents that is the same for the same logical
+//! state whatever the page layout or the history that led to it.
+//!
+//! The digest covers, in this order, each length-prefixed:
+//! - state: every key and its value bytes (not the version, which is a commit seq);
+//! - events: every event's id, payload kind, type and payload (not its commit time or
+//!   commit seq, which depend on how writes were grouped);
+//! - vectors: every collection by name with its parameters, then its documents (id
+//!   and stored record), keyed by name rather than by the internal collection id.
+//!
+//! Idempotency records are left out: they expire, and they describe requests rather
+//! than the data.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use heed::types::Bytes;
+use heed::{CompactionOption, Database, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::error::{Code, Error, Result};
+use crate::store::Store;
+use crate::vector::collection::CollectionDef;
+
+/// What [`Store::content_digest`] and [`digest_dir`] report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentDigest {
+    /// SHA-256 over the logical contents (see the module docs), lower-case hex.
+    pub sha256: String,
+    /// State keys covered.
+    pub state_keys: u64,
+    /// Events covered.
+    pub events: u64,
+    /// Vector documents covered (all collections).
+    pub vector_documents: u64,
+    /// Id of the newest event (0 when the log is empty).
+    pub last_event_id: u64,
+    /// Commit seq of the newest commit.
+    pub commit_seq: u64,
+}
+
+/// The databases a digest reads, opened in the environment being digested.
+struct DigestDbs {
+    meta: Database<Bytes, Bytes>,
+    state: Database<Bytes, Bytes>,
+    events: Database<Bytes, Bytes>,
+    vector_collections: Database<Bytes, Bytes>,
+    vectors: Database<Bytes, Bytes>,
+}
+
+fn frame(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+fn meta_u64(dbs: &DigestDbs, txn: &RoTxn<'_, WithoutTls>, key: &[u8]) -> Result<u64> {
+    Ok(match dbs.meta.get(txn, key)? {
+        Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().unwrap()),
+        Some(_) => return Err(Error::corrupt("a meta counter is not 8 bytes")),
+        None => 0,
+    })
+}
+
+fn digest(dbs: &DigestDbs, txn: &RoTxn<'_, WithoutTls>) -> Result<ContentDigest> {
+    let mut h = Sha256::new();
+    h.update(b"athanor content digest v1\n");
+    h.update(b"state\n");
+    let mut state_keys = 0u64;
+    for item in dbs.state.iter(txn)? {
+        let (k, v) = item?;
+        let (_version, value) = codec::split_state_entry(v)?;
+        frame(&mut h, k);
+        frame(&mut h, value);
+        state_keys += 1;
+    }
+    h.update(b"events\n");
+    let mut events = 0u64;
+    for item in dbs.events.iter(txn)? {
+        let (k, v) = item?;
+        let e = codec::decode_event(v)?;
+        h.update(k);
+        h.update([e.kind as u8]);
+        frame(&mut h, e.event_type.as_bytes());
+        frame(&mut h, e.payload);
+        events += 1;
+    }
+    h.update(b"vectors\n");
+    let mut vector_documents = 0u64;
+    for item in dbs.vector_collections.iter(txn)? {
+        let (name, rec) = item?;
+        let def = CollectionDef::decode(name, rec)?;
+        frame(&mut h, name);
+        // The parameters without the id (bytes 1..5), which depends on creation order.
+        frame(&mut h, &[&rec[..1], &rec[5..]].concat());
+        let prefix = def.id.to_be_bytes();
+        for doc in dbs.vectors.prefix_iter(txn, &prefix)? {
+            let (k, v) = doc?;
+            frame(&mut h, &k[prefix.len()..]);
+            frame(&mut h, v);
+            vector_documents += 1;
+        }
+    }
+    Ok(ContentDigest {
+        sha256: hex(&h.finalize()),
+        state_keys,
+        events,
+        vector_documents,
+        last_event_id: meta_u64(dbs, txn, crate::store::META_LAST_EVENT_ID)?,
+        commit_seq: meta_u64(dbs, txn, crate::store::META_COMMIT_SEQ)?,
+    })
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+impl Store {
+    /// The content digest of the newest committed state.
+    pub fn content_digest(&self) -> Result<ContentDigest> {
+        let txn = self.begin_read()?;
+        let _g = self.guard();
+        let d = &self.dbs;
+        let dbs = DigestDbs {
+            meta: d.meta,
+            state: d.state,
+            events: d.events,
+            vector_collections: d.vector_collections,
+            vectors: d.vectors,
+        };
+        digest(&dbs, &txn)
+    }
+
+    /// Writes a compacted copy of the environment to `dest/data.mdb` (`dest` must exist
+    /// and hold no `data.mdb`). The copy reflects one committed state, read in a single
+    /// read transaction: commits go on meanwhile and are not in it. The file is synced.
+    pub fn copy_compacted(&self, dest: &Path) -> Result<()> {
+        let path = dest.join("data.mdb");
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_error("create", &path, e))?;
+        {
+            let _g = self.guard();
+            self.env
+                .copy_to_file(&mut file, CompactionOption::Enabled)?;
+        }
+        file.sync_all().map_err(|e| io_error("sync", &path, e))?;
+        Ok(())
+    }
+}
+
+/// The content digest of an environment directory (`<dir>/data.mdb`) that no process
+/// has open, read without writing to it: for a backup's copy or a restored store.
+pub fn digest_dir(dir: &Path) -> Result<ContentDigest> {
+    let data = dir.join("data.mdb");
+    let len = fs::metadata(&data)
+        .map_err(|e| io_error("read", &data, e))?
+        .len();
+    let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+    // A compacted copy is exactly as large as its pages; map it whole.
+    opts.map_size((len as usize).max(1 << 20).next_multiple_of(1 << 20))
+        .max_dbs(16);
+    // SAFETY: read-only, no lock file; the caller guarantees no writer uses `dir`.
+    unsafe { opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK) };
+    let env = unsafe { opts.open(dir) }?;
+    let txn = env.read_txn()?;
+    let open = |name: &str| -> Result<Database<Bytes, Bytes>> {
+        env.open_database(&txn, Some(name))?.ok_or_else(|| {
+            Error::corrupt(format!(
+                "{} has no {name} database: not an athanor store",
+                data.display()
+            ))
+        })
+    };
+    let dbs = DigestDbs {
+        meta: open("meta")?,
+        state: open("state")?,
+        events: open("events")?,
+        vector_collections: open("vector_collections")?,
+        vectors: open("vectors")?,
+    };
+    let d = digest(&dbs, &txn)?;
+    drop(txn);
+    env.prepare_for_closing().wait();
+    Ok(d)
+}
+
+/// Compresses `src` into `dst` with zstd at `level` (1..=19); returns the SHA-256 (hex)
+/// of what was written. `dst` must not exist.
+pub fn compress_file(src: &Path, dst: &Path, level: i32) -> Result<String> {
+    if !(1..=19).contains(&level) {
+        return Err(Error::invalid(format!(
+            "zstd level must be 1..19, got {level}"
+        )));
+    }
+    let input = File::open(src).map_err(|e| io_error("open", src, e))?;
+    let out = File::options()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(|e| io_error("create", dst, e))?;
+    let hashing = HashingWriter {
+        inner: BufWriter::new(out),
+        hash: Sha256::new(),
+    };
+    let mut enc = zstd::Encoder::new(hashing, level).map_err(|e| io_error("compress", src, e))?;
+    std::io::copy(&mut BufReader::new(input), &mut enc)
+        .map_err(|e| io_error("compress", src, e))?;
+    let mut hashing = enc.finish().map_err(|e| io_error("compress", src, e))?;
+    hashing.flush().map_err(|e| io_error("write", dst, e))?;
+    let file = hashing
+        .inner
+        .into_inner()
+        .map_err(|e| io_error("write", dst, e.into_error()))?;
+    file.sync_all().map_err(|e| io_error("sync", dst, e))?;
+    Ok(hex(&hashing.hash.finalize()))
+}
+
+/// Decompresses zstd `src` into `dst` (which must not exist) and syncs it. A truncated
+/// or damaged input fails with `ERR_CORRUPT`.
+pub fn decompress_file(src: &Path, dst: &Path) -> Result<()> {
+    let input = File::open(src).map_err(|e| io_error("open", src, e))?;
+    let out = File::options()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(|e| io_error("create", dst, e))?;
+    let mut dec =
+        zstd::Decoder::new(BufReader::new(input)).map_err(|e| io_error("decompress", src, e))?;
+    let mut w = BufWriter::new(out);
+    std::io::copy(&mut dec, &mut w).map_err(|e| {
+        Error::new(
+            Code::Corrupt,
+            format!("{} is not a complete zstd stream: {e}", src.display()),
+        )
+    })?;
+    let file = w
+        .into_inner()
+        .map_err(|e| io_error("write", dst, e.into_error()))?;
+    file.sync_all().map_err(|e| io_error("sync", dst, e))?;
+    Ok(())
+}
+
+/// Writes a consistent, compacted copy of the SQLite database `src` to the new file
+/// `dst` (`VACUUM INTO` on a read-only connection of its own: one read transaction,
+/// so in WAL mode writers go on meanwhile), and syncs it.
+pub fn sqlite_snapshot(src: &Path, dst: &Path) -> Result<()> {
+    use rusqlite::{Connection, OpenFlags};
+    if dst.exists() {
+        return Err(Error::invalid(format!("{} already exists", dst.display())));
+    }
+    let conn = Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::new(Code::Io, format!("cannot open {}: {e}", src.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(|e| Error::new(Code::Io, format!("{}: {e}", src.display())))?;
+    let target = dst
+        .to_str()
+        .ok_or_else(|| Error::invalid(format!("{} is not valid UTF-8", dst.display())))?;
+    conn.execute("VACUUM INTO ?1", [target])
+        .map_err(|e| Error::new(Code::Io, format!("cannot snapshot {}: {e}", src.display())))?;
+    drop(conn);
+    File::open(dst)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_error("sync", dst, e))?;
+    Ok(())
+}
+
+/// SHA-256 (hex) of a file's bytes.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = BufReader::new(File::open(path).map_err(|e| io_error("open", path, e))?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| io_error("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    let code = if e.kind() == std::io::ErrorKind::AlreadyExists {
+        Code::InvalidArgument
+    } else {
+        Code::Io
+    };
+    Error::new(code, format!("cannot {what} {}: {e}", path.display()))
+}

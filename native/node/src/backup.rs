@@ -1,0 +1,140 @@
+//! Bindings of `athanor_core::backup`: the compacted copy, content digests and zstd
+//! file compression, each run on the libuv pool (`AsyncTask`), never on the JS thread.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use athanor_core::backup::{self, ContentDigest};
+use athanor_core::Engine;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::{catch_panics, NativeDb};
+
+/// A content digest as JS sees it (counts as numbers: they stay far below 2^53).
+#[napi(object)]
+pub struct NativeDigest {
+    pub sha256: String,
+    pub state_keys: f64,
+    pub events: f64,
+    pub vector_documents: f64,
+    pub last_event_id: BigInt,
+    pub commit_seq: BigInt,
+}
+
+fn to_js(d: ContentDigest) -> NativeDigest {
+    NativeDigest {
+        sha256: d.sha256,
+        state_keys: d.state_keys as f64,
+        events: d.events as f64,
+        vector_documents: d.vector_documents as f64,
+        last_event_id: BigInt::from(d.last_event_id),
+        commit_seq: BigInt::from(d.commit_seq),
+    }
+}
+
+/// One backup operation run on the libuv pool: `work` computes, `to_js` converts.
+pub struct Job<T: Send + 'static, J> {
+    work: Option<Box<dyn FnOnce() -> athanor_core::Result<T> + Send>>,
+    to_js: fn(T) -> J,
+}
+
+impl<T: Send + 'static, J: ToNapiValue + TypeName> Job<T, J> {
+    fn task(
+        work: impl FnOnce() -> athanor_core::Result<T> + Send + 'static,
+        to_js: fn(T) -> J,
+    ) -> AsyncTask<Self> {
+        AsyncTask::new(Job {
+            work: Some(Box::new(work)),
+            to_js,
+        })
+    }
+}
+
+impl<T: Send + 'static, J: ToNapiValue + TypeName> Task for Job<T, J> {
+    type Output = T;
+    type JsValue = J;
+    fn compute(&mut self) -> Result<T> {
+        let work = self
+            .work
+            .take()
+            .ok_or_else(|| Error::new(Status::GenericFailure, "ERR_INTERNAL: task ran twice"))?;
+        catch_panics(
+            "ERR_INTERNAL: a backup task panicked; please report it",
+            work,
+        )
+    }
+    fn resolve(&mut self, _env: Env, output: T) -> Result<J> {
+        Ok((self.to_js)(output))
+    }
+}
+
+type UnitJob = Job<(), ()>;
+type DigestJob = Job<ContentDigest, NativeDigest>;
+// napi-rs registers the functions below only outside `cfg(test)`, so clippy's test build sees these unused.
+#[cfg_attr(test, allow(dead_code))]
+type StringJob = Job<String, String>;
+
+fn unit(_: ()) {}
+#[cfg_attr(test, allow(dead_code))]
+fn same(s: String) -> String {
+    s
+}
+
+#[napi]
+impl NativeDb {
+    /// Writes a compacted copy of the canonical store to `<dest>/data.mdb` (one consistent
+    /// committed state; writers go on meanwhile). Resolves to undefined.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn copy_compacted(&self, dest: String) -> Result<AsyncTask<UnitJob>> {
+        let engine: Arc<Engine> = self.engine()?;
+        Ok(Job::task(
+            move || engine.store().copy_compacted(&PathBuf::from(dest)),
+            unit,
+        ))
+    }
+
+    /// The content digest of the newest committed state.
+    #[napi(ts_return_type = "Promise<NativeDigest>")]
+    pub fn content_digest(&self) -> Result<AsyncTask<DigestJob>> {
+        let engine: Arc<Engine> = self.engine()?;
+        Ok(Job::task(move || engine.store().content_digest(), to_js))
+    }
+}
+
+/// The content digest of a closed canonical store directory (`<dir>/data.mdb`).
+#[napi(ts_return_type = "Promise<NativeDigest>")]
+#[cfg_attr(test, allow(dead_code))]
+pub fn digest_dir(dir: String) -> AsyncTask<DigestJob> {
+    Job::task(move || backup::digest_dir(&PathBuf::from(dir)), to_js)
+}
+
+/// zstd-compresses `src` into the new file `dst`; resolves to the SHA-256 (hex) of `dst`.
+#[napi(ts_return_type = "Promise<string>")]
+#[cfg_attr(test, allow(dead_code))]
+pub fn compress_file(src: String, dst: String, level: i32) -> AsyncTask<StringJob> {
+    Job::task(
+        move || backup::compress_file(&PathBuf::from(src), &PathBuf::from(dst), level),
+        same,
+    )
+}
+
+/// Decompresses zstd `src` into the new file `dst`.
+#[napi(ts_return_type = "Promise<void>")]
+#[cfg_attr(test, allow(dead_code))]
+pub fn decompress_file(src: String, dst: String) -> AsyncTask<UnitJob> {
+    Job::task(
+        move || backup::decompress_file(&PathBuf::from(src), &PathBuf::from(dst)),
+        unit,
+    )
+}
+
+/// Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO).
+#[napi(ts_return_type = "Promise<void>")]
+#[cfg_attr(test, allow(dead_code))]
+pub fn sqlite_snapshot(src: String, dst: String) -> AsyncTask<UnitJob> {
+    Job::task(
+        move || backup::sqlite_snapshot(&PathBuf::from(src), &PathBuf::from(dst)),
+        unit,
+    )
+}

@@ -1,0 +1,361 @@
+/**
+ * Online backups and restores. A backup is a directory: the compacted LMDB copy, a
+ * consistent copy of projection.db, and `manifest.json` (written last, so a backup
+ * without it is incomplete) with each file's SHA-256 and the store's content digest.
+ * Files are optionally zstd-compressed and encrypted with AES-256-GCM under a key the
+ * caller holds (never stored). Vector indexes are not copied: they are rebuilt from
+ * the restored documents at open.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { AthanorError, CorruptError, IntegrityError, InvalidArgumentError, IoError, VersionError, fromNative } from './errors.js';
+import { native } from './native.js';
+
+/** The logical contents of a store, summarised: equal digests mean equal state, events and vector documents. */
+export interface ContentDigest {
+  /** SHA-256 (hex) over state, events (ids, types, payloads) and vector documents, independent of page layout and commit history. */
+  sha256: string;
+  /** State keys covered. */
+  stateKeys: number;
+  /** Events covered. */
+  events: number;
+  /** Vector documents covered. */
+  vectorDocuments: number;
+  /** Newest event id. */
+  lastEventId: bigint;
+  /** Commit seq of the newest commit. */
+  commitSeq: bigint;
+}
+
+/** Progress of a backup or restore. */
+export interface BackupProgress {
+  /** What is being done now. */
+  phase: 'projection' | 'canonical' | 'digest' | 'compress' | 'encrypt' | 'verify' | 'decrypt' | 'decompress' | 'install';
+  /** Files finished so far, of `totalFiles`. */
+  filesDone: number;
+  /** Files in the backup. */
+  totalFiles: number;
+}
+
+/** Options of `db.backup()`. */
+export interface BackupOptions {
+  /** Called as the backup moves through its phases. */
+  onProgress?: (p: BackupProgress) => void;
+  /** Cancels the backup between phases; the partial directory is removed and the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** zstd-compress the files (`true` = level 3, or a level 1..19). Default: no compression. */
+  compress?: boolean | number;
+  /** A 32-byte key: encrypt every file with AES-256-GCM and authenticate the manifest. Never stored; keep it safe. */
+  encryptionKey?: Uint8Array;
+}
+
+/** Options of `Athanor.restore()`. */
+export interface RestoreOptions {
+  /** The key the backup was encrypted with. */
+  encryptionKey?: Uint8Array;
+  /** Replace a database already in the target directory (default false: refuse). */
+  overwrite?: boolean;
+  /** Called as the restore moves through its phases. */
+  onProgress?: (p: BackupProgress) => void;
+}
+
+/** One file of a backup, as the manifest describes it. */
+export interface BackupFile {
+  /** Name inside the backup directory. */
+  name: string;
+  /** Where it goes in a database directory. */
+  restoresTo: 'canonical/data.mdb' | 'projection.db';
+  /** Size of the stored file. */
+  bytes: number;
+  /** SHA-256 (hex) of the stored file. */
+  sha256: string;
+  /** Stored compressed with zstd. */
+  compressed: boolean;
+  /** For encrypted backups: the AES-256-GCM nonce and tag (base64). */
+  iv?: string;
+  tag?: string;
+}
+
+/** `manifest.json` of a backup. */
+export interface BackupManifest {
+  format: 'athanor-backup';
+  version: 1;
+  /** When the backup finished (ISO time). */
+  createdAt: string;
+  /** The content digest of the copied store (numbers as strings in JSON). */
+  contentDigest: { sha256: string; stateKeys: number; events: number; vectorDocuments: number; lastEventId: string; commitSeq: string };
+  /** `aes-256-gcm` when encrypted. */
+  encryption: 'aes-256-gcm' | null;
+  files: BackupFile[];
+  /** For encrypted backups: HMAC-SHA256 (hex) of the manifest without this field, under a key derived from the encryption key. */
+  mac?: string;
+}
+
+const MANIFEST = 'manifest.json';
+const FORMAT_VERSION = 1;
+
+/** What backup needs of an open database. @internal */
+export interface BackupSource {
+  dir: string;
+  copyCompacted(dest: string): Promise<void>;
+}
+
+function checkKey(key: unknown, what: string): Buffer | undefined {
+  if (key === undefined) return undefined;
+  if (!(key instanceof Uint8Array) || key.length !== 32) throw new InvalidArgumentError(`${what} must be 32 bytes (a Uint8Array), e.g. crypto.randomBytes(32); keep it: the backup cannot be read without it`);
+  return Buffer.from(key);
+}
+
+function checkLevel(c: unknown): number | undefined {
+  if (c === undefined || c === false) return undefined;
+  if (c === true) return 3;
+  if (typeof c !== 'number' || !Number.isInteger(c) || c < 1 || c > 19) throw new InvalidArgumentError('compress must be true, false or a zstd level from 1 to 19');
+  return c;
+}
+
+function macKey(key: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), 'athanor backup manifest', 32));
+}
+
+function manifestMac(m: BackupManifest, key: Buffer): string {
+  const { mac: _mac, ...rest } = m;
+  return createHmac('sha256', macKey(key)).update(JSON.stringify(rest)).digest('hex');
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  await pipeline(createReadStream(file), h);
+  return h.digest('hex');
+}
+
+/** The typed error for what a backup or restore step threw. */
+function typed(e: unknown): Error {
+  if (e instanceof AthanorError) return e;
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return new IoError(`${(e as Error).message}`);
+  return fromNative(e);
+}
+
+/** Takes a backup of an open database into `target` (which must not exist, or be empty). @internal */
+export async function takeBackup(db: BackupSource, target: string, options: BackupOptions = {}): Promise<BackupManifest> {
+  if (typeof target !== 'string' || target.length === 0) throw new InvalidArgumentError('the backup target must be a directory path');
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
+  const key = checkKey(options.encryptionKey, 'encryptionKey');
+  const level = checkLevel(options.compress);
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidArgumentError('onProgress must be a function');
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new InvalidArgumentError('signal must be an AbortSignal');
+  const dest = path.resolve(target);
+  if (existsSync(dest) && (await fs.readdir(dest)).length > 0) throw new InvalidArgumentError(`${dest} is not empty: back up into a new or empty directory`);
+  const signal = options.signal;
+  signal?.throwIfAborted();
+  const projection = path.join(db.dir, 'projection.db');
+  const hasProjection = existsSync(projection);
+  const totalFiles = hasProjection ? 2 : 1;
+  let filesDone = 0;
+  const progress = (phase: BackupProgress['phase']): void => {
+    signal?.throwIfAborted();
+    options.onProgress?.({ phase, filesDone, totalFiles });
+  };
+  const work = `${dest}.partial-${randomBytes(4).toString('hex')}`;
+  await fs.mkdir(work, { recursive: true });
+  try {
+    const raw = path.join(work, 'raw');
+    await fs.mkdir(raw);
+    // projection.db first: its cursors then never point past the log copied after it.
+    if (hasProjection) {
+      progress('projection');
+      await native.sqliteSnapshot(projection, path.join(raw, 'projection.db'));
+    }
+    progress('canonical');
+    await db.copyCompacted(raw);
+    progress('digest');
+    const digest = (await native.digestDir(raw)) as unknown as ContentDigest;
+    const files: BackupFile[] = [];
+    for (const [rawName, restoresTo] of [
+      ['data.mdb', 'canonical/data.mdb'],
+      ['projection.db', 'projection.db'],
+    ] as const) {
+      const src = path.join(raw, rawName);
+      if (!existsSync(src)) continue;
+      let current = src;
+      let name: string = rawName;
+      if (level !== undefined) {
+        progress('compress');
+        const out = path.join(work, `${rawName}.zst`);
+        await native.compressFile(current, out, level);
+        current = out;
+        name = `${rawName}.zst`;
+      }
+      let iv: string | undefined;
+      let tag: string | undefined;
+      if (key) {
+        progress('encrypt');
+        const nonce = randomBytes(12);
+        const cipher = createCipheriv('aes-256-gcm', key, nonce);
+        const out = path.join(work, `${name}.enc`);
+        await pipeline(createReadStream(current), cipher, createWriteStream(out, { flags: 'wx' }));
+        iv = nonce.toString('base64');
+        tag = cipher.getAuthTag().toString('base64');
+        current = out;
+        name = `${name}.enc`;
+      }
+      const stored = path.join(work, name);
+      if (current !== stored) await fs.rename(current, stored);
+      for (const leftover of [src, path.join(work, `${rawName}.zst`)]) if (leftover !== stored) await fs.rm(leftover, { force: true });
+      files.push({ name, restoresTo, bytes: (await fs.stat(stored)).size, sha256: await sha256File(stored), compressed: level !== undefined, ...(iv ? { iv, tag } : {}) });
+      filesDone++;
+    }
+    await fs.rm(raw, { recursive: true, force: true });
+    const manifest: BackupManifest = {
+      format: 'athanor-backup',
+      version: FORMAT_VERSION,
+      createdAt: new Date().toISOString(),
+      contentDigest: { ...digest, lastEventId: digest.lastEventId.toString(), commitSeq: digest.commitSeq.toString() },
+      encryption: key ? 'aes-256-gcm' : null,
+      files,
+    };
+    if (key) manifest.mac = manifestMac(manifest, key);
+    const handle = await fs.open(path.join(work, MANIFEST), 'wx');
+    await handle.writeFile(JSON.stringify(manifest, null, 2) + '\n');
+    await handle.sync();
+    await handle.close();
+    // The backup appears whole under its name, or not at all.
+    if (existsSync(dest)) await fs.rmdir(dest);
+    await fs.rename(work, dest);
+    return manifest;
+  } catch (e) {
+    await fs.rm(work, { recursive: true, force: true });
+    if (signal?.aborted && e === signal.reason) throw e;
+    throw typed(e);
+  } finally {
+    key?.fill(0);
+  }
+}
+
+/** Reads and checks a backup's manifest (and its MAC when encrypted). */
+async function readManifest(backupDir: string, key: Buffer | undefined): Promise<BackupManifest> {
+  const file = path.join(backupDir, MANIFEST);
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new CorruptError(`${file} is missing: ${backupDir} is not a complete athanor backup (an interrupted backup has no manifest)`);
+    }
+    throw new IoError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+  let m: BackupManifest;
+  try {
+    m = JSON.parse(text) as BackupManifest;
+  } catch (e) {
+    void e;
+    throw new CorruptError(`${file} is not valid JSON: the backup is damaged`);
+  }
+  if (m?.format !== 'athanor-backup' || !Array.isArray(m.files) || typeof m.contentDigest?.sha256 !== 'string') {
+    throw new CorruptError(`${file} is not an athanor backup manifest`);
+  }
+  if (typeof m.version !== 'number' || m.version > FORMAT_VERSION) throw new VersionError(`${file} is backup format ${String(m.version)}; this athanor reads ${FORMAT_VERSION}: upgrade athanor`);
+  if (m.encryption !== null) {
+    if (m.encryption !== 'aes-256-gcm') throw new CorruptError(`${file} names an unknown encryption ${JSON.stringify(m.encryption)}`);
+    if (!key) throw new InvalidArgumentError('this backup is encrypted: pass the encryptionKey it was taken with');
+    const want = Buffer.from(manifestMac(m, key), 'hex');
+    const got = Buffer.from(typeof m.mac === 'string' ? m.mac : '', 'hex');
+    if (got.length !== want.length || !timingSafeEqual(got, want)) {
+      throw new IntegrityError(`${file} does not authenticate with this key: the key is wrong, or the manifest was altered`);
+    }
+  }
+  for (const f of m.files) {
+    if (typeof f?.name !== 'string' || f.name.includes('/') || f.name.includes('\\') || f.name.startsWith('.') || (f.restoresTo !== 'canonical/data.mdb' && f.restoresTo !== 'projection.db')) {
+      throw new CorruptError(`${file} lists a file it cannot hold: ${JSON.stringify(f?.name)}`);
+    }
+  }
+  if (!m.files.some((f) => f.restoresTo === 'canonical/data.mdb')) throw new CorruptError(`${file} lists no canonical store`);
+  return m;
+}
+
+/** Restores the backup in `backupDir` into `target`, verifying everything before the target changes. @internal */
+export async function restoreBackup(backupDir: string, target: string, options: RestoreOptions = {}): Promise<ContentDigest> {
+  if (typeof backupDir !== 'string' || backupDir.length === 0) throw new InvalidArgumentError('backupDir must be a directory path');
+  if (typeof target !== 'string' || target.length === 0) throw new InvalidArgumentError('target must be a directory path');
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
+  const key = checkKey(options.encryptionKey, 'encryptionKey');
+  const src = path.resolve(backupDir);
+  const dest = path.resolve(target);
+  try {
+    const m = await readManifest(src, key);
+    if (!key && m.encryption === null && options.encryptionKey !== undefined) throw new InvalidArgumentError('this backup is not encrypted: drop encryptionKey');
+    const totalFiles = m.files.length;
+    let filesDone = 0;
+    const progress = (phase: BackupProgress['phase']): void => options.onProgress?.({ phase, filesDone, totalFiles });
+    // Every stored file must be exactly what the manifest says before anything is written.
+    progress('verify');
+    for (const f of m.files) {
+      const p = path.join(src, f.name);
+      const st = await fs.stat(p).catch(() => undefined);
+      if (!st) throw new CorruptError(`${p} is missing from the backup`);
+      if (st.size !== f.bytes) throw new CorruptError(`${p} is ${st.size} bytes; the manifest says ${f.bytes}: the backup is truncated or altered`);
+      if ((await sha256File(p)) !== f.sha256) throw new CorruptError(`${p} does not match its SHA-256 in the manifest: the backup is altered or damaged`);
+    }
+    if (existsSync(dest) && (await fs.readdir(dest)).length > 0 && options.overwrite !== true) {
+      throw new InvalidArgumentError(`${dest} is not empty: restore into a new directory, or pass overwrite: true to replace what is there`);
+    }
+    // Built beside the target and renamed into place: an interrupted restore leaves only the staging folder.
+    const staging = `${dest}.restore-${randomBytes(4).toString('hex')}`;
+    await fs.mkdir(path.join(staging, 'canonical'), { recursive: true });
+    try {
+      for (const f of m.files) {
+        let current = path.join(src, f.name);
+        const tmp: string[] = [];
+        if (m.encryption !== null) {
+          progress('decrypt');
+          const out = path.join(staging, `${f.name}.dec`);
+          const decipher = createDecipheriv('aes-256-gcm', key!, Buffer.from(f.iv ?? '', 'base64'));
+          decipher.setAuthTag(Buffer.from(f.tag ?? '', 'base64'));
+          try {
+            await pipeline(createReadStream(current), decipher, createWriteStream(out, { flags: 'wx' }));
+          } catch (e) {
+            throw new IntegrityError(`${current} failed authentication (AES-256-GCM): wrong key or altered file`, { cause: e });
+          }
+          current = out;
+          tmp.push(out);
+        }
+        const final = path.join(staging, f.restoresTo);
+        if (f.compressed) {
+          progress('decompress');
+          await native.decompressFile(current, final);
+        } else if (tmp.includes(current)) {
+          await fs.rename(current, final);
+        } else {
+          await fs.copyFile(current, final);
+        }
+        for (const t of tmp) await fs.rm(t, { force: true });
+        filesDone++;
+      }
+      progress('verify');
+      const digest = (await native.digestDir(path.join(staging, 'canonical'))) as unknown as ContentDigest;
+      if (digest.sha256 !== m.contentDigest.sha256) {
+        throw new CorruptError(`the restored store's content digest ${digest.sha256} differs from the backup's ${m.contentDigest.sha256}`);
+      }
+      progress('install');
+      if (existsSync(dest)) {
+        const old = `${dest}.replaced-${randomBytes(4).toString('hex')}`;
+        await fs.rename(dest, old);
+        await fs.rename(staging, dest);
+        await fs.rm(old, { recursive: true, force: true });
+      } else {
+        await fs.rename(staging, dest);
+      }
+      return digest;
+    } catch (e) {
+      await fs.rm(staging, { recursive: true, force: true });
+      throw e;
+    }
+  } catch (e) {
+    throw typed(e);
+  } finally {
+    key?.fill(0);
+  }
+}
