@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Makes `npm test`, `npm start` and `npm run bench` work on a fresh clone:
-//   (a) npm dependencies   -> `npm install` when node_modules is missing or stale
+//   (a) npm dependencies   -> `npm ci` when node_modules is missing, `npm install` when stale
 //   (b) the native addon   -> `npm run build:native` when the .node is missing or older
 //                             than any Rust source, Cargo.toml or Cargo.lock
 //   (c) the TypeScript API -> `npm run build:ts` when dist/index.js is missing or older
@@ -58,6 +58,10 @@ function run(what, cmd, args) {
   const r = spawnSync(cmd, args, {
     cwd: root,
     stdio: 'inherit',
+    // onnxruntime-node (a dev dependency for the embedding tests) would otherwise fetch CUDA
+    // files from outside npm with npm versions that run install scripts; athanor needs only
+    // the CPU library its npm tarball carries.
+    env: { ONNXRUNTIME_NODE_INSTALL: 'skip', ...process.env },
     // npm is npm.cmd on Windows
     shell: process.platform === 'win32',
   })
@@ -93,7 +97,10 @@ function platformArchABI() {
   const built = mtime(stamp)
   const inputs = Math.max(mtime(join(root, 'package.json')), mtime(join(root, 'package-lock.json')))
   if (!existsSync(join(root, 'node_modules')) || built < 0 || inputs > built) {
-    run('installing npm dependencies', 'npm', ['install', '--no-audit', '--no-fund'])
+    // A fresh clone installs exactly the lockfile (and fails if it is out of step with
+    // package.json); a changed package.json in a working tree updates it.
+    if (existsSync(join(root, 'node_modules'))) run('updating npm dependencies', 'npm', ['install', '--no-audit', '--no-fund'])
+    else run('installing npm dependencies', 'npm', ['ci', '--no-audit', '--no-fund'])
     // npm may leave the hidden lockfile untouched when nothing changed; mark it
     // current so the next run does not install again.
     if (existsSync(stamp)) {

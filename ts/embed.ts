@@ -94,7 +94,9 @@ function resolveRuntime(given: string | undefined): string {
   const p = given ?? process.env.ATHANOR_ORT_LIB ?? bundledRuntimePath();
   if (p === undefined) {
     throw new RuntimeLoadError(
-      `no ONNX Runtime library found for ${process.platform}-${process.arch}: install the optional dependency onnxruntime-node (npm i onnxruntime-node@1.30.0; its CUDA download is not needed), or pass runtimePath / set ATHANOR_ORT_LIB to a libonnxruntime 1.24-1.30`,
+      `no ONNX Runtime library found for ${process.platform}-${process.arch}: embeddings need it, and athanor does not install it for you. ` +
+        'Run `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node@1.30.0` (the variable skips its optional CUDA download, so it installs from npm alone), ' +
+        'or pass runtimePath / set ATHANOR_ORT_LIB to the path of a libonnxruntime 1.24 or newer',
     );
   }
   return path.resolve(p);

@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'ERR_PROVIDER'
   | 'ERR_DOWNLOAD'
   | 'ERR_INTEGRITY'
+  | 'ERR_NATIVE'
   | 'ERR_INTERNAL';
 
 /** Base class of every error athanor throws. */
@@ -208,6 +209,13 @@ export class DownloadError extends AthanorError {
 export class IntegrityError extends AthanorError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_INTEGRITY', message, options);
+  }
+}
+
+/** athanor's native addon for this platform is not installed or cannot be loaded; the message names the package to install. */
+export class NativeLoadError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_NATIVE', message, options);
   }
 }
 

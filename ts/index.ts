@@ -54,6 +54,7 @@ export {
   ProviderError,
   DownloadError,
   IntegrityError,
+  NativeLoadError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './hub.js';
