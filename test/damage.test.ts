@@ -34,7 +34,7 @@ interface Probe {
  * Runs `body` (an async function body given `Athanor`, `Embedder` and `args`) in a
  * child Node process and reports how it ended.
  */
-function probe(body: string, args: Record<string, unknown>): Probe {
+function probe(body: string, args: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): Probe {
   const script = `
 const { Athanor, Embedder } = await import(${JSON.stringify(INDEX)});
 const args = JSON.parse(process.argv[1]);
@@ -46,7 +46,7 @@ try {
 }
 process.stdout.write(JSON.stringify(out) + '\\n');
 `;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, JSON.stringify(args)], { encoding: 'utf8', cwd: HERE });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, JSON.stringify(args)], { encoding: 'utf8', cwd: HERE, env });
   if (r.signal !== null) return { signal: r.signal };
   const last = r.stdout.trim().split('\n').pop() ?? '';
   let parsed: Omit<Probe, 'signal'>;
@@ -240,6 +240,21 @@ describe('open without creating', () => {
     const db = await Athanor.open(dir, { create: false });
     expect(db.verify()).toEqual({ events: 3 });
     await db.close();
+  });
+
+  it('verify({ deep: true }) reports a check process killed by a signal as ERR_CORRUPT', async () => {
+    const dir = await populated(5);
+    // A preload that lets the first process (the probe) run and kills the next one
+    // (the deep check's child), standing in for LMDB crashing on a damaged page.
+    const preload = path.join(sb.dir(), 'die-in-child.cjs');
+    fs.writeFileSync(preload, `if (process.env.ATHANOR_TEST_SEEN) process.kill(process.pid, 'SIGSEGV'); else process.env.ATHANOR_TEST_SEEN = '1';`);
+    const r = probe(
+      `const db = await Athanor.open(args.dir, { create: false }); try { return await db.verify({ deep: true }); } finally { await db.close(); }`,
+      { dir },
+      { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${preload}` },
+    );
+    expect(r).toMatchObject({ signal: null, code: 'ERR_CORRUPT' });
+    expect(r.message).toMatch(/killed by SIGSEGV/);
   });
 
   it('verify({ deep: true }) on an intact database resolves with the count', async () => {

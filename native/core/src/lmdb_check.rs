@@ -94,7 +94,8 @@ fn damaged(path: &Path, what: impl std::fmt::Display) -> Error {
 }
 
 /// Reads both meta pages of `path` and checks that the file holds every page the
-/// newer one names. `Ok(None)` for an empty file (LMDB initialises it).
+/// newer one names. `Ok(None)` for a file too short to hold a meta page (LMDB
+/// initialises an empty one).
 pub(crate) fn read_meta(path: &Path) -> Result<Option<Meta>> {
     Ok(read_metas(path)?.map(|(newest, _)| newest))
 }
@@ -109,10 +110,9 @@ fn read_metas(path: &Path) -> Result<Option<(Meta, Option<Meta>)>> {
     let mut first = vec![0u8; 4096];
     let n = read_up_to(&file, &mut first, 0)?;
     if n < PAGE_HEADER + 160 {
-        return Err(damaged(
-            path,
-            format!("{len} bytes is too short for an LMDB file"),
-        ));
+        // Shorter than one meta page: as good as empty (another process may be
+        // creating it right now); the caller decides from the directory around it.
+        return Ok(None);
     }
     let meta0 = parse_meta(&first);
     // The second meta page sits one page in; the page size is recorded in the first.

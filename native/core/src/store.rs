@@ -541,7 +541,7 @@ fn check_data_file(dir: &Path, data: &Path, create: bool) -> Result<()> {
             return Err(Error::corrupt(format!(
                 "{} is {} although {evidence}: the store was lost or replaced; restore the database from a backup (athanor will not start an empty log under existing projections)",
                 data.display(),
-                if exists { "empty" } else { "missing" },
+                if exists { "empty (or too short for its header)" } else { "missing" },
             )));
         }
         if !create {
