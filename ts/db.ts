@@ -233,8 +233,10 @@ export class Athanor {
   }
 
   /**
-   * Opens (creating if needed) the database in `dir`. Opening a directory that is
-   * already open in this process shares the same engine.
+   * Opens (creating if needed, unless `create: false`) the database in `dir`. Opening
+   * a directory that is already open in this process shares the same engine. A store
+   * whose files are damaged in a way that can be seen before mapping it (truncated,
+   * emptied or missing where the directory shows it existed) is a `CorruptError`.
    */
   static async open(dir: string, options: OpenOptions = {}): Promise<Athanor> {
     return Athanor.openSync(dir, options);
