@@ -140,6 +140,38 @@ describe('damaged canonical store', () => {
     expect(r.message).toMatch(new RegExp(`page ${damagedPage}\\b`));
   });
 
+  it('a damaged page of vector documents (read at open to build the index) is ERR_CORRUPT at open', async () => {
+    const dir = sb.dir();
+    const db = await Athanor.open(dir);
+    const n = 400;
+    db.vectors.create('docs', { dimension: 8 });
+    await db.vectors.open('docs').upsertMany(
+      Array.from({ length: n }, (_, i) => `doc-${String(i).padStart(4, '0')}`),
+      new Float32Array(n * 8).map((_, i) => (i % 7) + 1),
+    );
+    await db.close();
+    const b = fs.readFileSync(dataFile(dir));
+    let damagedPage = -1;
+    for (let p = 2; p < b.length / 4096 && damagedPage < 0; p++) {
+      const o = p * 4096;
+      const keys = (b.readUInt16LE(o + 12) - 16) / 2;
+      if (b.readUInt16LE(o + 10) !== 0x02 || keys < 1) continue;
+      const first = o + b.readUInt16LE(o + 16);
+      if (b.readUInt16LE(first + 6) !== 12 || !b.subarray(first + 12, first + 20).includes('doc-')) continue;
+      for (let i = 0; i < keys; i++) {
+        const node = o + b.readUInt16LE(o + 16 + 2 * i);
+        b.writeUInt16LE(0xffff, node);
+        b.writeUInt16LE(0x0fff, node + 2);
+      }
+      damagedPage = p;
+    }
+    expect(damagedPage).toBeGreaterThan(1);
+    fs.writeFileSync(dataFile(dir), b);
+    const r = probe(`const db = await Athanor.open(args.dir); await db.close(); return 'opened';`, { dir });
+    expect(r).toMatchObject({ signal: null, code: 'ERR_CORRUPT' });
+    expect(r.message).toMatch(/"vectors"/);
+  });
+
   it('an empty data.mdb, a missing one and a dangling link in its place are ERR_CORRUPT, not a new empty database', async () => {
     const dir = await populated(10);
     fs.truncateSync(dataFile(dir), 0);

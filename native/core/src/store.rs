@@ -160,9 +160,14 @@ impl Store {
         })?;
         // Reader slots of processes that died (kill -9) would pin old pages forever.
         env.clear_stale_readers()?;
-        // Opening reads these databases through the map (the rest is read on use and
-        // checked by `verify`): check their pages first.
-        check_structure(&env, &data, Some(&["meta", "vector_collections"]))?;
+        // Opening reads these databases through the map (meta; every vector document,
+        // to build the indexes), so their pages are checked first; the rest is read on
+        // use and checked by `verify`.
+        check_structure(
+            &env,
+            &data,
+            Some(&["meta", "vector_collections", "vectors"]),
+        )?;
         // If another process grew the map, adopt its size before the first transaction.
         let info_size = env.info().map_size;
         if info_size < map_size {
