@@ -7,7 +7,6 @@
 //! The layout read here is LMDB 0.9's (`MDB_DATA_VERSION` 1, 64-bit `pgno_t`,
 //! `PAGEBASE` 0), the one `lmdb-master-sys` builds.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -172,7 +171,8 @@ struct Walker<'a> {
     path: &'a Path,
     file: File,
     meta: Meta,
-    seen: HashSet<u64>,
+    /// One bit per page of the file: reached already.
+    seen: Vec<u64>,
     page: Vec<u8>,
     stats: WalkStats,
 }
@@ -214,7 +214,7 @@ pub(crate) fn walk(
         path,
         file: File::open(path)?,
         meta,
-        seen: HashSet::new(),
+        seen: vec![0u64; (meta.last_page / 64 + 1) as usize],
         page: vec![0u8; meta.page_size as usize],
         stats: WalkStats::default(),
     };
@@ -373,6 +373,14 @@ impl Walker<'_> {
         Ok(subs)
     }
 
+    /// Marks page `pgno` (within `last_page`) as reached; false if it already was.
+    fn mark(&mut self, pgno: u64) -> bool {
+        let (word, bit) = ((pgno / 64) as usize, 1u64 << (pgno % 64));
+        let fresh = self.seen[word] & bit == 0;
+        self.seen[word] |= bit;
+        fresh
+    }
+
     /// Reads page `pgno` into `self.page` after checking it is a page the file
     /// holds and not one reached before; checks the page number it records.
     fn read_page(&mut self, name: &str, pgno: u64) -> Result<()> {
@@ -382,7 +390,7 @@ impl Walker<'_> {
                 self.meta.last_page
             )));
         }
-        if !self.seen.insert(pgno) {
+        if !self.mark(pgno) {
             return Err(self.bad(format!("page {pgno} is reached twice (from {name})")));
         }
         self.stats.pages += 1;
@@ -438,7 +446,7 @@ impl Walker<'_> {
             )));
         }
         for p in first + 1..first + pages {
-            if !self.seen.insert(p) {
+            if !self.mark(p) {
                 return Err(self.bad(format!("page {p} is reached twice (overflow of {name})")));
             }
         }
