@@ -3,7 +3,8 @@
  * again on the same one, where idempotency keys, migrations, processor cursors and
  * collection definitions carry over instead of repeating work.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -51,5 +52,58 @@ describe('cli demo', () => {
     } finally {
       await db.close();
     }
+  });
+});
+
+/** Runs the CLI in `cwd`; returns its exit status and output. */
+function cli(args: string[], cwd: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('cli commands that inspect a database', () => {
+  const work = tempDir('athanor-cli-inspect-');
+  afterAll(() => removeDir(work));
+
+  it('fail on a missing directory, positional or --dir, and create nothing', () => {
+    for (const args of [['verify', 'nope'], ['verify', '--dir', 'typo'], ['stats', 'nope'], ['events', '--dir', 'nope'], ['get', 'k', 'nope'], ['verify'], ['stats']]) {
+      const r = cli(args, work);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stdout).not.toContain('ok');
+      // One line that names the problem, no stack trace.
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^athanor: ERR_NOT_FOUND: .*(nope|typo|\.athanor-data)/);
+      expect(fs.readdirSync(work), args.join(' ')).toEqual([]);
+    }
+  });
+
+  it('fail on a directory that holds no database, creating nothing in it', () => {
+    const empty = path.join(work, 'empty');
+    fs.mkdirSync(empty);
+    const r = cli(['verify', empty], work);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^athanor: ERR_NOT_FOUND: .*holds no athanor database/);
+    expect(fs.readdirSync(empty)).toEqual([]);
+    fs.rmdirSync(empty);
+  });
+
+  it('verify an existing database given by position or --dir; exit 2 on a wrong command line; --help per command', async () => {
+    const db = await Athanor.open(path.join(work, 'db'));
+    await db.transaction().execute((tx) => tx.log('x', {}));
+    await db.close();
+    expect(cli(['verify', 'db'], work)).toMatchObject({ status: 0, stdout: expect.stringContaining('1 events') });
+    expect(cli(['verify', '--dir', 'db'], work)).toMatchObject({ status: 0 });
+    expect(cli(['verify', 'db', '--deep'], work)).toMatchObject({ status: 0, stdout: expect.stringContaining('1 events') });
+    expect(cli(['verify', 'db', '--dir', 'other'], work).status).toBe(2);
+    expect(cli(['verify', '--bogus'], work).status).toBe(2);
+    expect(cli(['frobnicate'], work).status).toBe(2);
+    expect(cli([], work).status).toBe(2);
+    expect(cli(['get'], work).status).toBe(2);
+    expect(cli(['events', 'db', '--limit', 'lots'], work).status).toBe(2);
+    const help = cli(['verify', '--help'], work);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^athanor verify \[dir\]/);
+    expect(cli(['get', 'missing-key', 'db'], work).status).toBe(1);
+    expect(fs.readdirSync(work)).toEqual(['db']);
   });
 });

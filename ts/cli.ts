@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * The athanor command line: a demo and a few operator tools over a database
- * directory. Argument parsing uses Node's built-in `util.parseArgs` (no dependency).
+ * directory. Arguments are parsed by Node's own `util.parseArgs` (strict, per command),
+ * which covers what these few commands need without a dependency.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,25 +13,89 @@ import { Athanor, AthanorError, Embedder, PreflightError, i64, type StoredEvent,
 
 const DEFAULT_DIR = '.athanor-data';
 
-const HELP = `athanor <command> [options]
+/** Exit codes: 0 done, 1 the command failed, 2 the command line was wrong. */
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+const HELP = `athanor <command> [dir] [options]
 
 Commands:
-  demo                 run a small ledger against the data dir and print what happened
-  stats                print counters of the database
-  verify               check the canonical store's invariants
-  get <key>            print one state value
-  events               print events (--type, --from, --limit, --reverse)
+  demo [dir]           run a small ledger in dir (created if needed) and print what happened
+  stats [dir]          print counters of an existing database
+  verify [dir]         check an existing database (--deep: in a child process)
+  get <key> [dir]      print one state value
+  events [dir]         print events (--type, --from, --limit, --reverse)
 
-Options:
-  --dir <path>         database directory (default ${DEFAULT_DIR})
-  --model <path>       demo: sentence-embedding model directory (default: the one
-                       \`npm start\` fetches, <cache>/test-models/all-MiniLM-L6-v2-int8)
-  --type <name>        only events of this type
-  --from <id>          first event id
-  --limit <n>          at most n events (default 20)
-  --reverse            newest first
-  -h, --help           this help
+dir is a positional argument or --dir <path> (default ${DEFAULT_DIR}). Only demo
+creates a database; the other commands fail on a directory that holds none.
+\`athanor <command> --help\` describes one command. Exit codes: 0 ok, 1 failure, 2 usage.
 `;
+
+type OptionSpec = { type: 'string' | 'boolean'; short?: string; default?: string | boolean };
+
+/** One command: its usage text, its options, how many positionals precede `dir`. */
+interface CommandSpec {
+  usage: string;
+  options: Record<string, OptionSpec>;
+  /** Names of the positionals that come before the optional dir. */
+  args: readonly string[];
+}
+
+const DIR_OPTION = { dir: { type: 'string' } } as const satisfies Record<string, OptionSpec>;
+
+const COMMANDS: Record<string, CommandSpec> = {
+  demo: {
+    usage: `athanor demo [dir] [--dir <path>] [--model <path>]
+
+Runs a small ledger against dir (default ${DEFAULT_DIR}; created if needed) and prints
+what happened. --model names a sentence-embedding model directory (default: the one
+\`npm start\` fetches, <cache>/test-models/all-MiniLM-L6-v2-int8).
+`,
+    options: { ...DIR_OPTION, model: { type: 'string' } },
+    args: [],
+  },
+  stats: {
+    usage: `athanor stats [dir] [--dir <path>]
+
+Prints the counters of the database in dir (default ${DEFAULT_DIR}); creates nothing.
+`,
+    options: { ...DIR_OPTION },
+    args: [],
+  },
+  verify: {
+    usage: `athanor verify [dir] [--dir <path>] [--deep]
+
+Checks the database in dir (default ${DEFAULT_DIR}): the store's pages and invariants,
+projection.db and the index dumps. --deep runs the check in a child process, so damage
+LMDB cannot read safely is reported (ERR_CORRUPT) instead of crashing. Creates nothing.
+Exit code 0 when the database is intact, 1 otherwise.
+`,
+    options: { ...DIR_OPTION, deep: { type: 'boolean', default: false } },
+    args: [],
+  },
+  get: {
+    usage: `athanor get <key> [dir] [--dir <path>]
+
+Prints the state value of key in the database in dir (default ${DEFAULT_DIR}).
+Exit code 1 when the key is absent.
+`,
+    options: { ...DIR_OPTION },
+    args: ['key'],
+  },
+  events: {
+    usage: `athanor events [dir] [--dir <path>] [--type <name>] [--from <id>] [--limit <n>] [--reverse]
+
+Prints events of the database in dir (default ${DEFAULT_DIR}): only those of --type,
+from event id --from, at most --limit (default 20), newest first with --reverse.
+`,
+    options: { ...DIR_OPTION, type: { type: 'string' }, from: { type: 'string' }, limit: { type: 'string', default: '20' }, reverse: { type: 'boolean', default: false } },
+    args: [],
+  },
+};
+
+/** A command line that cannot run: printed with the command's usage, exit code 2. */
+class UsageError extends Error {}
 
 function show(v: Value): string {
   const js = v.toJS();
@@ -193,65 +258,92 @@ async function textDemo(db: Athanor, modelDir: string | undefined, out: (s: stri
   }
 }
 
-async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({
-    allowPositionals: true,
-    options: {
-      dir: { type: 'string', default: DEFAULT_DIR },
-      model: { type: 'string' },
-      type: { type: 'string' },
-      from: { type: 'string' },
-      limit: { type: 'string', default: '20' },
-      reverse: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  const [command, ...rest] = positionals;
-  if (values.help || command === undefined) {
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
     process.stdout.write(HELP);
-    return command === undefined && !values.help ? 1 : 0;
+    return command === undefined ? EXIT_USAGE : EXIT_OK;
   }
-  const db = await Athanor.open(values.dir);
+  const spec = COMMANDS[command];
+  if (spec === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}; the commands are ${Object.keys(COMMANDS).join(', ')}`);
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...rest], allowPositionals: true, strict: true, options: { ...spec.options, help: { type: 'boolean', short: 'h', default: false } } });
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n\n${spec.usage}`);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (values.help === true) {
+    process.stdout.write(spec.usage);
+    return EXIT_OK;
+  }
+  const positionals = parsed.positionals;
+  if (positionals.length < spec.args.length) throw new UsageError(`missing <${spec.args[positionals.length]}>\n\n${spec.usage}`);
+  if (positionals.length > spec.args.length + 1) throw new UsageError(`too many arguments: ${positionals.slice(spec.args.length + 1).join(' ')}\n\n${spec.usage}`);
+  const positionalDir = positionals[spec.args.length];
+  const optionDir = values.dir as string | undefined;
+  if (positionalDir !== undefined && optionDir !== undefined && path.resolve(positionalDir) !== path.resolve(optionDir)) {
+    throw new UsageError(`two directories given (${positionalDir} and --dir ${optionDir}); give one`);
+  }
+  const dir = positionalDir ?? optionDir ?? DEFAULT_DIR;
+  const str = (name: string): string | undefined => values[name] as string | undefined;
+
+  let limit = 20;
+  let from: bigint | undefined;
+  if (command === 'events') {
+    limit = Number(str('limit'));
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new UsageError(`--limit must be a positive integer, got ${str('limit')}`);
+    const f = str('from');
+    if (f !== undefined) {
+      if (!/^\d+$/.test(f)) throw new UsageError(`--from must be an event id (a non-negative integer), got ${f}`);
+      from = BigInt(f);
+    }
+  }
+
+  // Only the demo creates a database: the other commands inspect one that must exist.
+  const db = await Athanor.open(dir, { create: command === 'demo' });
   try {
     switch (command) {
       case 'demo':
-        await demo(db, values.model);
-        return 0;
+        await demo(db, str('model'));
+        return EXIT_OK;
       case 'stats': {
         const s = db.stats();
         process.stdout.write(`dir ${db.dir}\ncommitSeq ${s.commitSeq}\nlastEventId ${s.lastEventId}\nmapSize ${s.mapSize}\n`);
-        return 0;
+        return EXIT_OK;
       }
-      case 'verify':
-        process.stdout.write(`ok: ${db.verify().events} events\n`);
-        return 0;
+      case 'verify': {
+        const { events } = values.deep === true ? await db.verify({ deep: true }) : db.verify();
+        process.stdout.write(`ok: ${db.dir}, ${events} events\n`);
+        return EXIT_OK;
+      }
       case 'get': {
-        const key = rest[0];
-        if (key === undefined) throw new Error('usage: athanor get <key>');
+        const key = positionals[0]!;
         const v = db.getOpt(key);
         process.stdout.write(v === undefined ? '(absent)\n' : show(v) + '\n');
-        return v === undefined ? 2 : 0;
+        return v === undefined ? EXIT_FAILURE : EXIT_OK;
       }
       case 'events': {
-        const limit = Number(values.limit);
-        for (const e of db.events.read({ type: values.type, from: values.from ? BigInt(values.from) : undefined, limit, reverse: values.reverse })) {
+        for (const e of db.events.read({ type: str('type'), from, limit, reverse: values.reverse === true })) {
           process.stdout.write(line(e) + '\n');
         }
-        return 0;
+        return EXIT_OK;
       }
       default:
-        process.stderr.write(`unknown command ${command}\n${HELP}`);
-        return 1;
+        throw new UsageError(`unknown command ${command}`);
     }
   } finally {
     await db.close();
   }
 }
 
-main().then(
+main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    process.stderr.write(`${e instanceof AthanorError ? `${e.code}: ` : ''}${e instanceof Error ? e.message : String(e)}\n`);
-    process.exit(1);
+    // One line (plus usage for a wrong command line), never a stack trace.
+    const usage = e instanceof UsageError;
+    const text = e instanceof AthanorError ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e);
+    process.stderr.write(`athanor: ${text}\n`);
+    process.exit(usage ? EXIT_USAGE : EXIT_FAILURE);
   },
 );

@@ -48,6 +48,7 @@ export interface CoreOptions {
   syncIntervalMs: number;
   mapSize: number;
   idempotencyWindowMs: number;
+  create: boolean;
 }
 
 /** @internal */
@@ -74,7 +75,7 @@ export class Core {
     try {
       this.native = new native.NativeDb(
         dir,
-        { durability: o.durability, syncIntervalMs: o.syncIntervalMs, mapSize: o.mapSize, idempotencyWindowMs: o.idempotencyWindowMs },
+        { durability: o.durability, syncIntervalMs: o.syncIntervalMs, mapSize: o.mapSize, idempotencyWindowMs: o.idempotencyWindowMs, create: o.create },
         (buf: Buffer) => this.#onCommit(buf),
       );
     } catch (e) {

@@ -1,7 +1,8 @@
 /** The database handle. */
+import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { type Json, type Value } from './codec.js';
-import { ClosedError, InvalidArgumentError, NotFoundError, fromNative } from './errors.js';
+import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, errorFor, fromNative } from './errors.js';
 import { Core } from './core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './events.js';
 import type { NativeSnapshot } from './native.js';
@@ -39,6 +40,28 @@ export interface OpenOptions {
   mapSize?: number;
   /** How long idempotency keys are remembered, ms (default 7 days; 0 = forever). */
   idempotencyWindowMs?: number;
+  /**
+   * Create the database when `dir` holds none (default `true`). Tools that only
+   * inspect a database pass `false`: a missing directory or one without a
+   * database is then a `NotFoundError` naming it, and nothing is created.
+   */
+  create?: boolean;
+}
+
+/** Options of {@link Athanor.verify}. */
+export interface VerifyOptions {
+  /**
+   * Run the check in a child Node process that opens the database on its own, so
+   * that damage LMDB cannot read safely kills the child, not this process: a child
+   * killed by a signal is reported as `CorruptError`. Resolves to the result.
+   */
+  deep: true;
+}
+
+/** What {@link Athanor.verify} checked. */
+export interface VerifyResult {
+  /** Number of events in the log, all checked. */
+  events: number;
 }
 
 function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
@@ -57,7 +80,51 @@ function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
   if (!Number.isSafeInteger(idempotencyWindowMs) || idempotencyWindowMs < 0) {
     throw new InvalidArgumentError('idempotencyWindowMs must be a non-negative integer (0 keeps keys forever)');
   }
-  return { durability, syncIntervalMs, mapSize, idempotencyWindowMs };
+  const create = o.create ?? true;
+  if (typeof create !== 'boolean') throw new InvalidArgumentError(`create must be a boolean, got ${typeof create}`);
+  return { durability, syncIntervalMs, mapSize, idempotencyWindowMs, create };
+}
+
+/** The child of a deep verify: opens without creating, verifies, prints one JSON line. */
+const DEEP_VERIFY_CHILD = `
+const [index, dir] = process.argv.slice(1);
+const { Athanor } = await import(index);
+let out;
+try {
+  const db = await Athanor.open(dir, { create: false });
+  try { out = { events: db.verify().events }; } finally { await db.close(); }
+} catch (e) {
+  out = { error: { code: e?.code ?? 'ERR_INTERNAL', message: String(e?.message ?? e) } };
+}
+process.stdout.write(JSON.stringify(out) + '\\n');
+`;
+
+/** Runs {@link DEEP_VERIFY_CHILD} on `dir` and turns its outcome into a result or a typed error. */
+function verifyInChild(dir: string): Promise<VerifyResult> {
+  const index = new URL('./index.js', import.meta.url).href;
+  return new Promise((resolveResult, reject) => {
+    execFile(
+      process.execPath,
+      ['--input-type=module', '-e', DEEP_VERIFY_CHILD, index, dir],
+      { encoding: 'utf8', maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        const signal = err && 'signal' in err ? (err.signal as NodeJS.Signals | null) : null;
+        if (signal) {
+          reject(new CorruptError(`the deep check of ${dir} was killed by ${signal} while reading the store: it is damaged in a way LMDB cannot read safely; restore the database from a backup`));
+          return;
+        }
+        let parsed: { events?: number; error?: { code: string; message: string } };
+        try {
+          parsed = JSON.parse(stdout.trim().split('\n').pop() ?? '') as typeof parsed;
+        } catch {
+          reject(new IoError(`the deep check of ${dir} could not run (${err?.message ?? 'no result'}${stderr ? `: ${stderr.trim().split('\n')[0]}` : ''})`));
+          return;
+        }
+        if (parsed.error) reject(errorFor(parsed.error.code, parsed.error.message));
+        else resolveResult({ events: parsed.events ?? 0 });
+      },
+    );
+  });
 }
 
 /** A consistent read-only view: every read sees the same committed state. Close it when done (or use `using`). */
@@ -172,8 +239,10 @@ export class Athanor {
   }
 
   /**
-   * Opens (creating if needed) the database in `dir`. Opening a directory that is
-   * already open in this process shares the same engine.
+   * Opens (creating if needed, unless `create: false`) the database in `dir`. Opening
+   * a directory that is already open in this process shares the same engine. A store
+   * whose files are damaged in a way that can be seen before mapping it (truncated,
+   * emptied or missing where the directory shows it existed) is a `CorruptError`.
    */
   static async open(dir: string, options: OpenOptions = {}): Promise<Athanor> {
     return Athanor.openSync(dir, options);
@@ -345,11 +414,23 @@ export class Athanor {
   }
 
   /**
-   * Checks the canonical store's invariants (dense event ids, type index matches
-   * the log, every value decodes). Throws `CorruptError` on the first violation.
+   * Checks the database: the canonical store's page structure (read from the file,
+   * not through LMDB) and invariants (dense event ids, type index matches the log,
+   * every value decodes), projection.db (SQLite's integrity check, every processor
+   * cursor within the log) and the index dumps (checksums). Throws `CorruptError`
+   * on the first violation. With `{ deep: true }` the check runs in a child process
+   * (see {@link VerifyOptions}) and the result is a promise.
    */
-  verify(): { events: number } {
+  verify(): VerifyResult;
+  verify(options: VerifyOptions): Promise<VerifyResult>;
+  verify(options?: VerifyOptions): VerifyResult | Promise<VerifyResult> {
     this.#core.assertOpen();
+    if (options !== undefined) {
+      if (options === null || typeof options !== 'object' || options.deep !== true) {
+        throw new InvalidArgumentError('verify options must be { deep: true } (or omitted for the in-process check)');
+      }
+      return verifyInChild(this.dir);
+    }
     try {
       return { events: this.#core.native.verify() };
     } catch (e) {

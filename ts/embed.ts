@@ -44,9 +44,15 @@ export interface EmbedderOptions {
   pooling?: Pooling;
   /** L2-normalise every vector (default true), so dot product equals cosine similarity. */
   normalize?: boolean;
-  /** ONNX Runtime threads per run (default: every core). */
+  /**
+   * ONNX Runtime threads per session (default: the cores divided between the sessions).
+   * At most the number of cores (at least 4); `sessions x threads` at most twice that.
+   */
   threads?: number;
-  /** Independent sessions, so that concurrent calls run in parallel (default 1; each uses `threads`). */
+  /**
+   * Independent sessions, so that concurrent calls run in parallel (default 1; each uses
+   * `threads`). At most the number of cores (at least 4, at most 64).
+   */
   sessions?: number;
 }
 
@@ -188,8 +194,9 @@ export class Embedder {
     const batchSize = positiveInt(options.batchSize, 'batchSize', 4096) ?? 32;
     const maxLength = positiveInt(options.maxLength, 'maxLength', 1 << 16);
     if (maxLength !== undefined && maxLength < 2) throw new InvalidArgumentError('maxLength must be at least 2 tokens');
-    const threads = positiveInt(options.threads, 'threads', 1024);
-    const sessions = positiveInt(options.sessions, 'sessions', 64) ?? 1;
+    // Only the type is checked here; the bounds depend on the machine's cores and are checked natively.
+    const threads = positiveInt(options.threads, 'threads', 1 << 16);
+    const sessions = positiveInt(options.sessions, 'sessions', 1 << 16) ?? 1;
     const runtimePath = resolveRuntime(options.runtimePath);
     let n: Binding.NativeEmbedder;
     try {

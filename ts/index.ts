@@ -3,7 +3,7 @@
  * append-only event log, committed together atomically, in-process.
  * @packageDocumentation
  */
-export { Athanor, Snapshot, type OpenOptions, type Durability } from './db.js';
+export { Athanor, Snapshot, type OpenOptions, type Durability, type VerifyOptions, type VerifyResult } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './transaction.js';
 export { EventLog, type StoredEvent, type ReadOptions } from './events.js';
 export type { CommitNotice } from './core.js';

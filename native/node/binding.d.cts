@@ -106,7 +106,10 @@ export declare class NativeDb {
   releaseStaleReaders(): void
   /** Flushes everything committed so far to disk (async, off the JS thread). */
   flush(): Promise<unknown>
-  /** Checks the store's invariants; returns the number of events checked. */
+  /**
+   * Checks the store's structure and invariants, projection.db and the index
+   * dumps; returns the number of events checked.
+   */
   verify(): number
   /** Current LMDB map size in bytes. */
   mapSize(): number
@@ -294,6 +297,8 @@ export interface NativeOpenOptions {
   syncIntervalMs: number
   mapSize: number
   idempotencyWindowMs: number
+  /** `false`: open only an existing database (`ERR_NOT_FOUND` otherwise). Default true. */
+  create?: boolean
 }
 
 /** One provider tried at open: `error` is unset for the one that runs. */

@@ -43,6 +43,15 @@ impl Engine {
     /// Opens `dir`, or returns the engine already open on it in this process.
     /// A second open must ask for the same durability; other options of the first open win.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Engine>> {
+        if !options.create && !dir.is_dir() {
+            return Err(Error::new(
+                Code::NotFound,
+                format!(
+                    "{} is not a directory holding an athanor database; check the path (nothing was created)",
+                    dir.display()
+                ),
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::new(
                 Code::Io,
@@ -116,6 +125,11 @@ impl Engine {
         }
         self.store.vectors.refresh(&self.store)?;
         self.store.vectors.precheck(batch)
+    }
+
+    /// The database directory (canonical path).
+    pub fn dir(&self) -> &Path {
+        &self.key
     }
 
     /// The vector collections of this database.

@@ -8,10 +8,12 @@ pub mod commit;
 pub mod embed;
 pub mod engine;
 pub mod error;
+mod lmdb_check;
 pub mod projection;
 pub mod store;
 pub mod txn;
 pub mod vector;
+pub mod verify;
 
 pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};

@@ -21,6 +21,15 @@ pub(crate) const META_LAST_EVENT_ID: &[u8] = b"last_event_id";
 pub(crate) const META_COMMIT_SEQ: &[u8] = b"commit_seq";
 pub(crate) const META_CREATED_AT: &[u8] = b"created_at_ms";
 
+/// Written next to `data.mdb` once the store exists: with it (or projection.db or
+/// index dumps beside the store), an empty or missing `data.mdb` is damage, not a
+/// new database.
+pub(crate) const CREATED_MARKER: &str = "athanor-store";
+
+/// `crate::projection::FILE_NAME`, named here so that the store does not depend on
+/// the projections (a test in `crate::verify` keeps the two equal).
+pub(crate) const PROJECTION_FILE: &str = "projection.db";
+
 /// How a commit reaches the disk. `Full` is the default and the only mode in
 /// which a resolved commit is guaranteed to survive power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +55,9 @@ pub struct StoreOptions {
     pub idempotency_window_ms: u64,
     /// Maximum concurrent read transactions (LMDB reader slots).
     pub max_readers: u32,
+    /// Create the database when the directory holds none. `false` is for tools that
+    /// inspect a database: a missing one is `ERR_NOT_FOUND`, and nothing is created.
+    pub create: bool,
 }
 
 impl Default for StoreOptions {
@@ -55,6 +67,7 @@ impl Default for StoreOptions {
             initial_map_size: 256 << 20,
             idempotency_window_ms: 7 * 24 * 3600 * 1000,
             max_readers: 510,
+            create: true,
         }
     }
 }
@@ -111,6 +124,8 @@ impl Store {
     /// Opens (creating if needed) the canonical store under `<dir>/canonical`.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Store> {
         let canonical = dir.join("canonical");
+        let data = canonical.join("data.mdb");
+        check_data_file(dir, &data, options.create)?;
         fs::create_dir_all(&canonical).map_err(|e| {
             Error::new(
                 Code::Io,
@@ -145,6 +160,14 @@ impl Store {
         })?;
         // Reader slots of processes that died (kill -9) would pin old pages forever.
         env.clear_stale_readers()?;
+        // Opening reads these databases through the map (meta; every vector document,
+        // to build the indexes), so their pages are checked first; the rest is read on
+        // use and checked by `verify`.
+        check_structure(
+            &env,
+            &data,
+            Some(&["meta", "vector_collections", "vectors"]),
+        )?;
         // If another process grew the map, adopt its size before the first transaction.
         let info_size = env.info().map_size;
         if info_size < map_size {
@@ -173,6 +196,7 @@ impl Store {
                 dbs.meta
                     .put(&mut wtxn, META_CREATED_AT, &now_ms().to_be_bytes())?;
                 wtxn.commit()?;
+                write_marker(&canonical)?;
             }
             Some(v) => {
                 let found = u32::from_be_bytes(
@@ -187,6 +211,10 @@ impl Store {
                 }
                 // Commit, not abort: DBI handles opened in an aborted txn are invalid afterwards.
                 wtxn.commit()?;
+                // Stores created before the marker existed get it on their next open.
+                if !canonical.join(CREATED_MARKER).exists() {
+                    write_marker(&canonical)?;
+                }
             }
         }
         Ok(Store {
@@ -443,7 +471,8 @@ impl Store {
     /// Returns the number of events checked.
     pub fn verify(&self) -> Result<u64> {
         let _g = self.guard();
-        let txn = self.env.read_txn()?;
+        // Every page is checked with file reads before LMDB follows any of them.
+        let txn = check_structure(&self.env, &self.env.path().join("data.mdb"), None)?;
         let last = self.last_event_id(&txn)?;
         let mut expect = 1u64;
         for item in self.dbs.events.iter(&txn)? {
@@ -492,6 +521,111 @@ impl Store {
         }
         Ok(last)
     }
+}
+
+/// Checks what can be checked before LMDB maps `data`: a dangling link, a file
+/// shorter than its last committed page, a missing or empty file where the
+/// directory shows a database existed, and (with `create` off) no database at all.
+fn check_data_file(dir: &Path, data: &Path, create: bool) -> Result<()> {
+    let link = fs::symlink_metadata(data);
+    let exists = match &link {
+        Ok(m) if m.file_type().is_symlink() => match fs::metadata(data) {
+            Ok(_) => true,
+            Err(e) => {
+                return Err(Error::corrupt(format!(
+                    "{} is a link to a file that cannot be opened ({e}); put the store back or restore the database from a backup",
+                    data.display()
+                )))
+            }
+        },
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(Error::new(
+                Code::Io,
+                format!("cannot read {}: {e}; check its permissions", data.display()),
+            ))
+        }
+    };
+    let meta = if exists {
+        crate::lmdb_check::read_meta(data)?
+    } else {
+        None
+    };
+    if meta.is_none() {
+        if let Some(evidence) = existed_before(dir) {
+            return Err(Error::corrupt(format!(
+                "{} is {} although {evidence}: the store was lost or replaced; restore the database from a backup (athanor will not start an empty log under existing projections)",
+                data.display(),
+                if exists { "empty (or too short for its header)" } else { "missing" },
+            )));
+        }
+        if !create {
+            return Err(Error::new(
+                Code::NotFound,
+                format!(
+                    "{} holds no athanor database; check the path (nothing was created)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why `dir` must have held a store, if anything says so.
+fn existed_before(dir: &Path) -> Option<String> {
+    let marker = dir.join("canonical").join(CREATED_MARKER);
+    if marker.exists() {
+        return Some(format!("{} says one was created", marker.display()));
+    }
+    let projection = dir.join(PROJECTION_FILE);
+    if fs::metadata(&projection).is_ok_and(|m| m.len() > 0) {
+        return Some(format!("{} exists", projection.display()));
+    }
+    let index = dir.join("index");
+    if fs::read_dir(&index).is_ok_and(|mut d| d.next().is_some()) {
+        return Some(format!("{} holds index dumps", index.display()));
+    }
+    None
+}
+
+fn write_marker(canonical: &Path) -> Result<()> {
+    let path = canonical.join(CREATED_MARKER);
+    fs::write(&path, format!("athanor store format {STORE_FORMAT}\n")).map_err(|e| {
+        Error::new(
+            Code::Io,
+            format!(
+                "cannot write {}: {e}; check the directory's permissions",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// Checks the page structure of `data` (see [`crate::lmdb_check::walk`]) as of a
+/// read transaction, which it returns still open so the caller reads the snapshot
+/// that was checked. `named`: the named databases to cover (`None`: all).
+fn check_structure(
+    env: &Env<WithoutTls>,
+    data: &Path,
+    named: Option<&[&str]>,
+) -> Result<RoTxn<'static, WithoutTls>> {
+    // A writer in another process may move past the transaction's meta page between
+    // the two reads; a fresh transaction then matches again.
+    for _ in 0..16 {
+        let txn = env.clone().static_read_txn()?;
+        if crate::lmdb_check::walk(data, Some(txn.id() as u64), named)?.is_some() {
+            return Ok(txn);
+        }
+    }
+    Err(Error::new(
+        Code::Io,
+        format!(
+            "{} kept changing while it was checked; try again when writes are quieter",
+            data.display()
+        ),
+    ))
 }
 
 pub(crate) fn read_meta_u64(dbs: &Dbs, txn: &RoTxn, key: &[u8]) -> Result<u64> {

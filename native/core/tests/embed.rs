@@ -198,3 +198,22 @@ fn unavailable_provider_fails_or_falls_back_as_asked() {
         }
     }
 }
+
+#[test]
+fn sessions_and_threads_are_bounded_by_the_machine() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_kind = cores.max(4);
+    let refused = |sessions: usize, threads: Option<usize>| {
+        let mut o = EmbedderOptions::new(runtime_lib());
+        o.sessions = sessions;
+        o.threads = threads;
+        let e = Embedder::open(&model_dir(), &o).err().expect("refused");
+        assert_eq!(e.code, Code::InvalidArgument, "{e}");
+        e.message
+    };
+    // The case: tens of thousands of threads asked for.
+    refused(64, Some(1024));
+    assert!(refused(1, Some(per_kind + 1)).contains(&format!("between 1 and {per_kind}")));
+    assert!(refused(per_kind.min(64) + 1, None).contains("sessions must be between 1 and"));
+    assert!(refused(3, Some(per_kind)).contains(&format!("at most {}", 2 * per_kind)));
+}

@@ -1940,3 +1940,126 @@ fn open_racing_the_last_close_succeeds() {
         Err(err) => panic!("open during the last close failed: {err}"),
     }
 }
+
+// ---------------------------------------------------------------------------
+// damaged files and opening without creating
+
+/// A closed database with `n` events of a few hundred bytes each.
+fn filled(n: usize) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut b = TxBuilder::new();
+        for i in chunk {
+            b = b.event_json(
+                "filled",
+                &format!(r#"{{"i":{i},"t":"{}"}}"#, "x".repeat(200)),
+            );
+        }
+        applied(&e, b);
+    }
+    drop(e);
+    dir
+}
+
+fn data_mdb(dir: &Path) -> std::path::PathBuf {
+    dir.join("canonical").join("data.mdb")
+}
+
+#[test]
+fn open_without_create_refuses_a_missing_database_and_creates_nothing() {
+    let parent = TempDir::new().unwrap();
+    let missing = parent.path().join("typo");
+    let no_create = StoreOptions {
+        create: false,
+        ..StoreOptions::default()
+    };
+    let err = open_err(&missing, no_create.clone());
+    assert_eq!(err.code, Code::NotFound, "{err}");
+    assert!(err.message.contains("typo"), "{err}");
+    assert!(!missing.exists());
+    let err = open_err(parent.path(), no_create.clone());
+    assert_eq!(err.code, Code::NotFound, "{err}");
+    assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+
+    let dir = filled(3);
+    let e = open_with(dir.path(), no_create);
+    assert_eq!(athanor_core::verify::verify(&e).unwrap(), 3);
+}
+
+#[test]
+fn a_truncated_store_is_corrupt_at_open() {
+    let dir = filled(3000);
+    let data = data_mdb(dir.path());
+    let len = std::fs::metadata(&data).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err = open_err(dir.path(), StoreOptions::default());
+    assert_eq!(err.code, Code::Corrupt, "{err}");
+    assert!(err.message.contains("truncated"), "{err}");
+}
+
+#[test]
+fn an_empty_or_missing_store_where_one_existed_is_corrupt_not_new() {
+    let dir = filled(5);
+    let data = data_mdb(dir.path());
+    std::fs::write(&data, b"").unwrap();
+    let err = open_err(dir.path(), StoreOptions::default());
+    assert_eq!(err.code, Code::Corrupt, "{err}");
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().len(),
+        0,
+        "nothing written"
+    );
+    std::fs::remove_file(&data).unwrap();
+    assert_eq!(
+        open_err(dir.path(), StoreOptions::default()).code,
+        Code::Corrupt
+    );
+    std::os::unix::fs::symlink(dir.path().join("gone"), &data).unwrap();
+    let err = open_err(dir.path(), StoreOptions::default());
+    assert_eq!(err.code, Code::Corrupt, "{err}");
+}
+
+#[test]
+fn verify_finds_pages_overwritten_with_junk_without_crashing() {
+    let dir = filled(3000);
+    let data = data_mdb(dir.path());
+    let bytes = std::fs::read(&data).unwrap();
+    let pages = bytes.len() / 4096;
+    // Deterministic junk (xorshift) over eight pages in the middle of the file.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut junk = vec![0u8; 8 * 4096];
+    for b in junk.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    f.write_all_at(&junk, (pages / 2 * 4096) as u64).unwrap();
+    drop(f);
+    let e = open(dir.path());
+    let err = athanor_core::verify::verify(&e).expect_err("verify must find the damage");
+    assert_eq!(err.code, Code::Corrupt, "{err}");
+}
+
+#[test]
+fn verify_passes_an_intact_store_with_many_pages_and_big_values() {
+    let dir = filled(3000);
+    let e = open(dir.path());
+    // Values larger than a page live on overflow pages; the walk must accept them.
+    applied(
+        &e,
+        TxBuilder::new()
+            .put("big", &Value::String("y".repeat(50_000)))
+            .event_json("big", &format!(r#"{{"t":"{}"}}"#, "z".repeat(20_000))),
+    );
+    applied(&e, TxBuilder::new().delete("big"));
+    assert_eq!(athanor_core::verify::verify(&e).unwrap(), 3001);
+}

@@ -125,6 +125,8 @@ pub struct NativeOpenOptions {
     pub sync_interval_ms: u32,
     pub map_size: f64,
     pub idempotency_window_ms: f64,
+    /// `false`: open only an existing database (`ERR_NOT_FOUND` otherwise). Default true.
+    pub create: Option<bool>,
 }
 
 /// One open handle on a database directory (internal: wrapped by `ts/`).
@@ -148,6 +150,7 @@ impl NativeDb {
             durability: durability(&options.durability, options.sync_interval_ms)?,
             initial_map_size: options.map_size as usize,
             idempotency_window_ms: options.idempotency_window_ms as u64,
+            create: options.create.unwrap_or(true),
             ..StoreOptions::default()
         };
         let engine = Engine::open(&PathBuf::from(dir), store_options).map_err(err)?;
@@ -385,10 +388,11 @@ impl NativeDb {
         Ok(AsyncTask::new(FlushTask(self.engine()?)))
     }
 
-    /// Checks the store's invariants; returns the number of events checked.
+    /// Checks the store's structure and invariants, projection.db and the index
+    /// dumps; returns the number of events checked.
     #[napi]
     pub fn verify(&self) -> Result<f64> {
-        Ok(self.engine()?.store().verify().map_err(err)? as f64)
+        Ok(athanor_core::verify::verify(&*self.engine()?).map_err(err)? as f64)
     }
 
     /// Current LMDB map size in bytes.

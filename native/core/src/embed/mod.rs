@@ -81,7 +81,7 @@ pub struct EmbedderOptions {
     pub pooling: Option<Pooling>,
     /// L2-normalise each vector.
     pub normalize: bool,
-    /// ONNX Runtime intra-op threads; `None` uses every core.
+    /// ONNX Runtime intra-op threads per session; `None` splits the cores between the sessions.
     pub threads: Option<usize>,
     /// Independent sessions, for concurrent calls (each uses `threads`).
     pub sessions: usize,
@@ -140,6 +140,40 @@ fn model_err(msg: impl Into<String>) -> Error {
     Error::new(Code::Model, msg)
 }
 
+/// Checks `sessions` and `threads` against this machine and returns the intra-op
+/// threads per session. Every session runs its own ONNX Runtime thread pool, so
+/// the total is bounded too: past a few threads per core they only contend. The
+/// default splits the cores between the sessions.
+fn check_parallelism(o: &EmbedderOptions) -> Result<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // A small floor so that modest settings work the same on a 1- or 2-core machine.
+    let per_kind = cores.max(4);
+    let max_sessions = per_kind.min(64);
+    let max_total = 2 * per_kind;
+    if o.sessions == 0 || o.sessions > max_sessions {
+        return Err(Error::invalid(format!(
+            "sessions must be between 1 and {max_sessions} on this machine ({cores} cores), got {}",
+            o.sessions
+        )));
+    }
+    let threads = match o.threads {
+        Some(t) if t == 0 || t > per_kind => {
+            return Err(Error::invalid(format!(
+                "threads must be between 1 and {per_kind} on this machine ({cores} cores), got {t}"
+            )))
+        }
+        Some(t) => t,
+        None => (cores / o.sessions).max(1),
+    };
+    if o.sessions * threads > max_total {
+        return Err(Error::invalid(format!(
+            "sessions x threads = {} would start that many ONNX Runtime threads; keep it at most {max_total} on this machine ({cores} cores), e.g. fewer threads per session",
+            o.sessions * threads
+        )));
+    }
+    Ok(threads)
+}
+
 fn ort_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(Code::Model, format!("{what}: {e}"))
 }
@@ -151,9 +185,7 @@ impl Embedder {
         if o.batch_size == 0 || o.batch_size > 4096 {
             return Err(Error::invalid("batchSize must be between 1 and 4096"));
         }
-        if o.sessions == 0 || o.sessions > 64 {
-            return Err(Error::invalid("sessions must be between 1 and 64"));
-        }
+        let threads = check_parallelism(o)?;
         if o.providers.is_empty() {
             return Err(Error::invalid(
                 "providers must name at least one of 'cpu', 'cuda', 'coreml'",
@@ -185,9 +217,6 @@ impl Embedder {
         if o.fallback && !order.contains(&Provider::Cpu) {
             order.push(Provider::Cpu);
         }
-        let threads = o
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let mut attempts: ProviderAttempts = Vec::new();
         let mut first: Option<(Provider, Session)> = None;
         for p in order {

@@ -306,3 +306,67 @@ fn query_on(conn: &SqlConn, sql: &str, params: &Params) -> Result<Rows> {
 
 #[cfg(test)]
 mod tests;
+
+/// Checks projection.db at `path` for [`crate::Engine::verify`]: SQLite's own
+/// integrity check, and no processor cursor past `last_event_id` (a cursor ahead of
+/// the log means the log was lost or replaced). A missing file is fine (no
+/// projection ran yet); one SQLite cannot read is `ERR_CORRUPT`.
+pub fn verify_file(path: &Path, last_event_id: u64) -> Result<()> {
+    use rusqlite::{Connection, OpenFlags};
+    if !path.exists() {
+        return Ok(());
+    }
+    let damaged = |what: String| {
+        Error::corrupt(format!(
+            "{} is damaged: {what}; rebuild the projections (delete the file and run them again) or restore it from a backup",
+            path.display()
+        ))
+    };
+    // Ok(Err(problems)) for what integrity_check reports, Ok(Ok(cursors ahead)) otherwise.
+    type Found = std::result::Result<Vec<(String, i64)>, String>;
+    let check = || -> std::result::Result<Found, rusqlite::Error> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let problems: Vec<String> = conn
+            .prepare("PRAGMA integrity_check(20)")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        if problems != ["ok"] {
+            return Ok(Err(problems.join("; ")));
+        }
+        let has_cursors: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_athanor_cursors'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_cursors {
+            return Ok(Ok(Vec::new()));
+        }
+        let ahead = conn
+            .prepare("SELECT name, last_event_id FROM _athanor_cursors WHERE last_event_id > ?1 ORDER BY name")?
+            .query_map([last_event_id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Ok(ahead))
+    };
+    match check() {
+        Ok(Ok(ahead)) => match ahead.first() {
+            None => Ok(()),
+            Some((name, at)) => Err(Error::corrupt(format!(
+                "processor {name:?} in {} is at event {at} but the log ends at {last_event_id}: the event log was lost or replaced; restore the database from a backup",
+                path.display()
+            ))),
+        },
+        Ok(Err(problems)) => Err(damaged(problems)),
+        Err(rusqlite::Error::SqliteFailure(f, msg))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            ) =>
+        {
+            Err(damaged(msg.unwrap_or_else(|| f.to_string())))
+        }
+        Err(e) => Err(Error::from(e)),
+    }
+}

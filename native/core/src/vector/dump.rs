@@ -227,3 +227,55 @@ pub(crate) fn load(index_dir: &Path, def: &CollectionDef, seq: u64) -> Option<Lo
 pub(crate) fn remove(index_dir: &Path, name: &str) {
     let _ = fs::remove_dir_all(folder(index_dir, name));
 }
+
+/// Checks every dump under `index_dir` for [`crate::Engine::verify`]: a manifest
+/// that parses, a format this build reads, and graph files of the recorded lengths
+/// and checksums. Dumps being written (`.tmp-`) or replaced (`.old-`) are skipped.
+/// Returns the number of dumps checked.
+pub(crate) fn verify_all(index_dir: &Path) -> Result<u32> {
+    let Ok(entries) = fs::read_dir(index_dir) else {
+        return Ok(0);
+    };
+    let mut checked = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let dir = e.path();
+        let damaged = |what: &str| {
+            Error::corrupt(format!(
+                "index dump {} is damaged: {what}; delete that folder (the index is rebuilt from the stored documents at the next open)",
+                dir.display()
+            ))
+        };
+        if !dir.is_dir() {
+            return Err(damaged("it is not a folder"));
+        }
+        let text = fs::read(dir.join(MANIFEST))
+            .map_err(|e| damaged(&format!("its manifest cannot be read ({e})")))?;
+        let m: Json = serde_json::from_slice(&text)
+            .map_err(|e| damaged(&format!("its manifest is not JSON ({e})")))?;
+        match m["format"].as_u64() {
+            Some(DUMP_FORMAT) => {}
+            Some(f) if f > DUMP_FORMAT => continue, // a newer build's dump: not ours to judge
+            _ => return Err(damaged("its manifest has no known format")),
+        }
+        for (key, file) in [("graph", "hnsw.graph"), ("data", "hnsw.data")] {
+            let (len, hash) = hash_file(&dir.join(format!("{BASENAME}.{file}")))
+                .map_err(|e| damaged(&format!("{BASENAME}.{file}: {}", e.message)))?;
+            if m[key][0].as_u64() != Some(len)
+                || m[key][1].as_str() != Some(&format!("{hash:016x}"))
+            {
+                return Err(damaged(&format!(
+                    "{BASENAME}.{file} does not match the length and checksum its manifest records"
+                )));
+            }
+        }
+        if !m["slots"].is_array() || m["seq"].as_u64().is_none() {
+            return Err(damaged("its manifest lacks the slots or commit seq"));
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}

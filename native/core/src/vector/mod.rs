@@ -11,7 +11,7 @@
 pub mod collection;
 pub mod distance;
 pub mod docs;
-mod dump;
+pub(crate) mod dump;
 pub mod filter;
 mod frozen;
 pub mod index;
