@@ -13,6 +13,7 @@ import type { Migrations } from './migrations.js';
 import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 import { VectorStore } from './vector.js';
 import { Scheduler } from './scheduler.js';
+import { INTERNAL } from './reserved.js';
 import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './backup.js';
 import type { VectorProjectionSpec } from './vector-projection.js';
 import { Idempotency } from './idempotency.js';
@@ -234,7 +235,7 @@ export class Athanor {
     this.#core = new Core(dir, o);
     this.events = new EventLog(this.#core);
     this.#proj = new Projections(this.#core, dir);
-    this.vectors = new VectorStore(this.#core, () => this.transaction());
+    this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
     this.idempotency = new Idempotency(this.#core);
   }
 
@@ -345,7 +346,7 @@ export class Athanor {
    */
   vectorProjection<M = Json>(spec: VectorProjectionSpec<M>): Processor {
     this.#core.assertOpen();
-    return this.#proj.vectorProjection(spec, this.vectors, () => this.transaction());
+    return this.#proj.vectorProjection(spec, this.vectors, () => this.transaction()[INTERNAL]());
   }
 
   /**
@@ -354,7 +355,7 @@ export class Athanor {
    */
   get scheduler(): Scheduler {
     this.#core.assertOpen();
-    this.#scheduler ??= new Scheduler({ transaction: () => this.transaction(), getOpt: (k) => this.getOpt(k), assertOpen: () => this.#core.assertOpen() });
+    this.#scheduler ??= new Scheduler({ transaction: () => this.transaction()[INTERNAL](), getOpt: (k) => this.getOpt(k), assertOpen: () => this.#core.assertOpen() });
     return this.#scheduler;
   }
 

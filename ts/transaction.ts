@@ -3,6 +3,7 @@
  * buffers its writes; the batch crosses into Rust in one call and the single
  * writer validates what was read (optimistic concurrency) before applying it.
  */
+import { INTERNAL, checkWritableKey } from './reserved.js';
 import { stringifyStrict, Value, writeValue } from './codec.js';
 import type { ByteWriter } from './bytes.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from './errors.js';
@@ -175,10 +176,12 @@ export class TxImpl implements Tx {
   #vectorOps: VectorOps | undefined;
   readonly #vectorWriters = new Map<string, TxVectorsImpl<unknown>>();
   #open = true;
+  readonly #internal: boolean;
 
-  constructor(core: Core) {
+  constructor(core: Core, internal = false) {
     core.assertOpen();
     this.#core = core;
+    this.#internal = internal;
   }
 
   /**
@@ -218,6 +221,7 @@ export class TxImpl implements Tx {
   set(key: string, value: Value): void {
     this.#live();
     checkKey(key);
+    if (!this.#internal) checkWritableKey(key);
     if (!Value.isValue(value)) throw new InvalidArgumentError(`set(${JSON.stringify(key)}) needs a Value: wrap it with i64(), str(), json(), ...`);
     this.#writes.set(key, value);
   }
@@ -225,11 +229,14 @@ export class TxImpl implements Tx {
   delete(key: string): void {
     this.#live();
     checkKey(key);
+    if (!this.#internal) checkWritableKey(key);
     this.#writes.set(key, DELETED);
   }
 
   update(key: string, fn: (current: Value | undefined) => Value | undefined): void {
     if (typeof fn !== 'function') throw new InvalidArgumentError('update() needs a function (current) => next');
+    checkKey(key);
+    if (!this.#internal) checkWritableKey(key);
     const next = fn(this.getOpt(key));
     if (next === undefined) this.delete(key);
     else this.set(key, next);
@@ -325,6 +332,14 @@ export class TransactionBuilder {
     this.#core = core;
   }
 
+  #internal = false;
+
+  /** Lets this builder's transactions write athanor's reserved keys. @internal */
+  [INTERNAL](): this {
+    this.#internal = true;
+    return this;
+  }
+
   /** Requires `predicate(value)` to hold on the snapshot, else `PreflightError`. */
   require(key: string, predicate: (value: Value | undefined) => boolean, message?: string): this {
     checkKey(key);
@@ -394,7 +409,7 @@ export class TransactionBuilder {
   #attempt<T>(fn: (tx: Tx) => T, idempotencyKey: string | undefined): Attempt<T> {
     const core = this.#core;
     if (core.inCallback) throw new InvalidArgumentError('transactions cannot be nested: finish this callback first, or do both in one transaction');
-    const tx = new TxImpl(core);
+    const tx = new TxImpl(core, this.#internal);
     if (idempotencyKey !== undefined) {
       void tx.snapshotSeq; // pins the snapshot the lookup and the callback share
       const known = core.idempotencyRecord(idempotencyKey, true);

@@ -3,6 +3,7 @@
  * LMDB commit as state and events, searched through an in-memory HNSW index
  * derived from them.
  */
+import { RESERVED_PREFIX } from './reserved.js';
 import { ByteWriter } from './bytes.js';
 import { parseJson, str, stringifyStrict, type Json } from './codec.js';
 import type { Core } from './core.js';
@@ -84,7 +85,7 @@ export interface TextUpsertOptions {
 }
 
 /** Reserved state keys (NUL-prefixed, so no user key collides) for what collections remember. @internal */
-export const RESERVED_PREFIX = '\u0000athanor/';
+export { RESERVED_PREFIX } from './reserved.js';
 const embedderKey = (collection: string) => `${RESERVED_PREFIX}collection-model/${collection}`;
 
 /** A scalar a filter compares metadata with. */

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::RwLock;
 use heed::{PutFlags, RwTxn};
 
 use crate::codec;
-use crate::engine::Shared;
 use crate::error::{Code, Error, Result};
 use crate::store::{
     self, now_ms, Durability, IdemRecord, Store, META_COMMIT_SEQ, META_LAST_EVENT_ID,
@@ -115,6 +115,11 @@ impl From<Error> for GroupError {
             GroupError::Other(e)
         }
     }
+}
+
+/// What the writer shares with the engine that owns it: the sinks commits are reported to.
+pub(crate) struct Shared {
+    pub(crate) sinks: RwLock<Vec<(u64, Arc<dyn CommitSink>)>>,
 }
 
 pub(crate) fn run_writer(store: Arc<Store>, shared: Arc<Shared>, rx: Receiver<Msg>) {

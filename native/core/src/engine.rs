@@ -12,7 +12,7 @@ use crossbeam_channel::Sender;
 use heed::{RoTxn, WithoutTls};
 use parking_lot::{Mutex, RwLock};
 
-use crate::commit::{self, CommitInfo, CommitSink, Msg, Reply, Request};
+use crate::commit::{self, CommitInfo, CommitSink, Msg, Reply, Request, Shared};
 use crate::error::{Code, Error, Result};
 use crate::store::{Store, StoreOptions};
 use crate::txn::TxBatch;
@@ -23,9 +23,6 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 static OPEN_ENGINES: LazyLock<Mutex<HashMap<PathBuf, Weak<Engine>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-pub(crate) struct Shared {
-    pub(crate) sinks: RwLock<Vec<(u64, Arc<dyn CommitSink>)>>,
-}
 
 /// An open database directory. Cheap to share (`Arc`); the last drop stops the
 /// writer after it has committed everything already queued.
