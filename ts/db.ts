@@ -11,7 +11,7 @@ import type { Processor, ProcessorBuilder, ProcessorOptions } from './processor.
 import type { Migrations } from './migrations.js';
 import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 import { VectorStore } from './vector.js';
-import type { VectorProjectionSpec } from './vector-projection.js';
+import type { VectorProjection, VectorProjectionSpec } from './vector-projection.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -256,7 +256,7 @@ export class Athanor {
    * void p.run();
    * ```
    */
-  vectorProjection<M = Json>(spec: VectorProjectionSpec<M>): Processor {
+  vectorProjection<M = Json>(spec: VectorProjectionSpec<M>): VectorProjection<M> {
     this.#core.assertOpen();
     return this.#proj.vectorProjection(spec, this.vectors, () => this.transaction());
   }

@@ -26,6 +26,13 @@ export declare class NativeCollection {
   count(): number
   /** Index counters. */
   stats(): NativeIndexStats
+  /** How a search with these options would run now (`k` 0 is taken as 1). */
+  explain(k: number, ef: number, exact: boolean, filter?: string | undefined | null): NativeSearchPlan
+  /**
+   * Resolves `true` once the indexer is idle for this collection: everything
+   * indexed and any background dump that was due written (`false` on timeout).
+   */
+  waitIdle(timeoutMs: number): Promise<boolean>
   /** Starts a background rebuild of the graph. */
   rebuild(): void
   /** Resolves `true` once every committed document is in the graph (`false` on timeout). */
@@ -242,6 +249,7 @@ export interface NativeIndexStats {
   rebuilds: number
   loadedFromDump: boolean
   dumps: number
+  dumpedBytes: number
 }
 
 /** Options passed from `Athanor.open`. */
@@ -256,4 +264,16 @@ export interface NativeOpenOptions {
 export interface NativeProviderAttempt {
   provider: string
   error?: string
+}
+
+/** How a search would run (see `CollectionIndex::plan`). */
+export interface NativeSearchPlan {
+  /** `exact` or `graph`. */
+  plan: string
+  /** `requested`, `small`, `not-indexed` or `cost`. */
+  reason: string
+  selectivity: number
+  exactCost: number
+  graphCost: number
+  graphVisits: number
 }
