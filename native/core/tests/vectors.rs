@@ -649,7 +649,12 @@ fn filtered_searches_scan_exactly_when_cheaper_and_walk_the_graph_otherwise() {
     let mut docs = HashMap::new();
     for i in 0..n {
         let v: Vec<f32> = (0..dim).map(|_| r()).collect();
-        b = b.vector_upsert("d", &format!("v{i}"), &v, &format!(r#"{{"b":{}}}"#, i % 100));
+        b = b.vector_upsert(
+            "d",
+            &format!("v{i}"),
+            &v,
+            &format!(r#"{{"b":{}}}"#, i % 100),
+        );
         docs.insert(format!("v{i}"), v);
     }
     e.commit_blocking(b.build().unwrap()).unwrap();
@@ -660,9 +665,17 @@ fn filtered_searches_scan_exactly_when_cheaper_and_walk_the_graph_otherwise() {
         ..SearchOptions::default()
     };
     let narrow = c.plan(&with(r#"{"b":{"lt":6}}"#));
-    assert_eq!((narrow.kind, narrow.reason), (PlanKind::Exact, PlanReason::Cost), "{narrow:?}");
+    assert_eq!(
+        (narrow.kind, narrow.reason),
+        (PlanKind::Exact, PlanReason::Cost),
+        "{narrow:?}"
+    );
     let broad = c.plan(&with(r#"{"b":{"lt":90}}"#));
-    assert_eq!((broad.kind, broad.reason), (PlanKind::Graph, PlanReason::Cost), "{broad:?}");
+    assert_eq!(
+        (broad.kind, broad.reason),
+        (PlanKind::Graph, PlanReason::Cost),
+        "{broad:?}"
+    );
     assert_eq!(c.plan(&opts(10)).kind, PlanKind::Graph);
     // Searches measure their walks; the choice holds once they have.
     let mut q = rng(32);

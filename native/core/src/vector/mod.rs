@@ -695,7 +695,6 @@ impl IdleWaiter {
             }
         }
     }
-
 }
 
 impl Drop for Registry {
