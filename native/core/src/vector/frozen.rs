@@ -14,7 +14,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::distance::MetricDistance;
-use super::index::{Graph, LAYERS};
+use super::graph::{Graph, LAYERS};
 
 #[derive(Clone, Copy, PartialEq)]
 struct Item(f32, u32);
@@ -256,7 +256,7 @@ impl Frozen {
 mod tests {
     use super::*;
     use crate::vector::collection::{CollectionDef, CollectionParams, Metric};
-    use crate::vector::index::new_graph;
+    use crate::vector::graph::new_graph;
 
     /// With ef at least the number of points the walk reaches every node, so it
     /// must return the exact nearest neighbours, in order.

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hnsw_rs::hnsw::Hnsw;
 use parking_lot::{Condvar, Mutex, RwLock};
 use rayon::prelude::*;
 use serde_json::Value as Json;
@@ -22,6 +21,7 @@ use super::collection::{CollectionDef, Metric};
 use super::distance::{normalize, MetricDistance};
 use super::filter::Filter;
 use super::frozen::Frozen;
+pub(crate) use super::graph::{for_each_point, new_graph, Graph, LoadedGraph};
 use crate::error::{Code, Error, Result};
 
 /// Collections with at most this many live documents are always searched exactly.
@@ -55,37 +55,6 @@ const PRIOR_VISITS_PER_EF_LINK: f64 = 0.6;
 /// background dumps stay under twice the final graph's, however the load is
 /// chunked, and a crash costs re-indexing at most what changed since the last dump.
 const DUMP_MIN_CHANGES: u64 = 256;
-
-/// A graph built in this process.
-pub(crate) type BuiltGraph = Hnsw<'static, f32, MetricDistance>;
-/// hnsw_rs's graph type for any lifetime of borrowed point data.
-pub(crate) type HnswOf<'a> = Hnsw<'a, f32, MetricDistance>;
-
-self_cell::self_cell!(
-    /// A graph loaded from a dump: hnsw_rs ties the loaded graph's lifetime to its
-    /// loader, so both are owned here together.
-    pub(crate) struct LoadedGraph {
-        owner: Box<hnsw_rs::hnswio::HnswIo>,
-        #[not_covariant]
-        dependent: HnswOf,
-    }
-);
-
-/// The current graph: built here, or loaded from a dump.
-pub(crate) enum Graph {
-    Built(BuiltGraph),
-    Loaded(LoadedGraph),
-}
-
-impl Graph {
-    /// Runs `f` on the hnsw_rs graph.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&HnswOf<'_>) -> R) -> R {
-        match self {
-            Graph::Built(g) => f(g),
-            Graph::Loaded(l) => l.with_dependent(|_, g| f(g)),
-        }
-    }
-}
 
 /// A committed change to one document, as the writer hands it over.
 pub struct Change {
@@ -1052,33 +1021,4 @@ fn estimate(live: &Live, f: &Filter) -> f64 {
     } else {
         hit as f64 / seen as f64
     }
-}
-
-/// Number of layers a graph has (hnsw_rs's maximum).
-pub(crate) const LAYERS: usize = 16;
-
-/// Visits every point of the graph: `(slot, vector)`. Layer by layer, because
-/// hnsw_rs's all-points iterator panics on an empty graph and takes its layer
-/// lock twice (which can deadlock against a waiting insert).
-pub(crate) fn for_each_point(graph: &Graph, mut f: impl FnMut(u32, &[f32])) {
-    graph.with(|g| {
-        let pi = g.get_point_indexation();
-        for layer in 0..LAYERS {
-            for p in pi.get_layer_iterator(layer) {
-                f(p.get_origin_id() as u32, p.get_v());
-            }
-        }
-    })
-}
-
-pub(crate) fn new_graph(def: &CollectionDef, capacity: usize) -> BuiltGraph {
-    // `m` is validated (<= 128) before a definition is stored, so hnsw_rs's
-    // `process::exit` on more than 256 links can never trigger.
-    Hnsw::new(
-        def.params.m as usize,
-        capacity.max(1024),
-        LAYERS,
-        def.params.ef_construction as usize,
-        MetricDistance(def.params.metric),
-    )
 }

@@ -4,7 +4,9 @@
 //!
 //! - [`collection`]: definitions, parameter validation, on-disk records;
 //! - [`docs`]: document keys and records;
-//! - [`index`]: graph, tombstones, pending list, search, rebuild;
+//! - [`index`]: live documents, tombstones, pending list, search plans, rebuild;
+//! - `graph`: the hnsw_rs graph (built or loaded) and its shared helpers;
+//! - `frozen`: a flat read-only snapshot of the graph for fast walks;
 //! - [`distance`]: SIMD kernels and the metric distances;
 //! - [`filter`]: metadata filters.
 
@@ -14,6 +16,7 @@ pub mod docs;
 mod dump;
 pub mod filter;
 mod frozen;
+mod graph;
 pub mod index;
 
 use std::collections::HashMap;
