@@ -59,6 +59,7 @@ describe('text collections', () => {
     await expectRejects(col.upsertTexts([{ id: '', text: 'x' }]), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     await expectRejects(col.upsertText('a', null as unknown as string), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     await expectRejects(col.searchText('q', { k: 0 }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    await expectRejects(col.searchText(''), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     expect(col.count()).toBe(0);
   });
 
@@ -221,6 +222,72 @@ describe('vector projections', () => {
     expect(a.cursor()).toBe(30n);
     expect(db.vectors.open('c').count()).toBe(30);
     expect(db.vectors.open('c').get('doc-t7')).toBeDefined();
+  });
+
+  it('sends events whose id or metadata cannot be stored through the error strategy, with the rest of the batch applied', async () => {
+    const db = await sb.open();
+    await logTickets(db, [
+      { type: 'TicketOpened', payload: { ticketId: 'a', body: 'first', team: 'x' } },
+      { type: 'TicketOpened', payload: { ticketId: 'b'.repeat(501), body: 'id too long', team: 'x' } },
+      { type: 'TicketOpened', payload: { ticketId: 'c', body: 'bigint metadata', team: 'big' } },
+      { type: 'TicketOpened', payload: { ticketId: 'd', body: 'fourth', team: 'x' } },
+    ]);
+    const spec = (extra: object) => ({
+      name: 'strict',
+      collection: 'c',
+      embedder,
+      on: {
+        TicketOpened: {
+          id: '$.ticketId' as const,
+          text: '$.body' as const,
+          metadata: (e: StoredEvent) => ({ team: (e.payload as Ticket).team, n: (e.payload as Ticket).team === 'big' ? 1n : 1 }),
+        },
+      },
+      ...extra,
+    });
+    const strict = db.vectorProjection(spec({}));
+    const err = await expectRejects(strict.catchUp(), HandlerError, 'ERR_HANDLER');
+    expect((err as HandlerError).eventId).toBe(2n);
+    expect(strict.cursor()).toBe(1n);
+    expect(db.vectors.open('c').count()).toBe(1);
+    await strict.close();
+
+    const dl = db.vectorProjection(spec({ name: 'dl', collection: 'c2', onError: 'deadLetter' }));
+    expect((await dl.catchUp()).processed).toBe(4);
+    expect(dl.cursor()).toBe(4n);
+    const letters = dl.deadLetters.list();
+    expect(letters.map((l) => [l.event.id, l.errorCode])).toEqual([
+      [2n, 'ERR_HANDLER'],
+      [3n, 'ERR_HANDLER'],
+    ]);
+    const col = db.vectors.open('c2');
+    expect(col.count()).toBe(2);
+    expect(col.get('a')).toBeDefined();
+    expect(col.get('d')).toBeDefined();
+  });
+
+  it('hands out its collection, whose hits name their source event and, on request, its text', async () => {
+    const db = await sb.open();
+    await logTickets(db, DOCS.map((d) => ({ type: 'TicketOpened', payload: { ticketId: d.id, body: d.text, team: d.metadata.team } })));
+    // A later event replaces "pw": its hit must name that event.
+    await logTickets(db, [{ type: 'TicketOpened', payload: { ticketId: 'pw', body: 'I forgot my password, how do I reset it?', team: 'accounts' } }]);
+    const p = projection(db);
+    await p.catchUp();
+    const col = p.collection;
+    expect(col.name).toBe('tickets');
+    expect(col.count()).toBe(5);
+    const [hit] = await col.searchText('reset my password', { k: 1, withText: true });
+    expect(hit).toMatchObject({ id: 'pw', eventId: 6n, text: 'I forgot my password, how do I reset it?', metadata: { team: 'accounts' } });
+    const [plain] = await col.searchText('reset my password', 1);
+    expect(plain!.eventId).toBe(6n);
+    expect(plain!.text).toBeUndefined();
+    expect(col.get('bill')).toMatchObject({ metadata: { team: 'billing' }, eventId: 2n });
+    // Filters see the user's metadata only.
+    const billing = await col.searchText('refund', { k: 5, filter: { team: 'billing' }, withText: true });
+    expect(billing.map((h) => h.id).sort()).toEqual(['bill', 'refund']);
+    expect(billing.every((h) => h.text === DOCS.find((d) => d.id === h.id)!.text)).toBe(true);
+    // Without a projection behind it, a collection has no texts to give.
+    await expectRejects(db.vectors.open('tickets', { embedder }).searchText('x', { withText: true }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
   });
 
   it('refuses bad specs before creating anything', async () => {

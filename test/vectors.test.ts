@@ -111,6 +111,27 @@ describe('collections', () => {
     expectThrows(() => db.vectors.create('x', { dimension: 4 }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     expect(db.vectors.list().map((c) => c.name)).toEqual(['x']);
   });
+
+  it('refuse names with lone surrogates everywhere, before anything is written', async () => {
+    const db = await sb.open();
+    // Both lone surrogates would become U+FFFD in UTF-8: they must not alias this collection.
+    const replacement = db.vectors.create('a\uFFFD', { dimension: 2 });
+    await replacement.upsert('d', [1, 0]);
+    for (const name of ['a\uD800', 'a\uDC00', '\uDBFF']) {
+      expectThrows(() => db.vectors.drop(name), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+      expectThrows(() => db.vectors.create(name, { dimension: 2 }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+      expectThrows(() => db.vectors.open(name), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+      expectThrows(() => db.vectors.has(name), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+      await expectRejects(
+        db.transaction().execute((tx) => tx.vectors(name).upsert('e', [0, 1])),
+        InvalidArgumentError,
+        'ERR_INVALID_ARGUMENT',
+      );
+    }
+    expect(db.vectors.list().map((c) => c.name)).toEqual(['a\uFFFD']);
+    expect(replacement.count()).toBe(1);
+    expect(replacement.get('e')).toBeUndefined();
+  });
 });
 
 describe('documents', () => {
@@ -276,6 +297,29 @@ describe('search', () => {
       // Exact mode must agree with brute force exactly.
       expect(c.search(q, { k: 10, exact: true, ...opts }).map((h) => h.id)).toEqual(want.map((w) => w.id));
     }
+  });
+
+  it('returns metadata numbers exactly as stored, as get() does', async () => {
+    const db = await sb.open();
+    const c = db.vectors.create<{ xs: number[]; p: number }>('nums', { dimension: 2 });
+    const r = mulberry32(42);
+    // Doubles with 17 significant digits: the ones an inexact JSON number parser gets wrong in the last digit.
+    const xs = Array.from({ length: 2000 }, () => (r() - 0.5) * 10 ** Math.floor(r() * 40 - 20));
+    const meta = { xs, p: 0.1 + 0.2 };
+    await c.upsert('a', [1, 0], meta);
+    expect(c.get('a')!.metadata).toEqual(meta);
+    const [hit] = c.search([1, 0], { k: 1 });
+    expect(hit!.metadata!.p).toBe(0.1 + 0.2);
+    const wrong = hit!.metadata!.xs.filter((x, i) => x !== xs[i]).length;
+    expect(wrong).toBe(0);
+    expect((await c.searchBatch(new Float32Array([1, 0]), { k: 1 }))[0]![0]!.metadata).toEqual(meta);
+  });
+
+  it('refuses metadata keys reserved for athanor', async () => {
+    const db = await sb.open();
+    const c = db.vectors.create('r', { dimension: 2 });
+    await expectRejects(c.upsert('a', [1, 0], { '\u0000athanor/event': '1' }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expect(c.count()).toBe(0);
   });
 
   it('searchBatch answers like single searches, off the main thread', async () => {

@@ -15,7 +15,7 @@ import { VectorStore } from './vector.js';
 import { Scheduler } from './scheduler.js';
 import { INTERNAL } from './reserved.js';
 import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './backup.js';
-import type { VectorProjectionSpec } from './vector-projection.js';
+import type { VectorProjection, VectorProjectionSpec } from './vector-projection.js';
 import { Idempotency } from './idempotency.js';
 
 /** How commits reach the disk. */
@@ -344,7 +344,7 @@ export class Athanor {
    * void p.run();
    * ```
    */
-  vectorProjection<M = Json>(spec: VectorProjectionSpec<M>): Processor {
+  vectorProjection<M = Json>(spec: VectorProjectionSpec<M>): VectorProjection<M> {
     this.#core.assertOpen();
     return this.#proj.vectorProjection(spec, this.vectors, () => this.transaction()[INTERNAL]());
   }

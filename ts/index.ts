@@ -26,8 +26,9 @@ export {
   type TextDocument,
   type TextUpsertProgress,
   type TextUpsertOptions,
+  type SearchExplain,
 } from './vector.js';
-export type { VectorProjectionSpec, EmbedRule, DeleteRule, FieldSource } from './vector-projection.js';
+export type { VectorProjectionSpec, EmbedRule, DeleteRule, FieldSource, VectorProjection } from './vector-projection.js';
 export { Value, i64, u256, f64, bool, str, bytes, json, set, array, encodeValue, decodeValue, type ValueType, type Json } from './codec.js';
 export {
   AthanorError,

@@ -23,7 +23,7 @@ import {
 } from './processor.js';
 import { Sql, type Row, type SqlBindable, type NamedParams } from './sql.js';
 import type { TransactionBuilder } from './transaction.js';
-import { VectorApplier, checkVectorSpec, type VectorProjectionSpec } from './vector-projection.js';
+import { VectorApplier, VectorProjection, checkVectorSpec, type VectorProjectionSpec } from './vector-projection.js';
 import type { VectorStore } from './vector.js';
 import { describeThrown } from './thrown.js';
 import type * as Binding from '../native/node/binding.cjs';
@@ -242,13 +242,13 @@ export class Projections implements ProcessorHost {
     return p;
   }
 
-  vectorProjection<M>(spec: VectorProjectionSpec<M>, vectors: VectorStore, tx: () => TransactionBuilder): Processor {
+  vectorProjection<M>(spec: VectorProjectionSpec<M>, vectors: VectorStore, tx: () => TransactionBuilder): VectorProjection<M> {
     checkVectorSpec(spec);
     this.#claim(spec.name);
     void this.sql;
     const { name, on: _on, collection: _c, embedder: _e, collectionOptions: _o, ...rest } = spec;
     const applier = new VectorApplier(this, spec as VectorProjectionSpec<unknown>, vectors, tx);
-    const p = new Processor(this, name, applier, { batchSize: 256, ...rest }, applier);
+    const p = new VectorProjection<M>(this, name, applier, { batchSize: 256, ...rest }, applier);
     this.#processors.set(name, p);
     return p;
   }

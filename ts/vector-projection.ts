@@ -17,6 +17,7 @@ import {
   checkOptions,
   codeOf,
   decodeBatch,
+  Processor,
   recordDeadLetter,
   type Applier,
   type CursorStore,
@@ -25,7 +26,7 @@ import {
   type ProcessorOptions,
 } from './processor.js';
 import type { TransactionBuilder } from './transaction.js';
-import { RESERVED_PREFIX, type CollectionOptions, type VectorStore } from './vector.js';
+import { checkDocId, RESERVED_PREFIX, sourcedMetaText, type CollectionOptions, type TxVectorsImpl, type VectorCollection, type VectorStore } from './vector.js';
 
 /**
  * Where a field comes from: the event id (`'@id'`) or type (`'@type'`), or a path into
@@ -62,6 +63,27 @@ export interface VectorProjectionSpec<M = Json> extends Omit<ProcessorOptions, '
   collectionOptions?: Omit<CollectionOptions, 'dimension' | 'embedder'>;
   /** Event type → rule. Events of other types only move the cursor. */
   on: { readonly [eventType: string]: EmbedRule<M> | DeleteRule };
+  /**
+   * Events per batch: one embedding call for the batch's texts and one commit of
+   * its vectors with the cursor. Default 256 (embedding is the slow part: smaller
+   * batches than a SQL processor's keep each commit, and the work a crash loses, short).
+   */
+  batchSize?: number;
+}
+
+/**
+ * A running vector projection: a {@link Processor} (run, catchUp, rebuild, dead
+ * letters) that also hands out the collection it writes.
+ */
+export class VectorProjection<M = Json> extends Processor {
+  /**
+   * The collection the projection writes, opened with its embedder: `searchText`
+   * works, hits carry the `eventId` of their source event, and with
+   * `{ withText: true }` the text that was embedded.
+   */
+  get collection(): VectorCollection<M> {
+    return (this.applier as VectorApplier).collection<M>();
+  }
 }
 
 type Getter = (event: StoredEvent) => unknown;
@@ -78,7 +100,8 @@ interface Op {
   kind: 'upsert' | 'delete';
   id: string;
   text?: string;
-  metadata?: unknown;
+  /** The stored metadata (see `sourcedMetaText`). */
+  meta?: string;
 }
 
 /** Compiles `'$.a.b[0]["k"]'` / `'@id'` / `'@type'` into a getter. */
@@ -169,6 +192,24 @@ export class VectorApplier implements Applier, CursorStore {
     else this.#vectors.create(this.#collection, { ...this.#collectionOptions, embedder: this.#embedder });
   }
 
+  /** The collection, opened with the embedder and a way back from a hit to its text. */
+  collection<M>(): VectorCollection<M> {
+    return this.#vectors.openWithTexts<M>(this.#collection, this.#embedder, (eventId) => this.#textOf(eventId));
+  }
+
+  /** The text an event gave to embed, read again from the log. */
+  #textOf(eventId: bigint): string | undefined {
+    const ev = this.#host.event(eventId);
+    const rule = ev === undefined ? undefined : this.#rules.get(ev.type);
+    if (ev === undefined || rule?.text === undefined) return undefined;
+    try {
+      const text = rule.text(ev);
+      return typeof text === 'string' ? text : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   read(): bigint {
     return this.#host.core.get(this.#key)?.asI64() ?? 0n;
   }
@@ -186,7 +227,13 @@ export class VectorApplier implements Applier, CursorStore {
       throw fail(`id: ${(e as Error).message}`, e);
     }
     if (typeof id === 'number' && Number.isFinite(id)) id = String(id);
-    if (typeof id !== 'string' || id.length === 0) throw fail(`has no usable document id (got ${id === undefined ? 'nothing' : JSON.stringify(id)})`);
+    if (typeof id !== 'string' || id.length === 0) throw fail(`has no usable document id (got ${id === undefined ? 'nothing' : typeof id === 'bigint' ? `${id}n` : JSON.stringify(id)})`);
+    // Checked per event, so a bad one goes to the error strategy instead of failing its whole batch.
+    try {
+      checkDocId(id);
+    } catch (e) {
+      throw fail(`document id: ${(e as Error).message}`, e);
+    }
     if (rule.kind === 'delete') return { kind: 'delete', id };
     let text: unknown;
     let metadata: unknown;
@@ -197,7 +244,13 @@ export class VectorApplier implements Applier, CursorStore {
       throw fail(`text/metadata: ${(e as Error).message}`, e);
     }
     if (typeof text !== 'string') throw fail(`has no text to embed (got ${text === undefined ? 'nothing' : typeof text})`);
-    return { kind: 'upsert', id, text, metadata };
+    let meta: string;
+    try {
+      meta = sourcedMetaText(metadata, ev.id, 'metadata');
+    } catch (e) {
+      throw fail(`metadata: ${(e as Error).message}`, e);
+    }
+    return { kind: 'upsert', id, text, meta };
   }
 
   /** Embeds the upserts of `ops` and commits them with the cursor moved from `expect` to `cursor`. False when the cursor moved meanwhile. */
@@ -208,12 +261,12 @@ export class VectorApplier implements Applier, CursorStore {
     try {
       await this.#tx().execute((tx) => {
         if (expect !== null && (tx.getOpt(this.#key)?.asI64() ?? 0n) !== expect) throw new CursorMoved();
-        const v = tx.vectors(this.#collection);
+        const v = tx.vectors(this.#collection) as TxVectorsImpl<unknown>;
         let k = 0;
         for (const o of ops) {
           if (o.kind === 'delete') v.delete(o.id);
           else {
-            v.upsert(o.id, flat.subarray(k * d, (k + 1) * d), o.metadata as Json | undefined);
+            v.upsertEncoded(o.id, flat.subarray(k * d, (k + 1) * d), o.meta!);
             k++;
           }
         }
@@ -295,7 +348,9 @@ export function checkVectorSpec(spec: unknown): asserts spec is VectorProjection
   const s = spec as VectorProjectionSpec<unknown>;
   const { name, on, collection, embedder, collectionOptions: _c, ...rest } = s;
   checkOptions(name, rest, false);
-  if (typeof collection !== 'string' || collection.length === 0) throw new InvalidArgumentError(`vector projection ${JSON.stringify(name)} needs collection: the name of a vector collection`);
+  if (typeof collection !== 'string' || collection.length === 0 || !collection.isWellFormed()) {
+    throw new InvalidArgumentError(`vector projection ${JSON.stringify(name)} needs collection: the name of a vector collection (well-formed Unicode)`);
+  }
   if (embedder === null || typeof embedder !== 'object' || typeof embedder.embedFlat !== 'function') {
     throw new InvalidArgumentError(`vector projection ${JSON.stringify(name)} needs embedder: an Embedder (Embedder.open / fromPretrained)`);
   }

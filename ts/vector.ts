@@ -87,6 +87,10 @@ export interface TextUpsertOptions {
 /** Reserved state keys (NUL-prefixed, so no user key collides) for what collections remember. @internal */
 export { RESERVED_PREFIX } from './reserved.js';
 const embedderKey = (collection: string) => `${RESERVED_PREFIX}collection-model/${collection}`;
+/** Metadata key where a vector projection records the id of the event a document came from (decimal string). @internal */
+export const SOURCE_EVENT_KEY = `${RESERVED_PREFIX}event`;
+/** Metadata key holding a projected document's metadata when it is not an object. @internal */
+export const SOURCE_VALUE_KEY = `${RESERVED_PREFIX}metadata`;
 
 /** A scalar a filter compares metadata with. */
 export type FilterScalar = string | number | boolean | null;
@@ -121,8 +125,36 @@ export interface SearchOptions {
   efSearch?: number;
   /** Brute force over every document (exact, SIMD). Collections of at most 1000 documents are always searched exactly. */
   exact?: boolean;
-  /** Only documents whose metadata matches. Selective filters fall back to an exact scan, so they still return k results when k exist. */
+  /**
+   * Only documents whose metadata matches. The search picks the cheaper plan by
+   * estimate (see {@link VectorCollection.explain}): a filter matching few documents
+   * is searched by an exact scan, which also returns k results whenever k match.
+   */
   filter?: MetadataFilter;
+  /**
+   * With the collection of a vector projection (`projection.collection`): also
+   * return each hit's `text`, the text its source event gave to embed.
+   */
+  withText?: boolean;
+}
+
+/** How a search would run: {@link VectorCollection.explain}. */
+export interface SearchExplain {
+  /** `'exact'`: a brute-force scan of the (matching) documents; `'graph'`: an HNSW walk. */
+  plan: 'exact' | 'graph';
+  /**
+   * Why: `'requested'` (`exact: true`), `'small'` (at most 1000 documents),
+   * `'not-indexed'` (nothing in the graph yet), or `'cost'` (the cheaper estimate).
+   */
+  reason: 'requested' | 'small' | 'not-indexed' | 'cost';
+  /** Estimated fraction of the documents the filter matches (from a sample of their metadata); 1 without a filter. */
+  selectivity: number;
+  /** Estimated cost of the exact scan (nanoseconds, roughly). */
+  exactCost: number;
+  /** Estimated cost of the graph walk (nanoseconds, roughly). */
+  graphCost: number;
+  /** Distance computations the graph walk is expected to make (a filtered walk goes on until it has found efSearch matches). */
+  graphVisits: number;
 }
 
 /** A search result. */
@@ -135,6 +167,10 @@ export interface VectorHit<M = Json> {
   score: number;
   /** The document's metadata, or `undefined` when it has none. */
   metadata: M | undefined;
+  /** In a collection written by a vector projection: the id of the event the document came from. */
+  eventId?: bigint;
+  /** The embedded text, when asked for with `withText` (collections of vector projections only). */
+  text?: string;
 }
 
 /** A stored document. */
@@ -143,6 +179,8 @@ export interface VectorDocument<M = Json> {
   /** The vector as it was written (not normalised). */
   vector: Float32Array;
   metadata: M | undefined;
+  /** In a collection written by a vector projection: the id of the event the document came from. */
+  eventId?: bigint;
 }
 
 /** Counters of a collection's index. */
@@ -159,8 +197,16 @@ export interface IndexStats {
   rebuilds: number;
   /** Whether the graph at open came from a dump in `<dir>/index/` rather than a rebuild from the documents. */
   loadedFromDump: boolean;
-  /** Dumps written since the database was opened: in the background once enough changed, and at close. */
+  /**
+   * Dumps written since the database was opened: at close, and in the background
+   * once the changes since the last dump reach the number of points it held.
+   */
   dumps: number;
+  /**
+   * Bytes those dumps wrote. The background ones stay under twice the final
+   * graph's dump, however a bulk load is chunked.
+   */
+  dumpedBytes: number;
 }
 
 /** Vector writes inside a transaction: they commit atomically with its state writes and events. */
@@ -176,7 +222,8 @@ export interface TxVectors<M = Json> {
 const MAX_DOC_ID_BYTES = 500;
 const DEFAULT_K = 10;
 
-function checkDocId(id: unknown): string {
+/** Throws InvalidArgumentError unless `id` is a storable document id. @internal */
+export function checkDocId(id: unknown): string {
   if (typeof id !== 'string' || id.length === 0) throw new InvalidArgumentError(`document ids are non-empty strings, got ${id === '' ? 'an empty string' : typeof id}`);
   if (id.length > MAX_DOC_ID_BYTES / 3 && Buffer.byteLength(id) > MAX_DOC_ID_BYTES) {
     throw new InvalidArgumentError(`document id is ${Buffer.byteLength(id)} UTF-8 bytes; the limit is ${MAX_DOC_ID_BYTES}`);
@@ -207,8 +254,34 @@ function bytesOf(f: Float32Array): Uint8Array {
   return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
 }
 
-function metaText(m: unknown, what: string): string {
-  return m === undefined ? '' : stringifyStrict(m, what);
+/** Metadata as stored (JSON text, or '' for none); refuses athanor's reserved keys. @internal */
+export function metaText(m: unknown, what: string): string {
+  if (m === undefined) return '';
+  if (m !== null && typeof m === 'object' && !Array.isArray(m)) {
+    for (const key of Object.keys(m)) {
+      if (key.startsWith(RESERVED_PREFIX)) throw new InvalidArgumentError(`${what}: key ${JSON.stringify(key)} is reserved (keys starting with "\\0athanor/" belong to athanor)`);
+    }
+  }
+  return stringifyStrict(m, what);
+}
+
+/** The stored metadata of a projected document: the user's, plus the source event id. @internal */
+export function sourcedMetaText(m: unknown, eventId: bigint, what: string): string {
+  const source = String(eventId);
+  if (m === undefined) return stringifyStrict({ [SOURCE_EVENT_KEY]: source }, what);
+  if (m !== null && typeof m === 'object' && !Array.isArray(m)) {
+    metaText(m, what);
+    return stringifyStrict({ ...m, [SOURCE_EVENT_KEY]: source }, what);
+  }
+  return stringifyStrict({ [SOURCE_EVENT_KEY]: source, [SOURCE_VALUE_KEY]: m }, what);
+}
+
+/** Splits stored metadata into the user's and the source event id a projection recorded. */
+function unwrapMeta<M>(stored: unknown): { metadata: M | undefined; eventId?: bigint } {
+  if (stored === null || typeof stored !== 'object' || !(SOURCE_EVENT_KEY in stored)) return { metadata: stored as M | undefined };
+  const { [SOURCE_EVENT_KEY]: source, [SOURCE_VALUE_KEY]: value, ...rest } = stored as Record<string, unknown>;
+  const metadata = (SOURCE_VALUE_KEY in stored ? value : Object.keys(rest).length > 0 ? rest : undefined) as M | undefined;
+  return { metadata, eventId: BigInt(source as string) };
 }
 
 /**
@@ -236,8 +309,18 @@ export class TxVectorsImpl<M> implements TxVectors<M> {
   upsert(id: string, vector: Float32Array | readonly number[], metadata?: M): void {
     this.#live();
     checkDocId(id);
+    this.#put(id, vector, metaText(metadata, `metadata of ${JSON.stringify(id)}`));
+  }
+
+  /** Upsert of a vector projection: the metadata already encoded by {@link sourcedMetaText}. @internal */
+  upsertEncoded(id: string, vector: Float32Array, meta: string): void {
+    this.#live();
+    checkDocId(id);
+    this.#put(id, vector, meta);
+  }
+
+  #put(id: string, vector: Float32Array | readonly number[], meta: string): void {
     const v = checkVector(vector, this.#info, `vector of ${JSON.stringify(id)}`);
-    const meta = metaText(metadata, `metadata of ${JSON.stringify(id)}`);
     const w = this.#ops.w;
     w.u8(1);
     w.str16(this.#info.name);
@@ -298,6 +381,8 @@ function infoOf(n: Binding.NativeCollectionInfo): CollectionInfo {
 
 function checkName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0) throw new InvalidArgumentError('collection name must be a non-empty string');
+  // Lone surrogates would reach Rust as U+FFFD: two different names would alias one collection.
+  if (!name.isWellFormed()) throw new InvalidArgumentError('collection name has lone surrogates, which UTF-8 cannot store; use well-formed Unicode');
   return name;
 }
 
@@ -317,9 +402,9 @@ function readHits<M>(buf: Buffer, off: number, out: VectorHit<M>[]): number {
     off += 6 + idLen;
     const metaLen = buf.readUInt32LE(off);
     off += 4;
-    const metadata = metaLen === 0 ? undefined : (parseJson(buf.toString('utf8', off, off + metaLen)) as M);
+    const hit: VectorHit<M> = metaLen === 0 ? { id, score, metadata: undefined } : { id, score, ...unwrapMeta<M>(parseJson(buf.toString('utf8', off, off + metaLen))) };
     off += metaLen;
-    out.push({ id, score, metadata });
+    out.push(hit);
   }
   return off;
 }
@@ -337,13 +422,20 @@ export class VectorCollection<M = Json> {
   readonly info: CollectionInfo;
   /** The embedder of the text methods, when the collection was created or opened with one. */
   readonly embedder: Embedder | undefined;
+  readonly #textOf: ((eventId: bigint) => string | undefined) | undefined;
 
-  /** @internal */
-  constructor(native: NativeCollection, tx: () => TransactionBuilder, embedder?: Embedder) {
+  /** @internal `textOf` gives the embedded text of a source event (collections of vector projections). */
+  constructor(native: NativeCollection, tx: () => TransactionBuilder, embedder?: Embedder, textOf?: (eventId: bigint) => string | undefined) {
     this.#native = native;
     this.#tx = tx;
     this.info = infoOf(native.info());
     this.embedder = embedder;
+    this.#textOf = textOf;
+  }
+
+  /** @internal */
+  get native(): NativeCollection {
+    return this.#native;
   }
 
   #textEmbedder(): Embedder {
@@ -407,6 +499,7 @@ export class VectorCollection<M = Json> {
    */
   async searchText(query: string, k?: number | SearchOptions, filter?: MetadataFilter): Promise<VectorHit<M>[]> {
     if (typeof query !== 'string') throw new InvalidArgumentError(`query must be a string, got ${query === null ? 'null' : typeof query}`);
+    if (query.length === 0) throw new InvalidArgumentError('query is an empty string, which has nothing to search for; pass the text to search for');
     const options: SearchOptions = typeof k === 'object' && k !== null ? k : { ...(k !== undefined ? { k } : {}), ...(filter !== undefined ? { filter } : {}) };
     this.#options(options);
     const v = await this.#textEmbedder().embed(query);
@@ -452,8 +545,7 @@ export class VectorCollection<M = Json> {
     const n = this.info.dimension * 4;
     const vector = new Float32Array(this.info.dimension);
     new Uint8Array(vector.buffer).set(b.subarray(0, n));
-    const metadata = b.length > n ? (parseJson(b.toString('utf8', n)) as M) : undefined;
-    return { id, vector, metadata };
+    return { id, vector, ...(b.length > n ? unwrapMeta<M>(parseJson(b.toString('utf8', n))) : { metadata: undefined }) };
   }
 
   /** Number of documents. */
@@ -477,7 +569,31 @@ export class VectorCollection<M = Json> {
     }
     const out: VectorHit<M>[] = [];
     readHits(buf, 0, out);
+    if (options.withText === true) this.#addTexts(out);
     return out;
+  }
+
+  /**
+   * How a search with these options would run now, without running it: the
+   * plan (`'exact'` scan or `'graph'` walk), why, and the estimates behind it.
+   * A filter's selectivity is estimated from the documents' metadata; the exact
+   * scan is chosen whenever it is estimated cheaper than the filtered graph walk.
+   */
+  explain(options: SearchOptions = {}): SearchExplain {
+    const [k, ef, exact, filter] = this.#options(options);
+    try {
+      const p = this.#native.explain(k, ef, exact, filter);
+      return { plan: p.plan as SearchExplain['plan'], reason: p.reason as SearchExplain['reason'], selectivity: p.selectivity, exactCost: p.exactCost, graphCost: p.graphCost, graphVisits: p.graphVisits };
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  #addTexts(hits: VectorHit<M>[]): void {
+    for (const h of hits) {
+      const text = h.eventId === undefined ? undefined : this.#textOf!(h.eventId);
+      if (text !== undefined) h.text = text;
+    }
   }
 
   /**
@@ -502,6 +618,7 @@ export class VectorCollection<M = Json> {
     for (let i = 0; i < nq; i++) {
       const hits: VectorHit<M>[] = [];
       off = readHits(buf, off, hits);
+      if (options.withText === true) this.#addTexts(hits);
       all.push(hits);
     }
     return all;
@@ -528,6 +645,21 @@ export class VectorCollection<M = Json> {
     intIn(timeoutMs, 0, 2 ** 32 - 1, 'timeoutMs');
     try {
       return await this.#native.waitIndexed(timeoutMs);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /**
+   * Resolves `true` once the indexer is idle for this collection: every document
+   * committed so far is in the graph and the background dump that was due, if
+   * any, is written (`false` when `timeoutMs` passes first). Useful before copying
+   * the database directory, and in tests of dumping.
+   */
+  async waitIdle(timeoutMs = 600_000): Promise<boolean> {
+    intIn(timeoutMs, 0, 2 ** 32 - 1, 'timeoutMs');
+    try {
+      return await this.#native.waitIdle(timeoutMs);
     } catch (e) {
       throw fromNative(e);
     }
@@ -564,6 +696,10 @@ export class VectorCollection<M = Json> {
     const k = o.k === undefined ? DEFAULT_K : intIn(o.k, 1, 10_000, 'k');
     const ef = o.efSearch === undefined ? 0 : intIn(o.efSearch, 1, 10_000, 'efSearch');
     if (o.exact !== undefined && typeof o.exact !== 'boolean') throw new InvalidArgumentError('exact must be a boolean');
+    if (o.withText !== undefined && typeof o.withText !== 'boolean') throw new InvalidArgumentError('withText must be a boolean');
+    if (o.withText === true && this.#textOf === undefined) {
+      throw new InvalidArgumentError(`collection ${JSON.stringify(this.info.name)} has no texts to return: withText works on the collection of a vector projection (projection.collection)`);
+    }
     let filter: string | undefined;
     if (o.filter !== undefined) {
       if (o.filter === null || typeof o.filter !== 'object' || Array.isArray(o.filter)) {
@@ -665,6 +801,12 @@ export class VectorStore {
       this.#bindModel(name, embedder, false);
     }
     return new VectorCollection<M>(n, this.#tx, embedder);
+  }
+
+  /** Opens a vector projection's collection, whose hits can carry their texts. @internal */
+  openWithTexts<M>(name: string, embedder: Embedder, textOf: (eventId: bigint) => string | undefined): VectorCollection<M> {
+    const c = this.open<M>(name, { embedder });
+    return new VectorCollection<M>(c.native, this.#tx, embedder, textOf);
   }
 
   /** Whether a collection of that name exists. */

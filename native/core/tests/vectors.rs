@@ -491,26 +491,16 @@ fn background_dumps_survive_a_crash() {
         .vectors()
         .create(e.store(), "d", params(dim as u32, Metric::L2))
         .unwrap();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut b = TxBuilder::new();
-        for i in chunk {
-            let id = format!("v{i}");
-            b = b.vector_upsert("d", &id, &docs[&id], "");
-        }
-        e.commit_blocking(b.build().unwrap()).unwrap();
+    let mut b = TxBuilder::new();
+    for i in 0..n {
+        let id = format!("v{i}");
+        b = b.vector_upsert("d", &id, &docs[&id], "");
     }
-    assert!(c.wait_indexed(Duration::from_secs(120)));
+    e.commit_blocking(b.build().unwrap()).unwrap();
     // The bulk load is dumped in the background, with the database still open.
+    assert!(e.vectors().wait_idle(&c, Duration::from_secs(120)));
+    assert_eq!(c.stats().dumps, 1, "{:?}", c.stats());
     let manifest = dir.path().join("index").join("d").join("manifest.json");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while c.stats().dumps == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no background dump: {:?}",
-            c.stats()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     // Nothing was committed since the bulk load: the dump reflects the last commit.
     assert_eq!(m["seq"].as_u64(), Some(commit_seq(&e)));
@@ -545,7 +535,7 @@ fn background_dumps_survive_a_crash() {
         docs.insert(id, v);
     }
     e.commit_blocking(b.build().unwrap()).unwrap();
-    assert!(c.wait_indexed(Duration::from_secs(60)));
+    assert!(e.vectors().wait_idle(&c, Duration::from_secs(60)));
     assert_eq!(c.stats().dumps, 1, "{:?}", c.stats());
     let lagging = TempDir::new().unwrap();
     copy_as_crashed(dir.path(), lagging.path());
@@ -602,4 +592,100 @@ fn background_dumps_survive_a_crash() {
     left.sort();
     assert_eq!(left, ["d"]);
     check(lagging.path(), &docs, true);
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn background_dumps_of_a_chunked_bulk_load_write_less_than_twice_the_final_index() {
+    let dir = TempDir::new().unwrap();
+    let (n, dim, chunk) = (5000, 16, 100);
+    let mut r = rng(23);
+    let background = {
+        let e = open(dir.path());
+        let c = e
+            .vectors()
+            .create(e.store(), "d", params(dim as u32, Metric::L2))
+            .unwrap();
+        for start in (0..n).step_by(chunk) {
+            let mut b = TxBuilder::new();
+            for i in start..start + chunk {
+                let v: Vec<f32> = (0..dim).map(|_| r()).collect();
+                b = b.vector_upsert("d", &format!("v{i}"), &v, "");
+            }
+            e.commit_blocking(b.build().unwrap()).unwrap();
+            // Every chunk is followed by an idle indexer: the most chances to dump.
+            assert!(e.vectors().wait_idle(&c, Duration::from_secs(120)));
+        }
+        c.stats()
+    };
+    assert!(background.dumps >= 2, "{background:?}");
+    // Closed: the dump in place holds the final index.
+    let last = folder_bytes(&dir.path().join("index").join("d"));
+    assert!(
+        background.dumped_bytes <= 2 * last,
+        "background dumps wrote {} bytes for a final index of {last}: {background:?}",
+        background.dumped_bytes
+    );
+}
+
+#[test]
+fn filtered_searches_scan_exactly_when_cheaper_and_walk_the_graph_otherwise() {
+    use athanor_core::vector::{PlanKind, PlanReason};
+    let dir = TempDir::new().unwrap();
+    let (n, dim) = (6000, 64);
+    let e = open(dir.path());
+    let c = e
+        .vectors()
+        .create(e.store(), "d", params(dim as u32, Metric::Cosine))
+        .unwrap();
+    let mut r = rng(31);
+    let mut b = TxBuilder::new();
+    let mut docs = HashMap::new();
+    for i in 0..n {
+        let v: Vec<f32> = (0..dim).map(|_| r()).collect();
+        b = b.vector_upsert(
+            "d",
+            &format!("v{i}"),
+            &v,
+            &format!(r#"{{"b":{}}}"#, i % 100),
+        );
+        docs.insert(format!("v{i}"), v);
+    }
+    e.commit_blocking(b.build().unwrap()).unwrap();
+    assert!(c.wait_indexed(Duration::from_secs(120)));
+    let with = |f: &str| SearchOptions {
+        k: 10,
+        filter: Some(Filter::parse(f).unwrap()),
+        ..SearchOptions::default()
+    };
+    let narrow = c.plan(&with(r#"{"b":{"lt":6}}"#));
+    assert_eq!(
+        (narrow.kind, narrow.reason),
+        (PlanKind::Exact, PlanReason::Cost),
+        "{narrow:?}"
+    );
+    let broad = c.plan(&with(r#"{"b":{"lt":90}}"#));
+    assert_eq!(
+        (broad.kind, broad.reason),
+        (PlanKind::Graph, PlanReason::Cost),
+        "{broad:?}"
+    );
+    assert_eq!(c.plan(&opts(10)).kind, PlanKind::Graph);
+    // Searches measure their walks; the choice holds once they have.
+    let mut q = rng(32);
+    for _ in 0..50 {
+        let v: Vec<f32> = (0..dim).map(|_| q()).collect();
+        let v = c.prepare_query(&v).unwrap();
+        c.search(&v, &opts(10));
+        let hits = c.search(&v, &with(r#"{"b":{"lt":90}}"#));
+        assert_eq!(hits.len(), 10);
+    }
+    assert_eq!(c.plan(&with(r#"{"b":{"lt":6}}"#)).kind, PlanKind::Exact);
+    assert_eq!(c.plan(&with(r#"{"b":{"lt":90}}"#)).kind, PlanKind::Graph);
 }

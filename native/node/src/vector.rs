@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use athanor_core::vector::{
-    CollectionDef, CollectionIndex, CollectionParams, Filter, Hit, Metric, SearchOptions,
+    CollectionDef, CollectionIndex, CollectionParams, Filter, Hit, IdleWaiter, Metric, PlanKind,
+    PlanReason, SearchOptions,
 };
 use athanor_core::{Code, Engine, Error};
 use napi::bindgen_prelude::*;
@@ -67,6 +68,20 @@ pub struct NativeIndexStats {
     pub rebuilds: u32,
     pub loaded_from_dump: bool,
     pub dumps: u32,
+    pub dumped_bytes: f64,
+}
+
+/// How a search would run (see `CollectionIndex::plan`).
+#[napi(object)]
+pub struct NativeSearchPlan {
+    /// `exact` or `graph`.
+    pub plan: String,
+    /// `requested`, `small`, `not-indexed` or `cost`.
+    pub reason: String,
+    pub selectivity: f64,
+    pub exact_cost: f64,
+    pub graph_cost: f64,
+    pub graph_visits: f64,
 }
 
 impl NativeDb {
@@ -308,7 +323,52 @@ impl NativeCollection {
             rebuilds: s.rebuilds as u32,
             loaded_from_dump: s.loaded_from_dump,
             dumps: s.dumps as u32,
+            dumped_bytes: s.dumped_bytes as f64,
         })
+    }
+
+    /// How a search with these options would run now (`k` 0 is taken as 1).
+    #[napi]
+    pub fn explain(
+        &self,
+        k: u32,
+        ef: u32,
+        exact: bool,
+        filter: Option<String>,
+    ) -> Result<NativeSearchPlan> {
+        self.live()?;
+        let o = options(k.max(1), ef, exact, filter)?;
+        let p = guarded(|| Ok(self.idx.plan(&o)))?;
+        Ok(NativeSearchPlan {
+            plan: match p.kind {
+                PlanKind::Exact => "exact",
+                PlanKind::Graph => "graph",
+            }
+            .to_owned(),
+            reason: match p.reason {
+                PlanReason::Requested => "requested",
+                PlanReason::Small => "small",
+                PlanReason::NotIndexed => "not-indexed",
+                PlanReason::Cost => "cost",
+            }
+            .to_owned(),
+            selectivity: p.selectivity,
+            exact_cost: p.exact_cost,
+            graph_cost: p.graph_cost,
+            graph_visits: p.graph_visits,
+        })
+    }
+
+    /// Resolves `true` once the indexer is idle for this collection: everything
+    /// indexed and any background dump that was due written (`false` on timeout).
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn wait_idle(&self, timeout_ms: u32) -> Result<AsyncTask<WaitIdle>> {
+        let engine = self.live()?;
+        Ok(AsyncTask::new(WaitIdle(
+            engine.vectors().idle_waiter(),
+            self.idx.clone(),
+            Duration::from_millis(timeout_ms as u64),
+        )))
     }
 
     /// Starts a background rebuild of the graph.
@@ -380,6 +440,20 @@ impl Task for WaitIndexed {
     type JsValue = bool;
     fn compute(&mut self) -> Result<bool> {
         Ok(self.0.wait_indexed(self.1))
+    }
+    fn resolve(&mut self, _env: Env, output: bool) -> Result<bool> {
+        Ok(output)
+    }
+}
+
+/// Background wait for the indexer's idle pass.
+pub struct WaitIdle(IdleWaiter, Arc<CollectionIndex>, Duration);
+
+impl Task for WaitIdle {
+    type Output = bool;
+    type JsValue = bool;
+    fn compute(&mut self) -> Result<bool> {
+        Ok(self.0.wait(&self.1, self.2))
     }
     fn resolve(&mut self, _env: Env, output: bool) -> Result<bool> {
         Ok(output)

@@ -88,6 +88,11 @@ impl Filter {
         Ok(Filter { clauses })
     }
 
+    /// Number of conditions, over all fields (what checking a document costs).
+    pub fn clause_count(&self) -> usize {
+        self.clauses.iter().map(|(_, c)| c.len()).sum()
+    }
+
     /// Whether the filter has no clause (matches everything).
     pub fn is_empty(&self) -> bool {
         self.clauses.is_empty()

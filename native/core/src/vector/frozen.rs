@@ -14,7 +14,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::distance::MetricDistance;
-use super::index::{Graph, LAYERS};
+use super::graph::{Graph, LAYERS};
 
 #[derive(Clone, Copy, PartialEq)]
 struct Item(f32, u32);
@@ -147,8 +147,14 @@ impl Frozen {
         let _ = i;
     }
 
-    /// The `ef` nearest points found by the standard HNSW walk, as `(distance, slot)`, nearest first.
-    pub(crate) fn search(&self, dist: &MetricDistance, q: &[f32], ef: usize) -> Vec<(f32, u32)> {
+    /// The `ef` nearest points found by the standard HNSW walk, as `(distance, slot)`,
+    /// nearest first, and the number of distances the walk computed.
+    pub(crate) fn search(
+        &self,
+        dist: &MetricDistance,
+        q: &[f32],
+        ef: usize,
+    ) -> (Vec<(f32, u32)>, usize) {
         self.search_filtered(dist, q, ef, None)
     }
 
@@ -161,14 +167,16 @@ impl Frozen {
         q: &[f32],
         ef: usize,
         allow: Option<&dyn Fn(u32) -> bool>,
-    ) -> Vec<(f32, u32)> {
+    ) -> (Vec<(f32, u32)>, usize) {
         let ok = |n: u32| allow.is_none_or(|f| f(self.slots[n as usize]));
         let mut cur = self.entry;
         let mut cur_d = dist.distance(q, self.vec(cur));
+        let mut visits = 1usize;
         for l in (1..=self.top).rev() {
             loop {
                 let mut changed = false;
                 if let Some(ns) = self.upper[l].get(&cur) {
+                    visits += ns.len();
                     for &n in ns.iter() {
                         let d = dist.distance(q, self.vec(n));
                         if d < cur_d {
@@ -221,6 +229,7 @@ impl Frozen {
                         continue;
                     }
                     visited[n as usize] = stamp;
+                    visits += 1;
                     let dn = dist.distance(q, self.vec(n));
                     if best.len() < ef || dn < best.peek().unwrap().0 {
                         cand.push(Reverse(Item(dn, n)));
@@ -233,10 +242,12 @@ impl Frozen {
                     }
                 }
             }
-            best.into_sorted_vec()
+            let found = best
+                .into_sorted_vec()
                 .into_iter()
                 .map(|Item(d, n)| (d, self.slots[n as usize]))
-                .collect()
+                .collect();
+            (found, visits)
         })
     }
 }
@@ -245,7 +256,7 @@ impl Frozen {
 mod tests {
     use super::*;
     use crate::vector::collection::{CollectionDef, CollectionParams, Metric};
-    use crate::vector::index::new_graph;
+    use crate::vector::graph::new_graph;
 
     /// With ef at least the number of points the walk reaches every node, so it
     /// must return the exact nearest neighbours, in order.
@@ -282,6 +293,7 @@ mod tests {
             let q: Vec<f32> = (0..dim).map(|_| r()).collect();
             let got: Vec<u32> = f
                 .search(&dist, &q, 400)
+                .0
                 .iter()
                 .take(10)
                 .map(|x| x.1)
@@ -298,6 +310,7 @@ mod tests {
             let even = |s: u32| s.is_multiple_of(2);
             let got: Vec<u32> = f
                 .search_filtered(&dist, &q, 400, Some(&even))
+                .0
                 .iter()
                 .take(10)
                 .map(|x| x.1)

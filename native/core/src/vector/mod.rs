@@ -4,7 +4,9 @@
 //!
 //! - [`collection`]: definitions, parameter validation, on-disk records;
 //! - [`docs`]: document keys and records;
-//! - [`index`]: graph, tombstones, pending list, search, rebuild;
+//! - [`index`]: live documents, tombstones, pending list, search plans, rebuild;
+//! - `graph`: the hnsw_rs graph (built or loaded) and its shared helpers;
+//! - `frozen`: a flat read-only snapshot of the graph for fast walks;
 //! - [`distance`]: SIMD kernels and the metric distances;
 //! - [`filter`]: metadata filters.
 
@@ -14,6 +16,7 @@ pub mod docs;
 pub(crate) mod dump;
 pub mod filter;
 mod frozen;
+mod graph;
 pub mod index;
 
 use std::collections::HashMap;
@@ -29,7 +32,9 @@ use serde_json::Value as Json;
 
 pub use collection::{CollectionDef, CollectionParams, Metric};
 pub use filter::Filter;
-pub use index::{Change, CollectionIndex, Hit, IndexStats, SearchOptions};
+pub use index::{
+    Change, CollectionIndex, Hit, IndexStats, PlanKind, PlanReason, SearchOptions, SearchPlan,
+};
 
 use crate::error::{Code, Error, Result};
 use crate::store::{Dbs, Store};
@@ -63,6 +68,10 @@ struct Shared {
     gen: AtomicU64,
     /// Serialises resyncs with the writer handing over its changes.
     resync: Mutex<()>,
+    /// Idle passes the indexer completed (indexing done, due dumps written), and
+    /// the condition variable it notifies after each.
+    idle_passes: Mutex<u64>,
+    idle_cv: Condvar,
 }
 
 impl Shared {
@@ -92,14 +101,13 @@ impl Shared {
     /// Writes a captured dump of `c` and records the outcome. Failures only cost
     /// re-indexing at the next open.
     fn write_dump(&self, dir: &Path, c: &CollectionIndex, state: index::DumpState) {
-        let (graph, slots, seq, changes) = state;
-        let started = std::time::Instant::now();
-        let ok = dump::write(dir, &c.def, &graph, &slots, seq).is_ok();
+        let ok = dump::write(dir, &c.def, &state.graph, &state.slots, state.seq).is_ok();
+        let bytes = ok.then(|| folder_bytes(&dump::folder(dir, &c.def.name)));
         if ok && c.dropped.load(Ordering::Acquire) {
             // Dropped while the dump was written (after the drop removed the old one).
             dump::remove(dir, &c.def.name);
         }
-        c.dump_done(ok, changes, started.elapsed());
+        c.dump_done(&state, bytes);
     }
 
     /// Indexer, once idle: dumps the collections that changed enough since their
@@ -157,6 +165,8 @@ impl Registry {
             inflight: AtomicU64::new(0),
             gen: AtomicU64::new(0),
             resync: Mutex::new(()),
+            idle_passes: Mutex::new(0),
+            idle_cv: Condvar::new(),
         });
         let s = shared.clone();
         let indexer = std::thread::Builder::new()
@@ -604,6 +614,16 @@ impl Registry {
         }
     }
 
+    /// Blocks until the indexer is idle for `c`: see [`IdleWaiter::wait`].
+    pub fn wait_idle(&self, c: &CollectionIndex, timeout: Duration) -> bool {
+        self.idle_waiter().wait(c, timeout)
+    }
+
+    /// A handle for [`IdleWaiter::wait`] that does not keep the registry open.
+    pub fn idle_waiter(&self) -> IdleWaiter {
+        IdleWaiter(self.shared.clone())
+    }
+
     /// Asks the indexer to rebuild a collection's graph in the background.
     pub fn request_rebuild(&self, c: &CollectionIndex) {
         c.request_rebuild();
@@ -644,10 +664,50 @@ impl Registry {
     }
 }
 
+/// Waits for the indexer's idle passes (see [`Registry::idle_waiter`]).
+pub struct IdleWaiter(Arc<Shared>);
+
+impl IdleWaiter {
+    /// Blocks until the indexer is idle for `c`: every committed document is in
+    /// the graph (see [`CollectionIndex::wait_indexed`]) and an idle pass of the
+    /// indexer that began after that has written the background dump due, if
+    /// one was. Returns false on timeout, when the collection was dropped, or
+    /// when the database closes.
+    pub fn wait(&self, c: &CollectionIndex, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !c.wait_indexed(left) {
+                return false;
+            }
+            let sh = &self.0;
+            let mut passes = sh.idle_passes.lock();
+            // The pass running now may have started before the state we just saw.
+            let target = *passes + 2;
+            sh.signal();
+            while *passes < target {
+                if sh.stop.load(Ordering::Acquire)
+                    || sh.idle_cv.wait_until(&mut passes, deadline).timed_out()
+                {
+                    return false;
+                }
+            }
+            drop(passes);
+            if !c.needs_work() && !c.dump_due() {
+                return true;
+            }
+        }
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.signal();
+        {
+            let _passes = self.shared.idle_passes.lock();
+            self.shared.idle_cv.notify_all();
+        }
         if let Some(h) = self.indexer.lock().take() {
             let _ = h.join();
         }
@@ -757,6 +817,18 @@ fn change_of(
     })
 }
 
+/// Total size of the files directly in `dir` (a dump's folder).
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Hands freed heap memory back to the OS. Loading and bulk indexing free many
 /// vector-sized blocks that glibc would otherwise keep in the process (resident).
 pub(crate) fn release_free_memory() {
@@ -799,6 +871,8 @@ fn run_indexer(shared: Arc<Shared>) {
                     // insert or rebuild can change a graph while it is written.
                     shared.background_dumps();
                 }
+                *shared.idle_passes.lock() += 1;
+                shared.idle_cv.notify_all();
                 break;
             }
             did_work = true;
