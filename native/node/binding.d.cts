@@ -43,6 +43,13 @@ export declare class NativeCollection {
 
 /** One open handle on a database directory (internal: wrapped by `ts/`). */
 export declare class NativeDb {
+  /**
+   * Writes a compacted copy of the canonical store to `<dest>/data.mdb` (one consistent
+   * committed state; writers go on meanwhile). Resolves to undefined.
+   */
+  copyCompacted(dest: string): Promise<void>
+  /** The content digest of the newest committed state. */
+  contentDigest(): Promise<NativeDigest>
   /** Creates a collection (or returns the existing one when its parameters match). */
   vectorCreate(name: string, p: NativeCollectionParams): NativeCollection
   /** Opens a collection, or `null` when there is none of that name. */
@@ -73,10 +80,13 @@ export declare class NativeDb {
   commit(batch: Uint8Array, token: number): void
   /**
    * Queues several batches at once so they share one group commit. `packed` is
-   * `{ [token u32 LE][len u32 LE][batch] }*`. A batch that fails validation is not
-   * queued; its error is returned as `"<token> ERR_X: message"` and the others go ahead.
+   * `{ [token u32 LE][len u32 LE][batch] }*`, one frame per entry of `tokens`, in
+   * order. Every token gets exactly one answer: a batch that fails validation
+   * (or a frame that does not match its token) is not queued and its error is
+   * returned as `"<token> ERR_X: message"`; the others go ahead and report
+   * through `on_commit`.
    */
-  commitMany(packed: Uint8Array): Array<string>
+  commitMany(packed: Uint8Array, tokens: Array<number>): Array<string>
   /** Commits and waits (blocks the JS thread). Returns one packed result record. */
   commitSync(batch: Uint8Array): Buffer
   /** Reads events (packed, see `Store::read_events`) from the newest state. */
@@ -84,10 +94,12 @@ export declare class NativeDb {
   /** The newest event id and the commit seq, as of the newest committed state. */
   heads(): Array<bigint>
   /**
-   * Looks an idempotency key up on the newest state: `[commit_seq, first_event_id, event_count]`
-   * of the transaction that applied it, or `null`.
+   * Looks an idempotency key up, on the newest state or (`pinned`) on the snapshot
+   * of the transaction attempt in progress: `[commit_seq, first_event_id,
+   * event_count, committed_at_ms]` of the transaction that applied it while the key
+   * is inside the idempotency window, or `null`.
    */
-  idempotencyRecord(key: string): Array<bigint> | null
+  idempotencyRecord(key: string, pinned: boolean): Array<bigint> | null
   /** Opens a snapshot: a read transaction that stays on one state until closed. */
   snapshot(): NativeSnapshot
   /** Whether this handle's `on_commit` should receive notices for every commit. */
@@ -101,7 +113,10 @@ export declare class NativeDb {
   releaseStaleReaders(): void
   /** Flushes everything committed so far to disk (async, off the JS thread). */
   flush(): Promise<unknown>
-  /** Checks the store's invariants; returns the number of events checked. */
+  /**
+   * Checks the store's structure and invariants, projection.db and the index
+   * dumps; returns the number of events checked.
+   */
   verify(): number
   /** Current LMDB map size in bytes. */
   mapSize(): number
@@ -148,8 +163,18 @@ export declare class NativeSql {
    * `(handle, ...params)` where `handle = statementId * 2 + (safeIntegers ? 1 : 0)`.
    */
   install(rowid: Uint8Array, target: object): void
-  /** Runs a script of zero or more statements. */
+  /** Runs a script of zero or more statements (several run inside a savepoint). */
   exec(sql: string): void
+  /** Opens a transaction level owned by athanor: BEGIN (IMMEDIATE) or a nested savepoint. */
+  txBegin(immediate: boolean): void
+  /** Commits (or rolls back) the innermost level opened by `txBegin`; it is gone either way. */
+  txEnd(commit: boolean): void
+  /**
+   * The state of the transaction athanor owns, checked after each handler: 0 fine,
+   * 1 a statement was refused for transaction control since the last call (cleared),
+   * 2 a statement (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)) rolled the transaction back.
+   */
+  txState(): number
   /** Prepares one statement; returns its id. */
   prepare(sql: string): number
   /** `[readonly, paramCount, ...columnNames]` of a prepared statement. */
@@ -171,7 +196,10 @@ export declare class NativeSql {
   declarativeBatch(specId: number, limit: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
   /** Re-applies a dead letter of a declarative projection (and deletes it), off the JS thread. */
   declarativeRetry(specId: number, deadLetterId: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
-  /** Closes the connection (finalizing its statements) and releases the engine. */
+  /**
+   * Closes the connection (finalizing its statements; SQLite rolls back a transaction
+   * left open) and releases the engine. Work in flight keeps what it needs until it ends.
+   */
   close(): void
 }
 
@@ -181,6 +209,9 @@ export declare class NativeSql {
  */
 export declare function codecRoundTrip(bytes: Uint8Array): [string, Buffer]
 
+/** zstd-compresses `src` into the new file `dst`; resolves to the SHA-256 (hex) of `dst`. */
+export declare function compressFile(src: string, dst: string, level: number): Promise<string>
+
 /** What a declarative batch reports to JS. */
 export interface DeclResult {
   consumed: number
@@ -189,6 +220,12 @@ export interface DeclResult {
   errorCode?: string
   errorMessage?: string
 }
+
+/** Decompresses zstd `src` into the new file `dst`. */
+export declare function decompressFile(src: string, dst: string): Promise<void>
+
+/** The content digest of a closed canonical store directory (`<dir>/data.mdb`). */
+export declare function digestDir(dir: string): Promise<NativeDigest>
 
 /** Opens an embedder on the libuv pool (loading a model takes a while). */
 export declare function embedderOpen(options: NativeEmbedderOptions): Promise<NativeEmbedder>
@@ -210,6 +247,16 @@ export interface NativeCollectionParams {
   m: number
   efConstruction: number
   efSearch: number
+}
+
+/** A content digest as JS sees it (counts as numbers: they stay far below 2^53). */
+export interface NativeDigest {
+  sha256: string
+  stateKeys: number
+  events: number
+  vectorDocuments: number
+  lastEventId: bigint
+  commitSeq: bigint
 }
 
 /** What an open embedder is. */
@@ -258,6 +305,8 @@ export interface NativeOpenOptions {
   syncIntervalMs: number
   mapSize: number
   idempotencyWindowMs: number
+  /** `false`: open only an existing database (`ERR_NOT_FOUND` otherwise). Default true. */
+  create?: boolean
 }
 
 /** One provider tried at open: `error` is unset for the one that runs. */
@@ -277,3 +326,6 @@ export interface NativeSearchPlan {
   graphCost: number
   graphVisits: number
 }
+
+/** Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO). */
+export declare function sqliteSnapshot(src: string, dst: string): Promise<void>
