@@ -6,6 +6,7 @@
  * caller holds (never stored). Vector indexes are not copied: they are rebuilt from
  * the restored documents at open.
  */
+import { describeThrown } from './thrown.js';
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -257,7 +258,7 @@ async function readManifest(backupDir: string, key: Buffer | undefined): Promise
   if (m?.format !== 'athanor-backup' || !Array.isArray(m.files) || typeof m.contentDigest?.sha256 !== 'string') {
     throw new CorruptError(`${file} is not an athanor backup manifest`);
   }
-  if (typeof m.version !== 'number' || m.version > FORMAT_VERSION) throw new VersionError(`${file} is backup format ${String(m.version)}; this athanor reads ${FORMAT_VERSION}: upgrade athanor`);
+  if (typeof m.version !== 'number' || m.version > FORMAT_VERSION) throw new VersionError(`${file} is backup format ${describeThrown(m.version)}; this athanor reads ${FORMAT_VERSION}: upgrade athanor`);
   if (m.encryption !== null) {
     if (m.encryption !== 'aes-256-gcm') throw new CorruptError(`${file} names an unknown encryption ${JSON.stringify(m.encryption)}`);
     if (!key) throw new InvalidArgumentError('this backup is encrypted: pass the encryptionKey it was taken with');

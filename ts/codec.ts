@@ -27,6 +27,17 @@ const U256_MAX = 2n ** 256n - 1n;
 const TRUSTED: unique symbol = Symbol('athanor.value.trusted');
 
 /** An immutable typed value. */
+/**
+ * Throws a typed error for an object that only looks like a Value (made with
+ * `Object.create(Value.prototype)` or taken from another copy of athanor): its methods
+ * would otherwise fail with an untyped `TypeError`.
+ */
+function assertValue(v: unknown): asserts v is Value {
+  if (!Value.isValue(v)) {
+    throw new InvalidArgumentError('this object is not a Value made by athanor: build values with i64(), str(), json(), ... or new Value(type, v)');
+  }
+}
+
 export class Value {
   /** @internal */
   readonly #type: ValueType;
@@ -62,6 +73,7 @@ export class Value {
 
   /** The stored type. */
   get type(): ValueType {
+    assertValue(this);
     return this.#type;
   }
 
@@ -73,57 +85,68 @@ export class Value {
 
   /** The signed 64-bit integer. Throws `ERR_TYPE` for any other type. */
   asI64(): bigint {
+    assertValue(this);
     this.#expect('i64');
     return this.#v as bigint;
   }
   /** The unsigned 256-bit integer. Throws `ERR_TYPE` for any other type. */
   asU256(): bigint {
+    assertValue(this);
     this.#expect('u256');
     return this.#v as bigint;
   }
   /** The float. Throws `ERR_TYPE` for any other type. */
   asF64(): number {
+    assertValue(this);
     this.#expect('f64');
     return this.#v as number;
   }
   /** The boolean. Throws `ERR_TYPE` for any other type. */
   asBool(): boolean {
+    assertValue(this);
     this.#expect('bool');
     return this.#v as boolean;
   }
   /** The string. Throws `ERR_TYPE` for any other type. */
   asString(): string {
+    assertValue(this);
     this.#expect('string');
     return this.#v as string;
   }
   /** A copy of the bytes. Throws `ERR_TYPE` for any other type. */
   asBytes(): Uint8Array {
+    assertValue(this);
     this.#expect('bytes');
     return new Uint8Array(this.#v as Uint8Array);
   }
   /** The parsed JSON (a fresh object each call). Throws `ERR_TYPE` for any other type. */
   asJson<T = Json>(): T {
+    assertValue(this);
     this.#expect('json');
     return parseJson(this.#v as string) as T;
   }
   /** The JSON text as stored. Throws `ERR_TYPE` for any other type. */
   asJsonText(): string {
+    assertValue(this);
     this.#expect('json');
     return this.#v as string;
   }
   /** The set of strings (sorted). Throws `ERR_TYPE` for any other type. */
   asSet(): ReadonlySet<string> {
+    assertValue(this);
     this.#expect('set');
     return new Set(this.#v as string[]);
   }
   /** The array elements. Throws `ERR_TYPE` for any other type. */
   asArray(): readonly Value[] {
+    assertValue(this);
     this.#expect('array');
     return this.#v as Value[];
   }
 
   /** The value as a plain JS value (bigint, number, boolean, string, Uint8Array, JSON, Set, array). */
   toJS(): unknown {
+    assertValue(this);
     switch (this.#type) {
       case 'bytes':
         return this.asBytes();
@@ -140,23 +163,27 @@ export class Value {
 
   /** True when both values have the same type and encoding. */
   equals(other: Value): boolean {
+    assertValue(this);
     return Value.isValue(other) && this.#type === other.#type && encodeValue(this).equals(encodeValue(other));
   }
 
   /** A readable form, e.g. `i64(42)`. */
   toString(): string {
+    assertValue(this);
     const v = this.#type === 'bytes' ? `${(this.#v as Uint8Array).length} bytes` : this.#type === 'array' ? (this.#v as Value[]).join(', ') : String(this.#v);
     return `${this.#type}(${v})`;
   }
 
   /** @internal */
   static encoded(v: Value): Buffer {
+    assertValue(v);
     if (v.#enc === undefined) v.#enc = encodeFresh(v.#type, v.#v);
     return v.#enc;
   }
 
   /** @internal raw payload for encoding nested arrays */
   static raw(v: Value): unknown {
+    assertValue(v);
     return v.#v;
   }
 }
@@ -222,6 +249,9 @@ export function json(v: unknown): Value {
 
 /** A set of strings (duplicates removed). */
 export function set(items: Iterable<string>): Value {
+  if (items === null || typeof (items as { [Symbol.iterator]?: unknown })?.[Symbol.iterator] !== 'function' || typeof items === 'string') {
+    throw new InvalidArgumentError('set() needs an iterable of strings (an array or a Set)');
+  }
   const unique = new Set<string>();
   for (const s of items) {
     if (typeof s !== 'string') throw new InvalidArgumentError(`set() members must be strings, got ${typeof s}`);
@@ -449,6 +479,12 @@ export function writeValue(w: ByteWriter, v: Value): void {
 
 /** Decodes `len` bytes of `buf` at `off` (format byte included). */
 export function decodeValue(buf: Buffer, off: number, len: number): Value {
+  const bytes: unknown = buf;
+  if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('decodeValue() needs a Buffer or Uint8Array');
+  if (typeof off !== 'number' || typeof len !== 'number' || !Number.isSafeInteger(off) || !Number.isSafeInteger(len) || off < 0 || len < 0 || off + len > bytes.length) {
+    throw new InvalidArgumentError(`decodeValue() needs a byte range inside the buffer (offset and length as integers; the buffer has ${bytes.length} bytes)`);
+  }
+  if (!Buffer.isBuffer(bytes)) buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (len < 2) throw new ValueTypeError('value bytes are too short');
   if (buf[off] !== FORMAT) throw new ValueTypeError(`value format ${buf[off]} is not supported; upgrade athanor`);
   return decodeBody(buf, off + 1, len - 1);

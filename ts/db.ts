@@ -14,6 +14,7 @@ import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 import { VectorStore } from './vector.js';
 import { Scheduler } from './scheduler.js';
 import { INTERNAL } from './reserved.js';
+import { describeThrown } from './thrown.js';
 import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './backup.js';
 import type { VectorProjection, VectorProjectionSpec } from './vector-projection.js';
 import { Idempotency } from './idempotency.js';
@@ -69,7 +70,7 @@ function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
   const durability = o.durability ?? 'full';
   if (durability !== 'full' && durability !== 'batched' && durability !== 'none') {
-    throw new InvalidArgumentError(`durability must be 'full', 'batched' or 'none', got ${String(durability)}`);
+    throw new InvalidArgumentError(`durability must be 'full', 'batched' or 'none', got ${describeThrown(durability)}`);
   }
   const syncIntervalMs = o.syncIntervalMs ?? 100;
   if (!Number.isInteger(syncIntervalMs) || syncIntervalMs < 1 || syncIntervalMs > 60_000) {
@@ -465,7 +466,9 @@ export class Athanor {
   async #close(): Promise<void> {
     if (this.#core.closed) return;
     try {
-      await this.#scheduler?.stop();
+      // Only when there is one: close() inside db.sql.transaction(fn) must reach the
+      // SQL connection before the callback returns, so no needless await comes first.
+      if (this.#scheduler !== undefined) await this.#scheduler.stop();
       await this.#proj.close();
     } finally {
       while (this.#core.pendingCount > 0) await this.#core.drain();

@@ -2,6 +2,7 @@
  * Local text embeddings: a sentence-embedding model (ONNX) run in-process by ONNX
  * Runtime on the libuv thread pool. No Python, no service, no network at run time.
  */
+import { describeThrown } from './thrown.js';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -110,7 +111,7 @@ function resolveRuntime(given: string | undefined): string {
 
 function positiveInt(v: unknown, name: string, max: number): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) throw new InvalidArgumentError(`${name} must be an integer from 1 to ${max}, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) throw new InvalidArgumentError(`${name} must be an integer from 1 to ${max}, got ${describeThrown(v)}`);
   return v;
 }
 
@@ -184,7 +185,7 @@ export class Embedder {
     const providers = options.providers ?? ['cpu'];
     if (!Array.isArray(providers) || providers.length === 0) throw new InvalidArgumentError("providers must be a non-empty array of 'cpu', 'cuda', 'coreml'");
     for (const p of providers) {
-      if (p !== 'cpu' && p !== 'cuda' && p !== 'coreml') throw new InvalidArgumentError(`unknown execution provider ${JSON.stringify(p)}; use 'cpu', 'cuda' or 'coreml'`);
+      if (p !== 'cpu' && p !== 'cuda' && p !== 'coreml') throw new InvalidArgumentError(`unknown execution provider ${describeThrown(p)}; use 'cpu', 'cuda' or 'coreml'`);
     }
     const policy = options.onProviderUnavailable ?? 'fallback';
     if (policy !== 'fallback' && policy !== 'error') throw new InvalidArgumentError("onProviderUnavailable must be 'fallback' or 'error'");

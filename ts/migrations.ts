@@ -174,7 +174,7 @@ export class Migrations {
     }
     const version = max + 1;
     if (!Number.isSafeInteger(version)) throw new InvalidArgumentError(`the migration files in ${dir} are numbered up to ${max}; no next version fits`);
-    const base = `${String(version).padStart(4, '0')}_${name}`;
+    const base = `${describeThrown(version).padStart(4, '0')}_${name}`;
     const up = path.join(dir, `${base}.sql`);
     const down = path.join(dir, `${base}.down.sql`);
     try {

@@ -795,6 +795,7 @@ export class Processor {
       return Promise.reject(e);
     }
     if (c >= id) return Promise.resolve(c);
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const w: Waiter = { id, resolve };
       this.#waiters.push(w);

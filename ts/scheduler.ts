@@ -10,6 +10,7 @@
  * writer validates what each read), so one wins; a runner whose lease expired and
  * was taken over finds a newer token and commits nothing.
  */
+import { describeThrown } from './thrown.js';
 import { hostname } from 'node:os';
 import { Cron } from 'croner';
 import { json, type Value } from './codec.js';
@@ -696,7 +697,7 @@ function checkName(name: unknown): asserts name is string {
 
 function positiveInt(v: unknown, what: string, dflt: number, min = 1): number {
   if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new InvalidArgumentError(`${what} must be an integer of at least ${min}, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new InvalidArgumentError(`${what} must be an integer of at least ${min}, got ${describeThrown(v)}`);
   return v;
 }
 

@@ -9,6 +9,7 @@
  * nothing but the embedding work; two processes running the same projection never
  * both commit a batch. Error strategies and dead letters are the SQL processors'.
  */
+import { describeThrown } from './thrown.js';
 import { i64, type Json } from './codec.js';
 import type { Embedder } from './embed.js';
 import { HandlerError, InvalidArgumentError, fromNative } from './errors.js';
@@ -108,14 +109,14 @@ interface Op {
 function compilePath(src: string, what: string): Getter {
   if (src === '@id') return (e) => String(e.id);
   if (src === '@type') return (e) => e.type;
-  if (typeof src !== 'string' || !src.startsWith('$')) throw new InvalidArgumentError(`${what} must be '@id', '@type' or a payload path like '$.text', got ${JSON.stringify(src)}`);
+  if (typeof src !== 'string' || !src.startsWith('$')) throw new InvalidArgumentError(`${what} must be '@id', '@type' or a payload path like '$.text', got ${describeThrown(src)}`);
   const steps: (string | number)[] = [];
   const re = /\.([A-Za-z_$][\w$]*)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]/y;
   let at = 1;
   while (at < src.length) {
     re.lastIndex = at;
     const m = re.exec(src);
-    if (m === null) throw new InvalidArgumentError(`${what}: cannot parse path ${JSON.stringify(src)} at offset ${at}; use $.name, [index] or ["key"]`);
+    if (m === null) throw new InvalidArgumentError(`${what}: cannot parse path ${describeThrown(src)} at offset ${at}; use $.name, [index] or ["key"]`);
     steps.push(m[1] ?? (m[2] !== undefined ? Number(m[2]) : (JSON.parse(`"${m[3]!}"`) as string)));
     at = re.lastIndex;
   }

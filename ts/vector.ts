@@ -3,6 +3,7 @@
  * LMDB commit as state and events, searched through an in-memory HNSW index
  * derived from them.
  */
+import { describeThrown } from './thrown.js';
 import { RESERVED_PREFIX } from './reserved.js';
 import { ByteWriter } from './bytes.js';
 import { parseJson, str, stringifyStrict, type Json } from './codec.js';
@@ -387,7 +388,7 @@ function checkName(name: unknown): string {
 }
 
 function intIn(v: unknown, lo: number, hi: number, what: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new InvalidArgumentError(`${what} must be an integer between ${lo} and ${hi}, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new InvalidArgumentError(`${what} must be an integer between ${lo} and ${hi}, got ${describeThrown(v)}`);
   return v;
 }
 
@@ -735,11 +736,11 @@ export class VectorStore {
     checkName(name);
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('create() needs options { dimension, metric?, m?, efConstruction?, efSearch? }');
     const metric = options.metric ?? 'cosine';
-    if (metric !== 'cosine' && metric !== 'dot' && metric !== 'l2') throw new InvalidArgumentError(`metric must be 'cosine', 'dot' or 'l2', got ${String(metric)}`);
+    if (metric !== 'cosine' && metric !== 'dot' && metric !== 'l2') throw new InvalidArgumentError(`metric must be 'cosine', 'dot' or 'l2', got ${describeThrown(metric)}`);
     const embedder = options.embedder;
     checkEmbedder(embedder);
     if (embedder !== undefined && options.dimension !== undefined && options.dimension !== embedder.dimension) {
-      throw new VectorDimensionError(`dimension ${String(options.dimension)} differs from the embedder's ${embedder.dimension}; leave dimension out to take the embedder's`);
+      throw new VectorDimensionError(`dimension ${describeThrown(options.dimension)} differs from the embedder's ${embedder.dimension}; leave dimension out to take the embedder's`);
     }
     const dimension = intIn(options.dimension ?? embedder?.dimension, 1, 4096, 'dimension');
     const m = intIn(options.m ?? 16, 2, 128, 'm');
