@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::RwLock;
 use heed::{PutFlags, RwTxn};
+use parking_lot::RwLock;
 
 use crate::codec;
 use crate::error::{Code, Error, Result};

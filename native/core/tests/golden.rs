@@ -335,7 +335,7 @@ fn dump_store(e: &Engine) -> Json {
         "last_event_id": last,
         "state": state,
         "events": events,
-        "idempotency": idem.map(|(seq, first, n)| json!([seq, first, n])),
+        "idempotency": idem.map(|(seq, first, n, _committed_at)| json!([seq, first, n])),
         "collections": collections,
     })
 }
