@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::RwLock;
 use heed::{PutFlags, RwTxn};
+use parking_lot::RwLock;
 
 use crate::codec;
 use crate::error::{Code, Error, Result};
@@ -198,6 +198,9 @@ pub(crate) fn run_writer(store: Arc<Store>, shared: Arc<Shared>, rx: Receiver<Ms
             };
             if applied_any && sync_interval.is_some() && unsynced_since.is_none() {
                 unsynced_since = Some(Instant::now());
+            }
+            if applied_any {
+                store.announcer.announce(notice.commit_seq);
             }
             deliver(&shared, requests, results, notice, applied_any);
         }

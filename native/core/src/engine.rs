@@ -23,7 +23,6 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 static OPEN_ENGINES: LazyLock<Mutex<HashMap<PathBuf, Weak<Engine>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-
 /// An open database directory. Cheap to share (`Arc`); the last drop stops the
 /// writer after it has committed everything already queued.
 pub struct Engine {
