@@ -71,4 +71,31 @@ describe('several processes writing one database', () => {
     expect(db.stats().mapSize).toBeGreaterThan(mapBefore);
     expect(db.verify().events).toBe(41);
   });
+
+  it('subscribers and processors see other processes\' commits without polling', async () => {
+    const dir = sandbox.dir();
+    const db = await sandbox.open(dir);
+    db.migrations.add({ version: 1, name: 'seen', up: 'CREATE TABLE seen (n INTEGER NOT NULL)', down: 'DROP TABLE seen' });
+    db.migrations.run();
+    const insert = db.sql.prepare('INSERT INTO seen VALUES (1)');
+    // No poll: only the cross-process commit notifications can wake these.
+    const p = db.processor('seen', { pollIntervalMs: 0, handlers: [{ eventType: 'incremented', handle: () => void insert.run() }] });
+    const notices: bigint[] = [];
+    const all = new Promise<void>((resolve) => {
+      const off = db.events.subscribe((n) => {
+        notices.push(n.lastEventId);
+        if (n.lastEventId >= 20n) {
+          off();
+          resolve();
+        }
+      });
+    });
+    void p.run();
+    await run(dir, 20, 'other');
+    await all; // without the notify file this never resolves: nothing in this process commits
+    await p.waitFor(20n);
+    await p.stop();
+    expect(notices.length).toBeGreaterThan(0);
+    expect(db.sql.get<{ n: number }>('SELECT count(*) AS n FROM seen')?.n).toBe(20);
+  });
 });

@@ -2,6 +2,8 @@
  * The bridge to one native handle: scratch buffers for allocation-free reads,
  * the commit queue's promises, and commit notifications. @internal
  */
+import { watch, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
 import { decodeValue, type Value } from './codec.js';
 import { ByteWriter } from './bytes.js';
 import { AthanorError, ClosedError, errorFor, fromNative } from './errors.js';
@@ -72,6 +74,7 @@ export class Core {
   #retryTail: Promise<void> = Promise.resolve();
 
   constructor(dir: string, o: CoreOptions) {
+    this.#notifyPath = join(dir, 'canonical', 'commits.notify');
     try {
       this.native = new native.NativeDb(
         dir,
@@ -298,10 +301,65 @@ export class Core {
   subscribe(listener: (n: CommitNotice) => void): () => void {
     this.#listeners.add(listener);
     this.native.setWantsNotices(true);
+    this.#watchOtherProcesses();
     return () => {
       this.#listeners.delete(listener);
-      if (this.#listeners.size === 0 && !this.closed) this.native.setWantsNotices(false);
+      if (this.#listeners.size === 0 && !this.closed) {
+        this.native.setWantsNotices(false);
+        this.#watcher?.close();
+        this.#watcher = undefined;
+      }
     };
+  }
+
+  readonly #notifyPath: string;
+  #watcher: FSWatcher | undefined;
+  #checkQueued = false;
+
+  /**
+   * Commits of other processes: every writer rewrites `canonical/commits.notify` after
+   * a group commit (native/core/src/announce.rs); watching it (inotify, kqueue) tells
+   * this process to read the new heads, with no polling and no CPU while idle. Our own
+   * commits change it too; those find nothing newer than what was already delivered.
+   */
+  #watchOtherProcesses(): void {
+    if (this.#watcher !== undefined || this.closed) return;
+    try {
+      this.#watcher = watch(this.#notifyPath, { persistent: false }, () => this.#queueCheck());
+      this.#watcher.on('error', () => {
+        this.#watcher?.close();
+        this.#watcher = undefined;
+      });
+    } catch {
+      // No watch on this file system (some network mounts): processors' pollInterval still works.
+      this.#watcher = undefined;
+    }
+  }
+
+  #queueCheck(): void {
+    if (this.#checkQueued) return;
+    this.#checkQueued = true;
+    setImmediate(() => {
+      this.#checkQueued = false;
+      if (this.closed || this.#listeners.size === 0) return;
+      try {
+        const [lastEventId, commitSeq] = this.native.heads();
+        if (commitSeq! > this.#lastNotified) this.#publish({ commitSeq: commitSeq!, lastEventId: lastEventId! });
+      } catch (e) {
+        warn('could not read the heads after another process committed', e);
+      }
+    });
+  }
+
+  #publish(notice: CommitNotice): void {
+    this.#lastNotified = notice.commitSeq;
+    for (const l of this.#listeners) {
+      try {
+        l(notice);
+      } catch (e) {
+        warn('a commit listener threw', e);
+      }
+    }
   }
 
   /** Runs on the JS thread for each group. Must never throw (see native/node). */
@@ -318,16 +376,7 @@ export class Core {
         this.#settle(token, r.info, r.error);
       }
       if (!this.closed) this.native.releaseStaleReaders();
-      if (notice.commitSeq > this.#lastNotified) {
-        this.#lastNotified = notice.commitSeq;
-        for (const l of this.#listeners) {
-          try {
-            l(notice);
-          } catch (e) {
-            warn('a commit listener threw', e);
-          }
-        }
-      }
+      if (notice.commitSeq > this.#lastNotified) this.#publish(notice);
     } catch (e) {
       warn('internal error while delivering commits', e);
     }
@@ -360,6 +409,8 @@ export class Core {
     if (this.closed) return;
     this.closed = true;
     this.#listeners.clear();
+    this.#watcher?.close();
+    this.#watcher = undefined;
     // Commits still held for this turn would otherwise never be answered.
     const held = this.#outboxTokens.splice(0);
     this.#outbox.reset();

@@ -65,8 +65,9 @@ export interface ProcessorOptions {
   /** Events per batch (one SQLite transaction); default 1000. */
   batchSize?: number;
   /**
-   * How often `run()` checks the log for events committed by other processes, ms
-   * (default 1000). Commits made through this process wake it at once.
+   * A timer for `run()` on file systems where watching files does not work (some
+   * network mounts), ms (default 0: off). Commits of this process and of other
+   * processes wake `run()` at once without it.
    */
   pollIntervalMs?: number;
   /** Error strategy (default `'failFast'`). */
@@ -599,7 +600,7 @@ export class Processor {
     this.name = name;
     this.applier = applier;
     this.#batchSize = o.batchSize ?? 1000;
-    this.#pollMs = o.pollIntervalMs ?? 1000;
+    this.#pollMs = o.pollIntervalMs ?? 0;
     this.#strategy = strategyOf(o.onError ?? 'failFast');
     this.#allowPending = o.allowPendingMigrations ?? false;
     this.#reset = o.reset;
@@ -812,8 +813,10 @@ export class Processor {
 
   /**
    * Runs until stopped (`stop()` or `signal`): applies batches while events are
-   * pending, then sleeps until a commit notice from this process (near-zero latency)
-   * or the poll interval (for commits by other processes) wakes it. Idle, it uses no CPU.
+   * pending, then sleeps until a commit notice wakes it: this process's commits are
+   * pushed by the writer, other processes' are seen by watching the commit notify file
+   * (no polling). Idle, it uses no CPU. `pollInterval` adds a timer for file systems
+   * where watching files does not work (some network mounts).
    * Rejects if a batch fails with a stop decision or a fatal error.
    */
   run(options: { signal?: AbortSignal } = {}): Promise<void> {
@@ -993,7 +996,7 @@ export class ProcessorBuilder {
     return this;
   }
 
-  /** Fallback poll interval of `run()` for commits made by other processes, ms (0 disables). */
+  /** A poll of `run()` for file systems where watching files does not work, ms (default 0: off; other processes' commits are watched). */
   pollInterval(ms: number): this {
     this.#o.pollIntervalMs = ms;
     return this;

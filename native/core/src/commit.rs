@@ -199,6 +199,9 @@ pub(crate) fn run_writer(store: Arc<Store>, shared: Arc<Shared>, rx: Receiver<Ms
             if applied_any && sync_interval.is_some() && unsynced_since.is_none() {
                 unsynced_since = Some(Instant::now());
             }
+            if applied_any {
+                store.announcer.announce(notice.commit_seq);
+            }
             deliver(&shared, requests, results, notice, applied_any);
         }
         if !syncs.is_empty() || shutdown {

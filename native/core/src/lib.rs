@@ -2,6 +2,7 @@
 //! an append-only event log in one LMDB environment, committed atomically by a
 //! single group-committing writer. Knows nothing of N-API: `native/node` binds it.
 
+pub mod announce;
 pub mod backup;
 pub mod codec;
 pub mod commit;

@@ -96,6 +96,8 @@ pub struct Store {
     pub(crate) options: StoreOptions,
     /// The vector collections and their in-memory indexes.
     pub(crate) vectors: crate::vector::Registry,
+    /// Wakes other processes after commits (see `announce`).
+    pub(crate) announcer: crate::announce::Announcer,
 }
 
 /// A state entry as read: the version (commit seq of its last write) and the encoded value.
@@ -223,6 +225,7 @@ impl Store {
             map_guard: RwLock::new(()),
             options,
             vectors: crate::vector::Registry::new(),
+            announcer: crate::announce::Announcer::open(&canonical)?,
         })
     }
 
