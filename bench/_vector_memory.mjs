@@ -1,5 +1,5 @@
 // Memory probe for bench/vector.mjs, run in a fresh process per side:
-//   node bench/_vector_memory.mjs <athanor|hnswlib-node> <path> <dim>
+//   node bench/_vector_memory.mjs <athanor|usearch|hnswlib-node> <path> <dim>
 // Prints {"bytes": resident bytes added by loading the index, "count": vectors loaded}.
 // The module is imported before the baseline is taken, so only the loaded index counts.
 const [side, path, dimArg] = process.argv.slice(2);
@@ -27,6 +27,15 @@ if (side === 'athanor') {
     const index = new hnswlib.HierarchicalNSW('cosine', dim);
     index.readIndexSync(path);
     count = index.getCurrentCount();
+    return index;
+  };
+} else if (side === 'usearch') {
+  const { default: usearch } = await import('usearch');
+  const { USEARCH } = await import('./_peers.mjs');
+  load = async () => {
+    const index = new usearch.Index(USEARCH.config(dim, 16, 200, 64)); // the file's own graph parameters win
+    index.load(path);
+    count = index.size();
     return index;
   };
 } else {
