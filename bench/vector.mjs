@@ -284,7 +284,11 @@ export async function run() {
       [HNSWLIB.label]: await measureMemory('hnswlib-node', hPath),
     };
     check(Object.values(mem).every((m) => m.count === n), 'memory probes loaded every vector');
-    log(`  memory: ${Object.entries(mem).map(([k, m]) => `${k} ${fmt(m.bytes / n)} B/vector`).join(', ')} (raw vector ${DIM * 4} B)`);
+    log(
+      `  memory: ${Object.entries(mem)
+        .map(([k, m]) => `${k} ${fmt(m.bytes / n)} B/vector (anonymous ${fmt(m.anon / n)}, mapped files ${fmt(m.file / n)})`)
+        .join(', ')}; raw vector ${DIM * 4} B`,
+    );
     for (const peer of [USEARCH.label, HNSWLIB.label]) emit('vector.memory', 'bytes/vector', 'lower', mem.ours.bytes / n, peer, mem[peer].bytes / n);
 
     removeDir(lastOursDir);
