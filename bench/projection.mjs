@@ -21,7 +21,7 @@
 // NORMAL on both sides (athanor's projection.db settings). Rounds: 3 (BENCH_ROUNDS overrides),
 // interleaved; medians. athanor's database is closed before the peer's turn.
 import { join } from 'node:path';
-import { cpSync, existsSync, rmSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, fsyncSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { Athanor } from '../dist/index.js';
 import { QUICK, emit, fmt, freshDir, interleave, log, median, removeDir, timed } from './_lib.mjs';
 import { SQLITE, openSqlite, peerVersions } from './_peers.mjs';
@@ -67,11 +67,28 @@ function writePeerLog(file, n) {
   db.close();
 }
 
+/**
+ * fsyncs every file under `path`, so that writing back a fresh copy's dirty pages is
+ * done before the timed region starts instead of landing in the middle of it.
+ */
+function syncTree(path) {
+  for (const e of readdirSync(path, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    const fd = openSync(join(e.parentPath ?? e.path, e.name), 'r+');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
 /** A fresh copy of athanor's pre-written log (no projection.db), in a new directory. */
 function freshOurs(logDir) {
   const dir = freshDir('projection-ours');
   cpSync(logDir, join(dir, 'db'), { recursive: true });
   for (const f of ['projection.db', 'projection.db-wal', 'projection.db-shm']) rmSync(join(dir, 'db', f), { force: true });
+  syncTree(dir);
   return { dir, db: join(dir, 'db') };
 }
 
@@ -81,6 +98,7 @@ function freshPeer(logFile) {
   const file = join(dir, 'peer.sqlite');
   cpSync(logFile, file);
   check(!existsSync(logFile + '-wal'), 'the peer log was checkpointed into one file');
+  syncTree(dir);
   return { dir, file };
 }
 
