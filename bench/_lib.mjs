@@ -10,15 +10,24 @@ export function log(...args) {
   process.stderr.write(args.join(' ') + '\n');
 }
 
-/** Prints one metric line to stdout. `ours`/`peerValue` are higher-is-better rates. */
-export function emit(bench, unit, ours, peer, peerValue) {
+/**
+ * Prints one metric line to stdout:
+ * `{"bench","unit","better","ours","peer","peerValue","ratio", ...extra}`.
+ * `better` says which direction wins (`'higher'` for rates, `'lower'` for latencies
+ * and sizes); `ratio` is always `ours / peerValue`, so with `better: 'lower'` a ratio
+ * below 1 means athanor wins. A metric without a peer passes `peer = null`.
+ */
+export function emit(bench, unit, better, ours, peer, peerValue, extra = {}) {
+  if (better !== 'higher' && better !== 'lower') throw new Error(`emit(${bench}): better must be 'higher' or 'lower'`);
   const line = {
     bench,
     unit,
+    better,
     ours: round(ours),
     peer,
-    peerValue: round(peerValue),
-    ratio: Number((ours / peerValue).toFixed(3)),
+    peerValue: peer === null ? null : round(peerValue),
+    ratio: peer === null ? null : Number((ours / peerValue).toFixed(3)),
+    ...extra,
   };
   process.stdout.write(JSON.stringify(line) + '\n');
 }

@@ -6,12 +6,15 @@
 //   append_batch   20,000 / 100,000 events in one transaction
 //   read           200,000 / 1,000,000 random point reads over 10,000 preloaded keys
 //   rounds         5 / 5 (BENCH_ROUNDS overrides); each metric reports the median round per side.
-// Every round of every side opens a fresh directory under os.tmpdir() and removes it afterwards.
+// Every round of every side opens a fresh directory under os.tmpdir() and removes it afterwards;
+// athanor's database is closed before the next side runs, so nothing of ours runs meanwhile.
+// Peers (configured in _peers.mjs): lmdb-js in its default overlappingSync mode, each write
+// awaited until `flushed` (durable, like athanor's default); lmdb-js with overlappingSync: false
+// (a labelled variant); better-sqlite3 with WAL + synchronous = FULL (tx_seq only: it is synchronous).
 import { join } from 'node:path';
-import { open as lmdbOpen } from 'lmdb';
-import Database from 'better-sqlite3';
 import { Athanor, i64 } from '../dist/index.js';
 import { QUICK, emit, fmt, freshDir, interleave, log, median, prng, removeDir, timed } from './_lib.mjs';
+import { LMDB, LMDB_SYNC, SQLITE, openLmdb, openSqlite, peerVersions } from './_peers.mjs';
 
 export const description = 'durable state+event transactions (sequential, 64 concurrent), 100k-event append, typed point reads; vs lmdb-js and better-sqlite3';
 
@@ -40,27 +43,21 @@ async function withOurs(fn) {
   }
 }
 
-async function withLmdb(fn) {
+/** A fresh lmdb-js database configured as `variant` (see _peers.mjs). */
+async function withLmdb(variant, fn) {
   const dir = freshDir('lmdb');
-  // overlappingSync: false => the commit (including its fsync) finishes before the
-  // transaction's promise resolves, so an awaited commit is durable (db.flushed ==
-  // the commit promise in this mode; we await it anyway where it matters).
-  const root = lmdbOpen({ path: join(dir, 'db'), compression: false, overlappingSync: false });
-  const state = root.openDB({ name: 'state' });
-  const events = root.openDB({ name: 'events' });
+  const l = openLmdb(variant, join(dir, 'db'));
   try {
-    return await fn({ root, state, events });
+    return await fn({ ...l, variant });
   } finally {
-    await root.close();
+    await l.root.close();
     removeDir(dir);
   }
 }
 
 async function withSqlite(fn) {
   const dir = freshDir('sqlite');
-  const db = new Database(join(dir, 'db.sqlite'));
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
+  const db = openSqlite(join(dir, 'db.sqlite'), SQLITE.durable);
   db.exec('CREATE TABLE state (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID');
   db.exec('CREATE TABLE events (id INTEGER PRIMARY KEY, type TEXT NOT NULL, payload TEXT NOT NULL)');
   try {
@@ -83,11 +80,15 @@ const oursTx = (db, i) =>
     tx.log('deposit', { i, amount: 5 });
   });
 
-const lmdbTx = ({ root, state, events }, i) =>
-  root.transaction(() => {
-    state.put(stateKey(i), i);
-    events.put(i + 1, { type: 'deposit', payload: { i, amount: 5 } });
-  });
+/** One lmdb-js transaction, resolved once durable (see LMDB.durable). */
+const lmdbTx = ({ root, state, events, variant }, i) =>
+  variant.durable(
+    root,
+    root.transaction(() => {
+      state.put(stateKey(i), i);
+      events.put(i + 1, { type: 'deposit', payload: { i, amount: 5 } });
+    }),
+  );
 
 async function windowed(n, start, fn) {
   let next = start;
@@ -96,6 +97,18 @@ async function windowed(n, start, fn) {
     while (next < end) await fn(next++);
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+}
+
+/** The two lmdb-js variants as interleave() sides, each running `body` on a fresh database. */
+function lmdbSides(body) {
+  return {
+    [LMDB.label]: () => withLmdb(LMDB, body),
+    [LMDB_SYNC.label]: () => withLmdb(LMDB_SYNC, body),
+  };
+}
+
+function emitLmdb(metric, unit, ours, rates) {
+  for (const v of [LMDB, LMDB_SYNC]) emit(metric, unit, 'higher', ours, v.label, median(rates[v.label]));
 }
 
 async function txSeq() {
@@ -110,17 +123,15 @@ async function txSeq() {
         check(db.events.lastId === BigInt(WARMUP + n), 'ours tx_seq event count');
         return n / s;
       }),
-    lmdb: () =>
-      withLmdb(async (l) => {
-        for (let i = 0; i < WARMUP; i++) await lmdbTx(l, i);
-        const s = await timed(async () => {
-          for (let i = WARMUP; i < WARMUP + n; i++) await lmdbTx(l, i);
-          await l.root.flushed;
-        });
-        check(l.events.getCount() === WARMUP + n, 'lmdb tx_seq event count');
-        return n / s;
-      }),
-    sqlite: () =>
+    ...lmdbSides(async (l) => {
+      for (let i = 0; i < WARMUP; i++) await lmdbTx(l, i);
+      const s = await timed(async () => {
+        for (let i = WARMUP; i < WARMUP + n; i++) await lmdbTx(l, i);
+      });
+      check(l.events.getCount() === WARMUP + n, 'lmdb tx_seq event count');
+      return n / s;
+    }),
+    [SQLITE.label]: () =>
       withSqlite(async (db) => {
         const up = db.prepare('INSERT INTO state (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v');
         const ins = db.prepare('INSERT INTO events (type, payload) VALUES (?, ?)');
@@ -137,8 +148,8 @@ async function txSeq() {
       }),
   });
   const ours = median(rates.ours);
-  emit('core.tx_seq', 'ops/s', ours, 'lmdb-js', median(rates.lmdb));
-  emit('core.tx_seq', 'ops/s', ours, 'better-sqlite3', median(rates.sqlite));
+  emitLmdb('core.tx_seq', 'ops/s', ours, rates);
+  emit('core.tx_seq', 'ops/s', 'higher', ours, SQLITE.label, median(rates[SQLITE.label]));
 }
 
 async function txConcurrent() {
@@ -151,18 +162,14 @@ async function txConcurrent() {
         check(db.events.lastId === BigInt(WARMUP + n), 'ours tx_concurrent event count');
         return n / s;
       }),
-    lmdb: () =>
-      withLmdb(async (l) => {
-        for (let i = 0; i < WARMUP; i++) await lmdbTx(l, i);
-        const s = await timed(async () => {
-          await windowed(n, WARMUP, (i) => lmdbTx(l, i));
-          await l.root.flushed;
-        });
-        check(l.events.getCount() === WARMUP + n, 'lmdb tx_concurrent event count');
-        return n / s;
-      }),
+    ...lmdbSides(async (l) => {
+      for (let i = 0; i < WARMUP; i++) await lmdbTx(l, i);
+      const s = await timed(() => windowed(n, WARMUP, (i) => lmdbTx(l, i)));
+      check(l.events.getCount() === WARMUP + n, 'lmdb tx_concurrent event count');
+      return n / s;
+    }),
   });
-  emit('core.tx_concurrent', 'ops/s', median(rates.ours), 'lmdb-js', median(rates.lmdb));
+  emitLmdb('core.tx_concurrent', 'ops/s', median(rates.ours), rates);
 }
 
 // ---------------------------------------------------------------- append_batch
@@ -183,21 +190,22 @@ async function appendBatch() {
         check(db.events.lastId === BigInt(n + 1), 'ours append_batch event count');
         return n / s;
       }),
-    lmdb: () =>
-      withLmdb(async (l) => {
-        await lmdbTx(l, -1);
-        const { root, events } = l;
-        const s = await timed(async () => {
-          await root.transaction(() => {
+    ...lmdbSides(async (l) => {
+      await lmdbTx(l, -1);
+      const { root, events, variant } = l;
+      const s = await timed(() =>
+        variant.durable(
+          root,
+          root.transaction(() => {
             for (let i = 0; i < n; i++) events.put(i + 1, { type: 'deposit', payload: payloads[i] });
-          });
-          await root.flushed;
-        });
-        check(events.getCount() === n + 1, 'lmdb append_batch event count');
-        return n / s;
-      }),
+          }),
+        ),
+      );
+      check(events.getCount() === n + 1, 'lmdb append_batch event count');
+      return n / s;
+    }),
   });
-  emit('core.append_batch', 'events/s', median(rates.ours), 'lmdb-js', median(rates.lmdb));
+  emitLmdb('core.append_batch', 'events/s', median(rates.ours), rates);
 }
 
 // ---------------------------------------------------------------- read
@@ -219,8 +227,8 @@ async function read() {
         check(bad === 0 && db.get('acct:77').asI64() === 77n, 'ours read values');
         return n / s;
       }),
-    lmdb: () =>
-      withLmdb(async ({ root, state }) => {
+    [LMDB.label]: () =>
+      withLmdb(LMDB, async ({ root, state }) => {
         await root.transaction(() => {
           for (let i = 0; i < READ_KEYS; i++) state.put('acct:' + i, i);
         });
@@ -232,12 +240,13 @@ async function read() {
         return n / s;
       }),
   });
-  emit('core.read', 'reads/s', median(rates.ours), 'lmdb-js', median(rates.lmdb));
+  emit('core.read', 'reads/s', 'higher', median(rates.ours), LMDB.label, median(rates[LMDB.label]));
 }
 
 // ---------------------------------------------------------------- entry
 
 export async function run() {
+  log(`peers: ${peerVersions()}`);
   log(
     `core: ${QUICK ? 'QUICK' : 'full'} mode, ${COUNTS.rounds} rounds; tx_seq ${fmt(COUNTS.txSeq)} ops, ` +
       `tx_concurrent ${fmt(COUNTS.txConcurrent)} ops x${CONCURRENCY} in flight, append_batch ${fmt(COUNTS.appendBatch)} events, ` +

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { Embedder } from '../dist/index.js';
 import { ensureTestModel } from '../scripts/test-model.mjs';
 import { QUICK, emit, fmt, freshDir, interleave, log, median, prng, removeDir, timed } from './_lib.mjs';
+import { TRANSFORMERS, peerVersions } from './_peers.mjs';
 
 export const description = 'all-MiniLM-L6-v2 int8 on CPU, 2,000 generated sentences: throughput and p95 of a 32-sentence batch; vs transformers.js';
 
@@ -109,17 +110,13 @@ async function openPeer(root) {
   env.localModelPath = root + '/';
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
-  const p = await pipeline('feature-extraction', PEER_ID, {
-    dtype: 'fp32', // selects onnx/model.onnx, which is the int8 file
-    device: 'cpu',
-    session_options: { intraOpNumThreads: THREADS, interOpNumThreads: 1, executionMode: 'sequential' },
-  });
+  const p = await pipeline('feature-extraction', PEER_ID, TRANSFORMERS.pipelineOptions(THREADS));
   return p;
 }
 
 /** One peer call on `batch`; returns batch x DIM floats. */
 async function peerEmbed(p, batch) {
-  const out = await p(batch, { pooling: 'mean', normalize: true });
+  const out = await p(batch, TRANSFORMERS.callOptions);
   const data = out.data;
   if (typeof out.dispose === 'function') out.dispose();
   return data;
@@ -170,6 +167,7 @@ function cosines(a, b, n) {
 
 export async function run() {
   const { n, rounds } = SIZES;
+  log(`peers: ${peerVersions()}`);
   const modelDir = await ensureTestModel();
   const texts = sentences(n, 1);
   const batches = chunks(texts);
@@ -238,7 +236,7 @@ export async function run() {
       log(cosLine);
     }
 
-    emit('embed.throughput', 'sentences/s', median(tp.ours), 'transformers.js', median(tp['transformers.js']));
+    emit('embed.throughput', 'sentences/s', 'higher', median(tp.ours), TRANSFORMERS.label, median(tp['transformers.js']));
 
     // ---- p95 of one 32-sentence call: every batch, every round, both sides.
     const lat = { ours: [], 'transformers.js': [] };
@@ -256,7 +254,7 @@ export async function run() {
       'transformers.js': () => timeBatches('transformers.js', (b) => peerEmbed(peer, b)),
     });
     log(`  p95_batch_ms: median batch ${median(lat.ours).toFixed(1)} ms vs ${median(lat['transformers.js']).toFixed(1)} ms; over ${lat.ours.length} batches per side`);
-    emit('embed.p95_batch_ms', 'ms', p95(lat.ours), 'transformers.js', p95(lat['transformers.js']));
+    emit('embed.p95_batch_ms', 'ms', 'lower', p95(lat.ours), TRANSFORMERS.label, p95(lat['transformers.js']));
 
     await peer.dispose?.();
   } finally {

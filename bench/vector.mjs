@@ -1,30 +1,43 @@
-// vector: HNSW bulk insert, single-thread search QPS at recall@10 >= 0.95, p95 latency and
-// resident memory, against usearch and hnswlib-node on the same low-rank dataset.
+// vector: HNSW bulk insert, single-thread search QPS at recall@10 >= 0.95, p95 latency,
+// resident memory and filtered search, against usearch and hnswlib-node on the same
+// low-rank dataset.
 //
-// Data (full / BENCH_QUICK=1): 100,000 / 5,000 vectors x 384 dims, intrinsic dimension 32,
+// Data (full / BENCH_QUICK=1): 100,000 / 4,000 vectors x 384 dims, intrinsic dimension 32,
 // unit-normalised, cosine (generator: test/fixtures/lowrank.mjs, seed 1); 1,000 / 200 queries.
 // Queries: seed 2 with the data's basis (basisSeed 1). Every side builds with M=16,
-// efConstruction=200. Ground truth: usearch's exact search.
-//   insert            bulk insert, all cores: athanor upsertMany (stored + indexed) vs usearch add;
-//                     hnswlib-node too, whose Node binding inserts one point per call on one thread
+// efConstruction=200 (peers configured in _peers.mjs). Ground truth: usearch's exact search.
+//   insert            bulk insert, fresh index every round, every side the same rounds:
+//                     athanor upsertMany (stored, fsync'd and indexed) and usearch add (all
+//                     cores); hnswlib-node, whose Node binding inserts one point per call on one thread
 //   qps_at_recall95   each side at its own smallest ef in EF_LADDER reaching recall@10 >= 0.95,
-//                     single queries from JS, one at a time, vs hnswlib-node
-//   p95_ms            p95 latency of one query at that ef (lower is better; bar < 2 ms)
+//                     single queries from JS, one at a time, one thread; vs usearch and hnswlib-node
+//   p95_ms            p95 latency of one query at that ef (lower is better)
 //   memory            resident bytes per vector in a fresh process after loading the saved
-//                     index (lower is better), vs hnswlib-node
-// Rounds: 3 (BENCH_ROUNDS overrides) for insert and QPS, interleaved; medians reported.
+//                     index (lower is better), vs usearch and hnswlib-node
+//   filtered_qps      50,000 / 5,000 vectors (200 / 30 queries) with metadata { r } (0..999, each value on
+//                     exactly 1 in 1,000 documents, seeded shuffle), filter { r: { lt } } at
+//                     selectivities 0.1%, 1%, 6%, 25%, 90%: athanor's planner (default search,
+//                     efSearch 64) vs athanor's exact scan (exact: true) and hnswlib-node's filter
+//                     callback (ef 64); recall@10 of every side against an exact oracle in JS
+// Rounds: 3 (BENCH_ROUNDS overrides), interleaved; medians reported.
+// No background work of ours while a peer is timed: athanor's database is closed after each
+// insert round (close joins the indexer and writes the dump), and searches run on a database
+// reopened from that dump; its index stats (dumps, rebuilds, pending) are checked unchanged
+// across every peer's timed turn.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import hnswlib from 'hnswlib-node';
 import usearch from 'usearch';
 import { Athanor } from '../dist/index.js';
-import { lowRank } from '../test/fixtures/lowrank.mjs';
+import { lowRank, mulberry32 } from '../test/fixtures/lowrank.mjs';
 import { QUICK, emit, fmt, freshDir, interleave, log, median, removeDir, timed } from './_lib.mjs';
+import { HNSWLIB, USEARCH, hnswlibBuild, peerVersions, usearchAt, usearchBuild } from './_peers.mjs';
 
-export const description = '100k x 384 low-rank cosine: bulk insert, QPS at recall@10 >= 0.95, p95 latency, memory; vs usearch and hnswlib-node';
+export const description = '100k x 384 low-rank cosine: bulk insert, QPS at recall@10 >= 0.95, p95 latency, memory, filtered search; vs usearch and hnswlib-node';
 
-const SIZES = QUICK ? { n: 5_000, queries: 200, rounds: 3 } : { n: 100_000, queries: 1_000, rounds: 3 };
+const SIZES = QUICK
+  ? { n: 4_000, queries: 200, rounds: 3, filteredN: 5_000, filteredQueries: 30 }
+  : { n: 100_000, queries: 1_000, rounds: 3, filteredN: 50_000, filteredQueries: 200 };
 if (process.env.BENCH_ROUNDS) SIZES.rounds = Math.max(1, Number(process.env.BENCH_ROUNDS) | 0);
 const DIM = 384;
 const INTRINSIC = 32;
@@ -33,55 +46,53 @@ const EF_CONSTRUCTION = 200;
 const K = 10;
 const TARGET_RECALL = 0.95;
 const EF_LADDER = [10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512];
+const SELECTIVITIES = [0.001, 0.01, 0.06, 0.25, 0.9];
+const FILTER_BUCKETS = 1000;
+const FILTER_EF = 64;
 const COLLECTION = 'bench';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 
-// ---------------------------------------------------------------- sides
+// ---------------------------------------------------------------- athanor
 
-/** athanor: a durable collection; timed until stored (fsync) and indexed. */
-const ours = {
-  async build(dir, ids, data) {
-    const db = await Athanor.open(dir);
-    const col = db.vectors.create(COLLECTION, { dimension: DIM, metric: 'cosine', m: M, efConstruction: EF_CONSTRUCTION });
-    await col.upsertMany(ids, data); // durable: stored in LMDB, fsync done
-    await col.waitIndexed(); // and every vector is in the HNSW graph
-    return { db, col };
-  },
-  async close(h) {
-    await h.db.close();
-  },
-  count: (h) => h.col.count(),
-  /** Returns row numbers of the top K, best first. */
-  search: (h, q, ef) => h.col.search(q, { k: K, efSearch: ef }),
-  rows: (res) => res.map((r) => Number(r.id.slice(1))),
-};
+/** Builds a durable collection in a fresh database at `dir`; resolves once stored (fsync) and indexed. */
+async function oursBuild(dir, ids, data, metadatas) {
+  const db = await Athanor.open(dir);
+  const col = db.vectors.create(COLLECTION, { dimension: DIM, metric: 'cosine', m: M, efConstruction: EF_CONSTRUCTION });
+  await col.upsertMany(ids, data, metadatas); // durable: stored in LMDB, fsync done
+  await col.waitIndexed(); // and every vector is in the HNSW graph
+  return { db, col };
+}
 
-/** usearch: in-memory index, keys = row numbers. */
-const useSide = {
-  build(n, data) {
-    const index = new usearch.Index({ metric: 'cos', dimensions: DIM, connectivity: M, expansion_add: EF_CONSTRUCTION, expansion_search: 64 });
-    const keys = new BigUint64Array(n);
-    for (let i = 0; i < n; i++) keys[i] = BigInt(i);
-    index.add(keys, data, 0); // 0 = all cores
-    return index;
-  },
-};
+/** Reopens a closed database: the graph comes from the dump its close wrote. */
+async function oursReopen(dir, n) {
+  const db = await Athanor.open(dir);
+  const col = db.vectors.open(COLLECTION);
+  await col.waitIndexed();
+  const st = col.stats();
+  check(st.count === n && st.pending === 0, 'reopened collection holds every vector, indexed');
+  if (!st.loadedFromDump) log('  note: the reopened collection was rebuilt, not loaded from its dump');
+  return { db, col };
+}
 
-/** hnswlib-node: its binding takes number[] per point and inserts on the calling thread. */
-const hnsw = {
-  build(n, rowsAsArrays) {
-    const index = new hnswlib.HierarchicalNSW('cosine', DIM);
-    index.initIndex({ maxElements: n, m: M, efConstruction: EF_CONSTRUCTION, randomSeed: 100 });
-    for (let i = 0; i < n; i++) index.addPoint(rowsAsArrays[i], i);
-    return index;
-  },
-  search: (index, q, ef) => {
-    index.setEf(ef);
-    return index.searchKnn(q, K);
-  },
-  rows: (res) => res.neighbors,
-};
+/**
+ * Wraps a peer's interleave() side so it fails if athanor's index did background work
+ * (a dump, a rebuild, indexing) during the peer's turn.
+ */
+function quiet(h, side) {
+  return async () => {
+    const before = h.col.stats();
+    const r = await side();
+    const after = h.col.stats();
+    check(
+      after.dumps === before.dumps && after.rebuilds === before.rebuilds && after.pending === 0,
+      'no dump, rebuild or indexing of ours while a peer was timed',
+    );
+    return r;
+  };
+}
+
+const oursRows = (res) => res.map((r) => Number(r.id.slice(1)));
 
 // ---------------------------------------------------------------- helpers
 
@@ -91,13 +102,16 @@ function rowsOf(data, n) {
   return out;
 }
 
+/** Fraction of the true top-K found (a filter matching fewer than K documents has fewer to find). */
 function recallAt(truth, found) {
   let hit = 0;
+  let wanted = 0;
   for (let q = 0; q < truth.length; q++) {
     const t = truth[q];
+    wanted += t.size;
     for (const r of found[q]) if (t.has(r)) hit++;
   }
-  return hit / (truth.length * K);
+  return hit / wanted;
 }
 
 /** Smallest ef in EF_LADDER whose recall@K reaches TARGET_RECALL (or the largest tried). */
@@ -122,7 +136,7 @@ function timeQueries(queries, searchOne) {
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < queries.length; i++) {
     const a = process.hrtime.bigint();
-    const r = searchOne(queries[i]);
+    const r = searchOne(queries[i], i);
     lat[i] = Number(process.hrtime.bigint() - a) / 1e6;
     sink += r === undefined ? 0 : 1;
   }
@@ -155,6 +169,7 @@ function check(cond, what) {
 
 export async function run() {
   const { n, queries: nq, rounds } = SIZES;
+  log(`peers: ${peerVersions()}`);
   log(`vector: ${QUICK ? 'QUICK' : 'full'} mode; ${fmt(n)} x ${DIM} (intrinsic ${INTRINSIC}), ${fmt(nq)} queries, M=${M}, efConstruction=${EF_CONSTRUCTION}, ${rounds} rounds`);
   // Queries share the data's basis (same subspace) but not its coefficients.
   const data = lowRank({ n, dim: DIM, intrinsic: INTRINSIC, seed: 1 });
@@ -162,92 +177,214 @@ export async function run() {
   const ids = Array.from({ length: n }, (_, i) => 'd' + i);
   const queries = Array.from({ length: nq }, (_, i) => qdata.subarray(i * DIM, (i + 1) * DIM));
   const queryArrays = rowsOf(qdata, nq);
+  const rowArrays = rowsOf(data, n); // hnswlib-node's binding takes number[]; converted once, untimed
 
-  // Ground truth from usearch's brute-force search (independent of both HNSW graphs).
+  // Ground truth from usearch's brute-force search (independent of every HNSW graph).
   const exact = usearch.exactSearch(data, qdata, DIM, K, 'cos', 0);
   const truth = Array.from({ length: nq }, (_, q) => new Set(Array.from(exact.get(q).keys, Number)));
 
-  // ---- insert: interleaved rounds of ours vs usearch, fresh index each round.
   const workDir = freshDir('vector');
-  let keep = null; // the last round's athanor database, kept open for search
-  let keepUsearch = null;
+  let h = null; // athanor, reopened for the searches
   try {
+    // ---- insert: interleaved rounds, a fresh index on every side every round.
     let round = 0;
-    const rates = await interleave('insert', rounds, {
+    let lastOursDir = null;
+    let uIndex = null;
+    let hIndex = null;
+    const ins = await interleave('insert', rounds, {
       ours: async () => {
-        if (keep) {
-          await ours.close(keep);
-          keep = null;
-        }
+        if (lastOursDir) removeDir(lastOursDir);
         const dir = join(workDir, `ours-${round++}`);
-        let h;
+        let b;
         const secs = await timed(async () => {
-          h = await ours.build(dir, ids, data);
+          b = await oursBuild(dir, ids, data);
         });
-        check(h.col.count() === n, 'athanor count after upsertMany');
-        keep = h;
+        check(b.col.count() === n, 'athanor count after upsertMany');
+        await b.db.close(); // untimed: joins the indexer and writes the dump before any peer runs
+        lastOursDir = dir;
         return n / secs;
       },
-      usearch: async () => {
+      [USEARCH.label]: async () => {
+        uIndex = null;
         let index;
         const secs = await timed(async () => {
-          index = useSide.build(n, data);
+          index = usearchBuild(DIM, M, EF_CONSTRUCTION, n, data);
         });
         check(index.size() === n, 'usearch size after add');
-        keepUsearch = index;
+        uIndex = index;
+        return n / secs;
+      },
+      [HNSWLIB.label]: async () => {
+        hIndex = null;
+        let index;
+        const secs = await timed(async () => {
+          index = hnswlibBuild(DIM, M, EF_CONSTRUCTION, rowArrays);
+        });
+        check(index.getCurrentCount() === n, 'hnswlib-node count after addPoint');
+        hIndex = index;
         return n / secs;
       },
     });
-    log('  hnswlib-node: building (one thread)...');
-    const rowArrays = rowsOf(data, n);
-    let hIndex;
-    const hSecs = await timed(async () => {
-      hIndex = hnsw.build(n, rowArrays);
-    });
-    const hRate = n / hSecs;
-    log(`  hnswlib-node insert: ${fmt(hRate)} vectors/s`);
-    emit('vector.insert', 'vectors/s', median(rates.ours), 'usearch', median(rates.usearch));
-    emit('vector.insert', 'vectors/s', median(rates.ours), 'hnswlib-node', hRate);
+    for (const peer of [USEARCH.label, HNSWLIB.label]) emit('vector.insert', 'vectors/s', 'higher', median(ins.ours), peer, median(ins[peer]));
 
     // ---- recall sweep: each side's smallest ef reaching the target.
-    const oursPick = pickEf('athanor', truth, queries, (q, ef) => ours.rows(ours.search(keep, q, ef)));
-    const hPick = pickEf('hnswlib-node', truth, queryArrays, (q, ef) => hnsw.rows(hnsw.search(hIndex, q, ef)));
-    log(`  athanor ef=${oursPick.ef} recall@${K}=${oursPick.recall.toFixed(4)}; hnswlib-node ef=${hPick.ef} recall@${K}=${hPick.recall.toFixed(4)}`);
-
-    // ---- QPS and p95 at those ef values, interleaved rounds, single thread.
-    const p95 = { ours: [], hnswlib: [] };
-    hIndex.setEf(hPick.ef);
-    const qps = await interleave('qps', rounds, {
-      ours: async () => {
-        const r = timeQueries(queries, (q) => keep.col.search(q, { k: K, efSearch: oursPick.ef }));
-        p95.ours.push(r.p95Ms);
-        return r.qps;
-      },
-      'hnswlib-node': async () => {
-        const r = timeQueries(queryArrays, (q) => hIndex.searchKnn(q, K));
-        p95.hnswlib.push(r.p95Ms);
-        return r.qps;
-      },
+    h = await oursReopen(lastOursDir, n);
+    const uPath = join(workDir, 'usearch.bin');
+    uIndex.save(uPath);
+    uIndex = null;
+    const uAt = new Map(); // ef -> usearch index loaded with that expansion_search
+    const usearchIndexAt = (ef) => {
+      if (!uAt.has(ef)) {
+        uAt.clear(); // one loaded copy at a time
+        uAt.set(ef, usearchAt(uPath, DIM, M, EF_CONSTRUCTION, ef));
+      }
+      return uAt.get(ef);
+    };
+    const usearchRows = (res) => Array.from(res.keys, Number);
+    const oursPick = pickEf('athanor', truth, queries, (q, ef) => oursRows(h.col.search(q, { k: K, efSearch: ef })));
+    const uPick = pickEf('usearch', truth, queries, (q, ef) => usearchRows(usearchIndexAt(ef).search(q, K, USEARCH.searchThreads)));
+    const hPick = pickEf('hnswlib-node', truth, queryArrays, (q, ef) => {
+      hIndex.setEf(ef);
+      return hIndex.searchKnn(q, K).neighbors;
     });
-    emit('vector.qps_at_recall95', 'queries/s', median(qps.ours), 'hnswlib-node', median(qps['hnswlib-node']));
-    log(`  qps_at_recall95: athanor ef=${oursPick.ef} recall=${oursPick.recall.toFixed(4)}, hnswlib-node ef=${hPick.ef} recall=${hPick.recall.toFixed(4)}`);
-    emit('vector.p95_ms', 'ms', median(p95.ours), 'hnswlib-node', median(p95.hnswlib));
+    const picks = `athanor ef=${oursPick.ef} recall=${oursPick.recall.toFixed(4)}, usearch ef=${uPick.ef} recall=${uPick.recall.toFixed(4)}, hnswlib-node ef=${hPick.ef} recall=${hPick.recall.toFixed(4)}`;
+    log(`  chosen: ${picks}`);
+
+    // ---- QPS and p95 at those ef values, interleaved rounds, one query at a time, one thread.
+    const p95 = { ours: [], [USEARCH.label]: [], [HNSWLIB.label]: [] };
+    const uIndex2 = usearchIndexAt(uPick.ef);
+    hIndex.setEf(hPick.ef);
+    const sideTimer = (name, qs, searchOne) => async () => {
+      const r = timeQueries(qs, searchOne);
+      p95[name].push(r.p95Ms);
+      return r.qps;
+    };
+    const qps = await interleave('qps', rounds, {
+      ours: sideTimer('ours', queries, (q) => h.col.search(q, { k: K, efSearch: oursPick.ef })),
+      [USEARCH.label]: quiet(h, sideTimer(USEARCH.label, queries, (q) => uIndex2.search(q, K, USEARCH.searchThreads))),
+      [HNSWLIB.label]: quiet(h, sideTimer(HNSWLIB.label, queryArrays, (q) => hIndex.searchKnn(q, K))),
+    });
+    const recallOf = { [USEARCH.label]: uPick, [HNSWLIB.label]: hPick };
+    for (const peer of [USEARCH.label, HNSWLIB.label]) {
+      const extra = { ef: oursPick.ef, recall: round4(oursPick.recall), peerEf: recallOf[peer].ef, peerRecall: round4(recallOf[peer].recall) };
+      emit('vector.qps_at_recall95', 'queries/s', 'higher', median(qps.ours), peer, median(qps[peer]), extra);
+      emit('vector.p95_ms', 'ms', 'lower', median(p95.ours), peer, median(p95[peer]), extra);
+    }
+    uAt.clear();
 
     // ---- memory: each side's saved index loaded into a fresh process.
-    await ours.close(keep);
-    keep = null;
+    await h.db.close();
+    h = null;
     const hPath = join(workDir, 'hnswlib.bin');
     hIndex.writeIndexSync(hPath);
     hIndex = null;
-    keepUsearch = null;
-    const lastOursDir = join(workDir, `ours-${round - 1}`);
-    const memOurs = await measureMemory('athanor', lastOursDir);
-    const memH = await measureMemory('hnswlib-node', hPath);
-    check(memOurs.count === n && memH.count === n, 'memory probes loaded every vector');
-    log(`  memory: athanor ${fmt(memOurs.bytes / n)} B/vector, hnswlib-node ${fmt(memH.bytes / n)} B/vector (raw vector ${DIM * 4} B)`);
-    emit('vector.memory', 'bytes/vector', memOurs.bytes / n, 'hnswlib-node', memH.bytes / n);
+    const mem = {
+      ours: await measureMemory('athanor', lastOursDir),
+      [USEARCH.label]: await measureMemory('usearch', uPath),
+      [HNSWLIB.label]: await measureMemory('hnswlib-node', hPath),
+    };
+    check(Object.values(mem).every((m) => m.count === n), 'memory probes loaded every vector');
+    log(
+      `  memory: ${Object.entries(mem)
+        .map(([k, m]) => `${k} ${fmt(m.bytes / n)} B/vector (anonymous ${fmt(m.anon / n)}, mapped files ${fmt(m.file / n)})`)
+        .join(', ')}; raw vector ${DIM * 4} B`,
+    );
+    for (const peer of [USEARCH.label, HNSWLIB.label]) emit('vector.memory', 'bytes/vector', 'lower', mem.ours.bytes / n, peer, mem[peer].bytes / n);
+
+    removeDir(lastOursDir);
+    await filtered(workDir, rounds);
   } finally {
-    if (keep) await ours.close(keep);
+    if (h) await h.db.close();
     removeDir(workDir);
+  }
+}
+
+const round4 = (x) => Number(x.toFixed(4));
+
+// ---------------------------------------------------------------- filtered_qps
+
+/** Top-K rows by dot product (the rows and queries are unit vectors, so this is cosine) among `allowed`. */
+function oracleTopK(scores, allowed) {
+  const top = []; // [score, row], best first, at most K
+  for (let i = 0; i < scores.length; i++) {
+    if (!allowed[i]) continue;
+    const sc = scores[i];
+    if (top.length === K && sc <= top[K - 1][0]) continue;
+    let j = top.length < K ? top.length : K - 1;
+    top[j] = [sc, i];
+    while (j > 0 && top[j - 1][0] < top[j][0]) {
+      [top[j - 1], top[j]] = [top[j], top[j - 1]];
+      j--;
+    }
+  }
+  return new Set(top.map((t) => t[1]));
+}
+
+async function filtered(workDir, rounds) {
+  const { filteredN: fn, filteredQueries: fq } = SIZES;
+  log(`  filtered_qps: ${fmt(fn)} vectors with metadata, ${fq} queries, selectivities ${SELECTIVITIES.map((x) => x * 100 + '%').join(', ')}`);
+  const data = lowRank({ n: fn, dim: DIM, intrinsic: INTRINSIC, seed: 3, basisSeed: 1 });
+  const qdata = lowRank({ n: fq, dim: DIM, intrinsic: INTRINSIC, seed: 4, basisSeed: 1 });
+  const ids = Array.from({ length: fn }, (_, i) => 'd' + i);
+  // r = a seeded shuffle of 0..fn-1, mod 1000: every value on exactly fn/1000 documents, in no order.
+  const perm = Array.from({ length: fn }, (_, i) => i);
+  const rnd = mulberry32(7);
+  for (let i = fn - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [perm[i], perm[j]] = [perm[j], perm[i]];
+  }
+  const bucket = Int32Array.from(perm, (p) => p % FILTER_BUCKETS);
+  const metadatas = Array.from(bucket, (r) => ({ r }));
+  const queries = Array.from({ length: fq }, (_, i) => qdata.subarray(i * DIM, (i + 1) * DIM));
+  const queryArrays = rowsOf(qdata, fq);
+
+  // The oracle: every query's score against every row, in plain JS (independent of every index).
+  const scores = Array.from({ length: fq }, (_, q) => {
+    const out = new Float64Array(fn);
+    const qv = queries[q];
+    for (let i = 0; i < fn; i++) {
+      let dot = 0;
+      const off = i * DIM;
+      for (let d = 0; d < DIM; d++) dot += qv[d] * data[off + d];
+      out[i] = dot;
+    }
+    return out;
+  });
+
+  const dir = join(workDir, 'filtered');
+  const b = await oursBuild(dir, ids, data, metadatas);
+  await b.db.close(); // writes the dump; the searches run on the reopened database
+  const h = await oursReopen(dir, fn);
+  const hIndex = hnswlibBuild(DIM, M, EF_CONSTRUCTION, rowsOf(data, fn)); // untimed here
+  hIndex.setEf(FILTER_EF);
+  try {
+    for (const sel of SELECTIVITIES) {
+      const lt = Math.round(sel * FILTER_BUCKETS);
+      const filter = { r: { lt } };
+      const allowed = Uint8Array.from(bucket, (r) => (r < lt ? 1 : 0));
+      const matching = allowed.reduce((a, x) => a + x, 0);
+      const truth = scores.map((sc) => oracleTopK(sc, allowed));
+      const allow = (label) => allowed[label] === 1;
+      const found = { ours: [], exact: [], [HNSWLIB.label]: [] };
+      // Raw results are kept inside the timed loop and turned into row numbers after it.
+      const side = (name, qs, searchOne, rows) => async () => {
+        const res = new Array(qs.length);
+        const r = timeQueries(qs, (q, i) => (res[i] = searchOne(q)));
+        found[name] = res.map(rows);
+        return r.qps;
+      };
+      const qps = await interleave(`filtered_qps ${sel * 100}%`, rounds, {
+        ours: side('ours', queries, (q) => h.col.search(q, { k: K, efSearch: FILTER_EF, filter }), oursRows),
+        exact: side('exact', queries, (q) => h.col.search(q, { k: K, exact: true, filter }), oursRows),
+        [HNSWLIB.label]: quiet(h, side(HNSWLIB.label, queryArrays, (q) => hIndex.searchKnn(q, K, allow), (r) => r.neighbors)),
+      });
+      const recall = Object.fromEntries(Object.entries(found).map(([k, f]) => [k, round4(recallAt(truth, f))]));
+      log(`  filtered ${sel * 100}% (${matching} documents): recall@${K} athanor ${recall.ours}, athanor exact ${recall.exact}, hnswlib-node ${recall[HNSWLIB.label]}`);
+      const common = { selectivity: sel, matching, recall: recall.ours };
+      emit('vector.filtered_qps', 'queries/s', 'higher', median(qps.ours), 'athanor exact', median(qps.exact), { ...common, peerRecall: recall.exact });
+      emit('vector.filtered_qps', 'queries/s', 'higher', median(qps.ours), HNSWLIB.label, median(qps[HNSWLIB.label]), { ...common, peerRecall: recall[HNSWLIB.label], peerEf: FILTER_EF });
+    }
+  } finally {
+    await h.db.close();
   }
 }

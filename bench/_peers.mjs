@@ -1,0 +1,170 @@
+// Every peer library of the bench groups, configured in one place: the way its own
+// documentation recommends for the workload, with the same durability as athanor's side.
+// A group opens a peer only through this table, so a reader can check each setting here.
+//
+//   peer                              workload                     durability of an acknowledged write
+//   lmdb-js                           core tx / append             default overlappingSync: true; a write
+//                                                                  counts as done once `root.flushed` resolves
+//                                                                  (fsync finished), the same as athanor's 'full'
+//   lmdb-js (overlappingSync: false)  core tx / append             LMDB's synchronous commit: the commit
+//                                                                  promise resolves after fsync (a variant)
+//   better-sqlite3                    core tx                      WAL + synchronous = FULL: fsync of the WAL
+//                                                                  at every commit
+//   better-sqlite3 (projection)       projection, sql exec         WAL + synchronous = NORMAL, exactly what
+//                                                                  athanor's projection.db uses
+//   usearch                           vector                       in memory (so is athanor's graph; its
+//                                                                  documents' fsync is inside its insert time)
+//   hnswlib-node                      vector                       in memory
+//   transformers.js                   embed                        no writes
+import { readFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import hnswlib from 'hnswlib-node';
+import { open as lmdbOpen } from 'lmdb';
+import usearch from 'usearch';
+
+/** The installed version of an npm package (printed with the results). */
+export function versionOf(pkg) {
+  try {
+    return JSON.parse(readFileSync(new URL(`../node_modules/${pkg}/package.json`, import.meta.url), 'utf8')).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+// ---------------------------------------------------------------- lmdb-js
+
+/**
+ * lmdb-js as its README recommends on Linux: the default `overlappingSync: true`
+ * (fsync runs after the commit, overlapping the next transactions), no compression
+ * (values here are tiny). A transaction is acknowledged, like athanor's, only once
+ * it is durable: the side awaits `root.flushed` after the commit promise.
+ * Keys: the default ordered-binary; values: the default msgpack.
+ */
+export const LMDB = {
+  label: 'lmdb-js',
+  options: { compression: false },
+  /** Awaits a commit, then its fsync. */
+  durable: async (root, commitPromise) => {
+    await commitPromise;
+    await root.flushed;
+  },
+};
+
+/** The same with `overlappingSync: false`: LMDB's own synchronous commit; the commit promise already means durable. */
+export const LMDB_SYNC = {
+  label: 'lmdb-js (overlappingSync: false)',
+  options: { compression: false, overlappingSync: false },
+  durable: async (root, commitPromise) => {
+    await commitPromise;
+    await root.flushed; // resolves at once in this mode; kept so both variants run the same code
+  },
+};
+
+/** Opens lmdb-js at `path` with `variant`'s options and the two sub-databases the core group uses. */
+export function openLmdb(variant, path) {
+  const root = lmdbOpen({ path, ...variant.options });
+  return { root, state: root.openDB({ name: 'state' }), events: root.openDB({ name: 'events' }) };
+}
+
+// ---------------------------------------------------------------- better-sqlite3
+
+/**
+ * better-sqlite3 with the pragmas its docs recommend for performance (WAL), and
+ * `synchronous` chosen to match athanor's side: FULL for durable transactions
+ * (athanor's 'full' fsyncs every commit), NORMAL for projection work (athanor's
+ * projection.db runs WAL + NORMAL).
+ */
+export const SQLITE = {
+  label: 'better-sqlite3',
+  durable: ['journal_mode = WAL', 'synchronous = FULL'],
+  projection: ['journal_mode = WAL', 'synchronous = NORMAL'],
+};
+
+/** Opens better-sqlite3 at `file` with one of SQLITE's pragma sets. */
+export function openSqlite(file, pragmas) {
+  const db = new Database(file);
+  for (const p of pragmas) db.pragma(p);
+  return db;
+}
+
+// ---------------------------------------------------------------- usearch
+
+/**
+ * usearch: a dense in-memory index; `connectivity` and `expansion_add` equal to
+ * athanor's M and efConstruction. Its JS binding fixes `expansion_search` at
+ * construction, so a search at another ef loads the saved index into a new Index
+ * with that ef (`usearchAt`). Inserts use every core (threads = 0); searches run one
+ * query on one thread, like the other sides.
+ */
+export const USEARCH = {
+  label: 'usearch',
+  config: (dim, m, efConstruction, efSearch) => ({
+    metric: 'cos',
+    dimensions: dim,
+    connectivity: m,
+    expansion_add: efConstruction,
+    expansion_search: efSearch,
+  }),
+  insertThreads: 0,
+  searchThreads: 1,
+};
+
+/** A usearch index built from `n` rows of `data`, keys 0..n-1. */
+export function usearchBuild(dim, m, efConstruction, n, data) {
+  const index = new usearch.Index(USEARCH.config(dim, m, efConstruction, 64));
+  const keys = new BigUint64Array(n);
+  for (let i = 0; i < n; i++) keys[i] = BigInt(i);
+  index.add(keys, data, USEARCH.insertThreads);
+  return index;
+}
+
+/** The usearch index saved at `file`, loaded with `expansion_search = ef`. */
+export function usearchAt(file, dim, m, efConstruction, ef) {
+  const index = new usearch.Index(USEARCH.config(dim, m, efConstruction, ef));
+  index.load(file);
+  return index;
+}
+
+// ---------------------------------------------------------------- hnswlib-node
+
+/**
+ * hnswlib-node: its binding takes `number[]` per point and inserts one point per
+ * call on the calling thread (no batch or threaded insert exists in it).
+ * Same M and efConstruction as the other sides; a fixed seed.
+ */
+export const HNSWLIB = {
+  label: 'hnswlib-node',
+  init: (n, m, efConstruction) => ({ maxElements: n, m, efConstruction, randomSeed: 100 }),
+};
+
+/** An hnswlib-node index built from `rows` (number[] per point), labels 0..n-1. */
+export function hnswlibBuild(dim, m, efConstruction, rows) {
+  const index = new hnswlib.HierarchicalNSW('cosine', dim);
+  index.initIndex(HNSWLIB.init(rows.length, m, efConstruction));
+  for (let i = 0; i < rows.length; i++) index.addPoint(rows[i], i);
+  return index;
+}
+
+// ---------------------------------------------------------------- transformers.js
+
+/**
+ * transformers.js's feature-extraction pipeline on the same ONNX file as athanor,
+ * on the CPU, with the same intra-op thread count and one inter-op thread.
+ * `dtype: 'fp32'` only selects the file name onnx/model.onnx (which holds int8 weights).
+ */
+export const TRANSFORMERS = {
+  label: 'transformers.js',
+  pipelineOptions: (threads) => ({
+    dtype: 'fp32',
+    device: 'cpu',
+    session_options: { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential' },
+  }),
+  callOptions: { pooling: 'mean', normalize: true },
+};
+
+/** One stderr line naming every peer's installed version. */
+export function peerVersions() {
+  return ['lmdb', 'better-sqlite3', 'usearch', 'hnswlib-node', '@huggingface/transformers']
+    .map((p) => `${p} ${versionOf(p)}`)
+    .join(', ');
+}
