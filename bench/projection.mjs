@@ -225,11 +225,16 @@ async function oursDeclarative(logDir, n) {
 
 const ITEMS_SQL = 'CREATE TABLE items (id INTEGER PRIMARY KEY, account TEXT NOT NULL, amount INTEGER NOT NULL)';
 
-/** A script of `n` INSERT statements in one transaction (what a migration or a seed file looks like). */
-function insertScript(n) {
-  const lines = ['BEGIN;'];
+/**
+ * A script of `n` INSERT statements applied as one transaction (what a migration or a seed
+ * file looks like). athanor's `exec` makes a multi-statement script atomic itself (a
+ * savepoint) and refuses transaction control inside it; better-sqlite3's `exec` gets the same
+ * statements wrapped in BEGIN/COMMIT, so both sides do the same work in one transaction.
+ */
+function insertScript(n, { wrapInTransaction }) {
+  const lines = wrapInTransaction ? ['BEGIN;'] : [];
   for (let i = 0; i < n; i++) lines.push(`INSERT INTO items (id, account, amount) VALUES (${i + 1}, 'acct-${i % 1000}', ${i % 100});`);
-  lines.push('COMMIT;');
+  if (wrapInTransaction) lines.push('COMMIT;');
   return lines.join('\n');
 }
 
@@ -335,10 +340,11 @@ export async function run() {
     emit('projection.declarative', 'events/s', 'higher', median(decl.ours), SQLITE.label, median(decl[SQLITE.label]), { peerMethod: 'INSERT ... SELECT json_extract per batch' });
 
     for (const statements of scripts) {
-      const script = insertScript(statements);
+      const ours = insertScript(statements, { wrapInTransaction: false });
+      const peer = insertScript(statements, { wrapInTransaction: true });
       const ex = await interleave(`sql_exec_script ${fmt(statements)}`, rounds, {
-        ours: () => oursExecScript(script, statements),
-        [SQLITE.label]: () => peerExecScript(script, statements),
+        ours: () => oursExecScript(ours, statements),
+        [SQLITE.label]: () => peerExecScript(peer, statements),
       });
       emit('projection.sql_exec_script', 'statements/s', 'higher', median(ex.ours), SQLITE.label, median(ex[SQLITE.label]), { statements });
     }
