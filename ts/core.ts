@@ -2,11 +2,12 @@
  * The bridge to one native handle: scratch buffers for allocation-free reads,
  * the commit queue's promises, and commit notifications. @internal
  */
+import type { CommitObserver } from './metrics.js';
 import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { decodeValue, type Value } from './codec.js';
 import { ByteWriter } from './bytes.js';
-import { AthanorError, ClosedError, errorFor, fromNative } from './errors.js';
+import { AthanorError, ClosedError, ConflictError, errorFor, fromNative } from './errors.js';
 import { native, type NativeDb } from './native.js';
 import { checkKey, type TxImpl } from './transaction.js';
 
@@ -42,6 +43,8 @@ const VAL_CAP = 64 * 1024;
 interface Pending {
   resolve: (info: CommitInfo) => void;
   reject: (e: Error) => void;
+  /** `performance.now()` at hand-over, for the latency metric. */
+  started: number;
 }
 
 /** @internal */
@@ -66,6 +69,8 @@ export class Core {
     txBegin: () => 0n,
   };
   inCallback = false;
+  /** Where commit latency, group sizes and conflicts are reported (`db.metrics()`). */
+  observer: CommitObserver | undefined;
   closed = false;
   readonly #pending = new Map<number, Pending>();
   #nextToken = 1;
@@ -194,7 +199,7 @@ export class Core {
       this.#outboxTokens.push(token);
     }
     if (this.#pending.size === 0) this.native.keepAlive(true);
-    this.#pending.set(token, { resolve, reject });
+    this.#pending.set(token, { resolve, reject, started: performance.now() });
     return promise;
   }
 
@@ -237,6 +242,7 @@ export class Core {
     const p = this.#pending.get(token);
     if (p === undefined) return;
     this.#pending.delete(token);
+    this.observer?.settled(performance.now() - p.started, error ? (error instanceof ConflictError ? 'conflict' : 'failed') : info!.outcome);
     if (error) p.reject(error);
     else p.resolve(info!);
     if (this.#pending.size === 0) {
@@ -252,6 +258,7 @@ export class Core {
     const w = this.batchWriter;
     w.reset();
     let rec: Buffer;
+    const started = performance.now();
     try {
       encodeBatch(tx, w, idempotencyKey);
       rec = this.native.commitSync(w.view());
@@ -261,6 +268,7 @@ export class Core {
       w.shrink();
     }
     const r = readResult(rec, 0);
+    this.observer?.settled(performance.now() - started, r.error ? (r.error instanceof ConflictError ? 'conflict' : 'failed') : r.info!.outcome);
     if (r.error) throw r.error;
     return r.info!;
   }
@@ -368,6 +376,7 @@ export class Core {
       const notice: CommitNotice = { commitSeq: buf.readBigUInt64LE(0), lastEventId: buf.readBigUInt64LE(8) };
       const n = buf.readUInt32LE(16);
       let off = 20;
+      if (n > 0) this.observer?.group(n);
       if (n > 1) this.#holdForThisTurn();
       for (let i = 0; i < n; i++) {
         const token = Number(buf.readBigUInt64LE(off));

@@ -14,6 +14,9 @@ import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
 import { VectorStore } from './vector.js';
 import { Scheduler } from './scheduler.js';
 import { INTERNAL } from './reserved.js';
+import { Metrics, type MetricsOptions, type MetricsSnapshot } from './metrics.js';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { describeThrown } from './thrown.js';
 import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './backup.js';
 import type { VectorProjection, VectorProjectionSpec } from './vector-projection.js';
@@ -234,6 +237,7 @@ export class Athanor {
     this.dir = dir;
     this.durability = o.durability;
     this.#core = new Core(dir, o);
+    this.#core.observer = this.#metrics;
     this.events = new EventLog(this.#core);
     this.#proj = new Projections(this.#core, dir);
     this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
@@ -356,7 +360,7 @@ export class Athanor {
    */
   get scheduler(): Scheduler {
     this.#core.assertOpen();
-    this.#scheduler ??= new Scheduler({ transaction: () => this.transaction()[INTERNAL](), getOpt: (k) => this.getOpt(k), assertOpen: () => this.#core.assertOpen() });
+    this.#scheduler ??= new Scheduler({ observer: this.#metrics, transaction: () => this.transaction()[INTERNAL](), getOpt: (k) => this.getOpt(k), assertOpen: () => this.#core.assertOpen() });
     return this.#scheduler;
   }
 
@@ -387,6 +391,43 @@ export class Athanor {
     } catch (e) {
       throw fromNative(e);
     }
+  }
+
+  readonly #metrics = new Metrics();
+
+  /**
+   * Operational metrics of this handle: commit latency (p50/p95/p99) and outcomes, group
+   * sizes, queue depth and conflicts; the store's map and file size and heads; each
+   * processor's cursor, lag and dead letters; scheduler runs; every vector index's size.
+   * `{ format: 'prometheus' }` gives the Prometheus text exposition (prom-client).
+   */
+  metrics(): Promise<MetricsSnapshot>;
+  metrics(options: { format: 'object' }): Promise<MetricsSnapshot>;
+  metrics(options: { format: 'prometheus' }): Promise<string>;
+  async metrics(options: MetricsOptions = {}): Promise<MetricsSnapshot | string> {
+    this.#core.assertOpen();
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('metrics() options must be an object, e.g. { format: "prometheus" }');
+    const format = options.format ?? 'object';
+    if (format !== 'object' && format !== 'prometheus') throw new InvalidArgumentError(`format must be 'object' or 'prometheus', got ${describeThrown(format)}`);
+    const snapshot = await this.#metrics.snapshot(() => {
+      const [lastEventId, commitSeq] = this.#core.native.heads();
+      let fileBytes = 0;
+      try {
+        fileBytes = statSync(join(this.dir, 'canonical', 'data.mdb')).size;
+      } catch {
+        /* not readable: reported as 0 */
+      }
+      return {
+        queueDepth: this.#core.pendingCount,
+        store: { mapSizeBytes: this.#core.native.mapSize(), fileBytes, commitSeq: commitSeq!, lastEventId: lastEventId! },
+        processors: this.#proj.processors().map((p) => ({ name: p.name, cursor: p.cursor(), lag: p.lag(), deadLetters: p.deadLetters.count() })),
+        vectors: this.vectors.list().map((c) => {
+          const st = this.vectors.open(c.name).stats();
+          return { collection: c.name, documents: st.count, pending: st.pending, tombstones: st.tombstones, graphPoints: st.graphPoints, dumps: st.dumps };
+        }),
+      };
+    });
+    return format === 'prometheus' ? this.#metrics.prometheus(snapshot) : snapshot;
   }
 
   /** Schema migrations of projection.db. */

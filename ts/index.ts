@@ -91,3 +91,4 @@ export {
   type SchedulerOptions,
 } from './scheduler.js';
 export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './backup.js';
+export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './metrics.js';

@@ -140,6 +140,11 @@ export class Projections implements ProcessorHost {
   readonly migrations: Migrations;
   readonly #processors = new Map<string, Processor>();
 
+  /** The processors and projections made through this handle and not closed. */
+  processors(): Processor[] {
+    return [...this.#processors.values()];
+  }
+
   constructor(core: Core, dir: string) {
     this.core = core;
     this.#dir = dir;

@@ -16,6 +16,7 @@ import { Cron } from 'croner';
 import { json, type Value } from './codec.js';
 import { AthanorError, ConflictError, InvalidArgumentError, NotFoundError } from './errors.js';
 import type { TransactionBuilder, Tx } from './transaction.js';
+import type { RunObserver } from './metrics.js';
 
 /** Where the scheduler reads the time and waits; inject one in tests to move time by hand. */
 export interface Clock {
@@ -154,6 +155,8 @@ export interface SchedulerOptions {
 
 /** How the scheduler reaches the database. @internal */
 export interface SchedulerHost {
+  /** Counts runs for `db.metrics()`. */
+  observer?: RunObserver;
   transaction(): TransactionBuilder;
   getOpt(key: string): Value | undefined;
   assertOpen(): void;
@@ -416,9 +419,14 @@ export class Scheduler {
     const runs: Promise<void>[] = [];
     for (const [name, reg] of this.#tasks) {
       if (this.#running.has(name)) continue; // no overlap within this process
-      const claim = await this.#claim(name, reg, lines);
+      // Each history line this task produces is returned, and counted for db.metrics().
+      const note = (r: RunRecord): void => {
+        lines.push(r);
+        this.#host.observer?.ran(name, r.outcome);
+      };
+      const claim = await this.#claim(name, reg, note);
       if (claim === undefined) continue;
-      const p = this.#execute(name, reg, claim, lines).finally(() => this.#running.delete(name));
+      const p = this.#execute(name, reg, claim, note).finally(() => this.#running.delete(name));
       this.#running.set(name, p);
       runs.push(p);
     }
@@ -430,7 +438,7 @@ export class Scheduler {
    * Takes the lease on the task's due occurrence, in a transaction: the writer's read
    * validation makes one claimer win. Occurrences the policy skips are recorded here.
    */
-  async #claim(name: string, reg: Registered, lines: RunRecord[]): Promise<{ occurrence: number; attempt: number; token: number; startedAt: number } | undefined> {
+  async #claim(name: string, reg: Registered, note: (r: RunRecord) => void): Promise<{ occurrence: number; attempt: number; token: number; startedAt: number } | undefined> {
     let claimed: { occurrence: number; attempt: number; token: number; startedAt: number } | undefined;
     let skipped: RunRecord | undefined;
     try {
@@ -490,11 +498,11 @@ export class Scheduler {
       if (e instanceof ConflictError) return undefined; // another process claimed it
       throw e;
     }
-    if (skipped) lines.push(skipped);
+    if (skipped) note(skipped);
     return claimed;
   }
 
-  async #execute(name: string, reg: Registered, claim: { occurrence: number; attempt: number; token: number; startedAt: number }, lines: RunRecord[]): Promise<void> {
+  async #execute(name: string, reg: Registered, claim: { occurrence: number; attempt: number; token: number; startedAt: number }, note: (r: RunRecord) => void): Promise<void> {
     const info: RunInfo = Object.freeze({ task: name, scheduledAt: claim.occurrence, attempt: claim.attempt, fencingToken: claim.token, startedAt: claim.startedAt });
     let prepared: unknown;
     let failure: unknown;
@@ -523,18 +531,18 @@ export class Scheduler {
           tx.set(taskKey(name), json(advance(reg, s!, claim.occurrence, now)));
           appendHistory(tx, name, record, this.#historyLimit);
         });
-        if (record) lines.push(record);
+        if (record) note(record);
         return;
       } catch (e) {
         failed = true;
         failure = e;
       }
     }
-    await this.#recordFailure(name, reg, claim, failure, lines);
+    await this.#recordFailure(name, reg, claim, failure, note);
   }
 
   /** Records a failed attempt (the run's own writes were not committed) and schedules its retry. */
-  async #recordFailure(name: string, reg: Registered, claim: { occurrence: number; attempt: number; token: number; startedAt: number }, failure: unknown, lines: RunRecord[]): Promise<void> {
+  async #recordFailure(name: string, reg: Registered, claim: { occurrence: number; attempt: number; token: number; startedAt: number }, failure: unknown, note: (r: RunRecord) => void): Promise<void> {
     let record: RunRecord | undefined;
     await this.#host.transaction().execute((tx) => {
       record = undefined;
@@ -559,7 +567,7 @@ export class Scheduler {
       tx.set(taskKey(name), json(next));
       appendHistory(tx, name, record, this.#historyLimit);
     });
-    if (record) lines.push(record);
+    if (record) note(record);
   }
 
   /** Extends the lease every third of its length while `prepare` runs; returns the stopper. */

@@ -1,0 +1,200 @@
+/**
+ * Operational metrics of a database handle: what its commits cost and how its
+ * processors, scheduler and vector indexes are doing. `db.metrics()` returns a plain
+ * object; `db.metrics({ format: 'prometheus' })` the Prometheus text exposition, built
+ * with prom-client on a registry of this handle's own (never the global one).
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Percentiles of a latency, from the histogram's buckets (as Prometheus' `histogram_quantile`). */
+export interface LatencySummary {
+  /** Observations. */
+  count: number;
+  /** Median, ms. */
+  p50: number;
+  /** 95th percentile, ms. */
+  p95: number;
+  /** 99th percentile, ms. */
+  p99: number;
+}
+
+/** A snapshot of the handle's metrics. */
+export interface MetricsSnapshot {
+  commits: {
+    /**
+     * Transactions handed to the writer through this handle, by outcome (a duplicate found
+     * before its callback ran never reaches the writer and is not counted).
+     */
+    applied: number;
+    duplicate: number;
+    /** Refused for another reason than a conflict (the error went back to the caller). */
+    failed: number;
+    /** From hand-over to the writer until the promise settles (durable under the database's durability mode), ms. */
+    latencyMs: LatencySummary;
+    /** Transactions of this handle per group commit. */
+    groupSize: { groups: number; mean: number; max: number };
+    /** Transactions handed over and not yet settled. */
+    queueDepth: number;
+    /** Attempts the writer refused because what they read had changed (they are re-run). */
+    conflicts: number;
+  };
+  store: {
+    /** The LMDB map size, bytes (it grows by itself). */
+    mapSizeBytes: number;
+    /** Size of `canonical/data.mdb` on disk, bytes. */
+    fileBytes: number;
+    commitSeq: bigint;
+    lastEventId: bigint;
+  };
+  /** Processors and projections opened through this handle. */
+  processors: { name: string; cursor: bigint; lag: bigint; deadLetters: number }[];
+  /** Runs of the scheduler in this process, by task and outcome. */
+  scheduler: { task: string; outcome: string; runs: number }[];
+  /** Every vector collection's index. */
+  vectors: { collection: string; documents: number; pending: number; tombstones: number; graphPoints: number; dumps: number }[];
+}
+
+/** Options of `db.metrics()`. */
+export interface MetricsOptions {
+  /** `'object'` (default) or `'prometheus'` (the text exposition format, version 0.0.4). */
+  format?: 'object' | 'prometheus';
+}
+
+/** Where commit paths report to. @internal */
+export interface CommitObserver {
+  settled(ms: number, outcome: CommitOutcome): void;
+  group(size: number): void;
+}
+
+/** How one hand-over to the writer ended: a conflict is an attempt that is re-run. @internal */
+export type CommitOutcome = 'applied' | 'duplicate' | 'conflict' | 'failed';
+
+/** Where the scheduler reports runs to. @internal */
+export interface RunObserver {
+  ran(task: string, outcome: string): void;
+}
+
+const LATENCY_BUCKETS_S = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const GROUP_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+/** The counters a handle keeps, and their exposition. @internal */
+export class Metrics implements CommitObserver, RunObserver {
+  readonly registry = new Registry();
+  readonly #commits = new Counter({ name: 'athanor_commits_total', help: 'Transactions handed to the writer through this handle, by outcome (conflict: re-run).', labelNames: ['outcome'] as const, registers: [this.registry] });
+  readonly #latency = new Histogram({
+    name: 'athanor_commit_duration_seconds',
+    help: 'Time from handing a transaction to the writer until its promise settled (durable under the durability mode).',
+    buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly #group = new Histogram({ name: 'athanor_commit_group_size', help: "This handle's transactions per group commit.", buckets: GROUP_BUCKETS, registers: [this.registry] });
+  readonly #runs = new Counter({ name: 'athanor_scheduler_runs_total', help: 'Scheduler runs in this process, by task and outcome.', labelNames: ['task', 'outcome'] as const, registers: [this.registry] });
+  readonly #gauges = {
+    queue: new Gauge({ name: 'athanor_commit_queue_depth', help: 'Transactions handed to the writer and not yet settled.', registers: [this.registry] }),
+    mapSize: new Gauge({ name: 'athanor_map_size_bytes', help: 'The LMDB map size.', registers: [this.registry] }),
+    fileBytes: new Gauge({ name: 'athanor_store_file_bytes', help: 'Size of canonical/data.mdb on disk.', registers: [this.registry] }),
+    commitSeq: new Gauge({ name: 'athanor_commit_seq', help: 'Commit seq of the newest commit.', registers: [this.registry] }),
+    lastEventId: new Gauge({ name: 'athanor_last_event_id', help: 'Id of the newest event.', registers: [this.registry] }),
+    lag: new Gauge({ name: 'athanor_processor_lag_events', help: 'Events in the log past the processor cursor.', labelNames: ['processor'] as const, registers: [this.registry] }),
+    deadLetters: new Gauge({ name: 'athanor_processor_dead_letters', help: 'Events in the processor dead-letter queue.', labelNames: ['processor'] as const, registers: [this.registry] }),
+    documents: new Gauge({ name: 'athanor_vector_documents', help: 'Live documents of a vector collection.', labelNames: ['collection'] as const, registers: [this.registry] }),
+    pending: new Gauge({ name: 'athanor_vector_pending_documents', help: 'Committed documents not yet in the HNSW graph.', labelNames: ['collection'] as const, registers: [this.registry] }),
+    tombstones: new Gauge({ name: 'athanor_vector_tombstones', help: 'Deleted or replaced documents still in the graph.', labelNames: ['collection'] as const, registers: [this.registry] }),
+    points: new Gauge({ name: 'athanor_vector_graph_points', help: 'Points in the HNSW graph, live or tombstoned.', labelNames: ['collection'] as const, registers: [this.registry] }),
+  };
+  readonly #byOutcome = { applied: 0, duplicate: 0, conflict: 0, failed: 0 };
+  #groups = 0;
+  #groupTotal = 0;
+  #groupMax = 0;
+  readonly #runCounts = new Map<string, { task: string; outcome: string; runs: number }>();
+
+  settled(ms: number, outcome: CommitOutcome): void {
+    this.#byOutcome[outcome]++;
+    this.#commits.inc({ outcome });
+    this.#latency.observe(ms / 1000);
+  }
+
+  group(size: number): void {
+    this.#groups++;
+    this.#groupTotal += size;
+    if (size > this.#groupMax) this.#groupMax = size;
+    this.#group.observe(size);
+  }
+
+  ran(task: string, outcome: string): void {
+    const key = `${task}\u0000${outcome}`;
+    const c = this.#runCounts.get(key) ?? { task, outcome, runs: 0 };
+    c.runs++;
+    this.#runCounts.set(key, c);
+    this.#runs.inc({ task, outcome });
+  }
+
+  /** The snapshot, with the parts only the database can read filled in by `read`. */
+  async snapshot(read: () => Omit<MetricsSnapshot, 'commits' | 'scheduler'> & { queueDepth: number }): Promise<MetricsSnapshot> {
+    const r = read();
+    const latency = (await this.#latency.get()).values;
+    return {
+      commits: {
+        applied: this.#byOutcome.applied,
+        duplicate: this.#byOutcome.duplicate,
+        failed: this.#byOutcome.failed,
+        latencyMs: summarize(latency),
+        groupSize: { groups: this.#groups, mean: this.#groups === 0 ? 0 : this.#groupTotal / this.#groups, max: this.#groupMax },
+        queueDepth: r.queueDepth,
+        conflicts: this.#byOutcome.conflict,
+      },
+      store: r.store,
+      processors: r.processors,
+      scheduler: [...this.#runCounts.values()].map((c) => ({ ...c })),
+      vectors: r.vectors,
+    };
+  }
+
+  /** The Prometheus text exposition of a snapshot. */
+  async prometheus(s: MetricsSnapshot): Promise<string> {
+    const g = this.#gauges;
+    g.queue.set(s.commits.queueDepth);
+    g.mapSize.set(s.store.mapSizeBytes);
+    g.fileBytes.set(s.store.fileBytes);
+    g.commitSeq.set(Number(s.store.commitSeq));
+    g.lastEventId.set(Number(s.store.lastEventId));
+    for (const gauge of [g.lag, g.deadLetters, g.documents, g.pending, g.tombstones, g.points]) gauge.reset();
+    for (const p of s.processors) {
+      g.lag.set({ processor: p.name }, Number(p.lag));
+      g.deadLetters.set({ processor: p.name }, p.deadLetters);
+    }
+    for (const v of s.vectors) {
+      g.documents.set({ collection: v.collection }, v.documents);
+      g.pending.set({ collection: v.collection }, v.pending);
+      g.tombstones.set({ collection: v.collection }, v.tombstones);
+      g.points.set({ collection: v.collection }, v.graphPoints);
+    }
+    return this.registry.metrics();
+  }
+}
+
+/** p50/p95/p99 in ms from cumulative histogram buckets (linear inside a bucket). */
+function summarize(values: { labels: Partial<Record<string, string | number>>; value: number; metricName?: string }[]): LatencySummary {
+  const buckets = values
+    .filter((v) => v.metricName?.endsWith('_bucket'))
+    .map((v) => ({ le: v.labels.le === '+Inf' ? Infinity : Number(v.labels.le), n: v.value }))
+    .sort((a, b) => a.le - b.le);
+  const count = buckets.length ? buckets[buckets.length - 1]!.n : 0;
+  const q = (p: number): number => {
+    if (count === 0) return 0;
+    const rank = p * count;
+    let lowerLe = 0;
+    let lowerN = 0;
+    for (const b of buckets) {
+      if (b.n >= rank) {
+        if (b.le === Infinity) return lowerLe * 1000;
+        const within = b.n === lowerN ? 0 : (rank - lowerN) / (b.n - lowerN);
+        return (lowerLe + (b.le - lowerLe) * within) * 1000;
+      }
+      lowerLe = b.le;
+      lowerN = b.n;
+    }
+    return lowerLe * 1000;
+  };
+  return { count, p50: q(0.5), p95: q(0.95), p99: q(0.99) };
+}
