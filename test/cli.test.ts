@@ -133,6 +133,11 @@ describe('cli: init, --json, events, query, metrics, migrate, schedule, dlq, bac
     expect(again.stderr).toMatch(/^athanor: .*is not empty[^\n]*\n$/);
     expect(cliJson(['stats', 'db'], work)).toMatchObject({ commitSeq: '0', lastEventId: '0' });
     expect(cliJson(['verify', 'db'], work)).toMatchObject({ ok: true, events: 0 });
+    const layout = fs.readdirSync(path.join(work, 'db')).sort();
+    expect(cliJson(['migrate', 'status', 'db'], work)).toEqual({ schemaVersion: 0, applied: [] });
+    expect(cliJson(['dlq', 'list', 'p', 'db'], work)).toEqual([]);
+    expect(cliJson(['schedule', 'list', 'db'], work)).toEqual([]);
+    expect(fs.readdirSync(path.join(work, 'db')).sort()).toEqual(layout);
   });
 
   it('--json on get, events list/get/tail, with bigints as strings', async () => {

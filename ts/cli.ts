@@ -667,8 +667,9 @@ async function main(argv: readonly string[]): Promise<number> {
         return EXIT_OK;
       }
       case 'migrate status': {
-        const applied = db.migrations.history();
-        const version = db.migrations.schemaVersion();
+        const hasSql = hasProjectionDb(db);
+        const applied = hasSql ? db.migrations.history() : [];
+        const version = hasSql ? db.migrations.schemaVersion() : 0;
         if (json) out(toJson({ schemaVersion: version, applied }));
         else {
           out(`schema version ${version}, ${applied.length} migration(s) applied`);
@@ -733,6 +734,11 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+/** Whether projection.db exists: reading the SQL side would create it, and inspecting creates nothing. */
+function hasProjectionDb(db: Athanor): boolean {
+  return fs.existsSync(path.join(db.dir, 'projection.db'));
+}
+
 interface DeadLetterRow {
   id: number;
   processor: string;
@@ -750,6 +756,7 @@ interface DeadLetterRow {
  * needs the processor built with its handlers, which live in the application's code.
  */
 async function deadLetters(db: Athanor, processor: string, limit: number): Promise<DeadLetterRow[]> {
+  if (!hasProjectionDb(db)) return [];
   const [table] = await db.query<{ n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_athanor_dead_letters'");
   if (table === undefined || table.n === 0) return [];
   return db.query<DeadLetterRow>('SELECT * FROM _athanor_dead_letters WHERE processor = ? ORDER BY event_id LIMIT ?', [processor, limit]);
