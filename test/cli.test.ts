@@ -7,7 +7,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { Athanor, i64, str } from '../dist/index.js';
 import { ensureTestModel } from '../scripts/test-model.mjs';
 import { removeDir, tempDir } from './helpers.js';
@@ -192,6 +192,8 @@ describe('cli: init, --json, events, query, metrics, migrate, schedule, dlq, bac
         waiter();
       });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // A tail that misses commits fails on the timeout; the child must not outlive the test.
+    onTestFinished(() => void child.kill('SIGKILL'));
     await until(1);
     expect(seen[0]).toMatchObject({ id: '3' });
     const db = await Athanor.open(path.join(work, 'db'));
@@ -206,7 +208,7 @@ describe('cli: init, --json, events, query, metrics, migrate, schedule, dlq, bac
     expect(seen.slice(1)).toMatchObject([{ id: '4', type: 'followed', payload: { n: 4 } }, { id: '5', payload: { n: 5 } }]);
     child.kill('SIGINT');
     expect(await exited).toBe(0);
-  });
+  }, 30_000);
 
   it('query is read-only; metrics in text, JSON and Prometheus; migrate status', async () => {
     const db = await Athanor.open(path.join(work, 'db'));
