@@ -3,12 +3,12 @@
  * again on the same one, where idempotency keys, migrations, processor cursors and
  * collection definitions carry over instead of repeating work.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
-import { Athanor } from '../dist/index.js';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
+import { Athanor, i64, str } from '../dist/index.js';
 import { ensureTestModel } from '../scripts/test-model.mjs';
 import { removeDir, tempDir } from './helpers.js';
 
@@ -105,5 +105,187 @@ describe('cli commands that inspect a database', () => {
     expect(help.stdout).toMatch(/^athanor verify \[dir\]/);
     expect(cli(['get', 'missing-key', 'db'], work).status).toBe(1);
     expect(fs.readdirSync(work)).toEqual(['db']);
+  });
+});
+
+/** Runs the CLI with --json; returns the parsed output (exit 0 expected). */
+function cliJson(args: string[], cwd: string): unknown {
+  const r = cli([...args, '--json'], cwd);
+  expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+  expect(r.stderr).toBe('');
+  return JSON.parse(r.stdout);
+}
+
+describe('cli: init, --json, events, query, metrics, migrate, schedule, dlq, backup, restore', () => {
+  const work = tempDir('athanor-cli-more-');
+  afterAll(() => removeDir(work));
+
+  it('init creates a database only in a new or empty directory; inspecting commands still create nothing', () => {
+    for (const args of [['query', 'SELECT 1', 'nope'], ['metrics', 'nope'], ['migrate', 'status', 'nope'], ['schedule', 'list', '--dir', 'nope'], ['events', 'tail', 'nope'], ['events', 'get', '1', 'nope'], ['dlq', 'list', 'p', 'nope'], ['backup', 'bk', 'nope'], ['stats', 'nope', '--json']]) {
+      const r = cli(args, work);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stderr).toMatch(/^athanor: ERR_NOT_FOUND: [^\n]*nope[^\n]*\n$/);
+      expect(fs.readdirSync(work), args.join(' ')).toEqual([]);
+    }
+    expect(cliJson(['init', 'db'], work)).toEqual({ created: path.join(work, 'db') });
+    const again = cli(['init', 'db'], work);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/^athanor: .*is not empty[^\n]*\n$/);
+    expect(cliJson(['stats', 'db'], work)).toMatchObject({ commitSeq: '0', lastEventId: '0' });
+    expect(cliJson(['verify', 'db'], work)).toMatchObject({ ok: true, events: 0 });
+    const layout = fs.readdirSync(path.join(work, 'db')).sort();
+    expect(cliJson(['migrate', 'status', 'db'], work)).toEqual({ schemaVersion: 0, applied: [] });
+    expect(cliJson(['dlq', 'list', 'p', 'db'], work)).toEqual([]);
+    expect(cliJson(['schedule', 'list', 'db'], work)).toEqual([]);
+    expect(fs.readdirSync(path.join(work, 'db')).sort()).toEqual(layout);
+  });
+
+  it('--json on get, events list/get/tail, with bigints as strings', async () => {
+    const db = await Athanor.open(path.join(work, 'db'));
+    await db.transaction().execute((tx) => {
+      tx.set('greeting', str('hello'));
+      tx.set('balance', i64(9007199254740993n));
+      tx.log('said', { n: 1 });
+      tx.log('said', { n: 2 });
+      tx.log('other', { n: 3 });
+    });
+    await db.close();
+    expect(cliJson(['get', 'greeting', 'db'], work)).toEqual({ key: 'greeting', found: true, type: 'string', value: 'hello' });
+    expect(cliJson(['get', 'balance', 'db'], work)).toEqual({ key: 'balance', found: true, type: 'i64', value: '9007199254740993' });
+    const absent = cli(['get', 'nothing', 'db', '--json'], work);
+    expect(absent.status).toBe(1);
+    expect(JSON.parse(absent.stdout)).toEqual({ key: 'nothing', found: false });
+
+    const lines = (args: string[]): Record<string, unknown>[] => {
+      const r = cli([...args, '--json'], work);
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    };
+    expect(lines(['events', 'db', '--type', 'said']).map((e) => e.payload)).toEqual([{ n: 1 }, { n: 2 }]);
+    expect(lines(['events', 'list', 'db', '--reverse', '--limit', '1'])).toMatchObject([{ id: '3', type: 'other', commitSeq: '1' }]);
+    expect(lines(['events', 'get', '2', 'db'])).toMatchObject([{ id: '2', type: 'said', payload: { n: 2 } }]);
+    expect(lines(['events', 'tail', 'db', '--limit', '2']).map((e) => e.id)).toEqual(['2', '3']);
+    expect(cli(['events', 'get', '99', 'db'], work)).toMatchObject({ status: 1, stderr: expect.stringMatching(/^athanor: no event #99[^\n]*\n$/) });
+    expect(cli(['events', 'get', 'x', 'db'], work).status).toBe(2);
+    expect(cli(['events', 'tail', 'db', '--limit', '0'], work).status).toBe(2);
+    // A word that is no subcommand is the directory, as before subcommands existed.
+    expect(cli(['events', 'frob', 'db'], work).status).toBe(2);
+    expect(cli(['events', 'frob'], work)).toMatchObject({ status: 1, stderr: expect.stringMatching(/^athanor: ERR_NOT_FOUND: .*frob/) });
+  });
+
+  it('events tail -f prints commits made by another process until SIGINT', async () => {
+    const child = spawn(process.execPath, [CLI, 'events', 'tail', 'db', '-f', '--limit', '1', '--json'], { cwd: work });
+    const seen: Record<string, unknown>[] = [];
+    let buffered = '';
+    let waiter: (() => void) | undefined;
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      buffered += chunk;
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      for (const p of parts) seen.push(JSON.parse(p) as Record<string, unknown>);
+      waiter?.();
+    });
+    const until = (n: number): Promise<void> =>
+      new Promise((resolve) => {
+        waiter = () => seen.length >= n && resolve();
+        waiter();
+      });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // A tail that misses commits fails on the timeout; the child must not outlive the test.
+    onTestFinished(() => void child.kill('SIGKILL'));
+    await until(1);
+    expect(seen[0]).toMatchObject({ id: '3' });
+    const db = await Athanor.open(path.join(work, 'db'));
+    try {
+      await db.transaction().execute((tx) => tx.log('followed', { n: 4 }));
+      await until(2);
+      await db.transaction().execute((tx) => tx.log('followed', { n: 5 }));
+      await until(3);
+    } finally {
+      await db.close();
+    }
+    expect(seen.slice(1)).toMatchObject([{ id: '4', type: 'followed', payload: { n: 4 } }, { id: '5', payload: { n: 5 } }]);
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+  }, 30_000);
+
+  it('query is read-only; metrics in text, JSON and Prometheus; migrate status', async () => {
+    const db = await Athanor.open(path.join(work, 'db'));
+    db.migrations.add({ version: 1, name: 'notes', up: 'CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)', down: 'DROP TABLE notes' });
+    db.migrations.run();
+    db.sql.run('INSERT INTO notes (body) VALUES (?), (?)', ['a', 'b']);
+    await db.close();
+    expect(cliJson(['query', 'SELECT id, body FROM notes ORDER BY id', 'db'], work)).toEqual([{ id: 1, body: 'a' }, { id: 2, body: 'b' }]);
+    expect(cli(['query', 'SELECT body FROM notes ORDER BY id', 'db'], work)).toMatchObject({ status: 0, stdout: 'body\na\nb\n' });
+    const write = cli(['query', 'DELETE FROM notes', 'db'], work);
+    expect(write.status).toBe(1);
+    expect(write.stderr).toMatch(/^athanor: ERR_[A-Z_]+: [^\n]*\n$/);
+    expect(cliJson(['query', 'SELECT count(*) AS n FROM notes', 'db'], work)).toEqual([{ n: 2 }]);
+    expect(cli(['query'], work).status).toBe(2);
+
+    expect(cliJson(['metrics', 'db'], work)).toMatchObject({ store: { lastEventId: '5' } });
+    expect(cli(['metrics', 'db'], work).stdout).toContain('store.lastEventId 5\n');
+    expect(cli(['metrics', 'db', '--prometheus'], work).stdout).toMatch(/^# HELP athanor_/m);
+    expect(cli(['metrics', 'db', '--prometheus', '--json'], work).status).toBe(2);
+
+    expect(cliJson(['migrate', 'status', 'db'], work)).toMatchObject({ schemaVersion: 1, applied: [{ version: 1, name: 'notes' }] });
+    expect(cli(['migrate', 'status', 'db'], work).stdout).toMatch(/^schema version 1, 1 migration\(s\) applied\n {2}1 notes /);
+    expect(cli(['migrate'], work).status).toBe(2);
+    expect(cli(['migrate', 'up', 'db'], work).status).toBe(2);
+  });
+
+  it('schedule list, history, pause, resume of tasks stored by an application', async () => {
+    const db = await Athanor.open(path.join(work, 'db'));
+    await db.scheduler.register('hourly', { every: 3_600_000, run: () => {} });
+    await db.close();
+    expect(cliJson(['schedule', 'list', 'db'], work)).toMatchObject([{ name: 'hourly', schedule: { every: 3_600_000 }, paused: false }]);
+    expect(cliJson(['schedule', 'pause', 'hourly', 'db'], work)).toEqual({ task: 'hourly', paused: true });
+    expect(cliJson(['schedule', 'list', 'db'], work)).toMatchObject([{ name: 'hourly', paused: true }]);
+    expect(cli(['schedule', 'list', 'db'], work).stdout).toMatch(/^hourly .* paused/);
+    expect(cliJson(['schedule', 'resume', 'hourly', 'db'], work)).toEqual({ task: 'hourly', paused: false });
+    expect(cliJson(['schedule', 'history', 'hourly', 'db'], work)).toEqual([]);
+    const missing = cli(['schedule', 'pause', 'nightly', 'db'], work);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/^athanor: ERR_NOT_FOUND: no scheduled task named "nightly"\n$/);
+    expect(cli(['schedule', 'history', 'nightly', 'db'], work).status).toBe(1);
+    expect(cli(['schedule', 'pause', 'db'], work).status).toBe(1); // "db" is taken as the task, the default dir is absent
+    expect(cli(['schedule', 'pause'], work).status).toBe(2);
+  });
+
+  it('dlq list reads dead letters without the processor\'s handlers', async () => {
+    expect(cliJson(['dlq', 'list', 'mailer', 'db'], work)).toEqual([]);
+    const db = await Athanor.open(path.join(work, 'db'));
+    const p = db.processor('mailer').on('said', () => {
+      throw new Error('smtp down');
+    }).onError('deadLetter').build();
+    await p.catchUp();
+    await p.close();
+    await db.close();
+    const letters = cliJson(['dlq', 'list', 'mailer', 'db'], work) as { event_id: number; error: string }[];
+    expect(letters.map((d) => d.event_id)).toEqual([1, 2]);
+    expect(letters[0]!.error).toContain('smtp down');
+    expect(cliJson(['dlq', 'list', 'other', 'db'], work)).toEqual([]);
+    expect(cli(['dlq', 'list', 'mailer', 'db'], work).stdout).toMatch(/^#1 said .*smtp down/);
+  });
+
+  it('backup and restore, compressed and encrypted with a key from a file', () => {
+    const keyFile = path.join(work, 'key');
+    fs.writeFileSync(keyFile, 'ab'.repeat(32) + '\n');
+    const taken = cliJson(['backup', 'bk', 'db', '--compress', '--key-file', keyFile], work) as { manifest: { encryption: string; contentDigest: { events: number } } };
+    expect(taken.manifest).toMatchObject({ encryption: 'aes-256-gcm', contentDigest: { events: 5 } });
+    const noKey = cli(['restore', 'bk', 'restored'], work);
+    expect(noKey.status).toBe(1);
+    expect(noKey.stderr).toMatch(/^athanor: ERR_[A-Z_]+: [^\n]*encrypted[^\n]*\n$/);
+    expect(fs.existsSync(path.join(work, 'restored'))).toBe(false);
+    expect(cliJson(['restore', 'bk', 'restored', '--key-file', keyFile], work)).toMatchObject({ restored: path.join(work, 'restored'), digest: { events: 5 } });
+    expect(cliJson(['get', 'greeting', 'restored'], work)).toMatchObject({ value: 'hello' });
+    expect(cli(['restore', 'bk', 'restored', '--key-file', keyFile], work).status).toBe(1);
+    expect(cli(['restore', 'bk', 'restored', '--key-file', keyFile, '--overwrite'], work).status).toBe(0);
+    fs.writeFileSync(keyFile, 'short');
+    expect(cli(['backup', 'bk2', 'db', '--key-file', keyFile], work)).toMatchObject({ status: 1, stderr: expect.stringMatching(/^athanor: --key-file .* 32-byte key/) });
+    expect(cli(['backup', 'bk2', 'db', '--key', 'secret'], work).status).toBe(2);
+    expect(cli(['restore', 'bk'], work).status).toBe(2);
+    expect(fs.existsSync(path.join(work, 'bk2'))).toBe(false);
   });
 });

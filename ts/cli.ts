@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultCacheDir } from './hub.js';
 import { stringifyStrict } from './codec.js';
-import { Athanor, AthanorError, Embedder, PreflightError, i64, type StoredEvent, type Value } from './index.js';
+import { Athanor, AthanorError, Embedder, PreflightError, i64, type BackupProgress, type StoredEvent, type Value } from './index.js';
 
 const DEFAULT_DIR = '.athanor-data';
 
@@ -21,14 +21,27 @@ const EXIT_USAGE = 2;
 const HELP = `athanor <command> [dir] [options]
 
 Commands:
-  demo [dir]           run a small ledger in dir (created if needed) and print what happened
-  stats [dir]          print counters of an existing database
-  verify [dir]         check an existing database (--deep: in a child process)
-  get <key> [dir]      print one state value
-  events [dir]         print events (--type, --from, --limit, --reverse)
+  demo [dir]                 run a small ledger in dir (created if needed) and print what happened
+  init [dir]                 create a new, empty database in dir
+  stats [dir]                print counters of an existing database
+  verify [dir]               check an existing database (--deep: in a child process)
+  get <key> [dir]            print one state value
+  events [list] [dir]        print events (--type, --from, --limit, --reverse)
+  events get <id> [dir]      print one event
+  events tail [dir] [-f]     print the newest events; -f follows new commits until Ctrl-C
+  query <sql> [dir]          run a read-only SQL query on projection.db
+  metrics [dir]              print db.metrics() (--prometheus: the Prometheus text)
+  migrate status [dir]       print the applied projection.db migrations
+  schedule list [dir]        print the scheduled tasks
+  schedule history <task>    print a task's runs
+  schedule pause <task>      pause a task (resume <task> runs it again)
+  dlq list <processor> [dir] print a processor's dead letters
+  backup <target> [dir]      take an online backup into target (--compress, --key-file)
+  restore <backup> <target>  restore a backup into target (--overwrite, --key-file)
 
-dir is a positional argument or --dir <path> (default ${DEFAULT_DIR}). Only demo
-creates a database; the other commands fail on a directory that holds none.
+dir is a positional argument or --dir <path> (default ${DEFAULT_DIR}). Only demo and
+init create a database (restore writes its target); the other commands fail on a
+directory that holds none. Inspecting commands take --json (bigints as strings).
 \`athanor <command> --help\` describes one command. Exit codes: 0 ok, 1 failure, 2 usage.
 `;
 
@@ -40,9 +53,14 @@ interface CommandSpec {
   options: Record<string, OptionSpec>;
   /** Names of the positionals that come before the optional dir. */
   args: readonly string[];
+  /** The command takes no database directory (restore names its own). */
+  noDir?: boolean;
 }
 
 const DIR_OPTION = { dir: { type: 'string' } } as const satisfies Record<string, OptionSpec>;
+const JSON_OPTION = { json: { type: 'boolean', default: false } } as const satisfies Record<string, OptionSpec>;
+const INSPECT = { ...DIR_OPTION, ...JSON_OPTION };
+const EVENT_FILTERS = { type: { type: 'string' }, from: { type: 'string' }, limit: { type: 'string', default: '20' }, reverse: { type: 'boolean', default: false } } as const satisfies Record<string, OptionSpec>;
 
 const COMMANDS: Record<string, CommandSpec> = {
   demo: {
@@ -55,43 +73,167 @@ what happened. --model names a sentence-embedding model directory (default: the 
     options: { ...DIR_OPTION, model: { type: 'string' } },
     args: [],
   },
+  init: {
+    usage: `athanor init [dir] [--dir <path>] [--json]
+
+Creates a new, empty database in dir (default ${DEFAULT_DIR}). Fails (exit 1) when dir
+exists and is not empty.
+`,
+    options: { ...INSPECT },
+    args: [],
+  },
   stats: {
-    usage: `athanor stats [dir] [--dir <path>]
+    usage: `athanor stats [dir] [--dir <path>] [--json]
 
 Prints the counters of the database in dir (default ${DEFAULT_DIR}); creates nothing.
 `,
-    options: { ...DIR_OPTION },
+    options: { ...INSPECT },
     args: [],
   },
   verify: {
-    usage: `athanor verify [dir] [--dir <path>] [--deep]
+    usage: `athanor verify [dir] [--dir <path>] [--deep] [--json]
 
 Checks the database in dir (default ${DEFAULT_DIR}): the store's pages and invariants,
 projection.db and the index dumps. --deep runs the check in a child process, so damage
 LMDB cannot read safely is reported (ERR_CORRUPT) instead of crashing. Creates nothing.
 Exit code 0 when the database is intact, 1 otherwise.
 `,
-    options: { ...DIR_OPTION, deep: { type: 'boolean', default: false } },
+    options: { ...INSPECT, deep: { type: 'boolean', default: false } },
     args: [],
   },
   get: {
-    usage: `athanor get <key> [dir] [--dir <path>]
+    usage: `athanor get <key> [dir] [--dir <path>] [--json]
 
 Prints the state value of key in the database in dir (default ${DEFAULT_DIR}).
 Exit code 1 when the key is absent.
 `,
-    options: { ...DIR_OPTION },
+    options: { ...INSPECT },
     args: ['key'],
   },
-  events: {
-    usage: `athanor events [dir] [--dir <path>] [--type <name>] [--from <id>] [--limit <n>] [--reverse]
+  'events list': {
+    usage: `athanor events [list] [dir] [--dir <path>] [--type <name>] [--from <id>] [--limit <n>] [--reverse] [--json]
 
 Prints events of the database in dir (default ${DEFAULT_DIR}): only those of --type,
 from event id --from, at most --limit (default 20), newest first with --reverse.
 `,
-    options: { ...DIR_OPTION, type: { type: 'string' }, from: { type: 'string' }, limit: { type: 'string', default: '20' }, reverse: { type: 'boolean', default: false } },
+    options: { ...INSPECT, ...EVENT_FILTERS },
     args: [],
   },
+  'events get': {
+    usage: `athanor events get <id> [dir] [--dir <path>] [--json]
+
+Prints the event with id <id>. Exit code 1 when there is none.
+`,
+    options: { ...INSPECT },
+    args: ['id'],
+  },
+  'events tail': {
+    usage: `athanor events tail [dir] [--dir <path>] [--limit <n>] [-f|--follow] [--json]
+
+Prints the newest --limit (default 10) events, oldest first. With -f, keeps printing
+each new event as commits land (from this or any other process) until Ctrl-C.
+`,
+    options: { ...INSPECT, limit: { type: 'string', default: '10' }, follow: { type: 'boolean', short: 'f', default: false } },
+    args: [],
+  },
+  query: {
+    usage: `athanor query <sql> [dir] [--dir <path>] [--json]
+
+Runs one read-only SQL statement on projection.db of the database in dir (through
+db.query, on a read-only connection) and prints the rows (tab-separated, with a header).
+`,
+    options: { ...INSPECT },
+    args: ['sql'],
+  },
+  metrics: {
+    usage: `athanor metrics [dir] [--dir <path>] [--prometheus | --json]
+
+Prints db.metrics() of a handle opened on dir: store sizes and heads, processors'
+cursors, lag and dead letters, scheduler runs, vector index sizes. Counters of commits
+are this short-lived handle's own, so they read zero. --prometheus prints the text
+exposition.
+`,
+    options: { ...INSPECT, prometheus: { type: 'boolean', default: false } },
+    args: [],
+  },
+  'migrate status': {
+    usage: `athanor migrate status [dir] [--dir <path>] [--json]
+
+Prints the schema version of projection.db and the migrations applied to it. Pending
+migrations are registered by the application's code, so the command line cannot list them.
+`,
+    options: { ...INSPECT },
+    args: [],
+  },
+  'schedule list': {
+    usage: `athanor schedule list [dir] [--dir <path>] [--json]
+
+Prints every stored scheduled task: schedule, next run, paused, last run.
+`,
+    options: { ...INSPECT },
+    args: [],
+  },
+  'schedule history': {
+    usage: `athanor schedule history <task> [dir] [--dir <path>] [--limit <n>] [--json]
+
+Prints a task's runs, newest first (at most --limit, default 50).
+`,
+    options: { ...INSPECT, limit: { type: 'string', default: '50' } },
+    args: ['task'],
+  },
+  'schedule pause': {
+    usage: `athanor schedule pause <task> [dir] [--dir <path>] [--json]
+
+Pauses a stored task: no scheduler runs it until \`schedule resume\`.
+`,
+    options: { ...INSPECT },
+    args: ['task'],
+  },
+  'schedule resume': {
+    usage: `athanor schedule resume <task> [dir] [--dir <path>] [--json]
+
+Resumes a paused task; occurrences missed meanwhile follow its missed-run policy.
+`,
+    options: { ...INSPECT },
+    args: ['task'],
+  },
+  'dlq list': {
+    usage: `athanor dlq list <processor> [dir] [--dir <path>] [--limit <n>] [--json]
+
+Prints the dead letters of a processor (events its handler failed on), oldest first,
+read from projection.db; the processor's handlers are not needed.
+`,
+    options: { ...INSPECT, limit: { type: 'string', default: '100' } },
+    args: ['processor'],
+  },
+  backup: {
+    usage: `athanor backup <target> [dir] [--dir <path>] [--compress] [--key-file <path>] [--json]
+
+Takes an online backup of the database in dir into target (new or empty). --compress
+zstd-compresses it; --key-file names a file holding a 32-byte key (raw, or 64 hex digits)
+to encrypt it with AES-256-GCM. Keys are never taken on the command line.
+`,
+    options: { ...INSPECT, compress: { type: 'boolean', default: false }, 'key-file': { type: 'string' } },
+    args: ['target'],
+  },
+  restore: {
+    usage: `athanor restore <backup> <target> [--overwrite] [--key-file <path>] [--json]
+
+Checks the backup in <backup> and restores it into <target>, which must be empty unless
+--overwrite. --key-file names the file with the key of an encrypted backup.
+`,
+    options: { ...JSON_OPTION, overwrite: { type: 'boolean', default: false }, 'key-file': { type: 'string' } },
+    args: ['backup', 'target'],
+    noDir: true,
+  },
+};
+
+/** Commands made of a group and a subcommand; `events` alone means `events list`. */
+const GROUPS: Record<string, { subs: readonly string[]; default?: string }> = {
+  events: { subs: ['list', 'get', 'tail'], default: 'list' },
+  migrate: { subs: ['status'] },
+  schedule: { subs: ['list', 'history', 'pause', 'resume'] },
+  dlq: { subs: ['list'] },
 };
 
 /** A command line that cannot run: printed with the command's usage, exit code 2. */
@@ -258,14 +400,156 @@ async function textDemo(db: Athanor, modelDir: string | undefined, out: (s: stri
   }
 }
 
+/** JSON text of any result: bigints as strings, Sets as arrays, byte arrays as their length. */
+function toJson(value: unknown): string {
+  return JSON.stringify(value, (_k, x: unknown) =>
+    typeof x === 'bigint' ? x.toString() : x instanceof Set ? [...x] : x instanceof Uint8Array ? { bytes: x.length } : x,
+  );
+}
+
+/** Colours only for a terminal, and never with NO_COLOR set (https://no-color.org). */
+const COLOUR = process.stdout.isTTY === true && (process.env.NO_COLOR ?? '') === '';
+const paint = (code: number) => (s: string): string => (COLOUR ? `\u001b[${code}m${s}\u001b[0m` : s);
+const dim = paint(2);
+const bold = paint(1);
+const green = paint(32);
+
+function out(s: string): void {
+  process.stdout.write(s + '\n');
+}
+
+function eventJson(e: StoredEvent): Record<string, unknown> {
+  return { id: e.id, at: new Date(e.at).toISOString(), type: e.type, commitSeq: e.commitSeq, payload: e.payload };
+}
+
+function showEvent(e: StoredEvent, json: boolean): string {
+  if (json) return toJson(eventJson(e));
+  const [id, at, ...rest] = line(e).split(' ');
+  return `${bold(id!)} ${dim(at!)} ${rest.join(' ')}`;
+}
+
+/** `path value` lines of a nested object, for the text form of metrics. */
+function flatten(value: unknown, prefix: string, into: string[]): string[] {
+  if (value !== null && typeof value === 'object' && !(value instanceof Uint8Array)) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix === '' ? k : `${prefix}.${k}`, into);
+  } else {
+    into.push(`${prefix} ${typeof value === 'bigint' ? value.toString() : JSON.stringify(value)}`);
+  }
+  return into;
+}
+
+function positiveInt(name: string, text: string | undefined): number {
+  const n = Number(text);
+  if (text === undefined || !/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got ${text}`);
+  return n;
+}
+
+function eventId(name: string, text: string): bigint {
+  if (!/^\d+$/.test(text)) throw new UsageError(`${name} must be an event id (a non-negative integer), got ${text}`);
+  return BigInt(text);
+}
+
+/** The encryption key in `file`: 32 raw bytes, or 64 hex digits (surrounding whitespace ignored). */
+function readKey(file: string): Uint8Array {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    throw new Error(`cannot read --key-file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (bytes.length === 32) return new Uint8Array(bytes);
+  const text = bytes.toString('utf8').trim();
+  if (/^[0-9a-fA-F]{64}$/.test(text)) return new Uint8Array(Buffer.from(text, 'hex'));
+  throw new Error(`--key-file ${file} must hold a 32-byte key: 32 raw bytes or 64 hex digits`);
+}
+
+/** A one-line progress display on a terminal (stderr), nothing otherwise. */
+function progress(json: boolean): { onProgress?: (p: BackupProgress) => void; done: () => void } {
+  if (json || process.stderr.isTTY !== true) return { done: () => {} };
+  let shown = false;
+  return {
+    onProgress: (p) => {
+      shown = true;
+      process.stderr.write(`\r\u001b[2K${p.phase} ${p.filesDone}/${p.totalFiles}`);
+    },
+    done: () => {
+      if (shown) process.stderr.write('\r\u001b[2K');
+    },
+  };
+}
+
+/** Prints the newest events, then (with follow) each new one until SIGINT/SIGTERM. */
+async function tail(db: Athanor, limit: number, follow: boolean, json: boolean): Promise<void> {
+  let printed = 0n;
+  const printFrom = (from: bigint): void => {
+    for (const e of db.events.read({ from })) {
+      out(showEvent(e, json));
+      printed = e.id;
+    }
+  };
+  // Subscribe before the first read, so a commit landing in between is not missed.
+  let wake: (() => void) | undefined;
+  const unsubscribe = follow ? db.events.subscribe(() => wake?.()) : undefined;
+  try {
+    for (const e of [...db.events.read({ reverse: true, limit })].reverse()) {
+      out(showEvent(e, json));
+      printed = e.id;
+    }
+    if (!follow) return;
+    if (process.stderr.isTTY === true) process.stderr.write(dim('following new events; Ctrl-C to stop') + '\n');
+    await new Promise<void>((resolve) => {
+      // The file watcher behind subscribe() does not hold the process open; this does.
+      const keepAlive = setInterval(() => {}, 1 << 30);
+      const stop = (): void => {
+        clearInterval(keepAlive);
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        resolve();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+      wake = () => printFrom(printed + 1n);
+      wake();
+    });
+  } finally {
+    unsubscribe?.();
+  }
+}
+
+/** Splits `group sub ...` into the command's key and the rest of the line. */
+function resolveCommand(command: string, rest: readonly string[]): [string, readonly string[]] {
+  const group = GROUPS[command];
+  if (group === undefined) return [command, rest];
+  const sub = rest[0];
+  if (sub !== undefined && group.subs.includes(sub)) return [`${command} ${sub}`, rest.slice(1)];
+  if (sub === '-h' || sub === '--help') return [command, rest];
+  // `events <dir>` predates the subcommands: a word that is none of them is the directory.
+  if (group.default !== undefined) return [`${command} ${group.default}`, rest];
+  throw new UsageError(`${command} needs one of: ${group.subs.join(', ')}${sub === undefined ? '' : `; got ${JSON.stringify(sub)}`}\n\n${groupUsage(command)}`);
+}
+
+function groupUsage(group: string): string {
+  return Object.entries(COMMANDS)
+    .filter(([k]) => k.startsWith(group + ' '))
+    .map(([, c]) => c.usage.split('\n')[0])
+    .join('\n') + '\n';
+}
+
 async function main(argv: readonly string[]): Promise<number> {
-  const [command, ...rest] = argv;
+  const [command, ...afterCommand] = argv;
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
     process.stdout.write(HELP);
     return command === undefined ? EXIT_USAGE : EXIT_OK;
   }
-  const spec = COMMANDS[command];
-  if (spec === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}; the commands are ${Object.keys(COMMANDS).join(', ')}`);
+  const known = [...new Set(Object.keys(COMMANDS).map((k) => k.split(' ')[0]!))];
+  if (!known.includes(command)) throw new UsageError(`unknown command ${JSON.stringify(command)}; the commands are ${known.join(', ')}`);
+  const [key, rest] = resolveCommand(command, afterCommand);
+  const spec = COMMANDS[key];
+  if (spec === undefined) {
+    // A group asked for its help without a subcommand.
+    process.stdout.write(groupUsage(command));
+    return EXIT_OK;
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: [...rest], allowPositionals: true, strict: true, options: { ...spec.options, help: { type: 'boolean', short: 'h', default: false } } });
@@ -278,8 +562,9 @@ async function main(argv: readonly string[]): Promise<number> {
     return EXIT_OK;
   }
   const positionals = parsed.positionals;
+  const maxPositionals = spec.args.length + (spec.noDir === true ? 0 : 1);
   if (positionals.length < spec.args.length) throw new UsageError(`missing <${spec.args[positionals.length]}>\n\n${spec.usage}`);
-  if (positionals.length > spec.args.length + 1) throw new UsageError(`too many arguments: ${positionals.slice(spec.args.length + 1).join(' ')}\n\n${spec.usage}`);
+  if (positionals.length > maxPositionals) throw new UsageError(`too many arguments: ${positionals.slice(maxPositionals).join(' ')}\n\n${spec.usage}`);
   const positionalDir = positionals[spec.args.length];
   const optionDir = values.dir as string | undefined;
   if (positionalDir !== undefined && optionDir !== undefined && path.resolve(positionalDir) !== path.resolve(optionDir)) {
@@ -287,54 +572,194 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const dir = positionalDir ?? optionDir ?? DEFAULT_DIR;
   const str = (name: string): string | undefined => values[name] as string | undefined;
+  const json = values.json === true;
+  const arg = (i: number): string => positionals[i]!;
 
+  // Every check of the command line comes before anything is opened or written.
   let limit = 20;
   let from: bigint | undefined;
-  if (command === 'events') {
-    limit = Number(str('limit'));
-    if (!Number.isSafeInteger(limit) || limit < 1) throw new UsageError(`--limit must be a positive integer, got ${str('limit')}`);
-    const f = str('from');
-    if (f !== undefined) {
-      if (!/^\d+$/.test(f)) throw new UsageError(`--from must be an event id (a non-negative integer), got ${f}`);
-      from = BigInt(f);
+  let id: bigint | undefined;
+  if (key === 'events list' || key === 'events tail' || key === 'schedule history' || key === 'dlq list') limit = positiveInt('limit', str('limit'));
+  if (key === 'events list' && str('from') !== undefined) from = eventId('--from', str('from')!);
+  if (key === 'events get') id = eventId('<id>', arg(0));
+  if (key === 'metrics' && json && values.prometheus === true) throw new UsageError(`give --json or --prometheus, not both\n\n${spec.usage}`);
+  const keyFile = str('key-file');
+  const encryptionKey = keyFile === undefined ? undefined : readKey(keyFile);
+
+  if (key === 'restore') {
+    const bar = progress(json);
+    let digest;
+    try {
+      digest = await Athanor.restore(arg(0), arg(1), { overwrite: values.overwrite === true, encryptionKey, onProgress: bar.onProgress });
+    } finally {
+      bar.done();
     }
+    out(json ? toJson({ restored: path.resolve(arg(1)), digest }) : `${green('restored')} ${path.resolve(arg(1))}: ${digest.events} events, ${digest.stateKeys} keys, sha256 ${digest.sha256}`);
+    return EXIT_OK;
+  }
+  if (key === 'init') {
+    let entries: string[] = [];
+    try {
+      entries = fs.readdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot use ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    if (entries.length > 0) throw new Error(`${path.resolve(dir)} is not empty; init creates a database only in a new or empty directory`);
   }
 
-  // Only the demo creates a database: the other commands inspect one that must exist.
-  const db = await Athanor.open(dir, { create: command === 'demo' });
+  // Only demo and init create a database: the other commands inspect one that must exist.
+  const db = await Athanor.open(dir, { create: key === 'demo' || key === 'init' });
   try {
-    switch (command) {
+    switch (key) {
       case 'demo':
         await demo(db, str('model'));
         return EXIT_OK;
+      case 'init':
+        out(json ? toJson({ created: db.dir }) : `${green('created')} an empty athanor database in ${db.dir}`);
+        return EXIT_OK;
       case 'stats': {
         const s = db.stats();
-        process.stdout.write(`dir ${db.dir}\ncommitSeq ${s.commitSeq}\nlastEventId ${s.lastEventId}\nmapSize ${s.mapSize}\n`);
+        if (json) out(toJson({ dir: db.dir, ...s }));
+        else process.stdout.write(`dir ${db.dir}\ncommitSeq ${s.commitSeq}\nlastEventId ${s.lastEventId}\nmapSize ${s.mapSize}\n`);
         return EXIT_OK;
       }
       case 'verify': {
-        const { events } = values.deep === true ? await db.verify({ deep: true }) : db.verify();
-        process.stdout.write(`ok: ${db.dir}, ${events} events\n`);
+        const report = values.deep === true ? await db.verify({ deep: true }) : db.verify();
+        out(json ? toJson({ ok: true, dir: db.dir, ...report }) : `${green('ok')}: ${db.dir}, ${report.events} events`);
         return EXIT_OK;
       }
       case 'get': {
-        const key = positionals[0]!;
-        const v = db.getOpt(key);
-        process.stdout.write(v === undefined ? '(absent)\n' : show(v) + '\n');
+        const v = db.getOpt(arg(0));
+        if (json) out(toJson(v === undefined ? { key: arg(0), found: false } : { key: arg(0), found: true, type: v.type, value: v.toJS() }));
+        else out(v === undefined ? '(absent)' : show(v));
         return v === undefined ? EXIT_FAILURE : EXIT_OK;
       }
-      case 'events': {
-        for (const e of db.events.read({ type: str('type'), from, limit, reverse: values.reverse === true })) {
-          process.stdout.write(line(e) + '\n');
+      case 'events list': {
+        for (const e of db.events.read({ type: str('type'), from, limit, reverse: values.reverse === true })) out(showEvent(e, json));
+        return EXIT_OK;
+      }
+      case 'events get': {
+        const [e] = [...db.events.read({ from: id, to: id })];
+        if (e === undefined) throw new Error(`no event #${id} (the newest is #${db.events.lastId})`);
+        out(showEvent(e, json));
+        return EXIT_OK;
+      }
+      case 'events tail':
+        await tail(db, limit, values.follow === true, json);
+        return EXIT_OK;
+      case 'query': {
+        const rows = await db.query<Record<string, unknown>>(arg(0));
+        if (json) out(toJson(rows));
+        else {
+          const columns = rows.length === 0 ? [] : Object.keys(rows[0]!);
+          if (columns.length > 0) out(bold(columns.join('\t')));
+          for (const r of rows) out(columns.map((c) => (typeof r[c] === 'string' ? (r[c] as string) : toJson(r[c]))).join('\t'));
+          if (process.stdout.isTTY === true) out(dim(`(${rows.length} row${rows.length === 1 ? '' : 's'})`));
         }
         return EXIT_OK;
       }
+      case 'metrics': {
+        if (values.prometheus === true) process.stdout.write(await db.metrics({ format: 'prometheus' }));
+        else {
+          const m = await db.metrics();
+          out(json ? toJson(m) : flatten(m, '', []).join('\n'));
+        }
+        return EXIT_OK;
+      }
+      case 'migrate status': {
+        const hasSql = hasProjectionDb(db);
+        const applied = hasSql ? db.migrations.history() : [];
+        const version = hasSql ? db.migrations.schemaVersion() : 0;
+        if (json) out(toJson({ schemaVersion: version, applied }));
+        else {
+          out(`schema version ${version}, ${applied.length} migration(s) applied`);
+          for (const m of applied) out(`  ${bold(String(m.version))} ${m.name} ${dim(new Date(m.appliedAt).toISOString())}`);
+        }
+        return EXIT_OK;
+      }
+      case 'schedule list': {
+        const tasks = db.scheduler.list();
+        if (json) out(toJson(tasks));
+        else {
+          for (const t of tasks) {
+            const next = t.nextRunAt === null ? 'none' : new Date(t.nextRunAt).toISOString();
+            out(`${bold(t.name)} ${toJson(t.schedule)} next ${next}${t.paused ? ' paused' : ''}${t.lastRun === null ? '' : ` last ${t.lastRun.outcome}`}`);
+          }
+          if (tasks.length === 0) out('(no scheduled tasks)');
+        }
+        return EXIT_OK;
+      }
+      case 'schedule history': {
+        const name = arg(0);
+        if (db.scheduler.get(name) === undefined) throw new Error(`no scheduled task named ${JSON.stringify(name)}`);
+        const runs = db.scheduler.history(name, { limit });
+        if (json) out(toJson(runs));
+        else for (const r of runs) out(`${dim(new Date(r.scheduledAt).toISOString())} ${r.outcome} attempt ${r.attempt} by ${r.owner}${r.error === undefined ? '' : `: ${r.error}`}`);
+        return EXIT_OK;
+      }
+      case 'schedule pause':
+      case 'schedule resume': {
+        const name = arg(0);
+        if (key === 'schedule pause') await db.scheduler.pause(name);
+        else await db.scheduler.resume(name);
+        const paused = db.scheduler.get(name)?.paused === true;
+        out(json ? toJson({ task: name, paused }) : `${name}: ${paused ? 'paused' : 'resumed'}`);
+        return EXIT_OK;
+      }
+      case 'dlq list': {
+        const letters = await deadLetters(db, arg(0), limit);
+        if (json) out(toJson(letters));
+        else {
+          for (const d of letters) out(`${bold(`#${d.event_id}`)} ${d.event_type} ${d.error_code}: ${d.error} (${d.attempts} attempt(s), last ${new Date(d.last_failed_at).toISOString()})`);
+          if (letters.length === 0) out('(no dead letters)');
+        }
+        return EXIT_OK;
+      }
+      case 'backup': {
+        const bar = progress(json);
+        let manifest;
+        try {
+          manifest = await db.backup(arg(0), { compress: values.compress === true, encryptionKey, onProgress: bar.onProgress });
+        } finally {
+          bar.done();
+        }
+        out(json ? toJson({ backup: path.resolve(arg(0)), manifest }) : `${green('backed up')} ${db.dir} into ${path.resolve(arg(0))}: ${manifest.contentDigest.events} events, ${manifest.files.length} file(s)`);
+        return EXIT_OK;
+      }
       default:
-        throw new UsageError(`unknown command ${command}`);
+        throw new UsageError(`unknown command ${key}`);
     }
   } finally {
     await db.close();
   }
+}
+
+/** Whether projection.db exists: reading the SQL side would create it, and inspecting creates nothing. */
+function hasProjectionDb(db: Athanor): boolean {
+  return fs.existsSync(path.join(db.dir, 'projection.db'));
+}
+
+interface DeadLetterRow {
+  id: number;
+  processor: string;
+  event_id: number;
+  event_type: string;
+  error_code: string;
+  error: string;
+  attempts: number;
+  first_failed_at: number;
+  last_failed_at: number;
+}
+
+/**
+ * A processor's dead letters, read straight from projection.db: `processor.deadLetters`
+ * needs the processor built with its handlers, which live in the application's code.
+ */
+async function deadLetters(db: Athanor, processor: string, limit: number): Promise<DeadLetterRow[]> {
+  if (!hasProjectionDb(db)) return [];
+  const [table] = await db.query<{ n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_athanor_dead_letters'");
+  if (table === undefined || table.n === 0) return [];
+  return db.query<DeadLetterRow>('SELECT * FROM _athanor_dead_letters WHERE processor = ? ORDER BY event_id LIMIT ?', [processor, limit]);
 }
 
 main(process.argv.slice(2)).then(
