@@ -90,7 +90,15 @@ struct Live {
     /// Slots (live or dead) in the graph.
     in_graph: usize,
     /// Per-slot answers of the filters searched with most recently, most recent first.
-    match_caches: Mutex<Vec<Arc<MatchCache>>>,
+    match_caches: Mutex<MatchCaches>,
+}
+
+#[derive(Default)]
+struct MatchCaches {
+    caches: Vec<Arc<MatchCache>>,
+    /// Filter texts searched with once, most recent first: a cache is made for a
+    /// filter's second search, so one-off filters never pay for one.
+    seen_once: VecDeque<String>,
 }
 
 /// A slot's answer not known yet.
@@ -164,7 +172,7 @@ impl Live {
         if s.in_graph {
             self.tombstones += 1;
         }
-        for c in self.match_caches.get_mut().iter() {
+        for c in self.match_caches.get_mut().caches.iter() {
             if let Some(a) = c.answers.get(slot as usize) {
                 a.store(REJECTED, AtomicOrdering::Relaxed);
             }
@@ -172,9 +180,10 @@ impl Live {
     }
 
     /// A checker for `filter` during one search, with the filter's answer cache
-    /// (made, or grown to the current slots, as needed), and whether that cache
-    /// was already there.
-    fn matcher<'a>(&'a self, filter: Option<&'a Filter>) -> (Matcher<'a>, bool) {
+    /// when there is one, and whether there was one. `planning` (once per
+    /// search) counts the search as a use of the filter: it makes the cache on
+    /// the filter's second search, and grows it to the current slots as needed.
+    fn matcher<'a>(&'a self, filter: Option<&'a Filter>, planning: bool) -> (Matcher<'a>, bool) {
         let Some(f) = filter else {
             return (
                 Matcher {
@@ -186,8 +195,38 @@ impl Live {
             );
         };
         let n = self.slots.len();
-        let mut caches = self.match_caches.lock();
-        let found = caches.iter().position(|c| c.key == f.key());
+        let mut all = self.match_caches.lock();
+        let found = all.caches.iter().position(|c| c.key == f.key());
+        if !planning {
+            let cache = found.map(|i| all.caches[i].clone());
+            let existed = cache.is_some();
+            return (
+                Matcher {
+                    live: self,
+                    filter,
+                    cache,
+                },
+                existed,
+            );
+        }
+        if found.is_none() {
+            match all.seen_once.iter().position(|k| k == f.key()) {
+                Some(i) => {
+                    all.seen_once.remove(i);
+                }
+                None => {
+                    all.seen_once.push_front(f.key().to_owned());
+                    all.seen_once.truncate(4 * MATCH_CACHES);
+                    let checker = Matcher {
+                        live: self,
+                        filter,
+                        cache: None,
+                    };
+                    return (checker, false);
+                }
+            }
+        }
+        let caches = &mut all.caches;
         let existed = found.is_some();
         let mut cache = match found {
             Some(i) => caches.remove(i),
@@ -880,7 +919,7 @@ impl CollectionIndex {
     pub fn plan(&self, o: &SearchOptions) -> SearchPlan {
         let filter = o.filter.as_ref().filter(|f| !f.is_empty());
         let live = self.live.read();
-        let (matcher, cached) = live.matcher(filter);
+        let (matcher, cached) = live.matcher(filter, true);
         let selectivity = filter.map_or(1.0, |_| estimate(&matcher));
         let points = (live.in_graph + live.pending.len()) as f64;
         let matching = selectivity * live.ids.len() as f64;
@@ -983,7 +1022,7 @@ impl CollectionIndex {
     fn exact(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Vec<Cand> {
         let graph = self.graph.read().clone();
         let live = self.live.read();
-        let (allows, _) = live.matcher(filter);
+        let (allows, _) = live.matcher(filter, false);
         let mut top = TopK::new(k);
         self.scan_pending(&live, query, &mut top, &allows);
         for_each_point(&graph, |s, v| {
@@ -1013,7 +1052,7 @@ impl CollectionIndex {
         // pending now or already in the graph.
         let (top, in_graph_live, tomb_ratio) = {
             let live = self.live.read();
-            let (allows, _) = live.matcher(filter);
+            let (allows, _) = live.matcher(filter, false);
             let mut top = TopK::new(k);
             self.scan_pending(&live, query, &mut top, &allows);
             let in_graph_live = live.in_graph - live.tombstones;
@@ -1026,7 +1065,7 @@ impl CollectionIndex {
         };
         if filter.is_some() {
             let live = self.live.read();
-            let (allows, _) = live.matcher(filter);
+            let (allows, _) = live.matcher(filter, false);
             let frozen = self
                 .frozen
                 .read()
