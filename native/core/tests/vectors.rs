@@ -689,3 +689,87 @@ fn filtered_searches_scan_exactly_when_cheaper_and_walk_the_graph_otherwise() {
     assert_eq!(c.plan(&with(r#"{"b":{"lt":6}}"#)).kind, PlanKind::Exact);
     assert_eq!(c.plan(&with(r#"{"b":{"lt":90}}"#)).kind, PlanKind::Graph);
 }
+
+/// Searches with the same filter text reuse what the filter answered for each
+/// document; a document whose metadata is replaced, or that is deleted, must
+/// still drop out of (or join) the results at once, in the graph walk and the
+/// exact scan alike.
+#[test]
+fn repeated_filters_follow_metadata_changes_and_deletes() {
+    let dir = TempDir::new().unwrap();
+    let (n, dim) = (3000, 16);
+    let e = open(dir.path());
+    let c = e
+        .vectors()
+        .create(e.store(), "m", params(dim as u32, Metric::Cosine))
+        .unwrap();
+    let mut r = rng(41);
+    let mut vecs = Vec::new();
+    let mut b = TxBuilder::new();
+    for i in 0..n {
+        let v: Vec<f32> = (0..dim).map(|_| r()).collect();
+        b = b.vector_upsert("m", &format!("v{i}"), &v, &format!(r#"{{"b":{}}}"#, i % 2));
+        vecs.push(v);
+    }
+    e.commit_blocking(b.build().unwrap()).unwrap();
+    assert!(c.wait_indexed(Duration::from_secs(60)));
+    let filter = r#"{"b":0}"#;
+    let ids = |exact: bool| -> Vec<String> {
+        let q = c.prepare_query(&vecs[0]).unwrap();
+        let hits = c.search(
+            &q,
+            &SearchOptions {
+                k: 10,
+                exact,
+                filter: Some(Filter::parse(filter).unwrap()),
+                ..SearchOptions::default()
+            },
+        );
+        assert_eq!(hits.len(), 10);
+        for h in &hits {
+            assert_eq!(h.metadata.as_deref().unwrap()["b"], 0, "{}", h.id);
+        }
+        hits.into_iter().map(|h| h.id.to_string()).collect()
+    };
+    let both = |want_first: Option<&str>, absent: &[&str]| {
+        for exact in [false, true] {
+            // Twice: the second search reads the answers the first one cached.
+            for _ in 0..2 {
+                let got = ids(exact);
+                if let Some(w) = want_first {
+                    assert_eq!(got[0], w, "exact={exact}: {got:?}");
+                }
+                for a in absent {
+                    assert!(!got.iter().any(|g| g == a), "exact={exact}: {a} in {got:?}");
+                }
+            }
+        }
+    };
+    both(Some("v0"), &[]);
+    // v0 no longer matches: its new version must not be returned.
+    e.commit_blocking(
+        TxBuilder::new()
+            .vector_upsert("m", "v0", &vecs[0], r#"{"b":1}"#)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    both(None, &["v0"]);
+    assert!(c.wait_indexed(Duration::from_secs(60)));
+    both(None, &["v0"]);
+    // v1 now matches, with v0's vector: it comes first.
+    e.commit_blocking(
+        TxBuilder::new()
+            .vector_upsert("m", "v1", &vecs[0], r#"{"b":0}"#)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    both(Some("v1"), &["v0"]);
+    assert!(c.wait_indexed(Duration::from_secs(60)));
+    both(Some("v1"), &["v0"]);
+    // Deleted: gone from the results, though its answer was cached.
+    e.commit_blocking(TxBuilder::new().vector_delete("m", "v1").build().unwrap())
+        .unwrap();
+    both(None, &["v0", "v1"]);
+}

@@ -21,6 +21,9 @@ enum Cond {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     clauses: Vec<(Vec<String>, Vec<Cond>)>,
+    /// The text it was compiled from: searches with the same text share the
+    /// per-document answers the index caches for it.
+    key: String,
 }
 
 impl Filter {
@@ -85,7 +88,15 @@ impl Filter {
             };
             clauses.push((path, conds));
         }
-        Ok(Filter { clauses })
+        Ok(Filter {
+            clauses,
+            key: text.to_owned(),
+        })
+    }
+
+    /// The text the filter was compiled from.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// Number of conditions, over all fields (what checking a document costs).

@@ -9,7 +9,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,12 @@ const PARALLEL_MIN: usize = 256;
 /// little per condition.
 const FILTER_DOC_NS: f64 = 150.0;
 const FILTER_CLAUSE_NS: f64 = 30.0;
+/// Cost of a filter check the filter's [`MatchCache`] answers: one byte per slot,
+/// usually in cache.
+const FILTER_CACHED_NS: f64 = 3.0;
+/// Filters whose per-slot answers are kept (the most recently used ones): one
+/// byte per slot each.
+const MATCH_CACHES: usize = 8;
 /// Fixed and per-component cost of one distance computation, in nanoseconds:
 /// memory-bound (a vector is read from RAM at a few GB/s), not compute-bound.
 const DISTANCE_BASE_NS: f64 = 10.0;
@@ -83,6 +89,73 @@ struct Live {
     tombstones: usize,
     /// Slots (live or dead) in the graph.
     in_graph: usize,
+    /// Per-slot answers of the filters searched with most recently, most recent first.
+    match_caches: Mutex<MatchCaches>,
+}
+
+#[derive(Default)]
+struct MatchCaches {
+    caches: Vec<Arc<MatchCache>>,
+    /// Filter texts searched with once, most recent first: a cache is made for a
+    /// filter's second search, so one-off filters never pay for one.
+    seen_once: VecDeque<String>,
+}
+
+/// A slot's answer not known yet.
+const UNKNOWN: u8 = 0;
+/// The slot is dead or its metadata fails the filter.
+const REJECTED: u8 = 1;
+/// The slot is live and its metadata passes the filter.
+const ACCEPTED: u8 = 2;
+
+/// What one filter answered for each slot, filled in as searches check slots.
+/// Checking a filter against stored metadata chases pointers through the JSON
+/// and costs more than a distance; reading the answer back costs one byte.
+/// A slot's metadata never changes while it is live (an upsert makes a new
+/// slot), so an answer stays right until the slot dies, and [`Live::kill`]
+/// rejects the slot in every cache then. Answers are written under the read
+/// lock of [`Live`] and cleared under its write lock, so they never race a kill.
+struct MatchCache {
+    key: String,
+    /// Per slot (up to the slot count when the cache was made): UNKNOWN, REJECTED or ACCEPTED.
+    answers: Vec<AtomicU8>,
+    /// `(slots, live documents, selectivity)` of the last estimate: slots only
+    /// grow and every delete lowers the live count, so equal counts mean an
+    /// unchanged index.
+    estimate: Mutex<Option<(usize, usize, f64)>>,
+}
+
+/// A filter (or none) bound to its answer cache, for checks during one search.
+struct Matcher<'a> {
+    live: &'a Live,
+    filter: Option<&'a Filter>,
+    cache: Option<Arc<MatchCache>>,
+}
+
+impl Matcher<'_> {
+    /// Whether the slot is live and its metadata passes the filter.
+    #[inline]
+    fn allows(&self, slot: u32) -> bool {
+        if let Some(answer) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.answers.get(slot as usize))
+        {
+            match answer.load(AtomicOrdering::Relaxed) {
+                ACCEPTED => return true,
+                REJECTED => return false,
+                _ => {
+                    let ok = self.live.allows(slot, self.filter);
+                    answer.store(
+                        if ok { ACCEPTED } else { REJECTED },
+                        AtomicOrdering::Relaxed,
+                    );
+                    return ok;
+                }
+            }
+        }
+        self.live.allows(slot, self.filter)
+    }
 }
 
 impl Live {
@@ -99,6 +172,100 @@ impl Live {
         if s.in_graph {
             self.tombstones += 1;
         }
+        for c in self.match_caches.get_mut().caches.iter() {
+            if let Some(a) = c.answers.get(slot as usize) {
+                a.store(REJECTED, AtomicOrdering::Relaxed);
+            }
+        }
+    }
+
+    /// A checker for `filter` during one search, with the filter's answer cache
+    /// when there is one, and whether there was one. `planning` (once per
+    /// search) counts the search as a use of the filter: it makes the cache on
+    /// the filter's second search, and grows it to the current slots as needed.
+    fn matcher<'a>(&'a self, filter: Option<&'a Filter>, planning: bool) -> (Matcher<'a>, bool) {
+        let Some(f) = filter else {
+            return (
+                Matcher {
+                    live: self,
+                    filter,
+                    cache: None,
+                },
+                false,
+            );
+        };
+        let n = self.slots.len();
+        let mut all = self.match_caches.lock();
+        let found = all.caches.iter().position(|c| c.key == f.key());
+        if !planning {
+            let cache = found.map(|i| all.caches[i].clone());
+            let existed = cache.is_some();
+            return (
+                Matcher {
+                    live: self,
+                    filter,
+                    cache,
+                },
+                existed,
+            );
+        }
+        if found.is_none() {
+            match all.seen_once.iter().position(|k| k == f.key()) {
+                Some(i) => {
+                    all.seen_once.remove(i);
+                }
+                None => {
+                    all.seen_once.push_front(f.key().to_owned());
+                    all.seen_once.truncate(4 * MATCH_CACHES);
+                    let checker = Matcher {
+                        live: self,
+                        filter,
+                        cache: None,
+                    };
+                    return (checker, false);
+                }
+            }
+        }
+        let caches = &mut all.caches;
+        let existed = found.is_some();
+        let mut cache = match found {
+            Some(i) => caches.remove(i),
+            None => Arc::new(MatchCache {
+                key: f.key().to_owned(),
+                answers: Vec::new(),
+                estimate: Mutex::new(None),
+            }),
+        };
+        // New slots since the cache was made: grow it (keeping what it knows)
+        // once they are more than a few, so they do not all take the slow check.
+        if n > cache.answers.len() + cache.answers.len() / 16 + 16 {
+            let answers = (0..n)
+                .map(|i| {
+                    AtomicU8::new(
+                        cache
+                            .answers
+                            .get(i)
+                            .map_or(UNKNOWN, |a| a.load(AtomicOrdering::Relaxed)),
+                    )
+                })
+                .collect();
+            let estimate = *cache.estimate.lock();
+            cache = Arc::new(MatchCache {
+                key: cache.key.clone(),
+                answers,
+                estimate: Mutex::new(estimate),
+            });
+        }
+        caches.insert(0, cache.clone());
+        caches.truncate(MATCH_CACHES);
+        (
+            Matcher {
+                live: self,
+                filter,
+                cache: Some(cache),
+            },
+            existed,
+        )
     }
 
     fn allows(&self, slot: u32, filter: Option<&Filter>) -> bool {
@@ -752,14 +919,21 @@ impl CollectionIndex {
     pub fn plan(&self, o: &SearchOptions) -> SearchPlan {
         let filter = o.filter.as_ref().filter(|f| !f.is_empty());
         let live = self.live.read();
-        let selectivity = filter.map_or(1.0, |f| estimate(&live, f));
+        let (matcher, cached) = live.matcher(filter, true);
+        let selectivity = filter.map_or(1.0, |_| estimate(&matcher));
         let points = (live.in_graph + live.pending.len()) as f64;
         let matching = selectivity * live.ids.len() as f64;
         let dist_ns = DISTANCE_BASE_NS + DISTANCE_PER_DIM_NS * self.def.params.dimension as f64;
-        // Liveness check per point, plus the filter.
+        // Liveness check per point, plus the filter: read back from its answer
+        // cache when an earlier search made one (most points a search checks
+        // were checked before), else evaluated on the metadata.
         let check_ns = 5.0
             + filter.map_or(0.0, |f| {
-                FILTER_DOC_NS + FILTER_CLAUSE_NS * f.clause_count() as f64
+                if cached {
+                    FILTER_CACHED_NS
+                } else {
+                    FILTER_DOC_NS + FILTER_CLAUSE_NS * f.clause_count() as f64
+                }
             });
         let exact_cost = points * check_ns + matching * dist_ns;
         let ef = o.ef.unwrap_or(self.def.params.ef_search as usize).max(o.k) as f64;
@@ -833,9 +1007,9 @@ impl CollectionIndex {
         self.materialise(cands, o.k, filter)
     }
 
-    fn scan_pending(&self, live: &Live, query: &[f32], top: &mut TopK, filter: Option<&Filter>) {
+    fn scan_pending(&self, live: &Live, query: &[f32], top: &mut TopK, allows: &Matcher<'_>) {
         for (s, v) in &live.pending {
-            if live.allows(*s, filter) {
+            if allows.allows(*s) {
                 let d = self.dist.distance(query, v);
                 if d < top.worst() {
                     top.push(Cand { dist: d, slot: *s });
@@ -848,11 +1022,12 @@ impl CollectionIndex {
     fn exact(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Vec<Cand> {
         let graph = self.graph.read().clone();
         let live = self.live.read();
+        let (allows, _) = live.matcher(filter, false);
         let mut top = TopK::new(k);
-        self.scan_pending(&live, query, &mut top, filter);
+        self.scan_pending(&live, query, &mut top, &allows);
         for_each_point(&graph, |s, v| {
             // A point whose slot is not marked in_graph is still in pending (scanned above).
-            if live.slots.get(s as usize).is_some_and(|x| x.in_graph) && live.allows(s, filter) {
+            if live.slots.get(s as usize).is_some_and(|x| x.in_graph) && allows.allows(s) {
                 let d = self.dist.distance(query, v);
                 if d < top.worst() {
                     top.push(Cand { dist: d, slot: s });
@@ -877,8 +1052,9 @@ impl CollectionIndex {
         // pending now or already in the graph.
         let (top, in_graph_live, tomb_ratio) = {
             let live = self.live.read();
+            let (allows, _) = live.matcher(filter, false);
             let mut top = TopK::new(k);
-            self.scan_pending(&live, query, &mut top, filter);
+            self.scan_pending(&live, query, &mut top, &allows);
             let in_graph_live = live.in_graph - live.tombstones;
             let ratio = if live.in_graph == 0 {
                 0.0
@@ -887,8 +1063,9 @@ impl CollectionIndex {
             };
             (top, in_graph_live, ratio)
         };
-        if let Some(f) = filter {
+        if filter.is_some() {
             let live = self.live.read();
+            let (allows, _) = live.matcher(filter, false);
             let frozen = self
                 .frozen
                 .read()
@@ -896,14 +1073,14 @@ impl CollectionIndex {
                 .filter(|fz| fz.is_current(&graph));
             let found: Vec<(f32, u32)> = match &frozen {
                 Some(fz) => {
-                    let allow = |s: u32| live.allows(s, Some(f));
+                    let allow = |s: u32| allows.allows(s);
                     let (mut r, visits) = fz.search_filtered(&self.dist, query, ef, Some(&allow));
                     self.record_walk(visits, ef, selectivity, fz.points);
                     r.truncate(k);
                     r
                 }
                 None => {
-                    let allow = |id: &usize| live.allows(*id as u32, Some(f));
+                    let allow = |id: &usize| allows.allows(*id as u32);
                     graph.with(|g| {
                         g.search_filter(query, k, ef, Some(&allow))
                             .into_iter()
@@ -915,7 +1092,7 @@ impl CollectionIndex {
             let mut got: Vec<Cand> = top.heap.iter().copied().collect();
             let mut n = 0;
             for (d, s) in found {
-                if live.allows(s, Some(f)) {
+                if allows.allows(s) {
                     n += 1;
                     got.push(Cand { dist: d, slot: s });
                 }
@@ -1000,25 +1177,39 @@ const ESTIMATE_SAMPLES: usize = 512;
 /// strides by a large prime (modulo the slot count) rather than a fixed step, so
 /// metadata that repeats with the insertion order (every 10th, every 1000th
 /// document) does not alias with it.
-fn estimate(live: &Live, f: &Filter) -> f64 {
+/// The filter's answer cache keeps the last estimate while the index is unchanged.
+fn estimate(allows: &Matcher<'_>) -> f64 {
     const STRIDE: u64 = 2_654_435_761;
+    let live = allows.live;
     let n = live.slots.len();
     if n == 0 {
         return 1.0;
     }
+    let counts = (n, live.ids.len());
+    if let Some(c) = &allows.cache {
+        if let Some((slots, docs, e)) = *c.estimate.lock() {
+            if (slots, docs) == counts {
+                return e;
+            }
+        }
+    }
     let (mut seen, mut hit) = (0usize, 0usize);
     for j in 0..ESTIMATE_SAMPLES.min(n) as u64 {
-        let s = &live.slots[(j * STRIDE % n as u64) as usize];
-        if s.id.is_some() {
+        let slot = (j * STRIDE % n as u64) as u32;
+        if live.is_live(slot) {
             seen += 1;
-            if f.matches(s.meta.as_deref()) {
+            if allows.allows(slot) {
                 hit += 1;
             }
         }
     }
-    if seen == 0 {
+    let e = if seen == 0 {
         1.0
     } else {
         hit as f64 / seen as f64
+    };
+    if let Some(c) = &allows.cache {
+        *c.estimate.lock() = Some((counts.0, counts.1, e));
     }
+    e
 }
