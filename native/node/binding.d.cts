@@ -209,8 +209,8 @@ export declare class NativeSql {
  */
 export declare function codecRoundTrip(bytes: Uint8Array): [string, Buffer]
 
-/** zstd-compresses `src` into the new file `dst`; resolves to the SHA-256 (hex) of `dst`. */
-export declare function compressFile(src: string, dst: string, level: number): Promise<string>
+/** zstd-compresses `src` into the new file `dst`. */
+export declare function compressFile(src: string, dst: string, level: number): Promise<void>
 
 /** What a declarative batch reports to JS. */
 export interface DeclResult {

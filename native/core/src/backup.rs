@@ -14,7 +14,7 @@
 //! than the data.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::Path;
 
 use heed::types::Bytes;
@@ -145,11 +145,7 @@ impl Store {
     /// read transaction: commits go on meanwhile and are not in it. The file is synced.
     pub fn copy_compacted(&self, dest: &Path) -> Result<()> {
         let path = dest.join("data.mdb");
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io_error("create", &path, e))?;
+        let mut file = create_new(&path)?;
         {
             let _g = self.guard();
             self.env
@@ -196,46 +192,34 @@ pub fn digest_dir(dir: &Path) -> Result<ContentDigest> {
     Ok(d)
 }
 
-/// Compresses `src` into `dst` with zstd at `level` (1..=19); returns the SHA-256 (hex)
-/// of what was written. `dst` must not exist.
-pub fn compress_file(src: &Path, dst: &Path, level: i32) -> Result<String> {
+/// Compresses `src` into `dst` (which must not exist) with zstd at `level` (1..=19),
+/// and syncs it.
+pub fn compress_file(src: &Path, dst: &Path, level: i32) -> Result<()> {
     if !(1..=19).contains(&level) {
         return Err(Error::invalid(format!(
             "zstd level must be 1..19, got {level}"
         )));
     }
     let input = File::open(src).map_err(|e| io_error("open", src, e))?;
-    let out = File::options()
-        .write(true)
-        .create_new(true)
-        .open(dst)
-        .map_err(|e| io_error("create", dst, e))?;
-    let hashing = HashingWriter {
-        inner: BufWriter::new(out),
-        hash: Sha256::new(),
-    };
-    let mut enc = zstd::Encoder::new(hashing, level).map_err(|e| io_error("compress", src, e))?;
+    let out = create_new(dst)?;
+    let mut enc =
+        zstd::Encoder::new(BufWriter::new(out), level).map_err(|e| io_error("compress", src, e))?;
     std::io::copy(&mut BufReader::new(input), &mut enc)
         .map_err(|e| io_error("compress", src, e))?;
-    let mut hashing = enc.finish().map_err(|e| io_error("compress", src, e))?;
-    hashing.flush().map_err(|e| io_error("write", dst, e))?;
-    let file = hashing
-        .inner
+    let file = enc
+        .finish()
+        .map_err(|e| io_error("compress", src, e))?
         .into_inner()
         .map_err(|e| io_error("write", dst, e.into_error()))?;
     file.sync_all().map_err(|e| io_error("sync", dst, e))?;
-    Ok(hex(&hashing.hash.finalize()))
+    Ok(())
 }
 
 /// Decompresses zstd `src` into `dst` (which must not exist) and syncs it. A truncated
 /// or damaged input fails with `ERR_CORRUPT`.
 pub fn decompress_file(src: &Path, dst: &Path) -> Result<()> {
     let input = File::open(src).map_err(|e| io_error("open", src, e))?;
-    let out = File::options()
-        .write(true)
-        .create_new(true)
-        .open(dst)
-        .map_err(|e| io_error("create", dst, e))?;
+    let out = create_new(dst)?;
     let mut dec =
         zstd::Decoder::new(BufReader::new(input)).map_err(|e| io_error("decompress", src, e))?;
     let mut w = BufWriter::new(out);
@@ -279,35 +263,13 @@ pub fn sqlite_snapshot(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// SHA-256 (hex) of a file's bytes.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = BufReader::new(File::open(path).map_err(|e| io_error("open", path, e))?);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| io_error("read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
-struct HashingWriter<W: Write> {
-    inner: W,
-    hash: Sha256,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
+/// Creates `path`, which must not exist yet (a backup never overwrites a file).
+fn create_new(path: &Path) -> Result<File> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io_error("create", path, e))
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
