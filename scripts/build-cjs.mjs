@@ -36,11 +36,12 @@ const cjsTypes = join(dist, 'cjs')
 rmSync(cjsTypes, { recursive: true, force: true })
 mkdirSync(cjsTypes, { recursive: true })
 writeFileSync(join(cjsTypes, 'package.json'), '{ "type": "commonjs" }\n')
-for (const name of readdirSync(dist)) {
+for (const name of readdirSync(dist, { recursive: true })) {
   const from = join(dist, name)
-  if (!name.endsWith('.d.ts') || !statSync(from).isFile()) continue
-  // One folder deeper: the only path leaving dist/ is the addon's typings.
-  const text = readFileSync(from, 'utf8').replaceAll("'../native/node/", "'../../native/node/")
+  if (!name.endsWith('.d.ts') || name.startsWith('cjs') || !statSync(from).isFile()) continue
+  // One folder deeper: the only path leaving dist/ is the addon's typings (from dist/internal/).
+  const text = readFileSync(from, 'utf8').replace(/'((?:\.\.\/)+)native\/node\//g, "'../$1native/node/")
+  mkdirSync(dirname(join(cjsTypes, name)), { recursive: true })
   writeFileSync(join(cjsTypes, name), text)
 }
 console.log(`build-cjs: ${relative(root, join(dist, 'index.cjs'))} and ${relative(root, cjsTypes)}/`)

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { nativeLoadError, platformName } from '../ts/native.js';
+import { nativeLoadError, platformName } from '../ts/internal/native.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { bundledRuntimePath } from '../ts/embed.js';
+import { bundledRuntimePath } from '../ts/embed/embed.js';
 import { testModelDir } from '../scripts/test-model.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');

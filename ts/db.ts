@@ -1,26 +1,26 @@
 /** The database handle. */
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
-import { type Json, type Value } from './codec.js';
+import { type Json, type Value } from './state/codec.js';
 import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, errorFor, fromNative } from './errors.js';
-import { Core } from './core.js';
-import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './events.js';
-import type { NativeSnapshot } from './native.js';
-import { TransactionBuilder } from './transaction.js';
-import { Projections, type DeclarativeSpec, type QueryOptions } from './projection.js';
-import type { Processor, ProcessorBuilder, ProcessorOptions } from './processor.js';
-import type { Migrations } from './migrations.js';
-import type { NamedParams, Row, Sql, SqlBindable } from './sql.js';
-import { VectorStore } from './vector.js';
-import { Scheduler } from './scheduler.js';
-import { INTERNAL } from './reserved.js';
-import { Metrics, type MetricsOptions, type MetricsSnapshot } from './metrics.js';
+import { Core } from './state/core.js';
+import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './state/events.js';
+import type { NativeSnapshot } from './internal/native.js';
+import { TransactionBuilder } from './state/transaction.js';
+import { Projections, type DeclarativeSpec, type QueryOptions } from './sql/projection.js';
+import type { Processor, ProcessorBuilder, ProcessorOptions } from './processing/processor.js';
+import type { Migrations } from './sql/migrations.js';
+import type { NamedParams, Row, Sql, SqlBindable } from './sql/sql.js';
+import { VectorStore } from './vectors/vector.js';
+import { Scheduler } from './ops/scheduler.js';
+import { INTERNAL } from './state/reserved.js';
+import { Metrics, type MetricsOptions, type MetricsSnapshot } from './ops/metrics.js';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { describeThrown } from './thrown.js';
-import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './backup.js';
-import type { VectorProjection, VectorProjectionSpec } from './vector-projection.js';
-import { Idempotency } from './idempotency.js';
+import { describeThrown } from './internal/thrown.js';
+import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './ops/backup.js';
+import type { VectorProjection, VectorProjectionSpec } from './processing/vector-projection.js';
+import { Idempotency } from './state/idempotency.js';
 
 /** How commits reach the disk. */
 export type Durability =

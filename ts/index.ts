@@ -4,10 +4,10 @@
  * @packageDocumentation
  */
 export { Athanor, Snapshot, type OpenOptions, type Durability, type VerifyOptions, type VerifyResult } from './db.js';
-export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './transaction.js';
-export { EventLog, type StoredEvent, type ReadOptions } from './events.js';
-export type { CommitNotice } from './core.js';
-export { Idempotency, type IdempotencyRecord } from './idempotency.js';
+export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './state/transaction.js';
+export { EventLog, type StoredEvent, type ReadOptions } from './state/events.js';
+export type { CommitNotice } from './state/core.js';
+export { Idempotency, type IdempotencyRecord } from './state/idempotency.js';
 export {
   VectorStore,
   VectorCollection,
@@ -27,9 +27,9 @@ export {
   type TextUpsertProgress,
   type TextUpsertOptions,
   type SearchExplain,
-} from './vector.js';
-export type { VectorProjectionSpec, EmbedRule, DeleteRule, FieldSource, VectorProjection } from './vector-projection.js';
-export { Value, i64, u256, f64, bool, str, bytes, json, set, array, encodeValue, decodeValue, type ValueType, type Json } from './codec.js';
+} from './vectors/vector.js';
+export type { VectorProjectionSpec, EmbedRule, DeleteRule, FieldSource, VectorProjection } from './processing/vector-projection.js';
+export { Value, i64, u256, f64, bool, str, bytes, json, set, array, encodeValue, decodeValue, type ValueType, type Json } from './state/codec.js';
 export {
   AthanorError,
   PreflightError,
@@ -58,8 +58,8 @@ export {
   NativeLoadError,
   type ErrorCode,
 } from './errors.js';
-export { downloadModel, type PretrainedOptions, type DownloadProgress } from './hub.js';
-export { Sql, Statement, type SqlBindable, type NamedParams, type BindParams, type SqlReadValue, type Row, type RunResult, type TransactionFunction } from './sql.js';
+export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';
+export { Sql, Statement, type SqlBindable, type NamedParams, type BindParams, type SqlReadValue, type Row, type RunResult, type TransactionFunction } from './sql/sql.js';
 export {
   Processor,
   ProcessorBuilder,
@@ -73,10 +73,10 @@ export {
   type BatchResult,
   type Progress,
   type DeadLetter,
-} from './processor.js';
-export { Migrations, checksumOf, type Migration, type MigrationStep, type AppliedMigration } from './migrations.js';
-export type { DeclarativeSpec, SqlAction, ParamSource, QueryOptions } from './projection.js';
-export { Embedder, type EmbedderOptions, type ExecutionProvider, type Pooling, type EmbedProgress, type EmbedManyOptions, type ProviderAttempt } from './embed.js';
+} from './processing/processor.js';
+export { Migrations, checksumOf, type Migration, type MigrationStep, type AppliedMigration } from './sql/migrations.js';
+export type { DeclarativeSpec, SqlAction, ParamSource, QueryOptions } from './sql/projection.js';
+export { Embedder, type EmbedderOptions, type ExecutionProvider, type Pooling, type EmbedProgress, type EmbedManyOptions, type ProviderAttempt } from './embed/embed.js';
 export {
   Scheduler,
   systemClock,
@@ -89,6 +89,6 @@ export {
   type TaskInfo,
   type MissedRunPolicy,
   type SchedulerOptions,
-} from './scheduler.js';
-export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './backup.js';
-export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './metrics.js';
+} from './ops/scheduler.js';
+export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './ops/backup.js';
+export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './ops/metrics.js';

@@ -10,12 +10,12 @@
  * writer validates what each read), so one wins; a runner whose lease expired and
  * was taken over finds a newer token and commits nothing.
  */
-import { describeThrown } from './thrown.js';
+import { describeThrown } from '../internal/thrown.js';
 import { hostname } from 'node:os';
 import { Cron } from 'croner';
-import { json, type Value } from './codec.js';
-import { AthanorError, ConflictError, InvalidArgumentError, NotFoundError } from './errors.js';
-import type { TransactionBuilder, Tx } from './transaction.js';
+import { json, type Value } from '../state/codec.js';
+import { AthanorError, ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js';
+import type { TransactionBuilder, Tx } from '../state/transaction.js';
 import type { RunObserver } from './metrics.js';
 
 /** Where the scheduler reads the time and waits; inject one in tests to move time by hand. */

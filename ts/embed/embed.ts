@@ -2,14 +2,14 @@
  * Local text embeddings: a sentence-embedding model (ONNX) run in-process by ONNX
  * Runtime on the libuv thread pool. No Python, no service, no network at run time.
  */
-import { describeThrown } from './thrown.js';
+import { describeThrown } from '../internal/thrown.js';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { ClosedError, InvalidArgumentError, RuntimeLoadError, fromNative } from './errors.js';
+import { ClosedError, InvalidArgumentError, RuntimeLoadError, fromNative } from '../errors.js';
 import { downloadModel, type PretrainedOptions } from './hub.js';
-import { native } from './native.js';
-import type * as Binding from '../native/node/binding.cjs';
+import { native } from '../internal/native.js';
+import type * as Binding from '../../native/node/binding.cjs';
 
 /** Where the model runs. `cuda` needs linux-x64 with CUDA provider libraries; `coreml` needs macOS. */
 export type ExecutionProvider = 'cpu' | 'cuda' | 'coreml';

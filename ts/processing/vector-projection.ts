@@ -9,11 +9,11 @@
  * nothing but the embedding work; two processes running the same projection never
  * both commit a batch. Error strategies and dead letters are the SQL processors'.
  */
-import { describeThrown } from './thrown.js';
-import { i64, type Json } from './codec.js';
-import type { Embedder } from './embed.js';
-import { HandlerError, InvalidArgumentError, fromNative } from './errors.js';
-import type { StoredEvent } from './events.js';
+import { describeThrown } from '../internal/thrown.js';
+import { i64, type Json } from '../state/codec.js';
+import type { Embedder } from '../embed/embed.js';
+import { HandlerError, InvalidArgumentError, fromNative } from '../errors.js';
+import type { StoredEvent } from '../state/events.js';
 import {
   checkOptions,
   codeOf,
@@ -26,8 +26,8 @@ import {
   type ProcessorHost,
   type ProcessorOptions,
 } from './processor.js';
-import type { TransactionBuilder } from './transaction.js';
-import { checkDocId, RESERVED_PREFIX, sourcedMetaText, type CollectionOptions, type TxVectorsImpl, type VectorCollection, type VectorStore } from './vector.js';
+import type { TransactionBuilder } from '../state/transaction.js';
+import { checkDocId, RESERVED_PREFIX, sourcedMetaText, type CollectionOptions, type TxVectorsImpl, type VectorCollection, type VectorStore } from '../vectors/vector.js';
 
 /**
  * Where a field comes from: the event id (`'@id'`) or type (`'@type'`), or a path into

@@ -7,9 +7,9 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AthanorError, InvalidArgumentError, IoError, MigrationDriftError } from './errors.js';
+import { AthanorError, InvalidArgumentError, IoError, MigrationDriftError } from '../errors.js';
 import type { Sql } from './sql.js';
-import { describeThrown, handlerError } from './thrown.js';
+import { describeThrown, handlerError } from '../internal/thrown.js';
 
 /** SQL text, or a function doing the work through the connection. */
 export type MigrationStep = string | ((sql: Sql) => void);

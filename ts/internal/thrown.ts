@@ -5,7 +5,7 @@
  * themselves, so the caller's error handling (error strategies, rollbacks) runs. @internal
  */
 import { types } from 'node:util';
-import { AthanorError, HandlerError } from './errors.js';
+import { AthanorError, HandlerError } from '../errors.js';
 
 /** A short description of any value, for an error message; never throws. */
 export function describeThrown(v: unknown): string {

@@ -1,6 +1,6 @@
 /** The event log: read by id range, by type, newest first; subscribe to commits. */
 import { parseJson } from './codec.js';
-import { InvalidArgumentError, fromNative } from './errors.js';
+import { InvalidArgumentError, fromNative } from '../errors.js';
 import type { Core, CommitNotice } from './core.js';
 
 /** A stored event. */

@@ -5,11 +5,11 @@
  * `db.projection()` and `db.migrations`.
  */
 import { types } from 'node:util';
-import { ClosedError, errorFor, fromNative, InvalidArgumentError } from './errors.js';
-import { decodeEvents, type StoredEvent } from './events.js';
-import type { Core } from './core.js';
+import { ClosedError, errorFor, fromNative, InvalidArgumentError } from '../errors.js';
+import { decodeEvents, type StoredEvent } from '../state/events.js';
+import type { Core } from '../state/core.js';
 import { Migrations } from './migrations.js';
-import { native } from './native.js';
+import { native } from '../internal/native.js';
 import {
   checkOptions,
   HandlerApplier,
@@ -20,13 +20,13 @@ import {
   type Failure,
   type ProcessorHost,
   type ProcessorOptions,
-} from './processor.js';
+} from '../processing/processor.js';
 import { Sql, type Row, type SqlBindable, type NamedParams } from './sql.js';
-import type { TransactionBuilder } from './transaction.js';
-import { VectorApplier, VectorProjection, checkVectorSpec, type VectorProjectionSpec } from './vector-projection.js';
-import type { VectorStore } from './vector.js';
-import { describeThrown } from './thrown.js';
-import type * as Binding from '../native/node/binding.cjs';
+import type { TransactionBuilder } from '../state/transaction.js';
+import { VectorApplier, VectorProjection, checkVectorSpec, type VectorProjectionSpec } from '../processing/vector-projection.js';
+import type { VectorStore } from '../vectors/vector.js';
+import { describeThrown } from '../internal/thrown.js';
+import type * as Binding from '../../native/node/binding.cjs';
 
 /**
  * Where a declarative parameter comes from: a JSON path into the payload (`'$'` is the

@@ -2,13 +2,13 @@
  * The bridge to one native handle: scratch buffers for allocation-free reads,
  * the commit queue's promises, and commit notifications. @internal
  */
-import type { CommitObserver } from './metrics.js';
+import type { CommitObserver } from '../ops/metrics.js';
 import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { decodeValue, type Value } from './codec.js';
-import { ByteWriter } from './bytes.js';
-import { AthanorError, ClosedError, ConflictError, errorFor, fromNative } from './errors.js';
-import { native, type NativeDb } from './native.js';
+import { ByteWriter } from '../internal/bytes.js';
+import { AthanorError, ClosedError, ConflictError, errorFor, fromNative } from '../errors.js';
+import { native, type NativeDb } from '../internal/native.js';
 import { checkKey, type TxImpl } from './transaction.js';
 
 /** Published after each group of commits. */

@@ -6,8 +6,8 @@
  * Encoding (shared with the Rust engine, which validates every write):
  * `[format = 1][tag][payload]`; see native/core/src/codec.rs.
  */
-import { InvalidArgumentError, ValueTypeError } from './errors.js';
-import type { ByteWriter } from './bytes.js';
+import { InvalidArgumentError, ValueTypeError } from '../errors.js';
+import type { ByteWriter } from '../internal/bytes.js';
 
 /** The value types athanor stores. */
 export type ValueType = 'i64' | 'u256' | 'f64' | 'bool' | 'string' | 'bytes' | 'json' | 'set' | 'array';

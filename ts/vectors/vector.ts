@@ -3,15 +3,15 @@
  * LMDB commit as state and events, searched through an in-memory HNSW index
  * derived from them.
  */
-import { describeThrown } from './thrown.js';
-import { RESERVED_PREFIX } from './reserved.js';
-import { ByteWriter } from './bytes.js';
-import { parseJson, str, stringifyStrict, type Json } from './codec.js';
-import type { Core } from './core.js';
-import type { EmbedManyOptions, Embedder } from './embed.js';
-import { InvalidArgumentError, NotFoundError, VectorDimensionError, fromNative } from './errors.js';
-import type { TransactionBuilder } from './transaction.js';
-import type * as Binding from '../native/node/binding.cjs';
+import { describeThrown } from '../internal/thrown.js';
+import { RESERVED_PREFIX } from '../state/reserved.js';
+import { ByteWriter } from '../internal/bytes.js';
+import { parseJson, str, stringifyStrict, type Json } from '../state/codec.js';
+import type { Core } from '../state/core.js';
+import type { EmbedManyOptions, Embedder } from '../embed/embed.js';
+import { InvalidArgumentError, NotFoundError, VectorDimensionError, fromNative } from '../errors.js';
+import type { TransactionBuilder } from '../state/transaction.js';
+import type * as Binding from '../../native/node/binding.cjs';
 
 /** How vectors are compared. */
 export type VectorMetric =
@@ -86,7 +86,7 @@ export interface TextUpsertOptions {
 }
 
 /** Reserved state keys (NUL-prefixed, so no user key collides) for what collections remember. @internal */
-export { RESERVED_PREFIX } from './reserved.js';
+export { RESERVED_PREFIX } from '../state/reserved.js';
 const embedderKey = (collection: string) => `${RESERVED_PREFIX}collection-model/${collection}`;
 /** Metadata key where a vector projection records the id of the event a document came from (decimal string). @internal */
 export const SOURCE_EVENT_KEY = `${RESERVED_PREFIX}event`;

@@ -4,8 +4,8 @@
  * the JS thread, prepared statements with cached plans, named and positional
  * parameters, bigint-safe integers and nestable transactions.
  */
-import { ClosedError, InvalidArgumentError, fromNative } from './errors.js';
-import type * as Binding from '../native/node/binding.cjs';
+import { ClosedError, InvalidArgumentError, fromNative } from '../errors.js';
+import type * as Binding from '../../native/node/binding.cjs';
 
 /** A value SQLite can store, as a parameter. Booleans bind as 0/1, integral numbers as INTEGER. */
 export type SqlBindable = number | bigint | string | boolean | null | undefined | Uint8Array;

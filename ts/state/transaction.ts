@@ -5,11 +5,11 @@
  */
 import { INTERNAL, checkWritableKey } from './reserved.js';
 import { stringifyStrict, Value, writeValue } from './codec.js';
-import type { ByteWriter } from './bytes.js';
-import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from './errors.js';
+import type { ByteWriter } from '../internal/bytes.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from '../errors.js';
 import type { CommitInfo, Core } from './core.js';
 import type { Json } from './codec.js';
-import { collectionInfo, TxVectorsImpl, VectorOps, type TxVectors } from './vector.js';
+import { collectionInfo, TxVectorsImpl, VectorOps, type TxVectors } from '../vectors/vector.js';
 
 /** What one event to log looks like. */
 export interface EventInput {

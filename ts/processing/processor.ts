@@ -4,13 +4,13 @@
  * transaction holding the handlers' writes and the processor's cursor, read
  * and written inside that transaction (DESIGN.md invariant 4).
  */
-import { AthanorError, ClosedError, HandlerError, InvalidArgumentError, MigrationsPendingError, SqlError, fromNative } from './errors.js';
-import type { StoredEvent } from './events.js';
-import { parseJson } from './codec.js';
-import type { Core } from './core.js';
-import type { Sql } from './sql.js';
-import { describeThrown, thrownError } from './thrown.js';
-import type { Migrations } from './migrations.js';
+import { AthanorError, ClosedError, HandlerError, InvalidArgumentError, MigrationsPendingError, SqlError, fromNative } from '../errors.js';
+import type { StoredEvent } from '../state/events.js';
+import { parseJson } from '../state/codec.js';
+import type { Core } from '../state/core.js';
+import type { Sql } from '../sql/sql.js';
+import { describeThrown, thrownError } from '../internal/thrown.js';
+import type { Migrations } from '../sql/migrations.js';
 
 /** What a handler does with one event. Synchronous: it runs inside the batch's SQLite transaction. */
 export type HandleFn<P = unknown> = (sql: Sql, event: StoredEvent<P>) => void;

@@ -6,14 +6,14 @@
  * caller holds (never stored). Vector indexes are not copied: they are rebuilt from
  * the restored documents at open.
  */
-import { describeThrown } from './thrown.js';
+import { describeThrown } from '../internal/thrown.js';
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { AthanorError, CorruptError, IntegrityError, InvalidArgumentError, IoError, VersionError, fromNative } from './errors.js';
-import { native } from './native.js';
+import { AthanorError, CorruptError, IntegrityError, InvalidArgumentError, IoError, VersionError, fromNative } from '../errors.js';
+import { native } from '../internal/native.js';
 
 /** The logical contents of a store, summarised: equal digests mean equal state, events and vector documents. */
 export interface ContentDigest {

@@ -5,7 +5,7 @@
  * {@link INTERNAL} (never exported from the package) can make a transaction that does.
  * @internal
  */
-import { InvalidArgumentError } from './errors.js';
+import { InvalidArgumentError } from '../errors.js';
 
 /** The prefix of athanor's own state keys. @internal */
 export const RESERVED_PREFIX = '\u0000athanor/';

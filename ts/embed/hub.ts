@@ -13,7 +13,7 @@ import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { DownloadError, IntegrityError, InvalidArgumentError, ModelError } from './errors.js';
+import { DownloadError, IntegrityError, InvalidArgumentError, ModelError } from '../errors.js';
 
 /** Progress of {@link downloadModel}, reported as bytes of one file arrive. */
 export interface DownloadProgress {

@@ -5,10 +5,16 @@
  * @internal
  */
 import { createRequire } from 'node:module';
-import type * as Binding from '../native/node/binding.cjs';
-import { NativeLoadError } from './errors.js';
+import type * as Binding from '../../native/node/binding.cjs';
+import { NativeLoadError } from '../errors.js';
 
 const require = createRequire(import.meta.url);
+
+/**
+ * The package root, from this file: dist/internal/native.js in the ESM build (ts/internal/native.ts
+ * under vitest), dist/index.cjs in the CommonJS bundle, which inlines this file.
+ */
+const ROOT = import.meta.url.endsWith('.cjs') ? '../' : '../../';
 
 /** The platform packages the release publishes, by napi-rs platform name. */
 const PUBLISHED = new Set(['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'linux-arm64-musl', 'darwin-arm64', 'win32-x64-msvc']);
@@ -46,7 +52,7 @@ export function nativeLoadError(cause: unknown, platform: string = platformName(
 
 function packageVersion(): string {
   try {
-    return (require('../package.json') as { version: string }).version;
+    return (require(`${ROOT}package.json`) as { version: string }).version;
   } catch {
     return 'latest';
   }
@@ -54,7 +60,7 @@ function packageVersion(): string {
 
 function load(): typeof Binding {
   try {
-    return require('../native/node/binding.cjs') as typeof Binding;
+    return require(`${ROOT}native/node/binding.cjs`) as typeof Binding;
   } catch (e) {
     throw nativeLoadError(e);
   }
