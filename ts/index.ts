@@ -60,22 +60,23 @@ export {
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';
 export { Sql, Statement, type SqlBindable, type NamedParams, type BindParams, type SqlReadValue, type Row, type RunResult, type TransactionFunction } from './sql/sql.js';
-export {
-  Processor,
-  ProcessorBuilder,
-  DeadLetters,
-  type EventHandler,
-  type HandleFn,
-  type ErrorAction,
-  type ErrorStrategy,
-  type RetryPolicy,
-  type ProcessorOptions,
-  type BatchResult,
-  type Progress,
-  type DeadLetter,
-} from './processing/processor.js';
+export { Processor } from './processing/processor.js';
+export { ProcessorBuilder } from './processing/builder.js';
+export { DeadLetters } from './processing/dead-letters.js';
+export type {
+  EventHandler,
+  HandleFn,
+  ErrorAction,
+  ErrorStrategy,
+  RetryPolicy,
+  ProcessorOptions,
+  BatchResult,
+  Progress,
+  DeadLetter,
+} from './processing/types.js';
 export { Migrations, checksumOf, type Migration, type MigrationStep, type AppliedMigration } from './sql/migrations.js';
-export type { DeclarativeSpec, SqlAction, ParamSource, QueryOptions } from './sql/projection.js';
+export type { DeclarativeSpec, SqlAction, ParamSource } from './processing/declarative.js';
+export type { QueryOptions } from './processing/projections.js';
 export { Embedder, type EmbedderOptions, type ExecutionProvider, type Pooling, type EmbedProgress, type EmbedManyOptions, type ProviderAttempt } from './embed/embed.js';
 export {
   Scheduler,

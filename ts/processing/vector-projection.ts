@@ -14,18 +14,11 @@ import { i64, type Json } from '../state/codec.js';
 import type { Embedder } from '../embed/embed.js';
 import { HandlerError, InvalidArgumentError, fromNative } from '../errors.js';
 import type { StoredEvent } from '../state/events.js';
-import {
-  checkOptions,
-  codeOf,
-  decodeBatch,
-  Processor,
-  recordDeadLetter,
-  type Applier,
-  type CursorStore,
-  type Failure,
-  type ProcessorHost,
-  type ProcessorOptions,
-} from './processor.js';
+import { decodeEvents } from '../internal/event-pack.js';
+import { codeOf, recordDeadLetter } from './bookkeeping.js';
+import { checkOptions } from './options.js';
+import { Processor } from './processor.js';
+import type { Applier, CursorStore, Failure, ProcessorHost, ProcessorOptions } from './types.js';
 import type { TransactionBuilder } from '../state/transaction.js';
 import { checkDocId, RESERVED_PREFIX, sourcedMetaText, type CollectionOptions, type TxVectorsImpl, type VectorCollection, type VectorStore } from '../vectors/vector.js';
 
@@ -284,7 +277,7 @@ export class VectorApplier implements Applier, CursorStore {
     const start = this.read();
     let events: StoredEvent[];
     try {
-      events = decodeBatch(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
+      events = decodeEvents(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
     } catch (e) {
       throw fromNative(e);
     }

@@ -1,24 +1,10 @@
 /** The event log: read by id range, by type, newest first; subscribe to commits. */
-import { parseJson } from './codec.js';
+import { decodeEvents, type StoredEvent } from '../internal/event-pack.js';
 import { InvalidArgumentError, fromNative } from '../errors.js';
 import type { Core, CommitNotice } from './core.js';
 
-/** A stored event. */
-export interface StoredEvent<P = unknown> {
-  /** Dense, strictly increasing id assigned at commit (first event is 1n). */
-  id: bigint;
-  /** The event type. */
-  type: string;
-  /**
-   * The payload: parsed JSON, or a `Uint8Array` for bytes payloads. An integer
-   * beyond ±(2^53-1) is a `bigint` with all its digits (see `Tx.log`).
-   */
-  payload: P;
-  /** Commit time, milliseconds since the Unix epoch. */
-  at: number;
-  /** Commit sequence number of the transaction that logged it. */
-  commitSeq: bigint;
-}
+export type { StoredEvent };
+
 
 /** Which events {@link EventLog.read} returns. */
 export interface ReadOptions {
@@ -50,28 +36,6 @@ function toId(v: bigint | number | undefined, what: string, dflt: bigint): bigin
   }
   if (typeof v !== 'bigint' || v < 0n || v >= 2n ** 64n) throw new InvalidArgumentError(`${what} must be a non-negative 64-bit id`);
   return v;
-}
-
-/** Decodes the packed format of `Store::read_events`. @internal */
-export function decodeEvents(buf: Buffer): StoredEvent[] {
-  const count = buf.readUInt32LE(0);
-  const out: StoredEvent[] = new Array(count);
-  let o = 4;
-  for (let i = 0; i < count; i++) {
-    const id = buf.readBigUInt64LE(o);
-    const commitSeq = buf.readBigUInt64LE(o + 8);
-    const at = Number(buf.readBigUInt64LE(o + 16));
-    const kind = buf[o + 24]!;
-    const tlen = buf.readUInt16LE(o + 25);
-    const type = buf.toString('utf8', o + 27, o + 27 + tlen);
-    o += 27 + tlen;
-    const plen = buf.readUInt32LE(o);
-    o += 4;
-    const payload = kind === 1 ? parseJson(buf.toString('utf8', o, o + plen)) : new Uint8Array(buf.subarray(o, o + plen));
-    o += plen;
-    out[i] = { id, type, payload, at, commitSeq };
-  }
-  return out;
 }
 
 /** Validates read options and returns a lazy reader over a source. @internal */

@@ -5,108 +5,22 @@
  * `db.projection()` and `db.migrations`.
  */
 import { types } from 'node:util';
-import { ClosedError, errorFor, fromNative, InvalidArgumentError } from '../errors.js';
-import { decodeEvents, type StoredEvent } from '../state/events.js';
-import type { Core } from '../state/core.js';
-import { Migrations } from './migrations.js';
-import { native } from '../internal/native.js';
-import {
-  checkOptions,
-  HandlerApplier,
-  Processor,
-  ProcessorBuilder,
-  type Applier,
-  type EventHandler,
-  type Failure,
-  type ProcessorHost,
-  type ProcessorOptions,
-} from '../processing/processor.js';
-import { Sql, type Row, type SqlBindable, type NamedParams } from './sql.js';
-import type { TransactionBuilder } from '../state/transaction.js';
-import { VectorApplier, VectorProjection, checkVectorSpec, type VectorProjectionSpec } from '../processing/vector-projection.js';
-import type { VectorStore } from '../vectors/vector.js';
+import { ClosedError, fromNative, InvalidArgumentError } from '../errors.js';
+import { decodeEvents, type StoredEvent } from '../internal/event-pack.js';
+import { native, type NativeDb, type NativeSql } from '../internal/native.js';
 import { describeThrown } from '../internal/thrown.js';
-import type * as Binding from '../../native/node/binding.cjs';
-
-/**
- * Where a declarative parameter comes from: a JSON path into the payload (`'$'` is the
- * whole payload as JSON text, `'$.a.b'`, `'$.items[0]'`, `'$["odd key"]'`; missing → NULL),
- * event metadata (`'@id'`, `'@type'`, `'@at'`, `'@commitSeq'`) or a constant.
- */
-export type ParamSource = `$${string}` | '@id' | '@type' | '@at' | '@commitSeq' | { value: string | number | boolean | null };
-
-/** One SQL statement run for an event. */
-export interface SqlAction {
-  /** One statement with `?` or named (`:name`) parameters. */
-  sql: string;
-  /** Positional sources (a list) or named ones (`{ name: source }` binds `:name`/`@name`/`$name`). */
-  params?: readonly ParamSource[] | { readonly [name: string]: ParamSource };
-}
-
-/** A declarative projection: event types mapped to SQL, applied in Rust with no JS call per event. */
-export interface DeclarativeSpec extends Omit<ProcessorOptions, 'handlers' | 'reset'> {
-  /** Name: its cursor's and dead letters' key (shared namespace with processors). */
-  name: string;
-  /** Event type (or `'*'`) → one action or a list of them, run in order. */
-  on: { readonly [eventType: string]: SqlAction | readonly SqlAction[] };
-  /** Drops the projection's data for `rebuild()`: a SQL script or a function. */
-  reset?: string | ((sql: Sql) => void);
-}
-
-class DeclarativeApplier implements Applier {
-  readonly #host: ProcessorHost;
-  readonly #native: Binding.NativeSql;
-  readonly #spec: number;
-
-  constructor(host: ProcessorHost, n: Binding.NativeSql, spec: number) {
-    this.#host = host;
-    this.#native = n;
-    this.#spec = spec;
-  }
-
-  async batch(limit: number): Promise<{ consumed: number; cursor: bigint; failure?: Failure }> {
-    this.#host.sql.assertOpen();
-    let r;
-    try {
-      r = await this.#native.declarativeBatch(this.#spec, limit);
-    } catch (e) {
-      throw fromNative(e);
-    }
-    if (r.failedEventId === null || r.failedEventId === undefined) return { consumed: r.consumed, cursor: r.cursor };
-    const id = r.failedEventId;
-    const event = this.#host.event(id) ?? { id, type: '', payload: undefined, at: 0, commitSeq: 0n };
-    return { consumed: r.consumed, cursor: r.cursor, failure: { event, error: errorFor(r.errorCode ?? 'ERR_HANDLER', r.errorMessage ?? 'failed') } };
-  }
-
-  async retryDeadLetter(id: number): Promise<Error | undefined> {
-    this.#host.sql.assertOpen();
-    let r;
-    try {
-      r = await this.#native.declarativeRetry(this.#spec, id);
-    } catch (e) {
-      throw fromNative(e);
-    }
-    return r.errorCode === null || r.errorCode === undefined ? undefined : errorFor(r.errorCode, r.errorMessage ?? 'failed');
-  }
-}
-
-/**
- * A shallow copy of processor options (and of each handler), read once: validation
- * and use then see the same values, and a getter or proxy that throws becomes
- * `ERR_INVALID_ARGUMENT` with the thrown value as its cause.
- */
-function plainOptions<O extends object>(o: O, what = 'processor options'): O {
-  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`${what} must be an object`);
-  try {
-    const copy = { ...o } as O & { handlers?: unknown };
-    if (Array.isArray(copy.handlers)) {
-      copy.handlers = Array.from(copy.handlers as unknown[], (h) => (h !== null && typeof h === 'object' ? { ...h } : h));
-    }
-    return copy;
-  } catch (e) {
-    throw new InvalidArgumentError(`reading the ${what} threw ${describeThrown(e)}; pass plain objects`, { cause: e });
-  }
-}
+import type { Core } from '../state/core.js';
+import type { TransactionBuilder } from '../state/transaction.js';
+import { Migrations } from '../sql/migrations.js';
+import { Sql, type Row, type SqlBindable, type NamedParams } from '../sql/sql.js';
+import type { VectorStore } from '../vectors/vector.js';
+import { ProcessorBuilder } from './builder.js';
+import { DeclarativeApplier, type DeclarativeSpec } from './declarative.js';
+import { HandlerApplier } from './handler-applier.js';
+import { checkOptions, plainOptions } from './options.js';
+import { Processor } from './processor.js';
+import type { EventHandler, ProcessorHost, ProcessorOptions } from './types.js';
+import { VectorApplier, VectorProjection, checkVectorSpec, type VectorProjectionSpec } from './vector-projection.js';
 
 /**
  * A copy of `db.query()` parameters made of plain values, so the read (which happens
@@ -134,8 +48,8 @@ export interface QueryOptions {
 export class Projections implements ProcessorHost {
   readonly core: Core;
   readonly #dir: string;
-  readonly #db: Binding.NativeDb;
-  #native: Binding.NativeSql | null = null;
+  readonly #db: NativeDb;
+  #native: NativeSql | null = null;
   #sql: Sql | null = null;
   readonly migrations: Migrations;
   readonly #processors = new Map<string, Processor>();
@@ -168,7 +82,7 @@ export class Projections implements ProcessorHost {
     return this.#sql;
   }
 
-  #nativeSql(): Binding.NativeSql {
+  #nativeSql(): NativeSql {
     void this.sql;
     return this.#native!;
   }
