@@ -14,7 +14,7 @@ import type { ProcessorBuilder } from './processing/builder.js';
 import type { ProcessorOptions } from './processing/types.js';
 import type { Migrations } from './sql/migrations.js';
 import type { NamedParams, Row, Sql, SqlBindable } from './sql/sql.js';
-import { VectorStore } from './vectors/vector.js';
+import { VectorStore } from './vectors/store.js';
 import { Scheduler } from './ops/scheduler.js';
 import { INTERNAL } from './state/reserved.js';
 import { Metrics, type MetricsOptions, type MetricsSnapshot } from './ops/metrics.js';

@@ -8,26 +8,24 @@ export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, typ
 export { EventLog, type StoredEvent, type ReadOptions } from './state/events.js';
 export type { CommitNotice } from './state/core.js';
 export { Idempotency, type IdempotencyRecord } from './state/idempotency.js';
-export {
-  VectorStore,
-  VectorCollection,
-  type VectorMetric,
-  type CollectionOptions,
-  type CollectionInfo,
-  type SearchOptions,
-  type VectorHit,
-  type VectorDocument,
-  type IndexStats,
-  type MetadataFilter,
-  type FilterOps,
-  type FilterScalar,
-  type TxVectors,
-  type OpenCollectionOptions,
-  type TextDocument,
-  type TextUpsertProgress,
-  type TextUpsertOptions,
-  type SearchExplain,
-} from './vectors/vector.js';
+export { VectorStore } from './vectors/store.js';
+export { VectorCollection } from './vectors/collection.js';
+export type { VectorMetric, CollectionInfo, TxVectors } from './state/tx-vectors.js';
+export type {
+  CollectionOptions,
+  SearchOptions,
+  VectorHit,
+  VectorDocument,
+  IndexStats,
+  MetadataFilter,
+  FilterOps,
+  FilterScalar,
+  OpenCollectionOptions,
+  TextDocument,
+  TextUpsertProgress,
+  TextUpsertOptions,
+  SearchExplain,
+} from './vectors/types.js';
 export type { VectorProjectionSpec, EmbedRule, DeleteRule, FieldSource, VectorProjection } from './processing/vector-projection.js';
 export { Value, i64, u256, f64, bool, str, bytes, json, set, array, encodeValue, decodeValue, type ValueType, type Json } from './state/codec.js';
 export {

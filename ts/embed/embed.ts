@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ClosedError, InvalidArgumentError, RuntimeLoadError, fromNative } from '../errors.js';
 import { downloadModel, type PretrainedOptions } from './hub.js';
 import { native } from '../internal/native.js';
-import type * as Binding from '../../native/node/binding.cjs';
+import type { NativeEmbedder } from '../internal/native.js';
 
 /** Where the model runs. `cuda` needs linux-x64 with CUDA provider libraries; `coreml` needs macOS. */
 export type ExecutionProvider = 'cpu' | 'cuda' | 'coreml';
@@ -132,7 +132,7 @@ function checkTexts(texts: unknown): asserts texts is readonly string[] {
  * ```
  */
 export class Embedder {
-  readonly #native: Binding.NativeEmbedder;
+  readonly #native: NativeEmbedder;
   #closed = false;
   /** Length of every vector. */
   readonly dimension: number;
@@ -158,7 +158,7 @@ export class Embedder {
   /** The ONNX Runtime library in use. */
   readonly runtimePath: string;
 
-  private constructor(n: Binding.NativeEmbedder) {
+  private constructor(n: NativeEmbedder) {
     this.#native = n;
     const info = n.info();
     this.dimension = info.dimension;
@@ -199,7 +199,7 @@ export class Embedder {
     const threads = positiveInt(options.threads, 'threads', 1 << 16);
     const sessions = positiveInt(options.sessions, 'sessions', 1 << 16) ?? 1;
     const runtimePath = resolveRuntime(options.runtimePath);
-    let n: Binding.NativeEmbedder;
+    let n: NativeEmbedder;
     try {
       n = await native.embedderOpen({
         dir: path.resolve(dir),
@@ -238,7 +238,7 @@ export class Embedder {
     return Embedder.open(dir, options);
   }
 
-  #live(): Binding.NativeEmbedder {
+  #live(): NativeEmbedder {
     if (this.#closed) throw new ClosedError('the embedder is closed; open it again with Embedder.open()');
     return this.#native;
   }

@@ -2,6 +2,7 @@
  * Loads the native addon (the napi-rs generated loader picks the prebuilt
  * binary for this platform, or the one built locally by `npm run build:native`).
  * A platform without its addon gets a `NativeLoadError` naming the package to install.
+ * The only module that names the addon: the rest of ts/ imports its values and types from here.
  * @internal
  */
 import { createRequire } from 'node:module';
@@ -72,3 +73,6 @@ export const native: typeof Binding = load();
 export type NativeDb = Binding.NativeDb;
 export type NativeSnapshot = Binding.NativeSnapshot;
 export type NativeSql = Binding.NativeSql;
+export type NativeCollection = Binding.NativeCollection;
+export type NativeCollectionInfo = Binding.NativeCollectionInfo;
+export type NativeEmbedder = Binding.NativeEmbedder;

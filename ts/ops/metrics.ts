@@ -5,6 +5,7 @@
  * with prom-client on a registry of this handle's own (never the global one).
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { CommitObserver, CommitOutcome } from '../state/core.js';
 
 /** Percentiles of a latency, from the histogram's buckets (as Prometheus' `histogram_quantile`). */
 export interface LatencySummary {
@@ -59,15 +60,6 @@ export interface MetricsOptions {
   /** `'object'` (default) or `'prometheus'` (the text exposition format, version 0.0.4). */
   format?: 'object' | 'prometheus';
 }
-
-/** Where commit paths report to. @internal */
-export interface CommitObserver {
-  settled(ms: number, outcome: CommitOutcome): void;
-  group(size: number): void;
-}
-
-/** How one hand-over to the writer ended: a conflict is an attempt that is re-run. @internal */
-export type CommitOutcome = 'applied' | 'duplicate' | 'conflict' | 'failed';
 
 /** Where the scheduler reports runs to. @internal */
 export interface RunObserver {

@@ -11,8 +11,8 @@ const CURSOR_GET = 'SELECT last_event_id AS id FROM _athanor_cursors WHERE name 
 /** Moves a cursor: name, last event id, time. @internal */
 export const CURSOR_SET =
   'INSERT INTO _athanor_cursors(name, last_event_id, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET last_event_id = excluded.last_event_id, updated_at = excluded.updated_at';
-/** Records a dead letter or adds to its attempts. @internal */
-export const DLQ_UPSERT =
+/** Records a dead letter or adds to its attempts. */
+const DLQ_UPSERT =
   'INSERT INTO _athanor_dead_letters(processor, event_id, event_type, error_code, error, attempts, first_failed_at, last_failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ' +
   'ON CONFLICT(processor, event_id) DO UPDATE SET error_code = excluded.error_code, error = excluded.error, attempts = attempts + excluded.attempts, last_failed_at = excluded.last_failed_at';
 

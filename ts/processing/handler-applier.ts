@@ -1,10 +1,10 @@
 /** The applier of TypeScript handlers: runs them on the JS thread inside the batch's SQLite transaction. */
-import { ClosedError, HandlerError, InvalidArgumentError, SqlError, fromNative } from '../errors.js';
+import { HandlerError, InvalidArgumentError, SqlError, fromNative } from '../errors.js';
 import { decodeEvents } from '../internal/event-pack.js';
 import type { StoredEvent } from '../internal/event-pack.js';
 import type { Sql } from '../sql/sql.js';
 import { describeThrown, thrownError } from '../internal/thrown.js';
-import { CURSOR_SET, DLQ_UPSERT, codeOf, readCursor } from './bookkeeping.js';
+import { CURSOR_SET, codeOf, readCursor } from './bookkeeping.js';
 import type { Applier, EventHandler, Failure, ProcessorHost } from './types.js';
 
 

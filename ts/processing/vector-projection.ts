@@ -20,7 +20,11 @@ import { checkOptions } from './options.js';
 import { Processor } from './processor.js';
 import type { Applier, CursorStore, Failure, ProcessorHost, ProcessorOptions } from './types.js';
 import type { TransactionBuilder } from '../state/transaction.js';
-import { checkDocId, RESERVED_PREFIX, sourcedMetaText, type CollectionOptions, type TxVectorsImpl, type VectorCollection, type VectorStore } from '../vectors/vector.js';
+import { RESERVED_PREFIX } from '../state/reserved.js';
+import { checkDocId, sourcedMetaText, type TxVectorsImpl } from '../state/tx-vectors.js';
+import type { VectorCollection } from '../vectors/collection.js';
+import type { VectorStore } from '../vectors/store.js';
+import type { CollectionOptions } from '../vectors/types.js';
 
 /**
  * Where a field comes from: the event id (`'@id'`) or type (`'@type'`), or a path into

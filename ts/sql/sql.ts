@@ -5,7 +5,7 @@
  * parameters, bigint-safe integers and nestable transactions.
  */
 import { ClosedError, InvalidArgumentError, fromNative } from '../errors.js';
-import type * as Binding from '../../native/node/binding.cjs';
+import type { NativeSql } from '../internal/native.js';
 
 /** A value SQLite can store, as a parameter. Booleans bind as 0/1, integral numbers as INTEGER. */
 export type SqlBindable = number | bigint | string | boolean | null | undefined | Uint8Array;
@@ -51,7 +51,7 @@ function nativeError(e: unknown): Error {
   return t;
 }
 
-const finalizer = new FinalizationRegistry<{ native: Binding.NativeSql; id: number; owner: Sql }>((h) => {
+const finalizer = new FinalizationRegistry<{ native: NativeSql; id: number; owner: Sql }>((h) => {
   if (!h.owner.closed) h.native.finalize(h.id);
 });
 
@@ -189,7 +189,7 @@ const CACHE_MAX = 256;
  * thread; for reads off the main thread see `db.query()`.
  */
 export class Sql {
-  readonly #native: Binding.NativeSql;
+  readonly #native: NativeSql;
   readonly #fast: SqlFast;
   readonly #scratch = new ArrayBuffer(16);
   readonly #rowid = new Float64Array(this.#scratch);
@@ -200,7 +200,7 @@ export class Sql {
   closed = false;
 
   /** @internal */
-  constructor(native: Binding.NativeSql, assertOpen: () => void) {
+  constructor(native: NativeSql, assertOpen: () => void) {
     this.#native = native;
     this.#assertOpen = assertOpen;
     const fast = {} as SqlFast;

@@ -2,14 +2,17 @@
  * The bridge to one native handle: scratch buffers for allocation-free reads,
  * the commit queue's promises, and commit notifications. @internal
  */
-import type { CommitObserver } from '../ops/metrics.js';
 import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { decodeValue, type Value } from './codec.js';
 import { ByteWriter } from '../internal/bytes.js';
-import { AthanorError, ClosedError, ConflictError, errorFor, fromNative } from '../errors.js';
+import { AthanorError, ClosedError, ConflictError, fromNative } from '../errors.js';
+import { readCompletion, type CommitInfo } from '../internal/completion.js';
 import { native, type NativeDb } from '../internal/native.js';
-import { checkKey, type TxImpl } from './transaction.js';
+import { checkKey } from './keys.js';
+import type { TxImpl } from './transaction.js';
+
+export type { CommitInfo };
 
 /** Published after each group of commits. */
 export interface CommitNotice {
@@ -17,14 +20,6 @@ export interface CommitNotice {
   commitSeq: bigint;
   /** Id of the newest event (0n when the log is empty). */
   lastEventId: bigint;
-}
-
-/** What a commit reports (before the callback's value is attached). @internal */
-export interface CommitInfo {
-  outcome: 'applied' | 'duplicate';
-  commitSeq: bigint;
-  firstEventId: bigint | null;
-  eventCount: number;
 }
 
 /** What the idempotency record of a key holds. @internal */
@@ -45,6 +40,15 @@ interface Pending {
   reject: (e: Error) => void;
   /** `performance.now()` at hand-over, for the latency metric. */
   started: number;
+}
+
+/** How one hand-over to the writer ended: a conflict is an attempt that is re-run. @internal */
+export type CommitOutcome = 'applied' | 'duplicate' | 'conflict' | 'failed';
+
+/** Where a handle reports its commits to (the metrics). @internal */
+export interface CommitObserver {
+  settled(ms: number, outcome: CommitOutcome): void;
+  group(size: number): void;
 }
 
 /** @internal */
@@ -267,7 +271,7 @@ export class Core {
     } finally {
       w.shrink();
     }
-    const r = readResult(rec, 0);
+    const r = readCompletion(rec, 0);
     this.observer?.settled(performance.now() - started, r.error ? (r.error instanceof ConflictError ? 'conflict' : 'failed') : r.info!.outcome);
     if (r.error) throw r.error;
     return r.info!;
@@ -380,7 +384,7 @@ export class Core {
       if (n > 1) this.#holdForThisTurn();
       for (let i = 0; i < n; i++) {
         const token = Number(buf.readBigUInt64LE(off));
-        const r = readResult(buf, off + 8);
+        const r = readCompletion(buf, off + 8);
         off = r.end;
         this.#settle(token, r.info, r.error);
       }
@@ -469,21 +473,4 @@ function describeThrown(e: unknown): string {
       return 'a value that cannot be printed';
     }
   }
-}
-
-function readResult(buf: Buffer, off: number): { info?: CommitInfo; error?: Error; end: number } {
-  const status = buf[off]!;
-  const commitSeq = buf.readBigUInt64LE(off + 1);
-  const firstEventId = buf.readBigUInt64LE(off + 9);
-  const eventCount = buf.readUInt32LE(off + 17);
-  const codeLen = buf.readUInt16LE(off + 21);
-  const code = buf.toString('utf8', off + 23, off + 23 + codeLen);
-  const msgOff = off + 23 + codeLen;
-  const msgLen = buf.readUInt32LE(msgOff);
-  const end = msgOff + 4 + msgLen;
-  if (status === 2) return { error: errorFor(code, buf.toString('utf8', msgOff + 4, end)), end };
-  return {
-    info: { outcome: status === 0 ? 'applied' : 'duplicate', commitSeq, firstEventId: eventCount > 0 ? firstEventId : null, eventCount },
-    end,
-  };
 }

@@ -1,6 +1,6 @@
 /** Idempotency keys: what a key did, while the database remembers it. */
 import type { Core } from './core.js';
-import { checkIdempotencyKey } from './transaction.js';
+import { checkIdempotencyKey } from './keys.js';
 
 /** The original outcome of the transaction that applied an idempotency key. */
 export interface IdempotencyRecord {

@@ -9,7 +9,8 @@ import type { ByteWriter } from '../internal/bytes.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from '../errors.js';
 import type { CommitInfo, Core } from './core.js';
 import type { Json } from './codec.js';
-import { collectionInfo, TxVectorsImpl, VectorOps, type TxVectors } from '../vectors/vector.js';
+import { checkEventType, checkIdempotencyKey, checkKey } from './keys.js';
+import { collectionInfo, TxVectorsImpl, VectorOps, type TxVectors } from './tx-vectors.js';
 
 /** What one event to log looks like. */
 export interface EventInput {
@@ -138,33 +139,6 @@ type Check = { key: string; test: (v: Value | undefined) => string | null };
 const DELETED = null;
 /** Wire format version of native/core/src/txn.rs. */
 const WIRE_VERSION = 2;
-const MAX_KEY_BYTES = 511;
-
-/** Validates a state key and returns its UTF-8 byte length. @internal */
-export function checkKey(key: unknown): string {
-  if (typeof key !== 'string') throw new InvalidArgumentError(`keys are strings, got ${key === null ? 'null' : typeof key}`);
-  if (key.length === 0) throw new InvalidArgumentError('keys must not be empty');
-  if (key.length > MAX_KEY_BYTES / 3 && Buffer.byteLength(key) > MAX_KEY_BYTES) {
-    throw new InvalidArgumentError(`key is ${Buffer.byteLength(key)} UTF-8 bytes; the limit is ${MAX_KEY_BYTES} (hash long identifiers)`);
-  }
-  if (!key.isWellFormed()) throw new InvalidArgumentError('key has lone surrogates, which UTF-8 cannot store');
-  return key;
-}
-
-/** Event types repeat; the last one that passed needs no second check. */
-let lastCheckedType = '';
-
-function checkEventType(type: unknown): string {
-  if (type === lastCheckedType) return type;
-  if (typeof type !== 'string' || type.length === 0) throw new InvalidArgumentError('event type must be a non-empty string');
-  const n = Buffer.byteLength(type);
-  if (n > 200) throw new InvalidArgumentError(`event type is ${n} UTF-8 bytes; the limit is 200`);
-  if (type.includes('\0')) throw new InvalidArgumentError('event type must not contain NUL');
-  if (!type.isWellFormed()) throw new InvalidArgumentError('event type has lone surrogates');
-  lastCheckedType = type;
-  return type;
-}
-
 /** One attempt of a transaction callback. @internal */
 export class TxImpl implements Tx {
   #snapshotSeq: bigint | undefined;
@@ -509,13 +483,6 @@ type Attempt<T> = { duplicate: CommitInfo } | { duplicate: undefined; tx: TxImpl
 
 function checkCallback(fn: unknown): void {
   if (typeof fn !== 'function') throw new InvalidArgumentError(`the transaction callback must be a function, got ${fn === null ? 'null' : typeof fn}`);
-}
-
-/** Validates an idempotency key: a non-empty string of at most 256 UTF-8 bytes. @internal */
-export function checkIdempotencyKey(key: unknown): asserts key is string {
-  if (typeof key !== 'string' || key.length === 0) throw new InvalidArgumentError('idempotencyKey must be a non-empty string');
-  if (!key.isWellFormed()) throw new InvalidArgumentError('idempotencyKey has lone surrogates, which UTF-8 cannot store (distinct keys would collide)');
-  if (Buffer.byteLength(key) > 256) throw new InvalidArgumentError('idempotencyKey is longer than 256 UTF-8 bytes');
 }
 
 function checkOptions(o: ExecuteOptions): { idempotencyKey: string | undefined; maxAttempts: number } {
