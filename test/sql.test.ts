@@ -1,9 +1,13 @@
 /** The SQL connection (db.sql) and the async read pool (db.query). */
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Athanor, ClosedError, InvalidArgumentError, SqlConstraintError, SqlError, SqlSyntaxError, VersionError } from '../dist/index.js';
 import { Sandbox, expectRejects, expectThrows } from './helpers.js';
+
+/** better-sqlite3 (a dev dependency without typings here), for writing projection.db from outside athanor. */
+const Database = createRequire(import.meta.url)('better-sqlite3') as new (file: string) => { prepare(sql: string): { run(): unknown }; close(): void };
 
 const box = new Sandbox();
 afterEach(() => box.cleanup());
@@ -156,8 +160,11 @@ describe('db.sql', () => {
     await db.close();
     db = await box.open(dir);
     expect(db.sql.get('SELECT a FROM keep')).toEqual({ a: 1 });
-    db.sql.run("UPDATE _athanor_meta SET value = 999 WHERE key = 'format_version'");
     await db.close();
+    // athanor's tables are refused to db.sql: a newer format is written from outside.
+    const raw = new Database(path.join(dir, 'projection.db'));
+    raw.prepare("UPDATE _athanor_meta SET value = 999 WHERE key = 'format_version'").run();
+    raw.close();
     db = await box.open(dir);
     expectThrows(() => db.sql, VersionError, 'ERR_VERSION');
   });

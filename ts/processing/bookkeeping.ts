@@ -2,6 +2,7 @@
  * A processor's rows in projection.db: its cursor in `_athanor_cursors` and its
  * dead letters in `_athanor_dead_letters`, written in the batch's own transaction.
  */
+import { INTERNAL } from '../state/reserved.js';
 import { AthanorError } from '../errors.js';
 import type { StoredEvent } from '../state/events.js';
 import type { Sql } from '../sql/sql.js';
@@ -26,7 +27,7 @@ export function readCursor(sql: Sql, name: string): bigint {
 /** Records (or updates) a dead letter in projection.db. @internal */
 export function recordDeadLetter(sql: Sql, processor: string, event: StoredEvent, error: Error, attempts: number): void {
   const now = Date.now();
-  sql.run(DLQ_UPSERT, [processor, event.id, event.type, codeOf(error), error.message, attempts, now, now]);
+  sql[INTERNAL]().run(DLQ_UPSERT, [processor, event.id, event.type, codeOf(error), error.message, attempts, now, now]);
 }
 
 /** The error code a dead letter records for `e`. @internal */

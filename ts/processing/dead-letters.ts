@@ -1,4 +1,5 @@
 /** The dead-letter queue of a processor, as its users see it (`processor.deadLetters`). */
+import { INTERNAL } from '../state/reserved.js';
 import { InvalidArgumentError } from '../errors.js';
 import { checkCallOptions } from './options.js';
 import type { Applier, DeadLetter, ProcessorHost } from './types.js';
@@ -77,11 +78,11 @@ export class DeadLetters {
   /** Deletes a dead letter without applying it; returns whether it existed. */
   remove(id: number): boolean {
     if (!Number.isInteger(id)) throw new InvalidArgumentError('dead letter id must be an integer');
-    return this.#host.sql.run('DELETE FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#p.name]).changes > 0;
+    return this.#host.sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#p.name]).changes > 0;
   }
 
   /** Deletes every dead letter of this processor; returns how many. */
   clear(): number {
-    return this.#host.sql.run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.#p.name]).changes;
+    return this.#host.sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.#p.name]).changes;
   }
 }

@@ -1,4 +1,5 @@
 /** The applier of TypeScript handlers: runs them on the JS thread inside the batch's SQLite transaction. */
+import { INTERNAL } from '../state/reserved.js';
 import { HandlerError, InvalidArgumentError, SqlError, fromNative } from '../errors.js';
 import { decodeEvents } from '../internal/event-pack.js';
 import type { StoredEvent } from '../internal/event-pack.js';
@@ -126,7 +127,7 @@ export class HandlerApplier implements Applier {
       }
       cursor = ev.id;
     }
-    if (cursor !== start) sql.run(CURSOR_SET, [this.#name, cursor, Date.now()]);
+    if (cursor !== start) sql[INTERNAL]().run(CURSOR_SET, [this.#name, cursor, Date.now()]);
     return { consumed: events.length, cursor, start, commit: true };
   }
 
@@ -171,7 +172,7 @@ export class HandlerApplier implements Applier {
       if (e instanceof Fatal) throw e.error;
       return { failure: e as Error };
     }
-    sql.run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
+    sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
     return {};
   }
 
@@ -189,7 +190,7 @@ export class HandlerApplier implements Applier {
       sql.txEnd(r.failure === undefined);
       if (r.failure === undefined) return Promise.resolve(undefined);
       const failure = r.failure;
-      sql.run('UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?, error = ?, last_failed_at = ? WHERE id = ?', [
+      sql[INTERNAL]().run('UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?, error = ?, last_failed_at = ? WHERE id = ?', [
         codeOf(failure),
         failure.message,
         Date.now(),

@@ -4,6 +4,7 @@
  * transaction holding the handlers' writes and the processor's cursor, read
  * and written inside that transaction (DESIGN.md invariant 4).
  */
+import { INTERNAL } from '../state/reserved.js';
 import { ClosedError, HandlerError, InvalidArgumentError, MigrationsPendingError, fromNative } from '../errors.js';
 import type { StoredEvent } from '../state/events.js';
 import type { Sql } from '../sql/sql.js';
@@ -189,7 +190,7 @@ export class Processor {
     return sql.transaction(() => {
       if (readCursor(sql, this.name) !== expect) return false;
       if (dead !== undefined) recordDeadLetter(sql, this.name, event, dead.error, dead.attempts);
-      sql.run(CURSOR_SET, [this.name, event.id, Date.now()]);
+      sql[INTERNAL]().run(CURSOR_SET, [this.name, event.id, Date.now()]);
       this.#advanced(event.id);
       return true;
     }).immediate();
@@ -387,15 +388,15 @@ export class Processor {
         } catch (e) {
           throw thrownError(e, `the reset hook of processor ${JSON.stringify(this.name)}`);
         }
-        sql.run('DELETE FROM _athanor_cursors WHERE name = ?', [this.name]);
-        sql.run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.name]);
+        sql[INTERNAL]().run('DELETE FROM _athanor_cursors WHERE name = ?', [this.name]);
+        sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.name]);
       }).immediate();
     } else {
       sql.transaction(() => {
         m.rollbackTo(0);
         m.run();
-        sql.run('DELETE FROM _athanor_cursors');
-        sql.run('DELETE FROM _athanor_dead_letters');
+        sql[INTERNAL]().run('DELETE FROM _athanor_cursors');
+        sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters');
       }).immediate();
     }
     this.#cursor = 0n;

@@ -11,6 +11,7 @@ import { native, type NativeDb, type NativeSql } from '../internal/native.js';
 import type { Core } from '../state/core.js';
 import type { TransactionBuilder } from '../state/transaction.js';
 import { Migrations } from '../sql/migrations.js';
+import { checkUserSql } from '../sql/reserved-tables.js';
 import { Sql, type Row, type SqlBindable, type NamedParams } from '../sql/sql.js';
 import type { VectorStore } from '../vectors/store.js';
 import { ProcessorBuilder } from './builder.js';
@@ -100,6 +101,7 @@ export class Projections implements ProcessorHost {
 
   async query<R = Row>(sql: string, params?: readonly SqlBindable[] | NamedParams, options: QueryOptions = {}): Promise<R[]> {
     if (typeof sql !== 'string') throw new InvalidArgumentError('SQL text must be a string');
+    checkUserSql(sql);
     const o = plainOptions(options, 'query() options');
     for (const k of Object.keys(o)) if (k !== 'safeIntegers') throw new InvalidArgumentError(`unknown query() option ${JSON.stringify(k)}; expected safeIntegers`);
     const safe = o.safeIntegers ?? false;
@@ -141,6 +143,19 @@ export class Projections implements ProcessorHost {
     checkOptions(name, rest, false);
     if (on === null || typeof on !== 'object' || types.isProxy(on) || Object.keys(on).length === 0) throw new InvalidArgumentError(`projection ${JSON.stringify(name)} needs \`on\`: event type → { sql, params }`);
     if (reset !== undefined && typeof reset !== 'string' && typeof reset !== 'function') throw new InvalidArgumentError('reset must be a SQL script or a function (sql) => void');
+    // Shapes are checked natively at compile; here only what the texts would change.
+    for (const actions of Object.values(on) as unknown[]) {
+      for (const action of Array.isArray(actions) ? actions : [actions]) {
+        let text: unknown;
+        try {
+          text = (action as { sql?: unknown } | null)?.sql;
+        } catch (e) {
+          throw new InvalidArgumentError(`reading the actions of projection ${JSON.stringify(name)} threw; pass plain objects`, { cause: e });
+        }
+        if (typeof text === 'string') checkUserSql(text);
+      }
+    }
+    if (typeof reset === 'string') checkUserSql(reset);
     this.#claim(name);
     let json: string;
     try {

@@ -9,6 +9,7 @@
  * nothing but the embedding work; two processes running the same projection never
  * both commit a batch. Error strategies and dead letters are the SQL processors'.
  */
+import { INTERNAL } from '../state/reserved.js';
 import { describeThrown } from '../internal/thrown.js';
 import { i64, type Json } from '../state/codec.js';
 import type { Embedder } from '../embed/embed.js';
@@ -20,7 +21,7 @@ import { checkOptions } from './options.js';
 import { Processor } from './processor.js';
 import type { Applier, CursorStore, Failure, ProcessorHost, ProcessorOptions } from './types.js';
 import type { TransactionBuilder } from '../state/transaction.js';
-import { RESERVED_PREFIX } from '../state/reserved.js';
+import { RESERVED_PREFIX, checkNewCollectionName } from '../state/reserved.js';
 import { checkDocId, sourcedMetaText, type TxVectorsImpl } from '../state/tx-vectors.js';
 import type { VectorCollection } from '../vectors/collection.js';
 import type { VectorStore } from '../vectors/store.js';
@@ -314,7 +315,7 @@ export class VectorApplier implements Applier, CursorStore {
   async reset(): Promise<void> {
     // Cursor first: a crash after it leaves stale documents that the replay overwrites or deletes again.
     await this.#tx().execute((tx) => tx.delete(this.#key));
-    this.#host.sql.run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.#name]);
+    this.#host.sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.#name]);
     const info = this.#vectors.open(this.#collection).info;
     this.#vectors.drop(this.#collection);
     this.#vectors.create(this.#collection, { metric: info.metric, m: info.m, efConstruction: info.efConstruction, efSearch: info.efSearch, embedder: this.#embedder });
@@ -331,11 +332,11 @@ export class VectorApplier implements Applier, CursorStore {
       op = this.#op(ev);
     } catch (e) {
       const err = e as Error;
-      sql.run('UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?, error = ?, last_failed_at = ? WHERE id = ?', [codeOf(err), err.message, Date.now(), id]);
+      sql[INTERNAL]().run('UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?, error = ?, last_failed_at = ? WHERE id = ?', [codeOf(err), err.message, Date.now(), id]);
       return err;
     }
     if (op !== undefined) await this.#commit(null, [op], null);
-    sql.run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
+    sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
     return undefined;
   }
 }
@@ -349,6 +350,7 @@ export function checkVectorSpec(spec: unknown): asserts spec is VectorProjection
   if (typeof collection !== 'string' || collection.length === 0 || !collection.isWellFormed()) {
     throw new InvalidArgumentError(`vector projection ${JSON.stringify(name)} needs collection: the name of a vector collection (well-formed Unicode)`);
   }
+  checkNewCollectionName(collection);
   if (embedder === null || typeof embedder !== 'object' || typeof embedder.embedFlat !== 'function') {
     throw new InvalidArgumentError(`vector projection ${JSON.stringify(name)} needs embedder: an Embedder (Embedder.open / fromPretrained)`);
   }

@@ -4,6 +4,7 @@
  * transaction together with its history row; an applied migration whose
  * definition changed is refused (drift), so every copy of the app agrees on the schema.
  */
+import { INTERNAL } from '../state/reserved.js';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -247,7 +248,7 @@ export class Migrations {
           }
           if (ok === false) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification; it was rolled back`);
         }
-        sql.run('INSERT INTO _athanor_migrations(version, name, checksum, applied_at) VALUES (?, ?, ?, ?)', [rec.version, rec.name, rec.checksum, rec.appliedAt]);
+        sql[INTERNAL]().run('INSERT INTO _athanor_migrations(version, name, checksum, applied_at) VALUES (?, ?, ?, ?)', [rec.version, rec.name, rec.checksum, rec.appliedAt]);
       }).immediate();
       out.push(rec);
     }
@@ -263,7 +264,7 @@ export class Migrations {
     const down = m!.down!;
     sql.transaction(() => {
       step(sql, down, m!, 'down');
-      sql.run('DELETE FROM _athanor_migrations WHERE version = ?', [m!.version]);
+      sql[INTERNAL]().run('DELETE FROM _athanor_migrations WHERE version = ?', [m!.version]);
     }).immediate();
     return last;
   }

@@ -1,5 +1,6 @@
 /** Checks of the names a transaction carries: state keys, event types, idempotency keys (the limits of native/core/src/txn.rs). */
 import { InvalidArgumentError } from '../errors.js';
+import { RESERVED_EVENT_PREFIX, checkWritableEventType } from './reserved.js';
 
 const MAX_KEY_BYTES = 511;
 
@@ -14,17 +15,21 @@ export function checkKey(key: unknown): string {
   return key;
 }
 
-/** Event types repeat; the last one that passed needs no second check. */
+/** Event types repeat; the last one a user transaction passed needs no second check. */
 let lastCheckedType = '';
 
-/** Validates an event type name. @internal */
-export function checkEventType(type: unknown): string {
+/** Validates an event type name; athanor's reserved types only when `internal`. @internal */
+export function checkEventType(type: unknown, internal: boolean): string {
   if (type === lastCheckedType) return type;
   if (typeof type !== 'string' || type.length === 0) throw new InvalidArgumentError('event type must be a non-empty string');
   const n = Buffer.byteLength(type);
   if (n > 200) throw new InvalidArgumentError(`event type is ${n} UTF-8 bytes; the limit is 200`);
   if (type.includes('\0')) throw new InvalidArgumentError('event type must not contain NUL');
   if (!type.isWellFormed()) throw new InvalidArgumentError('event type has lone surrogates');
+  if (type.startsWith(RESERVED_EVENT_PREFIX)) {
+    if (!internal) checkWritableEventType(type);
+    return type;
+  }
   lastCheckedType = type;
   return type;
 }

@@ -1,14 +1,24 @@
 /**
- * Names that belong to athanor. State keys under {@link RESERVED_PREFIX} hold
- * athanor's own records (vector projection cursors, collection model bindings,
- * scheduler tasks); users may read them but never write them. Only code holding
- * {@link INTERNAL} (never exported from the package) can make a transaction that does.
+ * Names that belong to athanor, refused to users with `ERR_INVALID_ARGUMENT` before
+ * anything is written (users may read what they name):
+ * - state keys under {@link RESERVED_PREFIX} (`\0athanor/`): vector projection cursors,
+ *   collection model bindings, scheduler tasks;
+ * - event types starting with {@link RESERVED_EVENT_PREFIX} (`athanor.`), kept for the
+ *   events athanor itself will log (none today);
+ * - vector collection names starting with `.`: `index/.tmp-*` and `index/.old-*` are the
+ *   folders of dumps being written or replaced, swept at open;
+ * - SQL tables `_athanor_*` in projection.db (cursors, dead letters, migrations, the
+ *   format version): see sql/reserved-tables.ts.
+ * Only code holding {@link INTERNAL} (never exported from the package) can write them.
  * @internal
  */
 import { InvalidArgumentError } from '../errors.js';
 
 /** The prefix of athanor's own state keys. @internal */
 export const RESERVED_PREFIX = '\u0000athanor/';
+
+/** The prefix of the event types athanor reserves for its own events. @internal */
+export const RESERVED_EVENT_PREFIX = 'athanor.';
 
 /** The capability to write reserved keys: a symbol only athanor's modules can name. @internal */
 export const INTERNAL: unique symbol = Symbol('athanor.internal');
@@ -18,6 +28,24 @@ export function checkWritableKey(key: string): void {
   if (key.startsWith(RESERVED_PREFIX)) {
     throw new InvalidArgumentError(
       `keys starting with "\\0athanor/" are reserved for athanor's own records (projection cursors, model bindings, schedules): choose another key than ${JSON.stringify(key)}`,
+    );
+  }
+}
+
+/** Throws unless a user transaction may log events of this type. @internal */
+export function checkWritableEventType(type: string): void {
+  if (type.startsWith(RESERVED_EVENT_PREFIX)) {
+    throw new InvalidArgumentError(
+      `event types starting with "${RESERVED_EVENT_PREFIX}" are reserved for athanor's own events: choose another type than ${JSON.stringify(type)} (for example without the "${RESERVED_EVENT_PREFIX}" prefix, or with your application's name)`,
+    );
+  }
+}
+
+/** Throws unless a user may create a vector collection of this name. @internal */
+export function checkNewCollectionName(name: string): void {
+  if (name.startsWith('.')) {
+    throw new InvalidArgumentError(
+      `collection names starting with "." are reserved (athanor keeps the folders of index dumps being written or replaced there): choose another name than ${JSON.stringify(name)}`,
     );
   }
 }

@@ -218,7 +218,7 @@ export class TxImpl implements Tx {
 
   log(type: string, payload: unknown): void {
     this.#live();
-    checkEventType(type);
+    checkEventType(type, this.#internal);
     if (payload instanceof Uint8Array) this.#events.push(2, type, new Uint8Array(payload));
     else this.#events.push(1, type, stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`));
   }

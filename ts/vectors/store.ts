@@ -5,7 +5,7 @@ import { describeThrown } from '../internal/thrown.js';
 import type { Embedder } from '../embed/embed.js';
 import { str, type Json } from '../state/codec.js';
 import type { Core } from '../state/core.js';
-import { RESERVED_PREFIX } from '../state/reserved.js';
+import { RESERVED_PREFIX, checkNewCollectionName } from '../state/reserved.js';
 import type { TransactionBuilder } from '../state/transaction.js';
 import { checkName, infoOf, type CollectionInfo } from '../state/tx-vectors.js';
 import { VectorCollection, intIn } from './collection.js';
@@ -35,6 +35,7 @@ export class VectorStore {
   create<M = Json>(name: string, options: CollectionOptions): VectorCollection<M> {
     this.#core.assertOpen();
     checkName(name);
+    checkNewCollectionName(name);
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('create() needs options { dimension, metric?, m?, efConstruction?, efSearch? }');
     const metric = options.metric ?? 'cosine';
     if (metric !== 'cosine' && metric !== 'dot' && metric !== 'l2') throw new InvalidArgumentError(`metric must be 'cosine', 'dot' or 'l2', got ${describeThrown(metric)}`);
