@@ -202,6 +202,7 @@ export class Snapshot {
     this.#onClose(this);
   }
 
+  /** Closes the snapshot (for `using`). */
   [Symbol.dispose](): void {
     this.close();
   }
@@ -485,7 +486,18 @@ export class Athanor {
   }
 
   /** Size and counters, for monitoring. */
-  stats(): { mapSize: number; commitSeq: bigint; lastEventId: bigint; pendingCommits: number; openSnapshots: number } {
+  stats(): {
+    /** The LMDB map size, bytes (it grows by itself). */
+    mapSize: number;
+    /** Commit seq of the newest transaction. */
+    commitSeq: bigint;
+    /** Id of the newest event (0n when the log is empty). */
+    lastEventId: bigint;
+    /** Transactions handed over and not yet settled. */
+    pendingCommits: number;
+    /** Snapshots opened and not yet closed. */
+    openSnapshots: number;
+  } {
     this.#core.assertOpen();
     const [lastEventId, commitSeq] = this.#core.native.heads();
     return { mapSize: this.#core.native.mapSize(), commitSeq: commitSeq!, lastEventId: lastEventId!, pendingCommits: this.#core.pendingCount, openSnapshots: this.#snapshots.size };
@@ -521,6 +533,7 @@ export class Athanor {
     }
   }
 
+  /** Closes the database (for `await using`). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -77,7 +77,9 @@ export interface EmbedManyOptions {
 
 /** One provider tried at open; `error` says why it could not start (unset for the one that runs). */
 export interface ProviderAttempt {
+  /** The execution provider tried. */
   provider: ExecutionProvider;
+  /** Why it could not start (absent when it did). */
   error?: string;
 }
 

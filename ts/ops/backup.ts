@@ -77,19 +77,36 @@ export interface BackupFile {
   compressed: boolean;
   /** For encrypted backups: the AES-256-GCM nonce and tag (base64). */
   iv?: string;
+  /** The GCM authentication tag. */
   tag?: string;
 }
 
 /** `manifest.json` of a backup. */
 export interface BackupManifest {
+  /** What the file is. */
   format: 'athanor-backup';
+  /** The manifest format version. */
   version: 1;
   /** When the backup finished (ISO time). */
   createdAt: string;
   /** The content digest of the copied store (numbers as strings in JSON). */
-  contentDigest: { sha256: string; stateKeys: number; events: number; vectorDocuments: number; lastEventId: string; commitSeq: string };
+  contentDigest: {
+    /** SHA-256 (hex) over the state, the log and the vector documents. */
+    sha256: string;
+    /** State keys. */
+    stateKeys: number;
+    /** Events in the log. */
+    events: number;
+    /** Vector documents. */
+    vectorDocuments: number;
+    /** Id of the newest event. */
+    lastEventId: string;
+    /** Commit seq of the copy. */
+    commitSeq: string;
+  };
   /** `aes-256-gcm` when encrypted. */
   encryption: 'aes-256-gcm' | null;
+  /** The files of the backup. */
   files: BackupFile[];
   /** For encrypted backups: HMAC-SHA256 (hex) of the manifest without this field, under a key derived from the encryption key. */
   mac?: string;

@@ -21,38 +21,79 @@ export interface LatencySummary {
 
 /** A snapshot of the handle's metrics. */
 export interface MetricsSnapshot {
+  /** Commits of this handle. */
   commits: {
     /**
      * Transactions handed to the writer through this handle, by outcome (a duplicate found
      * before its callback ran never reaches the writer and is not counted).
      */
     applied: number;
+    /** Found already applied by the writer (idempotency key). */
     duplicate: number;
     /** Refused for another reason than a conflict (the error went back to the caller). */
     failed: number;
     /** From hand-over to the writer until the promise settles (durable under the database's durability mode), ms. */
     latencyMs: LatencySummary;
     /** Transactions of this handle per group commit. */
-    groupSize: { groups: number; mean: number; max: number };
+    groupSize: {
+      /** Group commits. */
+      groups: number;
+      /** Mean transactions per group. */
+      mean: number;
+      /** Most transactions in one group. */
+      max: number;
+    };
     /** Transactions handed over and not yet settled. */
     queueDepth: number;
     /** Attempts the writer refused because what they read had changed (they are re-run). */
     conflicts: number;
   };
+  /** The store. */
   store: {
     /** The LMDB map size, bytes (it grows by itself). */
     mapSizeBytes: number;
     /** Size of `canonical/data.mdb` on disk, bytes. */
     fileBytes: number;
+    /** Commit seq of the newest transaction. */
     commitSeq: bigint;
+    /** Id of the newest event. */
     lastEventId: bigint;
   };
   /** Processors and projections opened through this handle. */
-  processors: { name: string; cursor: bigint; lag: bigint; deadLetters: number }[];
+  processors: {
+    /** Its name. */
+    name: string;
+    /** Its cursor. */
+    cursor: bigint;
+    /** Events not applied yet. */
+    lag: bigint;
+    /** Dead letters. */
+    deadLetters: number;
+  }[];
   /** Runs of the scheduler in this process, by task and outcome. */
-  scheduler: { task: string; outcome: string; runs: number }[];
+  scheduler: {
+    /** The task. */
+    task: string;
+    /** How the runs ended. */
+    outcome: string;
+    /** Runs. */
+    runs: number;
+  }[];
   /** Every vector collection's index. */
-  vectors: { collection: string; documents: number; pending: number; tombstones: number; graphPoints: number; dumps: number }[];
+  vectors: {
+    /** The collection. */
+    collection: string;
+    /** Documents stored. */
+    documents: number;
+    /** Documents not yet in the graph. */
+    pending: number;
+    /** Deleted points still in the graph. */
+    tombstones: number;
+    /** Points in the graph. */
+    graphPoints: number;
+    /** Index dumps written since open. */
+    dumps: number;
+  }[];
 }
 
 /** Options of `db.metrics()`. */

@@ -126,7 +126,16 @@ export interface TaskInfo {
   /** The task's name. */
   name: string;
   /** Its schedule. */
-  schedule: { cron?: string; timezone?: string; every?: number; at?: number };
+  schedule: {
+    /** A cron expression (croner syntax). */
+    cron?: string;
+    /** The time zone of the cron expression (IANA name). */
+    timezone?: string;
+    /** An interval, ms. */
+    every?: number;
+    /** One run at this time, ms since the Unix epoch. */
+    at?: number;
+  };
   /** The next occurrence, or `null` when a one-shot task has run. */
   nextRunAt: number | null;
   /** When a failed attempt is retried, if one is waiting. */
@@ -134,7 +143,14 @@ export interface TaskInfo {
   /** Paused tasks are not run (their missed occurrences follow the policy on resume). */
   paused: boolean;
   /** The current claim, while a run is in progress somewhere. */
-  lease: { owner: string; expiresAt: number; fencingToken: number } | null;
+  lease: {
+    /** Who holds it (host and process). */
+    owner: string;
+    /** When it expires, ms since the Unix epoch. */
+    expiresAt: number;
+    /** Grows with each new lease: a stale holder sees a smaller one. */
+    fencingToken: number;
+  } | null;
   /** The newest history line. */
   lastRun: RunRecord | null;
   /** Whether this process has registered a handler for it. */

@@ -65,7 +65,12 @@ export class DeadLetters {
   }
 
   /** Retries every dead letter, oldest event first. */
-  async retryAll(): Promise<{ retried: number; failed: number }> {
+  async retryAll(): Promise<{
+    /** Dead letters applied and removed. */
+    retried: number;
+    /** Dead letters that failed again (kept). */
+    failed: number;
+  }> {
     let retried = 0;
     let failed = 0;
     for (const d of this.list()) {

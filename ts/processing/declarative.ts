@@ -9,7 +9,10 @@ import type { Applier, Failure, ProcessorHost, ProcessorOptions } from './types.
  * whole payload as JSON text, `'$.a.b'`, `'$.items[0]'`, `'$["odd key"]'`; missing → NULL),
  * event metadata (`'@id'`, `'@type'`, `'@at'`, `'@commitSeq'`) or a constant.
  */
-export type ParamSource = `$${string}` | '@id' | '@type' | '@at' | '@commitSeq' | { value: string | number | boolean | null };
+export type ParamSource = `$${string}` | '@id' | '@type' | '@at' | '@commitSeq' | {
+  /** A constant. */
+  value: string | number | boolean | null;
+};
 
 /** One SQL statement run for an event. */
 export interface SqlAction {

@@ -211,7 +211,12 @@ export class Processor {
    * Processes batches until the cursor reaches the newest event as of this call.
    * `onProgress` is called after each batch.
    */
-  async catchUp(options: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<{ processed: number; cursor: bigint }> {
+  async catchUp(options: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<{
+    /** Events applied (or passed over). */
+    processed: number;
+    /** The cursor afterwards. */
+    cursor: bigint;
+  }> {
     const { onProgress, signal } = checkCallOptions(options, 'catchUp', ['onProgress', 'signal']);
     this.#ready();
     return this.#catchUp(onProgress, signal);
@@ -362,7 +367,12 @@ export class Processor {
    * resets every processor's cursor), resets the cursor and dead letters, and replays
    * every event with progress reporting. The result equals the incremental one.
    */
-  async rebuild(options: { onProgress?: (p: Progress) => void; schema?: 'reset' | 'migrations' } = {}): Promise<{ processed: number; cursor: bigint }> {
+  async rebuild(options: { onProgress?: (p: Progress) => void; schema?: 'reset' | 'migrations' } = {}): Promise<{
+    /** Events applied (or passed over). */
+    processed: number;
+    /** The cursor afterwards. */
+    cursor: bigint;
+  }> {
     const { onProgress, schema } = checkCallOptions(options, 'rebuild', ['onProgress', 'schema']);
     if (schema !== undefined && schema !== 'reset' && schema !== 'migrations') {
       throw new InvalidArgumentError(`rebuild's schema must be 'reset' or 'migrations', got ${describeThrown(schema)}`);

@@ -50,7 +50,10 @@ export type ErrorStrategy =
   | 'failFast'
   | 'skip'
   | 'deadLetter'
-  | { retry: RetryPolicy }
+  | {
+      /** Retries with backoff, then dead-letters or stops. */
+      retry: RetryPolicy;
+    }
   | ((error: Error, event: StoredEvent, attempt: number) => ErrorAction);
 
 /** Options of a processor (the builder sets the same things). */

@@ -45,6 +45,7 @@ export interface EmbedRule<M = Json> {
 
 /** Deletes the document an event names. */
 export interface DeleteRule {
+  /** Marks the rule as a delete. */
   delete: true;
   /** Document id (default `'@id'`). */
   id?: FieldSource | ((event: StoredEvent) => string);

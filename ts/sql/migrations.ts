@@ -31,7 +31,9 @@ export interface Migration {
 
 /** A migration recorded as applied. */
 export interface AppliedMigration {
+  /** Its version. */
   version: number;
+  /** Its name. */
   name: string;
   /** When it was applied, ms since the epoch. */
   appliedAt: number;
@@ -156,7 +158,14 @@ export class Migrations {
    * Creates `NNNN_name.sql` and `NNNN_name.down.sql` in `dir` (created if needed), numbered
    * one after the highest version there. Returns the two paths.
    */
-  static generate(dir: string, name: string): { version: number; up: string; down: string } {
+  static generate(dir: string, name: string): {
+    /** The new version number. */
+    version: number;
+    /** Path of the new up file. */
+    up: string;
+    /** Path of the new down file. */
+    down: string;
+  } {
     checkDir(dir);
     if (typeof name !== 'string' || !NAME.test(name) || name.length > NAME_MAX) {
       throw new InvalidArgumentError(`a migration name must be 1 to ${NAME_MAX} letters, digits, '_' or '-'`);

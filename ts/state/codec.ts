@@ -29,7 +29,6 @@ const U256_MAX = 2n ** 256n - 1n;
 /** Passed by this module's own constructions, whose payload is already canonical. */
 const TRUSTED: unique symbol = Symbol('athanor.value.trusted');
 
-/** An immutable typed value. */
 /**
  * Throws a typed error for an object that only looks like a Value (made with
  * `Object.create(Value.prototype)` or taken from another copy of athanor): its methods
@@ -41,6 +40,7 @@ function assertValue(v: unknown): asserts v is Value {
   }
 }
 
+/** An immutable typed value. */
 export class Value {
   /** @internal */
   readonly #type: ValueType;
@@ -244,7 +244,7 @@ export function bytes(b: Uint8Array): Value {
 
 /**
  * A JSON value, serialised now. Rejects what JSON cannot represent (NaN, Infinity,
- * cycles, functions). A `bigint` is kept with all its digits (see {@link stringifyStrict}).
+ * cycles, functions). A `bigint` is kept with all its digits (the rule of {@link Tx.log} payloads).
  */
 export function json(v: unknown): Value {
   return new Value('json', stringifyStrict(v, 'json()'), TRUSTED);

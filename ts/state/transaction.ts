@@ -65,6 +65,7 @@ interface CommitResultBase {
 
 /** The transaction was applied now. */
 export interface AppliedResult<T> extends CommitResultBase {
+  /** Applied now. */
   outcome: 'applied';
   /** What the callback returned. */
   value: T;
@@ -80,7 +81,9 @@ export interface AppliedResult<T> extends CommitResultBase {
  * `'duplicate'`, never a conflict or a second application.
  */
 export interface DuplicateResult extends CommitResultBase {
+  /** Applied before, under the same idempotency key. */
   outcome: 'duplicate';
+  /** The callback's value is not kept: there is none for a duplicate. */
   value: undefined;
 }
 

@@ -23,11 +23,17 @@ export type VectorMetric =
 
 /** A collection's stored definition. */
 export interface CollectionInfo {
+  /** Its name. */
   name: string;
+  /** Components of every vector. */
   dimension: number;
+  /** How vectors are compared. */
   metric: VectorMetric;
+  /** HNSW links per node and layer. */
   m: number;
+  /** Candidate list size while building the graph. */
   efConstruction: number;
+  /** Default candidate list size while searching. */
   efSearch: number;
 }
 

@@ -69,7 +69,10 @@ export class VectorCollection<M = Json> {
    * before the first chunk runs, so bad input writes nothing. An abort or a failure
    * leaves earlier chunks committed; upserts are idempotent, so re-running is safe.
    */
-  async upsertTexts(docs: readonly TextDocument<M>[], options: TextUpsertOptions = {}): Promise<{ upserted: number }> {
+  async upsertTexts(docs: readonly TextDocument<M>[], options: TextUpsertOptions = {}): Promise<{
+    /** Documents committed. */
+    upserted: number;
+  }> {
     const embedder = this.#textEmbedder();
     if (!Array.isArray(docs)) throw new InvalidArgumentError('upsertTexts() takes an array of { id, text, metadata? }');
     for (let i = 0; i < docs.length; i++) {
@@ -288,7 +291,10 @@ export class VectorCollection<M = Json> {
    * Checks that the index and the stored documents agree (same ids; every record
    * decodes). Throws `CorruptError` if not. Run it with no write in flight.
    */
-  verify(): { documents: number } {
+  verify(): {
+    /** Documents checked. */
+    documents: number;
+  } {
     try {
       return { documents: this.#native.verify() };
     } catch (e) {

@@ -31,8 +31,11 @@ export interface OpenCollectionOptions {
 
 /** A text document for {@link VectorCollection.upsertTexts}. */
 export interface TextDocument<M = Json> {
+  /** Document id. */
   id: string;
+  /** The text to embed. */
   text: string;
+  /** Metadata stored with the document (JSON). */
   metadata?: M;
 }
 
@@ -61,12 +64,19 @@ export type FilterScalar = string | number | boolean | null;
 
 /** Conditions on one metadata field; all given must hold. Ranges compare numbers with numbers and strings with strings. */
 export interface FilterOps {
+  /** Equal to. */
   eq?: FilterScalar;
+  /** Not equal to (documents without the field match). */
   ne?: FilterScalar;
+  /** Equal to one of these. */
   in?: readonly FilterScalar[];
+  /** Greater than. */
   gt?: number | string;
+  /** At least. */
   gte?: number | string;
+  /** Less than. */
   lt?: number | string;
+  /** At most. */
   lte?: number | string;
 }
 
@@ -123,6 +133,7 @@ export interface SearchExplain {
 
 /** A search result. */
 export interface VectorHit<M = Json> {
+  /** Document id. */
   id: string;
   /**
    * Higher is better: cosine similarity (`cosine`), dot product (`dot`), or
@@ -139,9 +150,11 @@ export interface VectorHit<M = Json> {
 
 /** A stored document. */
 export interface VectorDocument<M = Json> {
+  /** Document id. */
   id: string;
   /** The vector as it was written (not normalised). */
   vector: Float32Array;
+  /** Its metadata, or `undefined` when none was stored. */
   metadata: M | undefined;
   /** In a collection written by a vector projection: the id of the event the document came from. */
   eventId?: bigint;
