@@ -20,7 +20,9 @@ import { HandlerApplier } from './handler-applier.js';
 import { checkOptions, plainOptions } from './options.js';
 import { Processor } from './processor.js';
 import type { EventHandler, ProcessorHost, ProcessorOptions } from './types.js';
-import { VectorApplier, VectorProjection, checkVectorSpec, type VectorProjectionSpec } from './vector-projection.js';
+import { VectorApplier } from './vector-applier.js';
+import { VectorProjection, type VectorProjectionSpec } from './vector-projection.js';
+import { checkVectorSpec } from './vector-spec.js';
 
 /**
  * A copy of `db.query()` parameters made of plain values, so the read (which happens

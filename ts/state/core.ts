@@ -10,7 +10,6 @@ import { AthanorError, ClosedError, ConflictError, fromNative } from '../errors.
 import { readCompletion, type CommitInfo } from '../internal/completion.js';
 import { native, type NativeDb } from '../internal/native.js';
 import { checkKey } from './keys.js';
-import type { TxImpl } from './transaction.js';
 
 export type { CommitInfo };
 
@@ -49,6 +48,11 @@ export type CommitOutcome = 'applied' | 'duplicate' | 'conflict' | 'failed';
 export interface CommitObserver {
   settled(ms: number, outcome: CommitOutcome): void;
   group(size: number): void;
+}
+
+/** A transaction ready for the writer: it appends its batch (native/core/src/txn.rs) to `w`. @internal */
+export interface EncodableTx {
+  encode(w: ByteWriter, idempotencyKey: string | undefined): void;
 }
 
 /** @internal */
@@ -164,7 +168,7 @@ export class Core {
    * next group commit instead of the first one going alone. A lone commit is
    * handed over at once.
    */
-  commit(tx: TxImpl, idempotencyKey: string | undefined): Promise<CommitInfo> {
+  commit(tx: EncodableTx, idempotencyKey: string | undefined): Promise<CommitInfo> {
     this.assertOpen();
     const token = this.#nextToken;
     this.#nextToken = token >= 0x7fffffff ? 1 : token + 1;
@@ -256,7 +260,7 @@ export class Core {
   }
 
   /** Commits and blocks until durable. Commits queued earlier are handed over first, so issue order holds. */
-  commitSync(tx: TxImpl, idempotencyKey: string | undefined): CommitInfo {
+  commitSync(tx: EncodableTx, idempotencyKey: string | undefined): CommitInfo {
     this.assertOpen();
     this.#flushOutbox();
     const w = this.batchWriter;
@@ -436,7 +440,7 @@ export class Core {
  * Encodes a batch; a failure that is not athanor's own typed error means a value
  * slipped past the checks of `tx.set()` and friends.
  */
-function encodeBatch(tx: TxImpl, w: ByteWriter, idempotencyKey: string | undefined): void {
+function encodeBatch(tx: EncodableTx, w: ByteWriter, idempotencyKey: string | undefined): void {
   try {
     tx.encode(w, idempotencyKey);
   } catch (e) {

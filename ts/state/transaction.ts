@@ -240,7 +240,7 @@ export class TxImpl implements Tx {
     this.#live();
     let w = this.#vectorWriters.get(collection);
     if (w === undefined) {
-      const info = collectionInfo(this.#core, collection);
+      const info = collectionInfo(this.#core.native, collection);
       this.#vectorOps ??= new VectorOps();
       w = new TxVectorsImpl<unknown>(info, this.#vectorOps, () => this.#live());
       this.#vectorWriters.set(collection, w);

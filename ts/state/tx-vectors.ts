@@ -7,9 +7,8 @@
 import { InvalidArgumentError, NotFoundError, VectorDimensionError, fromNative } from '../errors.js';
 import { ByteWriter } from '../internal/bytes.js';
 import { stringifyStrict } from '../internal/json.js';
-import type { NativeCollectionInfo } from '../internal/native.js';
+import type { NativeCollectionInfo, NativeDb } from '../internal/native.js';
 import type { Json } from './codec.js';
-import type { Core } from './core.js';
 import { RESERVED_PREFIX } from './reserved.js';
 
 /** How vectors are compared. */
@@ -211,11 +210,11 @@ export function checkName(name: unknown): string {
 }
 
 /** Looks a collection's definition up for `tx.vectors(name)`. @internal */
-export function collectionInfo(core: Core, name: string): CollectionInfo {
+export function collectionInfo(db: NativeDb, name: string): CollectionInfo {
   checkName(name);
   let n: NativeCollectionInfo | null;
   try {
-    n = core.native.vectorInfo(name);
+    n = db.vectorInfo(name);
   } catch (e) {
     throw fromNative(e);
   }
