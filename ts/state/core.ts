@@ -462,7 +462,7 @@ function warn(what: string, thrown: unknown): void {
   }
 }
 
-/** A printable description of any thrown value; never throws. */
+/** The stack of a thrown Error (else a printable description), for a warning; never throws. */
 function stackOf(e: unknown): string {
   try {
     if (e instanceof Error) {
