@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultCacheDir } from './embed/hub.js';
-import { stringifyStrict } from './state/codec.js';
+import { stringifyStrict } from './internal/json.js';
 import { Athanor, AthanorError, Embedder, PreflightError, i64, type BackupProgress, type StoredEvent, type Value } from './index.js';
 
 const DEFAULT_DIR = '.athanor-data';

@@ -10,8 +10,6 @@ import { InvalidArgumentError, ValueTypeError } from '../errors.js';
 import type { ByteWriter } from '../internal/bytes.js';
 import { parseJson, stringifyStrict } from '../internal/json.js';
 
-export { parseJson, stringifyStrict };
-
 /** The value types athanor stores. */
 export type ValueType = 'i64' | 'u256' | 'f64' | 'bool' | 'string' | 'bytes' | 'json' | 'set' | 'array';
 

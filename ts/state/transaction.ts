@@ -4,7 +4,8 @@
  * writer validates what was read (optimistic concurrency) before applying it.
  */
 import { INTERNAL, checkWritableKey } from './reserved.js';
-import { stringifyStrict, Value, writeValue } from './codec.js';
+import { stringifyStrict } from '../internal/json.js';
+import { Value, writeValue } from './codec.js';
 import type { ByteWriter } from '../internal/bytes.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from '../errors.js';
 import type { CommitInfo, Core } from './core.js';

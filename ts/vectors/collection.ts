@@ -1,13 +1,12 @@
 /** One vector collection: writes, searches, text methods, index upkeep. */
 import { InvalidArgumentError, VectorDimensionError, fromNative } from '../errors.js';
 import type { Embedder } from '../embed/embed.js';
-import { stringifyStrict } from '../internal/json.js';
+import { parseJson, stringifyStrict } from '../internal/json.js';
 import type { NativeCollection } from '../internal/native.js';
 import { describeThrown } from '../internal/thrown.js';
 import type { Json } from '../state/codec.js';
 import type { TransactionBuilder } from '../state/transaction.js';
 import { checkDocId, infoOf, type CollectionInfo } from '../state/tx-vectors.js';
-import { parseJson } from '../internal/json.js';
 import { readHits, unwrapMeta } from './hits.js';
 import type { IndexStats, MetadataFilter, SearchExplain, SearchOptions, TextDocument, TextUpsertOptions, VectorDocument, VectorHit } from './types.js';
 
