@@ -8,9 +8,10 @@ import { INTERNAL } from '../state/reserved.js';
 import { ClosedError, HandlerError, InvalidArgumentError, MigrationsPendingError, fromNative } from '../errors.js';
 import type { StoredEvent } from '../state/events.js';
 import type { Sql } from '../sql/sql.js';
-import { describeThrown, thrownError } from '../internal/thrown.js';
+import { describeThrown } from '../internal/thrown.js';
 import { CURSOR_SET, readCursor, recordDeadLetter } from './bookkeeping.js';
 import { DeadLetters } from './dead-letters.js';
+import { checkRebuild, dropDerived, type RebuildPlan } from './rebuild.js';
 import { checkCallOptions } from './options.js';
 import { sleep, strategyOf, type Strategy } from './strategy.js';
 import type { Applier, BatchResult, CursorStore, ErrorAction, ProcessorHost, ProcessorOptions, Progress } from './types.js';
@@ -378,37 +379,10 @@ export class Processor {
       throw new InvalidArgumentError(`rebuild's schema must be 'reset' or 'migrations', got ${describeThrown(schema)}`);
     }
     if (this.#running !== null) throw new InvalidArgumentError(`stop processor ${JSON.stringify(this.name)} before rebuilding it`);
-    const sql = this.#host.sql;
-    const mode = schema ?? (this.#reset !== undefined ? 'reset' : 'migrations');
-    const reset = this.#reset;
-    const m = this.#host.migrations;
-    if (this.#store === undefined) {
-      if (mode === 'reset' && reset === undefined) {
-        throw new InvalidArgumentError(`processor ${JSON.stringify(this.name)} has no reset hook; give one (reset) or rebuild with { schema: 'migrations' }`);
-      }
-      if (mode === 'migrations') m.checkRebuild();
-    }
+    const plan: RebuildPlan = { name: this.name, mode: schema ?? (this.#reset !== undefined ? 'reset' : 'migrations'), reset: this.#reset, store: this.#store };
+    checkRebuild(plan, this.#host);
     await this.#busy;
-    if (this.#store !== undefined) {
-      await this.#store.reset();
-    } else if (mode === 'reset') {
-      sql.transaction(() => {
-        try {
-          reset!(sql);
-        } catch (e) {
-          throw thrownError(e, `the reset hook of processor ${JSON.stringify(this.name)}`);
-        }
-        sql[INTERNAL]().run('DELETE FROM _athanor_cursors WHERE name = ?', [this.name]);
-        sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.name]);
-      }).immediate();
-    } else {
-      sql.transaction(() => {
-        m.rollbackTo(0);
-        m.run();
-        sql[INTERNAL]().run('DELETE FROM _athanor_cursors');
-        sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters');
-      }).immediate();
-    }
+    await dropDerived(plan, this.#host);
     this.#cursor = 0n;
     return this.#catchUp(onProgress, undefined);
   }
