@@ -1,13 +1,14 @@
 /** One vector collection: writes, searches, text methods, index upkeep. */
 import { InvalidArgumentError, VectorDimensionError, fromNative } from '../errors.js';
 import type { Embedder } from '../embed/embed.js';
-import { parseJson, stringifyStrict } from '../internal/json.js';
+import { stringifyStrict } from '../internal/json.js';
+import { readDocument, readHits } from '../internal/vector-pack.js';
 import type { NativeCollection } from '../internal/native.js';
 import { describeThrown } from '../internal/thrown.js';
 import type { Json } from '../state/codec.js';
 import type { TransactionBuilder } from '../state/transaction.js';
 import { checkDocId, infoOf, type CollectionInfo } from '../state/tx-vectors.js';
-import { readHits, unwrapMeta } from './hits.js';
+import { toHit, unwrapMeta } from './hits.js';
 import type { IndexStats, MetadataFilter, SearchExplain, SearchOptions, TextDocument, TextUpsertOptions, VectorDocument, VectorHit } from './types.js';
 
 const DEFAULT_K = 10;
@@ -154,10 +155,8 @@ export class VectorCollection<M = Json> {
       throw fromNative(e);
     }
     if (b === null) return undefined;
-    const n = this.info.dimension * 4;
-    const vector = new Float32Array(this.info.dimension);
-    new Uint8Array(vector.buffer).set(b.subarray(0, n));
-    return { id, vector, ...(b.length > n ? unwrapMeta<M>(parseJson(b.toString('utf8', n))) : { metadata: undefined }) };
+    const { vector, metadata } = readDocument(b, this.info.dimension);
+    return { id, vector, ...(metadata === undefined ? { metadata: undefined } : unwrapMeta<M>(metadata)) };
   }
 
   /** Number of documents. */
@@ -180,7 +179,7 @@ export class VectorCollection<M = Json> {
       throw fromNative(e);
     }
     const out: VectorHit<M>[] = [];
-    readHits(buf, 0, out);
+    readHits(buf, 0, out, toHit<M>);
     if (options.withText === true) this.#addTexts(out);
     return out;
   }
@@ -229,7 +228,7 @@ export class VectorCollection<M = Json> {
     let off = 4;
     for (let i = 0; i < nq; i++) {
       const hits: VectorHit<M>[] = [];
-      off = readHits(buf, off, hits);
+      off = readHits(buf, off, hits, toHit<M>);
       if (options.withText === true) this.#addTexts(hits);
       all.push(hits);
     }

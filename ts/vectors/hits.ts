@@ -1,5 +1,4 @@
-/** Reading documents and search hits back: the packed hits of the addon, and the metadata a projection wrapped. */
-import { parseJson } from '../internal/json.js';
+/** Search hits and documents as users see them: the metadata a vector projection wrapped, unwrapped. */
 import { SOURCE_EVENT_KEY, SOURCE_VALUE_KEY } from '../state/tx-vectors.js';
 import type { VectorHit } from './types.js';
 
@@ -11,20 +10,7 @@ export function unwrapMeta<M>(stored: unknown): { metadata: M | undefined; event
   return { metadata, eventId: BigInt(source as string) };
 }
 
-/** Reads packed hits (see native/node/src/vector.rs `pack_hits`) starting at `off`; returns the offset after them. @internal */
-export function readHits<M>(buf: Buffer, off: number, out: VectorHit<M>[]): number {
-  const n = buf.readUInt32LE(off);
-  off += 4;
-  for (let i = 0; i < n; i++) {
-    const score = buf.readFloatLE(off);
-    const idLen = buf.readUInt16LE(off + 4);
-    const id = buf.toString('utf8', off + 6, off + 6 + idLen);
-    off += 6 + idLen;
-    const metaLen = buf.readUInt32LE(off);
-    off += 4;
-    const hit: VectorHit<M> = metaLen === 0 ? { id, score, metadata: undefined } : { id, score, ...unwrapMeta<M>(parseJson(buf.toString('utf8', off, off + metaLen))) };
-    off += metaLen;
-    out.push(hit);
-  }
-  return off;
+/** A hit from its packed parts (see internal/vector-pack.ts `readHits`). @internal */
+export function toHit<M>(id: string, score: number, stored: unknown): VectorHit<M> {
+  return stored === undefined ? { id, score, metadata: undefined } : { id, score, ...unwrapMeta<M>(stored) };
 }
