@@ -251,7 +251,10 @@ mod tests {
         assert!(e.message.contains("disk is full"), "{}", e.message);
         let cause = e.source().expect("the io error is kept");
         assert_eq!(
-            cause.downcast_ref::<std::io::Error>().unwrap().raw_os_error(),
+            cause
+                .downcast_ref::<std::io::Error>()
+                .unwrap()
+                .raw_os_error(),
             Some(28)
         );
         assert_eq!(e.causes().len(), 1);
@@ -283,7 +286,11 @@ mod tests {
         let e = sqlite_error(&conn, "INSERT INTO t VALUES (1)");
         assert_eq!(e.code, Code::SqlConstraint);
         assert_eq!(e.sqlite_code, Some(2067)); // SQLITE_CONSTRAINT_UNIQUE
-        assert!(e.source().unwrap().downcast_ref::<rusqlite::Error>().is_some());
+        assert!(e
+            .source()
+            .unwrap()
+            .downcast_ref::<rusqlite::Error>()
+            .is_some());
 
         let e = sqlite_error(&conn, "SELEC 1");
         assert_eq!(e.code, Code::SqlSyntax);
