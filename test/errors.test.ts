@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   Athanor,
@@ -7,6 +9,11 @@ import {
   CorruptError,
   InvalidArgumentError,
   IoError,
+  SqlConstraintError,
+  SqlSyntaxError,
+  ValueTypeError,
+  VersionError,
+  decodeValue,
   i64,
   str,
   type Tx,
@@ -462,5 +469,174 @@ describe('wrongly typed arguments to the transaction API', () => {
     // And the handle is still usable.
     await db.transaction().execute((tx) => tx.set('k', i64(1)));
     expect(db.get('k').asI64()).toBe(1n);
+  });
+});
+
+const require = createRequire(import.meta.url);
+const binding = require('../native/node/binding.cjs') as { codecRoundTrip(bytes: Uint8Array): [string, Buffer] };
+
+/** What `fn` threw (fails the test when it does not throw). */
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected the call to throw');
+}
+
+describe('errors carry their code, SQLite code and cause as data', () => {
+  it('the addon sets `code` on the error it throws (no parsing of the message needed)', () => {
+    const e = thrown(() => binding.codecRoundTrip(Buffer.from([1, 0]))) as Error & { code?: unknown };
+    expect(e).toBeInstanceOf(Error);
+    expect(e.code).toBe('ERR_TYPE');
+  });
+
+  it('a UNIQUE violation is ERR_SQL_CONSTRAINT with sqliteCode 2067 (SQLITE_CONSTRAINT_UNIQUE)', async () => {
+    const db = await sandbox.open();
+    db.sql.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE)');
+    db.sql.run('INSERT INTO t (name) VALUES (?)', ['a']);
+    const viaRun = expectThrows(() => db.sql.run('INSERT INTO t (name) VALUES (?)', ['a']), SqlConstraintError, 'ERR_SQL_CONSTRAINT');
+    expect(viaRun.sqliteCode).toBe(2067);
+    const viaExec = expectThrows(() => db.sql.exec("INSERT INTO t (name) VALUES ('a')"), SqlConstraintError, 'ERR_SQL_CONSTRAINT');
+    expect(viaExec.sqliteCode).toBe(2067);
+    expect(viaExec.message).not.toMatch(/^ERR_/);
+    expect(db.sql.all('SELECT name FROM t')).toEqual([{ name: 'a' }]);
+  });
+
+  it('a syntax error is ERR_SQL_SYNTAX with sqliteCode 1 (SQLITE_ERROR), from prepare and from the read pool', async () => {
+    const db = await sandbox.open();
+    const e = expectThrows(() => db.sql.prepare('SELEC 1'), SqlSyntaxError, 'ERR_SQL_SYNTAX');
+    expect(e.sqliteCode).toBe(1);
+    const viaPool = await db.query('SELEC 1').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(viaPool).toBeInstanceOf(SqlSyntaxError);
+    expect((viaPool as AthanorError).sqliteCode).toBe(1);
+  });
+
+  it('errors that SQLite did not raise have no sqliteCode', async () => {
+    const e = await Athanor.open('').catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(InvalidArgumentError);
+    expect((e as AthanorError).sqliteCode).toBeUndefined();
+  });
+
+  it('a full projection.db (SQLITE_FULL) is ERR_IO saying the disk is full, and writes nothing', async () => {
+    const db = await sandbox.open();
+    db.sql.exec('CREATE TABLE big (v BLOB)');
+    // SQLITE_FULL is what a full disk returns; a page limit raises it the same way.
+    const pages = db.sql.get<{ page_count: number }>('PRAGMA page_count')!.page_count;
+    db.sql.exec(`PRAGMA max_page_count = ${pages + 2}`);
+    const e = expectThrows(() => db.sql.run('INSERT INTO big (v) VALUES (zeroblob(1000000))'), IoError, 'ERR_IO');
+    expect(e.sqliteCode).toBe(13);
+    expect(e.message).toMatch(/disk is full/);
+    expect(db.sql.get('SELECT count(*) AS n FROM big')).toEqual({ n: 0 });
+  });
+
+  it('a projection.db whose header is overwritten is ERR_CORRUPT, with SQLite\'s own error kept as the cause', async () => {
+    const dir = sandbox.dir();
+    const db = await Athanor.open(dir);
+    db.sql.exec('CREATE TABLE t (x)');
+    await db.close();
+    const file = path.join(dir, 'projection.db');
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.alloc(100, 0x5a), 0, 100, 0);
+    fs.closeSync(fd);
+    for (const f of ['projection.db-wal', 'projection.db-shm']) fs.rmSync(path.join(dir, f), { force: true });
+
+    const again = await sandbox.open(dir);
+    const e = expectThrows(() => again.sql.exec('SELECT * FROM t'), CorruptError, 'ERR_CORRUPT');
+    expect(e.sqliteCode).toBe(26); // SQLITE_NOTADB
+    expect(e.cause).toBeInstanceOf(Error);
+    expect((e.cause as Error).message).toMatch(/not a database/);
+  });
+
+  it('a type-index key too short to hold an event id is ERR_CORRUPT from readEvents, not a crash', async () => {
+    const dir = sandbox.dir();
+    const db = await Athanor.open(dir);
+    await db.transaction().execute((tx) => tx.log('ab', { n: 1 }));
+    await db.close();
+    // Damage the type index the way a bad disk could: shrink the one key of type "ab"
+    // (`ab\0` + id 1 as u64 BE) to 7 bytes that still sort inside "ab"'s range. An LMDB
+    // leaf node is `[data size u32][flags u16][key size u16][key][data]`; the data is empty.
+    const file = path.join(dir, 'canonical', 'data.mdb');
+    const bytes = fs.readFileSync(file);
+    const node = Buffer.from([0, 0, 0, 0, 0, 0, 11, 0, 0x61, 0x62, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let patched = 0;
+    for (let at = bytes.indexOf(node); at >= 0; at = bytes.indexOf(node, at + 1)) {
+      bytes[at + 6] = 7;
+      bytes[at + 8 + 6] = 1;
+      patched++;
+    }
+    expect(patched).toBeGreaterThan(0);
+    fs.writeFileSync(file, bytes);
+
+    const again = await sandbox.open(dir);
+    expectThrows(() => [...again.events.read({ type: 'ab' })], CorruptError, 'ERR_CORRUPT');
+    // The rest of the store still reads.
+    expect([...again.events.read()].map((e) => e.type)).toEqual(['ab']);
+  });
+});
+
+describe('the TS and Rust value decoders answer the same code for the same bad bytes', () => {
+  const utf8Bad = [0xff, 0xfe];
+  const u32 = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
+  let deep: number[] = [1, 9, ...u32(0)];
+  for (let i = 0; i < 129; i++) {
+    const body = deep.slice(1);
+    deep = [1, 9, ...u32(1), ...u32(body.length), ...body];
+  }
+  const cases: [string, number[]][] = [
+    ['empty', []],
+    ['only the format byte', [1]],
+    ['an unknown format byte alone', [2]],
+    ['an unknown format byte', [2, 1, 0, 0, 0, 0, 0, 0, 0, 1]],
+    ['format byte 0', [0, 1, 0, 0, 0, 0, 0, 0, 0, 1]],
+    ['tag 0', [1, 0]],
+    ['an unknown tag', [1, 200, 1, 2]],
+    ['a short i64', [1, 1, 0, 0, 0, 0, 0, 0, 1]],
+    ['a long f64', [1, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]],
+    ['a short u256', [1, 2, 1]],
+    ['bool 2', [1, 4, 2]],
+    ['a bool without its byte', [1, 4]],
+    ['a string that is not UTF-8', [1, 5, ...utf8Bad]],
+    ['json that is not UTF-8', [1, 7, ...utf8Bad]],
+    ['a set without its count', [1, 8, 1, 0]],
+    ['a set missing its members', [1, 8, ...u32(2), ...u32(1), 0x61]],
+    ['a set with trailing bytes', [1, 8, ...u32(1), ...u32(1), 0x61, 0]],
+    ['a set with a duplicate member', [1, 8, ...u32(2), ...u32(1), 0x61, ...u32(1), 0x61]],
+    ['a set member that is not UTF-8', [1, 8, ...u32(1), ...u32(2), ...utf8Bad]],
+    ['an array without its count', [1, 9]],
+    ['an array whose element runs past it', [1, 9, ...u32(1), ...u32(9), 1, 1]],
+    ['an array holding a bad element', [1, 9, ...u32(1), ...u32(2), 1, 0]],
+    ['arrays nested past the limit', deep],
+  ];
+
+  const codeOf = (fn: () => unknown): string => {
+    try {
+      fn();
+      return 'ok';
+    } catch (e) {
+      if (e instanceof AthanorError) return e.code;
+      const code = (e as { code?: unknown }).code;
+      return typeof code === 'string' ? code : `untyped: ${String(e)}`;
+    }
+  };
+
+  for (const [name, bytes] of cases) {
+    it(name, () => {
+      const buf = Buffer.from(bytes);
+      const rust = codeOf(() => binding.codecRoundTrip(buf));
+      const ts = codeOf(() => decodeValue(buf, 0, buf.length));
+      expect(rust).not.toBe('ok');
+      expect(ts).toBe(rust);
+    });
+  }
+
+  it('an unknown format byte is ERR_VERSION on both sides (a newer build wrote it)', () => {
+    const buf = Buffer.from([2, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+    expect(() => decodeValue(buf, 0, buf.length)).toThrow(VersionError);
+    expect(() => decodeValue(Buffer.from([1, 0]), 0, 2)).toThrow(ValueTypeError);
   });
 });

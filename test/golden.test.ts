@@ -101,24 +101,27 @@ describe('golden files', () => {
 });
 
 describe('the TypeScript value decoder on arbitrary bytes', () => {
-  /** Decodes, or returns the error; anything but a typed ERR_TYPE error fails the property. */
+  /**
+   * Decodes, or returns the error; anything but a typed ERR_TYPE error (ERR_VERSION for
+   * an unknown format byte) fails the property.
+   */
   function decodeOrError(b: Buffer): Value | AthanorError {
     try {
       return decodeValue(b, 0, b.length);
     } catch (e) {
       expect(e).toBeInstanceOf(AthanorError);
-      expect((e as AthanorError).code).toBe('ERR_TYPE');
+      expect((e as AthanorError).code).toBe(b.length > 0 && b[0] !== 1 ? 'ERR_VERSION' : 'ERR_TYPE');
       return e as AthanorError;
     }
   }
 
-  /** Rust's reading of the bytes (type and canonical encoding), or null when Rust refuses them. */
-  function rust(b: Buffer): [string, string] | null {
+  /** Rust's reading of the bytes (type and canonical encoding), or the code it refuses them with. */
+  function rust(b: Buffer): [string, string] | { code: unknown } {
     try {
       const [type, canonical] = binding.codecRoundTrip(b);
       return [type, Buffer.from(canonical).toString('hex')];
-    } catch {
-      return null;
+    } catch (e) {
+      return { code: (e as { code?: unknown }).code };
     }
   }
 
@@ -135,10 +138,14 @@ describe('the TypeScript value decoder on arbitrary bytes', () => {
   function check(b: Buffer): void {
     const ts = decodeOrError(b);
     const r = rust(b);
-    // What Rust accepts (every value on disk), TypeScript reads as the same value.
-    if (r !== null) {
+    // What Rust accepts (every value on disk), TypeScript reads as the same value;
+    // what Rust refuses, TypeScript refuses with the same code.
+    if (Array.isArray(r)) {
       expect(ts).toBeInstanceOf(Value);
       expect([(ts as Value).type, encodeValue(canonical(ts as Value)).toString('hex')]).toEqual(r);
+    } else {
+      expect(ts).toBeInstanceOf(AthanorError);
+      expect((ts as AthanorError).code).toBe(r.code);
     }
   }
 

@@ -35,6 +35,11 @@ export type ErrorCode =
 export class AthanorError extends Error {
   /** Stable machine-readable code, e.g. `ERR_CONFLICT`. */
   readonly code: ErrorCode;
+  /**
+   * SQLite's extended result code when SQLite raised the error on projection.db
+   * (e.g. `2067` for `SQLITE_CONSTRAINT_UNIQUE`, `13` for `SQLITE_FULL`); absent otherwise.
+   */
+  declare readonly sqliteCode?: number;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
@@ -269,15 +274,44 @@ export function errorFor(code: string, message: string): AthanorError {
   }
 }
 
+/**
+ * Fallback for errors that reach JS as text only (the `"<token> ERR_X: message"`
+ * lines of `commitMany`): the code is read from the message.
+ */
 const NATIVE_MESSAGE = /^(ERR_[A-Z_]+): ([\s\S]*)$/;
 
-/** Converts an error thrown by the native addon (`"ERR_X: message"`) into its typed class. */
+/** What the addon attaches to the errors it throws (see native/node/src/guard.rs). */
+interface NativeErrorData {
+  code?: unknown;
+  sqliteCode?: unknown;
+  cause?: unknown;
+}
+
+/**
+ * Converts an error thrown by the native addon into its typed class. The addon
+ * sets `code` (and `sqliteCode`, `cause`) on the error it throws; the typed error
+ * keeps them, with the message less its `ERR_X: ` prefix.
+ */
 export function fromNative(e: unknown): Error {
   if (e instanceof AthanorError) return e;
   if (e instanceof Error) {
-    const m = NATIVE_MESSAGE.exec(e.message);
-    if (m) return errorFor(m[1]!, m[2]!);
-    return new AthanorError('ERR_INTERNAL', e.message, { cause: e });
+    const data = e as Error & NativeErrorData;
+    let typed: AthanorError;
+    if (typeof data.code === 'string' && data.code.startsWith('ERR_')) {
+      const prefix = `${data.code}: `;
+      typed = errorFor(data.code, e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message);
+    } else {
+      const m = NATIVE_MESSAGE.exec(e.message);
+      if (!m) return new AthanorError('ERR_INTERNAL', e.message, { cause: e });
+      typed = errorFor(m[1]!, m[2]!);
+    }
+    if (typeof data.sqliteCode === 'number') {
+      Object.defineProperty(typed, 'sqliteCode', { value: data.sqliteCode, enumerable: true, configurable: true });
+    }
+    if (data.cause !== undefined) {
+      Object.defineProperty(typed, 'cause', { value: data.cause, writable: true, configurable: true });
+    }
+    return typed;
   }
   return new AthanorError('ERR_INTERNAL', String(e));
 }

@@ -112,7 +112,7 @@ export declare class NativeDb {
    */
   releaseStaleReaders(): void
   /** Flushes everything committed so far to disk (async, off the JS thread). */
-  flush(): Promise<unknown>
+  flush(): Promise<void>
   /**
    * Checks the store's structure and invariants, projection.db and the index
    * dumps; returns the number of events checked.

@@ -6,7 +6,8 @@
  * Encoding (shared with the Rust engine, which validates every write):
  * `[format = 1][tag][payload]`; see native/core/src/codec.rs.
  */
-import { InvalidArgumentError, ValueTypeError } from '../errors.js';
+import { isUtf8 } from 'node:buffer';
+import { InvalidArgumentError, ValueTypeError, VersionError } from '../errors.js';
 import type { ByteWriter } from '../internal/bytes.js';
 import { parseJson, stringifyStrict } from '../internal/json.js';
 
@@ -388,12 +389,21 @@ export function decodeValue(buf: Buffer, off: number, len: number): Value {
     throw new InvalidArgumentError(`decodeValue() needs a byte range inside the buffer (offset and length as integers; the buffer has ${bytes.length} bytes)`);
   }
   if (!Buffer.isBuffer(bytes)) buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // Same checks, in the same order, with the same codes as `Value::decode` in native/core/src/codec.rs.
+  if (len >= 1 && buf[off] !== FORMAT) throw new VersionError(`value format ${buf[off]} is not supported by this build (expects ${FORMAT}); upgrade athanor`);
   if (len < 2) throw new ValueTypeError('value bytes are too short');
-  if (buf[off] !== FORMAT) throw new ValueTypeError(`value format ${buf[off]} is not supported; upgrade athanor`);
-  return decodeBody(buf, off + 1, len - 1);
+  return decodeBody(buf, off + 1, len - 1, 0);
 }
 
-function decodeBody(buf: Buffer, off: number, len: number): Value {
+/** Deepest nesting of arrays a value may have (`MAX_VALUE_DEPTH` in codec.rs). */
+const MAX_VALUE_DEPTH = 128;
+
+function text(buf: Buffer, start: number, end: number, type: string): string {
+  if (!isUtf8(buf.subarray(start, end))) throw new ValueTypeError(`${type} value is not valid UTF-8`);
+  return buf.toString('utf8', start, end);
+}
+
+function decodeBody(buf: Buffer, off: number, len: number, depth: number): Value {
   const type = TYPE_OF_TAG[buf[off]!];
   const p = off + 1;
   const n = len - 1;
@@ -418,14 +428,17 @@ function decodeBody(buf: Buffer, off: number, len: number): Value {
       if (buf[p]! > 1) throw new ValueTypeError('bool value byte must be 0 or 1');
       return new Value('bool', buf[p] === 1, TRUSTED);
     case 'string':
-      return new Value('string', buf.toString('utf8', p, p + n), TRUSTED);
+      return new Value('string', text(buf, p, p + n, type), TRUSTED);
     case 'json':
-      return new Value('json', buf.toString('utf8', p, p + n), TRUSTED);
+      return new Value('json', text(buf, p, p + n, type), TRUSTED);
     case 'bytes':
       return new Value('bytes', new Uint8Array(buf.subarray(p, p + n)), TRUSTED);
     case 'set':
     case 'array': {
       const end = p + n;
+      if (type === 'array' && depth >= MAX_VALUE_DEPTH) {
+        throw new ValueTypeError(`array values nest at most ${MAX_VALUE_DEPTH} deep; store deeper structures as json or bytes`);
+      }
       if (n < 4) throw new ValueTypeError(`${type} value is truncated`);
       const count = buf.readUInt32LE(p);
       let o = p + 4;
@@ -434,10 +447,11 @@ function decodeBody(buf: Buffer, off: number, len: number): Value {
         if (o + 4 > end) throw new ValueTypeError(`${type} value is truncated`);
         const l = buf.readUInt32LE(o);
         if (o + 4 + l > end) throw new ValueTypeError(`${type} value is truncated`);
-        items.push(type === 'set' ? buf.toString('utf8', o + 4, o + 4 + l) : decodeBody(buf, o + 4, l));
+        items.push(type === 'set' ? text(buf, o + 4, o + 4 + l, type) : decodeBody(buf, o + 4, l, depth + 1));
         o += 4 + l;
       }
       if (o !== end) throw new ValueTypeError(`${type} value has trailing bytes`);
+      if (type === 'set' && new Set(items).size !== items.length) throw new ValueTypeError('set value holds duplicate members');
       return new Value(type, items, TRUSTED);
     }
     default:

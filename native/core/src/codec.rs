@@ -208,13 +208,13 @@ fn decode_nested(body: &[u8], depth: usize) -> Result<Value> {
         tag::JSON => Value::Json(utf8(p)?.to_owned()),
         tag::SET => {
             let mut r = Reader::new(p);
-            let n = r.u32()?;
+            let n = r.u32().map_err(malformed)?;
             let mut set = BTreeSet::new();
             for _ in 0..n {
-                let len = r.u32()? as usize;
-                set.insert(utf8(r.take(len)?)?.to_owned());
+                let len = r.u32().map_err(malformed)? as usize;
+                set.insert(utf8(r.take(len).map_err(malformed)?)?.to_owned());
             }
-            r.finish()?;
+            r.finish().map_err(malformed)?;
             if set.len() != n as usize {
                 return Err(Error::type_error("set value holds duplicate members"));
             }
@@ -227,17 +227,23 @@ fn decode_nested(body: &[u8], depth: usize) -> Result<Value> {
                 )));
             }
             let mut r = Reader::new(p);
-            let n = r.u32()?;
+            let n = r.u32().map_err(malformed)?;
             let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
             for _ in 0..n {
-                let len = r.u32()? as usize;
-                items.push(decode_nested(r.take(len)?, depth + 1)?);
+                let len = r.u32().map_err(malformed)? as usize;
+                items.push(decode_nested(r.take(len).map_err(malformed)?, depth + 1)?);
             }
-            r.finish()?;
+            r.finish().map_err(malformed)?;
             Value::Array(items)
         }
         other => return Err(Error::type_error(format!("unknown value tag {other}"))),
     })
+}
+
+/// The [`Reader`] speaks of records (`ERR_INVALID_ARGUMENT`, as for a bad batch); a
+/// container value that does not frame is a malformed value: `ERR_TYPE`, as the TS decoder says.
+fn malformed(e: Error) -> Error {
+    Error::type_error(format!("container value does not frame: {}", e.message))
 }
 
 fn utf8(b: &[u8]) -> Result<&str> {

@@ -397,7 +397,13 @@ impl Store {
                     std::ops::Bound::Included(&khi[..]),
                 );
                 let mut visit = |k: &[u8]| -> Result<bool> {
-                    let id = id_of(&k[k.len() - 8..])?;
+                    // A damaged index may hold keys too short to end in an id.
+                    let tail = k.len().checked_sub(8).map(|at| &k[at..]);
+                    let id = id_of(tail.ok_or_else(|| {
+                        Error::corrupt(
+                            "a type index key is shorter than an event id; restore from a backup",
+                        )
+                    })?)?;
                     let rec = self.get_event(txn, id)?.ok_or_else(|| {
                         Error::corrupt(format!("type index names event {id}, which is missing"))
                     })?;

@@ -2063,3 +2063,38 @@ fn verify_passes_an_intact_store_with_many_pages_and_big_values() {
     applied(&e, TxBuilder::new().delete("big"));
     assert_eq!(athanor_core::verify::verify(&e).unwrap(), 3001);
 }
+
+#[test]
+fn a_type_index_key_too_short_for_an_id_is_corrupt_not_a_panic() {
+    let dir = TempDir::new().unwrap();
+    {
+        let e = open(dir.path());
+        applied(&e, TxBuilder::new().event_json("ab", "{}"));
+    }
+    {
+        use heed::types::Bytes;
+        let env = unsafe {
+            heed::EnvOpenOptions::new()
+                .max_dbs(16)
+                .map_size(64 << 20)
+                .open(dir.path().join("canonical"))
+        }
+        .unwrap();
+        let mut w = env.write_txn().unwrap();
+        let index: heed::Database<Bytes, Bytes> =
+            env.open_database(&w, Some("event_types")).unwrap().unwrap();
+        // Sorts inside type "ab"'s range but is shorter than the 8-byte id it should end in.
+        index.put(&mut w, b"ab\0\0\0\0\x01", &[]).unwrap();
+        w.commit().unwrap();
+    }
+    let e = open(dir.path());
+    let store = e.store();
+    let _g = store.guard();
+    let txn = store.begin_read().unwrap();
+    for reverse in [false, true] {
+        let err = store
+            .read_events(&txn, &q(0, None, Some("ab"), 0, reverse))
+            .unwrap_err();
+        assert_eq!(err.code, Code::Corrupt, "{err}");
+    }
+}

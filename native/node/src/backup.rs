@@ -9,7 +9,8 @@ use athanor_core::Engine;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::{catch_panics, NativeDb};
+use crate::guard::{self, guard, Guarded, Work};
+use crate::NativeDb;
 
 /// A content digest as JS sees it (counts as numbers: they stay far below 2^53).
 #[napi(object)]
@@ -43,26 +44,23 @@ impl<T: Send + 'static, J: ToNapiValue + TypeName> Job<T, J> {
     fn task(
         work: impl FnOnce() -> athanor_core::Result<T> + Send + 'static,
         to_js: fn(T) -> J,
-    ) -> AsyncTask<Self> {
-        AsyncTask::new(Job {
+    ) -> AsyncTask<Guarded<Self>> {
+        guard::task(Job {
             work: Some(Box::new(work)),
             to_js,
         })
     }
 }
 
-impl<T: Send + 'static, J: ToNapiValue + TypeName> Task for Job<T, J> {
+impl<T: Send + 'static, J: ToNapiValue + TypeName> Work for Job<T, J> {
     type Output = T;
     type JsValue = J;
-    fn compute(&mut self) -> Result<T> {
+    fn compute(&mut self) -> athanor_core::Result<T> {
         let work = self
             .work
             .take()
-            .ok_or_else(|| Error::new(Status::GenericFailure, "ERR_INTERNAL: task ran twice"))?;
-        catch_panics(
-            "ERR_INTERNAL: a backup task panicked; please report it",
-            work,
-        )
+            .ok_or_else(|| athanor_core::Error::internal("a backup task ran twice"))?;
+        work()
     }
     fn resolve(&mut self, _env: Env, output: T) -> Result<J> {
         Ok((self.to_js)(output))
@@ -79,8 +77,8 @@ impl NativeDb {
     /// Writes a compacted copy of the canonical store to `<dest>/data.mdb` (one consistent
     /// committed state; writers go on meanwhile). Resolves to undefined.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn copy_compacted(&self, dest: String) -> Result<AsyncTask<UnitJob>> {
-        let engine: Arc<Engine> = self.engine()?;
+    pub fn copy_compacted(&self, env: Env, dest: String) -> Result<AsyncTask<Guarded<UnitJob>>> {
+        let engine: Arc<Engine> = guard(&env, || self.engine())?;
         Ok(Job::task(
             move || engine.store().copy_compacted(&PathBuf::from(dest)),
             unit,
@@ -89,8 +87,8 @@ impl NativeDb {
 
     /// The content digest of the newest committed state.
     #[napi(ts_return_type = "Promise<NativeDigest>")]
-    pub fn content_digest(&self) -> Result<AsyncTask<DigestJob>> {
-        let engine: Arc<Engine> = self.engine()?;
+    pub fn content_digest(&self, env: Env) -> Result<AsyncTask<Guarded<DigestJob>>> {
+        let engine: Arc<Engine> = guard(&env, || self.engine())?;
         Ok(Job::task(move || engine.store().content_digest(), to_js))
     }
 }
@@ -98,14 +96,14 @@ impl NativeDb {
 /// The content digest of a closed canonical store directory (`<dir>/data.mdb`).
 #[napi(ts_return_type = "Promise<NativeDigest>")]
 #[cfg_attr(test, allow(dead_code))]
-pub fn digest_dir(dir: String) -> AsyncTask<DigestJob> {
+pub fn digest_dir(dir: String) -> AsyncTask<Guarded<DigestJob>> {
     Job::task(move || backup::digest_dir(&PathBuf::from(dir)), to_js)
 }
 
 /// zstd-compresses `src` into the new file `dst`.
 #[napi(ts_return_type = "Promise<void>")]
 #[cfg_attr(test, allow(dead_code))]
-pub fn compress_file(src: String, dst: String, level: i32) -> AsyncTask<UnitJob> {
+pub fn compress_file(src: String, dst: String, level: i32) -> AsyncTask<Guarded<UnitJob>> {
     Job::task(
         move || backup::compress_file(&PathBuf::from(src), &PathBuf::from(dst), level),
         unit,
@@ -115,7 +113,7 @@ pub fn compress_file(src: String, dst: String, level: i32) -> AsyncTask<UnitJob>
 /// Decompresses zstd `src` into the new file `dst`.
 #[napi(ts_return_type = "Promise<void>")]
 #[cfg_attr(test, allow(dead_code))]
-pub fn decompress_file(src: String, dst: String) -> AsyncTask<UnitJob> {
+pub fn decompress_file(src: String, dst: String) -> AsyncTask<Guarded<UnitJob>> {
     Job::task(
         move || backup::decompress_file(&PathBuf::from(src), &PathBuf::from(dst)),
         unit,
@@ -125,7 +123,7 @@ pub fn decompress_file(src: String, dst: String) -> AsyncTask<UnitJob> {
 /// Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO).
 #[napi(ts_return_type = "Promise<void>")]
 #[cfg_attr(test, allow(dead_code))]
-pub fn sqlite_snapshot(src: String, dst: String) -> AsyncTask<UnitJob> {
+pub fn sqlite_snapshot(src: String, dst: String) -> AsyncTask<Guarded<UnitJob>> {
     Job::task(
         move || backup::sqlite_snapshot(&PathBuf::from(src), &PathBuf::from(dst)),
         unit,

@@ -11,14 +11,7 @@ use athanor_core::Error;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::err;
-
-fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, Error>) -> Result<T> {
-    crate::catch_panics(
-        "ERR_INTERNAL: internal error in embedding code (a bug: please report it)",
-        f,
-    )
-}
+use crate::guard::{self, guard, CoreResult, Guarded, Work};
 
 /// How to open an embedder (defaults are applied in TS).
 // napi-rs registers these only outside `cfg(test)`, so clippy's test build sees them unused.
@@ -68,11 +61,11 @@ pub struct NativeEmbedder {
 }
 
 impl NativeEmbedder {
-    fn get(&self) -> Result<Arc<Embedder>> {
+    fn get(&self) -> CoreResult<Arc<Embedder>> {
         self.inner.lock().clone().ok_or_else(|| {
-            napi::Error::new(
-                Status::GenericFailure,
-                "ERR_CLOSED: the embedder is closed; open it again with Embedder.open()",
+            Error::new(
+                athanor_core::Code::Closed,
+                "the embedder is closed; open it again with Embedder.open()",
             )
         })
     }
@@ -82,44 +75,48 @@ impl NativeEmbedder {
 impl NativeEmbedder {
     /// The model, provider and settings in use.
     #[napi]
-    pub fn info(&self) -> Result<NativeEmbedderInfo> {
-        let e = self.get()?;
-        Ok(NativeEmbedderInfo {
-            dimension: e.dimension() as u32,
-            provider: e.provider().as_str().to_owned(),
-            attempts: e
-                .attempts()
-                .iter()
-                .map(|(p, err)| NativeProviderAttempt {
-                    provider: p.as_str().to_owned(),
-                    error: err.clone(),
-                })
-                .collect(),
-            max_length: e.max_length() as u32,
-            pooling: e.pooling().as_str().to_owned(),
-            normalize: e.normalize(),
-            batch_size: e.batch_size() as u32,
-            model_dir: e.files().dir.display().to_string(),
-            model_sha256: e.files().sha256.clone(),
-            runtime_path: e.runtime().display().to_string(),
+    pub fn info(&self, env: Env) -> Result<NativeEmbedderInfo> {
+        guard(&env, || {
+            let e = self.get()?;
+            Ok(NativeEmbedderInfo {
+                dimension: e.dimension() as u32,
+                provider: e.provider().as_str().to_owned(),
+                attempts: e
+                    .attempts()
+                    .iter()
+                    .map(|(p, err)| NativeProviderAttempt {
+                        provider: p.as_str().to_owned(),
+                        error: err.clone(),
+                    })
+                    .collect(),
+                max_length: e.max_length() as u32,
+                pooling: e.pooling().as_str().to_owned(),
+                normalize: e.normalize(),
+                batch_size: e.batch_size() as u32,
+                model_dir: e.files().dir.display().to_string(),
+                model_sha256: e.files().sha256.clone(),
+                runtime_path: e.runtime().display().to_string(),
+            })
         })
     }
     /// Drops this handle's model reference; later calls fail with ERR_CLOSED.
     #[napi]
-    pub fn close(&self) {
-        self.inner.lock().take();
+    pub fn close(&self, env: Env) -> Result<()> {
+        guard(&env, || {
+            self.inner.lock().take();
+            Ok(())
+        })
     }
     /// Token ids of one text, as the model sees it.
     #[napi]
-    pub fn tokenize(&self, text: String) -> Result<Vec<u32>> {
-        let e = self.get()?;
-        guarded(|| e.tokenize(&text))
+    pub fn tokenize(&self, env: Env, text: String) -> Result<Vec<u32>> {
+        guard(&env, || self.get()?.tokenize(&text))
     }
     /// Embeds texts on the libuv pool; resolves to `texts.length * dimension` floats.
     #[napi(ts_return_type = "Promise<Float32Array>")]
-    pub fn embed(&self, texts: Vec<String>) -> Result<AsyncTask<EmbedTask>> {
-        Ok(AsyncTask::new(EmbedTask {
-            inner: self.get()?,
+    pub fn embed(&self, env: Env, texts: Vec<String>) -> Result<AsyncTask<Guarded<EmbedTask>>> {
+        Ok(guard::task(EmbedTask {
+            inner: guard(&env, || self.get())?,
             texts,
         }))
     }
@@ -128,30 +125,30 @@ impl NativeEmbedder {
 /// Opens an embedder on the libuv pool (loading a model takes a while).
 #[cfg_attr(test, allow(dead_code))]
 #[napi(ts_return_type = "Promise<NativeEmbedder>")]
-pub fn embedder_open(options: NativeEmbedderOptions) -> Result<AsyncTask<OpenTask>> {
-    let mut o = EmbedderOptions::new(PathBuf::from(&options.runtime_path));
-    o.providers = options
-        .providers
-        .iter()
-        .map(|p| Provider::parse(p))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(err)?;
-    o.fallback = options.fallback;
-    o.batch_size = options.batch_size as usize;
-    o.max_length = options.max_length.map(|n| n as usize);
-    o.pooling = options
-        .pooling
-        .as_deref()
-        .map(Pooling::parse)
-        .transpose()
-        .map_err(err)?;
-    o.normalize = options.normalize;
-    o.threads = options.threads.map(|n| n as usize);
-    o.sessions = options.sessions as usize;
-    Ok(AsyncTask::new(OpenTask {
-        dir: PathBuf::from(options.dir),
-        options: o,
-    }))
+pub fn embedder_open(
+    env: Env,
+    options: NativeEmbedderOptions,
+) -> Result<AsyncTask<Guarded<OpenTask>>> {
+    let task = guard(&env, || {
+        let mut o = EmbedderOptions::new(PathBuf::from(&options.runtime_path));
+        o.providers = options
+            .providers
+            .iter()
+            .map(|p| Provider::parse(p))
+            .collect::<std::result::Result<_, _>>()?;
+        o.fallback = options.fallback;
+        o.batch_size = options.batch_size as usize;
+        o.max_length = options.max_length.map(|n| n as usize);
+        o.pooling = options.pooling.as_deref().map(Pooling::parse).transpose()?;
+        o.normalize = options.normalize;
+        o.threads = options.threads.map(|n| n as usize);
+        o.sessions = options.sessions as usize;
+        Ok(OpenTask {
+            dir: PathBuf::from(&options.dir),
+            options: o,
+        })
+    })?;
+    Ok(guard::task(task))
 }
 
 #[cfg_attr(test, allow(dead_code))]
@@ -160,11 +157,11 @@ pub struct OpenTask {
     options: EmbedderOptions,
 }
 
-impl Task for OpenTask {
+impl Work for OpenTask {
     type Output = Embedder;
     type JsValue = NativeEmbedder;
-    fn compute(&mut self) -> Result<Embedder> {
-        guarded(|| Embedder::open(&self.dir, &self.options))
+    fn compute(&mut self) -> CoreResult<Embedder> {
+        Embedder::open(&self.dir, &self.options)
     }
     fn resolve(&mut self, _env: Env, output: Embedder) -> Result<NativeEmbedder> {
         Ok(NativeEmbedder {
@@ -178,11 +175,11 @@ pub struct EmbedTask {
     texts: Vec<String>,
 }
 
-impl Task for EmbedTask {
+impl Work for EmbedTask {
     type Output = Vec<f32>;
     type JsValue = Float32Array;
-    fn compute(&mut self) -> Result<Vec<f32>> {
-        guarded(|| self.inner.embed(&self.texts))
+    fn compute(&mut self) -> CoreResult<Vec<f32>> {
+        self.inner.embed(&self.texts)
     }
     fn resolve(&mut self, _env: Env, output: Vec<f32>) -> Result<Float32Array> {
         Ok(Float32Array::new(output))

@@ -9,13 +9,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_void, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use athanor_core::{CachedReader, Engine, Error, StateEntry};
 use napi::sys;
+
+use crate::guard::{catch, throw};
 
 /// Shared scratch memory between JS and Rust for allocation-free point reads:
 /// JS writes the key into `key`, Rust writes the value into `val`.
@@ -151,13 +152,6 @@ impl ReadCtx {
     }
 }
 
-fn throw(env: sys::napi_env, e: &Error) -> sys::napi_value {
-    let msg =
-        CString::new(format!("{}: {}", e.code.as_str(), e.message).replace('\0', " ")).unwrap();
-    unsafe { sys::napi_throw_error(env, ptr::null(), msg.as_ptr()) };
-    ptr::null_mut()
-}
-
 unsafe fn ctx_of<'a>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
@@ -183,15 +177,6 @@ unsafe fn ctx_of<'a>(
     Some((unsafe { &*(data as *const Rc<ReadCtx>) }, argc))
 }
 
-fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(Error::new(
-            athanor_core::Code::Io,
-            "internal error (a bug: please report it)",
-        ))
-    })
-}
-
 unsafe extern "C" fn raw_tx_begin(
     env: sys::napi_env,
     info: sys::napi_callback_info,
@@ -200,7 +185,7 @@ unsafe extern "C" fn raw_tx_begin(
     let Some((ctx, _)) = (unsafe { ctx_of(env, info, &mut argv) }) else {
         return throw(env, &Error::invalid("bad call"));
     };
-    match guarded(|| ctx.tx_begin()) {
+    match catch(|| ctx.tx_begin()) {
         Ok(seq) => {
             let mut out = ptr::null_mut();
             unsafe { sys::napi_create_bigint_uint64(env, seq, &mut out) };
@@ -225,7 +210,7 @@ unsafe fn call(env: sys::napi_env, info: sys::napi_callback_info, f: ReadFn) -> 
         }
         _ => return throw(env, &Error::invalid("expected one key length argument")),
     };
-    match guarded(|| f(ctx, len)) {
+    match catch(|| f(ctx, len)) {
         Ok(n) => {
             let mut out = ptr::null_mut();
             unsafe { sys::napi_create_int64(env, n, &mut out) };

@@ -11,9 +11,11 @@ use std::sync::Arc;
 mod backup;
 mod embed;
 mod fast;
+mod guard;
 mod projection;
 mod vector;
 use fast::{ReadCtx, Scratch};
+use guard::{guard, CoreResult};
 
 use athanor_core::{
     CachedReader, CommitInfo, CommitNotice, CommitSink, Completion, Durability, Engine, EventQuery,
@@ -23,27 +25,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-/// Errors cross into JS as `Error` whose message starts with athanor's stable
-/// code (`ERR_*: ...`); `ts/errors.ts` turns that into the typed error class with
-/// a `code` property.
-fn err(e: athanor_core::Error) -> napi::Error {
-    napi::Error::new(
-        Status::GenericFailure,
-        format!("{}: {}", e.code.as_str(), e.message),
-    )
-}
-
-/// Runs engine code with panics caught, so a bug surfaces as an `ERR_INTERNAL`
-/// error carrying `panic_message` instead of taking Node down.
-fn catch_panics<T>(
-    panic_message: &'static str,
-    f: impl FnOnce() -> std::result::Result<T, athanor_core::Error>,
-) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r.map_err(err),
-        Err(_) => Err(napi::Error::new(Status::GenericFailure, panic_message)),
-    }
-}
+use crate::guard::Guarded;
 
 /// Packs completions and a notice into one buffer for the JS thread:
 /// `[commit_seq u64][last_event_id u64][n u32]` then per completion
@@ -105,16 +87,16 @@ impl CommitSink for JsSink {
     }
 }
 
-fn durability(mode: &str, interval_ms: u32) -> Result<Durability> {
+fn durability(mode: &str, interval_ms: u32) -> CoreResult<Durability> {
     match mode {
         "full" => Ok(Durability::Full),
         "batched" => Ok(Durability::Batched {
             interval_ms: interval_ms as u64,
         }),
         "none" => Ok(Durability::None),
-        other => Err(err(athanor_core::Error::invalid(format!(
+        other => Err(athanor_core::Error::invalid(format!(
             "durability must be 'full', 'batched' or 'none', got {other:?}"
-        )))),
+        ))),
     }
 }
 
@@ -142,18 +124,21 @@ impl NativeDb {
     /// Opens `dir`. `on_commit` receives packed outcomes/notices on the JS thread.
     #[napi(constructor)]
     pub fn new(
+        env: Env,
         dir: String,
         options: NativeOpenOptions,
         on_commit: ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>,
     ) -> Result<Self> {
-        let store_options = StoreOptions {
-            durability: durability(&options.durability, options.sync_interval_ms)?,
-            initial_map_size: options.map_size as usize,
-            idempotency_window_ms: options.idempotency_window_ms as u64,
-            create: options.create.unwrap_or(true),
-            ..StoreOptions::default()
-        };
-        let engine = Engine::open(&PathBuf::from(dir), store_options).map_err(err)?;
+        let engine = guard(&env, || {
+            let store_options = StoreOptions {
+                durability: durability(&options.durability, options.sync_interval_ms)?,
+                initial_map_size: options.map_size as usize,
+                idempotency_window_ms: options.idempotency_window_ms as u64,
+                create: options.create.unwrap_or(true),
+                ..StoreOptions::default()
+            };
+            Engine::open(&PathBuf::from(dir), store_options)
+        })?;
         let sink = Arc::new(JsSink {
             tsfn: on_commit,
             wants_notices: AtomicBool::new(false),
@@ -168,8 +153,8 @@ impl NativeDb {
         Ok(NativeDb { ctx, sink_id, sink })
     }
 
-    fn engine(&self) -> Result<Arc<Engine>> {
-        self.ctx.engine().map_err(err)
+    fn engine(&self) -> CoreResult<Arc<Engine>> {
+        self.ctx.engine()
     }
 
     /// Registers the scratch buffers (kept alive by the JS wrapper) and installs the
@@ -178,36 +163,34 @@ impl NativeDb {
     /// `[version u64 BE][value]`), or -1 when the key is absent.
     #[napi]
     pub fn set_scratch(&mut self, env: Env, key: &[u8], val: &[u8], target: Object) -> Result<()> {
-        self.ctx.scratch.set(Scratch::new(key, val));
-        // SAFETY: called on the JS thread with a live env and object.
-        unsafe { fast::install(env.raw(), target.raw(), &self.ctx) }.map_err(err)
+        guard(&env, || {
+            self.ctx.scratch.set(Scratch::new(key, val));
+            // SAFETY: called on the JS thread with a live env and object.
+            unsafe { fast::install(env.raw(), target.raw(), &self.ctx) }
+        })
     }
 
     /// Like `get` but returns a fresh buffer (for values larger than the scratch).
     #[napi]
-    pub fn get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
-        Ok(self.ctx.get_copy(key_len).map_err(err)?.map(Buffer::from))
+    pub fn get_copy(&self, env: Env, key_len: u32) -> Result<Option<Buffer>> {
+        Ok(guard(&env, || self.ctx.get_copy(key_len))?.map(Buffer::from))
     }
 
     /// `txGet` returning a fresh buffer, for entries larger than the scratch.
     #[napi]
-    pub fn tx_get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
-        Ok(self
-            .ctx
-            .tx_get_copy(key_len)
-            .map_err(err)?
-            .map(Buffer::from))
+    pub fn tx_get_copy(&self, env: Env, key_len: u32) -> Result<Option<Buffer>> {
+        Ok(guard(&env, || self.ctx.tx_get_copy(key_len))?.map(Buffer::from))
     }
 
     /// Validates a transaction batch and queues it for the writer. Invalid input
     /// throws here, before anything is queued. The outcome arrives via `on_commit`.
     #[napi]
-    pub fn commit(&self, batch: &[u8], token: u32) -> Result<()> {
-        let engine = self.engine()?;
-        let parsed = TxBatch::parse(batch.to_vec()).map_err(err)?;
-        engine
-            .submit(parsed, self.sink_id, token as u64)
-            .map_err(err)
+    pub fn commit(&self, env: Env, batch: &[u8], token: u32) -> Result<()> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            let parsed = TxBatch::parse(batch.to_vec())?;
+            engine.submit(parsed, self.sink_id, token as u64)
+        })
     }
 
     /// Queues several batches at once so they share one group commit. `packed` is
@@ -217,7 +200,13 @@ impl NativeDb {
     /// returned as `"<token> ERR_X: message"`; the others go ahead and report
     /// through `on_commit`.
     #[napi]
-    pub fn commit_many(&self, packed: &[u8], tokens: Vec<u32>) -> Vec<String> {
+    pub fn commit_many(&self, env: Env, packed: &[u8], tokens: Vec<u32>) -> Result<Vec<String>> {
+        guard(&env, || Ok(self.commit_many_inner(packed, &tokens)))
+    }
+}
+
+impl NativeDb {
+    fn commit_many_inner(&self, packed: &[u8], tokens: &[u32]) -> Vec<String> {
         let fail = |token: u32, e: &athanor_core::Error| {
             format!("{token} {}: {}", e.code.as_str(), e.message)
         };
@@ -260,15 +249,21 @@ impl NativeDb {
         }
         errors
     }
+}
 
+#[napi]
+impl NativeDb {
     /// Commits and waits (blocks the JS thread). Returns one packed result record.
     #[napi]
-    pub fn commit_sync(&self, batch: &[u8]) -> Result<Buffer> {
-        let engine = self.engine()?;
-        let parsed = TxBatch::parse(batch.to_vec()).map_err(err)?;
-        let r = engine.commit_blocking(parsed);
-        let mut out = Vec::new();
-        pack_result(&mut out, &r);
+    pub fn commit_sync(&self, env: Env, batch: &[u8]) -> Result<Buffer> {
+        let out = guard(&env, || {
+            let engine = self.engine()?;
+            let parsed = TxBatch::parse(batch.to_vec())?;
+            let r = engine.commit_blocking(parsed);
+            let mut out = Vec::new();
+            pack_result(&mut out, &r);
+            Ok(out)
+        })?;
         Ok(out.into())
     }
 
@@ -276,33 +271,36 @@ impl NativeDb {
     #[napi]
     pub fn read_events(
         &self,
+        env: Env,
         from: BigInt,
         to: Option<BigInt>,
         event_type: Option<String>,
         limit: u32,
         reverse: bool,
     ) -> Result<Buffer> {
-        let engine = self.engine()?;
-        let store = engine.store();
-        let q = query(from, to, event_type, limit, reverse)?;
-        let mut reader = self.ctx.reader.borrow_mut();
-        let txn = reader.fresh(store).map_err(err)?;
-        let _g = store.guard();
-        Ok(store.read_events(txn, &q).map_err(err)?.into())
+        let out = guard(&env, || {
+            let engine = self.engine()?;
+            let store = engine.store();
+            let q = query(from, to, event_type, limit, reverse)?;
+            let mut reader = self.ctx.reader.borrow_mut();
+            let txn = reader.fresh(store)?;
+            let _g = store.guard();
+            store.read_events(txn, &q)
+        })?;
+        Ok(out.into())
     }
 
     /// The newest event id and the commit seq, as of the newest committed state.
     #[napi]
-    pub fn heads(&self) -> Result<Vec<u64>> {
-        let engine = self.engine()?;
-        let store = engine.store();
-        let mut reader = self.ctx.reader.borrow_mut();
-        let txn = reader.fresh(store).map_err(err)?;
-        let _g = store.guard();
-        Ok(vec![
-            store.last_event_id(txn).map_err(err)?,
-            store.commit_seq(txn).map_err(err)?,
-        ])
+    pub fn heads(&self, env: Env) -> Result<Vec<u64>> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            let store = engine.store();
+            let mut reader = self.ctx.reader.borrow_mut();
+            let txn = reader.fresh(store)?;
+            let _g = store.guard();
+            Ok(vec![store.last_event_id(txn)?, store.commit_seq(txn)?])
+        })
     }
 
     /// Looks an idempotency key up, on the newest state or (`pinned`) on the snapshot
@@ -310,106 +308,125 @@ impl NativeDb {
     /// event_count, committed_at_ms]` of the transaction that applied it while the key
     /// is inside the idempotency window, or `null`.
     #[napi]
-    pub fn idempotency_record(&self, key: String, pinned: bool) -> Result<Option<Vec<u64>>> {
-        let engine = self.engine()?;
-        let store = engine.store();
-        let mut reader = if pinned {
-            self.ctx.tx_reader.borrow_mut()
-        } else {
-            self.ctx.reader.borrow_mut()
-        };
-        let txn = if pinned {
-            reader.pinned(store)
-        } else {
-            reader.fresh(store)
-        }
-        .map_err(err)?;
-        let _g = store.guard();
-        Ok(store
-            .idempotency_record(txn, key.as_bytes())
-            .map_err(err)?
-            .map(|(s, f, n, at)| vec![s, f, n as u64, at]))
+    pub fn idempotency_record(
+        &self,
+        env: Env,
+        key: String,
+        pinned: bool,
+    ) -> Result<Option<Vec<u64>>> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            let store = engine.store();
+            let mut reader = if pinned {
+                self.ctx.tx_reader.borrow_mut()
+            } else {
+                self.ctx.reader.borrow_mut()
+            };
+            let txn = if pinned {
+                reader.pinned(store)
+            } else {
+                reader.fresh(store)
+            }?;
+            let _g = store.guard();
+            Ok(store
+                .idempotency_record(txn, key.as_bytes())?
+                .map(|(s, f, n, at)| vec![s, f, n as u64, at]))
+        })
     }
 
     /// Opens a snapshot: a read transaction that stays on one state until closed.
     #[napi]
-    pub fn snapshot(&self) -> Result<NativeSnapshot> {
-        let engine = self.engine()?;
-        let txn = engine.begin_read().map_err(err)?;
-        Ok(NativeSnapshot {
-            engine: Some(engine),
-            txn: Some(txn),
-            scratch: self.ctx.scratch.get(),
+    pub fn snapshot(&self, env: Env) -> Result<NativeSnapshot> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            let txn = engine.begin_read()?;
+            Ok(NativeSnapshot {
+                engine: Some(engine),
+                txn: Some(txn),
+                scratch: self.ctx.scratch.get(),
+            })
         })
     }
 
     /// Whether this handle's `on_commit` should receive notices for every commit.
     #[napi]
-    pub fn set_wants_notices(&self, on: bool) {
-        self.sink.wants_notices.store(on, Ordering::Relaxed);
+    pub fn set_wants_notices(&self, env: Env, on: bool) -> Result<()> {
+        guard(&env, || {
+            self.sink.wants_notices.store(on, Ordering::Relaxed);
+            Ok(())
+        })
     }
 
     /// Keeps the event loop alive while commits are pending (`true`) or lets it exit.
     #[napi]
     pub fn keep_alive(&self, env: Env, on: bool) -> Result<()> {
-        let raw = self.sink.tsfn.raw();
-        // SAFETY: called on the JS thread with a live threadsafe function.
-        let status = unsafe {
-            if on {
-                napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
+        guard(&env, || {
+            let raw = self.sink.tsfn.raw();
+            // SAFETY: called on the JS thread with a live threadsafe function.
+            let status = unsafe {
+                if on {
+                    napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
+                } else {
+                    napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
+                }
+            };
+            if status == napi::sys::Status::napi_ok {
+                Ok(())
             } else {
-                napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
+                Err(athanor_core::Error::internal(
+                    "could not change the commit callback's ref count",
+                ))
             }
-        };
-        if status == napi::sys::Status::napi_ok {
-            Ok(())
-        } else {
-            Err(napi::Error::new(
-                Status::GenericFailure,
-                "ERR_INTERNAL: could not change the commit callback's ref count",
-            ))
-        }
+        })
     }
 
     /// Drops cached read transactions that no longer see the newest commit, so
     /// they stop pinning old pages (called after commits).
     #[napi]
-    pub fn release_stale_readers(&self) {
-        if let Ok(engine) = self.ctx.engine() {
-            let store = engine.store();
-            self.ctx.reader.borrow_mut().release_if_stale(store);
-            self.ctx.tx_reader.borrow_mut().release_if_stale(store);
-        }
+    pub fn release_stale_readers(&self, env: Env) -> Result<()> {
+        guard(&env, || {
+            if let Ok(engine) = self.ctx.engine() {
+                let store = engine.store();
+                self.ctx.reader.borrow_mut().release_if_stale(store);
+                self.ctx.tx_reader.borrow_mut().release_if_stale(store);
+            }
+            Ok(())
+        })
     }
 
     /// Flushes everything committed so far to disk (async, off the JS thread).
-    #[napi]
-    pub fn flush(&self) -> Result<AsyncTask<FlushTask>> {
-        Ok(AsyncTask::new(FlushTask(self.engine()?)))
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn flush(&self, env: Env) -> Result<AsyncTask<Guarded<FlushTask>>> {
+        Ok(guard::task(FlushTask(guard(&env, || self.engine())?)))
     }
 
     /// Checks the store's structure and invariants, projection.db and the index
     /// dumps; returns the number of events checked.
     #[napi]
-    pub fn verify(&self) -> Result<f64> {
-        Ok(athanor_core::verify::verify(&*self.engine()?).map_err(err)? as f64)
+    pub fn verify(&self, env: Env) -> Result<f64> {
+        guard(&env, || {
+            Ok(athanor_core::verify::verify(&*self.engine()?)? as f64)
+        })
     }
 
     /// Current LMDB map size in bytes.
     #[napi]
-    pub fn map_size(&self) -> Result<f64> {
-        Ok(self.engine()?.store().map_size() as f64)
+    pub fn map_size(&self, env: Env) -> Result<f64> {
+        guard(&env, || Ok(self.engine()?.store().map_size() as f64))
     }
 
     /// Closes this handle. The engine stops (after committing what is queued) when
     /// its last handle and snapshot are closed.
     #[napi]
-    pub fn close(&self) {
-        self.ctx.reader.borrow_mut().release();
-        self.ctx.tx_reader.borrow_mut().release();
-        if let Some(engine) = self.ctx.engine.borrow_mut().take() {
-            engine.unregister_sink(self.sink_id);
-        }
+    pub fn close(&self, env: Env) -> Result<()> {
+        guard(&env, || {
+            self.ctx.reader.borrow_mut().release();
+            self.ctx.tx_reader.borrow_mut().release();
+            if let Some(engine) = self.ctx.engine.borrow_mut().take() {
+                engine.unregister_sink(self.sink_id);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -431,18 +448,18 @@ fn query(
     event_type: Option<String>,
     limit: u32,
     reverse: bool,
-) -> Result<EventQuery> {
-    let u = |b: BigInt, what: &str| -> Result<u64> {
+) -> CoreResult<EventQuery> {
+    let u = |b: BigInt, what: &str| -> CoreResult<u64> {
         let (signed, v, lossless) = b.get_u64();
         if signed || !lossless {
-            return Err(err(athanor_core::Error::invalid(format!(
+            return Err(athanor_core::Error::invalid(format!(
                 "{what} must be a non-negative 64-bit event id"
-            ))));
+            )));
         }
         Ok(v)
     };
     if let Some(t) = &event_type {
-        athanor_core::codec::check_event_type(t.as_bytes()).map_err(err)?;
+        athanor_core::codec::check_event_type(t.as_bytes())?;
     }
     Ok(EventQuery {
         from: u(from, "from")?,
@@ -456,11 +473,11 @@ fn query(
 /// Background flush for `db.flush()`.
 pub struct FlushTask(Arc<Engine>);
 
-impl Task for FlushTask {
+impl guard::Work for FlushTask {
     type Output = ();
     type JsValue = ();
-    fn compute(&mut self) -> napi::Result<()> {
-        self.0.sync().map_err(err)
+    fn compute(&mut self) -> CoreResult<()> {
+        self.0.sync()
     }
     fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
         Ok(())
@@ -477,83 +494,94 @@ pub struct NativeSnapshot {
 
 #[napi]
 impl NativeSnapshot {
-    fn parts(&self) -> Result<(&Arc<Engine>, &heed::RoTxn<'static, heed::WithoutTls>)> {
+    fn parts(&self) -> CoreResult<(&Arc<Engine>, &heed::RoTxn<'static, heed::WithoutTls>)> {
         match (&self.engine, &self.txn) {
             (Some(e), Some(t)) => Ok((e, t)),
-            _ => Err(err(athanor_core::Error::new(
+            _ => Err(athanor_core::Error::new(
                 athanor_core::Code::Closed,
                 "this snapshot is closed; take a new one with db.snapshot()",
-            ))),
+            )),
         }
     }
 
     /// Point read; same contract as `NativeDb.get`.
     #[napi]
-    pub fn get(&self, key_len: u32) -> Result<i64> {
-        let (engine, txn) = self.parts()?;
-        let key = self.scratch.key(key_len).map_err(err)?;
-        let store = engine.store();
-        let _g = store.guard();
-        match store.get(txn, key).map_err(err)? {
-            None => Ok(-1),
-            Some(e) => Ok(self.scratch.put(&[e.value])),
-        }
+    pub fn get(&self, env: Env, key_len: u32) -> Result<i64> {
+        guard(&env, || {
+            let (engine, txn) = self.parts()?;
+            let key = self.scratch.key(key_len)?;
+            let store = engine.store();
+            let _g = store.guard();
+            Ok(match store.get(txn, key)? {
+                None => -1,
+                Some(e) => self.scratch.put(&[e.value]),
+            })
+        })
     }
 
     /// Point read returning a fresh buffer.
     #[napi]
-    pub fn get_copy(&self, key_len: u32) -> Result<Option<Buffer>> {
-        let (engine, txn) = self.parts()?;
-        let key = self.scratch.key(key_len).map_err(err)?;
-        let store = engine.store();
-        let _g = store.guard();
-        Ok(store
-            .get(txn, key)
-            .map_err(err)?
-            .map(|e| e.value.to_vec().into()))
+    pub fn get_copy(&self, env: Env, key_len: u32) -> Result<Option<Buffer>> {
+        let value = guard(&env, || {
+            let (engine, txn) = self.parts()?;
+            let key = self.scratch.key(key_len)?;
+            let store = engine.store();
+            let _g = store.guard();
+            Ok(store.get(txn, key)?.map(|e| e.value.to_vec()))
+        })?;
+        Ok(value.map(Buffer::from))
     }
 
     /// Reads events as of this snapshot.
     #[napi]
     pub fn read_events(
         &self,
+        env: Env,
         from: BigInt,
         to: Option<BigInt>,
         event_type: Option<String>,
         limit: u32,
         reverse: bool,
     ) -> Result<Buffer> {
-        let (engine, txn) = self.parts()?;
-        let q = query(from, to, event_type, limit, reverse)?;
-        let store = engine.store();
-        let _g = store.guard();
-        Ok(store.read_events(txn, &q).map_err(err)?.into())
+        let out = guard(&env, || {
+            let (engine, txn) = self.parts()?;
+            let q = query(from, to, event_type, limit, reverse)?;
+            let store = engine.store();
+            let _g = store.guard();
+            store.read_events(txn, &q)
+        })?;
+        Ok(out.into())
     }
 
     /// `[last_event_id, commit_seq]` as of this snapshot.
     #[napi]
-    pub fn heads(&self) -> Result<Vec<u64>> {
-        let (engine, txn) = self.parts()?;
-        let store = engine.store();
-        let _g = store.guard();
-        Ok(vec![
-            store.last_event_id(txn).map_err(err)?,
-            store.commit_seq(txn).map_err(err)?,
-        ])
+    pub fn heads(&self, env: Env) -> Result<Vec<u64>> {
+        guard(&env, || {
+            let (engine, txn) = self.parts()?;
+            let store = engine.store();
+            let _g = store.guard();
+            Ok(vec![store.last_event_id(txn)?, store.commit_seq(txn)?])
+        })
     }
 
     /// Releases the read transaction.
     #[napi]
-    pub fn close(&mut self) {
-        self.txn = None;
-        self.engine = None;
+    pub fn close(&mut self, env: Env) -> Result<()> {
+        guard(&env, || {
+            self.txn = None;
+            self.engine = None;
+            Ok(())
+        })
     }
 }
 
 /// Decodes a value in Rust and re-encodes it (cross-language codec tests).
 /// Returns the Rust type name and canonical bytes.
 #[napi]
-pub fn codec_round_trip(bytes: &[u8]) -> Result<(String, Buffer)> {
-    let v = athanor_core::Value::decode(bytes).map_err(err)?;
-    Ok((v.type_name().to_string(), v.encode().into()))
+pub fn codec_round_trip(env: Env, bytes: &[u8]) -> Result<(String, Buffer)> {
+    let (name, canonical) = guard(&env, || {
+        let v = athanor_core::Value::decode(bytes)?;
+        Ok((v.type_name().to_string(), v.encode()))
+    })?;
+    Ok((name, canonical.into()))
 }

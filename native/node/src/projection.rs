@@ -5,7 +5,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_void, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::ptr;
 use std::rc::Rc;
@@ -20,7 +19,8 @@ use napi::sys;
 use napi_derive::napi;
 use parking_lot::Mutex;
 
-use crate::{err, NativeDb};
+use crate::guard::{self, catch, guard, CoreResult, Guarded, Work};
+use crate::NativeDb;
 
 /// Integers within ±(2^53 - 1) come back as numbers, others as bigint (unless the
 /// statement asks for bigints always).
@@ -66,31 +66,33 @@ pub struct NativeSql {
     specs: RefCell<Vec<Arc<Spec>>>,
 }
 
-fn closed() -> napi::Error {
-    err(Error::new(
+fn closed() -> Error {
+    Error::new(
         Code::Closed,
         "the database is closed; open it again with Athanor.open()",
-    ))
+    )
 }
 
 #[napi]
 impl NativeSql {
     /// Opens (creating if needed) `<dir>/projection.db` for the handle `db`.
     #[napi(constructor)]
-    pub fn new(db: &NativeDb, dir: String) -> Result<Self> {
-        let engine = db.ctx.engine().map_err(err)?;
-        let dir = PathBuf::from(dir);
-        let conn = proj::open_main(&dir).map_err(err)?;
-        Ok(NativeSql {
-            ctx: Rc::new(SqlCtx {
-                conn: RefCell::new(Some(conn)),
-                rowid: Cell::new(ptr::null_mut()),
-            }),
-            pool: Arc::new(ReadPool::new(&dir)),
-            dir,
-            engine: RefCell::new(Some(engine)),
-            bg: Arc::new(Mutex::new(None)),
-            specs: RefCell::new(Vec::new()),
+    pub fn new(env: Env, db: &NativeDb, dir: String) -> Result<Self> {
+        guard(&env, || {
+            let engine = db.ctx.engine()?;
+            let dir = PathBuf::from(dir);
+            let conn = proj::open_main(&dir)?;
+            Ok(NativeSql {
+                ctx: Rc::new(SqlCtx {
+                    conn: RefCell::new(Some(conn)),
+                    rowid: Cell::new(ptr::null_mut()),
+                }),
+                pool: Arc::new(ReadPool::new(&dir)),
+                dir,
+                engine: RefCell::new(Some(engine)),
+                bg: Arc::new(Mutex::new(None)),
+                specs: RefCell::new(Vec::new()),
+            })
         })
     }
 
@@ -99,39 +101,41 @@ impl NativeSql {
     /// `(handle, ...params)` where `handle = statementId * 2 + (safeIntegers ? 1 : 0)`.
     #[napi]
     pub fn install(&self, env: Env, rowid: &[u8], target: Object) -> Result<()> {
-        if rowid.len() < 16 {
-            return Err(err(Error::invalid("rowid scratch must be 16 bytes")));
-        }
-        self.ctx.rowid.set(rowid.as_ptr() as *mut u8);
-        // SAFETY: JS thread, live env and object.
-        unsafe { install(env.raw(), target.raw(), &self.ctx) }.map_err(err)
+        guard(&env, || {
+            if rowid.len() < 16 {
+                return Err(Error::invalid("rowid scratch must be 16 bytes"));
+            }
+            self.ctx.rowid.set(rowid.as_ptr() as *mut u8);
+            // SAFETY: JS thread, live env and object.
+            unsafe { install(env.raw(), target.raw(), &self.ctx) }
+        })
     }
 
     /// Runs a script of zero or more statements (several run inside a savepoint).
     #[napi]
-    pub fn exec(&self, sql: String) -> Result<()> {
-        self.ctx.with(|c| c.exec_script(&sql)).map_err(err)
+    pub fn exec(&self, env: Env, sql: String) -> Result<()> {
+        guard(&env, || self.ctx.with(|c| c.exec_script(&sql)))
     }
 
     /// Opens a transaction level owned by athanor: BEGIN (IMMEDIATE) or a nested savepoint.
     #[napi]
-    pub fn tx_begin(&self, immediate: bool) -> Result<()> {
-        self.ctx.with(|c| c.begin_owned(immediate)).map_err(err)
+    pub fn tx_begin(&self, env: Env, immediate: bool) -> Result<()> {
+        guard(&env, || self.ctx.with(|c| c.begin_owned(immediate)))
     }
 
     /// Commits (or rolls back) the innermost level opened by `txBegin`; it is gone either way.
     #[napi]
-    pub fn tx_end(&self, commit: bool) -> Result<()> {
-        self.ctx.with(|c| c.end_owned(commit)).map_err(err)
+    pub fn tx_end(&self, env: Env, commit: bool) -> Result<()> {
+        guard(&env, || self.ctx.with(|c| c.end_owned(commit)))
     }
 
     /// The state of the transaction athanor owns, checked after each handler: 0 fine,
     /// 1 a statement was refused for transaction control since the last call (cleared),
     /// 2 a statement (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)) rolled the transaction back.
     #[napi]
-    pub fn tx_state(&self) -> Result<u32> {
-        self.ctx
-            .with(|c| {
+    pub fn tx_state(&self, env: Env) -> Result<u32> {
+        guard(&env, || {
+            self.ctx.with(|c| {
                 Ok(if c.take_violation() {
                     1
                 } else if c.owns_transaction() && !c.in_transaction() {
@@ -140,51 +144,59 @@ impl NativeSql {
                     0
                 })
             })
-            .map_err(err)
+        })
     }
 
     /// Prepares one statement; returns its id.
     #[napi]
-    pub fn prepare(&self, sql: String) -> Result<u32> {
-        self.ctx.with(|c| c.prepare(&sql)).map_err(err)
+    pub fn prepare(&self, env: Env, sql: String) -> Result<u32> {
+        guard(&env, || self.ctx.with(|c| c.prepare(&sql)))
     }
 
     /// `[readonly, paramCount, ...columnNames]` of a prepared statement.
     #[napi]
-    pub fn describe(&self, id: u32) -> Result<(bool, u32, Vec<String>)> {
-        self.ctx
-            .with(|c| {
+    pub fn describe(&self, env: Env, id: u32) -> Result<(bool, u32, Vec<String>)> {
+        guard(&env, || {
+            self.ctx.with(|c| {
                 let s = c.stmt(id)?;
                 let cols = (0..s.column_count())
                     .map(|i| s.column_name(i).to_string())
                     .collect();
                 Ok((s.readonly(), s.param_count() as u32, cols))
             })
-            .map_err(err)
+        })
     }
 
     /// Finalizes a statement (its id may be reused).
     #[napi]
-    pub fn finalize(&self, id: u32) {
-        let _ = self.ctx.with(|c| {
-            c.finalize(id);
+    pub fn finalize(&self, env: Env, id: u32) -> Result<()> {
+        guard(&env, || {
+            // A closed or busy connection has nothing left to finalize.
+            let _ = self.ctx.with(|c| {
+                c.finalize(id);
+                Ok(())
+            });
             Ok(())
-        });
+        })
     }
 
     /// Resets a statement (ends an iteration).
     #[napi]
-    pub fn reset(&self, id: u32) {
-        let _ = self.ctx.with(|c| {
-            c.stmt(id)?.reset();
+    pub fn reset(&self, env: Env, id: u32) -> Result<()> {
+        guard(&env, || {
+            // A closed connection or an unknown id has no iteration to end.
+            let _ = self.ctx.with(|c| {
+                c.stmt(id)?.reset();
+                Ok(())
+            });
             Ok(())
-        });
+        })
     }
 
     /// Whether a transaction is open on the handle's connection.
     #[napi]
-    pub fn in_transaction(&self) -> Result<bool> {
-        self.ctx.with(|c| Ok(c.in_transaction())).map_err(err)
+    pub fn in_transaction(&self, env: Env) -> Result<bool> {
+        guard(&env, || self.ctx.with(|c| Ok(c.in_transaction())))
     }
 
     /// Runs a read-only query on the read pool, off the JS thread. `params` is an
@@ -196,16 +208,18 @@ impl NativeSql {
         sql: String,
         params: Unknown,
         safe_integers: bool,
-    ) -> Result<AsyncTask<QueryTask>> {
-        if self.engine.borrow().is_none() {
-            return Err(closed());
-        }
-        // SAFETY: JS thread, live env and value.
-        let params = unsafe { js_params(env.raw(), params.raw()) };
-        // This path reports through napi-rs, which cannot attach a cause: drop it.
-        CAUSE.with(|c| c.set(ptr::null_mut()));
-        let params = params.map_err(err)?;
-        Ok(AsyncTask::new(QueryTask {
+    ) -> Result<AsyncTask<Guarded<QueryTask>>> {
+        let params = guard(&env, || {
+            if self.engine.borrow().is_none() {
+                return Err(closed());
+            }
+            // SAFETY: JS thread, live env and value.
+            let params = unsafe { js_params(env.raw(), params.raw()) };
+            // This path reports through napi-rs, which does not carry a JS value as a cause: drop it.
+            CAUSE.with(|c| c.set(ptr::null_mut()));
+            params
+        })?;
+        Ok(guard::task(QueryTask {
             pool: self.pool.clone(),
             sql,
             params,
@@ -215,34 +229,34 @@ impl NativeSql {
 
     /// Compiles a declarative projection spec (JSON); returns its id.
     #[napi]
-    pub fn compile_projection(&self, spec: String) -> Result<u32> {
-        let s = Spec::compile(&spec).map_err(err)?;
-        let mut specs = self.specs.borrow_mut();
-        specs.push(Arc::new(s));
-        Ok((specs.len() - 1) as u32)
+    pub fn compile_projection(&self, env: Env, spec: String) -> Result<u32> {
+        guard(&env, || {
+            let s = Spec::compile(&spec)?;
+            let mut specs = self.specs.borrow_mut();
+            specs.push(Arc::new(s));
+            Ok((specs.len() - 1) as u32)
+        })
     }
 
-    fn spec(&self, id: u32) -> Result<Arc<Spec>> {
+    fn spec(&self, id: u32) -> CoreResult<Arc<Spec>> {
         self.specs
             .borrow()
             .get(id as usize)
             .cloned()
-            .ok_or_else(|| err(Error::invalid("unknown projection id")))
+            .ok_or_else(|| Error::invalid("unknown projection id"))
     }
 
     /// Applies the next batch of a declarative projection, off the JS thread.
     #[napi(
         ts_return_type = "Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>"
     )]
-    pub fn declarative_batch(&self, spec_id: u32, limit: u32) -> Result<AsyncTask<DeclTask>> {
-        let engine = self.engine.borrow().clone().ok_or_else(closed)?;
-        Ok(AsyncTask::new(DeclTask {
-            engine,
-            bg: self.bg.clone(),
-            dir: self.dir.clone(),
-            spec: self.spec(spec_id)?,
-            op: DeclOp::Batch(limit.max(1) as usize),
-        }))
+    pub fn declarative_batch(
+        &self,
+        env: Env,
+        spec_id: u32,
+        limit: u32,
+    ) -> Result<AsyncTask<Guarded<DeclTask>>> {
+        self.decl_task(&env, spec_id, DeclOp::Batch(limit.max(1) as usize))
     }
 
     /// Re-applies a dead letter of a declarative projection (and deletes it), off the JS thread.
@@ -251,27 +265,44 @@ impl NativeSql {
     )]
     pub fn declarative_retry(
         &self,
+        env: Env,
         spec_id: u32,
         dead_letter_id: i64,
-    ) -> Result<AsyncTask<DeclTask>> {
-        let engine = self.engine.borrow().clone().ok_or_else(closed)?;
-        Ok(AsyncTask::new(DeclTask {
-            engine,
-            bg: self.bg.clone(),
-            dir: self.dir.clone(),
-            spec: self.spec(spec_id)?,
-            op: DeclOp::Retry(dead_letter_id),
-        }))
+    ) -> Result<AsyncTask<Guarded<DeclTask>>> {
+        self.decl_task(&env, spec_id, DeclOp::Retry(dead_letter_id))
     }
 
     /// Closes the connection (finalizing its statements; SQLite rolls back a transaction
     /// left open) and releases the engine. Work in flight keeps what it needs until it ends.
     #[napi]
-    pub fn close(&self) {
-        if let Ok(mut c) = self.ctx.conn.try_borrow_mut() {
-            c.take();
-        }
-        self.engine.borrow_mut().take();
+    pub fn close(&self, env: Env) -> Result<()> {
+        guard(&env, || {
+            if let Ok(mut c) = self.ctx.conn.try_borrow_mut() {
+                c.take();
+            }
+            self.engine.borrow_mut().take();
+            Ok(())
+        })
+    }
+}
+
+impl NativeSql {
+    fn decl_task(
+        &self,
+        env: &Env,
+        spec_id: u32,
+        op: DeclOp,
+    ) -> Result<AsyncTask<Guarded<DeclTask>>> {
+        let task = guard(env, || {
+            Ok(DeclTask {
+                engine: self.engine.borrow().clone().ok_or_else(closed)?,
+                bg: self.bg.clone(),
+                dir: self.dir.clone(),
+                spec: self.spec(spec_id)?,
+                op,
+            })
+        })?;
+        Ok(guard::task(task))
     }
 }
 
@@ -305,11 +336,11 @@ impl ToNapiValue for RawJs {
 // and consumed on the JS thread in `resolve`.
 unsafe impl Send for RawJs {}
 
-impl Task for QueryTask {
+impl Work for QueryTask {
     type Output = Rows;
     type JsValue = RawJs;
-    fn compute(&mut self) -> Result<Rows> {
-        self.pool.query(&self.sql, &self.params).map_err(err)
+    fn compute(&mut self) -> CoreResult<Rows> {
+        self.pool.query(&self.sql, &self.params)
     }
     fn resolve(&mut self, env: Env, rows: Rows) -> Result<RawJs> {
         let env = env.raw();
@@ -364,19 +395,19 @@ pub struct DeclResult {
     pub error_message: Option<String>,
 }
 
-impl Task for DeclTask {
+impl Work for DeclTask {
     type Output = DeclResult;
     type JsValue = DeclResult;
-    fn compute(&mut self) -> Result<DeclResult> {
-        let mut guard = self.bg.lock();
-        if guard.is_none() {
-            let c = SqlConn::open(&proj::file_path(&self.dir), Role::ReadWrite).map_err(err)?;
-            *guard = Some(DeclConn::new(c));
+    fn compute(&mut self) -> CoreResult<DeclResult> {
+        let mut bg = self.bg.lock();
+        if bg.is_none() {
+            let c = SqlConn::open(&proj::file_path(&self.dir), Role::ReadWrite)?;
+            *bg = Some(DeclConn::new(c));
         }
-        let dc = guard.as_mut().unwrap();
+        let dc = bg.as_mut().unwrap();
         match self.op {
             DeclOp::Batch(limit) => {
-                let o = dc.run_batch(&self.engine, &self.spec, limit).map_err(err)?;
+                let o = dc.run_batch(&self.engine, &self.spec, limit)?;
                 let (fid, code, msg) = match o.failure {
                     Some(f) => (
                         Some(BigInt::from(f.event_id)),
@@ -394,9 +425,7 @@ impl Task for DeclTask {
                 })
             }
             DeclOp::Retry(id) => {
-                let r = dc
-                    .retry_dead_letter(&self.engine, &self.spec, id)
-                    .map_err(err)?;
+                let r = dc.retry_dead_letter(&self.engine, &self.spec, id)?;
                 Ok(DeclResult {
                     consumed: r.is_none() as u32,
                     cursor: BigInt::from(0u64),
@@ -740,24 +769,25 @@ unsafe fn row_object(env: sys::napi_env, stmt: &RawStmt, safe: bool) -> sys::nap
 // ---------------------------------------------------------------------------
 // raw statement functions
 
+/// Throws `e` (see `guard::throw`), with the JS value a parameter getter threw as its cause.
 fn throw(env: sys::napi_env, e: &Error) -> sys::napi_value {
     let cause = CAUSE.with(|c| c.replace(ptr::null_mut()));
-    let text = format!("{}: {}", e.code.as_str(), e.message);
     let mut pending = false;
+    // SAFETY: JS thread, live env.
     unsafe { sys::napi_is_exception_pending(env, &mut pending) };
     if pending {
         return ptr::null_mut();
     }
-    let mut msg = ptr::null_mut();
-    let mut error = ptr::null_mut();
-    // SAFETY: JS thread, live env; the message is passed with its length.
+    if cause.is_null() {
+        return guard::throw(env, e);
+    }
+    // SAFETY: JS thread, live env; `cause` is a value of the current call.
     unsafe {
-        sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut msg);
-        sys::napi_create_error(env, ptr::null_mut(), msg, &mut error);
-        if !cause.is_null() {
+        let error = guard::js_error(env, e);
+        if !error.is_null() {
             sys::napi_set_named_property(env, error, c"cause".as_ptr(), cause);
+            sys::napi_throw(env, error);
         }
-        sys::napi_throw(env, error);
     }
     ptr::null_mut()
 }
@@ -839,7 +869,7 @@ unsafe fn dispatch_args(
     {
         return throw(env, &bad("expected a statement handle"));
     }
-    let r = catch_unwind(AssertUnwindSafe(|| {
+    let r = catch(|| {
         ctx.with(|conn| {
             let stmt = match start {
                 Start::Run => conn.runnable_stmt(handle >> 1)?,
@@ -847,12 +877,6 @@ unsafe fn dispatch_args(
             };
             unsafe { f(env, ctx, stmt, handle & 1 == 1, &args[1..]) }
         })
-    }))
-    .unwrap_or_else(|_| {
-        Err(Error::new(
-            Code::Io,
-            "internal error (a bug: please report it)",
-        ))
     });
     match r {
         Ok(v) => v,

@@ -17,14 +17,8 @@ use napi_derive::napi;
 use rayon::prelude::*;
 
 use crate::fast::ReadCtx;
-use crate::{err, NativeDb};
-
-fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, Error>) -> Result<T> {
-    crate::catch_panics(
-        "ERR_INTERNAL: internal error in vector code (a bug: please report it); nothing was written",
-        f,
-    )
-}
+use crate::guard::{self, guard, CoreResult, Guarded, Work};
+use crate::NativeDb;
 
 /// Parameters of a new collection (defaults are applied in TS).
 #[napi(object)]
@@ -86,9 +80,9 @@ pub struct NativeSearchPlan {
 
 impl NativeDb {
     /// The engine, with its vector indexes caught up with other processes' commits.
-    fn refreshed(&self) -> Result<Arc<Engine>> {
+    fn refreshed(&self) -> CoreResult<Arc<Engine>> {
         let engine = self.engine()?;
-        guarded(|| engine.vectors().refresh(engine.store()))?;
+        engine.vectors().refresh(engine.store())?;
         Ok(engine)
     }
 }
@@ -99,50 +93,61 @@ impl NativeDb {
     #[napi]
     pub fn vector_create(
         &self,
+        env: Env,
         name: String,
         p: NativeCollectionParams,
     ) -> Result<NativeCollection> {
-        let engine = self.engine()?;
-        let params = CollectionParams {
-            dimension: p.dimension,
-            metric: Metric::parse(&p.metric).map_err(err)?,
-            m: p.m,
-            ef_construction: p.ef_construction,
-            ef_search: p.ef_search,
-        };
-        let idx = guarded(|| engine.vectors().create(engine.store(), &name, params))?;
-        Ok(NativeCollection::new(self.ctx.clone(), idx))
+        guard(&env, || {
+            let engine = self.engine()?;
+            let params = CollectionParams {
+                dimension: p.dimension,
+                metric: Metric::parse(&p.metric)?,
+                m: p.m,
+                ef_construction: p.ef_construction,
+                ef_search: p.ef_search,
+            };
+            let idx = engine.vectors().create(engine.store(), &name, params)?;
+            Ok(NativeCollection::new(self.ctx.clone(), idx))
+        })
     }
 
     /// Opens a collection, or `null` when there is none of that name.
     #[napi]
-    pub fn vector_open(&self, name: String) -> Result<Option<NativeCollection>> {
-        let engine = self.refreshed()?;
-        Ok(engine
-            .vectors()
-            .get(&name)
-            .map(|idx| NativeCollection::new(self.ctx.clone(), idx)))
+    pub fn vector_open(&self, env: Env, name: String) -> Result<Option<NativeCollection>> {
+        guard(&env, || {
+            let engine = self.refreshed()?;
+            Ok(engine
+                .vectors()
+                .get(&name)
+                .map(|idx| NativeCollection::new(self.ctx.clone(), idx)))
+        })
     }
 
     /// The definition of a collection, or `null`.
     #[napi]
-    pub fn vector_info(&self, name: String) -> Result<Option<NativeCollectionInfo>> {
-        let engine = self.refreshed()?;
-        Ok(engine.vectors().get(&name).map(|c| info_of(&c.def)))
+    pub fn vector_info(&self, env: Env, name: String) -> Result<Option<NativeCollectionInfo>> {
+        guard(&env, || {
+            let engine = self.refreshed()?;
+            Ok(engine.vectors().get(&name).map(|c| info_of(&c.def)))
+        })
     }
 
     /// Every collection, sorted by name.
     #[napi]
-    pub fn vector_list(&self) -> Result<Vec<NativeCollectionInfo>> {
-        let engine = self.refreshed()?;
-        Ok(engine.vectors().list().iter().map(info_of).collect())
+    pub fn vector_list(&self, env: Env) -> Result<Vec<NativeCollectionInfo>> {
+        guard(&env, || {
+            let engine = self.refreshed()?;
+            Ok(engine.vectors().list().iter().map(info_of).collect())
+        })
     }
 
     /// Drops a collection and its documents; returns whether it existed.
     #[napi]
-    pub fn vector_drop(&self, name: String) -> Result<bool> {
-        let engine = self.engine()?;
-        guarded(|| engine.vectors().drop_collection(engine.store(), &name))
+    pub fn vector_drop(&self, env: Env, name: String) -> Result<bool> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            engine.vectors().drop_collection(engine.store(), &name)
+        })
     }
 }
 
@@ -174,20 +179,20 @@ fn pack_hits(out: &mut Vec<u8>, hits: &[Hit]) {
     }
 }
 
-fn options(k: u32, ef: u32, exact: bool, filter: Option<String>) -> Result<SearchOptions> {
+fn options(k: u32, ef: u32, exact: bool, filter: Option<String>) -> CoreResult<SearchOptions> {
     if k == 0 || k > 10_000 {
-        return Err(err(Error::invalid(format!(
+        return Err(Error::invalid(format!(
             "k must be between 1 and 10000, got {k}"
-        ))));
+        )));
     }
     if ef > 10_000 {
-        return Err(err(Error::invalid(format!(
+        return Err(Error::invalid(format!(
             "efSearch must be between 1 and 10000, got {ef}"
-        ))));
+        )));
     }
     let filter = match filter {
         None => None,
-        Some(f) => Some(Filter::parse(&f).map_err(err)?),
+        Some(f) => Some(Filter::parse(&f)?),
     };
     Ok(SearchOptions {
         k: k as usize,
@@ -202,18 +207,18 @@ impl NativeCollection {
         NativeCollection { ctx, idx }
     }
 
-    fn live(&self) -> Result<Arc<Engine>> {
-        let engine = self.ctx.engine().map_err(err)?;
+    fn live(&self) -> CoreResult<Arc<Engine>> {
+        let engine = self.ctx.engine()?;
         // Other processes may have written this collection (or dropped it).
-        guarded(|| engine.vectors().refresh(engine.store()))?;
+        engine.vectors().refresh(engine.store())?;
         if self.idx.is_dropped() {
-            return Err(err(Error::new(
+            return Err(Error::new(
                 Code::NotFound,
                 format!(
                     "vector collection {:?} was dropped; create it again and reopen it",
                     self.idx.def.name
                 ),
-            )));
+            ));
         }
         Ok(engine)
     }
@@ -223,24 +228,25 @@ impl NativeCollection {
 impl NativeCollection {
     /// The stored definition.
     #[napi]
-    pub fn info(&self) -> NativeCollectionInfo {
-        info_of(&self.idx.def)
+    pub fn info(&self, env: Env) -> Result<NativeCollectionInfo> {
+        guard(&env, || Ok(info_of(&self.idx.def)))
     }
 
     /// Top-k search; returns packed hits (see `pack_hits`). `ef` 0 = the collection's default.
     #[napi]
     pub fn search(
         &self,
+        env: Env,
         query: &[f32],
         k: u32,
         ef: u32,
         exact: bool,
         filter: Option<String>,
     ) -> Result<Buffer> {
-        self.live()?;
-        let o = options(k, ef, exact, filter)?;
         let idx = &self.idx;
-        guarded(|| {
+        guard(&env, || {
+            self.live()?;
+            let o = options(k, ef, exact, filter)?;
             let q = idx.prepare_query(query)?;
             let hits = idx.search(&q, &o);
             let mut out = Vec::with_capacity(4 + hits.len() * 32);
@@ -255,47 +261,49 @@ impl NativeCollection {
     #[napi(ts_return_type = "Promise<Buffer>")]
     pub fn search_batch(
         &self,
+        env: Env,
         queries: &[f32],
         k: u32,
         ef: u32,
         exact: bool,
         filter: Option<String>,
-    ) -> Result<AsyncTask<SearchBatch>> {
-        self.live()?;
-        let o = options(k, ef, exact, filter)?;
-        let dim = self.idx.def.params.dimension as usize;
-        if !queries.len().is_multiple_of(dim) {
-            return Err(err(Error::new(
-                Code::VectorDimension,
-                format!(
-                    "queries hold {} values, not a multiple of the dimension {dim}",
-                    queries.len()
-                ),
-            )));
-        }
-        // Validated now, so a bad query fails the call rather than the promise.
-        let prepared = guarded(|| {
-            queries
+    ) -> Result<AsyncTask<Guarded<SearchBatch>>> {
+        let batch = guard(&env, || {
+            self.live()?;
+            let o = options(k, ef, exact, filter)?;
+            let dim = self.idx.def.params.dimension as usize;
+            if !queries.len().is_multiple_of(dim) {
+                return Err(Error::new(
+                    Code::VectorDimension,
+                    format!(
+                        "queries hold {} values, not a multiple of the dimension {dim}",
+                        queries.len()
+                    ),
+                ));
+            }
+            // Validated now, so a bad query fails the call rather than the promise.
+            let prepared = queries
                 .chunks_exact(dim)
                 .map(|q| self.idx.prepare_query(q))
-                .collect::<std::result::Result<Vec<_>, _>>()
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(SearchBatch {
+                idx: self.idx.clone(),
+                queries: prepared,
+                options: o,
+            })
         })?;
-        Ok(AsyncTask::new(SearchBatch {
-            idx: self.idx.clone(),
-            queries: prepared,
-            options: o,
-        }))
+        Ok(guard::task(batch))
     }
 
     /// A document as stored: `[f32 LE × dimension][metadata json]`, or `null`.
     #[napi]
-    pub fn get(&self, id: String) -> Result<Option<Buffer>> {
-        let engine = self.live()?;
-        let store = engine.store();
-        let mut reader = self.ctx.reader.borrow_mut();
-        let txn = reader.fresh(store).map_err(err)?;
-        let _g = store.guard();
-        let doc = guarded(|| {
+    pub fn get(&self, env: Env, id: String) -> Result<Option<Buffer>> {
+        let doc = guard(&env, || {
+            let engine = self.live()?;
+            let store = engine.store();
+            let mut reader = self.ctx.reader.borrow_mut();
+            let txn = reader.fresh(store)?;
+            let _g = store.guard();
             engine
                 .vectors()
                 .get_doc(store, txn, &self.idx, id.as_bytes())
@@ -305,16 +313,20 @@ impl NativeCollection {
 
     /// Live documents.
     #[napi]
-    pub fn count(&self) -> Result<u32> {
-        self.live()?;
-        Ok(self.idx.count() as u32)
+    pub fn count(&self, env: Env) -> Result<u32> {
+        guard(&env, || {
+            self.live()?;
+            Ok(self.idx.count() as u32)
+        })
     }
 
     /// Index counters.
     #[napi]
-    pub fn stats(&self) -> Result<NativeIndexStats> {
-        self.live()?;
-        let s = self.idx.stats();
+    pub fn stats(&self, env: Env) -> Result<NativeIndexStats> {
+        let s = guard(&env, || {
+            self.live()?;
+            Ok(self.idx.stats())
+        })?;
         Ok(NativeIndexStats {
             count: s.count as u32,
             pending: s.pending as u32,
@@ -331,14 +343,17 @@ impl NativeCollection {
     #[napi]
     pub fn explain(
         &self,
+        env: Env,
         k: u32,
         ef: u32,
         exact: bool,
         filter: Option<String>,
     ) -> Result<NativeSearchPlan> {
-        self.live()?;
-        let o = options(k.max(1), ef, exact, filter)?;
-        let p = guarded(|| Ok(self.idx.plan(&o)))?;
+        let p = guard(&env, || {
+            self.live()?;
+            let o = options(k.max(1), ef, exact, filter)?;
+            Ok(self.idx.plan(&o))
+        })?;
         Ok(NativeSearchPlan {
             plan: match p.kind {
                 PlanKind::Exact => "exact",
@@ -362,9 +377,9 @@ impl NativeCollection {
     /// Resolves `true` once the indexer is idle for this collection: everything
     /// indexed and any background dump that was due written (`false` on timeout).
     #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn wait_idle(&self, timeout_ms: u32) -> Result<AsyncTask<WaitIdle>> {
-        let engine = self.live()?;
-        Ok(AsyncTask::new(WaitIdle(
+    pub fn wait_idle(&self, env: Env, timeout_ms: u32) -> Result<AsyncTask<Guarded<WaitIdle>>> {
+        let engine = guard(&env, || self.live())?;
+        Ok(guard::task(WaitIdle(
             engine.vectors().idle_waiter(),
             self.idx.clone(),
             Duration::from_millis(timeout_ms as u64),
@@ -373,17 +388,23 @@ impl NativeCollection {
 
     /// Starts a background rebuild of the graph.
     #[napi]
-    pub fn rebuild(&self) -> Result<()> {
-        let engine = self.live()?;
-        engine.vectors().request_rebuild(&self.idx);
-        Ok(())
+    pub fn rebuild(&self, env: Env) -> Result<()> {
+        guard(&env, || {
+            let engine = self.live()?;
+            engine.vectors().request_rebuild(&self.idx);
+            Ok(())
+        })
     }
 
     /// Resolves `true` once every committed document is in the graph (`false` on timeout).
     #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn wait_indexed(&self, timeout_ms: u32) -> Result<AsyncTask<WaitIndexed>> {
-        self.live()?;
-        Ok(AsyncTask::new(WaitIndexed(
+    pub fn wait_indexed(
+        &self,
+        env: Env,
+        timeout_ms: u32,
+    ) -> Result<AsyncTask<Guarded<WaitIndexed>>> {
+        guard(&env, || self.live())?;
+        Ok(guard::task(WaitIndexed(
             self.idx.clone(),
             Duration::from_millis(timeout_ms as u64),
         )))
@@ -391,9 +412,13 @@ impl NativeCollection {
 
     /// Checks that index and stored documents agree; returns the document count.
     #[napi]
-    pub fn verify(&self) -> Result<u32> {
-        let engine = self.live()?;
-        guarded(|| engine.vectors().verify(engine.store(), &self.idx.def.name)).map(|n| n as u32)
+    pub fn verify(&self, env: Env) -> Result<u32> {
+        guard(&env, || {
+            let engine = self.live()?;
+            Ok(engine
+                .vectors()
+                .verify(engine.store(), &self.idx.def.name)? as u32)
+        })
     }
 }
 
@@ -404,28 +429,26 @@ pub struct SearchBatch {
     options: SearchOptions,
 }
 
-impl Task for SearchBatch {
+impl Work for SearchBatch {
     type Output = Vec<u8>;
     type JsValue = Buffer;
-    fn compute(&mut self) -> Result<Vec<u8>> {
+    fn compute(&mut self) -> CoreResult<Vec<u8>> {
         let (idx, o) = (&self.idx, &self.options);
-        let queries = &self.queries;
-        guarded(|| {
-            let parts: Vec<Vec<u8>> = queries
-                .par_iter()
-                .map(|q| {
-                    let mut out = Vec::new();
-                    pack_hits(&mut out, &idx.search(q, o));
-                    out
-                })
-                .collect();
-            let mut out = Vec::with_capacity(4 + parts.iter().map(Vec::len).sum::<usize>());
-            out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
-            for p in parts {
-                out.extend_from_slice(&p);
-            }
-            Ok(out)
-        })
+        let parts: Vec<Vec<u8>> = self
+            .queries
+            .par_iter()
+            .map(|q| {
+                let mut out = Vec::new();
+                pack_hits(&mut out, &idx.search(q, o));
+                out
+            })
+            .collect();
+        let mut out = Vec::with_capacity(4 + parts.iter().map(Vec::len).sum::<usize>());
+        out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out)
     }
     fn resolve(&mut self, _env: Env, output: Vec<u8>) -> Result<Buffer> {
         Ok(output.into())
@@ -435,10 +458,10 @@ impl Task for SearchBatch {
 /// Background wait for the indexer.
 pub struct WaitIndexed(Arc<CollectionIndex>, Duration);
 
-impl Task for WaitIndexed {
+impl Work for WaitIndexed {
     type Output = bool;
     type JsValue = bool;
-    fn compute(&mut self) -> Result<bool> {
+    fn compute(&mut self) -> CoreResult<bool> {
         Ok(self.0.wait_indexed(self.1))
     }
     fn resolve(&mut self, _env: Env, output: bool) -> Result<bool> {
@@ -449,10 +472,10 @@ impl Task for WaitIndexed {
 /// Background wait for the indexer's idle pass.
 pub struct WaitIdle(IdleWaiter, Arc<CollectionIndex>, Duration);
 
-impl Task for WaitIdle {
+impl Work for WaitIdle {
     type Output = bool;
     type JsValue = bool;
-    fn compute(&mut self) -> Result<bool> {
+    fn compute(&mut self) -> CoreResult<bool> {
         Ok(self.0.wait(&self.1, self.2))
     }
     fn resolve(&mut self, _env: Env, output: bool) -> Result<bool> {

@@ -522,14 +522,15 @@ impl DeclConn {
             if let Err(e) = r {
                 let e: Error = e;
                 return Err(match e.code {
-                    Code::SqlBusy | Code::Io => ApplyError::Setup(e),
-                    _ => ApplyError::Event(Error::new(
-                        e.code,
-                        format!(
+                    // The database, not this event, is at fault: no dead letter.
+                    Code::SqlBusy | Code::Io | Code::Corrupt => ApplyError::Setup(e),
+                    _ => ApplyError::Event(Error {
+                        message: format!(
                             "projection {:?}, event {} ({}): {}",
                             spec.name, ev.id, ev.event_type, e.message
                         ),
-                    )),
+                        ..e
+                    }),
                 });
             }
         }

@@ -48,12 +48,15 @@ impl ColumnRef<'_> {
     }
 }
 
-/// Maps a SQLite result code and message to athanor's error codes.
+/// Maps a SQLite (extended) result code and message to athanor's error codes,
+/// keeping the extended code on the error.
 pub(crate) fn classify(rc: c_int, message: &str) -> Error {
     let primary = rc & 0xff;
     let code = match primary {
         ffi::SQLITE_CONSTRAINT => Code::SqlConstraint,
         ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Code::SqlBusy,
+        ffi::SQLITE_FULL | ffi::SQLITE_IOERR => Code::Io,
+        ffi::SQLITE_CORRUPT | ffi::SQLITE_NOTADB => Code::Corrupt,
         ffi::SQLITE_ERROR
             if message.contains("syntax error")
                 || message.contains("incomplete input")
@@ -69,30 +72,46 @@ pub(crate) fn classify(rc: c_int, message: &str) -> Error {
             "; another connection held the write lock past the busy timeout, retry later"
         }
         Code::SqlSyntax => "; fix the SQL text",
+        Code::Io if primary == ffi::SQLITE_FULL => {
+            // SQLITE_FULL also answers a `max_page_count` limit; the remedy reads the same.
+            "; projection.db cannot grow: the disk is full (or a page limit is reached); free space and retry, the statement was not applied"
+        }
+        Code::Io => "; projection.db could not be read or written (an I/O failure: check the disk and permissions)",
+        Code::Corrupt => "; projection.db is damaged: rebuild the projections (delete the file and run them again) or restore it from a backup",
         _ => "",
     };
-    Error::new(code, format!("SQLite: {message}{hint}"))
+    Error::new(code, format!("SQLite: {message}{hint}")).with_sqlite_code(rc)
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        match &e {
+        let mapped = match &e {
             rusqlite::Error::SqliteFailure(f, msg) => {
                 let m = msg.clone().unwrap_or_else(|| f.to_string());
                 classify(f.extended_code, &m)
             }
             rusqlite::Error::SqlInputError { error, msg, .. } => classify(error.extended_code, msg),
             other => Error::new(Code::Sql, format!("SQLite: {other}")),
-        }
+        };
+        mapped.with_source(e)
     }
 }
 
+/// The error SQLite recorded on `db` for the failed call that returned `rc`.
 fn db_error(db: *mut ffi::sqlite3, rc: c_int) -> Error {
     // SAFETY: `db` is an open connection; errmsg returns a string owned by SQLite,
     // valid until the next call on the connection, copied here at once.
     let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) }
         .to_string_lossy()
         .into_owned();
+    // `rc` is the extended code when the connection has extended codes on; otherwise
+    // the connection still records the extended one for the same failure.
+    let extended = unsafe { ffi::sqlite3_extended_errcode(db) };
+    let rc = if extended & 0xff == rc & 0xff {
+        extended
+    } else {
+        rc
+    };
     classify(rc, &msg)
 }
 
