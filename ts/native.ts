@@ -65,3 +65,4 @@ export const native: typeof Binding = load();
 
 export type NativeDb = Binding.NativeDb;
 export type NativeSnapshot = Binding.NativeSnapshot;
+export type NativeOpenOptions = Binding.NativeOpenOptions;

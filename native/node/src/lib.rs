@@ -129,6 +129,57 @@ pub struct NativeOpenOptions {
     pub create: Option<bool>,
 }
 
+/// The JS callback that receives packed commit outcomes (weak: it does not keep Node alive).
+type CommitCallback = ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>;
+
+fn store_options(options: &NativeOpenOptions) -> Result<StoreOptions> {
+    Ok(StoreOptions {
+        durability: durability(&options.durability, options.sync_interval_ms)?,
+        initial_map_size: options.map_size as usize,
+        idempotency_window_ms: options.idempotency_window_ms as u64,
+        create: options.create.unwrap_or(true),
+        ..StoreOptions::default()
+    })
+}
+
+/// Opens `dir` on the libuv pool (`Athanor.open`): checking the LMDB files and
+/// loading every vector collection and index dump can take seconds, which must not
+/// stall the event loop. Resolves to the handle; `on_commit` as in the constructor.
+#[napi(ts_return_type = "Promise<NativeDb>")]
+pub fn open_db(
+    dir: String,
+    options: NativeOpenOptions,
+    on_commit: CommitCallback,
+) -> Result<AsyncTask<OpenDbTask>> {
+    Ok(AsyncTask::new(OpenDbTask {
+        dir: PathBuf::from(dir),
+        options: store_options(&options)?,
+        on_commit: Some(on_commit),
+    }))
+}
+
+pub struct OpenDbTask {
+    dir: PathBuf,
+    options: StoreOptions,
+    on_commit: Option<CommitCallback>,
+}
+
+impl Task for OpenDbTask {
+    type Output = Arc<Engine>;
+    type JsValue = NativeDb;
+    fn compute(&mut self) -> Result<Arc<Engine>> {
+        catch_panics("athanor panicked while opening the database", || {
+            Engine::open(&self.dir, self.options.clone())
+        })
+    }
+    fn resolve(&mut self, _env: Env, engine: Arc<Engine>) -> Result<NativeDb> {
+        let on_commit = self.on_commit.take().ok_or_else(|| {
+            napi::Error::new(Status::GenericFailure, "ERR_INTERNAL: open resolved twice")
+        })?;
+        Ok(NativeDb::attach(engine, on_commit))
+    }
+}
+
 /// One open handle on a database directory (internal: wrapped by `ts/`).
 #[napi]
 pub struct NativeDb {
@@ -139,21 +190,16 @@ pub struct NativeDb {
 
 #[napi]
 impl NativeDb {
-    /// Opens `dir`. `on_commit` receives packed outcomes/notices on the JS thread.
+    /// Opens `dir` on the calling thread (`Athanor.openSync`); `openDb` opens off it.
+    /// `on_commit` receives packed outcomes/notices on the JS thread.
     #[napi(constructor)]
-    pub fn new(
-        dir: String,
-        options: NativeOpenOptions,
-        on_commit: ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>,
-    ) -> Result<Self> {
-        let store_options = StoreOptions {
-            durability: durability(&options.durability, options.sync_interval_ms)?,
-            initial_map_size: options.map_size as usize,
-            idempotency_window_ms: options.idempotency_window_ms as u64,
-            create: options.create.unwrap_or(true),
-            ..StoreOptions::default()
-        };
-        let engine = Engine::open(&PathBuf::from(dir), store_options).map_err(err)?;
+    pub fn new(dir: String, options: NativeOpenOptions, on_commit: CommitCallback) -> Result<Self> {
+        let engine = Engine::open(&PathBuf::from(dir), store_options(&options)?).map_err(err)?;
+        Ok(NativeDb::attach(engine, on_commit))
+    }
+
+    /// Wraps an open engine in a handle whose commit outcomes go to `on_commit`.
+    fn attach(engine: Arc<Engine>, on_commit: CommitCallback) -> Self {
         let sink = Arc::new(JsSink {
             tsfn: on_commit,
             wants_notices: AtomicBool::new(false),
@@ -165,7 +211,7 @@ impl NativeDb {
             tx_reader: RefCell::new(CachedReader::default()),
             scratch: Cell::new(Scratch::EMPTY),
         });
-        Ok(NativeDb { ctx, sink_id, sink })
+        NativeDb { ctx, sink_id, sink }
     }
 
     fn engine(&self) -> Result<Arc<Engine>> {
