@@ -5,11 +5,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Athanor, NotFoundError, i64 } from '../dist/index.js';
-import { Sandbox, expectRejects, expectThrows } from './helpers.js';
+import { Sandbox, expectRejects, expectThrows, loopDuring } from './helpers.js';
 
 const sb = new Sandbox();
 afterEach(() => sb.cleanup());
@@ -27,33 +26,10 @@ function largeDatabase(): string {
   return dir;
 }
 
-/**
- * Runs `open` while a `setImmediate` ticker runs on the event loop; returns the
- * ticks that fell inside the open and the longest stretch without one.
- */
-async function tickDuring<T>(open: () => Promise<T>): Promise<{ value: T; ticks: number; longestGap: number; duration: number }> {
-  const stamps: number[] = [];
-  let running = true;
-  const tick = (): void => {
-    stamps.push(performance.now());
-    if (running) setImmediate(tick);
-  };
-  setImmediate(tick);
-  const start = performance.now();
-  const value = await open();
-  const end = performance.now();
-  running = false;
-  const inside = stamps.filter((t) => t > start && t < end);
-  const edges = [start, ...inside, end];
-  let longestGap = 0;
-  for (let i = 1; i < edges.length; i++) longestGap = Math.max(longestGap, edges[i]! - edges[i - 1]!);
-  return { value, ticks: inside.length, longestGap, duration: end - start };
-}
-
 describe('Athanor.open', () => {
   it('loads a large database off the event loop: timers keep firing while it opens', async () => {
     const dir = largeDatabase();
-    const { value: db, ticks, longestGap, duration } = await tickDuring(() => sb.open(dir));
+    const { value: db, ticks, longestGap, duration } = await loopDuring(() => sb.open(dir));
     // The open really loaded everything it was timed on.
     for (let c = 0; c < COLLECTIONS; c++) {
       const stats = db.vectors.open(`c${c}`).stats();
