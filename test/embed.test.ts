@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClosedError, Embedder, InvalidArgumentError, ModelError, ProviderError, RuntimeLoadError } from '../dist/index.js';
 import { TEST_MODEL_FILES, ensureTestModel } from '../scripts/test-model.mjs';
-import { expectRejects, expectThrows, removeDir, tempDir } from './helpers.js';
+import { expectRejects, expectThrows, loopDuring, removeDir, tempDir } from './helpers.js';
 
 let modelDir = '';
 let embedder: Embedder;
@@ -51,7 +51,7 @@ const SENTENCES = [
 ];
 
 /** transformers.js on the same model.onnx: the reference implementation. */
-async function reference(texts: string[]): Promise<number[][]> {
+async function reference(texts: string[], pooling: 'mean' | 'cls' = 'mean', normalize = true): Promise<number[][]> {
   const { pipeline, env } = await import('@huggingface/transformers');
   const root = tempDir('athanor-tjs-');
   try {
@@ -62,7 +62,7 @@ async function reference(texts: string[]): Promise<number[][]> {
     env.localModelPath = root + path.sep;
     env.allowRemoteModels = false;
     const extract = await pipeline('feature-extraction', 'minilm', { dtype: 'fp32', device: 'cpu' });
-    const out = await extract(texts, { pooling: 'mean', normalize: true });
+    const out = await extract(texts, { pooling, normalize });
     const rows = out.tolist() as number[][];
     await extract.dispose();
     return rows;
@@ -89,6 +89,27 @@ describe('Embedder', () => {
     for (let i = 0; i < SENTENCES.length; i++) {
       const c = cos(ours[i]!, theirs[i]!);
       expect(c, SENTENCES[i]).toBeGreaterThanOrEqual(0.999);
+    }
+  });
+
+  it('pools with CLS when asked: the first token\'s hidden state, as transformers.js computes it, not the mean', async () => {
+    const cls = await Embedder.open(modelDir, { pooling: 'cls', normalize: false });
+    try {
+      expect(cls.pooling).toBe('cls');
+      const texts = SENTENCES.slice(0, 6);
+      const ours = await cls.embedMany(texts);
+      const theirs = await reference(texts, 'cls', false);
+      const means = await reference(texts, 'mean', false);
+      for (let i = 0; i < texts.length; i++) {
+        expect(cos(ours[i]!, theirs[i]!), texts[i]).toBeGreaterThanOrEqual(0.999);
+        // Unnormalised, so the lengths must agree too.
+        const norm = (v: ArrayLike<number>): number => Math.hypot(...Array.from(v));
+        expect(norm(ours[i]!) / norm(theirs[i]!)).toBeCloseTo(1, 2);
+        // The mean over tokens is a different vector: a CLS option that pooled by mean fails here.
+        expect(cos(ours[i]!, means[i]!), texts[i]).toBeLessThan(0.99);
+      }
+    } finally {
+      cls.close();
     }
   });
 
@@ -121,6 +142,14 @@ describe('Embedder', () => {
     const [ra, rb, ra2] = await Promise.all([embedder.embedMany(a), embedder.embedMany(b), embedder.embedMany(a)]);
     for (let i = 0; i < a.length; i++) expect(cos(ra![i]!, ra2![i]!)).toBeGreaterThan(0.99999);
     expect(rb).toHaveLength(b.length);
+  });
+
+  it('embeds on the libuv pool: the event loop keeps turning while a long batch runs', async () => {
+    const texts = Array.from({ length: 256 }, (_, i) => `${SENTENCES[i % SENTENCES.length]!} (${i})`);
+    const long = await loopDuring(() => embedder.embedMany(texts));
+    expect(long.value).toHaveLength(256);
+    expect(long.ticks).toBeGreaterThan(0);
+    expect(long.longestGap).toBeLessThan(long.duration / 2);
   });
 
   it('tokenizes as the model sees it, truncated to maxLength', () => {

@@ -123,3 +123,42 @@ export function killAfterReady(script: string, args: readonly string[], delayMs:
     });
   });
 }
+
+/** What {@link loopDuring} saw of the event loop while its work ran. */
+export interface LoopTurns<T> {
+  value: T;
+  /** `setImmediate` callbacks that ran after the work started and before it settled. */
+  ticks: number;
+  /** The longest stretch (ms) of the work without a tick, counting from its start and to its end. */
+  longestGap: number;
+  /** How long the work took (ms). */
+  duration: number;
+}
+
+/**
+ * Runs `work` while a `setImmediate` ticker runs on the event loop: work done on
+ * the JS thread holds the ticker back for as long as it takes, work done elsewhere
+ * lets it turn. Compare the result with the work's own duration, not with a clock.
+ */
+export async function loopDuring<T>(work: () => Promise<T>): Promise<LoopTurns<T>> {
+  const stamps: number[] = [];
+  let running = true;
+  const tick = (): void => {
+    stamps.push(performance.now());
+    if (running) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const start = performance.now();
+  let value: T;
+  try {
+    value = await work();
+  } finally {
+    running = false;
+  }
+  const end = performance.now();
+  const inside = stamps.filter((t) => t > start && t < end);
+  const edges = [start, ...inside, end];
+  let longestGap = 0;
+  for (let i = 1; i < edges.length; i++) longestGap = Math.max(longestGap, edges[i]! - edges[i - 1]!);
+  return { value, ticks: inside.length, longestGap, duration: end - start };
+}

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { Athanor } from '../dist/index.js';
 import { Sandbox } from './helpers.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -14,12 +15,31 @@ const CHILD = path.join(FIXTURES, 'increment-child.mjs');
 const sandbox = new Sandbox();
 afterEach(() => sandbox.cleanup());
 
-function run(dir: string, count: number, name: string, script = CHILD): Promise<void> {
+function run(dir: string, count: number, name: string, script = CHILD, writers?: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, dir, String(count), name], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const args = [script, dir, String(count), name, ...(writers === undefined ? [] : [String(writers)])];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`child ${name} exited ${code}: ${err}`))));
+  });
+}
+
+/** Logs `ready` for `by` and resolves once `writers` ready events are in the log (as increment-child.mjs does). */
+async function allReady(db: Athanor, by: string, writers: number): Promise<void> {
+  await db.transaction().execute((tx) => tx.log('ready', { by }));
+  const ready = (): boolean => [...db.events.read({ type: 'ready' })].length >= writers;
+  await new Promise<void>((resolve) => {
+    const off = db.events.subscribe(() => {
+      if (ready()) {
+        off();
+        resolve();
+      }
+    });
+    if (ready()) {
+      off();
+      resolve();
+    }
   });
 }
 
@@ -31,6 +51,7 @@ describe('several processes writing one database', () => {
     const db = await sandbox.open(dir);
     const { i64 } = await import('../dist/index.js');
     const mine = (async () => {
+      await allReady(db, 'parent', 3);
       for (let i = 0; i < per; i++) {
         await db.transaction().execute(
           (tx) => {
@@ -41,16 +62,28 @@ describe('several processes writing one database', () => {
         );
       }
     })();
-    await Promise.all([run(dir, per, 'a'), run(dir, per, 'b'), mine]);
+    await Promise.all([run(dir, per, 'a', CHILD, 3), run(dir, per, 'b', CHILD, 3), mine]);
 
     // Reads on this handle see the other processes' commits.
     expect(db.get('counter').asI64()).toBe(BigInt(3 * per));
-    expect(db.events.lastId).toBe(BigInt(3 * per));
-    const byWriter = new Map<string, number>();
-    for (const e of db.events.read<{ by: string }>({ type: 'incremented' })) byWriter.set(e.payload.by, (byWriter.get(e.payload.by) ?? 0) + 1);
-    expect(Object.fromEntries(byWriter)).toEqual({ a: per, b: per, parent: per });
-    expect(db.commitSeq).toBe(BigInt(3 * per));
-    expect(db.verify().events).toBe(3 * per);
+    const total = 3 * per + 3; // and the three ready events
+    expect(db.events.lastId).toBe(BigInt(total));
+    const ids = new Map<string, bigint[]>();
+    for (const e of db.events.read<{ by: string }>({ type: 'incremented' })) ids.set(e.payload.by, [...(ids.get(e.payload.by) ?? []), e.id]);
+    expect(Object.fromEntries([...ids].map(([by, list]) => [by, list.length]))).toEqual({ a: per, b: per, parent: per });
+    // The writers really ran at the same time: each committed between another's first and last commit.
+    for (const [by, mineIds] of ids) {
+      for (const [other, theirs] of ids) {
+        if (other === by) continue;
+        const [first, last] = [theirs[0]!, theirs.at(-1)!];
+        expect(
+          mineIds.some((id) => id > first && id < last),
+          `${by} committed nothing between ${other}'s first and last commit`,
+        ).toBe(true);
+      }
+    }
+    expect(db.commitSeq).toBe(BigInt(total));
+    expect(db.verify().events).toBe(total);
   });
 
   it('a process keeps reading and writing after another process grew the map', async () => {

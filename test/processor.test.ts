@@ -1,6 +1,6 @@
 /** Processors (TypeScript handlers and declarative projections): batches, cursors, run(), error strategies, dead letters, rebuild. */
 import fc from 'fast-check';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   Athanor,
   HandlerError,
@@ -66,6 +66,31 @@ function state(db: Athanor): { balances: unknown[]; moves: unknown[] } {
 }
 
 const quiet = { onLog: () => undefined };
+
+/**
+ * Runs `work` under fake timers (setTimeout and Date only: the native work and
+ * setImmediate stay real), firing each timer as soon as one is pending; returns
+ * the delays the timers asked for, in order. No real time passes in the waits.
+ */
+async function withFakeTimers<T>(work: () => Promise<T>): Promise<{ value: T; delays: number[] }> {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+  try {
+    let settled = false;
+    const running = work().finally(() => (settled = true));
+    const delays: number[] = [];
+    while (!settled) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (vi.getTimerCount() > 0) {
+        const before = Date.now();
+        vi.advanceTimersToNextTimer();
+        delays.push(Date.now() - before);
+      }
+    }
+    return { value: await running, delays };
+  } finally {
+    vi.useRealTimers();
+  }
+}
 
 describe('processors', () => {
   for (const kind of ['ts', 'decl'] as const) {
@@ -177,9 +202,10 @@ describe('processors', () => {
           kind === 'ts'
             ? db.processor('p', { handlers: [{ eventType: 'Dep', handle: applyDep }], onError: { retry: { maxAttempts: 4, initialDelayMs: 10, maxDelayMs: 25 } }, onLog: (m) => retries.push(m) })
             : db.projection({ name: 'p', on: DECL_ON, onError: { retry: { maxAttempts: 4, initialDelayMs: 10, maxDelayMs: 25 } }, onLog: (m) => retries.push(m) });
-        const r = await p.processBatch();
+        const { value: r, delays } = await withFakeTimers(() => p.processBatch());
         expect(r).toEqual({ processed: 2, skipped: 0, deadLettered: 1, cursor: 3n });
-        // Three waits (10, 20, then capped at 25 ms) between four attempts, then the dead letter.
+        // Three waits between four attempts, doubling from 10 ms and capped at 25 ms, then the dead letter.
+        expect(delays).toEqual([10, 20, 25]);
         expect(retries.length).toBe(3);
         expect(state(db).balances).toEqual([{ acct: 'a', total: 11 }]);
         expect(db.sql.get('SELECT count(*) AS n FROM moves')).toEqual({ n: 2 });
@@ -201,8 +227,9 @@ describe('processors', () => {
           return 'retry';
         };
         const p = kind === 'ts' ? db.processor('p', { handlers: [{ eventType: 'Dep', handle: applyDep }], onError: strategy, ...quiet }) : db.projection({ name: 'p', on: DECL_ON, onError: strategy, ...quiet });
-        // Shrink the backoff: the custom strategy uses the default (100 ms doubling), two waits here.
-        await p.catchUp();
+        // A custom strategy's 'retry' waits with the default backoff: 100 ms, doubling.
+        const { delays } = await withFakeTimers(() => p.catchUp());
+        expect(delays).toEqual([100, 200]);
         expect(attempts).toBe(2);
         expect(state(db).balances).toEqual([
           { acct: 'a', total: 5 },

@@ -18,7 +18,7 @@ import {
   type VectorMetric,
 } from '../dist/index.js';
 import { lowRank, mulberry32 } from './fixtures/lowrank.mjs';
-import { Sandbox, expectRejects, expectThrows, fingerprint } from './helpers.js';
+import { Sandbox, expectRejects, expectThrows, fingerprint, loopDuring } from './helpers.js';
 
 const sb = new Sandbox();
 afterEach(() => sb.cleanup());
@@ -333,6 +333,12 @@ describe('search', () => {
     const batch = await c.searchBatch(queries, { k: 7, efSearch: 80 });
     expect(batch.length).toBe(50);
     for (let i = 0; i < 50; i++) expect(batch[i]!.map((h) => h.id)).toEqual(c.search(row(queries, i, dim), { k: 7, efSearch: 80 }).map((h) => h.id));
+    // Off the main thread: the event loop keeps turning while a long batch runs.
+    const many = randomVectors(10_000, dim, 3);
+    const long = await loopDuring(() => c.searchBatch(many, { k: 7, exact: true }));
+    expect(long.value).toHaveLength(10_000);
+    expect(long.ticks).toBeGreaterThan(0);
+    expect(long.longestGap).toBeLessThan(long.duration / 2);
     await expectRejects(c.searchBatch(new Float32Array(dim + 1)), VectorDimensionError, 'ERR_VECTOR_DIMENSION');
   });
 
@@ -367,18 +373,27 @@ describe('search', () => {
     expect(c2.search(row(data, n - 2, dim), { k: 1 })[0]!.id).toBe(`d${n - 2}`);
   });
 
-  it('property: after random upserts and deletes, exact search equals brute force and HNSW results are live', async () => {
+  it('property: past the exact-search threshold, after random upserts and deletes, exact search equals brute force and the graph walk returns live documents with their current scores', async () => {
     const db = await sb.open(undefined, { durability: 'none' });
-    const dim = 6;
+    const dim = 16;
+    // Well past the 1000 live documents under which every search is exact
+    // (EXACT_THRESHOLD in native/core/src/vector/index.rs), so the graph is walked.
+    const base = 2000;
+    const baseData = randomVectors(base, dim, 99);
+    const baseIds = Array.from({ length: base }, (_, i) => `d${i}`);
+    const walk = { k: 5, efSearch: 16 };
     let round = 0;
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 150 }), fc.integer({ min: 1, max: 1 << 30 })), { minLength: 1, maxLength: 120 }),
+        fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: base + 200 }), fc.integer({ min: 1, max: 1 << 30 })), { minLength: 1, maxLength: 120 }),
         fc.integer({ min: 1, max: 1 << 30 }),
         async (ops, qseed) => {
           const name = `p${round++}`;
           const c: VectorCollection = db.vectors.create(name, { dimension: dim, metric: 'l2' });
-          const model = new Map<string, Float32Array>();
+          const model = new Map<string, Float32Array>(baseIds.map((id, i) => [id, row(baseData, i, dim)]));
+          await c.upsertMany(baseIds, baseData);
+          expect(await c.waitIndexed()).toBe(true);
+          // These land on an indexed graph: replaced and deleted points, pending new ones.
           await db.transaction().execute((tx) => {
             for (const [del, id, seed] of ops) {
               if (del) {
@@ -400,14 +415,21 @@ describe('search', () => {
             expect(exact[i]!.score).toBeCloseTo(want[i]!.score, 4);
             expect(score('l2', q, model.get(exact[i]!.id)!)).toBeCloseTo(exact[i]!.score, 4);
           }
-          for (const h of c.search(q, { k: 5 })) expect(model.has(h.id)).toBe(true);
+          expect(c.explain(walk)).toMatchObject({ plan: 'graph', reason: 'cost' });
+          const walked = c.search(q, walk);
+          expect(walked).toHaveLength(5);
+          for (const h of walked) {
+            expect(model.has(h.id), `deleted ${h.id} returned`).toBe(true);
+            // Scored on the document's current vector, not one it replaced.
+            expect(score('l2', q, model.get(h.id)!)).toBeCloseTo(h.score, 4);
+          }
           expect(c.count()).toBe(model.size);
           db.vectors.drop(name);
         },
       ),
-      { numRuns: 25 },
+      { numRuns: 8 },
     );
-  });
+  }, 120_000);
 });
 
 describe('recall', () => {
@@ -420,10 +442,13 @@ describe('recall', () => {
     const c = db.vectors.create('recall', { dimension: dim, metric: 'cosine' });
     await c.upsertMany(Array.from({ length: n }, (_, i) => String(i)), data);
     expect(await c.waitIndexed()).toBe(true);
+    expect(c.explain({ k: 10 }).plan).toBe('graph');
+    // Ground truth by brute force over the raw vectors, independent of athanor's exact search.
+    const docs = new Map(Array.from({ length: n }, (_, i) => [String(i), row(data, i, dim)]));
     let found = 0;
     for (let i = 0; i < 100; i++) {
       const q = row(queries, i, dim);
-      const truth = new Set(c.search(q, { k: 10, exact: true }).map((h) => h.id));
+      const truth = new Set(bruteForce('cosine', docs, q, 10).map((h) => h.id));
       for (const h of c.search(q, { k: 10 })) if (truth.has(h.id)) found++;
     }
     expect(found / 1000).toBeGreaterThanOrEqual(0.95);

@@ -72,6 +72,10 @@ export interface VerifyResult {
   events: number;
 }
 
+function checkDir(dir: unknown): asserts dir is string {
+  if (typeof dir !== 'string' || dir.length === 0) throw new InvalidArgumentError('dir must be a non-empty path string');
+}
+
 function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
   const durability = o.durability ?? 'full';
@@ -237,10 +241,10 @@ export class Athanor {
 
   readonly #proj: Projections;
 
-  private constructor(dir: string, o: Required<OpenOptions>) {
+  private constructor(dir: string, o: Required<OpenOptions>, core: Core) {
     this.dir = dir;
     this.durability = o.durability;
-    this.#core = new Core(dir, o);
+    this.#core = core;
     this.#core.observer = this.#metrics;
     this.events = new EventLog(this.#core);
     this.#proj = new Projections(this.#core, dir);
@@ -255,7 +259,10 @@ export class Athanor {
    * emptied or missing where the directory shows it existed) is a `CorruptError`.
    */
   static async open(dir: string, options: OpenOptions = {}): Promise<Athanor> {
-    return Athanor.openSync(dir, options);
+    checkDir(dir);
+    const o = checkOpenOptions(options);
+    const path = resolve(dir);
+    return new Athanor(path, o, await Core.open(path, o));
   }
 
   /**
@@ -272,8 +279,10 @@ export class Athanor {
 
   /** Synchronous {@link open}, for scripts. */
   static openSync(dir: string, options: OpenOptions = {}): Athanor {
-    if (typeof dir !== 'string' || dir.length === 0) throw new InvalidArgumentError('dir must be a non-empty path string');
-    return new Athanor(resolve(dir), checkOpenOptions(options));
+    checkDir(dir);
+    const o = checkOpenOptions(options);
+    const path = resolve(dir);
+    return new Athanor(path, o, Core.openSync(path, o));
   }
 
   /** Reads a key from the newest committed state; throws `NotFoundError` when absent. Synchronous. */

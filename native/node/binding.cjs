@@ -845,4 +845,5 @@ module.exports.compressFile = nativeBinding.compressFile
 module.exports.decompressFile = nativeBinding.decompressFile
 module.exports.digestDir = nativeBinding.digestDir
 module.exports.embedderOpen = nativeBinding.embedderOpen
+module.exports.openDb = nativeBinding.openDb
 module.exports.sqliteSnapshot = nativeBinding.sqliteSnapshot

@@ -60,8 +60,11 @@ export declare class NativeDb {
   vectorList(): Array<NativeCollectionInfo>
   /** Drops a collection and its documents; returns whether it existed. */
   vectorDrop(name: string): boolean
-  /** Opens `dir`. `on_commit` receives packed outcomes/notices on the JS thread. */
-  constructor(dir: string, options: NativeOpenOptions, onCommit: ((arg: Buffer) => void))
+  /**
+   * Opens `dir` on the calling thread (`Athanor.openSync`); `openDb` opens off it.
+   * `on_commit` receives packed outcomes/notices on the JS thread.
+   */
+  constructor(dir: string, options: NativeOpenOptions, onCommit: CommitCallback)
   /**
    * Registers the scratch buffers (kept alive by the JS wrapper) and installs the
    * fast read functions `get(keyLen)` and `txGet(keyLen)` on `target` (see fast.rs):
@@ -326,6 +329,13 @@ export interface NativeSearchPlan {
   graphCost: number
   graphVisits: number
 }
+
+/**
+ * Opens `dir` on the libuv pool (`Athanor.open`): checking the LMDB files and
+ * loading every vector collection and index dump can take seconds, which must not
+ * stall the event loop. Resolves to the handle; `on_commit` as in the constructor.
+ */
+export declare function openDb(dir: string, options: NativeOpenOptions, onCommit: CommitCallback): Promise<NativeDb>
 
 /** Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO). */
 export declare function sqliteSnapshot(src: string, dst: string): Promise<void>

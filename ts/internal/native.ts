@@ -76,3 +76,4 @@ export type NativeSql = Binding.NativeSql;
 export type NativeCollection = Binding.NativeCollection;
 export type NativeCollectionInfo = Binding.NativeCollectionInfo;
 export type NativeEmbedder = Binding.NativeEmbedder;
+export type NativeOpenOptions = Binding.NativeOpenOptions;

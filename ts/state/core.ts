@@ -8,7 +8,7 @@ import { decodeValue, type Value } from './codec.js';
 import { ByteWriter } from '../internal/bytes.js';
 import { AthanorError, ClosedError, ConflictError, fromNative } from '../errors.js';
 import { readCompletion, type CommitInfo } from '../internal/completion.js';
-import { native, type NativeDb } from '../internal/native.js';
+import { native, type NativeDb, type NativeOpenOptions } from '../internal/native.js';
 import { checkKey } from './keys.js';
 
 export type { CommitInfo };
@@ -64,6 +64,10 @@ export interface CoreOptions {
   create: boolean;
 }
 
+function nativeOptions(o: CoreOptions): NativeOpenOptions {
+  return { durability: o.durability, syncIntervalMs: o.syncIntervalMs, mapSize: o.mapSize, idempotencyWindowMs: o.idempotencyWindowMs, create: o.create };
+}
+
 /** @internal */
 export class Core {
   readonly native: NativeDb;
@@ -86,14 +90,34 @@ export class Core {
   #lastNotified = 0n;
   #retryTail: Promise<void> = Promise.resolve();
 
-  constructor(dir: string, o: CoreOptions) {
+  /** Opens `dir` on the calling thread (`Athanor.openSync`). */
+  static openSync(dir: string, o: CoreOptions): Core {
+    return new Core(dir, (onCommit) => new native.NativeDb(dir, nativeOptions(o), onCommit));
+  }
+
+  /**
+   * Opens `dir` on the libuv pool: the LMDB checks and loading every vector collection
+   * and index dump would otherwise stall the event loop for as long as they take.
+   */
+  static async open(dir: string, o: CoreOptions): Promise<Core> {
+    // The handle exists before its Core does; no commit can be queued on it until then.
+    let deliver: ((buf: Buffer) => void) | undefined;
+    let handle: NativeDb;
+    try {
+      handle = await native.openDb(dir, nativeOptions(o), (buf: Buffer) => deliver?.(buf));
+    } catch (e) {
+      throw fromNative(e);
+    }
+    return new Core(dir, (onCommit) => {
+      deliver = onCommit;
+      return handle;
+    });
+  }
+
+  private constructor(dir: string, handle: (onCommit: (buf: Buffer) => void) => NativeDb) {
     this.#notifyPath = join(dir, 'canonical', 'commits.notify');
     try {
-      this.native = new native.NativeDb(
-        dir,
-        { durability: o.durability, syncIntervalMs: o.syncIntervalMs, mapSize: o.mapSize, idempotencyWindowMs: o.idempotencyWindowMs, create: o.create },
-        (buf: Buffer) => this.#onCommit(buf),
-      );
+      this.native = handle((buf: Buffer) => this.#onCommit(buf));
     } catch (e) {
       throw fromNative(e);
     }

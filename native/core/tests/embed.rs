@@ -139,6 +139,14 @@ fn unnormalised_and_cls_options_are_honoured() {
     let v = e.embed(&["hello world"]).unwrap();
     let n: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((n - 1.0).abs() > 1e-3, "not normalised");
+    // CLS is one token's hidden state, not the mean over the tokens (test/embed.test.ts
+    // checks it against transformers.js).
+    let mut mean = o.clone();
+    mean.pooling = Some(Pooling::Mean);
+    let m = Embedder::open(&model_dir(), &mean).unwrap();
+    assert_eq!(m.pooling(), Pooling::Mean);
+    let by_mean = m.embed(&["hello world"]).unwrap();
+    assert!(cos(&v, &by_mean) < 0.99, "CLS pooled like the mean");
 }
 
 #[test]

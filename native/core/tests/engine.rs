@@ -883,10 +883,17 @@ fn idempotency_records_expire_after_the_window() {
     let first = applied(&e, key_tx());
     // Once the window has passed the key is forgotten at once, whether or not
     // pruning (at most once a second) has removed its record yet.
-    thread::sleep(Duration::from_millis(5));
-    {
+    let forgotten = || {
         let txn = e.begin_read().unwrap();
-        assert_eq!(e.store().idempotency_record(&txn, b"k").unwrap(), None);
+        e.store().idempotency_record(&txn, b"k").unwrap().is_none()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !forgotten() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key outlived its 1 ms window"
+        );
+        thread::yield_now();
     }
     let accepted = applied(&e, key_tx());
     assert!(accepted.commit_seq > first.commit_seq);
@@ -1931,8 +1938,13 @@ fn open_racing_the_last_close_succeeds() {
     let b = TxBuilder::new().put("k", &Value::I64(1)).build().unwrap();
     e.submit(b, sink, 1).unwrap();
     entered.recv_timeout(WAIT).unwrap();
+    let alive = Arc::downgrade(&e);
     let closer = thread::spawn(move || drop(e));
-    thread::sleep(Duration::from_millis(100)); // the last drop is now in progress
+    // The last drop is in progress once no strong handle is left (the writer is
+    // still parked in the sink, so it has not finished).
+    while alive.strong_count() > 0 {
+        thread::yield_now();
+    }
     let reopened = Engine::open(dir.path(), StoreOptions::default());
     closer.join().unwrap();
     match reopened {

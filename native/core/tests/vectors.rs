@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use athanor_core::vector::{CollectionParams, Filter, Metric, SearchOptions};
+use athanor_core::vector::{CollectionParams, Filter, Metric, PlanKind, PlanReason, SearchOptions};
 use athanor_core::{Code, Durability, Engine, StoreOptions, TxBuilder, Value};
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -205,19 +205,36 @@ fn reference(docs: &HashMap<String, Vec<f32>>, q: &[f32], k: usize) -> Vec<(Stri
     all
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+/// Documents loaded before the random writes: well past the 1000 live documents
+/// under which every search is exact (`EXACT_THRESHOLD`), so the graph is walked.
+const BASE_DOCS: u16 = 1500;
+/// Dimension of the property test's vectors: enough that a walk beats a scan of [`BASE_DOCS`].
+const DIM: usize = 32;
 
-    /// After random upserts and deletes, exact search equals a brute-force
-    /// reference and HNSW results are live documents only.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// On an indexed collection past the exact-search threshold, after random
+    /// upserts and deletes, exact search equals a brute-force reference, and the
+    /// planned search walks the graph and returns live documents only, each scored
+    /// on its current vector.
     #[test]
     fn search_matches_reference_after_random_writes(
-        ops in proptest::collection::vec((0u8..3, 0u16..300, any::<u64>()), 1..400),
+        ops in proptest::collection::vec((0u8..3, 0u16..BASE_DOCS + 200, any::<u64>()), 1..400),
     ) {
         let dir = TempDir::new().unwrap();
         let e = open(dir.path());
-        let c = e.vectors().create(e.store(), "p", params(8, Metric::L2)).unwrap();
+        let c = e.vectors().create(e.store(), "p", params(DIM as u32, Metric::L2)).unwrap();
         let mut model: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut r = rng(1);
+        let mut b = TxBuilder::new();
+        for id in 0..BASE_DOCS {
+            let v: Vec<f32> = (0..DIM).map(|_| r()).collect();
+            b = b.vector_upsert("p", &format!("d{id}"), &v, "");
+            model.insert(format!("d{id}"), v);
+        }
+        e.commit_blocking(b.build().unwrap()).unwrap();
+        prop_assert!(c.wait_indexed(Duration::from_secs(60)));
         for chunk in ops.chunks(37) {
             let mut b = TxBuilder::new();
             for (op, id, seed) in chunk {
@@ -227,7 +244,7 @@ proptest! {
                     model.remove(&id);
                 } else {
                     let mut r = rng(*seed);
-                    let v: Vec<f32> = (0..8).map(|_| r()).collect();
+                    let v: Vec<f32> = (0..DIM).map(|_| r()).collect();
                     b = b.vector_upsert("p", &id, &v, "");
                     model.insert(id, v);
                 }
@@ -235,12 +252,13 @@ proptest! {
             e.commit_blocking(b.build().unwrap()).unwrap();
         }
         prop_assert_eq!(c.count(), model.len());
+        let walk = SearchOptions { k: 10, ef: Some(16), ..SearchOptions::default() };
         let mut r = rng(7);
         for round in 0..4 {
             if round == 2 {
                 prop_assert!(c.wait_indexed(Duration::from_secs(30)));
             }
-            let q: Vec<f32> = (0..8).map(|_| r()).collect();
+            let q: Vec<f32> = (0..DIM).map(|_| r()).collect();
             let q = c.prepare_query(&q).unwrap();
             let exact = c.search(&q, &SearchOptions { k: 10, exact: true, ..SearchOptions::default() });
             let want = reference(&model, &q, 10);
@@ -248,9 +266,20 @@ proptest! {
             for (h, (id, d)) in exact.iter().zip(&want) {
                 prop_assert!((-h.score * -h.score - d).abs() <= 1e-3 * (1.0 + d), "{} {} vs {} {}", h.id, h.score, id, d);
             }
-            let approx = c.search(&q, &SearchOptions { k: 10, ef: Some(64), ..SearchOptions::default() });
+            // Before indexing has caught up the pending documents may make a scan cheaper;
+            // once it has, the walk is taken. Never the small-collection shortcut.
+            let plan = c.plan(&walk);
+            prop_assert_ne!(plan.reason, PlanReason::Small);
+            if round >= 2 {
+                prop_assert_eq!((plan.kind, plan.reason), (PlanKind::Graph, PlanReason::Cost));
+            }
+            let approx = c.search(&q, &walk);
+            prop_assert_eq!(approx.len(), 10);
             for h in &approx {
-                prop_assert!(model.contains_key(&*h.id), "deleted id {} returned", h.id);
+                let v = model.get(&*h.id);
+                prop_assert!(v.is_some(), "deleted id {} returned", h.id);
+                let d: f32 = v.unwrap().iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
+                prop_assert!((h.score * h.score - d).abs() <= 1e-3 * (1.0 + d), "{} scored {} but is at {}", h.id, h.score, d);
             }
         }
         prop_assert_eq!(e.vectors().verify(e.store(), "p").unwrap(), model.len());
@@ -636,7 +665,6 @@ fn background_dumps_of_a_chunked_bulk_load_write_less_than_twice_the_final_index
 
 #[test]
 fn filtered_searches_scan_exactly_when_cheaper_and_walk_the_graph_otherwise() {
-    use athanor_core::vector::{PlanKind, PlanReason};
     let dir = TempDir::new().unwrap();
     let (n, dim) = (6000, 64);
     let e = open(dir.path());

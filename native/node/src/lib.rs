@@ -111,6 +111,58 @@ pub struct NativeOpenOptions {
     pub create: Option<bool>,
 }
 
+/// The JS callback that receives packed commit outcomes (weak: it does not keep Node alive).
+type CommitCallback = ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>;
+
+fn store_options(options: &NativeOpenOptions) -> CoreResult<StoreOptions> {
+    Ok(StoreOptions {
+        durability: durability(&options.durability, options.sync_interval_ms)?,
+        initial_map_size: options.map_size as usize,
+        idempotency_window_ms: options.idempotency_window_ms as u64,
+        create: options.create.unwrap_or(true),
+        ..StoreOptions::default()
+    })
+}
+
+/// Opens `dir` on the libuv pool (`Athanor.open`): checking the LMDB files and
+/// loading every vector collection and index dump can take seconds, which must not
+/// stall the event loop. Resolves to the handle; `on_commit` as in the constructor.
+#[napi(ts_return_type = "Promise<NativeDb>")]
+pub fn open_db(
+    env: Env,
+    dir: String,
+    options: NativeOpenOptions,
+    on_commit: CommitCallback,
+) -> Result<AsyncTask<Guarded<OpenDbTask>>> {
+    let options = guard(&env, || store_options(&options))?;
+    Ok(guard::task(OpenDbTask {
+        dir: PathBuf::from(dir),
+        options,
+        on_commit: Some(on_commit),
+    }))
+}
+
+/// The work of [`open_db`].
+pub struct OpenDbTask {
+    dir: PathBuf,
+    options: StoreOptions,
+    on_commit: Option<CommitCallback>,
+}
+
+impl guard::Work for OpenDbTask {
+    type Output = Arc<Engine>;
+    type JsValue = NativeDb;
+    fn compute(&mut self) -> CoreResult<Arc<Engine>> {
+        Engine::open(&self.dir, self.options.clone())
+    }
+    fn resolve(&mut self, _env: Env, engine: Arc<Engine>) -> Result<NativeDb> {
+        let on_commit = self.on_commit.take().ok_or_else(|| {
+            napi::Error::new(Status::GenericFailure, "ERR_INTERNAL: open resolved twice")
+        })?;
+        Ok(NativeDb::attach(engine, on_commit))
+    }
+}
+
 /// One open handle on a database directory (internal: wrapped by `ts/`).
 #[napi]
 pub struct NativeDb {
@@ -121,24 +173,23 @@ pub struct NativeDb {
 
 #[napi]
 impl NativeDb {
-    /// Opens `dir`. `on_commit` receives packed outcomes/notices on the JS thread.
+    /// Opens `dir` on the calling thread (`Athanor.openSync`); `openDb` opens off it.
+    /// `on_commit` receives packed outcomes/notices on the JS thread.
     #[napi(constructor)]
     pub fn new(
         env: Env,
         dir: String,
         options: NativeOpenOptions,
-        on_commit: ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>,
+        on_commit: CommitCallback,
     ) -> Result<Self> {
         let engine = guard(&env, || {
-            let store_options = StoreOptions {
-                durability: durability(&options.durability, options.sync_interval_ms)?,
-                initial_map_size: options.map_size as usize,
-                idempotency_window_ms: options.idempotency_window_ms as u64,
-                create: options.create.unwrap_or(true),
-                ..StoreOptions::default()
-            };
-            Engine::open(&PathBuf::from(dir), store_options)
+            Engine::open(&PathBuf::from(dir), store_options(&options)?)
         })?;
+        Ok(NativeDb::attach(engine, on_commit))
+    }
+
+    /// Wraps an open engine in a handle whose commit outcomes go to `on_commit`.
+    fn attach(engine: Arc<Engine>, on_commit: CommitCallback) -> Self {
         let sink = Arc::new(JsSink {
             tsfn: on_commit,
             wants_notices: AtomicBool::new(false),
@@ -150,7 +201,7 @@ impl NativeDb {
             tx_reader: RefCell::new(CachedReader::default()),
             scratch: Cell::new(Scratch::EMPTY),
         });
-        Ok(NativeDb { ctx, sink_id, sink })
+        NativeDb { ctx, sink_id, sink }
     }
 
     fn engine(&self) -> CoreResult<Arc<Engine>> {
