@@ -724,7 +724,9 @@ async function main(argv: readonly string[]): Promise<number> {
       }
       case 'state list': {
         const entries = db.list({ prefix: str('prefix'), after: str('after'), limit });
-        for (const { key: k, value: v } of entries) out(json ? toJson({ key: k, type: v.type, value: v.toJS() }) : `${bold(k)} ${show(v)}`);
+        // Keys with control characters (athanor's own start with NUL) are printed quoted.
+        const shown = (k: string): string => (/[\u0000-\u001f\u007f\s]/.test(k) ? JSON.stringify(k) : k);
+        for (const { key: k, value: v } of entries) out(json ? toJson({ key: k, type: v.type, value: v.toJS() }) : `${bold(shown(k))} ${show(v)}`);
         if (!json && entries.length === 0 && process.stdout.isTTY === true) out(dim('(no keys)'));
         return EXIT_OK;
       }

@@ -84,7 +84,7 @@ export interface VerifyViolation {
    * `last_event_id` (meta disagrees with the log), `type_index_missing` (an event without
    * its type index entry), `type_index_orphan` (an entry without its event), `state_value`,
    * `idempotency_record`, `idempotency_past_log` (a record naming events past the log),
-   * `cursor_past_log` (a processor ahead of the log), `dead_letter_missing_event`,
+   * `cursor_past_log` (a processor or vector projection ahead of the log), `dead_letter_missing_event`,
    * `vector_index` (stored documents and the index disagree).
    */
   kind: string;
@@ -106,7 +106,7 @@ export interface VerifyReport {
   typeIndexEntries: number;
   /** Idempotency records stored (expired ones not yet pruned included). */
   idempotencyRecords: number;
-  /** Processors with a cursor in projection.db, and the last event each applied. */
+  /** Processors with a cursor (SQL ones in projection.db, vector projections in the store), and the last event each applied. */
   processors: Array<{ name: string; cursor: number }>;
   /** Dead letters in projection.db (all processors). */
   deadLetters: number;

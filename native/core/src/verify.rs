@@ -244,12 +244,17 @@ fn scan_store(store: &Store, txn: &RoTxn<'_, WithoutTls>, r: &mut Report) -> Res
         let (k, v) = item?;
         r.state_keys += 1;
         let decoded = crate::codec::split_state_entry(v)
-            .and_then(|(_, value)| crate::codec::Value::decode(value).map(|_| ()));
-        if let Err(e) = decoded {
-            r.violations.push(Violation {
+            .and_then(|(_, value)| crate::codec::Value::decode(value));
+        match decoded {
+            Err(e) => r.violations.push(Violation {
                 kind: "state_value",
                 detail: format!("state key {:?}: {}", String::from_utf8_lossy(k), e.message),
-            });
+            }),
+            Ok(value) => {
+                if let Some(name) = k.strip_prefix(VECTOR_PROJECTION_CURSOR) {
+                    vector_projection_cursor(&String::from_utf8_lossy(name), &value, last, r);
+                }
+            }
         }
     }
     for item in dbs.idem.iter(txn)? {
@@ -278,6 +283,33 @@ fn scan_store(store: &Store, txn: &RoTxn<'_, WithoutTls>, r: &mut Report) -> Res
         }
     }
     Ok(())
+}
+
+/// The state key prefix of vector projections' cursors (kept in LMDB, moved in the
+/// same commit as the vectors they cover; see ts/vector-projection.ts).
+const VECTOR_PROJECTION_CURSOR: &[u8] = b"\0athanor/vector-projection/";
+
+/// Lists a vector projection's cursor with the processors; flags one past the log.
+fn vector_projection_cursor(name: &str, value: &crate::codec::Value, last: u64, r: &mut Report) {
+    let crate::codec::Value::I64(at) = *value else {
+        r.violations.push(Violation {
+            kind: "state_value",
+            detail: format!("the cursor of vector projection {name:?} is not an i64"),
+        });
+        return;
+    };
+    if at < 0 || at as u64 > last {
+        r.violations.push(Violation {
+            kind: "cursor_past_log",
+            detail: format!(
+                "vector projection {name:?} is at event {at} but the log ends at {last}: the event log was lost or replaced; restore the database from a backup"
+            ),
+        });
+    }
+    r.processors.push(ProcessorCursor {
+        name: name.to_string(),
+        last_event_id: at,
+    });
 }
 
 /// Documents stored for collection `id` (for the report when its index disagrees).
@@ -472,5 +504,35 @@ mod tests {
         let err = super::verify(&e).unwrap_err();
         assert_eq!(err.code, crate::error::Code::Corrupt);
         assert!(err.message.contains("event 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_vector_projection_cursor_past_the_log_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = populated(dir.path());
+        let cursor = |at: i64| {
+            TxBuilder::new()
+                .put("\0athanor/vector-projection/emb", &Value::I64(at))
+                .build()
+                .unwrap()
+        };
+        e.commit_blocking(cursor(3)).unwrap();
+        let r = super::report(&e).unwrap();
+        assert!(r.ok(), "{:?}", r.violations);
+        assert_eq!(
+            r.processors,
+            [super::ProcessorCursor {
+                name: "emb".into(),
+                last_event_id: 3
+            }]
+        );
+        e.commit_blocking(cursor(8)).unwrap();
+        let r = super::report(&e).unwrap();
+        assert_eq!(kinds(&r), ["cursor_past_log"]);
+        assert!(
+            r.violations[0].detail.contains("\"emb\" is at event 8"),
+            "{:?}",
+            r.violations
+        );
     }
 }
