@@ -8,6 +8,8 @@
 //                                                                  (fsync finished), the same as athanor's 'full'
 //   lmdb-js (overlappingSync: false)  core tx / append             LMDB's synchronous commit: the commit
 //                                                                  promise resolves after fsync (a variant)
+//   lmdb-js (backup)                  ops backup                   data loaded like the core side, awaited
+//                                                                  until `flushed`; `backup(path, true)` (compacted)
 //   better-sqlite3                    core tx                      WAL + synchronous = FULL: fsync of the WAL
 //                                                                  at every commit
 //   better-sqlite3 (projection)       projection, sql exec         WAL + synchronous = NORMAL, exactly what
@@ -64,6 +66,26 @@ export const LMDB_SYNC = {
 export function openLmdb(variant, path) {
   const root = lmdbOpen({ path, ...variant.options });
   return { root, state: root.openDB({ name: 'state' }), events: root.openDB({ name: 'events' }) };
+}
+
+/**
+ * lmdb-js for the ops group: the default options as above, one named sub-database of raw
+ * binary values (`encoding: 'binary'`, what its README recommends for Buffers), and
+ * `backup(path, compact)` with `compact: true`, since athanor's backup is a compacted copy too.
+ * Opened on a directory path (no file extension), lmdb-js keeps `data.mdb` in it, and
+ * `backup(dir)` writes `<dir>/data.mdb` into a directory that must exist.
+ */
+export const LMDB_BACKUP = {
+  label: 'lmdb-js',
+  options: { compression: false },
+  stateOptions: { name: 'state', encoding: 'binary' },
+  compact: true,
+};
+
+/** Opens lmdb-js at `path` for the ops group (see LMDB_BACKUP). */
+export function openLmdbBackup(path, extra = {}) {
+  const root = lmdbOpen({ path, ...LMDB_BACKUP.options, ...extra });
+  return { root, state: root.openDB(LMDB_BACKUP.stateOptions) };
 }
 
 // ---------------------------------------------------------------- better-sqlite3

@@ -7,10 +7,17 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { Athanor, i64, str } from '../dist/index.js';
 import { ensureTestModel } from '../scripts/test-model.mjs';
 import { removeDir, tempDir } from './helpers.js';
+
+/** better-sqlite3 (a dev dependency without bundled types), to damage projection.db the way another tool could. */
+const Database = createRequire(import.meta.url)('better-sqlite3') as new (file: string) => {
+  prepare(sql: string): { run(...params: unknown[]): unknown };
+  close(): void;
+};
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
 const dir = tempDir('athanor-cli-');
@@ -287,5 +294,132 @@ describe('cli: init, --json, events, query, metrics, migrate, schedule, dlq, bac
     expect(cli(['backup', 'bk2', 'db', '--key', 'secret'], work).status).toBe(2);
     expect(cli(['restore', 'bk'], work).status).toBe(2);
     expect(fs.existsSync(path.join(work, 'bk2'))).toBe(false);
+  });
+});
+
+describe('cli: verify report, state list, migrate up/down, dlq retry/remove', () => {
+  const work = tempDir('athanor-cli-ops-');
+  afterAll(() => removeDir(work));
+
+  /** A database in work/<name> with 3 'said' events, two of them dead-lettered by processor 'mailer'. */
+  async function withDeadLetters(name: string): Promise<string> {
+    const dir = path.join(work, name);
+    const db = await Athanor.open(dir);
+    await db.transaction().execute((tx) => {
+      for (const n of [1, 2, 3]) tx.log('said', { n });
+      tx.set('user:b', str('bea'));
+      tx.set('user:a', str('al'));
+      tx.set('order:1', i64(5));
+    });
+    db.migrations.add({ version: 1, name: 'mails', up: 'CREATE TABLE mails (n INTEGER PRIMARY KEY)', down: 'DROP TABLE mails' });
+    db.migrations.run();
+    const p = db
+      .processor('mailer')
+      .on<{ n: number }>('said', (sql, e) => {
+        if (e.payload.n !== 2) throw new Error('smtp down');
+        sql.run('INSERT INTO mails VALUES (?)', [e.payload.n]);
+      })
+      .onError('deadLetter')
+      .build();
+    await p.catchUp();
+    await p.close();
+    await db.close();
+    return dir;
+  }
+
+  it('verify prints the report and exits 1 with each violation when projection.db points past the log', async () => {
+    const dir = await withDeadLetters('v');
+    const good = cliJson(['verify', dir], work) as { ok: boolean; events: number; processors: unknown; deadLetters: number; violations: unknown[] };
+    expect(good).toMatchObject({ ok: true, events: 3, processors: [{ name: 'mailer', cursor: 3 }], deadLetters: 2, violations: [] });
+    expect(cli(['verify', dir], work).stdout).toMatch(/^ok: .*3 events.*2 dead letter/);
+    const sql = new Database(path.join(dir, 'projection.db'));
+    sql.prepare('UPDATE _athanor_dead_letters SET event_id = 99 WHERE event_id = 3').run();
+    sql.prepare("UPDATE _athanor_cursors SET last_event_id = 12 WHERE name = 'mailer'").run();
+    sql.close();
+    const bad = cli(['verify', dir, '--json'], work);
+    expect(bad.status).toBe(1);
+    const report = JSON.parse(bad.stdout) as { ok: boolean; violations: { kind: string; detail: string }[] };
+    expect(report.ok).toBe(false);
+    expect(report.violations.map((v) => v.kind)).toEqual(['cursor_past_log', 'dead_letter_missing_event']);
+    const text = cli(['verify', dir], work);
+    expect(text.status).toBe(1);
+    expect(text.stdout).toMatch(/NOT OK: .*2 violation/);
+    expect(text.stdout).toMatch(/dead_letter_missing_event: .*event 99/);
+    expect(cli(['verify', dir, '--deep'], work).status).toBe(1);
+  });
+
+  it('state list by prefix, in key order, with --after, --limit and --json; state get', async () => {
+    const dir = await withDeadLetters('s');
+    const lines = cli(['state', 'list', dir, '--prefix', 'user:', '--json'], work);
+    expect(lines.status).toBe(0);
+    expect(lines.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown)).toEqual([
+      { key: 'user:a', type: 'string', value: 'al' },
+      { key: 'user:b', type: 'string', value: 'bea' },
+    ]);
+    expect(cli(['state', 'list', dir, '--prefix', 'user:', '--after', 'user:a'], work).stdout).toBe('user:b string "bea"\n');
+    expect(cli(['state', 'list', dir, '--prefix', 'user:', '--limit', '1'], work).stdout).toBe('user:a string "al"\n');
+    expect(cli(['state', 'list', dir, '--prefix', 'zzz'], work)).toMatchObject({ status: 0, stdout: '' });
+    expect(cliJson(['state', 'get', 'order:1', dir], work)).toMatchObject({ found: true, value: '5' });
+    expect(cli(['state', 'get', 'nope', dir], work).status).toBe(1);
+    expect(cli(['state', 'list', dir, '--limit', '0'], work).status).toBe(2);
+    expect(cli(['state', 'list', dir, '--limit', '100001'], work).status).toBe(2);
+    expect(cli(['state', 'list', '--help'], work)).toMatchObject({ status: 0, stdout: expect.stringMatching(/^athanor state list/) });
+    expect(cli(['state', 'frob', dir], work).status).toBe(2);
+  });
+
+  it('migrate up and down with a folder of .sql files; status lists the pending ones', async () => {
+    const dir = await withDeadLetters('m');
+    const folder = path.join(work, 'migrations');
+    fs.mkdirSync(folder);
+    fs.writeFileSync(path.join(folder, '0001_mails.sql'), 'CREATE TABLE mails (n INTEGER PRIMARY KEY)');
+    fs.writeFileSync(path.join(folder, '0001_mails.down.sql'), 'DROP TABLE mails');
+    fs.writeFileSync(path.join(folder, '0002_tags.sql'), 'CREATE TABLE tags (t TEXT)');
+    fs.writeFileSync(path.join(folder, '0002_tags.down.sql'), 'DROP TABLE tags');
+    fs.writeFileSync(path.join(folder, '0003_notes.sql'), 'CREATE TABLE notes (t TEXT)');
+    fs.writeFileSync(path.join(folder, '0003_notes.down.sql'), 'DROP TABLE notes');
+    expect(cliJson(['migrate', 'status', dir, '--migrations', folder], work)).toMatchObject({ schemaVersion: 1, pending: [{ version: 2 }, { version: 3 }] });
+    expect(cliJson(['migrate', 'up', dir, '--migrations', folder], work)).toMatchObject({ schemaVersion: 3, applied: [{ version: 2, name: 'tags' }, { version: 3, name: 'notes' }] });
+    expect(cliJson(['query', "SELECT count(*) AS n FROM sqlite_master WHERE name IN ('tags', 'notes')", dir], work)).toEqual([{ n: 2 }]);
+    expect(cliJson(['migrate', 'down', dir, '--migrations', folder], work)).toMatchObject({ schemaVersion: 2, reverted: [{ version: 3 }] });
+    expect(cliJson(['migrate', 'down', dir, '--migrations', folder, '--to', '0'], work)).toMatchObject({ schemaVersion: 0, reverted: [{ version: 2 }, { version: 1 }] });
+    expect(cliJson(['query', "SELECT count(*) AS n FROM sqlite_master WHERE name IN ('mails', 'tags', 'notes')", dir], work)).toEqual([{ n: 0 }]);
+    // A migration without a down step cannot be rolled back: exit 1, nothing changed.
+    expect(cliJson(['migrate', 'up', dir, '--migrations', folder], work)).toMatchObject({ schemaVersion: 3 });
+    fs.rmSync(path.join(folder, '0003_notes.down.sql'));
+    const refused = cli(['migrate', 'down', dir, '--migrations', folder], work);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/^athanor: ERR_INVALID_ARGUMENT: .*no down step[^\n]*\n$/);
+    expect(cliJson(['migrate', 'status', dir], work)).toMatchObject({ schemaVersion: 3 });
+    expect(cli(['migrate', 'up', dir], work).status).toBe(2);
+    expect(cli(['migrate', 'down', dir, '--migrations', folder, '--to', 'x'], work).status).toBe(2);
+    expect(cli(['migrate', 'down', '--help'], work)).toMatchObject({ status: 0, stdout: expect.stringMatching(/^athanor migrate down/) });
+  });
+
+  it('dlq retry runs dead letters through the handlers of a module; dlq remove deletes them', async () => {
+    const dir = await withDeadLetters('d');
+    const handlers = path.join(work, 'handlers.mjs');
+    // The fixed handler accepts event 1 but still refuses event 3.
+    fs.writeFileSync(
+      handlers,
+      `export default (db) => db.processor('mailer').on('said', (sql, e) => { if (e.payload.n === 3) throw new Error('still down'); sql.run('INSERT INTO mails VALUES (?)', [e.payload.n]); }).onError('deadLetter').build();\n`,
+    );
+    expect(cli(['dlq', 'retry', 'mailer', dir, '--all'], work).status).toBe(2); // no --handlers
+    expect(cli(['dlq', 'retry', 'mailer', dir, '--handlers', handlers], work).status).toBe(2); // neither --event nor --all
+    expect(cli(['dlq', 'remove', 'mailer', dir, '--all', '--event', '1'], work).status).toBe(2);
+    const one = cliJson(['dlq', 'retry', 'mailer', dir, '--handlers', handlers, '--event', '1'], work);
+    expect(one).toEqual({ processor: 'mailer', retried: 1, failed: 0, results: [{ event: 1, retried: true }] });
+    expect(cliJson(['query', 'SELECT n FROM mails ORDER BY n', dir], work)).toEqual([{ n: 1 }, { n: 2 }]);
+    const again = cli(['dlq', 'retry', 'mailer', dir, '--handlers', handlers, '--all', '--json'], work);
+    expect(again.status).toBe(1);
+    expect(JSON.parse(again.stdout)).toMatchObject({ retried: 0, failed: 1 });
+    expect((cliJson(['dlq', 'list', 'mailer', dir], work) as { event_id: number; attempts: number }[]).map((d) => [d.event_id, d.attempts])).toEqual([[3, 2]]);
+    expect(cli(['dlq', 'retry', 'mailer', dir, '--handlers', handlers, '--event', '2'], work)).toMatchObject({ status: 1, stderr: expect.stringMatching(/no dead letter for event #2/) });
+    const wrong = cli(['dlq', 'retry', 'other', dir, '--handlers', handlers, '--all'], work);
+    expect(wrong.status).toBe(0); // no dead letters: nothing to retry, the module is not needed
+    expect(cliJson(['dlq', 'remove', 'mailer', dir, '--event', '3'], work)).toEqual({ processor: 'mailer', removed: 1 });
+    expect(cliJson(['dlq', 'list', 'mailer', dir], work)).toEqual([]);
+    expect(cli(['dlq', 'remove', 'mailer', dir, '--event', '3'], work).status).toBe(1);
+    expect(cliJson(['dlq', 'remove', 'mailer', dir, '--all'], work)).toEqual({ processor: 'mailer', removed: 0 });
+    expect(cli(['dlq', 'remove', '--help'], work)).toMatchObject({ status: 0, stdout: expect.stringMatching(/^athanor dlq remove/) });
   });
 });

@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaultCacheDir } from './embed/hub.js';
 import { stringifyStrict } from './internal/json.js';
@@ -25,17 +26,22 @@ Commands:
   init [dir]                 create a new, empty database in dir
   stats [dir]                print counters of an existing database
   verify [dir]               check an existing database (--deep: in a child process)
-  get <key> [dir]            print one state value
+  get <key> [dir]            print one state value (also: state get <key>)
+  state list [dir]           print state entries in key order (--prefix, --after, --limit)
   events [list] [dir]        print events (--type, --from, --limit, --reverse)
   events get <id> [dir]      print one event
   events tail [dir] [-f]     print the newest events; -f follows new commits until Ctrl-C
   query <sql> [dir]          run a read-only SQL query on projection.db
   metrics [dir]              print db.metrics() (--prometheus: the Prometheus text)
-  migrate status [dir]       print the applied projection.db migrations
+  migrate status [dir]       print the applied projection.db migrations (and pending, with --migrations)
+  migrate up [dir]           apply the pending migrations of a --migrations folder
+  migrate down [dir]         roll back the newest migration (--to <version>: down to it)
   schedule list [dir]        print the scheduled tasks
   schedule history <task>    print a task's runs
   schedule pause <task>      pause a task (resume <task> runs it again)
   dlq list <processor> [dir] print a processor's dead letters
+  dlq retry <processor>      run dead letters through the handlers of --handlers <module> again
+  dlq remove <processor>     delete dead letters without applying them (--event <id> or --all)
   backup <target> [dir]      take an online backup into target (--compress, --key-file)
   restore <backup> <target>  restore a backup into target (--overwrite, --key-file)
 
@@ -94,9 +100,11 @@ Prints the counters of the database in dir (default ${DEFAULT_DIR}); creates not
     usage: `athanor verify [dir] [--dir <path>] [--deep] [--json]
 
 Checks the database in dir (default ${DEFAULT_DIR}): the store's pages and invariants,
-projection.db and the index dumps. --deep runs the check in a child process, so damage
-LMDB cannot read safely is reported (ERR_CORRUPT) instead of crashing. Creates nothing.
-Exit code 0 when the database is intact, 1 otherwise.
+projection.db (processor cursors and dead letters within the log) and the index dumps,
+and prints the counts and every violation found (--json: the whole report). --deep runs
+the check in a child process, so damage LMDB cannot read safely is reported
+(ERR_CORRUPT) instead of crashing. Creates nothing. Exit code 0 when the database is
+intact, 1 otherwise.
 `,
     options: { ...INSPECT, deep: { type: 'boolean', default: false } },
     args: [],
@@ -109,6 +117,24 @@ Exit code 1 when the key is absent.
 `,
     options: { ...INSPECT },
     args: ['key'],
+  },
+  'state get': {
+    usage: `athanor state get <key> [dir] [--dir <path>] [--json]
+
+Prints the state value of key (the same as \`athanor get\`). Exit code 1 when the key is absent.
+`,
+    options: { ...INSPECT },
+    args: ['key'],
+  },
+  'state list': {
+    usage: `athanor state list [dir] [--dir <path>] [--prefix <p>] [--after <key>] [--limit <n>] [--json]
+
+Prints state entries of the database in dir in key order (UTF-8 byte order): only keys
+starting with --prefix, after the key --after (to page on from the last key printed),
+at most --limit (default 100, at most 100000). With --json, one JSON object per line.
+`,
+    options: { ...INSPECT, prefix: { type: 'string', default: '' }, after: { type: 'string' }, limit: { type: 'string', default: '100' } },
+    args: [],
   },
   'events list': {
     usage: `athanor events [list] [dir] [--dir <path>] [--type <name>] [--from <id>] [--limit <n>] [--reverse] [--json]
@@ -157,12 +183,32 @@ exposition.
     args: [],
   },
   'migrate status': {
-    usage: `athanor migrate status [dir] [--dir <path>] [--json]
+    usage: `athanor migrate status [dir] [--dir <path>] [--migrations <folder>] [--json]
 
-Prints the schema version of projection.db and the migrations applied to it. Pending
-migrations are registered by the application's code, so the command line cannot list them.
+Prints the schema version of projection.db and the migrations applied to it. With
+--migrations (a folder of NNNN_name.sql and NNNN_name.down.sql files, as
+db.migrations.loadDir() reads), also the pending ones.
 `,
-    options: { ...INSPECT },
+    options: { ...INSPECT, migrations: { type: 'string' } },
+    args: [],
+  },
+  'migrate up': {
+    usage: `athanor migrate up [dir] --migrations <folder> [--dir <path>] [--json]
+
+Applies the pending migrations of --migrations (NNNN_name.sql files) to projection.db,
+each in its own transaction, in version order; stops at the first that fails (exit 1).
+Refuses to run when an applied migration's file changed (drift).
+`,
+    options: { ...INSPECT, migrations: { type: 'string' } },
+    args: [],
+  },
+  'migrate down': {
+    usage: `athanor migrate down [dir] --migrations <folder> [--to <version>] [--dir <path>] [--json]
+
+Rolls back the newest applied migration with its NNNN_name.down.sql step; with --to,
+every migration above that version (0: all), all in one transaction or none.
+`,
+    options: { ...INSPECT, migrations: { type: 'string' }, to: { type: 'string' } },
     args: [],
   },
   'schedule list': {
@@ -206,6 +252,28 @@ read from projection.db; the processor's handlers are not needed.
     options: { ...INSPECT, limit: { type: 'string', default: '100' } },
     args: ['processor'],
   },
+  'dlq retry': {
+    usage: `athanor dlq retry <processor> [dir] --handlers <module> (--event <id> | --all) [--dir <path>] [--json]
+
+Runs dead letters of <processor> through its handlers again: the one of event --event,
+or every one with --all, oldest first. The handlers are the application's code:
+--handlers names an ES module whose default export is a function (db) => processor(s),
+e.g. \`export default (db) => db.processor('orders').on('placed', handle).build()\`.
+A dead letter whose retry succeeds is removed with its effects applied; one that fails
+again stays (its attempts counted). Exit code 1 when any retry failed.
+`,
+    options: { ...INSPECT, handlers: { type: 'string' }, event: { type: 'string' }, all: { type: 'boolean', default: false } },
+    args: ['processor'],
+  },
+  'dlq remove': {
+    usage: `athanor dlq remove <processor> [dir] (--event <id> | --all) [--dir <path>] [--json]
+
+Deletes the dead letter of event --event of <processor>, or all of its dead letters with
+--all, without applying them. Exit code 1 when --event names no dead letter.
+`,
+    options: { ...INSPECT, event: { type: 'string' }, all: { type: 'boolean', default: false } },
+    args: ['processor'],
+  },
   backup: {
     usage: `athanor backup <target> [dir] [--dir <path>] [--compress] [--key-file <path>] [--json]
 
@@ -231,9 +299,10 @@ Checks the backup in <backup> and restores it into <target>, which must be empty
 /** Commands made of a group and a subcommand; `events` alone means `events list`. */
 const GROUPS: Record<string, { subs: readonly string[]; default?: string }> = {
   events: { subs: ['list', 'get', 'tail'], default: 'list' },
-  migrate: { subs: ['status'] },
+  state: { subs: ['get', 'list'] },
+  migrate: { subs: ['status', 'up', 'down'] },
   schedule: { subs: ['list', 'history', 'pause', 'resume'] },
-  dlq: { subs: ['list'] },
+  dlq: { subs: ['list', 'retry', 'remove'] },
 };
 
 /** A command line that cannot run: printed with the command's usage, exit code 2. */
@@ -579,7 +648,16 @@ async function main(argv: readonly string[]): Promise<number> {
   let limit = 20;
   let from: bigint | undefined;
   let id: bigint | undefined;
-  if (key === 'events list' || key === 'events tail' || key === 'schedule history' || key === 'dlq list') limit = positiveInt('limit', str('limit'));
+  if (key === 'events list' || key === 'events tail' || key === 'schedule history' || key === 'dlq list' || key === 'state list') limit = positiveInt('limit', str('limit'));
+  if (key === 'state list' && limit > 100_000) throw new UsageError(`--limit must be at most 100000, got ${limit}\n\n${spec.usage}`);
+  if ((key === 'migrate up' || key === 'migrate down') && str('migrations') === undefined) throw new UsageError(`${key} needs --migrations <folder>\n\n${spec.usage}`);
+  const downTo = key === 'migrate down' && str('to') !== undefined ? nonNegativeInt('--to', str('to')!) : undefined;
+  let dlqEvent: bigint | undefined;
+  if (key === 'dlq retry' || key === 'dlq remove') {
+    if ((str('event') === undefined) === (values.all !== true)) throw new UsageError(`${key} needs --event <id> or --all (one of them)\n\n${spec.usage}`);
+    if (str('event') !== undefined) dlqEvent = eventId('--event', str('event')!);
+    if (key === 'dlq retry' && str('handlers') === undefined) throw new UsageError(`dlq retry needs --handlers <module>: the processor's handlers are the application's code\n\n${spec.usage}`);
+  }
   if (key === 'events list' && str('from') !== undefined) from = eventId('--from', str('from')!);
   if (key === 'events get') id = eventId('<id>', arg(0));
   if (key === 'metrics' && json && values.prometheus === true) throw new UsageError(`give --json or --prometheus, not both\n\n${spec.usage}`);
@@ -624,15 +702,33 @@ async function main(argv: readonly string[]): Promise<number> {
         return EXIT_OK;
       }
       case 'verify': {
-        const report = values.deep === true ? await db.verify({ deep: true }) : db.verify();
-        out(json ? toJson({ ok: true, dir: db.dir, ...report }) : `${green('ok')}: ${db.dir}, ${report.events} events`);
-        return EXIT_OK;
+        const report = values.deep === true ? await db.verify({ report: true, deep: true }) : db.verify({ report: true });
+        if (json) out(toJson({ dir: db.dir, ...report }));
+        else {
+          const r = report;
+          const counts =
+            `${r.events} events, ${r.stateKeys} state keys, ${r.typeIndexEntries} type index entries, ${r.idempotencyRecords} idempotency records, ` +
+            `${r.processors.length} processor(s), ${r.deadLetters} dead letter(s), ${r.vectorCollections.length} vector collection(s) with ${r.vectorDocuments} documents, ${r.indexDumps} index dump(s)`;
+          out(r.ok ? `${green('ok')}: ${db.dir}, ${counts}` : `${bold('NOT OK')}: ${db.dir}, ${r.violations.length} violation(s); ${counts}`);
+          for (const p of r.processors) out(`  processor ${p.name} at event ${p.cursor}`);
+          for (const v of r.violations) out(`  ${bold(v.kind)}: ${v.detail}`);
+        }
+        return report.ok ? EXIT_OK : EXIT_FAILURE;
       }
-      case 'get': {
+      case 'get':
+      case 'state get': {
         const v = db.getOpt(arg(0));
         if (json) out(toJson(v === undefined ? { key: arg(0), found: false } : { key: arg(0), found: true, type: v.type, value: v.toJS() }));
         else out(v === undefined ? '(absent)' : show(v));
         return v === undefined ? EXIT_FAILURE : EXIT_OK;
+      }
+      case 'state list': {
+        const entries = db.list({ prefix: str('prefix'), after: str('after'), limit });
+        // Keys with control characters (athanor's own start with NUL) are printed quoted.
+        const shown = (k: string): string => (/[\u0000-\u001f\u007f\s]/.test(k) ? JSON.stringify(k) : k);
+        for (const { key: k, value: v } of entries) out(json ? toJson({ key: k, type: v.type, value: v.toJS() }) : `${bold(shown(k))} ${show(v)}`);
+        if (!json && entries.length === 0 && process.stdout.isTTY === true) out(dim('(no keys)'));
+        return EXIT_OK;
       }
       case 'events list': {
         for (const e of db.events.read({ type: str('type'), from, limit, reverse: values.reverse === true })) out(showEvent(e, json));
@@ -668,12 +764,39 @@ async function main(argv: readonly string[]): Promise<number> {
       }
       case 'migrate status': {
         const hasSql = hasProjectionDb(db);
+        const folder = str('migrations');
+        if (folder !== undefined) db.migrations.loadDir(folder);
         const applied = hasSql ? db.migrations.history() : [];
         const version = hasSql ? db.migrations.schemaVersion() : 0;
+        const done = new Set(applied.map((m) => m.version));
+        const pending = folder === undefined ? undefined : db.migrations.registered().filter((m) => !done.has(m.version)).map((m) => ({ version: m.version, name: m.name, down: m.down !== undefined }));
+        if (json) out(toJson({ schemaVersion: version, applied, ...(pending === undefined ? {} : { pending }) }));
+        else {
+          out(`schema version ${version}, ${applied.length} migration(s) applied${pending === undefined ? '' : `, ${pending.length} pending`}`);
+          for (const m of applied) out(`  ${bold(String(m.version))} ${m.name} ${dim(new Date(m.appliedAt).toISOString())}`);
+          for (const m of pending ?? []) out(`  ${bold(String(m.version))} ${m.name} ${dim('pending')}`);
+        }
+        return EXIT_OK;
+      }
+      case 'migrate up': {
+        db.migrations.loadDir(str('migrations')!);
+        const applied = db.migrations.run();
+        const version = db.migrations.schemaVersion();
         if (json) out(toJson({ schemaVersion: version, applied }));
         else {
-          out(`schema version ${version}, ${applied.length} migration(s) applied`);
-          for (const m of applied) out(`  ${bold(String(m.version))} ${m.name} ${dim(new Date(m.appliedAt).toISOString())}`);
+          out(`${green('schema version')} ${version}: ${applied.length} migration(s) applied now`);
+          for (const m of applied) out(`  ${bold(String(m.version))} ${m.name}`);
+        }
+        return EXIT_OK;
+      }
+      case 'migrate down': {
+        db.migrations.loadDir(str('migrations')!);
+        const reverted = hasProjectionDb(db) ? (downTo === undefined ? [db.migrations.rollbackLast()].filter((m) => m !== undefined) : db.migrations.rollbackTo(downTo)) : [];
+        const version = hasProjectionDb(db) ? db.migrations.schemaVersion() : 0;
+        if (json) out(toJson({ schemaVersion: version, reverted }));
+        else {
+          out(`${green('schema version')} ${version}: ${reverted.length} migration(s) rolled back`);
+          for (const m of reverted) out(`  ${bold(String(m.version))} ${m.name}`);
         }
         return EXIT_OK;
       }
@@ -713,6 +836,34 @@ async function main(argv: readonly string[]): Promise<number> {
           for (const d of letters) out(`${bold(`#${d.event_id}`)} ${d.event_type} ${d.error_code}: ${d.error} (${d.attempts} attempt(s), last ${new Date(d.last_failed_at).toISOString()})`);
           if (letters.length === 0) out('(no dead letters)');
         }
+        return EXIT_OK;
+      }
+      case 'dlq retry': {
+        const letters = await deadLetters(db, arg(0), dlqEvent === undefined ? -1 : 1, dlqEvent);
+        if (dlqEvent !== undefined && letters.length === 0) throw new Error(`processor ${JSON.stringify(arg(0))} has no dead letter for event #${dlqEvent}`);
+        const results: Array<{ event: number; retried: boolean }> = [];
+        // The module is loaded only when there is something to retry.
+        const processor = letters.length === 0 ? undefined : await loadProcessor(db, str('handlers')!, arg(0));
+        if (processor !== undefined) for (const d of letters) results.push({ event: d.event_id, retried: await processor.deadLetters.retry(d.id) });
+        const failed = results.filter((r) => !r.retried).length;
+        if (json) out(toJson({ processor: arg(0), retried: results.length - failed, failed, results }));
+        else {
+          for (const r of results) out(`#${r.event} ${r.retried ? green('applied') : 'failed again (still a dead letter)'}`);
+          out(`${results.length - failed} retried, ${failed} failed`);
+        }
+        return failed === 0 ? EXIT_OK : EXIT_FAILURE;
+      }
+      case 'dlq remove': {
+        const letters = await deadLetters(db, arg(0), dlqEvent === undefined ? -1 : 1, dlqEvent);
+        if (dlqEvent !== undefined && letters.length === 0) throw new Error(`processor ${JSON.stringify(arg(0))} has no dead letter for event #${dlqEvent}`);
+        let removed = 0;
+        if (letters.length > 0) {
+          const del = db.sql.prepare('DELETE FROM _athanor_dead_letters WHERE id = ? AND processor = ?');
+          db.sql.transaction(() => {
+            for (const d of letters) removed += del.run(d.id, arg(0)).changes;
+          })();
+        }
+        out(json ? toJson({ processor: arg(0), removed }) : `${removed} dead letter(s) of ${arg(0)} removed`);
         return EXIT_OK;
       }
       case 'backup': {
@@ -755,11 +906,43 @@ interface DeadLetterRow {
  * A processor's dead letters, read straight from projection.db: `processor.deadLetters`
  * needs the processor built with its handlers, which live in the application's code.
  */
-async function deadLetters(db: Athanor, processor: string, limit: number): Promise<DeadLetterRow[]> {
+async function deadLetters(db: Athanor, processor: string, limit: number, event?: bigint): Promise<DeadLetterRow[]> {
   if (!hasProjectionDb(db)) return [];
   const [table] = await db.query<{ n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_athanor_dead_letters'");
   if (table === undefined || table.n === 0) return [];
+  if (event !== undefined) return db.query<DeadLetterRow>('SELECT * FROM _athanor_dead_letters WHERE processor = ? AND event_id = ?', [processor, event]);
   return db.query<DeadLetterRow>('SELECT * FROM _athanor_dead_letters WHERE processor = ? ORDER BY event_id LIMIT ?', [processor, limit]);
+}
+
+/** A processor as the application builds it: what a --handlers module returns. */
+type BuiltProcessor = { name: string; deadLetters: { retry(id: number): Promise<boolean> } };
+
+function isProcessor(x: unknown): x is BuiltProcessor {
+  return x !== null && typeof x === 'object' && typeof (x as { name?: unknown }).name === 'string' && typeof (x as { deadLetters?: { retry?: unknown } }).deadLetters?.retry === 'function';
+}
+
+/**
+ * Imports the --handlers module and calls its default export with `db`; returns the
+ * processor named `name` among those it returns (one, or an array).
+ */
+async function loadProcessor(db: Athanor, file: string, name: string): Promise<BuiltProcessor> {
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(pathToFileURL(path.resolve(file)).href)) as { default?: unknown };
+  } catch (e) {
+    throw new Error(`cannot load --handlers ${file}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+  }
+  if (typeof mod.default !== 'function') throw new Error(`--handlers ${file} must default-export a function (db) => processor(s), e.g. export default (db) => db.processor('${name}').on(...).build()`);
+  const made: unknown = await (mod.default as (db: Athanor) => unknown)(db);
+  const found = (Array.isArray(made) ? made : [made]).find((p) => isProcessor(p) && p.name === name);
+  if (found === undefined || !isProcessor(found)) throw new Error(`--handlers ${file} built no processor named ${JSON.stringify(name)}`);
+  return found;
+}
+
+function nonNegativeInt(name: string, text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new UsageError(`${name} must be a non-negative integer, got ${text}`);
+  return n;
 }
 
 main(process.argv.slice(2)).then(

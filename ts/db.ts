@@ -1,7 +1,7 @@
 /** The database handle. */
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
-import { type Json, type Value } from './state/codec.js';
+import { decodeValue, type Json, type Value } from './state/codec.js';
 import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, errorFor, fromNative } from './errors.js';
 import { Core } from './state/core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './state/events.js';
@@ -72,6 +72,73 @@ export interface VerifyResult {
   events: number;
 }
 
+/** Options of {@link Athanor.verify} that ask for the whole {@link VerifyReport}. */
+export interface VerifyReportOptions {
+  /** Return the report (counts and every violation) instead of throwing on the first violation. */
+  report: true;
+  /** Run the check in a child process (see {@link VerifyOptions.deep}); the result is then a promise. */
+  deep?: boolean;
+}
+
+/** A broken invariant found by {@link Athanor.verify}. */
+export interface VerifyViolation {
+  /**
+   * What kind: `event_ids` (ids not dense), `event_record` (an event does not decode),
+   * `last_event_id` (meta disagrees with the log), `type_index_missing` (an event without
+   * its type index entry), `type_index_orphan` (an entry without its event), `state_value`,
+   * `idempotency_record`, `idempotency_past_log` (a record naming events past the log),
+   * `cursor_past_log` (a processor or vector projection ahead of the log), `dead_letter_missing_event`,
+   * `vector_index` (stored documents and the index disagree).
+   */
+  kind: string;
+  /** What exactly is wrong, and where. */
+  detail: string;
+}
+
+/** What {@link Athanor.verify} with `{ report: true }` counted and found. */
+export interface VerifyReport {
+  /** True when no violation was found. */
+  ok: boolean;
+  /** Events in the log. */
+  events: number;
+  /** The newest event id the store's meta records. */
+  lastEventId: number;
+  /** State keys (athanor's own included). */
+  stateKeys: number;
+  /** Entries of the event-type index (one per event when intact). */
+  typeIndexEntries: number;
+  /** Idempotency records stored (expired ones not yet pruned included). */
+  idempotencyRecords: number;
+  /** Processors with a cursor (SQL ones in projection.db, vector projections in the store), and the last event each applied. */
+  processors: Array<{ name: string; cursor: number }>;
+  /** Dead letters in projection.db (all processors). */
+  deadLetters: number;
+  /** Vector collections and their stored documents. */
+  vectorCollections: Array<{ name: string; documents: number }>;
+  /** Vector documents, all collections. */
+  vectorDocuments: number;
+  /** Index dumps checked (manifests and checksums). */
+  indexDumps: number;
+  /** Every violation found; empty when `ok`. */
+  violations: VerifyViolation[];
+}
+
+/** Options of {@link Athanor.list}. */
+export interface ListOptions {
+  /** Only keys starting with this (default: every key). */
+  prefix?: string;
+  /** Start after this key (exclusive): pass the last key of the previous page. */
+  after?: string;
+  /** At most this many entries (1..100000, default 1000). */
+  limit?: number;
+}
+
+/** One state entry returned by {@link Athanor.list}. */
+export interface StateEntry {
+  key: string;
+  value: Value;
+}
+
 function checkDir(dir: unknown): asserts dir is string {
   if (typeof dir !== 'string' || dir.length === 0) throw new InvalidArgumentError('dir must be a non-empty path string');
 }
@@ -99,12 +166,12 @@ function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
 
 /** The child of a deep verify: opens without creating, verifies, prints one JSON line. */
 const DEEP_VERIFY_CHILD = `
-const [index, dir] = process.argv.slice(1);
+const [index, dir, mode] = process.argv.slice(1);
 const { Athanor } = await import(index);
 let out;
 try {
   const db = await Athanor.open(dir, { create: false });
-  try { out = { events: db.verify().events }; } finally { await db.close(); }
+  try { out = mode === 'report' ? { report: db.verify({ report: true }) } : { events: db.verify().events }; } finally { await db.close(); }
 } catch (e) {
   out = { error: { code: e?.code ?? 'ERR_INTERNAL', message: String(e?.message ?? e) } };
 }
@@ -112,12 +179,12 @@ process.stdout.write(JSON.stringify(out) + '\\n');
 `;
 
 /** Runs {@link DEEP_VERIFY_CHILD} on `dir` and turns its outcome into a result or a typed error. */
-function verifyInChild(dir: string): Promise<VerifyResult> {
+function verifyInChild(dir: string, mode: 'count' | 'report'): Promise<{ events?: number; report?: VerifyReport }> {
   const index = new URL('./index.js', import.meta.url).href;
   return new Promise((resolveResult, reject) => {
     execFile(
       process.execPath,
-      ['--input-type=module', '-e', DEEP_VERIFY_CHILD, index, dir],
+      ['--input-type=module', '-e', DEEP_VERIFY_CHILD, index, dir, mode],
       { encoding: 'utf8', maxBuffer: 1 << 20 },
       (err, stdout, stderr) => {
         const signal = err && 'signal' in err ? (err.signal as NodeJS.Signals | null) : null;
@@ -125,7 +192,7 @@ function verifyInChild(dir: string): Promise<VerifyResult> {
           reject(new CorruptError(`the deep check of ${dir} was killed by ${signal} while reading the store: it is damaged in a way LMDB cannot read safely; restore the database from a backup`));
           return;
         }
-        let parsed: { events?: number; error?: { code: string; message: string } };
+        let parsed: { events?: number; report?: VerifyReport; error?: { code: string; message: string } };
         try {
           parsed = JSON.parse(stdout.trim().split('\n').pop() ?? '') as typeof parsed;
         } catch {
@@ -133,7 +200,7 @@ function verifyInChild(dir: string): Promise<VerifyResult> {
           return;
         }
         if (parsed.error) reject(errorFor(parsed.error.code, parsed.error.message));
-        else resolveResult({ events: parsed.events ?? 0 });
+        else resolveResult(parsed.report !== undefined ? { report: parsed.report } : { events: parsed.events ?? 0 });
       },
     );
   });
@@ -475,23 +542,70 @@ export class Athanor {
    * every value decodes), projection.db (SQLite's integrity check, every processor
    * cursor within the log) and the index dumps (checksums). Throws `CorruptError`
    * on the first violation. With `{ deep: true }` the check runs in a child process
-   * (see {@link VerifyOptions}) and the result is a promise.
+   * (see {@link VerifyOptions}) and the result is a promise. With `{ report: true }` it
+   * returns a {@link VerifyReport} instead: counts, and every violation it found
+   * (also idempotency records, processor cursors and dead letters within the log, and
+   * vector documents against their index); damage that makes a file unreadable is
+   * still thrown as `CorruptError`.
    */
   verify(): VerifyResult;
+  verify(options: VerifyReportOptions & { deep: true }): Promise<VerifyReport>;
+  verify(options: VerifyReportOptions): VerifyReport;
   verify(options: VerifyOptions): Promise<VerifyResult>;
-  verify(options?: VerifyOptions): VerifyResult | Promise<VerifyResult> {
+  verify(options?: VerifyOptions | VerifyReportOptions): VerifyResult | VerifyReport | Promise<VerifyResult | VerifyReport> {
     this.#core.assertOpen();
     if (options !== undefined) {
-      if (options === null || typeof options !== 'object' || options.deep !== true) {
-        throw new InvalidArgumentError('verify options must be { deep: true } (or omitted for the in-process check)');
+      const o = options as Partial<VerifyReportOptions> & { deep?: unknown } | null;
+      const known = o !== null && typeof o === 'object' && Object.keys(o).every((k) => k === 'deep' || k === 'report');
+      if (!known || (o.report !== undefined && o.report !== true) || (o.deep !== undefined && typeof o.deep !== 'boolean') || (o.report !== true && o.deep !== true)) {
+        throw new InvalidArgumentError('verify options must be { deep: true }, { report: true } or { report: true, deep: true } (or omitted for the in-process check)');
       }
-      return verifyInChild(this.dir);
+      if (o.deep === true) {
+        return o.report === true
+          ? verifyInChild(this.dir, 'report').then((r) => r.report as VerifyReport)
+          : verifyInChild(this.dir, 'count').then((r) => ({ events: r.events ?? 0 }));
+      }
+      try {
+        return JSON.parse(this.#core.native.verifyReport()) as VerifyReport;
+      } catch (e) {
+        throw fromNative(e);
+      }
     }
     try {
       return { events: this.#core.native.verify() };
     } catch (e) {
       throw fromNative(e);
     }
+  }
+
+  /**
+   * State entries whose keys start with `prefix`, in key order (byte order of the
+   * UTF-8 keys), at most `limit` (default 1000), from the newest committed state.
+   * Page through many with `after`: the last key of the previous page. Synchronous.
+   */
+  list(options: ListOptions = {}): StateEntry[] {
+    this.#core.assertOpen();
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('list options must be an object { prefix, after, limit }');
+    const { prefix = '', after, limit = 1000 } = options;
+    if (typeof prefix !== 'string') throw new InvalidArgumentError('prefix must be a string');
+    if (after !== undefined && typeof after !== 'string') throw new InvalidArgumentError('after must be a string (the last key of the previous page)');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new InvalidArgumentError('limit must be an integer from 1 to 100000');
+    let packed: Buffer;
+    try {
+      packed = this.#core.native.stateList(prefix, after, limit);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    const out: StateEntry[] = [];
+    for (let off = 0; off < packed.length; ) {
+      const kl = packed.readUInt32LE(off);
+      const key = packed.toString('utf8', off + 4, off + 4 + kl);
+      off += 4 + kl;
+      const vl = packed.readUInt32LE(off);
+      out.push({ key, value: decodeValue(packed, off + 4, vl) });
+      off += 4 + vl;
+    }
+    return out;
   }
 
   /** Size and counters, for monitoring. */

@@ -121,6 +121,14 @@ export declare class NativeDb {
    * dumps; returns the number of events checked.
    */
   verify(): number
+  /** The full verify report (counts and every violation) as JSON text. */
+  verifyReport(): string
+  /**
+   * Up to `limit` state entries whose keys start with `prefix`, in key order,
+   * after the key `after` when given, on the newest state: packed as
+   * `([u32 LE key length][key][u32 LE value length][encoded value])*`.
+   */
+  stateList(prefix: string, after: string | undefined | null, limit: number): Buffer
   /** Current LMDB map size in bytes. */
   mapSize(): number
   /**

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 mod lmdb_check;
 pub mod projection;
+pub mod state_scan;
 pub mod store;
 pub mod txn;
 pub mod vector;
