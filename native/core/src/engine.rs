@@ -16,6 +16,7 @@ use crate::commit::{self, CommitInfo, CommitSink, Msg, Reply, Request, Shared};
 use crate::error::{Code, Error, Result};
 use crate::store::{Store, StoreOptions};
 use crate::txn::TxBatch;
+use crate::vector::Registry;
 
 /// How long `open` waits for a closing engine on the same directory to release it.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -27,6 +28,9 @@ static OPEN_ENGINES: LazyLock<Mutex<HashMap<PathBuf, Weak<Engine>>>> =
 /// writer after it has committed everything already queued.
 pub struct Engine {
     store: Arc<Store>,
+    /// After `store`: at close the store's environment is released first, then the
+    /// registry stops its indexer and writes its last dumps.
+    vectors: Registry,
     shared: Arc<Shared>,
     sender: Sender<Msg>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -89,7 +93,9 @@ impl Engine {
             }
         }
         let store = Arc::new(Store::open(&key, options)?);
-        store.vectors.load(&store, &key)?;
+        let vectors = Registry::new();
+        store.add_write_hook(vectors.write_hook());
+        vectors.load(&store, &key)?;
         let (sender, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             sinks: RwLock::new(Vec::new()),
@@ -102,6 +108,7 @@ impl Engine {
         };
         let engine = Arc::new(Engine {
             store,
+            vectors,
             shared,
             sender,
             writer: Mutex::new(Some(writer)),
@@ -119,8 +126,8 @@ impl Engine {
         if batch.vectors.is_empty() {
             return Ok(());
         }
-        self.store.vectors.refresh(&self.store)?;
-        self.store.vectors.precheck(batch)
+        self.vectors.refresh(&self.store)?;
+        self.vectors.precheck(batch)
     }
 
     /// The database directory (canonical path).
@@ -129,8 +136,8 @@ impl Engine {
     }
 
     /// The vector collections of this database.
-    pub fn vectors(&self) -> &crate::vector::Registry {
-        &self.store.vectors
+    pub fn vectors(&self) -> &Registry {
+        &self.vectors
     }
 
     /// The store, for reads.

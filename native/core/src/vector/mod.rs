@@ -17,6 +17,7 @@ pub(crate) mod dump;
 pub mod filter;
 mod frozen;
 mod graph;
+mod hook;
 pub mod index;
 
 use std::collections::HashMap;
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use heed::RwTxn;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::Value as Json;
 
@@ -37,7 +37,7 @@ pub use index::{
 };
 
 use crate::error::{Code, Error, Result};
-use crate::store::{Dbs, Store};
+use crate::store::{Store, WriteHook};
 use crate::txn::{TxBatch, VectorOp};
 
 /// Meta key of the next collection id (u32 BE).
@@ -75,6 +75,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records that this process committed LMDB write transaction `txn_id`; a gap
+    /// since the last one means another process committed in between.
+    fn note_txn(&self, txn_id: u64) {
+        let prev = self.txn_seen.fetch_max(txn_id, Ordering::AcqRel);
+        if txn_id != prev + 1 {
+            self.stale.store(true, Ordering::Release);
+        }
+    }
+
     fn signal(&self) {
         *self.wake.lock() = true;
         self.cv.notify_one();
@@ -247,6 +256,12 @@ impl Registry {
         Ok(())
     }
 
+    /// The hook through which the indexes follow this process's commits; the
+    /// engine registers it with the store before the first commit.
+    pub(crate) fn write_hook(&self) -> Arc<dyn WriteHook> {
+        Arc::new(hook::VectorHook(self.shared.clone()))
+    }
+
     /// The open collection named `name`.
     pub fn get(&self, name: &str) -> Option<Arc<CollectionIndex>> {
         self.shared.maps.read().by_name.get(name).cloned()
@@ -372,127 +387,6 @@ impl Registry {
             check_op(&c.def, b, op)?;
         }
         Ok(())
-    }
-
-    /// Writer: validates a transaction's vector writes against the collections as
-    /// stored in this write transaction. An error is the transaction's own (it
-    /// must then write nothing).
-    pub(crate) fn validate_in_txn(
-        &self,
-        dbs: &Dbs,
-        wtxn: &RwTxn,
-        b: &TxBatch,
-    ) -> std::result::Result<Vec<CollectionDef>, VecError> {
-        let mut defs: Vec<CollectionDef> = Vec::new();
-        for op in &b.vectors {
-            let name = b.bytes(op.collection());
-            if !defs.iter().any(|d| d.name.as_bytes() == name) {
-                match dbs.vector_collections.get(wtxn, name)? {
-                    Some(rec) => defs.push(CollectionDef::decode(name, rec)?),
-                    None => return Err(VecError::Tx(missing(name))),
-                }
-            }
-            let def = defs.iter().find(|d| d.name.as_bytes() == name).unwrap();
-            check_op(def, b, op).map_err(VecError::Tx)?;
-        }
-        Ok(defs)
-    }
-
-    /// Writer: applies validated vector writes to LMDB and returns the changes
-    /// for the indexes (handed over with [`Self::committed`] once the commit succeeded).
-    pub(crate) fn write_ops(
-        &self,
-        dbs: &Dbs,
-        wtxn: &mut RwTxn,
-        b: &TxBatch,
-        defs: &[CollectionDef],
-        scratch: &mut Vec<u8>,
-        out: &mut Vec<(u32, Change)>,
-    ) -> Result<()> {
-        for op in &b.vectors {
-            let name = b.bytes(op.collection());
-            let def = defs.iter().find(|d| d.name.as_bytes() == name).unwrap();
-            let id = b.bytes(op.id());
-            let key = docs::doc_key(def.id, id);
-            let id_str = std::str::from_utf8(id).unwrap_or_default();
-            match op {
-                VectorOp::Delete { .. } => {
-                    dbs.vectors.delete(wtxn, &key)?;
-                    out.push((
-                        def.id,
-                        Change {
-                            id: id_str.into(),
-                            hash: 0,
-                            upsert: None,
-                        },
-                    ));
-                }
-                VectorOp::Upsert {
-                    vector, metadata, ..
-                } => {
-                    let (v, m) = (b.bytes(vector), b.bytes(metadata));
-                    docs::encode_doc(scratch, v, m);
-                    dbs.vectors.put(wtxn, &key, scratch)?;
-                    let hash = docs::record_hash(scratch);
-                    out.push((def.id, change_of(def, id_str, v, m, hash)?));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Opens the window of a commit of this process (before its LMDB commit), so
-    /// [`Self::refresh`] does not mistake it for another process's.
-    pub(crate) fn commit_begin(&self) {
-        self.shared.inflight.fetch_add(1, Ordering::AcqRel);
-        self.shared.gen.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Closes the window opened by [`Self::commit_begin`].
-    pub(crate) fn commit_end(&self) {
-        self.shared.gen.fetch_add(1, Ordering::AcqRel);
-        self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Records that this process committed LMDB write transaction `txn_id`; a gap
-    /// since the last one means another process committed in between.
-    fn note_txn(&self, txn_id: u64) {
-        let prev = self.shared.txn_seen.fetch_max(txn_id, Ordering::AcqRel);
-        if txn_id != prev + 1 {
-            self.shared.stale.store(true, Ordering::Release);
-        }
-    }
-
-    /// Records an administrative write transaction (create/drop) of this process.
-    pub(crate) fn note_admin_txn(&self, txn_id: u64) {
-        let _l = self.shared.resync.lock();
-        self.note_txn(txn_id);
-    }
-
-    /// Writer: hands a committed group's vector changes to the indexes (before the
-    /// commit is acknowledged); `seq` is the group's last commit seq, `txn_id` its
-    /// LMDB transaction id.
-    pub(crate) fn committed(&self, changes: Vec<(u32, Change)>, seq: u64, txn_id: u64) {
-        let _l = self.shared.resync.lock();
-        // A resync that read the store at or after this commit already holds its changes.
-        let covered = self.shared.txn_seen.load(Ordering::Acquire) >= txn_id;
-        if !changes.is_empty() && !covered {
-            let maps = self.shared.maps.read();
-            let mut by_coll: HashMap<u32, Vec<Change>> = HashMap::new();
-            for (c, ch) in changes {
-                by_coll.entry(c).or_default().push(ch);
-            }
-            for (c, chs) in by_coll {
-                if let Some(idx) = maps.by_id.get(&c) {
-                    idx.apply(chs);
-                }
-            }
-            drop(maps);
-            self.shared.signal();
-        }
-        // After the changes, so a dump never records a seq ahead of its state.
-        self.shared.applied_seq.store(seq, Ordering::Release);
-        self.note_txn(txn_id);
     }
 
     /// Brings the indexes up to date with commits made by other processes on the
@@ -733,26 +627,7 @@ impl Registry {
     }
 }
 
-/// A failure while the writer validates vector writes.
-pub(crate) enum VecError {
-    /// The transaction's own fault: fail it alone.
-    Tx(Error),
-    /// Storage failure: abort the group.
-    Storage(Error),
-}
-
-impl From<heed::Error> for VecError {
-    fn from(e: heed::Error) -> Self {
-        VecError::Storage(e.into())
-    }
-}
-impl From<Error> for VecError {
-    fn from(e: Error) -> Self {
-        VecError::Storage(e)
-    }
-}
-
-fn missing(name: &[u8]) -> Error {
+pub(crate) fn missing(name: &[u8]) -> Error {
     Error::new(
         Code::NotFound,
         format!(
@@ -762,7 +637,7 @@ fn missing(name: &[u8]) -> Error {
     )
 }
 
-fn check_op(def: &CollectionDef, b: &TxBatch, op: &VectorOp) -> Result<()> {
+pub(crate) fn check_op(def: &CollectionDef, b: &TxBatch, op: &VectorOp) -> Result<()> {
     if let VectorOp::Upsert { vector, id, .. } = op {
         let bytes = b.bytes(vector);
         let dim = def.params.dimension as usize;
@@ -791,7 +666,7 @@ fn check_op(def: &CollectionDef, b: &TxBatch, op: &VectorOp) -> Result<()> {
     Ok(())
 }
 
-fn change_of(
+pub(crate) fn change_of(
     def: &CollectionDef,
     id: &str,
     vector_le: &[u8],

@@ -2,8 +2,11 @@
 //! event log, the event-type index and idempotency records. Reads live here;
 //! all writes go through the single writer in [`crate::commit`].
 
+mod hook;
+
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use heed::types::Bytes;
@@ -12,6 +15,8 @@ use parking_lot::{RwLock, RwLockReadGuard};
 
 use crate::codec;
 use crate::error::{Code, Error, Result};
+
+pub(crate) use hook::{GroupWrites, WriteHook};
 
 /// On-disk format version of the canonical store, recorded in meta and checked at open.
 pub const STORE_FORMAT: u32 = 1;
@@ -94,8 +99,8 @@ pub struct Store {
     /// map resize: LMDB may only remap while no pointer into the old map is in use.
     pub(crate) map_guard: RwLock<()>,
     pub(crate) options: StoreOptions,
-    /// The vector collections and their in-memory indexes.
-    pub(crate) vectors: crate::vector::Registry,
+    /// Derived state that follows this process's commits (the vector indexes).
+    hooks: RwLock<Vec<Arc<dyn WriteHook>>>,
     /// Wakes other processes after commits (see `announce`).
     pub(crate) announcer: crate::announce::Announcer,
 }
@@ -224,14 +229,25 @@ impl Store {
             dbs,
             map_guard: RwLock::new(()),
             options,
-            vectors: crate::vector::Registry::new(),
+            hooks: RwLock::new(Vec::new()),
             announcer: crate::announce::Announcer::open(&canonical)?,
         })
     }
 
-    /// The vector collections.
-    pub fn vectors(&self) -> &crate::vector::Registry {
-        &self.vectors
+    /// Registers derived state that must follow every commit of this process.
+    /// Register before the first commit: commits made earlier are not replayed.
+    pub(crate) fn add_write_hook(&self, hook: Arc<dyn WriteHook>) {
+        self.hooks.write().push(hook);
+    }
+
+    /// The registered write hooks, for the writer.
+    pub(crate) fn write_hooks(&self) -> RwLockReadGuard<'_, Vec<Arc<dyn WriteHook>>> {
+        self.hooks.read()
+    }
+
+    /// Milliseconds since the Unix epoch, as the store's clock reads them.
+    pub(crate) fn now_ms(&self) -> u64 {
+        now_ms()
     }
 
     /// Runs `f` in a write transaction of its own and commits it, growing the map
@@ -248,12 +264,19 @@ impl Store {
                 match f(&self.dbs, &mut wtxn) {
                     Ok(v) => {
                         let id = wtxn.id() as u64;
-                        self.vectors.commit_begin();
+                        let hooks = self.hooks.read();
+                        for h in hooks.iter() {
+                            h.commit_begin();
+                        }
                         let r = wtxn.commit();
                         if r.is_ok() {
-                            self.vectors.note_admin_txn(id);
+                            for h in hooks.iter() {
+                                h.admin_committed(id);
+                            }
                         }
-                        self.vectors.commit_end();
+                        for h in hooks.iter() {
+                            h.commit_end();
+                        }
                         r.map(|_| v).map_err(Error::from)
                     }
                     Err(e) => Err(e),
