@@ -18,7 +18,7 @@ pub mod verify;
 
 pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};
-pub use engine::{CachedReader, Engine};
+pub use engine::Engine;
 pub use error::{Code, Error, Result};
-pub use store::{Durability, EventQuery, StateEntry, Store, StoreOptions};
+pub use store::{CachedReader, Durability, EventQuery, StateEntry, Store, StoreOptions};
 pub use txn::{TxBatch, TxBuilder, VectorOp};
