@@ -4,6 +4,7 @@
 
 pub mod announce;
 pub mod backup;
+pub mod clock;
 pub mod codec;
 pub mod commit;
 pub mod embed;

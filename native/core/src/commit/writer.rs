@@ -20,6 +20,8 @@ use crate::txn::TxBatch;
 const MAX_GROUP_TXS: usize = 4096;
 /// Most payload bytes applied in one LMDB write transaction (keeps latency bounded).
 const MAX_GROUP_BYTES: usize = 64 << 20;
+/// Idempotency records are pruned at most this often (milliseconds).
+const PRUNE_EVERY_MS: u64 = 1000;
 
 pub(crate) fn run_writer(store: Arc<Store>, shared: Arc<Shared>, rx: Receiver<Msg>) {
     let sync_interval = match store.options.durability {
@@ -27,7 +29,8 @@ pub(crate) fn run_writer(store: Arc<Store>, shared: Arc<Shared>, rx: Receiver<Ms
         _ => None,
     };
     let mut unsynced_since: Option<Instant> = None;
-    let mut last_prune = Instant::now() - Duration::from_secs(3600);
+    // By the store's clock, so a test that moves a manual clock sees pruning run.
+    let mut last_prune: Option<u64> = None;
     // Whether the last group had company: then the next one is likely on its way.
     let mut busy = false;
     loop {
@@ -77,10 +80,12 @@ pub(crate) fn run_writer(store: Arc<Store>, shared: Arc<Shared>, rx: Receiver<Ms
         }
         busy = requests.len() > 1;
         if !requests.is_empty() {
+            let now = store.now_ms();
+            // At most once a second; a clock that went backwards counts as moved.
             let prune = store.options.idempotency_window_ms > 0
-                && last_prune.elapsed() > Duration::from_secs(1);
+                && last_prune.is_none_or(|t| now.abs_diff(t) >= PRUNE_EVERY_MS);
             if prune {
-                last_prune = Instant::now();
+                last_prune = Some(now);
             }
             let (notice, applied_any, results) = match catch_unwind(AssertUnwindSafe(|| {
                 commit_group(&store, &requests, prune)

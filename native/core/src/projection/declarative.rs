@@ -649,7 +649,7 @@ impl DeclConn {
             }
         }
         if last != cursor {
-            write_cursor(&self.conn, &spec.name, last)?;
+            write_cursor(&self.conn, &spec.name, last, engine.store().now_ms())?;
         }
         Ok((
             BatchOutcome {
@@ -717,7 +717,7 @@ impl DeclConn {
                 self.conn.exec("ROLLBACK")?;
                 self.conn.conn().execute(
                     "UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?2, error = ?3, last_failed_at = ?4 WHERE id = ?1",
-                    rusqlite::params![dlq_id, e.code.as_str(), e.message, crate::store::now_ms() as i64],
+                    rusqlite::params![dlq_id, e.code.as_str(), e.message, engine.store().now_ms() as i64],
                 )?;
                 Ok(Some(e))
             }

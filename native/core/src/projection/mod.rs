@@ -182,14 +182,11 @@ pub fn read_cursor(conn: &SqlConn, name: &str) -> Result<u64> {
     Ok(v.unwrap_or(0) as u64)
 }
 
-/// Writes a processor's cursor on `conn` (inside the caller's transaction).
-pub fn write_cursor(conn: &SqlConn, name: &str, id: u64) -> Result<()> {
+/// Writes a processor's cursor on `conn` (inside the caller's transaction),
+/// stamped `at_ms` (the store's clock, [`crate::Store::now_ms`]).
+pub fn write_cursor(conn: &SqlConn, name: &str, id: u64, at_ms: u64) -> Result<()> {
     let mut st = conn.conn().prepare_cached(CURSOR_SET)?;
-    st.execute(rusqlite::params![
-        name,
-        id as i64,
-        crate::store::now_ms() as i64
-    ])?;
+    st.execute(rusqlite::params![name, id as i64, at_ms as i64])?;
     Ok(())
 }
 

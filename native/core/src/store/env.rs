@@ -4,7 +4,6 @@
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use heed::{Env, EnvFlags, EnvOpenOptions, RwTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
@@ -95,8 +94,11 @@ impl Store {
                     .put(&mut wtxn, META_LAST_EVENT_ID, &0u64.to_be_bytes())?;
                 dbs.meta
                     .put(&mut wtxn, META_COMMIT_SEQ, &0u64.to_be_bytes())?;
-                dbs.meta
-                    .put(&mut wtxn, META_CREATED_AT, &now_ms().to_be_bytes())?;
+                dbs.meta.put(
+                    &mut wtxn,
+                    META_CREATED_AT,
+                    &options.clock.now_ms().to_be_bytes(),
+                )?;
                 wtxn.commit()?;
                 write_marker(&canonical)?;
             }
@@ -140,9 +142,10 @@ impl Store {
         self.hooks.read()
     }
 
-    /// Milliseconds since the Unix epoch, as the store's clock reads them.
-    pub(crate) fn now_ms(&self) -> u64 {
-        now_ms()
+    /// Milliseconds since the Unix epoch, as the store's clock
+    /// ([`StoreOptions::clock`]) reads them.
+    pub fn now_ms(&self) -> u64 {
+        self.options.clock.now_ms()
     }
 
     /// Runs `f` in a write transaction of its own and commits it, growing the map
@@ -214,13 +217,6 @@ impl Store {
         unsafe { self.env.resize(target)? };
         Ok(target)
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn page_size() -> usize {

@@ -27,7 +27,6 @@ mod verify;
 
 pub use dbs::STORE_FORMAT;
 pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
-pub(crate) use env::now_ms;
 pub use env::Store;
 #[cfg(test)]
 pub(crate) use files::PROJECTION_FILE;

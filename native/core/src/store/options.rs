@@ -2,6 +2,10 @@
 
 /// How a commit reaches the disk. `Full` is the default and the only mode in
 /// which a resolved commit is guaranteed to survive power loss.
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// fsync before a commit is acknowledged (LMDB's synchronous commit).
@@ -28,6 +32,10 @@ pub struct StoreOptions {
     /// Create the database when the directory holds none. `false` is for tools that
     /// inspect a database: a missing one is `ERR_NOT_FOUND`, and nothing is created.
     pub create: bool,
+    /// The time commits, idempotency records and projection rows are stamped with,
+    /// and the idempotency window is measured by: the system clock unless a test
+    /// moves a [`crate::clock::ManualClock`].
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for StoreOptions {
@@ -38,6 +46,7 @@ impl Default for StoreOptions {
             idempotency_window_ms: 7 * 24 * 3600 * 1000,
             max_readers: 510,
             create: true,
+            clock: Arc::new(SystemClock),
         }
     }
 }
