@@ -7,7 +7,6 @@ pub mod backup;
 pub mod clock;
 pub mod codec;
 pub mod commit;
-pub mod embed;
 pub mod engine;
 pub mod error;
 mod lmdb_check;

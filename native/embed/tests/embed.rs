@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use athanor_core::embed::{Embedder, EmbedderOptions, Pooling, Provider};
+use athanor_embed::{Embedder, EmbedderOptions, Pooling, Provider};
 use athanor_core::Code;
 
 fn repo_root() -> PathBuf {

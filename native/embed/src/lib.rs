@@ -23,7 +23,7 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 pub use model::{sha256_file, ModelFiles, Pooling};
 pub use runtime::loaded_path as runtime_path;
 
-use crate::error::{Code, Error, Result};
+use athanor_core::{Code, Error, Result};
 
 /// Execution providers athanor knows how to ask ONNX Runtime for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
