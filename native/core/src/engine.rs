@@ -42,6 +42,20 @@ pub struct Engine {
 impl Engine {
     /// Opens `dir`, or returns the engine already open on it in this process.
     /// A second open must ask for the same durability; other options of the first open win.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use athanor_core::{Code, Durability, Engine, StoreOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let a = Engine::open(dir.path(), StoreOptions::default())?;
+    /// let b = Engine::open(dir.path(), StoreOptions::default())?;
+    /// assert!(Arc::ptr_eq(&a, &b)); // one engine per directory per process
+    /// let weaker = StoreOptions { durability: Durability::None, ..StoreOptions::default() };
+    /// let err = Engine::open(dir.path(), weaker).err().expect("refused");
+    /// assert_eq!(err.code, Code::InvalidArgument);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Engine>> {
         if !options.create && !dir.is_dir() {
             return Err(Error::new(
@@ -183,6 +197,22 @@ impl Engine {
     }
 
     /// Commits a transaction and waits for its outcome (blocks the calling thread).
+    ///
+    /// ```
+    /// use athanor_core::{Code, Engine, Outcome, StoreOptions, TxBuilder, Value};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let engine = Engine::open(dir.path(), StoreOptions::default())?;
+    /// let pay = || TxBuilder::new().event_json("paid", "{}").idempotency_key("pay-1").build();
+    /// assert_eq!(engine.commit_blocking(pay()?)?.outcome, Outcome::Applied);
+    /// // The same key again inside the window: nothing is written twice.
+    /// assert_eq!(engine.commit_blocking(pay()?)?.outcome, Outcome::Duplicate);
+    /// // A read that went stale fails with ERR_CONFLICT, and writes nothing.
+    /// engine.commit_blocking(TxBuilder::new().put("n", &Value::I64(1)).build()?)?;
+    /// let stale = TxBuilder::new().read("n", 0).put("n", &Value::I64(2)).build()?;
+    /// assert_eq!(engine.commit_blocking(stale).unwrap_err().code, Code::Conflict);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn commit_blocking(&self, batch: TxBatch) -> Result<CommitInfo> {
         self.precheck(&batch)?;
         let (tx, rx) = crossbeam_channel::bounded(1);

@@ -7,6 +7,8 @@
 //! token count so each batch pads to a similar length (less wasted compute than
 //! padding mixed lengths together), run in batches, and returned in input order.
 
+#![warn(missing_docs)]
+
 mod model;
 mod runtime;
 
@@ -28,8 +30,11 @@ use athanor_core::{Code, Error, Result};
 /// Execution providers athanor knows how to ask ONNX Runtime for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
+    /// ONNX Runtime's CPU provider: always available.
     Cpu,
+    /// NVIDIA CUDA, when the runtime library and drivers have it.
     Cuda,
+    /// Apple Core ML (macOS).
     CoreMl,
 }
 

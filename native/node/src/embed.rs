@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use athanor_embed::{Embedder, EmbedderOptions, Pooling, Provider};
 use athanor_core::Error;
+use athanor_embed::{Embedder, EmbedderOptions, Pooling, Provider};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 

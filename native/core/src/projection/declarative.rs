@@ -415,7 +415,9 @@ enum ApplyError {
 /// An event a batch could not apply.
 #[derive(Debug)]
 pub struct Failure {
+    /// The id of the event that failed.
     pub event_id: u64,
+    /// Why it failed (the error strategies decide what happens next).
     pub error: Error,
 }
 

@@ -116,11 +116,17 @@ fn init_schema(conn: &SqlConn) -> Result<()> {
 /// An event copied out of the log for a projection batch.
 #[derive(Debug, Clone)]
 pub struct LogEvent {
+    /// The event id.
     pub id: u64,
+    /// The commit seq of the transaction that logged it.
     pub commit_seq: u64,
+    /// When it was committed (milliseconds since the Unix epoch).
     pub at_ms: u64,
+    /// How the payload is encoded.
     pub kind: PayloadKind,
+    /// The event type.
     pub event_type: String,
+    /// The payload bytes.
     pub payload: Vec<u8>,
 }
 
@@ -194,15 +200,20 @@ pub fn write_cursor(conn: &SqlConn, name: &str, id: u64, at_ms: u64) -> Result<(
 #[derive(Debug, Clone, Default)]
 pub enum Params {
     #[default]
+    /// No parameters.
     None,
+    /// `?`/`?NNN` parameters, in order.
     Positional(Vec<SqlValue>),
+    /// `:a`/`@a`/`$a` parameters by name (given without the prefix).
     Named(Vec<(String, SqlValue)>),
 }
 
 /// Result rows of a query: column names and values in column order.
 #[derive(Debug, Clone, Default)]
 pub struct Rows {
+    /// Column names, in order.
     pub columns: Vec<String>,
+    /// Each row's values, in column order.
     pub rows: Vec<Vec<SqlValue>>,
 }
 

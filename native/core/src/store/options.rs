@@ -1,11 +1,11 @@
-//! How a store is opened: durability and sizes.
+//! How a store is opened: durability, sizes, the clock.
 
-/// How a commit reaches the disk. `Full` is the default and the only mode in
-/// which a resolved commit is guaranteed to survive power loss.
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 
+/// How a commit reaches the disk. `Full` is the default and the only mode in
+/// which a resolved commit is guaranteed to survive power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// fsync before a commit is acknowledged (LMDB's synchronous commit).
@@ -13,7 +13,10 @@ pub enum Durability {
     /// Data pages are fsynced with each group but the commit record (LMDB meta page) is
     /// flushed at most every `interval_ms`: power loss can undo the commits of that window,
     /// never corrupt the store. A process crash (`kill -9`) loses nothing.
-    Batched { interval_ms: u64 },
+    Batched {
+        /// The longest a commit record waits for its flush (milliseconds).
+        interval_ms: u64,
+    },
     /// No fsync at all: the OS writes back when it likes. A process crash loses nothing;
     /// power loss can lose recent commits and may damage the store. For tests and scratch data.
     None,
@@ -22,6 +25,7 @@ pub enum Durability {
 /// Options for [`Store::open`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// How commits reach the disk (default [`Durability::Full`]).
     pub durability: Durability,
     /// Initial LMDB map size in bytes; it grows automatically when full.
     pub initial_map_size: usize,

@@ -9,7 +9,9 @@ use crate::error::Result;
 /// A state entry as read: the version (commit seq of its last write) and the encoded value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateEntry<'a> {
+    /// The commit seq of the transaction that last wrote the key.
     pub version: u64,
+    /// The encoded [`crate::Value`].
     pub value: &'a [u8],
 }
 

@@ -64,6 +64,7 @@ const DUMP_MIN_CHANGES: u64 = 256;
 
 /// A committed change to one document, as the writer hands it over.
 pub struct Change {
+    /// The document id.
     pub id: Arc<str>,
     /// Hash of the stored record (see [`super::docs::record_hash`]); 0 for a delete.
     pub hash: u64,
@@ -296,20 +297,24 @@ pub(crate) struct DumpState {
 /// A search result.
 #[derive(Debug, Clone)]
 pub struct Hit {
+    /// The document id.
     pub id: Arc<str>,
     /// Higher is better: cosine similarity, dot product, or negative Euclidean distance.
     pub score: f32,
+    /// The document's metadata, if it has any.
     pub metadata: Option<Arc<Json>>,
 }
 
 /// How to search.
 #[derive(Debug, Clone, Default)]
 pub struct SearchOptions {
+    /// How many hits to return at most.
     pub k: usize,
     /// Candidate list size; `None` uses the collection's default.
     pub ef: Option<usize>,
     /// Brute force over every live document.
     pub exact: bool,
+    /// Only documents whose metadata matches.
     pub filter: Option<Filter>,
 }
 
@@ -359,7 +364,9 @@ pub enum PlanReason {
 /// How a search will run and the estimates behind the choice.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchPlan {
+    /// Exact scan or graph walk.
     pub kind: PlanKind,
+    /// Why that kind was chosen.
     pub reason: PlanReason,
     /// Estimated fraction of live documents the filter matches (1 without a filter).
     pub selectivity: f64,
