@@ -14,7 +14,7 @@
 //! - `writer`: the thread, grouping, map growth, per-transaction isolation.
 //!
 //! Derived state (the vector indexes) takes part through the store's
-//! [`WriteHook`](crate::store::WriteHook)s; the writer never names it.
+//! `WriteHook`s (`crate::store`); the writer never names it.
 
 mod apply;
 mod outcome;

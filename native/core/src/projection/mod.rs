@@ -315,7 +315,7 @@ fn query_on(conn: &SqlConn, sql: &str, params: &Params) -> Result<Rows> {
 #[cfg(test)]
 mod tests;
 
-/// Checks projection.db at `path` for [`crate::Engine::verify`]: SQLite's own
+/// Checks projection.db at `path` for [`crate::verify::verify`]: SQLite's own
 /// integrity check, and no processor cursor past `last_event_id` (a cursor ahead of
 /// the log means the log was lost or replaced). A missing file is fine (no
 /// projection ran yet); one SQLite cannot read is `ERR_CORRUPT`.

@@ -22,7 +22,7 @@ pub enum Durability {
     None,
 }
 
-/// Options for [`Store::open`].
+/// Options for [`crate::Store::open`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// How commits reach the disk (default [`Durability::Full`]).
