@@ -11,7 +11,9 @@
 //! - `indexer`: the indexer thread and the background dumps;
 //! - `shared`: what the registry, the indexer and the hook share;
 //! - `ops`: checks of vector operations, index changes of stored documents;
-//! - [`index`]: live documents, tombstones, pending list, search plans, rebuild;
+//! - [`index`]: one collection's index: applying changes, search plans and walks, rebuild;
+//! - `live`: its live documents, tombstones, pending list, filter answer caches;
+//! - `search`: search options, hits, plans, stats, candidate heaps;
 //! - `graph`: the hnsw_rs graph (built or loaded) and its shared helpers;
 //! - `frozen`: a flat read-only snapshot of the graph for fast walks;
 //! - [`distance`]: SIMD kernels and the metric distances;
@@ -30,8 +32,10 @@ mod graph;
 mod hook;
 pub mod index;
 mod indexer;
+mod live;
 mod ops;
 mod registry;
+mod search;
 mod shared;
 mod sync;
 
