@@ -19,8 +19,8 @@
 //! - [`distance`]: SIMD kernels and the metric distances;
 //! - [`filter`]: metadata filters.
 //!
-//! Dependencies point one way: `shared` <- `indexer`, `ops`, `hook` <- `registry`
-//! <- `sync`; this file only re-exports.
+//! Dependencies point one way: `live`, `search`, `graph` <- `index`; `shared` <-
+//! `indexer`, `ops`, `hook` <- `registry` <- `sync`; this file only re-exports.
 
 pub mod collection;
 pub mod distance;
