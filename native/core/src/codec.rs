@@ -22,31 +22,46 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 /// Type tags. Stable on disk.
 pub mod tag {
+    /// A signed 64-bit integer.
     pub const I64: u8 = 1;
+    /// An unsigned 256-bit integer (32 bytes, big-endian).
     pub const U256: u8 = 2;
+    /// A 64-bit float.
     pub const F64: u8 = 3;
+    /// A boolean.
     pub const BOOL: u8 = 4;
+    /// A UTF-8 string.
     pub const STRING: u8 = 5;
+    /// Raw bytes.
     pub const BYTES: u8 = 6;
+    /// JSON text.
     pub const JSON: u8 = 7;
+    /// A sorted set of strings.
     pub const SET: u8 = 8;
+    /// An array of values.
     pub const ARRAY: u8 = 9;
 }
 
 /// A typed state value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// A signed 64-bit integer.
     I64(i64),
     /// Unsigned 256-bit integer, big-endian bytes.
     U256([u8; 32]),
+    /// A 64-bit float (any bit pattern, NaN included, round-trips).
     F64(f64),
+    /// A boolean.
     Bool(bool),
+    /// A UTF-8 string.
     String(String),
+    /// Raw bytes.
     Bytes(Vec<u8>),
     /// JSON text (UTF-8). The engine stores it as given.
     Json(String),
     /// A set of strings; always kept sorted and without duplicates.
     Set(BTreeSet<String>),
+    /// An ordered list of values (any types, nested).
     Array(Vec<Value>),
 }
 
@@ -339,11 +354,14 @@ pub fn check_event_type(t: &[u8]) -> Result<()> {
 /// How an event payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadKind {
+    /// JSON text (UTF-8).
     Json = 1,
+    /// Opaque bytes.
     Bytes = 2,
 }
 
 impl PayloadKind {
+    /// The kind stored as byte `b`; an unknown byte is `ERR_INVALID_ARGUMENT`.
     pub fn from_u8(b: u8) -> Result<Self> {
         match b {
             1 => Ok(PayloadKind::Json),
@@ -361,10 +379,15 @@ pub const EVENT_FORMAT: u8 = 1;
 /// A decoded event record, borrowing from the stored bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord<'a> {
+    /// The commit seq of the transaction that logged it.
     pub commit_seq: u64,
+    /// When it was committed (milliseconds since the Unix epoch, by the store's clock).
     pub at_ms: u64,
+    /// How the payload is encoded.
     pub kind: PayloadKind,
+    /// The event type.
     pub event_type: &'a str,
+    /// The payload bytes.
     pub payload: &'a [u8],
 }
 

@@ -16,6 +16,7 @@ use crate::commit::{self, CommitInfo, CommitSink, Msg, Reply, Request, Shared};
 use crate::error::{Code, Error, Result};
 use crate::store::{Store, StoreOptions};
 use crate::txn::TxBatch;
+use crate::vector::Registry;
 
 /// How long `open` waits for a closing engine on the same directory to release it.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -27,6 +28,9 @@ static OPEN_ENGINES: LazyLock<Mutex<HashMap<PathBuf, Weak<Engine>>>> =
 /// writer after it has committed everything already queued.
 pub struct Engine {
     store: Arc<Store>,
+    /// After `store`: at close the store's environment is released first, then the
+    /// registry stops its indexer and writes its last dumps.
+    vectors: Registry,
     shared: Arc<Shared>,
     sender: Sender<Msg>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -38,6 +42,20 @@ pub struct Engine {
 impl Engine {
     /// Opens `dir`, or returns the engine already open on it in this process.
     /// A second open must ask for the same durability; other options of the first open win.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use athanor_core::{Code, Durability, Engine, StoreOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let a = Engine::open(dir.path(), StoreOptions::default())?;
+    /// let b = Engine::open(dir.path(), StoreOptions::default())?;
+    /// assert!(Arc::ptr_eq(&a, &b)); // one engine per directory per process
+    /// let weaker = StoreOptions { durability: Durability::None, ..StoreOptions::default() };
+    /// let err = Engine::open(dir.path(), weaker).err().expect("refused");
+    /// assert_eq!(err.code, Code::InvalidArgument);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Engine>> {
         if !options.create && !dir.is_dir() {
             return Err(Error::new(
@@ -89,7 +107,9 @@ impl Engine {
             }
         }
         let store = Arc::new(Store::open(&key, options)?);
-        store.vectors.load(&store, &key)?;
+        let vectors = Registry::new();
+        store.add_write_hook(vectors.write_hook());
+        vectors.load(&store, &key)?;
         let (sender, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             sinks: RwLock::new(Vec::new()),
@@ -102,6 +122,7 @@ impl Engine {
         };
         let engine = Arc::new(Engine {
             store,
+            vectors,
             shared,
             sender,
             writer: Mutex::new(Some(writer)),
@@ -119,8 +140,8 @@ impl Engine {
         if batch.vectors.is_empty() {
             return Ok(());
         }
-        self.store.vectors.refresh(&self.store)?;
-        self.store.vectors.precheck(batch)
+        self.vectors.refresh(&self.store)?;
+        self.vectors.precheck(batch)
     }
 
     /// The database directory (canonical path).
@@ -129,8 +150,8 @@ impl Engine {
     }
 
     /// The vector collections of this database.
-    pub fn vectors(&self) -> &crate::vector::Registry {
-        &self.store.vectors
+    pub fn vectors(&self) -> &Registry {
+        &self.vectors
     }
 
     /// The store, for reads.
@@ -176,6 +197,22 @@ impl Engine {
     }
 
     /// Commits a transaction and waits for its outcome (blocks the calling thread).
+    ///
+    /// ```
+    /// use athanor_core::{Code, Engine, Outcome, StoreOptions, TxBuilder, Value};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let engine = Engine::open(dir.path(), StoreOptions::default())?;
+    /// let pay = || TxBuilder::new().event_json("paid", "{}").idempotency_key("pay-1").build();
+    /// assert_eq!(engine.commit_blocking(pay()?)?.outcome, Outcome::Applied);
+    /// // The same key again inside the window: nothing is written twice.
+    /// assert_eq!(engine.commit_blocking(pay()?)?.outcome, Outcome::Duplicate);
+    /// // A read that went stale fails with ERR_CONFLICT, and writes nothing.
+    /// engine.commit_blocking(TxBuilder::new().put("n", &Value::I64(1)).build()?)?;
+    /// let stale = TxBuilder::new().read("n", 0).put("n", &Value::I64(2)).build()?;
+    /// assert_eq!(engine.commit_blocking(stale).unwrap_err().code, Code::Conflict);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn commit_blocking(&self, batch: TxBatch) -> Result<CommitInfo> {
         self.precheck(&batch)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -221,54 +258,5 @@ impl Drop for Engine {
                 open.remove(&self.key);
             }
         }
-    }
-}
-
-/// A read transaction kept open across calls and renewed only when a newer
-/// commit exists, so a run of point reads pays for one `mdb_txn_begin`.
-#[derive(Default)]
-pub struct CachedReader {
-    txn: Option<RoTxn<'static, WithoutTls>>,
-}
-
-impl CachedReader {
-    /// Returns a read transaction on the newest committed state. Call it *before*
-    /// taking `store.guard()` (it may have to remap the map), and hold the guard
-    /// while using the transaction.
-    pub fn fresh(&mut self, store: &Store) -> Result<&RoTxn<'static, WithoutTls>> {
-        let stale = match &self.txn {
-            Some(t) => t.id() != store.last_txn_id(),
-            None => true,
-        };
-        if stale {
-            self.txn = None;
-            self.txn = Some(store.begin_read()?);
-        }
-        Ok(self.txn.as_ref().unwrap())
-    }
-
-    /// Returns the current transaction without renewing it (for a transaction
-    /// callback that must see one snapshot), opening one if there is none.
-    pub fn pinned(&mut self, store: &Store) -> Result<&RoTxn<'static, WithoutTls>> {
-        if self.txn.is_none() {
-            self.txn = Some(store.begin_read()?);
-        }
-        Ok(self.txn.as_ref().unwrap())
-    }
-
-    /// Drops the transaction if a newer commit exists, so it stops pinning old pages.
-    pub fn release_if_stale(&mut self, store: &Store) {
-        if self
-            .txn
-            .as_ref()
-            .is_some_and(|t| t.id() != store.last_txn_id())
-        {
-            self.txn = None;
-        }
-    }
-
-    /// Drops the transaction.
-    pub fn release(&mut self) {
-        self.txn = None;
     }
 }

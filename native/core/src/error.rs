@@ -91,7 +91,9 @@ pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// An engine error: a stable code plus a message that says what was wrong and what to do.
 #[derive(Debug, Clone)]
 pub struct Error {
+    /// The stable code callers branch on.
     pub code: Code,
+    /// What was wrong and what to do about it.
     pub message: String,
     /// SQLite's extended result code when SQLite raised the error (e.g. 2067 for
     /// `SQLITE_CONSTRAINT_UNIQUE`), so callers can tell reasons apart without parsing text.
@@ -113,6 +115,7 @@ impl PartialEq for Error {
 impl Eq for Error {}
 
 impl Error {
+    /// An error with `code` and `message`, no SQLite code and no cause.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Error {
             code,
@@ -121,15 +124,19 @@ impl Error {
             source: None,
         }
     }
+    /// `ERR_INVALID_ARGUMENT`: the caller passed something unusable.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::new(Code::InvalidArgument, message)
     }
+    /// `ERR_CORRUPT`: data on disk is not what athanor wrote.
     pub fn corrupt(message: impl Into<String>) -> Self {
         Error::new(Code::Corrupt, message)
     }
+    /// `ERR_TYPE`: a value read as the wrong type, or malformed for its type.
     pub fn type_error(message: impl Into<String>) -> Self {
         Error::new(Code::Type, message)
     }
+    /// `ERR_CLOSED`, saying how to reopen.
     pub fn closed() -> Self {
         Error::new(
             Code::Closed,

@@ -1,17 +1,45 @@
 //! athanor-core: the embedded engine behind athanor. Durable key/value state and
 //! an append-only event log in one LMDB environment, committed atomically by a
 //! single group-committing writer. Knows nothing of N-API: `native/node` binds it.
+//!
+//! Open a directory, commit a transaction, read it back:
+//!
+//! ```
+//! use athanor_core::{Engine, EventQuery, Outcome, StoreOptions, TxBuilder, Value};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let engine = Engine::open(dir.path(), StoreOptions::default())?;
+//! let batch = TxBuilder::new()
+//!     .put("greeting", &Value::String("hello".into()))
+//!     .event_json("greeted", r#"{"who":"world"}"#)
+//!     .build()?;
+//! let info = engine.commit_blocking(batch)?;
+//! assert_eq!((info.outcome, info.commit_seq, info.first_event_id), (Outcome::Applied, 1, 1));
+//!
+//! let store = engine.store();
+//! let txn = engine.begin_read()?;
+//! let _map = store.guard(); // held while the transaction's bytes are in use
+//! let entry = store.get(&txn, b"greeting")?.expect("committed");
+//! assert_eq!(entry.version, 1);
+//! assert_eq!(Value::decode(entry.value)?, Value::String("hello".into()));
+//! assert_eq!(store.last_event_id(&txn)?, 1);
+//! let packed = store.read_events(&txn, &EventQuery { from: 1, ..EventQuery::default() })?;
+//! assert_eq!(u32::from_le_bytes(packed[..4].try_into()?), 1); // one event
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod announce;
 pub mod backup;
+pub mod clock;
 pub mod codec;
 pub mod commit;
-pub mod embed;
 pub mod engine;
 pub mod error;
 mod lmdb_check;
 pub mod projection;
-pub mod state_scan;
+
 pub mod store;
 pub mod txn;
 pub mod vector;
@@ -19,7 +47,7 @@ pub mod verify;
 
 pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};
-pub use engine::{CachedReader, Engine};
+pub use engine::Engine;
 pub use error::{Code, Error, Result};
-pub use store::{Durability, EventQuery, StateEntry, Store, StoreOptions};
+pub use store::{CachedReader, Durability, EventQuery, StateEntry, Store, StoreOptions};
 pub use txn::{TxBatch, TxBuilder, VectorOp};

@@ -30,11 +30,16 @@ pub const WIRE_VERSION: u8 = 2;
 /// A state write.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
+    /// Writes `value` (an encoded [`crate::Value`]) under `key`.
     Put {
+        /// The key's bytes range.
         key: Range<usize>,
+        /// The encoded value's bytes range.
         value: Range<usize>,
     },
+    /// Removes `key` (a no-op when absent).
     Delete {
+        /// The key's bytes range.
         key: Range<usize>,
     },
 }
@@ -42,8 +47,11 @@ pub enum WriteOp {
 /// An event to append.
 #[derive(Debug, Clone)]
 pub struct EventOp {
+    /// How the payload is encoded.
     pub kind: PayloadKind,
+    /// The event type's bytes range.
     pub event_type: Range<usize>,
+    /// The payload's bytes range.
     pub payload: Range<usize>,
 }
 
@@ -51,14 +59,22 @@ pub struct EventOp {
 /// little-endian f32 values, all finite; `metadata` is JSON text or empty.
 #[derive(Debug, Clone)]
 pub enum VectorOp {
+    /// Inserts or replaces a document.
     Upsert {
+        /// The collection name's bytes range.
         collection: Range<usize>,
+        /// The document id's bytes range.
         id: Range<usize>,
+        /// The vector's bytes range (little-endian f32).
         vector: Range<usize>,
+        /// The metadata JSON's bytes range (empty: none).
         metadata: Range<usize>,
     },
+    /// Removes a document (a no-op when absent).
     Delete {
+        /// The collection name's bytes range.
         collection: Range<usize>,
+        /// The document id's bytes range.
         id: Range<usize>,
     },
 }
@@ -84,10 +100,13 @@ pub struct TxBatch {
     data: Vec<u8>,
     /// `(key, version seen)`; version 0 means the key was absent in the snapshot.
     pub reads: Vec<(Range<usize>, u64)>,
+    /// State writes, applied in order.
     pub writes: Vec<WriteOp>,
+    /// Events to append, in order.
     pub events: Vec<EventOp>,
     /// Vector upserts and deletes, in order (a bulk upsert is expanded into one op per document).
     pub vectors: Vec<VectorOp>,
+    /// The idempotency key's bytes range, if any: a key applied inside the window makes the transaction a duplicate.
     pub idempotency_key: Option<Range<usize>>,
 }
 
@@ -309,22 +328,27 @@ pub struct TxBuilder {
 type BuilderVectorOp = (String, String, Option<(Vec<f32>, String)>);
 
 impl TxBuilder {
+    /// An empty transaction.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Records that `key` was read at `version_seen` (0: absent); the commit fails with `ERR_CONFLICT` if it changed since.
     pub fn read(mut self, key: &str, version_seen: u64) -> Self {
         self.reads.push((key.as_bytes().to_vec(), version_seen));
         self
     }
+    /// Writes `value` under `key`.
     pub fn put(mut self, key: &str, value: &Value) -> Self {
         self.writes
             .push((key.as_bytes().to_vec(), Some(value.encode())));
         self
     }
+    /// Deletes `key`.
     pub fn delete(mut self, key: &str) -> Self {
         self.writes.push((key.as_bytes().to_vec(), None));
         self
     }
+    /// Appends an event of `event_type` with a JSON payload.
     pub fn event_json(mut self, event_type: &str, json: &str) -> Self {
         self.events.push((
             PayloadKind::Json,
@@ -348,6 +372,7 @@ impl TxBuilder {
             .push((collection.to_owned(), id.to_owned(), None));
         self
     }
+    /// Makes the transaction apply at most once per `key` inside the idempotency window.
     pub fn idempotency_key(mut self, key: &str) -> Self {
         self.idempotency_key = Some(key.to_owned());
         self

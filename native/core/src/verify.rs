@@ -30,29 +30,43 @@ pub struct Violation {
 /// A processor's cursor as stored in projection.db.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessorCursor {
+    /// The processor's name.
     pub name: String,
+    /// The last event it applied (0: none yet).
     pub last_event_id: i64,
 }
 
 /// A vector collection and its stored documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionCount {
+    /// The collection's name.
     pub name: String,
+    /// Documents stored in it.
     pub documents: u64,
 }
 
 /// What [`report`] counted and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
+    /// Events in the log.
     pub events: u64,
+    /// The newest event id the store's meta records.
     pub last_event_id: u64,
+    /// State keys, athanor's own included.
     pub state_keys: u64,
+    /// Entries of the event-type index (one per event when intact).
     pub type_index_entries: u64,
+    /// Idempotency records stored, expired ones not yet pruned included.
     pub idempotency_records: u64,
+    /// Processors with a cursor (projection.db's and vector projections').
     pub processors: Vec<ProcessorCursor>,
+    /// Dead letters in projection.db, all processors.
     pub dead_letters: u64,
+    /// Vector collections and their stored documents.
     pub vector_collections: Vec<CollectionCount>,
+    /// Index dumps checked (manifests and checksums).
     pub index_dumps: u32,
+    /// Every violation found; empty when the database is sound.
     pub violations: Vec<Violation>,
 }
 

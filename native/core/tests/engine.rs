@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use athanor_core::clock::ManualClock;
 use athanor_core::{
     CachedReader, Code, CommitInfo, CommitNotice, CommitSink, Completion, Durability, Engine,
     Error, EventQuery, Outcome, StoreOptions, TxBatch, TxBuilder, Value,
@@ -872,32 +873,37 @@ fn an_idempotency_key_applies_once_also_after_reopen() {
 #[test]
 fn idempotency_records_expire_after_the_window() {
     let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
     let e = open_with(
         dir.path(),
         StoreOptions {
-            idempotency_window_ms: 1,
+            idempotency_window_ms: 1_000,
+            clock: clock.clone(),
             ..StoreOptions::default()
         },
     );
     let key_tx = || TxBuilder::new().event_json("e", "{}").idempotency_key("k");
-    let first = applied(&e, key_tx());
-    // Once the window has passed the key is forgotten at once, whether or not
-    // pruning (at most once a second) has removed its record yet.
-    let forgotten = || {
+    let record = || {
         let txn = e.begin_read().unwrap();
-        e.store().idempotency_record(&txn, b"k").unwrap().is_none()
+        e.store().idempotency_record(&txn, b"k").unwrap()
     };
-    let deadline = std::time::Instant::now() + WAIT;
-    while !forgotten() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the key outlived its 1 ms window"
-        );
-        thread::yield_now();
-    }
+    let first = applied(&e, key_tx());
+    assert_eq!(
+        record(),
+        Some((first.commit_seq, first.first_event_id, 1, 1_000_000))
+    );
+    // At the window's last millisecond the key is still remembered...
+    clock.advance(1_000);
+    assert_eq!(commit(&e, key_tx()).unwrap().outcome, Outcome::Duplicate);
+    assert!(record().is_some());
+    // ...and once the window has passed it is forgotten at once, whether or not
+    // pruning has removed its record yet.
+    clock.advance(1);
+    assert_eq!(record(), None);
     let accepted = applied(&e, key_tx());
     assert!(accepted.commit_seq > first.commit_seq);
     assert!(accepted.first_event_id > first.first_event_id);
+    assert_eq!(record().map(|r| r.3), Some(1_001_001));
     e.store().verify().unwrap();
 }
 
@@ -931,15 +937,17 @@ fn a_recorded_key_is_a_duplicate_before_its_reads_are_validated() {
 #[test]
 fn a_zero_window_keeps_idempotency_records() {
     let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
     let e = open_with(
         dir.path(),
         StoreOptions {
             idempotency_window_ms: 0,
+            clock: clock.clone(),
             ..StoreOptions::default()
         },
     );
     let first = applied(&e, TxBuilder::new().idempotency_key("k"));
-    thread::sleep(Duration::from_millis(1100));
+    clock.advance(10 * 365 * 24 * 3600 * 1000);
     // Two commits: the first of them would have pruned, the second would see it.
     for _ in 0..2 {
         let r = commit(&e, TxBuilder::new().idempotency_key("k")).unwrap();

@@ -1,13 +1,13 @@
 //! Bindings of the embedder. Thin: option conversion, results as Float32Array,
-//! error mapping; the engine logic is in `athanor_core::embed`. Opening and
+//! error mapping; the engine logic is in `athanor_embed`. Opening and
 //! embedding run on the libuv pool (AsyncTask), never on the JS thread, and
 //! panics surface as `ERR_INTERNAL` instead of taking Node down.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use athanor_core::embed::{Embedder, EmbedderOptions, Pooling, Provider};
 use athanor_core::Error;
+use athanor_embed::{Embedder, EmbedderOptions, Pooling, Provider};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 

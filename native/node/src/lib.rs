@@ -462,29 +462,37 @@ impl NativeDb {
 
     /// The full verify report (counts and every violation) as JSON text.
     #[napi]
-    pub fn verify_report(&self) -> Result<String> {
-        let report = athanor_core::verify::report(&*self.engine()?).map_err(err)?;
-        Ok(report.to_json().to_string())
+    pub fn verify_report(&self, env: Env) -> Result<String> {
+        guard(&env, || {
+            let report = athanor_core::verify::report(&*self.engine()?)?;
+            Ok(report.to_json().to_string())
+        })
     }
 
     /// Up to `limit` state entries whose keys start with `prefix`, in key order,
     /// after the key `after` when given, on the newest state: packed as
     /// `([u32 LE key length][key][u32 LE value length][encoded value])*`.
     #[napi]
-    pub fn state_list(&self, prefix: String, after: Option<String>, limit: u32) -> Result<Buffer> {
-        let engine = self.engine()?;
-        let store = engine.store();
-        let mut reader = self.ctx.reader.borrow_mut();
-        let txn = reader.fresh(store).map_err(err)?;
-        let _g = store.guard();
-        let rows = store
-            .list_state(
+    pub fn state_list(
+        &self,
+        env: Env,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Buffer> {
+        let rows = guard(&env, || {
+            let engine = self.engine()?;
+            let store = engine.store();
+            let mut reader = self.ctx.reader.borrow_mut();
+            let txn = reader.fresh(store)?;
+            let _g = store.guard();
+            store.list_state(
                 txn,
                 prefix.as_bytes(),
                 after.as_deref().map(str::as_bytes),
                 limit as usize,
             )
-            .map_err(err)?;
+        })?;
         let mut out = Vec::with_capacity(rows.iter().map(|(k, v)| 8 + k.len() + v.len()).sum());
         for (k, v) in &rows {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());

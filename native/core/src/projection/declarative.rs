@@ -415,7 +415,9 @@ enum ApplyError {
 /// An event a batch could not apply.
 #[derive(Debug)]
 pub struct Failure {
+    /// The id of the event that failed.
     pub event_id: u64,
+    /// Why it failed (the error strategies decide what happens next).
     pub error: Error,
 }
 
@@ -650,7 +652,7 @@ impl DeclConn {
             }
         }
         if last != cursor {
-            write_cursor(&self.conn, &spec.name, last)?;
+            write_cursor(&self.conn, &spec.name, last, engine.store().now_ms())?;
         }
         Ok((
             BatchOutcome {
@@ -718,7 +720,7 @@ impl DeclConn {
                 self.conn.exec("ROLLBACK")?;
                 self.conn.conn().execute(
                     "UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?2, error = ?3, last_failed_at = ?4 WHERE id = ?1",
-                    rusqlite::params![dlq_id, e.code.as_str(), e.message, crate::store::now_ms() as i64],
+                    rusqlite::params![dlq_id, e.code.as_str(), e.message, engine.store().now_ms() as i64],
                 )?;
                 Ok(Some(e))
             }

@@ -116,11 +116,17 @@ fn init_schema(conn: &SqlConn) -> Result<()> {
 /// An event copied out of the log for a projection batch.
 #[derive(Debug, Clone)]
 pub struct LogEvent {
+    /// The event id.
     pub id: u64,
+    /// The commit seq of the transaction that logged it.
     pub commit_seq: u64,
+    /// When it was committed (milliseconds since the Unix epoch).
     pub at_ms: u64,
+    /// How the payload is encoded.
     pub kind: PayloadKind,
+    /// The event type.
     pub event_type: String,
+    /// The payload bytes.
     pub payload: Vec<u8>,
 }
 
@@ -182,14 +188,11 @@ pub fn read_cursor(conn: &SqlConn, name: &str) -> Result<u64> {
     Ok(v.unwrap_or(0) as u64)
 }
 
-/// Writes a processor's cursor on `conn` (inside the caller's transaction).
-pub fn write_cursor(conn: &SqlConn, name: &str, id: u64) -> Result<()> {
+/// Writes a processor's cursor on `conn` (inside the caller's transaction),
+/// stamped `at_ms` (the store's clock, [`crate::Store::now_ms`]).
+pub fn write_cursor(conn: &SqlConn, name: &str, id: u64, at_ms: u64) -> Result<()> {
     let mut st = conn.conn().prepare_cached(CURSOR_SET)?;
-    st.execute(rusqlite::params![
-        name,
-        id as i64,
-        crate::store::now_ms() as i64
-    ])?;
+    st.execute(rusqlite::params![name, id as i64, at_ms as i64])?;
     Ok(())
 }
 
@@ -197,15 +200,20 @@ pub fn write_cursor(conn: &SqlConn, name: &str, id: u64) -> Result<()> {
 #[derive(Debug, Clone, Default)]
 pub enum Params {
     #[default]
+    /// No parameters.
     None,
+    /// `?`/`?NNN` parameters, in order.
     Positional(Vec<SqlValue>),
+    /// `:a`/`@a`/`$a` parameters by name (given without the prefix).
     Named(Vec<(String, SqlValue)>),
 }
 
 /// Result rows of a query: column names and values in column order.
 #[derive(Debug, Clone, Default)]
 pub struct Rows {
+    /// Column names, in order.
     pub columns: Vec<String>,
+    /// Each row's values, in column order.
     pub rows: Vec<Vec<SqlValue>>,
 }
 
@@ -307,7 +315,7 @@ fn query_on(conn: &SqlConn, sql: &str, params: &Params) -> Result<Rows> {
 #[cfg(test)]
 mod tests;
 
-/// Checks projection.db at `path` for [`crate::Engine::verify`]: SQLite's own
+/// Checks projection.db at `path` for [`crate::verify::verify`]: SQLite's own
 /// integrity check, and no processor cursor past `last_event_id` (a cursor ahead of
 /// the log means the log was lost or replaced). A missing file is fine (no
 /// projection ran yet); one SQLite cannot read is `ERR_CORRUPT`.

@@ -18,20 +18,30 @@ use crate::error::{Code, Error, Result};
 /// A SQL value as it crosses between SQLite and callers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
+    /// SQL NULL.
     Null,
+    /// An INTEGER.
     Int(i64),
+    /// A REAL.
     Real(f64),
+    /// TEXT.
     Text(String),
+    /// A BLOB.
     Blob(Vec<u8>),
 }
 
 /// A column value borrowed from the current row of a statement.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ColumnRef<'a> {
+    /// SQL NULL.
     Null,
+    /// An INTEGER.
     Int(i64),
+    /// A REAL.
     Real(f64),
+    /// TEXT, as SQLite stores it (UTF-8 bytes).
     Text(&'a [u8]),
+    /// A BLOB.
     Blob(&'a [u8]),
 }
 

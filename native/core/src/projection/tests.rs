@@ -366,7 +366,7 @@ fn a_failing_event_commits_the_prefix_and_stops_just_before_it() {
     );
     // Dead-letter it (what the TS strategy does), then retry after fixing the data.
     main.exec("INSERT INTO _athanor_dead_letters(processor, event_id, event_type, error_code, error, attempts, first_failed_at, last_failed_at) VALUES ('ledger', 3, 'Deposited', 'ERR_SQL_CONSTRAINT', 'x', 1, 0, 0)").unwrap();
-    write_cursor(&main, "ledger", 3).unwrap();
+    write_cursor(&main, "ledger", 3, e.store().now_ms()).unwrap();
     let o = dc.run_batch(&e, &spec, 10).unwrap();
     assert_eq!((o.consumed, o.cursor), (1, 4));
     let again = dc.retry_dead_letter(&e, &spec, 1).unwrap();
@@ -439,7 +439,7 @@ proptest! {
             i += 1;
             if let Some(f) = o.failure {
                 // skip it, as the 'skip' strategy does
-                write_cursor(&main, "ledger", f.event_id).unwrap();
+                write_cursor(&main, "ledger", f.event_id, e.store().now_ms()).unwrap();
                 continue;
             }
             if o.consumed == 0 { break; }

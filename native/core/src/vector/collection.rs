@@ -71,7 +71,9 @@ impl Metric {
 /// What a collection is created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CollectionParams {
+    /// Vector length every document must have.
     pub dimension: u32,
+    /// How similarity is measured.
     pub metric: Metric,
     /// Links per node per layer (level 0 keeps `2 * m`). Default 16.
     pub m: u32,
@@ -126,8 +128,11 @@ impl CollectionParams {
 /// A stored collection: its id (the key prefix of its documents) and parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionDef {
+    /// The collection's id: the key prefix of its documents (never reused).
     pub id: u32,
+    /// The collection's name.
     pub name: String,
+    /// What it was created with.
     pub params: CollectionParams,
 }
 

@@ -26,6 +26,7 @@ pub fn encode_doc(out: &mut Vec<u8>, vector_le: &[u8], metadata: &[u8]) {
 
 /// A stored document, borrowed from the record.
 pub struct StoredDoc<'a> {
+    /// The vector, `dimension` little-endian f32 values.
     pub vector_le: &'a [u8],
     /// JSON text; empty when the document has no metadata.
     pub metadata: &'a [u8],

@@ -7,9 +7,8 @@
 //! is the graph's answer plus an exact scan of pending, minus tombstones, so it
 //! sees every acknowledged commit and never returns a deleted document.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering as AtomicOrdering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,9 @@ use super::distance::{normalize, MetricDistance};
 use super::filter::Filter;
 use super::frozen::Frozen;
 pub(crate) use super::graph::{for_each_point, new_graph, Graph, LoadedGraph};
+use super::live::{estimate, Live, Matcher, Slot};
+use super::search::{merge, Cand, TopK};
+pub use super::search::{Hit, IndexStats, PlanKind, PlanReason, SearchOptions, SearchPlan};
 use crate::error::{Code, Error, Result};
 
 /// Collections with at most this many live documents are always searched exactly.
@@ -43,9 +45,6 @@ const FILTER_CLAUSE_NS: f64 = 30.0;
 /// Cost of a filter check the filter's [`MatchCache`] answers: one byte per slot,
 /// usually in cache.
 const FILTER_CACHED_NS: f64 = 3.0;
-/// Filters whose per-slot answers are kept (the most recently used ones): one
-/// byte per slot each.
-const MATCH_CACHES: usize = 8;
 /// Fixed and per-component cost of one distance computation, in nanoseconds:
 /// memory-bound (a vector is read from RAM at a few GB/s), not compute-bound.
 const DISTANCE_BASE_NS: f64 = 10.0;
@@ -64,216 +63,12 @@ const DUMP_MIN_CHANGES: u64 = 256;
 
 /// A committed change to one document, as the writer hands it over.
 pub struct Change {
+    /// The document id.
     pub id: Arc<str>,
     /// Hash of the stored record (see [`super::docs::record_hash`]); 0 for a delete.
     pub hash: u64,
     /// The new vector (unit-normalised for cosine) and metadata; `None` deletes.
     pub upsert: Option<(Vec<f32>, Option<Json>)>,
-}
-
-struct Slot {
-    /// The document id while this slot is its live version; `None` once deleted or replaced.
-    id: Option<Arc<str>>,
-    meta: Option<Arc<Json>>,
-    in_graph: bool,
-    /// Hash of the stored record this slot was made from.
-    hash: u64,
-}
-
-#[derive(Default)]
-struct Live {
-    ids: HashMap<Arc<str>, u32>,
-    slots: Vec<Slot>,
-    pending: VecDeque<(u32, Arc<[f32]>)>,
-    /// Dead slots still in the graph.
-    tombstones: usize,
-    /// Slots (live or dead) in the graph.
-    in_graph: usize,
-    /// Per-slot answers of the filters searched with most recently, most recent first.
-    match_caches: Mutex<MatchCaches>,
-}
-
-#[derive(Default)]
-struct MatchCaches {
-    caches: Vec<Arc<MatchCache>>,
-    /// Filter texts searched with once, most recent first: a cache is made for a
-    /// filter's second search, so one-off filters never pay for one.
-    seen_once: VecDeque<String>,
-}
-
-/// A slot's answer not known yet.
-const UNKNOWN: u8 = 0;
-/// The slot is dead or its metadata fails the filter.
-const REJECTED: u8 = 1;
-/// The slot is live and its metadata passes the filter.
-const ACCEPTED: u8 = 2;
-
-/// What one filter answered for each slot, filled in as searches check slots.
-/// Checking a filter against stored metadata chases pointers through the JSON
-/// and costs more than a distance; reading the answer back costs one byte.
-/// A slot's metadata never changes while it is live (an upsert makes a new
-/// slot), so an answer stays right until the slot dies, and [`Live::kill`]
-/// rejects the slot in every cache then. Answers are written under the read
-/// lock of [`Live`] and cleared under its write lock, so they never race a kill.
-struct MatchCache {
-    key: String,
-    /// Per slot (up to the slot count when the cache was made): UNKNOWN, REJECTED or ACCEPTED.
-    answers: Vec<AtomicU8>,
-    /// `(slots, live documents, selectivity)` of the last estimate: slots only
-    /// grow and every delete lowers the live count, so equal counts mean an
-    /// unchanged index.
-    estimate: Mutex<Option<(usize, usize, f64)>>,
-}
-
-/// A filter (or none) bound to its answer cache, for checks during one search.
-struct Matcher<'a> {
-    live: &'a Live,
-    filter: Option<&'a Filter>,
-    cache: Option<Arc<MatchCache>>,
-}
-
-impl Matcher<'_> {
-    /// Whether the slot is live and its metadata passes the filter.
-    #[inline]
-    fn allows(&self, slot: u32) -> bool {
-        if let Some(answer) = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.answers.get(slot as usize))
-        {
-            match answer.load(AtomicOrdering::Relaxed) {
-                ACCEPTED => return true,
-                REJECTED => return false,
-                _ => {
-                    let ok = self.live.allows(slot, self.filter);
-                    answer.store(
-                        if ok { ACCEPTED } else { REJECTED },
-                        AtomicOrdering::Relaxed,
-                    );
-                    return ok;
-                }
-            }
-        }
-        self.live.allows(slot, self.filter)
-    }
-}
-
-impl Live {
-    fn is_live(&self, slot: u32) -> bool {
-        self.slots
-            .get(slot as usize)
-            .is_some_and(|s| s.id.is_some())
-    }
-
-    fn kill(&mut self, slot: u32) {
-        let s = &mut self.slots[slot as usize];
-        s.id = None;
-        s.meta = None;
-        if s.in_graph {
-            self.tombstones += 1;
-        }
-        for c in self.match_caches.get_mut().caches.iter() {
-            if let Some(a) = c.answers.get(slot as usize) {
-                a.store(REJECTED, AtomicOrdering::Relaxed);
-            }
-        }
-    }
-
-    /// A checker for `filter` during one search, with the filter's answer cache
-    /// when there is one, and whether there was one. `planning` (once per
-    /// search) counts the search as a use of the filter: it makes the cache on
-    /// the filter's second search, and grows it to the current slots as needed.
-    fn matcher<'a>(&'a self, filter: Option<&'a Filter>, planning: bool) -> (Matcher<'a>, bool) {
-        let Some(f) = filter else {
-            return (
-                Matcher {
-                    live: self,
-                    filter,
-                    cache: None,
-                },
-                false,
-            );
-        };
-        let n = self.slots.len();
-        let mut all = self.match_caches.lock();
-        let found = all.caches.iter().position(|c| c.key == f.key());
-        if !planning {
-            let cache = found.map(|i| all.caches[i].clone());
-            let existed = cache.is_some();
-            return (
-                Matcher {
-                    live: self,
-                    filter,
-                    cache,
-                },
-                existed,
-            );
-        }
-        if found.is_none() {
-            match all.seen_once.iter().position(|k| k == f.key()) {
-                Some(i) => {
-                    all.seen_once.remove(i);
-                }
-                None => {
-                    all.seen_once.push_front(f.key().to_owned());
-                    all.seen_once.truncate(4 * MATCH_CACHES);
-                    let checker = Matcher {
-                        live: self,
-                        filter,
-                        cache: None,
-                    };
-                    return (checker, false);
-                }
-            }
-        }
-        let caches = &mut all.caches;
-        let existed = found.is_some();
-        let mut cache = match found {
-            Some(i) => caches.remove(i),
-            None => Arc::new(MatchCache {
-                key: f.key().to_owned(),
-                answers: Vec::new(),
-                estimate: Mutex::new(None),
-            }),
-        };
-        // New slots since the cache was made: grow it (keeping what it knows)
-        // once they are more than a few, so they do not all take the slow check.
-        if n > cache.answers.len() + cache.answers.len() / 16 + 16 {
-            let answers = (0..n)
-                .map(|i| {
-                    AtomicU8::new(
-                        cache
-                            .answers
-                            .get(i)
-                            .map_or(UNKNOWN, |a| a.load(AtomicOrdering::Relaxed)),
-                    )
-                })
-                .collect();
-            let estimate = *cache.estimate.lock();
-            cache = Arc::new(MatchCache {
-                key: cache.key.clone(),
-                answers,
-                estimate: Mutex::new(estimate),
-            });
-        }
-        caches.insert(0, cache.clone());
-        caches.truncate(MATCH_CACHES);
-        (
-            Matcher {
-                live: self,
-                filter,
-                cache: Some(cache),
-            },
-            existed,
-        )
-    }
-
-    fn allows(&self, slot: u32, filter: Option<&Filter>) -> bool {
-        match self.slots.get(slot as usize) {
-            Some(s) if s.id.is_some() => filter.is_none_or(|f| f.matches(s.meta.as_deref())),
-            _ => false,
-        }
-    }
 }
 
 /// A stored document as loaded: id, vector in graph space (empty when the dump
@@ -291,143 +86,6 @@ pub(crate) struct DumpState {
     pub changes: u64,
     /// Points in the captured graph, live or not.
     pub points: u64,
-}
-
-/// A search result.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub id: Arc<str>,
-    /// Higher is better: cosine similarity, dot product, or negative Euclidean distance.
-    pub score: f32,
-    pub metadata: Option<Arc<Json>>,
-}
-
-/// How to search.
-#[derive(Debug, Clone, Default)]
-pub struct SearchOptions {
-    pub k: usize,
-    /// Candidate list size; `None` uses the collection's default.
-    pub ef: Option<usize>,
-    /// Brute force over every live document.
-    pub exact: bool,
-    pub filter: Option<Filter>,
-}
-
-/// Counters of one collection's index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IndexStats {
-    /// Live documents.
-    pub count: usize,
-    /// Committed documents not yet in the graph (searched exactly meanwhile).
-    pub pending: usize,
-    /// Deleted or replaced documents still in the graph (filtered out of results).
-    pub tombstones: usize,
-    /// Points in the graph, live or not.
-    pub graph_points: usize,
-    /// Rebuilds done since open.
-    pub rebuilds: u64,
-    /// Whether the graph at open came from a dump (rather than a rebuild from the documents).
-    pub loaded_from_dump: bool,
-    /// Dumps written since open (in the background and at close).
-    pub dumps: u64,
-    /// Bytes of the dumps written since open (their files' sizes, summed).
-    pub dumped_bytes: u64,
-}
-
-/// The way a search runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanKind {
-    /// Brute force over every live (matching) document.
-    Exact,
-    /// HNSW walk (filtered when there is a filter), plus a scan of pending documents.
-    Graph,
-}
-
-/// Why a plan was chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanReason {
-    /// The search asked for `exact`.
-    Requested,
-    /// The collection has at most [`EXACT_THRESHOLD`] live documents.
-    Small,
-    /// Nothing is in the graph yet.
-    NotIndexed,
-    /// The estimated costs decided.
-    Cost,
-}
-
-/// How a search will run and the estimates behind the choice.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SearchPlan {
-    pub kind: PlanKind,
-    pub reason: PlanReason,
-    /// Estimated fraction of live documents the filter matches (1 without a filter).
-    pub selectivity: f64,
-    /// Estimated cost of the exact scan, in nanoseconds.
-    pub exact_cost: f64,
-    /// Estimated cost of the graph walk, in nanoseconds.
-    pub graph_cost: f64,
-    /// Expected distance computations of the graph walk.
-    pub graph_visits: f64,
-}
-
-#[derive(Clone, Copy)]
-struct Cand {
-    dist: f32,
-    slot: u32,
-}
-impl PartialEq for Cand {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Cand {}
-impl PartialOrd for Cand {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Cand {
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.dist.total_cmp(&o.dist).then(self.slot.cmp(&o.slot))
-    }
-}
-
-/// Keeps the k smallest candidates.
-struct TopK {
-    k: usize,
-    heap: BinaryHeap<Cand>,
-}
-impl TopK {
-    fn new(k: usize) -> Self {
-        TopK {
-            k,
-            heap: BinaryHeap::with_capacity(k + 1),
-        }
-    }
-    #[inline]
-    fn worst(&self) -> f32 {
-        if self.heap.len() < self.k {
-            f32::INFINITY
-        } else {
-            self.heap.peek().map_or(f32::INFINITY, |c| c.dist)
-        }
-    }
-    #[inline]
-    fn push(&mut self, c: Cand) {
-        if self.k == 0 {
-            return;
-        }
-        if self.heap.len() < self.k {
-            self.heap.push(c);
-        } else if c < *self.heap.peek().unwrap() {
-            self.heap.pop();
-            self.heap.push(c);
-        }
-    }
-    fn into_sorted(self) -> Vec<Cand> {
-        self.heap.into_sorted_vec()
-    }
 }
 
 /// One collection's index.
@@ -1157,59 +815,4 @@ impl CollectionIndex {
         }
         out
     }
-}
-
-/// Best `k` of `c`, each slot once (a document being indexed can be found both
-/// in pending and in the graph).
-fn merge(mut c: Vec<Cand>, k: usize) -> Vec<Cand> {
-    c.sort_unstable();
-    c.dedup_by_key(|x| x.slot);
-    let mut seen = std::collections::HashSet::with_capacity(c.len());
-    c.retain(|x| seen.insert(x.slot));
-    c.truncate(k);
-    c
-}
-
-/// Documents [`estimate`] samples.
-const ESTIMATE_SAMPLES: usize = 512;
-
-/// Fraction of live documents a filter matches, from a sample. The sample
-/// strides by a large prime (modulo the slot count) rather than a fixed step, so
-/// metadata that repeats with the insertion order (every 10th, every 1000th
-/// document) does not alias with it.
-/// The filter's answer cache keeps the last estimate while the index is unchanged.
-fn estimate(allows: &Matcher<'_>) -> f64 {
-    const STRIDE: u64 = 2_654_435_761;
-    let live = allows.live;
-    let n = live.slots.len();
-    if n == 0 {
-        return 1.0;
-    }
-    let counts = (n, live.ids.len());
-    if let Some(c) = &allows.cache {
-        if let Some((slots, docs, e)) = *c.estimate.lock() {
-            if (slots, docs) == counts {
-                return e;
-            }
-        }
-    }
-    let (mut seen, mut hit) = (0usize, 0usize);
-    for j in 0..ESTIMATE_SAMPLES.min(n) as u64 {
-        let slot = (j * STRIDE % n as u64) as u32;
-        if live.is_live(slot) {
-            seen += 1;
-            if allows.allows(slot) {
-                hit += 1;
-            }
-        }
-    }
-    let e = if seen == 0 {
-        1.0
-    } else {
-        hit as f64 / seen as f64
-    };
-    if let Some(c) = &allows.cache {
-        *c.estimate.lock() = Some((counts.0, counts.1, e));
-    }
-    e
 }

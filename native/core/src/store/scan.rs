@@ -5,9 +5,9 @@ use std::ops::Bound;
 
 use heed::RoTxn;
 
+use super::env::Store;
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::store::Store;
 
 /// The most entries one [`Store::list_state`] call returns.
 pub const MAX_LIST: usize = 100_000;

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use athanor_core::embed::{Embedder, EmbedderOptions, Pooling, Provider};
 use athanor_core::Code;
+use athanor_embed::{Embedder, EmbedderOptions, Pooling, Provider};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

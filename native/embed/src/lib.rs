@@ -7,6 +7,8 @@
 //! token count so each batch pads to a similar length (less wasted compute than
 //! padding mixed lengths together), run in batches, and returned in input order.
 
+#![warn(missing_docs)]
+
 mod model;
 mod runtime;
 
@@ -23,13 +25,16 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 pub use model::{sha256_file, ModelFiles, Pooling};
 pub use runtime::loaded_path as runtime_path;
 
-use crate::error::{Code, Error, Result};
+use athanor_core::{Code, Error, Result};
 
 /// Execution providers athanor knows how to ask ONNX Runtime for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
+    /// ONNX Runtime's CPU provider: always available.
     Cpu,
+    /// NVIDIA CUDA, when the runtime library and drivers have it.
     Cuda,
+    /// Apple Core ML (macOS).
     CoreMl,
 }
 

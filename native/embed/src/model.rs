@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Code, Error, Result};
+use athanor_core::{Code, Error, Result};
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +47,11 @@ impl Pooling {
 /// What the directory says about the model.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
+    /// The model directory.
     pub dir: PathBuf,
+    /// The ONNX graph file in it.
     pub onnx: PathBuf,
+    /// Its `tokenizer.json`.
     pub tokenizer: PathBuf,
     /// Longest input in tokens the model was trained for (after the rules in [`ModelFiles::open`]).
     pub max_length: usize,

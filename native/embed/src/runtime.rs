@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::error::{Code, Error, Result};
+use athanor_core::{Code, Error, Result};
 
 /// The library the process loaded, once it did. ONNX Runtime cannot be unloaded or
 /// swapped for another build inside one process, so a second, different path is refused.

@@ -1,0 +1,193 @@
+//! One transaction applied inside the group's LMDB write transaction: its
+//! idempotency key, its read validation, its state writes, events and type index,
+//! the write hooks' share, and its idempotency record; and the pruning of
+//! idempotency records past the window.
+
+use heed::{PutFlags, RwTxn};
+
+use super::outcome::{CommitInfo, Outcome};
+use crate::codec;
+use crate::error::{Code, Error, Result};
+use crate::store::{self, GroupWrites, IdemRecord, Store};
+use crate::txn::{TxBatch, WriteOp};
+
+/// Idempotency records pruned per group at most, so pruning never stalls commits.
+const PRUNE_PER_GROUP: usize = 1000;
+
+/// Why a group failed as a whole.
+pub(super) enum GroupError {
+    MapFull,
+    /// Another process grew the map: remap, then retry.
+    MapResized,
+    Other(Error),
+}
+
+impl From<heed::Error> for GroupError {
+    fn from(e: heed::Error) -> Self {
+        match e {
+            heed::Error::Mdb(heed::MdbError::MapFull) => GroupError::MapFull,
+            heed::Error::Mdb(heed::MdbError::MapResized) => GroupError::MapResized,
+            other => GroupError::Other(other.into()),
+        }
+    }
+}
+
+impl From<Error> for GroupError {
+    fn from(e: Error) -> Self {
+        // A MapFull raised through a crate helper (e.g. `put_meta_u64`) must grow the map too.
+        if e.code == Code::MapFull {
+            GroupError::MapFull
+        } else {
+            GroupError::Other(e)
+        }
+    }
+}
+
+/// Applies one transaction. Returns `Ok(Err(..))` for a failure that is the
+/// transaction's own (conflict): such a transaction has written nothing yet.
+/// `Err(..)` is a storage failure that aborts the whole group. The write hooks'
+/// `groups` validate and write their part and keep what they need for after the commit.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn apply_one(
+    store: &Store,
+    wtxn: &mut RwTxn,
+    b: &TxBatch,
+    seq: &mut u64,
+    last_id: &mut u64,
+    at: u64,
+    scratch: &mut Vec<u8>,
+    groups: &mut [Box<dyn GroupWrites + '_>],
+) -> std::result::Result<Result<CommitInfo>, GroupError> {
+    let dbs = &store.dbs;
+    // The key is checked before the reads: a retry of a transaction that has been
+    // applied is a duplicate, never a conflict, whatever it read.
+    if let Some(k) = &b.idempotency_key {
+        if let Some(rec) = dbs.idem.get(wtxn, b.bytes(k))? {
+            let rec = IdemRecord::decode(rec)?;
+            // Past the window the key is forgotten even before pruning reaches it:
+            // the transaction applies as new and its record replaces this one.
+            if !rec.expired(at, store.options.idempotency_window_ms) {
+                return Ok(Ok(CommitInfo {
+                    outcome: Outcome::Duplicate,
+                    commit_seq: rec.commit_seq,
+                    first_event_id: rec.first_event_id,
+                    event_count: rec.event_count,
+                }));
+            }
+        }
+    }
+    for (k, seen) in &b.reads {
+        let current = match dbs.state.get(wtxn, b.bytes(k))? {
+            None => 0,
+            Some(bytes) => codec::split_state_entry(bytes)?.0,
+        };
+        if current != *seen {
+            return Ok(Err(Error::new(
+                Code::Conflict,
+                format!(
+                    "key {:?} changed after the transaction read it (read version {seen}, now {current})",
+                    String::from_utf8_lossy(b.bytes(k))
+                ),
+            )));
+        }
+    }
+    if !b.is_write() {
+        return Ok(Ok(CommitInfo {
+            outcome: Outcome::Applied,
+            commit_seq: *seq,
+            first_event_id: 0,
+            event_count: 0,
+        }));
+    }
+    // Checked before the first write: e.g. a vector collection dropped since the
+    // transaction was queued fails this transaction alone, with nothing written.
+    for g in groups.iter_mut() {
+        if let Err(e) = g.validate(dbs, wtxn, b)? {
+            return Ok(Err(e));
+        }
+    }
+    let my_seq = *seq + 1;
+    for w in &b.writes {
+        match w {
+            WriteOp::Put { key, value } => {
+                scratch.clear();
+                scratch.extend_from_slice(&my_seq.to_be_bytes());
+                scratch.extend_from_slice(b.bytes(value));
+                dbs.state.put(wtxn, b.bytes(key), scratch)?;
+            }
+            WriteOp::Delete { key } => {
+                dbs.state.delete(wtxn, b.bytes(key))?;
+            }
+        }
+    }
+    let first = *last_id + 1;
+    let mut id = *last_id;
+    for e in &b.events {
+        id += 1;
+        scratch.clear();
+        let t = b.bytes(&e.event_type);
+        codec::encode_event(scratch, my_seq, at, e.kind, t, b.bytes(&e.payload));
+        dbs.events
+            .put_with_flags(wtxn, PutFlags::APPEND, &id.to_be_bytes(), scratch)?;
+        dbs.event_types
+            .put(wtxn, &store::type_index_key(t, id), &[])?;
+    }
+    for g in groups.iter_mut() {
+        g.write(dbs, wtxn, b, scratch)?;
+    }
+    let event_count = b.events.len() as u32;
+    let first_event_id = if event_count > 0 { first } else { 0 };
+    if let Some(k) = &b.idempotency_key {
+        let rec = IdemRecord {
+            commit_seq: my_seq,
+            first_event_id,
+            event_count,
+            at_ms: at,
+        };
+        dbs.idem.put(wtxn, b.bytes(k), &rec.encode())?;
+        let mut tk = at.to_be_bytes().to_vec();
+        tk.extend_from_slice(b.bytes(k));
+        dbs.idem_by_time.put(wtxn, &tk, &[])?;
+    }
+    *seq = my_seq;
+    *last_id = id;
+    Ok(Ok(CommitInfo {
+        outcome: Outcome::Applied,
+        commit_seq: my_seq,
+        first_event_id,
+        event_count,
+    }))
+}
+
+pub(super) fn prune_idempotency(
+    store: &Store,
+    wtxn: &mut RwTxn,
+    now: u64,
+) -> std::result::Result<(), GroupError> {
+    let cutoff = now.saturating_sub(store.options.idempotency_window_ms);
+    let mut expired = Vec::new();
+    for item in store.dbs.idem_by_time.iter(wtxn)? {
+        let (k, _) = item?;
+        if k.len() < 8
+            || u64::from_be_bytes(k[..8].try_into().unwrap()) >= cutoff
+            || expired.len() >= PRUNE_PER_GROUP
+        {
+            break;
+        }
+        expired.push(k.to_vec());
+    }
+    for tk in expired {
+        let key = &tk[8..];
+        let at = u64::from_be_bytes(tk[..8].try_into().unwrap());
+        // Only drop the record this time-index entry describes.
+        let matches = match store.dbs.idem.get(wtxn, key)? {
+            Some(rec) => IdemRecord::decode(rec)?.at_ms == at,
+            None => false,
+        };
+        if matches {
+            store.dbs.idem.delete(wtxn, key)?;
+        }
+        store.dbs.idem_by_time.delete(wtxn, &tk)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Reading the event log and its type index.
+
+use heed::RoTxn;
+
+use super::dbs::{read_meta_u64, META_COMMIT_SEQ, META_LAST_EVENT_ID};
+use super::env::Store;
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// Which events to read, see [`Store::read_events`].
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// First id (inclusive). Ids start at 1.
+    pub from: u64,
+    /// Last id (inclusive); `None` = up to the newest.
+    pub to: Option<u64>,
+    /// Only events of this type (uses the type index).
+    pub event_type: Option<String>,
+    /// At most this many events.
+    pub limit: u32,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+impl Store {
+    /// The newest event id (0 when the log is empty).
+    pub fn last_event_id(&self, txn: &RoTxn) -> Result<u64> {
+        read_meta_u64(&self.dbs, txn, META_LAST_EVENT_ID)
+    }
+
+    /// The number of transactions ever applied; each applied transaction gets the next one.
+    pub fn commit_seq(&self, txn: &RoTxn) -> Result<u64> {
+        read_meta_u64(&self.dbs, txn, META_COMMIT_SEQ)
+    }
+
+    /// Reads one event's stored record.
+    pub fn get_event<'t>(&self, txn: &'t RoTxn, id: u64) -> Result<Option<&'t [u8]>> {
+        Ok(self.dbs.events.get(txn, &id.to_be_bytes())?)
+    }
+
+    /// Reads events and packs them for the bindings:
+    /// `[count u32 LE]` then per event `[id u64][commit_seq u64][at_ms u64][kind u8][type_len u16][type][payload_len u32][payload]` (LE).
+    pub fn read_events(&self, txn: &RoTxn, q: &EventQuery) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; 4];
+        let mut count = 0u32;
+        let limit = if q.limit == 0 { u32::MAX } else { q.limit };
+        let to = q.to.unwrap_or(u64::MAX);
+        if q.from > to {
+            return Ok(out);
+        }
+        let mut push = |id: u64, rec: &[u8]| -> Result<bool> {
+            let e = codec::decode_event(rec)?;
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&e.commit_seq.to_le_bytes());
+            out.extend_from_slice(&e.at_ms.to_le_bytes());
+            out.push(e.kind as u8);
+            out.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
+            out.extend_from_slice(e.event_type.as_bytes());
+            out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(e.payload);
+            count += 1;
+            Ok(count < limit)
+        };
+        let lo = q.from.to_be_bytes();
+        let hi = to.to_be_bytes();
+        match &q.event_type {
+            None => {
+                let range = (
+                    std::ops::Bound::Included(&lo[..]),
+                    std::ops::Bound::Included(&hi[..]),
+                );
+                if q.reverse {
+                    for item in self.dbs.events.rev_range(txn, &range)? {
+                        let (k, v) = item?;
+                        if !push(id_of(k)?, v)? {
+                            break;
+                        }
+                    }
+                } else {
+                    for item in self.dbs.events.range(txn, &range)? {
+                        let (k, v) = item?;
+                        if !push(id_of(k)?, v)? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(t) => {
+                let klo = type_index_key(t.as_bytes(), q.from);
+                let khi = type_index_key(t.as_bytes(), to);
+                let range = (
+                    std::ops::Bound::Included(&klo[..]),
+                    std::ops::Bound::Included(&khi[..]),
+                );
+                let mut visit = |k: &[u8]| -> Result<bool> {
+                    // A damaged index may hold keys too short to end in an id.
+                    let tail = k.len().checked_sub(8).map(|at| &k[at..]);
+                    let id = id_of(tail.ok_or_else(|| {
+                        Error::corrupt(
+                            "a type index key is shorter than an event id; restore from a backup",
+                        )
+                    })?)?;
+                    let rec = self.get_event(txn, id)?.ok_or_else(|| {
+                        Error::corrupt(format!("type index names event {id}, which is missing"))
+                    })?;
+                    push(id, rec)
+                };
+                if q.reverse {
+                    for item in self.dbs.event_types.rev_range(txn, &range)? {
+                        if !visit(item?.0)? {
+                            break;
+                        }
+                    }
+                } else {
+                    for item in self.dbs.event_types.range(txn, &range)? {
+                        if !visit(item?.0)? {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        out[..4].copy_from_slice(&count.to_le_bytes());
+        Ok(out)
+    }
+}
+
+/// Type index key: `type ++ 0x00 ++ id (u64 BE)`, so one type's ids sort together, in order.
+pub(crate) fn type_index_key(event_type: &[u8], id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(event_type.len() + 9);
+    k.extend_from_slice(event_type);
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub(super) fn id_of(k: &[u8]) -> Result<u64> {
+    Ok(u64::from_be_bytes(
+        k.try_into()
+            .map_err(|_| Error::corrupt("event key is not 8 bytes"))?,
+    ))
+}

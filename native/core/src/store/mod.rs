@@ -1,0 +1,41 @@
+//! The canonical store: one LMDB environment (heed) holding meta, state, the
+//! event log, the event-type index and idempotency records. Reads live here;
+//! all writes go through the single writer in [`crate::commit`].
+//!
+//! - `options`: durability and sizes;
+//! - `dbs`: the named databases and meta keys (the on-disk layout);
+//! - `files`: checks before LMDB maps the file, the created marker;
+//! - `env`: opening, write hooks, administrative writes, map growth;
+//! - `reader`: read transactions, the map guard, cached readers;
+//! - `state`, `log`, `idempotency`: reading each concept; `scan`: state keys by prefix, a page at a time;
+//! - `verify`: the store's invariants;
+//! - `hook`: the seam derived state (vector indexes) follows commits through.
+//!
+//! The files depend on each other one way: `options`, `dbs` <- `files` <- `env`
+//! <- `reader`, `state`, `log`, `idempotency` <- `verify`; this file only re-exports.
+
+mod dbs;
+mod env;
+mod files;
+mod hook;
+mod idempotency;
+mod log;
+mod options;
+mod reader;
+mod scan;
+mod state;
+mod verify;
+
+pub use dbs::STORE_FORMAT;
+pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
+pub use env::Store;
+#[cfg(test)]
+pub(crate) use files::PROJECTION_FILE;
+pub(crate) use hook::{GroupWrites, WriteHook};
+pub(crate) use idempotency::IdemRecord;
+pub(crate) use log::type_index_key;
+pub use log::EventQuery;
+pub use options::{Durability, StoreOptions};
+pub use reader::CachedReader;
+pub use scan::MAX_LIST;
+pub use state::StateEntry;
