@@ -1,7 +1,7 @@
 //! Typed values and the byte formats athanor writes.
 //!
 //! A stored state value is `[format: u8 = 1][tag: u8][payload]`. The TypeScript
-//! API encodes and decodes the same format on its hot path (`ts/codec.ts`); the
+//! API encodes and decodes the same format on its hot path (`ts/state/codec.ts`); the
 //! engine validates every value it is asked to write, so a malformed value is
 //! rejected before anything lands. A cross-language property test keeps the two
 //! implementations byte-identical.

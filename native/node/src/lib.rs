@@ -69,7 +69,7 @@ fn pack_result(out: &mut Vec<u8>, r: &athanor_core::Result<CommitInfo>) {
 }
 
 /// Hands commit outcomes to the JS thread through a (weak) threadsafe function.
-/// The JS callback is ours (`Core.#onCommit` in ts/core.ts) and never throws: user callbacks are
+/// The JS callback is ours (`Core.#onCommit` in ts/state/core.ts) and never throws: user callbacks are
 /// wrapped there, since an exception here would take the process down.
 struct JsSink {
     tsfn: ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>,

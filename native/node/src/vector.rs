@@ -151,7 +151,7 @@ impl NativeDb {
     }
 }
 
-/// One open collection (internal: wrapped by `ts/vector.ts`).
+/// One open collection (internal: wrapped by `ts/vectors/collection.ts`).
 #[napi]
 pub struct NativeCollection {
     ctx: Rc<ReadCtx>,

@@ -3,7 +3,7 @@
 //! dead letters, migration history), the async read pool, and declarative
 //! projections executed entirely in Rust.
 //!
-//! Invariant 4 (DESIGN.md) lives here and in `ts/processor.ts`: a processor's
+//! Invariant 4 (DESIGN.md) lives here and in `ts/processing/`: a processor's
 //! cursor row is written in the same SQLite transaction as the effects of the
 //! events it covers, and read inside that transaction (after `BEGIN IMMEDIATE`
 //! took the write lock), so two processes running one processor never both
