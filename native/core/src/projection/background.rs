@@ -16,7 +16,7 @@ use crate::error::{Code, Error, Result};
 enum State {
     /// Not opened yet (opened by the first batch).
     Idle,
-    Open(DeclConn),
+    Open(Box<DeclConn>),
     Closed,
 }
 
@@ -51,7 +51,10 @@ impl Background {
             *state = State::Closed;
         }
         if matches!(*state, State::Idle) {
-            *state = State::Open(DeclConn::new(SqlConn::open(&self.path, Role::ReadWrite)?));
+            *state = State::Open(Box::new(DeclConn::new(SqlConn::open(
+                &self.path,
+                Role::ReadWrite,
+            )?)));
         }
         let r = match &mut *state {
             State::Open(conn) => f(conn),

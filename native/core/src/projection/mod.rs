@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::codec::{self, PayloadKind};
 use crate::engine::Engine;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use sql::{Role, SqlConn, SqlValue};
 
 /// File name of the projection database inside the database directory.

@@ -6,7 +6,7 @@ use tempfile::TempDir;
 use super::declarative::{DeclConn, Spec};
 use super::sql::{ColumnRef, SqlValue};
 use super::*;
-use crate::{Engine, StoreOptions, TxBuilder};
+use crate::{Code, Engine, StoreOptions, TxBuilder};
 
 fn engine(dir: &Path) -> Arc<Engine> {
     Engine::open(
