@@ -571,3 +571,24 @@ fn dead_letters_are_kept_counted_and_removed_per_processor() {
     bookkeeping::unrecord_migration(&conn, 1).unwrap();
     assert!(bookkeeping::migrations(&conn).unwrap().is_empty());
 }
+
+#[test]
+fn the_background_connection_opens_on_first_use_and_refuses_work_once_closed() {
+    let dir = TempDir::new().unwrap();
+    let e = engine(dir.path());
+    drop(decl(dir.path()));
+    let bg = background::Background::new(dir.path());
+    let spec = Spec::compile(LEDGER).unwrap();
+    log(&e, &[("Opened", r#"{"id":"a","owner":"ann"}"#)]);
+    let o = bg.run_batch(&e, &spec, 10).unwrap();
+    assert_eq!((o.consumed, o.cursor), (1, 1));
+    bg.close();
+    log(&e, &[("Deposited", r#"{"id":"a","amount":5}"#)]);
+    assert_eq!(bg.run_batch(&e, &spec, 10).unwrap_err().code, Code::Closed);
+    assert_eq!(
+        bg.retry_dead_letter(&e, &spec, 1).unwrap_err().code,
+        Code::Closed
+    );
+    let main = open_main(dir.path()).unwrap();
+    assert_eq!(read_cursor(&main, "ledger").unwrap(), 1);
+}
