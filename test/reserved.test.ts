@@ -114,7 +114,9 @@ describe('reserved SQL tables', () => {
       'DROP TABLE "_athanor_migrations"',
       'ALTER TABLE [_athanor_meta] ADD COLUMN x',
       'CREATE TABLE _athanor_mine(a)',
-      'CREATE TRIGGER t AFTER INSERT ON seen BEGIN DELETE FROM _athanor_cursors; END',
+      'CREATE TRIGGER t AFTER UPDATE ON _athanor_cursors BEGIN SELECT 1; END',
+      'CREATE INDEX i ON _athanor_dead_letters(error)',
+      'CREATE VIEW _athanor_view AS SELECT 1',
       'WITH x AS (SELECT 1) DELETE FROM _athanor_cursors',
       "REPLACE INTO _Athanor_Cursors(name, last_event_id, updated_at) VALUES ('totals', 0, 0)",
     ]) {
@@ -128,7 +130,18 @@ describe('reserved SQL tables', () => {
     expectThrows(() => db.projection({ name: 'bad', on: { Deposited: { sql: 'DELETE FROM _athanor_dead_letters' } } }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     await expectRejects(db.query('DELETE FROM _athanor_cursors'), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     expect(cursors()).toEqual(before);
-    expect(db.sql.get("SELECT count(*) AS n FROM sqlite_master WHERE name IN ('ok1', '_athanor_mine', 't')")).toEqual({ n: 0 });
+    expect(db.sql.get("SELECT count(*) AS n FROM sqlite_master WHERE name IN ('ok1', '_athanor_mine', 't', 'i', '_athanor_view')")).toEqual({ n: 0 });
+    // A trigger that would change them is refused where it fires (SQLite compiles it into
+    // the statement that fires it): that statement fails and writes nothing, in a handler too.
+    db.sql.exec('CREATE TRIGGER sneaky AFTER INSERT ON seen BEGIN DELETE FROM _athanor_cursors; END');
+    const fired = expectThrows(() => db.sql.run('INSERT INTO seen VALUES (2)'), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expect(fired.message).toContain('_athanor_cursors');
+    expect(fired.message).toContain('sneaky');
+    expect(db.sql.get('SELECT count(*) AS n FROM seen')).toEqual({ n: 1 });
+    await db.transaction().execute((tx) => tx.log('Deposited', {}));
+    await expect(p.catchUp()).rejects.toThrow(/sneaky/);
+    expect(cursors()).toEqual(before);
+    db.sql.exec('DROP TRIGGER sneaky');
     // Reads, and names or strings that only mention the prefix, are ordinary.
     expect(db.sql.get('SELECT count(*) AS n FROM _athanor_dead_letters')).toEqual({ n: 0 });
     db.sql.exec("CREATE TABLE my_athanor_notes(a); INSERT INTO my_athanor_notes VALUES ('_athanor_cursors'); -- _athanor_meta");
@@ -136,6 +149,6 @@ describe('reserved SQL tables', () => {
     // athanor's own writes still work: the processor moves its cursor.
     await db.transaction().execute((tx) => tx.log('Deposited', {}));
     await p.catchUp();
-    expect(cursors()).toEqual([{ name: 'totals', last_event_id: 2 }]);
+    expect(cursors()).toEqual([{ name: 'totals', last_event_id: 3 }]);
   });
 });

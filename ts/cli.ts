@@ -10,6 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaultCacheDir } from './embed/hub.js';
 import { stringifyStrict } from './internal/json.js';
+import { INTERNAL } from './state/reserved.js';
 import { Athanor, AthanorError, Embedder, PreflightError, i64, type BackupProgress, type StoredEvent, type Value } from './index.js';
 
 const DEFAULT_DIR = '.athanor-data';
@@ -830,7 +831,7 @@ async function main(argv: readonly string[]): Promise<number> {
         return EXIT_OK;
       }
       case 'dlq list': {
-        const letters = await deadLetters(db, arg(0), limit);
+        const letters = deadLetters(db, arg(0), limit);
         if (json) out(toJson(letters));
         else {
           for (const d of letters) out(`${bold(`#${d.event_id}`)} ${d.event_type} ${d.error_code}: ${d.error} (${d.attempts} attempt(s), last ${new Date(d.last_failed_at).toISOString()})`);
@@ -839,7 +840,7 @@ async function main(argv: readonly string[]): Promise<number> {
         return EXIT_OK;
       }
       case 'dlq retry': {
-        const letters = await deadLetters(db, arg(0), dlqEvent === undefined ? -1 : 1, dlqEvent);
+        const letters = deadLetters(db, arg(0), dlqEvent === undefined ? -1 : 1, dlqEvent);
         if (dlqEvent !== undefined && letters.length === 0) throw new Error(`processor ${JSON.stringify(arg(0))} has no dead letter for event #${dlqEvent}`);
         const results: Array<{ event: number; retried: boolean }> = [];
         // The module is loaded only when there is something to retry.
@@ -854,13 +855,13 @@ async function main(argv: readonly string[]): Promise<number> {
         return failed === 0 ? EXIT_OK : EXIT_FAILURE;
       }
       case 'dlq remove': {
-        const letters = await deadLetters(db, arg(0), dlqEvent === undefined ? -1 : 1, dlqEvent);
+        const letters = deadLetters(db, arg(0), dlqEvent === undefined ? -1 : 1, dlqEvent);
         if (dlqEvent !== undefined && letters.length === 0) throw new Error(`processor ${JSON.stringify(arg(0))} has no dead letter for event #${dlqEvent}`);
         let removed = 0;
         if (letters.length > 0) {
-          const del = db.sql.prepare('DELETE FROM _athanor_dead_letters WHERE id = ? AND processor = ?');
+          const own = db.sql[INTERNAL]();
           db.sql.transaction(() => {
-            for (const d of letters) removed += del.run(d.id, arg(0)).changes;
+            for (const d of letters) if (own.removeDeadLetter(arg(0), d.id)) removed++;
           })();
         }
         out(json ? toJson({ processor: arg(0), removed }) : `${removed} dead letter(s) of ${arg(0)} removed`);
@@ -903,15 +904,28 @@ interface DeadLetterRow {
 }
 
 /**
- * A processor's dead letters, read straight from projection.db: `processor.deadLetters`
+ * A processor's dead letters, read through athanor's bookkeeping: `processor.deadLetters`
  * needs the processor built with its handlers, which live in the application's code.
  */
-async function deadLetters(db: Athanor, processor: string, limit: number, event?: bigint): Promise<DeadLetterRow[]> {
+function deadLetters(db: Athanor, processor: string, limit: number, event?: bigint): DeadLetterRow[] {
   if (!hasProjectionDb(db)) return [];
-  const [table] = await db.query<{ n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_athanor_dead_letters'");
-  if (table === undefined || table.n === 0) return [];
-  if (event !== undefined) return db.query<DeadLetterRow>('SELECT * FROM _athanor_dead_letters WHERE processor = ? AND event_id = ?', [processor, event]);
-  return db.query<DeadLetterRow>('SELECT * FROM _athanor_dead_letters WHERE processor = ? ORDER BY event_id LIMIT ?', [processor, limit]);
+  const own = db.sql[INTERNAL]();
+  let rows = own.deadLetters(processor, limit, 0);
+  if (event !== undefined) {
+    const one = own.deadLetterForEvent(processor, event);
+    rows = one === undefined ? [] : [one];
+  }
+  return rows.map((r) => ({
+    id: r.id,
+    processor: r.processor,
+    event_id: Number(r.eventId),
+    event_type: r.eventType,
+    error_code: r.errorCode,
+    error: r.error,
+    attempts: r.attempts,
+    first_failed_at: r.firstFailedAt,
+    last_failed_at: r.lastFailedAt,
+  }));
 }
 
 /** A processor as the application builds it: what a --handlers module returns. */

@@ -207,6 +207,34 @@ export declare class NativeSql {
   declarativeBatch(specId: number, limit: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
   /** Re-applies a dead letter of a declarative projection (and deletes it), off the JS thread. */
   declarativeRetry(specId: number, deadLetterId: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
+  /** A processor's cursor (0 when it never ran), read on the handle's connection. */
+  cursor(name: string): bigint
+  /** Moves a processor's cursor (inside the transaction open on the handle's connection). */
+  setCursor(name: string, id: bigint): void
+  /** Drops the cursor and dead letters of processor `name`, or of every processor. */
+  resetProcessors(name?: string | undefined | null): void
+  /** Records a dead letter (or adds `attempts` to the one kept for the event). */
+  recordDeadLetter(d: NativeFailedEvent): void
+  /** Counts one more failed retry of dead letter `id`. */
+  deadLetterFailedAgain(id: number, errorCode: string, error: string): void
+  /** Deletes dead letter `id` of `processor`; whether it existed. */
+  removeDeadLetter(processor: string, id: number): boolean
+  /** Deletes every dead letter of `processor`; how many. */
+  removeDeadLetters(processor: string): number
+  /** Dead letters of `processor`, oldest event first (`limit` < 0: all). */
+  deadLetters(processor: string, limit: number, offset: number): Array<NativeDeadLetter>
+  /** Dead letter `id` of `processor`, or null. */
+  deadLetter(processor: string, id: number): NativeDeadLetter | null
+  /** The dead letter `processor` keeps for event `eventId`, or null. */
+  deadLetterForEvent(processor: string, eventId: bigint): NativeDeadLetter | null
+  /** How many dead letters `processor` keeps. */
+  deadLetterCount(processor: string): number
+  /** Records an applied migration (inside the migration's transaction). */
+  recordMigration(m: NativeMigration): void
+  /** Forgets migration `version` (inside the transaction its down step ran in). */
+  unrecordMigration(version: number): void
+  /** The applied migrations, by version. */
+  migrations(): Array<NativeMigration>
   /**
    * Closes the connection (finalizing its statements; SQLite rolls back a transaction
    * left open) and releases the engine. Work in flight keeps what it needs until it ends.
@@ -260,6 +288,19 @@ export interface NativeCollectionParams {
   efSearch: number
 }
 
+/** A dead letter as the addon hands it to `ts/sql/bookkeeping.ts`. */
+export interface NativeDeadLetter {
+  id: number
+  processor: string
+  eventId: bigint
+  eventType: string
+  errorCode: string
+  error: string
+  attempts: number
+  firstFailedAt: number
+  lastFailedAt: number
+}
+
 /** A content digest as JS sees it (counts as numbers: they stay far below 2^53). */
 export interface NativeDigest {
   sha256: string
@@ -298,6 +339,16 @@ export interface NativeEmbedderOptions {
   sessions: number
 }
 
+/** An event a processor gives up on, to keep as a dead letter. */
+export interface NativeFailedEvent {
+  processor: string
+  eventId: bigint
+  eventType: string
+  attempts: number
+  errorCode: string
+  error: string
+}
+
 /** Counters of a collection's index. */
 export interface NativeIndexStats {
   count: number
@@ -308,6 +359,14 @@ export interface NativeIndexStats {
   loadedFromDump: boolean
   dumps: number
   dumpedBytes: number
+}
+
+/** An applied migration as it crosses the addon. */
+export interface NativeMigration {
+  version: number
+  name: string
+  checksum: string
+  appliedAt: number
 }
 
 /** Options passed from `Athanor.open`. */

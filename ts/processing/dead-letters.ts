@@ -2,6 +2,7 @@
 import { INTERNAL } from '../state/reserved.js';
 import { InvalidArgumentError } from '../errors.js';
 import { checkCallOptions } from './options.js';
+import type { DeadLetterRow } from '../sql/bookkeeping.js';
 import type { Applier, DeadLetter, ProcessorHost } from './types.js';
 
 /** The dead-letter queue of one processor. */
@@ -15,18 +16,17 @@ export class DeadLetters {
     this.#host = host;
   }
 
-  #row(r: Record<string, unknown>): DeadLetter {
-    const eventId = BigInt(r.event_id as number | bigint);
-    const event = this.#host.event(eventId) ?? { id: eventId, type: String(r.event_type), payload: undefined, at: 0, commitSeq: 0n };
+  #row(r: DeadLetterRow): DeadLetter {
+    const event = this.#host.event(r.eventId) ?? { id: r.eventId, type: r.eventType, payload: undefined, at: 0, commitSeq: 0n };
     return {
-      id: Number(r.id),
-      processor: String(r.processor),
+      id: r.id,
+      processor: r.processor,
       event,
-      errorCode: String(r.error_code),
-      error: String(r.error),
-      attempts: Number(r.attempts),
-      firstFailedAt: Number(r.first_failed_at),
-      lastFailedAt: Number(r.last_failed_at),
+      errorCode: r.errorCode,
+      error: r.error,
+      attempts: r.attempts,
+      firstFailedAt: r.firstFailedAt,
+      lastFailedAt: r.lastFailedAt,
     };
   }
 
@@ -36,21 +36,21 @@ export class DeadLetters {
     const limit = options.limit ?? -1;
     const offset = options.offset ?? 0;
     if (!Number.isInteger(limit) || !Number.isInteger(offset) || offset < 0) throw new InvalidArgumentError('limit and offset must be integers');
-    return this.#host.sql
-      .all('SELECT * FROM _athanor_dead_letters WHERE processor = ? ORDER BY event_id LIMIT ? OFFSET ?', [this.#p.name, limit, offset])
+    return this.#host.sql[INTERNAL]()
+      .deadLetters(this.#p.name, limit, offset)
       .map((r) => this.#row(r));
   }
 
   /** One dead letter by id, or `undefined`. */
   get(id: number): DeadLetter | undefined {
     if (!Number.isInteger(id)) throw new InvalidArgumentError('dead letter id must be an integer');
-    const r = this.#host.sql.get('SELECT * FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#p.name]);
+    const r = this.#host.sql[INTERNAL]().deadLetter(this.#p.name, id);
     return r === undefined ? undefined : this.#row(r);
   }
 
   /** Number of dead letters. */
   count(): number {
-    return Number(this.#host.sql.get<{ n: number }>('SELECT count(*) AS n FROM _athanor_dead_letters WHERE processor = ?', [this.#p.name])!.n);
+    return this.#host.sql[INTERNAL]().deadLetterCount(this.#p.name);
   }
 
   /**
@@ -83,11 +83,11 @@ export class DeadLetters {
   /** Deletes a dead letter without applying it; returns whether it existed. */
   remove(id: number): boolean {
     if (!Number.isInteger(id)) throw new InvalidArgumentError('dead letter id must be an integer');
-    return this.#host.sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#p.name]).changes > 0;
+    return this.#host.sql[INTERNAL]().removeDeadLetter(this.#p.name, id);
   }
 
   /** Deletes every dead letter of this processor; returns how many. */
   clear(): number {
-    return this.#host.sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.#p.name]).changes;
+    return this.#host.sql[INTERNAL]().removeDeadLetters(this.#p.name);
   }
 }

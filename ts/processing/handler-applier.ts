@@ -5,7 +5,7 @@ import { decodeEvents } from '../internal/event-pack.js';
 import type { StoredEvent } from '../internal/event-pack.js';
 import type { Sql } from '../sql/sql.js';
 import { describeThrown, thrownError } from '../internal/thrown.js';
-import { CURSOR_SET, codeOf, readCursor } from './bookkeeping.js';
+import { deadLetterEvent, deadLetterFailedAgain, readCursor, writeCursor } from './bookkeeping.js';
 import type { Applier, EventHandler, Failure, ProcessorHost } from './types.js';
 
 
@@ -127,7 +127,7 @@ export class HandlerApplier implements Applier {
       }
       cursor = ev.id;
     }
-    if (cursor !== start) sql[INTERNAL]().run(CURSOR_SET, [this.#name, cursor, Date.now()]);
+    if (cursor !== start) writeCursor(sql, this.#name, cursor);
     return { consumed: events.length, cursor, start, commit: true };
   }
 
@@ -162,17 +162,17 @@ export class HandlerApplier implements Applier {
   /** Inside the retry's transaction: the dead letter's event through the handlers. */
   #retry(id: number): { failure?: Error } {
     const sql = this.#host.sql;
-    const row = sql.get<{ event_id: number | bigint }>('SELECT event_id FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#name]);
-    if (row === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.#name)} has no dead letter ${id}`);
-    const ev = this.#host.event(BigInt(row.event_id));
-    if (ev === undefined) throw new InvalidArgumentError(`event ${row.event_id} of dead letter ${id} is not in the log`);
+    const eventId = deadLetterEvent(sql, this.#name, id);
+    if (eventId === undefined) throw new InvalidArgumentError(`processor ${JSON.stringify(this.#name)} has no dead letter ${id}`);
+    const ev = this.#host.event(eventId);
+    if (ev === undefined) throw new InvalidArgumentError(`event ${eventId} of dead letter ${id} is not in the log`);
     try {
       this.#dispatch(ev);
     } catch (e) {
       if (e instanceof Fatal) throw e.error;
       return { failure: e as Error };
     }
-    sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
+    sql[INTERNAL]().removeDeadLetter(this.#name, id);
     return {};
   }
 
@@ -190,12 +190,7 @@ export class HandlerApplier implements Applier {
       sql.txEnd(r.failure === undefined);
       if (r.failure === undefined) return Promise.resolve(undefined);
       const failure = r.failure;
-      sql[INTERNAL]().run('UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?, error = ?, last_failed_at = ? WHERE id = ?', [
-        codeOf(failure),
-        failure.message,
-        Date.now(),
-        id,
-      ]);
+      deadLetterFailedAgain(sql, id, failure);
       return Promise.resolve(failure);
     } catch (e) {
       return Promise.reject(fromNative(e));

@@ -4,12 +4,11 @@
  * transaction holding the handlers' writes and the processor's cursor, read
  * and written inside that transaction (DESIGN.md invariant 4).
  */
-import { INTERNAL } from '../state/reserved.js';
 import { ClosedError, HandlerError, InvalidArgumentError, MigrationsPendingError, fromNative } from '../errors.js';
 import type { StoredEvent } from '../state/events.js';
 import type { Sql } from '../sql/sql.js';
 import { describeThrown } from '../internal/thrown.js';
-import { CURSOR_SET, readCursor, recordDeadLetter } from './bookkeeping.js';
+import { readCursor, recordDeadLetter, writeCursor } from './bookkeeping.js';
 import { DeadLetters } from './dead-letters.js';
 import { checkRebuild, dropDerived, type RebuildPlan } from './rebuild.js';
 import { checkCallOptions } from './options.js';
@@ -191,7 +190,7 @@ export class Processor {
     return sql.transaction(() => {
       if (readCursor(sql, this.name) !== expect) return false;
       if (dead !== undefined) recordDeadLetter(sql, this.name, event, dead.error, dead.attempts);
-      sql[INTERNAL]().run(CURSOR_SET, [this.name, event.id, Date.now()]);
+      writeCursor(sql, this.name, event.id);
       this.#advanced(event.id);
       return true;
     }).immediate();

@@ -103,7 +103,6 @@ export class Projections implements ProcessorHost {
 
   async query<R = Row>(sql: string, params?: readonly SqlBindable[] | NamedParams, options: QueryOptions = {}): Promise<R[]> {
     if (typeof sql !== 'string') throw new InvalidArgumentError('SQL text must be a string');
-    checkUserSql(sql);
     const o = plainOptions(options, 'query() options');
     for (const k of Object.keys(o)) if (k !== 'safeIntegers') throw new InvalidArgumentError(`unknown query() option ${JSON.stringify(k)}; expected safeIntegers`);
     const safe = o.safeIntegers ?? false;

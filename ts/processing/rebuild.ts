@@ -46,8 +46,7 @@ export async function dropDerived(plan: RebuildPlan, host: ProcessorHost): Promi
         } catch (e) {
           throw thrownError(e, `the reset hook of processor ${JSON.stringify(name)}`);
         }
-        own.run('DELETE FROM _athanor_cursors WHERE name = ?', [name]);
-        own.run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [name]);
+        own.resetProcessors(name);
       })
       .immediate();
   } else {
@@ -56,8 +55,7 @@ export async function dropDerived(plan: RebuildPlan, host: ProcessorHost): Promi
       .transaction(() => {
         m.rollbackTo(0);
         m.run();
-        own.run('DELETE FROM _athanor_cursors');
-        own.run('DELETE FROM _athanor_dead_letters');
+        own.resetProcessors();
       })
       .immediate();
   }

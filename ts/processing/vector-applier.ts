@@ -13,7 +13,7 @@ import { checkDocId, sourcedMetaText, type TxVectorsImpl } from '../state/tx-vec
 import type { VectorCollection } from '../vectors/collection.js';
 import type { VectorStore } from '../vectors/store.js';
 import type { CollectionOptions } from '../vectors/types.js';
-import { codeOf, recordDeadLetter } from './bookkeeping.js';
+import { deadLetterEvent, deadLetterFailedAgain, recordDeadLetter } from './bookkeeping.js';
 import type { Applier, CursorStore, Failure, ProcessorHost } from './types.js';
 import type { CollectionSource, VectorProjectionSpec } from './vector-projection.js';
 import { compileRule, type CompiledRule } from './vector-spec.js';
@@ -184,7 +184,7 @@ export class VectorApplier implements Applier, CursorStore, CollectionSource {
   async reset(): Promise<void> {
     // Cursor first: a crash after it leaves stale documents that the replay overwrites or deletes again.
     await this.#tx().execute((tx) => tx.delete(this.#key));
-    this.#host.sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE processor = ?', [this.#name]);
+    this.#host.sql[INTERNAL]().removeDeadLetters(this.#name);
     const info = this.#vectors.open(this.#collection).info;
     this.#vectors.drop(this.#collection);
     this.#vectors.create(this.#collection, { metric: info.metric, m: info.m, efConstruction: info.efConstruction, efSearch: info.efSearch, embedder: this.#embedder });
@@ -192,20 +192,20 @@ export class VectorApplier implements Applier, CursorStore, CollectionSource {
 
   async retryDeadLetter(id: number): Promise<Error | undefined> {
     const sql = this.#host.sql;
-    const row = sql.get<{ event_id: number | bigint }>('SELECT event_id FROM _athanor_dead_letters WHERE id = ? AND processor = ?', [id, this.#name]);
-    if (row === undefined) throw new InvalidArgumentError(`vector projection ${JSON.stringify(this.#name)} has no dead letter ${id}`);
-    const ev = this.#host.event(BigInt(row.event_id));
-    if (ev === undefined) throw new InvalidArgumentError(`event ${row.event_id} of dead letter ${id} is not in the log`);
+    const eventId = deadLetterEvent(sql, this.#name, id);
+    if (eventId === undefined) throw new InvalidArgumentError(`vector projection ${JSON.stringify(this.#name)} has no dead letter ${id}`);
+    const ev = this.#host.event(eventId);
+    if (ev === undefined) throw new InvalidArgumentError(`event ${eventId} of dead letter ${id} is not in the log`);
     let op: Op | undefined;
     try {
       op = this.#op(ev);
     } catch (e) {
       const err = e as Error;
-      sql[INTERNAL]().run('UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?, error = ?, last_failed_at = ? WHERE id = ?', [codeOf(err), err.message, Date.now(), id]);
+      deadLetterFailedAgain(sql, id, err);
       return err;
     }
     if (op !== undefined) await this.#commit(null, [op], null);
-    sql[INTERNAL]().run('DELETE FROM _athanor_dead_letters WHERE id = ?', [id]);
+    sql[INTERNAL]().removeDeadLetter(this.#name, id);
     return undefined;
   }
 }

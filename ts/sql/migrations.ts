@@ -209,14 +209,15 @@ export class Migrations {
   /** Applied migrations, by version. */
   history(): AppliedMigration[] {
     return this.#sql()
-      .all<{ version: number; name: string; applied_at: number; checksum: string }>('SELECT version, name, applied_at, checksum FROM _athanor_migrations ORDER BY version')
-      .map((r) => ({ version: Number(r.version), name: r.name, appliedAt: Number(r.applied_at), checksum: r.checksum }));
+      [INTERNAL]()
+      .migrations()
+      .map((r) => ({ version: r.version, name: r.name, appliedAt: r.appliedAt, checksum: r.checksum }));
   }
 
   /** The highest applied version (0 when none). */
   schemaVersion(): number {
-    const r = this.#sql().get<{ v: number | null }>('SELECT max(version) AS v FROM _athanor_migrations');
-    return Number(r?.v ?? 0);
+    const applied = this.#sql()[INTERNAL]().migrations();
+    return applied.length === 0 ? 0 : applied[applied.length - 1]!.version;
   }
 
   /** Throws MigrationDriftError if an applied migration's registered definition changed. */
@@ -257,7 +258,7 @@ export class Migrations {
           }
           if (ok === false) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification; it was rolled back`);
         }
-        sql[INTERNAL]().run('INSERT INTO _athanor_migrations(version, name, checksum, applied_at) VALUES (?, ?, ?, ?)', [rec.version, rec.name, rec.checksum, rec.appliedAt]);
+        sql[INTERNAL]().recordMigration(rec);
       }).immediate();
       out.push(rec);
     }
@@ -273,7 +274,7 @@ export class Migrations {
     const down = m!.down!;
     sql.transaction(() => {
       step(sql, down, m!, 'down');
-      sql[INTERNAL]().run('DELETE FROM _athanor_migrations WHERE version = ?', [m!.version]);
+      sql[INTERNAL]().unrecordMigration(m!.version);
     }).immediate();
     return last;
   }

@@ -1,8 +1,10 @@
 /**
  * projection.db's `_athanor_*` tables (format version, processor cursors, dead letters,
  * applied migrations) are athanor's: user SQL may read them but not change them. The
- * connection's authorizer (native/core/src/projection/sql.rs) sees only transaction
- * control, so the check is made here, on the text, before it reaches SQLite.
+ * connection's authorizer (native/core/src/projection/sql.rs) enforces that on every
+ * statement as SQLite prepares it, triggers included. This check of the text only
+ * answers early where nothing is prepared yet: a declarative projection's actions are
+ * refused when it is defined, not at its first batch.
  * @internal
  */
 import { InvalidArgumentError } from '../errors.js';

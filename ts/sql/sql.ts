@@ -7,7 +7,7 @@
 import { ClosedError, InvalidArgumentError, fromNative } from '../errors.js';
 import type { NativeSql } from '../internal/native.js';
 import { INTERNAL } from '../state/reserved.js';
-import { checkUserSql } from './reserved-tables.js';
+import { Bookkeeping } from './bookkeeping.js';
 
 /** A value SQLite can store, as a parameter. Booleans bind as 0/1, integral numbers as INTEGER. */
 export type SqlBindable = number | bigint | string | boolean | null | undefined | Uint8Array;
@@ -186,11 +186,6 @@ export interface TransactionFunction<A extends unknown[], T> {
 
 const CACHE_MAX = 256;
 
-/** athanor's own writes to projection.db (see {@link Sql}'s `[INTERNAL]`). @internal */
-export interface OwnSql {
-  run(sql: string, params?: readonly SqlBindable[] | NamedParams): RunResult;
-}
-
 /**
  * The SQL connection of a database handle (`db.sql`). Synchronous, on the JS
  * thread; for reads off the main thread see `db.query()`.
@@ -202,9 +197,7 @@ export class Sql {
   readonly #rowid = new Float64Array(this.#scratch);
   readonly #rowidBig = new BigInt64Array(this.#scratch);
   readonly #cache = new Map<string, Statement<Row>>();
-  /** athanor's own statements, apart: a user's text never hits one without its check. */
-  readonly #ownCache = new Map<string, Statement<Row>>();
-  #own: OwnSql | undefined;
+  #own: Bookkeeping | undefined;
   readonly #assertOpen: () => void;
   /** @internal */
   closed = false;
@@ -230,7 +223,6 @@ export class Sql {
    */
   exec(sql: string): void {
     checkSql(sql);
-    checkUserSql(sql);
     this.#assertOpen();
     try {
       this.#native.exec(sql);
@@ -242,7 +234,6 @@ export class Sql {
   /** Prepares one statement. `R` types its rows. */
   prepare<R = Row>(sql: string): Statement<R> {
     checkSql(sql);
-    checkUserSql(sql);
     return this.#prepare<R>(sql);
   }
 
@@ -272,15 +263,12 @@ export class Sql {
     return s;
   }
 
-  /** Runs athanor's own statements, which may write its `_athanor_*` tables. @internal */
-  [INTERNAL](): OwnSql {
-    return (this.#own ??= {
-      run: (sql, params) => {
-        let s = this.#ownCache.get(sql);
-        if (s === undefined) this.#ownCache.set(sql, (s = this.#prepare<Row>(sql)));
-        return params === undefined ? s.run() : s.run(params as SqlBindable[]);
-      },
-    });
+  /**
+   * athanor's bookkeeping on this connection (cursors, dead letters, migration history):
+   * the connection's authorizer refuses user SQL that changes those tables. @internal
+   */
+  [INTERNAL](): Bookkeeping {
+    return (this.#own ??= new Bookkeeping(this.#native, this.#assertOpen));
   }
 
   /** Runs `sql` with `params` through the statement cache. */
@@ -399,7 +387,6 @@ export class Sql {
   release(s: Statement<unknown>, id: number): void {
     finalizer.unregister(s);
     for (const [k, v] of this.#cache) if (v === s) this.#cache.delete(k);
-    for (const [k, v] of this.#ownCache) if (v === s) this.#ownCache.delete(k);
     if (!this.closed) this.#native.finalize(id);
   }
 
@@ -413,7 +400,6 @@ export class Sql {
     if (this.closed) return;
     this.closed = true;
     this.#cache.clear();
-    this.#ownCache.clear();
     this.#native.close();
   }
 }

@@ -8,7 +8,8 @@
  * - vector collection names starting with `.`: `index/.tmp-*` and `index/.old-*` are the
  *   folders of dumps being written or replaced, swept at open;
  * - SQL tables `_athanor_*` in projection.db (cursors, dead letters, migrations, the
- *   format version): see sql/reserved-tables.ts.
+ *   format version): refused by the connection's authorizer in native/core
+ *   (projection/sql.rs); only native/core's bookkeeping writes them (sql/bookkeeping.ts).
  * Only code holding {@link INTERNAL} (never exported from the package) can write them.
  * @internal
  */

@@ -10,17 +10,17 @@ use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use athanor_core::projection::declarative::{DeclConn, Spec};
-use athanor_core::projection::sql::{ColumnRef, RawStmt, Role, SqlConn, SqlValue};
+use crate::guard::{self, catch, guard, CoreResult, Guarded, Work};
+use crate::NativeDb;
+use athanor_core::projection::background::Background;
+use athanor_core::projection::bookkeeping::{self, AppliedMigration, DeadLetter, Failed};
+use athanor_core::projection::declarative::Spec;
+use athanor_core::projection::sql::{ColumnRef, RawStmt, SqlConn, SqlValue};
 use athanor_core::projection::{self as proj, Params, ReadPool, Rows};
 use athanor_core::{Code, Engine, Error};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
-use parking_lot::Mutex;
-
-use crate::guard::{self, catch, guard, CoreResult, Guarded, Work};
-use crate::NativeDb;
 
 /// Integers within ±(2^53 - 1) come back as numbers, others as bigint (unless the
 /// statement asks for bigints always).
@@ -50,19 +50,16 @@ impl SqlCtx {
     }
 }
 
-type BgConn = Arc<Mutex<Option<DeclConn>>>;
-
 /// The SQL side of one database handle (internal: wrapped by `ts/sql.ts`).
 #[napi]
 pub struct NativeSql {
     ctx: Rc<SqlCtx>,
-    dir: PathBuf,
     // Interior mutability keeps every method `&self`: napi-rs refuses a `&mut self`
     // call while another borrow of the object is alive (a query in flight), and
     // `close` must succeed then.
     engine: RefCell<Option<Arc<Engine>>>,
     pool: Arc<ReadPool>,
-    bg: BgConn,
+    bg: Arc<Background>,
     specs: RefCell<Vec<Arc<Spec>>>,
 }
 
@@ -88,9 +85,8 @@ impl NativeSql {
                     rowid: Cell::new(ptr::null_mut()),
                 }),
                 pool: Arc::new(ReadPool::new(&dir)),
-                dir,
+                bg: Arc::new(Background::new(&dir)),
                 engine: RefCell::new(Some(engine)),
-                bg: Arc::new(Mutex::new(None)),
                 specs: RefCell::new(Vec::new()),
             })
         })
@@ -272,6 +268,190 @@ impl NativeSql {
         self.decl_task(&env, spec_id, DeclOp::Retry(dead_letter_id))
     }
 
+    /// A processor's cursor (0 when it never ran), read on the handle's connection.
+    #[napi]
+    pub fn cursor(&self, env: Env, name: String) -> Result<BigInt> {
+        guard(&env, || {
+            self.ctx
+                .with(|c| Ok(BigInt::from(bookkeeping::read_cursor(c, &name)?)))
+        })
+    }
+
+    /// Moves a processor's cursor (inside the transaction open on the handle's connection).
+    #[napi]
+    pub fn set_cursor(&self, env: Env, name: String, id: BigInt) -> Result<()> {
+        guard(&env, || {
+            let id = event_id(id)?;
+            let at = self.now_ms()?;
+            self.ctx
+                .with(|c| bookkeeping::write_cursor(c, &name, id, at))
+        })
+    }
+
+    /// Drops the cursor and dead letters of processor `name`, or of every processor.
+    #[napi]
+    pub fn reset_processors(&self, env: Env, name: Option<String>) -> Result<()> {
+        guard(&env, || {
+            self.ctx
+                .with(|c| bookkeeping::reset_processors(c, name.as_deref()))
+        })
+    }
+
+    /// Records a dead letter (or adds `attempts` to the one kept for the event).
+    #[napi]
+    pub fn record_dead_letter(&self, env: Env, d: NativeFailedEvent) -> Result<()> {
+        guard(&env, || {
+            let id = event_id(d.event_id)?;
+            let at_ms = self.now_ms()?;
+            self.ctx.with(|c| {
+                let failed = Failed {
+                    code: &d.error_code,
+                    message: &d.error,
+                    at_ms,
+                };
+                bookkeeping::record_dead_letter(
+                    c,
+                    &d.processor,
+                    id,
+                    &d.event_type,
+                    d.attempts,
+                    failed,
+                )
+            })
+        })
+    }
+
+    /// Counts one more failed retry of dead letter `id`.
+    #[napi]
+    pub fn dead_letter_failed_again(
+        &self,
+        env: Env,
+        id: i64,
+        error_code: String,
+        error: String,
+    ) -> Result<()> {
+        guard(&env, || {
+            let at_ms = self.now_ms()?;
+            self.ctx.with(|c| {
+                let failed = Failed {
+                    code: &error_code,
+                    message: &error,
+                    at_ms,
+                };
+                bookkeeping::dead_letter_failed_again(c, id, failed)
+            })
+        })
+    }
+
+    /// Deletes dead letter `id` of `processor`; whether it existed.
+    #[napi]
+    pub fn remove_dead_letter(&self, env: Env, processor: String, id: i64) -> Result<bool> {
+        guard(&env, || {
+            self.ctx
+                .with(|c| bookkeeping::remove_dead_letter(c, &processor, id))
+        })
+    }
+
+    /// Deletes every dead letter of `processor`; how many.
+    #[napi]
+    pub fn remove_dead_letters(&self, env: Env, processor: String) -> Result<i64> {
+        guard(&env, || {
+            self.ctx
+                .with(|c| Ok(bookkeeping::remove_dead_letters(c, &processor)? as i64))
+        })
+    }
+
+    /// Dead letters of `processor`, oldest event first (`limit` < 0: all).
+    #[napi]
+    pub fn dead_letters(
+        &self,
+        env: Env,
+        processor: String,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<NativeDeadLetter>> {
+        guard(&env, || {
+            self.ctx.with(|c| {
+                Ok(bookkeeping::dead_letters(c, &processor, limit, offset)?
+                    .into_iter()
+                    .map(NativeDeadLetter::from)
+                    .collect())
+            })
+        })
+    }
+
+    /// Dead letter `id` of `processor`, or null.
+    #[napi]
+    pub fn dead_letter(
+        &self,
+        env: Env,
+        processor: String,
+        id: i64,
+    ) -> Result<Option<NativeDeadLetter>> {
+        guard(&env, || {
+            self.ctx.with(|c| {
+                Ok(bookkeeping::dead_letter(c, &processor, id)?.map(NativeDeadLetter::from))
+            })
+        })
+    }
+
+    /// The dead letter `processor` keeps for event `eventId`, or null.
+    #[napi]
+    pub fn dead_letter_for_event(
+        &self,
+        env: Env,
+        processor: String,
+        event_id_: BigInt,
+    ) -> Result<Option<NativeDeadLetter>> {
+        guard(&env, || {
+            let id = event_id(event_id_)?;
+            self.ctx.with(|c| {
+                Ok(bookkeeping::dead_letter_for_event(c, &processor, id)?
+                    .map(NativeDeadLetter::from))
+            })
+        })
+    }
+
+    /// How many dead letters `processor` keeps.
+    #[napi]
+    pub fn dead_letter_count(&self, env: Env, processor: String) -> Result<i64> {
+        guard(&env, || {
+            self.ctx
+                .with(|c| Ok(bookkeeping::dead_letter_count(c, &processor)? as i64))
+        })
+    }
+
+    /// Records an applied migration (inside the migration's transaction).
+    #[napi]
+    pub fn record_migration(&self, env: Env, m: NativeMigration) -> Result<()> {
+        guard(&env, || {
+            self.ctx
+                .with(|c| bookkeeping::record_migration(c, &m.into()))
+        })
+    }
+
+    /// Forgets migration `version` (inside the transaction its down step ran in).
+    #[napi]
+    pub fn unrecord_migration(&self, env: Env, version: i64) -> Result<()> {
+        guard(&env, || {
+            self.ctx
+                .with(|c| bookkeeping::unrecord_migration(c, version))
+        })
+    }
+
+    /// The applied migrations, by version.
+    #[napi]
+    pub fn migrations(&self, env: Env) -> Result<Vec<NativeMigration>> {
+        guard(&env, || {
+            self.ctx.with(|c| {
+                Ok(bookkeeping::migrations(c)?
+                    .into_iter()
+                    .map(NativeMigration::from)
+                    .collect())
+            })
+        })
+    }
+
     /// Closes the connection (finalizing its statements; SQLite rolls back a transaction
     /// left open) and releases the engine. Work in flight keeps what it needs until it ends.
     #[napi]
@@ -280,13 +460,107 @@ impl NativeSql {
             if let Ok(mut c) = self.ctx.conn.try_borrow_mut() {
                 c.take();
             }
+            self.bg.close();
             self.engine.borrow_mut().take();
             Ok(())
         })
     }
 }
 
+/// A dead letter as the addon hands it to `ts/sql/bookkeeping.ts`.
+#[napi(object)]
+pub struct NativeDeadLetter {
+    pub id: i64,
+    pub processor: String,
+    pub event_id: BigInt,
+    pub event_type: String,
+    pub error_code: String,
+    pub error: String,
+    pub attempts: i64,
+    pub first_failed_at: i64,
+    pub last_failed_at: i64,
+}
+
+impl From<DeadLetter> for NativeDeadLetter {
+    fn from(d: DeadLetter) -> Self {
+        NativeDeadLetter {
+            id: d.id,
+            processor: d.processor,
+            event_id: BigInt::from(d.event_id),
+            event_type: d.event_type,
+            error_code: d.error_code,
+            error: d.error,
+            attempts: d.attempts,
+            first_failed_at: d.first_failed_at,
+            last_failed_at: d.last_failed_at,
+        }
+    }
+}
+
+/// An event a processor gives up on, to keep as a dead letter.
+#[napi(object)]
+pub struct NativeFailedEvent {
+    pub processor: String,
+    pub event_id: BigInt,
+    pub event_type: String,
+    pub attempts: u32,
+    pub error_code: String,
+    pub error: String,
+}
+
+/// An applied migration as it crosses the addon.
+#[napi(object)]
+pub struct NativeMigration {
+    pub version: i64,
+    pub name: String,
+    pub checksum: String,
+    pub applied_at: i64,
+}
+
+impl From<AppliedMigration> for NativeMigration {
+    fn from(m: AppliedMigration) -> Self {
+        NativeMigration {
+            version: m.version,
+            name: m.name,
+            checksum: m.checksum,
+            applied_at: m.applied_at,
+        }
+    }
+}
+
+impl From<NativeMigration> for AppliedMigration {
+    fn from(m: NativeMigration) -> Self {
+        AppliedMigration {
+            version: m.version,
+            name: m.name,
+            checksum: m.checksum,
+            applied_at: m.applied_at,
+        }
+    }
+}
+
+fn event_id(b: BigInt) -> CoreResult<u64> {
+    let (signed, v, lossless) = b.get_u64();
+    if signed || !lossless {
+        return Err(Error::invalid(
+            "an event id must be a non-negative 64-bit integer",
+        ));
+    }
+    Ok(v)
+}
+
 impl NativeSql {
+    /// The store's clock, which stamps athanor's rows.
+    fn now_ms(&self) -> CoreResult<u64> {
+        Ok(self
+            .engine
+            .borrow()
+            .as_ref()
+            .ok_or_else(closed)?
+            .store()
+            .now_ms())
+    }
+
     fn decl_task(
         &self,
         env: &Env,
@@ -297,7 +571,6 @@ impl NativeSql {
             Ok(DeclTask {
                 engine: self.engine.borrow().clone().ok_or_else(closed)?,
                 bg: self.bg.clone(),
-                dir: self.dir.clone(),
                 spec: self.spec(spec_id)?,
                 op,
             })
@@ -379,8 +652,7 @@ enum DeclOp {
 /// A declarative batch (or dead-letter retry) on the background connection.
 pub struct DeclTask {
     engine: Arc<Engine>,
-    bg: BgConn,
-    dir: PathBuf,
+    bg: Arc<Background>,
     spec: Arc<Spec>,
     op: DeclOp,
 }
@@ -399,15 +671,9 @@ impl Work for DeclTask {
     type Output = DeclResult;
     type JsValue = DeclResult;
     fn compute(&mut self) -> CoreResult<DeclResult> {
-        let mut bg = self.bg.lock();
-        if bg.is_none() {
-            let c = SqlConn::open(&proj::file_path(&self.dir), Role::ReadWrite)?;
-            *bg = Some(DeclConn::new(c));
-        }
-        let dc = bg.as_mut().unwrap();
         match self.op {
             DeclOp::Batch(limit) => {
-                let o = dc.run_batch(&self.engine, &self.spec, limit)?;
+                let o = self.bg.run_batch(&self.engine, &self.spec, limit)?;
                 let (fid, code, msg) = match o.failure {
                     Some(f) => (
                         Some(BigInt::from(f.event_id)),
@@ -425,7 +691,7 @@ impl Work for DeclTask {
                 })
             }
             DeclOp::Retry(id) => {
-                let r = dc.retry_dead_letter(&self.engine, &self.spec, id)?;
+                let r = self.bg.retry_dead_letter(&self.engine, &self.spec, id)?;
                 Ok(DeclResult {
                     consumed: r.is_none() as u32,
                     cursor: BigInt::from(0u64),

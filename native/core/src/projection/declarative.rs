@@ -11,8 +11,9 @@ use std::borrow::Cow;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value as Json;
 
+use super::bookkeeping::{self, read_cursor, write_cursor};
 use super::sql::{RawStmt, SqlConn, SqlValue};
-use super::{read_cursor, read_events_after, write_cursor, LogEvent};
+use super::{read_events_after, LogEvent};
 use crate::codec::PayloadKind;
 use crate::engine::Engine;
 use crate::error::{Code, Error, Result};
@@ -677,21 +678,14 @@ impl DeclConn {
     ) -> Result<Option<Error>> {
         self.conn.exec("BEGIN IMMEDIATE")?;
         let r = (|| -> Result<std::result::Result<(), ApplyError>> {
-            let event_id: i64 = self
-                .conn
-                .conn()
-                .query_row(
-                    "SELECT event_id FROM _athanor_dead_letters WHERE id = ?1 AND processor = ?2",
-                    rusqlite::params![dlq_id, spec.name],
-                    |r| r.get(0),
-                )
-                .map_err(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Error::new(
+            let event_id = bookkeeping::dead_letter(&self.conn, &spec.name, dlq_id)?
+                .ok_or_else(|| {
+                    Error::new(
                         Code::NotFound,
                         format!("projection {:?} has no dead letter {dlq_id}", spec.name),
-                    ),
-                    other => other.into(),
-                })?;
+                    )
+                })?
+                .event_id as i64;
             let ev = read_events_after(engine, event_id as u64 - 1, 1)?
                 .into_iter()
                 .next()
@@ -701,9 +695,7 @@ impl DeclConn {
                 })?;
             let applied = self.apply(spec, &ev);
             if applied.is_ok() {
-                self.conn
-                    .conn()
-                    .execute("DELETE FROM _athanor_dead_letters WHERE id = ?1", [dlq_id])?;
+                bookkeeping::remove_dead_letter(&self.conn, &spec.name, dlq_id)?;
             }
             Ok(applied)
         })();
@@ -718,9 +710,14 @@ impl DeclConn {
             }
             Ok(Err(ApplyError::Event(e))) => {
                 self.conn.exec("ROLLBACK")?;
-                self.conn.conn().execute(
-                    "UPDATE _athanor_dead_letters SET attempts = attempts + 1, error_code = ?2, error = ?3, last_failed_at = ?4 WHERE id = ?1",
-                    rusqlite::params![dlq_id, e.code.as_str(), e.message, engine.store().now_ms() as i64],
+                bookkeeping::dead_letter_failed_again(
+                    &self.conn,
+                    dlq_id,
+                    bookkeeping::Failed {
+                        code: e.code.as_str(),
+                        message: &e.message,
+                        at_ms: engine.store().now_ms(),
+                    },
                 )?;
                 Ok(Some(e))
             }

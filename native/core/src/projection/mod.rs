@@ -1,7 +1,8 @@
 //! SQL projections: `<dir>/projection.db` (SQLite via rusqlite, WAL), the
-//! bookkeeping tables athanor keeps there (format version, processor cursors,
-//! dead letters, migration history), the async read pool, and declarative
-//! projections executed entirely in Rust.
+//! bookkeeping tables athanor keeps there (`bookkeeping`: format version, processor
+//! cursors, dead letters, migration history; their sole writer), the async read pool,
+//! and declarative projections executed entirely in Rust on a background connection
+//! (`background`).
 //!
 //! Invariant 4 (DESIGN.md) lives here and in `ts/processing/`: a processor's
 //! cursor row is written in the same SQLite transaction as the effects of the
@@ -9,8 +10,12 @@
 //! took the write lock), so two processes running one processor never both
 //! apply an event.
 
+pub mod background;
+pub mod bookkeeping;
 pub mod declarative;
 pub mod sql;
+
+pub use bookkeeping::{read_cursor, write_cursor, PROJECTION_FORMAT};
 
 use std::path::{Path, PathBuf};
 
@@ -18,47 +23,11 @@ use parking_lot::Mutex;
 
 use crate::codec::{self, PayloadKind};
 use crate::engine::Engine;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use sql::{Role, SqlConn, SqlValue};
-
-/// Format version of athanor's tables in projection.db, recorded in `_athanor_meta`.
-pub const PROJECTION_FORMAT: i64 = 1;
 
 /// File name of the projection database inside the database directory.
 pub const FILE_NAME: &str = "projection.db";
-
-/// Reads a processor's cursor (0 when it never ran). `?1` = name.
-pub const CURSOR_GET: &str = "SELECT last_event_id FROM _athanor_cursors WHERE name = ?1";
-/// Writes a processor's cursor. `?1` = name, `?2` = last applied event id, `?3` = now (ms).
-pub const CURSOR_SET: &str = "INSERT INTO _athanor_cursors(name, last_event_id, updated_at) VALUES (?1, ?2, ?3) \
-     ON CONFLICT(name) DO UPDATE SET last_event_id = excluded.last_event_id, updated_at = excluded.updated_at";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS _athanor_meta(key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS _athanor_cursors(
-  name TEXT PRIMARY KEY,
-  last_event_id INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS _athanor_dead_letters(
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  processor TEXT NOT NULL,
-  event_id INTEGER NOT NULL,
-  event_type TEXT NOT NULL,
-  error_code TEXT NOT NULL,
-  error TEXT NOT NULL,
-  attempts INTEGER NOT NULL,
-  first_failed_at INTEGER NOT NULL,
-  last_failed_at INTEGER NOT NULL,
-  UNIQUE(processor, event_id)
-);
-CREATE TABLE IF NOT EXISTS _athanor_migrations(
-  version INTEGER PRIMARY KEY,
-  name TEXT NOT NULL,
-  checksum TEXT NOT NULL,
-  applied_at INTEGER NOT NULL
-);
-";
 
 /// Path of projection.db for a database directory.
 pub fn file_path(dir: &Path) -> PathBuf {
@@ -70,7 +39,7 @@ pub fn file_path(dir: &Path) -> PathBuf {
 pub fn open_main(dir: &Path) -> Result<SqlConn> {
     let conn = SqlConn::open(&file_path(dir), Role::ReadWrite)?;
     conn.exec("BEGIN IMMEDIATE")?;
-    let r = init_schema(&conn);
+    let r = bookkeeping::init_schema(&conn);
     match r {
         Ok(()) => conn.exec("COMMIT")?,
         Err(e) => {
@@ -79,38 +48,6 @@ pub fn open_main(dir: &Path) -> Result<SqlConn> {
         }
     }
     Ok(conn)
-}
-
-fn init_schema(conn: &SqlConn) -> Result<()> {
-    conn.exec(SCHEMA)?;
-    let found: Option<i64> = conn
-        .conn()
-        .query_row(
-            "SELECT value FROM _athanor_meta WHERE key = 'format_version'",
-            [],
-            |r| r.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            other => Err(other),
-        })?;
-    match found {
-        None => {
-            conn.conn().execute(
-                "INSERT INTO _athanor_meta(key, value) VALUES ('format_version', ?1)",
-                [PROJECTION_FORMAT],
-            )?;
-        }
-        Some(v) if v > PROJECTION_FORMAT => {
-            return Err(Error::new(
-                Code::Version,
-                format!("projection.db was written by a newer athanor (format {v}, this build reads {PROJECTION_FORMAT}); upgrade athanor"),
-            ))
-        }
-        Some(_) => {}
-    }
-    Ok(())
 }
 
 /// An event copied out of the log for a projection batch.
@@ -173,27 +110,6 @@ pub fn last_event_id(engine: &Engine) -> Result<u64> {
     let txn = engine.begin_read()?;
     let _g = store.guard();
     store.last_event_id(&txn)
-}
-
-/// Reads a processor's cursor on `conn` (inside the caller's transaction).
-pub fn read_cursor(conn: &SqlConn, name: &str) -> Result<u64> {
-    let mut st = conn.conn().prepare_cached(CURSOR_GET)?;
-    let v: Option<i64> = st
-        .query_row([name], |r| r.get(0))
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            other => Err(other),
-        })?;
-    Ok(v.unwrap_or(0) as u64)
-}
-
-/// Writes a processor's cursor on `conn` (inside the caller's transaction),
-/// stamped `at_ms` (the store's clock, [`crate::Store::now_ms`]).
-pub fn write_cursor(conn: &SqlConn, name: &str, id: u64, at_ms: u64) -> Result<()> {
-    let mut st = conn.conn().prepare_cached(CURSOR_SET)?;
-    st.execute(rusqlite::params![name, id as i64, at_ms as i64])?;
-    Ok(())
 }
 
 /// Query parameters: positional (`?`, `?NNN`) or named (`:a`, `@a`, `$a`, given without prefix).

@@ -74,6 +74,12 @@ pub(crate) fn classify(rc: c_int, message: &str) -> Error {
         {
             Code::SqlSyntax
         }
+        ffi::SQLITE_AUTH => {
+            if let Some(refusal) = RESERVED_REFUSAL.with(|r| r.borrow_mut().take()) {
+                return Error::invalid(refusal).with_sqlite_code(rc);
+            }
+            Code::Sql
+        }
         _ => Code::Sql,
     };
     let hint = match code {
@@ -400,6 +406,90 @@ const LOST_TXN: &str = "a statement (ON CONFLICT ROLLBACK or RAISE(ROLLBACK)) ro
      opened; nothing of it was written, and no further statement runs until it ends (throw or return from the \
      transaction function, migration step or handler)";
 
+/// Prefix of the tables (and of anything else) athanor keeps in projection.db.
+pub const RESERVED_PREFIX: &str = "_athanor_";
+
+thread_local! {
+    /// Why the authorizer just refused a statement on this thread, read by [`classify`]
+    /// when SQLite reports the refusal (`SQLITE_AUTH`): the authorizer runs synchronously
+    /// inside the prepare (or re-prepare) that fails.
+    static RESERVED_REFUSAL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn is_reserved(name: &str) -> bool {
+    name.len() >= RESERVED_PREFIX.len()
+        && name.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
+}
+
+/// The reserved object an action would change, if any: writes to a table, and any
+/// schema change that names one (as the object or as the table it is on).
+fn reserved_target<'a>(action: &AuthAction<'a>) -> Option<&'a str> {
+    use AuthAction as A;
+    let names: [Option<&str>; 2] = match *action {
+        A::Insert { table_name }
+        | A::Update { table_name, .. }
+        | A::Delete { table_name }
+        | A::CreateTable { table_name }
+        | A::CreateTempTable { table_name }
+        | A::DropTable { table_name }
+        | A::DropTempTable { table_name }
+        | A::AlterTable { table_name, .. }
+        | A::CreateVtable { table_name, .. }
+        | A::DropVtable { table_name, .. } => [Some(table_name), None],
+        A::CreateIndex {
+            index_name,
+            table_name,
+        }
+        | A::CreateTempIndex {
+            index_name,
+            table_name,
+        }
+        | A::DropIndex {
+            index_name,
+            table_name,
+        }
+        | A::DropTempIndex {
+            index_name,
+            table_name,
+        } => [Some(index_name), Some(table_name)],
+        A::CreateTrigger {
+            trigger_name,
+            table_name,
+        }
+        | A::CreateTempTrigger {
+            trigger_name,
+            table_name,
+        }
+        | A::DropTrigger {
+            trigger_name,
+            table_name,
+        }
+        | A::DropTempTrigger {
+            trigger_name,
+            table_name,
+        } => [Some(trigger_name), Some(table_name)],
+        A::CreateView { view_name }
+        | A::CreateTempView { view_name }
+        | A::DropView { view_name }
+        | A::DropTempView { view_name } => [Some(view_name), None],
+        _ => [None, None],
+    };
+    names.into_iter().flatten().find(|n| is_reserved(n))
+}
+
+fn reserved_refusal(name: &str, accessor: Option<&str>) -> String {
+    let via = match accessor {
+        Some(t) => format!(
+            " (the change is made by trigger or view {t:?}: drop it with DROP TRIGGER/DROP VIEW)"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "SQL that changes athanor's own tables ({RESERVED_PREFIX}*: cursors, dead letters, migrations, format version) is refused: \
+         {name:?}{via}; read them with SELECT, and change them through the API (processor.deadLetters, processor.rebuild(), db.migrations)"
+    )
+}
+
 /// A transaction level athanor opened on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
@@ -422,6 +512,9 @@ pub struct SqlConn {
     violated: bool,
     /// Set by the authorizer when the statement being prepared controls transactions.
     saw_txn_control: Arc<AtomicBool>,
+    /// Set while athanor's own bookkeeping runs ([`SqlConn::as_athanor`]): only then may a
+    /// statement change an `_athanor_*` table.
+    athanor: Arc<AtomicBool>,
     conn: Connection,
 }
 
@@ -452,17 +545,28 @@ impl SqlConn {
         }
         conn.execute_batch("PRAGMA foreign_keys = ON")?;
         conn.set_prepared_statement_cache_capacity(64);
-        // The authorizer only records what it sees: the verdict depends on where a
-        // statement runs (inside a transaction athanor owns or not), not where it was
-        // prepared, so it is checked at run time.
+        // For transaction control the authorizer only records what it sees: the verdict
+        // depends on where a statement runs (inside a transaction athanor owns or not),
+        // not where it was prepared, so it is checked at run time. Changes to athanor's
+        // tables are refused here, at prepare, which also covers what a trigger or a view
+        // would do (SQLite compiles their bodies into the statement that fires them).
         let saw_txn_control = Arc::new(AtomicBool::new(false));
+        let athanor = Arc::new(AtomicBool::new(false));
         let flag = saw_txn_control.clone();
+        let own = athanor.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
             if matches!(
                 ctx.action,
                 AuthAction::Transaction { .. } | AuthAction::Savepoint { .. }
             ) {
                 flag.store(true, Ordering::Relaxed);
+            }
+            if let Some(name) = reserved_target(&ctx.action) {
+                if !own.load(Ordering::Relaxed) {
+                    let refusal = reserved_refusal(name, ctx.accessor);
+                    RESERVED_REFUSAL.with(|r| *r.borrow_mut() = Some(refusal));
+                    return Authorization::Deny;
+                }
             }
             Authorization::Allow
         }))?;
@@ -472,8 +576,24 @@ impl SqlConn {
             owned: Vec::new(),
             violated: false,
             saw_txn_control,
+            athanor,
             conn,
         })
+    }
+
+    /// Runs athanor's own bookkeeping `f` on this connection: the only code allowed to
+    /// change the `_athanor_*` tables. Statements prepared (or re-prepared by SQLite
+    /// after a schema change) inside `f` may write them; no user code runs inside `f`.
+    pub fn as_athanor<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        struct Reset<'a>(&'a AtomicBool, bool);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.store(self.1, Ordering::Relaxed);
+            }
+        }
+        let was = self.athanor.swap(true, Ordering::Relaxed);
+        let _reset = Reset(&self.athanor, was);
+        f(&self.conn)
     }
 
     /// The rusqlite connection, for setup code.

@@ -6,7 +6,7 @@ use tempfile::TempDir;
 use super::declarative::{DeclConn, Spec};
 use super::sql::{ColumnRef, SqlValue};
 use super::*;
-use crate::{Engine, StoreOptions, TxBuilder};
+use crate::{Code, Engine, StoreOptions, TxBuilder};
 
 fn engine(dir: &Path) -> Arc<Engine> {
     Engine::open(
@@ -62,8 +62,10 @@ fn open_creates_the_bookkeeping_tables_and_records_the_format() {
     drop(conn);
     // Reopening is fine; a newer format is refused with ERR_VERSION.
     let conn = open_main(dir.path()).unwrap();
-    conn.exec("UPDATE _athanor_meta SET value = 99 WHERE key = 'format_version'")
-        .unwrap();
+    conn.as_athanor(|c| {
+        Ok(c.execute_batch("UPDATE _athanor_meta SET value = 99 WHERE key = 'format_version'")?)
+    })
+    .unwrap();
     drop(conn);
     let e = open_main(dir.path()).err().unwrap();
     assert_eq!(e.code, Code::Version);
@@ -365,7 +367,12 @@ fn a_failing_event_commits_the_prefix_and_stops_just_before_it() {
         5
     );
     // Dead-letter it (what the TS strategy does), then retry after fixing the data.
-    main.exec("INSERT INTO _athanor_dead_letters(processor, event_id, event_type, error_code, error, attempts, first_failed_at, last_failed_at) VALUES ('ledger', 3, 'Deposited', 'ERR_SQL_CONSTRAINT', 'x', 1, 0, 0)").unwrap();
+    let failed = bookkeeping::Failed {
+        code: "ERR_SQL_CONSTRAINT",
+        message: "x",
+        at_ms: 0,
+    };
+    bookkeeping::record_dead_letter(&main, "ledger", 3, "Deposited", 1, failed).unwrap();
     write_cursor(&main, "ledger", 3, e.store().now_ms()).unwrap();
     let o = dc.run_batch(&e, &spec, 10).unwrap();
     assert_eq!((o.consumed, o.cursor), (1, 4));
@@ -449,4 +456,139 @@ proptest! {
         prop_assert_eq!(query_i64(&main, "SELECT count(*) FROM moves") as usize, amounts.iter().filter(|a| **a > 0).count());
         prop_assert_eq!(read_cursor(&main, "ledger").unwrap() as usize, amounts.len() + 1);
     }
+}
+
+#[test]
+fn user_sql_cannot_change_athanors_tables_but_bookkeeping_can() {
+    let dir = TempDir::new().unwrap();
+    let mut conn = open_main(dir.path()).unwrap();
+    conn.exec_script("CREATE TABLE seen(x)").unwrap();
+    write_cursor(&conn, "p", 3, 1).unwrap();
+    for text in [
+        "UPDATE _athanor_cursors SET last_event_id = 0",
+        "DELETE FROM main._athanor_cursors",
+        "INSERT INTO \"_Athanor_Meta\"(key, value) VALUES ('x', 1)",
+        "DROP TABLE _athanor_migrations",
+        "ALTER TABLE _athanor_meta ADD COLUMN y",
+        "CREATE TABLE _athanor_mine(a)",
+        "CREATE INDEX i ON _athanor_cursors(updated_at)",
+        "CREATE TRIGGER t AFTER UPDATE ON _athanor_cursors BEGIN SELECT 1; END",
+        "CREATE VIEW _athanor_v AS SELECT 1",
+        "WITH x AS (SELECT 1) DELETE FROM _athanor_cursors",
+    ] {
+        let e = conn
+            .prepare_raw(text)
+            .err()
+            .unwrap_or_else(|| panic!("{text} was allowed"));
+        assert_eq!(e.code, Code::InvalidArgument, "{text}: {}", e.message);
+        assert!(e.message.contains("_athanor_"), "{}", e.message);
+        let e = conn
+            .exec_script(&format!("CREATE TABLE ok1(a); {text}"))
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument, "{text}");
+    }
+    // A trigger that writes athanor's tables can be created, but whatever fires it is refused.
+    conn.exec_script(
+        "CREATE TRIGGER sneaky AFTER INSERT ON seen BEGIN DELETE FROM _athanor_cursors; END",
+    )
+    .unwrap();
+    let e = conn.exec_script("INSERT INTO seen VALUES (1)").unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert!(e.message.contains("sneaky"), "{}", e.message);
+    assert_eq!(query_i64(&conn, "SELECT count(*) FROM seen"), 0);
+    assert_eq!(
+        query_i64(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'ok1'"
+        ),
+        0
+    );
+    assert_eq!(read_cursor(&conn, "p").unwrap(), 3);
+    // Reads stay allowed, and athanor's own writes still go through.
+    assert_eq!(query_i64(&conn, "SELECT count(*) FROM _athanor_cursors"), 1);
+    bookkeeping::reset_processors(&conn, Some("p")).unwrap();
+    assert_eq!(read_cursor(&conn, "p").unwrap(), 0);
+}
+
+#[test]
+fn dead_letters_are_kept_counted_and_removed_per_processor() {
+    let dir = TempDir::new().unwrap();
+    let conn = open_main(dir.path()).unwrap();
+    let failed = |at_ms| bookkeeping::Failed {
+        code: "ERR_HANDLER",
+        message: "boom",
+        at_ms,
+    };
+    bookkeeping::record_dead_letter(&conn, "a", 7, "T", 2, failed(10)).unwrap();
+    bookkeeping::record_dead_letter(&conn, "a", 5, "T", 1, failed(11)).unwrap();
+    bookkeeping::record_dead_letter(&conn, "b", 5, "T", 1, failed(12)).unwrap();
+    // The same event again (a crash before the cursor moved) adds attempts, no second row.
+    bookkeeping::record_dead_letter(&conn, "a", 7, "T", 3, failed(13)).unwrap();
+    let list = bookkeeping::dead_letters(&conn, "a", -1, 0).unwrap();
+    assert_eq!(list.iter().map(|d| d.event_id).collect::<Vec<_>>(), [5, 7]);
+    assert_eq!(
+        (
+            list[1].attempts,
+            list[1].first_failed_at,
+            list[1].last_failed_at
+        ),
+        (5, 10, 13)
+    );
+    assert_eq!(bookkeeping::dead_letter_count(&conn, "a").unwrap(), 2);
+    assert_eq!(
+        bookkeeping::dead_letters(&conn, "a", 1, 1).unwrap()[0].event_id,
+        7
+    );
+    let id = list[0].id;
+    assert!(bookkeeping::dead_letter(&conn, "b", id).unwrap().is_none());
+    bookkeeping::dead_letter_failed_again(&conn, id, failed(20)).unwrap();
+    assert_eq!(
+        bookkeeping::dead_letter(&conn, "a", id)
+            .unwrap()
+            .unwrap()
+            .attempts,
+        2
+    );
+    assert_eq!(
+        bookkeeping::dead_letter_for_event(&conn, "a", 7)
+            .unwrap()
+            .unwrap()
+            .id,
+        list[1].id
+    );
+    assert!(!bookkeeping::remove_dead_letter(&conn, "b", id).unwrap());
+    assert!(bookkeeping::remove_dead_letter(&conn, "a", id).unwrap());
+    assert_eq!(bookkeeping::remove_dead_letters(&conn, "a").unwrap(), 1);
+    assert_eq!(bookkeeping::dead_letter_count(&conn, "b").unwrap(), 1);
+    let m = bookkeeping::AppliedMigration {
+        version: 1,
+        name: "init".into(),
+        checksum: "c".into(),
+        applied_at: 5,
+    };
+    bookkeeping::record_migration(&conn, &m).unwrap();
+    assert_eq!(bookkeeping::migrations(&conn).unwrap(), [m]);
+    bookkeeping::unrecord_migration(&conn, 1).unwrap();
+    assert!(bookkeeping::migrations(&conn).unwrap().is_empty());
+}
+
+#[test]
+fn the_background_connection_opens_on_first_use_and_refuses_work_once_closed() {
+    let dir = TempDir::new().unwrap();
+    let e = engine(dir.path());
+    drop(decl(dir.path()));
+    let bg = background::Background::new(dir.path());
+    let spec = Spec::compile(LEDGER).unwrap();
+    log(&e, &[("Opened", r#"{"id":"a","owner":"ann"}"#)]);
+    let o = bg.run_batch(&e, &spec, 10).unwrap();
+    assert_eq!((o.consumed, o.cursor), (1, 1));
+    bg.close();
+    log(&e, &[("Deposited", r#"{"id":"a","amount":5}"#)]);
+    assert_eq!(bg.run_batch(&e, &spec, 10).unwrap_err().code, Code::Closed);
+    assert_eq!(
+        bg.retry_dead_letter(&e, &spec, 1).unwrap_err().code,
+        Code::Closed
+    );
+    let main = open_main(dir.path()).unwrap();
+    assert_eq!(read_cursor(&main, "ledger").unwrap(), 1);
 }
