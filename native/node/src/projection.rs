@@ -50,7 +50,7 @@ impl SqlCtx {
     }
 }
 
-/// The SQL side of one database handle (internal: wrapped by `ts/sql.ts`).
+/// The SQL side of one database handle (internal: wrapped by `ts/sql/sql.ts`).
 #[napi]
 pub struct NativeSql {
     ctx: Rc<SqlCtx>,
