@@ -2,7 +2,9 @@
  * The golden files of native/core/tests/golden (written and checked by the Rust tests in
  * native/core/tests/golden.rs), checked from TypeScript: the TS codec encodes and decodes
  * every pinned value byte for byte as Rust does, and the golden LMDB store opens and
- * reads back through the addon. Plus a fuzz test of the TS value decoder on arbitrary
+ * reads back through the addon; the TypeScript decoders of ts/internal/ read every
+ * wire-<format>.json (bytes the Rust encoders of native/core/src/wire/ wrote) as the
+ * values it records. Plus a fuzz test of the TS value decoder on arbitrary
  * bytes: a typed error or a value, never anything else, and never a different reading
  * of bytes the Rust decoder accepts.
  */
@@ -14,6 +16,14 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AthanorError, Value, ValueTypeError, array, bool, bytes, decodeValue, encodeValue, f64, i64, json, set, str, u256 } from '../dist/index.js';
 import { Sandbox, expectRejects } from './helpers.js';
+import { ByteWriter } from '../ts/internal/bytes.js';
+import { beginFrame, endFrame, readFailureLine } from '../ts/internal/commit-frames.js';
+import { GROUP_HEADER, TOKEN_LEN, readCompletion, readGroupNotice, readGroupSize, readToken } from '../ts/internal/completion.js';
+import { readEntry } from '../ts/internal/entry.js';
+import { decodeEvents } from '../ts/internal/event-pack.js';
+import { parseJson } from '../ts/internal/json.js';
+import { readStateList } from '../ts/internal/state-list.js';
+import { readDocument, readHitBatch, readHits } from '../ts/internal/vector-pack.js';
 
 const require = createRequire(import.meta.url);
 const binding = require('../native/node/binding.cjs') as { codecRoundTrip(bytes: Uint8Array): [string, Buffer] };
@@ -96,6 +106,128 @@ describe('golden files', () => {
         expect(e.at).toBe(Number(record.readBigUInt64BE(10)));
         expect(e.payload).toEqual(JSON.parse(record.subarray(20 + record.readUInt16BE(18)).toString()));
       });
+    }
+  });
+});
+
+/** A wire-<format>.json golden (native/core/tests/golden.rs `wire_golden`). */
+function wire<T>(format: string): T {
+  return JSON.parse(fs.readFileSync(path.join(GOLDEN, `wire-${format}.json`), 'utf8')) as T;
+}
+
+const hexOf = (s: string): Buffer => Buffer.from(s, 'hex');
+const f32 = (bits: string): number => hexOf(bits).readFloatBE(0);
+
+type RecordDecoded =
+  | { status: 'applied' | 'duplicate'; commit_seq: string; first_event_id: string; event_count: number }
+  | { status: 'failed'; code: string; message: string };
+
+/** What readCompletion must give for a record the golden describes. */
+function expectRecord(r: { info?: unknown; error?: Error }, d: RecordDecoded, name: string): void {
+  if (d.status === 'failed') {
+    expect(r.info, name).toBeUndefined();
+    // The decoder comes from ts/ (its decoders are internal to dist/), so its error classes are not dist's.
+    expect(r.error, name).toBeInstanceOf(Error);
+    expect([(r.error as Error & { code?: unknown }).code, r.error!.message], name).toEqual([d.code, d.message]);
+  } else {
+    expect(r.error, name).toBeUndefined();
+    expect(r.info, name).toEqual({
+      outcome: d.status,
+      commitSeq: BigInt(d.commit_seq),
+      firstEventId: d.event_count > 0 ? BigInt(d.first_event_id) : null,
+      eventCount: d.event_count,
+    });
+  }
+}
+
+type HitDescribed = { id: string; score_bits: string; metadata: 'none' | { json: string } };
+const expectedHit = (h: HitDescribed) => ({ id: h.id, score: f32(h.score_bits), metadata: h.metadata === 'none' ? undefined : parseJson(h.metadata.json) });
+const hitOf = (id: string, score: number, metadata: unknown) => ({ id, score, metadata });
+
+describe('wire formats: the TypeScript decoders read the bytes the Rust encoders wrote', () => {
+  it('commit completions: each record, and a group with its notice and tokens', () => {
+    const g = wire<{
+      records: { name: string; decoded: RecordDecoded; hex: string }[];
+      group: { commit_seq: string; last_event_id: string; tokens: number[]; records: RecordDecoded[]; hex: string };
+    }>('completion');
+    expect(g.records.map((r) => r.decoded.status).sort()).toEqual(['applied', 'applied', 'duplicate', 'failed']);
+    for (const { name, decoded, hex } of g.records) {
+      const buf = hexOf(hex);
+      const r = readCompletion(buf, 0);
+      expectRecord(r, decoded, name);
+      expect(r.end, name).toBe(buf.length);
+    }
+    const buf = hexOf(g.group.hex);
+    expect(readGroupNotice(buf)).toEqual({ commitSeq: BigInt(g.group.commit_seq), lastEventId: BigInt(g.group.last_event_id) });
+    expect(readGroupSize(buf)).toBe(g.group.tokens.length);
+    let off = GROUP_HEADER;
+    g.group.tokens.forEach((token, i) => {
+      expect(readToken(buf, off)).toBe(token);
+      const r = readCompletion(buf, off + TOKEN_LEN);
+      expectRecord(r, g.group.records[i]!, `group record ${i}`);
+      off = r.end;
+    });
+    expect(off).toBe(buf.length);
+  });
+
+  it('commitMany: the TypeScript encoder writes the frames byte for byte, and reads the failure line', () => {
+    const g = wire<{ frames: { token: number; batch: string }[]; hex: string; failure: { token: number; code: string; message: string; line: string } }>('commit-many');
+    const w = new ByteWriter(4);
+    for (const { token, batch } of g.frames) {
+      const at = beginFrame(w, token);
+      w.bytes(hexOf(batch));
+      endFrame(w, at);
+    }
+    expect(w.view().toString('hex')).toBe(g.hex);
+    expect(readFailureLine(g.failure.line)).toEqual({ token: g.failure.token, error: `${g.failure.code}: ${g.failure.message}` });
+  });
+
+  it('packed events', () => {
+    const g = wire<{ events: { id: string; commit_seq: string; at_ms: number; kind: number; type: string; payload: string }[]; hex: string; empty: string }>('events');
+    expect(decodeEvents(hexOf(g.empty))).toEqual([]);
+    expect(decodeEvents(hexOf(g.hex))).toEqual(
+      g.events.map((e) => ({
+        id: BigInt(e.id),
+        commitSeq: BigInt(e.commit_seq),
+        at: e.at_ms,
+        type: e.type,
+        payload: e.kind === 1 ? parseJson(hexOf(e.payload).toString('utf8')) : new Uint8Array(hexOf(e.payload)),
+      })),
+    );
+  });
+
+  it('a page of state entries', () => {
+    const g = wire<{ entries: { key: string; value: string }[]; hex: string }>('state-list');
+    const read = readStateList(hexOf(g.hex), (key, buf, off, len) => ({ key, value: buf.toString('hex', off, off + len) }));
+    expect(read).toEqual(g.entries);
+    // The values are what the value codec reads.
+    expect(read.map((e) => decodeValue(hexOf(e.value), 0, e.value.length / 2).type)).toEqual(['i64', 'string', 'bytes']);
+  });
+
+  it('search hits, one search and a batch', () => {
+    const g = wire<{ hits: HitDescribed[]; hex: string; batch: { queries: HitDescribed[][]; hex: string } }>('hits');
+    const buf = hexOf(g.hex);
+    const out: ReturnType<typeof hitOf>[] = [];
+    expect(readHits(buf, 0, out, hitOf)).toBe(buf.length);
+    expect(out).toEqual(g.hits.map(expectedHit));
+    expect(readHitBatch(hexOf(g.batch.hex), hitOf)).toEqual(g.batch.queries.map((q) => q.map(expectedHit)));
+  });
+
+  it('a stored document, with and without metadata', () => {
+    const g = wire<{ dimension: number; documents: { vector_bits: string[]; metadata: string; hex: string }[] }>('document');
+    for (const d of g.documents) {
+      const { vector, metadata } = readDocument(hexOf(d.hex), g.dimension);
+      expect(Array.from(vector)).toEqual(d.vector_bits.map(f32));
+      expect(metadata).toEqual(d.metadata === '' ? undefined : parseJson(d.metadata));
+    }
+  });
+
+  it("a transaction's entry read, alone and at the start of a longer scratch buffer", () => {
+    const g = wire<{ version: string; value: string; hex: string }>('entry');
+    const exact = hexOf(g.hex);
+    const scratch = Buffer.concat([exact, Buffer.alloc(16, 0xee)]);
+    for (const buf of [exact, scratch]) {
+      expect(readEntry(buf, exact.length, (b, off, len) => b.toString('hex', off, off + len))).toEqual({ version: BigInt(g.version), value: g.value });
     }
   });
 });

@@ -44,6 +44,7 @@ pub mod store;
 pub mod txn;
 pub mod vector;
 pub mod verify;
+pub mod wire;
 
 pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};
