@@ -115,6 +115,18 @@ function wire<T>(format: string): T {
   return JSON.parse(fs.readFileSync(path.join(GOLDEN, `wire-${format}.json`), 'utf8')) as T;
 }
 
+/** A `wire-<format>-large.bin` golden: one case whose u32 lengths pass 65535. */
+function large(name: string): Buffer {
+  return fs.readFileSync(path.join(GOLDEN, name));
+}
+
+/** `len` bytes counting up modulo 251, as native/core/tests/golden.rs `filler` makes them. */
+function filler(len: number): Buffer {
+  const b = Buffer.alloc(len);
+  for (let i = 0; i < len; i++) b[i] = i % 251;
+  return b;
+}
+
 const hexOf = (s: string): Buffer => Buffer.from(s, 'hex');
 const f32 = (bits: string): number => hexOf(bits).readFloatBE(0);
 
@@ -149,7 +161,12 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
     const g = wire<{
       records: { name: string; decoded: RecordDecoded; hex: string }[];
       group: { commit_seq: string; last_event_id: string; tokens: number[]; records: RecordDecoded[]; hex: string };
+      large: { code: string; message_x_times: number; bin: string };
     }>('completion');
+    const big = large(g.large.bin);
+    const r = readCompletion(big, 0);
+    expectRecord(r, { status: 'failed', code: g.large.code, message: 'x'.repeat(g.large.message_x_times) }, 'large');
+    expect(r.end).toBe(big.length);
     expect(g.records.map((r) => r.decoded.status).sort()).toEqual(['applied', 'applied', 'duplicate', 'failed']);
     for (const { name, decoded, hex } of g.records) {
       const buf = hexOf(hex);
@@ -171,7 +188,17 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
   });
 
   it('commitMany: the TypeScript encoder writes the frames byte for byte, and reads the failure line', () => {
-    const g = wire<{ frames: { token: number; batch: string }[]; hex: string; failure: { token: number; code: string; message: string; line: string } }>('commit-many');
+    const g = wire<{
+      frames: { token: number; batch: string }[];
+      hex: string;
+      failure: { token: number; code: string; message: string; line: string };
+      large: { token: number; batch_filler: number; bin: string };
+    }>('commit-many');
+    const big = new ByteWriter(4);
+    const at = beginFrame(big, g.large.token);
+    big.bytes(filler(g.large.batch_filler));
+    endFrame(big, at);
+    expect(big.view().equals(large(g.large.bin))).toBe(true);
     const w = new ByteWriter(4);
     for (const { token, batch } of g.frames) {
       const at = beginFrame(w, token);
@@ -183,7 +210,16 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
   });
 
   it('packed events', () => {
-    const g = wire<{ events: { id: string; commit_seq: string; at_ms: number; kind: number; type: string; payload: string }[]; hex: string; empty: string }>('events');
+    const g = wire<{
+      events: { id: string; commit_seq: string; at_ms: number; kind: number; type: string; payload: string }[];
+      hex: string;
+      empty: string;
+      large: { event: { id: string; commit_seq: string; at_ms: number; type: string; payload_filler: number }; bin: string };
+    }>('events');
+    const e = g.large.event;
+    expect(decodeEvents(large(g.large.bin))).toEqual([
+      { id: BigInt(e.id), commitSeq: BigInt(e.commit_seq), at: e.at_ms, type: e.type, payload: new Uint8Array(filler(e.payload_filler)) },
+    ]);
     expect(decodeEvents(hexOf(g.empty))).toEqual([]);
     expect(decodeEvents(hexOf(g.hex))).toEqual(
       g.events.map((e) => ({
@@ -197,15 +233,28 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
   });
 
   it('a page of state entries', () => {
-    const g = wire<{ entries: { key: string; value: string }[]; hex: string }>('state-list');
-    const read = readStateList(hexOf(g.hex), (key, buf, off, len) => ({ key, value: buf.toString('hex', off, off + len) }));
+    const g = wire<{ entries: { key: string; value: string }[]; hex: string; large: { key_k_times: number; value_bytes_filler: number; bin: string } }>('state-list');
+    const asHex = (key: string, buf: Buffer, off: number, len: number) => ({ key, value: buf.toString('hex', off, off + len) });
+    const [big, ...rest] = readStateList(large(g.large.bin), asHex);
+    expect(rest).toEqual([]);
+    expect(big!.key).toBe('k'.repeat(g.large.key_k_times));
+    expect(decodeValue(hexOf(big!.value), 0, big!.value.length / 2).asBytes()).toEqual(new Uint8Array(filler(g.large.value_bytes_filler)));
+    const read = readStateList(hexOf(g.hex), asHex);
     expect(read).toEqual(g.entries);
     // The values are what the value codec reads.
     expect(read.map((e) => decodeValue(hexOf(e.value), 0, e.value.length / 2).type)).toEqual(['i64', 'string', 'bytes']);
   });
 
   it('search hits, one search and a batch', () => {
-    const g = wire<{ hits: HitDescribed[]; hex: string; batch: { queries: HitDescribed[][]; hex: string } }>('hits');
+    const g = wire<{
+      hits: HitDescribed[];
+      hex: string;
+      batch: { queries: HitDescribed[][]; hex: string };
+      large: { id: string; score_bits: string; metadata_string_x_times: number; bin: string };
+    }>('hits');
+    const bigHits: ReturnType<typeof hitOf>[] = [];
+    readHits(large(g.large.bin), 0, bigHits, hitOf);
+    expect(bigHits).toEqual([{ id: g.large.id, score: f32(g.large.score_bits), metadata: 'x'.repeat(g.large.metadata_string_x_times) }]);
     const buf = hexOf(g.hex);
     const out: ReturnType<typeof hitOf>[] = [];
     expect(readHits(buf, 0, out, hitOf)).toBe(buf.length);

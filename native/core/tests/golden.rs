@@ -479,7 +479,9 @@ fn projection_schema_matches_the_golden() {
 // (`hex`). Here the inputs are encoded again and must give the same file; test/golden.test.ts
 // decodes every `hex` with the TypeScript decoder and compares with the decoded values.
 // Numbers chosen so that each byte of a field differs: a field read at the wrong width
-// or offset, or in the wrong order, reads differently.
+// or offset, or in the wrong order, reads differently. Lengths are small, which a u32
+// read as a u16 would not notice, so each format with a u32 length also pins one case
+// past 65535 bytes, in `wire-<format>-large.bin` (its bytes are [`filler`]).
 
 /// Checks the golden `wire-<format>.json` against `make()`, writing it first when asked to.
 fn wire_golden(format: &str, make: impl Fn() -> Json) {
@@ -491,6 +493,35 @@ fn wire_golden(format: &str, make: impl Fn() -> Json) {
         "{name}: the {format} wire format changed; change the TypeScript decoder in ts/internal/ with it, \
          then delete the file and rewrite it (ATHANOR_WRITE_GOLDEN=1)"
     );
+}
+
+/// Checks `wire-<format>-large.bin` against `bytes`, writing it first when asked to;
+/// returns its name, for the JSON.
+fn large_golden(format: &str, bytes: &[u8]) -> String {
+    let name = format!("wire-{format}-large.bin");
+    let path = golden_dir().join(&name);
+    if writing() && !path.exists() {
+        fs::write(&path, bytes).unwrap();
+    }
+    let pinned = fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run ATHANOR_WRITE_GOLDEN=1 cargo test -p athanor-core --test golden",
+            path.display()
+        )
+    });
+    assert!(
+        pinned == bytes,
+        "{name}: the {format} wire format changed; change the TypeScript decoder with it, then delete the file and rewrite it"
+    );
+    name
+}
+
+/// The length of each large field: its u32 length has a nonzero third byte.
+const LARGE: usize = 70_000;
+
+/// `len` bytes counting up modulo 251 (test/golden.test.ts makes the same).
+fn filler(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 fn completion_case(name: &str, result: athanor_core::Result<CommitInfo>) -> Json {
@@ -554,6 +585,13 @@ fn completions_golden() -> Json {
             "records": group.iter().map(|c| completion_case("", c.result.clone())["decoded"].clone()).collect::<Vec<_>>(),
             "hex": hex(&wire::completion::pack_group(notice, &group)),
         },
+        "large": {
+            "code": "ERR_CONFLICT",
+            "message_x_times": LARGE,
+            "bin": large_golden("completion", &wire::completion::pack_record(&Err(
+                athanor_core::Error::new(Code::Conflict, "x".repeat(LARGE)),
+            ))),
+        },
     })
 }
 
@@ -588,8 +626,11 @@ fn commit_many_golden() -> Json {
         wire::commit_many::read_frame(&packed[..10], 0, 1).is_none(),
         "a cut frame is refused"
     );
+    let mut large = Vec::new();
+    wire::commit_many::put_frame(&mut large, 5, &filler(LARGE));
     json!({
         "spec": "native/core/src/wire/commit_many.rs",
+        "large": { "token": 5, "batch_filler": LARGE, "bin": large_golden("commit-many", &large) },
         "frames": frames.iter().map(|(t, b)| json!({ "token": t, "batch": hex(b) })).collect::<Vec<_>>(),
         "hex": hex(&packed),
         "failure": {
@@ -632,8 +673,14 @@ fn events_golden() -> Json {
     for (id, seq, at, kind, t, payload) in events {
         pack.push(id, seq, at, kind, t, payload);
     }
+    let mut large = wire::events::EventPack::new();
+    large.push(4, 5, 6, 2, "big", &filler(LARGE));
     json!({
         "spec": "native/core/src/wire/events.rs",
+        "large": {
+            "event": { "id": "4", "commit_seq": "5", "at_ms": 6, "kind": 2, "type": "big", "payload_filler": LARGE },
+            "bin": large_golden("events", &large.finish()),
+        },
         "events": events.iter().map(|(id, seq, at, kind, t, payload)| json!({
             "id": id.to_string(),
             "commit_seq": seq.to_string(),
@@ -664,8 +711,14 @@ fn state_list_golden() -> Json {
             Value::Bytes((0u8..=255).cycle().take(300).collect()).encode(),
         ),
     ];
+    let large = Value::Bytes(filler(LARGE)).encode();
     json!({
         "spec": "native/core/src/wire/state_list.rs",
+        "large": {
+            "key_k_times": LARGE,
+            "value_bytes_filler": LARGE,
+            "bin": large_golden("state-list", &wire::state_list::pack(&[("k".repeat(LARGE), &large)])),
+        },
         "entries": rows.iter().map(|(k, v)| json!({ "key": k, "value": hex(v) })).collect::<Vec<_>>(),
         "hex": hex(&wire::state_list::pack(&rows)),
     })
@@ -692,8 +745,12 @@ fn hits_golden() -> Json {
             .map(|(score, id, m)| json!({ "score_bits": format!("{:08x}", score.to_bits()), "id": id, "metadata": m.map_or(json!("none"), |m| json!({ "json": m.to_string() })) }))
             .collect()
     };
+    let long = Json::String("x".repeat(LARGE));
+    let mut large = Vec::new();
+    wire::hits::put_hits(&mut large, [(1.0f32, "big", Some(&long))].into_iter());
     json!({
         "spec": "native/core/src/wire/hits.rs",
+        "large": { "id": "big", "score_bits": "3f800000", "metadata_string_x_times": LARGE, "bin": large_golden("hits", &large) },
         "hits": describe(&hits),
         "hex": hex(&one),
         "batch": {
