@@ -647,8 +647,11 @@ fn wire_commit_many_matches_the_golden() {
     wire_golden("commit-many", commit_many_golden);
 }
 
+/// `(id, commit_seq, at_ms, kind, type, payload)`, as `EventPack::push` takes them.
+type PackedEvent<'a> = (u64, u64, u64, u8, &'a str, &'a [u8]);
+
 fn events_golden() -> Json {
-    let events: [(u64, u64, u64, u8, &str, &[u8]); 4] = [
+    let events: [PackedEvent; 4] = [
         (
             1,
             0x0102_0304_0506_0708,
