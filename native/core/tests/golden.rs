@@ -676,6 +676,13 @@ fn events_golden() -> Json {
     for (id, seq, at, kind, t, payload) in events {
         pack.push(id, seq, at, kind, t, payload);
     }
+    let pack = pack.finish();
+    let back: Vec<PackedEvent> = wire::events::unpack(&pack)
+        .unwrap()
+        .iter()
+        .map(|e| (e.id, e.commit_seq, e.at_ms, e.kind, e.event_type, e.payload))
+        .collect();
+    assert_eq!(back, events, "unpack reads back what EventPack wrote");
     let mut large = wire::events::EventPack::new();
     large.push(4, 5, 6, 2, "big", &filler(LARGE));
     json!({
@@ -692,7 +699,7 @@ fn events_golden() -> Json {
             "type": t,
             "payload": hex(payload),
         })).collect::<Vec<_>>(),
-        "hex": hex(&pack.finish()),
+        "hex": hex(&pack),
         "empty": hex(&wire::events::EventPack::new().finish()),
     })
 }

@@ -6,7 +6,10 @@
 //!
 //! `kind` is the stored event's [`crate::codec::PayloadKind`] as a byte (1: the
 //! payload is JSON text, UTF-8; 2: raw bytes); `type` is UTF-8.
-//! `Store::read_events` builds it with [`EventPack`].
+//! `Store::read_events` builds it with [`EventPack`]; [`unpack`] reads it back (Rust
+//! callers and tests; TypeScript has its own decoder).
+
+use crate::error::{Error, Result};
 
 /// A pack being built: push the events, then [`EventPack::finish`].
 pub struct EventPack {
@@ -61,4 +64,60 @@ impl EventPack {
         self.out[..4].copy_from_slice(&self.count.to_le_bytes());
         self.out
     }
+}
+
+/// One event of a pack, borrowing its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedEvent<'a> {
+    /// The event id.
+    pub id: u64,
+    /// The commit seq of the transaction that logged it.
+    pub commit_seq: u64,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The payload kind byte (1: JSON text, 2: bytes).
+    pub kind: u8,
+    /// The event type.
+    pub event_type: &'a str,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Reads a pack back; `ERR_CORRUPT` when it is cut short, has bytes left over, or a
+/// type is not UTF-8.
+pub fn unpack(buf: &[u8]) -> Result<Vec<PackedEvent<'_>>> {
+    let bad = || Error::corrupt("the packed events are malformed");
+    let mut p = 0usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let s = buf
+            .get(p..p.checked_add(n).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        p += n;
+        Ok(s)
+    };
+    let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+    let count = u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad())?);
+    let mut out = Vec::with_capacity((count as usize).min(buf.len() / 31));
+    for _ in 0..count {
+        let id = u64_of(take(8)?);
+        let commit_seq = u64_of(take(8)?);
+        let at_ms = u64_of(take(8)?);
+        let kind = take(1)?[0];
+        let type_len = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad())?) as usize;
+        let event_type = std::str::from_utf8(take(type_len)?).map_err(|_| bad())?;
+        let payload_len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad())?) as usize;
+        let payload = take(payload_len)?;
+        out.push(PackedEvent {
+            id,
+            commit_seq,
+            at_ms,
+            kind,
+            event_type,
+            payload,
+        });
+    }
+    if p != buf.len() {
+        return Err(bad());
+    }
+    Ok(out)
 }
