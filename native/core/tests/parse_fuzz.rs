@@ -1,8 +1,8 @@
 //! Fuzzing the byte formats that cross into the engine: the transaction wire batch
 //! (`TxBatch::parse`), the value codec, the stored event and state records and the
-//! event pack's reader (`wire::events::unpack`), on
-//! arbitrary bytes and on mutated valid inputs. Every input either parses or fails
-//! with a typed error (never a panic, never `Io` standing in for a bug).
+//! event pack's reader (`wire::events::unpack`), on arbitrary bytes and on mutated
+//! valid inputs. Every input either parses or fails with a typed error (never a
+//! panic, never `Io` standing in for a bug).
 
 use athanor_core::codec::{self, Value};
 use athanor_core::{wire, Code, TxBatch, TxBuilder};
