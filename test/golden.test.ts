@@ -24,6 +24,9 @@ import { decodeEvents } from '../ts/internal/event-pack.js';
 import { parseJson } from '../ts/internal/json.js';
 import { readStateList } from '../ts/internal/state-list.js';
 import { readDocument, readHitBatch, readHits } from '../ts/internal/vector-pack.js';
+import { decodeValue as decodeSourceValue, i64 as sourceI64 } from '../ts/state/codec.js';
+import type { Core } from '../ts/state/core.js';
+import { TxImpl } from '../ts/state/transaction.js';
 
 const require = createRequire(import.meta.url);
 const binding = require('../native/node/binding.cjs') as { codecRoundTrip(bytes: Uint8Array): [string, Buffer] };
@@ -155,6 +158,41 @@ function expectRecord(r: { info?: unknown; error?: Error }, d: RecordDecoded, na
 type HitDescribed = { id: string; score_bits: string; metadata: 'none' | { json: string } };
 const expectedHit = (h: HitDescribed) => ({ id: h.id, score: f32(h.score_bits), metadata: h.metadata === 'none' ? undefined : parseJson(h.metadata.json) });
 const hitOf = (id: string, score: number, metadata: unknown) => ({ id, score, metadata });
+
+describe('the transaction batch: the TypeScript transaction encodes what Rust pinned', () => {
+  it('reads, writes, deletes, JSON and bytes events, vector upsert and delete, idempotency key', () => {
+    const g = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'txn-batch-v2.json'), 'utf8')) as {
+      reads: [string, string][];
+      writes: ({ key: string; value: string } | { key: string; delete: true })[];
+      events: ({ type: string; json: string } | { type: string; bytes: string })[];
+      vectors: ({ collection: string; upsert: string; vector_bits: string[]; metadata: string } | { collection: string; delete: string })[];
+      idempotency_key: string;
+      hex: string;
+    };
+    // Only what the transaction asks its handle: the versions of the keys it reads, the collection's definition.
+    const versions = new Map(g.reads.map(([k, v]) => [k, BigInt(v)]));
+    const core = {
+      assertOpen: () => undefined,
+      txBegin: () => 1n,
+      txGet: (key: string) => (versions.get(key)! === 0n ? undefined : { version: versions.get(key)!, value: sourceI64(0n) }),
+      native: { vectorInfo: (name: string) => ({ name, dimension: 3, metric: 'cosine', m: 16, efConstruction: 200, efSearch: 50 }) },
+    } as unknown as Core;
+    const tx = new TxImpl(core);
+    for (const [key] of g.reads) tx.getOpt(key);
+    for (const w of g.writes) {
+      if ('delete' in w) tx.delete(w.key);
+      else tx.set(w.key, decodeSourceValue(hexOf(w.value), 0, w.value.length / 2));
+    }
+    for (const e of g.events) tx.log(e.type, 'json' in e ? JSON.parse(e.json) : new Uint8Array(hexOf(e.bytes)));
+    for (const v of g.vectors) {
+      if ('delete' in v) tx.vectors(v.collection).delete(v.delete);
+      else tx.vectors(v.collection).upsert(v.upsert, Float32Array.from(v.vector_bits.map(f32)), JSON.parse(v.metadata));
+    }
+    const w = new ByteWriter(4);
+    tx.encode(w, g.idempotency_key);
+    expect(w.view().toString('hex')).toBe(g.hex);
+  });
+});
 
 describe('wire formats: the TypeScript decoders read the bytes the Rust encoders wrote', () => {
   it('commit completions: each record, and a group with its notice and tokens', () => {

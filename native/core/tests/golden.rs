@@ -10,6 +10,9 @@
 //!   older store and read back identical content (migrating it), or refuse it with
 //!   `ERR_VERSION`; the store of the current format must open.
 //! - `projection-schema-v<N>.json`: `sqlite_master` of athanor's own tables in projection.db.
+//! - `txn-batch-v<N>.json`: a transaction batch of each kind of operation, as `TxBuilder`
+//!   encodes it; `test/golden.test.ts` encodes the same transaction through the TypeScript
+//!   transaction and compares the bytes.
 //! - `wire-<format>.json`: each format the addon and TypeScript exchange
 //!   (`athanor_core::wire`): fixed inputs, their encoding, and what it decodes to.
 //!   `test/golden.test.ts` decodes the same bytes with the TypeScript decoders.
@@ -27,7 +30,7 @@ use athanor_core::store::STORE_FORMAT;
 use athanor_core::vector::{collection, docs, CollectionParams, Metric};
 use athanor_core::{
     wire, Code, CommitInfo, CommitNotice, Completion, Durability, Engine, Outcome, StoreOptions,
-    TxBuilder,
+    TxBatch, TxBuilder,
 };
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
@@ -469,6 +472,74 @@ fn projection_schema_matches_the_golden() {
     assert_eq!(
         schema, golden,
         "athanor's tables in projection.db changed: bump PROJECTION_FORMAT with a migration and add its golden"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The transaction batch (txn.rs), the one format TypeScript writes and Rust reads.
+// test/golden.test.ts builds the same transaction through the TypeScript transaction
+// and compares its encoding with `hex`.
+
+fn txn_batch_golden() -> Json {
+    let value = Value::I64(-2);
+    let vector = [1.0f32, -0.5, f32::from_bits(0x3f81_8283)];
+    let builder = TxBuilder::new()
+        .read("seen", 0x0102_0304_0506_0708)
+        .read("absent", 0)
+        .put("a", &value)
+        .delete("gone")
+        .event_json("t.json", "{\"n\":1,\"s\":\"é\"}")
+        .event_bytes("t.bytes", &[0, 1, 0x7f, 0xff])
+        .vector_upsert("docs", "x", &vector, "{\"k\":1}")
+        .vector_delete("docs", "y")
+        .idempotency_key("idem-é");
+    let bytes = builder.encode();
+    // The reader takes back what the reference encoder wrote.
+    let batch = TxBatch::parse(bytes.clone()).unwrap();
+    let text = |r: &std::ops::Range<usize>| String::from_utf8(batch.bytes(r).to_vec()).unwrap();
+    let reads: Vec<(String, u64)> = batch.reads.iter().map(|(k, v)| (text(k), *v)).collect();
+    assert_eq!(
+        reads,
+        [("seen".into(), 0x0102_0304_0506_0708), ("absent".into(), 0)]
+    );
+    let types: Vec<String> = batch.events.iter().map(|e| text(&e.event_type)).collect();
+    assert_eq!(types, ["t.json", "t.bytes"]);
+    assert_eq!((batch.writes.len(), batch.vectors.len()), (2, 2));
+    assert_eq!(
+        batch.idempotency_key.as_ref().map(text).as_deref(),
+        Some("idem-é")
+    );
+    json!({
+        "format": athanor_core::txn::WIRE_VERSION,
+        "spec": "native/core/src/txn.rs",
+        "reads": [["seen", "72623859790382856"], ["absent", "0"]],
+        "writes": [{ "key": "a", "value": hex(&value.encode()) }, { "key": "gone", "delete": true }],
+        "events": [
+            { "type": "t.json", "json": "{\"n\":1,\"s\":\"é\"}" },
+            { "type": "t.bytes", "bytes": "00017fff" },
+        ],
+        "vectors": [
+            {
+                "collection": "docs",
+                "upsert": "x",
+                "vector_bits": vector.iter().map(|x| format!("{:08x}", x.to_bits())).collect::<Vec<_>>(),
+                "metadata": "{\"k\":1}",
+            },
+            { "collection": "docs", "delete": "y" },
+        ],
+        "idempotency_key": "idem-é",
+        "hex": hex(&bytes),
+    })
+}
+
+#[test]
+fn txn_batch_matches_the_golden() {
+    let name = format!("txn-batch-v{}.json", athanor_core::txn::WIRE_VERSION);
+    let golden = golden_json(&name, txn_batch_golden);
+    assert_eq!(
+        golden,
+        txn_batch_golden(),
+        "{name}: the transaction batch changed; bump WIRE_VERSION, change ts/state/transaction.ts with it and add its golden"
     );
 }
 
