@@ -17,7 +17,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AthanorError, Value, ValueTypeError, array, bool, bytes, decodeValue, encodeValue, f64, i64, json, set, str, u256 } from '../dist/index.js';
 import { Sandbox, expectRejects } from './helpers.js';
 import { ByteWriter } from '../ts/internal/bytes.js';
-import { beginFrame, endFrame, readFailureLine } from '../ts/internal/commit-frames.js';
+import { beginFrame, endFrame, readFailures } from '../ts/internal/commit-frames.js';
 import { GROUP_HEADER, TOKEN_LEN, readCompletion, readGroupNotice, readGroupSize, readToken } from '../ts/internal/completion.js';
 import { readEntry } from '../ts/internal/entry.js';
 import { decodeEvents } from '../ts/internal/event-pack.js';
@@ -225,11 +225,11 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
     expect(off).toBe(buf.length);
   });
 
-  it('commitMany: the TypeScript encoder writes the frames byte for byte, and reads the failure line', () => {
+  it('commitMany: the TypeScript encoder writes the frames byte for byte, and reads the answer', () => {
     const g = wire<{
       frames: { token: number; batch: string }[];
       hex: string;
-      failure: { token: number; code: string; message: string; line: string };
+      answer: { tokens: number[]; codes: string[]; messages: string[]; hex: string };
       large: { token: number; batch_filler: number; bin: string };
     }>('commit-many');
     const big = new ByteWriter(4);
@@ -244,7 +244,9 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
       endFrame(w, at);
     }
     expect(w.view().toString('hex')).toBe(g.hex);
-    expect(readFailureLine(g.failure.line)).toEqual({ token: g.failure.token, error: `${g.failure.code}: ${g.failure.message}` });
+    const failed: [number, unknown, string][] = [];
+    readFailures(hexOf(g.answer.hex), (token, error) => failed.push([token, (error as Error & { code?: unknown }).code, error.message]));
+    expect(failed).toEqual(g.answer.tokens.map((t, i) => [t, g.answer.codes[i], g.answer.messages[i]]));
   });
 
   it('packed events', () => {

@@ -85,10 +85,11 @@ export declare class NativeDb {
    * Queues several batches at once so they share one group commit. `packed`
    * holds one frame per entry of `tokens`, in order ([`wire::commit_many`]).
    * Every token gets exactly one answer: a batch that fails validation (or a
-   * frame that does not match its token) is not queued and its error is
-   * returned as a failure line; the others go ahead and report through `on_commit`.
+   * frame that does not match its token) is not queued and its error comes back
+   * in the returned answer (a completion group of failures); the others go ahead
+   * and report through `on_commit`.
    */
-  commitMany(packed: Uint8Array, tokens: Array<number>): Array<string>
+  commitMany(packed: Uint8Array, tokens: Array<number>): Buffer
   /**
    * Commits and waits (blocks the JS thread). Returns one completion record
    * ([`wire::completion`]).

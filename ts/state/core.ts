@@ -8,7 +8,7 @@ import { decodeValue, type Value } from './codec.js';
 import { ByteWriter } from '../internal/bytes.js';
 import { AthanorError, ClosedError, ConflictError, fromNative } from '../errors.js';
 import { GROUP_HEADER, TOKEN_LEN, readCompletion, readGroupNotice, readGroupSize, readToken, type CommitInfo, type CommitNotice } from '../internal/completion.js';
-import { beginFrame, endFrame, readFailureLine } from '../internal/commit-frames.js';
+import { beginFrame, endFrame, readFailures } from '../internal/commit-frames.js';
 import { readEntry } from '../internal/entry.js';
 import { native, type NativeDb, type NativeOpenOptions } from '../internal/native.js';
 import { checkKey } from './keys.js';
@@ -243,10 +243,10 @@ export class Core {
   #flushOutbox(): void {
     if (this.#outboxTokens.length === 0 || this.closed) return;
     const tokens = this.#outboxTokens.splice(0);
-    let errors: string[];
+    let answer: Buffer;
     try {
       // Answers every token it does not queue, so none is left pending.
-      errors = this.native.commitMany(this.#outbox.view(), tokens);
+      answer = this.native.commitMany(this.#outbox.view(), tokens);
     } catch (e) {
       const err = fromNative(e);
       for (const t of tokens) this.#settle(t, undefined, err);
@@ -256,10 +256,7 @@ export class Core {
       if (this.#outbox.buf.length > 4 * 1024 * 1024) this.#outbox = new ByteWriter(64 * 1024);
       else this.#outbox.reset();
     }
-    for (const line of errors) {
-      const { token, error } = readFailureLine(line);
-      this.#settle(token, undefined, fromNative(new Error(error)));
-    }
+    readFailures(answer, (token, error) => this.#settle(token, undefined, error));
   }
 
   #settle(token: number, info: CommitInfo | undefined, error: Error | undefined): void {

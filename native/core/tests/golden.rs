@@ -704,11 +704,20 @@ fn commit_many_golden() -> Json {
         "large": { "token": 5, "batch_filler": LARGE, "bin": large_golden("commit-many", &large) },
         "frames": frames.iter().map(|(t, b)| json!({ "token": t, "batch": hex(b) })).collect::<Vec<_>>(),
         "hex": hex(&packed),
-        "failure": {
-            "token": 0x0102_0304u32,
-            "code": "ERR_CONFLICT",
-            "message": "a: b",
-            "line": wire::commit_many::failure_line(0x0102_0304, "ERR_CONFLICT", "a: b"),
+        "answer": {
+            "tokens": [0x0102_0304u32, 7],
+            "codes": ["ERR_INVALID_ARGUMENT", "ERR_INTERNAL"],
+            "messages": ["key must not be empty", "é: b"],
+            "hex": hex(&wire::commit_many::pack_answer(&[
+                Completion {
+                    token: 0x0102_0304,
+                    result: Err(athanor_core::Error::new(Code::InvalidArgument, "key must not be empty")),
+                },
+                Completion {
+                    token: 7,
+                    result: Err(athanor_core::Error::new(Code::Internal, "é: b")),
+                },
+            ])),
         },
     })
 }

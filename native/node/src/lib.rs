@@ -207,18 +207,26 @@ impl NativeDb {
     /// Queues several batches at once so they share one group commit. `packed`
     /// holds one frame per entry of `tokens`, in order ([`wire::commit_many`]).
     /// Every token gets exactly one answer: a batch that fails validation (or a
-    /// frame that does not match its token) is not queued and its error is
-    /// returned as a failure line; the others go ahead and report through `on_commit`.
+    /// frame that does not match its token) is not queued and its error comes back
+    /// in the returned answer (a completion group of failures); the others go ahead
+    /// and report through `on_commit`.
     #[napi]
-    pub fn commit_many(&self, env: Env, packed: &[u8], tokens: Vec<u32>) -> Result<Vec<String>> {
-        guard(&env, || Ok(self.commit_many_inner(packed, &tokens)))
+    pub fn commit_many(&self, env: Env, packed: &[u8], tokens: Vec<u32>) -> Result<Buffer> {
+        let answer = guard(&env, || {
+            Ok(wire::commit_many::pack_answer(
+                &self.commit_many_inner(packed, &tokens),
+            ))
+        })?;
+        Ok(answer.into())
     }
 }
 
 impl NativeDb {
-    fn commit_many_inner(&self, packed: &[u8], tokens: &[u32]) -> Vec<String> {
-        let fail = |token: u32, e: &athanor_core::Error| {
-            wire::commit_many::failure_line(token, e.code.as_str(), &e.message)
+    /// The tokens not queued, each with its error.
+    fn commit_many_inner(&self, packed: &[u8], tokens: &[u32]) -> Vec<Completion> {
+        let fail = |token: u32, e: &athanor_core::Error| Completion {
+            token: token as u64,
+            result: Err(e.clone()),
         };
         let engine = match self.engine() {
             Ok(e) => e,
@@ -244,9 +252,8 @@ impl NativeDb {
                 }
                 None => {
                     // The framing is ours: a mismatch is a bug, and nothing after it can be trusted.
-                    errors.extend(tokens[i..].iter().map(|&t| {
-                        wire::commit_many::failure_line(t, athanor_core::Code::Internal.as_str(), "the commit hand-over was malformed (a bug in athanor: please report it); this transaction was not committed")
-                    }));
+                    let e = athanor_core::Error::internal("the commit hand-over was malformed (a bug in athanor: please report it); this transaction was not committed");
+                    errors.extend(tokens[i..].iter().map(|&t| fail(t, &e)));
                     break;
                 }
             }

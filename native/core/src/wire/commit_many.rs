@@ -5,15 +5,15 @@
 //! { [token u32][len u32][batch: len bytes, a transaction batch of crate::txn] }*
 //! ```
 //!
-//! and its answer, one line of text per token that was not queued:
+//! Its answer names the tokens that were not queued, each with its error, as a
+//! completion group ([`super::completion`]) whose notice is zero: every record in it
+//! has status [`super::completion::FAILED`]. The tokens queued answer later, through
+//! the commit callback.
 //!
-//! ```text
-//! "<token> <ERR_CODE>: <message>"
-//! ```
-//!
-//! (decimal token, one space, the error's code, a colon and a space, its message).
 //! The addon only reads frames; [`put_frame`] is the reference encoder the golden
 //! file pins the TypeScript one against.
+
+use crate::commit::{CommitNotice, Completion};
 
 /// Bytes before a frame's batch: `[token u32][len u32]`.
 pub const FRAME_HEADER_LEN: usize = 8;
@@ -38,7 +38,7 @@ pub fn put_frame(out: &mut Vec<u8>, token: u32, batch: &[u8]) {
     out.extend_from_slice(batch);
 }
 
-/// The answer line for a token whose batch was not queued.
-pub fn failure_line(token: u32, code: &str, message: &str) -> String {
-    format!("{token} {code}: {message}")
+/// The answer: the tokens not queued, with their errors.
+pub fn pack_answer(failed: &[Completion]) -> Vec<u8> {
+    super::completion::pack_group(CommitNotice::default(), failed)
 }
