@@ -29,7 +29,14 @@ import type { Core } from '../ts/state/core.js';
 import { TxImpl } from '../ts/state/transaction.js';
 
 const require = createRequire(import.meta.url);
-const binding = require('../native/node/binding.cjs') as { codecRoundTrip(bytes: Uint8Array): [string, Buffer] };
+const binding = require('../native/node/binding.cjs') as {
+  codecRoundTrip(bytes: Uint8Array): [string, Buffer];
+  NativeDb: new (
+    dir: string,
+    options: { durability: string; syncIntervalMs: number; mapSize: number; idempotencyWindowMs: number },
+    onCommit: (buf: Buffer) => void,
+  ) => { commitMany(packed: Uint8Array, tokens: number[]): Buffer; close(): void };
+};
 const GOLDEN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'native', 'core', 'tests', 'golden');
 
 /** A value as values.json describes it: one key naming the type. */
@@ -247,6 +254,40 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
     const failed: [number, unknown, string][] = [];
     readFailures(hexOf(g.answer.hex), (token, error) => failed.push([token, (error as Error & { code?: unknown }).code, error.message]));
     expect(failed).toEqual(g.answer.tokens.map((t, i) => [t, g.answer.codes[i], g.answer.messages[i]]));
+  });
+
+  it("the addon's commitMany answer: a batch it refuses fails alone with its code; broken framing fails the rest", () => {
+    const batch = hexOf(JSON.parse(fs.readFileSync(path.join(GOLDEN, 'txn-batch-v2.json'), 'utf8')).hex as string);
+    const handle = new binding.NativeDb(sandbox.dir(), { durability: 'none', syncIntervalMs: 0, mapSize: 1 << 24, idempotencyWindowMs: 60_000 }, () => undefined);
+    try {
+      const frames = (list: [number, Uint8Array][]): Buffer => {
+        const w = new ByteWriter(64);
+        for (const [token, body] of list) {
+          const at = beginFrame(w, token);
+          w.bytes(body);
+          endFrame(w, at);
+        }
+        return Buffer.from(w.view());
+      };
+      const answer = (packed: Buffer, tokens: number[]): [number, unknown][] => {
+        const failed: [number, unknown][] = [];
+        readFailures(handle.commitMany(packed, tokens), (token, error) => failed.push([token, (error as Error & { code?: unknown }).code]));
+        return failed;
+      };
+      // Token 1: not a batch. Token 2: a batch whose vector collection does not exist.
+      expect(answer(frames([[1, Buffer.from([0xff])], [2, batch]]), [1, 2])).toEqual([
+        [1, 'ERR_INVALID_ARGUMENT'],
+        [2, 'ERR_NOT_FOUND'],
+      ]);
+      // The second frame carries another token than announced: it and every later one fail.
+      expect(answer(frames([[3, Buffer.from([0xff])], [9, batch], [5, batch]]), [3, 4, 5])).toEqual([
+        [3, 'ERR_INVALID_ARGUMENT'],
+        [4, 'ERR_INTERNAL'],
+        [5, 'ERR_INTERNAL'],
+      ]);
+    } finally {
+      handle.close();
+    }
   });
 
   it('packed events', () => {
