@@ -21,6 +21,7 @@ import { Metrics, type MetricsOptions, type MetricsSnapshot } from './ops/metric
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeThrown } from './internal/thrown.js';
+import { readStateList } from './internal/state-list.js';
 import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './ops/backup.js';
 import type { VectorProjection, VectorProjectionSpec } from './processing/vector-projection.js';
 import { Idempotency } from './state/idempotency.js';
@@ -596,16 +597,7 @@ export class Athanor {
     } catch (e) {
       throw fromNative(e);
     }
-    const out: StateEntry[] = [];
-    for (let off = 0; off < packed.length; ) {
-      const kl = packed.readUInt32LE(off);
-      const key = packed.toString('utf8', off + 4, off + 4 + kl);
-      off += 4 + kl;
-      const vl = packed.readUInt32LE(off);
-      out.push({ key, value: decodeValue(packed, off + 4, vl) });
-      off += 4 + vl;
-    }
-    return out;
+    return readStateList(packed, (key, buf, off, len): StateEntry => ({ key, value: decodeValue(buf, off, len) }));
   }
 
   /** Size and counters, for monitoring. */

@@ -275,8 +275,8 @@ export function errorFor(code: string, message: string): AthanorError {
 }
 
 /**
- * Fallback for errors that reach JS as text only (the `"<token> ERR_X: message"`
- * lines of `commitMany`): the code is read from the message.
+ * Fallback for an error that reaches JS with its code only in its text
+ * (`ERR_X: message`): the code is read from the message.
  */
 const NATIVE_MESSAGE = /^(ERR_[A-Z_]+): ([\s\S]*)$/;
 

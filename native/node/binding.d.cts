@@ -68,8 +68,8 @@ export declare class NativeDb {
   /**
    * Registers the scratch buffers (kept alive by the JS wrapper) and installs the
    * fast read functions `get(keyLen)` and `txGet(keyLen)` on `target` (see fast.rs):
-   * each returns the value length written to the value scratch (for `txGet`:
-   * `[version u64 BE][value]`), or -1 when the key is absent.
+   * each returns the value length written to the value scratch (for `txGet`: the
+   * entry, see `athanor_core::wire::entry`), or -1 when the key is absent.
    */
   setScratch(key: Uint8Array, val: Uint8Array, target: object): void
   /** Like `get` but returns a fresh buffer (for values larger than the scratch). */
@@ -82,15 +82,18 @@ export declare class NativeDb {
    */
   commit(batch: Uint8Array, token: number): void
   /**
-   * Queues several batches at once so they share one group commit. `packed` is
-   * `{ [token u32 LE][len u32 LE][batch] }*`, one frame per entry of `tokens`, in
-   * order. Every token gets exactly one answer: a batch that fails validation
-   * (or a frame that does not match its token) is not queued and its error is
-   * returned as `"<token> ERR_X: message"`; the others go ahead and report
-   * through `on_commit`.
+   * Queues several batches at once so they share one group commit. `packed`
+   * holds one frame per entry of `tokens`, in order ([`wire::commit_many`]).
+   * Every token gets exactly one answer: a batch that fails validation (or a
+   * frame that does not match its token) is not queued and its error comes back
+   * in the returned answer (a completion group of failures); the others go ahead
+   * and report through `on_commit`.
    */
-  commitMany(packed: Uint8Array, tokens: Array<number>): Array<string>
-  /** Commits and waits (blocks the JS thread). Returns one packed result record. */
+  commitMany(packed: Uint8Array, tokens: Array<number>): Buffer
+  /**
+   * Commits and waits (blocks the JS thread). Returns one completion record
+   * ([`wire::completion`]).
+   */
   commitSync(batch: Uint8Array): Buffer
   /** Reads events (packed, see `Store::read_events`) from the newest state. */
   readEvents(from: bigint, to: bigint | undefined | null, eventType: string | undefined | null, limit: number, reverse: boolean): Buffer
@@ -125,8 +128,8 @@ export declare class NativeDb {
   verifyReport(): string
   /**
    * Up to `limit` state entries whose keys start with `prefix`, in key order,
-   * after the key `after` when given, on the newest state: packed as
-   * `([u32 LE key length][key][u32 LE value length][encoded value])*`.
+   * after the key `after` when given, on the newest state, packed as
+   * [`wire::state_list`] says.
    */
   stateList(prefix: string, after: string | undefined | null, limit: number): Buffer
   /** Current LMDB map size in bytes. */

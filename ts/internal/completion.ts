@@ -1,9 +1,9 @@
 /**
- * The commit completion record the addon hands back for each transaction
- * (native/node/src/lib.rs `pack`): `u8 status` (0 applied, 1 duplicate, 2 failed),
+ * The one decoder of commit completions (spec: native/core/src/wire/completion.rs).
+ * A record, `commitSync`'s answer: `u8 status` (0 applied, 1 duplicate, 2 failed),
  * `u64 commitSeq, u64 firstEventId, u32 eventCount, u16 codeLen, code, u32 msgLen,
- * message`, little-endian. `commitSync` returns one; a commit group's notice carries
- * `u64 commitSeq, u64 lastEventId, u32 n` and then n times `u64 token` + a record.
+ * message`; a group, what the commit callback receives: `u64 commitSeq,
+ * u64 lastEventId, u32 n`, then n times `u64 token` and a record. Little-endian.
  * @internal
  */
 import { errorFor } from '../errors.js';
@@ -14,6 +14,34 @@ export interface CommitInfo {
   commitSeq: bigint;
   firstEventId: bigint | null;
   eventCount: number;
+}
+
+/** Published after each group of commits. */
+export interface CommitNotice {
+  /** Commit seq of the newest applied transaction. */
+  commitSeq: bigint;
+  /** Id of the newest event (0n when the log is empty). */
+  lastEventId: bigint;
+}
+
+/** Offset of a group's first token, after its header. @internal */
+export const GROUP_HEADER = 20;
+/** Bytes of a token, in front of its record. @internal */
+export const TOKEN_LEN = 8;
+
+/** The notice in a group's header. @internal */
+export function readGroupNotice(buf: Buffer): CommitNotice {
+  return { commitSeq: buf.readBigUInt64LE(0), lastEventId: buf.readBigUInt64LE(8) };
+}
+
+/** How many completions a group holds. @internal */
+export function readGroupSize(buf: Buffer): number {
+  return buf.readUInt32LE(16);
+}
+
+/** The token at `off` (its record follows at `off + TOKEN_LEN`); tokens are below 2^31. @internal */
+export function readToken(buf: Buffer, off: number): number {
+  return buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 4294967296;
 }
 
 /** Reads one completion record at `off`; `end` is the offset after it. @internal */

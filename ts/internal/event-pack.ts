@@ -1,5 +1,6 @@
 /**
- * The one decoder of the packed events `Store::read_events` returns (native/core):
+ * The one decoder of the packed events `Store::read_events` returns (spec:
+ * native/core/src/wire/events.rs):
  * `u32 count`, then per event `u64 id, u64 commitSeq, u64 at, u8 kind, u16 typeLen,
  * type, u32 payloadLen, payload` (kind 1: JSON text, else bytes), little-endian.
  * @internal

@@ -1,7 +1,9 @@
 /**
- * The packed vector answers of the addon (native/node/src/vector.rs), little-endian:
- * search hits (`pack_hits`: `u32 n`, then per hit `f32 score, u16 idLen, id, u32 metaLen,
- * metadata JSON`) and a stored document (`f32 × dimension`, then its metadata JSON, if any).
+ * The one decoder of the addon's packed vector answers, little-endian: search hits
+ * (spec: native/core/src/wire/hits.rs: `u32 n`, then per hit `f32 score, u16 idLen, id,
+ * u32 metaLen, metadata JSON`; a batch: `u32 nq`, then nq such lists) and a stored
+ * document (spec: native/core/src/wire/document.rs: `f32 × dimension`, then its metadata
+ * JSON, if any).
  * Metadata comes back parsed; what it means (a projection's wrapping) is vectors/'s business.
  * @internal
  */
@@ -26,6 +28,23 @@ export function readHits<H>(buf: Buffer, off: number, out: H[], hit: (id: string
     off += metaLen;
   }
   return off;
+}
+
+/**
+ * Reads a batch of searches' hits (`u32 nq`, then nq hit lists as {@link readHits} reads
+ * them), one array per query, in query order.
+ * @internal
+ */
+export function readHitBatch<H>(buf: Buffer, hit: (id: string, score: number, metadata: unknown) => H): H[][] {
+  const nq = buf.readUInt32LE(0);
+  const all: H[][] = new Array(nq);
+  let off = 4;
+  for (let i = 0; i < nq; i++) {
+    const hits: H[] = [];
+    off = readHits(buf, off, hits, hit);
+    all[i] = hits;
+  }
+  return all;
 }
 
 /** Reads a stored document: its vector and parsed metadata (`undefined` when none). @internal */

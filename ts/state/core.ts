@@ -7,19 +7,13 @@ import { join } from 'node:path';
 import { decodeValue, type Value } from './codec.js';
 import { ByteWriter } from '../internal/bytes.js';
 import { AthanorError, ClosedError, ConflictError, fromNative } from '../errors.js';
-import { readCompletion, type CommitInfo } from '../internal/completion.js';
+import { GROUP_HEADER, TOKEN_LEN, readCompletion, readGroupNotice, readGroupSize, readToken, type CommitInfo, type CommitNotice } from '../internal/completion.js';
+import { beginFrame, endFrame, readFailures } from '../internal/commit-frames.js';
+import { readEntry } from '../internal/entry.js';
 import { native, type NativeDb, type NativeOpenOptions } from '../internal/native.js';
 import { checkKey } from './keys.js';
 
-export type { CommitInfo };
-
-/** Published after each group of commits. */
-export interface CommitNotice {
-  /** Commit seq of the newest applied transaction. */
-  commitSeq: bigint;
-  /** Id of the newest event (0n when the log is empty). */
-  lastEventId: bigint;
-}
+export type { CommitInfo, CommitNotice };
 
 /** What the idempotency record of a key holds. @internal */
 export interface IdempotencyEntry extends CommitInfo {
@@ -177,7 +171,7 @@ export class Core {
       if (len < 0) return undefined;
       const buf = len > VAL_CAP ? this.native.txGetCopy(n) : this.valBuf;
       if (!buf) return undefined;
-      return { version: buf.readBigUInt64BE(0), value: decodeValue(buf, 8, len - 8) };
+      return readEntry(buf, len, decodeValue);
     } catch (e) {
       throw fromNative(e);
     }
@@ -214,20 +208,18 @@ export class Core {
         w.shrink();
       }
     } else {
-      // Packed as commitMany expects: [token u32][len u32][batch]. The outbox is
-      // shared with the other transactions of this turn: a batch that fails to
-      // encode is cut off again, so it fails alone and the frames stay whole.
+      // One commitMany frame. The outbox is shared with the other transactions of
+      // this turn: a batch that fails to encode is cut off again, so it fails alone
+      // and the frames stay whole.
       const w = this.#outbox;
-      const frameAt = w.pos;
+      const frameAt = beginFrame(w, token);
       try {
-        w.u32(token);
-        w.u32(0);
         encodeBatch(tx, w, idempotencyKey);
       } catch (e) {
         w.pos = frameAt;
         return Promise.reject(fromNative(e));
       }
-      w.buf.writeUInt32LE(w.pos - frameAt - 8, frameAt + 4);
+      endFrame(w, frameAt);
       this.#outboxTokens.push(token);
     }
     if (this.#pending.size === 0) this.native.keepAlive(true);
@@ -251,10 +243,10 @@ export class Core {
   #flushOutbox(): void {
     if (this.#outboxTokens.length === 0 || this.closed) return;
     const tokens = this.#outboxTokens.splice(0);
-    let errors: string[];
+    let answer: Buffer;
     try {
       // Answers every token it does not queue, so none is left pending.
-      errors = this.native.commitMany(this.#outbox.view(), tokens);
+      answer = this.native.commitMany(this.#outbox.view(), tokens);
     } catch (e) {
       const err = fromNative(e);
       for (const t of tokens) this.#settle(t, undefined, err);
@@ -264,10 +256,7 @@ export class Core {
       if (this.#outbox.buf.length > 4 * 1024 * 1024) this.#outbox = new ByteWriter(64 * 1024);
       else this.#outbox.reset();
     }
-    for (const line of errors) {
-      const space = line.indexOf(' ');
-      this.#settle(Number(line.slice(0, space)), undefined, fromNative(new Error(line.slice(space + 1))));
-    }
+    readFailures(answer, (token, error) => this.#settle(token, undefined, error));
   }
 
   #settle(token: number, info: CommitInfo | undefined, error: Error | undefined): void {
@@ -405,14 +394,14 @@ export class Core {
   /** Runs on the JS thread for each group. Must never throw (see native/node). */
   #onCommit(buf: Buffer): void {
     try {
-      const notice: CommitNotice = { commitSeq: buf.readBigUInt64LE(0), lastEventId: buf.readBigUInt64LE(8) };
-      const n = buf.readUInt32LE(16);
-      let off = 20;
+      const notice = readGroupNotice(buf);
+      const n = readGroupSize(buf);
+      let off = GROUP_HEADER;
       if (n > 0) this.observer?.group(n);
       if (n > 1) this.#holdForThisTurn();
       for (let i = 0; i < n; i++) {
-        const token = Number(buf.readBigUInt64LE(off));
-        const r = readCompletion(buf, off + 8);
+        const token = readToken(buf, off);
+        const r = readCompletion(buf, off + TOKEN_LEN);
         off = r.end;
         this.#settle(token, r.info, r.error);
       }

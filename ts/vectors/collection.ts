@@ -2,7 +2,7 @@
 import { InvalidArgumentError, VectorDimensionError, fromNative } from '../errors.js';
 import type { Embedder } from '../embed/embed.js';
 import { stringifyStrict } from '../internal/json.js';
-import { readDocument, readHits } from '../internal/vector-pack.js';
+import { readDocument, readHitBatch, readHits } from '../internal/vector-pack.js';
 import type { NativeCollection } from '../internal/native.js';
 import { describeThrown } from '../internal/thrown.js';
 import type { Json } from '../state/codec.js';
@@ -223,15 +223,8 @@ export class VectorCollection<M = Json> {
     } catch (e) {
       throw fromNative(e);
     }
-    const nq = buf.readUInt32LE(0);
-    const all: VectorHit<M>[][] = [];
-    let off = 4;
-    for (let i = 0; i < nq; i++) {
-      const hits: VectorHit<M>[] = [];
-      off = readHits(buf, off, hits, toHit<M>);
-      if (options.withText === true) this.#addTexts(hits);
-      all.push(hits);
-    }
+    const all = readHitBatch(buf, toHit<M>);
+    if (options.withText === true) for (const hits of all) this.#addTexts(hits);
     return all;
   }
 

@@ -24,7 +24,8 @@
 //! assert_eq!(Value::decode(entry.value)?, Value::String("hello".into()));
 //! assert_eq!(store.last_event_id(&txn)?, 1);
 //! let packed = store.read_events(&txn, &EventQuery { from: 1, ..EventQuery::default() })?;
-//! assert_eq!(u32::from_le_bytes(packed[..4].try_into()?), 1); // one event
+//! let events = athanor_core::wire::events::unpack(&packed)?;
+//! assert_eq!((events.len(), events[0].event_type), (1, "greeted"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -44,6 +45,7 @@ pub mod store;
 pub mod txn;
 pub mod vector;
 pub mod verify;
+pub mod wire;
 
 pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};

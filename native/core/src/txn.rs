@@ -357,6 +357,12 @@ impl TxBuilder {
         ));
         self
     }
+    /// Appends an event of `event_type` with a bytes payload.
+    pub fn event_bytes(mut self, event_type: &str, payload: &[u8]) -> Self {
+        self.events
+            .push((PayloadKind::Bytes, event_type.to_owned(), payload.to_vec()));
+        self
+    }
     /// Upserts a vector document (`metadata` is JSON text, empty for none).
     pub fn vector_upsert(mut self, collection: &str, id: &str, v: &[f32], metadata: &str) -> Self {
         self.vectors.push((

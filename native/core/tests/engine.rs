@@ -92,36 +92,20 @@ struct Ev {
     payload: Vec<u8>,
 }
 
-/// Decodes the packed format documented on `Store::read_events`.
+/// Reads what `Store::read_events` packed, with the pack's own reader.
 fn decode_packed(buf: &[u8]) -> Vec<Ev> {
-    fn take<'a>(buf: &'a [u8], p: &mut usize, n: usize) -> &'a [u8] {
-        let s = &buf[*p..*p + n];
-        *p += n;
-        s
-    }
-    let mut p = 0usize;
-    let count = u32::from_le_bytes(take(buf, &mut p, 4).try_into().unwrap());
-    let mut out = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let id = u64::from_le_bytes(take(buf, &mut p, 8).try_into().unwrap());
-        let commit_seq = u64::from_le_bytes(take(buf, &mut p, 8).try_into().unwrap());
-        let at_ms = u64::from_le_bytes(take(buf, &mut p, 8).try_into().unwrap());
-        let kind = take(buf, &mut p, 1)[0];
-        let tlen = u16::from_le_bytes(take(buf, &mut p, 2).try_into().unwrap()) as usize;
-        let event_type = String::from_utf8(take(buf, &mut p, tlen).to_vec()).unwrap();
-        let plen = u32::from_le_bytes(take(buf, &mut p, 4).try_into().unwrap()) as usize;
-        let payload = take(buf, &mut p, plen).to_vec();
-        out.push(Ev {
-            id,
-            commit_seq,
-            at_ms,
-            kind,
-            event_type,
-            payload,
-        });
-    }
-    assert_eq!(p, buf.len(), "packed events have trailing bytes");
-    out
+    athanor_core::wire::events::unpack(buf)
+        .unwrap()
+        .into_iter()
+        .map(|e| Ev {
+            id: e.id,
+            commit_seq: e.commit_seq,
+            at_ms: e.at_ms,
+            kind: e.kind,
+            event_type: e.event_type.to_owned(),
+            payload: e.payload.to_vec(),
+        })
+        .collect()
 }
 
 fn events(e: &Engine, q: &EventQuery) -> Vec<Ev> {

@@ -10,6 +10,12 @@
 //!   older store and read back identical content (migrating it), or refuse it with
 //!   `ERR_VERSION`; the store of the current format must open.
 //! - `projection-schema-v<N>.json`: `sqlite_master` of athanor's own tables in projection.db.
+//! - `txn-batch-v<N>.json`: a transaction batch of each kind of operation, as `TxBuilder`
+//!   encodes it; `test/golden.test.ts` encodes the same transaction through the TypeScript
+//!   transaction and compares the bytes.
+//! - `wire-<format>.json`: each format the addon and TypeScript exchange
+//!   (`athanor_core::wire`): fixed inputs, their encoding, and what it decodes to.
+//!   `test/golden.test.ts` decodes the same bytes with the TypeScript decoders.
 //!
 //! `ATHANOR_WRITE_GOLDEN=1 cargo test -p athanor-core --test golden` writes the goldens
 //! of the current formats that do not exist yet; it never rewrites an existing one.
@@ -22,7 +28,10 @@ use athanor_core::codec::{self, Value};
 use athanor_core::projection::{self, PROJECTION_FORMAT};
 use athanor_core::store::STORE_FORMAT;
 use athanor_core::vector::{collection, docs, CollectionParams, Metric};
-use athanor_core::{Code, Durability, Engine, StoreOptions, TxBuilder};
+use athanor_core::{
+    wire, Code, CommitInfo, CommitNotice, Completion, Durability, Engine, Outcome, StoreOptions,
+    TxBatch, TxBuilder,
+};
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
 
@@ -464,4 +473,425 @@ fn projection_schema_matches_the_golden() {
         schema, golden,
         "athanor's tables in projection.db changed: bump PROJECTION_FORMAT with a migration and add its golden"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The transaction batch (txn.rs), the one format TypeScript writes and Rust reads.
+// test/golden.test.ts builds the same transaction through the TypeScript transaction
+// and compares its encoding with `hex`.
+
+fn txn_batch_golden() -> Json {
+    let value = Value::I64(-2);
+    let vector = [1.0f32, -0.5, f32::from_bits(0x3f81_8283)];
+    let builder = TxBuilder::new()
+        .read("seen", 0x0102_0304_0506_0708)
+        .read("absent", 0)
+        .put("a", &value)
+        .delete("gone")
+        .event_json("t.json", "{\"n\":1,\"s\":\"é\"}")
+        .event_bytes("t.bytes", &[0, 1, 0x7f, 0xff])
+        .vector_upsert("docs", "x", &vector, "{\"k\":1}")
+        .vector_delete("docs", "y")
+        .idempotency_key("idem-é");
+    let bytes = builder.encode();
+    // The reader takes back what the reference encoder wrote.
+    let batch = TxBatch::parse(bytes.clone()).unwrap();
+    let text = |r: &std::ops::Range<usize>| String::from_utf8(batch.bytes(r).to_vec()).unwrap();
+    let reads: Vec<(String, u64)> = batch.reads.iter().map(|(k, v)| (text(k), *v)).collect();
+    assert_eq!(
+        reads,
+        [("seen".into(), 0x0102_0304_0506_0708), ("absent".into(), 0)]
+    );
+    let types: Vec<String> = batch.events.iter().map(|e| text(&e.event_type)).collect();
+    assert_eq!(types, ["t.json", "t.bytes"]);
+    assert_eq!((batch.writes.len(), batch.vectors.len()), (2, 2));
+    assert_eq!(
+        batch.idempotency_key.as_ref().map(text).as_deref(),
+        Some("idem-é")
+    );
+    json!({
+        "format": athanor_core::txn::WIRE_VERSION,
+        "spec": "native/core/src/txn.rs",
+        "reads": [["seen", "72623859790382856"], ["absent", "0"]],
+        "writes": [{ "key": "a", "value": hex(&value.encode()) }, { "key": "gone", "delete": true }],
+        "events": [
+            { "type": "t.json", "json": "{\"n\":1,\"s\":\"é\"}" },
+            { "type": "t.bytes", "bytes": "00017fff" },
+        ],
+        "vectors": [
+            {
+                "collection": "docs",
+                "upsert": "x",
+                "vector_bits": vector.iter().map(|x| format!("{:08x}", x.to_bits())).collect::<Vec<_>>(),
+                "metadata": "{\"k\":1}",
+            },
+            { "collection": "docs", "delete": "y" },
+        ],
+        "idempotency_key": "idem-é",
+        "hex": hex(&bytes),
+    })
+}
+
+#[test]
+fn txn_batch_matches_the_golden() {
+    let name = format!("txn-batch-v{}.json", athanor_core::txn::WIRE_VERSION);
+    let golden = golden_json(&name, txn_batch_golden);
+    assert_eq!(
+        golden,
+        txn_batch_golden(),
+        "{name}: the transaction batch changed; bump WIRE_VERSION, change ts/state/transaction.ts with it and add its golden"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Wire formats between the addon and TypeScript (athanor_core::wire)
+//
+// Each `wire-<format>.json` holds fixed inputs, what they decode to and their encoding
+// (`hex`). Here the inputs are encoded again and must give the same file; test/golden.test.ts
+// decodes every `hex` with the TypeScript decoder and compares with the decoded values.
+// Numbers chosen so that each byte of a field differs: a field read at the wrong width
+// or offset, or in the wrong order, reads differently. Lengths are small, which a u32
+// read as a u16 would not notice, so each format with a u32 length also pins one case
+// past 65535 bytes, in `wire-<format>-large.bin` (its bytes are [`filler`]).
+
+/// Checks the golden `wire-<format>.json` against `make()`, writing it first when asked to.
+fn wire_golden(format: &str, make: impl Fn() -> Json) {
+    let name = format!("wire-{format}.json");
+    let golden = golden_json(&name, &make);
+    assert_eq!(
+        golden,
+        make(),
+        "{name}: the {format} wire format changed; change the TypeScript decoder in ts/internal/ with it, \
+         then delete the file and rewrite it (ATHANOR_WRITE_GOLDEN=1)"
+    );
+}
+
+/// Checks `wire-<format>-large.bin` against `bytes`, writing it first when asked to;
+/// returns its name, for the JSON.
+fn large_golden(format: &str, bytes: &[u8]) -> String {
+    let name = format!("wire-{format}-large.bin");
+    let path = golden_dir().join(&name);
+    if writing() && !path.exists() {
+        fs::write(&path, bytes).unwrap();
+    }
+    let pinned = fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run ATHANOR_WRITE_GOLDEN=1 cargo test -p athanor-core --test golden",
+            path.display()
+        )
+    });
+    assert!(
+        pinned == bytes,
+        "{name}: the {format} wire format changed; change the TypeScript decoder with it, then delete the file and rewrite it"
+    );
+    name
+}
+
+/// The length of each large field: its u32 length has a nonzero third byte.
+const LARGE: usize = 70_000;
+
+/// `len` bytes counting up modulo 251 (test/golden.test.ts makes the same).
+fn filler(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn completion_case(name: &str, result: athanor_core::Result<CommitInfo>) -> Json {
+    let decoded = match &result {
+        Ok(info) => json!({
+            "status": if info.outcome == Outcome::Applied { "applied" } else { "duplicate" },
+            "commit_seq": info.commit_seq.to_string(),
+            "first_event_id": info.first_event_id.to_string(),
+            "event_count": info.event_count,
+        }),
+        Err(e) => json!({ "status": "failed", "code": e.code.as_str(), "message": e.message }),
+    };
+    json!({ "name": name, "decoded": decoded, "hex": hex(&wire::completion::pack_record(&result)) })
+}
+
+fn completions_golden() -> Json {
+    let info = |outcome, commit_seq, first_event_id, event_count| {
+        Ok(CommitInfo {
+            outcome,
+            commit_seq,
+            first_event_id,
+            event_count,
+        })
+    };
+    let applied = info(
+        Outcome::Applied,
+        0x0102_0304_0506_0708,
+        0x1112_1314_1516_1718,
+        0x2122_2324,
+    );
+    let failed = Err(athanor_core::Error::new(
+        Code::Conflict,
+        "key \"é\" changed since it was read; retry",
+    ));
+    let notice = CommitNotice {
+        commit_seq: 0x3132_3334_3536_3738,
+        last_event_id: 0x4142_4344_4546_4748,
+    };
+    let group = [
+        Completion {
+            token: 0x7fff_fffe,
+            result: applied.clone(),
+        },
+        Completion {
+            token: 1,
+            result: failed.clone(),
+        },
+    ];
+    json!({
+        "spec": "native/core/src/wire/completion.rs",
+        "records": [
+            completion_case("applied", applied),
+            completion_case("duplicate", info(Outcome::Duplicate, 7, 3, 2)),
+            completion_case("applied without events", info(Outcome::Applied, 9, 0, 0)),
+            completion_case("failed", failed),
+        ],
+        "group": {
+            "commit_seq": notice.commit_seq.to_string(),
+            "last_event_id": notice.last_event_id.to_string(),
+            "tokens": group.iter().map(|c| c.token).collect::<Vec<_>>(),
+            "records": group.iter().map(|c| completion_case("", c.result.clone())["decoded"].clone()).collect::<Vec<_>>(),
+            "hex": hex(&wire::completion::pack_group(notice, &group)),
+        },
+        "large": {
+            "code": "ERR_CONFLICT",
+            "message_x_times": LARGE,
+            "bin": large_golden("completion", &wire::completion::pack_record(&Err(
+                athanor_core::Error::new(Code::Conflict, "x".repeat(LARGE)),
+            ))),
+        },
+    })
+}
+
+#[test]
+fn wire_completion_matches_the_golden() {
+    wire_golden("completion", completions_golden);
+}
+
+fn commit_many_golden() -> Json {
+    let frames: [(u32, Vec<u8>); 3] = [
+        (1, vec![0xde, 0xad, 0xbe, 0xef]),
+        (0x0102_0304, vec![]),
+        (0x7fff_ffff, (0u8..=255).collect()),
+    ];
+    let mut packed = Vec::new();
+    for (token, batch) in &frames {
+        wire::commit_many::put_frame(&mut packed, *token, batch);
+    }
+    // The reader takes back what the writer wrote, frame by frame.
+    let mut off = 0;
+    for (token, batch) in &frames {
+        let (body, next) = wire::commit_many::read_frame(&packed, off, *token).unwrap();
+        assert_eq!(body, &batch[..]);
+        off = next;
+    }
+    assert_eq!(off, packed.len());
+    assert!(
+        wire::commit_many::read_frame(&packed, 0, 2).is_none(),
+        "a frame of another token is refused"
+    );
+    assert!(
+        wire::commit_many::read_frame(&packed[..10], 0, 1).is_none(),
+        "a cut frame is refused"
+    );
+    let mut large = Vec::new();
+    wire::commit_many::put_frame(&mut large, 5, &filler(LARGE));
+    json!({
+        "spec": "native/core/src/wire/commit_many.rs",
+        "large": { "token": 5, "batch_filler": LARGE, "bin": large_golden("commit-many", &large) },
+        "frames": frames.iter().map(|(t, b)| json!({ "token": t, "batch": hex(b) })).collect::<Vec<_>>(),
+        "hex": hex(&packed),
+        "answer": {
+            "tokens": [0x0102_0304u32, 7],
+            "codes": ["ERR_INVALID_ARGUMENT", "ERR_INTERNAL"],
+            "messages": ["key must not be empty", "é: b"],
+            "hex": hex(&wire::commit_many::pack_answer(&[
+                Completion {
+                    token: 0x0102_0304,
+                    result: Err(athanor_core::Error::new(Code::InvalidArgument, "key must not be empty")),
+                },
+                Completion {
+                    token: 7,
+                    result: Err(athanor_core::Error::new(Code::Internal, "é: b")),
+                },
+            ])),
+        },
+    })
+}
+
+#[test]
+fn wire_commit_many_matches_the_golden() {
+    wire_golden("commit-many", commit_many_golden);
+}
+
+/// `(id, commit_seq, at_ms, kind, type, payload)`, as `EventPack::push` takes them.
+type PackedEvent<'a> = (u64, u64, u64, u8, &'a str, &'a [u8]);
+
+fn events_golden() -> Json {
+    let events: [PackedEvent; 4] = [
+        (
+            1,
+            0x0102_0304_0506_0708,
+            1_700_000_000_123,
+            1,
+            "account.opened",
+            b"{\"id\":1,\"big\":12345678901234567890}",
+        ),
+        (
+            0x0011_1213_1415_1617,
+            0x0102_0304_0506_0708,
+            0x001f_2f3f_4f5f_6f7f,
+            2,
+            "é",
+            &[0, 1, 0x7f, 0xff],
+        ),
+        // Same commit and type as the one before: the decoder reuses them.
+        (0x0011_1213_1415_1618, 0x0102_0304_0506_0708, 0, 2, "é", &[]),
+        (3, 9, 2, 1, "x", b"[\"\xc3\xa9\"]"),
+    ];
+    let mut pack = wire::events::EventPack::new();
+    for (id, seq, at, kind, t, payload) in events {
+        pack.push(id, seq, at, kind, t, payload);
+    }
+    let pack = pack.finish();
+    let back: Vec<PackedEvent> = wire::events::unpack(&pack)
+        .unwrap()
+        .iter()
+        .map(|e| (e.id, e.commit_seq, e.at_ms, e.kind, e.event_type, e.payload))
+        .collect();
+    assert_eq!(back, events, "unpack reads back what EventPack wrote");
+    let mut large = wire::events::EventPack::new();
+    large.push(4, 5, 6, 2, "big", &filler(LARGE));
+    json!({
+        "spec": "native/core/src/wire/events.rs",
+        "large": {
+            "event": { "id": "4", "commit_seq": "5", "at_ms": 6, "kind": 2, "type": "big", "payload_filler": LARGE },
+            "bin": large_golden("events", &large.finish()),
+        },
+        "events": events.iter().map(|(id, seq, at, kind, t, payload)| json!({
+            "id": id.to_string(),
+            "commit_seq": seq.to_string(),
+            "at_ms": at,
+            "kind": kind,
+            "type": t,
+            "payload": hex(payload),
+        })).collect::<Vec<_>>(),
+        "hex": hex(&pack),
+        "empty": hex(&wire::events::EventPack::new().finish()),
+    })
+}
+
+#[test]
+fn wire_events_match_the_golden() {
+    wire_golden("events", events_golden);
+}
+
+fn state_list_golden() -> Json {
+    let rows = [
+        ("a".to_string(), Value::I64(-2).encode()),
+        (
+            "user/é/κλειδί".to_string(),
+            Value::String("x".into()).encode(),
+        ),
+        (
+            "z".to_string(),
+            Value::Bytes((0u8..=255).cycle().take(300).collect()).encode(),
+        ),
+    ];
+    let large = Value::Bytes(filler(LARGE)).encode();
+    json!({
+        "spec": "native/core/src/wire/state_list.rs",
+        "large": {
+            "key_k_times": LARGE,
+            "value_bytes_filler": LARGE,
+            "bin": large_golden("state-list", &wire::state_list::pack(&[("k".repeat(LARGE), &large)])),
+        },
+        "entries": rows.iter().map(|(k, v)| json!({ "key": k, "value": hex(v) })).collect::<Vec<_>>(),
+        "hex": hex(&wire::state_list::pack(&rows)),
+    })
+}
+
+#[test]
+fn wire_state_list_matches_the_golden() {
+    wire_golden("state-list", state_list_golden);
+}
+
+fn hits_golden() -> Json {
+    let meta = json!({ "lang": "en", "n": [1, 2.5, null], "big": 12345678901234567890u64 });
+    let hits: [(f32, &str, Option<&Json>); 3] = [
+        (0.75, "a", Some(&meta)),
+        (-1.25, "é-κ", None),
+        (f32::from_bits(0x3f81_8283), "", Some(&Json::Null)),
+    ];
+    let mut one = Vec::new();
+    wire::hits::put_hits(&mut one, hits.iter().copied());
+    let mut none = Vec::new();
+    wire::hits::put_hits(&mut none, std::iter::empty());
+    let describe = |hits: &[(f32, &str, Option<&Json>)]| -> Vec<Json> {
+        hits.iter()
+            .map(|(score, id, m)| json!({ "score_bits": format!("{:08x}", score.to_bits()), "id": id, "metadata": m.map_or(json!("none"), |m| json!({ "json": m.to_string() })) }))
+            .collect()
+    };
+    let long = Json::String("x".repeat(LARGE));
+    let mut large = Vec::new();
+    wire::hits::put_hits(&mut large, [(1.0f32, "big", Some(&long))].into_iter());
+    json!({
+        "spec": "native/core/src/wire/hits.rs",
+        "large": { "id": "big", "score_bits": "3f800000", "metadata_string_x_times": LARGE, "bin": large_golden("hits", &large) },
+        "hits": describe(&hits),
+        "hex": hex(&one),
+        "batch": {
+            "queries": [describe(&hits), describe(&[])],
+            "hex": hex(&wire::hits::pack_batch(&[one.clone(), none])),
+        },
+    })
+}
+
+#[test]
+fn wire_hits_match_the_golden() {
+    wire_golden("hits", hits_golden);
+}
+
+fn document_golden() -> Json {
+    let vector: [f32; 3] = [1.0, -0.5, f32::from_bits(0x3f81_8283)];
+    let vector_le: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let case = |metadata: &str| {
+        json!({
+            "vector_bits": vector.iter().map(|x| format!("{:08x}", x.to_bits())).collect::<Vec<_>>(),
+            "metadata": metadata,
+            "hex": hex(&wire::document::pack(&vector_le, metadata.as_bytes())),
+        })
+    };
+    json!({
+        "spec": "native/core/src/wire/document.rs",
+        "dimension": vector.len(),
+        "documents": [case("{\"a\":[1,\"é\"]}"), case("")],
+    })
+}
+
+#[test]
+fn wire_document_matches_the_golden() {
+    wire_golden("document", document_golden);
+}
+
+fn entry_golden() -> Json {
+    let value = Value::String("v".into()).encode();
+    let version = 0x0102_0304_0506_0708u64;
+    let mut scratch = wire::entry::header(version).to_vec();
+    scratch.extend_from_slice(&value);
+    assert_eq!(scratch, wire::entry::pack(version, &value));
+    json!({
+        "spec": "native/core/src/wire/entry.rs",
+        "version": version.to_string(),
+        "value": hex(&value),
+        "hex": hex(&scratch),
+    })
+}
+
+#[test]
+fn wire_entry_matches_the_golden() {
+    wire_golden("entry", entry_golden);
 }

@@ -1,10 +1,11 @@
 //! Fuzzing the byte formats that cross into the engine: the transaction wire batch
-//! (`TxBatch::parse`), the value codec and the stored event and state records, on
-//! arbitrary bytes and on mutated valid inputs. Every input either parses or fails
-//! with a typed error (never a panic, never `Io` standing in for a bug).
+//! (`TxBatch::parse`), the value codec, the stored event and state records and the
+//! event pack's reader (`wire::events::unpack`), on arbitrary bytes and on mutated
+//! valid inputs. Every input either parses or fails with a typed error (never a
+//! panic, never `Io` standing in for a bug).
 
 use athanor_core::codec::{self, Value};
-use athanor_core::{Code, TxBatch, TxBuilder};
+use athanor_core::{wire, Code, TxBatch, TxBuilder};
 use proptest::prelude::*;
 
 /// Codes a malformed input may fail with: all name what is wrong with the input.
@@ -248,6 +249,29 @@ proptest! {
         }
         if let Err(e) = codec::split_state_entry(&data) {
             prop_assert!(is_input_error(e.code), "{:?}: {}", e.code, e.message);
+        }
+    }
+
+    #[test]
+    fn the_event_pack_reader_survives_arbitrary_bytes(
+        data in proptest::collection::vec(any::<u8>(), 0..128),
+        count in 0u32..4,
+    ) {
+        // Half the cases with a small count in front, so the reader gets past the first event.
+        let mut with_count = count.to_le_bytes().to_vec();
+        with_count.extend_from_slice(&data);
+        for bytes in [&data, &with_count] {
+            match wire::events::unpack(bytes) {
+                // What it reads, the writer writes back byte for byte.
+                Ok(events) => {
+                    let mut pack = wire::events::EventPack::new();
+                    for e in &events {
+                        pack.push(e.id, e.commit_seq, e.at_ms, e.kind, e.event_type, e.payload);
+                    }
+                    prop_assert_eq!(&pack.finish(), bytes);
+                }
+                Err(e) => prop_assert_eq!(e.code, Code::Corrupt),
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use athanor_core::{CachedReader, Engine, Error, StateEntry};
+use athanor_core::{wire, CachedReader, Engine, Error, StateEntry};
 use napi::sys;
 
 use crate::guard::{catch, throw};
@@ -118,10 +118,10 @@ impl ReadCtx {
         self.with_entry(false, key_len, |e, s| e.map_or(-1, |e| s.put(&[e.value])))
     }
 
-    /// Read on the transaction's pinned snapshot; `[version u64 BE][value]` into scratch; -1 when absent.
+    /// Read on the transaction's pinned snapshot; the entry ([`wire::entry`]) into scratch; -1 when absent.
     pub(crate) fn tx_get(&self, key_len: u32) -> Result<i64, Error> {
         self.with_entry(true, key_len, |e, s| {
-            e.map_or(-1, |e| s.put(&[&e.version.to_be_bytes(), e.value]))
+            e.map_or(-1, |e| s.put(&[&wire::entry::header(e.version), e.value]))
         })
     }
 
@@ -130,10 +130,10 @@ impl ReadCtx {
         self.with_entry(false, key_len, |e, _| e.map(|e| e.value.to_vec()))
     }
 
-    /// `tx_get` for entries larger than the scratch: returns `[version u64 BE][value]`.
+    /// `tx_get` for entries larger than the scratch: returns the entry ([`wire::entry`]).
     pub(crate) fn tx_get_copy(&self, key_len: u32) -> Result<Option<Vec<u8>>, Error> {
         self.with_entry(true, key_len, |e, _| {
-            e.map(|e| [&e.version.to_be_bytes()[..], e.value].concat())
+            e.map(|e| wire::entry::pack(e.version, e.value))
         })
     }
 }

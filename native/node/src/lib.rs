@@ -17,56 +17,16 @@ mod vector;
 use fast::{ReadCtx, Scratch};
 use guard::{guard, CoreResult};
 
+use athanor_core::wire;
 use athanor_core::{
-    CachedReader, CommitInfo, CommitNotice, CommitSink, Completion, Durability, Engine, EventQuery,
-    Outcome, StoreOptions, TxBatch,
+    CachedReader, CommitNotice, CommitSink, Completion, Durability, Engine, EventQuery,
+    StoreOptions, TxBatch,
 };
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use crate::guard::Guarded;
-
-/// Packs completions and a notice into one buffer for the JS thread:
-/// `[commit_seq u64][last_event_id u64][n u32]` then per completion
-/// `[token u64][status u8: 0 applied, 1 duplicate, 2 error][commit_seq u64][first_event_id u64][event_count u32][code_len u16][code][msg_len u32][msg]` (LE).
-fn pack(notice: CommitNotice, completions: &[Completion]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20 + completions.len() * 40);
-    out.extend_from_slice(&notice.commit_seq.to_le_bytes());
-    out.extend_from_slice(&notice.last_event_id.to_le_bytes());
-    out.extend_from_slice(&(completions.len() as u32).to_le_bytes());
-    for c in completions {
-        out.extend_from_slice(&c.token.to_le_bytes());
-        pack_result(&mut out, &c.result);
-    }
-    out
-}
-
-fn pack_result(out: &mut Vec<u8>, r: &athanor_core::Result<CommitInfo>) {
-    match r {
-        Ok(info) => {
-            out.push(if info.outcome == Outcome::Applied {
-                0
-            } else {
-                1
-            });
-            out.extend_from_slice(&info.commit_seq.to_le_bytes());
-            out.extend_from_slice(&info.first_event_id.to_le_bytes());
-            out.extend_from_slice(&info.event_count.to_le_bytes());
-            out.extend_from_slice(&0u16.to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
-        }
-        Err(e) => {
-            out.push(2);
-            out.extend_from_slice(&[0u8; 20]);
-            let code = e.code.as_str().as_bytes();
-            out.extend_from_slice(&(code.len() as u16).to_le_bytes());
-            out.extend_from_slice(code);
-            out.extend_from_slice(&(e.message.len() as u32).to_le_bytes());
-            out.extend_from_slice(e.message.as_bytes());
-        }
-    }
-}
 
 /// Hands commit outcomes to the JS thread through a (weak) threadsafe function.
 /// The JS callback is ours (`Core.#onCommit` in ts/state/core.ts) and never throws: user callbacks are
@@ -78,7 +38,7 @@ struct JsSink {
 
 impl CommitSink for JsSink {
     fn deliver(&self, notice: CommitNotice, completions: Vec<Completion>) {
-        let buf = pack(notice, &completions);
+        let buf = wire::completion::pack_group(notice, &completions);
         self.tsfn
             .call(buf.into(), ThreadsafeFunctionCallMode::NonBlocking);
     }
@@ -210,8 +170,8 @@ impl NativeDb {
 
     /// Registers the scratch buffers (kept alive by the JS wrapper) and installs the
     /// fast read functions `get(keyLen)` and `txGet(keyLen)` on `target` (see fast.rs):
-    /// each returns the value length written to the value scratch (for `txGet`:
-    /// `[version u64 BE][value]`), or -1 when the key is absent.
+    /// each returns the value length written to the value scratch (for `txGet`: the
+    /// entry, see `athanor_core::wire::entry`), or -1 when the key is absent.
     #[napi]
     pub fn set_scratch(&mut self, env: Env, key: &[u8], val: &[u8], target: Object) -> Result<()> {
         guard(&env, || {
@@ -244,22 +204,29 @@ impl NativeDb {
         })
     }
 
-    /// Queues several batches at once so they share one group commit. `packed` is
-    /// `{ [token u32 LE][len u32 LE][batch] }*`, one frame per entry of `tokens`, in
-    /// order. Every token gets exactly one answer: a batch that fails validation
-    /// (or a frame that does not match its token) is not queued and its error is
-    /// returned as `"<token> ERR_X: message"`; the others go ahead and report
-    /// through `on_commit`.
+    /// Queues several batches at once so they share one group commit. `packed`
+    /// holds one frame per entry of `tokens`, in order ([`wire::commit_many`]).
+    /// Every token gets exactly one answer: a batch that fails validation (or a
+    /// frame that does not match its token) is not queued and its error comes back
+    /// in the returned answer (a completion group of failures); the others go ahead
+    /// and report through `on_commit`.
     #[napi]
-    pub fn commit_many(&self, env: Env, packed: &[u8], tokens: Vec<u32>) -> Result<Vec<String>> {
-        guard(&env, || Ok(self.commit_many_inner(packed, &tokens)))
+    pub fn commit_many(&self, env: Env, packed: &[u8], tokens: Vec<u32>) -> Result<Buffer> {
+        let answer = guard(&env, || {
+            Ok(wire::commit_many::pack_answer(
+                &self.commit_many_inner(packed, &tokens),
+            ))
+        })?;
+        Ok(answer.into())
     }
 }
 
 impl NativeDb {
-    fn commit_many_inner(&self, packed: &[u8], tokens: &[u32]) -> Vec<String> {
-        let fail = |token: u32, e: &athanor_core::Error| {
-            format!("{token} {}: {}", e.code.as_str(), e.message)
+    /// The tokens not queued, each with its error.
+    fn commit_many_inner(&self, packed: &[u8], tokens: &[u32]) -> Vec<Completion> {
+        let fail = |token: u32, e: &athanor_core::Error| Completion {
+            token: token as u64,
+            result: Err(e.clone()),
         };
         let engine = match self.engine() {
             Ok(e) => e,
@@ -272,7 +239,7 @@ impl NativeDb {
         let mut errors = Vec::new();
         let mut off = 0usize;
         for (i, &token) in tokens.iter().enumerate() {
-            match frame(packed, off, token) {
+            match wire::commit_many::read_frame(packed, off, token) {
                 Some((body, next)) => {
                     off = next;
                     match TxBatch::parse(body.to_vec()).and_then(|b| {
@@ -285,9 +252,8 @@ impl NativeDb {
                 }
                 None => {
                     // The framing is ours: a mismatch is a bug, and nothing after it can be trusted.
-                    errors.extend(tokens[i..].iter().map(|t| {
-                        format!("{t} ERR_INTERNAL: the commit hand-over was malformed (a bug in athanor: please report it); this transaction was not committed")
-                    }));
+                    let e = athanor_core::Error::internal("the commit hand-over was malformed (a bug in athanor: please report it); this transaction was not committed");
+                    errors.extend(tokens[i..].iter().map(|&t| fail(t, &e)));
                     break;
                 }
             }
@@ -304,16 +270,16 @@ impl NativeDb {
 
 #[napi]
 impl NativeDb {
-    /// Commits and waits (blocks the JS thread). Returns one packed result record.
+    /// Commits and waits (blocks the JS thread). Returns one completion record
+    /// ([`wire::completion`]).
     #[napi]
     pub fn commit_sync(&self, env: Env, batch: &[u8]) -> Result<Buffer> {
         let out = guard(&env, || {
             let engine = self.engine()?;
             let parsed = TxBatch::parse(batch.to_vec())?;
-            let r = engine.commit_blocking(parsed);
-            let mut out = Vec::new();
-            pack_result(&mut out, &r);
-            Ok(out)
+            Ok(wire::completion::pack_record(
+                &engine.commit_blocking(parsed),
+            ))
         })?;
         Ok(out.into())
     }
@@ -470,8 +436,8 @@ impl NativeDb {
     }
 
     /// Up to `limit` state entries whose keys start with `prefix`, in key order,
-    /// after the key `after` when given, on the newest state: packed as
-    /// `([u32 LE key length][key][u32 LE value length][encoded value])*`.
+    /// after the key `after` when given, on the newest state, packed as
+    /// [`wire::state_list`] says.
     #[napi]
     pub fn state_list(
         &self,
@@ -493,14 +459,7 @@ impl NativeDb {
                 limit as usize,
             )
         })?;
-        let mut out = Vec::with_capacity(rows.iter().map(|(k, v)| 8 + k.len() + v.len()).sum());
-        for (k, v) in &rows {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(k);
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v);
-        }
-        Ok(out.into())
+        Ok(wire::state_list::pack(&rows).into())
     }
 
     /// Current LMDB map size in bytes.
@@ -522,18 +481,6 @@ impl NativeDb {
             Ok(())
         })
     }
-}
-
-/// The body of the `commit_many` frame at `off` if it is whole and carries
-/// `token`, and the offset of the next frame.
-fn frame(packed: &[u8], off: usize, token: u32) -> Option<(&[u8], usize)> {
-    let header = packed.get(off..off.checked_add(8)?)?;
-    if u32::from_le_bytes(header[..4].try_into().ok()?) != token {
-        return None;
-    }
-    let len = u32::from_le_bytes(header[4..].try_into().ok()?) as usize;
-    let end = off.checked_add(8)?.checked_add(len)?;
-    Some((packed.get(off + 8..end)?, end))
 }
 
 fn query(

@@ -158,25 +158,13 @@ pub struct NativeCollection {
     idx: Arc<CollectionIndex>,
 }
 
-/// Packs hits: `[n u32]` then per hit `[score f32][id_len u16][id][meta_len u32][meta json]` (LE).
+/// Appends `hits` as [`athanor_core::wire::hits`] packs them.
 fn pack_hits(out: &mut Vec<u8>, hits: &[Hit]) {
-    out.extend_from_slice(&(hits.len() as u32).to_le_bytes());
-    for h in hits {
-        out.extend_from_slice(&h.score.to_le_bytes());
-        out.extend_from_slice(&(h.id.len() as u16).to_le_bytes());
-        out.extend_from_slice(h.id.as_bytes());
-        match &h.metadata {
-            None => out.extend_from_slice(&0u32.to_le_bytes()),
-            Some(m) => {
-                let at = out.len();
-                out.extend_from_slice(&0u32.to_le_bytes());
-                // Serialising a serde_json::Value cannot fail.
-                let _ = serde_json::to_writer(&mut *out, &**m);
-                let n = (out.len() - at - 4) as u32;
-                out[at..at + 4].copy_from_slice(&n.to_le_bytes());
-            }
-        }
-    }
+    athanor_core::wire::hits::put_hits(
+        out,
+        hits.iter()
+            .map(|h| (h.score, &*h.id, h.metadata.as_deref())),
+    );
 }
 
 fn options(k: u32, ef: u32, exact: bool, filter: Option<String>) -> CoreResult<SearchOptions> {
@@ -443,12 +431,7 @@ impl Work for SearchBatch {
                 out
             })
             .collect();
-        let mut out = Vec::with_capacity(4 + parts.iter().map(Vec::len).sum::<usize>());
-        out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
-        for p in parts {
-            out.extend_from_slice(&p);
-        }
-        Ok(out)
+        Ok(athanor_core::wire::hits::pack_batch(&parts))
     }
     fn resolve(&mut self, _env: Env, output: Vec<u8>) -> Result<Buffer> {
         Ok(output.into())

@@ -6,6 +6,7 @@ use super::dbs::{read_meta_u64, META_COMMIT_SEQ, META_LAST_EVENT_ID};
 use super::env::Store;
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::wire::events::EventPack;
 
 /// Which events to read, see [`Store::read_events`].
 #[derive(Debug, Clone, Default)]
@@ -38,28 +39,25 @@ impl Store {
         Ok(self.dbs.events.get(txn, &id.to_be_bytes())?)
     }
 
-    /// Reads events and packs them for the bindings:
-    /// `[count u32 LE]` then per event `[id u64][commit_seq u64][at_ms u64][kind u8][type_len u16][type][payload_len u32][payload]` (LE).
+    /// Reads events and packs them for the bindings ([`crate::wire::events`]).
     pub fn read_events(&self, txn: &RoTxn, q: &EventQuery) -> Result<Vec<u8>> {
-        let mut out = vec![0u8; 4];
-        let mut count = 0u32;
+        let mut pack = EventPack::new();
         let limit = if q.limit == 0 { u32::MAX } else { q.limit };
         let to = q.to.unwrap_or(u64::MAX);
         if q.from > to {
-            return Ok(out);
+            return Ok(pack.finish());
         }
         let mut push = |id: u64, rec: &[u8]| -> Result<bool> {
             let e = codec::decode_event(rec)?;
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&e.commit_seq.to_le_bytes());
-            out.extend_from_slice(&e.at_ms.to_le_bytes());
-            out.push(e.kind as u8);
-            out.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
-            out.extend_from_slice(e.event_type.as_bytes());
-            out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
-            out.extend_from_slice(e.payload);
-            count += 1;
-            Ok(count < limit)
+            pack.push(
+                id,
+                e.commit_seq,
+                e.at_ms,
+                e.kind as u8,
+                e.event_type,
+                e.payload,
+            );
+            Ok(pack.count() < limit)
         };
         let lo = q.from.to_be_bytes();
         let hi = to.to_be_bytes();
@@ -120,8 +118,7 @@ impl Store {
                 }
             }
         }
-        out[..4].copy_from_slice(&count.to_le_bytes());
-        Ok(out)
+        Ok(pack.finish())
     }
 }
 

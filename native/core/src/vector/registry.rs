@@ -253,7 +253,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Reads a stored document: `[f32 LE × dimension][metadata JSON]`, or `None`.
+    /// Reads a stored document as [`crate::wire::document`] packs it, or `None`.
     /// Hold the store's guard while `txn` is in use.
     pub fn get_doc(
         &self,
@@ -268,7 +268,7 @@ impl Registry {
             None => Ok(None),
             Some(rec) => {
                 let d = docs::decode_doc(rec, c.def.params.dimension as usize)?;
-                Ok(Some([d.vector_le, d.metadata].concat()))
+                Ok(Some(crate::wire::document::pack(d.vector_le, d.metadata)))
             }
         }
     }
