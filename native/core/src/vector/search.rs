@@ -68,7 +68,7 @@ pub enum PlanKind {
 pub enum PlanReason {
     /// The search asked for `exact`.
     Requested,
-    /// The collection has at most [`EXACT_THRESHOLD`] live documents.
+    /// The collection has at most [`EXACT_THRESHOLD`](super::index::EXACT_THRESHOLD) live documents.
     Small,
     /// Nothing is in the graph yet.
     NotIndexed,
