@@ -9,7 +9,7 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** One open collection (internal: wrapped by `ts/vector.ts`). */
+/** One open collection (internal: wrapped by `ts/vectors/collection.ts`). */
 export declare class NativeCollection {
   /** The stored definition. */
   info(): NativeCollectionInfo
@@ -167,7 +167,7 @@ export declare class NativeSnapshot {
   close(): void
 }
 
-/** The SQL side of one database handle (internal: wrapped by `ts/sql.ts`). */
+/** The SQL side of one database handle (internal: wrapped by `ts/sql/sql.ts`). */
 export declare class NativeSql {
   /** Opens (creating if needed) `<dir>/projection.db` for the handle `db`. */
   constructor(db: NativeDb, dir: string)
