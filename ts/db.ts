@@ -456,7 +456,11 @@ export class Athanor {
   async backup(targetDir: string, options: BackupOptions = {}): Promise<BackupManifest> {
     this.#core.assertOpen();
     const native = this.#core.native;
-    return takeBackup({ dir: this.dir, copyCompacted: (dest) => native.copyCompacted(dest) }, targetDir, options);
+    const backupCanonical = async (dst: string, zstdLevel: number | null) => {
+      const r = await native.backupCanonical(dst, zstdLevel);
+      return { file: r.file, digest: r.digest as unknown as ContentDigest };
+    };
+    return takeBackup({ dir: this.dir, backupCanonical }, targetDir, options);
   }
 
   /**
@@ -499,6 +503,7 @@ export class Athanor {
       }
       return {
         queueDepth: this.#core.pendingCount,
+        syncs: this.#core.native.syncStats(),
         store: { mapSizeBytes: this.#core.native.mapSize(), fileBytes, commitSeq: commitSeq!, lastEventId: lastEventId! },
         processors: this.#proj.processors().map((p) => ({ name: p.name, cursor: p.cursor(), lag: p.lag(), deadLetters: p.deadLetters.count() })),
         vectors: this.vectors.list().map((c) => {
