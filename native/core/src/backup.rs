@@ -173,6 +173,7 @@ impl Store {
         let (started_tx, started) = mpsc::channel::<()>();
         let (copied, stored, digest) = std::thread::scope(|s| {
             let copy = s.spawn(move || {
+                background_priority();
                 // SAFETY: the descriptor stays open until the copy returns (`pipe_in` is
                 // dropped after it), and only this thread writes to it.
                 let r = unsafe {
@@ -183,6 +184,7 @@ impl Store {
                 r
             });
             let store = s.spawn(move || {
+                background_priority();
                 let mut buf = vec![0u8; PIPE_CHUNK];
                 let mut first = Some(started_tx);
                 let out = HashingWriter::new(BufWriter::with_capacity(PIPE_CHUNK, file));
@@ -212,14 +214,18 @@ impl Store {
             // The copy's transaction has begun once bytes flow (or the copy ended early).
             let _ = started.recv();
             drop(writer_lock);
-            let digest = digest(&dbs, &snapshot);
-            (copy.join(), store.join(), digest)
+            let digest = s.spawn(move || {
+                background_priority();
+                digest(&dbs, &snapshot)
+            });
+            (copy.join(), store.join(), digest.join())
         });
         let copied = copied.map_err(|_| Error::internal("the backup copy thread panicked"))?;
         let stored = stored.map_err(|_| Error::internal("the backup writer thread panicked"))?;
         // The writer's error first: a failed write closes the pipe, which fails the copy too.
         let file = stored?;
         copied?;
+        let digest = digest.map_err(|_| Error::internal("the backup digest thread panicked"))?;
         Ok(CanonicalBackup {
             file,
             digest: digest?,
@@ -316,6 +322,7 @@ struct HashingWriter<W: Write> {
     inner: W,
     hash: Sha256,
     bytes: u64,
+    writeback: Writeback,
 }
 
 impl<W: Write> HashingWriter<W> {
@@ -324,20 +331,88 @@ impl<W: Write> HashingWriter<W> {
             inner,
             hash: Sha256::new(),
             bytes: 0,
+            writeback: Writeback::default(),
         }
     }
 }
 
-impl<W: Write> Write for HashingWriter<W> {
+impl Write for HashingWriter<BufWriter<File>> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hash.update(&buf[..n]);
         self.bytes += n as u64;
+        let written = self.bytes - self.inner.buffer().len() as u64;
+        self.writeback.advance(self.inner.get_ref(), written);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10; LMDB's own copy thread, started
+/// from ours, inherits it): a backup is background work, and on a busy machine the
+/// commit writer and the event loop should get the cores first. Only threads the
+/// backup spawns call this, never a pool thread that outlives it.
+fn background_priority() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: plain syscalls about the calling thread (on Linux the nice value is per thread).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// Bytes of a backup file handed to the disk at a time while it is written.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts the disk writes of a large file as it is written, a step at a time, and
+/// waits for the step before last: the final sync then has little left to flush.
+/// Without this, hundreds of megabytes of dirty pages reach the disk in one burst at
+/// the final sync, and a concurrent writer's small commit fsync queues behind all of
+/// it (on ext4 it may even have to wait for it).
+#[derive(Default)]
+struct Writeback {
+    /// Start of the range not yet handed to the disk.
+    started: u64,
+    /// Start of the range handed over but not yet waited for.
+    waited: u64,
+}
+
+impl Writeback {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn advance(&mut self, file: &File, written: u64) {
+        use std::os::fd::AsRawFd;
+        if written < self.started + WRITEBACK_STEP {
+            return;
+        }
+        let fd = file.as_raw_fd();
+        // SAFETY: plain syscalls on a descriptor borrowed for their duration. They only
+        // schedule or await writeback; a failure is caught by the final sync_all.
+        unsafe {
+            libc::sync_file_range(
+                fd,
+                self.started as libc::off64_t,
+                (written - self.started) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+            if self.started > self.waited {
+                libc::sync_file_range(
+                    fd,
+                    self.waited as libc::off64_t,
+                    (self.started - self.waited) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+        self.waited = self.started;
+        self.started = written;
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    fn advance(&mut self, _file: &File, _written: u64) {}
 }
 
 impl HashingWriter<BufWriter<File>> {
