@@ -449,8 +449,9 @@ export class Athanor {
   /**
    * Takes an online backup into `targetDir` (new or empty): a consistent compacted copy
    * of the store and of projection.db (whose cursors never point past the copied log),
-   * and a manifest with each file's SHA-256 and the content digest. Writers are not
-   * paused: the copy reads one committed state. Optional zstd compression and AES-256-GCM
+   * and a manifest with each file's SHA-256 and the content digest, computed in one pass
+   * while the store is copied. Writers are not paused beyond the moment the copy starts
+   * (about a millisecond): the copy reads one committed state. Optional zstd compression and AES-256-GCM
    * encryption (`encryptionKey`, 32 bytes, never stored). Vector indexes are rebuilt on restore.
    */
   async backup(targetDir: string, options: BackupOptions = {}): Promise<BackupManifest> {

@@ -33,7 +33,7 @@ export interface ContentDigest {
 
 /** Progress of a backup or restore. */
 export interface BackupProgress {
-  /** What is being done now. */
+  /** What is being done now (`'digest'` is no longer reported: the digest is computed during `'canonical'`). */
   phase: 'projection' | 'canonical' | 'digest' | 'compress' | 'encrypt' | 'verify' | 'decrypt' | 'decompress' | 'install';
   /** Files finished so far, of `totalFiles`. */
   filesDone: number;

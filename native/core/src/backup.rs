@@ -151,7 +151,8 @@ impl Store {
     /// LMDB. So the LMDB write lock (shared by every process on the directory) is held
     /// from before the digest's transaction until the copy has produced its first bytes,
     /// which proves its transaction has begun: writers wait for that moment only (about a
-    /// millisecond), never for the copy or the digest.
+    /// millisecond), never for the copy or the digest. The work runs on threads of its
+    /// own at a lower CPU priority (see `background_priority`).
     pub fn backup_canonical(&self, dst: &Path, zstd_level: Option<i32>) -> Result<CanonicalBackup> {
         if let Some(level) = zstd_level {
             check_level(level)?;
