@@ -76,6 +76,33 @@ describe('metrics', () => {
     for (const line of text.split('\n').filter((l) => l && !l.startsWith('#'))) expect(line).toMatch(/^[a-z_]+(\{[^}]*\})? -?[0-9.e+-]+$/);
   });
 
+  it("times the store's fsyncs: durable commits add to athanor_fsync_seconds, durability 'none' adds nothing", async () => {
+    const durable = await sandbox.open(undefined, { durability: 'full' });
+    const start = (await durable.metrics()).store.fsyncMs.count;
+    for (let i = 0; i < 3; i++) await durable.transaction().execute((tx) => tx.set(`k${i}`, i64(BigInt(i))));
+    const first = (await durable.metrics()).store.fsyncMs;
+    expect(first.count).toBeGreaterThanOrEqual(start + 3); // each awaited commit is a group of its own, synced
+    expect(first.totalMs).toBeGreaterThan(0);
+    for (let i = 0; i < 3; i++) await durable.transaction().execute((tx) => tx.set(`k${i}`, i64(BigInt(i + 1))));
+    const second = (await durable.metrics()).store.fsyncMs;
+    expect(second.count).toBeGreaterThanOrEqual(first.count + 3);
+    expect(second.totalMs).toBeGreaterThan(first.totalMs);
+    const text = await durable.metrics({ format: 'prometheus' });
+    expect(text).toContain('# TYPE athanor_fsync_seconds histogram');
+    const count = Number(/^athanor_fsync_seconds_count (\S+)$/m.exec(text)?.[1]);
+    expect(count).toBeGreaterThanOrEqual(second.count);
+    expect(text).toMatch(new RegExp(`^athanor_fsync_seconds_bucket\\{le="\\+Inf"\\} ${count}$`, 'm'));
+    expect(Number(/^athanor_fsync_seconds_sum (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+
+    // The same commits without fsync: counted as commits, not as syncs.
+    const scratch = await sandbox.open(undefined, { durability: 'none' });
+    for (let i = 0; i < 3; i++) await scratch.transaction().execute((tx) => tx.set(`k${i}`, i64(BigInt(i))));
+    const m = await scratch.metrics();
+    expect(m.commits.applied).toBe(3);
+    expect(m.store.fsyncMs).toEqual({ count: 0, p50: 0, p95: 0, p99: 0, totalMs: 0 });
+    expect(await scratch.metrics({ format: 'prometheus' })).toMatch(/^athanor_fsync_seconds_count 0$/m);
+  });
+
   it('refuses unknown formats before doing anything', async () => {
     const db = await sandbox.open();
     await expectRejects(db.metrics({ format: 'xml' as 'object' }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');

@@ -450,14 +450,19 @@ export class Athanor {
   /**
    * Takes an online backup into `targetDir` (new or empty): a consistent compacted copy
    * of the store and of projection.db (whose cursors never point past the copied log),
-   * and a manifest with each file's SHA-256 and the content digest. Writers are not
-   * paused: the copy reads one committed state. Optional zstd compression and AES-256-GCM
+   * and a manifest with each file's SHA-256 and the content digest, computed in one pass
+   * while the store is copied. Writers are not paused beyond the moment the copy starts
+   * (about a millisecond): the copy reads one committed state. Optional zstd compression and AES-256-GCM
    * encryption (`encryptionKey`, 32 bytes, never stored). Vector indexes are rebuilt on restore.
    */
   async backup(targetDir: string, options: BackupOptions = {}): Promise<BackupManifest> {
     this.#core.assertOpen();
     const native = this.#core.native;
-    return takeBackup({ dir: this.dir, copyCompacted: (dest) => native.copyCompacted(dest) }, targetDir, options);
+    const backupCanonical = async (dst: string, zstdLevel: number | null) => {
+      const r = await native.backupCanonical(dst, zstdLevel);
+      return { file: r.file, digest: r.digest as unknown as ContentDigest };
+    };
+    return takeBackup({ dir: this.dir, backupCanonical }, targetDir, options);
   }
 
   /**
@@ -500,6 +505,7 @@ export class Athanor {
       }
       return {
         queueDepth: this.#core.pendingCount,
+        syncs: this.#core.native.syncStats(),
         store: { mapSizeBytes: this.#core.native.mapSize(), fileBytes, commitSeq: commitSeq!, lastEventId: lastEventId! },
         processors: this.#proj.processors().map((p) => ({ name: p.name, cursor: p.cursor(), lag: p.lag(), deadLetters: p.deadLetters.count() })),
         vectors: this.vectors.list().map((c) => {

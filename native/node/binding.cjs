@@ -845,5 +845,6 @@ module.exports.compressFile = nativeBinding.compressFile
 module.exports.decompressFile = nativeBinding.decompressFile
 module.exports.digestDir = nativeBinding.digestDir
 module.exports.embedderOpen = nativeBinding.embedderOpen
+module.exports.hashFile = nativeBinding.hashFile
 module.exports.openDb = nativeBinding.openDb
 module.exports.sqliteSnapshot = nativeBinding.sqliteSnapshot

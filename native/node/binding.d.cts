@@ -48,6 +48,12 @@ export declare class NativeDb {
    * committed state; writers go on meanwhile). Resolves to undefined.
    */
   copyCompacted(dest: string): Promise<void>
+  /**
+   * Writes a compacted copy of the canonical store to the new file `dst` (zstd at
+   * `zstd_level` when given), hashing it as it is written, and the content digest of
+   * the same snapshot, in one pass.
+   */
+  backupCanonical(dst: string, zstdLevel?: number | undefined | null): Promise<NativeCanonicalBackup>
   /** The content digest of the newest committed state. */
   contentDigest(): Promise<NativeDigest>
   /** Creates a collection (or returns the existing one when its parameters match). */
@@ -134,6 +140,8 @@ export declare class NativeDb {
   stateList(prefix: string, after: string | undefined | null, limit: number): Buffer
   /** Current LMDB map size in bytes. */
   mapSize(): number
+  /** How long this process's syncs of the store took (durable commits, explicit flushes). */
+  syncStats(): NativeSyncStats
   /**
    * Closes this handle. The engine stops (after committing what is queued) when
    * its last handle and snapshot are closed.
@@ -251,8 +259,8 @@ export declare class NativeSql {
  */
 export declare function codecRoundTrip(bytes: Uint8Array): [string, Buffer]
 
-/** zstd-compresses `src` into the new file `dst`. */
-export declare function compressFile(src: string, dst: string, level: number): Promise<void>
+/** zstd-compresses `src` into the new file `dst`; resolves to the compressed file's size and SHA-256. */
+export declare function compressFile(src: string, dst: string, level: number): Promise<NativeWrittenFile>
 
 /** What a declarative batch reports to JS. */
 export interface DeclResult {
@@ -271,6 +279,15 @@ export declare function digestDir(dir: string): Promise<NativeDigest>
 
 /** Opens an embedder on the libuv pool (loading a model takes a while). */
 export declare function embedderOpen(options: NativeEmbedderOptions): Promise<NativeEmbedder>
+
+/** Size and SHA-256 of the file at `path`, read on the libuv pool. */
+export declare function hashFile(path: string): Promise<NativeWrittenFile>
+
+/** The canonical store's backup file and the digest of the snapshot it holds. */
+export interface NativeCanonicalBackup {
+  file: NativeWrittenFile
+  digest: NativeDigest
+}
 
 /** A collection's stored definition. */
 export interface NativeCollectionInfo {
@@ -404,8 +421,31 @@ export interface NativeSearchPlan {
  * Opens `dir` on the libuv pool (`Athanor.open`): checking the LMDB files and
  * loading every vector collection and index dump can take seconds, which must not
  * stall the event loop. Resolves to the handle; `on_commit` as in the constructor.
+ * The store's sync histogram as JS sees it (counts as numbers: far below 2^53).
  */
+export interface NativeSyncStats {
+  /** Syncs measured. */
+  count: number
+  /** Their total duration, seconds. */
+  sumSeconds: number
+  /** Upper bounds of the buckets, seconds. */
+  bucketBounds: Array<number>
+  /** Syncs per bucket (not cumulative); one more entry than the bounds: above the last. */
+  bucketCounts: Array<number>
+  /** Total duration of each bucket's syncs, seconds. */
+  bucketSumSeconds: Array<number>
+}
+
+/** A file a backup wrote: its size and SHA-256 (hex). */
+export interface NativeWrittenFile {
+  bytes: number
+  sha256: string
+}
+
 export declare function openDb(dir: string, options: NativeOpenOptions, onCommit: CommitCallback): Promise<NativeDb>
 
-/** Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO). */
-export declare function sqliteSnapshot(src: string, dst: string): Promise<void>
+/**
+ * Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO);
+ * resolves to its size and SHA-256.
+ */
+export declare function sqliteSnapshot(src: string, dst: string): Promise<NativeWrittenFile>

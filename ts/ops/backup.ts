@@ -33,7 +33,7 @@ export interface ContentDigest {
 
 /** Progress of a backup or restore. */
 export interface BackupProgress {
-  /** What is being done now. */
+  /** What is being done now (`'digest'` is no longer reported: the digest is computed during `'canonical'`). */
   phase: 'projection' | 'canonical' | 'digest' | 'compress' | 'encrypt' | 'verify' | 'decrypt' | 'decompress' | 'install';
   /** Files finished so far, of `totalFiles`. */
   filesDone: number;
@@ -115,10 +115,17 @@ export interface BackupManifest {
 const MANIFEST = 'manifest.json';
 const FORMAT_VERSION = 1;
 
+/** A file a backup step wrote: its size and SHA-256, computed as it was written. @internal */
+export interface WrittenFile {
+  bytes: number;
+  sha256: string;
+}
+
 /** What backup needs of an open database. @internal */
 export interface BackupSource {
   dir: string;
-  copyCompacted(dest: string): Promise<void>;
+  /** The compacted store copy written to `dst` (zstd at `zstdLevel`), hashed as written, with the digest of the copied snapshot. */
+  backupCanonical(dst: string, zstdLevel: number | null): Promise<{ file: WrittenFile; digest: ContentDigest }>;
 }
 
 function checkKey(key: unknown, what: string): Buffer | undefined {
@@ -144,9 +151,34 @@ function manifestMac(m: BackupManifest, key: Buffer): string {
 }
 
 async function sha256File(file: string): Promise<string> {
+  return (await native.hashFile(file)).sha256;
+}
+
+/** Encrypts `src` into the new file `dst` with AES-256-GCM, hashing the ciphertext as it is written. */
+async function encryptFile(src: string, dst: string, key: Buffer): Promise<{ written: WrittenFile; iv: string; tag: string }> {
+  const nonce = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
   const h = createHash('sha256');
-  await pipeline(createReadStream(file), h);
-  return h.digest('hex');
+  let bytes = 0;
+  await pipeline(
+    createReadStream(src),
+    cipher,
+    async function* (chunks: AsyncIterable<Buffer>) {
+      for await (const chunk of chunks) {
+        h.update(chunk);
+        bytes += chunk.length;
+        yield chunk;
+      }
+    },
+    createWriteStream(dst, { flags: 'wx' }),
+  );
+  const handle = await fs.open(dst, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return { written: { bytes, sha256: h.digest('hex') }, iv: nonce.toString('base64'), tag: cipher.getAuthTag().toString('base64') };
 }
 
 /** The typed error for what a backup or restore step threw. */
@@ -180,52 +212,48 @@ export async function takeBackup(db: BackupSource, target: string, options: Back
   const work = `${dest}.partial-${randomBytes(4).toString('hex')}`;
   await fs.mkdir(work, { recursive: true });
   try {
+    // Files needing a further step (encryption) are written here first.
     const raw = path.join(work, 'raw');
     await fs.mkdir(raw);
+    const files: BackupFile[] = [];
+    const zst = level !== undefined ? '.zst' : '';
+    /** Encrypts the file when asked, and describes what ends up stored. */
+    const stored = async (name: string, restoresTo: BackupFile['restoresTo'], at: string, written: WrittenFile): Promise<void> => {
+      let extra = {};
+      if (key) {
+        progress('encrypt');
+        const enc = await encryptFile(at, path.join(work, `${name}.enc`), key);
+        await fs.rm(at, { force: true });
+        name = `${name}.enc`;
+        written = enc.written;
+        extra = { iv: enc.iv, tag: enc.tag };
+      }
+      files.push({ name, restoresTo, bytes: written.bytes, sha256: written.sha256, compressed: level !== undefined, ...extra });
+      filesDone++;
+    };
+    // Straight into the backup unless encryption follows.
+    const firstHome = key ? raw : work;
     // projection.db first: its cursors then never point past the log copied after it.
     if (hasProjection) {
       progress('projection');
-      await native.sqliteSnapshot(projection, path.join(raw, 'projection.db'));
-    }
-    progress('canonical');
-    await db.copyCompacted(raw);
-    progress('digest');
-    const digest = (await native.digestDir(raw)) as unknown as ContentDigest;
-    const files: BackupFile[] = [];
-    for (const [rawName, restoresTo] of [
-      ['data.mdb', 'canonical/data.mdb'],
-      ['projection.db', 'projection.db'],
-    ] as const) {
-      const src = path.join(raw, rawName);
-      if (!existsSync(src)) continue;
-      let current = src;
-      let name: string = rawName;
+      let at = path.join(level !== undefined || key ? raw : work, 'projection.db');
+      let written = await native.sqliteSnapshot(projection, at);
       if (level !== undefined) {
         progress('compress');
-        const out = path.join(work, `${rawName}.zst`);
-        await native.compressFile(current, out, level);
-        current = out;
-        name = `${rawName}.zst`;
+        const out = path.join(firstHome, `projection.db${zst}`);
+        written = await native.compressFile(at, out, level);
+        await fs.rm(at, { force: true });
+        at = out;
       }
-      let iv: string | undefined;
-      let tag: string | undefined;
-      if (key) {
-        progress('encrypt');
-        const nonce = randomBytes(12);
-        const cipher = createCipheriv('aes-256-gcm', key, nonce);
-        const out = path.join(work, `${name}.enc`);
-        await pipeline(createReadStream(current), cipher, createWriteStream(out, { flags: 'wx' }));
-        iv = nonce.toString('base64');
-        tag = cipher.getAuthTag().toString('base64');
-        current = out;
-        name = `${name}.enc`;
-      }
-      const stored = path.join(work, name);
-      if (current !== stored) await fs.rename(current, stored);
-      for (const leftover of [src, path.join(work, `${rawName}.zst`)]) if (leftover !== stored) await fs.rm(leftover, { force: true });
-      files.push({ name, restoresTo, bytes: (await fs.stat(stored)).size, sha256: await sha256File(stored), compressed: level !== undefined, ...(iv ? { iv, tag } : {}) });
-      filesDone++;
+      await stored(`projection.db${zst}`, 'projection.db', at, written);
     }
+    // The copy, its hash and the content digest of the copied snapshot, in one pass.
+    progress('canonical');
+    const canonicalAt = path.join(firstHome, `data.mdb${zst}`);
+    const { file: canonical, digest } = await db.backupCanonical(canonicalAt, level ?? null);
+    await stored(`data.mdb${zst}`, 'canonical/data.mdb', canonicalAt, canonical);
+    // The manifest lists the store first, as before.
+    files.reverse();
     await fs.rm(raw, { recursive: true, force: true });
     const manifest: BackupManifest = {
       format: 'athanor-backup',

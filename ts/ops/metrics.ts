@@ -50,6 +50,15 @@ export interface MetricsSnapshot {
   };
   /** The store. */
   store: {
+    /**
+     * How long the store's fsyncs took in this process (every handle of the directory):
+     * each durable commit (LMDB's commit, which flushes before it returns; none under
+     * durability `'none'`) and each explicit flush, ms.
+     */
+    fsyncMs: LatencySummary & {
+      /** Their total duration, ms. */
+      totalMs: number;
+    };
     /** The LMDB map size, bytes (it grows by itself). */
     mapSizeBytes: number;
     /** Size of `canonical/data.mdb` on disk, bytes. */
@@ -102,6 +111,22 @@ export interface MetricsOptions {
   format?: 'object' | 'prometheus';
 }
 
+/** The store's sync histogram as the addon reports it: cumulative since open, buckets not cumulative. @internal */
+export interface SyncCounts {
+  count: number;
+  sumSeconds: number;
+  bucketBounds: number[];
+  bucketCounts: number[];
+  bucketSumSeconds: number[];
+}
+
+/** What `snapshot` needs from the database. @internal */
+export type SnapshotSource = Omit<MetricsSnapshot, 'commits' | 'scheduler' | 'store'> & {
+  queueDepth: number;
+  store: Omit<MetricsSnapshot['store'], 'fsyncMs'>;
+  syncs: SyncCounts;
+};
+
 /** Where the scheduler reports runs to. @internal */
 export interface RunObserver {
   ran(task: string, outcome: string): void;
@@ -121,6 +146,15 @@ export class Metrics implements CommitObserver, RunObserver {
     registers: [this.registry],
   });
   readonly #group = new Histogram({ name: 'athanor_commit_group_size', help: "This handle's transactions per group commit.", buckets: GROUP_BUCKETS, registers: [this.registry] });
+  // The native store times its syncs (off the JS thread); they are replayed into this
+  // histogram when read, one observation per sync (see #replaySyncs).
+  readonly #fsync = new Histogram({
+    name: 'athanor_fsync_seconds',
+    help: "Duration of the store's fsyncs in this process: durable commits (LMDB's commit with its flush) and explicit flushes.",
+    buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  #syncsSeen: SyncCounts | undefined;
   readonly #runs = new Counter({ name: 'athanor_scheduler_runs_total', help: 'Scheduler runs in this process, by task and outcome.', labelNames: ['task', 'outcome'] as const, registers: [this.registry] });
   readonly #gauges = {
     queue: new Gauge({ name: 'athanor_commit_queue_depth', help: 'Transactions handed to the writer and not yet settled.', registers: [this.registry] }),
@@ -162,10 +196,34 @@ export class Metrics implements CommitObserver, RunObserver {
     this.#runs.inc({ task, outcome });
   }
 
+  /**
+   * Adds the syncs counted natively since the last read to the histogram. Per bucket,
+   * each new sync is observed at the mean of that bucket's new durations: the mean of
+   * values inside a bucket lies inside it, so buckets, count and sum all come out exact
+   * (the native buckets are the same as this histogram's).
+   */
+  #replaySyncs(now: SyncCounts): void {
+    const seen = this.#syncsSeen;
+    this.#syncsSeen = now;
+    const bounds = now.bucketBounds;
+    now.bucketCounts.forEach((count, i) => {
+      const n = count - (seen?.bucketCounts[i] ?? 0);
+      if (n <= 0) return;
+      const low = i === 0 ? 0 : bounds[i - 1]!;
+      const high = i < bounds.length ? bounds[i]! : Infinity;
+      const mean = (now.bucketSumSeconds[i]! - (seen?.bucketSumSeconds[i] ?? 0)) / n;
+      // A sync recorded while the counts were read can nudge the mean; keep it in its bucket.
+      const v = Math.min(high, Math.max(mean, low + Number.EPSILON * Math.max(1, low)));
+      for (let k = 0; k < n; k++) this.#fsync.observe(v);
+    });
+  }
+
   /** The snapshot, with the parts only the database can read filled in by `read`. */
-  async snapshot(read: () => Omit<MetricsSnapshot, 'commits' | 'scheduler'> & { queueDepth: number }): Promise<MetricsSnapshot> {
+  async snapshot(read: () => SnapshotSource): Promise<MetricsSnapshot> {
     const r = read();
+    this.#replaySyncs(r.syncs);
     const latency = (await this.#latency.get()).values;
+    const fsync = summarize((await this.#fsync.get()).values);
     return {
       commits: {
         applied: this.#byOutcome.applied,
@@ -176,7 +234,7 @@ export class Metrics implements CommitObserver, RunObserver {
         queueDepth: r.queueDepth,
         conflicts: this.#byOutcome.conflict,
       },
-      store: r.store,
+      store: { fsyncMs: { ...fsync, totalMs: r.syncs.sumSeconds * 1000 }, ...r.store },
       processors: r.processors,
       scheduler: [...this.#runCounts.values()].map((c) => ({ ...c })),
       vectors: r.vectors,

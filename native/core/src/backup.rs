@@ -14,8 +14,9 @@
 //! than the data.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::mpsc;
 
 use heed::types::Bytes;
 use heed::{CompactionOption, Database, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
@@ -140,6 +141,109 @@ impl Store {
         digest(&dbs, &txn)
     }
 
+    /// Writes a compacted copy of the environment to the new file `dst` (zstd-compressed
+    /// at `zstd_level` when given) in one pass: LMDB's copy streams through a pipe into a
+    /// thread that compresses, hashes and writes it, while this thread computes the content
+    /// digest of the very snapshot being copied. Returns the stored file's size and
+    /// SHA-256 with the digest; the file is synced.
+    ///
+    /// Both read transactions must see one snapshot, and the copy begins its own inside
+    /// LMDB. So the LMDB write lock (shared by every process on the directory) is held
+    /// from before the digest's transaction until the copy has produced its first bytes,
+    /// which proves its transaction has begun: writers wait for that moment only (about a
+    /// millisecond), never for the copy or the digest. The work runs on threads of its
+    /// own at a lower CPU priority (see `background_priority`).
+    pub fn backup_canonical(&self, dst: &Path, zstd_level: Option<i32>) -> Result<CanonicalBackup> {
+        if let Some(level) = zstd_level {
+            check_level(level)?;
+        }
+        let file = create_new(dst)?;
+        let (mut pipe_out, pipe_in) = std::io::pipe().map_err(|e| io_error("pipe for", dst, e))?;
+        enlarge_pipe(&pipe_in);
+        // Map growth waits for this guard; the copy thread runs under it too.
+        let _g = self.guard();
+        let (writer_lock, snapshot) = self.pinned_snapshot()?;
+        let d = &self.dbs;
+        let dbs = DigestDbs {
+            meta: d.meta,
+            state: d.state,
+            events: d.events,
+            vector_collections: d.vector_collections,
+            vectors: d.vectors,
+        };
+        let (started_tx, started) = mpsc::channel::<()>();
+        let (copied, stored, digest) = std::thread::scope(|s| {
+            let copy = s.spawn(move || {
+                background_priority();
+                // SAFETY: the descriptor stays open until the copy returns (`pipe_in` is
+                // dropped after it), and only this thread writes to it.
+                let r = unsafe {
+                    self.env
+                        .copy_to_fd(raw_handle(&pipe_in), CompactionOption::Enabled)
+                };
+                drop(pipe_in);
+                r
+            });
+            let store = s.spawn(move || {
+                background_priority();
+                let mut buf = vec![0u8; PIPE_CHUNK];
+                let mut first = Some(started_tx);
+                let out = HashingWriter::new(BufWriter::with_capacity(PIPE_CHUNK, file));
+                let mut sink = match zstd_level {
+                    Some(level) => Sink::Zstd(
+                        zstd::Encoder::new(out, level).map_err(|e| io_error("compress", dst, e))?,
+                    ),
+                    None => Sink::Plain(out),
+                };
+                loop {
+                    let n = match pipe_out.read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(io_error("copy", dst, e)),
+                    };
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(());
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    sink.write_all(&buf[..n])
+                        .map_err(|e| io_error("write", dst, e))?;
+                }
+                sink.finish(dst)?.finish(dst)
+            });
+            // The copy's transaction has begun once bytes flow (or the copy ended early).
+            let _ = started.recv();
+            drop(writer_lock);
+            let digest = s.spawn(move || {
+                background_priority();
+                digest(&dbs, &snapshot)
+            });
+            (copy.join(), store.join(), digest.join())
+        });
+        let copied = copied.map_err(|_| Error::internal("the backup copy thread panicked"))?;
+        let stored = stored.map_err(|_| Error::internal("the backup writer thread panicked"))?;
+        // The writer's error first: a failed write closes the pipe, which fails the copy too.
+        let file = stored?;
+        copied?;
+        let digest = digest.map_err(|_| Error::internal("the backup digest thread panicked"))?;
+        Ok(CanonicalBackup {
+            file,
+            digest: digest?,
+        })
+    }
+
+    /// A read transaction on the newest commit, with the LMDB write lock held so no
+    /// commit can follow it until the lock (the aborted-on-drop write txn) is dropped.
+    /// The caller holds the map guard.
+    fn pinned_snapshot(&self) -> Result<(heed::RwTxn<'_>, RoTxn<'static, WithoutTls>)> {
+        let lock = self.env.write_txn()?;
+        // While the write lock is held no process can grow the map, so this does not
+        // meet `MDB_MAP_RESIZED` (the write txn would have).
+        let snapshot = self.env.clone().static_read_txn()?;
+        Ok((lock, snapshot))
+    }
+
     /// Writes a compacted copy of the environment to `dest/data.mdb` (`dest` must exist
     /// and hold no `data.mdb`). The copy reflects one committed state, read in a single
     /// read transaction: commits go on meanwhile and are not in it. The file is synced.
@@ -192,27 +296,238 @@ pub fn digest_dir(dir: &Path) -> Result<ContentDigest> {
     Ok(d)
 }
 
-/// Compresses `src` into `dst` (which must not exist) with zstd at `level` (1..=19),
-/// and syncs it.
-pub fn compress_file(src: &Path, dst: &Path, level: i32) -> Result<()> {
+/// What [`Store::backup_canonical`] reports: the stored file and the digest of the
+/// snapshot it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalBackup {
+    /// The file as stored (compressed when asked).
+    pub file: WrittenFile,
+    /// The content digest of the copied snapshot.
+    pub digest: ContentDigest,
+}
+
+/// A file a backup wrote, summarised from the bytes as they were written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of its contents, lower-case hex.
+    pub sha256: String,
+}
+
+/// Bytes read from the copy's pipe at a time (also the pipe's capacity where it can be set).
+const PIPE_CHUNK: usize = 1 << 20;
+
+/// A writer that hashes and counts what passes through it.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+    writeback: Writeback,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hash: Sha256::new(),
+            bytes: 0,
+            writeback: Writeback::default(),
+        }
+    }
+}
+
+impl Write for HashingWriter<BufWriter<File>> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        let written = self.bytes - self.inner.buffer().len() as u64;
+        self.writeback.advance(self.inner.get_ref(), written);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10; LMDB's own copy thread, started
+/// from ours, inherits it): a backup is background work, and on a busy machine the
+/// commit writer and the event loop should get the cores first. Only threads the
+/// backup spawns call this, never a pool thread that outlives it.
+fn background_priority() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: plain syscalls about the calling thread (on Linux the nice value is per thread).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// Bytes of a backup file handed to the disk at a time while it is written.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts the disk writes of a large file as it is written, a step at a time, and
+/// waits for the step before last: the final sync then has little left to flush.
+/// Without this, hundreds of megabytes of dirty pages reach the disk in one burst at
+/// the final sync, and a concurrent writer's small commit fsync queues behind all of
+/// it (on ext4 it may even have to wait for it).
+#[derive(Default)]
+struct Writeback {
+    /// Start of the range not yet handed to the disk.
+    started: u64,
+    /// Start of the range handed over but not yet waited for.
+    waited: u64,
+}
+
+impl Writeback {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn advance(&mut self, file: &File, written: u64) {
+        use std::os::fd::AsRawFd;
+        if written < self.started + WRITEBACK_STEP {
+            return;
+        }
+        let fd = file.as_raw_fd();
+        // SAFETY: plain syscalls on a descriptor borrowed for their duration. They only
+        // schedule or await writeback; a failure is caught by the final sync_all.
+        unsafe {
+            libc::sync_file_range(
+                fd,
+                self.started as libc::off64_t,
+                (written - self.started) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+            if self.started > self.waited {
+                libc::sync_file_range(
+                    fd,
+                    self.waited as libc::off64_t,
+                    (self.started - self.waited) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+        self.waited = self.started;
+        self.started = written;
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    fn advance(&mut self, _file: &File, _written: u64) {}
+}
+
+impl HashingWriter<BufWriter<File>> {
+    /// Flushes and syncs the file; its size and hash.
+    fn finish(self, path: &Path) -> Result<WrittenFile> {
+        let file = self
+            .inner
+            .into_inner()
+            .map_err(|e| io_error("write", path, e.into_error()))?;
+        file.sync_all().map_err(|e| io_error("sync", path, e))?;
+        Ok(WrittenFile {
+            bytes: self.bytes,
+            sha256: hex(&self.hash.finalize()),
+        })
+    }
+}
+
+/// Where the copy's bytes go: straight to the hashed file, or through zstd first.
+enum Sink {
+    Plain(HashingWriter<BufWriter<File>>),
+    Zstd(zstd::Encoder<'static, HashingWriter<BufWriter<File>>>),
+}
+
+impl Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.write_all(bytes),
+            Sink::Zstd(w) => w.write_all(bytes),
+        }
+    }
+
+    fn finish(self, path: &Path) -> Result<HashingWriter<BufWriter<File>>> {
+        match self {
+            Sink::Plain(w) => Ok(w),
+            Sink::Zstd(w) => w.finish().map_err(|e| io_error("compress", path, e)),
+        }
+    }
+}
+
+/// A bigger pipe means fewer wake-ups between LMDB's copy thread and ours; where the
+/// platform has no such setting the default capacity only costs a little speed.
+fn enlarge_pipe(pipe: &std::io::PipeWriter) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain fcntl on a descriptor this function borrows; failure is harmless.
+        unsafe {
+            libc::fcntl(
+                pipe.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_CHUNK as libc::c_int,
+            )
+        };
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = pipe;
+}
+
+#[cfg(unix)]
+fn raw_handle(pipe: &std::io::PipeWriter) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    pipe.as_raw_fd()
+}
+
+#[cfg(windows)]
+fn raw_handle(pipe: &std::io::PipeWriter) -> std::os::windows::io::RawHandle {
+    use std::os::windows::io::AsRawHandle;
+    pipe.as_raw_handle()
+}
+
+fn check_level(level: i32) -> Result<()> {
     if !(1..=19).contains(&level) {
         return Err(Error::invalid(format!(
             "zstd level must be 1..19, got {level}"
         )));
     }
+    Ok(())
+}
+
+/// Compresses `src` into `dst` (which must not exist) with zstd at `level` (1..=19),
+/// and syncs it. Returns the compressed file's size and SHA-256.
+pub fn compress_file(src: &Path, dst: &Path, level: i32) -> Result<WrittenFile> {
+    check_level(level)?;
     let input = File::open(src).map_err(|e| io_error("open", src, e))?;
     let out = create_new(dst)?;
-    let mut enc =
-        zstd::Encoder::new(BufWriter::new(out), level).map_err(|e| io_error("compress", src, e))?;
+    let mut enc = zstd::Encoder::new(HashingWriter::new(BufWriter::new(out)), level)
+        .map_err(|e| io_error("compress", src, e))?;
     std::io::copy(&mut BufReader::new(input), &mut enc)
         .map_err(|e| io_error("compress", src, e))?;
-    let file = enc
-        .finish()
+    enc.finish()
         .map_err(|e| io_error("compress", src, e))?
-        .into_inner()
-        .map_err(|e| io_error("write", dst, e.into_error()))?;
-    file.sync_all().map_err(|e| io_error("sync", dst, e))?;
-    Ok(())
+        .finish(dst)
+}
+
+/// Size and SHA-256 of the file at `path`.
+pub fn hash_file(path: &Path) -> Result<WrittenFile> {
+    let mut input = File::open(path).map_err(|e| io_error("open", path, e))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; PIPE_CHUNK];
+    let mut bytes = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error("read", path, e)),
+        };
+        hash.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(WrittenFile {
+        bytes,
+        sha256: hex(&hash.finalize()),
+    })
 }
 
 /// Decompresses zstd `src` into `dst` (which must not exist) and syncs it. A truncated
@@ -238,8 +553,8 @@ pub fn decompress_file(src: &Path, dst: &Path) -> Result<()> {
 
 /// Writes a consistent, compacted copy of the SQLite database `src` to the new file
 /// `dst` (`VACUUM INTO` on a read-only connection of its own: one read transaction,
-/// so in WAL mode writers go on meanwhile), and syncs it.
-pub fn sqlite_snapshot(src: &Path, dst: &Path) -> Result<()> {
+/// so in WAL mode writers go on meanwhile), and syncs it. Returns its size and SHA-256.
+pub fn sqlite_snapshot(src: &Path, dst: &Path) -> Result<WrittenFile> {
     use rusqlite::{Connection, OpenFlags};
     if dst.exists() {
         return Err(Error::invalid(format!("{} already exists", dst.display())));
@@ -260,7 +575,8 @@ pub fn sqlite_snapshot(src: &Path, dst: &Path) -> Result<()> {
     File::open(dst)
         .and_then(|f| f.sync_all())
         .map_err(|e| io_error("sync", dst, e))?;
-    Ok(())
+    // Read back while it is in the page cache: SQLite writes it in no single stream.
+    hash_file(dst)
 }
 
 /// Creates `path`, which must not exist yet (a backup never overwrites a file).

@@ -2102,3 +2102,102 @@ fn a_type_index_key_too_short_for_an_id_is_corrupt_not_a_panic() {
         assert_eq!(err.code, Code::Corrupt, "{err}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// backup
+
+/// SHA-256 (hex) and size of a file, read back independently of the backup code.
+fn file_sha256(path: &Path) -> (u64, String) {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).expect("read");
+    (
+        bytes.len() as u64,
+        athanor_core::backup::hex(&Sha256::digest(&bytes)),
+    )
+}
+
+#[test]
+fn a_one_pass_backup_hashes_what_it_wrote_and_digests_the_snapshot_it_copied() {
+    let dir = TempDir::new().unwrap();
+    let e = open_with(dir.path(), opts(Durability::None));
+    for i in 0..200 {
+        applied(
+            &e,
+            TxBuilder::new()
+                .put(&format!("k{i}"), &Value::I64(i))
+                .event_json("seeded", "{}"),
+        );
+    }
+    // Writers commit all the while: the digest must still be of the copied snapshot.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (e, stop) = (e.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                applied(
+                    &e,
+                    TxBuilder::new()
+                        .put("w", &Value::I64(n))
+                        .event_json("tick", "{}"),
+                );
+                n += 1;
+            }
+            n
+        })
+    };
+    let out = TempDir::new().unwrap();
+    for (name, level) in [("a", None), ("b", Some(3)), ("c", None)] {
+        let copy_dir = out.path().join(name);
+        std::fs::create_dir(&copy_dir).unwrap();
+        let dst = copy_dir.join(if level.is_some() {
+            "data.mdb.zst"
+        } else {
+            "data.mdb"
+        });
+        let b = e.store().backup_canonical(&dst, level).expect("backup");
+        assert_eq!((b.file.bytes, b.file.sha256.clone()), file_sha256(&dst));
+        let raw = if level.is_some() {
+            let plain = out.path().join(format!("{name}-plain"));
+            std::fs::create_dir(&plain).unwrap();
+            athanor_core::backup::decompress_file(&dst, &plain.join("data.mdb")).unwrap();
+            plain
+        } else {
+            copy_dir
+        };
+        assert_eq!(
+            athanor_core::backup::digest_dir(&raw).expect("digest"),
+            b.digest
+        );
+        assert!(b.digest.events >= 200);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+    // The target must be new: nothing is overwritten.
+    let again = e
+        .store()
+        .backup_canonical(&out.path().join("a").join("data.mdb"), None)
+        .unwrap_err();
+    assert_eq!(again.code, Code::InvalidArgument);
+}
+
+#[test]
+fn durable_commits_are_timed_as_syncs_and_unsynced_ones_are_not() {
+    let full_dir = TempDir::new().unwrap();
+    let full = open_with(full_dir.path(), opts(Durability::Full));
+    let before = full.store().sync_stats().count;
+    for i in 0..3 {
+        applied(&full, TxBuilder::new().put("k", &Value::I64(i)));
+    }
+    let after = full.store().sync_stats();
+    assert!(after.count >= before + 3, "{before} -> {after:?}");
+    assert_eq!(after.buckets.iter().sum::<u64>(), after.count);
+    assert!(after.sum_seconds > 0.0);
+
+    let none_dir = TempDir::new().unwrap();
+    let none = open_with(none_dir.path(), opts(Durability::None));
+    for i in 0..3 {
+        applied(&none, TxBuilder::new().put("k", &Value::I64(i)));
+    }
+    assert_eq!(none.store().sync_stats().count, 0);
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use athanor_core::backup::{self, ContentDigest};
+use athanor_core::backup::{self, CanonicalBackup, ContentDigest, WrittenFile};
 use athanor_core::Engine;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -31,6 +31,34 @@ fn to_js(d: ContentDigest) -> NativeDigest {
         vector_documents: d.vector_documents as f64,
         last_event_id: BigInt::from(d.last_event_id),
         commit_seq: BigInt::from(d.commit_seq),
+    }
+}
+
+/// A file a backup wrote: its size and SHA-256 (hex).
+#[napi(object)]
+pub struct NativeWrittenFile {
+    pub bytes: f64,
+    pub sha256: String,
+}
+
+fn file_to_js(f: WrittenFile) -> NativeWrittenFile {
+    NativeWrittenFile {
+        bytes: f.bytes as f64,
+        sha256: f.sha256,
+    }
+}
+
+/// The canonical store's backup file and the digest of the snapshot it holds.
+#[napi(object)]
+pub struct NativeCanonicalBackup {
+    pub file: NativeWrittenFile,
+    pub digest: NativeDigest,
+}
+
+fn canonical_to_js(b: CanonicalBackup) -> NativeCanonicalBackup {
+    NativeCanonicalBackup {
+        file: file_to_js(b.file),
+        digest: to_js(b.digest),
     }
 }
 
@@ -69,6 +97,8 @@ impl<T: Send + 'static, J: ToNapiValue + TypeName> Work for Job<T, J> {
 
 type UnitJob = Job<(), ()>;
 type DigestJob = Job<ContentDigest, NativeDigest>;
+type FileJob = Job<WrittenFile, NativeWrittenFile>;
+type CanonicalJob = Job<CanonicalBackup, NativeCanonicalBackup>;
 
 fn unit(_: ()) {}
 
@@ -82,6 +112,27 @@ impl NativeDb {
         Ok(Job::task(
             move || engine.store().copy_compacted(&PathBuf::from(dest)),
             unit,
+        ))
+    }
+
+    /// Writes a compacted copy of the canonical store to the new file `dst` (zstd at
+    /// `zstd_level` when given), hashing it as it is written, and the content digest of
+    /// the same snapshot, in one pass.
+    #[napi(ts_return_type = "Promise<NativeCanonicalBackup>")]
+    pub fn backup_canonical(
+        &self,
+        env: Env,
+        dst: String,
+        zstd_level: Option<i32>,
+    ) -> Result<AsyncTask<Guarded<CanonicalJob>>> {
+        let engine: Arc<Engine> = guard(&env, || self.engine())?;
+        Ok(Job::task(
+            move || {
+                engine
+                    .store()
+                    .backup_canonical(&PathBuf::from(dst), zstd_level)
+            },
+            canonical_to_js,
         ))
     }
 
@@ -100,14 +151,21 @@ pub fn digest_dir(dir: String) -> AsyncTask<Guarded<DigestJob>> {
     Job::task(move || backup::digest_dir(&PathBuf::from(dir)), to_js)
 }
 
-/// zstd-compresses `src` into the new file `dst`.
-#[napi(ts_return_type = "Promise<void>")]
+/// zstd-compresses `src` into the new file `dst`; resolves to the compressed file's size and SHA-256.
+#[napi(ts_return_type = "Promise<NativeWrittenFile>")]
 #[cfg_attr(test, allow(dead_code))]
-pub fn compress_file(src: String, dst: String, level: i32) -> AsyncTask<Guarded<UnitJob>> {
+pub fn compress_file(src: String, dst: String, level: i32) -> AsyncTask<Guarded<FileJob>> {
     Job::task(
         move || backup::compress_file(&PathBuf::from(src), &PathBuf::from(dst), level),
-        unit,
+        file_to_js,
     )
+}
+
+/// Size and SHA-256 of the file at `path`, read on the libuv pool.
+#[napi(ts_return_type = "Promise<NativeWrittenFile>")]
+#[cfg_attr(test, allow(dead_code))]
+pub fn hash_file(path: String) -> AsyncTask<Guarded<FileJob>> {
+    Job::task(move || backup::hash_file(&PathBuf::from(path)), file_to_js)
 }
 
 /// Decompresses zstd `src` into the new file `dst`.
@@ -120,12 +178,13 @@ pub fn decompress_file(src: String, dst: String) -> AsyncTask<Guarded<UnitJob>> 
     )
 }
 
-/// Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO).
-#[napi(ts_return_type = "Promise<void>")]
+/// Writes a consistent copy of the SQLite database `src` to the new file `dst` (VACUUM INTO);
+/// resolves to its size and SHA-256.
+#[napi(ts_return_type = "Promise<NativeWrittenFile>")]
 #[cfg_attr(test, allow(dead_code))]
-pub fn sqlite_snapshot(src: String, dst: String) -> AsyncTask<Guarded<UnitJob>> {
+pub fn sqlite_snapshot(src: String, dst: String) -> AsyncTask<Guarded<FileJob>> {
     Job::task(
         move || backup::sqlite_snapshot(&PathBuf::from(src), &PathBuf::from(dst)),
-        unit,
+        file_to_js,
     )
 }

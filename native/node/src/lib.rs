@@ -87,6 +87,21 @@ fn store_options(options: &NativeOpenOptions) -> CoreResult<StoreOptions> {
 /// Opens `dir` on the libuv pool (`Athanor.open`): checking the LMDB files and
 /// loading every vector collection and index dump can take seconds, which must not
 /// stall the event loop. Resolves to the handle; `on_commit` as in the constructor.
+/// The store's sync histogram as JS sees it (counts as numbers: far below 2^53).
+#[napi(object)]
+pub struct NativeSyncStats {
+    /// Syncs measured.
+    pub count: f64,
+    /// Their total duration, seconds.
+    pub sum_seconds: f64,
+    /// Upper bounds of the buckets, seconds.
+    pub bucket_bounds: Vec<f64>,
+    /// Syncs per bucket (not cumulative); one more entry than the bounds: above the last.
+    pub bucket_counts: Vec<f64>,
+    /// Total duration of each bucket's syncs, seconds.
+    pub bucket_sum_seconds: Vec<f64>,
+}
+
 #[napi(ts_return_type = "Promise<NativeDb>")]
 pub fn open_db(
     env: Env,
@@ -466,6 +481,21 @@ impl NativeDb {
     #[napi]
     pub fn map_size(&self, env: Env) -> Result<f64> {
         guard(&env, || Ok(self.engine()?.store().map_size() as f64))
+    }
+
+    /// How long this process's syncs of the store took (durable commits, explicit flushes).
+    #[napi]
+    pub fn sync_stats(&self, env: Env) -> Result<NativeSyncStats> {
+        guard(&env, || {
+            let s = self.engine()?.store().sync_stats();
+            Ok(NativeSyncStats {
+                count: s.count as f64,
+                sum_seconds: s.sum_seconds,
+                bucket_bounds: athanor_core::store::SYNC_BUCKETS_S.to_vec(),
+                bucket_counts: s.buckets.iter().map(|&n| n as f64).collect(),
+                bucket_sum_seconds: s.bucket_sum_seconds,
+            })
+        })
     }
 
     /// Closes this handle. The engine stops (after committing what is queued) when

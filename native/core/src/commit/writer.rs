@@ -244,7 +244,12 @@ fn try_group(
     for h in hooks.iter() {
         h.commit_begin();
     }
+    let commit_started = Instant::now();
     let committed = wtxn.commit();
+    // LMDB's commit flushes to disk before it returns, except with NO_SYNC.
+    if committed.is_ok() && store.options.durability != Durability::None {
+        store.sync_stats.record(commit_started.elapsed());
+    }
     if committed.is_ok() {
         // Before anything is acknowledged, so a search after a resolved commit sees it.
         for g in groups {

@@ -14,6 +14,7 @@ use super::dbs::{
 use super::files::{check_data_file, check_structure, write_marker, CREATED_MARKER};
 use super::hook::WriteHook;
 use super::options::{Durability, StoreOptions};
+use super::sync_stats::SyncStats;
 use crate::error::{Code, Error, Result};
 
 /// An open canonical store.
@@ -28,6 +29,8 @@ pub struct Store {
     hooks: RwLock<Vec<Arc<dyn WriteHook>>>,
     /// Wakes other processes after commits (see `announce`).
     pub(crate) announcer: crate::announce::Announcer,
+    /// How long this process's syncs of the store took.
+    pub(crate) sync_stats: SyncStats,
 }
 
 impl Store {
@@ -128,6 +131,7 @@ impl Store {
             options,
             hooks: RwLock::new(Vec::new()),
             announcer: crate::announce::Announcer::open(&canonical)?,
+            sync_stats: SyncStats::default(),
         })
     }
 
@@ -195,7 +199,17 @@ impl Store {
 
     /// Flushes everything to disk now (used by `Batched`/`None` durability and at close).
     pub fn sync(&self) -> Result<()> {
-        Ok(self.env.force_sync()?)
+        let started = std::time::Instant::now();
+        self.env.force_sync()?;
+        self.sync_stats.record(started.elapsed());
+        Ok(())
+    }
+
+    /// How long this process's syncs of the store have taken since it was opened:
+    /// durable commits (LMDB's commit flushes before returning unless durability is
+    /// `None`) and explicit flushes.
+    pub fn sync_stats(&self) -> crate::store::SyncSnapshot {
+        self.sync_stats.snapshot()
     }
 
     /// Current LMDB map size in bytes.

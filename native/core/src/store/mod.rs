@@ -9,9 +9,10 @@
 //! - `reader`: read transactions, the map guard, cached readers;
 //! - `state`, `log`, `idempotency`: reading each concept; `scan`: state keys by prefix, a page at a time;
 //! - `verify`: the store's invariants;
-//! - `hook`: the seam derived state (vector indexes) follows commits through.
+//! - `hook`: the seam derived state (vector indexes) follows commits through;
+//! - `sync_stats`: how long fsyncs take.
 //!
-//! The files depend on each other one way: `options`, `dbs` <- `files` <- `env`
+//! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `env`
 //! <- `reader`, `state`, `log`, `idempotency` <- `verify`; this file only re-exports.
 
 mod dbs;
@@ -24,6 +25,7 @@ mod options;
 mod reader;
 mod scan;
 mod state;
+mod sync_stats;
 mod verify;
 
 pub use dbs::STORE_FORMAT;
@@ -39,3 +41,4 @@ pub use options::{Durability, StoreOptions};
 pub use reader::CachedReader;
 pub use scan::MAX_LIST;
 pub use state::StateEntry;
+pub use sync_stats::{SyncSnapshot, SyncStats, SYNC_BUCKETS_S};
