@@ -9,7 +9,9 @@
 //   lmdb-js (overlappingSync: false)  core tx / append             LMDB's synchronous commit: the commit
 //                                                                  promise resolves after fsync (a variant)
 //   lmdb-js (backup)                  ops backup                   data loaded like the core side, awaited
-//                                                                  until `flushed`; `backup(path, true)` (compacted)
+//                                                                  until `flushed`; `backup(path, true)` (compacted),
+//                                                                  then fsync of the copy and its folder (ours
+//                                                                  is durable when it resolves; backup() does not sync)
 //   better-sqlite3                    core tx                      WAL + synchronous = FULL: fsync of the WAL
 //                                                                  at every commit
 //   better-sqlite3 (projection)       projection, sql exec         WAL + synchronous = NORMAL, exactly what

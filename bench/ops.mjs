@@ -7,9 +7,10 @@
 // lmdb-js directory, each load acknowledged durable. Every backup goes into a new directory,
 // removed afterwards; only one side's database is open at a time, so nothing of ours runs
 // while the peer is timed. The peer (lmdb-js, configured in _peers.mjs) makes a compacted
-// `backup()`, the same kind of copy as ours; athanor's backup also copies projection.db,
+// `backup()`, the same kind of copy as ours, then fsyncs it (as ours is, when it resolves);
+// athanor's backup also copies projection.db,
 // computes the content digest and hashes every file (see bench/README.md).
-import { mkdirSync, statSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Athanor, bytes, i64 } from '../dist/index.js';
 import { QUICK, emit, fmt, freshDir, interleave, log, median, prng, removeDir, timed } from './_lib.mjs';
@@ -113,7 +114,15 @@ async function lmdbBackup(path, sanity) {
   mkdirSync(target);
   const { root } = openLmdbBackup(path);
   try {
-    const s = await timed(() => root.backup(target, LMDB_BACKUP.compact));
+    // Our backup is durable when it resolves (its files and folder fsynced); the peer's copy is
+    // made just as durable inside the timed span, since lmdb-js's backup() does not sync.
+    const s = await timed(async () => {
+      await root.backup(target, LMDB_BACKUP.compact);
+      for (const p of [join(target, 'data.mdb'), target]) {
+        const fd = openSync(p, 'r');
+        try { fsyncSync(fd); } finally { closeSync(fd); }
+      }
+    });
     if (sanity) {
       const copy = openLmdbBackup(target, { readOnly: true });
       const n = copy.state.getCount();
