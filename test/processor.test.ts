@@ -126,7 +126,11 @@ describe('processors', () => {
         const p = make(db, kind, 'p');
         const e = await expectRejects(p.processBatch(), HandlerError, 'ERR_HANDLER');
         expect((e as HandlerError).eventId).toBe(2n);
-        expect((e as HandlerError).cause).toBeInstanceOf(SqlConstraintError);
+        const cause = (e as HandlerError).cause as SqlConstraintError;
+        expect(cause).toBeInstanceOf(SqlConstraintError);
+        // The same detail from both kinds: SQLite's extended code and its own words.
+        expect(cause.sqliteCode).toBe(275); // SQLITE_CONSTRAINT_CHECK
+        expect((cause.cause as Error).message).toMatch(/CHECK constraint failed/);
         expect(p.cursor()).toBe(1n);
         // The failing event's first statement (the balance upsert) did not stay.
         expect(state(db).balances).toEqual([{ acct: 'a', total: 5 }]);

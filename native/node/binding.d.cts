@@ -215,9 +215,9 @@ export declare class NativeSql {
   /** Compiles a declarative projection spec (JSON); returns its id. */
   compileProjection(spec: string): number
   /** Applies the next batch of a declarative projection, off the JS thread. */
-  declarativeBatch(specId: number, limit: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
+  declarativeBatch(specId: number, limit: number): Promise<DeclResult>
   /** Re-applies a dead letter of a declarative projection (and deletes it), off the JS thread. */
-  declarativeRetry(specId: number, deadLetterId: number): Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>
+  declarativeRetry(specId: number, deadLetterId: number): Promise<DeclResult>
   /** A processor's cursor (0 when it never ran), read on the handle's connection. */
   cursor(name: string): bigint
   /** Moves a processor's cursor (inside the transaction open on the handle's connection). */
@@ -267,8 +267,11 @@ export interface DeclResult {
   consumed: number
   cursor: bigint
   failedEventId?: bigint
-  errorCode?: string
-  errorMessage?: string
+  /**
+   * Why the event failed (a batch) or failed again (a retry): the same `Error` a
+   * thrown engine error is, with `code`, `sqliteCode` and its `cause` chain.
+   */
+  error?: Error
 }
 
 /** Decompresses zstd `src` into the new file `dst`. */

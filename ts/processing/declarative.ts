@@ -1,5 +1,5 @@
 /** Declarative projections: event types mapped to SQL, applied by native code with no JS call per event. */
-import { errorFor, fromNative } from '../errors.js';
+import { AthanorError, fromNative } from '../errors.js';
 import type { NativeSql } from '../internal/native.js';
 import type { Sql } from '../sql/sql.js';
 import type { Applier, Failure, ProcessorHost, ProcessorOptions } from './types.js';
@@ -55,7 +55,7 @@ export class DeclarativeApplier implements Applier {
     if (r.failedEventId === null || r.failedEventId === undefined) return { consumed: r.consumed, cursor: r.cursor };
     const id = r.failedEventId;
     const event = this.#host.event(id) ?? { id, type: '', payload: undefined, at: 0, commitSeq: 0n };
-    return { consumed: r.consumed, cursor: r.cursor, failure: { event, error: errorFor(r.errorCode ?? 'ERR_HANDLER', r.errorMessage ?? 'failed') } };
+    return { consumed: r.consumed, cursor: r.cursor, failure: { event, error: failureOf(r.error) } };
   }
 
   async retryDeadLetter(id: number): Promise<Error | undefined> {
@@ -66,6 +66,12 @@ export class DeclarativeApplier implements Applier {
     } catch (e) {
       throw fromNative(e);
     }
-    return r.errorCode === null || r.errorCode === undefined ? undefined : errorFor(r.errorCode, r.errorMessage ?? 'failed');
+    return r.error === null || r.error === undefined ? undefined : failureOf(r.error);
   }
+}
+
+/** The typed error of a failed event, with the SQLite code and causes the addon attached. */
+function failureOf(error: Error | null | undefined): Error {
+  if (error === null || error === undefined) return new AthanorError('ERR_INTERNAL', 'the declarative projection reported a failure without an error (a bug in athanor: please report it)');
+  return fromNative(error);
 }

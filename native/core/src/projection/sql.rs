@@ -128,7 +128,10 @@ fn db_error(db: *mut ffi::sqlite3, rc: c_int) -> Error {
     } else {
         rc
     };
-    classify(rc, &msg)
+    // The same cause the rusqlite path keeps, so an error from a raw statement
+    // carries SQLite's own words as its `cause` too.
+    let cause = rusqlite::Error::SqliteFailure(ffi::Error::new(rc), Some(msg.clone()));
+    classify(rc, &msg).with_source(cause)
 }
 
 /// A prepared statement owned outside rusqlite's lifetimes. It must be dropped

@@ -252,9 +252,7 @@ impl NativeSql {
     }
 
     /// Applies the next batch of a declarative projection, off the JS thread.
-    #[napi(
-        ts_return_type = "Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>"
-    )]
+    #[napi(ts_return_type = "Promise<DeclResult>")]
     pub fn declarative_batch(
         &self,
         env: Env,
@@ -265,9 +263,7 @@ impl NativeSql {
     }
 
     /// Re-applies a dead letter of a declarative projection (and deletes it), off the JS thread.
-    #[napi(
-        ts_return_type = "Promise<{ consumed: number; cursor: bigint; failedEventId: bigint | null; errorCode: string | null; errorMessage: string | null }>"
-    )]
+    #[napi(ts_return_type = "Promise<DeclResult>")]
     pub fn declarative_retry(
         &self,
         env: Env,

@@ -80,52 +80,72 @@ pub struct DeclTask {
     pub(super) op: DeclOp,
 }
 
+/// What a declarative batch (or dead-letter retry) did, before it is turned into JS.
+pub struct DeclOutcome {
+    consumed: u32,
+    cursor: u64,
+    failed_event_id: Option<u64>,
+    error: Option<Error>,
+}
+
 /// What a declarative batch reports to JS.
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct DeclResult {
     pub consumed: u32,
     pub cursor: BigInt,
     pub failed_event_id: Option<BigInt>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
+    /// Why the event failed (a batch) or failed again (a retry): the same `Error` a
+    /// thrown engine error is, with `code`, `sqliteCode` and its `cause` chain.
+    #[napi(ts_type = "Error")]
+    pub error: Option<RawJs>,
 }
 
 impl Work for DeclTask {
-    type Output = DeclResult;
+    type Output = DeclOutcome;
     type JsValue = DeclResult;
-    fn compute(&mut self) -> CoreResult<DeclResult> {
+    fn compute(&mut self) -> CoreResult<DeclOutcome> {
         match self.op {
             DeclOp::Batch(limit) => {
                 let o = self.bg.run_batch(&self.engine, &self.spec, limit)?;
-                let (fid, code, msg) = match o.failure {
-                    Some(f) => (
-                        Some(BigInt::from(f.event_id)),
-                        Some(f.error.code.as_str().to_string()),
-                        Some(f.error.message),
-                    ),
-                    None => (None, None, None),
+                let (failed_event_id, error) = match o.failure {
+                    Some(f) => (Some(f.event_id), Some(f.error)),
+                    None => (None, None),
                 };
-                Ok(DeclResult {
+                Ok(DeclOutcome {
                     consumed: o.consumed,
-                    cursor: BigInt::from(o.cursor),
-                    failed_event_id: fid,
-                    error_code: code,
-                    error_message: msg,
+                    cursor: o.cursor,
+                    failed_event_id,
+                    error,
                 })
             }
             DeclOp::Retry(id) => {
-                let r = self.bg.retry_dead_letter(&self.engine, &self.spec, id)?;
-                Ok(DeclResult {
-                    consumed: r.is_none() as u32,
-                    cursor: BigInt::from(0u64),
+                let error = self.bg.retry_dead_letter(&self.engine, &self.spec, id)?;
+                Ok(DeclOutcome {
+                    consumed: error.is_none() as u32,
+                    cursor: 0,
                     failed_event_id: None,
-                    error_code: r.as_ref().map(|e| e.code.as_str().to_string()),
-                    error_message: r.map(|e| e.message),
+                    error,
                 })
             }
         }
     }
-    fn resolve(&mut self, _env: Env, out: DeclResult) -> Result<DeclResult> {
-        Ok(out)
+    fn resolve(&mut self, env: Env, out: DeclOutcome) -> Result<DeclResult> {
+        let error = match out.error {
+            Some(e) => {
+                // SAFETY: `resolve` runs on the JS thread with the env of the call.
+                let value = unsafe { guard::js_error(env.raw(), &e) };
+                if value.is_null() {
+                    return Err(guard::to_napi(env.raw(), &e));
+                }
+                Some(RawJs(value))
+            }
+            None => None,
+        };
+        Ok(DeclResult {
+            consumed: out.consumed,
+            cursor: BigInt::from(out.cursor),
+            failed_event_id: out.failed_event_id.map(BigInt::from),
+            error,
+        })
     }
 }
