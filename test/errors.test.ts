@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -7,6 +8,7 @@ import {
   AthanorError,
   ClosedError,
   CorruptError,
+  HandlerError,
   InvalidArgumentError,
   IoError,
   SqlConstraintError,
@@ -20,6 +22,9 @@ import {
   type Value,
 } from '../dist/index.js';
 import { Sandbox, expectRejects, expectThrows, fingerprint } from './helpers.js';
+
+/** The built package, for child processes. */
+const INDEX = new URL('../dist/index.js', import.meta.url).href;
 
 const sandbox = new Sandbox();
 afterEach(() => sandbox.cleanup());
@@ -576,6 +581,55 @@ describe('errors carry their code, SQLite code and cause as data', () => {
     expectThrows(() => [...again.events.read({ type: 'ab' })], CorruptError, 'ERR_CORRUPT');
     // The rest of the store still reads.
     expect([...again.events.read()].map((e) => e.type)).toEqual(['ab']);
+  });
+
+  it("a declarative projection's UNIQUE violation reaches failFast with sqliteCode 2067 and SQLite's own words as its cause", async () => {
+    const db = await sandbox.open();
+    db.sql.exec('CREATE TABLE names (name TEXT UNIQUE)');
+    await db.transaction().execute((tx) => {
+      tx.log('named', { name: 'a' });
+      tx.log('named', { name: 'a' });
+    });
+    const p = db.projection({ name: 'names', on: { named: { sql: 'INSERT INTO names (name) VALUES (?)', params: ['$.name'] } } });
+    const e = await expectRejects(p.processBatch(), HandlerError, 'ERR_HANDLER');
+    const cause = e.cause as AthanorError;
+    expect(cause).toBeInstanceOf(SqlConstraintError);
+    expect(cause.sqliteCode).toBe(2067); // SQLITE_CONSTRAINT_UNIQUE
+    expect(cause.message).toMatch(/UNIQUE constraint failed: names\.name/);
+    expect(cause.cause).toBeInstanceOf(Error);
+    expect((cause.cause as Error).message).toMatch(/UNIQUE constraint failed/);
+    // The event before the failing one is applied, the failing one is not.
+    expect(p.cursor()).toBe(1n);
+    expect(db.sql.all('SELECT name FROM names')).toEqual([{ name: 'a' }]);
+  });
+
+  it.skipIf(process.platform === 'win32')('a commit that fails for an I/O reason keeps its cause (a file size limit makes LMDB\'s write fail with EFBIG)', () => {
+    const dir = sandbox.dir();
+    // The child runs under a file size limit (RLIMIT_FSIZE; Node ignores SIGXFSZ, so a
+    // write past it fails with EFBIG): 8192 blocks are 4 or 8 MiB, depending on the shell.
+    const script = `
+const { Athanor, bytes } = await import(${JSON.stringify(INDEX)});
+const db = await Athanor.open(process.argv[1]);
+let out = { committed: true };
+try {
+  await db.transaction().execute((tx) => tx.set('big', bytes(new Uint8Array(16 * 1024 * 1024).fill(7))));
+} catch (e) {
+  const causes = [];
+  for (let c = e.cause; c instanceof Error; c = c.cause) causes.push(c.message);
+  out = { name: e.constructor.name, code: e.code, message: e.message, causes };
+}
+process.stdout.write(JSON.stringify(out) + '\\n');
+await db.close().catch(() => undefined);
+`;
+    const r = spawnSync('sh', ['-c', 'ulimit -f 8192 && exec "$0" "$@"', process.execPath, '--input-type=module', '-e', script, dir], { encoding: 'utf8' });
+    const last = r.stdout.trim().split('\n').pop() ?? '';
+    expect(last, r.stderr).not.toBe('');
+    const out = JSON.parse(last) as { committed?: true; name?: string; code?: string; message?: string; causes?: string[] };
+    expect(out.committed, 'the 16 MiB write must exceed the file size limit').toBeUndefined();
+    expect([out.name, out.code]).toEqual(['IoError', 'ERR_IO']);
+    // The foreign error behind it came through the commit completion, as text.
+    expect(out.causes!.length).toBeGreaterThan(0);
+    expect(out.causes![0]).toMatch(/\(os error \d+\)/);
   });
 });
 

@@ -142,7 +142,14 @@ const f32 = (bits: string): number => hexOf(bits).readFloatBE(0);
 
 type RecordDecoded =
   | { status: 'applied' | 'duplicate'; commit_seq: string; first_event_id: string; event_count: number }
-  | { status: 'failed'; code: string; message: string };
+  | { status: 'failed'; code: string; message: string; sqlite_code: number | null; causes: string[] };
+
+/** The messages down an error's `cause` chain, outermost first. */
+function causeTexts(e: Error): string[] {
+  const out: string[] = [];
+  for (let c = e.cause; c instanceof Error; c = c.cause) out.push(c.message);
+  return out;
+}
 
 /** What readCompletion must give for a record the golden describes. */
 function expectRecord(r: { info?: unknown; error?: Error }, d: RecordDecoded, name: string): void {
@@ -150,7 +157,8 @@ function expectRecord(r: { info?: unknown; error?: Error }, d: RecordDecoded, na
     expect(r.info, name).toBeUndefined();
     // The decoder comes from ts/ (its decoders are internal to dist/), so its error classes are not dist's.
     expect(r.error, name).toBeInstanceOf(Error);
-    expect([(r.error as Error & { code?: unknown }).code, r.error!.message], name).toEqual([d.code, d.message]);
+    const e = r.error as Error & { code?: unknown; sqliteCode?: unknown };
+    expect([e.code, e.message, e.sqliteCode, causeTexts(e)], name).toEqual([d.code, d.message, d.sqlite_code ?? undefined, d.causes]);
   } else {
     expect(r.error, name).toBeUndefined();
     expect(r.info, name).toEqual({
@@ -206,13 +214,14 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
     const g = wire<{
       records: { name: string; decoded: RecordDecoded; hex: string }[];
       group: { commit_seq: string; last_event_id: string; tokens: number[]; records: RecordDecoded[]; hex: string };
-      large: { code: string; message_x_times: number; bin: string };
+      large: { code: string; message_x_times: number; cause_y_times: number; bin: string };
     }>('completion');
     const big = large(g.large.bin);
     const r = readCompletion(big, 0);
-    expectRecord(r, { status: 'failed', code: g.large.code, message: 'x'.repeat(g.large.message_x_times) }, 'large');
+    expectRecord(r, { status: 'failed', code: g.large.code, message: 'x'.repeat(g.large.message_x_times), sqlite_code: null, causes: ['y'.repeat(g.large.cause_y_times)] }, 'large');
     expect(r.end).toBe(big.length);
-    expect(g.records.map((r) => r.decoded.status).sort()).toEqual(['applied', 'applied', 'duplicate', 'failed']);
+    expect(g.records.map((r) => r.decoded.status).sort()).toEqual(['applied', 'applied', 'duplicate', 'failed', 'failed']);
+    expect(g.records.some((r) => r.decoded.status === 'failed' && r.decoded.sqlite_code !== null && r.decoded.causes.length > 1), 'a record with a SQLite code and a chain of causes').toBe(true);
     for (const { name, decoded, hex } of g.records) {
       const buf = hexOf(hex);
       const r = readCompletion(buf, 0);

@@ -2,11 +2,12 @@
  * The one decoder of commit completions (spec: native/core/src/wire/completion.rs).
  * A record, `commitSync`'s answer: `u8 status` (0 applied, 1 duplicate, 2 failed),
  * `u64 commitSeq, u64 firstEventId, u32 eventCount, u16 codeLen, code, u32 msgLen,
- * message`; a group, what the commit callback receives: `u64 commitSeq,
+ * message, i32 sqliteCode (0: none), u16 causeCount`, then causeCount times
+ * `u32 len, cause text` (outermost first); a group, what the commit callback receives: `u64 commitSeq,
  * u64 lastEventId, u32 n`, then n times `u64 token` and a record. Little-endian.
  * @internal
  */
-import { errorFor } from '../errors.js';
+import { fromNative } from '../errors.js';
 
 /** What a commit reports (before the callback's value is attached). @internal */
 export interface CommitInfo {
@@ -54,10 +55,35 @@ export function readCompletion(buf: Buffer, off: number): { info?: CommitInfo; e
   const code = buf.toString('utf8', off + 23, off + 23 + codeLen);
   const msgOff = off + 23 + codeLen;
   const msgLen = buf.readUInt32LE(msgOff);
-  const end = msgOff + 4 + msgLen;
-  if (status === 2) return { error: errorFor(code, buf.toString('utf8', msgOff + 4, end)), end };
+  const msgEnd = msgOff + 4 + msgLen;
+  const sqliteCode = buf.readInt32LE(msgEnd);
+  const causeCount = buf.readUInt16LE(msgEnd + 4);
+  let end = msgEnd + 6;
+  if (status === 2) {
+    const causes: string[] = [];
+    for (let i = 0; i < causeCount; i++) {
+      const len = buf.readUInt32LE(end);
+      causes.push(buf.toString('utf8', end + 4, end + 4 + len));
+      end += 4 + len;
+    }
+    return { error: failedCommit(code, buf.toString('utf8', msgOff + 4, msgEnd), sqliteCode, causes), end };
+  }
   return {
     info: { outcome: status === 0 ? 'applied' : 'duplicate', commitSeq, firstEventId: eventCount > 0 ? firstEventId : null, eventCount },
     end,
   };
+}
+
+/**
+ * The typed error of a failed commit: the same data a thrown engine error carries
+ * (`code`, `sqliteCode`, a `cause` chain whose messages are the causes' texts),
+ * typed by the one path that types those.
+ */
+function failedCommit(code: string, message: string, sqliteCode: number, causes: readonly string[]): Error {
+  let cause: Error | undefined;
+  for (let i = causes.length - 1; i >= 0; i--) cause = new Error(causes[i], cause === undefined ? undefined : { cause });
+  const data = new Error(message, cause === undefined ? undefined : { cause }) as Error & { code: string; sqliteCode?: number };
+  data.code = code;
+  if (sqliteCode !== 0) data.sqliteCode = sqliteCode;
+  return fromNative(data);
 }

@@ -603,7 +603,13 @@ fn completion_case(name: &str, result: athanor_core::Result<CommitInfo>) -> Json
             "first_event_id": info.first_event_id.to_string(),
             "event_count": info.event_count,
         }),
-        Err(e) => json!({ "status": "failed", "code": e.code.as_str(), "message": e.message }),
+        Err(e) => json!({
+            "status": "failed",
+            "code": e.code.as_str(),
+            "message": e.message,
+            "sqlite_code": e.sqlite_code,
+            "causes": e.causes(),
+        }),
     };
     json!({ "name": name, "decoded": decoded, "hex": hex(&wire::completion::pack_record(&result)) })
 }
@@ -627,6 +633,16 @@ fn completions_golden() -> Json {
         Code::Conflict,
         "key \"é\" changed since it was read; retry",
     ));
+    // A cause with a cause of its own: the record keeps both texts, outermost first.
+    let failed_with_causes = Err(athanor_core::Error::new(
+        Code::SqlConstraint,
+        "SQLite: UNIQUE constraint failed: t.x; the statement was not applied",
+    )
+    .with_sqlite_code(2067)
+    .with_source(
+        athanor_core::Error::new(Code::Io, "outer cause é")
+            .with_source(std::io::Error::other("inner cause")),
+    ));
     let notice = CommitNotice {
         commit_seq: 0x3132_3334_3536_3738,
         last_event_id: 0x4142_4344_4546_4748,
@@ -640,6 +656,10 @@ fn completions_golden() -> Json {
             token: 1,
             result: failed.clone(),
         },
+        Completion {
+            token: 2,
+            result: failed_with_causes.clone(),
+        },
     ];
     json!({
         "spec": "native/core/src/wire/completion.rs",
@@ -648,6 +668,7 @@ fn completions_golden() -> Json {
             completion_case("duplicate", info(Outcome::Duplicate, 7, 3, 2)),
             completion_case("applied without events", info(Outcome::Applied, 9, 0, 0)),
             completion_case("failed", failed),
+            completion_case("failed with a SQLite code and causes", failed_with_causes),
         ],
         "group": {
             "commit_seq": notice.commit_seq.to_string(),
@@ -659,8 +680,10 @@ fn completions_golden() -> Json {
         "large": {
             "code": "ERR_CONFLICT",
             "message_x_times": LARGE,
+            "cause_y_times": LARGE,
             "bin": large_golden("completion", &wire::completion::pack_record(&Err(
-                athanor_core::Error::new(Code::Conflict, "x".repeat(LARGE)),
+                athanor_core::Error::new(Code::Conflict, "x".repeat(LARGE))
+                    .with_source(std::io::Error::other("y".repeat(LARGE))),
             ))),
         },
     })
