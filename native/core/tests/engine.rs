@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use athanor_core::clock::ManualClock;
 use athanor_core::{
@@ -1528,8 +1528,20 @@ fn weaker_durability_modes_commit_and_persist() {
                 );
             }
             if let Durability::Batched { .. } = durability {
-                // Let the background flush run at least once, then commit some more.
-                thread::sleep(Duration::from_millis(50));
+                // Wait for the background flush to run at least once, then commit some
+                // more. Each commit is counted (before it is acknowledged) as a sync of
+                // its data pages; with no commit in flight, only the writer's interval
+                // flush can count one more.
+                let before = e.store().sync_stats().count;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while e.store().sync_stats().count == before {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the batched flush never ran (interval 20 ms)"
+                    );
+                    // A poll interval, not a guess at how long the flush takes.
+                    thread::sleep(Duration::from_millis(1));
+                }
                 applied(&e, TxBuilder::new().put("late", &Value::Bool(true)));
             }
             e.sync().unwrap();
