@@ -107,6 +107,12 @@ fn raw_statements_bind_step_and_classify_errors() {
     // Same id again: a constraint error, and the statement is reusable afterwards.
     let e = st.step().unwrap_err();
     assert_eq!(e.code, Code::SqlConstraint);
+    assert_eq!(e.sqlite_code, Some(1555)); // SQLITE_CONSTRAINT_PRIMARYKEY
+    assert!(
+        e.causes()[0].contains("UNIQUE constraint failed: t.id"),
+        "SQLite's own words are kept as the cause: {:?}",
+        e.causes()
+    );
     st.bind_i64(1, 2).unwrap();
     st.bind_null(2).unwrap();
     assert_eq!(st.step().unwrap_err().code, Code::SqlConstraint);
@@ -360,6 +366,12 @@ fn a_failing_event_commits_the_prefix_and_stops_just_before_it() {
     let f = o.failure.unwrap();
     assert_eq!(f.event_id, 3);
     assert_eq!(f.error.code, Code::SqlConstraint);
+    assert_eq!(f.error.sqlite_code, Some(275)); // SQLITE_CONSTRAINT_CHECK
+    assert!(
+        f.error.causes()[0].contains("CHECK constraint failed"),
+        "{:?}",
+        f.error.causes()
+    );
     let main = open_main(dir.path()).unwrap();
     // The failing event's first statement (the UPDATE) did not stay.
     assert_eq!(
