@@ -6,8 +6,9 @@ use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 
+/// One condition on a field's value.
 #[derive(Debug, Clone)]
-enum Cond {
+pub(super) enum Cond {
     Eq(Json),
     Ne(Json),
     In(Vec<Json>),
@@ -115,16 +116,34 @@ impl Filter {
             return true;
         }
         let Some(meta) = meta else { return false };
-        self.clauses.iter().all(|(path, conds)| {
-            let mut v = meta;
-            for p in path {
-                match v.get(p) {
-                    Some(x) => v = x,
-                    None => return conds.iter().all(|c| matches!(c, Cond::Ne(_))),
-                }
-            }
-            conds.iter().all(|c| eval(c, v))
-        })
+        self.clauses
+            .iter()
+            .all(|(path, conds)| conds_hold(conds, lookup(meta, path)))
+    }
+
+    /// Each clause: the field's path and its conditions.
+    pub(super) fn clauses(&self) -> impl Iterator<Item = (&[String], &[Cond])> {
+        self.clauses
+            .iter()
+            .map(|(p, c)| (p.as_slice(), c.as_slice()))
+    }
+}
+
+/// The value at a dotted path inside metadata; `None` when a step is missing.
+pub(super) fn lookup<'j>(meta: &'j Json, path: &[String]) -> Option<&'j Json> {
+    let mut v = meta;
+    for p in path {
+        v = v.get(p)?;
+    }
+    Some(v)
+}
+
+/// Whether a field's value (`None`: the field is missing) satisfies every
+/// condition: a missing field satisfies only `ne`.
+pub(super) fn conds_hold(conds: &[Cond], v: Option<&Json>) -> bool {
+    match v {
+        Some(v) => conds.iter().all(|c| eval(c, v)),
+        None => conds.iter().all(|c| matches!(c, Cond::Ne(_))),
     }
 }
 

@@ -45,6 +45,8 @@ const FILTER_CLAUSE_NS: f64 = 30.0;
 /// Cost of a filter check the filter's [`MatchCache`] answers: one byte per slot,
 /// usually in cache.
 const FILTER_CACHED_NS: f64 = 3.0;
+/// Cost of checking one condition on a metadata column: a 16-byte cell per slot.
+const FILTER_COLUMN_NS: f64 = 3.0;
 /// Fixed and per-component cost of one distance computation, in nanoseconds:
 /// memory-bound (a vector is read from RAM at a few GB/s), not compute-bound.
 const DISTANCE_BASE_NS: f64 = 10.0;
@@ -166,8 +168,7 @@ impl CollectionIndex {
                 live.kill(old);
             }
             if let Some((v, meta)) = c.upsert {
-                let slot = live.slots.len() as u32;
-                live.slots.push(Slot {
+                let slot = live.push_slot(Slot {
                     id: Some(c.id.clone()),
                     meta: meta.map(Arc::new),
                     in_graph: false,
@@ -316,8 +317,7 @@ impl CollectionIndex {
                     live.ids.insert(id, s);
                 }
                 None => {
-                    let s = live.slots.len() as u32;
-                    live.slots.push(Slot {
+                    let s = live.push_slot(Slot {
                         id: Some(id.clone()),
                         meta,
                         in_graph: false,
@@ -587,7 +587,9 @@ impl CollectionIndex {
         // were checked before), else evaluated on the metadata.
         let check_ns = 5.0
             + filter.map_or(0.0, |f| {
-                if cached {
+                if matcher.uses_columns() {
+                    FILTER_COLUMN_NS * f.clause_count() as f64
+                } else if cached {
                     FILTER_CACHED_NS
                 } else {
                     FILTER_DOC_NS + FILTER_CLAUSE_NS * f.clause_count() as f64

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::Value as Json;
 
+use super::columns::{Columns, CompiledFilter};
 use super::filter::Filter;
 
 /// Filters whose per-slot answers are kept (the most recently used ones): one
@@ -36,6 +37,8 @@ pub(super) struct Live {
     pub(super) in_graph: usize,
     /// Per-slot answers of the filters searched with most recently, most recent first.
     pub(super) match_caches: Mutex<MatchCaches>,
+    /// Typed per-field metadata columns, one cell per slot.
+    pub(super) columns: Mutex<Columns>,
 }
 
 #[derive(Default)]
@@ -70,11 +73,13 @@ pub(super) struct MatchCache {
     pub(super) estimate: Mutex<Option<(usize, usize, f64)>>,
 }
 
-/// A filter (or none) bound to its answer cache, for checks during one search.
+/// A filter (or none) bound to its columns or its answer cache, for checks during one search.
 pub(super) struct Matcher<'a> {
     pub(super) live: &'a Live,
     pub(super) filter: Option<&'a Filter>,
     pub(super) cache: Option<Arc<MatchCache>>,
+    /// The filter read from metadata columns, when every field it names has one.
+    pub(super) columns: Option<CompiledFilter<'a>>,
 }
 
 impl Matcher<'_> {
@@ -90,7 +95,7 @@ impl Matcher<'_> {
                 ACCEPTED => return true,
                 REJECTED => return false,
                 _ => {
-                    let ok = self.live.allows(slot, self.filter);
+                    let ok = self.check(slot);
                     answer.store(
                         if ok { ACCEPTED } else { REJECTED },
                         AtomicOrdering::Relaxed,
@@ -99,7 +104,24 @@ impl Matcher<'_> {
                 }
             }
         }
-        self.live.allows(slot, self.filter)
+        self.check(slot)
+    }
+
+    /// Whether the slot is live and passes the filter, without the answer cache.
+    #[inline]
+    fn check(&self, slot: u32) -> bool {
+        match &self.columns {
+            Some(c) => match self.live.slots.get(slot as usize) {
+                Some(s) if s.id.is_some() => c.matches(slot, s.meta.as_deref()),
+                _ => false,
+            },
+            None => self.live.allows(slot, self.filter),
+        }
+    }
+
+    /// Whether the filter reads metadata columns (a check costs a cell read).
+    pub(super) fn uses_columns(&self) -> bool {
+        self.columns.is_some()
     }
 }
 
@@ -139,10 +161,28 @@ impl Live {
                     live: self,
                     filter,
                     cache: None,
+                    columns: None,
                 },
                 false,
             );
         };
+        // Columns answer any filter on their fields at about the cost of an
+        // answer cache, with no first search to pay for it.
+        let columns = self
+            .columns
+            .lock()
+            .compile(f, || self.slots.iter().map(|s| s.meta.as_deref()));
+        if columns.is_some() {
+            return (
+                Matcher {
+                    live: self,
+                    filter,
+                    cache: None,
+                    columns,
+                },
+                false,
+            );
+        }
         let n = self.slots.len();
         let mut all = self.match_caches.lock();
         let found = all.caches.iter().position(|c| c.key == f.key());
@@ -154,6 +194,7 @@ impl Live {
                     live: self,
                     filter,
                     cache,
+                    columns: None,
                 },
                 existed,
             );
@@ -170,6 +211,7 @@ impl Live {
                         live: self,
                         filter,
                         cache: None,
+                        columns: None,
                     };
                     return (checker, false);
                 }
@@ -212,9 +254,18 @@ impl Live {
                 live: self,
                 filter,
                 cache: Some(cache),
+                columns: None,
             },
             existed,
         )
+    }
+
+    /// Adds a slot for a new document version (its metadata to every column too).
+    pub(super) fn push_slot(&mut self, slot: Slot) -> u32 {
+        let at = self.slots.len() as u32;
+        self.columns.get_mut().push(slot.meta.as_deref());
+        self.slots.push(slot);
+        at
     }
 
     pub(super) fn allows(&self, slot: u32, filter: Option<&Filter>) -> bool {

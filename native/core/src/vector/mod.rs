@@ -13,16 +13,18 @@
 //! - `ops`: checks of vector operations, index changes of stored documents;
 //! - [`index`]: one collection's index: applying changes, search plans and walks, rebuild;
 //! - `live`: its live documents, tombstones, pending list, filter answer caches;
+//! - `columns`: typed per-field metadata columns that filters read;
 //! - `search`: search options, hits, plans, stats, candidate heaps;
 //! - `graph`: the hnsw_rs graph (built or loaded) and its shared helpers;
 //! - `frozen`: a flat read-only snapshot of the graph for fast walks;
 //! - [`distance`]: SIMD kernels and the metric distances;
 //! - [`filter`]: metadata filters.
 //!
-//! Dependencies point one way: `live`, `search`, `graph` <- `index`; `shared` <-
+//! Dependencies point one way: `filter` <- `columns` <- `live`; `live`, `search`, `graph` <- `index`; `shared` <-
 //! `indexer`, `ops`, `hook` <- `registry` <- `sync`; this file only re-exports.
 
 pub mod collection;
+mod columns;
 pub mod distance;
 pub mod docs;
 pub(crate) mod dump;
