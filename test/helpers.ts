@@ -140,6 +140,17 @@ export interface LoopTurns<T> {
  * the JS thread holds the ticker back for as long as it takes, work done elsewhere
  * lets it turn. Compare the result with the work's own duration, not with a clock.
  */
+/**
+ * Asserts that the event loop turned while the work ran: work done on the JS thread
+ * (a synchronous implementation) lets no tick in, so `ticks` is 0 and one gap spans the
+ * whole work. The bounds are loose on purpose: on a loaded machine the scheduler alone can
+ * hold a process off the CPU for much of a short operation.
+ */
+export function expectLoopTurned(turns: LoopTurns<unknown>): void {
+  expect(turns.ticks, 'the event loop never turned while the work ran').toBeGreaterThan(0);
+  expect(turns.longestGap, 'one stretch without a tick spans nearly the whole work').toBeLessThan(turns.duration * 0.95);
+}
+
 export async function loopDuring<T>(work: () => Promise<T>): Promise<LoopTurns<T>> {
   const stamps: number[] = [];
   let running = true;
