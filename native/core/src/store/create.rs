@@ -131,9 +131,12 @@ fn remove(path: &Path) -> Result<()> {
 fn lock_dir(dir: &Path) -> Option<File> {
     #[cfg(unix)]
     {
+        use std::os::fd::AsRawFd;
         let file = File::open(dir).ok()?;
-        file.lock().ok()?;
-        Some(file)
+        // SAFETY: flock on a descriptor this function owns; released when it closes.
+        // (std's File::lock needs Rust 1.89, above this crate's MSRV.)
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0;
+        locked.then_some(file)
     }
     #[cfg(not(unix))]
     {
