@@ -102,14 +102,14 @@ function buildShim(): string {
 }
 
 /** Runs the workload under the shim and returns its log. */
-async function record(durability: Durability, writers: number, commits: number): Promise<Recording> {
+async function record(durability: Durability, writers: number, commits: number, sql: boolean): Promise<Recording> {
   const work = fs.realpathSync(tempDir('athanor-powerloss-'));
   dirs.push(work);
   const db = path.join(work, 'db');
   const log = path.join(work, 'log');
   const marker = path.join(work, 'marker');
   const env = { ...process.env, LD_PRELOAD: buildShim(), POWERLOSS_DIR: db, POWERLOSS_LOG: log, POWERLOSS_MARKER: marker };
-  const child = spawn(process.execPath, [path.join(FIXTURES, 'powerloss-child.mjs'), db, marker, durability, String(commits), String(writers)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(FIXTURES, 'powerloss-child.mjs'), db, marker, durability, String(commits), String(writers), ...(sql ? ['sql'] : [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
@@ -369,9 +369,11 @@ const loses = (o: Outcome, required: readonly number[]): boolean => required.som
 
 type Durability = 'full' | 'batched' | 'none';
 
-async function run(durability: Durability, writers = 1, commits = COMMITS, firstOpenInDepth = false): Promise<{ rec: Recording; states: CrashState[]; outcomes: Map<CrashState, Outcome> }> {
-  const rec = await record(durability, writers, commits);
-  const states = crashStates(rec.ops, SEED, firstOpenInDepth);
+/** `firstOpen`: one commit, projection.db made at open too, every first-open crash state in depth (see crashStates). */
+async function run(durability: Durability, writers = 1, firstOpen = false): Promise<{ rec: Recording; states: CrashState[]; outcomes: Map<CrashState, Outcome> }> {
+  const commits = firstOpen ? 1 : COMMITS;
+  const rec = await record(durability, writers, commits, firstOpen);
+  const states = crashStates(rec.ops, SEED, firstOpen);
   const outcomes = await checkStates(states, writers === 1, commits);
   if (process.env.ATHANOR_POWERLOSS_DEBUG) {
     const distinct = new Set(outcomes.values()).size;
@@ -401,12 +403,14 @@ describe.skipIf(!supported)(`power loss (LD_PRELOAD recording, seed ${SEED}, ${C
   });
 
   it('first open of a new directory: every crash state is a new empty store, or the store with the acknowledged commit', async () => {
-    const { rec, states, outcomes } = await run('full', 1, 1, true);
+    const { rec, states, outcomes } = await run('full', 1, true);
     expect(states.filter((s) => !s.opened).length).toBeGreaterThan(0);
     expect(states.filter((s) => s.acked.length === 1).length).toBeGreaterThan(0);
     expectFull(states, outcomes);
-    // The new store was built aside and renamed into place (so the rename was modelled).
+    // The new store was built aside and renamed into place (so the rename was modelled),
+    // and projection.db was created within the first open.
     expect(rec.ops.some((o) => o.kind === 'rename' && o.to === 'canonical')).toBe(true);
+    expect(rec.ops.some((o) => o.kind === 'write' && o.file === 'projection.db')).toBe(true);
   });
 
   it("'full' with 4 concurrent writers (group commit): the same", async () => {
