@@ -72,7 +72,12 @@ fn create_unless_present(dir: &Path, clock: &dyn Clock, locked: bool) -> Result<
     // on disk before the first commit is acknowledged.
     sync_path(dir)?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_path(parent)?;
+        // A parent this user may pass through but not read (mode --x) cannot be opened
+        // to flush; the directory was then made by someone else, long before.
+        match sync_path(parent) {
+            Err(_) if File::open(parent).is_err() => {}
+            other => other?,
+        }
     }
     Ok(())
 }
