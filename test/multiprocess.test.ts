@@ -4,6 +4,7 @@
  * processes, so concurrent read-modify-write transactions lose no update.
  */
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -84,6 +85,16 @@ describe('several processes writing one database', () => {
     }
     expect(db.commitSeq).toBe(BigInt(total));
     expect(db.verify().events).toBe(total);
+  });
+
+  it('processes creating one new directory at once end with one store they all write to', async () => {
+    const dir = path.join(sandbox.dir(), 'new');
+    await Promise.all(['a', 'b', 'c', 'd'].map((name) => run(dir, 5, name)));
+    const db = await sandbox.open(dir);
+    expect(db.get('counter').asI64()).toBe(20n);
+    expect([...db.events.read({ type: 'incremented' })].length).toBe(20);
+    // The creators that lost left no temporary folder behind.
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('canonical.tmp-'))).toEqual([]);
   });
 
   it('a process keeps reading and writing after another process grew the map', async () => {

@@ -15,10 +15,12 @@
  * - 'none': some state loses an acknowledged commit (or is damaged): this proves the
  *   procedure can fail, so 'full' passing means something.
  *
- * Not modelled: directory entries (a created file is taken to survive; LMDB never fsyncs
- * the directory) and power loss inside the first `Athanor.open` of a new directory, where
- * a torn pair of initial meta pages may be refused with ERR_CORRUPT (nothing was
- * acknowledged yet; see firstOpenOutcome).
+ * Renames are directory entries: one reaches the disk for sure only once both parent
+ * folders are synced; before that a crash state may or may not hold it (like an unsynced
+ * write). A power loss inside the first `Athanor.open` of a new directory must leave a new
+ * empty store or nothing (see firstOpenOutcome); the first-open test tries every prefix
+ * and, where few, every subset of the unsynced writes there.
+ * Not modelled: other directory entries (a created file or folder is taken to survive).
  *
  * ATHANOR_POWERLOSS_COMMITS sets the commits per run (default 12) and
  * ATHANOR_POWERLOSS_ROUNDS the random states per crash point and variant (default 1);
@@ -52,6 +54,7 @@ type Op =
   | { kind: 'sync'; file: string | null }
   | { kind: 'mark'; text: string }
   | { kind: 'truncate'; file: string; length: number }
+  | { kind: 'rename'; file: string; to: string }
   | { kind: 'other' };
 
 /** Parses the shim's log; paths become relative to the recorded directory. */
@@ -66,7 +69,7 @@ function parseLog(buf: Buffer, root: string): Op[] {
     const offset = Number(buf.readBigUInt64LE(i));
     const length = Number(buf.readBigUInt64LE(i + 8));
     i += 16;
-    const hasData = kind === 1 || kind === 2 || kind === 5;
+    const hasData = kind === 1 || kind === 2 || kind === 5 || kind === 9;
     const data = hasData ? buf.subarray(i, i + length) : Buffer.alloc(0);
     if (hasData) i += length;
     if (kind === 1 || kind === 2) ops.push({ kind: 'write', file, offset, data, durable: kind === 2 });
@@ -74,6 +77,7 @@ function parseLog(buf: Buffer, root: string): Op[] {
     else if (kind === 4) ops.push({ kind: 'sync', file: null });
     else if (kind === 5) ops.push({ kind: 'mark', text: data.toString() });
     else if (kind === 6) ops.push({ kind: 'truncate', file, length: offset });
+    else if (kind === 9) ops.push({ kind: 'rename', file, to: path.relative(root, data.toString()) });
     else ops.push({ kind: 'other' });
   }
   return ops;
@@ -98,14 +102,14 @@ function buildShim(): string {
 }
 
 /** Runs the workload under the shim and returns its log. */
-async function record(durability: Durability, writers: number): Promise<Recording> {
+async function record(durability: Durability, writers: number, commits: number, sql: boolean): Promise<Recording> {
   const work = fs.realpathSync(tempDir('athanor-powerloss-'));
   dirs.push(work);
   const db = path.join(work, 'db');
   const log = path.join(work, 'log');
   const marker = path.join(work, 'marker');
   const env = { ...process.env, LD_PRELOAD: buildShim(), POWERLOSS_DIR: db, POWERLOSS_LOG: log, POWERLOSS_MARKER: marker };
-  const child = spawn(process.execPath, [path.join(FIXTURES, 'powerloss-child.mjs'), db, marker, durability, String(COMMITS), String(writers)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(FIXTURES, 'powerloss-child.mjs'), db, marker, durability, String(commits), String(writers), ...(sql ? ['sql'] : [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
@@ -153,7 +157,15 @@ interface Piece {
   file: string;
   offset: number;
   data: Buffer;
+  /** Set for a rename of `file` (a folder or file) to this path; `data` is then empty. */
+  renameTo?: string;
 }
+
+/** The folder whose sync makes an entry of `file` durable ('' for the recorded directory). */
+const parentOf = (file: string): string => {
+  const d = path.dirname(file);
+  return d === '.' ? '' : d;
+};
 
 /**
  * The file contents a power loss after ops[0..point) could leave: all writes made
@@ -173,6 +185,12 @@ function crashFiles(ops: Op[], point: number, choose: (pending: Piece[]) => Set<
   const truncates: { index: number; file: string; length: number }[] = [];
   for (let i = 0; i < point; i++) {
     const op = ops[i]!;
+    if (op.kind === 'rename') {
+      const piece = { index: i, file: op.file, offset: 0, data: Buffer.alloc(0), renameTo: op.to };
+      if (i < syncedAt(parentOf(op.file)) && i < syncedAt(parentOf(op.to))) durable.push(piece);
+      else pending.push(piece);
+      continue;
+    }
     if (op.kind === 'truncate' && !IGNORED_FILES.has(path.basename(op.file))) truncates.push({ index: i, file: op.file, length: op.length });
     if (op.kind !== 'write' || IGNORED_FILES.has(path.basename(op.file))) continue;
     if (op.durable || i < syncedAt(op.file)) {
@@ -204,13 +222,28 @@ function crashFiles(ops: Op[], point: number, choose: (pending: Piece[]) => Set<
       const tr = truncates[t++]!;
       files.set(tr.file, Buffer.from(grow(tr.file, tr.length).subarray(0, tr.length)));
     }
+    if (p.renameTo !== undefined) {
+      for (const [f, b] of [...files]) {
+        if (f !== p.file && !f.startsWith(`${p.file}/`)) continue;
+        files.delete(f);
+        files.set(p.renameTo + f.slice(p.file.length), b);
+      }
+      continue;
+    }
     p.data.copy(grow(p.file, p.offset + p.data.length), p.offset);
   }
   return files;
 }
 
-/** Every crash state of a recording: at each crash point, each variant, `ROUNDS` times for the random ones. */
-function crashStates(ops: Op[], seed: number): CrashState[] {
+/** Subsets of the unsynced pieces at a first-open crash point, tried all when at most this many. */
+const FIRST_OPEN_ALL_SUBSETS = 6;
+
+/**
+ * Every crash state of a recording: at each crash point, each variant, `ROUNDS` times for
+ * the random ones. `firstOpenInDepth`: at the points before `Athanor.open` resolved, every
+ * prefix of the unsynced pieces, and every subset where there are few (else 32 random ones).
+ */
+function crashStates(ops: Op[], seed: number, firstOpenInDepth = false): CrashState[] {
   const random = rng(seed);
   const states: CrashState[] = [];
   let acked: readonly number[] = [];
@@ -219,7 +252,21 @@ function crashStates(ops: Op[], seed: number): CrashState[] {
   for (let point = 0; point <= ops.length; point++) {
     const op = ops[point];
     const isPoint = op === undefined || op.kind === 'sync' || (op.kind === 'write' && op.durable) || ops[point - 1]?.kind === 'mark';
-    if (isPoint) {
+    if (isPoint && firstOpenInDepth && !opened) {
+      let unsynced = 0;
+      crashFiles(ops, point, (pending) => {
+        unsynced = pending.length;
+        return new Set();
+      });
+      const choices: [Variant, (pending: Piece[]) => Set<Piece>][] = [['all', (p) => new Set(p)]];
+      for (let k = 0; k < unsynced; k++) choices.push(['prefix', (p) => new Set(p.slice(0, k))]);
+      if (unsynced <= FIRST_OPEN_ALL_SUBSETS) {
+        for (let m = 1; m < 2 ** unsynced - 1; m++) choices.push(['subset', (p) => new Set(p.filter((_, j) => (m >> j) & 1))]);
+      } else {
+        for (let r = 0; r < 32; r++) choices.push(['subset', (p) => new Set(p.filter(() => random() < 0.5))]);
+      }
+      for (const [variant, choose] of choices) states.push({ point, variant, acked, ackedBeforeSync, opened, files: crashFiles(ops, point, choose) });
+    } else if (isPoint) {
       for (const variant of VARIANTS) {
         const rounds = variant === 'prefix' || variant === 'subset' ? ROUNDS : 1;
         for (let r = 0; r < rounds; r++) {
@@ -254,7 +301,7 @@ interface Outcome {
 }
 
 /** Writes each distinct state once and opens it in a checker process (restarted if a state kills it). */
-async function checkStates(states: CrashState[], sequential: boolean): Promise<Map<CrashState, Outcome>> {
+async function checkStates(states: CrashState[], sequential: boolean, commits: number): Promise<Map<CrashState, Outcome>> {
   const root = fs.realpathSync(tempDir('athanor-powerloss-images-'));
   dirs.push(root);
   const byHash = new Map<string, CrashState[]>();
@@ -267,7 +314,7 @@ async function checkStates(states: CrashState[], sequential: boolean): Promise<M
   const queue: string[] = [];
   for (const [key, group] of byHash) {
     const dir = path.join(root, key);
-    fs.mkdirSync(path.join(dir, 'canonical'), { recursive: true });
+    fs.mkdirSync(dir, { recursive: true });
     for (const [f, b] of group[0]!.files) {
       fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
       fs.writeFileSync(path.join(dir, f), b);
@@ -277,7 +324,7 @@ async function checkStates(states: CrashState[], sequential: boolean): Promise<M
   const results = new Map<string, Outcome>();
   while (queue.length > 0) {
     const batch = queue.splice(0);
-    const child = spawn(process.execPath, [path.join(FIXTURES, 'powerloss-check.mjs'), String(COMMITS), sequential ? '1' : '0'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(FIXTURES, 'powerloss-check.mjs'), String(commits), sequential ? '1' : '0'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -311,26 +358,27 @@ function describeState(s: CrashState, o: Outcome): string {
 const consistent = (o: Outcome): boolean => !o.crashed && !o.open && !o.verify && o.problems.length === 0;
 
 /**
- * A power loss while `Athanor.open` creates a new store (before it resolved) may leave
- * LMDB's two meta pages half written: the store then opens empty or refuses with
- * ERR_CORRUPT (delete the directory and start again). Nothing was acknowledged, so
- * nothing is lost; a crash of the opener or a partial commit would still be a bug.
+ * A power loss while `Athanor.open` creates a new store (before it resolved) leaves no
+ * store or a whole new empty one: the directory then opens as a new empty store, never
+ * refused (the store is built aside and renamed into place).
  */
-const firstOpenOutcome = (o: Outcome): boolean => (consistent(o) && o.ns.length === 0) || o.open?.code === 'ERR_CORRUPT';
+const firstOpenOutcome = (o: Outcome): boolean => consistent(o) && o.ns.length === 0;
 
 /** Whether a commit of `required` is missing from the state. */
 const loses = (o: Outcome, required: readonly number[]): boolean => required.some((n) => !o.ns.includes(n));
 
 type Durability = 'full' | 'batched' | 'none';
 
-async function run(durability: Durability, writers = 1): Promise<{ rec: Recording; states: CrashState[]; outcomes: Map<CrashState, Outcome> }> {
-  const rec = await record(durability, writers);
-  const states = crashStates(rec.ops, SEED);
-  const outcomes = await checkStates(states, writers === 1);
+/** `firstOpen`: one commit, projection.db made at open too, every first-open crash state in depth (see crashStates). */
+async function run(durability: Durability, writers = 1, firstOpen = false): Promise<{ rec: Recording; states: CrashState[]; outcomes: Map<CrashState, Outcome> }> {
+  const commits = firstOpen ? 1 : COMMITS;
+  const rec = await record(durability, writers, commits, firstOpen);
+  const states = crashStates(rec.ops, SEED, firstOpen);
+  const outcomes = await checkStates(states, writers === 1, commits);
   if (process.env.ATHANOR_POWERLOSS_DEBUG) {
     const distinct = new Set(outcomes.values()).size;
     const lost = states.filter((s) => s.opened && (!consistent(outcomes.get(s)!) || loses(outcomes.get(s)!, s.acked)));
-    process.stderr.write(`${durability} (${writers} writers): ${rec.ops.length} ops, ${rec.writes} writes, ${rec.syncs} syncs, ${states.length} states (${distinct} distinct), ${lost.length} lose an acknowledged commit or are damaged\n`);
+    process.stderr.write(`${durability} (${writers} writers, ${commits} commits): ${rec.ops.length} ops, ${rec.writes} writes, ${rec.syncs} syncs, ${states.length} states (${distinct} distinct), ${lost.length} lose an acknowledged commit or are damaged\n`);
     for (const s of lost.slice(0, 5)) process.stderr.write(`  ${describeState(s, outcomes.get(s)!)}\n`);
   }
   return { rec, states, outcomes };
@@ -352,6 +400,17 @@ describe.skipIf(!supported)(`power loss (LD_PRELOAD recording, seed ${SEED}, ${C
     expect(rec.syncs).toBeGreaterThanOrEqual(COMMITS);
     expect(states.filter((s) => s.acked.length === COMMITS).length).toBeGreaterThan(0);
     expectFull(states, outcomes);
+  });
+
+  it('first open of a new directory: every crash state is a new empty store, or the store with the acknowledged commit', async () => {
+    const { rec, states, outcomes } = await run('full', 1, true);
+    expect(states.filter((s) => !s.opened).length).toBeGreaterThan(0);
+    expect(states.filter((s) => s.acked.length === 1).length).toBeGreaterThan(0);
+    expectFull(states, outcomes);
+    // The new store was built aside and renamed into place (so the rename was modelled),
+    // and projection.db was created within the first open.
+    expect(rec.ops.some((o) => o.kind === 'rename' && o.to === 'canonical')).toBe(true);
+    expect(rec.ops.some((o) => o.kind === 'write' && o.file === 'projection.db')).toBe(true);
   });
 
   it("'full' with 4 concurrent writers (group commit): the same", async () => {

@@ -555,15 +555,11 @@ pub fn decompress_file(src: &Path, dst: &Path) -> Result<()> {
 /// `dst` (`VACUUM INTO` on a read-only connection of its own: one read transaction,
 /// so in WAL mode writers go on meanwhile), and syncs it. Returns its size and SHA-256.
 pub fn sqlite_snapshot(src: &Path, dst: &Path) -> Result<WrittenFile> {
-    use rusqlite::{Connection, OpenFlags};
     if dst.exists() {
         return Err(Error::invalid(format!("{} already exists", dst.display())));
     }
-    let conn = Connection::open_with_flags(
-        src,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| Error::new(Code::Io, format!("cannot open {}: {e}", src.display())))?;
+    let conn = crate::projection::open_for_reading(src)
+        .map_err(|e| Error::new(Code::Io, format!("cannot open {}: {e}", src.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(|e| Error::new(Code::Io, format!("{}: {e}", src.display())))?;
     let target = dst

@@ -341,16 +341,12 @@ fn stored_documents(store: &Store, id: u32) -> Result<u64> {
 /// Lists processor cursors and dead letters of projection.db; flags those that name
 /// events the log does not hold.
 fn scan_projection(path: &Path, r: &mut Report) -> Result<()> {
-    use rusqlite::{Connection, OpenFlags};
     if !path.exists() {
         return Ok(());
     }
     let last = r.last_event_id;
     let read = |r: &mut Report| -> std::result::Result<(), rusqlite::Error> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let conn = crate::projection::open_for_reading(path)?;
         let has = |table: &str| -> std::result::Result<bool, rusqlite::Error> {
             conn.query_row(
                 "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",

@@ -34,6 +34,31 @@ pub fn file_path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
+/// Opens `path` (an existing projection.db) read-only, to check or copy it. After a power
+/// loss a hot rollback journal (left by the file's creation) must be rolled back, or the
+/// WAL recovered, before it can be read, which a read-only connection may not do
+/// (SQLITE_READONLY_ROLLBACK, _RECOVERY): a read-write connection (never creating the
+/// file) does it first, as any opening for use would.
+pub(crate) fn open_for_reading(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::{Connection, ErrorCode, OpenFlags};
+    let read_only = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let probe = |c: &Connection| c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()));
+    let conn = Connection::open_with_flags(path, read_only)?;
+    match probe(&conn) {
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ReadOnly => {
+            drop(conn);
+            let writer = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            probe(&writer)?;
+            drop(writer);
+            Connection::open_with_flags(path, read_only)
+        }
+        other => other.map(|()| conn),
+    }
+}
+
 /// Opens the read-write connection of `<dir>/projection.db`, creating the file and
 /// athanor's tables if needed and refusing a file written by a newer format.
 pub fn open_main(dir: &Path) -> Result<SqlConn> {
@@ -236,7 +261,6 @@ mod tests;
 /// the log means the log was lost or replaced). A missing file is fine (no
 /// projection ran yet); one SQLite cannot read is `ERR_CORRUPT`.
 pub fn verify_file(path: &Path, last_event_id: u64) -> Result<()> {
-    use rusqlite::{Connection, OpenFlags};
     if !path.exists() {
         return Ok(());
     }
@@ -249,10 +273,7 @@ pub fn verify_file(path: &Path, last_event_id: u64) -> Result<()> {
     // Ok(Err(problems)) for what integrity_check reports, Ok(Ok(cursors ahead)) otherwise.
     type Found = std::result::Result<Vec<(String, i64)>, String>;
     let check = || -> std::result::Result<Found, rusqlite::Error> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let conn = open_for_reading(path)?;
         let problems: Vec<String> = conn
             .prepare("PRAGMA integrity_check(20)")?
             .query_map([], |r| r.get::<_, String>(0))?

@@ -604,3 +604,33 @@ fn the_background_connection_opens_on_first_use_and_refuses_work_once_closed() {
     let main = open_main(dir.path()).unwrap();
     assert_eq!(read_cursor(&main, "ledger").unwrap(), 1);
 }
+
+#[test]
+fn a_file_with_a_hot_journal_is_verified_and_read_not_refused() {
+    // What a power loss during projection.db's creation can leave: the rollback journal
+    // of the transaction that switched it to WAL, which a read-only connection cannot
+    // roll back. Made here by copying the files while a transaction that spilled to the
+    // database file is open.
+    let live = TempDir::new().unwrap();
+    let path = file_path(live.path());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t(x); INSERT INTO t VALUES (1);
+         PRAGMA cache_size = 1; BEGIN;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+         INSERT INTO t SELECT randomblob(200) FROM n;",
+    )
+    .unwrap();
+    let copy = TempDir::new().unwrap();
+    for name in [FILE_NAME, "projection.db-journal"] {
+        std::fs::copy(live.path().join(name), copy.path().join(name)).unwrap();
+    }
+    drop(conn);
+    let path = file_path(copy.path());
+    verify_file(&path, 0).unwrap();
+    let reader = open_for_reading(&path).unwrap();
+    let n: i64 = reader
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "the unfinished transaction is rolled back");
+}

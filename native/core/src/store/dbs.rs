@@ -43,6 +43,18 @@ impl Dbs {
             vectors: env.create_database(wtxn, Some("vectors"))?,
         })
     }
+
+    /// Writes the meta of a new, empty store: format version, counters at zero, and
+    /// when it was created.
+    pub(crate) fn init_meta(&self, wtxn: &mut RwTxn, created_at_ms: u64) -> heed::Result<()> {
+        self.meta
+            .put(wtxn, META_FORMAT, &STORE_FORMAT.to_be_bytes())?;
+        self.meta
+            .put(wtxn, META_LAST_EVENT_ID, &0u64.to_be_bytes())?;
+        self.meta.put(wtxn, META_COMMIT_SEQ, &0u64.to_be_bytes())?;
+        self.meta
+            .put(wtxn, META_CREATED_AT, &created_at_ms.to_be_bytes())
+    }
 }
 
 pub(crate) fn read_meta_u64(dbs: &Dbs, txn: &RoTxn, key: &[u8]) -> Result<u64> {

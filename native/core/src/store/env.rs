@@ -1,16 +1,14 @@
 //! The LMDB environment: opening it (with its checks and format version), the
 //! write hooks, administrative writes, map growth and sync.
 
-use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
 use heed::{Env, EnvFlags, EnvOpenOptions, RwTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
-use super::dbs::{
-    Dbs, META_COMMIT_SEQ, META_CREATED_AT, META_FORMAT, META_LAST_EVENT_ID, STORE_FORMAT,
-};
+use super::create;
+use super::dbs::{Dbs, META_FORMAT, STORE_FORMAT};
 use super::files::{check_data_file, check_structure, write_marker, CREATED_MARKER};
 use super::hook::WriteHook;
 use super::options::{Durability, StoreOptions};
@@ -39,15 +37,14 @@ impl Store {
         let canonical = dir.join("canonical");
         let data = canonical.join("data.mdb");
         check_data_file(dir, &data, options.create)?;
-        fs::create_dir_all(&canonical).map_err(|e| {
-            Error::new(
-                Code::Io,
-                format!(
-                    "cannot create {}: {e}; check the path and its permissions",
-                    canonical.display()
-                ),
-            )
-        })?;
+        if create::absent(&canonical) {
+            // Built whole beside `canonical/` and renamed into place: a power loss
+            // leaves no store or a complete one.
+            create::create_store(dir, options.clock.as_ref())?;
+        } else {
+            // Leftovers are harmless; a directory that refuses their removal still opens.
+            let _ = create::remove_leftovers(dir);
+        }
         let page = page_size();
         let map_size = options.initial_map_size.max(1 << 20).div_ceil(page) * page;
         let mut flags = EnvFlags::NO_READ_AHEAD;
@@ -91,17 +88,9 @@ impl Store {
         let dbs = Dbs::create(&env, &mut wtxn)?;
         match dbs.meta.get(&wtxn, META_FORMAT)? {
             None => {
-                dbs.meta
-                    .put(&mut wtxn, META_FORMAT, &STORE_FORMAT.to_be_bytes())?;
-                dbs.meta
-                    .put(&mut wtxn, META_LAST_EVENT_ID, &0u64.to_be_bytes())?;
-                dbs.meta
-                    .put(&mut wtxn, META_COMMIT_SEQ, &0u64.to_be_bytes())?;
-                dbs.meta.put(
-                    &mut wtxn,
-                    META_CREATED_AT,
-                    &options.clock.now_ms().to_be_bytes(),
-                )?;
+                // A store made in place by an older athanor (or a user's empty
+                // data.mdb): finish it as it always was.
+                dbs.init_meta(&mut wtxn, options.clock.now_ms())?;
                 wtxn.commit()?;
                 write_marker(&canonical)?;
             }

@@ -5,6 +5,7 @@
 //! - `options`: durability and sizes;
 //! - `dbs`: the named databases and meta keys (the on-disk layout);
 //! - `files`: checks before LMDB maps the file, the created marker;
+//! - `create`: a new store, built in a temporary folder and renamed into place;
 //! - `env`: opening, write hooks, administrative writes, map growth;
 //! - `reader`: read transactions, the map guard, cached readers;
 //! - `state`, `log`, `idempotency`: reading each concept; `scan`: state keys by prefix, a page at a time;
@@ -12,9 +13,10 @@
 //! - `hook`: the seam derived state (vector indexes) follows commits through;
 //! - `sync_stats`: how long fsyncs take.
 //!
-//! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `env`
+//! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `create` <- `env`
 //! <- `reader`, `state`, `log`, `idempotency` <- `verify`; this file only re-exports.
 
+mod create;
 mod dbs;
 mod env;
 mod files;
