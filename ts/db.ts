@@ -111,11 +111,21 @@ export interface VerifyReport {
   /** Idempotency records stored (expired ones not yet pruned included). */
   idempotencyRecords: number;
   /** Processors with a cursor (SQL ones in projection.db, vector projections in the store), and the last event each applied. */
-  processors: Array<{ name: string; cursor: number }>;
+  processors: Array<{
+    /** The processor's name. */
+    name: string;
+    /** The id of the last event it applied (0: none yet). */
+    cursor: number;
+  }>;
   /** Dead letters in projection.db (all processors). */
   deadLetters: number;
   /** Vector collections and their stored documents. */
-  vectorCollections: Array<{ name: string; documents: number }>;
+  vectorCollections: Array<{
+    /** The collection's name. */
+    name: string;
+    /** Documents stored in it. */
+    documents: number;
+  }>;
   /** Vector documents, all collections. */
   vectorDocuments: number;
   /** Index dumps checked (manifests and checksums). */
@@ -136,7 +146,9 @@ export interface ListOptions {
 
 /** One state entry returned by {@link Athanor.list}. */
 export interface StateEntry {
+  /** The state key. */
   key: string;
+  /** Its current value. */
   value: Value;
 }
 
