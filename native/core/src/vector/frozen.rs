@@ -55,7 +55,7 @@ unsafe impl Send for Frozen {}
 unsafe impl Sync for Frozen {}
 
 /// Neighbours of one node a walk takes at a time (layer 0 holds at most `2 * m`, m <= 128).
-const TODO: usize = 256;
+const NEIGHBOUR_BATCH: usize = 256;
 
 thread_local! {
     static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
@@ -246,8 +246,8 @@ impl Frozen {
                 );
                 // The unvisited neighbours first, so each distance can overlap
                 // fetching the next one's whole vector from memory.
-                let mut todo = [0u32; TODO];
-                for chunk in self.l0[s..e].chunks(TODO) {
+                let mut todo = [0u32; NEIGHBOUR_BATCH];
+                for chunk in self.l0[s..e].chunks(NEIGHBOUR_BATCH) {
                     let mut t = 0;
                     for &n in chunk {
                         if visited[n as usize] != stamp {
