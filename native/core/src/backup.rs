@@ -53,6 +53,19 @@ struct DigestDbs {
     vectors: Database<Bytes, Bytes>,
 }
 
+impl DigestDbs {
+    /// The databases the digest reads, from an open store's.
+    fn of(d: &crate::store::Dbs) -> Self {
+        DigestDbs {
+            meta: d.meta,
+            state: d.state,
+            events: d.events,
+            vector_collections: d.vector_collections,
+            vectors: d.vectors,
+        }
+    }
+}
+
 fn frame(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_be_bytes());
     h.update(bytes);
@@ -130,14 +143,7 @@ impl Store {
     pub fn content_digest(&self) -> Result<ContentDigest> {
         let txn = self.begin_read()?;
         let _g = self.guard();
-        let d = &self.dbs;
-        let dbs = DigestDbs {
-            meta: d.meta,
-            state: d.state,
-            events: d.events,
-            vector_collections: d.vector_collections,
-            vectors: d.vectors,
-        };
+        let dbs = DigestDbs::of(&self.dbs);
         digest(&dbs, &txn)
     }
 
@@ -163,14 +169,7 @@ impl Store {
         // Map growth waits for this guard; the copy thread runs under it too.
         let _g = self.guard();
         let (writer_lock, snapshot) = self.pinned_snapshot()?;
-        let d = &self.dbs;
-        let dbs = DigestDbs {
-            meta: d.meta,
-            state: d.state,
-            events: d.events,
-            vector_collections: d.vector_collections,
-            vectors: d.vectors,
-        };
+        let dbs = DigestDbs::of(&self.dbs);
         let (started_tx, started) = mpsc::channel::<()>();
         let (copied, stored, digest) = std::thread::scope(|s| {
             let copy = s.spawn(move || {

@@ -1284,13 +1284,7 @@ fn a_newer_format_version_is_refused() {
     }
     let set_format = |bytes: &[u8]| {
         use heed::types::Bytes;
-        let env = unsafe {
-            heed::EnvOpenOptions::new()
-                .max_dbs(16)
-                .map_size(64 << 20)
-                .open(dir.path().join("canonical"))
-        }
-        .unwrap();
+        let env = raw_env(dir.path());
         let mut w = env.write_txn().unwrap();
         let meta: heed::Database<Bytes, Bytes> =
             env.open_database(&w, Some("meta")).unwrap().unwrap();
@@ -2089,13 +2083,7 @@ fn a_type_index_key_too_short_for_an_id_is_corrupt_not_a_panic() {
     }
     {
         use heed::types::Bytes;
-        let env = unsafe {
-            heed::EnvOpenOptions::new()
-                .max_dbs(16)
-                .map_size(64 << 20)
-                .open(dir.path().join("canonical"))
-        }
-        .unwrap();
+        let env = raw_env(dir.path());
         let mut w = env.write_txn().unwrap();
         let index: heed::Database<Bytes, Bytes> =
             env.open_database(&w, Some("event_types")).unwrap().unwrap();
@@ -2212,4 +2200,17 @@ fn durable_commits_are_timed_as_syncs_and_unsynced_ones_are_not() {
         applied(&none, TxBuilder::new().put("k", &Value::I64(i)));
     }
     assert_eq!(none.store().sync_stats().count, 0);
+}
+
+/// The canonical store's LMDB environment opened directly, for tests that damage it
+/// behind the engine's back (the engine must be closed).
+fn raw_env(dir: &std::path::Path) -> heed::Env {
+    // SAFETY: no engine holds this directory open while the test writes through it.
+    unsafe {
+        heed::EnvOpenOptions::new()
+            .max_dbs(16)
+            .map_size(64 << 20)
+            .open(dir.join("canonical"))
+    }
+    .unwrap()
 }
