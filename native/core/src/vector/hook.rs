@@ -13,7 +13,7 @@ use super::docs;
 use super::index::Change;
 use super::ops::{change_of, check_op, missing};
 use super::shared::Shared;
-use crate::error::Result;
+use crate::error::{Code, Error, Result};
 use crate::store::{Dbs, GroupWrites, WriteHook};
 use crate::txn::{TxBatch, VectorOp};
 
@@ -121,8 +121,20 @@ impl GroupWrites for VectorGroup<'_> {
                     docs::encode_doc(scratch, v, m);
                     dbs.vectors.put(wtxn, &key, scratch)?;
                     let hash = docs::record_hash(scratch);
-                    self.changes
-                        .push((def.id, change_of(def, id_str, v, m, hash)?));
+                    // Metadata is checked here, as it is written: what serde_json cannot
+                    // read (a lone surrogate escape) is the caller's input, not damage.
+                    let change = change_of(def, id_str, v, m, hash).map_err(|e| {
+                        if e.code == Code::Corrupt {
+                            Error::invalid(format!(
+                                "the metadata of vector {id_str:?} is not JSON athanor can store \
+                                 (strings must not hold lone surrogates): {}",
+                                e.message
+                            ))
+                        } else {
+                            e
+                        }
+                    })?;
+                    self.changes.push((def.id, change));
                 }
             }
         }
