@@ -25,6 +25,10 @@ import { readStateList } from './internal/state-list.js';
 import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './ops/backup.js';
 import type { VectorProjection, VectorProjectionSpec } from './processing/vector-projection.js';
 import { Idempotency } from './state/idempotency.js';
+import { Accumulators } from './eventsourcing/accumulators.js';
+import { Queue, type QueueOptions } from './eventsourcing/queue.js';
+import { ConsumerGroup, type ConsumerGroupOptions } from './eventsourcing/consumer-group.js';
+import type { StoreHost } from './eventsourcing/records.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -458,6 +462,47 @@ export class Athanor {
   }
 
   #scheduler: Scheduler | undefined;
+
+  /** How the event-sourcing helpers reach this handle: internal transactions, committed reads. */
+  #storeHost(): StoreHost {
+    return {
+      transaction: () => this.transaction()[INTERNAL](),
+      getOpt: (k) => this.getOpt(k),
+      list: (o) => this.list(o),
+      assertOpen: () => this.#core.assertOpen(),
+    };
+  }
+
+  /**
+   * Exactly-once additive values with reservations (exposures), margins and a dedupe
+   * window; usable inside transactions through `db.accumulators.in(tx)`.
+   */
+  get accumulators(): Accumulators {
+    this.#core.assertOpen();
+    this.#accumulators ??= new Accumulators(this.#storeHost());
+    return this.#accumulators;
+  }
+
+  #accumulators: Accumulators | undefined;
+
+  /**
+   * A durable work queue stored in this database: priorities, delays, dedupe keys,
+   * leases with fencing tokens, retries with backoff and dead letters. Handles of one
+   * queue in several processes share its jobs.
+   */
+  queue<P = Json>(name: string, options?: QueueOptions): Queue<P> {
+    this.#core.assertOpen();
+    return new Queue<P>(this.#storeHost(), name, options);
+  }
+
+  /**
+   * A member of a consumer group on the event log: members share the group's events
+   * (of `types`), each pending until acked, delivered again after `ackTimeoutMs`.
+   */
+  consumerGroup(name: string, options?: ConsumerGroupOptions): ConsumerGroup {
+    this.#core.assertOpen();
+    return new ConsumerGroup(this.#storeHost(), (from, limit) => [...this.events.read({ from, limit })], name, options);
+  }
 
   /**
    * Takes an online backup into `targetDir` (new or empty): a consistent compacted copy

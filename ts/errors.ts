@@ -29,7 +29,10 @@ export type ErrorCode =
   | 'ERR_DOWNLOAD'
   | 'ERR_INTEGRITY'
   | 'ERR_NATIVE'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  | 'ERR_BOUNDS'
+  | 'ERR_STALE_LEASE'
+  | 'ERR_COMPACTED';
 
 /** Base class of every error athanor throws. */
 export class AthanorError extends Error {
@@ -224,6 +227,27 @@ export class NativeLoadError extends AthanorError {
   }
 }
 
+/** A numeric bound would be crossed (an accumulator's value leaving its type's range, an exposure beyond what is available); nothing was written. */
+export class BoundsError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_BOUNDS', message, options);
+  }
+}
+
+/** A lease's fencing token is no longer current (it expired and the job or event was taken again); nothing was written. */
+export class StaleLeaseError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_STALE_LEASE', message, options);
+  }
+}
+
+/** A read asked for events that compaction removed from the log (below `events.firstId`). */
+export class CompactedError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_COMPACTED', message, options);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -269,6 +293,12 @@ export function errorFor(code: string, message: string): AthanorError {
       return new DownloadError(message);
     case 'ERR_INTEGRITY':
       return new IntegrityError(message);
+    case 'ERR_BOUNDS':
+      return new BoundsError(message);
+    case 'ERR_STALE_LEASE':
+      return new StaleLeaseError(message);
+    case 'ERR_COMPACTED':
+      return new CompactedError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

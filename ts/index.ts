@@ -92,3 +92,8 @@ export {
 } from './ops/scheduler.js';
 export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './ops/backup.js';
 export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './ops/metrics.js';
+export { Accumulators, TxAccumulators, type AccumulatorOptions, type AccumulatorState, type AccumulatorType, type AccumulateOptions, type AccumulateResult, type ExposureInput } from './eventsourcing/accumulators.js';
+export { Queue, TxQueue, type QueueOptions, type EnqueueOptions, type LeaseOptions, type Job, type DeadJob, type QueueCounts } from './eventsourcing/queue.js';
+export { ConsumerGroup, type ConsumerGroupOptions, type Delivery, type PendingDelivery } from './eventsourcing/consumer-group.js';
+export type { TimeSource } from './eventsourcing/records.js';
+export { BoundsError, StaleLeaseError, CompactedError } from './errors.js';

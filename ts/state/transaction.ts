@@ -154,7 +154,7 @@ export class TxImpl implements Tx {
   #vectorOps: VectorOps | undefined;
   readonly #vectorWriters = new Map<string, TxVectorsImpl<unknown>>();
   #open = true;
-  readonly #internal: boolean;
+  #internal: boolean;
 
   constructor(core: Core, internal = false) {
     core.assertOpen();
@@ -247,6 +247,20 @@ export class TxImpl implements Tx {
       this.#vectorWriters.set(collection, w);
     }
     return w as TxVectors<M>;
+  }
+
+  /**
+   * Runs `fn` with athanor's capability to write reserved keys in this attempt: how
+   * athanor's own records (accumulators, queues) commit inside a user's transaction. @internal
+   */
+  [INTERNAL]<T>(fn: (tx: Tx) => T): T {
+    const was = this.#internal;
+    this.#internal = true;
+    try {
+      return fn(this);
+    } finally {
+      this.#internal = was;
+    }
   }
 
   /** Whether committing changes anything. */

@@ -53,6 +53,12 @@ pub enum Code {
     Integrity,
     /// A bug in athanor (a panic caught at the binding boundary); never bad input.
     Internal,
+    /// A numeric bound would be crossed (a value leaving its range, an exposure beyond what is available).
+    Bounds,
+    /// A lease's fencing token is no longer current: it expired and was taken again.
+    StaleLease,
+    /// A read asked for events that compaction removed from the log.
+    Compacted,
 }
 
 impl Code {
@@ -81,6 +87,9 @@ impl Code {
             Code::Download => "ERR_DOWNLOAD",
             Code::Integrity => "ERR_INTEGRITY",
             Code::Internal => "ERR_INTERNAL",
+            Code::Bounds => "ERR_BOUNDS",
+            Code::StaleLease => "ERR_STALE_LEASE",
+            Code::Compacted => "ERR_COMPACTED",
         }
     }
 }
