@@ -336,16 +336,20 @@ export class TxQueue<P = Json> {
       const out: Job<P>[] = [];
       for (const r of candidates) {
         if (out.length === count) break;
+        let lastError = r.lastError;
         if (r.state === 'leased') {
-          // An expired lease: that attempt failed.
-          if (this.#fail(tx, r, now, `the lease (token ${r.token}) expired without an ack`, 0) === 'dead') continue;
-        } else {
-          tx.delete(r.index);
+          // An expired lease: that attempt failed, and past maxAttempts the job is dead.
+          lastError = `the lease (token ${r.token}) expired without an ack`;
+          if (r.attempts >= this.#s.maxAttempts) {
+            this.#fail(tx, r, now, lastError, undefined);
+            continue;
+          }
         }
+        tx.delete(r.index);
         token++;
         const until = now + visibilityMs;
         const index = k.leased(until, r.id);
-        const next: JobRecord = { ...r, state: 'leased', attempts: r.attempts + 1, token, leasedUntil: until, index };
+        const next: JobRecord = { ...r, state: 'leased', attempts: r.attempts + 1, token, leasedUntil: until, index, lastError };
         tx.set(index, record(1));
         tx.set(k.job(r.id), record(next));
         out.push(jobOf<P>(next));
