@@ -312,7 +312,8 @@ export class TxQueue<P = Json> {
    * delayed ones, and jobs whose lease expired (their attempt counts as failed: past
    * `maxAttempts` they go to the dead letters instead). @internal (use {@link Queue.lease})
    */
-  lease(list: StoreHost['list'], count: number, visibilityMs: number): Job<P>[] {
+  lease(list: StoreHost['list'], requests: readonly { count: number; visibilityMs: number }[]): Job<P>[][] {
+    const count = requests.reduce((n, r) => n + r.count, 0);
     return elevated(this.#tx, (tx) => {
       const k = this.#keys;
       const now = this.#s.clock.now();
@@ -333,9 +334,12 @@ export class TxQueue<P = Json> {
       for (const e of list({ prefix: k.prefix('r'), limit: count })) consider(e.key);
       candidates.sort((a, b) => b.priority - a.priority || a.due - b.due || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       let token = Number(tx.getOpt(k.token)?.asI64() ?? 0n);
-      const out: Job<P>[] = [];
+      const out: Job<P>[][] = requests.map(() => []);
+      let served = 0;
       for (const r of candidates) {
-        if (out.length === count) break;
+        while (served < requests.length && out[served]!.length === requests[served]!.count) served++;
+        if (served === requests.length) break;
+        const visibilityMs = requests[served]!.visibilityMs;
         let lastError = r.lastError;
         if (r.state === 'leased') {
           // An expired lease: that attempt failed, and past maxAttempts the job is dead.
@@ -352,9 +356,9 @@ export class TxQueue<P = Json> {
         const next: JobRecord = { ...r, state: 'leased', attempts: r.attempts + 1, token, leasedUntil: until, index, lastError };
         tx.set(index, record(1));
         tx.set(k.job(r.id), record(next));
-        out.push(jobOf<P>(next));
+        out[served]!.push(jobOf<P>(next));
       }
-      if (out.length > 0) tx.set(k.token, i64(BigInt(token)));
+      if (tx.getOpt(k.token)?.asI64() !== BigInt(token)) tx.set(k.token, i64(BigInt(token)));
       return out;
     });
   }
@@ -383,7 +387,6 @@ export class Queue<P = Json> {
   readonly #s: Settings;
   /** The name of the queue. */
   readonly name: string;
-  #leasing: Promise<unknown> = Promise.resolve();
 
   /** @internal */
   constructor(host: StoreHost, name: string, options: QueueOptions = {}) {
@@ -423,9 +426,10 @@ export class Queue<P = Json> {
 
   /**
    * Leases up to `count` jobs for `visibilityMs` (see {@link TxQueue.lease}); an empty
-   * array when none is due. Leases of one handle run one at a time (they would take
-   * the same jobs); leases of other processes that race for a job conflict, and the
-   * loser re-runs on the newer state.
+   * array when none is due. The leases of one handle are taken one transaction at a
+   * time (they would race for the same jobs): calls made while one is committing are
+   * served together by the next, in one commit. Leases of other processes that race
+   * for a job conflict, and the loser re-runs on the newer state.
    */
   lease(options: LeaseOptions = {}): Promise<Job<P>[]> {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('lease options must be an object { count, visibilityMs }');
@@ -433,9 +437,30 @@ export class Queue<P = Json> {
     if (count > 1000) throw new InvalidArgumentError(`count is at most 1000, got ${count}`);
     const visibilityMs = intOption(options.visibilityMs, 'visibilityMs', 30_000, 1);
     this.#host.assertOpen();
-    const run = this.#leasing.then(() => this.#run((q) => q.lease((o) => this.#host.list(o), count, visibilityMs)));
-    this.#leasing = run.catch(() => undefined);
-    return run;
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ count, visibilityMs, resolve, reject });
+      if (!this.#draining) void this.#drain();
+    });
+  }
+
+  readonly #waiting: { count: number; visibilityMs: number; resolve: (jobs: Job<P>[]) => void; reject: (e: unknown) => void }[] = [];
+  #draining = false;
+
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      while (this.#waiting.length > 0) {
+        const batch = this.#waiting.splice(0, 64);
+        try {
+          const jobs = await this.#run((q) => q.lease((o) => this.#host.list(o), batch));
+          batch.forEach((b, i) => b.resolve(jobs[i]!));
+        } catch (e) {
+          for (const b of batch) b.reject(e);
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
   }
 
   /** Completes a job (`ERR_STALE_LEASE` when its lease was taken over). */
