@@ -103,8 +103,17 @@ export declare class NativeDb {
   commitSync(batch: Uint8Array): Buffer
   /** Reads events (packed, see `Store::read_events`) from the newest state. */
   readEvents(from: bigint, to: bigint | undefined | null, eventType: string | undefined | null, limit: number, reverse: boolean): Buffer
-  /** The newest event id and the commit seq, as of the newest committed state. */
+  /**
+   * The newest event id, the commit seq and the oldest event id kept (1 until a
+   * compaction), as of the newest committed state.
+   */
   heads(): Array<bigint>
+  /**
+   * Deletes the events below `before` (of `types` only, when given) with their type
+   * index entries, in one write transaction: `[deleted, firstEventId]`. The caller
+   * (`ts/eventsourcing/retention.ts`) chose `before` below every durable cursor.
+   */
+  compactEvents(before: bigint, types?: Array<string> | undefined | null): Array<bigint>
   /**
    * Looks an idempotency key up, on the newest state or (`pinned`) on the snapshot
    * of the transaction attempt in progress: `[commit_seq, first_event_id,

@@ -322,7 +322,8 @@ impl NativeDb {
         Ok(out.into())
     }
 
-    /// The newest event id and the commit seq, as of the newest committed state.
+    /// The newest event id, the commit seq and the oldest event id kept (1 until a
+    /// compaction), as of the newest committed state.
     #[napi]
     pub fn heads(&self, env: Env) -> Result<Vec<u64>> {
         guard(&env, || {
@@ -331,7 +332,34 @@ impl NativeDb {
             let mut reader = self.ctx.reader.borrow_mut();
             let txn = reader.fresh(store)?;
             let _g = store.guard();
-            Ok(vec![store.last_event_id(txn)?, store.commit_seq(txn)?])
+            Ok(vec![
+                store.last_event_id(txn)?,
+                store.commit_seq(txn)?,
+                store.first_event_id(txn)?,
+            ])
+        })
+    }
+
+    /// Deletes the events below `before` (of `types` only, when given) with their type
+    /// index entries, in one write transaction: `[deleted, firstEventId]`. The caller
+    /// (`ts/eventsourcing/retention.ts`) chose `before` below every durable cursor.
+    #[napi]
+    pub fn compact_events(
+        &self,
+        env: Env,
+        before: BigInt,
+        types: Option<Vec<String>>,
+    ) -> Result<Vec<u64>> {
+        guard(&env, || {
+            let (signed, before, lossless) = before.get_u64();
+            if signed || !lossless {
+                return Err(athanor_core::Error::invalid(
+                    "before must be a non-negative 64-bit event id",
+                ));
+            }
+            let engine = self.engine()?;
+            let done = engine.store().compact_events(before, types.as_deref())?;
+            Ok(vec![done.deleted, done.first_event_id])
         })
     }
 
@@ -631,7 +659,11 @@ impl NativeSnapshot {
             let (engine, txn) = self.parts()?;
             let store = engine.store();
             let _g = store.guard();
-            Ok(vec![store.last_event_id(txn)?, store.commit_seq(txn)?])
+            Ok(vec![
+                store.last_event_id(txn)?,
+                store.commit_seq(txn)?,
+                store.first_event_id(txn)?,
+            ])
         })
     }
 

@@ -13,6 +13,11 @@ pub(crate) const META_FORMAT: &[u8] = b"format_version";
 pub(crate) const META_LAST_EVENT_ID: &[u8] = b"last_event_id";
 pub(crate) const META_COMMIT_SEQ: &[u8] = b"commit_seq";
 pub(crate) const META_CREATED_AT: &[u8] = b"created_at_ms";
+/// The oldest event id left after compaction (`store/compact.rs`); absent until the
+/// first compaction, when it is 1. A store without it needs no migration.
+pub(crate) const META_FIRST_EVENT_ID: &[u8] = b"first_event_id";
+/// Ids below this one may be missing (compaction by type leaves gaps); absent: 1.
+pub(crate) const META_COMPACTED_BELOW: &[u8] = b"compacted_below";
 
 /// The named databases, opened once at [`super::Store::open`].
 #[derive(Clone, Copy)]
@@ -71,4 +76,12 @@ pub(crate) fn read_meta_u64(dbs: &Dbs, txn: &RoTxn, key: &[u8]) -> Result<u64> {
 
 pub(crate) fn put_meta_u64(dbs: &Dbs, txn: &mut RwTxn, key: &[u8], v: u64) -> Result<()> {
     Ok(dbs.meta.put(txn, key, &v.to_be_bytes())?)
+}
+
+/// A meta counter that older stores may lack, read as `default` when absent.
+pub(crate) fn read_meta_u64_or(dbs: &Dbs, txn: &RoTxn, key: &[u8], default: u64) -> Result<u64> {
+    match dbs.meta.get(txn, key)? {
+        None => Ok(default),
+        Some(_) => read_meta_u64(dbs, txn, key),
+    }
 }

@@ -41,6 +41,7 @@ impl Store {
 
     /// Reads events and packs them for the bindings ([`crate::wire::events`]).
     pub fn read_events(&self, txn: &RoTxn, q: &EventQuery) -> Result<Vec<u8>> {
+        self.check_not_compacted(txn, q.from.max(1))?;
         let mut pack = EventPack::new();
         let limit = if q.limit == 0 { u32::MAX } else { q.limit };
         let to = q.to.unwrap_or(u64::MAX);

@@ -9,13 +9,15 @@
 //! - `env`: opening, write hooks, administrative writes, map growth;
 //! - `reader`: read transactions, the map guard, cached readers;
 //! - `state`, `log`, `idempotency`: reading each concept; `scan`: state keys by prefix, a page at a time;
+//! - `compact`: retention, deleting the oldest events (and their type index entries);
 //! - `verify`: the store's invariants;
 //! - `hook`: the seam derived state (vector indexes) follows commits through;
 //! - `sync_stats`: how long fsyncs take.
 //!
 //! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `create` <- `env`
-//! <- `reader`, `state`, `log`, `idempotency` <- `verify`; this file only re-exports.
+//! <- `reader`, `state`, `log`, `idempotency` <- `compact` <- `verify`; this file only re-exports.
 
+mod compact;
 mod create;
 mod dbs;
 mod env;
@@ -30,6 +32,7 @@ mod state;
 mod sync_stats;
 mod verify;
 
+pub use compact::Compacted;
 pub use dbs::STORE_FORMAT;
 pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
 pub use env::Store;

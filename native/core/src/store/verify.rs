@@ -7,18 +7,32 @@ use crate::codec;
 use crate::error::{Error, Result};
 
 impl Store {
-    /// Verifies the invariants of the canonical store: event ids dense from 1 to
-    /// `last_event_id`, every record decodable, the type index exactly matching the log.
+    /// Verifies the invariants of the canonical store: event ids dense from the oldest
+    /// kept (1 until a compaction; gaps allowed below where compaction by type reached)
+    /// to `last_event_id`, every record decodable, the type index exactly matching the log.
     /// Returns the number of events checked.
     pub fn verify(&self) -> Result<u64> {
         let _g = self.guard();
         // Every page is checked with file reads before LMDB follows any of them.
         let txn = check_structure(&self.env, &self.env.path().join("data.mdb"), None)?;
         let last = self.last_event_id(&txn)?;
-        let mut expect = 1u64;
+        // Compaction deletes the oldest events; below `compacted_below` it may leave gaps
+        // (by type), from there on ids are dense.
+        let first = self.first_event_id(&txn)?;
+        let dense_from = self.compacted_below(&txn)?.max(first);
+        let mut expect = first;
+        let mut count = 0u64;
         for item in self.dbs.events.iter(&txn)? {
             let (k, v) = item?;
             let id = id_of(k)?;
+            if count == 0 && id != first {
+                return Err(Error::corrupt(format!(
+                    "the log starts at event {id}, but meta says the oldest kept is {first}"
+                )));
+            }
+            if id < dense_from && id >= expect {
+                expect = id;
+            }
             if id != expect {
                 return Err(Error::corrupt(format!(
                     "event ids are not dense: expected {expect}, found {id}"
@@ -36,17 +50,18 @@ impl Store {
                 )));
             }
             expect += 1;
+            count += 1;
         }
-        if expect - 1 != last {
+        let end = if count == 0 { first - 1 } else { expect - 1 };
+        if end != last {
             return Err(Error::corrupt(format!(
-                "meta says last_event_id={last} but the log ends at {}",
-                expect - 1
+                "meta says last_event_id={last} but the log ends at {end}"
             )));
         }
         let types = self.dbs.event_types.len(&txn)?;
-        if types != last {
+        if types != count {
             return Err(Error::corrupt(format!(
-                "type index has {types} entries for {last} events"
+                "type index has {types} entries for {count} events"
             )));
         }
         for item in self.dbs.state.iter(&txn)? {
