@@ -29,6 +29,9 @@ import { Accumulators } from './eventsourcing/accumulators.js';
 import { Queue, type QueueOptions } from './eventsourcing/queue.js';
 import { ConsumerGroup, type ConsumerGroupOptions } from './eventsourcing/consumer-group.js';
 import type { StoreHost } from './eventsourcing/records.js';
+import { compactEvents, type RetentionHost } from './eventsourcing/retention.js';
+import { existsSync } from 'node:fs';
+import { native } from './internal/native.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -331,6 +334,7 @@ export class Athanor {
     this.#core = core;
     this.#core.observer = this.#metrics;
     this.events = new EventLog(this.#core);
+    this.events.setCompactor((options) => compactEvents(this.#retentionHost(), options));
     this.#proj = new Projections(this.#core, dir);
     this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
     this.idempotency = new Idempotency(this.#core);
@@ -473,6 +477,27 @@ export class Athanor {
     };
   }
 
+  /** What `events.compact()` reads and calls. */
+  #retentionHost(): RetentionHost {
+    return {
+      ...this.#storeHost(),
+      processorCursors: () =>
+        existsSync(join(this.dir, 'projection.db'))
+          ? this.sql.all<{ name: string; last_event_id: number | bigint }>('SELECT name, last_event_id FROM _athanor_cursors').map((r) => ({ name: r.name, cursor: BigInt(r.last_event_id) }))
+          : [],
+      readEvents: (from, to) => this.events.read({ from, to }),
+      heads: () => {
+        const h = this.#core.native.heads();
+        return { last: h[0]!, first: h[2]! };
+      },
+      compactEvents: (before, types) => {
+        const r = this.#core.native.compactEvents(before, types);
+        return [r[0]!, r[1]!];
+      },
+      compressFile: (src, dst, level) => native.compressFile(src, dst, level),
+    };
+  }
+
   /**
    * Exactly-once additive values with reservations (exposures), margins and a dedupe
    * window; usable inside transactions through `db.accumulators.in(tx)`.
@@ -501,7 +526,7 @@ export class Athanor {
    */
   consumerGroup(name: string, options?: ConsumerGroupOptions): ConsumerGroup {
     this.#core.assertOpen();
-    return new ConsumerGroup(this.#storeHost(), (from, limit) => [...this.events.read({ from, limit })], name, options);
+    return new ConsumerGroup(this.#storeHost(), { read: (from, limit) => [...this.events.read({ from, limit })], firstId: () => this.events.firstId }, name, options);
   }
 
   /**

@@ -6,7 +6,7 @@
 export { Athanor, Snapshot, type OpenOptions, type Durability, type VerifyOptions, type VerifyResult } from './db.js';
 export type { VerifyReportOptions, VerifyReport, VerifyViolation, ListOptions, StateEntry } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './state/transaction.js';
-export { EventLog, type StoredEvent, type ReadOptions } from './state/events.js';
+export { EventLog, type StoredEvent, type ReadOptions, type CompactOptions, type CompactResult } from './state/events.js';
 export type { CommitNotice } from './state/core.js';
 export { Idempotency, type IdempotencyRecord } from './state/idempotency.js';
 export { VectorStore } from './vectors/store.js';

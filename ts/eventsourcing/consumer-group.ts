@@ -52,8 +52,11 @@ export interface PendingDelivery {
   deadline: number;
 }
 
-/** What an event reader of the group needs: events from an id on. @internal */
-export type ReadEvents = (from: bigint, limit: number) => StoredEvent[];
+/** How a group reads the log: events from an id on, and the oldest id kept. @internal */
+export interface ReadEvents {
+  read(from: bigint, limit: number): StoredEvent[];
+  firstId(): bigint;
+}
 
 interface PendingRecord {
   member: string;
@@ -152,16 +155,17 @@ export class ConsumerGroup {
       if (tx.getOpt(e.key) === undefined) continue; // acked since the scan
       const id = BigInt(e.key.slice(tPrefix.length + TIME_WIDTH));
       const prev = readRecord<PendingRecord>(tx.getOpt(this.#pending(id)));
-      const event = this.#read(id, 1)[0];
+      const event = this.#read.read(id, 1)[0];
       tx.delete(e.key);
       if (prev === undefined || event === undefined || event.id !== id) continue;
       deliver(event, prev);
     }
     if (out.length < max) {
       const posKey = `${this.#root}pos`;
-      let pos = tx.getOpt(posKey)?.asI64() ?? 0n;
+      // A new group starts at the oldest event kept (compaction may have removed older ones).
+      let pos = tx.getOpt(posKey)?.asI64() ?? this.#read.firstId() - 1n;
       const start = pos;
-      for (const event of this.#read(pos + 1n, SCAN)) {
+      for (const event of this.#read.read(pos + 1n, SCAN)) {
         if (out.length === max) break;
         pos = event.id;
         if (this.#types === undefined || this.#types.has(event.type)) deliver(event, undefined);

@@ -41,7 +41,8 @@ function toId(v: bigint | number | undefined, what: string, dflt: bigint): bigin
 /** Validates read options and returns a lazy reader over a source. @internal */
 export function readFrom(src: EventSource, options: ReadOptions): Generator<StoredEvent, void, undefined> {
   if (options === null || typeof options !== 'object') throw new InvalidArgumentError('read options must be an object');
-  const from = toId(options.from, 'from', 1n);
+  // Without `from`, reads start at the oldest event kept (1 until a compaction).
+  const from = options.from === undefined ? (src.heads()[2] ?? 1n) : toId(options.from, 'from', 1n);
   const to = options.to === undefined ? null : toId(options.to, 'to', 0n);
   const type = options.type ?? null;
   if (type !== null && (typeof type !== 'string' || type.length === 0 || type.includes('\0'))) throw new InvalidArgumentError('type must be a non-empty string without NUL');
@@ -76,10 +77,65 @@ function* pages(src: EventSource, from: bigint, to: bigint | null, type: string 
   }
 }
 
+/** What {@link EventLog.compact} deletes. */
+export interface CompactOptions {
+  /** Delete events with ids below this one (held back to what every durable cursor has passed). */
+  before: bigint | number;
+  /** Only events of these types (others stay, so the log may have gaps below `before`). */
+  types?: string[];
+  /** First write the deleted events to this new file: zstd-compressed JSON lines, its SHA-256 in `<archiveTo>.sha256`. */
+  archiveTo?: string;
+}
+
+/** What {@link EventLog.compact} did. */
+export interface CompactResult {
+  /** Events deleted. */
+  deleted: number;
+  /** The oldest event id kept now (`events.firstId`). */
+  firstId: bigint;
+  /** The bound actually used: `before`, or lower when a durable cursor had not passed it. */
+  before: bigint;
+  /** The cursor that held `before` back (`processor:<name>`, `vector-projection:<name>`, `consumer-group:<name>`), if one did. */
+  heldBy: string | null;
+  /** The archive written, if asked. */
+  archive: { path: string; events: number; bytes: number; sha256: string } | null;
+}
+
+/** Deletes old events; the handle supplies it (it needs the cursors of the layers above). @internal */
+export type Compactor = (options: CompactOptions) => Promise<CompactResult>;
+
 /** The database's event log. */
 export class EventLog {
   readonly #core: Core;
   readonly #src: EventSource;
+  #compactor: Compactor | undefined;
+
+  /** @internal */
+  setCompactor(compactor: Compactor): void {
+    this.#compactor = compactor;
+  }
+
+  /**
+   * Deletes the events below `before` (of `types` only, when given), but never one a
+   * durable cursor still needs: processors' cursors in projection.db, vector
+   * projections, consumer groups (their position and pending deliveries). Optionally
+   * archives them first. Ids are never reused; a read below {@link firstId} then fails
+   * with `ERR_COMPACTED`.
+   */
+  compact(options: CompactOptions): Promise<CompactResult> {
+    this.#core.assertOpen();
+    if (this.#compactor === undefined) throw new InvalidArgumentError('this event log cannot be compacted (no database handle behind it)');
+    return this.#compactor(options);
+  }
+
+  /** The oldest event id kept: 1 until a compaction deleted older ones (then `lastId + 1` when none is left). */
+  get firstId(): bigint {
+    try {
+      return this.#src.heads()[2] ?? 1n;
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
 
   /** @internal */
   constructor(core: Core) {

@@ -186,7 +186,7 @@ fn scan_store(store: &Store, txn: &RoTxn<'_, WithoutTls>, r: &mut Report) -> Res
         };
         let id = u64::from_be_bytes(bytes);
         r.events += 1;
-        if id != expect && !(id > expect && id < dense_from) {
+        if id != expect && !(id > expect && id <= dense_from) {
             r.violations.push(Violation {
                 kind: "event_ids",
                 detail: format!("event ids are not dense: expected {expect}, found {id}"),

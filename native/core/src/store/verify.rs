@@ -30,7 +30,7 @@ impl Store {
                     "the log starts at event {id}, but meta says the oldest kept is {first}"
                 )));
             }
-            if id < dense_from && id >= expect {
+            if id <= dense_from && id >= expect {
                 expect = id;
             }
             if id != expect {
