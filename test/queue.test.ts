@@ -136,6 +136,10 @@ describe('queue', () => {
     ).rejects.toThrow('rolled back');
     const jobs = await q.lease({ count: 10 });
     expect(jobs.map((j) => j.payload).sort()).toEqual(['ship 8', 'x']);
+    // Integers keep every digit, as in event payloads.
+    const big = db.queue<{ amount: bigint }>('big');
+    await big.enqueue({ amount: 2n ** 64n + 1n });
+    expect((await big.lease())[0]!.payload.amount).toBe(2n ** 64n + 1n);
     for (const j of jobs) await q.ack(j);
     expect(await q.enqueue('x after ack', { dedupeKey: 'order-7' })).not.toBe(id);
   });

@@ -21,7 +21,7 @@
  */
 import { InvalidArgumentError, NotFoundError, StaleLeaseError } from '../errors.js';
 import { i64, str, type Json } from '../state/codec.js';
-import { stringifyStrict } from '../internal/json.js';
+import { parseJson, stringifyStrict } from '../internal/json.js';
 import type { Tx } from '../state/transaction.js';
 import { checkId, checkName, clockOption, elevated, intOption, pad, pages, readRecord, record, recordPrefix, type StoreHost, type TimeSource } from './records.js';
 
@@ -157,7 +157,7 @@ function timeOf(key: string, prefix: string): number {
 function jobOf<P>(r: JobRecord): Job<P> {
   return Object.freeze({
     id: r.id,
-    payload: JSON.parse(r.payload) as P,
+    payload: parseJson(r.payload) as P,
     priority: r.priority,
     attempt: r.attempts,
     token: r.token,
@@ -487,7 +487,7 @@ export class Queue<P = Json> {
       if (out.length >= limit) break;
       const r = readRecord<JobRecord>(this.#host.getOpt(this.#keys.job(e.key.slice(this.#keys.prefix('x').length))));
       if (r === undefined) continue;
-      out.push({ id: r.id, payload: JSON.parse(r.payload) as P, attempts: r.attempts, lastError: r.lastError, enqueuedAt: r.enqueuedAt, failedAt: r.failedAt ?? 0 });
+      out.push({ id: r.id, payload: parseJson(r.payload) as P, attempts: r.attempts, lastError: r.lastError, enqueuedAt: r.enqueuedAt, failedAt: r.failedAt ?? 0 });
     }
     return out;
   }
