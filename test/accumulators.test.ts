@@ -207,6 +207,20 @@ describe('accumulators', () => {
     );
   }, 120_000);
 
+  it('applies each key once when two processes submit the same keys at the same time', async () => {
+    const dir = sb.dir();
+    const COUNT = 200;
+    {
+      const db = await Athanor.open(dir);
+      await db.accumulators.create('acc');
+      await db.close();
+    }
+    const runs = await Promise.all([runEsChild([dir, 'accumulate', String(COUNT), '4'], null), runEsChild([dir, 'accumulate', String(COUNT), '4'], null)]);
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    const db = await sb.open(dir);
+    expect(db.accumulators.value('acc')).toBe(BigInt((COUNT * (COUNT + 1)) / 2));
+  }, 120_000);
+
   it('applies no dedupe key twice when the writer is killed -9 mid-work and every key is submitted again', async () => {
     const dir = sb.dir();
     const COUNT = 1000;

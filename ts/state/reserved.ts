@@ -2,7 +2,8 @@
  * Names that belong to athanor, refused to users with `ERR_INVALID_ARGUMENT` before
  * anything is written (users may read what they name):
  * - state keys under {@link RESERVED_PREFIX} (`\0athanor/`): vector projection cursors,
- *   collection model bindings, scheduler tasks;
+ *   collection model bindings, scheduler tasks, accumulators, queues, consumer groups
+ *   (`eventsourcing/`);
  * - event types starting with {@link RESERVED_EVENT_PREFIX} (`athanor.`), kept for the
  *   events athanor itself will log (none today);
  * - vector collection names starting with `.`: `index/.tmp-*` and `index/.old-*` are the
