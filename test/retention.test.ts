@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Athanor, CompactedError, InvalidArgumentError, bytes } from '../dist/index.js';
+import { Athanor, CompactedError, Embedder, InvalidArgumentError, bytes } from '../dist/index.js';
+import { ensureTestModel } from '../scripts/test-model.mjs';
 import { Sandbox, expectRejects, expectThrows } from './helpers.js';
 
 const sb = new Sandbox();
@@ -71,6 +72,23 @@ describe('events.compact', () => {
     const late = db.consumerGroup('late');
     expect((await late.pull({ max: 100 })).map((d) => d.event.id)).toEqual([8n, 9n, 10n]);
   });
+
+  it('never passes a vector projection cursor', async () => {
+    const db = await sb.open();
+    const embedder = await Embedder.open(await ensureTestModel());
+    try {
+      const docs = (from: number) => db.transaction().execute((tx) => [0, 1, 2].forEach((i) => tx.log('Doc', { text: `document ${from + i}` })));
+      await docs(0);
+      const p = db.vectorProjection({ name: 'vp', collection: 'docs', embedder, on: { Doc: { text: '$.text' } } });
+      await p.catchUp();
+      await docs(3);
+      expect(await db.events.compact({ before: 7 })).toMatchObject({ deleted: 3, firstId: 4n, heldBy: 'vector-projection:vp' });
+      await p.catchUp();
+      expect(await db.events.compact({ before: 7 })).toMatchObject({ deleted: 3, firstId: 7n, heldBy: null });
+    } finally {
+      embedder.close();
+    }
+  }, 60_000);
 
   it('compacts only the given types, and archives what it deletes to zstd JSON lines with a SHA-256', async () => {
     const db = await sb.open();
