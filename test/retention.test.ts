@@ -53,12 +53,17 @@ describe('events.compact', () => {
 
   it('never passes a lagging processor cursor or a consumer group position or pending delivery', async () => {
     const db = await sb.open();
-    await logN(db, 5);
+    const first = await db.transaction().execute((tx) => tx.log('tick', { i: 0 }), { idempotencyKey: 'pay-1' });
+    await logN(db, 4);
     const p = db.processor('slow', { handlers: [{ eventType: 'tick', handle: () => undefined }] });
     await p.catchUp();
     await logN(db, 5);
     let r = await db.events.compact({ before: 11 });
     expect(r).toMatchObject({ deleted: 5, firstId: 6n, before: 6n, heldBy: 'processor:slow' });
+    // An idempotent retry of a compacted commit is still a duplicate, with the original ids.
+    const again = await db.transaction().execute((tx) => tx.log('tick', { i: 0 }), { idempotencyKey: 'pay-1' });
+    expect(again).toMatchObject({ outcome: 'duplicate', commitSeq: first.commitSeq, firstEventId: 1n });
+    expect(db.events.lastId).toBe(10n);
     await p.catchUp();
     const g = db.consumerGroup('g');
     const held = await g.pull({ max: 2 }); // events 6 and 7, pending
