@@ -55,6 +55,8 @@ export {
   DownloadError,
   IntegrityError,
   NativeLoadError,
+  ReadOnlyError,
+  MissingPackageError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';
@@ -92,3 +94,7 @@ export {
 } from './ops/scheduler.js';
 export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './ops/backup.js';
 export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './ops/metrics.js';
+export { Replica } from './db.js';
+export { Replication, Publisher, type PublishOptions, type PublisherMetrics } from './replication/publisher.js';
+export type { ReplicaOptions, ReplicaLag, ReplicaMetrics } from './replication/follower.js';
+export { PgProjection, PgMigrations, type PgProjectionSpec, type PgProjectionMetrics, type PgHandler, type PgPool, type PgClient, type PgResult, type PgMigration, type PgAppliedMigration } from './replication/pg-projection.js';
