@@ -9,7 +9,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import pg from 'pg';
 import { Athanor, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
 import { NatsServer, PgServer, serversMissing } from './servers.js';
@@ -169,16 +169,25 @@ suite('projections into PostgreSQL', () => {
   const box = new Sandbox();
   const server = new PgServer();
   const pools: pg.Pool[] = [];
+  let database = 'postgres';
   const pool = () => {
-    const p = new pg.Pool({ connectionString: server.connectionString, max: 4 });
+    const p = new pg.Pool({ connectionString: server.connectionString.replace(/\/postgres$/, `/${database}`), max: 4 });
     // A server restart ends idle clients with an error event; the projection retries.
     p.on('error', () => undefined);
     pools.push(p);
     return p;
   };
 
+  let databases = 0;
   beforeAll(async () => {
     await server.start();
+  });
+  // Each test in a database of its own.
+  beforeEach(async () => {
+    database = 'postgres';
+    const admin = pool();
+    database = `t${++databases}`;
+    await admin.query(`CREATE DATABASE ${database}`);
   });
   afterEach(async () => {
     await box.cleanup();

@@ -28,6 +28,8 @@ export interface PgClient {
   query(text: string, values?: unknown[]): Promise<PgResult>;
   /** Returns the client to its pool; `true` (or an error) destroys its connection. */
   release(destroy?: boolean | Error): void;
+  /** `pg` clients emit `error` when their connection breaks while idle (a server restart). */
+  on?(event: 'error', listener: (e: Error) => void): unknown;
 }
 
 /** What athanor needs of a `pg` pool (`new pg.Pool({...})`). */
@@ -190,6 +192,12 @@ export class PgProjection {
       try {
         const client = await this.#pool.connect();
         this.#client = client;
+        // Between batches the client sits idle: a broken connection is reported here
+        // (unhandled, it would end the process) and shows at the next query.
+        client.on?.('error', (e) => {
+          this.#lastError = describeThrown(e);
+          this.#bell.ring();
+        });
         if (this.#stopped) break;
         await client.query('SELECT pg_advisory_lock($1)', [lockKey('projection', this.name)]);
         this.#holdsLock = true;
