@@ -930,7 +930,13 @@ fn commit_record_golden() -> Json {
     let bytes = wire::commit_record::encode(id, seq, at, first, batch.raw());
     let back = wire::commit_record::decode(&bytes).unwrap();
     assert_eq!(
-        (back.database_id, back.commit_seq, back.at_ms, back.first_event_id, back.batch),
+        (
+            back.database_id,
+            back.commit_seq,
+            back.at_ms,
+            back.first_event_id,
+            back.batch
+        ),
         (id, seq, at, first, batch.raw())
     );
     json!({

@@ -31,15 +31,37 @@ fn records(e: &Engine, after: u64) -> Vec<Vec<u8>> {
 fn primary(dir: &Path) -> (Arc<Engine>, String) {
     let p = open(dir);
     let id = p.store().enable_commit_log().unwrap().database_id.unwrap();
-    commit(&p, TxBuilder::new().put("a", &Value::I64(1)).event_json("made", r#"{"n":1}"#));
-    commit(&p, TxBuilder::new().put("b", &Value::String("x".into())).event_bytes("raw", b"\x00\x01").event_json("made", "{}"));
+    commit(
+        &p,
+        TxBuilder::new()
+            .put("a", &Value::I64(1))
+            .event_json("made", r#"{"n":1}"#),
+    );
+    commit(
+        &p,
+        TxBuilder::new()
+            .put("b", &Value::String("x".into()))
+            .event_bytes("raw", b"\x00\x01")
+            .event_json("made", "{}"),
+    );
     commit(&p, TxBuilder::new().delete("a").idempotency_key("once"));
     // A duplicate and a read-only transaction take no commit seq: no record.
     let dup = p
-        .commit_blocking(TxBuilder::new().delete("a").idempotency_key("once").build().unwrap())
+        .commit_blocking(
+            TxBuilder::new()
+                .delete("a")
+                .idempotency_key("once")
+                .build()
+                .unwrap(),
+        )
         .unwrap();
     assert_eq!(dup.outcome, Outcome::Duplicate);
-    commit(&p, TxBuilder::new().put("c", &Value::F64(2.5)).event_json("made", r#"{"n":3}"#));
+    commit(
+        &p,
+        TxBuilder::new()
+            .put("c", &Value::F64(2.5))
+            .event_json("made", r#"{"n":3}"#),
+    );
     (p, id)
 }
 
@@ -49,15 +71,27 @@ fn each_applied_commit_is_logged_once_in_order_with_its_seq_time_and_event_ids()
     let (p, id) = primary(dir.path());
     let recs = records(&p, 0);
     assert_eq!(recs.len(), 4);
-    let heads: Vec<_> = recs.iter().map(|r| commit_record::decode(r).unwrap()).collect();
-    assert_eq!(heads.iter().map(|h| h.commit_seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
-    assert_eq!(heads.iter().map(|h| h.first_event_id).collect::<Vec<_>>(), [1, 2, 0, 4]);
+    let heads: Vec<_> = recs
+        .iter()
+        .map(|r| commit_record::decode(r).unwrap())
+        .collect();
+    assert_eq!(
+        heads.iter().map(|h| h.commit_seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(
+        heads.iter().map(|h| h.first_event_id).collect::<Vec<_>>(),
+        [1, 2, 0, 4]
+    );
     assert!(heads.iter().all(|h| h.database_id == id && h.at_ms > 0));
     // Published commits leave the log; the position is kept.
     p.store().mark_published(2).unwrap();
     assert_eq!(records(&p, 0).len(), 2);
     let info = p.store().replication_info().unwrap();
-    assert_eq!((info.published_seq, info.commit_seq, info.logging), (2, 4, true));
+    assert_eq!(
+        (info.published_seq, info.commit_seq, info.logging),
+        (2, 4, true)
+    );
 }
 
 #[test]
@@ -74,7 +108,10 @@ fn logging_survives_a_restart_and_commits_before_it_count_as_published() {
     assert_eq!(recs.len(), 1);
     assert_eq!(commit_record::decode(&recs[0]).unwrap().commit_seq, 2);
     // The id does not change.
-    assert_eq!(p.store().enable_commit_log().unwrap().database_id, info.database_id);
+    assert_eq!(
+        p.store().enable_commit_log().unwrap().database_id,
+        info.database_id
+    );
 }
 
 #[test]
@@ -90,7 +127,10 @@ fn a_replica_applies_records_exactly_once_and_ends_equal_to_its_primary() {
     let done = r.apply_replicated(&recs[1..], 9).unwrap();
     assert_eq!((done.applied, done.skipped, done.commit_seq), (2, 1, 4));
     assert_eq!(r.store().replication_info().unwrap().replica_stream_seq, 9);
-    let (a, b) = (p.store().content_digest().unwrap(), r.store().content_digest().unwrap());
+    let (a, b) = (
+        p.store().content_digest().unwrap(),
+        r.store().content_digest().unwrap(),
+    );
     assert_eq!(a.sha256, b.sha256);
     assert_eq!((b.commit_seq, b.last_event_id, b.events), (4, 4, 4));
     // Versions and idempotency records match too.
@@ -115,8 +155,17 @@ fn a_replica_refuses_writes_gaps_and_another_databases_records_writing_nothing()
     assert_eq!(e.code, Code::ReadOnly);
     let gap = r.apply_replicated(&recs[1..2], 2).unwrap_err();
     assert_eq!(gap.code, Code::NotFound, "{}", gap.message);
-    let other = commit_record::encode("someone-else", 1, 1, 0, commit_record::decode(&recs[0]).unwrap().batch);
-    assert_eq!(r.apply_replicated(&[other], 1).unwrap_err().code, Code::InvalidArgument);
+    let other = commit_record::encode(
+        "someone-else",
+        1,
+        1,
+        0,
+        commit_record::decode(&recs[0]).unwrap().batch,
+    );
+    assert_eq!(
+        r.apply_replicated(&[other], 1).unwrap_err().code,
+        Code::InvalidArgument
+    );
     let info = r.store().replication_info().unwrap();
     assert_eq!((info.commit_seq, info.replica_stream_seq), (0, 0));
     // Read-only holds after a reopen; a replica cannot publish.
@@ -126,7 +175,13 @@ fn a_replica_refuses_writes_gaps_and_another_databases_records_writing_nothing()
         .commit_blocking(TxBuilder::new().put("x", &Value::I64(1)).build().unwrap())
         .unwrap_err();
     assert_eq!(e.code, Code::ReadOnly);
-    assert_eq!(r.store().enable_commit_log().unwrap_err().code, Code::ReadOnly);
+    assert_eq!(
+        r.store().enable_commit_log().unwrap_err().code,
+        Code::ReadOnly
+    );
     // A database with commits of its own cannot become a replica of another.
-    assert_eq!(p.init_replica("someone-else").unwrap_err().code, Code::InvalidArgument);
+    assert_eq!(
+        p.init_replica("someone-else").unwrap_err().code,
+        Code::InvalidArgument
+    );
 }

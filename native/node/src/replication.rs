@@ -96,7 +96,9 @@ impl NativeDb {
     /// Where this database stands with replication.
     #[napi]
     pub fn replication_info(&self, env: Env) -> Result<NativeReplicationInfo> {
-        guard(&env, || Ok(info_to_js(self.engine()?.store().replication_info()?)))
+        guard(&env, || {
+            Ok(info_to_js(self.engine()?.store().replication_info()?))
+        })
     }
 
     /// Turns the commit log on (kept across restarts); returns the new standing.

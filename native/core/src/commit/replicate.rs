@@ -144,8 +144,12 @@ fn try_apply(
                 t,
                 b.bytes(&e.payload),
             );
-            dbs.events
-                .put_with_flags(&mut wtxn, PutFlags::APPEND, &last_id.to_be_bytes(), &scratch)?;
+            dbs.events.put_with_flags(
+                &mut wtxn,
+                PutFlags::APPEND,
+                &last_id.to_be_bytes(),
+                &scratch,
+            )?;
             dbs.event_types
                 .put(&mut wtxn, &store::type_index_key(t, last_id), &[])?;
         }
@@ -156,7 +160,11 @@ fn try_apply(
             // Kept as the primary keeps it, so a lookup on the replica answers alike.
             let idem = IdemRecord {
                 commit_seq: rec.commit_seq,
-                first_event_id: if b.events.is_empty() { 0 } else { rec.first_event_id },
+                first_event_id: if b.events.is_empty() {
+                    0
+                } else {
+                    rec.first_event_id
+                },
                 event_count: b.events.len() as u32,
                 at_ms: rec.at_ms,
             };

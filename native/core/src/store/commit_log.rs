@@ -110,16 +110,14 @@ impl Store {
             let id = match meta_str(dbs, wtxn, META_DATABASE_ID)? {
                 Some(id) => id,
                 None => {
-                    dbs.meta
-                        .put(wtxn, META_DATABASE_ID, fresh_id.as_bytes())?;
+                    dbs.meta.put(wtxn, META_DATABASE_ID, fresh_id.as_bytes())?;
                     fresh_id.clone()
                 }
             };
             if dbs.meta.get(wtxn, META_COMMIT_LOG)?.is_none() {
                 let seq = read_meta_u64(dbs, wtxn, META_COMMIT_SEQ)?;
                 dbs.meta.put(wtxn, META_COMMIT_LOG, id.as_bytes())?;
-                dbs.meta
-                    .put(wtxn, META_PUBLISHED_SEQ, &seq.to_be_bytes())?;
+                dbs.meta.put(wtxn, META_PUBLISHED_SEQ, &seq.to_be_bytes())?;
             }
             Ok(())
         })?;
@@ -153,11 +151,15 @@ impl Store {
             if meta_u64_or_zero(dbs, wtxn, META_PUBLISHED_SEQ)? >= seq {
                 return Ok(());
             }
-            dbs.meta
-                .put(wtxn, META_PUBLISHED_SEQ, &seq.to_be_bytes())?;
+            dbs.meta.put(wtxn, META_PUBLISHED_SEQ, &seq.to_be_bytes())?;
             let hi = seq.to_be_bytes();
-            dbs.commit_log
-                .delete_range(wtxn, &(std::ops::Bound::Unbounded, std::ops::Bound::Included(&hi[..])))?;
+            dbs.commit_log.delete_range(
+                wtxn,
+                &(
+                    std::ops::Bound::Unbounded,
+                    std::ops::Bound::Included(&hi[..]),
+                ),
+            )?;
             Ok(())
         })
     }

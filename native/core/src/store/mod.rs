@@ -33,10 +33,10 @@ mod state;
 mod sync_stats;
 mod verify;
 
+pub use commit_log::ReplicationInfo;
 pub(crate) use commit_log::{
     commit_log_id, is_replica, log_commit, put_replica_position, replica_of,
 };
-pub use commit_log::ReplicationInfo;
 pub use dbs::STORE_FORMAT;
 pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
 pub use env::Store;
