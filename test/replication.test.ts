@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import pg from 'pg';
 import { Athanor, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
-import { NatsServer, PgServer, serversMissing } from './servers.js';
+import { NatsServer, PgServer, serversMissing } from './fixtures/servers.mjs';
 import { Sandbox, expectThrows, killAfterReady } from './helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'replication-child.mjs');
