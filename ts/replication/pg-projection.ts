@@ -39,7 +39,7 @@ export interface PgPool {
 }
 
 /** Applies one event inside the batch's PostgreSQL transaction, through `client`. */
-export type PgHandler = (event: StoredEvent, client: PgClient) => Promise<void> | void;
+export type PgHandler = (event: StoredEvent, client: PgClient) => Promise<unknown> | void;
 
 /** The spec of {@link PgProjection}. */
 export interface PgProjectionSpec {
