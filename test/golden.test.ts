@@ -374,10 +374,10 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
 
 describe('the commit record (native/core/src/wire/commit_record.rs)', () => {
   it("its head read by the replica's follower, and where the batch starts", () => {
-    const g = wire<{ format: number; database_id: string; commit_seq: string; at_ms: string; first_event_id: string; batch: string; hex: string }>('commit-record');
+    const g = wire<{ format: number; database_id: string; commit_seq: string; at_ms: string; first_event_id: string; collections: { name: string; def: string }[]; batch: string; hex: string }>('commit-record');
     const bytes = hexOf(g.hex);
     const head = readCommitRecordHead(bytes);
-    expect(head).toEqual({ databaseId: g.database_id, commitSeq: BigInt(g.commit_seq), atMs: Number(g.at_ms), firstEventId: BigInt(g.first_event_id), batchOffset: bytes.length - g.batch.length / 2 });
+    expect(head).toEqual({ databaseId: g.database_id, commitSeq: BigInt(g.commit_seq), atMs: Number(g.at_ms), firstEventId: BigInt(g.first_event_id), collections: g.collections.map((c) => c.name), batchOffset: bytes.length - g.batch.length / 2 });
     expect(bytes.subarray(head.batchOffset).toString('hex')).toBe(g.batch);
     expect(bytes[0]).toBe(g.format);
   });

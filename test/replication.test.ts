@@ -119,6 +119,23 @@ suite('replication through NATS JetStream', () => {
     await p.close();
   });
 
+  it('vector collections and documents reach a replica, and vector search works there', async () => {
+    const { stream, subject } = names();
+    const primary = await box.open();
+    await primary.replication.publish({ servers: nats.url, stream, subject });
+    primary.vectors.create<{ n: number }>('docs', { dimension: 3, metric: 'cosine' });
+    const axes = [new Float32Array([1, 0, 0]), new Float32Array([0, 1, 0]), new Float32Array([0, 0, 1])];
+    await primary.transaction().execute((tx) => {
+      axes.forEach((v, n) => tx.vectors('docs').upsert(`d${n}`, v, { n }));
+    });
+    const { commitSeq } = await primary.transaction().execute((tx) => tx.vectors('docs').delete('d2'));
+    const r = await openReplica(box.dir(), stream, 'vectors');
+    await r.waitFor(commitSeq);
+    await expectSameContents(primary, r);
+    const hits = r.vectors.open<{ n: number }>('docs').search(new Float32Array([0.9, 0.1, 0]), { k: 3, exact: true });
+    expect(hits.map((h) => [h.id, h.metadata])).toEqual([['d0', { n: 0 }], ['d1', { n: 1 }]]);
+  });
+
   it('NATS down at start and restarted mid-run: commits never wait, the publisher and replicas retry and catch up with nothing lost', async () => {
     const { stream, subject } = names();
     await nats.stop();

@@ -260,6 +260,16 @@ impl Engine {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::closed());
         }
+        // Collections first, each in an administrative write of its own: creating one
+        // again with the same parameters is a no-op, so a crash in between is harmless.
+        for r in records {
+            for (name, def) in crate::wire::commit_record::decode(r)?.collections {
+                let def = crate::vector::collection::CollectionDef::decode(name, def)?;
+                if self.vectors.get(&def.name).is_none() {
+                    self.vectors.create(&self.store, &def.name, def.params)?;
+                }
+            }
+        }
         commit::apply_replicated(&self.store, &self.shared, records, stream_seq)
     }
 

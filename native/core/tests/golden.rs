@@ -927,8 +927,16 @@ fn commit_record_golden() -> Json {
         .unwrap();
     let id = "0123456789abcdef01234567";
     let (seq, at, first) = (0x0102_0304_0506_0708u64, 1_700_000_000_123u64, 42u64);
-    let bytes = wire::commit_record::encode(id, seq, at, first, batch.raw());
+    let def = collection::CollectionDef {
+        id: 3,
+        name: "docs".into(),
+        params: CollectionParams::new(2, Metric::Cosine),
+    }
+    .encode();
+    let collections: [(&[u8], &[u8]); 1] = [(b"docs", &def)];
+    let bytes = wire::commit_record::encode(id, seq, at, first, &collections, batch.raw());
     let back = wire::commit_record::decode(&bytes).unwrap();
+    assert_eq!(back.collections, collections);
     assert_eq!(
         (
             back.database_id,
@@ -946,6 +954,7 @@ fn commit_record_golden() -> Json {
         "commit_seq": seq.to_string(),
         "at_ms": at.to_string(),
         "first_event_id": first.to_string(),
+        "collections": [{ "name": "docs", "def": hex(&def) }],
         "batch": hex(batch.raw()),
         "hex": hex(&bytes),
     })

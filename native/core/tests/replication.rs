@@ -160,6 +160,7 @@ fn a_replica_refuses_writes_gaps_and_another_databases_records_writing_nothing()
         1,
         1,
         0,
+        &[],
         commit_record::decode(&recs[0]).unwrap().batch,
     );
     assert_eq!(
@@ -184,4 +185,39 @@ fn a_replica_refuses_writes_gaps_and_another_databases_records_writing_nothing()
         p.init_replica("someone-else").unwrap_err().code,
         Code::InvalidArgument
     );
+}
+
+#[test]
+fn a_replica_creates_the_collections_its_primary_writes_to_and_holds_the_same_documents() {
+    use athanor_core::vector::{CollectionParams, Metric};
+    let dir = TempDir::new().unwrap();
+    let p = open(&dir.path().join("p"));
+    let id = p.store().enable_commit_log().unwrap().database_id.unwrap();
+    let params = CollectionParams::new(3, Metric::Cosine);
+    p.vectors()
+        .create(p.store(), "docs", params.clone())
+        .unwrap();
+    commit(
+        &p,
+        TxBuilder::new()
+            .vector_upsert("docs", "a", &[1.0, 0.0, 0.0], r#"{"k":1}"#)
+            .vector_upsert("docs", "b", &[0.0, 1.0, 0.0], "")
+            .event_json("indexed", "{}"),
+    );
+    commit(&p, TxBuilder::new().vector_delete("docs", "a"));
+    let recs = records(&p, 0);
+    assert_eq!(
+        commit_record::decode(&recs[0]).unwrap().collections.len(),
+        1
+    );
+    let r = open(&dir.path().join("r"));
+    r.init_replica(&id).unwrap();
+    r.apply_replicated(&recs, 2).unwrap();
+    assert_eq!(r.vectors().get("docs").unwrap().def.params, params);
+    let (a, b) = (
+        p.store().content_digest().unwrap(),
+        r.store().content_digest().unwrap(),
+    );
+    assert_eq!(a.sha256, b.sha256);
+    assert_eq!(b.vector_documents, 1);
 }

@@ -233,7 +233,7 @@ fn try_group(
         )?;
         if let (Some(id), Ok(info)) = (&log_as, &result) {
             if seq != before {
-                store::log_commit(dbs, &mut wtxn, id, seq, at, info.first_event_id, b.raw())?;
+                store::log_commit(dbs, &mut wtxn, id, seq, at, info.first_event_id, b)?;
             }
         }
         results.push(result);

@@ -11,6 +11,7 @@ use super::dbs::{
 };
 use super::env::Store;
 use crate::error::{Code, Error, Result};
+use crate::txn::TxBatch;
 use crate::wire::commit_record;
 
 /// Where a store stands with replication.
@@ -59,10 +60,28 @@ pub(crate) fn log_commit(
     commit_seq: u64,
     at_ms: u64,
     first_event_id: u64,
-    batch: &[u8],
-) -> heed::Result<()> {
-    let rec = commit_record::encode(database_id, commit_seq, at_ms, first_event_id, batch);
-    dbs.commit_log.put(wtxn, &commit_seq.to_be_bytes(), &rec)
+    batch: &TxBatch,
+) -> Result<()> {
+    // The definitions of the collections it writes to, as stored: a replica creates them.
+    let mut defs: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    for op in &batch.vectors {
+        let name = batch.bytes(op.collection());
+        if !defs.iter().any(|(n, _)| *n == name) {
+            if let Some(def) = dbs.vector_collections.get(wtxn, name)? {
+                defs.push((name, def.to_vec()));
+            }
+        }
+    }
+    let defs: Vec<(&[u8], &[u8])> = defs.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+    let rec = commit_record::encode(
+        database_id,
+        commit_seq,
+        at_ms,
+        first_event_id,
+        &defs,
+        batch.raw(),
+    );
+    Ok(dbs.commit_log.put(wtxn, &commit_seq.to_be_bytes(), &rec)?)
 }
 
 /// A new database id: unique without a random source of its own (time, process,

@@ -7,8 +7,13 @@
 //! [format u8 = 1]
 //! [database_id_len u8][database_id: UTF-8]
 //! [commit_seq u64][at_ms u64][first_event_id u64]   first_event_id 0: no events
+//! [n_collections u16] { [name_len u16][name][def_len u32][def] }
 //! [batch: the rest, the transaction batch as crate::txn parses it]
 //! ```
+//!
+//! The collections are the vector collections the batch writes to, each with its
+//! stored definition (`crate::vector::collection`'s record), so a replica creates a
+//! collection before its first documents arrive.
 //!
 //! Numbers are little-endian. The batch is the transaction exactly as the primary
 //! applied it: its state writes (each put's version is `commit_seq`), its events
@@ -34,6 +39,8 @@ pub struct CommitRecord<'a> {
     pub at_ms: u64,
     /// The id of its first event; 0 when it logged none.
     pub first_event_id: u64,
+    /// `(name, stored definition)` of each vector collection the batch writes to.
+    pub collections: Vec<(&'a [u8], &'a [u8])>,
     /// The transaction batch (`crate::txn` format).
     pub batch: &'a [u8],
 }
@@ -44,17 +51,26 @@ pub fn encode(
     commit_seq: u64,
     at_ms: u64,
     first_event_id: u64,
+    collections: &[(&[u8], &[u8])],
     batch: &[u8],
 ) -> Vec<u8> {
     let id = database_id.as_bytes();
     debug_assert!(id.len() <= u8::MAX as usize);
-    let mut out = Vec::with_capacity(HEAD + id.len() + 24 + batch.len());
+    debug_assert!(collections.len() <= u16::MAX as usize);
+    let mut out = Vec::with_capacity(HEAD + id.len() + 26 + batch.len());
     out.push(FORMAT);
     out.push(id.len() as u8);
     out.extend_from_slice(id);
     out.extend_from_slice(&commit_seq.to_le_bytes());
     out.extend_from_slice(&at_ms.to_le_bytes());
     out.extend_from_slice(&first_event_id.to_le_bytes());
+    out.extend_from_slice(&(collections.len() as u16).to_le_bytes());
+    for (name, def) in collections {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(def.len() as u32).to_le_bytes());
+        out.extend_from_slice(def);
+    }
     out.extend_from_slice(batch);
     out
 }
@@ -81,17 +97,32 @@ pub fn decode(bytes: &[u8]) -> Result<CommitRecord<'_>> {
     }
     let id_len = bytes[1] as usize;
     let nums = HEAD + id_len;
-    if bytes.len() < nums + 24 {
+    if bytes.len() < nums + 26 {
         return Err(bad("truncated"));
     }
     let database_id =
         std::str::from_utf8(&bytes[HEAD..nums]).map_err(|_| bad("database id is not UTF-8"))?;
     let u = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let mut at = nums + 24;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let s = bytes.get(at..at + n).ok_or_else(|| bad("truncated"))?;
+        at += n;
+        Ok(s)
+    };
+    let n = u16::from_le_bytes(take(2)?.try_into().unwrap());
+    let mut collections = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let name_len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+        let name = take(name_len)?;
+        let def_len = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+        collections.push((name, take(def_len)?));
+    }
     Ok(CommitRecord {
         database_id,
         commit_seq: u(nums),
         at_ms: u(nums + 8),
         first_event_id: u(nums + 16),
-        batch: &bytes[nums + 24..],
+        collections,
+        batch: &bytes[at..],
     })
 }
