@@ -194,9 +194,7 @@ fn a_replica_creates_the_collections_its_primary_writes_to_and_holds_the_same_do
     let p = open(&dir.path().join("p"));
     let id = p.store().enable_commit_log().unwrap().database_id.unwrap();
     let params = CollectionParams::new(3, Metric::Cosine);
-    p.vectors()
-        .create(p.store(), "docs", params.clone())
-        .unwrap();
+    p.vectors().create(p.store(), "docs", params).unwrap();
     commit(
         &p,
         TxBuilder::new()
