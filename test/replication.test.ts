@@ -11,9 +11,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import pg from 'pg';
-import { Athanor, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
+import { Athanor, InvalidArgumentError, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
 import { NatsServer, PgServer, serversMissing } from './fixtures/servers.mjs';
-import { Sandbox, expectThrows, killAfterReady } from './helpers.js';
+import { Sandbox, expectRejects, expectThrows, killAfterReady } from './helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'replication-child.mjs');
 const missing = serversMissing();
@@ -294,5 +294,28 @@ suite('projections into PostgreSQL', () => {
     expect(proj.metrics()).toMatchObject({ failed: true, cursor: 0n });
     expect((await p1.query('SELECT count(*)::int AS n FROM seen')).rows[0]).toEqual({ n: 0 });
     await proj.stop();
+  });
+});
+
+describe('replication options', () => {
+  const box = new Sandbox();
+  afterEach(() => box.cleanup());
+
+  it('bad options are refused with typed errors naming the fix, before anything is written', async () => {
+    const db = await box.open();
+    const ok = { servers: 'nats://127.0.0.1:1', stream: 'S', subject: 'a.b' };
+    for (const bad of [{ ...ok, servers: [] }, { ...ok, stream: 'a.b' }, { ...ok, subject: 'a.*' }, { ...ok, batchSize: 0 }, { ...ok, streamOptions: 3 }]) {
+      await expectRejects(db.replication.publish(bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    }
+    expect(db.replication.publisher).toBeUndefined();
+    for (const bad of [{ servers: 'x', stream: 'S' }, { servers: 'x', stream: 'S', durableName: 'a b' }, { servers: 7, stream: 'S', durableName: 'd' }]) {
+      await expectRejects(Athanor.openReplica(box.dir(), bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    }
+    const pool = { connect: () => Promise.reject(new Error('never called')) };
+    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: {}, batchSize: 0 }]) {
+      expectThrows(() => db.pgProjection(bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    }
+    expect(() => new PgMigrations(pool).add({ version: 0, name: 'x', up: '' })).toThrow(InvalidArgumentError);
+    expect(db.commitSeq).toBe(0n);
   });
 });
