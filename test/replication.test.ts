@@ -103,6 +103,9 @@ suite('replication through NATS JetStream', () => {
     expect(r2.get('mine').asI64()).toBe(7n);
     await publisher.waitPublished(mine.commitSeq);
     expect(publisher.metrics()).toMatchObject({ publishedSeq: mine.commitSeq, pending: 0, connected: true });
+    expect((await primary.metrics()).replication).toEqual({ publisher: { publishedSeq: mine.commitSeq, pending: 0, errors: 0, connected: true }, pgProjections: [] });
+    expect((await r2.metrics()).replication?.replica).toMatchObject({ lagCommits: 0, lagMs: 0, failed: false });
+    expect(await primary.metrics({ format: 'prometheus' })).toContain('athanor_replication_pending_commits 0');
   });
 
   it('a SQL projection runs on a replica from the replicated log', async () => {
@@ -144,6 +147,7 @@ suite('replication through NATS JetStream', () => {
     const before = await work(primary, 1, 50);
     await vi.waitFor(() => expect(publisher.metrics().errors).toBeGreaterThan(0), WAIT);
     expect(publisher.metrics()).toMatchObject({ pending: 50, publishedSeq: 0n, connected: false });
+    expect((await primary.metrics()).replication?.publisher).toMatchObject({ pending: 50, connected: false });
     await nats.start();
     await publisher.waitPublished(before);
     const r = await openReplica(box.dir(), stream, 'nats-down');

@@ -515,7 +515,7 @@ export class Athanor {
    */
   pgProjection(spec: PgProjectionSpec): PgProjection {
     this.#core.assertOpen();
-    const p = new PgProjection(this.events, spec);
+    const p: PgProjection = new PgProjection(this.events, spec, () => this.#pgProjections.delete(p));
     this.#pgProjections.add(p);
     return p;
   }
@@ -585,9 +585,29 @@ export class Athanor {
           const st = this.vectors.open(c.name).stats();
           return { collection: c.name, documents: st.count, pending: st.pending, tombstones: st.tombstones, graphPoints: st.graphPoints, dumps: st.dumps };
         }),
+        ...this.#replicationMetrics(),
       };
     });
     return format === 'prometheus' ? this.#metrics.prometheus(snapshot) : snapshot;
+  }
+
+  #replicationMetrics(): Pick<MetricsSnapshot, 'replication'> {
+    const pub = this.#replication?.publisher?.metrics();
+    const rep = this.replicaFollower()?.metrics();
+    const pgs = [...this.#pgProjections].map((p) => ({ name: p.name, ...p.metrics() }));
+    if (pub === undefined && rep === undefined && pgs.length === 0) return {};
+    return {
+      replication: {
+        ...(pub !== undefined ? { publisher: { publishedSeq: pub.publishedSeq, pending: pub.pending, errors: pub.errors, connected: pub.connected } } : {}),
+        ...(rep !== undefined ? { replica: { lagCommits: rep.commits, lagMs: rep.ms, errors: rep.errors, connected: rep.connected, failed: rep.failed } } : {}),
+        pgProjections: pgs.map((p) => ({ name: p.name, cursor: p.cursor, lag: p.lag, errors: p.errors, holdsLock: p.holdsLock })),
+      },
+    };
+  }
+
+  /** @internal The replica follower of a {@link Replica}; none on a primary. */
+  protected replicaFollower(): ReplicaFollower | undefined {
+    return undefined;
   }
 
   /** Schema migrations of projection.db. */
@@ -778,6 +798,11 @@ export class Replica extends Athanor {
     const seq = BigInt(commitSeq);
     if (seq < 0n) throw new InvalidArgumentError('a commit seq is not negative');
     return this.#follower.waitFor(seq);
+  }
+
+  /** @internal */
+  protected override replicaFollower(): ReplicaFollower {
+    return this.#follower;
   }
 
   /** The follower's progress and health: commit seq, stream position, lag, errors. */

@@ -107,9 +107,10 @@ export class PgProjection {
   #errors = 0;
   #lastError: string | undefined;
   readonly #done: Promise<void>;
+  readonly #onStop: (() => void) | undefined;
 
   /** @internal Use `db.pgProjection()`. */
-  constructor(log: EventLog, spec: PgProjectionSpec) {
+  constructor(log: EventLog, spec: PgProjectionSpec, onStop?: () => void) {
     if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('pgProjection needs a spec { name, pool, on }');
     if (typeof spec.name !== 'string' || !NAME.test(spec.name)) throw new InvalidArgumentError('name must be 1 to 200 letters, digits, "_", "-" or "."');
     if (spec.pool === null || typeof spec.pool !== 'object' || typeof spec.pool.connect !== 'function') throw new InvalidArgumentError('pool must be a pg Pool (new pg.Pool({...}))');
@@ -121,6 +122,7 @@ export class PgProjection {
     const maxHandlerRetries = spec.maxHandlerRetries ?? 10;
     if (!Number.isInteger(maxHandlerRetries) || maxHandlerRetries < 0) throw new InvalidArgumentError('maxHandlerRetries must be a non-negative integer');
     this.name = spec.name;
+    this.#onStop = onStop;
     this.#log = log;
     this.#pool = spec.pool;
     this.#on = { ...spec.on };
@@ -155,6 +157,7 @@ export class PgProjection {
   async stop(): Promise<void> {
     if (!this.#stopped) {
       this.#stopped = true;
+      this.#onStop?.();
       this.#unsubscribe();
       this.#bell.ring();
       // A runner waiting for the lock waits inside a query: only dropping its connection ends it.
