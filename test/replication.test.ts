@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import pg from 'pg';
-import { Athanor, InvalidArgumentError, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
+import { Athanor, InvalidArgumentError, NotFoundError, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
 import { NatsServer, PgServer, serversMissing } from './fixtures/servers.mjs';
 import { Sandbox, expectRejects, expectThrows, killAfterReady } from './helpers.js';
 
@@ -137,6 +137,27 @@ suite('replication through NATS JetStream', () => {
     await expectSameContents(primary, r);
     const hits = r.vectors.open<{ n: number }>('docs').search(new Float32Array([0.9, 0.1, 0]), { k: 3, exact: true });
     expect(hits.map((h) => [h.id, h.metadata])).toEqual([['d0', { n: 0 }], ['d1', { n: 1 }]]);
+  });
+
+  it('a database that published late: an empty replica reports the missing commits, one restored from a backup catches up', async () => {
+    const { stream, subject } = names();
+    const primary = await box.open();
+    await work(primary, 1, 30);
+    const publisher = await primary.replication.publish({ servers: nats.url, stream, subject });
+    await work(primary, 31, 10);
+    const backupDir = path.join(box.dir(), 'backup');
+    await primary.backup(backupDir);
+    const last = await work(primary, 41, 20);
+    await publisher.waitPublished(last);
+    const empty = await openReplica(box.dir(), stream, 'empty');
+    await expectRejects(empty.waitFor(last), NotFoundError, 'ERR_NOT_FOUND');
+    expect(empty.replicaMetrics()).toMatchObject({ failed: true, commitSeq: 0n });
+    expect(empty.replicaMetrics().lastError).toContain('start the replica from a backup');
+    const restoredDir = path.join(box.dir(), 'restored');
+    await Athanor.restore(backupDir, restoredDir);
+    const restored = await openReplica(restoredDir, stream, 'restored');
+    await restored.waitFor(last);
+    await expectSameContents(primary, restored);
   });
 
   it('NATS down at start and restarted mid-run: commits never wait, the publisher and replicas retry and catch up with nothing lost', async () => {
