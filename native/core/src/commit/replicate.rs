@@ -16,7 +16,7 @@ use crate::store::{self, GroupWrites, IdemRecord, Store, META_COMMIT_SEQ, META_L
 use crate::txn::{TxBatch, WriteOp};
 use crate::wire::commit_record;
 
-/// What [`apply_replicated`] did.
+/// What [`crate::Engine::apply_replicated`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReplicaApplied {
     /// Records applied now.
