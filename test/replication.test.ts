@@ -298,6 +298,27 @@ suite('projections into PostgreSQL', () => {
     await sqlite.close();
   });
 
+  it('a declarative PostgreSQL projection (the SQLite form, with $n parameters) equals its SQLite twin row for row', async () => {
+    const p1 = pool();
+    await migrations(p1).run();
+    const db = await box.open();
+    await work(db, 1, 60);
+    const action = { sql: 'INSERT INTO moves (event_id, kind, account, amount) VALUES ($1, $2, $3, $4)', params: ['@id', '@type', '$.account', '$.amount'] as const };
+    const proj = db.pgProjection({ name: 'decl', pool: p1, on: { '*': action } });
+    db.sql.exec('CREATE TABLE moves (event_id INTEGER PRIMARY KEY, kind TEXT, account TEXT, amount INTEGER)');
+    const lite = db.projection({ name: 'decl', on: { '*': { sql: 'INSERT INTO moves VALUES (?, ?, ?, ?)', params: ['@id', '@type', '$.account', '$.amount'] } } });
+    await Promise.all([proj.catchUp(), lite.catchUp()]);
+    const pgRows = (await p1.query('SELECT event_id::text AS id, kind, account, amount::int AS amount FROM moves ORDER BY event_id')).rows;
+    const liteRows = db.sql.all<{ id: bigint; kind: string; account: string; amount: bigint }>('SELECT event_id AS id, kind, account, amount FROM moves ORDER BY event_id');
+    expect(pgRows.length).toBe(60);
+    expect(pgRows).toEqual(liteRows.map((r) => ({ id: String(r.id), kind: r.kind, account: r.account, amount: Number(r.amount) })));
+    await proj.stop();
+    await lite.close();
+    for (const bad of [{ sql: '' }, { sql: 'SELECT $1', params: ['$.a..b'] }, { sql: 'SELECT $1', params: ['@nope'] }, { sql: 'SELECT $1', params: [{ value: {} }] }]) {
+      expectThrows(() => db.pgProjection({ name: 'bad', pool: p1, on: { T: bad as never } }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    }
+  });
+
   it('a handler that throws rolls its batch back: nothing of it is applied, and the cursor stays', async () => {
     const p1 = pool();
     await new PgMigrations(p1).add({ version: 1, name: 'seen', up: 'CREATE TABLE seen (event_id bigint PRIMARY KEY)' }).run();
@@ -337,7 +358,7 @@ describe('replication options', () => {
       await expectRejects(Athanor.openReplica(box.dir(), bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     const pool = { connect: () => Promise.reject(new Error('never called')) };
-    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: {}, batchSize: 0 }]) {
+    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }]) {
       expectThrows(() => db.pgProjection(bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     expect(() => new PgMigrations(pool).add({ version: 0, name: 'x', up: '' })).toThrow(InvalidArgumentError);

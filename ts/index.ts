@@ -97,4 +97,4 @@ export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './ops/metr
 export { Replica } from './db.js';
 export { Replication, Publisher, type PublishOptions, type PublisherMetrics } from './replication/publisher.js';
 export type { ReplicaOptions, ReplicaLag, ReplicaMetrics } from './replication/follower.js';
-export { PgProjection, PgMigrations, type PgProjectionSpec, type PgProjectionMetrics, type PgHandler, type PgPool, type PgClient, type PgResult, type PgMigration, type PgAppliedMigration } from './replication/pg-projection.js';
+export { PgProjection, PgMigrations, type PgProjectionSpec, type PgProjectionMetrics, type PgHandler, type PgPool, type PgClient, type PgResult, type PgMigration, type PgAppliedMigration, type PgAction } from './replication/pg-projection.js';

@@ -12,6 +12,8 @@ import { ClosedError, HandlerError, InvalidArgumentError, MigrationDriftError } 
 import type { EventLog } from '../state/events.js';
 import type { StoredEvent } from '../internal/event-pack.js';
 import { describeThrown } from '../internal/thrown.js';
+import { stringifyStrict } from '../internal/json.js';
+import type { ParamSource } from '../processing/declarative.js';
 import { Bell, backoffMs } from './backoff.js';
 
 /** What athanor needs of a `pg` query result. */
@@ -41,14 +43,30 @@ export interface PgPool {
 /** Applies one event inside the batch's PostgreSQL transaction, through `client`. */
 export type PgHandler = (event: StoredEvent, client: PgClient) => Promise<unknown> | void;
 
+/**
+ * A declarative action: one PostgreSQL statement with `$1..$n` parameters taken from
+ * the event as in a SQLite declarative projection (`'@id'`, `'@type'`, `'@at'`,
+ * `'@commitSeq'`, `'$'` the payload as JSON text, `'$.a.b'`, `'$.items[0]'`,
+ * `'$["odd key"]'`, missing → NULL; objects and arrays as JSON text; `{ value }` a constant).
+ */
+export interface PgAction {
+  /** One statement with `$1..$n` parameters. */
+  sql: string;
+  /** The sources of `$1..$n`, in order. */
+  params?: readonly ParamSource[];
+}
+
 /** The spec of {@link PgProjection}. */
 export interface PgProjectionSpec {
   /** The projection's name: its cursor row and advisory lock (letters, digits, `_`, `-`, `.`). */
   name: string;
   /** The PostgreSQL pool (`pg.Pool`). */
   pool: PgPool;
-  /** A handler per event type; other types only advance the cursor. */
-  on: Record<string, PgHandler>;
+  /**
+   * Per event type (or `'*'`: every type without an entry of its own): a handler, or
+   * declarative actions run in order. Other types only advance the cursor.
+   */
+  on: Record<string, PgHandler | PgAction | readonly PgAction[]>;
   /** Most events per PostgreSQL transaction (default 500). */
   batchSize?: number;
   /** Longest wait between retries, ms (default 5000). */
@@ -114,7 +132,7 @@ export class PgProjection {
     if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('pgProjection needs a spec { name, pool, on }');
     if (typeof spec.name !== 'string' || !NAME.test(spec.name)) throw new InvalidArgumentError('name must be 1 to 200 letters, digits, "_", "-" or "."');
     if (spec.pool === null || typeof spec.pool !== 'object' || typeof spec.pool.connect !== 'function') throw new InvalidArgumentError('pool must be a pg Pool (new pg.Pool({...}))');
-    if (spec.on === null || typeof spec.on !== 'object' || Object.values(spec.on).some((h) => typeof h !== 'function')) throw new InvalidArgumentError('on must map event types to handler functions (event, client) => Promise<void>');
+    if (spec.on === null || typeof spec.on !== 'object') throw new InvalidArgumentError('on must map event types to handlers (event, client) => Promise<void> or to actions { sql, params }');
     const batchSize = spec.batchSize ?? 500;
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new InvalidArgumentError('batchSize must be an integer from 1 to 100000');
     const maxBackoffMs = spec.maxBackoffMs ?? 5000;
@@ -125,7 +143,7 @@ export class PgProjection {
     this.#onStop = onStop;
     this.#log = log;
     this.#pool = spec.pool;
-    this.#on = { ...spec.on };
+    this.#on = Object.fromEntries(Object.entries(spec.on).map(([type, h]) => [type, compileHandler(type, h)]));
     this.#batchSize = batchSize;
     this.#maxBackoffMs = maxBackoffMs;
     this.#maxHandlerRetries = maxHandlerRetries;
@@ -251,7 +269,7 @@ export class PgProjection {
         return false;
       }
       for (const e of events) {
-        const h = this.#on[e.type];
+        const h = this.#on[e.type] ?? this.#on['*'];
         if (h === undefined) continue;
         try {
           await h(e, client);
@@ -270,6 +288,82 @@ export class PgProjection {
       throw e;
     }
   }
+}
+
+/** A handler, or declarative actions compiled into one; bad actions are refused here, before anything runs. */
+function compileHandler(type: string, h: unknown): PgHandler {
+  if (typeof h === 'function') return h as PgHandler;
+  const list = Array.isArray(h) ? (h as unknown[]) : [h];
+  if (list.length === 0) throw new InvalidArgumentError(`on[${JSON.stringify(type)}]: an empty list of actions`);
+  const actions = list.map((a, i) => {
+    const where = `on[${JSON.stringify(type)}]${Array.isArray(h) ? `[${i}]` : ''}`;
+    if (a === null || typeof a !== 'object' || typeof (a as PgAction).sql !== 'string' || (a as PgAction).sql.trim() === '') {
+      throw new InvalidArgumentError(`${where} must be a handler function or an action { sql, params }`);
+    }
+    const { sql, params = [] } = a as PgAction;
+    if (!Array.isArray(params)) throw new InvalidArgumentError(`${where}.params must be a list of sources for $1..$n ('@id', '$.path', { value })`);
+    return { sql, params: params.map((p, j) => compileParam(p, `${where}.params[${j}]`)) };
+  });
+  return async (e, client) => {
+    for (const a of actions) await client.query(a.sql, a.params.map((get) => get(e)));
+  };
+}
+
+type Getter = (e: StoredEvent) => unknown;
+
+/** A parameter's source compiled into a getter (the syntax of SQLite declarative projections). */
+function compileParam(p: unknown, where: string): Getter {
+  if (p !== null && typeof p === 'object' && 'value' in p) {
+    const v = (p as { value: unknown }).value;
+    if (v !== null && typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new InvalidArgumentError(`${where}: a constant must be a string, number, boolean or null`);
+    return () => v;
+  }
+  switch (p) {
+    case '@id':
+      return (e) => e.id.toString();
+    case '@type':
+      return (e) => e.type;
+    case '@at':
+      return (e) => e.at;
+    case '@commitSeq':
+      return (e) => e.commitSeq.toString();
+    case '$':
+      return (e) => (e.payload instanceof Uint8Array ? Buffer.from(e.payload) : stringifyStrict(e.payload, 'the payload'));
+  }
+  if (typeof p !== 'string' || !p.startsWith('$')) throw new InvalidArgumentError(`${where}: a source is '@id', '@type', '@at', '@commitSeq', a JSON path ('$', '$.a.b', '$.items[0]') or { value }, got ${describeThrown(p)}`);
+  const steps = parsePath(p, where);
+  return (e) => {
+    let v: unknown = e.payload instanceof Uint8Array ? undefined : e.payload;
+    for (const s of steps) {
+      if (v === null || typeof v !== 'object') return null;
+      v = (v as Record<string | number, unknown>)[s];
+    }
+    if (v === undefined || v === null) return null;
+    if (typeof v === 'bigint') return v.toString();
+    if (typeof v === 'object') return stringifyStrict(v, 'a payload value');
+    return v;
+  };
+}
+
+/** `$.a.b`, `$.items[0]`, `$["odd key"]` into its steps. */
+function parsePath(path: string, where: string): (string | number)[] {
+  const steps: (string | number)[] = [];
+  const bad = () => new InvalidArgumentError(`${where}: ${JSON.stringify(path)} is not a JSON path like '$.a.b', '$.items[0]' or '$["odd key"]'`);
+  let i = 1;
+  while (i < path.length) {
+    if (path[i] === '.') {
+      const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(path.slice(i + 1));
+      if (!m) throw bad();
+      steps.push(m[0]);
+      i += 1 + m[0].length;
+    } else if (path[i] === '[') {
+      const m = /^\[(\d+)\]|^\[("(?:[^"\\]|\\.)*")\]/.exec(path.slice(i));
+      if (!m) throw bad();
+      steps.push(m[1] !== undefined ? Number(m[1]) : (JSON.parse(m[2]!) as string));
+      i += m[0].length;
+    } else throw bad();
+  }
+  return steps;
 }
 
 /** One PostgreSQL schema change (the shape of projection.db's `Migration`, async and for PostgreSQL). */
