@@ -20,6 +20,9 @@
 //                                                                  documents' fsync is inside its insert time)
 //   hnswlib-node                      vector                       in memory
 //   transformers.js                   embed                        no writes
+//   pg (hand-written consumer)        replication pg_projection    PostgreSQL's default synchronous_commit = on:
+//                                                                  COMMIT returns after the WAL fsync, as
+//                                                                  athanor's PostgreSQL projection's does
 import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import hnswlib from 'hnswlib-node';
@@ -192,3 +195,14 @@ export function peerVersions() {
     .map((p) => `${p} ${versionOf(p)}`)
     .join(', ');
 }
+
+// ---------------------------------------------------------------- pg
+
+/**
+ * node-postgres as its README recommends: one `pg.Pool`, a client checked out per
+ * batch, parameterised queries; the server's default `synchronous_commit = on`.
+ */
+export const PG = {
+  label: 'pg (one INSERT per event, one transaction per batch)',
+  poolOptions: { max: 4 },
+};

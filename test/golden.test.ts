@@ -20,6 +20,7 @@ import { ByteWriter } from '../ts/internal/bytes.js';
 import { beginFrame, endFrame, readFailures } from '../ts/internal/commit-frames.js';
 import { GROUP_HEADER, TOKEN_LEN, readCompletion, readGroupNotice, readGroupSize, readToken } from '../ts/internal/completion.js';
 import { readEntry } from '../ts/internal/entry.js';
+import { readCommitRecordHead } from '../ts/internal/commit-record.js';
 import { decodeEvents } from '../ts/internal/event-pack.js';
 import { parseJson } from '../ts/internal/json.js';
 import { readStateList } from '../ts/internal/state-list.js';
@@ -368,6 +369,17 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
     for (const buf of [exact, scratch]) {
       expect(readEntry(buf, exact.length, (b, off, len) => b.toString('hex', off, off + len))).toEqual({ version: BigInt(g.version), value: g.value });
     }
+  });
+});
+
+describe('the commit record (native/core/src/wire/commit_record.rs)', () => {
+  it("its head read by the replica's follower, and where the batch starts", () => {
+    const g = wire<{ format: number; database_id: string; commit_seq: string; at_ms: string; first_event_id: string; collections: { name: string; def: string }[]; batch: string; hex: string }>('commit-record');
+    const bytes = hexOf(g.hex);
+    const head = readCommitRecordHead(bytes);
+    expect(head).toEqual({ databaseId: g.database_id, commitSeq: BigInt(g.commit_seq), atMs: Number(g.at_ms), firstEventId: BigInt(g.first_event_id), collections: g.collections.map((c) => c.name), batchOffset: bytes.length - g.batch.length / 2 });
+    expect(bytes.subarray(head.batchOffset).toString('hex')).toBe(g.batch);
+    expect(bytes[0]).toBe(g.format);
   });
 });
 

@@ -18,6 +18,7 @@ const FLOOR: Record<string, number> = {
   processing: 4,
   ops: 5,
   eventsourcing: 5,
+  replication: 5,
   'db.ts': 6,
   'index.ts': 7,
   'cli.ts': 8,

@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { decodeValue, type Json, type Value } from './state/codec.js';
-import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, errorFor, fromNative } from './errors.js';
+import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, ReadOnlyError, errorFor, fromNative } from './errors.js';
 import { Core } from './state/core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './state/events.js';
 import type { NativeSnapshot } from './internal/native.js';
@@ -32,6 +32,10 @@ import type { StoreHost } from './eventsourcing/records.js';
 import { compactEvents, type RetentionHost } from './eventsourcing/retention.js';
 import { existsSync } from 'node:fs';
 import { native } from './internal/native.js';
+import { Replication } from './replication/publisher.js';
+import { ReplicaFollower, checkReplicaOptions, type ReplicaLag, type ReplicaMetrics, type ReplicaOptions } from './replication/follower.js';
+import { PgProjection, type PgProjectionSpec } from './replication/pg-projection.js';
+import { loadNats } from './replication/peers.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -328,7 +332,8 @@ export class Athanor {
 
   readonly #proj: Projections;
 
-  private constructor(dir: string, o: Required<OpenOptions>, core: Core) {
+  /** @internal Use {@link open}, {@link openSync} or {@link openReplica}. */
+  protected constructor(dir: string, o: Required<OpenOptions>, core: Core) {
     this.dir = dir;
     this.durability = o.durability;
     this.#core = core;
@@ -363,6 +368,35 @@ export class Athanor {
    */
   static async restore(backupDir: string, targetDir: string, options: RestoreOptions = {}): Promise<ContentDigest> {
     return restoreBackup(backupDir, targetDir, options);
+  }
+
+  /**
+   * Opens (creating if needed) a read replica in `dir`: a local database that applies
+   * the commits its primary publishes (`db.replication.publish()`) to the JetStream
+   * stream `stream`, in order, each batch in one LMDB transaction with the stream
+   * position, so a replica killed at any moment resumes exactly. Reads, snapshots,
+   * processors and SQL projections (on the replica's own projection.db) work as on
+   * any database; writes are refused with `ReadOnlyError`. An empty directory starts
+   * from the stream's first commit; a directory restored from a backup of the primary
+   * catches up from the stream. NATS being unreachable is retried with backoff (see
+   * {@link Replica.replicaMetrics}).
+   */
+  static async openReplica(dir: string, options: ReplicaOptions & OpenOptions): Promise<Replica> {
+    checkDir(dir);
+    const r = checkReplicaOptions(options);
+    const { servers: _s, stream: _st, durableName: _d, subject: _su, batchSize: _b, maxBackoffMs: _m, ...openOptions } = options;
+    const o = checkOpenOptions(openOptions);
+    const nats = await loadNats('Athanor.openReplica()');
+    const path = resolve(dir);
+    const core = await Core.open(path, o);
+    let follower: ReplicaFollower;
+    try {
+      follower = new ReplicaFollower(core, r, nats);
+    } catch (e) {
+      core.close();
+      throw fromNative(e);
+    }
+    return new Replica(path, o, core, follower);
   }
 
   /** Synchronous {@link open}, for scripts. */
@@ -530,6 +564,33 @@ export class Athanor {
   }
 
   /**
+   * Publishing this database's commits to NATS JetStream, for read replicas
+   * ({@link openReplica}): `await db.replication.publish({ servers, stream, subject })`.
+   */
+  get replication(): Replication {
+    this.#core.assertOpen();
+    this.#replication ??= new Replication(this.#core);
+    return this.#replication;
+  }
+
+  #replication: Replication | undefined;
+  readonly #pgProjections = new Set<PgProjection>();
+
+  /**
+   * Starts a projection of this database's events into PostgreSQL: each batch of
+   * events runs through the `on` handlers in one PostgreSQL transaction with the
+   * projection's cursor row, exactly once even with several runners (one at a time
+   * holds the projection's advisory lock; the others wait). Runs until `stop()` or
+   * this handle's close. Works on a primary and on a replica.
+   */
+  pgProjection(spec: PgProjectionSpec): PgProjection {
+    this.#core.assertOpen();
+    const p: PgProjection = new PgProjection(this.events, spec, () => this.#pgProjections.delete(p));
+    this.#pgProjections.add(p);
+    return p;
+  }
+
+  /**
    * Takes an online backup into `targetDir` (new or empty): a consistent compacted copy
    * of the store and of projection.db (whose cursors never point past the copied log),
    * and a manifest with each file's SHA-256 and the content digest, computed in one pass
@@ -594,9 +655,29 @@ export class Athanor {
           const st = this.vectors.open(c.name).stats();
           return { collection: c.name, documents: st.count, pending: st.pending, tombstones: st.tombstones, graphPoints: st.graphPoints, dumps: st.dumps };
         }),
+        ...this.#replicationMetrics(),
       };
     });
     return format === 'prometheus' ? this.#metrics.prometheus(snapshot) : snapshot;
+  }
+
+  #replicationMetrics(): Pick<MetricsSnapshot, 'replication'> {
+    const pub = this.#replication?.publisher?.metrics();
+    const rep = this.replicaFollower()?.metrics();
+    const pgs = [...this.#pgProjections].map((p) => ({ name: p.name, ...p.metrics() }));
+    if (pub === undefined && rep === undefined && pgs.length === 0) return {};
+    return {
+      replication: {
+        ...(pub !== undefined ? { publisher: { publishedSeq: pub.publishedSeq, pending: pub.pending, errors: pub.errors, connected: pub.connected } } : {}),
+        ...(rep !== undefined ? { replica: { lagCommits: rep.commits, lagMs: rep.ms, errors: rep.errors, connected: rep.connected, failed: rep.failed } } : {}),
+        pgProjections: pgs.map((p) => ({ name: p.name, cursor: p.cursor, lag: p.lag, errors: p.errors, holdsLock: p.holdsLock })),
+      },
+    };
+  }
+
+  /** @internal The replica follower of a {@link Replica}; none on a primary. */
+  protected replicaFollower(): ReplicaFollower | undefined {
+    return undefined;
   }
 
   /** Schema migrations of projection.db. */
@@ -721,6 +802,13 @@ export class Athanor {
   }
 
   #closing: Promise<void> | undefined;
+  /** @internal What a subclass stops first at close (a replica's follower). */
+  #beforeClose: (() => Promise<void>) | undefined;
+
+  /** @internal */
+  protected onClose(f: () => Promise<void>): void {
+    this.#beforeClose = f;
+  }
 
   async #close(): Promise<void> {
     if (this.#core.closed) return;
@@ -728,6 +816,9 @@ export class Athanor {
       // Only when there is one: close() inside db.sql.transaction(fn) must reach the
       // SQL connection before the callback returns, so no needless await comes first.
       if (this.#scheduler !== undefined) await this.#scheduler.stop();
+      await this.#replication?.close();
+      await Promise.all([...this.#pgProjections].map((p) => p.stop()));
+      await this.#beforeClose?.();
       await this.#proj.close();
     } finally {
       while (this.#core.pendingCount > 0) await this.#core.drain();
@@ -739,5 +830,53 @@ export class Athanor {
   /** Closes the database (for `await using`). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/**
+ * A read replica ({@link Athanor.openReplica}): an {@link Athanor} whose contents come
+ * only from its primary's commit stream. Reads, snapshots, processors and queries work;
+ * `transaction()` throws `ReadOnlyError`.
+ */
+export class Replica extends Athanor {
+  readonly #follower: ReplicaFollower;
+
+  /** @internal */
+  constructor(dir: string, o: Required<OpenOptions>, core: Core, follower: ReplicaFollower) {
+    super(dir, o, core);
+    this.#follower = follower;
+    this.onClose(() => follower.stop());
+  }
+
+  /** Refused: a replica changes only by applying its primary's commits. Write on the primary, then {@link waitFor} its commit seq. */
+  override transaction(): TransactionBuilder {
+    throw new ReadOnlyError('this database is a read replica: write on the primary, then replica.waitFor(commitSeq) to read your write here');
+  }
+
+  /** How far behind the stream this replica is: commits not applied yet, and how old the oldest of them is (ms). */
+  lag(): ReplicaLag {
+    return this.#follower.lag();
+  }
+
+  /**
+   * Resolves once this replica holds the primary's commit `commitSeq` (e.g. the
+   * `commitSeq` a commit on the primary resolved to): read-your-writes on a replica.
+   * Rejects if the replica stops or fails first.
+   */
+  waitFor(commitSeq: bigint | number): Promise<void> {
+    if (typeof commitSeq !== 'bigint' && !Number.isSafeInteger(commitSeq)) throw new InvalidArgumentError('waitFor needs a commit seq (bigint or integer)');
+    const seq = BigInt(commitSeq);
+    if (seq < 0n) throw new InvalidArgumentError('a commit seq is not negative');
+    return this.#follower.waitFor(seq);
+  }
+
+  /** @internal */
+  protected override replicaFollower(): ReplicaFollower {
+    return this.#follower;
+  }
+
+  /** The follower's progress and health: commit seq, stream position, lag, errors. */
+  replicaMetrics(): ReplicaMetrics {
+    return this.#follower.metrics();
   }
 }

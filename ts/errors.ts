@@ -32,7 +32,9 @@ export type ErrorCode =
   | 'ERR_INTERNAL'
   | 'ERR_BOUNDS'
   | 'ERR_STALE_LEASE'
-  | 'ERR_COMPACTED';
+  | 'ERR_COMPACTED'
+  | 'ERR_READ_ONLY'
+  | 'ERR_MISSING_PACKAGE';
 
 /** Base class of every error athanor throws. */
 export class AthanorError extends Error {
@@ -248,6 +250,20 @@ export class CompactedError extends AthanorError {
   }
 }
 
+/** A write on a read replica: a replica changes only by applying its primary's commits; write on the primary, then `replica.waitFor(commitSeq)`. */
+export class ReadOnlyError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_READ_ONLY', message, options);
+  }
+}
+
+/** An optional package a feature needs (e.g. `pg` for PostgreSQL projections, `@nats-io/jetstream` for replication) is not installed; the message names it. */
+export class MissingPackageError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_MISSING_PACKAGE', message, options);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -299,6 +315,10 @@ export function errorFor(code: string, message: string): AthanorError {
       return new StaleLeaseError(message);
     case 'ERR_COMPACTED':
       return new CompactedError(message);
+    case 'ERR_READ_ONLY':
+      return new ReadOnlyError(message);
+    case 'ERR_MISSING_PACKAGE':
+      return new MissingPackageError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

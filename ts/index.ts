@@ -55,6 +55,8 @@ export {
   DownloadError,
   IntegrityError,
   NativeLoadError,
+  ReadOnlyError,
+  MissingPackageError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';
@@ -97,3 +99,7 @@ export { Queue, TxQueue, type QueueOptions, type EnqueueOptions, type LeaseOptio
 export { ConsumerGroup, type ConsumerGroupOptions, type Delivery, type PendingDelivery } from './eventsourcing/consumer-group.js';
 export type { TimeSource } from './eventsourcing/records.js';
 export { BoundsError, StaleLeaseError, CompactedError } from './errors.js';
+export { Replica } from './db.js';
+export { Replication, Publisher, type PublishOptions, type PublisherMetrics } from './replication/publisher.js';
+export type { ReplicaOptions, ReplicaLag, ReplicaMetrics } from './replication/follower.js';
+export { PgProjection, PgMigrations, type PgProjectionSpec, type PgProjectionMetrics, type PgHandler, type PgPool, type PgClient, type PgResult, type PgMigration, type PgAppliedMigration, type PgAction } from './replication/pg-projection.js';

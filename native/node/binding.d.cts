@@ -56,6 +56,18 @@ export declare class NativeDb {
   backupCanonical(dst: string, zstdLevel?: number | undefined | null): Promise<NativeCanonicalBackup>
   /** The content digest of the newest committed state. */
   contentDigest(): Promise<NativeDigest>
+  /** Where this database stands with replication. */
+  replicationInfo(): NativeReplicationInfo
+  /** Turns the commit log on (kept across restarts); returns the new standing. */
+  enableCommitLog(): NativeReplicationInfo
+  /** Up to `limit` logged commits after commit seq `after`, oldest first. */
+  commitLogAfter(after: number, limit: number): Array<NativeLoggedCommit>
+  /** Records that the stream acknowledged every commit up to `seq` and drops their records. */
+  markPublished(seq: number): Promise<void>
+  /** Makes this database a read replica of `primary_id` (writes refused from then on). */
+  initReplica(primaryId: string): void
+  /** Applies replicated commit records in one LMDB transaction with `stream_seq`. */
+  applyReplicated(records: Array<Buffer>, streamSeq: number): Promise<NativeReplicaApplied>
   /** Creates a collection (or returns the existing one when its parameters match). */
   vectorCreate(name: string, p: NativeCollectionParams): NativeCollection
   /** Opens a collection, or `null` when there is none of that name. */
@@ -393,6 +405,12 @@ export interface NativeIndexStats {
   dumpedBytes: number
 }
 
+/** One logged commit: its seq and its encoded record. */
+export interface NativeLoggedCommit {
+  commitSeq: number
+  record: Buffer
+}
+
 /** An applied migration as it crosses the addon. */
 export interface NativeMigration {
   version: number
@@ -415,6 +433,23 @@ export interface NativeOpenOptions {
 export interface NativeProviderAttempt {
   provider: string
   error?: string
+}
+
+/** What one `applyReplicated` did. */
+export interface NativeReplicaApplied {
+  applied: number
+  skipped: number
+  commitSeq: number
+}
+
+/** Where a database stands with replication (seqs as numbers: far below 2^53). */
+export interface NativeReplicationInfo {
+  databaseId?: string
+  logging: boolean
+  commitSeq: number
+  publishedSeq: number
+  replicaOf?: string
+  replicaStreamSeq: number
 }
 
 /** How a search would run (see `CollectionIndex::plan`). */

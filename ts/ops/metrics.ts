@@ -103,6 +103,46 @@ export interface MetricsSnapshot {
     /** Index dumps written since open. */
     dumps: number;
   }[];
+  /** Replication run through this handle: its publisher, its replica follower, its PostgreSQL projections (absent when none runs). */
+  replication?: {
+    /** The commit publisher (`db.replication.publish()`). */
+    publisher?: {
+      /** Newest commit seq the stream acknowledged. */
+      publishedSeq: bigint;
+      /** Commits logged and not yet acknowledged: the backpressure. */
+      pending: number;
+      /** Failures so far, each retried with backoff. */
+      errors: number;
+      /** Connected to NATS now. */
+      connected: boolean;
+    };
+    /** The follower of a replica (`Athanor.openReplica`). */
+    replica?: {
+      /** Commits delivered and not applied yet. */
+      lagCommits: number;
+      /** Age of the oldest of them, ms. */
+      lagMs: number;
+      /** Failures so far, each retried with backoff unless `failed`. */
+      errors: number;
+      /** Connected to NATS now. */
+      connected: boolean;
+      /** Stopped on a failure retrying cannot cure. */
+      failed: boolean;
+    };
+    /** PostgreSQL projections (`db.pgProjection()`). */
+    pgProjections: {
+      /** Its name. */
+      name: string;
+      /** Newest event id applied. */
+      cursor: bigint;
+      /** Events not applied yet. */
+      lag: number;
+      /** Failures so far. */
+      errors: number;
+      /** Whether this runner holds the projection's lock. */
+      holdsLock: boolean;
+    }[];
+  };
 }
 
 /** Options of `db.metrics()`. */
@@ -238,6 +278,7 @@ export class Metrics implements CommitObserver, RunObserver {
       processors: r.processors,
       scheduler: [...this.#runCounts.values()].map((c) => ({ ...c })),
       vectors: r.vectors,
+      ...(r.replication !== undefined ? { replication: r.replication } : {}),
     };
   }
 
@@ -260,7 +301,34 @@ export class Metrics implements CommitObserver, RunObserver {
       g.tombstones.set({ collection: v.collection }, v.tombstones);
       g.points.set({ collection: v.collection }, v.graphPoints);
     }
+    if (s.replication !== undefined) this.#replicationGauges(s.replication);
     return this.registry.metrics();
+  }
+
+  #replication: { pending: Gauge; errors: Gauge<'part'>; replicaLag: Gauge; pgLag: Gauge<'projection'> } | undefined;
+
+  /** Registered on first use, so a handle without replication exposes none of them. */
+  #replicationGauges(r: NonNullable<MetricsSnapshot['replication']>): void {
+    const g = (this.#replication ??= {
+      pending: new Gauge({ name: 'athanor_replication_pending_commits', help: 'Commits logged for the publisher and not yet acknowledged by the stream.', registers: [this.registry] }),
+      errors: new Gauge({ name: 'athanor_replication_errors', help: 'Replication failures so far (each retried with backoff), by part.', labelNames: ['part'] as const, registers: [this.registry] }),
+      replicaLag: new Gauge({ name: 'athanor_replica_lag_commits', help: "Commits delivered to this replica and not applied yet.", registers: [this.registry] }),
+      pgLag: new Gauge({ name: 'athanor_pg_projection_lag_events', help: 'Events in the log past a PostgreSQL projection cursor.', labelNames: ['projection'] as const, registers: [this.registry] }),
+    });
+    g.errors.reset();
+    g.pgLag.reset();
+    if (r.publisher !== undefined) {
+      g.pending.set(r.publisher.pending);
+      g.errors.set({ part: 'publisher' }, r.publisher.errors);
+    }
+    if (r.replica !== undefined) {
+      g.replicaLag.set(r.replica.lagCommits);
+      g.errors.set({ part: 'replica' }, r.replica.errors);
+    }
+    for (const p of r.pgProjections) {
+      g.pgLag.set({ projection: p.name }, p.lag);
+      g.errors.set({ part: `pg:${p.name}` }, p.errors);
+    }
   }
 }
 

@@ -36,6 +36,8 @@ pub struct Engine {
     writer: Mutex<Option<JoinHandle<()>>>,
     next_sink: AtomicU64,
     closed: AtomicBool,
+    /// A read replica: only its primary's commits change it (`apply_replicated`).
+    read_only: AtomicBool,
     key: PathBuf,
 }
 
@@ -120,6 +122,7 @@ impl Engine {
                 .name("athanor-writer".into())
                 .spawn(move || commit::run_writer(store, shared, rx))?
         };
+        let read_only = crate::store::is_replica(&store)?;
         let engine = Arc::new(Engine {
             store,
             vectors,
@@ -128,6 +131,7 @@ impl Engine {
             writer: Mutex::new(Some(writer)),
             next_sink: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            read_only: AtomicBool::new(read_only),
             key: key.clone(),
         });
         open.insert(key, Arc::downgrade(&engine));
@@ -175,6 +179,7 @@ impl Engine {
     /// Vector writes are checked against the collections first (see
     /// [`crate::vector::Registry::precheck`]); a bad one is refused here, before queueing.
     pub fn submit(&self, batch: TxBatch, sink: u64, token: u64) -> Result<()> {
+        self.check_writable()?;
         self.precheck(&batch)?;
         self.send(Msg::Commit(Request {
             batch,
@@ -186,6 +191,7 @@ impl Engine {
     /// one group unless the group limits are reached). `(batch, token)` pairs.
     /// Callers check vector writes first with [`crate::vector::Registry::precheck`].
     pub fn submit_many(&self, batches: Vec<(TxBatch, u64)>, sink: u64) -> Result<()> {
+        self.check_writable()?;
         let requests = batches
             .into_iter()
             .map(|(batch, token)| Request {
@@ -214,6 +220,7 @@ impl Engine {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn commit_blocking(&self, batch: TxBatch) -> Result<CommitInfo> {
+        self.check_writable()?;
         self.precheck(&batch)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Msg::Commit(Request {
@@ -221,6 +228,49 @@ impl Engine {
             reply: Reply::Channel(tx),
         }))?;
         rx.recv().map_err(|_| Error::closed())?
+    }
+
+    /// Refuses writes on a read replica (`ERR_READ_ONLY`), before anything is queued.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only.load(Ordering::Acquire) {
+            return Err(Error::new(
+                Code::ReadOnly,
+                "this database is a read replica: it changes only by applying its primary's commits; write on the primary, then replica.waitFor(commitSeq) to read your write here",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes this database a read replica of `primary_id` (see
+    /// [`Store::init_replica`]); from then on local writes are refused.
+    pub fn init_replica(&self, primary_id: &str) -> Result<()> {
+        self.store.init_replica(primary_id)?;
+        self.read_only.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies commit records of this replica's primary, in stream order, in one
+    /// LMDB transaction with `stream_seq`, the stream position of the last one (see
+    /// [`commit::ReplicaApplied`]). Commit notices go to the sinks as for local commits.
+    pub fn apply_replicated(
+        &self,
+        records: &[Vec<u8>],
+        stream_seq: u64,
+    ) -> Result<commit::ReplicaApplied> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed());
+        }
+        // Collections first, each in an administrative write of its own: creating one
+        // again with the same parameters is a no-op, so a crash in between is harmless.
+        for r in records {
+            for (name, def) in crate::wire::commit_record::decode(r)?.collections {
+                let def = crate::vector::collection::CollectionDef::decode(name, def)?;
+                if self.vectors.get(&def.name).is_none() {
+                    self.vectors.create(&self.store, &def.name, def.params)?;
+                }
+            }
+        }
+        commit::apply_replicated(&self.store, &self.shared, records, stream_seq)
     }
 
     /// Flushes everything committed so far to disk, whatever the durability mode.

@@ -59,6 +59,8 @@ pub enum Code {
     StaleLease,
     /// A read asked for events that compaction removed from the log.
     Compacted,
+    /// A write on a read replica: replicas change only by applying their primary's commits.
+    ReadOnly,
 }
 
 impl Code {
@@ -90,6 +92,7 @@ impl Code {
             Code::Bounds => "ERR_BOUNDS",
             Code::StaleLease => "ERR_STALE_LEASE",
             Code::Compacted => "ERR_COMPACTED",
+            Code::ReadOnly => "ERR_READ_ONLY",
         }
     }
 }

@@ -48,8 +48,10 @@ pub mod verify;
 pub mod wire;
 
 pub use codec::Value;
-pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};
+pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome, ReplicaApplied};
 pub use engine::Engine;
 pub use error::{Code, Error, Result};
-pub use store::{CachedReader, Durability, EventQuery, StateEntry, Store, StoreOptions};
+pub use store::{
+    CachedReader, Durability, EventQuery, ReplicationInfo, StateEntry, Store, StoreOptions,
+};
 pub use txn::{TxBatch, TxBuilder, VectorOp};

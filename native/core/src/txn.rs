@@ -195,6 +195,11 @@ impl TxBatch {
         &self.data[r.clone()]
     }
 
+    /// The encoded batch, as parsed (what a commit record carries).
+    pub fn raw(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Size of the encoded batch in bytes.
     pub fn len(&self) -> usize {
         self.data.len()

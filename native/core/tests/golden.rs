@@ -918,3 +918,49 @@ fn entry_golden() -> Json {
 fn wire_entry_matches_the_golden() {
     wire_golden("entry", entry_golden);
 }
+
+fn commit_record_golden() -> Json {
+    let batch = TxBuilder::new()
+        .put("k", &Value::I64(7))
+        .event_json("made", "{}")
+        .build()
+        .unwrap();
+    let id = "0123456789abcdef01234567";
+    let (seq, at, first) = (0x0102_0304_0506_0708u64, 1_700_000_000_123u64, 42u64);
+    let def = collection::CollectionDef {
+        id: 3,
+        name: "docs".into(),
+        params: CollectionParams::new(2, Metric::Cosine),
+    }
+    .encode();
+    let collections: [(&[u8], &[u8]); 1] = [(b"docs", &def)];
+    let bytes = wire::commit_record::encode(id, seq, at, first, &collections, batch.raw());
+    let back = wire::commit_record::decode(&bytes).unwrap();
+    assert_eq!(back.collections, collections);
+    assert_eq!(
+        (
+            back.database_id,
+            back.commit_seq,
+            back.at_ms,
+            back.first_event_id,
+            back.batch
+        ),
+        (id, seq, at, first, batch.raw())
+    );
+    json!({
+        "spec": "native/core/src/wire/commit_record.rs",
+        "format": wire::commit_record::FORMAT,
+        "database_id": id,
+        "commit_seq": seq.to_string(),
+        "at_ms": at.to_string(),
+        "first_event_id": first.to_string(),
+        "collections": [{ "name": "docs", "def": hex(&def) }],
+        "batch": hex(batch.raw()),
+        "hex": hex(&bytes),
+    })
+}
+
+#[test]
+fn wire_commit_record_matches_the_golden() {
+    wire_golden("commit-record", commit_record_golden);
+}

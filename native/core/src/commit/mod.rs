@@ -11,7 +11,9 @@
 //! - `queue`: the messages the engine sends the writer;
 //! - `sink`: where outcomes go (`CommitSink`) and their routing;
 //! - `apply`: one transaction applied inside the group's LMDB transaction;
-//! - `writer`: the thread, grouping, map growth, per-transaction isolation.
+//! - `writer`: the thread, grouping, map growth, per-transaction isolation;
+//! - `replicate`: a read replica applying its primary's commit records (not
+//!   through the writer thread: a replica's writer has nothing else to write).
 //!
 //! Derived state (the vector indexes) takes part through the store's
 //! `WriteHook`s (`crate::store`); the writer never names it.
@@ -19,11 +21,14 @@
 mod apply;
 mod outcome;
 mod queue;
+mod replicate;
 mod sink;
 mod writer;
 
 pub use outcome::{CommitInfo, CommitNotice, Completion, Outcome};
 pub(crate) use queue::{Msg, Reply, Request};
+pub(crate) use replicate::apply_replicated;
+pub use replicate::ReplicaApplied;
 pub use sink::CommitSink;
 pub(crate) use sink::Shared;
 pub(crate) use writer::run_writer;

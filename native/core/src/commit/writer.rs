@@ -218,8 +218,10 @@ fn try_group(
     let mut results = Vec::with_capacity(batches.len());
     let hooks = store.write_hooks();
     let mut groups: Vec<Box<dyn GroupWrites + '_>> = hooks.iter().map(|h| h.group()).collect();
+    let log_as = store::commit_log_id(dbs, &wtxn)?;
     for b in batches {
-        results.push(apply_one(
+        let before = seq;
+        let result = apply_one(
             store,
             &mut wtxn,
             b,
@@ -228,7 +230,13 @@ fn try_group(
             at,
             &mut scratch,
             &mut groups,
-        )?);
+        )?;
+        if let (Some(id), Ok(info)) = (&log_as, &result) {
+            if seq != before {
+                store::log_commit(dbs, &mut wtxn, id, seq, at, info.first_event_id, b)?;
+            }
+        }
+        results.push(result);
     }
     let applied_any = seq != start_seq;
     if applied_any {

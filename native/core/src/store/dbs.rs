@@ -18,6 +18,17 @@ pub(crate) const META_CREATED_AT: &[u8] = b"created_at_ms";
 pub(crate) const META_FIRST_EVENT_ID: &[u8] = b"first_event_id";
 /// Ids below this one may be missing (compaction by type leaves gaps); absent: 1.
 pub(crate) const META_COMPACTED_BELOW: &[u8] = b"compacted_below";
+/// The database's id (UTF-8), made when replication first needs one; present on a
+/// primary whose commits are logged for publishing.
+pub(crate) const META_DATABASE_ID: &[u8] = b"database_id";
+/// Present while commits are logged into `commit_log` for publishing.
+pub(crate) const META_COMMIT_LOG: &[u8] = b"commit_log";
+/// The newest commit seq the publisher has handed to the stream and had acknowledged.
+pub(crate) const META_PUBLISHED_SEQ: &[u8] = b"published_seq";
+/// On a read replica: the id of the primary whose commits it applies (writes are refused).
+pub(crate) const META_REPLICA_OF: &[u8] = b"replica_of";
+/// On a read replica: the stream sequence of the newest commit it applied.
+pub(crate) const META_REPLICA_STREAM_SEQ: &[u8] = b"replica_stream_seq";
 
 /// The named databases, opened once at [`super::Store::open`].
 #[derive(Clone, Copy)]
@@ -32,6 +43,9 @@ pub(crate) struct Dbs {
     pub vector_collections: Database<Bytes, Bytes>,
     /// Vector documents, keyed by `[collection id u32 BE][document id]`.
     pub vectors: Database<Bytes, Bytes>,
+    /// Commit records not yet published, keyed by commit seq (u64 BE); see
+    /// [`crate::wire::commit_record`]. Empty unless replication is on.
+    pub commit_log: Database<Bytes, Bytes>,
 }
 
 impl Dbs {
@@ -46,6 +60,9 @@ impl Dbs {
             idem_by_time: env.create_database(wtxn, Some("idempotency_by_time"))?,
             vector_collections: env.create_database(wtxn, Some("vector_collections"))?,
             vectors: env.create_database(wtxn, Some("vectors"))?,
+            // Created at open when missing: a format-1 store made before replication
+            // opens unchanged and gets an empty log.
+            commit_log: env.create_database(wtxn, Some("commit_log"))?,
         })
     }
 

@@ -12,11 +12,14 @@
 //! - `compact`: retention, deleting the oldest events (and their type index entries);
 //! - `verify`: the store's invariants;
 //! - `hook`: the seam derived state (vector indexes) follows commits through;
-//! - `sync_stats`: how long fsyncs take.
+//! - `sync_stats`: how long fsyncs take;
+//! - `commit_log`: replication's marks: the commit log kept for a publisher, the
+//!   database id, a replica's origin and stream position.
 //!
 //! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `create` <- `env`
-//! <- `reader`, `state`, `log`, `idempotency` <- `compact` <- `verify`; this file only re-exports.
+//! <- `reader`, `state`, `log`, `idempotency` <- `compact` <- `verify`, `commit_log`; this file only re-exports.
 
+mod commit_log;
 mod compact;
 mod create;
 mod dbs;
@@ -33,6 +36,10 @@ mod sync_stats;
 mod verify;
 
 pub use compact::Compacted;
+pub use commit_log::ReplicationInfo;
+pub(crate) use commit_log::{
+    commit_log_id, is_replica, log_commit, put_replica_position, replica_of,
+};
 pub use dbs::STORE_FORMAT;
 pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
 pub use env::Store;

@@ -6,7 +6,8 @@
 //! batch, the other format TypeScript writes, is `crate::txn`'s.
 //!
 //! These formats live only in memory, between two builds of the same package, so
-//! they carry no version byte. Each is pinned by a golden file,
+//! they carry no version byte; except `commit_record`, which a primary publishes to
+//! other machines, and which starts with one. Each is pinned by a golden file,
 //! `tests/golden/wire-<format>.json` (the encoded bytes and the values they hold;
 //! for each u32 length, one case past 65535 bytes in `wire-<format>-large.bin`),
 //! which `tests/golden.rs` re-encodes byte for byte and `test/golden.test.ts`
@@ -20,6 +21,7 @@
 //! `completion` (its answer is a completion group).
 
 pub mod commit_many;
+pub mod commit_record;
 pub mod completion;
 pub mod document;
 pub mod entry;

@@ -1,0 +1,531 @@
+/**
+ * Projections into PostgreSQL: `db.pgProjection({ name, pool, on })` applies the
+ * database's events, in id order, to PostgreSQL tables. Each batch runs in one
+ * PostgreSQL transaction together with the projection's cursor row
+ * (`athanor_pg_cursors`), read `FOR UPDATE` at the batch's start, so every event is
+ * applied exactly once whatever crashes; a runner holds a session advisory lock
+ * per projection while it runs, so a second runner (another process or machine)
+ * waits for it instead of contending. It runs from a primary or from a replica.
+ */
+import { createHash } from 'node:crypto';
+import { ClosedError, HandlerError, InvalidArgumentError, MigrationDriftError } from '../errors.js';
+import type { EventLog } from '../state/events.js';
+import type { StoredEvent } from '../internal/event-pack.js';
+import { describeThrown } from '../internal/thrown.js';
+import { stringifyStrict } from '../internal/json.js';
+import type { ParamSource } from '../processing/declarative.js';
+import { Bell, backoffMs } from './backoff.js';
+
+/** What athanor needs of a `pg` query result. */
+export interface PgResult {
+  /** The rows. */
+  rows: Record<string, unknown>[];
+  /** Rows changed, for writes. */
+  rowCount: number | null;
+}
+
+/** What athanor needs of a `pg` client (a `PoolClient` of `pg`). */
+export interface PgClient {
+  /** Runs one statement. */
+  query(text: string, values?: unknown[]): Promise<PgResult>;
+  /** Returns the client to its pool; `true` (or an error) destroys its connection. */
+  release(destroy?: boolean | Error): void;
+  /** `pg` clients emit `error` when their connection breaks while idle (a server restart). */
+  on?(event: 'error', listener: (e: Error) => void): unknown;
+}
+
+/** What athanor needs of a `pg` pool (`new pg.Pool({...})`). */
+export interface PgPool {
+  /** Checks a client out. */
+  connect(): Promise<PgClient>;
+}
+
+/** Applies one event inside the batch's PostgreSQL transaction, through `client`. */
+export type PgHandler = (event: StoredEvent, client: PgClient) => Promise<unknown> | void;
+
+/**
+ * A declarative action: one PostgreSQL statement with `$1..$n` parameters taken from
+ * the event as in a SQLite declarative projection (`'@id'`, `'@type'`, `'@at'`,
+ * `'@commitSeq'`, `'$'` the payload as JSON text, `'$.a.b'`, `'$.items[0]'`,
+ * `'$["odd key"]'`, missing → NULL; objects and arrays as JSON text; `{ value }` a constant).
+ */
+export interface PgAction {
+  /** One statement with `$1..$n` parameters. */
+  sql: string;
+  /** The sources of `$1..$n`, in order. */
+  params?: readonly ParamSource[];
+}
+
+/** The spec of {@link PgProjection}. */
+export interface PgProjectionSpec {
+  /** The projection's name: its cursor row and advisory lock (letters, digits, `_`, `-`, `.`). */
+  name: string;
+  /** The PostgreSQL pool (`pg.Pool`). */
+  pool: PgPool;
+  /**
+   * Per event type (or `'*'`: every type without an entry of its own): a handler, or
+   * declarative actions run in order. Other types only advance the cursor.
+   */
+  on: Record<string, PgHandler | PgAction | readonly PgAction[]>;
+  /** Most events per PostgreSQL transaction (default 500). */
+  batchSize?: number;
+  /** Longest wait between retries, ms (default 5000). */
+  maxBackoffMs?: number;
+  /** Consecutive failures of a handler on the same batch before the projection stops (default 10). */
+  maxHandlerRetries?: number;
+}
+
+/** A PostgreSQL projection's progress and health. */
+export interface PgProjectionMetrics {
+  /** Id of the newest event applied (as this runner knows it). */
+  cursor: bigint;
+  /** Events in the log not applied yet. */
+  lag: number;
+  /** Whether this runner holds the projection's advisory lock (it is the one applying). */
+  holdsLock: boolean;
+  /** Failures so far (connection, handler), each followed by a retry with backoff. */
+  errors: number;
+  /** The newest failure's message. */
+  lastError: string | undefined;
+  /** Stopped after `maxHandlerRetries` handler failures on one batch. */
+  failed: boolean;
+}
+
+const NAME = /^[A-Za-z0-9_.-]{1,200}$/;
+
+const CURSOR_TABLE = `CREATE TABLE IF NOT EXISTS athanor_pg_cursors (
+  name text PRIMARY KEY,
+  cursor bigint NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+)`;
+
+/** A stable 64-bit advisory lock key for a name (PostgreSQL takes a signed bigint). */
+function lockKey(kind: string, name: string): string {
+  return createHash('sha256').update(`athanor:${kind}:${name}`).digest().readBigInt64BE(0).toString();
+}
+
+/** A projection of the event log into PostgreSQL; see {@link PgProjectionSpec}. */
+export class PgProjection {
+  /** The projection's name. */
+  readonly name: string;
+  readonly #log: EventLog;
+  readonly #pool: PgPool;
+  readonly #on: Record<string, PgHandler>;
+  readonly #batchSize: number;
+  readonly #maxBackoffMs: number;
+  readonly #maxHandlerRetries: number;
+  readonly #bell = new Bell();
+  readonly #unsubscribe: () => void;
+  readonly #waiters: { id: bigint; resolve: () => void; reject: (e: Error) => void }[] = [];
+  #client: PgClient | undefined;
+  #holdsLock = false;
+  #cursor = 0n;
+  #stopped = false;
+  #failed: Error | undefined;
+  #errors = 0;
+  #lastError: string | undefined;
+  readonly #done: Promise<void>;
+  readonly #onStop: (() => void) | undefined;
+
+  /** @internal Use `db.pgProjection()`. */
+  constructor(log: EventLog, spec: PgProjectionSpec, onStop?: () => void) {
+    if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('pgProjection needs a spec { name, pool, on }');
+    if (typeof spec.name !== 'string' || !NAME.test(spec.name)) throw new InvalidArgumentError('name must be 1 to 200 letters, digits, "_", "-" or "."');
+    if (spec.pool === null || typeof spec.pool !== 'object' || typeof spec.pool.connect !== 'function') throw new InvalidArgumentError('pool must be a pg Pool (new pg.Pool({...}))');
+    if (spec.on === null || typeof spec.on !== 'object') throw new InvalidArgumentError('on must map event types to handlers (event, client) => Promise<void> or to actions { sql, params }');
+    const batchSize = spec.batchSize ?? 500;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new InvalidArgumentError('batchSize must be an integer from 1 to 100000');
+    const maxBackoffMs = spec.maxBackoffMs ?? 5000;
+    if (!Number.isInteger(maxBackoffMs) || maxBackoffMs < 100) throw new InvalidArgumentError('maxBackoffMs must be an integer of at least 100');
+    const maxHandlerRetries = spec.maxHandlerRetries ?? 10;
+    if (!Number.isInteger(maxHandlerRetries) || maxHandlerRetries < 0) throw new InvalidArgumentError('maxHandlerRetries must be a non-negative integer');
+    this.name = spec.name;
+    this.#onStop = onStop;
+    this.#log = log;
+    this.#pool = spec.pool;
+    this.#on = Object.fromEntries(Object.entries(spec.on).map(([type, h]) => [type, compileHandler(type, h)]));
+    this.#batchSize = batchSize;
+    this.#maxBackoffMs = maxBackoffMs;
+    this.#maxHandlerRetries = maxHandlerRetries;
+    this.#unsubscribe = log.subscribe(() => this.#bell.ring());
+    this.#done = this.#run();
+  }
+
+  /** Progress and health. */
+  metrics(): PgProjectionMetrics {
+    let last = this.#cursor;
+    try {
+      last = this.#log.lastId;
+    } catch {
+      /* closed: report the cursor alone */
+    }
+    return { cursor: this.#cursor, lag: Number(last > this.#cursor ? last - this.#cursor : 0n), holdsLock: this.#holdsLock, errors: this.#errors, lastError: this.#lastError, failed: this.#failed !== undefined };
+  }
+
+  /** Resolves once every event logged before the call is applied in PostgreSQL (by this runner). */
+  catchUp(): Promise<void> {
+    const target = this.#log.lastId;
+    if (target <= this.#cursor) return Promise.resolve();
+    if (this.#failed !== undefined) return Promise.reject(this.#failed);
+    if (this.#stopped) return Promise.reject(new ClosedError(`PostgreSQL projection ${this.name} is stopped`));
+    return new Promise((resolve, reject) => this.#waiters.push({ id: target, resolve, reject }));
+  }
+
+  /** Stops applying (after the batch in flight), releases the lock and its client. Idempotent. */
+  async stop(): Promise<void> {
+    if (!this.#stopped) {
+      this.#stopped = true;
+      this.#onStop?.();
+      this.#unsubscribe();
+      this.#bell.ring();
+      // A runner waiting for the lock waits inside a query: only dropping its connection ends it.
+      if (!this.#holdsLock) this.#dropClient();
+    }
+    await this.#done;
+    this.#settle(new ClosedError(`PostgreSQL projection ${this.name} was stopped`));
+  }
+
+  #settle(error?: Error): void {
+    for (let i = this.#waiters.length - 1; i >= 0; i--) {
+      const w = this.#waiters[i]!;
+      if (error !== undefined) w.reject(error);
+      else if (w.id <= this.#cursor) w.resolve();
+      else continue;
+      this.#waiters.splice(i, 1);
+    }
+  }
+
+  #dropClient(): void {
+    const c = this.#client;
+    this.#client = undefined;
+    this.#holdsLock = false;
+    try {
+      c?.release(true);
+    } catch {
+      /* already released */
+    }
+  }
+
+  async #run(): Promise<void> {
+    let attempt = 0;
+    let handlerFailures = 0;
+    while (!this.#stopped) {
+      try {
+        const client = await this.#pool.connect();
+        this.#client = client;
+        // Between batches the client sits idle: a broken connection is reported here
+        // (unhandled, it would end the process) and shows at the next query.
+        client.on?.('error', (e) => {
+          this.#lastError = describeThrown(e);
+          this.#bell.ring();
+        });
+        if (this.#stopped) break;
+        await client.query('SELECT pg_advisory_lock($1)', [lockKey('projection', this.name)]);
+        this.#holdsLock = true;
+        if (this.#stopped) break;
+        await client.query(CURSOR_TABLE);
+        await client.query('INSERT INTO athanor_pg_cursors (name, cursor) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING', [this.name]);
+        while (!this.#stopped) {
+          const applied = await this.#batch(client);
+          attempt = 0;
+          handlerFailures = 0;
+          if (!applied) await this.#bell.wait(1000);
+        }
+      } catch (e) {
+        if (this.#stopped) break;
+        this.#errors++;
+        this.#lastError = describeThrown(e);
+        if (e instanceof HandlerError && ++handlerFailures > this.#maxHandlerRetries) {
+          this.#failed = e;
+          this.#settle(e);
+          break;
+        }
+        this.#dropClient();
+        await this.#bell.wait(backoffMs(attempt++, this.#maxBackoffMs));
+      }
+    }
+    // Releasing the session ends the advisory lock too.
+    if (this.#client !== undefined) {
+      const c = this.#client;
+      this.#client = undefined;
+      if (this.#holdsLock) {
+        this.#holdsLock = false;
+        await c.query('SELECT pg_advisory_unlock($1)', [lockKey('projection', this.name)]).then(() => c.release(), () => c.release(true));
+      } else c.release(true);
+    }
+  }
+
+  /** Applies one batch in one transaction; `false` when there was nothing to apply. */
+  async #batch(client: PgClient): Promise<boolean> {
+    await client.query('BEGIN');
+    try {
+      const row = await client.query('SELECT cursor FROM athanor_pg_cursors WHERE name = $1 FOR UPDATE', [this.name]);
+      const cursor = BigInt(row.rows[0]!['cursor'] as string | number);
+      this.#cursor = cursor;
+      const events = [...this.#log.read({ from: cursor + 1n, limit: this.#batchSize })];
+      if (events.length === 0) {
+        await client.query('COMMIT');
+        this.#settle();
+        return false;
+      }
+      for (const e of events) {
+        const h = this.#on[e.type] ?? this.#on['*'];
+        if (h === undefined) continue;
+        try {
+          await h(e, client);
+        } catch (err) {
+          throw new HandlerError(`PostgreSQL projection ${this.name}: the handler of ${e.type} failed on event ${e.id}: ${describeThrown(err)}; the batch was rolled back and will be retried`, { cause: err, eventId: e.id });
+        }
+      }
+      const last = events[events.length - 1]!.id;
+      await client.query('UPDATE athanor_pg_cursors SET cursor = $2, updated_at = now() WHERE name = $1', [this.name, last.toString()]);
+      await client.query('COMMIT');
+      this.#cursor = last;
+      this.#settle();
+      return true;
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    }
+  }
+}
+
+/** A handler, or declarative actions compiled into one; bad actions are refused here, before anything runs. */
+function compileHandler(type: string, h: unknown): PgHandler {
+  if (typeof h === 'function') return h as PgHandler;
+  const list = Array.isArray(h) ? (h as unknown[]) : [h];
+  if (list.length === 0) throw new InvalidArgumentError(`on[${JSON.stringify(type)}]: an empty list of actions`);
+  const actions = list.map((a, i) => {
+    const where = `on[${JSON.stringify(type)}]${Array.isArray(h) ? `[${i}]` : ''}`;
+    if (a === null || typeof a !== 'object' || typeof (a as PgAction).sql !== 'string' || (a as PgAction).sql.trim() === '') {
+      throw new InvalidArgumentError(`${where} must be a handler function or an action { sql, params }`);
+    }
+    const { sql, params = [] } = a as PgAction;
+    if (!Array.isArray(params)) throw new InvalidArgumentError(`${where}.params must be a list of sources for $1..$n ('@id', '$.path', { value })`);
+    return { sql, params: params.map((p, j) => compileParam(p, `${where}.params[${j}]`)) };
+  });
+  return async (e, client) => {
+    for (const a of actions) await client.query(a.sql, a.params.map((get) => get(e)));
+  };
+}
+
+type Getter = (e: StoredEvent) => unknown;
+
+/** A parameter's source compiled into a getter (the syntax of SQLite declarative projections). */
+function compileParam(p: unknown, where: string): Getter {
+  if (p !== null && typeof p === 'object' && 'value' in p) {
+    const v = (p as { value: unknown }).value;
+    if (v !== null && typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new InvalidArgumentError(`${where}: a constant must be a string, number, boolean or null`);
+    return () => v;
+  }
+  switch (p) {
+    case '@id':
+      return (e) => e.id.toString();
+    case '@type':
+      return (e) => e.type;
+    case '@at':
+      return (e) => e.at;
+    case '@commitSeq':
+      return (e) => e.commitSeq.toString();
+    case '$':
+      return (e) => (e.payload instanceof Uint8Array ? Buffer.from(e.payload) : stringifyStrict(e.payload, 'the payload'));
+  }
+  if (typeof p !== 'string' || !p.startsWith('$')) throw new InvalidArgumentError(`${where}: a source is '@id', '@type', '@at', '@commitSeq', a JSON path ('$', '$.a.b', '$.items[0]') or { value }, got ${describeThrown(p)}`);
+  const steps = parsePath(p, where);
+  return (e) => {
+    let v: unknown = e.payload instanceof Uint8Array ? undefined : e.payload;
+    for (const s of steps) {
+      if (v === null || typeof v !== 'object') return null;
+      v = (v as Record<string | number, unknown>)[s];
+    }
+    if (v === undefined || v === null) return null;
+    if (typeof v === 'bigint') return v.toString();
+    if (typeof v === 'object') return stringifyStrict(v, 'a payload value');
+    return v;
+  };
+}
+
+/** `$.a.b`, `$.items[0]`, `$["odd key"]` into its steps. */
+function parsePath(path: string, where: string): (string | number)[] {
+  const steps: (string | number)[] = [];
+  const bad = () => new InvalidArgumentError(`${where}: ${JSON.stringify(path)} is not a JSON path like '$.a.b', '$.items[0]' or '$["odd key"]'`);
+  let i = 1;
+  while (i < path.length) {
+    if (path[i] === '.') {
+      const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(path.slice(i + 1));
+      if (!m) throw bad();
+      steps.push(m[0]);
+      i += 1 + m[0].length;
+    } else if (path[i] === '[') {
+      const m = /^\[(\d+)\]|^\[("(?:[^"\\]|\\.)*")\]/.exec(path.slice(i));
+      if (!m) throw bad();
+      steps.push(m[1] !== undefined ? Number(m[1]) : (JSON.parse(m[2]!) as string));
+      i += m[0].length;
+    } else throw bad();
+  }
+  return steps;
+}
+
+/** One PostgreSQL schema change (the shape of projection.db's `Migration`, async and for PostgreSQL). */
+export interface PgMigration {
+  /** Positive integer; migrations apply in ascending order. */
+  version: number;
+  /** Short name (letters, digits, `_`, `-`). */
+  name: string;
+  /** Applies the change: SQL text, or a function given the client (inside the migration's transaction). */
+  up: string | ((client: PgClient) => Promise<void>);
+  /** Reverts it (needed by `rollbackLast()`). */
+  down?: string | ((client: PgClient) => Promise<void>);
+}
+
+/** A PostgreSQL migration recorded as applied (`athanor_pg_migrations`). */
+export interface PgAppliedMigration {
+  /** Its version. */
+  version: number;
+  /** Its name. */
+  name: string;
+  /** When it was applied, ms since the epoch. */
+  appliedAt: number;
+  /** SHA-256 (hex) of its name and `up` step. */
+  checksum: string;
+}
+
+const MIGRATION_TABLE = `CREATE TABLE IF NOT EXISTS athanor_pg_migrations (
+  version integer PRIMARY KEY,
+  name text NOT NULL,
+  applied_at bigint NOT NULL,
+  checksum text NOT NULL
+)`;
+
+const MIGRATION_NAME = /^[A-Za-z0-9_-]+$/;
+
+function checksum(m: Pick<PgMigration, 'name' | 'up'>): string {
+  return createHash('sha256').update(`${m.name}\n${typeof m.up === 'string' ? m.up : `fn:${m.up.toString()}`}`).digest('hex');
+}
+
+async function runStep(client: PgClient, s: string | ((client: PgClient) => Promise<void>)): Promise<void> {
+  if (typeof s === 'string') await client.query(s);
+  else await s(client);
+}
+
+/**
+ * Schema migrations of a PostgreSQL database, with the API of `db.migrations`
+ * (`add`, `registered`, `history`, `pending`, `run`, `rollbackLast`), async. Each
+ * migration runs in its own transaction together with its history row, under a
+ * transaction-level advisory lock, so two processes migrating at once apply each
+ * migration once.
+ */
+export class PgMigrations {
+  readonly #pool: PgPool;
+  readonly #list: PgMigration[] = [];
+
+  constructor(pool: PgPool) {
+    if (pool === null || typeof pool !== 'object' || typeof pool.connect !== 'function') throw new InvalidArgumentError('PgMigrations needs a pg Pool (new pg.Pool({...}))');
+    this.#pool = pool;
+  }
+
+  /** Registers migrations (checked: versions unique positive integers, names plain). */
+  add(...migrations: PgMigration[]): this {
+    for (const m of migrations) {
+      if (m === null || typeof m !== 'object' || !Number.isInteger(m.version) || m.version < 1) throw new InvalidArgumentError('a migration needs a positive integer version');
+      if (typeof m.name !== 'string' || !MIGRATION_NAME.test(m.name)) throw new InvalidArgumentError(`migration ${m.version}: name must be letters, digits, "_" or "-"`);
+      if (typeof m.up !== 'string' && typeof m.up !== 'function') throw new InvalidArgumentError(`migration ${m.version}: up must be SQL text or a function`);
+      if (this.#list.some((x) => x.version === m.version)) throw new InvalidArgumentError(`migration version ${m.version} is registered twice`);
+    }
+    this.#list.push(...migrations);
+    this.#list.sort((a, b) => a.version - b.version);
+    return this;
+  }
+
+  /** The registered migrations, by version. */
+  registered(): PgMigration[] {
+    return [...this.#list];
+  }
+
+  /** The applied migrations recorded in PostgreSQL, by version. */
+  async history(): Promise<PgAppliedMigration[]> {
+    return this.#with(async (c) => this.#history(c));
+  }
+
+  /** Registered migrations not applied yet; `MigrationDriftError` when an applied one changed. */
+  async pending(): Promise<PgMigration[]> {
+    return this.#with(async (c) => this.#pending(await this.#history(c)));
+  }
+
+  /** Applies every pending migration, each in its own transaction; returns those applied. Stops at the first failure (rethrown, that migration rolled back). */
+  async run(): Promise<PgAppliedMigration[]> {
+    return this.#with(async (c) => {
+      const out: PgAppliedMigration[] = [];
+      for (const m of this.#list) {
+        await c.query('BEGIN');
+        try {
+          await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey('migrations', 'schema')]);
+          // Read under the lock: another process may have applied it meanwhile.
+          const pending = this.#pending(await this.#history(c));
+          if (!pending.some((p) => p.version === m.version)) {
+            await c.query('COMMIT');
+            continue;
+          }
+          await runStep(c, m.up);
+          const rec: PgAppliedMigration = { version: m.version, name: m.name, appliedAt: Date.now(), checksum: checksum(m) };
+          await c.query('INSERT INTO athanor_pg_migrations (version, name, applied_at, checksum) VALUES ($1, $2, $3, $4)', [rec.version, rec.name, rec.appliedAt, rec.checksum]);
+          await c.query('COMMIT');
+          out.push(rec);
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => undefined);
+          throw e;
+        }
+      }
+      return out;
+    });
+  }
+
+  /** Reverts the newest applied migration with its `down` step; returns it, or `undefined` when none is applied. */
+  async rollbackLast(): Promise<PgAppliedMigration | undefined> {
+    return this.#with(async (c) => {
+      await c.query('BEGIN');
+      try {
+        await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey('migrations', 'schema')]);
+        const h = await this.#history(c);
+        const last = h[h.length - 1];
+        if (last === undefined) {
+          await c.query('COMMIT');
+          return undefined;
+        }
+        const m = this.#list.find((x) => x.version === last.version);
+        if (m?.down === undefined) throw new InvalidArgumentError(`migration ${last.version} (${last.name}) has no down step registered; add one to roll it back`);
+        await runStep(c, m.down);
+        await c.query('DELETE FROM athanor_pg_migrations WHERE version = $1', [last.version]);
+        await c.query('COMMIT');
+        return last;
+      } catch (e) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        throw e;
+      }
+    });
+  }
+
+  #pending(history: PgAppliedMigration[]): PgMigration[] {
+    const byVersion = new Map(history.map((h) => [h.version, h]));
+    for (const m of this.#list) {
+      const h = byVersion.get(m.version);
+      if (h !== undefined && h.checksum !== checksum(m)) throw new MigrationDriftError(`PostgreSQL migration ${m.version} (${m.name}) changed since it was applied (checksum differs); add a new migration instead of editing an applied one`);
+    }
+    return this.#list.filter((m) => !byVersion.has(m.version));
+  }
+
+  async #history(c: PgClient): Promise<PgAppliedMigration[]> {
+    await c.query(MIGRATION_TABLE);
+    const r = await c.query('SELECT version, name, applied_at, checksum FROM athanor_pg_migrations ORDER BY version');
+    return r.rows.map((x) => ({ version: Number(x['version']), name: String(x['name']), appliedAt: Number(x['applied_at']), checksum: String(x['checksum']) }));
+  }
+
+  async #with<T>(f: (c: PgClient) => Promise<T>): Promise<T> {
+    const c = await this.#pool.connect();
+    try {
+      return await f(c);
+    } finally {
+      c.release();
+    }
+  }
+}
