@@ -29,7 +29,8 @@ export type ErrorCode =
   | 'ERR_DOWNLOAD'
   | 'ERR_INTEGRITY'
   | 'ERR_NATIVE'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  | 'ERR_WRONG_EXPECTED_VERSION';
 
 /** Base class of every error athanor throws. */
 export class AthanorError extends Error {
@@ -224,6 +225,13 @@ export class NativeLoadError extends AthanorError {
   }
 }
 
+/** A write named the version it expected to replace (`expectedVersion`) and the stored version differs: nothing was written; read again and retry. */
+export class WrongExpectedVersionError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_WRONG_EXPECTED_VERSION', message, options);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -269,6 +277,8 @@ export function errorFor(code: string, message: string): AthanorError {
       return new DownloadError(message);
     case 'ERR_INTEGRITY':
       return new IntegrityError(message);
+    case 'ERR_WRONG_EXPECTED_VERSION':
+      return new WrongExpectedVersionError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

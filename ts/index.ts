@@ -55,6 +55,7 @@ export {
   DownloadError,
   IntegrityError,
   NativeLoadError,
+  WrongExpectedVersionError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';
@@ -92,3 +93,6 @@ export {
 } from './ops/scheduler.js';
 export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './ops/backup.js';
 export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './ops/metrics.js';
+export { Agents, type Agent, type AgentInput, type AgentListOptions, type AgentPage, type AgentSide, type AgentSnapshot, type ChangeOptions, type Transition } from './agents/agents.js';
+export { Sessions, Tasks, type Session, type SessionEvent, type Task, type TaskChange } from './agents/sessions.js';
+export { Search, FullTextIndex, anyWords, type FullTextSpec, type TextRule, type TextSearchOptions, type TextHit, type HybridSearchOptions, type HybridHit } from './agents/fulltext.js';

@@ -53,6 +53,8 @@ pub enum Code {
     Integrity,
     /// A bug in athanor (a panic caught at the binding boundary); never bad input.
     Internal,
+    /// A write named the version it expected to replace, and the stored version differs.
+    WrongExpectedVersion,
 }
 
 impl Code {
@@ -81,6 +83,7 @@ impl Code {
             Code::Download => "ERR_DOWNLOAD",
             Code::Integrity => "ERR_INTEGRITY",
             Code::Internal => "ERR_INTERNAL",
+            Code::WrongExpectedVersion => "ERR_WRONG_EXPECTED_VERSION",
         }
     }
 }
