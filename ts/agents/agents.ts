@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError, NotFoundError, PreflightError, WrongExpectedVersionError } from '../errors.js';
 import { json, type Json } from '../state/codec.js';
 import type { Tx } from '../state/transaction.js';
+import type { Processor } from '../processing/processor.js';
 import type { MetadataFilter } from '../vectors/types.js';
 import { checkFilter, matchesFilter } from './filter.js';
 import { readRecord, type Memory } from './host.js';
@@ -171,6 +172,15 @@ export class Agents {
   constructor(mem: Memory, ns = '') {
     this.#mem = mem;
     this.namespaceName = ns;
+  }
+
+  /**
+   * The declarative projection that keeps the SQL views of agents, sessions and tasks
+   * (tables `athanor_agents`, `athanor_agent_events`, `athanor_sessions`, ...) in
+   * projection.db: reads catch it up themselves; `rebuild()` replays the log.
+   */
+  get views(): Processor {
+    return this.#mem.processor;
   }
 
   /** A view of another namespace: it cannot read, list or change anything of this one. */

@@ -284,7 +284,7 @@ export class FullTextIndex {
     const { collection, k = 10, weights = {}, textQuery } = options;
     if (!Number.isInteger(k) || k < 1 || k > 1000) throw new InvalidArgumentError('k must be an integer from 1 to 1000');
     const candidates = options.candidates ?? Math.max(50, 4 * k);
-    if (!Number.isInteger(candidates) || candidates < k || candidates > 10_000) throw new InvalidArgumentError('candidates must be an integer from k to 10000');
+    if (!Number.isInteger(candidates) || candidates < 1 || candidates > 10_000) throw new InvalidArgumentError('candidates must be an integer from 1 to 10000');
     const filter = options.filter === undefined ? undefined : checkFilter(options.filter);
     const wText = weights.text ?? 1;
     const wVec = weights.vector ?? 1;
