@@ -194,6 +194,32 @@ describe('agents', () => {
     expect(db.list({ prefix: '\u0000athanor/agents/' })).toEqual([]);
   });
 
+  it('the scheduler purges expired snapshots of every namespace in the background, each once', async () => {
+    const db = await sb.open();
+    let t = Date.UTC(2026, 0, 5, 12);
+    db.scheduler.configure({ clock: { now: () => t, setTimeout: () => 0, clearTimeout: () => undefined } });
+    await db.agents.scheduleSnapshotPurge(db.scheduler, { everyMs: 60_000 });
+    const expiring = [];
+    for (const view of [db.agents, db.agents.namespace('team-a')]) {
+      await view.save({ id: 'a' });
+      expiring.push(await view.snapshot('a', { ttlMs: 1 }));
+      await view.snapshot('a', { description: 'kept' });
+    }
+    // Wall time (what expiry compares with) passes the snapshots' expiry.
+    while (Date.now() <= Math.max(...expiring.map((s) => s.expiresAt!)));
+    t += 60_000;
+    const runs = await db.scheduler.runDue();
+    expect(runs.map((r) => r.outcome)).toEqual(['ok']);
+    for (const [i, view] of [db.agents, db.agents.namespace('team-a')].entries()) {
+      expect(view.snapshots('a', 0).map((s) => s.description)).toEqual(['kept']);
+      const purged = (await view.transitions('a')).filter((x) => x.kind === 'snapshot_purged');
+      expect(purged.map((x) => x.snapshotId)).toEqual([expiring[i]!.snapshotId]);
+    }
+    t += 60_000;
+    await db.scheduler.runDue();
+    expect([...db.events.read({ type: 'athanor.agent.snapshot_purged' })].length).toBe(2);
+  });
+
   it('kill -9 during a burst of saves: state and history agree after reopen', async () => {
     const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'agents-child.mjs');
     const dir = sb.dir();

@@ -12,7 +12,7 @@ import type { Processor } from '../processing/processor.js';
 import type { MetadataFilter } from '../vectors/types.js';
 import { checkFilter, matchesFilter } from './filter.js';
 import { readRecord, type Memory } from './host.js';
-import { checkId, checkJson, checkNamespace, decodeCursor, encodeCursor, kindPrefix, recordKey } from './keys.js';
+import { AGENTS_PREFIX, checkId, checkJson, checkNamespace, decodeCursor, encodeCursor, kindPrefix, recordKey } from './keys.js';
 import { EV } from './schema.js';
 
 /** An agent as stored. */
@@ -448,36 +448,84 @@ export class Agents {
 
   /**
    * Deletes every expired snapshot of this namespace from state, each logged as
-   * `athanor.agent.snapshot_purged`. Expired snapshots are already invisible; this frees
-   * their space. Run it from the scheduler (see the README) or call it when convenient.
-   * Resolves to the number purged.
+   * `athanor.agent.snapshot_purged`. Expired snapshots are already invisible (lists skip
+   * them, `restoreSnapshot` refuses them); this frees their space. The scheduler does it
+   * in the background with {@link scheduleSnapshotPurge}. Resolves to the number purged.
    */
   async purgeExpiredSnapshots(now = Date.now()): Promise<number> {
-    const prefix = kindPrefix('snap', this.namespaceName);
-    const expired: AgentSnapshot[] = [];
-    let after: string | undefined;
+    let purged = 0;
     for (;;) {
-      const page = this.#mem.host.list({ prefix, ...(after !== undefined ? { after } : {}), limit: 1000 });
-      for (const { key, value } of page) {
-        after = key;
-        const s = JSON.parse(value.asJsonText()) as AgentSnapshot;
-        if (s.expiresAt !== null && s.expiresAt <= now) expired.push(s);
-      }
-      if (page.length < 1000) break;
+      const batch = expiredSnapshots(this.#mem, kindPrefix('snap', this.namespaceName), now, PURGE_BATCH);
+      if (batch.length === 0) return purged;
+      await this.#mem.host.transaction().execute((tx) => purgeSnapshotsIn(tx, batch));
+      purged += batch.length;
+      if (batch.length < PURGE_BATCH) return purged;
     }
-    for (let i = 0; i < expired.length; i += 500) {
-      const chunk = expired.slice(i, i + 500);
-      await this.#mem.host.transaction().execute((tx) => {
-        for (const s of chunk) {
-          const k = recordKey('snap', this.namespaceName, s.agentId, s.snapshotId);
-          if (!tx.exists(k)) continue;
-          tx.delete(k);
-          tx.delete(recordKey('snapid', this.namespaceName, s.snapshotId));
-          const p: AgentEventPayload = { ns: this.namespaceName, id: s.agentId, before: null, after: null, reason: 'expired', actor: null, snapshotId: s.snapshotId };
-          tx.log(EV.snapshotExpired, p);
-        }
-      });
+  }
+
+  /**
+   * Registers a task on the scheduler (`db.scheduler`, started by you) that purges the
+   * expired snapshots of every namespace every `everyMs` (default 10 minutes), at most
+   * 1,000 per run: each run's deletes and `snapshot_purged` events commit with the
+   * scheduler's record of the run, so each is done exactly once across processes.
+   */
+  async scheduleSnapshotPurge(scheduler: PurgeScheduler, options: { everyMs?: number } = {}): Promise<void> {
+    const everyMs = options.everyMs ?? 600_000;
+    if (!Number.isSafeInteger(everyMs) || everyMs < 1000) throw new InvalidArgumentError('everyMs must be an integer of at least 1000 (milliseconds)');
+    await scheduler.register<ExpiredSnapshot[]>(SNAPSHOT_PURGE_TASK, {
+      every: everyMs,
+      missed: 'runOnce',
+      prepare: () => expiredSnapshots(this.#mem, `${AGENTS_PREFIX}snap/`, Date.now(), PURGE_BATCH),
+      run: (tx, _run, batch) => purgeSnapshotsIn(tx, batch),
+    });
+  }
+}
+
+/** The scheduler task that purges expired snapshots. */
+export const SNAPSHOT_PURGE_TASK = 'athanor.agents.snapshot-purge';
+
+/** What {@link Agents.scheduleSnapshotPurge} needs of `db.scheduler`. */
+export interface PurgeScheduler {
+  /** Registers a task (see `Scheduler.register`). */
+  register<P>(name: string, options: { every: number; missed: 'runOnce'; prepare: () => P; run: (tx: Tx, run: unknown, prepared: P) => void }): Promise<unknown>;
+}
+
+const PURGE_BATCH = 1000;
+
+/** An expired snapshot found by a scan: where it is, and which it is. */
+interface ExpiredSnapshot {
+  ns: string;
+  agentId: string;
+  snapshotId: string;
+}
+
+/** Expired snapshots under `prefix` (one namespace's, or all), at most `limit`. */
+function expiredSnapshots(mem: Memory, prefix: string, now: number, limit: number): ExpiredSnapshot[] {
+  const out: ExpiredSnapshot[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = mem.host.list({ prefix, ...(after !== undefined ? { after } : {}), limit: 1000 });
+    for (const { key, value } of page) {
+      after = key;
+      const s = JSON.parse(value.asJsonText()) as AgentSnapshot;
+      if (s.expiresAt === null || s.expiresAt > now) continue;
+      // The namespace is the escaped component after `snap/`.
+      const ns = decodeURIComponent(key.slice(`${AGENTS_PREFIX}snap/`.length).split('/')[0]!);
+      out.push({ ns, agentId: s.agentId, snapshotId: s.snapshotId });
+      if (out.length === limit) return out;
     }
-    return expired.length;
+    if (page.length < 1000) return out;
+  }
+}
+
+/** Deletes the snapshots still there, each with its `snapshot_purged` event, in `tx`. */
+function purgeSnapshotsIn(tx: Tx, batch: readonly ExpiredSnapshot[]): void {
+  for (const s of batch) {
+    const k = recordKey('snap', s.ns, s.agentId, s.snapshotId);
+    if (!tx.exists(k)) continue;
+    tx.delete(k);
+    tx.delete(recordKey('snapid', s.ns, s.snapshotId));
+    const p: AgentEventPayload = { ns: s.ns, id: s.agentId, before: null, after: null, reason: 'expired', actor: null, snapshotId: s.snapshotId };
+    tx.log(EV.snapshotExpired, p);
   }
 }
