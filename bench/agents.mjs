@@ -12,8 +12,10 @@
 // synchronous, so its saves run one after another; ours run 64 in flight (group commit).
 // fulltext_search: the same texts in athanor's log (indexed by db.search.fullText, untimed) and in
 // a better-sqlite3 FTS5 table (same tokenizer), queried with the same queries (single words, two
-// words, prefixes, phrases), top 10 by BM25 with a snippet; one query at a time, awaited. The
-// index is built once per side, untimed; each round runs every query once. p95 in ms in the line.
+// words, 3-character prefixes, phrases), top 10 by BM25 with a snippet; one query at a time,
+// awaited. Both FTS5 tables have the same configuration (unicode61, prefix indexes of 2 and 3
+// characters: athanor's). The index is built once per side, untimed; each round runs every
+// query once. p95 in ms in the line.
 import { join } from 'node:path';
 import { Athanor } from '../dist/index.js';
 import { QUICK, emit, fmt, freshDir, interleave, log, median, prng, removeDir, timed } from './_lib.mjs';
@@ -128,7 +130,7 @@ function corpus(n) {
     const a = t[Math.floor(qr() * 6)];
     const b = t[6 + Math.floor(qr() * 5)];
     const kind = i % 4;
-    queries.push(kind === 0 ? a : kind === 1 ? `${a} ${b}` : kind === 2 ? `${a.slice(0, 4)}*` : `"${t[3]} ${t[4]}"`);
+    queries.push(kind === 0 ? a : kind === 1 ? `${a} ${b}` : kind === 2 ? `${a.slice(0, 3)}*` : `"${t[3]} ${t[4]}"`);
   }
   return { texts, queries };
 }
@@ -157,7 +159,7 @@ async function fulltextSearch() {
     await fts.catchUp();
     log(`  fulltext: ours wrote ${fmt(texts.length)} events and indexed them in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     t0 = performance.now();
-    peer.exec("CREATE VIRTUAL TABLE notes USING fts5(body, tokenize = 'unicode61 remove_diacritics 2')");
+    peer.exec("CREATE VIRTUAL TABLE notes USING fts5(body, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')");
     const ins = peer.prepare('INSERT INTO notes (rowid, body) VALUES (?, ?)');
     for (let start = 0; start < texts.length; start += 5_000) {
       peer.transaction(() => {

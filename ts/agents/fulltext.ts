@@ -106,6 +106,8 @@ export class FullTextShared {
   #config = '';
   #processor: Processor | undefined;
   #catching: Promise<unknown> = Promise.resolve();
+  /** Whether the stored rules were compared with this handle's (once per handle). */
+  #checked = false;
 
   constructor(mem: Memory) {
     this.#mem = mem;
@@ -136,11 +138,14 @@ export class FullTextShared {
   async ready(): Promise<void> {
     const p = this.processor;
     const run = this.#catching.then(async () => {
-      const sql = this.#mem.host.sql;
-      const stored = sql.get<{ spec: string }>('SELECT spec FROM athanor_fulltext_spec WHERE id = 1')?.spec;
-      if (stored !== this.#config) {
-        await p.rebuild();
-        sql.run('INSERT OR REPLACE INTO athanor_fulltext_spec (id, spec) VALUES (1, ?)', [this.#config]);
+      if (!this.#checked) {
+        const sql = this.#mem.host.sql;
+        const stored = sql.get<{ spec: string }>('SELECT spec FROM athanor_fulltext_spec WHERE id = 1')?.spec;
+        if (stored !== this.#config) {
+          await p.rebuild();
+          sql.run('INSERT OR REPLACE INTO athanor_fulltext_spec (id, spec) VALUES (1, ?)', [this.#config]);
+        }
+        this.#checked = true;
       }
       await p.catchUp();
     });

@@ -105,7 +105,7 @@ export const FULLTEXT_PROJECTION = 'athanor.fulltext';
 /** The full-text tables: the FTS5 index (rowid = event id) and the newest row of each document. @internal */
 export const FULLTEXT_SCHEMA = `
 CREATE VIRTUAL TABLE IF NOT EXISTS athanor_fts USING fts5(
-  body, ns UNINDEXED, type UNINDEXED, session_id UNINDEXED, doc_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2');
+  body, ns UNINDEXED, type UNINDEXED, session_id UNINDEXED, doc_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3');
 CREATE TABLE IF NOT EXISTS athanor_fts_docs (ns TEXT NOT NULL, doc_id TEXT NOT NULL, event_id INTEGER NOT NULL, PRIMARY KEY (ns, doc_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS athanor_fulltext_spec (id INTEGER PRIMARY KEY CHECK (id = 1), spec TEXT NOT NULL);
 `;
