@@ -352,6 +352,7 @@ export class Athanor {
       },
       projection: (spec) => this.projection(spec),
       event: (id) => this.events.get(id),
+      head: () => this.events.lastId,
       assertOpen: () => this.#core.assertOpen(),
     });
     this.agents = new Agents(memory);

@@ -108,6 +108,8 @@ export class FullTextShared {
   #catching: Promise<unknown> = Promise.resolve();
   /** Whether the stored rules were compared with this handle's (once per handle). */
   #checked = false;
+  /** The log's head when the last catch-up began: the index holds at least that much. */
+  #caughtUpTo = -1n;
 
   constructor(mem: Memory) {
     this.#mem = mem;
@@ -134,10 +136,19 @@ export class FullTextShared {
     return this.#processor;
   }
 
+  /**
+   * Whether the index already holds every event of the log, so a search need not wait
+   * (the common case: no commit since the last search). Cheap: one read of the log's head.
+   */
+  current(): boolean {
+    return this.#checked && this.#processor !== undefined && this.#mem.host.head() <= this.#caughtUpTo;
+  }
+
   /** Catches the index up; a changed configuration rebuilds it from the log first. */
   async ready(): Promise<void> {
     const p = this.processor;
     const run = this.#catching.then(async () => {
+      const head = this.#mem.host.head();
       if (!this.#checked) {
         const sql = this.#mem.host.sql;
         const stored = sql.get<{ spec: string }>('SELECT spec FROM athanor_fulltext_spec WHERE id = 1')?.spec;
@@ -148,6 +159,7 @@ export class FullTextShared {
         this.#checked = true;
       }
       await p.catchUp();
+      if (head > this.#caughtUpTo) this.#caughtUpTo = head;
     });
     this.#catching = run.catch(() => undefined);
     await run;
@@ -246,7 +258,7 @@ export class FullTextIndex {
     if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new InvalidArgumentError('limit must be an integer from 1 to 10000');
     if (!Array.isArray(highlight) || highlight.length !== 2 || highlight.some((h) => typeof h !== 'string')) throw new InvalidArgumentError("highlight must be two strings, e.g. ['<mark>', '</mark>']");
     if (!Number.isInteger(snippetTokens) || snippetTokens < 1 || snippetTokens > 64) throw new InvalidArgumentError('snippetTokens must be an integer from 1 to 64');
-    await this.#shared.ready();
+    if (!this.#shared.current()) await this.#shared.ready();
     const where = ['athanor_fts MATCH ?', 'ns = ?'];
     const params: Array<string | number> = [highlight[0], highlight[1], snippetTokens, query, this.namespaceName];
     if (types !== undefined) {

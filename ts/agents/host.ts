@@ -20,6 +20,8 @@ export interface MemoryHost {
   readonly sql: Sql;
   projection(spec: DeclarativeSpec): Processor;
   event(id: bigint): StoredEvent | undefined;
+  /** The newest event id in the log. */
+  head(): bigint;
   assertOpen(): void;
 }
 

@@ -147,5 +147,6 @@ export function fullTextSpec(rules: ReadonlyMap<string, CompiledTextRule>): Decl
     }
     on[type] = actions;
   }
-  return { name: FULLTEXT_PROJECTION, on, reset: FULLTEXT_RESET, allowPendingMigrations: true, batchSize: 5000 };
+  // A user event the rules cannot index (a document rule's id missing) is set aside, not a stop of search.
+  return { name: FULLTEXT_PROJECTION, on, reset: FULLTEXT_RESET, allowPendingMigrations: true, batchSize: 5000, onError: 'deadLetter' };
 }
