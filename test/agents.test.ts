@@ -344,6 +344,10 @@ describe('full-text search', () => {
     expect((await fts.search('bread')).map((h) => h.docId).sort()).toEqual(['d1', 'd3']);
     await db.transaction().execute((tx) => tx.log('doc.removed', { docId: 'd3' }));
     expect((await fts.search('bread')).map((h) => h.docId)).toEqual(['d1']);
+    // An event its rules cannot index (a document without its id) is dead-lettered; search goes on.
+    await db.transaction().execute((tx) => tx.log('doc.written', { title: 'no id', body: 'bread' }));
+    expect((await fts.search('bread')).map((h) => h.docId)).toEqual(['d1']);
+    expect(fts.processor.deadLetters.count()).toBe(1);
   });
 
   it('turns query syntax errors into ERR_INVALID_ARGUMENT that says how to fix the query', async () => {
