@@ -93,6 +93,6 @@ export {
 } from './ops/scheduler.js';
 export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './ops/backup.js';
 export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './ops/metrics.js';
-export { Agents, type Agent, type AgentInput, type AgentListOptions, type AgentPage, type AgentSide, type AgentSnapshot, type ChangeOptions, type Transition } from './agents/agents.js';
-export { Sessions, Tasks, type Session, type SessionEvent, type Task, type TaskChange } from './agents/sessions.js';
-export { Search, FullTextIndex, anyWords, type FullTextSpec, type TextRule, type TextSearchOptions, type TextHit, type HybridSearchOptions, type HybridHit } from './agents/fulltext.js';
+export { Agents, type Agent, type AgentInput, type AgentListOptions, type AgentPage, type AgentSide, type AgentSnapshot, type ChangeOptions, type Transition, type PurgeScheduler } from './agents/agents.js';
+export { Sessions, Tasks, type Session, type SessionEvent, type Task, type TaskChange, type TaskSide } from './agents/sessions.js';
+export { Search, FullTextIndex, anyWords, type FullTextSpec, type TextRule, type TextSearchOptions, type TextHit, type HybridSearchOptions, type HybridHit, type HybridWeights, type SourceRank } from './agents/fulltext.js';

@@ -66,6 +66,22 @@ export interface TextHit {
   snippet: string;
 }
 
+/** The weights of hybrid search's two rankings (0 turns one off). */
+export interface HybridWeights {
+  /** Weight of the BM25 ranking (default 1). */
+  text?: number;
+  /** Weight of the vector ranking (default 1). */
+  vector?: number;
+}
+
+/** Where one source of a hybrid search ranked a document. */
+export interface SourceRank {
+  /** 1-based rank in that source's ranking (after the filter). */
+  rank: number;
+  /** That source's score: BM25 (higher is better) or the vector similarity. */
+  score: number;
+}
+
 /** Options of {@link FullTextIndex.searchHybrid}. */
 export interface HybridSearchOptions {
   /** The text collection whose documents the index's `id` rule names (the same ids). */
@@ -75,7 +91,7 @@ export interface HybridSearchOptions {
   /** Metadata filter, applied to both rankings (on the collection's metadata). */
   filter?: MetadataFilter;
   /** Weights of the two rankings in the fusion (default 1 each). */
-  weights?: { text?: number; vector?: number };
+  weights?: HybridWeights;
   /** Candidates taken from each ranking before fusing (default max(50, 4k)). */
   candidates?: number;
   /** The full-text query in FTS5 syntax (default: any of the query's words). */
@@ -89,9 +105,9 @@ export interface HybridHit {
   /** Reciprocal rank fusion score: sum of weight / (60 + rank). */
   score: number;
   /** Its full-text rank (1-based) and BM25 score, or null when full-text did not find it. */
-  text: { rank: number; score: number } | null;
+  text: SourceRank | null;
   /** Its vector rank (1-based) and similarity, or null when vector search did not find it. */
-  vector: { rank: number; score: number } | null;
+  vector: SourceRank | null;
   /** The document's metadata in the collection. */
   metadata: Json | undefined;
 }
@@ -308,7 +324,7 @@ export class FullTextIndex {
     if (!Number.isFinite(wText) || !Number.isFinite(wVec) || wText < 0 || wVec < 0) throw new InvalidArgumentError('weights must be non-negative finite numbers');
     const ftsQuery = textQuery ?? anyWords(query);
     await this.#shared.ready();
-    const textRank = new Map<string, { rank: number; score: number }>();
+    const textRank = new Map<string, SourceRank>();
     if (ftsQuery.length > 0 && wText > 0) {
       const rows = this.#run<{ doc_id: string; score: number }>(
         'SELECT doc_id, -bm25(athanor_fts) AS score FROM athanor_fts WHERE athanor_fts MATCH ? AND ns = ? AND doc_id IS NOT NULL ORDER BY rank LIMIT ?',

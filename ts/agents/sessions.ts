@@ -184,6 +184,14 @@ export interface Task {
   updatedAt: number;
 }
 
+/** The part of a task a change records. */
+export interface TaskSide {
+  /** Status. */
+  status: string;
+  /** Assignee, or null. */
+  assignedTo: string | null;
+}
+
 /** One change of a task, from the log. */
 export interface TaskChange {
   /** The event. */
@@ -193,9 +201,9 @@ export interface TaskChange {
   /** Commit time. */
   at: number;
   /** Status and assignee before (null at creation). */
-  before: { status: string; assignedTo: string | null } | null;
+  before: TaskSide | null;
   /** Status and assignee after. */
-  after: { status: string; assignedTo: string | null };
+  after: TaskSide;
   /** The reason given. */
   reason: string | null;
   /** The actor given. */
