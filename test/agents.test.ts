@@ -458,6 +458,8 @@ describe('hybrid search', () => {
     const textOnly = await fts.searchHybrid('password', { collection: col, k: 6, weights: { vector: 0 } });
     expect(textOnly.every((h) => h.vector === null && h.text !== null)).toBe(true);
     expect(textOnly.map((h) => h.id).sort()).toEqual(['pw', 'pw2']);
+    // A namespace that indexed none of these documents finds none of them, by either source.
+    expect(await db.search.namespace('elsewhere').fullText().searchHybrid('forgot password zq7x', { collection: col, k: 6 })).toEqual([]);
   }, 60_000);
 });
 
