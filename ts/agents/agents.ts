@@ -183,7 +183,10 @@ export class Agents {
     return this.#mem.processor;
   }
 
-  /** A view of another namespace: it cannot read, list or change anything of this one. */
+  /**
+   * A view of the namespace `name` (namespaces do not nest: called on a view, it gives
+   * the sibling namespace). It cannot read, list or change anything of another namespace.
+   */
   namespace(name: string): Agents {
     return new Agents(this.#mem, checkNamespace(name));
   }
@@ -413,7 +416,7 @@ export class Agents {
     ).value;
   }
 
-  /** The agent's snapshots that have not expired, oldest first. */
+  /** The agent's snapshots that have not expired at `now` (default: the current time), oldest first. */
   snapshots(id: string, now = Date.now()): AgentSnapshot[] {
     checkId(id, 'agent id');
     return this.#snapshotKeys(id)
@@ -450,7 +453,8 @@ export class Agents {
    * Deletes every expired snapshot of this namespace from state, each logged as
    * `athanor.agent.snapshot_purged`. Expired snapshots are already invisible (lists skip
    * them, `restoreSnapshot` refuses them); this frees their space. The scheduler does it
-   * in the background with {@link scheduleSnapshotPurge}. Resolves to the number purged.
+   * in the background with {@link scheduleSnapshotPurge}. `now` is the time expiry is
+   * judged at (default: the current time). Resolves to the number purged.
    */
   async purgeExpiredSnapshots(now = Date.now()): Promise<number> {
     let purged = 0;
