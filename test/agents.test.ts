@@ -374,6 +374,16 @@ describe('full-text search', () => {
     await db.sessions.append('chat', { actorType: 'user', content: 'my lmdb question' });
     const bySession = await fts.search('lmdb', { sessionId: 'chat' });
     expect(bySession.map((h) => [h.type, h.sessionId])).toEqual([['athanor.session.event', s.id]]);
+    // Session ids whose tokens overlap, or that have none, still select exactly their session.
+    for (const id of ['a-b', 'x-a-b', 'a b', '---', '"q"']) {
+      await db.sessions.start('agent', {}, { id });
+      await db.sessions.append(id, { actorType: 'user', content: `lmdb in ${id}` });
+    }
+    for (const id of ['a-b', 'x-a-b', 'a b', '---', '"q"']) {
+      expect((await fts.search('lmdb', { sessionId: id })).map((h) => h.sessionId)).toEqual([id]);
+    }
+    // A query word that is also a session id's token does not match the id.
+    expect((await fts.search('chat')).map((h) => h.sessionId)).toEqual([]);
     // A document's newer event replaces its text; a delete rule removes it.
     await db.transaction().execute((tx) => tx.log('doc.written', { docId: 'd1', title: 'Rewritten', body: 'now about sourdough bread' }));
     expect((await fts.search('lmdb', { types: ['doc.written'] })).map((h) => h.docId)).toEqual(['d2']);

@@ -215,6 +215,18 @@ export function anyWords(text: string): string {
   return [...new Set(words.map((w) => w.toLowerCase()))].map((w) => `"${w}"`).join(' OR ');
 }
 
+/**
+ * The user's query confined to the text column, and with a session the session's tokens
+ * as a phrase in `session_id`: FTS5 then ranks only that session's matches. The phrase is
+ * a superset (another id with the same tokens in sequence matches it); the exact
+ * `session_id = ?` condition of the statement decides.
+ */
+function confine(query: string, sessionId: string | undefined): string {
+  const body = `body : (${query})`;
+  if (sessionId === undefined || !/[\p{L}\p{N}]/u.test(sessionId)) return body;
+  return `${body} AND session_id : "${sessionId.replaceAll('"', '""')}"`;
+}
+
 function fixHint(query: string, e: unknown): InvalidArgumentError {
   const raw = e instanceof Error ? e.message : String(e);
   return new InvalidArgumentError(
@@ -276,7 +288,7 @@ export class FullTextIndex {
     if (!Number.isInteger(snippetTokens) || snippetTokens < 1 || snippetTokens > 64) throw new InvalidArgumentError('snippetTokens must be an integer from 1 to 64');
     if (!this.#shared.current()) await this.#shared.ready();
     const where = ['athanor_fts MATCH ?', 'ns = ?'];
-    const params: Array<string | number> = [highlight[0], highlight[1], snippetTokens, query, this.namespaceName];
+    const params: Array<string | number> = [highlight[0], highlight[1], snippetTokens, confine(query, sessionId), this.namespaceName];
     if (types !== undefined) {
       if (types.length === 0) return [];
       where.push(`type IN (${types.map(() => '?').join(', ')})`);
@@ -288,7 +300,7 @@ export class FullTextIndex {
     }
     params.push(limit);
     const rows = this.#run<HitRow>(
-      `SELECT rowid AS event_id, type, session_id, doc_id, -bm25(athanor_fts) AS score, snippet(athanor_fts, 0, ?, ?, '…', ?) AS snippet FROM athanor_fts WHERE ${where.join(' AND ')} ORDER BY rank LIMIT ?`,
+      `SELECT rowid AS event_id, type, session_id, doc_id, -bm25(athanor_fts, 1.0, 0.0, 0.0, 0.0, 0.0) AS score, snippet(athanor_fts, 0, ?, ?, '…', ?) AS snippet FROM athanor_fts WHERE ${where.join(' AND ')} ORDER BY rank LIMIT ?`,
       params,
       query,
     );
@@ -327,8 +339,8 @@ export class FullTextIndex {
     const textRank = new Map<string, SourceRank>();
     if (ftsQuery.length > 0 && wText > 0) {
       const rows = this.#run<{ doc_id: string; score: number }>(
-        'SELECT doc_id, -bm25(athanor_fts) AS score FROM athanor_fts WHERE athanor_fts MATCH ? AND ns = ? AND doc_id IS NOT NULL ORDER BY rank LIMIT ?',
-        [ftsQuery, this.namespaceName, candidates],
+        'SELECT doc_id, -bm25(athanor_fts, 1.0, 0.0, 0.0, 0.0, 0.0) AS score FROM athanor_fts WHERE athanor_fts MATCH ? AND ns = ? AND doc_id IS NOT NULL ORDER BY rank LIMIT ?',
+        [confine(ftsQuery, undefined), this.namespaceName, candidates],
         ftsQuery,
       );
       for (const r of rows) {

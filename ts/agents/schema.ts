@@ -102,10 +102,17 @@ export function memorySpec(): DeclarativeSpec {
 /** The name of the processor keeping the full-text index. @internal */
 export const FULLTEXT_PROJECTION = 'athanor.fulltext';
 
-/** The full-text tables: the FTS5 index (rowid = event id) and the newest row of each document. @internal */
+/**
+ * The full-text tables: the FTS5 index (rowid = event id) and the newest row of each
+ * document. The session id is indexed too, so that a search in one session narrows its
+ * candidates inside FTS5 instead of ranking every match of the log; queries are confined
+ * to `body` and ranked by BM25 on `body` alone (the table's `rank` setting).
+ * @internal
+ */
 export const FULLTEXT_SCHEMA = `
 CREATE VIRTUAL TABLE IF NOT EXISTS athanor_fts USING fts5(
-  body, ns UNINDEXED, type UNINDEXED, session_id UNINDEXED, doc_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3');
+  body, ns UNINDEXED, type UNINDEXED, session_id, doc_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3');
+INSERT INTO athanor_fts (athanor_fts, rank) VALUES ('rank', 'bm25(1.0, 0.0, 0.0, 0.0, 0.0)');
 CREATE TABLE IF NOT EXISTS athanor_fts_docs (ns TEXT NOT NULL, doc_id TEXT NOT NULL, event_id INTEGER NOT NULL, PRIMARY KEY (ns, doc_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS athanor_fulltext_spec (id INTEGER PRIMARY KEY CHECK (id = 1), spec TEXT NOT NULL);
 `;
