@@ -194,6 +194,18 @@ describe('agents', () => {
     expect(db.list({ prefix: '\u0000athanor/agents/' })).toEqual([]);
   });
 
+  it('a purge racing a snapshot leaves no snapshot of the purged agent behind', async () => {
+    const db = await sb.open();
+    for (let i = 0; i < 5; i++) {
+      await db.agents.save({ id: 'a' });
+      const [snap] = await Promise.allSettled([db.agents.snapshot('a'), db.agents.purge('a')]);
+      expect(db.agents.get('a', { includeDeleted: true })).toBeUndefined();
+      // Either the snapshot lost the race (the agent was gone) or the purge removed it too.
+      expect(db.list({ prefix: '\u0000athanor/agents/snap' })).toEqual([]);
+      if (snap.status === 'fulfilled') await expectRejects(db.agents.restoreSnapshot(snap.value.snapshotId), NotFoundError, 'ERR_NOT_FOUND');
+    }
+  });
+
   it('the scheduler purges expired snapshots of every namespace in the background, each once', async () => {
     const db = await sb.open();
     let t = Date.UTC(2026, 0, 5, 12);

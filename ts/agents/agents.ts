@@ -296,12 +296,17 @@ export class Agents {
   async purge(id: string, options?: ChangeOptions): Promise<void> {
     checkId(id, 'agent id');
     const o = checkChange(options);
-    const snaps = this.#snapshotKeys(id);
     await this.#mem.host.transaction().execute((tx) => {
       const cur = this.#read(tx, id);
       this.#expect(cur, id, o);
       if (cur === undefined) throw new NotFoundError(`agent ${JSON.stringify(id)} does not exist${this.namespaceName ? ` in namespace ${JSON.stringify(this.namespaceName)}` : ''}`);
+      // Reading the agent's snapshot marker before listing its snapshots (the list reads the
+      // newest state, at least this attempt's snapshot): a snapshot committed after this
+      // read changes the marker, so this attempt conflicts and runs again, and finds it.
+      tx.getOpt(recordKey('snapmark', this.namespaceName, id));
+      const snaps = this.#snapshotKeys(id);
       tx.delete(this.#key(id));
+      tx.delete(recordKey('snapmark', this.namespaceName, id));
       for (const s of snaps) {
         tx.delete(s.key);
         tx.delete(recordKey('snapid', this.namespaceName, s.snapshotId));
@@ -410,6 +415,7 @@ export class Agents {
         const snap: AgentSnapshot = { snapshotId, agentId: id, version: cur.version, description: description ?? null, createdAt: now, expiresAt: ttlMs === undefined ? null : now + ttlMs, agent: cur };
         tx.set(recordKey('snap', this.namespaceName, id, snapshotId), json(snap));
         tx.set(recordKey('snapid', this.namespaceName, snapshotId), json(id));
+        tx.set(recordKey('snapmark', this.namespaceName, id), json(snapshotId));
         this.#log(tx, EV.snapshotTaken, id, cur, cur, { ...(actor !== undefined ? { actor } : {}), ...(description !== undefined ? { reason: description } : {}) }, snapshotId);
         return snap;
       })

@@ -14,7 +14,7 @@ import { RESERVED_PREFIX } from '../state/reserved.js';
 export const AGENTS_PREFIX = `${RESERVED_PREFIX}agents/`;
 
 /** The kinds of record agent memory keeps in state. @internal */
-export type RecordKind = 'agent' | 'snap' | 'snapid' | 'session' | 'task';
+export type RecordKind = 'agent' | 'snap' | 'snapid' | 'snapmark' | 'session' | 'task';
 
 /** Escapes one key component; callers check well-formedness first. @internal */
 export function component(s: string): string {
