@@ -109,7 +109,7 @@ export interface AgentListOptions {
 export interface AgentPage {
   /** The agents, in id order (byte order of the escaped id). */
   agents: Agent[];
-  /** Pass as `cursor` for the next page; absent on the last page. */
+  /** Pass as `cursor` for the next page; absent once the list reached its end (a full page may be followed by an empty one). */
   nextCursor?: string;
 }
 
