@@ -19,6 +19,7 @@ const FLOOR: Record<string, number> = {
   ops: 5,
   eventsourcing: 5,
   replication: 5,
+  agents: 5,
   'db.ts': 6,
   'index.ts': 7,
   'cli.ts': 8,

@@ -36,6 +36,10 @@ import { Replication } from './replication/publisher.js';
 import { ReplicaFollower, checkReplicaOptions, type ReplicaLag, type ReplicaMetrics, type ReplicaOptions } from './replication/follower.js';
 import { PgProjection, type PgProjectionSpec } from './replication/pg-projection.js';
 import { loadNats } from './replication/peers.js';
+import { Memory } from './agents/host.js';
+import { Agents } from './agents/agents.js';
+import { Sessions, Tasks } from './agents/sessions.js';
+import { FullTextShared, Search } from './agents/fulltext.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -329,6 +333,14 @@ export class Athanor {
   readonly vectors: VectorStore;
   /** Idempotency keys: `db.idempotency.get(key)` says what the transaction with that key did. */
   readonly idempotency: Idempotency;
+  /** Agent memory: agent records with history and snapshots (`db.agents.namespace(name)` for another namespace). */
+  readonly agents: Agents;
+  /** Agent sessions and their events. */
+  readonly sessions: Sessions;
+  /** Tasks: assignment, status history, dependencies. */
+  readonly tasks: Tasks;
+  /** Full-text (FTS5) and hybrid search over events. */
+  readonly search: Search;
 
   readonly #proj: Projections;
 
@@ -343,6 +355,23 @@ export class Athanor {
     this.#proj = new Projections(this.#core, dir);
     this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
     this.idempotency = new Idempotency(this.#core);
+    const proj = this.#proj;
+    const memory = new Memory({
+      transaction: () => this.transaction()[INTERNAL](),
+      getOpt: (k) => this.getOpt(k),
+      list: (o) => this.list(o),
+      get sql() {
+        return proj.sql;
+      },
+      projection: (spec) => this.projection(spec),
+      event: (id) => this.events.get(id),
+      head: () => this.events.lastId,
+      assertOpen: () => this.#core.assertOpen(),
+    });
+    this.agents = new Agents(memory);
+    this.sessions = new Sessions(memory);
+    this.tasks = new Tasks(memory);
+    this.search = new Search(memory, new FullTextShared(memory));
   }
 
   /**

@@ -34,7 +34,8 @@ export type ErrorCode =
   | 'ERR_STALE_LEASE'
   | 'ERR_COMPACTED'
   | 'ERR_READ_ONLY'
-  | 'ERR_MISSING_PACKAGE';
+  | 'ERR_MISSING_PACKAGE'
+  | 'ERR_WRONG_EXPECTED_VERSION';
 
 /** Base class of every error athanor throws. */
 export class AthanorError extends Error {
@@ -264,6 +265,13 @@ export class MissingPackageError extends AthanorError {
   }
 }
 
+/** A write named the version it expected to replace (`expectedVersion`) and the stored version differs: nothing was written; read again and retry. */
+export class WrongExpectedVersionError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_WRONG_EXPECTED_VERSION', message, options);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -319,6 +327,8 @@ export function errorFor(code: string, message: string): AthanorError {
       return new ReadOnlyError(message);
     case 'ERR_MISSING_PACKAGE':
       return new MissingPackageError(message);
+    case 'ERR_WRONG_EXPECTED_VERSION':
+      return new WrongExpectedVersionError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

@@ -61,6 +61,8 @@ pub enum Code {
     Compacted,
     /// A write on a read replica: replicas change only by applying their primary's commits.
     ReadOnly,
+    /// A write named the version it expected to replace, and the stored version differs.
+    WrongExpectedVersion,
 }
 
 impl Code {
@@ -93,6 +95,7 @@ impl Code {
             Code::StaleLease => "ERR_STALE_LEASE",
             Code::Compacted => "ERR_COMPACTED",
             Code::ReadOnly => "ERR_READ_ONLY",
+            Code::WrongExpectedVersion => "ERR_WRONG_EXPECTED_VERSION",
         }
     }
 }
