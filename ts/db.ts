@@ -5,6 +5,7 @@ import { decodeValue, type Json, type Value } from './state/codec.js';
 import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, errorFor, fromNative } from './errors.js';
 import { Core } from './state/core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './state/events.js';
+import { Streams, handleStreams } from './state/streams.js';
 import type { NativeSnapshot } from './internal/native.js';
 import { TransactionBuilder } from './state/transaction.js';
 import { Projections, type QueryOptions } from './processing/projections.js';
@@ -228,6 +229,8 @@ export class Snapshot {
   /** Id of the newest event visible in this snapshot (0n if none). */
   readonly lastEventId: bigint;
   readonly #src: EventSource;
+  /** Entity streams as of this snapshot. */
+  readonly streams: Streams;
 
   /** @internal */
   constructor(core: Core, snap: NativeSnapshot, onClose: (s: Snapshot) => void) {
@@ -241,6 +244,11 @@ export class Snapshot {
       readEvents: (f, t, ty, l, r) => this.#live().readEvents(f, t, ty, l, r),
       heads: () => this.#live().heads(),
     };
+    this.streams = new Streams({
+      readStream: (st, f, l, r) => this.#live().readStream(st, f, l, r),
+      streamVersion: (st) => this.#live().streamVersion(st),
+      listStreams: (p, a, l) => this.#live().listStreams(p, a, l),
+    });
   }
   readonly #onClose: (s: Snapshot) => void;
 
@@ -314,6 +322,8 @@ export class Athanor {
   readonly durability: Durability;
   /** The event log. */
   readonly events: EventLog;
+  /** Entity streams (`tx.append` writes them): read, version, list. */
+  readonly streams: Streams;
   /** The vector collections. */
   readonly vectors: VectorStore;
   /** Idempotency keys: `db.idempotency.get(key)` says what the transaction with that key did. */
@@ -327,6 +337,7 @@ export class Athanor {
     this.#core = core;
     this.#core.observer = this.#metrics;
     this.events = new EventLog(this.#core);
+    this.streams = new Streams(handleStreams(this.#core));
     this.#proj = new Projections(this.#core, dir);
     this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
     this.idempotency = new Idempotency(this.#core);

@@ -29,7 +29,10 @@ export type ErrorCode =
   | 'ERR_DOWNLOAD'
   | 'ERR_INTEGRITY'
   | 'ERR_NATIVE'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  | 'ERR_WRONG_EXPECTED_VERSION'
+  | 'ERR_BOUNDS'
+  | 'ERR_UPCAST';
 
 /** Base class of every error athanor throws. */
 export class AthanorError extends Error {
@@ -224,6 +227,50 @@ export class NativeLoadError extends AthanorError {
   }
 }
 
+/**
+ * A stream append's `expectedVersion` did not match the stream's version when the
+ * writer applied it; nothing of the transaction was written. Not retried: re-read
+ * the stream and decide again.
+ */
+export class WrongExpectedVersionError extends AthanorError {
+  /** The stream whose version did not match. */
+  readonly streamId: string;
+  /** What the append expected: a version, `'none'` or `'any'`. */
+  readonly expectedVersion: number | 'none' | 'any';
+  /** The stream's version when the writer checked. */
+  readonly actualVersion: number;
+  constructor(message: string, streamId = '', expectedVersion: number | 'none' | 'any' = 'any', actualVersion = 0) {
+    super('ERR_WRONG_EXPECTED_VERSION', message);
+    this.streamId = streamId;
+    this.expectedVersion = expectedVersion;
+    this.actualVersion = actualVersion;
+  }
+}
+
+/** A numeric op (`tx.add/sub/max/min`) would leave its type's range or its bounds, or the key is not numeric; its transaction wrote nothing. */
+export class BoundsError extends AthanorError {
+  constructor(message: string) {
+    super('ERR_BOUNDS', message);
+  }
+}
+
+/** An event's schema version has no upcaster to bring it to the newest version; the message names the type and version. */
+export class UpcastError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_UPCAST', message, options);
+  }
+}
+
+/** The writer's message for a wrong expected version: `stream "<id>" expected version <v|none|any>, found <n>: ...`. */
+const WRONG_VERSION = /^stream ("(?:[^"\\]|\\.)*") expected version (none|any|\d+), found (\d+)/;
+
+function wrongExpectedVersion(message: string): WrongExpectedVersionError {
+  const m = WRONG_VERSION.exec(message);
+  if (!m) return new WrongExpectedVersionError(message);
+  const expected = m[2] === 'none' || m[2] === 'any' ? m[2] : Number(m[2]);
+  return new WrongExpectedVersionError(message, JSON.parse(m[1]!) as string, expected, Number(m[3]));
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -269,6 +316,12 @@ export function errorFor(code: string, message: string): AthanorError {
       return new DownloadError(message);
     case 'ERR_INTEGRITY':
       return new IntegrityError(message);
+    case 'ERR_WRONG_EXPECTED_VERSION':
+      return wrongExpectedVersion(message);
+    case 'ERR_BOUNDS':
+      return new BoundsError(message);
+    case 'ERR_UPCAST':
+      return new UpcastError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

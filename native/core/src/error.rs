@@ -53,6 +53,12 @@ pub enum Code {
     Integrity,
     /// A bug in athanor (a panic caught at the binding boundary); never bad input.
     Internal,
+    /// A stream append's expected version did not match the stream's version at commit.
+    WrongExpectedVersion,
+    /// A numeric op's result left its type's range or its bounds, or the value is not numeric.
+    Bounds,
+    /// An event's schema version has no upcaster registered to bring it up to date.
+    Upcast,
 }
 
 impl Code {
@@ -81,6 +87,9 @@ impl Code {
             Code::Download => "ERR_DOWNLOAD",
             Code::Integrity => "ERR_INTEGRITY",
             Code::Internal => "ERR_INTERNAL",
+            Code::WrongExpectedVersion => "ERR_WRONG_EXPECTED_VERSION",
+            Code::Bounds => "ERR_BOUNDS",
+            Code::Upcast => "ERR_UPCAST",
         }
     }
 }

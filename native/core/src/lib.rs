@@ -39,6 +39,7 @@ pub mod commit;
 pub mod engine;
 pub mod error;
 mod lmdb_check;
+pub mod numeric;
 pub mod projection;
 
 pub mod store;
@@ -51,5 +52,7 @@ pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};
 pub use engine::Engine;
 pub use error::{Code, Error, Result};
-pub use store::{CachedReader, Durability, EventQuery, StateEntry, Store, StoreOptions};
+pub use store::{
+    CachedReader, Durability, EventQuery, StateEntry, Store, StoreOptions, StreamQuery,
+};
 pub use txn::{TxBatch, TxBuilder, VectorOp};

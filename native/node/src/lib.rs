@@ -13,6 +13,7 @@ mod embed;
 mod fast;
 mod guard;
 mod projection;
+mod streams;
 mod vector;
 use fast::{ReadCtx, Scratch};
 use guard::{guard, CoreResult};

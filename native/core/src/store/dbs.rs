@@ -27,6 +27,11 @@ pub(crate) struct Dbs {
     pub vector_collections: Database<Bytes, Bytes>,
     /// Vector documents, keyed by `[collection id u32 BE][document id]`.
     pub vectors: Database<Bytes, Bytes>,
+    /// Stream membership: `[stream id][0x00][version u64 BE]` -> `[event id u64 BE]`
+    /// (created at open when missing: stores of format 1 made before streams have none).
+    pub stream_events: Database<Bytes, Bytes>,
+    /// Each stream's current version: `[stream id]` -> `[version u64 BE]`.
+    pub stream_heads: Database<Bytes, Bytes>,
 }
 
 impl Dbs {
@@ -41,6 +46,8 @@ impl Dbs {
             idem_by_time: env.create_database(wtxn, Some("idempotency_by_time"))?,
             vector_collections: env.create_database(wtxn, Some("vector_collections"))?,
             vectors: env.create_database(wtxn, Some("vectors"))?,
+            stream_events: env.create_database(wtxn, Some("stream_events"))?,
+            stream_heads: env.create_database(wtxn, Some("stream_heads"))?,
         })
     }
 

@@ -26,3 +26,4 @@ pub mod entry;
 pub mod events;
 pub mod hits;
 pub mod state_list;
+pub mod streams;
