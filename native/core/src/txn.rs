@@ -7,7 +7,8 @@
 //! [wire version u8 = 3]
 //! [n_reads u32]  { [key_len u16][key][version_seen u64] }      version 0 = key was absent
 //! [n_writes u32] { [op u8: 1 put, 2 delete][key_len u16][key] (put: [value_len u32][value]) }
-//! [n_events u32] { [kind u8: 1 json, 2 bytes][type_len u16][type][payload_len u32][payload] }
+//! [n_events u32] { [kind u8: 1 json, 2 bytes, 3 versioned json, 4 versioned bytes][type_len u16][type]
+//!                  [payload_len u32][payload] }   versioned: payload = [schema version u32 BE ≥ 1][body]
 //! [n_vector_ops u32] { vector op }
 //! [idempotency_len u16][idempotency key]
 //! [n_appends u32] { [stream_len u16][stream][expect u8: 0 any, 1 no stream, 2 exact][version u64]
@@ -223,7 +224,8 @@ impl TxBatch {
             let event_type = range_of(&mut r, |r| Ok(r.u16()? as usize))?;
             codec::check_event_type(&data[event_type.clone()])?;
             let payload = range_of(&mut r, |r| Ok(r.u32()? as usize))?;
-            if kind == PayloadKind::Json && std::str::from_utf8(&data[payload.clone()]).is_err() {
+            let (base, _, body) = kind.split(&data[payload.clone()])?;
+            if base == PayloadKind::Json && std::str::from_utf8(body).is_err() {
                 return Err(Error::invalid("JSON event payload is not valid UTF-8"));
             }
             events.push(EventOp {

@@ -118,13 +118,17 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<u8>> {
         let mut rows: Vec<(&[u8], u64)> = Vec::new();
-        for item in self.dbs.stream_heads.prefix_iter(txn, prefix)? {
-            if rows.len() >= limit {
-                break;
-            }
+        // LMDB refuses an empty key as a cursor position: no prefix starts at the first stream.
+        let start = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(a),
+            _ if prefix.is_empty() => std::ops::Bound::Unbounded,
+            _ => std::ops::Bound::Included(prefix),
+        };
+        let range = (start, std::ops::Bound::Unbounded);
+        for item in self.dbs.stream_heads.range(txn, &range)? {
             let (k, v) = item?;
-            if after.is_some_and(|a| k <= a) {
-                continue;
+            if rows.len() >= limit || !k.starts_with(prefix) {
+                break;
             }
             rows.push((k, decode_version(v)?));
         }
