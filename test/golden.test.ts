@@ -175,13 +175,15 @@ const expectedHit = (h: HitDescribed) => ({ id: h.id, score: f32(h.score_bits), 
 const hitOf = (id: string, score: number, metadata: unknown) => ({ id, score, metadata });
 
 describe('the transaction batch: the TypeScript transaction encodes what Rust pinned', () => {
-  it('reads, writes, deletes, JSON and bytes events, vector upsert and delete, idempotency key', () => {
-    const g = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'txn-batch-v2.json'), 'utf8')) as {
+  it('reads, writes, deletes, JSON and bytes events, vector upsert and delete, idempotency key, stream appends, numeric ops', () => {
+    const g = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'txn-batch-v3.json'), 'utf8')) as {
       reads: [string, string][];
       writes: ({ key: string; value: string } | { key: string; delete: true })[];
       events: ({ type: string; json: string } | { type: string; bytes: string })[];
       vectors: ({ collection: string; upsert: string; vector_bits: string[]; metadata: string } | { collection: string; delete: string })[];
       idempotency_key: string;
+      appends: { stream: string; expected: string; events: { type: string; json: string }[] }[];
+      numeric: { op: 'add' | 'sub' | 'max' | 'min'; key: string; type?: 'i64' | 'u256'; operand: string; min?: string; max?: string }[];
       hex: string;
     };
     // Only what the transaction asks its handle: the versions of the keys it reads, the collection's definition.
@@ -202,6 +204,17 @@ describe('the transaction batch: the TypeScript transaction encodes what Rust pi
     for (const v of g.vectors) {
       if ('delete' in v) tx.vectors(v.collection).delete(v.delete);
       else tx.vectors(v.collection).upsert(v.upsert, Float32Array.from(v.vector_bits.map(f32)), JSON.parse(v.metadata));
+    }
+    for (const a of g.appends) {
+      const expectedVersion = a.expected === 'none' || a.expected === 'any' ? a.expected : Number(a.expected);
+      tx.append(a.stream, a.events.map((e) => ({ type: e.type, payload: JSON.parse(e.json) as unknown })), { expectedVersion });
+    }
+    for (const n of g.numeric) {
+      tx[n.op](n.key, BigInt(n.operand), {
+        ...(n.type === undefined ? {} : { type: n.type }),
+        ...(n.min === undefined ? {} : { min: BigInt(n.min) }),
+        ...(n.max === undefined ? {} : { max: BigInt(n.max) }),
+      });
     }
     const w = new ByteWriter(4);
     tx.encode(w, g.idempotency_key);

@@ -244,11 +244,12 @@ export class Snapshot {
       readEvents: (f, t, ty, l, r) => this.#live().readEvents(f, t, ty, l, r),
       heads: () => this.#live().heads(),
     };
+    const upcast = (e: StoredEvent[]): StoredEvent[] => core.upcasters.apply(e);
     this.streams = new Streams({
       readStream: (st, f, l, r) => this.#live().readStream(st, f, l, r),
       streamVersion: (st) => this.#live().streamVersion(st),
       listStreams: (p, a, l) => this.#live().listStreams(p, a, l),
-    });
+    }, upcast);
   }
   readonly #onClose: (s: Snapshot) => void;
 
@@ -283,7 +284,7 @@ export class Snapshot {
   /** Events visible in the snapshot. */
   events<P = unknown>(options: ReadOptions = {}): IterableIterator<StoredEvent<P>> {
     this.#live();
-    return readFrom(this.#src, options) as IterableIterator<StoredEvent<P>>;
+    return readFrom(this.#src, options, (e) => this.#core.upcasters.apply(e)) as IterableIterator<StoredEvent<P>>;
   }
 
   /** Releases the snapshot (its read transaction pins old pages until then). Idempotent. */
@@ -337,7 +338,7 @@ export class Athanor {
     this.#core = core;
     this.#core.observer = this.#metrics;
     this.events = new EventLog(this.#core);
-    this.streams = new Streams(handleStreams(this.#core));
+    this.streams = new Streams(handleStreams(this.#core), (e) => core.upcasters.apply(e));
     this.#proj = new Projections(this.#core, dir);
     this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
     this.idempotency = new Idempotency(this.#core);

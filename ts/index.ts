@@ -6,7 +6,8 @@
 export { Athanor, Snapshot, type OpenOptions, type Durability, type VerifyOptions, type VerifyResult } from './db.js';
 export type { VerifyReportOptions, VerifyReport, VerifyViolation, ListOptions, StateEntry } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './state/transaction.js';
-export type { AppendOptions, ExpectedVersion, NumericOptions } from './state/transaction.js';
+export type { AppendOptions, ExpectedVersion, NumericOptions, LogOptions } from './state/transaction.js';
+export type { Upcaster } from './state/upcasters.js';
 export { Streams, type StreamEvent, type StreamReadOptions, type StreamListOptions, type StreamInfo } from './state/streams.js';
 export { EventLog, type StoredEvent, type ReadOptions } from './state/events.js';
 export type { CommitNotice } from './state/core.js';

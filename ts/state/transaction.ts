@@ -19,6 +19,17 @@ export interface EventInput {
   type: string;
   /** A JSON-serialisable value, or bytes (`Uint8Array`). */
   payload: unknown;
+  /** The payload's schema version (default 1); see {@link LogOptions.schemaVersion}. */
+  schemaVersion?: number;
+}
+
+/** Options of {@link Tx.log}. */
+export interface LogOptions {
+  /**
+   * The payload's schema version (an integer from 1, default 1), stored with the
+   * event; readers bring older versions up to date with `db.events.upcaster()`.
+   */
+  schemaVersion?: number;
 }
 
 /** What a stream append expects of the stream's version when the writer applies it. */
@@ -151,7 +162,7 @@ export interface Tx {
    *
    * NaN, Infinity, cycles and functions are refused with `ERR_INVALID_ARGUMENT`.
    */
-  log(type: string, payload: unknown): void;
+  log(type: string, payload: unknown, options?: LogOptions): void;
   /** Appends several events in order. */
   logMany(events: Iterable<EventInput>): void;
   /**
@@ -208,6 +219,13 @@ function toBigInt(v: unknown, what: string): bigint {
   if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v);
   if (typeof v !== 'bigint') throw new InvalidArgumentError(`${what} must be a bigint or a safe integer number, got ${typeof v === 'number' ? v : typeof v}`);
   if (v <= -U256_LIMIT || v >= U256_LIMIT) throw new InvalidArgumentError(`${what} is beyond 256 bits`);
+  return v;
+}
+
+function schemaVersionOf(options: LogOptions): number {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('log() options must be an object');
+  const v = options.schemaVersion ?? 1;
+  if (!Number.isSafeInteger(v) || v < 1 || v > 0xffffffff) throw new InvalidArgumentError(`schemaVersion must be an integer in 1..2^32-1, got ${String(v)}`);
   return v;
 }
 
@@ -297,11 +315,21 @@ export class TxImpl implements Tx {
     else this.set(key, next);
   }
 
-  log(type: string, payload: unknown): void {
+  log(type: string, payload: unknown, options?: LogOptions): void {
     this.#live();
     checkEventType(type, this.#internal);
-    if (payload instanceof Uint8Array) this.#events.push(2, type, new Uint8Array(payload));
-    else this.#events.push(1, type, stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`));
+    const version = options === undefined ? 1 : schemaVersionOf(options);
+    if (version === 1) {
+      if (payload instanceof Uint8Array) this.#events.push(2, type, new Uint8Array(payload));
+      else this.#events.push(1, type, stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`));
+      return;
+    }
+    // Kinds 3 and 4 (txn.rs): the payload led by its schema version, u32 big-endian.
+    const body = payload instanceof Uint8Array ? payload : Buffer.from(stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`), 'utf8');
+    const out = new Uint8Array(4 + body.length);
+    new DataView(out.buffer).setUint32(0, version);
+    out.set(body, 4);
+    this.#events.push(payload instanceof Uint8Array ? 4 : 3, type, out);
   }
 
   logMany(events: Iterable<EventInput>): void {
@@ -310,7 +338,7 @@ export class TxImpl implements Tx {
     }
     for (const e of events) {
       if (e === null || typeof e !== 'object') throw new InvalidArgumentError('logMany() entries must be { type, payload } objects');
-      this.log(e.type, e.payload);
+      this.log(e.type, e.payload, e.schemaVersion === undefined ? undefined : { schemaVersion: e.schemaVersion });
     }
   }
 
@@ -341,7 +369,7 @@ export class TxImpl implements Tx {
     }
     const first = this.#events.length / 3;
     try {
-      for (const e of list) this.log(e.type, e.payload);
+      for (const e of list) this.log(e.type, e.payload, e.schemaVersion === undefined ? undefined : { schemaVersion: e.schemaVersion });
     } catch (err) {
       this.#events.length = first * 3;
       throw err;

@@ -415,6 +415,14 @@ fn stores_of_every_format_open_and_read_back_identically() {
                 for c in e.vectors().list() {
                     e.vectors().verify(e.store(), &c.name).unwrap();
                 }
+                // Stores made before entity streams get their stream databases at open.
+                let b = TxBuilder::new()
+                    .append_json("s", Expected::NoStream, &[("a", "{}")])
+                    .build()
+                    .unwrap();
+                e.commit_blocking(b).unwrap();
+                let txn = e.begin_read().unwrap();
+                assert_eq!(e.store().stream_version(&txn, b"s").unwrap(), 1, "{name} takes stream appends");
             }
             Err(err) => assert!(
                 err.code == Code::Version && version < STORE_FORMAT,
@@ -497,7 +505,7 @@ fn txn_batch_golden() -> Json {
         .idempotency_key("idem-é")
         .append_json(
             "order-é",
-            Expected::Exact(0x0102_0304_0506_0708),
+            Expected::Exact(0x0010_2030_4050_6070),
             &[("placed", "{\"n\":2}"), ("paid", "{}")],
         )
         .append_json("cart", Expected::NoStream, &[("opened", "[]")])
@@ -559,7 +567,7 @@ fn txn_batch_golden() -> Json {
         ],
         "idempotency_key": "idem-é",
         "appends": [
-            { "stream": "order-é", "expected": "72623859790382856", "events": [
+            { "stream": "order-é", "expected": "4538991236898928", "events": [
                 { "type": "placed", "json": "{\"n\":2}" }, { "type": "paid", "json": "{}" } ] },
             { "stream": "cart", "expected": "none", "events": [{ "type": "opened", "json": "[]" }] },
         ],
