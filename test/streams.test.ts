@@ -163,7 +163,7 @@ describe('entity streams', () => {
       for (;;) {
         const v = db.streams.version('shared');
         try {
-          await db.transaction().execute((tx) => tx.append('shared', ev('appended', { by: 'parent', i }), { expectedVersion: v }));
+          await db.transaction().execute((tx) => tx.append('shared', ev('appended', { by: 'parent', i, seen: v }), { expectedVersion: v }));
           break;
         } catch (e) {
           if (!(e instanceof WrongExpectedVersionError)) throw e;
@@ -171,8 +171,10 @@ describe('entity streams', () => {
       }
     }
     await exited;
-    const events = [...db.streams.read<{ by: string; i: number }>('shared')];
+    const events = [...db.streams.read<{ by: string; i: number; seen: number }>('shared')];
     expect(events.map((e) => e.streamVersion)).toEqual(Array.from({ length: 2 * per }, (_, k) => k + 1));
+    // Each append landed right after the version its caller saw: no caller's check was skipped.
+    expect(events.filter((e) => e.payload.seen !== e.streamVersion - 1)).toEqual([]);
     const seen = new Set(events.map((e) => `${e.payload.by}:${e.payload.i}`));
     expect(seen.size).toBe(2 * per);
     // Global ids ascend with versions: the index follows commit order.

@@ -234,14 +234,17 @@ fn check_streams(
     Ok(Ok(bases))
 }
 
+/// A key a transaction's numeric ops change, and its value after them.
+type NumericResult = (Vec<u8>, codec::Value);
+
 /// The final value of each key the numeric ops touch, in the order first touched,
 /// or the transaction's own `ERR_BOUNDS`.
 fn numeric_results(
     store: &Store,
     wtxn: &RwTxn,
     b: &TxBatch,
-) -> std::result::Result<Result<Vec<(Vec<u8>, codec::Value)>>, GroupError> {
-    let mut out: Vec<(Vec<u8>, codec::Value)> = Vec::new();
+) -> std::result::Result<Result<Vec<NumericResult>>, GroupError> {
+    let mut out: Vec<NumericResult> = Vec::new();
     for op in &b.numeric {
         let key = b.bytes(&op.key);
         let slot = out.iter().position(|(k, _)| k == key);
