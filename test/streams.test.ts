@@ -88,6 +88,21 @@ describe('entity streams', () => {
     expect(db.streams.version('s')).toBe(3);
   });
 
+  it('a retried append with an idempotency key is a duplicate, not a wrong version', async () => {
+    const db = await sandbox.open();
+    const append = () => db.transaction().execute((tx) => tx.append('s', ev('a'), { expectedVersion: 0 }), { idempotencyKey: 'once' });
+    expect((await append()).outcome).toBe('applied');
+    expect((await append()).outcome).toBe('duplicate');
+    expect(db.streams.version('s')).toBe(1);
+    // Without the key, the same append with the same expectation is refused.
+    const e = (await expectRejects(
+      db.transaction().execute((tx) => tx.append('s', ev('a'), { expectedVersion: 0 })),
+      WrongExpectedVersionError,
+      'ERR_WRONG_EXPECTED_VERSION',
+    )) as WrongExpectedVersionError;
+    expect(e.actualVersion).toBe(1);
+  });
+
   it('refuses bad stream ids and options with ERR_INVALID_ARGUMENT', async () => {
     const db = await sandbox.open();
     for (const id of ['', 'a\0b', 'x'.repeat(257), '\ud800']) {

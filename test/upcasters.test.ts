@@ -4,7 +4,8 @@
  * step is ERR_UPCAST; declarative projections (payloads read in Rust) are refused.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Athanor, InvalidArgumentError, UpcastError } from '../dist/index.js';
+import { Athanor, Embedder, InvalidArgumentError, UpcastError } from '../dist/index.js';
+import { ensureTestModel } from '../scripts/test-model.mjs';
 import { Sandbox, expectThrows } from './helpers.js';
 
 const sandbox = new Sandbox();
@@ -116,5 +117,28 @@ describe('upcasters', () => {
     const d = db.projection({ name: 'd', on: { named: { sql: 'INSERT INTO t VALUES (?, ?)', params: ['$.name', '$'] } } });
     await d.catchUp();
     expect(db.sql.all('SELECT name, v FROM t')).toEqual([{ name: 'zed', v: '{"name":"zed"}' }]);
+  });
+
+  it('vector projections embed and tag the upcasted payloads', async () => {
+    const embedder = await Embedder.open(await ensureTestModel());
+    try {
+      const db = await sandbox.open();
+      await db.transaction().execute((tx) => {
+        tx.log('note', { id: 'n1', body: 'reset my password' });
+        tx.log('note', { id: 'n2', text: 'my parcel is late', lang: 'en' }, { schemaVersion: 2 });
+      });
+      db.events.upcaster('note', 1, (p) => {
+        const { id, body } = p as { id: string; body: string };
+        return { id, text: body, lang: 'fr' };
+      });
+      const vp = db.vectorProjection({ name: 'v', collection: 'notes', embedder, on: { note: { id: '$.id', text: '$.text', metadata: { lang: '$.lang' } } } });
+      await vp.catchUp();
+      const c = db.vectors.open('notes');
+      expect(c.count()).toBe(2);
+      expect(c.get('n1')!.metadata).toEqual({ lang: 'fr' });
+      expect(c.get('n2')!.metadata).toEqual({ lang: 'en' });
+    } finally {
+      embedder.close();
+    }
   });
 });
