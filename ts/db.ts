@@ -90,7 +90,8 @@ export interface VerifyViolation {
    * its type index entry), `type_index_orphan` (an entry without its event), `state_value`,
    * `idempotency_record`, `idempotency_past_log` (a record naming events past the log),
    * `cursor_past_log` (a processor or vector projection ahead of the log), `dead_letter_missing_event`,
-   * `vector_index` (stored documents and the index disagree).
+   * `vector_index` (stored documents and the index disagree), `stream_index` (a stream's
+   * versions not dense up to its version, or naming an event not in the log).
    */
   kind: string;
   /** What exactly is wrong, and where. */

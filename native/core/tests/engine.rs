@@ -2342,6 +2342,53 @@ fn numeric_ops_and_stream_appends_fail_alone_in_their_group() {
     let payloads: Vec<&[u8]> = evs.iter().map(|e| &e.payload[..]).collect();
     assert_eq!(payloads, vec![&b"1"[..], b"2", b"3", b"8"]);
     drop(txn);
+    assert_eq!(e.store().verify().unwrap(), 7);
     e.unregister_sink(gate);
     e.unregister_sink(collector);
+}
+
+#[test]
+fn verify_finds_a_damaged_stream_index() {
+    use heed::types::Bytes;
+    // (database, key, value) written behind the engine's back; each must fail verify.
+    let damage: [(&str, &[u8], &[u8]); 3] = [
+        // A version past the head.
+        (
+            "stream_events",
+            b"s\0\0\0\0\0\0\0\0\x03",
+            &3u64.to_be_bytes(),
+        ),
+        // A head past the indexed versions.
+        ("stream_heads", b"s", &5u64.to_be_bytes()),
+        // An entry naming an event that was never logged.
+        (
+            "stream_events",
+            b"s\0\0\0\0\0\0\0\0\x02",
+            &99u64.to_be_bytes(),
+        ),
+    ];
+    for (db, k, v) in damage {
+        let dir = TempDir::new().unwrap();
+        {
+            let e = open(dir.path());
+            applied(
+                &e,
+                TxBuilder::new().append_json("s", Expected::NoStream, &[("a", "{}"), ("b", "{}")]),
+            );
+            assert_eq!(e.store().verify().unwrap(), 2);
+        }
+        {
+            let env = raw_env(dir.path());
+            let mut w = env.write_txn().unwrap();
+            let d: heed::Database<Bytes, Bytes> = env.open_database(&w, Some(db)).unwrap().unwrap();
+            d.put(&mut w, k, v).unwrap();
+            w.commit().unwrap();
+        }
+        let e = open(dir.path());
+        let err = e.store().verify().unwrap_err();
+        assert_eq!(err.code, Code::Corrupt, "{db}: {err}");
+        let report = athanor_core::verify::report(&e).unwrap();
+        let kinds: Vec<&str> = report.violations.iter().map(|v| v.kind).collect();
+        assert_eq!(kinds, ["stream_index"], "{db}");
+    }
 }

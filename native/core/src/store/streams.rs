@@ -134,4 +134,46 @@ impl Store {
         }
         Ok(pack_list(&rows))
     }
+
+    /// Checks the stream index: each stream's versions dense from 1 to its head, each
+    /// naming an existing event, in ascending id order, and no entry outside a stream.
+    pub(crate) fn verify_streams(&self, txn: &RoTxn, last_event_id: u64) -> Result<()> {
+        let mut indexed = 0u64;
+        for item in self.dbs.stream_heads.iter(txn)? {
+            let (stream, head) = item?;
+            let head = decode_version(head)?;
+            let name = String::from_utf8_lossy(stream);
+            let mut prefix = stream.to_vec();
+            prefix.push(0);
+            let (mut expect, mut prev_id) = (1u64, 0u64);
+            for entry in self.dbs.stream_events.prefix_iter(txn, &prefix)? {
+                let (k, v) = entry?;
+                let version = k
+                    .get(prefix.len()..)
+                    .filter(|t| t.len() == 8)
+                    .map(|t| u64::from_be_bytes(t.try_into().unwrap()));
+                let id = id_of(v)?;
+                if version != Some(expect) || id <= prev_id || id > last_event_id {
+                    return Err(Error::corrupt(format!(
+                        "stream {name:?}: its index entry {expect} is not version {expect} of a logged event in order; restore from a backup"
+                    )));
+                }
+                (expect, prev_id) = (expect + 1, id);
+            }
+            if expect - 1 != head {
+                return Err(Error::corrupt(format!(
+                    "stream {name:?} is at version {head} but indexes {} events; restore from a backup",
+                    expect - 1
+                )));
+            }
+            indexed += head;
+        }
+        let entries = self.dbs.stream_events.len(txn)?;
+        if entries != indexed {
+            return Err(Error::corrupt(format!(
+                "the stream index holds {entries} entries for {indexed} stream versions; restore from a backup"
+            )));
+        }
+        Ok(())
+    }
 }

@@ -60,6 +60,7 @@ impl Store {
                 ))
             })?;
         }
+        self.verify_streams(&txn, last)?;
         Ok(last)
     }
 }
