@@ -21,6 +21,7 @@ import { beginFrame, endFrame, readFailures } from '../ts/internal/commit-frames
 import { GROUP_HEADER, TOKEN_LEN, readCompletion, readGroupNotice, readGroupSize, readToken } from '../ts/internal/completion.js';
 import { readEntry } from '../ts/internal/entry.js';
 import { decodeEvents } from '../ts/internal/event-pack.js';
+import { readStreamList, readStreamPage } from '../ts/state/streams.js';
 import { parseJson } from '../ts/internal/json.js';
 import { readStateList } from '../ts/internal/state-list.js';
 import { readDocument, readHitBatch, readHits } from '../ts/internal/vector-pack.js';
@@ -381,6 +382,21 @@ describe('wire formats: the TypeScript decoders read the bytes the Rust encoders
     for (const buf of [exact, scratch]) {
       expect(readEntry(buf, exact.length, (b, off, len) => b.toString('hex', off, off + len))).toEqual({ version: BigInt(g.version), value: g.value });
     }
+  });
+});
+
+describe('wire formats: stream reads', () => {
+  it('a stream page and a list of streams', () => {
+    const g = wire<{
+      page: { first_version: string; event: { id: string; commit_seq: string; at_ms: number; type: string; json: string }; hex: string };
+      list: { rows: [string, string][]; hex: string };
+    }>('streams');
+    const e = g.page.event;
+    expect(readStreamPage(hexOf(g.page.hex))).toEqual({
+      firstVersion: Number(g.page.first_version),
+      events: [{ id: BigInt(e.id), commitSeq: BigInt(e.commit_seq), at: e.at_ms, type: e.type, payload: parseJson(e.json) }],
+    });
+    expect(readStreamList(hexOf(g.list.hex))).toEqual(g.list.rows.map(([streamId, v]) => ({ streamId, version: Number(v) })));
   });
 });
 

@@ -88,8 +88,9 @@ export class Streams {
       } catch (e) {
         throw fromNative(e);
       }
-      const first = Number(buf.readBigUInt64LE(0));
-      const page = this.#upcast(decodeEvents(buf.subarray(8)));
+      const read = readStreamPage(buf);
+      const first = read.firstVersion;
+      const page = this.#upcast(read.events);
       for (let i = 0; i < page.length; i++) {
         yield Object.assign(page[i]!, { streamId, streamVersion: reverse ? first - i : first + i });
       }
@@ -123,18 +124,28 @@ export class Streams {
     } catch (e) {
       throw fromNative(e);
     }
-    const count = buf.readUInt32LE(0);
-    const out: StreamInfo[] = [];
-    let o = 4;
-    for (let i = 0; i < count; i++) {
-      const len = buf.readUInt16LE(o);
-      const streamId = buf.toString('utf8', o + 2, o + 2 + len);
-      o += 2 + len;
-      out.push({ streamId, version: Number(buf.readBigUInt64LE(o)) });
-      o += 8;
-    }
-    return out;
+    return readStreamList(buf);
   }
+}
+
+/** Reads a stream page (native/core/src/wire/streams.rs): the version of its first event, then an event pack. @internal */
+export function readStreamPage(buf: Buffer): { firstVersion: number; events: StoredEvent[] } {
+  return { firstVersion: Number(buf.readBigUInt64LE(0)), events: decodeEvents(buf.subarray(8)) };
+}
+
+/** Reads a list of streams and their versions (native/core/src/wire/streams.rs). @internal */
+export function readStreamList(buf: Buffer): StreamInfo[] {
+  const count = buf.readUInt32LE(0);
+  const out: StreamInfo[] = [];
+  let o = 4;
+  for (let i = 0; i < count; i++) {
+    const len = buf.readUInt16LE(o);
+    const streamId = buf.toString('utf8', o + 2, o + 2 + len);
+    o += 2 + len;
+    out.push({ streamId, version: Number(buf.readBigUInt64LE(o)) });
+    o += 8;
+  }
+  return out;
 }
 
 /** The stream source of a database handle (the newest state). @internal */

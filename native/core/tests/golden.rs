@@ -966,3 +966,38 @@ fn entry_golden() -> Json {
 fn wire_entry_matches_the_golden() {
     wire_golden("entry", entry_golden);
 }
+
+fn streams_golden() -> Json {
+    // Versions below 2^53: TypeScript reads them as numbers.
+    let first = 0x0010_2030_4050_6070u64;
+    let mut events = wire::events::EventPack::new();
+    events.push(
+        0x0102_0304_0506_0708,
+        0x1112_1314_1516_1718,
+        0x0000_0193_0405_0607,
+        1,
+        "placed",
+        b"{\"n\":1}",
+    );
+    let page = wire::streams::pack_page(first, events.finish());
+    let rows: [(&[u8], u64); 2] = [("order-é".as_bytes(), first), (b"b", 1)];
+    let list = wire::streams::pack_list(&rows);
+    json!({
+        "spec": "native/core/src/wire/streams.rs",
+        "page": {
+            "first_version": first.to_string(),
+            "event": { "id": "72623859790382856", "commit_seq": "1230066625199609624",
+                       "at_ms": 0x0000_0193_0405_0607u64, "type": "placed", "json": "{\"n\":1}" },
+            "hex": hex(&page),
+        },
+        "list": {
+            "rows": [["order-é", first.to_string()], ["b", "1"]],
+            "hex": hex(&list),
+        },
+    })
+}
+
+#[test]
+fn wire_streams_matches_the_golden() {
+    wire_golden("streams", streams_golden);
+}
