@@ -2146,7 +2146,8 @@ fn a_one_pass_backup_hashes_what_it_wrote_and_digests_the_snapshot_it_copied() {
                     &e,
                     TxBuilder::new()
                         .put("w", &Value::I64(n))
-                        .event_json("tick", "{}"),
+                        // In a stream, so the copies' digests cover the stream index too.
+                        .append_json("ticks", Expected::Any, &[("tick", "{}")]),
                 );
                 n += 1;
             }
@@ -2391,4 +2392,20 @@ fn verify_finds_a_damaged_stream_index() {
         let kinds: Vec<&str> = report.violations.iter().map(|v| v.kind).collect();
         assert_eq!(kinds, ["stream_index"], "{db}");
     }
+}
+
+#[test]
+fn the_content_digest_covers_stream_membership() {
+    let digest = |b: TxBuilder| {
+        let dir = TempDir::new().unwrap();
+        let e = open(dir.path());
+        applied(&e, b);
+        e.store().content_digest().unwrap().sha256
+    };
+    let plain = digest(TxBuilder::new().event_json("a", "{}"));
+    let streamed = digest(TxBuilder::new().append_json("s", Expected::Any, &[("a", "{}")]));
+    let other = digest(TxBuilder::new().append_json("t", Expected::Any, &[("a", "{}")]));
+    assert_ne!(plain, streamed);
+    assert_ne!(streamed, other);
+    assert_eq!(plain, digest(TxBuilder::new().event_json("a", "{}")));
 }
