@@ -23,6 +23,7 @@
 //   pg (hand-written consumer)        replication pg_projection    PostgreSQL's default synchronous_commit = on:
 //                                                                  COMMIT returns after the WAL fsync, as
 //                                                                  athanor's PostgreSQL projection's does
+//   lmdb-js (eventsourcing)           hot counter, stream appends  as lmdb-js above: awaited until `flushed`
 import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import hnswlib from 'hnswlib-node';
@@ -206,3 +207,24 @@ export const PG = {
   label: 'pg (one INSERT per event, one transaction per batch)',
   poolOptions: { max: 4 },
 };
+
+// ---------------------------------------------------------------- lmdb-js (event sourcing)
+
+/**
+ * lmdb-js for the eventsourcing group: the same options and durability as `LMDB` above
+ * (default overlappingSync, each transaction awaited until `root.flushed`), with the
+ * sub-databases an application would keep by hand: `state` (counters), `events` (the
+ * global log), `streamEvents` ([stream, version] -> event id) and `streamHeads`
+ * (stream -> version). The read-modify-write and the expected-version check run inside
+ * `root.transaction()` callbacks, which lmdb-js runs in its write transaction.
+ */
+export function openLmdbEventSourcing(path) {
+  const root = lmdbOpen({ path, ...LMDB.options });
+  return {
+    root,
+    state: root.openDB({ name: 'state' }),
+    events: root.openDB({ name: 'events' }),
+    streamEvents: root.openDB({ name: 'streamEvents' }),
+    streamHeads: root.openDB({ name: 'streamHeads' }),
+  };
+}

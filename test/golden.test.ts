@@ -22,6 +22,7 @@ import { GROUP_HEADER, TOKEN_LEN, readCompletion, readGroupNotice, readGroupSize
 import { readEntry } from '../ts/internal/entry.js';
 import { readCommitRecordHead } from '../ts/internal/commit-record.js';
 import { decodeEvents } from '../ts/internal/event-pack.js';
+import { readStreamList, readStreamPage } from '../ts/state/streams.js';
 import { parseJson } from '../ts/internal/json.js';
 import { readStateList } from '../ts/internal/state-list.js';
 import { readDocument, readHitBatch, readHits } from '../ts/internal/vector-pack.js';
@@ -176,13 +177,15 @@ const expectedHit = (h: HitDescribed) => ({ id: h.id, score: f32(h.score_bits), 
 const hitOf = (id: string, score: number, metadata: unknown) => ({ id, score, metadata });
 
 describe('the transaction batch: the TypeScript transaction encodes what Rust pinned', () => {
-  it('reads, writes, deletes, JSON and bytes events, vector upsert and delete, idempotency key', () => {
-    const g = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'txn-batch-v2.json'), 'utf8')) as {
+  it('reads, writes, deletes, JSON and bytes events, vector upsert and delete, idempotency key, stream appends, numeric ops', () => {
+    const g = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'txn-batch-v3.json'), 'utf8')) as {
       reads: [string, string][];
       writes: ({ key: string; value: string } | { key: string; delete: true })[];
       events: ({ type: string; json: string } | { type: string; bytes: string })[];
       vectors: ({ collection: string; upsert: string; vector_bits: string[]; metadata: string } | { collection: string; delete: string })[];
       idempotency_key: string;
+      appends: { stream: string; expected: string; events: { type: string; json: string }[] }[];
+      numeric: { op: 'add' | 'sub' | 'max' | 'min'; key: string; type?: 'i64' | 'u256'; operand: string; min?: string; max?: string }[];
       hex: string;
     };
     // Only what the transaction asks its handle: the versions of the keys it reads, the collection's definition.
@@ -203,6 +206,17 @@ describe('the transaction batch: the TypeScript transaction encodes what Rust pi
     for (const v of g.vectors) {
       if ('delete' in v) tx.vectors(v.collection).delete(v.delete);
       else tx.vectors(v.collection).upsert(v.upsert, Float32Array.from(v.vector_bits.map(f32)), JSON.parse(v.metadata));
+    }
+    for (const a of g.appends) {
+      const expectedVersion = a.expected === 'none' || a.expected === 'any' ? a.expected : Number(a.expected);
+      tx.append(a.stream, a.events.map((e) => ({ type: e.type, payload: JSON.parse(e.json) as unknown })), { expectedVersion });
+    }
+    for (const n of g.numeric) {
+      tx[n.op](n.key, BigInt(n.operand), {
+        ...(n.type === undefined ? {} : { type: n.type }),
+        ...(n.min === undefined ? {} : { min: BigInt(n.min) }),
+        ...(n.max === undefined ? {} : { max: BigInt(n.max) }),
+      });
     }
     const w = new ByteWriter(4);
     tx.encode(w, g.idempotency_key);
@@ -380,6 +394,21 @@ describe('the commit record (native/core/src/wire/commit_record.rs)', () => {
     expect(head).toEqual({ databaseId: g.database_id, commitSeq: BigInt(g.commit_seq), atMs: Number(g.at_ms), firstEventId: BigInt(g.first_event_id), collections: g.collections.map((c) => c.name), batchOffset: bytes.length - g.batch.length / 2 });
     expect(bytes.subarray(head.batchOffset).toString('hex')).toBe(g.batch);
     expect(bytes[0]).toBe(g.format);
+  });
+});
+
+describe('wire formats: stream reads', () => {
+  it('a stream page and a list of streams', () => {
+    const g = wire<{
+      page: { first_version: string; event: { id: string; commit_seq: string; at_ms: number; type: string; json: string }; hex: string };
+      list: { rows: [string, string][]; hex: string };
+    }>('streams');
+    const e = g.page.event;
+    expect(readStreamPage(hexOf(g.page.hex))).toEqual({
+      firstVersion: Number(g.page.first_version),
+      events: [{ id: BigInt(e.id), commitSeq: BigInt(e.commit_seq), at: e.at_ms, type: e.type, payload: parseJson(e.json) }],
+    });
+    expect(readStreamList(hexOf(g.list.hex))).toEqual(g.list.rows.map(([streamId, v]) => ({ streamId, version: Number(v) })));
   });
 });
 

@@ -5,6 +5,7 @@ import { decodeValue, type Json, type Value } from './state/codec.js';
 import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, ReadOnlyError, errorFor, fromNative } from './errors.js';
 import { Core } from './state/core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './state/events.js';
+import { Streams, handleStreams } from './state/streams.js';
 import type { NativeSnapshot } from './internal/native.js';
 import { TransactionBuilder } from './state/transaction.js';
 import { Projections, type QueryOptions } from './processing/projections.js';
@@ -104,7 +105,8 @@ export interface VerifyViolation {
    * its type index entry), `type_index_orphan` (an entry without its event), `state_value`,
    * `idempotency_record`, `idempotency_past_log` (a record naming events past the log),
    * `cursor_past_log` (a processor or vector projection ahead of the log), `dead_letter_missing_event`,
-   * `vector_index` (stored documents and the index disagree).
+   * `vector_index` (stored documents and the index disagree), `stream_index` (a stream's
+   * versions not dense up to its version, or naming an event not in the log).
    */
   kind: string;
   /** What exactly is wrong, and where. */
@@ -243,6 +245,8 @@ export class Snapshot {
   /** Id of the newest event visible in this snapshot (0n if none). */
   readonly lastEventId: bigint;
   readonly #src: EventSource;
+  /** Entity streams as of this snapshot. */
+  readonly streams: Streams;
 
   /** @internal */
   constructor(core: Core, snap: NativeSnapshot, onClose: (s: Snapshot) => void) {
@@ -256,6 +260,12 @@ export class Snapshot {
       readEvents: (f, t, ty, l, r) => this.#live().readEvents(f, t, ty, l, r),
       heads: () => this.#live().heads(),
     };
+    const upcast = (e: StoredEvent[]): StoredEvent[] => core.upcasters.apply(e);
+    this.streams = new Streams({
+      readStream: (st, f, l, r) => this.#live().readStream(st, f, l, r),
+      streamVersion: (st) => this.#live().streamVersion(st),
+      listStreams: (p, a, l) => this.#live().listStreams(p, a, l),
+    }, upcast);
   }
   readonly #onClose: (s: Snapshot) => void;
 
@@ -290,7 +300,7 @@ export class Snapshot {
   /** Events visible in the snapshot. */
   events<P = unknown>(options: ReadOptions = {}): IterableIterator<StoredEvent<P>> {
     this.#live();
-    return readFrom(this.#src, options) as IterableIterator<StoredEvent<P>>;
+    return readFrom(this.#src, options, (e) => this.#core.upcasters.apply(e)) as IterableIterator<StoredEvent<P>>;
   }
 
   /** Releases the snapshot (its read transaction pins old pages until then). Idempotent. */
@@ -329,6 +339,8 @@ export class Athanor {
   readonly durability: Durability;
   /** The event log. */
   readonly events: EventLog;
+  /** Entity streams (`tx.append` writes them): read, version, list. */
+  readonly streams: Streams;
   /** The vector collections. */
   readonly vectors: VectorStore;
   /** Idempotency keys: `db.idempotency.get(key)` says what the transaction with that key did. */
@@ -352,6 +364,7 @@ export class Athanor {
     this.#core.observer = this.#metrics;
     this.events = new EventLog(this.#core);
     this.events.setCompactor((options) => compactEvents(this.#retentionHost(), options));
+    this.streams = new Streams(handleStreams(this.#core), (e) => core.upcasters.apply(e));
     this.#proj = new Projections(this.#core, dir);
     this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
     this.idempotency = new Idempotency(this.#core);

@@ -35,7 +35,8 @@ export type ErrorCode =
   | 'ERR_COMPACTED'
   | 'ERR_READ_ONLY'
   | 'ERR_MISSING_PACKAGE'
-  | 'ERR_WRONG_EXPECTED_VERSION';
+  | 'ERR_WRONG_EXPECTED_VERSION'
+  | 'ERR_UPCAST';
 
 /** Base class of every error athanor throws. */
 export class AthanorError extends Error {
@@ -265,11 +266,41 @@ export class MissingPackageError extends AthanorError {
   }
 }
 
-/** A write named the version it expected to replace (`expectedVersion`) and the stored version differs: nothing was written; read again and retry. */
+/**
+ * A stream append's `expectedVersion` did not match the stream's version when the
+ * writer applied it; nothing of the transaction was written. Not retried: re-read
+ * the stream and decide again.
+ */
 export class WrongExpectedVersionError extends AthanorError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('ERR_WRONG_EXPECTED_VERSION', message, options);
+  /** The stream (or agent memory record: agent, task) whose version did not match. */
+  readonly streamId: string;
+  /** What the append expected: a version, `'none'` or `'any'`. */
+  readonly expectedVersion: number | 'none' | 'any';
+  /** The stream's version when the writer checked. */
+  readonly actualVersion: number;
+  constructor(message: string, streamId = '', expectedVersion: number | 'none' | 'any' = 'any', actualVersion = 0) {
+    super('ERR_WRONG_EXPECTED_VERSION', message);
+    this.streamId = streamId;
+    this.expectedVersion = expectedVersion;
+    this.actualVersion = actualVersion;
   }
+}
+
+/** An event's schema version has no upcaster to bring it to the newest version; the message names the type and version. */
+export class UpcastError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_UPCAST', message, options);
+  }
+}
+
+/** The writer's message for a wrong expected version: `stream "<id>" expected version <v|none|any>, found <n>: ...`. */
+const WRONG_VERSION = /^stream ("(?:[^"\\]|\\.)*") expected version (none|any|\d+), found (\d+)/;
+
+function wrongExpectedVersion(message: string): WrongExpectedVersionError {
+  const m = WRONG_VERSION.exec(message);
+  if (!m) return new WrongExpectedVersionError(message);
+  const expected = m[2] === 'none' || m[2] === 'any' ? m[2] : Number(m[2]);
+  return new WrongExpectedVersionError(message, JSON.parse(m[1]!) as string, expected, Number(m[3]));
 }
 
 /** Builds the typed error for a code and message. */
@@ -328,7 +359,9 @@ export function errorFor(code: string, message: string): AthanorError {
     case 'ERR_MISSING_PACKAGE':
       return new MissingPackageError(message);
     case 'ERR_WRONG_EXPECTED_VERSION':
-      return new WrongExpectedVersionError(message);
+      return wrongExpectedVersion(message);
+    case 'ERR_UPCAST':
+      return new UpcastError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

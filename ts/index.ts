@@ -7,6 +7,9 @@ export { Athanor, Snapshot, type OpenOptions, type Durability, type VerifyOption
 export type { VerifyReportOptions, VerifyReport, VerifyViolation, ListOptions, StateEntry } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './state/transaction.js';
 export { EventLog, type StoredEvent, type ReadOptions, type CompactOptions, type CompactResult } from './state/events.js';
+export type { AppendOptions, ExpectedVersion, NumericOptions, LogOptions } from './state/transaction.js';
+export type { Upcaster } from './state/upcasters.js';
+export { Streams, type StreamEvent, type StreamReadOptions, type StreamListOptions, type StreamInfo } from './state/streams.js';
 export type { CommitNotice } from './state/core.js';
 export { Idempotency, type IdempotencyRecord } from './state/idempotency.js';
 export { VectorStore } from './vectors/store.js';
@@ -58,6 +61,8 @@ export {
   ReadOnlyError,
   MissingPackageError,
   WrongExpectedVersionError,
+  BoundsError,
+  UpcastError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';
@@ -99,7 +104,7 @@ export { Accumulators, TxAccumulators, type AccumulatorOptions, type Accumulator
 export { Queue, TxQueue, type QueueOptions, type EnqueueOptions, type LeaseOptions, type Job, type DeadJob, type QueueCounts } from './eventsourcing/queue.js';
 export { ConsumerGroup, type ConsumerGroupOptions, type Delivery, type PendingDelivery } from './eventsourcing/consumer-group.js';
 export type { TimeSource } from './eventsourcing/records.js';
-export { BoundsError, StaleLeaseError, CompactedError } from './errors.js';
+export { StaleLeaseError, CompactedError } from './errors.js';
 export { Replica } from './db.js';
 export { Replication, Publisher, type PublishOptions, type PublisherMetrics } from './replication/publisher.js';
 export type { ReplicaOptions, ReplicaLag, ReplicaMetrics } from './replication/follower.js';

@@ -68,6 +68,12 @@ export declare class NativeDb {
   initReplica(primaryId: string): void
   /** Applies replicated commit records in one LMDB transaction with `stream_seq`. */
   applyReplicated(records: Array<Buffer>, streamSeq: number): Promise<NativeReplicaApplied>
+  /** A page of a stream's events on the newest state. */
+  readStream(stream: string, fromVersion: number | undefined | null, limit: number, reverse: boolean): Buffer
+  /** A stream's version (0: no events) on the newest state. */
+  streamVersion(stream: string): bigint
+  /** Streams whose ids start with `prefix`, after `after`, with their versions. */
+  listStreams(prefix: string, after: string | undefined | null, limit: number): Buffer
   /** Creates a collection (or returns the existing one when its parameters match). */
   vectorCreate(name: string, p: NativeCollectionParams): NativeCollection
   /** Opens a collection, or `null` when there is none of that name. */
@@ -184,6 +190,12 @@ export declare class NativeEmbedder {
 
 /** A consistent read-only view (internal: wrapped by `ts/`). */
 export declare class NativeSnapshot {
+  /** A page of a stream's events as of this snapshot. */
+  readStream(stream: string, fromVersion: number | undefined | null, limit: number, reverse: boolean): Buffer
+  /** A stream's version (0: no events) as of this snapshot. */
+  streamVersion(stream: string): bigint
+  /** Streams whose ids start with `prefix`, after `after`, as of this snapshot. */
+  listStreams(prefix: string, after: string | undefined | null, limit: number): Buffer
   /** Point read; same contract as `NativeDb.get`. */
   get(keyLen: number): number
   /** Point read returning a fresh buffer. */

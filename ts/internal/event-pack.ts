@@ -22,6 +22,11 @@ export interface StoredEvent<P = unknown> {
   at: number;
   /** Commit sequence number of the transaction that logged it. */
   commitSeq: bigint;
+  /**
+   * The payload's schema version, when it was logged with one (`tx.log(type, payload,
+   * { schemaVersion })`); after upcasting, the newest version of its type. Absent: version 1.
+   */
+  schemaVersion?: number;
 }
 
 /** Node's Buffer has had `utf8Slice` (toString without argument juggling) since v0.x, on every version we support. */
@@ -67,9 +72,16 @@ export function decodeEvents(buf: Buffer): StoredEvent[] {
     o = t0 + tlen;
     const plen = b.readUInt32LE(o);
     o += 4;
-    const payload = kind === 1 ? parseJson(b.utf8Slice(o, o + plen)) : new Uint8Array(b.subarray(o, o + plen));
+    if (kind <= 2) {
+      const payload = kind === 1 ? parseJson(b.utf8Slice(o, o + plen)) : new Uint8Array(b.subarray(o, o + plen));
+      out[i] = { id, type, payload, at, commitSeq };
+    } else {
+      // Kinds 3 and 4: JSON and bytes led by their schema version (u32 BE).
+      const schemaVersion = b.readUInt32BE(o);
+      const payload = kind === 3 ? parseJson(b.utf8Slice(o + 4, o + plen)) : new Uint8Array(b.subarray(o + 4, o + plen));
+      out[i] = { id, type, payload, at, commitSeq, schemaVersion };
+    }
     o += plen;
-    out[i] = { id, type, payload, at, commitSeq };
   }
   return out;
 }

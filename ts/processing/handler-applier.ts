@@ -112,7 +112,7 @@ export class HandlerApplier implements Applier {
     if (expect !== null && start !== expect) return { consumed: 0, cursor: start, start, commit: false };
     let events: StoredEvent[];
     try {
-      events = decodeEvents(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
+      events = this.#host.core.upcasters.apply(decodeEvents(this.#host.core.native.readEvents(start + 1n, null, null, limit, false)));
     } catch (e) {
       throw fromNative(e);
     }

@@ -91,7 +91,7 @@ export class Projections implements ProcessorHost {
 
   event(id: bigint): StoredEvent | undefined {
     try {
-      return decodeEvents(this.core.native.readEvents(id, id, null, 1, false))[0];
+      return this.core.upcasters.apply(decodeEvents(this.core.native.readEvents(id, id, null, 1, false)))[0];
     } catch (e) {
       throw fromNative(e);
     }
@@ -158,6 +158,7 @@ export class Projections implements ProcessorHost {
     }
     if (typeof reset === 'string') checkUserSql(reset);
     this.#claim(name);
+    this.core.upcasters.claimForDeclarative(name, Object.keys(on));
     let json: string;
     try {
       json = JSON.stringify({ name, on });

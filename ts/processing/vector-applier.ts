@@ -151,7 +151,7 @@ export class VectorApplier implements Applier, CursorStore, CollectionSource {
     const start = this.read();
     let events: StoredEvent[];
     try {
-      events = decodeEvents(this.#host.core.native.readEvents(start + 1n, null, null, limit, false));
+      events = this.#host.core.upcasters.apply(decodeEvents(this.#host.core.native.readEvents(start + 1n, null, null, limit, false)));
     } catch (e) {
       throw fromNative(e);
     }

@@ -2,6 +2,7 @@
  * The bridge to one native handle: scratch buffers for allocation-free reads,
  * the commit queue's promises, and commit notifications. @internal
  */
+import { Upcasters } from './upcasters.js';
 import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { decodeValue, type Value } from './codec.js';
@@ -75,6 +76,8 @@ export class Core {
     txBegin: () => 0n,
   };
   inCallback = false;
+  /** The upcasters every read path of this handle applies (`db.events.upcaster`). */
+  readonly upcasters = new Upcasters();
   /** Where commit latency, group sizes and conflicts are reported (`db.metrics()`). */
   observer: CommitObserver | undefined;
   closed = false;

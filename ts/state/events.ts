@@ -39,7 +39,7 @@ function toId(v: bigint | number | undefined, what: string, dflt: bigint): bigin
 }
 
 /** Validates read options and returns a lazy reader over a source. @internal */
-export function readFrom(src: EventSource, options: ReadOptions): Generator<StoredEvent, void, undefined> {
+export function readFrom(src: EventSource, options: ReadOptions, upcast: (events: StoredEvent[]) => StoredEvent[] = (e) => e): Generator<StoredEvent, void, undefined> {
   if (options === null || typeof options !== 'object') throw new InvalidArgumentError('read options must be an object');
   // Without `from`, reads start at the oldest event kept (1 until a compaction).
   const from = options.from === undefined ? (src.heads()[2] ?? 1n) : toId(options.from, 'from', 1n);
@@ -50,10 +50,10 @@ export function readFrom(src: EventSource, options: ReadOptions): Generator<Stor
   if (limit !== Infinity && (!Number.isInteger(limit) || limit < 0)) throw new InvalidArgumentError('limit must be a non-negative integer');
   const reverse = options.reverse ?? false;
   if (typeof reverse !== 'boolean') throw new InvalidArgumentError('reverse must be a boolean');
-  return pages(src, from, to, type, limit, reverse);
+  return pages(src, from, to, type, limit, reverse, upcast);
 }
 
-function* pages(src: EventSource, from: bigint, to: bigint | null, type: string | null, limit: number, reverse: boolean): Generator<StoredEvent, void, undefined> {
+function* pages(src: EventSource, from: bigint, to: bigint | null, type: string | null, limit: number, reverse: boolean, upcast: (events: StoredEvent[]) => StoredEvent[]): Generator<StoredEvent, void, undefined> {
   let remaining = limit;
   if (reverse && to === null) to = src.heads()[0]!;
   while (remaining > 0) {
@@ -64,6 +64,7 @@ function* pages(src: EventSource, from: bigint, to: bigint | null, type: string 
     } catch (e) {
       throw fromNative(e);
     }
+    upcast(page);
     for (const e of page) yield e;
     remaining -= page.length;
     if (page.length < n) return;
@@ -155,7 +156,21 @@ export class EventLog {
   /** Iterates events by id range, optionally of one type, oldest first unless `reverse`. Lazy: pages of 1024. */
   read<P = unknown>(options: ReadOptions = {}): IterableIterator<StoredEvent<P>> {
     this.#core.assertOpen();
-    return readFrom(this.#src, options) as IterableIterator<StoredEvent<P>>;
+    return readFrom(this.#src, options, (e) => this.#core.upcasters.apply(e)) as IterableIterator<StoredEvent<P>>;
+  }
+
+  /**
+   * Registers an upcaster: a pure function from a payload of `type` at schema version
+   * `fromVersion` to one at `fromVersion + 1`. Every read path of this handle then
+   * sees events of `type` at its newest version (the highest `fromVersion` + 1); the
+   * stored bytes never change. An event at a version with no upcaster on its way up
+   * fails the read with `UpcastError` (`ERR_UPCAST`) naming the type and version.
+   * Register upcasters at startup, before reading; a type a declarative projection
+   * of this handle handles is refused (`ERR_INVALID_ARGUMENT`): those read payloads as stored.
+   */
+  upcaster(type: string, fromVersion: number, fn: (payload: unknown) => unknown): void {
+    this.#core.assertOpen();
+    this.#core.upcasters.register(type, fromVersion, fn);
   }
 
   /** The newest `n` events (optionally of one type), newest first. */

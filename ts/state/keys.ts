@@ -40,3 +40,16 @@ export function checkIdempotencyKey(key: unknown): asserts key is string {
   if (!key.isWellFormed()) throw new InvalidArgumentError('idempotencyKey has lone surrogates, which UTF-8 cannot store (distinct keys would collide)');
   if (Buffer.byteLength(key) > 256) throw new InvalidArgumentError('idempotencyKey is longer than 256 UTF-8 bytes');
 }
+
+/** Largest stream id in UTF-8 bytes (native/core/src/txn.rs, `MAX_STREAM_ID_BYTES`). */
+const MAX_STREAM_ID_BYTES = 256;
+
+/** Validates a stream id: a non-empty string of at most 256 UTF-8 bytes without NUL. @internal */
+export function checkStreamId(id: unknown): string {
+  if (typeof id !== 'string' || id.length === 0) throw new InvalidArgumentError('stream id must be a non-empty string');
+  const n = Buffer.byteLength(id);
+  if (n > MAX_STREAM_ID_BYTES) throw new InvalidArgumentError(`stream id is ${n} UTF-8 bytes; the limit is ${MAX_STREAM_ID_BYTES} (hash long identifiers)`);
+  if (id.includes('\0')) throw new InvalidArgumentError('stream id must not contain NUL');
+  if (!id.isWellFormed()) throw new InvalidArgumentError('stream id has lone surrogates, which UTF-8 cannot store');
+  return id;
+}

@@ -10,7 +10,7 @@ import type { ByteWriter } from '../internal/bytes.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PreflightError, fromNative } from '../errors.js';
 import type { CommitInfo, Core } from './core.js';
 import type { Json } from './codec.js';
-import { checkEventType, checkIdempotencyKey, checkKey } from './keys.js';
+import { checkEventType, checkIdempotencyKey, checkKey, checkStreamId } from './keys.js';
 import { collectionInfo, TxVectorsImpl, VectorOps, type TxVectors } from './tx-vectors.js';
 
 /** What one event to log looks like. */
@@ -19,6 +19,41 @@ export interface EventInput {
   type: string;
   /** A JSON-serialisable value, or bytes (`Uint8Array`). */
   payload: unknown;
+  /** The payload's schema version (default 1); see {@link LogOptions.schemaVersion}. */
+  schemaVersion?: number;
+}
+
+/** Options of {@link Tx.log}. */
+export interface LogOptions {
+  /**
+   * The payload's schema version (an integer from 1, default 1), stored with the
+   * event; readers bring older versions up to date with `db.events.upcaster()`.
+   */
+  schemaVersion?: number;
+}
+
+/** What a stream append expects of the stream's version when the writer applies it. */
+export type ExpectedVersion = number | 'none' | 'any';
+
+/** Options of {@link Tx.append}. */
+export interface AppendOptions {
+  /**
+   * The stream's version (its number of events; 0: none) the append requires, checked
+   * by the writer at commit: `'none'` (the stream has no events, same as `0`), `'any'`
+   * (default: no check) or a number. A mismatch fails the transaction with
+   * `WrongExpectedVersionError`, nothing written, and it is not retried.
+   */
+  expectedVersion?: ExpectedVersion;
+}
+
+/** Options of the numeric ops ({@link Tx.add} and the others). */
+export interface NumericOptions {
+  /** The result must be at least this, else `BoundsError`. */
+  min?: bigint | number;
+  /** The result must be at most this, else `BoundsError`. */
+  max?: bigint | number;
+  /** The value type: by default the stored value's, and `'i64'` for a missing key. A stored value of another type is `BoundsError`. */
+  type?: 'i64' | 'u256';
 }
 
 /** Options of {@link TransactionBuilder.execute}. */
@@ -127,9 +162,31 @@ export interface Tx {
    *
    * NaN, Infinity, cycles and functions are refused with `ERR_INVALID_ARGUMENT`.
    */
-  log(type: string, payload: unknown): void;
+  log(type: string, payload: unknown, options?: LogOptions): void;
   /** Appends several events in order. */
   logMany(events: Iterable<EventInput>): void;
+  /**
+   * Appends events to an entity stream: they get the stream's next versions and
+   * their global ids, atomically with the rest of the transaction. See
+   * {@link AppendOptions.expectedVersion} for the check the writer makes.
+   * Stream ids: 1..256 UTF-8 bytes, no NUL.
+   */
+  append(streamId: string, events: EventInput | Iterable<EventInput>, options?: AppendOptions): void;
+  /**
+   * Adds `delta` to an `i64` or `u256` key (a missing key starts at 0), applied by
+   * the writer at commit against the value then current. It records no read, so
+   * concurrent adds to one key never conflict. A result outside the type's range or
+   * `min`/`max` fails the transaction alone with `BoundsError`. The key cannot be
+   * read, set or deleted in the same transaction (`InvalidArgumentError`): its
+   * value is only known at commit.
+   */
+  add(key: string, delta: bigint | number, options?: NumericOptions): void;
+  /** Subtracts `delta`; see {@link Tx.add}. */
+  sub(key: string, delta: bigint | number, options?: NumericOptions): void;
+  /** Raises the value to `value` if it is below; see {@link Tx.add}. */
+  max(key: string, value: bigint | number, options?: NumericOptions): void;
+  /** Lowers the value to `value` if it is above; see {@link Tx.add}. */
+  min(key: string, value: bigint | number, options?: NumericOptions): void;
   /**
    * Writes to a vector collection in this transaction: its upserts and deletes
    * commit atomically with the transaction's state writes and events.
@@ -142,7 +199,38 @@ type Check = { key: string; test: (v: Value | undefined) => string | null };
 
 const DELETED = null;
 /** Wire format version of native/core/src/txn.rs. */
-const WIRE_VERSION = 2;
+const WIRE_VERSION = 3;
+const NUMERIC_OPS = { add: 1, sub: 2, max: 3, min: 4 } as const;
+const U256_LIMIT = 1n << 256n;
+
+/** The wire's integer: sign byte, then the magnitude in 32 bytes big-endian. */
+function writeInt(w: ByteWriter, v: bigint): void {
+  w.u8(v < 0n ? 1 : 0);
+  let m = v < 0n ? -v : v;
+  const out = new Uint8Array(32);
+  for (let i = 31; i >= 0 && m > 0n; i--) {
+    out[i] = Number(m & 0xffn);
+    m >>= 8n;
+  }
+  w.bytes(out);
+}
+
+function toBigInt(v: unknown, what: string): bigint {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v);
+  if (typeof v !== 'bigint') throw new InvalidArgumentError(`${what} must be a bigint or a safe integer number, got ${typeof v === 'number' ? v : typeof v}`);
+  if (v <= -U256_LIMIT || v >= U256_LIMIT) throw new InvalidArgumentError(`${what} is beyond 256 bits`);
+  return v;
+}
+
+function schemaVersionOf(options: LogOptions): number {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('log() options must be an object');
+  const v = options.schemaVersion ?? 1;
+  if (!Number.isSafeInteger(v) || v < 1 || v > 0xffffffff) throw new InvalidArgumentError(`schemaVersion must be an integer in 1..2^32-1, got ${String(v)}`);
+  return v;
+}
+
+type Append = { stream: string; expect: 0 | 1 | 2; version: bigint; first: number; count: number };
+type NumericOp = { op: number; type: number; key: string; operand: bigint; min: bigint | undefined; max: bigint | undefined };
 /** One attempt of a transaction callback. @internal */
 export class TxImpl implements Tx {
   #snapshotSeq: bigint | undefined;
@@ -155,6 +243,10 @@ export class TxImpl implements Tx {
   readonly #vectorWriters = new Map<string, TxVectorsImpl<unknown>>();
   #open = true;
   #internal: boolean;
+  readonly #appends: Append[] = [];
+  readonly #numeric: NumericOp[] = [];
+  /** Keys a numeric op changes: their value is only known at commit. */
+  readonly #numericKeys = new Set<string>();
 
   constructor(core: Core, internal = false) {
     core.assertOpen();
@@ -178,6 +270,7 @@ export class TxImpl implements Tx {
   getOpt(key: string): Value | undefined {
     this.#live();
     checkKey(key);
+    if (this.#numericKeys.has(key)) throw new InvalidArgumentError(`key ${JSON.stringify(key)} has a numeric op pending in this transaction; its value is known only at commit: read it after`);
     const w = this.#writes.get(key);
     if (w !== undefined) return w === DELETED ? undefined : w;
     if (this.#snapshotSeq === undefined) this.#snapshotSeq = this.#core.txBegin();
@@ -201,6 +294,7 @@ export class TxImpl implements Tx {
     checkKey(key);
     if (!this.#internal) checkWritableKey(key);
     if (!Value.isValue(value)) throw new InvalidArgumentError(`set(${JSON.stringify(key)}) needs a Value: wrap it with i64(), str(), json(), ...`);
+    this.#notNumeric(key);
     this.#writes.set(key, value);
   }
 
@@ -208,6 +302,7 @@ export class TxImpl implements Tx {
     this.#live();
     checkKey(key);
     if (!this.#internal) checkWritableKey(key);
+    this.#notNumeric(key);
     this.#writes.set(key, DELETED);
   }
 
@@ -220,11 +315,21 @@ export class TxImpl implements Tx {
     else this.set(key, next);
   }
 
-  log(type: string, payload: unknown): void {
+  log(type: string, payload: unknown, options?: LogOptions): void {
     this.#live();
     checkEventType(type, this.#internal);
-    if (payload instanceof Uint8Array) this.#events.push(2, type, new Uint8Array(payload));
-    else this.#events.push(1, type, stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`));
+    const version = options === undefined ? 1 : schemaVersionOf(options);
+    if (version === 1) {
+      if (payload instanceof Uint8Array) this.#events.push(2, type, new Uint8Array(payload));
+      else this.#events.push(1, type, stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`));
+      return;
+    }
+    // Kinds 3 and 4 (txn.rs): the payload led by its schema version, u32 big-endian.
+    const body = payload instanceof Uint8Array ? payload : Buffer.from(stringifyStrict(payload, `payload of event ${JSON.stringify(type)}`), 'utf8');
+    const out = new Uint8Array(4 + body.length);
+    new DataView(out.buffer).setUint32(0, version);
+    out.set(body, 4);
+    this.#events.push(payload instanceof Uint8Array ? 4 : 3, type, out);
   }
 
   logMany(events: Iterable<EventInput>): void {
@@ -233,8 +338,78 @@ export class TxImpl implements Tx {
     }
     for (const e of events) {
       if (e === null || typeof e !== 'object') throw new InvalidArgumentError('logMany() entries must be { type, payload } objects');
-      this.log(e.type, e.payload);
+      this.log(e.type, e.payload, e.schemaVersion === undefined ? undefined : { schemaVersion: e.schemaVersion });
     }
+  }
+
+  #notNumeric(key: string): void {
+    if (this.#numericKeys.has(key)) throw new InvalidArgumentError(`key ${JSON.stringify(key)} has a numeric op pending in this transaction; set or delete it in another one`);
+  }
+
+  append(streamId: string, events: EventInput | Iterable<EventInput>, options: AppendOptions = {}): void {
+    this.#live();
+    checkStreamId(streamId);
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('append() options must be an object');
+    const ev = options.expectedVersion ?? 'any';
+    let expect: 0 | 1 | 2;
+    let version = 0n;
+    if (ev === 'any') expect = 0;
+    else if (ev === 'none') expect = 1;
+    else if (typeof ev === 'number' && Number.isSafeInteger(ev) && ev >= 0) {
+      expect = 2;
+      version = BigInt(ev);
+    } else throw new InvalidArgumentError(`expectedVersion must be a non-negative integer, 'none' or 'any', got ${String(ev)}`);
+    const list: EventInput[] =
+      events !== null && typeof events === 'object' && typeof (events as { [Symbol.iterator]?: unknown })[Symbol.iterator] === 'function'
+        ? [...(events as Iterable<EventInput>)]
+        : [events as EventInput];
+    if (list.length === 0) throw new InvalidArgumentError('append() needs at least one event');
+    for (const e of list) {
+      if (e === null || typeof e !== 'object') throw new InvalidArgumentError('append() events must be { type, payload } objects');
+    }
+    const first = this.#events.length / 3;
+    try {
+      for (const e of list) this.log(e.type, e.payload, e.schemaVersion === undefined ? undefined : { schemaVersion: e.schemaVersion });
+    } catch (err) {
+      this.#events.length = first * 3;
+      throw err;
+    }
+    this.#appends.push({ stream: streamId, expect, version, first, count: list.length });
+  }
+
+  #numericOp(op: keyof typeof NUMERIC_OPS, key: string, operand: bigint | number, options: NumericOptions): void {
+    this.#live();
+    checkKey(key);
+    if (!this.#internal) checkWritableKey(key);
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError(`${op}() options must be an object`);
+    if (this.#writes.has(key)) throw new InvalidArgumentError(`key ${JSON.stringify(key)} is set or deleted in this transaction; change it with ${op}() in another one`);
+    const { min, max, type } = options;
+    if (type !== undefined && type !== 'i64' && type !== 'u256') throw new InvalidArgumentError(`type must be 'i64' or 'u256', got ${String(type)}`);
+    this.#numeric.push({
+      op: NUMERIC_OPS[op],
+      type: type === undefined ? 0 : type === 'i64' ? 1 : 2,
+      key,
+      operand: toBigInt(operand, `${op}() operand`),
+      min: min === undefined ? undefined : toBigInt(min, 'min'),
+      max: max === undefined ? undefined : toBigInt(max, 'max'),
+    });
+    this.#numericKeys.add(key);
+  }
+
+  add(key: string, delta: bigint | number, options: NumericOptions = {}): void {
+    this.#numericOp('add', key, delta, options);
+  }
+
+  sub(key: string, delta: bigint | number, options: NumericOptions = {}): void {
+    this.#numericOp('sub', key, delta, options);
+  }
+
+  max(key: string, value: bigint | number, options: NumericOptions = {}): void {
+    this.#numericOp('max', key, value, options);
+  }
+
+  min(key: string, value: bigint | number, options: NumericOptions = {}): void {
+    this.#numericOp('min', key, value, options);
   }
 
   vectors<M = Json>(collection: string): TxVectors<M> {
@@ -265,7 +440,7 @@ export class TxImpl implements Tx {
 
   /** Whether committing changes anything. */
   get isWrite(): boolean {
-    return this.#writes.size > 0 || this.#events.length > 0 || (this.#vectorOps?.count ?? 0) > 0;
+    return this.#writes.size > 0 || this.#events.length > 0 || (this.#vectorOps?.count ?? 0) > 0 || this.#numeric.length > 0;
   }
 
   /** Appends the batch, in the wire format of native/core/src/txn.rs, to `w`. */
@@ -304,6 +479,24 @@ export class TxImpl implements Tx {
     }
     if (idempotencyKey === undefined) w.u16(0);
     else w.str16(idempotencyKey);
+    w.u32(this.#appends.length);
+    for (const a of this.#appends) {
+      w.str16(a.stream);
+      w.u8(a.expect);
+      w.u64(a.version);
+      w.u32(a.first);
+      w.u32(a.count);
+    }
+    w.u32(this.#numeric.length);
+    for (const n of this.#numeric) {
+      w.u8(n.op);
+      w.u8(n.type);
+      w.str16(n.key);
+      writeInt(w, n.operand);
+      w.u8((n.min === undefined ? 0 : 1) | (n.max === undefined ? 0 : 2));
+      if (n.min !== undefined) writeInt(w, n.min);
+      if (n.max !== undefined) writeInt(w, n.max);
+    }
   }
 
   close(): void {

@@ -51,6 +51,9 @@ struct DigestDbs {
     events: Database<Bytes, Bytes>,
     vector_collections: Database<Bytes, Bytes>,
     vectors: Database<Bytes, Bytes>,
+    /// The stream index (`None` in a copy made before streams existed).
+    stream_heads: Option<Database<Bytes, Bytes>>,
+    stream_events: Option<Database<Bytes, Bytes>>,
 }
 
 impl DigestDbs {
@@ -62,6 +65,8 @@ impl DigestDbs {
             events: d.events,
             vector_collections: d.vector_collections,
             vectors: d.vectors,
+            stream_heads: Some(d.stream_heads),
+            stream_events: Some(d.stream_events),
         }
     }
 }
@@ -116,6 +121,20 @@ fn digest(dbs: &DigestDbs, txn: &RoTxn<'_, WithoutTls>) -> Result<ContentDigest>
             frame(&mut h, &k[prefix.len()..]);
             frame(&mut h, v);
             vector_documents += 1;
+        }
+    }
+    // Only a store with streams has this section, so the digests of stores without any
+    // (every store made before streams) are unchanged.
+    if let (Some(heads), Some(members)) = (dbs.stream_heads, dbs.stream_events) {
+        if !heads.is_empty(txn)? {
+            h.update(b"streams\n");
+            for db in [heads, members] {
+                for item in db.iter(txn)? {
+                    let (k, v) = item?;
+                    frame(&mut h, k);
+                    frame(&mut h, v);
+                }
+            }
         }
     }
     Ok(ContentDigest {
@@ -288,6 +307,8 @@ pub fn digest_dir(dir: &Path) -> Result<ContentDigest> {
         events: open("events")?,
         vector_collections: open("vector_collections")?,
         vectors: open("vectors")?,
+        stream_heads: env.open_database(&txn, Some("stream_heads"))?,
+        stream_events: env.open_database(&txn, Some("stream_events"))?,
     };
     let d = digest(&dbs, &txn)?;
     drop(txn);

@@ -358,6 +358,10 @@ pub enum PayloadKind {
     Json = 1,
     /// Opaque bytes.
     Bytes = 2,
+    /// JSON text of a schema version: `[schema version u32 BE][JSON text]`.
+    VersionedJson = 3,
+    /// Bytes of a schema version: `[schema version u32 BE][bytes]`.
+    VersionedBytes = 4,
 }
 
 impl PayloadKind {
@@ -366,10 +370,34 @@ impl PayloadKind {
         match b {
             1 => Ok(PayloadKind::Json),
             2 => Ok(PayloadKind::Bytes),
+            3 => Ok(PayloadKind::VersionedJson),
+            4 => Ok(PayloadKind::VersionedBytes),
             other => Err(Error::invalid(format!(
                 "unknown event payload kind {other}"
             ))),
         }
+    }
+}
+
+impl PayloadKind {
+    /// The payload as its writer meant it: its base kind (JSON or bytes), its schema
+    /// version (1 for an unversioned payload) and its body. The schema version rides
+    /// in front of the payload so the event record keeps its format; upcasting to the
+    /// newest version is the TypeScript reader's (`db.events.upcaster`).
+    pub fn split(self, payload: &[u8]) -> Result<(PayloadKind, u32, &[u8])> {
+        let base = match self {
+            PayloadKind::Json | PayloadKind::Bytes => return Ok((self, 1, payload)),
+            PayloadKind::VersionedJson => PayloadKind::Json,
+            PayloadKind::VersionedBytes => PayloadKind::Bytes,
+        };
+        let (v, body) = payload.split_at_checked(4).ok_or_else(|| {
+            Error::invalid("a versioned event payload is shorter than its schema version")
+        })?;
+        let version = u32::from_be_bytes(v.try_into().unwrap());
+        if version == 0 {
+            return Err(Error::invalid("event schema versions start at 1"));
+        }
+        Ok((base, version, body))
     }
 }
 

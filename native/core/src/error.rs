@@ -63,6 +63,8 @@ pub enum Code {
     ReadOnly,
     /// A write named the version it expected to replace, and the stored version differs.
     WrongExpectedVersion,
+    /// An event's schema version has no upcaster registered to bring it up to date.
+    Upcast,
 }
 
 impl Code {
@@ -96,6 +98,7 @@ impl Code {
             Code::Compacted => "ERR_COMPACTED",
             Code::ReadOnly => "ERR_READ_ONLY",
             Code::WrongExpectedVersion => "ERR_WRONG_EXPECTED_VERSION",
+            Code::Upcast => "ERR_UPCAST",
         }
     }
 }

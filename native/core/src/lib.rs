@@ -39,6 +39,7 @@ pub mod commit;
 pub mod engine;
 pub mod error;
 mod lmdb_check;
+pub mod numeric;
 pub mod projection;
 
 pub mod store;
@@ -53,5 +54,6 @@ pub use engine::Engine;
 pub use error::{Code, Error, Result};
 pub use store::{
     CachedReader, Durability, EventQuery, ReplicationInfo, StateEntry, Store, StoreOptions,
+    StreamQuery,
 };
 pub use txn::{TxBatch, TxBuilder, VectorOp};

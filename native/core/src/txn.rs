@@ -4,12 +4,26 @@
 //!
 //! Wire format (little-endian):
 //! ```text
-//! [wire version u8 = 2]
+//! [wire version u8 = 3]
 //! [n_reads u32]  { [key_len u16][key][version_seen u64] }      version 0 = key was absent
 //! [n_writes u32] { [op u8: 1 put, 2 delete][key_len u16][key] (put: [value_len u32][value]) }
-//! [n_events u32] { [kind u8: 1 json, 2 bytes][type_len u16][type][payload_len u32][payload] }
+//! [n_events u32] { [kind u8: 1 json, 2 bytes, 3 versioned json, 4 versioned bytes][type_len u16][type]
+//!                  [payload_len u32][payload] }   versioned: payload = [schema version u32 BE ≥ 1][body]
 //! [n_vector_ops u32] { vector op }
 //! [idempotency_len u16][idempotency key]
+//! [n_appends u32] { [stream_len u16][stream][expect u8: 0 any, 1 no stream, 2 exact][version u64]
+//!                   [first_event u32][event_count u32] }
+//! [n_numeric u32] { [op u8: 1 add, 2 sub, 3 max, 4 min][type u8: 0 as stored, 1 i64, 2 u256]
+//!                   [key_len u16][key][operand int][bounds u8: bit 0 min, bit 1 max]
+//!                   (min int) (max int) }
+//!
+//! int: [negative u8 0|1][magnitude, 32 bytes big-endian]
+//!
+//! An append names a run of the batch's events (`first_event` is an index into the
+//! events section; runs are in order and do not overlap): they join the stream, at
+//! the versions after its current one, when the writer finds the stream at the
+//! expected version (`version` is read only with `exact`; 0 is an empty stream).
+//! Version 2 is version 3 without the two last sections.
 //!
 //! vector op:
 //!   1 upsert: [coll_len u16][coll][id_len u16][id][dim u32][f32 × dim][meta_len u32][meta json]
@@ -23,9 +37,54 @@ use std::ops::Range;
 
 use crate::codec::{self, PayloadKind, Reader, Value, MAX_IDEMPOTENCY_KEY_BYTES};
 use crate::error::{Error, Result};
+use crate::numeric::{Int, NumericArgs, NumericKind, NumericType};
 
 /// Wire format version of [`TxBatch`].
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
+
+/// Largest stream id, in UTF-8 bytes.
+pub const MAX_STREAM_ID_BYTES: usize = 256;
+
+/// What a stream append expects of the stream's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Whatever the version.
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream must be at exactly this version (0: no events).
+    Exact(u64),
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expected::Any => f.write_str("any"),
+            Expected::NoStream => f.write_str("none"),
+            Expected::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// Events of the batch appended to one stream.
+#[derive(Debug, Clone)]
+pub struct AppendOp {
+    /// The stream id's bytes range.
+    pub stream: Range<usize>,
+    /// What the stream's version must be at commit.
+    pub expected: Expected,
+    /// Indexes into [`TxBatch::events`].
+    pub events: Range<usize>,
+}
+
+/// A numeric operation on a state key, applied by the writer to the current value.
+#[derive(Debug, Clone)]
+pub struct NumericOp {
+    /// The key's bytes range.
+    pub key: Range<usize>,
+    /// The operation.
+    pub args: NumericArgs,
+}
 
 /// A state write.
 #[derive(Debug, Clone)]
@@ -108,6 +167,10 @@ pub struct TxBatch {
     pub vectors: Vec<VectorOp>,
     /// The idempotency key's bytes range, if any: a key applied inside the window makes the transaction a duplicate.
     pub idempotency_key: Option<Range<usize>>,
+    /// Stream appends, each a run of `events`.
+    pub appends: Vec<AppendOp>,
+    /// Numeric operations, applied in order after the state writes.
+    pub numeric: Vec<NumericOp>,
 }
 
 impl TxBatch {
@@ -116,7 +179,7 @@ impl TxBatch {
     pub fn parse(data: Vec<u8>) -> Result<TxBatch> {
         let mut r = Reader::new(&data);
         let v = r.u8()?;
-        if v != WIRE_VERSION {
+        if v != WIRE_VERSION && v != 2 {
             return Err(Error::invalid(format!(
                 "transaction wire version {v} is not supported (expects {WIRE_VERSION})"
             )));
@@ -161,7 +224,8 @@ impl TxBatch {
             let event_type = range_of(&mut r, |r| Ok(r.u16()? as usize))?;
             codec::check_event_type(&data[event_type.clone()])?;
             let payload = range_of(&mut r, |r| Ok(r.u32()? as usize))?;
-            if kind == PayloadKind::Json && std::str::from_utf8(&data[payload.clone()]).is_err() {
+            let (base, _, body) = kind.split(&data[payload.clone()])?;
+            if base == PayloadKind::Json && std::str::from_utf8(body).is_err() {
                 return Err(Error::invalid("JSON event payload is not valid UTF-8"));
             }
             events.push(EventOp {
@@ -178,7 +242,32 @@ impl TxBatch {
                 idem.len()
             )));
         }
+        let (appends, numeric) = if v >= 3 {
+            (
+                parse_appends(&data, &mut r, events.len())?,
+                parse_numeric(&data, &mut r)?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         r.finish()?;
+        if !numeric.is_empty() {
+            let written: std::collections::HashSet<&[u8]> = writes
+                .iter()
+                .map(|w| match w {
+                    WriteOp::Put { key, .. } | WriteOp::Delete { key } => &data[key.clone()],
+                })
+                .collect();
+            if let Some(op) = numeric
+                .iter()
+                .find(|op| written.contains(&data[op.key.clone()]))
+            {
+                return Err(Error::invalid(format!(
+                    "key {:?} is both written and changed by a numeric op in one transaction; do one or the other",
+                    String::from_utf8_lossy(&data[op.key.clone()])
+                )));
+            }
+        }
         let idempotency_key = if idem.is_empty() { None } else { Some(idem) };
         Ok(TxBatch {
             data,
@@ -187,6 +276,8 @@ impl TxBatch {
             events,
             vectors,
             idempotency_key,
+            appends,
+            numeric,
         })
     }
 
@@ -216,7 +307,109 @@ impl TxBatch {
             || !self.events.is_empty()
             || !self.vectors.is_empty()
             || self.idempotency_key.is_some()
+            || !self.numeric.is_empty()
     }
+}
+
+/// Checks a stream id: 1..=[`MAX_STREAM_ID_BYTES`] UTF-8 bytes, no NUL (NUL ends the id in the stream index's keys).
+pub fn check_stream_id(id: &[u8]) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_STREAM_ID_BYTES {
+        return Err(Error::invalid(format!(
+            "stream id must be 1..={MAX_STREAM_ID_BYTES} UTF-8 bytes, got {}",
+            id.len()
+        )));
+    }
+    if id.contains(&0) {
+        return Err(Error::invalid(
+            "stream id must not contain the NUL character",
+        ));
+    }
+    std::str::from_utf8(id)
+        .map(|_| ())
+        .map_err(|_| Error::invalid("stream id must be valid UTF-8"))
+}
+
+fn parse_appends(data: &[u8], r: &mut Reader<'_>, n_events: usize) -> Result<Vec<AppendOp>> {
+    let n = r.u32()? as usize;
+    let mut out = Vec::with_capacity(n.min(4096));
+    let mut next_free = 0usize;
+    for _ in 0..n {
+        let stream = range_of(r, |r| Ok(r.u16()? as usize))?;
+        check_stream_id(&data[stream.clone()])?;
+        let expect = r.u8()?;
+        let version = r.u64()?;
+        let expected = match expect {
+            0 => Expected::Any,
+            1 => Expected::NoStream,
+            2 => Expected::Exact(version),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown stream expectation {other}"
+                )))
+            }
+        };
+        let first = r.u32()? as usize;
+        let count = r.u32()? as usize;
+        let end = first
+            .checked_add(count)
+            .filter(|&e| count > 0 && first >= next_free && e <= n_events)
+            .ok_or_else(|| {
+                Error::invalid("a stream append names no events, events out of order, or events past the batch's")
+            })?;
+        next_free = end;
+        out.push(AppendOp {
+            stream,
+            expected,
+            events: first..end,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_int(r: &mut Reader<'_>) -> Result<Int> {
+    let neg = match r.u8()? {
+        0 => false,
+        1 => true,
+        other => return Err(Error::invalid(format!("integer sign byte {other}"))),
+    };
+    Ok(Int::new(neg, r.take(32)?.try_into().unwrap()))
+}
+
+fn parse_numeric(data: &[u8], r: &mut Reader<'_>) -> Result<Vec<NumericOp>> {
+    let n = r.u32()? as usize;
+    let mut out = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        let kind = NumericKind::from_u8(r.u8()?)?;
+        let ty = NumericType::from_u8(r.u8()?)?;
+        let key = range_of(r, |r| Ok(r.u16()? as usize))?;
+        codec::check_key(&data[key.clone()])?;
+        let operand = parse_int(r)?;
+        let flags = r.u8()?;
+        if flags > 3 {
+            return Err(Error::invalid(format!("numeric bounds flags {flags}")));
+        }
+        let min = if flags & 1 != 0 {
+            Some(parse_int(r)?)
+        } else {
+            None
+        };
+        let max = if flags & 2 != 0 {
+            Some(parse_int(r)?)
+        } else {
+            None
+        };
+        out.push(NumericOp {
+            key,
+            args: NumericArgs {
+                kind,
+                ty,
+                operand,
+                min,
+                max,
+            },
+        });
+    }
+    Ok(out)
 }
 
 fn check_collection_name(b: &[u8]) -> Result<()> {
@@ -327,6 +520,8 @@ pub struct TxBuilder {
     events: Vec<(PayloadKind, String, Vec<u8>)>,
     vectors: Vec<BuilderVectorOp>,
     idempotency_key: Option<String>,
+    appends: Vec<(String, Expected, u32, u32)>,
+    numeric: Vec<(String, NumericArgs)>,
 }
 
 /// `(collection, id, upsert: (vector, metadata JSON))`; no upsert means delete.
@@ -388,6 +583,26 @@ impl TxBuilder {
         self.idempotency_key = Some(key.to_owned());
         self
     }
+    /// Appends JSON events `(type, payload)` to `stream`, expecting `expected`.
+    pub fn append_json(
+        mut self,
+        stream: &str,
+        expected: Expected,
+        events: &[(&str, &str)],
+    ) -> Self {
+        let first = self.events.len() as u32;
+        for (t, p) in events {
+            self = self.event_json(t, p);
+        }
+        self.appends
+            .push((stream.to_owned(), expected, first, events.len() as u32));
+        self
+    }
+    /// A numeric operation on `key`.
+    pub fn numeric(mut self, key: &str, args: NumericArgs) -> Self {
+        self.numeric.push((key.to_owned(), args));
+        self
+    }
     /// Encodes the wire bytes (unvalidated; [`TxBatch::parse`] validates).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![WIRE_VERSION];
@@ -434,6 +649,39 @@ impl TxBuilder {
         let idem = self.idempotency_key.as_deref().unwrap_or("");
         out.extend_from_slice(&(idem.len() as u16).to_le_bytes());
         out.extend_from_slice(idem.as_bytes());
+        out.extend_from_slice(&(self.appends.len() as u32).to_le_bytes());
+        for (stream, expected, first, count) in &self.appends {
+            out.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+            out.extend_from_slice(stream.as_bytes());
+            let (tag, v) = match expected {
+                Expected::Any => (0u8, 0u64),
+                Expected::NoStream => (1, 0),
+                Expected::Exact(v) => (2, *v),
+            };
+            out.push(tag);
+            out.extend_from_slice(&v.to_le_bytes());
+            out.extend_from_slice(&first.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.numeric.len() as u32).to_le_bytes());
+        for (key, a) in &self.numeric {
+            out.push(a.kind as u8);
+            out.push(a.ty as u8);
+            out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            out.extend_from_slice(key.as_bytes());
+            let int = |out: &mut Vec<u8>, i: &Int| {
+                out.push(i.neg as u8);
+                out.extend_from_slice(&i.mag);
+            };
+            int(&mut out, &a.operand);
+            out.push(a.min.is_some() as u8 | (a.max.is_some() as u8) << 1);
+            if let Some(m) = &a.min {
+                int(&mut out, m);
+            }
+            if let Some(m) = &a.max {
+                int(&mut out, m);
+            }
+        }
         out
     }
     /// Encodes and parses.

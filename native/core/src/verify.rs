@@ -108,7 +108,7 @@ pub fn verify(engine: &Engine) -> Result<u64> {
 /// Checks the directory of `engine`: the canonical store's page structure (file
 /// reads before LMDB follows a page) and its invariants (dense event ids, the type
 /// index matches the log both ways, every value and record decodes, idempotency
-/// records within the log), projection.db (SQLite's integrity check, processor
+/// records within the log, the stream index dense and naming logged events), projection.db (SQLite's integrity check, processor
 /// cursors and dead letters within the log), the vector documents against their
 /// in-memory index, and the index dumps (manifests and checksums).
 pub fn report(engine: &Engine) -> Result<Report> {
@@ -118,6 +118,13 @@ pub fn report(engine: &Engine) -> Result<Report> {
         let _g = store.guard();
         let txn = checked_txn(store)?;
         scan_store(store, &txn, &mut r)?;
+        match store.verify_streams(&txn, r.last_event_id) {
+            Err(e) if e.code == Code::Corrupt => r.violations.push(Violation {
+                kind: "stream_index",
+                detail: e.message,
+            }),
+            other => other?,
+        }
     }
     let projection = engine.dir().join(crate::projection::FILE_NAME);
     // The integrity check alone: no cursor (an SQLite integer) is past i64::MAX. Cursors are listed below.

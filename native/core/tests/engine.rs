@@ -9,6 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use athanor_core::clock::ManualClock;
+use athanor_core::numeric::{Int, NumericArgs, NumericKind, NumericType};
+use athanor_core::txn::Expected;
+use athanor_core::StreamQuery;
 use athanor_core::{
     CachedReader, Code, CommitInfo, CommitNotice, CommitSink, Completion, Durability, Engine,
     Error, EventQuery, Outcome, StoreOptions, TxBatch, TxBuilder, Value,
@@ -231,6 +234,10 @@ impl Raw {
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&(self.idem.len() as u16).to_le_bytes());
         out.extend_from_slice(&self.idem);
+        if version >= 3 {
+            // No stream appends, no numeric ops.
+            out.extend_from_slice(&0u64.to_le_bytes());
+        }
         out
     }
     fn put(mut self, key: &[u8], value: Vec<u8>) -> Self {
@@ -2139,7 +2146,8 @@ fn a_one_pass_backup_hashes_what_it_wrote_and_digests_the_snapshot_it_copied() {
                     &e,
                     TxBuilder::new()
                         .put("w", &Value::I64(n))
-                        .event_json("tick", "{}"),
+                        // In a stream, so the copies' digests cover the stream index too.
+                        .append_json("ticks", Expected::Any, &[("tick", "{}")]),
                 );
                 n += 1;
             }
@@ -2213,4 +2221,191 @@ fn raw_env(dir: &std::path::Path) -> heed::Env {
             .open(dir.join("canonical"))
     }
     .unwrap()
+}
+
+fn add(kind: NumericKind, d: i64, min: Option<i64>, max: Option<i64>) -> NumericArgs {
+    NumericArgs {
+        kind,
+        ty: NumericType::Follow,
+        operand: Int::from_i64(d),
+        min: min.map(Int::from_i64),
+        max: max.map(Int::from_i64),
+    }
+}
+
+#[test]
+fn numeric_ops_and_stream_appends_fail_alone_in_their_group() {
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    applied(
+        &e,
+        TxBuilder::new()
+            .put("hits", &Value::I64(10))
+            .put("name", &Value::String("x".into()))
+            .append_json("s", Expected::NoStream, &[("a", "1")]),
+    );
+    let (collector, rx) = chan_sink(&e, false);
+    let (entered_tx, entered) = crossbeam_channel::unbounded();
+    let (release, release_rx) = crossbeam_channel::unbounded();
+    let gate = e.register_sink(Arc::new(GateSink {
+        entered: entered_tx,
+        release: release_rx,
+    }));
+    e.submit(
+        TxBuilder::new().event_json("gate", "{}").build().unwrap(),
+        gate,
+        0,
+    )
+    .unwrap();
+    entered.recv_timeout(WAIT).expect("writer reached the gate");
+    let txs = [
+        // 1: 10 + 5 = 15
+        TxBuilder::new().numeric("hits", add(NumericKind::Add, 5, None, Some(20))),
+        // 2: 15 - 16 < 0: ERR_BOUNDS, its event and put not written
+        TxBuilder::new()
+            .put("leak", &Value::I64(1))
+            .event_json("leak", "2")
+            .numeric("hits", add(NumericKind::Sub, 16, Some(0), None)),
+        // 3: 15 + 5 = 20, at its max; the missing key starts at 0
+        TxBuilder::new()
+            .numeric("hits", add(NumericKind::Add, 5, None, Some(20)))
+            .numeric("fresh", add(NumericKind::Sub, 3, None, None))
+            .numeric("fresh", add(NumericKind::Max, -1, None, None)),
+        // 4: 20 + 1 > 20: ERR_BOUNDS
+        TxBuilder::new().numeric("hits", add(NumericKind::Add, 1, None, Some(20))),
+        // 5: a string is not numeric: ERR_BOUNDS
+        TxBuilder::new().numeric("name", add(NumericKind::Add, 1, None, None)),
+        // 6: the stream is at 1: appends at 2 and 3
+        TxBuilder::new().append_json("s", Expected::Exact(1), &[("b", "2"), ("c", "3")]),
+        // 7: expected 1 too, but 6 moved it to 3: ERR_WRONG_EXPECTED_VERSION
+        TxBuilder::new().put("leak", &Value::I64(7)).append_json(
+            "s",
+            Expected::Exact(1),
+            &[("x", "7")],
+        ),
+        // 8: a new stream, and the same stream twice in one transaction
+        TxBuilder::new()
+            .append_json("t", Expected::NoStream, &[("d", "8")])
+            .append_json("t", Expected::Exact(1), &[("e", "8")])
+            .append_json("s", Expected::Any, &[("f", "8")]),
+    ];
+    for (i, b) in txs.iter().enumerate() {
+        e.submit(b.build().unwrap(), collector, i as u64 + 1)
+            .unwrap();
+    }
+    release.send(()).unwrap();
+    let (_, completions) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(completions.len(), txs.len(), "one group");
+    let r: BTreeMap<u64, _> = completions
+        .into_iter()
+        .map(|c| (c.token, c.result))
+        .collect();
+    let code = |t: u64| r[&t].as_ref().err().map(|e| e.code);
+    assert_eq!(
+        (1..=8).map(code).collect::<Vec<_>>(),
+        [
+            None,
+            Some(Code::Bounds),
+            None,
+            Some(Code::Bounds),
+            Some(Code::Bounds),
+            None,
+            Some(Code::WrongExpectedVersion),
+            None
+        ]
+    );
+    let msg = r[&7].as_ref().unwrap_err().message.clone();
+    assert!(
+        msg.starts_with("stream \"s\" expected version 1, found 3"),
+        "{msg}"
+    );
+    assert_eq!(get(&e, "hits").unwrap().1, Value::I64(20));
+    assert_eq!(get(&e, "fresh").unwrap().1, Value::I64(-1));
+    assert_eq!(get(&e, "leak"), None);
+    assert!(events(&e, &q(0, None, Some("leak"), 0, false)).is_empty());
+    let txn = e.begin_read().unwrap();
+    let store = e.store();
+    assert_eq!(store.stream_version(&txn, b"s").unwrap(), 4);
+    assert_eq!(store.stream_version(&txn, b"t").unwrap(), 2);
+    let page = store
+        .read_stream(
+            &txn,
+            b"s",
+            &StreamQuery {
+                from_version: None,
+                limit: 0,
+                reverse: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(page[..8].try_into().unwrap()), 1);
+    let evs = decode_packed(&page[8..]);
+    let payloads: Vec<&[u8]> = evs.iter().map(|e| &e.payload[..]).collect();
+    assert_eq!(payloads, vec![&b"1"[..], b"2", b"3", b"8"]);
+    drop(txn);
+    assert_eq!(e.store().verify().unwrap(), 7);
+    e.unregister_sink(gate);
+    e.unregister_sink(collector);
+}
+
+#[test]
+fn verify_finds_a_damaged_stream_index() {
+    use heed::types::Bytes;
+    // (database, key, value) written behind the engine's back; each must fail verify.
+    let damage: [(&str, &[u8], &[u8]); 3] = [
+        // A version past the head.
+        (
+            "stream_events",
+            b"s\0\0\0\0\0\0\0\0\x03",
+            &3u64.to_be_bytes(),
+        ),
+        // A head past the indexed versions.
+        ("stream_heads", b"s", &5u64.to_be_bytes()),
+        // An entry naming an event that was never logged.
+        (
+            "stream_events",
+            b"s\0\0\0\0\0\0\0\0\x02",
+            &99u64.to_be_bytes(),
+        ),
+    ];
+    for (db, k, v) in damage {
+        let dir = TempDir::new().unwrap();
+        {
+            let e = open(dir.path());
+            applied(
+                &e,
+                TxBuilder::new().append_json("s", Expected::NoStream, &[("a", "{}"), ("b", "{}")]),
+            );
+            assert_eq!(e.store().verify().unwrap(), 2);
+        }
+        {
+            let env = raw_env(dir.path());
+            let mut w = env.write_txn().unwrap();
+            let d: heed::Database<Bytes, Bytes> = env.open_database(&w, Some(db)).unwrap().unwrap();
+            d.put(&mut w, k, v).unwrap();
+            w.commit().unwrap();
+        }
+        let e = open(dir.path());
+        let err = e.store().verify().unwrap_err();
+        assert_eq!(err.code, Code::Corrupt, "{db}: {err}");
+        let report = athanor_core::verify::report(&e).unwrap();
+        let kinds: Vec<&str> = report.violations.iter().map(|v| v.kind).collect();
+        assert_eq!(kinds, ["stream_index"], "{db}");
+    }
+}
+
+#[test]
+fn the_content_digest_covers_stream_membership() {
+    let digest = |b: TxBuilder| {
+        let dir = TempDir::new().unwrap();
+        let e = open(dir.path());
+        applied(&e, b);
+        e.store().content_digest().unwrap().sha256
+    };
+    let plain = digest(TxBuilder::new().event_json("a", "{}"));
+    let streamed = digest(TxBuilder::new().append_json("s", Expected::Any, &[("a", "{}")]));
+    let other = digest(TxBuilder::new().append_json("t", Expected::Any, &[("a", "{}")]));
+    assert_ne!(plain, streamed);
+    assert_ne!(streamed, other);
+    assert_eq!(plain, digest(TxBuilder::new().event_json("a", "{}")));
 }

@@ -25,8 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use athanor_core::codec::{self, Value};
+use athanor_core::numeric::{Int, NumericArgs, NumericKind, NumericType};
 use athanor_core::projection::{self, PROJECTION_FORMAT};
 use athanor_core::store::STORE_FORMAT;
+use athanor_core::txn::Expected;
 use athanor_core::vector::{collection, docs, CollectionParams, Metric};
 use athanor_core::{
     wire, Code, CommitInfo, CommitNotice, Completion, Durability, Engine, Outcome, StoreOptions,
@@ -413,6 +415,14 @@ fn stores_of_every_format_open_and_read_back_identically() {
                 for c in e.vectors().list() {
                     e.vectors().verify(e.store(), &c.name).unwrap();
                 }
+                // Stores made before entity streams get their stream databases at open.
+                let b = TxBuilder::new()
+                    .append_json("s", Expected::NoStream, &[("a", "{}")])
+                    .build()
+                    .unwrap();
+                e.commit_blocking(b).unwrap();
+                let txn = e.begin_read().unwrap();
+                assert_eq!(e.store().stream_version(&txn, b"s").unwrap(), 1, "{name} takes stream appends");
             }
             Err(err) => assert!(
                 err.code == Code::Version && version < STORE_FORMAT,
@@ -492,7 +502,33 @@ fn txn_batch_golden() -> Json {
         .event_bytes("t.bytes", &[0, 1, 0x7f, 0xff])
         .vector_upsert("docs", "x", &vector, "{\"k\":1}")
         .vector_delete("docs", "y")
-        .idempotency_key("idem-é");
+        .idempotency_key("idem-é")
+        .append_json(
+            "order-é",
+            Expected::Exact(0x0010_2030_4050_6070),
+            &[("placed", "{\"n\":2}"), ("paid", "{}")],
+        )
+        .append_json("cart", Expected::NoStream, &[("opened", "[]")])
+        .numeric(
+            "n",
+            NumericArgs {
+                kind: NumericKind::Sub,
+                ty: NumericType::Follow,
+                operand: Int::from_i64(-3),
+                min: Some(Int::from_i64(i64::MIN)),
+                max: None,
+            },
+        )
+        .numeric(
+            "big",
+            NumericArgs {
+                kind: NumericKind::Max,
+                ty: NumericType::U256,
+                operand: Int::new(false, [0xa5; 32]),
+                min: None,
+                max: Some(Int::new(false, [0xff; 32])),
+            },
+        );
     let bytes = builder.encode();
     // The reader takes back what the reference encoder wrote.
     let batch = TxBatch::parse(bytes.clone()).unwrap();
@@ -503,8 +539,10 @@ fn txn_batch_golden() -> Json {
         [("seen".into(), 0x0102_0304_0506_0708), ("absent".into(), 0)]
     );
     let types: Vec<String> = batch.events.iter().map(|e| text(&e.event_type)).collect();
-    assert_eq!(types, ["t.json", "t.bytes"]);
+    assert_eq!(types, ["t.json", "t.bytes", "placed", "paid", "opened"]);
     assert_eq!((batch.writes.len(), batch.vectors.len()), (2, 2));
+    assert_eq!((batch.appends.len(), batch.numeric.len()), (2, 2));
+    assert_eq!(batch.appends[0].events, 2..4);
     assert_eq!(
         batch.idempotency_key.as_ref().map(text).as_deref(),
         Some("idem-é")
@@ -528,6 +566,16 @@ fn txn_batch_golden() -> Json {
             { "collection": "docs", "delete": "y" },
         ],
         "idempotency_key": "idem-é",
+        "appends": [
+            { "stream": "order-é", "expected": "4538991236898928", "events": [
+                { "type": "placed", "json": "{\"n\":2}" }, { "type": "paid", "json": "{}" } ] },
+            { "stream": "cart", "expected": "none", "events": [{ "type": "opened", "json": "[]" }] },
+        ],
+        "numeric": [
+            { "op": "sub", "key": "n", "operand": "-3", "min": i64::MIN.to_string() },
+            { "op": "max", "key": "big", "type": "u256", "operand": Int::new(false, [0xa5; 32]).to_string(),
+              "max": Int::new(false, [0xff; 32]).to_string() },
+        ],
         "hex": hex(&bytes),
     })
 }
@@ -960,7 +1008,42 @@ fn commit_record_golden() -> Json {
     })
 }
 
+fn streams_golden() -> Json {
+    // Versions below 2^53: TypeScript reads them as numbers.
+    let first = 0x0010_2030_4050_6070u64;
+    let mut events = wire::events::EventPack::new();
+    events.push(
+        0x0102_0304_0506_0708,
+        0x1112_1314_1516_1718,
+        0x0000_0193_0405_0607,
+        1,
+        "placed",
+        b"{\"n\":1}",
+    );
+    let page = wire::streams::pack_page(first, events.finish());
+    let rows: [(&[u8], u64); 2] = [("order-é".as_bytes(), first), (b"b", 1)];
+    let list = wire::streams::pack_list(&rows);
+    json!({
+        "spec": "native/core/src/wire/streams.rs",
+        "page": {
+            "first_version": first.to_string(),
+            "event": { "id": "72623859790382856", "commit_seq": "1230066625199609624",
+                       "at_ms": 0x0000_0193_0405_0607u64, "type": "placed", "json": "{\"n\":1}" },
+            "hex": hex(&page),
+        },
+        "list": {
+            "rows": [["order-é", first.to_string()], ["b", "1"]],
+            "hex": hex(&list),
+        },
+    })
+}
+
 #[test]
 fn wire_commit_record_matches_the_golden() {
     wire_golden("commit-record", commit_record_golden);
+}
+
+#[test]
+fn wire_streams_matches_the_golden() {
+    wire_golden("streams", streams_golden);
 }

@@ -5,6 +5,8 @@
 //! panic, never `Io` standing in for a bug).
 
 use athanor_core::codec::{self, Value};
+use athanor_core::numeric::{Int, NumericArgs, NumericKind, NumericType};
+use athanor_core::txn::Expected;
 use athanor_core::{wire, Code, TxBatch, TxBuilder};
 use proptest::prelude::*;
 
@@ -51,8 +53,10 @@ fn batch() -> impl Strategy<Value = Vec<u8>> {
             0..3,
         ),
         proptest::option::of("[a-z0-9]{1,16}"),
+        proptest::collection::vec(("[a-z-]{1,10}", 0u8..3, 0u64..5, 1usize..3), 0..3),
+        proptest::collection::vec(("[A-Z]{1,6}", 1u8..5, any::<i64>(), 0u8..4), 0..3),
     )
-        .prop_map(|(reads, writes, events, vectors, idem)| {
+        .prop_map(|(reads, writes, events, vectors, idem, appends, numeric)| {
             let mut b = TxBuilder::new();
             for (k, v) in &reads {
                 b = b.read(k, *v);
@@ -74,6 +78,26 @@ fn batch() -> impl Strategy<Value = Vec<u8>> {
             }
             if let Some(k) = &idem {
                 b = b.idempotency_key(k);
+            }
+            for (stream, tag, v, n) in &appends {
+                let expected = match tag {
+                    0 => Expected::Any,
+                    1 => Expected::NoStream,
+                    _ => Expected::Exact(*v),
+                };
+                let evs = vec![("appended", "{}"); *n];
+                b = b.append_json(stream, expected, &evs);
+            }
+            // Upper-case keys: never among the writes' keys, which a numeric op may not share.
+            for (key, kind, d, flags) in &numeric {
+                let args = NumericArgs {
+                    kind: NumericKind::from_u8(*kind).unwrap(),
+                    ty: NumericType::Follow,
+                    operand: Int::from_i64(*d),
+                    min: (flags & 1 != 0).then(|| Int::from_i64(-5)),
+                    max: (flags & 2 != 0).then(|| Int::from_i64(d.saturating_abs())),
+                };
+                b = b.numeric(key, args);
             }
             b.encode()
         })

@@ -14,6 +14,7 @@ mod fast;
 mod guard;
 mod projection;
 mod replication;
+mod streams;
 mod vector;
 use fast::{ReadCtx, Scratch};
 use guard::{guard, CoreResult};

@@ -9,7 +9,7 @@ use super::outcome::{CommitInfo, Outcome};
 use crate::codec;
 use crate::error::{Code, Error, Result};
 use crate::store::{self, GroupWrites, IdemRecord, Store};
-use crate::txn::{TxBatch, WriteOp};
+use crate::txn::{Expected, TxBatch, WriteOp};
 
 /// Idempotency records pruned per group at most, so pruning never stalls commits.
 const PRUNE_PER_GROUP: usize = 1000;
@@ -106,6 +106,16 @@ pub(super) fn apply_one(
             return Ok(Err(e));
         }
     }
+    // Stream versions and numeric results are decided here, before the first write,
+    // so a wrong expected version or a bound violation fails this transaction alone.
+    let stream_bases = match check_streams(store, wtxn, b)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let numeric = match numeric_results(store, wtxn, b)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
     let my_seq = *seq + 1;
     for w in &b.writes {
         match w {
@@ -132,6 +142,26 @@ pub(super) fn apply_one(
         dbs.event_types
             .put(wtxn, &store::type_index_key(t, id), &[])?;
     }
+    for (key, value) in &numeric {
+        scratch.clear();
+        scratch.extend_from_slice(&my_seq.to_be_bytes());
+        scratch.extend_from_slice(&value.encode());
+        dbs.state.put(wtxn, key, scratch)?;
+    }
+    for (a, base) in b.appends.iter().zip(&stream_bases) {
+        let stream = b.bytes(&a.stream);
+        for (i, ev) in a.events.clone().enumerate() {
+            let event_id = first + ev as u64;
+            let version = base + 1 + i as u64;
+            dbs.stream_events.put(
+                wtxn,
+                &store::stream_event_key(stream, version),
+                &event_id.to_be_bytes(),
+            )?;
+        }
+        let head = base + a.events.len() as u64;
+        dbs.stream_heads.put(wtxn, stream, &head.to_be_bytes())?;
+    }
     for g in groups.iter_mut() {
         g.write(dbs, wtxn, b, scratch)?;
     }
@@ -157,6 +187,85 @@ pub(super) fn apply_one(
         first_event_id,
         event_count,
     }))
+}
+
+/// Each append's base version (the stream's version before it), or the transaction's
+/// own `ERR_WRONG_EXPECTED_VERSION` for the first append whose expectation fails.
+/// Appends to one stream in one transaction see each other's events.
+fn check_streams(
+    store: &Store,
+    wtxn: &RwTxn,
+    b: &TxBatch,
+) -> std::result::Result<Result<Vec<u64>>, GroupError> {
+    let mut bases: Vec<u64> = Vec::with_capacity(b.appends.len());
+    for (i, a) in b.appends.iter().enumerate() {
+        let stream = b.bytes(&a.stream);
+        let earlier = b.appends[..i]
+            .iter()
+            .zip(&bases)
+            .rev()
+            .find(|(p, _)| b.bytes(&p.stream) == stream)
+            .map(|(p, base)| base + p.events.len() as u64);
+        let current = match earlier {
+            Some(v) => v,
+            None => match store.dbs.stream_heads.get(wtxn, stream)? {
+                None => 0,
+                Some(v) => store::decode_version(v)?,
+            },
+        };
+        let ok = match a.expected {
+            Expected::Any => true,
+            Expected::NoStream => current == 0,
+            Expected::Exact(v) => current == v,
+        };
+        if !ok {
+            let id = String::from_utf8_lossy(stream);
+            return Ok(Err(Error::new(
+                Code::WrongExpectedVersion,
+                format!(
+                    "stream {} expected version {}, found {current}: re-read the stream and decide again",
+                    serde_json::to_string(&id).unwrap_or_default(),
+                    a.expected
+                ),
+            )));
+        }
+        bases.push(current);
+    }
+    Ok(Ok(bases))
+}
+
+/// A key a transaction's numeric ops change, and its value after them.
+type NumericResult = (Vec<u8>, codec::Value);
+
+/// The final value of each key the numeric ops touch, in the order first touched,
+/// or the transaction's own `ERR_BOUNDS`.
+fn numeric_results(
+    store: &Store,
+    wtxn: &RwTxn,
+    b: &TxBatch,
+) -> std::result::Result<Result<Vec<NumericResult>>, GroupError> {
+    let mut out: Vec<NumericResult> = Vec::new();
+    for op in &b.numeric {
+        let key = b.bytes(&op.key);
+        let slot = out.iter().position(|(k, _)| k == key);
+        let current = match slot {
+            Some(i) => Some(out[i].1.clone()),
+            None => match store.dbs.state.get(wtxn, key)? {
+                None => None,
+                Some(bytes) => Some(codec::Value::decode(codec::split_state_entry(bytes)?.1)?),
+            },
+        };
+        let name = String::from_utf8_lossy(key);
+        let next = match crate::numeric::apply(&name, current.as_ref(), &op.args) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        match slot {
+            Some(i) => out[i].1 = next,
+            None => out.push((key.to_vec(), next)),
+        }
+    }
+    Ok(Ok(out))
 }
 
 pub(super) fn prune_idempotency(

@@ -740,8 +740,9 @@ fn bind_source(
         Source::CommitSeq => stmt.bind_i64(i, ev.commit_seq as i64),
         Source::Const(v) => stmt.bind_value(i, v),
         Source::Payload => match ev.kind {
-            PayloadKind::Json => stmt.bind_text(i, &ev.payload),
-            PayloadKind::Bytes => stmt.bind_blob(i, &ev.payload),
+            // Events reach here with their schema version split off (`projection::read_events_after`).
+            PayloadKind::Json | PayloadKind::VersionedJson => stmt.bind_text(i, &ev.payload),
+            PayloadKind::Bytes | PayloadKind::VersionedBytes => stmt.bind_blob(i, &ev.payload),
         },
         Source::Path(segs) => {
             if ev.kind != PayloadKind::Json {

@@ -117,13 +117,19 @@ pub fn read_events_after(engine: &Engine, after: u64, limit: usize) -> Result<Ve
                 .map_err(|_| Error::corrupt("event key is not 8 bytes"))?,
         );
         let e = codec::decode_event(v)?;
+        // Declarative projections read payloads as stored, whatever their schema
+        // version (TS refuses one over a type that has upcasters).
+        let (kind, _, payload) = e
+            .kind
+            .split(e.payload)
+            .map_err(|x| Error::corrupt(x.message))?;
         out.push(LogEvent {
             id,
             commit_seq: e.commit_seq,
             at_ms: e.at_ms,
-            kind: e.kind,
+            kind,
             event_type: e.event_type.to_string(),
-            payload: e.payload.to_vec(),
+            payload: payload.to_vec(),
         });
     }
     Ok(out)

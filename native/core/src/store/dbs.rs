@@ -46,6 +46,11 @@ pub(crate) struct Dbs {
     /// Commit records not yet published, keyed by commit seq (u64 BE); see
     /// [`crate::wire::commit_record`]. Empty unless replication is on.
     pub commit_log: Database<Bytes, Bytes>,
+    /// Stream membership: `[stream id][0x00][version u64 BE]` -> `[event id u64 BE]`
+    /// (created at open when missing: stores of format 1 made before streams have none).
+    pub stream_events: Database<Bytes, Bytes>,
+    /// Each stream's current version: `[stream id]` -> `[version u64 BE]`.
+    pub stream_heads: Database<Bytes, Bytes>,
 }
 
 impl Dbs {
@@ -63,6 +68,8 @@ impl Dbs {
             // Created at open when missing: a format-1 store made before replication
             // opens unchanged and gets an empty log.
             commit_log: env.create_database(wtxn, Some("commit_log"))?,
+            stream_events: env.create_database(wtxn, Some("stream_events"))?,
+            stream_heads: env.create_database(wtxn, Some("stream_heads"))?,
         })
     }
 

@@ -32,6 +32,7 @@ mod options;
 mod reader;
 mod scan;
 mod state;
+mod streams;
 mod sync_stats;
 mod verify;
 
@@ -53,4 +54,6 @@ pub use options::{Durability, StoreOptions};
 pub use reader::CachedReader;
 pub use scan::MAX_LIST;
 pub use state::StateEntry;
+pub use streams::StreamQuery;
+pub(crate) use streams::{decode_version, stream_event_key};
 pub use sync_stats::{SyncSnapshot, SyncStats, SYNC_BUCKETS_S};

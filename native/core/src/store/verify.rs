@@ -75,6 +75,7 @@ impl Store {
                 ))
             })?;
         }
+        self.verify_streams(&txn, last)?;
         Ok(last)
     }
 }

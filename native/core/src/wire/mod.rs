@@ -28,3 +28,4 @@ pub mod entry;
 pub mod events;
 pub mod hits;
 pub mod state_list;
+pub mod streams;
