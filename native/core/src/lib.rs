@@ -51,5 +51,6 @@ pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome};
 pub use engine::Engine;
 pub use error::{Code, Error, Result};
+pub use store::{chain_link, ChainKey, ChainKind, ChainMeta, ChainOptions, Proof};
 pub use store::{CachedReader, Durability, EventQuery, StateEntry, Store, StoreOptions};
 pub use txn::{TxBatch, TxBuilder, VectorOp};

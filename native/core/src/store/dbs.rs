@@ -27,6 +27,9 @@ pub(crate) struct Dbs {
     pub vector_collections: Database<Bytes, Bytes>,
     /// Vector documents, keyed by `[collection id u32 BE][document id]`.
     pub vectors: Database<Bytes, Bytes>,
+    /// The event log's hash chain: event id (u64 BE) -> 32-byte link (`chain.rs`).
+    /// Empty until the chain is turned on (meta `chain_from`).
+    pub event_chain: Database<Bytes, Bytes>,
 }
 
 impl Dbs {
@@ -41,6 +44,7 @@ impl Dbs {
             idem_by_time: env.create_database(wtxn, Some("idempotency_by_time"))?,
             vector_collections: env.create_database(wtxn, Some("vector_collections"))?,
             vectors: env.create_database(wtxn, Some("vectors"))?,
+            event_chain: env.create_database(wtxn, Some("event_chain"))?,
         })
     }
 

@@ -10,12 +10,14 @@
 //! - `reader`: read transactions, the map guard, cached readers;
 //! - `state`, `log`, `idempotency`: reading each concept; `scan`: state keys by prefix, a page at a time;
 //! - `verify`: the store's invariants;
+//! - `chain`: the event log's hash chain (links, proofs, their check);
 //! - `hook`: the seam derived state (vector indexes) follows commits through;
 //! - `sync_stats`: how long fsyncs take.
 //!
 //! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `create` <- `env`
 //! <- `reader`, `state`, `log`, `idempotency` <- `verify`; this file only re-exports.
 
+mod chain;
 mod create;
 mod dbs;
 mod env;
@@ -30,6 +32,8 @@ mod state;
 mod sync_stats;
 mod verify;
 
+pub(crate) use chain::{check as check_chain, ensure as ensure_chain, ChainWriter};
+pub use chain::{link as chain_link, ChainKey, ChainKind, ChainMeta, ChainOptions, Hash, Proof};
 pub use dbs::STORE_FORMAT;
 pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
 pub use env::Store;

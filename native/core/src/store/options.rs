@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::chain::ChainOptions;
 use crate::clock::{Clock, SystemClock};
 
 /// How a commit reaches the disk. `Full` is the default and the only mode in
@@ -40,6 +41,8 @@ pub struct StoreOptions {
     /// and the idempotency window is measured by: the system clock unless a test
     /// moves a [`crate::clock::ManualClock`].
     pub clock: Arc<dyn Clock>,
+    /// The event log's hash chain: whether to start one, and its HMAC key.
+    pub chain: ChainOptions,
 }
 
 impl Default for StoreOptions {
@@ -51,6 +54,7 @@ impl Default for StoreOptions {
             max_readers: 510,
             create: true,
             clock: Arc::new(SystemClock),
+            chain: ChainOptions::default(),
         }
     }
 }
