@@ -17,6 +17,7 @@ const FLOOR: Record<string, number> = {
   vectors: 3,
   processing: 4,
   ops: 5,
+  security: 5.5,
   'db.ts': 6,
   'index.ts': 7,
   'cli.ts': 8,

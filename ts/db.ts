@@ -25,6 +25,10 @@ import { readStateList } from './internal/state-list.js';
 import { restoreBackup, takeBackup, type BackupManifest, type BackupOptions, type ContentDigest, type RestoreOptions } from './ops/backup.js';
 import type { VectorProjection, VectorProjectionSpec } from './processing/vector-projection.js';
 import { Idempotency } from './state/idempotency.js';
+import { AuditTrail } from './security/audit.js';
+import { callerHandle, secureRoot, type Security } from './security/handle.js';
+import { checkCaller, type Caller } from './security/permissions.js';
+import { Roles, type RoleStore } from './security/roles.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -55,6 +59,25 @@ export interface OpenOptions {
    * database is then a `NotFoundError` naming it, and nothing is created.
    */
   create?: boolean;
+  /**
+   * Start the event log's hash chain at the next event when the database has none
+   * (default `false`; a chain once started stays on). See `db.events.proof()`.
+   */
+  chain?: boolean;
+  /**
+   * With `chain` (or `secure`), start the chain with HMAC-SHA-256 under this key
+   * instead of plain SHA-256, so only a key holder can forge links. Never stored; the native copy is zeroed when
+   * the database closes. A keyed chain is appended to and verified only when opened
+   * with its key.
+   */
+  hmacKey?: Uint8Array | string;
+  /**
+   * Refuse every call not made through a caller handle (`db.as(caller)`), force
+   * `durability: 'full'`, and start the hash chain.
+   */
+  secure?: boolean;
+  /** How long the audit trail keeps records, ms (default 90 days; 0 = forever). */
+  auditRetentionMs?: number;
 }
 
 /** Options of {@link Athanor.verify}. */
@@ -156,8 +179,25 @@ function checkDir(dir: unknown): asserts dir is string {
   if (typeof dir !== 'string' || dir.length === 0) throw new InvalidArgumentError('dir must be a non-empty path string');
 }
 
-function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
+/** The open options once checked. */
+type CheckedOptions = Required<Omit<OpenOptions, 'hmacKey'>> & { hmacKey: Buffer | undefined };
+
+function checkOpenOptions(o: OpenOptions): CheckedOptions {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
+  const secure = o.secure ?? false;
+  if (typeof secure !== 'boolean') throw new InvalidArgumentError(`secure must be a boolean, got ${typeof secure}`);
+  if (secure && o.durability !== undefined && o.durability !== 'full') {
+    throw new InvalidArgumentError(`a secure database commits with durability 'full'; remove durability: ${describeThrown(o.durability)} or open without secure`);
+  }
+  const chain = o.chain ?? secure;
+  if (typeof chain !== 'boolean') throw new InvalidArgumentError(`chain must be a boolean, got ${typeof chain}`);
+  if (secure && !chain) throw new InvalidArgumentError('a secure database keeps the hash chain on; remove chain: false or open without secure');
+  // Never echoed: the key's value must not reach an error message.
+  if (o.hmacKey !== undefined && !(o.hmacKey instanceof Uint8Array) && typeof o.hmacKey !== 'string') throw new InvalidArgumentError('hmacKey must be a Uint8Array or a string');
+  if (o.hmacKey !== undefined && o.hmacKey.length < 16) throw new InvalidArgumentError('hmacKey must be at least 16 bytes; use 32 random bytes');
+  const hmacKey = o.hmacKey === undefined ? undefined : typeof o.hmacKey === 'string' ? Buffer.from(o.hmacKey, 'utf8') : Buffer.from(o.hmacKey);
+  const auditRetentionMs = o.auditRetentionMs ?? 90 * 24 * 3600 * 1000;
+  if (!Number.isSafeInteger(auditRetentionMs) || auditRetentionMs < 0) throw new InvalidArgumentError('auditRetentionMs must be a non-negative integer (0 keeps records forever)');
   const durability = o.durability ?? 'full';
   if (durability !== 'full' && durability !== 'batched' && durability !== 'none') {
     throw new InvalidArgumentError(`durability must be 'full', 'batched' or 'none', got ${describeThrown(durability)}`);
@@ -174,7 +214,7 @@ function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
   }
   const create = o.create ?? true;
   if (typeof create !== 'boolean') throw new InvalidArgumentError(`create must be a boolean, got ${typeof create}`);
-  return { durability, syncIntervalMs, mapSize, idempotencyWindowMs, create };
+  return { durability, syncIntervalMs, mapSize, idempotencyWindowMs, create, chain, hmacKey, secure, auditRetentionMs };
 }
 
 /** The child of a deep verify: opens without creating, verifies, prints one JSON line. */
@@ -321,7 +361,7 @@ export class Athanor {
 
   readonly #proj: Projections;
 
-  private constructor(dir: string, o: Required<OpenOptions>, core: Core) {
+  private constructor(dir: string, o: CheckedOptions, core: Core) {
     this.dir = dir;
     this.durability = o.durability;
     this.#core = core;
@@ -342,7 +382,13 @@ export class Athanor {
     checkDir(dir);
     const o = checkOpenOptions(options);
     const path = resolve(dir);
-    return new Athanor(path, o, await Core.open(path, o));
+    let core: Core;
+    try {
+      core = await Core.open(path, o);
+    } finally {
+      o.hmacKey?.fill(0); // the addon keeps its own copy, zeroed at close
+    }
+    return Athanor.#finish(new Athanor(path, o, core), o);
   }
 
   /**
@@ -353,6 +399,57 @@ export class Athanor {
    * files is refused unless `overwrite: true`. Resolves to the restored content digest,
    * equal to the backup's. Open the restored directory with {@link open}.
    */
+  /** A secure database is handed out as its secure root (see `security/handle.ts`). */
+  static #finish(db: Athanor, o: CheckedOptions): Athanor {
+    db.#auditRetentionMs = o.auditRetentionMs;
+    return o.secure ? secureRoot(db, db.#securityParts().audit) : db;
+  }
+
+  #auditRetentionMs = 0;
+  #security: Security | undefined;
+
+  #securityParts(): Security {
+    if (this.#security === undefined) {
+      const store: RoleStore = {
+        internalTransaction: () => this.transaction()[INTERNAL](),
+        list: (o) => this.list(o),
+        getOpt: (k) => this.getOpt(k),
+      };
+      const audit = new AuditTrail(store, { retentionMs: this.#auditRetentionMs });
+      const version = { value: 0 };
+      this.#security = { store, audit, version, roles: new Roles(store, audit, version) };
+    }
+    return this.#security;
+  }
+
+  /**
+   * A handle acting for `caller`: the same API as the database, where each call first
+   * checks that the caller's roles grant what it needs (else `ForbiddenError`, naming
+   * the permission, with nothing done) and is recorded in the audit trail. Members
+   * not classified for callers (and the objects behind the handle) are refused.
+   * athanor does not authenticate the caller: the application vouches for its id.
+   */
+  as(caller: Caller): Athanor {
+    this.#core.assertOpen();
+    const c = checkCaller(caller);
+    const sec = this.#securityParts();
+    const unknown = c.roles.filter((r) => sec.roles.get(r) === undefined);
+    if (unknown.length > 0) throw new InvalidArgumentError(`caller ${JSON.stringify(c.id)} has roles that are not defined: ${unknown.join(', ')}; define them with db.roles.define or use admin, developer, viewer, auditor`);
+    return callerHandle(this, c, sec);
+  }
+
+  /** Custom roles (define, get, list, drop); each change is recorded in the audit trail. */
+  get roles(): Roles {
+    this.#core.assertOpen();
+    return this.#securityParts().roles;
+  }
+
+  /** The audit trail of caller handles' decisions and role changes: `db.audit.query({ ... })`. */
+  get audit(): AuditTrail {
+    this.#core.assertOpen();
+    return this.#securityParts().audit;
+  }
+
   static async restore(backupDir: string, targetDir: string, options: RestoreOptions = {}): Promise<ContentDigest> {
     return restoreBackup(backupDir, targetDir, options);
   }
@@ -362,7 +459,13 @@ export class Athanor {
     checkDir(dir);
     const o = checkOpenOptions(options);
     const path = resolve(dir);
-    return new Athanor(path, o, Core.openSync(path, o));
+    let core: Core;
+    try {
+      core = Core.openSync(path, o);
+    } finally {
+      o.hmacKey?.fill(0);
+    }
+    return Athanor.#finish(new Athanor(path, o, core), o);
   }
 
   /** Reads a key from the newest committed state; throws `NotFoundError` when absent. Synchronous. */
@@ -658,6 +761,7 @@ export class Athanor {
       // Only when there is one: close() inside db.sql.transaction(fn) must reach the
       // SQL connection before the callback returns, so no needless await comes first.
       if (this.#scheduler !== undefined) await this.#scheduler.stop();
+      if (this.#security !== undefined) await this.#security.audit.close();
       await this.#proj.close();
     } finally {
       while (this.#core.pendingCount > 0) await this.#core.drain();

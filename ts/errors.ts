@@ -29,7 +29,8 @@ export type ErrorCode =
   | 'ERR_DOWNLOAD'
   | 'ERR_INTEGRITY'
   | 'ERR_NATIVE'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  | 'ERR_FORBIDDEN';
 
 /** Base class of every error athanor throws. */
 export class AthanorError extends Error {
@@ -224,6 +225,16 @@ export class NativeLoadError extends AthanorError {
   }
 }
 
+/** The caller's roles do not grant the permission the operation needs (named in the message and in `permission`); nothing was done. */
+export class ForbiddenError extends AthanorError {
+  /** The missing permission, e.g. `write key:orders/` or `admin`. */
+  readonly permission: string | undefined;
+  constructor(message: string, options?: { permission?: string }) {
+    super('ERR_FORBIDDEN', message);
+    this.permission = options?.permission;
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -269,6 +280,8 @@ export function errorFor(code: string, message: string): AthanorError {
       return new DownloadError(message);
     case 'ERR_INTEGRITY':
       return new IntegrityError(message);
+    case 'ERR_FORBIDDEN':
+      return new ForbiddenError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

@@ -6,7 +6,7 @@
 export { Athanor, Snapshot, type OpenOptions, type Durability, type VerifyOptions, type VerifyResult } from './db.js';
 export type { VerifyReportOptions, VerifyReport, VerifyViolation, ListOptions, StateEntry } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './state/transaction.js';
-export { EventLog, type StoredEvent, type ReadOptions } from './state/events.js';
+export { EventLog, type StoredEvent, type ReadOptions, type EventProof } from './state/events.js';
 export type { CommitNotice } from './state/core.js';
 export { Idempotency, type IdempotencyRecord } from './state/idempotency.js';
 export { VectorStore } from './vectors/store.js';
@@ -55,6 +55,7 @@ export {
   DownloadError,
   IntegrityError,
   NativeLoadError,
+  ForbiddenError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';
@@ -92,3 +93,7 @@ export {
 } from './ops/scheduler.js';
 export type { BackupOptions, BackupManifest, BackupFile, BackupProgress, RestoreOptions, ContentDigest } from './ops/backup.js';
 export type { MetricsSnapshot, MetricsOptions, LatencySummary } from './ops/metrics.js';
+export { BUILTIN_ROLES, type Caller, type Permission, type Action, type Resource, type ResourceKind } from './security/permissions.js';
+export { Roles, type RoleInfo } from './security/roles.js';
+export { AuditTrail, type AuditRecord, type AuditQuery } from './security/audit.js';
+export { verifyProof } from './security/proof.js';

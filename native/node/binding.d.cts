@@ -56,6 +56,8 @@ export declare class NativeDb {
   backupCanonical(dst: string, zstdLevel?: number | undefined | null): Promise<NativeCanonicalBackup>
   /** The content digest of the newest committed state. */
   contentDigest(): Promise<NativeDigest>
+  /** The chain proof of event `id` (`null` when there is no such event). */
+  eventProof(id: bigint): NativeEventProof | null
   /** Creates a collection (or returns the existing one when its parameters match). */
   vectorCreate(name: string, p: NativeCollectionParams): NativeCollection
   /** Opens a collection, or `null` when there is none of that name. */
@@ -362,6 +364,16 @@ export interface NativeEmbedderOptions {
   sessions: number
 }
 
+/** What an outside party needs to check that an event is in the chain. */
+export interface NativeEventProof {
+  id: bigint
+  record: Buffer
+  prevHash: Buffer
+  hash: Buffer
+  algorithm: string
+  chainFrom: bigint
+}
+
 /** An event a processor gives up on, to keep as a dead letter. */
 export interface NativeFailedEvent {
   processor: string
@@ -400,6 +412,10 @@ export interface NativeOpenOptions {
   idempotencyWindowMs: number
   /** `false`: open only an existing database (`ERR_NOT_FOUND` otherwise). Default true. */
   create?: boolean
+  /** Start the event log's hash chain when the store has none (default false). */
+  chain?: boolean
+  /** The chain's HMAC key (never stored; zeroed in native memory at close). */
+  hmacKey?: Buffer
 }
 
 /** One provider tried at open: `error` is unset for the one that runs. */
