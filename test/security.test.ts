@@ -93,6 +93,7 @@ const CASES: Case[] = [
   { api: 'metrics', needs: 'admin', call: (h) => h.metrics() },
   { api: 'processor', needs: 'admin', call: (h) => h.processor('p') },
   { api: 'projection', needs: 'admin', call: (h) => h.projection({ name: 'x', on: {} } as never) },
+  { api: 'vectorProjection', needs: 'admin', call: (h) => h.vectorProjection({} as never) },
   { api: 'scheduler', needs: 'admin', call: (h) => h.scheduler },
   { api: 'migrations', needs: 'admin', call: (h) => h.migrations },
   { api: 'backup', needs: 'admin', call: (h, s) => h.backup(path.join(h.dir, `backup-${s}`)) },
@@ -154,6 +155,14 @@ describe('caller handles: every API, every built-in role', () => {
     expect(wrongRefusals).toEqual([]);
   });
 
+  it('covers every public member of the database', () => {
+    const alias: Record<string, string> = { tx: 'transaction', executeSync: 'transaction', collection: 'vectors' };
+    // close: its own test below (it ends the database the table runs on).
+    const covered = new Set([...CASES.map((c) => /^[A-Za-z]+/.exec(c.api)![0]).map((m) => alias[m] ?? m), 'close']);
+    const members = [...Object.getOwnPropertyNames(Athanor.prototype).filter((m) => m !== 'constructor'), 'dir', 'durability', 'events', 'vectors', 'idempotency'];
+    expect(members.filter((m) => !covered.has(m))).toEqual([]);
+  });
+
   it('never hands out what is behind the handle', async () => {
     const db = await sb.open();
     await seed(db);
@@ -178,6 +187,16 @@ describe('caller handles: every API, every built-in role', () => {
     await db.audit.flush();
     expect(db.list({ prefix: '\u0000athanor/audit/' }).length).toBeGreaterThan(0);
     expect(db.as({ id: 'v', roles: ['viewer'] }).list().map((e) => e.key)).toEqual(['k']);
+  });
+
+  it('lets only admin close the database', async () => {
+    const db = await sb.open();
+    for (const role of ['developer', 'viewer', 'auditor']) {
+      await expectRejects(db.as({ id: role, roles: [role] }).close(), ForbiddenError, 'ERR_FORBIDDEN');
+      expect(db.closed).toBe(false);
+    }
+    await db.as({ id: 'root', roles: ['admin'] }).close();
+    expect(db.closed).toBe(true);
   });
 
   it('refuses unknown roles and malformed callers before anything is done', async () => {
