@@ -270,7 +270,7 @@ describe('audit trail', () => {
     const snap = db.snapshot();
     try {
       expect(snap.commitSeq).toBe(r.commitSeq);
-      const recs = db.list({ prefix: '\u0000athanor/audit/' }).map((e) => e.value.asJson<AuditRecord>());
+      const recs = db.list({ prefix: '\u0000athanor/audit/' }).map((e) => JSON.parse(e.value.asString()) as AuditRecord);
       expect(recs).toEqual([expect.objectContaining({ caller: 'alice', action: 'tx.execute', outcome: 'allow', permission: 'write', namespace: 'default' })]);
     } finally {
       snap.close();

@@ -1,16 +1,18 @@
 /**
  * The audit trail: every allow and deny decision taken for a caller handle, and
  * every change to roles, kept durably in the store under athanor's reserved keys
- * (`\0athanor/audit/<ms, 12 hex>/<process nonce><seq>`, a JSON value each), so it
+ * (`\0athanor/audit/<ms, 12 hex>/<process nonce><seq>`, a string value each holding
+ * the record's JSON text), so it
  * is backed up, restored and replicated with the data it describes.
  *
  * - Writes made in a transaction are recorded in that transaction's own commit.
  * - Other decisions (denials, writes outside a transaction, admin operations) are
  *   recorded one by one and committed in batches.
  * - Allowed reads are counted per caller, operation and granting permission, and
- *   committed in the same batches as one record with `count`, `at` (first) and
- *   `until` (last): a record per point read would make the trail the store's
- *   largest write load.
+ *   committed in the same batches as one record with `count`, `at` (the first
+ *   read) and `until` (when the batch closed the count, at most a second after the
+ *   last read): a record per point read would make the trail the store's largest
+ *   write load.
  *
  * A batch is committed when 1024 records wait, one second after the first of them,
  * before `db.audit.query()` and at close. Records older than the retention are
@@ -18,7 +20,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
-import { json, type Value } from '../state/codec.js';
+import { str, type Value } from '../state/codec.js';
 import { RESERVED_PREFIX } from '../state/reserved.js';
 import type { TransactionBuilder, Tx } from '../state/transaction.js';
 import { describeThrown } from '../internal/thrown.js';
@@ -102,7 +104,8 @@ export class AuditTrail {
   readonly #nonce = randomBytes(4).toString('hex');
   #seq = 0;
   #pending: { key: string; record: AuditRecord }[] = [];
-  readonly #reads = new Map<string, AuditRecord>();
+  #reads: AuditRecord[] = [];
+  #generation = 0;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
   #closed = false;
@@ -120,7 +123,7 @@ export class AuditTrail {
 
   /** Writes `record` into the transaction `tx` (the commit of the write it allows). @internal */
   inTransaction(tx: Tx, record: AuditRecord): void {
-    tx.set(this.keyFor(record.at), json(record));
+    tx.set(this.keyFor(record.at), str(JSON.stringify(record)));
   }
 
   /** Queues a record for the next batch. @internal */
@@ -130,21 +133,24 @@ export class AuditTrail {
     this.#schedule();
   }
 
-  /** Counts an allowed read. `group` identifies caller, operation and grant. @internal */
-  countRead(group: string, make: () => AuditRecord): void {
+  /**
+   * Adds the record that counts allowed reads of one caller, operation and grant
+   * until the next batch: its owner increments `count` while {@link generation} is
+   * unchanged, then starts a new one. @internal
+   */
+  addRead(record: AuditRecord): void {
     if (this.#closed) return;
-    const r = this.#reads.get(group);
-    if (r === undefined) {
-      this.#reads.set(group, make());
-      this.#schedule();
-    } else {
-      r.count++;
-      r.until = Date.now();
-    }
+    this.#reads.push(record);
+    this.#schedule();
+  }
+
+  /** Changes when a batch takes the counted reads. @internal */
+  get generation(): number {
+    return this.#generation;
   }
 
   #schedule(): void {
-    if (this.#pending.length + this.#reads.size >= BATCH) {
+    if (this.#pending.length + this.#reads.length >= BATCH) {
       this.flush().catch((e: unknown) => process.emitWarning(`athanor audit: a batch could not be recorded: ${describeThrown(e)}`));
     } else if (this.#timer === undefined) {
       this.#timer = setTimeout(() => {
@@ -168,14 +174,20 @@ export class AuditTrail {
       this.#timer = undefined;
     }
     const batch = this.#pending;
-    for (const r of this.#reads.values()) batch.push({ key: this.keyFor(r.at), record: r });
+    // A count closes with its batch: `until` is when, at most a second after its last read.
+    const until = Date.now();
+    for (const r of this.#reads) {
+      if (r.count > 1) r.until = until;
+      batch.push({ key: this.keyFor(r.at), record: r });
+    }
     this.#pending = [];
-    this.#reads.clear();
+    this.#reads = [];
+    this.#generation++;
     const expired = this.#retentionMs > 0 ? this.#expiredKeys(Date.now() - this.#retentionMs) : [];
     if (batch.length === 0 && expired.length === 0) return;
     try {
       await this.#store.internalTransaction().execute((tx) => {
-        for (const { key, record } of batch) tx.set(key, json(record));
+        for (const { key, record } of batch) tx.set(key, str(JSON.stringify(record)));
         for (const key of expired) tx.delete(key);
       });
     } catch (e) {
@@ -210,7 +222,7 @@ export class AuditTrail {
       const page = this.#store.list({ prefix: AUDIT_PREFIX, after, limit: 1000 });
       for (const e of page) {
         if (end !== undefined && e.key >= end) return out;
-        const r = e.value.asJson<AuditRecord>();
+        const r = JSON.parse(e.value.asString()) as AuditRecord;
         if (q.caller !== undefined && r.caller !== q.caller) continue;
         if (q.namespace !== undefined && r.namespace !== q.namespace) continue;
         if (q.action !== undefined && r.action !== q.action) continue;

@@ -39,6 +39,10 @@ export class Gate {
   #perms: readonly Permission[] = [];
   #texts: string[] = [];
   #version = -1;
+  /** The first grant that reads every key (-1: none), so a point read needs no search. */
+  #readsAllKeys = -1;
+  /** Per operation, this batch's counting records, by grant (see `AuditTrail.addRead`). */
+  readonly #counts = new Map<string, { generation: number; records: (AuditRecord | undefined)[] }>();
 
   constructor(caller: Caller, security: Security) {
     this.caller = caller;
@@ -51,7 +55,34 @@ export class Gate {
     for (const r of this.caller.roles) perms.push(...(this.security.roles.get(r) ?? []));
     this.#perms = perms;
     this.#texts = perms.map(describePermission);
+    this.#readsAllKeys = perms.findIndex((p) => grants(p, { action: 'read', kind: 'key', name: '' }) && p.resource === undefined);
     this.#version = this.security.version.value;
+    this.#counts.clear();
+  }
+
+  /** Counts an allowed read of `action` through grant `i` into this batch's record. */
+  #countRead(action: string, i: number): void {
+    const audit = this.security.audit;
+    let slot = this.#counts.get(action);
+    if (slot === undefined || slot.generation !== audit.generation) {
+      slot = { generation: audit.generation, records: [] };
+      this.#counts.set(action, slot);
+    }
+    const r = slot.records[i];
+    if (r !== undefined) {
+      r.count++;
+    } else {
+      const rec = this.#record(action, this.#texts[i]!, 'allow');
+      slot.records[i] = rec;
+      audit.addRead(rec);
+    }
+  }
+
+  /** A point read of `key` (the hot path of `get`, `getOpt`, `exists`). */
+  readKey(action: string, key: unknown): void {
+    if (this.#version !== this.security.version.value) this.#compile();
+    const i = this.#readsAllKeys >= 0 && typeof key === 'string' && !key.startsWith(RESERVED_PREFIX) ? this.#readsAllKeys : this.grant(action, keyNeed('read', key));
+    this.#countRead(action, i);
   }
 
   #record(action: string, permission: string, outcome: 'allow' | 'deny'): AuditRecord {
@@ -83,7 +114,7 @@ export class Gate {
     if (needs.length === 0) return;
     const used = needs.map((n) => this.grant(action, n));
     if (needs.every((n) => n.action === 'read')) {
-      for (const i of used) this.security.audit.countRead(`${this.caller.id}\0${action}\0${i}`, () => this.#record(action, this.#texts[i]!, 'allow'));
+      for (const i of used) this.#countRead(action, i);
     } else {
       this.security.audit.record(this.#record(action, [...new Set(used.map((i) => this.#texts[i]!))].join(', '), 'allow'));
     }
@@ -136,6 +167,8 @@ type Target = Record<PropertyKey, unknown>;
 /** What one member needs and how its result is handed out. */
 interface Rule {
   needs: (args: readonly unknown[], target: Target) => readonly Need[];
+  /** A point read of the key in the first argument: checked on the fast path. */
+  keyRead?: true;
   /** Runs instead of the member (after the check). */
   call?: (target: Target, args: readonly unknown[], gate: Gate) => unknown;
   /** Wraps what the member returns. */
@@ -151,9 +184,9 @@ const readKey = (args: readonly unknown[]): readonly Need[] => [keyNeed('read', 
 const collectionNeed = (action: 'read' | 'write') => (_: readonly unknown[], t: Target): readonly Need[] => [{ action, kind: 'collection', name: String(t.name) }];
 
 const SNAPSHOT: Table = {
-  get: { needs: readKey },
-  getOpt: { needs: readKey },
-  exists: { needs: readKey },
+  get: { needs: readKey, keyRead: true },
+  getOpt: { needs: readKey, keyRead: true },
+  exists: { needs: readKey, keyRead: true },
   events: { needs: (a) => [eventNeed(optionType(a[0]))] },
   commitSeq: { needs: always },
   lastEventId: { needs: always },
@@ -251,9 +284,9 @@ const DB: Table = {
   dir: { needs: always },
   durability: { needs: always },
   closed: { needs: always },
-  get: { needs: readKey },
-  getOpt: { needs: readKey },
-  exists: { needs: readKey },
+  get: { needs: readKey, keyRead: true },
+  getOpt: { needs: readKey, keyRead: true },
+  exists: { needs: readKey, keyRead: true },
   list: {
     needs: (a) => [keyNeed('read', optionPrefix(a[0]))],
     // athanor's own records (the audit trail, roles) stay hidden from a full listing.
@@ -307,6 +340,8 @@ function guard<T extends object>(target: T, name: string, table: Table, gate: Ga
   const t = target as unknown as Target;
   return new Proxy(target, {
     get(_, prop) {
+      const cached = methods.get(prop);
+      if (cached !== undefined) return cached;
       if (prop === 'then') return undefined; // not a thenable: `await handle` stays the handle
       const rule = Object.hasOwn(table, prop) ? table[prop as string] : undefined;
       const action = `${name}.${String(prop)}`;
@@ -314,9 +349,16 @@ function guard<T extends object>(target: T, name: string, table: Table, gate: Ga
         if (typeof prop === 'symbol') return undefined;
         gate.refuse(action);
       }
-      const cached = methods.get(prop);
-      if (cached !== undefined) return cached;
       const value = Reflect.get(t, prop, t);
+      if (typeof value === 'function' && rule.keyRead === true) {
+        const fn = value as (key: unknown) => unknown;
+        const read = (key: unknown): unknown => {
+          gate.readKey(action, key);
+          return fn.call(t, key);
+        };
+        methods.set(prop, read);
+        return read;
+      }
       if (typeof value === 'function') {
         const fn = value as (...args: unknown[]) => unknown;
         const run = (args: unknown[]): unknown => {
@@ -445,15 +487,15 @@ class GuardedTx implements Tx {
     return this.#raw.snapshotSeq;
   }
   get(key: string): Value {
-    this.#gate.allow('tx.get', [keyNeed('read', key)]);
+    this.#gate.readKey('tx.get', key);
     return this.#raw.get(key);
   }
   getOpt(key: string): Value | undefined {
-    this.#gate.allow('tx.getOpt', [keyNeed('read', key)]);
+    this.#gate.readKey('tx.getOpt', key);
     return this.#raw.getOpt(key);
   }
   exists(key: string): boolean {
-    this.#gate.allow('tx.exists', [keyNeed('read', key)]);
+    this.#gate.readKey('tx.exists', key);
     return this.#raw.exists(key);
   }
   set(key: string, value: Value): void {
