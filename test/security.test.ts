@@ -168,17 +168,32 @@ describe('caller handles: every API, every built-in role', () => {
     await seed(db);
     const h = db.as({ id: 'dev', roles: ['developer'] });
     expect(Object.keys(h)).toEqual([]);
-    expect(Reflect.ownKeys(h)).toEqual([]);
-    expect(Object.getOwnPropertyDescriptor(h, 'events')).toBeUndefined();
+    // Its own members are checking wrappers and getters, never the database's own.
+    const proto = Athanor.prototype as unknown as Record<PropertyKey, unknown>;
+    for (const k of Reflect.ownKeys(h)) {
+      const d = Object.getOwnPropertyDescriptor(h, k)!;
+      expect(d.configurable).toBe(false);
+      if ('value' in d) expect(d.value === proto[k]).toBe(false);
+      else expect(typeof d.get).toBe('function');
+    }
+    expect(Object.getOwnPropertyDescriptor(h, 'events')!.value).toBeUndefined();
+    expect(h instanceof Athanor).toBe(true);
     expect(h.events === (db.events as unknown)).toBe(false);
     expect(h.events === h.events).toBe(true);
     // A method taken from the class and called on the handle meets the private fields' brand check.
     expect(() => Athanor.prototype.get.call(h, 'k')).toThrow(TypeError);
-    expectThrows(() => {
+    // The handle is frozen: its members cannot be replaced, nothing can be added.
+    expect(() => {
       (h as unknown as Record<string, unknown>).get = () => 'forged';
+    }).toThrow(TypeError);
+    expect(() => Object.defineProperty(h, 'x', { value: 1 })).toThrow(TypeError);
+    expect(() => Object.setPrototypeOf(h, {})).toThrow(TypeError);
+    expect(h.get('k').asString()).toBe('v');
+    // A member that is not classified for callers is refused, as is writing one.
+    expectThrows(() => (h as unknown as Record<string, unknown>).core, ForbiddenError, 'ERR_FORBIDDEN');
+    expectThrows(() => {
+      (h.vectors as unknown as Record<string, unknown>).registry = {};
     }, ForbiddenError, 'ERR_FORBIDDEN');
-    expectThrows(() => Object.defineProperty(h, 'x', { value: 1 }), ForbiddenError, 'ERR_FORBIDDEN');
-    expectThrows(() => Object.setPrototypeOf(h, {}), ForbiddenError, 'ERR_FORBIDDEN');
     // A tx handed to the callback is checked too, even for admin: reserved keys stay athanor's.
     const admin = db.as({ id: 'root', roles: ['admin'] });
     await expectRejects(admin.transaction().execute((tx) => tx.set('\u0000athanor/roles/evil', str('x'))), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');

@@ -330,71 +330,84 @@ function refuse(what: string): never {
   throw new ForbiddenError(`${what} is not available through a caller handle; nothing was done`, { permission: 'admin' });
 }
 
+/** Where a member of `target` is defined: a method, an accessor or a field (found without running getters). */
+function memberKind(target: object, prop: PropertyKey): 'method' | 'value' | undefined {
+  for (let o: object | null = target; o !== null; o = Object.getPrototypeOf(o) as object | null) {
+    const d = Object.getOwnPropertyDescriptor(o, prop);
+    if (d === undefined) continue;
+    return typeof d.value === 'function' ? 'method' : 'value';
+  }
+  return undefined;
+}
+
 /**
  * Wraps `target` so that only the members of `table` are reachable, each after its check.
- * The wrappers of methods are made once per member, not per access.
+ * The handle is a frozen object holding one checking method or accessor per member
+ * of `table` (no Proxy trap on the hot path); its prototype is a Proxy that refuses,
+ * and records, every other member, so an API added later is closed until classified.
  */
 function guard<T extends object>(target: T, name: string, table: Table, gate: Gate): T {
-  const methods = new Map<PropertyKey, unknown>();
-  const props = new Map<PropertyKey, { raw: unknown; wrapped: unknown }>();
   const t = target as unknown as Target;
-  return new Proxy(target, {
+  const proto = Object.getPrototypeOf(target) as object | null;
+  const refusing = new Proxy(Object.create(null) as object, {
     get(_, prop) {
-      const cached = methods.get(prop);
-      if (cached !== undefined) return cached;
-      if (prop === 'then') return undefined; // not a thenable: `await handle` stays the handle
-      const rule = Object.hasOwn(table, prop) ? table[prop as string] : undefined;
-      const action = `${name}.${String(prop)}`;
-      if (rule === undefined) {
-        if (typeof prop === 'symbol') return undefined;
-        gate.refuse(action);
-      }
-      const value = Reflect.get(t, prop, t);
-      if (typeof value === 'function' && rule.keyRead === true) {
-        const fn = value as (key: unknown) => unknown;
-        const read = (key: unknown): unknown => {
+      if (prop === 'then' || typeof prop === 'symbol') return undefined; // not a thenable: `await handle` stays the handle
+      return gate.refuse(`${name}.${prop}`);
+    },
+    set: (_t, prop) => gate.refuse(`${name}.${String(prop)} (set)`),
+    has: () => false,
+    // instanceof still answers for the class the handle stands for.
+    getPrototypeOf: () => proto,
+  });
+  const handle = Object.create(refusing) as Record<PropertyKey, unknown>;
+  for (const prop of Reflect.ownKeys(table)) {
+    const rule = table[prop as string]!;
+    const kind = memberKind(target, prop);
+    if (kind === undefined) continue;
+    const action = `${name}.${String(prop)}`;
+    if (kind === 'method') {
+      const fn = Reflect.get(t, prop, t) as (...args: unknown[]) => unknown;
+      let method: (...args: unknown[]) => unknown;
+      if (rule.keyRead === true) {
+        method = (key: unknown): unknown => {
           gate.readKey(action, key);
           return fn.call(t, key);
         };
-        methods.set(prop, read);
-        return read;
-      }
-      if (typeof value === 'function') {
-        const fn = value as (...args: unknown[]) => unknown;
+      } else {
         const run = (args: unknown[]): unknown => {
           gate.allow(action, rule.needs(args, t));
           const r = rule.call !== undefined ? rule.call(t, args, gate) : fn.apply(t, args);
           return rule.wrap !== undefined ? rule.wrap(r, gate) : r;
         };
         // An async member refuses the way it fails otherwise: its promise rejects.
-        const wrapped = fn.constructor.name === 'AsyncFunction' ? (...args: unknown[]): unknown => {
-          try {
-            return run(args);
-          } catch (e) {
-            return Promise.reject(e);
-          }
-        } : (...args: unknown[]): unknown => run(args);
-        methods.set(prop, wrapped);
-        return wrapped;
+        method =
+          fn.constructor.name === 'AsyncFunction'
+            ? (...args: unknown[]): unknown => {
+                try {
+                  return run(args);
+                } catch (e) {
+                  return Promise.reject(e);
+                }
+              }
+            : (...args: unknown[]): unknown => run(args);
       }
-      gate.allow(action, rule.needs([], t));
-      if (rule.call !== undefined) return rule.call(t, [], gate);
-      if (rule.wrap === undefined) return value;
+      Object.defineProperty(handle, prop, { value: method, enumerable: false, writable: false, configurable: false });
+    } else {
       // The same object behind a property (db.events) gets the same wrapper each time.
-      const seen = props.get(prop);
-      if (seen !== undefined && seen.raw === value) return seen.wrapped;
-      const wrapped = rule.wrap(value, gate);
-      props.set(prop, { raw: value, wrapped });
-      return wrapped;
-    },
-    set: (_t, prop) => gate.refuse(`${name}.${String(prop)} (set)`),
-    defineProperty: (_t, prop) => gate.refuse(`${name}.${String(prop)} (define)`),
-    deleteProperty: (_t, prop) => gate.refuse(`${name}.${String(prop)} (delete)`),
-    setPrototypeOf: () => gate.refuse(`${name} (set prototype)`),
-    getOwnPropertyDescriptor: () => undefined,
-    ownKeys: () => [],
-    has: (_, prop) => Object.hasOwn(table, prop),
-  });
+      let seen: { raw: unknown; wrapped: unknown } | undefined;
+      const get = (): unknown => {
+        gate.allow(action, rule.needs([], t));
+        if (rule.call !== undefined) return rule.call(t, [], gate);
+        const value = Reflect.get(t, prop, t);
+        if (rule.wrap === undefined) return value;
+        if (seen !== undefined && seen.raw === value) return seen.wrapped;
+        seen = { raw: value, wrapped: rule.wrap(value, gate) };
+        return seen.wrapped;
+      };
+      Object.defineProperty(handle, prop, { get, enumerable: false, configurable: false });
+    }
+  }
+  return Object.freeze(handle) as T;
 }
 
 /** A transaction builder whose transactions check each key, event and collection. */
