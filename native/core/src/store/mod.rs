@@ -15,7 +15,8 @@
 //! - `sync_stats`: how long fsyncs take.
 //!
 //! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `create` <- `env`
-//! <- `reader`, `state`, `log`, `idempotency` <- `verify`; this file only re-exports.
+//! <- `reader`, `state`, `log`, `idempotency` <- `verify`, `chain` (links read records through `log`);
+//! this file only re-exports.
 
 mod chain;
 mod create;
