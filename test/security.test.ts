@@ -4,11 +4,14 @@
  * attempts to reach what is behind a handle; narrowed custom roles; secure mode;
  * the audit trail of every decision. Attempts and breaches are counted: 0 breaches.
  */
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Athanor, ForbiddenError, InvalidArgumentError, str, type AuditRecord } from '../dist/index.js';
 import { Sandbox, expectRejects, expectThrows } from './helpers.js';
 
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
 const sb = new Sandbox();
 afterEach(() => sb.cleanup());
 
@@ -34,6 +37,7 @@ const CASES: Case[] = [
   { api: 'dir', needs: 'none', call: (h) => h.dir },
   { api: 'durability', needs: 'none', call: (h) => h.durability },
   { api: 'closed', needs: 'none', call: (h) => h.closed },
+  { api: 'secure', needs: 'none', call: (h) => h.secure },
   { api: 'get', needs: 'read', call: (h) => h.get('k') },
   { api: 'getOpt', needs: 'read', call: (h) => h.getOpt('k') },
   { api: 'exists', needs: 'read', call: (h) => h.exists('k') },
@@ -352,5 +356,35 @@ describe('secure mode', () => {
     expect(admin.events.proof(1n)!.algorithm).toBe('sha256');
     const denied = await admin.audit.query({ outcome: 'deny', caller: '' });
     expect(denied.length).toBe(attempts);
+  });
+
+  it('stays secure: opened again without the option, the database is still refused without a caller', async () => {
+    const dir = sb.dir();
+    await (await Athanor.open(dir, { secure: true })).close();
+    await expectRejects(Athanor.open(dir, { secure: false }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    await expectRejects(Athanor.open(dir, { durability: 'none' }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    const again = await sb.open(dir);
+    expect(again.secure).toBe(true);
+    expectThrows(() => again.get('k'), ForbiddenError, 'ERR_FORBIDDEN');
+    const sync = Athanor.openSync(dir);
+    try {
+      expectThrows(() => sync.list(), ForbiddenError, 'ERR_FORBIDDEN');
+    } finally {
+      await sync.close();
+    }
+    expect(again.as({ id: 'root', roles: ['admin'] }).getOpt('k')).toBeUndefined();
+  });
+
+  it('the CLI works on a secure database as a recorded caller', async () => {
+    const dir = sb.dir();
+    const db = await Athanor.open(dir, { secure: true });
+    await db.as({ id: 'root', roles: ['admin'] }).transaction().execute((tx) => tx.log('note', { n: 1 }));
+    await db.close();
+    const cli = spawnSync(process.execPath, [CLI, 'verify', dir], { encoding: 'utf8' });
+    expect(cli.stderr).toBe('');
+    expect(cli.status).toBe(0);
+    const again = await sb.open(dir, { secure: true });
+    const recs = await again.as({ id: 'a', roles: ['auditor'] }).audit.query({ caller: 'athanor-cli' });
+    expect(recs.map((r) => r.action)).toContain('db.verify');
   });
 });

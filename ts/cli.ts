@@ -690,7 +690,9 @@ async function main(argv: readonly string[]): Promise<number> {
   // Only demo and init create a database: the other commands inspect one that must exist.
   // A keyed hash chain is verified with the key from the environment, never from the command line (ps shows it).
   const hmacKey = process.env.ATHANOR_HMAC_KEY;
-  const db = await Athanor.open(dir, { create: key === 'demo' || key === 'init', hmacKey: hmacKey === undefined || hmacKey === '' ? undefined : hmacKey });
+  const opened = await Athanor.open(dir, { create: key === 'demo' || key === 'init', hmacKey: hmacKey === undefined || hmacKey === '' ? undefined : hmacKey });
+  // A secure database is used through a caller: the operator at the files, recorded in its audit trail.
+  const db = opened.secure ? opened.as({ id: 'athanor-cli', roles: ['admin'] }) : opened;
   try {
     switch (key) {
       case 'demo':

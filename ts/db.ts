@@ -1,7 +1,7 @@
 /** The database handle. */
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
-import { decodeValue, type Json, type Value } from './state/codec.js';
+import { bool, decodeValue, type Json, type Value } from './state/codec.js';
 import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, errorFor, fromNative } from './errors.js';
 import { Core } from './state/core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './state/events.js';
@@ -28,6 +28,7 @@ import { Idempotency } from './state/idempotency.js';
 import { AuditTrail } from './security/audit.js';
 import { callerHandle, secureRoot, type Security } from './security/handle.js';
 import { checkCaller, type Caller } from './security/permissions.js';
+import { SECURE_MARKER } from './security/handle.js';
 import { Roles, type RoleStore } from './security/roles.js';
 
 /** How commits reach the disk. */
@@ -388,7 +389,17 @@ export class Athanor {
     } finally {
       o.hmacKey?.fill(0); // the addon keeps its own copy, zeroed at close
     }
-    return Athanor.#finish(new Athanor(path, o, core), o);
+    const db = new Athanor(path, o, core);
+    const secure = db.#secureMode(o, options.secure);
+    if (secure === true && !db.#marked()) {
+      try {
+        await db.transaction()[INTERNAL]().execute((tx) => tx.set(SECURE_MARKER, bool(true)));
+      } catch (e) {
+        await db.close();
+        throw e;
+      }
+    }
+    return Athanor.#finish(db, o, secure);
   }
 
   /**
@@ -400,9 +411,40 @@ export class Athanor {
    * equal to the backup's. Open the restored directory with {@link open}.
    */
   /** A secure database is handed out as its secure root (see `security/handle.ts`). */
-  static #finish(db: Athanor, o: CheckedOptions): Athanor {
+  static #finish(db: Athanor, o: CheckedOptions, secure: boolean): Athanor {
     db.#auditRetentionMs = o.auditRetentionMs;
-    return o.secure ? secureRoot(db, db.#securityParts().audit) : db;
+    db.#secure = secure;
+    return secure ? secureRoot(db, db.#securityParts().audit) : db;
+  }
+
+  /** Whether the store carries the marker of a secure database. */
+  #marked(): boolean {
+    return this.getOpt(SECURE_MARKER) !== undefined;
+  }
+
+  /**
+   * A database once opened secure stays secure: opening it again without
+   * `secure` gives the secure root too, so no handle skips the checks by leaving
+   * the option out. Refused (the handle closed): `secure: false` or a durability
+   * other than 'full' on such a database.
+   */
+  #secureMode(o: CheckedOptions, asked: boolean | undefined): boolean {
+    if (o.secure) return true;
+    if (!this.#marked()) return false;
+    const refuse = asked === false ? 'secure: false' : o.durability !== 'full' ? `durability: '${o.durability}'` : undefined;
+    if (refuse !== undefined) {
+      // Nothing was written; the native handle is released before the error reaches the caller.
+      this.#core.close();
+      throw new InvalidArgumentError(`${this.dir} is a secure database (it was opened with { secure: true }): it cannot be opened with ${refuse}; open it with { secure: true }`);
+    }
+    return true;
+  }
+
+  #secure = false;
+
+  /** Whether this is a secure database (every call goes through `db.as(caller)`). */
+  get secure(): boolean {
+    return this.#secure;
   }
 
   #auditRetentionMs = 0;
@@ -465,7 +507,10 @@ export class Athanor {
     } finally {
       o.hmacKey?.fill(0);
     }
-    return Athanor.#finish(new Athanor(path, o, core), o);
+    const db = new Athanor(path, o, core);
+    const secure = db.#secureMode(o, options.secure);
+    if (secure === true && !db.#marked()) db.transaction()[INTERNAL]().executeSync((tx) => tx.set(SECURE_MARKER, bool(true)));
+    return Athanor.#finish(db, o, secure);
   }
 
   /** Reads a key from the newest committed state; throws `NotFoundError` when absent. Synchronous. */

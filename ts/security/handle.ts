@@ -284,6 +284,7 @@ const DB: Table = {
   dir: { needs: always },
   durability: { needs: always },
   closed: { needs: always },
+  secure: { needs: always },
   get: { needs: readKey, keyRead: true },
   getOpt: { needs: readKey, keyRead: true },
   exists: { needs: readKey, keyRead: true },
@@ -553,7 +554,10 @@ export function callerHandle<T extends object>(db: T, caller: Caller, security: 
 }
 
 /** Members of a secure database usable without a caller handle. */
-const SECURE_ROOT = new Set<PropertyKey>(['as', 'close', 'closed', 'dir', 'durability', Symbol.asyncDispose]);
+const SECURE_ROOT = new Set<PropertyKey>(['as', 'close', 'closed', 'dir', 'durability', 'secure', Symbol.asyncDispose]);
+
+/** The state key that marks a database opened with `{ secure: true }` (it stays secure). @internal */
+export const SECURE_MARKER = `${RESERVED_PREFIX}security/secure`;
 
 /**
  * The database as `Athanor.open(dir, { secure: true })` returns it: only `as`, `close`

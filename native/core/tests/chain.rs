@@ -223,3 +223,12 @@ fn a_plain_chain_refuses_a_key() {
     assert_eq!(err.code, Code::InvalidArgument);
     assert!(!err.message.contains("secret"));
 }
+
+#[test]
+fn the_key_never_prints() {
+    let o = chained(Some(b"do-not-print-this-key"));
+    let shown = format!("{o:?}");
+    assert!(shown.contains("ChainKey(..)"), "{shown}");
+    assert!(!shown.contains("do-not-print"), "{shown}");
+    assert_eq!(ChainKey::new(b"").unwrap_err().code, Code::InvalidArgument);
+}
