@@ -402,14 +402,6 @@ export class Athanor {
     return Athanor.#finish(db, o, secure);
   }
 
-  /**
-   * Restores the backup in `backupDir` into `targetDir`. Every file is checked against
-   * the manifest (and, for an encrypted backup, authenticated with `encryptionKey`)
-   * before anything is written; the database is assembled beside the target and renamed
-   * into place, so an interrupted restore leaves no half database. A target that holds
-   * files is refused unless `overwrite: true`. Resolves to the restored content digest,
-   * equal to the backup's. Open the restored directory with {@link open}.
-   */
   /** A secure database is handed out as its secure root (see `security/handle.ts`). */
   static #finish(db: Athanor, o: CheckedOptions, secure: boolean): Athanor {
     db.#auditRetentionMs = o.auditRetentionMs;
@@ -492,6 +484,14 @@ export class Athanor {
     return this.#securityParts().audit;
   }
 
+  /**
+   * Restores the backup in `backupDir` into `targetDir`. Every file is checked against
+   * the manifest (and, for an encrypted backup, authenticated with `encryptionKey`)
+   * before anything is written; the database is assembled beside the target and renamed
+   * into place, so an interrupted restore leaves no half database. A target that holds
+   * files is refused unless `overwrite: true`. Resolves to the restored content digest,
+   * equal to the backup's. Open the restored directory with {@link open}.
+   */
   static async restore(backupDir: string, targetDir: string, options: RestoreOptions = {}): Promise<ContentDigest> {
     return restoreBackup(backupDir, targetDir, options);
   }
