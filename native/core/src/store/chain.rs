@@ -232,6 +232,32 @@ pub(crate) fn ensure(dbs: &Dbs, wtxn: &mut RwTxn, opts: &ChainOptions) -> Result
     }
 }
 
+fn checkpoint(dbs: &Dbs, wtxn: &mut RwTxn, first_kept: u64) -> Result<()> {
+    let Some(m) = chain_meta(dbs, wtxn)? else {
+        return Ok(());
+    };
+    if first_kept <= m.from {
+        return Ok(());
+    }
+    let anchor = stored_link(dbs, wtxn, first_kept - 1)?.ok_or_else(|| {
+        Error::corrupt(format!(
+            "the chain link of event {} is missing; verify the database before compacting it",
+            first_kept - 1
+        ))
+    })?;
+    dbs.meta.put(wtxn, META_CHAIN_ANCHOR, &anchor)?;
+    dbs.meta
+        .put(wtxn, META_CHAIN_FROM, &first_kept.to_be_bytes())?;
+    let lo = m.from.to_be_bytes();
+    let hi = first_kept.to_be_bytes();
+    let range = (
+        std::ops::Bound::Included(&lo[..]),
+        std::ops::Bound::Excluded(&hi[..]),
+    );
+    dbs.event_chain.delete_range(wtxn, &range)?;
+    Ok(())
+}
+
 /// The writer's view of the chain for one transaction.
 pub(crate) struct ChainWriter<'k> {
     meta: Option<ChainMeta>,
@@ -342,6 +368,15 @@ impl Store {
         }))
     }
 
+    /// Keeps the chain verifiable when the events before `first_kept` are removed (a
+    /// log compaction): records the link of `first_kept - 1` as the anchor, moves
+    /// `chain_from` to `first_kept`, and removes the links of the removed events. Call
+    /// it in the write transaction that removes them. Nothing to do when the chain is
+    /// off or starts at or after `first_kept`.
+    pub fn checkpoint_chain(&self, wtxn: &mut RwTxn, first_kept: u64) -> Result<()> {
+        checkpoint(&self.dbs, wtxn, first_kept)
+    }
+
     /// The chain's settings (`None` when off).
     pub fn chain_meta(&self, txn: &RoTxn) -> Result<Option<ChainMeta>> {
         chain_meta(&self.dbs, txn)
@@ -397,4 +432,46 @@ pub(crate) fn check(store: &Store, txn: &RoTxn, last: u64) -> Result<Vec<Broken>
         });
     }
     Ok(broken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Engine, StoreOptions, TxBuilder};
+
+    #[test]
+    fn a_checkpoint_keeps_the_rest_of_the_chain_verifiable() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let opts = StoreOptions {
+            chain: ChainOptions {
+                enable: true,
+                hmac_key: None,
+            },
+            ..StoreOptions::default()
+        };
+        let e = Engine::open(dir.path(), opts).unwrap();
+        for i in 0..5 {
+            let b = TxBuilder::new().event_json("t", &format!("{{\"i\":{i}}}"));
+            e.commit_blocking(b.build().unwrap()).unwrap();
+        }
+        let store = e.store();
+        let link3 = {
+            let txn = store.begin_read().unwrap();
+            stored_link(&store.dbs, &txn, 3).unwrap().unwrap()
+        };
+        store
+            .write_with_growth(|dbs, w| {
+                for id in 1..=3u64 {
+                    dbs.events.delete(w, &id.to_be_bytes())?;
+                }
+                store.checkpoint_chain(w, 4)
+            })
+            .unwrap();
+        let txn = store.begin_read().unwrap();
+        let m = chain_meta(&store.dbs, &txn).unwrap().unwrap();
+        assert_eq!((m.from, m.anchor), (4, link3));
+        assert!(check(store, &txn, 5).unwrap().is_empty());
+        assert_eq!(store.dbs.event_chain.len(&txn).unwrap(), 2);
+        assert_eq!(store.event_proof(&txn, 4).unwrap().unwrap().prev, link3);
+    }
 }
