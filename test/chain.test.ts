@@ -4,7 +4,7 @@
  * that fail with the wrong key, proofs an outside party recomputes with node:crypto,
  * and the link input pinned by golden/chain.json.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -138,6 +138,24 @@ describe('hash chain', () => {
     expect(chained.events.proof(3n)!.chainFrom).toBe(3n);
     expectThrows(() => chained.events.proof(2n), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     expect(chained.verify().events).toBe(3);
+  });
+
+  it('stays whole when several processes append at once (each opened without the option)', async () => {
+    const dir = sb.dir();
+    await (await Athanor.open(dir, { chain: true })).close();
+    const child = path.join(HERE, 'fixtures', 'increment-child.mjs');
+    const run = (name: string) =>
+      new Promise<void>((resolve, reject) => {
+        const c = spawn(process.execPath, [child, dir, '60', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`child ${name} exited ${code}: ${err}`))));
+      });
+    await Promise.all([run('a'), run('b'), run('c')]);
+    const db = await sb.open(dir);
+    expect(db.events.lastId).toBe(180n);
+    expect(db.verify().events).toBe(180);
+    expect(verifyProof(db.events.proof(180n)!)).toBe(true);
   });
 
   it('matches golden/chain.json (computed with Python hashlib/hmac)', () => {
