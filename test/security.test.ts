@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Athanor, ForbiddenError, InvalidArgumentError, str, type AuditRecord } from '../dist/index.js';
+import { Athanor, AuditTrail, EventLog, ForbiddenError, Idempotency, InvalidArgumentError, Roles, Snapshot, Sql, TransactionBuilder, VectorCollection, VectorStore, str, type AuditRecord } from '../dist/index.js';
 import { Sandbox, expectRejects, expectThrows } from './helpers.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
@@ -45,8 +45,18 @@ const CASES: Case[] = [
   { api: 'list(prefix)', needs: 'read', call: (h) => h.list({ prefix: 'k' }) },
   { api: 'list(reserved prefix)', needs: 'admin', call: (h) => h.list({ prefix: '\u0000athanor/' }) },
   { api: 'get(reserved key)', needs: 'admin', call: (h) => h.getOpt('\u0000athanor/roles/x') },
-  { api: 'snapshot().get', needs: 'read', call: (h) => { const s = h.snapshot(); try { return s.get('k'); } finally { s.close(); } } },
-  { api: 'snapshot().events', needs: 'log', call: (h) => { const s = h.snapshot(); try { return [...s.events()]; } finally { s.close(); } } },
+  { api: 'snapshot.get', needs: 'read', call: (h) => { const s = h.snapshot(); try { return s.get('k'); } finally { s.close(); } } },
+  { api: 'snapshot.events', needs: 'log', call: (h) => { const s = h.snapshot(); try { return [...s.events()]; } finally { s.close(); } } },
+  { api: 'snapshot.getOpt', needs: 'read', call: (h) => { const s = h.snapshot(); try { return s.getOpt('k'); } finally { s.close(); } } },
+  { api: 'snapshot.exists', needs: 'read', call: (h) => { const s = h.snapshot(); try { return s.exists('k'); } finally { s.close(); } } },
+  { api: 'snapshot.close', needs: 'none', call: (h) => h.snapshot().close() },
+  { api: 'tx.requireExists', needs: 'read', call: (h) => h.transaction().requireExists('k').execute(() => 1) },
+  { api: 'tx.requireMissing', needs: 'read', call: (h) => h.transaction().requireMissing('nope').execute(() => 1) },
+  { api: 'tx.requireMin', needs: 'read', call: (h) => h.transaction().requireMin('n', 0) },
+  { api: 'tx.requireMax', needs: 'read', call: (h) => h.transaction().requireMax('n', 0) },
+  { api: 'tx.requireEquals', needs: 'read', call: (h) => h.transaction().requireEquals('k', str('v')) },
+  { api: 'tx.execute', needs: 'none', call: (h) => h.transaction().execute(() => 1) },
+  { api: 'tx.executeSync', needs: 'none', call: (h) => h.transaction().executeSync(() => 1) },
   { api: 'tx.get', needs: 'read', call: (h) => h.transaction().execute((tx) => tx.get('k')) },
   { api: 'tx.getOpt', needs: 'read', call: (h) => h.transaction().execute((tx) => tx.getOpt('k')) },
   { api: 'tx.exists', needs: 'read', call: (h) => h.transaction().execute((tx) => tx.exists('k')) },
@@ -57,7 +67,7 @@ const CASES: Case[] = [
   { api: 'tx.log', needs: 'write', call: (h) => h.transaction().execute((tx) => tx.log('note', { n: 1 })) },
   { api: 'tx.logMany', needs: 'write', call: (h) => h.transaction().execute((tx) => tx.logMany([{ type: 'note', payload: 1 }])) },
   { api: 'tx.vectors', needs: 'write', call: (h) => h.transaction().execute((tx) => tx.vectors('docs').upsert('a', [1, 0])) },
-  { api: 'executeSync', needs: 'write', call: (h) => h.transaction().executeSync((tx) => tx.set('w', str('s'))) },
+  { api: 'tx.executeSync(write)', needs: 'write', call: (h) => h.transaction().executeSync((tx) => tx.set('w', str('s'))) },
   { api: 'events.read', needs: 'log', call: (h) => [...h.events.read()] },
   { api: 'events.read(type)', needs: 'log', call: (h) => [...h.events.read({ type: 'note' })] },
   { api: 'events.tail', needs: 'log', call: (h) => h.events.tail(1) },
@@ -72,6 +82,17 @@ const CASES: Case[] = [
   { api: 'collection.get', needs: 'read', call: (h) => h.vectors.open('docs').get('a') },
   { api: 'collection.search', needs: 'read', call: (h) => h.vectors.open('docs').search([1, 0]) },
   { api: 'collection.stats', needs: 'read', call: (h) => h.vectors.open('docs').stats() },
+  { api: 'collection.name', needs: 'read', call: (h) => h.vectors.open('docs').name },
+  { api: 'collection.explain', needs: 'read', call: (h) => h.vectors.open('docs').explain() },
+  { api: 'collection.searchBatch', needs: 'read', call: (h) => h.vectors.open('docs').searchBatch(new Float32Array([1, 0])) },
+  { api: 'collection.searchText', needs: 'read', call: (h) => h.vectors.open('docs').searchText('x') },
+  { api: 'collection.waitIndexed', needs: 'read', call: (h) => h.vectors.open('docs').waitIndexed(1000) },
+  { api: 'collection.waitIdle', needs: 'read', call: (h) => h.vectors.open('docs').waitIdle(1000) },
+  { api: 'collection.verify', needs: 'read', call: (h) => h.vectors.open('docs').verify() },
+  { api: 'collection.upsertMany', needs: 'write', call: (h) => h.vectors.open('docs').upsertMany(['m'], new Float32Array([1, 0])) },
+  { api: 'collection.upsertText', needs: 'write', call: (h) => h.vectors.open('docs').upsertText('t', 'x') },
+  { api: 'collection.upsertTexts', needs: 'write', call: (h) => h.vectors.open('docs').upsertTexts([{ id: 't', text: 'x' }]) },
+  { api: 'vectors.openWithTexts', needs: 'read', call: (h) => h.vectors.openWithTexts('docs', undefined as never, () => undefined) },
   { api: 'collection.upsert', needs: 'write', call: (h) => h.vectors.open('docs').upsert('b', [0, 1]) },
   { api: 'collection.delete', needs: 'write', call: (h) => h.vectors.open('docs').delete('b') },
   { api: 'collection.rebuild', needs: 'admin', call: (h) => h.vectors.open('docs').rebuild() },
@@ -86,6 +107,7 @@ const CASES: Case[] = [
   { api: 'sql.run', needs: 'write', call: (h) => h.sql.run('INSERT INTO t(v) VALUES (2)') },
   { api: 'sql.exec', needs: 'write', call: (h) => h.sql.exec('INSERT INTO t(v) VALUES (3)') },
   { api: 'sql.transaction', needs: 'write', call: (h) => h.sql.transaction(() => 1)() },
+  { api: 'sql.inTransaction', needs: 'none', call: (h) => h.sql.inTransaction },
   { api: 'sql.close', needs: 'never', call: (h) => (h.sql as unknown as Record<string, () => void>).close!() },
   { api: 'query', needs: 'read', call: (h) => h.query('SELECT 1 AS one') },
   { api: 'idempotency.get', needs: 'read', call: (h) => h.idempotency.get('key') },
@@ -107,6 +129,7 @@ const CASES: Case[] = [
   { api: 'roles.list', needs: 'audit', call: (h) => h.roles.list() },
   { api: 'roles.get', needs: 'audit', call: (h) => h.roles.get('viewer') },
   { api: 'audit.query', needs: 'audit', call: (h) => h.audit.query({ limit: 1 }) },
+  { api: 'audit.flush', needs: 'audit', call: (h) => h.audit.flush() },
   { api: 'audit.close (turning the trail off)', needs: 'never', call: (h) => (h.audit as unknown as Record<string, () => unknown>).close!() },
   { api: 'core (a private part)', needs: 'never', call: (h) => (h as Loose).core },
   { api: 'proj (a private part)', needs: 'never', call: (h) => (h as Loose).proj },
@@ -165,6 +188,40 @@ describe('caller handles: every API, every built-in role', () => {
     const covered = new Set([...CASES.map((c) => /^[A-Za-z]+/.exec(c.api)![0]).map((m) => alias[m] ?? m), 'close']);
     const members = [...Object.getOwnPropertyNames(Athanor.prototype).filter((m) => m !== 'constructor'), 'dir', 'durability', 'events', 'vectors', 'idempotency'];
     expect(members.filter((m) => !covered.has(m))).toEqual([]);
+  });
+
+  it('every member of every object a handle hands out is in the role table or refused', async () => {
+    const db = await sb.open();
+    await seed(db);
+    const admin = db.as({ id: 'root', roles: ['admin'] });
+    const snap = admin.snapshot();
+    const objects: Record<string, [unknown, { prototype: object }]> = {
+      events: [admin.events, EventLog],
+      vectors: [admin.vectors, VectorStore],
+      collection: [admin.vectors.open('docs'), VectorCollection],
+      sql: [admin.sql, Sql],
+      snapshot: [snap, Snapshot],
+      tx: [admin.transaction(), TransactionBuilder],
+      roles: [admin.roles, Roles],
+      audit: [admin.audit, AuditTrail],
+      idempotency: [admin.idempotency, Idempotency],
+    };
+    const uncovered: string[] = [];
+    for (const [name, [handle, cls]] of Object.entries(objects)) {
+      for (const m of Object.getOwnPropertyNames(cls.prototype)) {
+        if (m === 'constructor') continue;
+        let reachable = true;
+        try {
+          void (handle as Record<string, unknown>)[m];
+        } catch (e) {
+          if (!(e instanceof ForbiddenError)) throw e;
+          reachable = false;
+        }
+        if (reachable && !CASES.some((c) => c.api === `${name}.${m}` || c.api.startsWith(`${name}.${m}(`))) uncovered.push(`${name}.${m}`);
+      }
+    }
+    snap.close();
+    expect(uncovered).toEqual([]);
   });
 
   it('never hands out what is behind the handle', async () => {
