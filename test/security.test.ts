@@ -92,7 +92,7 @@ const CASES: Case[] = [
   { api: 'collection.upsertMany', needs: 'write', call: (h) => h.vectors.open('docs').upsertMany(['m'], new Float32Array([1, 0])) },
   { api: 'collection.upsertText', needs: 'write', call: (h) => h.vectors.open('docs').upsertText('t', 'x') },
   { api: 'collection.upsertTexts', needs: 'write', call: (h) => h.vectors.open('docs').upsertTexts([{ id: 't', text: 'x' }]) },
-  { api: 'vectors.openWithTexts', needs: 'read', call: (h) => h.vectors.openWithTexts('docs', undefined as never, () => undefined) },
+  { api: 'vectors.openWithTexts (internal)', needs: 'never', call: (h) => (h.vectors as unknown as Record<string, () => unknown>).openWithTexts!() },
   { api: 'collection.upsert', needs: 'write', call: (h) => h.vectors.open('docs').upsert('b', [0, 1]) },
   { api: 'collection.delete', needs: 'write', call: (h) => h.vectors.open('docs').delete('b') },
   { api: 'collection.rebuild', needs: 'admin', call: (h) => h.vectors.open('docs').rebuild() },

@@ -230,7 +230,6 @@ const collectionByName = (action: 'read' | 'write') => (a: readonly unknown[]): 
 
 const VECTORS: Table = {
   open: { needs: collectionByName('read'), wrap: wrapCollection },
-  openWithTexts: { needs: collectionByName('read'), wrap: wrapCollection },
   has: { needs: collectionByName('read') },
   list: { needs: () => [{ action: 'read', kind: 'collection', name: '' }] },
   create: { needs: admin, wrap: wrapCollection },
