@@ -408,6 +408,10 @@ describe('secure mode', () => {
     }
     expect(attempts).toBeGreaterThan(60);
     expect(breaches).toEqual([]);
+    // Nor around the root: no descriptor, no key listing, no method borrowed from the class.
+    expect(Object.getOwnPropertyDescriptor(db, 'events')).toBeUndefined();
+    expect(Reflect.ownKeys(db)).toEqual([]);
+    expect(() => Athanor.prototype.getOpt.call(db, 'k')).toThrow(TypeError);
     const admin = db.as({ id: 'root', roles: ['admin'] });
     await admin.transaction().execute((tx) => tx.log('note', { n: 1 }));
     expect(admin.events.proof(1n)!.algorithm).toBe('sha256');
