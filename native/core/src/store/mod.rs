@@ -2,7 +2,7 @@
 //! event log, the event-type index and idempotency records. Reads live here;
 //! all writes go through the single writer in [`crate::commit`].
 //!
-//! - `options`: durability and sizes;
+//! - `options`: durability, sizes, the hash chain's settings and key;
 //! - `dbs`: the named databases and meta keys (the on-disk layout);
 //! - `files`: checks before LMDB maps the file, the created marker;
 //! - `create`: a new store, built in a temporary folder and renamed into place;
@@ -10,15 +10,17 @@
 //! - `reader`: read transactions, the map guard, cached readers;
 //! - `state`, `log`, `idempotency`: reading each concept; `scan`: state keys by prefix, a page at a time;
 //! - `verify`: the store's invariants;
-//! - `chain`: the event log's hash chain (links, proofs, their check);
+//! - `chain_format`: the hash chain's link function and meta (starting it, checkpoints);
+//! - `chain`: the chain's writer, proofs and their check;
 //! - `hook`: the seam derived state (vector indexes) follows commits through;
 //! - `sync_stats`: how long fsyncs take.
 //!
-//! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `create` <- `env`
-//! <- `reader`, `state`, `log`, `idempotency` <- `verify`, `chain` (links read records through `log`);
-//! this file only re-exports.
+//! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `chain_format`, `files`
+//! <- `create` <- `env` <- `reader`, `state`, `log`, `idempotency` <- `verify`, `chain` (links read
+//! records through `log`); this file only re-exports.
 
 mod chain;
+mod chain_format;
 mod create;
 mod dbs;
 mod env;
@@ -33,8 +35,10 @@ mod state;
 mod sync_stats;
 mod verify;
 
-pub(crate) use chain::{check as check_chain, ensure as ensure_chain, ChainWriter};
-pub use chain::{link as chain_link, ChainKey, ChainKind, ChainMeta, ChainOptions, Hash, Proof};
+pub use chain::Proof;
+pub(crate) use chain::{check as check_chain, ChainWriter};
+pub(crate) use chain_format::ensure as ensure_chain;
+pub use chain_format::{link as chain_link, ChainKind, ChainMeta, Hash};
 pub use dbs::STORE_FORMAT;
 pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
 pub use env::Store;
@@ -44,7 +48,7 @@ pub(crate) use hook::{GroupWrites, WriteHook};
 pub(crate) use idempotency::IdemRecord;
 pub(crate) use log::type_index_key;
 pub use log::EventQuery;
-pub use options::{Durability, StoreOptions};
+pub use options::{ChainKey, ChainOptions, Durability, StoreOptions};
 pub use reader::CachedReader;
 pub use scan::MAX_LIST;
 pub use state::StateEntry;
