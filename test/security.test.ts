@@ -328,6 +328,28 @@ describe('custom roles narrowed to resources', () => {
     expectThrows(() => h.get('orders/1'), ForbiddenError, 'ERR_FORBIDDEN');
   });
 
+  it('a role dropped by another process is taken from this process\'s handles at its commit', async () => {
+    const dir = sb.dir();
+    const db = await sb.open(dir);
+    await seed(db);
+    await db.roles.define('reader', [{ action: 'read' }]);
+    const h = db.as({ id: 'svc', roles: ['reader'] });
+    expect(h.get('k').asString()).toBe('v');
+    const dropped = new Promise<void>((resolve) => {
+      const off = db.events.subscribe(() => {
+        if (db.roles.get('reader') === undefined) {
+          off();
+          resolve();
+        }
+      });
+    });
+    const index = new URL('../dist/index.js', import.meta.url).href;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', `const { Athanor } = await import(${JSON.stringify(index)}); const db = await Athanor.open(process.argv[1]); await db.roles.drop('reader'); await db.close();`, dir], { encoding: 'utf8' });
+    expect(child.stderr).toBe('');
+    await dropped;
+    expectThrows(() => h.get('k'), ForbiddenError, 'ERR_FORBIDDEN');
+  });
+
   it('refuses redefining built-in roles and malformed permissions', async () => {
     const db = await sb.open();
     await expectRejects(db.roles.define('admin', [{ action: 'read' }]), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');

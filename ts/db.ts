@@ -450,8 +450,14 @@ export class Athanor {
         getOpt: (k) => this.getOpt(k),
       };
       const audit = new AuditTrail(store, { retentionMs: this.#auditRetentionMs });
-      const version = { value: 0 };
-      this.#security = { store, audit, version, roles: new Roles(store, audit, version) };
+      const version = { value: 0, stored: 0n };
+      const roles = new Roles(store, audit, version);
+      roles.refresh();
+      // Another process's role change reaches this process's handles with its commit notice.
+      this.#core.subscribe(() => {
+        if (!this.#core.closed) roles.refresh();
+      });
+      this.#security = { store, audit, version, roles };
     }
     return this.#security;
   }

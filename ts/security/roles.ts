@@ -5,7 +5,7 @@
  * fixed and cannot be redefined or dropped.
  */
 import { InvalidArgumentError } from '../errors.js';
-import { json, type Value } from '../state/codec.js';
+import { i64, json, type Value } from '../state/codec.js';
 import { RESERVED_PREFIX } from '../state/reserved.js';
 import type { Tx } from '../state/transaction.js';
 import type { AuditTrail, AuditStore } from './audit.js';
@@ -28,11 +28,15 @@ export interface RoleStore extends AuditStore {
 }
 
 const ROLE_PREFIX = `${RESERVED_PREFIX}roles/`;
+/** Counts role changes, so other processes' handles learn of them from a commit notice. */
+const ROLES_VERSION = `${RESERVED_PREFIX}security/roles-version`;
 const ROLE_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 
-/** Shared by every `Roles` of one database: bumped by each change this process makes. @internal */
+/** Shared by every `Roles` of one database: bumped by each role change this process makes or sees. @internal */
 export interface RoleVersion {
   value: number;
+  /** The store's count of role changes when last read. */
+  stored: bigint;
 }
 
 function checkName(name: unknown): asserts name is string {
@@ -59,6 +63,18 @@ export class Roles {
     return this.#version.value;
   }
 
+  /**
+   * Called after each commit (this process's or another's, see `db.events.subscribe`):
+   * a role changed elsewhere makes every handle read its roles again. @internal
+   */
+  refresh(): void {
+    const stored = this.#store.getOpt(ROLES_VERSION)?.asI64() ?? 0n;
+    if (stored !== this.#version.stored) {
+      this.#version.stored = stored;
+      this.#version.value++;
+    }
+  }
+
   /** Defines (or replaces) the custom role `name`; durable when the promise resolves. */
   async define(name: string, permissions: readonly Permission[]): Promise<void> {
     checkName(name);
@@ -80,6 +96,7 @@ export class Roles {
     const actor = this.#actor;
     await this.#store.internalTransaction().execute((tx) => {
       write(tx);
+      tx.update(ROLES_VERSION, (v) => i64((v?.asI64() ?? 0n) + 1n));
       this.#audit.inTransaction(tx, {
         at: Date.now(),
         count: 1,
