@@ -375,6 +375,27 @@ describe('audit trail', () => {
     }
   });
 
+  it('writes the record of a vector collection write in that write\'s commit', async () => {
+    const db = await sb.open();
+    await seed(db);
+    const before = db.list({ prefix: '\u0000athanor/audit/' }).length;
+    const c = db.as({ id: 'indexer', roles: ['developer'] }).vectors.open('docs');
+    await c.upsert('a', [1, 0], { tag: 'x' });
+    await c.upsertMany(['b'], new Float32Array([0, 1]));
+    await c.delete('a');
+    // No batch has been committed: each record came with its write.
+    const recs = db
+      .list({ prefix: '\u0000athanor/audit/' })
+      .slice(before)
+      .map((e) => JSON.parse(e.value.asString()) as AuditRecord)
+      .filter((r) => r.caller === 'indexer');
+    expect(recs.map((r) => r.action)).toEqual(['collection.upsert', 'collection.upsertMany', 'collection.delete']);
+    expect(recs.every((r) => r.outcome === 'allow' && r.permission === 'write')).toBe(true);
+    expect(db.vectors.open('docs').count()).toBe(1);
+    await expectRejects(db.as({ id: 'v', roles: ['viewer'] }).vectors.open('docs').upsert('c', [1, 1]), ForbiddenError, 'ERR_FORBIDDEN');
+    expect(db.vectors.open('docs').count()).toBe(1);
+  });
+
   it('records denials, counted reads and role changes, durably, queryable by each field', async () => {
     const dir = sb.dir();
     const db = await Athanor.open(dir);

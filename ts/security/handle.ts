@@ -109,6 +109,16 @@ export class Gate {
     throw new ForbiddenError(`${action} is not available through a caller handle; nothing was done`, { permission: missing });
   }
 
+  /** Checks every need without recording: for a write whose record joins its own commit. */
+  grantTexts(action: string, needs: readonly Need[]): string[] {
+    return [...new Set(needs.map((n) => this.#texts[this.grant(action, n)]!))];
+  }
+
+  /** The record of an allowed write, for its own commit. */
+  writeRecord(action: string, grantTexts: Iterable<string>): AuditRecord {
+    return this.#record(action, [...grantTexts].join(', '), 'allow');
+  }
+
   /** Checks every need, then records the decision (reads counted, others one by one). */
   allow(action: string, needs: readonly Need[]): void {
     if (needs.length === 0) return;
@@ -169,6 +179,8 @@ interface Rule {
   needs: (args: readonly unknown[], target: Target) => readonly Need[];
   /** A point read of the key in the first argument: checked on the fast path. */
   keyRead?: true;
+  /** A write whose `call` commits the audit record itself (given the grants used). */
+  inCommit?: (target: Target, args: readonly unknown[], gate: Gate, record: AuditRecord) => Promise<void>;
   /** Runs instead of the member (after the check). */
   call?: (target: Target, args: readonly unknown[], gate: Gate) => unknown;
   /** Wraps what the member returns. */
@@ -217,13 +229,24 @@ const COLLECTION: Table = {
   verify: { needs: collectionNeed('read') },
   waitIndexed: { needs: collectionNeed('read') },
   waitIdle: { needs: collectionNeed('read') },
-  upsert: { needs: collectionNeed('write') },
-  upsertMany: { needs: collectionNeed('write') },
+  upsert: { needs: collectionNeed('write'), inCommit: (t, a, g, r) => writeVectors(t, g, r, (v) => v.upsert(a[0] as string, a[1] as Float32Array, a[2] as Json)) },
+  upsertMany: { needs: collectionNeed('write'), inCommit: (t, a, g, r) => writeVectors(t, g, r, (v) => v.upsertMany(a[0] as string[], a[1] as Float32Array, a[2] as Json[])) },
   upsertText: { needs: collectionNeed('write') },
   upsertTexts: { needs: collectionNeed('write') },
-  delete: { needs: collectionNeed('write') },
+  delete: { needs: collectionNeed('write'), inCommit: (t, a, g, r) => writeVectors(t, g, r, (v) => v.delete(a[0] as string)) },
   rebuild: { needs: admin },
 };
+
+/**
+ * A collection write as the collection makes it (one transaction), with the audit
+ * record in the same commit.
+ */
+async function writeVectors(t: Target, gate: Gate, record: AuditRecord, write: (v: TxVectors<Json>) => void): Promise<void> {
+  await gate.security.store.internalTransaction().execute((tx) => {
+    write(tx.vectors<Json>(String(t.name)));
+    gate.security.audit.inTransaction(tx, record);
+  });
+}
 
 const wrapCollection = (r: unknown, g: Gate): unknown => guard(r as object, 'collection', COLLECTION, g);
 const collectionByName = (action: 'read' | 'write') => (a: readonly unknown[]): readonly Need[] => [{ action, kind: 'collection', name: typeof a[0] === 'string' ? a[0] : undefined }];
@@ -372,6 +395,15 @@ function guard<T extends object>(target: T, name: string, table: Table, gate: Ga
         method = (key: unknown): unknown => {
           gate.readKey(action, key);
           return fn.call(t, key);
+        };
+      } else if (rule.inCommit !== undefined) {
+        const inCommit = rule.inCommit;
+        method = (...args: unknown[]): Promise<void> => {
+          try {
+            return inCommit(t, args, gate, gate.writeRecord(action, gate.grantTexts(action, rule.needs(args, t))));
+          } catch (e) {
+            return Promise.reject(e);
+          }
         };
       } else {
         const run = (args: unknown[]): unknown => {
