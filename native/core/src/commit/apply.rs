@@ -106,7 +106,7 @@ pub(super) fn apply_one(
             return Ok(Err(e));
         }
     }
-    let chain = if b.events.is_empty() {
+    let mut chain = if b.events.is_empty() {
         None
     } else {
         match store::ChainWriter::begin(store, wtxn)? {
@@ -137,7 +137,7 @@ pub(super) fn apply_one(
         codec::encode_event(scratch, my_seq, at, e.kind, t, b.bytes(&e.payload));
         dbs.events
             .put_with_flags(wtxn, PutFlags::APPEND, &id.to_be_bytes(), scratch)?;
-        if let Some(c) = &chain {
+        if let Some(c) = &mut chain {
             c.append(dbs, wtxn, id, scratch)?;
         }
         dbs.event_types

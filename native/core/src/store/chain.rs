@@ -22,7 +22,7 @@
 //! The HMAC key is never stored: it lives in [`ChainKey`], which zeroes its bytes when
 //! dropped and prints as `ChainKey(..)`. `golden/chain.json` pins the link's input.
 
-use heed::{RoTxn, RwTxn};
+use heed::{PutFlags, RoTxn, RwTxn};
 
 use super::chain_format::{
     chain_meta, checkpoint, link, prev_link, stored_link, ChainKind, ChainMeta, Hash,
@@ -36,6 +36,8 @@ use crate::error::{Error, Result};
 pub(crate) struct ChainWriter<'k> {
     meta: Option<ChainMeta>,
     key: Option<&'k ChainKey>,
+    /// The link this writer wrote last, so the next event needs no lookup.
+    last: Option<(u64, Hash)>,
 }
 
 impl<'k> ChainWriter<'k> {
@@ -55,18 +57,34 @@ impl<'k> ChainWriter<'k> {
                 )));
             }
         }
-        Ok(Ok(ChainWriter { meta, key }))
+        Ok(Ok(ChainWriter {
+            meta,
+            key,
+            last: None,
+        }))
     }
 
     /// Writes the link of event `id` whose stored bytes are `record`.
-    pub(crate) fn append(&self, dbs: &Dbs, wtxn: &mut RwTxn, id: u64, record: &[u8]) -> Result<()> {
+    pub(crate) fn append(
+        &mut self,
+        dbs: &Dbs,
+        wtxn: &mut RwTxn,
+        id: u64,
+        record: &[u8],
+    ) -> Result<()> {
         let Some(m) = &self.meta else { return Ok(()) };
         if id < m.from {
             return Ok(());
         }
-        let prev = prev_link(dbs, wtxn, m, id)?;
+        let prev = match self.last {
+            Some((last, h)) if last + 1 == id => h,
+            _ => prev_link(dbs, wtxn, m, id)?,
+        };
         let h = link(m.kind, self.key, &prev, id, record)?;
-        dbs.event_chain.put(wtxn, &id.to_be_bytes(), &h)?;
+        // Ids only grow, in every process (LMDB serialises writers): links append.
+        dbs.event_chain
+            .put_with_flags(wtxn, PutFlags::APPEND, &id.to_be_bytes(), &h)?;
+        self.last = Some((id, h));
         Ok(())
     }
 }
