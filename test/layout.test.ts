@@ -20,6 +20,7 @@ const FLOOR: Record<string, number> = {
   eventsourcing: 5,
   replication: 5,
   agents: 5,
+  security: 5.5,
   'db.ts': 6,
   'index.ts': 7,
   'cli.ts': 8,

@@ -104,8 +104,9 @@ Checks the database in dir (default ${DEFAULT_DIR}): the store's pages and invar
 projection.db (processor cursors and dead letters within the log) and the index dumps,
 and prints the counts and every violation found (--json: the whole report). --deep runs
 the check in a child process, so damage LMDB cannot read safely is reported
-(ERR_CORRUPT) instead of crashing. Creates nothing. Exit code 0 when the database is
-intact, 1 otherwise.
+(ERR_CORRUPT) instead of crashing. The event log's hash chain, when the database has
+one, is checked link by link (a keyed chain needs its key in ATHANOR_HMAC_KEY).
+Creates nothing. Exit code 0 when the database is intact, 1 otherwise.
 `,
     options: { ...INSPECT, deep: { type: 'boolean', default: false } },
     args: [],
@@ -687,7 +688,11 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 
   // Only demo and init create a database: the other commands inspect one that must exist.
-  const db = await Athanor.open(dir, { create: key === 'demo' || key === 'init' });
+  // A keyed hash chain is verified with the key from the environment, never from the command line (ps shows it).
+  const hmacKey = process.env.ATHANOR_HMAC_KEY;
+  const opened = await Athanor.open(dir, { create: key === 'demo' || key === 'init', hmacKey: hmacKey === undefined || hmacKey === '' ? undefined : hmacKey });
+  // A secure database is used through a caller: the operator at the files, recorded in its audit trail.
+  const db = opened.secure ? opened.as({ id: 'athanor-cli', roles: ['admin'] }) : opened;
   try {
     switch (key) {
       case 'demo':

@@ -1,7 +1,7 @@
 /** The database handle. */
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
-import { decodeValue, type Json, type Value } from './state/codec.js';
+import { bool, decodeValue, type Json, type Value } from './state/codec.js';
 import { ClosedError, CorruptError, InvalidArgumentError, IoError, NotFoundError, ReadOnlyError, errorFor, fromNative } from './errors.js';
 import { Core } from './state/core.js';
 import { EventLog, readFrom, type EventSource, type ReadOptions, type StoredEvent } from './state/events.js';
@@ -41,6 +41,11 @@ import { Memory } from './agents/host.js';
 import { Agents } from './agents/agents.js';
 import { Sessions, Tasks } from './agents/sessions.js';
 import { FullTextShared, Search } from './agents/fulltext.js';
+import { AuditTrail } from './security/audit.js';
+import { callerHandle, secureRoot, type Security } from './security/handle.js';
+import { checkCaller, type Caller } from './security/permissions.js';
+import { SECURE_MARKER } from './security/handle.js';
+import { Roles, type RoleStore } from './security/roles.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -71,6 +76,25 @@ export interface OpenOptions {
    * database is then a `NotFoundError` naming it, and nothing is created.
    */
   create?: boolean;
+  /**
+   * Start the event log's hash chain at the next event when the database has none
+   * (default `false`; a chain once started stays on). See `db.events.proof()`.
+   */
+  chain?: boolean;
+  /**
+   * With `chain` (or `secure`), start the chain with HMAC-SHA-256 under this key
+   * instead of plain SHA-256, so only a key holder can forge links. Never stored; the native copy is zeroed when
+   * the database closes. A keyed chain is appended to and verified only when opened
+   * with its key.
+   */
+  hmacKey?: Uint8Array | string;
+  /**
+   * Refuse every call not made through a caller handle (`db.as(caller)`), force
+   * `durability: 'full'`, and start the hash chain.
+   */
+  secure?: boolean;
+  /** How long the audit trail keeps records, ms (default 90 days; 0 = forever). */
+  auditRetentionMs?: number;
 }
 
 /** Options of {@link Athanor.verify}. */
@@ -173,8 +197,25 @@ function checkDir(dir: unknown): asserts dir is string {
   if (typeof dir !== 'string' || dir.length === 0) throw new InvalidArgumentError('dir must be a non-empty path string');
 }
 
-function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
+/** The open options once checked. */
+type CheckedOptions = Required<Omit<OpenOptions, 'hmacKey'>> & { hmacKey: Buffer | undefined };
+
+function checkOpenOptions(o: OpenOptions): CheckedOptions {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
+  const secure = o.secure ?? false;
+  if (typeof secure !== 'boolean') throw new InvalidArgumentError(`secure must be a boolean, got ${typeof secure}`);
+  if (secure && o.durability !== undefined && o.durability !== 'full') {
+    throw new InvalidArgumentError(`a secure database commits with durability 'full'; remove durability: ${describeThrown(o.durability)} or open without secure`);
+  }
+  const chain = o.chain ?? secure;
+  if (typeof chain !== 'boolean') throw new InvalidArgumentError(`chain must be a boolean, got ${typeof chain}`);
+  if (secure && !chain) throw new InvalidArgumentError('a secure database keeps the hash chain on; remove chain: false or open without secure');
+  // Never echoed: the key's value must not reach an error message.
+  if (o.hmacKey !== undefined && !(o.hmacKey instanceof Uint8Array) && typeof o.hmacKey !== 'string') throw new InvalidArgumentError('hmacKey must be a Uint8Array or a string');
+  if (o.hmacKey !== undefined && o.hmacKey.length < 16) throw new InvalidArgumentError('hmacKey must be at least 16 bytes; use 32 random bytes');
+  const hmacKey = o.hmacKey === undefined ? undefined : typeof o.hmacKey === 'string' ? Buffer.from(o.hmacKey, 'utf8') : Buffer.from(o.hmacKey);
+  const auditRetentionMs = o.auditRetentionMs ?? 90 * 24 * 3600 * 1000;
+  if (!Number.isSafeInteger(auditRetentionMs) || auditRetentionMs < 0) throw new InvalidArgumentError('auditRetentionMs must be a non-negative integer (0 keeps records forever)');
   const durability = o.durability ?? 'full';
   if (durability !== 'full' && durability !== 'batched' && durability !== 'none') {
     throw new InvalidArgumentError(`durability must be 'full', 'batched' or 'none', got ${describeThrown(durability)}`);
@@ -191,7 +232,7 @@ function checkOpenOptions(o: OpenOptions): Required<OpenOptions> {
   }
   const create = o.create ?? true;
   if (typeof create !== 'boolean') throw new InvalidArgumentError(`create must be a boolean, got ${typeof create}`);
-  return { durability, syncIntervalMs, mapSize, idempotencyWindowMs, create };
+  return { durability, syncIntervalMs, mapSize, idempotencyWindowMs, create, chain, hmacKey, secure, auditRetentionMs };
 }
 
 /** The child of a deep verify: opens without creating, verifies, prints one JSON line. */
@@ -357,7 +398,7 @@ export class Athanor {
   readonly #proj: Projections;
 
   /** @internal Use {@link open}, {@link openSync} or {@link openReplica}. */
-  protected constructor(dir: string, o: Required<OpenOptions>, core: Core) {
+  protected constructor(dir: string, o: CheckedOptions, core: Core) {
     this.dir = dir;
     this.durability = o.durability;
     this.#core = core;
@@ -397,7 +438,111 @@ export class Athanor {
     checkDir(dir);
     const o = checkOpenOptions(options);
     const path = resolve(dir);
-    return new Athanor(path, o, await Core.open(path, o));
+    let core: Core;
+    try {
+      core = await Core.open(path, o);
+    } finally {
+      o.hmacKey?.fill(0); // the addon keeps its own copy, zeroed at close
+    }
+    const db = new Athanor(path, o, core);
+    const secure = db.#secureMode(o, options.secure);
+    if (secure === true && !db.#marked()) {
+      try {
+        await db.transaction()[INTERNAL]().execute((tx) => tx.set(SECURE_MARKER, bool(true)));
+      } catch (e) {
+        await db.close();
+        throw e;
+      }
+    }
+    return Athanor.#finish(db, o, secure);
+  }
+
+  /** A secure database is handed out as its secure root (see `security/handle.ts`). */
+  static #finish(db: Athanor, o: CheckedOptions, secure: boolean): Athanor {
+    db.#auditRetentionMs = o.auditRetentionMs;
+    db.#secure = secure;
+    return secure ? secureRoot(db, db.#securityParts().audit) : db;
+  }
+
+  /** Whether the store carries the marker of a secure database. */
+  #marked(): boolean {
+    return this.getOpt(SECURE_MARKER) !== undefined;
+  }
+
+  /**
+   * A database once opened secure stays secure: opening it again without
+   * `secure` gives the secure root too, so no handle skips the checks by leaving
+   * the option out. Refused (the handle closed): `secure: false` or a durability
+   * other than 'full' on such a database.
+   */
+  #secureMode(o: CheckedOptions, asked: boolean | undefined): boolean {
+    if (o.secure) return true;
+    if (!this.#marked()) return false;
+    const refuse = asked === false ? 'secure: false' : o.durability !== 'full' ? `durability: '${o.durability}'` : undefined;
+    if (refuse !== undefined) {
+      // Nothing was written; the native handle is released before the error reaches the caller.
+      this.#core.close();
+      throw new InvalidArgumentError(`${this.dir} is a secure database (it was opened with { secure: true }): it cannot be opened with ${refuse}; open it with { secure: true }`);
+    }
+    return true;
+  }
+
+  #secure = false;
+
+  /** Whether this is a secure database (every call goes through `db.as(caller)`). */
+  get secure(): boolean {
+    return this.#secure;
+  }
+
+  #auditRetentionMs = 0;
+  #security: Security | undefined;
+
+  #securityParts(): Security {
+    if (this.#security === undefined) {
+      const store: RoleStore = {
+        internalTransaction: () => this.transaction()[INTERNAL](),
+        list: (o) => this.list(o),
+        getOpt: (k) => this.getOpt(k),
+      };
+      const audit = new AuditTrail(store, { retentionMs: this.#auditRetentionMs });
+      const version = { value: 0, stored: 0n };
+      const roles = new Roles(store, audit, version);
+      roles.refresh();
+      // Another process's role change reaches this process's handles with its commit notice.
+      this.#core.subscribe(() => {
+        if (!this.#core.closed) roles.refresh();
+      });
+      this.#security = { store, audit, version, roles };
+    }
+    return this.#security;
+  }
+
+  /**
+   * A handle acting for `caller`: the same API as the database, where each call first
+   * checks that the caller's roles grant what it needs (else `ForbiddenError`, naming
+   * the permission, with nothing done) and is recorded in the audit trail. Members
+   * not classified for callers (and the objects behind the handle) are refused.
+   * athanor does not authenticate the caller: the application vouches for its id.
+   */
+  as(caller: Caller): Athanor {
+    this.#core.assertOpen();
+    const c = checkCaller(caller);
+    const sec = this.#securityParts();
+    const unknown = c.roles.filter((r) => sec.roles.get(r) === undefined);
+    if (unknown.length > 0) throw new InvalidArgumentError(`caller ${JSON.stringify(c.id)} has roles that are not defined: ${unknown.join(', ')}; define them with db.roles.define or use admin, developer, viewer, auditor`);
+    return callerHandle(this, c, sec);
+  }
+
+  /** Custom roles (define, get, list, drop); each change is recorded in the audit trail. */
+  get roles(): Roles {
+    this.#core.assertOpen();
+    return this.#securityParts().roles;
+  }
+
+  /** The audit trail of caller handles' decisions and role changes: `db.audit.query({ ... })`. */
+  get audit(): AuditTrail {
+    this.#core.assertOpen();
+    return this.#securityParts().audit;
   }
 
   /**
@@ -446,7 +591,16 @@ export class Athanor {
     checkDir(dir);
     const o = checkOpenOptions(options);
     const path = resolve(dir);
-    return new Athanor(path, o, Core.openSync(path, o));
+    let core: Core;
+    try {
+      core = Core.openSync(path, o);
+    } finally {
+      o.hmacKey?.fill(0);
+    }
+    const db = new Athanor(path, o, core);
+    const secure = db.#secureMode(o, options.secure);
+    if (secure === true && !db.#marked()) db.transaction()[INTERNAL]().executeSync((tx) => tx.set(SECURE_MARKER, bool(true)));
+    return Athanor.#finish(db, o, secure);
   }
 
   /** Reads a key from the newest committed state; throws `NotFoundError` when absent. Synchronous. */
@@ -861,6 +1015,7 @@ export class Athanor {
       await this.#replication?.close();
       await Promise.all([...this.#pgProjections].map((p) => p.stop()));
       await this.#beforeClose?.();
+      if (this.#security !== undefined) await this.#security.audit.close();
       await this.#proj.close();
     } finally {
       while (this.#core.pendingCount > 0) await this.#core.drain();

@@ -36,7 +36,8 @@ export type ErrorCode =
   | 'ERR_READ_ONLY'
   | 'ERR_MISSING_PACKAGE'
   | 'ERR_WRONG_EXPECTED_VERSION'
-  | 'ERR_UPCAST';
+  | 'ERR_UPCAST'
+  | 'ERR_FORBIDDEN';
 
 /** Base class of every error athanor throws. */
 export class AthanorError extends Error {
@@ -303,6 +304,16 @@ function wrongExpectedVersion(message: string): WrongExpectedVersionError {
   return new WrongExpectedVersionError(message, JSON.parse(m[1]!) as string, expected, Number(m[3]));
 }
 
+/** The caller's roles do not grant the permission the operation needs (named in the message and in `permission`); nothing was done. */
+export class ForbiddenError extends AthanorError {
+  /** The missing permission, e.g. `write key:orders/` or `admin`. */
+  readonly permission: string | undefined;
+  constructor(message: string, options?: { permission?: string }) {
+    super('ERR_FORBIDDEN', message);
+    this.permission = options?.permission;
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -362,6 +373,8 @@ export function errorFor(code: string, message: string): AthanorError {
       return wrongExpectedVersion(message);
     case 'ERR_UPCAST':
       return new UpcastError(message);
+    case 'ERR_FORBIDDEN':
+      return new ForbiddenError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

@@ -6,7 +6,7 @@
 export { Athanor, Snapshot, type OpenOptions, type Durability, type VerifyOptions, type VerifyResult } from './db.js';
 export type { VerifyReportOptions, VerifyReport, VerifyViolation, ListOptions, StateEntry } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './state/transaction.js';
-export { EventLog, type StoredEvent, type ReadOptions, type CompactOptions, type CompactResult } from './state/events.js';
+export { EventLog, type StoredEvent, type ReadOptions, type CompactOptions, type CompactResult, type EventProof } from './state/events.js';
 export type { AppendOptions, ExpectedVersion, NumericOptions, LogOptions } from './state/transaction.js';
 export type { Upcaster } from './state/upcasters.js';
 export { Streams, type StreamEvent, type StreamReadOptions, type StreamListOptions, type StreamInfo } from './state/streams.js';
@@ -63,6 +63,7 @@ export {
   WrongExpectedVersionError,
   BoundsError,
   UpcastError,
+  ForbiddenError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';
@@ -112,3 +113,7 @@ export { PgProjection, PgMigrations, type PgProjectionSpec, type PgProjectionMet
 export { Agents, type Agent, type AgentInput, type AgentListOptions, type AgentPage, type AgentSide, type AgentSnapshot, type ChangeOptions, type Transition, type PurgeScheduler } from './agents/agents.js';
 export { Sessions, Tasks, type Session, type SessionEvent, type Task, type TaskChange, type TaskSide } from './agents/sessions.js';
 export { Search, FullTextIndex, anyWords, type FullTextSpec, type TextRule, type TextSearchOptions, type TextHit, type HybridSearchOptions, type HybridHit, type HybridWeights, type SourceRank } from './agents/fulltext.js';
+export { BUILTIN_ROLES, type Caller, type Permission, type Action, type Resource, type ResourceKind } from './security/permissions.js';
+export { Roles, type RoleInfo } from './security/roles.js';
+export { AuditTrail, type AuditRecord, type AuditQuery } from './security/audit.js';
+export { verifyProof } from './security/proof.js';

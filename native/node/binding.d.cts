@@ -74,6 +74,8 @@ export declare class NativeDb {
   streamVersion(stream: string): bigint
   /** Streams whose ids start with `prefix`, after `after`, with their versions. */
   listStreams(prefix: string, after: string | undefined | null, limit: number): Buffer
+  /** The chain proof of event `id` (`null` when there is no such event). */
+  eventProof(id: bigint): NativeEventProof | null
   /** Creates a collection (or returns the existing one when its parameters match). */
   vectorCreate(name: string, p: NativeCollectionParams): NativeCollection
   /** Opens a collection, or `null` when there is none of that name. */
@@ -395,6 +397,16 @@ export interface NativeEmbedderOptions {
   sessions: number
 }
 
+/** What an outside party needs to check that an event is in the chain. */
+export interface NativeEventProof {
+  id: bigint
+  record: Buffer
+  prevHash: Buffer
+  hash: Buffer
+  algorithm: string
+  chainFrom: bigint
+}
+
 /** An event a processor gives up on, to keep as a dead letter. */
 export interface NativeFailedEvent {
   processor: string
@@ -439,6 +451,10 @@ export interface NativeOpenOptions {
   idempotencyWindowMs: number
   /** `false`: open only an existing database (`ERR_NOT_FOUND` otherwise). Default true. */
   create?: boolean
+  /** Start the event log's hash chain when the store has none (default false). */
+  chain?: boolean
+  /** The chain's HMAC key (never stored; zeroed in native memory at close). */
+  hmacKey?: Buffer
 }
 
 /** One provider tried at open: `error` is unset for the one that runs. */

@@ -57,10 +57,14 @@ export interface CoreOptions {
   mapSize: number;
   idempotencyWindowMs: number;
   create: boolean;
+  /** Start the event log's hash chain (native/core/src/store/chain.rs). */
+  chain?: boolean;
+  /** The chain's HMAC key; the addon copies it. */
+  hmacKey?: Buffer | undefined;
 }
 
 function nativeOptions(o: CoreOptions): NativeOpenOptions {
-  return { durability: o.durability, syncIntervalMs: o.syncIntervalMs, mapSize: o.mapSize, idempotencyWindowMs: o.idempotencyWindowMs, create: o.create };
+  return { durability: o.durability, syncIntervalMs: o.syncIntervalMs, mapSize: o.mapSize, idempotencyWindowMs: o.idempotencyWindowMs, create: o.create, chain: o.chain, hmacKey: o.hmacKey };
 }
 
 /** @internal */

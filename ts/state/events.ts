@@ -6,6 +6,22 @@ import type { Core, CommitNotice } from './core.js';
 export type { StoredEvent };
 
 
+/** A chain proof of one event ({@link EventLog.proof}). */
+export interface EventProof {
+  /** The event id. */
+  id: bigint;
+  /** The event's stored record, byte for byte (its format: native/core/src/codec.rs). */
+  record: Uint8Array;
+  /** The previous link, hex (64 zeros for the chain's first event). */
+  prevHash: string;
+  /** This event's link, hex. */
+  hash: string;
+  /** How links are computed. */
+  algorithm: 'sha256' | 'hmac-sha256';
+  /** The first event the chain covers. */
+  chainFrom: bigint;
+}
+
 /** Which events {@link EventLog.read} returns. */
 export interface ReadOptions {
   /** First id, inclusive (default 1n). */
@@ -182,6 +198,27 @@ export class EventLog {
   get<P = unknown>(id: bigint | number): StoredEvent<P> | undefined {
     const i = toId(id, 'id', 0n);
     return this.read<P>({ from: i, to: i, limit: 1 }).next().value as StoredEvent<P> | undefined;
+  }
+
+  /**
+   * What an outside party needs to check that event `id` is in the hash chain
+   * (`undefined` when there is no such event; `InvalidArgumentError` when the
+   * database has no chain or the event predates it). To check it:
+   * `hash == H(prevHash || id as 8 bytes big-endian || record)`, with H SHA-256 or,
+   * for `hmac-sha256`, HMAC-SHA-256 under the database's key; `prevHash` is the
+   * previous event's `hash` (32 zero bytes for the chain's first event), so a
+   * chain of proofs from a trusted `hash` back to `chainFrom` checks every event in it.
+   */
+  proof(id: bigint | number): EventProof | undefined {
+    this.#core.assertOpen();
+    const i = toId(id, 'id', 0n);
+    try {
+      const p = this.#core.native.eventProof(i);
+      if (p === null || p === undefined) return undefined;
+      return { id: p.id, record: new Uint8Array(p.record), prevHash: p.prevHash.toString('hex'), hash: p.hash.toString('hex'), algorithm: p.algorithm as EventProof['algorithm'], chainFrom: p.chainFrom };
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 
   /** Id of the newest event (0n when the log is empty). */

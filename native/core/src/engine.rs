@@ -88,6 +88,17 @@ impl Engine {
                         existing.store.options.durability
                     )));
                 }
+                if existing.store.options.chain.hmac_key != options.chain.hmac_key {
+                    return Err(Error::invalid(format!(
+                        "{} is already open in this process with another hmacKey (or none); open it with the same key or close it first",
+                        dir.display()
+                    )));
+                }
+                if options.chain.enable {
+                    existing.store.write_with_growth(|dbs, wtxn| {
+                        crate::store::ensure_chain(dbs, wtxn, &options.chain)
+                    })?;
+                }
                 return Ok(existing);
             }
             // A previous engine on this directory may still be closing (its writer

@@ -65,6 +65,8 @@ pub enum Code {
     WrongExpectedVersion,
     /// An event's schema version has no upcaster registered to bring it up to date.
     Upcast,
+    /// The caller's roles do not grant the permission the operation needs.
+    Forbidden,
 }
 
 impl Code {
@@ -99,6 +101,7 @@ impl Code {
             Code::ReadOnly => "ERR_READ_ONLY",
             Code::WrongExpectedVersion => "ERR_WRONG_EXPECTED_VERSION",
             Code::Upcast => "ERR_UPCAST",
+            Code::Forbidden => "ERR_FORBIDDEN",
         }
     }
 }

@@ -52,6 +52,7 @@ pub use codec::Value;
 pub use commit::{CommitInfo, CommitNotice, CommitSink, Completion, Outcome, ReplicaApplied};
 pub use engine::Engine;
 pub use error::{Code, Error, Result};
+pub use store::{chain_link, ChainKey, ChainKind, ChainMeta, ChainOptions, Proof};
 pub use store::{
     CachedReader, Durability, EventQuery, ReplicationInfo, StateEntry, Store, StoreOptions,
     StreamQuery,

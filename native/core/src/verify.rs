@@ -216,6 +216,12 @@ fn scan_store(store: &Store, txn: &RoTxn<'_, WithoutTls>, r: &mut Report) -> Res
             }
         }
     }
+    for b in crate::store::check_chain(store, txn, last)? {
+        r.violations.push(Violation {
+            kind: "event_chain",
+            detail: b.detail,
+        });
+    }
     if expect - 1 != last {
         r.violations.push(Violation {
             kind: "last_event_id",

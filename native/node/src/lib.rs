@@ -15,6 +15,7 @@ mod guard;
 mod projection;
 mod replication;
 mod streams;
+mod security;
 mod vector;
 use fast::{ReadCtx, Scratch};
 use guard::{guard, CoreResult};
@@ -71,6 +72,10 @@ pub struct NativeOpenOptions {
     pub idempotency_window_ms: f64,
     /// `false`: open only an existing database (`ERR_NOT_FOUND` otherwise). Default true.
     pub create: Option<bool>,
+    /// Start the event log's hash chain when the store has none (default false).
+    pub chain: Option<bool>,
+    /// The chain's HMAC key (never stored; zeroed in native memory at close).
+    pub hmac_key: Option<Buffer>,
 }
 
 /// The JS callback that receives packed commit outcomes (weak: it does not keep Node alive).
@@ -82,6 +87,7 @@ fn store_options(options: &NativeOpenOptions) -> CoreResult<StoreOptions> {
         initial_map_size: options.map_size as usize,
         idempotency_window_ms: options.idempotency_window_ms as u64,
         create: options.create.unwrap_or(true),
+        chain: security::chain_options(options.chain, options.hmac_key.as_ref())?,
         ..StoreOptions::default()
     })
 }

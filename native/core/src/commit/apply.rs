@@ -116,6 +116,14 @@ pub(super) fn apply_one(
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
+    let mut chain = if b.events.is_empty() {
+        None
+    } else {
+        match store::ChainWriter::begin(store, wtxn)? {
+            Ok(c) => Some(c),
+            Err(e) => return Ok(Err(e)),
+        }
+    };
     let my_seq = *seq + 1;
     for w in &b.writes {
         match w {
@@ -139,6 +147,9 @@ pub(super) fn apply_one(
         codec::encode_event(scratch, my_seq, at, e.kind, t, b.bytes(&e.payload));
         dbs.events
             .put_with_flags(wtxn, PutFlags::APPEND, &id.to_be_bytes(), scratch)?;
+        if let Some(c) = &mut chain {
+            c.append(dbs, wtxn, id, scratch)?;
+        }
         dbs.event_types
             .put(wtxn, &store::type_index_key(t, id), &[])?;
     }

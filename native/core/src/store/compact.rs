@@ -10,6 +10,7 @@ use super::dbs::{
     put_meta_u64, read_meta_u64, read_meta_u64_or, META_COMPACTED_BELOW, META_FIRST_EVENT_ID,
     META_LAST_EVENT_ID,
 };
+use super::chain_format::{chain_meta, checkpoint};
 use super::env::Store;
 use super::log::{id_of, type_index_key};
 use crate::codec;
@@ -59,6 +60,18 @@ impl Store {
             let last = read_meta_u64(dbs, wtxn, META_LAST_EVENT_ID)?;
             let before = before.min(last + 1);
             let first = read_meta_u64_or(dbs, wtxn, META_FIRST_EVENT_ID, 1)?;
+            // A chained event removed from the middle of the chain would leave a link
+            // that nothing can recompute: a chained range goes only as a whole prefix.
+            if types.is_some() {
+                if let Some(m) = chain_meta(dbs, wtxn)? {
+                    if before > m.from {
+                        return Err(Error::invalid(format!(
+                            "this log is hash-chained from event {}: compact it by id (without `types`) below that, or by `before` alone",
+                            m.from
+                        )));
+                    }
+                }
+            }
             let mut doomed: Vec<(u64, Vec<u8>)> = Vec::new();
             if before > first {
                 let lo = first.to_be_bytes();
@@ -85,6 +98,8 @@ impl Store {
                 None => last + 1,
             };
             put_meta_u64(dbs, wtxn, META_FIRST_EVENT_ID, first_left)?;
+            // The link of the last removed event becomes the chain's anchor.
+            checkpoint(dbs, wtxn, first_left)?;
             let below = read_meta_u64_or(dbs, wtxn, META_COMPACTED_BELOW, 1)?;
             put_meta_u64(dbs, wtxn, META_COMPACTED_BELOW, below.max(before))?;
             Ok(Compacted {

@@ -51,6 +51,9 @@ pub(crate) struct Dbs {
     pub stream_events: Database<Bytes, Bytes>,
     /// Each stream's current version: `[stream id]` -> `[version u64 BE]`.
     pub stream_heads: Database<Bytes, Bytes>,
+    /// The event log's hash chain: event id (u64 BE) -> 32-byte link (`chain.rs`).
+    /// Empty until the chain is turned on (meta `chain_from`).
+    pub event_chain: Database<Bytes, Bytes>,
 }
 
 impl Dbs {
@@ -70,6 +73,7 @@ impl Dbs {
             commit_log: env.create_database(wtxn, Some("commit_log"))?,
             stream_events: env.create_database(wtxn, Some("stream_events"))?,
             stream_heads: env.create_database(wtxn, Some("stream_heads"))?,
+            event_chain: env.create_database(wtxn, Some("event_chain"))?,
         })
     }
 

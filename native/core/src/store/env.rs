@@ -91,6 +91,7 @@ impl Store {
                 // A store made in place by an older athanor (or a user's empty
                 // data.mdb): finish it as it always was.
                 dbs.init_meta(&mut wtxn, options.clock.now_ms())?;
+                super::chain_format::ensure(&dbs, &mut wtxn, &options.chain)?;
                 wtxn.commit()?;
                 write_marker(&canonical)?;
             }
@@ -105,8 +106,10 @@ impl Store {
                         format!("{} was written by a newer athanor (format {found}, this build reads {STORE_FORMAT}); upgrade athanor", canonical.display()),
                     ));
                 }
+                let chained = super::chain_format::ensure(&dbs, &mut wtxn, &options.chain);
                 // Commit, not abort: DBI handles opened in an aborted txn are invalid afterwards.
                 wtxn.commit()?;
+                chained?;
                 // Stores created before the marker existed get it on their next open.
                 if !canonical.join(CREATED_MARKER).exists() {
                     write_marker(&canonical)?;

@@ -2,7 +2,7 @@
 //! event log, the event-type index and idempotency records. Reads live here;
 //! all writes go through the single writer in [`crate::commit`].
 //!
-//! - `options`: durability and sizes;
+//! - `options`: durability, sizes, the hash chain's settings and key;
 //! - `dbs`: the named databases and meta keys (the on-disk layout);
 //! - `files`: checks before LMDB maps the file, the created marker;
 //! - `create`: a new store, built in a temporary folder and renamed into place;
@@ -11,14 +11,19 @@
 //! - `state`, `log`, `idempotency`: reading each concept; `scan`: state keys by prefix, a page at a time;
 //! - `compact`: retention, deleting the oldest events (and their type index entries);
 //! - `verify`: the store's invariants;
+//! - `chain_format`: the hash chain's link function and meta (starting it, checkpoints);
+//! - `chain`: the chain's writer, proofs and their check;
 //! - `hook`: the seam derived state (vector indexes) follows commits through;
 //! - `sync_stats`: how long fsyncs take;
 //! - `commit_log`: replication's marks: the commit log kept for a publisher, the
 //!   database id, a replica's origin and stream position.
 //!
-//! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `files` <- `create` <- `env`
-//! <- `reader`, `state`, `log`, `idempotency` <- `compact` <- `verify`, `commit_log`; this file only re-exports.
+//! The files depend on each other one way: `options`, `dbs`, `sync_stats` <- `chain_format`, `files`
+//! <- `create` <- `env` <- `reader`, `state`, `log`, `idempotency` <- `compact`, `verify`, `chain`
+//! (links read records through `log`), `commit_log`; this file only re-exports.
 
+mod chain;
+mod chain_format;
 mod commit_log;
 mod compact;
 mod create;
@@ -36,6 +41,10 @@ mod streams;
 mod sync_stats;
 mod verify;
 
+pub use chain::Proof;
+pub(crate) use chain::{check as check_chain, ChainWriter};
+pub(crate) use chain_format::ensure as ensure_chain;
+pub use chain_format::{link as chain_link, ChainKind, ChainMeta, Hash};
 pub use compact::Compacted;
 pub use commit_log::ReplicationInfo;
 pub(crate) use commit_log::{
@@ -50,7 +59,7 @@ pub(crate) use hook::{GroupWrites, WriteHook};
 pub(crate) use idempotency::IdemRecord;
 pub(crate) use log::type_index_key;
 pub use log::EventQuery;
-pub use options::{Durability, StoreOptions};
+pub use options::{ChainKey, ChainOptions, Durability, StoreOptions};
 pub use reader::CachedReader;
 pub use scan::MAX_LIST;
 pub use state::StateEntry;

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use zeroize::Zeroizing;
+
 use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
 
 /// How a commit reaches the disk. `Full` is the default and the only mode in
 /// which a resolved commit is guaranteed to survive power loss.
@@ -40,6 +43,8 @@ pub struct StoreOptions {
     /// and the idempotency window is measured by: the system clock unless a test
     /// moves a [`crate::clock::ManualClock`].
     pub clock: Arc<dyn Clock>,
+    /// The event log's hash chain: whether to start one, and its HMAC key.
+    pub chain: ChainOptions,
 }
 
 impl Default for StoreOptions {
@@ -51,6 +56,55 @@ impl Default for StoreOptions {
             max_readers: 510,
             create: true,
             clock: Arc::new(SystemClock),
+            chain: ChainOptions::default(),
         }
     }
+}
+
+/// An HMAC key: zeroed when dropped, never printed.
+#[derive(Clone)]
+pub struct ChainKey(Zeroizing<Vec<u8>>);
+
+impl ChainKey {
+    /// Takes a copy of `bytes` (the caller's copy is theirs to clear).
+    pub fn new(bytes: &[u8]) -> Result<ChainKey> {
+        if bytes.is_empty() {
+            return Err(Error::invalid(
+                "hmacKey must not be empty; pass at least 32 random bytes",
+            ));
+        }
+        Ok(ChainKey(Zeroizing::new(bytes.to_vec())))
+    }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl PartialEq for ChainKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(other.0.iter())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+/// What [`crate::StoreOptions`] says about the chain.
+#[derive(Debug, Clone, Default)]
+pub struct ChainOptions {
+    /// Turn the chain on (at the next event id) when the store has none yet. A chain
+    /// once on stays on, whatever later opens say.
+    pub enable: bool,
+    /// The HMAC key: with it a new chain is HMAC-SHA-256, and a keyed chain can be
+    /// extended and verified.
+    pub hmac_key: Option<ChainKey>,
 }

@@ -1,0 +1,246 @@
+/**
+ * The audit trail: every allow and deny decision taken for a caller handle, and
+ * every change to roles, kept durably in the store under athanor's reserved keys
+ * (`\0athanor/audit/<ms, 12 hex>/<process nonce><seq>`, a string value each holding
+ * the record's JSON text), so it
+ * is backed up, restored and replicated with the data it describes.
+ *
+ * - Writes made in a transaction are recorded in that transaction's own commit.
+ * - Other decisions (denials, writes outside a transaction, admin operations) are
+ *   recorded one by one and committed in batches.
+ * - Allowed reads are counted per caller, operation and granting permission, and
+ *   committed in the same batches as one record with `count`, `at` (the first
+ *   read) and `until` (when the batch closed the count, at most a second after the
+ *   last read): a record per point read would make the trail the store's largest
+ *   write load.
+ *
+ * A batch is committed when 1024 records wait, one second after the first of them,
+ * before `db.audit.query()` and at close. Records older than the retention are
+ * pruned as batches are committed.
+ */
+import { randomBytes } from 'node:crypto';
+import { InvalidArgumentError } from '../errors.js';
+import { str, type Value } from '../state/codec.js';
+import { RESERVED_PREFIX } from '../state/reserved.js';
+import type { TransactionBuilder, Tx } from '../state/transaction.js';
+import { describeThrown } from '../internal/thrown.js';
+
+/** One decision (or, for allowed reads, a count of identical ones). */
+export interface AuditRecord {
+  /** When (ms since the epoch); for counted reads, the first one. */
+  at: number;
+  /** For counted reads: the last one. */
+  until?: number;
+  /** How many identical decisions this record stands for (1 but for counted reads). */
+  count: number;
+  /** The caller's id (`''`: the application itself, e.g. defining a role on a plain handle). */
+  caller: string;
+  /** The caller's roles at the time. */
+  roles: string[];
+  /** The namespace the operation addressed. */
+  namespace: string;
+  /** The operation, e.g. `db.get`, `tx.execute`, `vectors.drop`, `roles.define`. */
+  action: string;
+  /** For `allow`: the grants used; for `deny`: the permission missing. */
+  permission: string;
+  /** The decision. */
+  outcome: 'allow' | 'deny';
+  /** What was changed, for role changes (the role and its new grants). */
+  detail?: string;
+}
+
+/** Filters of {@link AuditTrail.query}; every given field must match. */
+export interface AuditQuery {
+  /** The caller's id. */
+  caller?: string;
+  /** The namespace. */
+  namespace?: string;
+  /** The operation, e.g. `tx.execute`. */
+  action?: string;
+  /** `allow` or `deny`. */
+  outcome?: 'allow' | 'deny';
+  /** Records at or after this time (ms since the epoch, or a Date). */
+  from?: number | Date;
+  /** Records at or before this time. */
+  to?: number | Date;
+  /** At most this many records (default 10000), oldest first. */
+  limit?: number;
+}
+
+/** What the audit trail needs of the database. @internal */
+export interface AuditStore {
+  /** A transaction builder that may write athanor's reserved keys. */
+  internalTransaction(): TransactionBuilder;
+  /** A page of state entries. */
+  list(options: { prefix: string; after?: string; limit?: number }): { key: string; value: Value }[];
+}
+
+/** The audit trail's options (`Athanor.open(dir, { auditRetentionMs })`). */
+export interface AuditOptions {
+  /** Records older than this are pruned, ms (default 90 days; 0 keeps them forever). */
+  retentionMs: number;
+}
+
+/** The reserved prefix of the audit trail's keys. @internal */
+export const AUDIT_PREFIX = `${RESERVED_PREFIX}audit/`;
+
+const BATCH = 1024;
+const PRUNE_PER_BATCH = 1000;
+const FLUSH_AFTER_MS = 1000;
+
+const hex12 = (ms: number) => Math.max(0, Math.floor(ms)).toString(16).padStart(12, '0');
+
+function toMs(v: number | Date | undefined, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  const ms = v instanceof Date ? v.getTime() : v;
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) throw new InvalidArgumentError(`${what} must be a time in ms since the epoch or a Date`);
+  return ms;
+}
+
+/** The audit trail of one database handle. */
+export class AuditTrail {
+  readonly #store: AuditStore;
+  readonly #retentionMs: number;
+  readonly #nonce = randomBytes(4).toString('hex');
+  #seq = 0;
+  #pending: { key: string; record: AuditRecord }[] = [];
+  #reads: AuditRecord[] = [];
+  #generation = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #flushing: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  /** @internal */
+  constructor(store: AuditStore, options: AuditOptions) {
+    this.#store = store;
+    this.#retentionMs = options.retentionMs;
+  }
+
+  /** A fresh key for a record made at `at`. @internal */
+  keyFor(at: number): string {
+    return `${AUDIT_PREFIX}${hex12(at)}/${this.#nonce}${(this.#seq++).toString(16).padStart(8, '0')}`;
+  }
+
+  /** Writes `record` into the transaction `tx` (the commit of the write it allows). @internal */
+  inTransaction(tx: Tx, record: AuditRecord): void {
+    tx.set(this.keyFor(record.at), str(JSON.stringify(record)));
+  }
+
+  /** Queues a record for the next batch. @internal */
+  record(record: AuditRecord): void {
+    if (this.#closed) return;
+    this.#pending.push({ key: this.keyFor(record.at), record });
+    this.#schedule();
+  }
+
+  /**
+   * Adds the record that counts allowed reads of one caller, operation and grant
+   * until the next batch: its owner increments `count` while {@link generation} is
+   * unchanged, then starts a new one. @internal
+   */
+  addRead(record: AuditRecord): void {
+    if (this.#closed) return;
+    this.#reads.push(record);
+    this.#schedule();
+  }
+
+  /** Changes when a batch takes the counted reads. @internal */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  #schedule(): void {
+    if (this.#pending.length + this.#reads.length >= BATCH) {
+      this.flush().catch((e: unknown) => process.emitWarning(`athanor audit: a batch could not be recorded: ${describeThrown(e)}`));
+    } else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.flush().catch((e: unknown) => process.emitWarning(`athanor audit: a batch could not be recorded: ${describeThrown(e)}`));
+      }, FLUSH_AFTER_MS);
+      this.#timer.unref();
+    }
+  }
+
+  /** Commits the waiting records now (durably, in one transaction). */
+  flush(): Promise<void> {
+    // A failed batch is reported to its caller; the next one still runs (and retries it).
+    this.#flushing = this.#flushing.catch(() => undefined).then(() => this.#commitBatch());
+    return this.#flushing;
+  }
+
+  async #commitBatch(): Promise<void> {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    const batch = this.#pending;
+    // A count closes with its batch: `until` is when, at most a second after its last read.
+    const until = Date.now();
+    for (const r of this.#reads) {
+      if (r.count > 1) r.until = until;
+      batch.push({ key: this.keyFor(r.at), record: r });
+    }
+    this.#pending = [];
+    this.#reads = [];
+    this.#generation++;
+    const expired = this.#retentionMs > 0 ? this.#expiredKeys(Date.now() - this.#retentionMs) : [];
+    if (batch.length === 0 && expired.length === 0) return;
+    try {
+      await this.#store.internalTransaction().execute((tx) => {
+        for (const { key, record } of batch) tx.set(key, str(JSON.stringify(record)));
+        for (const key of expired) tx.delete(key);
+      });
+    } catch (e) {
+      // Kept for the next batch: a failed commit must not lose decisions.
+      this.#pending = batch.concat(this.#pending);
+      throw e;
+    }
+  }
+
+  #expiredKeys(cutoff: number): string[] {
+    const page = this.#store.list({ prefix: AUDIT_PREFIX, limit: PRUNE_PER_BATCH });
+    const end = AUDIT_PREFIX + hex12(cutoff);
+    return page.filter((e) => e.key < end).map((e) => e.key);
+  }
+
+  /**
+   * The records matching `q`, oldest first. Commits the waiting records first, so a
+   * query sees every decision taken before it.
+   */
+  async query(q: AuditQuery = {}): Promise<AuditRecord[]> {
+    if (q === null || typeof q !== 'object') throw new InvalidArgumentError('audit query must be an object { caller, namespace, action, outcome, from, to, limit }');
+    const from = toMs(q.from, 'from');
+    const to = toMs(q.to, 'to');
+    const limit = q.limit ?? 10_000;
+    if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgumentError('limit must be a positive integer');
+    if (q.outcome !== undefined && q.outcome !== 'allow' && q.outcome !== 'deny') throw new InvalidArgumentError(`outcome must be 'allow' or 'deny'`);
+    await this.flush();
+    const out: AuditRecord[] = [];
+    let after = from === undefined ? undefined : AUDIT_PREFIX + hex12(from);
+    const end = to === undefined ? undefined : AUDIT_PREFIX + hex12(to + 1);
+    for (;;) {
+      const page = this.#store.list({ prefix: AUDIT_PREFIX, after, limit: 1000 });
+      for (const e of page) {
+        if (end !== undefined && e.key >= end) return out;
+        const r = JSON.parse(e.value.asString()) as AuditRecord;
+        if (q.caller !== undefined && r.caller !== q.caller) continue;
+        if (q.namespace !== undefined && r.namespace !== q.namespace) continue;
+        if (q.action !== undefined && r.action !== q.action) continue;
+        if (q.outcome !== undefined && r.outcome !== q.outcome) continue;
+        out.push(r);
+        if (out.length >= limit) return out;
+      }
+      if (page.length < 1000) return out;
+      after = page[page.length - 1]!.key;
+    }
+  }
+
+  /** Commits what waits and stops recording. @internal */
+  async close(): Promise<void> {
+    try {
+      await this.flush();
+    } finally {
+      this.#closed = true;
+    }
+  }
+}
