@@ -1039,7 +1039,7 @@ export class Replica extends Athanor {
   readonly #follower: ReplicaFollower;
 
   /** @internal */
-  constructor(dir: string, o: Required<OpenOptions>, core: Core, follower: ReplicaFollower) {
+  constructor(dir: string, o: CheckedOptions, core: Core, follower: ReplicaFollower) {
     super(dir, o, core);
     this.#follower = follower;
     this.onClose(() => follower.stop());

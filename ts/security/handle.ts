@@ -17,7 +17,7 @@
 import { ForbiddenError } from '../errors.js';
 import type { Value } from '../state/codec.js';
 import { INTERNAL, RESERVED_PREFIX, checkWritableEventType, checkWritableKey } from '../state/reserved.js';
-import type { CommitResult, EventInput, ExecuteOptions, Tx, TransactionBuilder } from '../state/transaction.js';
+import type { AppendOptions, CommitResult, EventInput, ExecuteOptions, LogOptions, NumericOptions, Tx, TransactionBuilder } from '../state/transaction.js';
 import type { TxVectors } from '../state/tx-vectors.js';
 import type { Json } from '../state/codec.js';
 import type { AuditRecord, AuditTrail } from './audit.js';
@@ -559,10 +559,10 @@ class GuardedTx implements Tx {
     checkWritableKey(key);
     this.#raw.update(key, fn);
   }
-  log(type: string, payload: unknown): void {
+  log(type: string, payload: unknown, options?: LogOptions): void {
     this.#write('log', { action: 'write', kind: 'event', name: typeof type === 'string' ? type : undefined });
     if (typeof type === 'string') checkWritableEventType(type);
-    this.#raw.log(type, payload);
+    this.#raw.log(type, payload, options);
   }
   logMany(events: Iterable<EventInput>): void {
     const all = events !== null && typeof (events as { [Symbol.iterator]?: unknown })?.[Symbol.iterator] === 'function' ? [...events] : [];
@@ -572,6 +572,36 @@ class GuardedTx implements Tx {
       if (typeof type === 'string') checkWritableEventType(type);
     }
     this.#raw.logMany(all.length > 0 ? all : events);
+  }
+  append(streamId: string, events: EventInput | Iterable<EventInput>, options?: AppendOptions): void {
+    // A stream append is a write of each event's type (the stream index is part of the log).
+    const all: unknown[] = events !== null && typeof events === 'object' && typeof (events as { [Symbol.iterator]?: unknown })[Symbol.iterator] === 'function' ? [...(events as Iterable<EventInput>)] : [events];
+    for (const e of all) {
+      const type = e !== null && typeof e === 'object' ? (e as { type?: unknown }).type : undefined;
+      this.#write('append', { action: 'write', kind: 'event', name: typeof type === 'string' ? type : undefined });
+      if (typeof type === 'string') checkWritableEventType(type);
+    }
+    this.#raw.append(streamId, all as EventInput[], options);
+  }
+  add(key: string, delta: bigint | number, options?: NumericOptions): void {
+    this.#numeric('add', key);
+    this.#raw.add(key, delta, options);
+  }
+  sub(key: string, delta: bigint | number, options?: NumericOptions): void {
+    this.#numeric('sub', key);
+    this.#raw.sub(key, delta, options);
+  }
+  max(key: string, value: bigint | number, options?: NumericOptions): void {
+    this.#numeric('max', key);
+    this.#raw.max(key, value, options);
+  }
+  min(key: string, value: bigint | number, options?: NumericOptions): void {
+    this.#numeric('min', key);
+    this.#raw.min(key, value, options);
+  }
+  #numeric(action: string, key: string): void {
+    this.#write(action, keyNeed('write', key));
+    checkWritableKey(key);
   }
   vectors<M = Json>(collection: string): TxVectors<M> {
     this.#write('vectors', { action: 'write', kind: 'collection', name: typeof collection === 'string' ? collection : undefined });
