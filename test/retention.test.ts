@@ -22,6 +22,23 @@ async function logN(db: Athanor, n: number, type = 'tick'): Promise<void> {
 }
 
 describe('events.compact', () => {
+  it('keeps a hash-chained log verifiable: the last removed link becomes the anchor; a chained range is not compacted by type', async () => {
+    const dir = sb.dir();
+    let db = await Athanor.open(dir, { chain: true });
+    await logN(db, 6);
+    await logN(db, 4, 'other');
+    await expectRejects(db.events.compact({ before: 8, types: ['tick'] }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expect(db.events.firstId).toBe(1n);
+    const r = await db.events.compact({ before: 5 });
+    expect(r).toMatchObject({ deleted: 4, firstId: 5n });
+    expect(db.verify().events).toBe(6);
+    await logN(db, 2);
+    await db.close();
+    db = await sb.open(dir, { chain: true });
+    expect(db.verify().events).toBe(8);
+    expect(db.verify({ report: true }).ok).toBe(true);
+  });
+
   it('deletes the oldest events; reads below firstId fail with ERR_COMPACTED; ids go on; verify passes; reopen keeps it', async () => {
     const dir = sb.dir();
     let db = await Athanor.open(dir);

@@ -713,7 +713,7 @@ export class Athanor {
       ...this.#storeHost(),
       processorCursors: () =>
         existsSync(join(this.dir, 'projection.db'))
-          ? this.sql.all<{ name: string; last_event_id: number | bigint }>('SELECT name, last_event_id FROM _athanor_cursors').map((r) => ({ name: r.name, cursor: BigInt(r.last_event_id) }))
+          ? this.sql[INTERNAL]().cursors()
           : [],
       readEvents: (from, to) => this.events.read({ from, to }),
       heads: () => {
@@ -1012,9 +1012,9 @@ export class Athanor {
       // Only when there is one: close() inside db.sql.transaction(fn) must reach the
       // SQL connection before the callback returns, so no needless await comes first.
       if (this.#scheduler !== undefined) await this.#scheduler.stop();
-      await this.#replication?.close();
-      await Promise.all([...this.#pgProjections].map((p) => p.stop()));
-      await this.#beforeClose?.();
+      if (this.#replication !== undefined) await this.#replication.close();
+      if (this.#pgProjections.size > 0) await Promise.all([...this.#pgProjections].map((p) => p.stop()));
+      if (this.#beforeClose !== undefined) await this.#beforeClose();
       if (this.#security !== undefined) await this.#security.audit.close();
       await this.#proj.close();
     } finally {

@@ -255,6 +255,8 @@ export declare class NativeSql {
   declarativeRetry(specId: number, deadLetterId: number): Promise<DeclResult>
   /** A processor's cursor (0 when it never ran), read on the handle's connection. */
   cursor(name: string): bigint
+  /** Every processor's cursor as `[name, cursor]` pairs, read on the handle's connection. */
+  cursors(): Array<[string, bigint]>
   /** Moves a processor's cursor (inside the transaction open on the handle's connection). */
   setCursor(name: string, id: bigint): void
   /** Drops the cursor and dead letters of processor `name`, or of every processor. */

@@ -341,6 +341,13 @@ const DB: Table = {
   scheduler: { needs: admin },
   migrations: { needs: admin },
   backup: { needs: admin },
+  // Event-sourcing helpers and replication hand out objects with their own writes and
+  // reads of athanor's reserved records, which no finer rule describes yet: admin only.
+  accumulators: { needs: admin },
+  queue: { needs: admin },
+  consumerGroup: { needs: admin },
+  replication: { needs: admin },
+  pgProjection: { needs: admin },
   as: { needs: admin },
   close: { needs: admin },
   [Symbol.asyncDispose]: { needs: admin },

@@ -48,6 +48,11 @@ export class Bookkeeping {
     return this.#call((n) => n.cursor(name));
   }
 
+  /** Every processor's cursor, by name. */
+  cursors(): { name: string; cursor: bigint }[] {
+    return this.#call((n) => n.cursors().map(([name, cursor]) => ({ name, cursor })));
+  }
+
   /** Moves a processor's cursor. */
   setCursor(name: string, id: bigint): void {
     this.#call((n) => n.setCursor(name, id));

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS _athanor_migrations(
 ";
 
 const CURSOR_GET: &str = "SELECT last_event_id FROM _athanor_cursors WHERE name = ?1";
+const CURSOR_ALL: &str = "SELECT name, last_event_id FROM _athanor_cursors ORDER BY name";
 const CURSOR_SET: &str = "INSERT INTO _athanor_cursors(name, last_event_id, updated_at) VALUES (?1, ?2, ?3) \
      ON CONFLICT(name) DO UPDATE SET last_event_id = excluded.last_event_id, updated_at = excluded.updated_at";
 const DEAD_LETTER_UPSERT: &str = "INSERT INTO _athanor_dead_letters(processor, event_id, event_type, error_code, error, attempts, first_failed_at, last_failed_at) \
@@ -90,6 +91,17 @@ pub fn read_cursor(conn: &SqlConn, name: &str) -> Result<u64> {
             .query_row([name], |r| r.get(0))
             .optional()?;
         Ok(v.unwrap_or(0) as u64)
+    })
+}
+
+/// Every processor's cursor, by name (retention holds the log below the lowest).
+pub fn read_cursors(conn: &SqlConn) -> Result<Vec<(String, u64)>> {
+    conn.as_athanor(|c| {
+        let mut st = c.prepare_cached(CURSOR_ALL)?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     })
 }
 

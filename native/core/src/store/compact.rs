@@ -6,11 +6,11 @@
 
 use heed::RoTxn;
 
+use super::chain_format::{chain_meta, checkpoint};
 use super::dbs::{
     put_meta_u64, read_meta_u64, read_meta_u64_or, META_COMPACTED_BELOW, META_FIRST_EVENT_ID,
     META_LAST_EVENT_ID,
 };
-use super::chain_format::{chain_meta, checkpoint};
 use super::env::Store;
 use super::log::{id_of, type_index_key};
 use crate::codec;

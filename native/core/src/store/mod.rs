@@ -45,11 +45,11 @@ pub use chain::Proof;
 pub(crate) use chain::{check as check_chain, ChainWriter};
 pub(crate) use chain_format::ensure as ensure_chain;
 pub use chain_format::{link as chain_link, ChainKind, ChainMeta, Hash};
-pub use compact::Compacted;
 pub use commit_log::ReplicationInfo;
 pub(crate) use commit_log::{
     commit_log_id, is_replica, log_commit, put_replica_position, replica_of,
 };
+pub use compact::Compacted;
 pub use dbs::STORE_FORMAT;
 pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
 pub use env::Store;

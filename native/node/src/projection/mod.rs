@@ -282,6 +282,19 @@ impl NativeSql {
         })
     }
 
+    /// Every processor's cursor as `[name, cursor]` pairs, read on the handle's connection.
+    #[napi]
+    pub fn cursors(&self, env: Env) -> Result<Vec<(String, BigInt)>> {
+        guard(&env, || {
+            self.ctx.with(|c| {
+                Ok(bookkeeping::read_cursors(c)?
+                    .into_iter()
+                    .map(|(n, id)| (n, BigInt::from(id)))
+                    .collect())
+            })
+        })
+    }
+
     /// Moves a processor's cursor (inside the transaction open on the handle's connection).
     #[napi]
     pub fn set_cursor(&self, env: Env, name: String, id: BigInt) -> Result<()> {
