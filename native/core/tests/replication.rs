@@ -219,3 +219,57 @@ fn a_replica_creates_the_collections_its_primary_writes_to_and_holds_the_same_do
     assert_eq!(a.sha256, b.sha256);
     assert_eq!(b.vector_documents, 1);
 }
+
+#[test]
+fn a_replica_applies_stream_appends_and_numeric_ops_as_its_primary_did() {
+    use athanor_core::numeric::{Int, NumericArgs, NumericKind, NumericType};
+    use athanor_core::txn::Expected;
+    let add = |d: i64| NumericArgs {
+        kind: NumericKind::Add,
+        ty: NumericType::Follow,
+        operand: Int::from_i64(d),
+        min: Some(Int::from_i64(0)),
+        max: None,
+    };
+    let dir = TempDir::new().unwrap();
+    let p = open(&dir.path().join("p"));
+    let id = p.store().enable_commit_log().unwrap().database_id.unwrap();
+    commit(
+        &p,
+        TxBuilder::new().numeric("hits", add(5)).append_json(
+            "order-1",
+            Expected::NoStream,
+            &[("placed", "{}")],
+        ),
+    );
+    commit(
+        &p,
+        TxBuilder::new().numeric("hits", add(-2)).append_json(
+            "order-1",
+            Expected::Exact(1),
+            &[("paid", "{}"), ("shipped", "{}")],
+        ),
+    );
+    let r = open(&dir.path().join("r"));
+    r.init_replica(&id).unwrap();
+    r.apply_replicated(&records(&p, 0), 1).unwrap();
+    let (a, b) = (
+        p.store().content_digest().unwrap(),
+        r.store().content_digest().unwrap(),
+    );
+    assert_eq!(
+        a.sha256, b.sha256,
+        "the replica's state, log and stream index equal the primary's"
+    );
+    let rt = r.begin_read().unwrap();
+    assert_eq!(r.store().stream_version(&rt, b"order-1").unwrap(), 3);
+    let pt = p.begin_read().unwrap();
+    assert_eq!(
+        r.store().get(&rt, b"hits").unwrap(),
+        p.store().get(&pt, b"hits").unwrap()
+    );
+    assert!(
+        r.store().get(&rt, b"hits").unwrap().is_some(),
+        "the numeric key reached the replica"
+    );
+}

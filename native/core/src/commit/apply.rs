@@ -108,12 +108,8 @@ pub(super) fn apply_one(
     }
     // Stream versions and numeric results are decided here, before the first write,
     // so a wrong expected version or a bound violation fails this transaction alone.
-    let stream_bases = match check_streams(store, wtxn, b)? {
-        Ok(v) => v,
-        Err(e) => return Ok(Err(e)),
-    };
-    let numeric = match numeric_results(store, wtxn, b)? {
-        Ok(v) => v,
+    let derived = match Derived::decide(store, wtxn, b)? {
+        Ok(d) => d,
         Err(e) => return Ok(Err(e)),
     };
     let mut chain = if b.events.is_empty() {
@@ -153,26 +149,7 @@ pub(super) fn apply_one(
         dbs.event_types
             .put(wtxn, &store::type_index_key(t, id), &[])?;
     }
-    for (key, value) in &numeric {
-        scratch.clear();
-        scratch.extend_from_slice(&my_seq.to_be_bytes());
-        scratch.extend_from_slice(&value.encode());
-        dbs.state.put(wtxn, key, scratch)?;
-    }
-    for (a, base) in b.appends.iter().zip(&stream_bases) {
-        let stream = b.bytes(&a.stream);
-        for (i, ev) in a.events.clone().enumerate() {
-            let event_id = first + ev as u64;
-            let version = base + 1 + i as u64;
-            dbs.stream_events.put(
-                wtxn,
-                &store::stream_event_key(stream, version),
-                &event_id.to_be_bytes(),
-            )?;
-        }
-        let head = base + a.events.len() as u64;
-        dbs.stream_heads.put(wtxn, stream, &head.to_be_bytes())?;
-    }
+    derived.write(store, wtxn, b, my_seq, first, scratch)?;
     for g in groups.iter_mut() {
         g.write(dbs, wtxn, b, scratch)?;
     }
@@ -198,6 +175,73 @@ pub(super) fn apply_one(
         first_event_id,
         event_count,
     }))
+}
+
+/// What a batch's stream appends and numeric ops come to against the state they meet:
+/// decided before the first write, written after its events. The writer and a read
+/// replica (`replicate.rs`) both go through it, so a replica's stream index and numeric
+/// keys come out as its primary's.
+pub(super) struct Derived {
+    stream_bases: Vec<u64>,
+    numeric: Vec<NumericResult>,
+}
+
+impl Derived {
+    /// The appends' base versions and the numeric ops' results, or the transaction's own
+    /// `ERR_WRONG_EXPECTED_VERSION` / `ERR_BOUNDS`.
+    pub(super) fn decide(
+        store: &Store,
+        wtxn: &RwTxn,
+        b: &TxBatch,
+    ) -> std::result::Result<Result<Derived>, GroupError> {
+        let stream_bases = match check_streams(store, wtxn, b)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let numeric = match numeric_results(store, wtxn, b)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(Derived {
+            stream_bases,
+            numeric,
+        }))
+    }
+
+    /// Writes the numeric keys (stamped `seq`) and the stream index (the batch's events
+    /// numbered from `first_event_id`).
+    pub(super) fn write(
+        &self,
+        store: &Store,
+        wtxn: &mut RwTxn,
+        b: &TxBatch,
+        seq: u64,
+        first_event_id: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        let dbs = &store.dbs;
+        for (key, value) in &self.numeric {
+            scratch.clear();
+            scratch.extend_from_slice(&seq.to_be_bytes());
+            scratch.extend_from_slice(&value.encode());
+            dbs.state.put(wtxn, key, scratch)?;
+        }
+        for (a, base) in b.appends.iter().zip(&self.stream_bases) {
+            let stream = b.bytes(&a.stream);
+            for (i, ev) in a.events.clone().enumerate() {
+                let event_id = first_event_id + ev as u64;
+                let version = base + 1 + i as u64;
+                dbs.stream_events.put(
+                    wtxn,
+                    &store::stream_event_key(stream, version),
+                    &event_id.to_be_bytes(),
+                )?;
+            }
+            let head = base + a.events.len() as u64;
+            dbs.stream_heads.put(wtxn, stream, &head.to_be_bytes())?;
+        }
+        Ok(())
+    }
 }
 
 /// Each append's base version (the stream's version before it), or the transaction's

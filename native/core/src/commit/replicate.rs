@@ -7,7 +7,7 @@
 
 use heed::PutFlags;
 
-use super::apply::GroupError;
+use super::apply::{Derived, GroupError};
 use super::outcome::CommitNotice;
 use super::sink::{deliver, Shared};
 use crate::codec;
@@ -119,6 +119,15 @@ fn try_apply(
         for g in groups.iter_mut() {
             g.validate(dbs, &wtxn, b)??;
         }
+        // The primary decided these against the same state: a different answer here
+        // means the replica has drifted from it.
+        let derived = Derived::decide(store, &wtxn, b)?.map_err(|e| {
+            Error::corrupt(format!(
+                "commit {} does not apply on this replica as it did on its primary ({}); the replica does not match its primary: rebuild it",
+                rec.commit_seq, e.message
+            ))
+        })?;
+        let first_event_id = last_id + 1;
         for w in &b.writes {
             match w {
                 WriteOp::Put { key, value } => {
@@ -153,6 +162,14 @@ fn try_apply(
             dbs.event_types
                 .put(&mut wtxn, &store::type_index_key(t, last_id), &[])?;
         }
+        derived.write(
+            store,
+            &mut wtxn,
+            b,
+            rec.commit_seq,
+            first_event_id,
+            &mut scratch,
+        )?;
         for g in groups.iter_mut() {
             g.write(dbs, &mut wtxn, b, &mut scratch)?;
         }
