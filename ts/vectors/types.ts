@@ -184,4 +184,10 @@ export interface IndexStats {
    * graph's dump, however a bulk load is chunked.
    */
   dumpedBytes: number;
+  /**
+   * Bytes the graph holds in memory: vectors and links of the built graph (kept
+   * in one compact form), plus an estimate for documents inserted since its
+   * last build. Ids and metadata are not counted.
+   */
+  graphBytes: number;
 }

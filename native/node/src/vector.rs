@@ -63,6 +63,7 @@ pub struct NativeIndexStats {
     pub loaded_from_dump: bool,
     pub dumps: u32,
     pub dumped_bytes: f64,
+    pub graph_bytes: f64,
 }
 
 /// How a search would run (see `CollectionIndex::plan`).
@@ -324,6 +325,7 @@ impl NativeCollection {
             loaded_from_dump: s.loaded_from_dump,
             dumps: s.dumps as u32,
             dumped_bytes: s.dumped_bytes as f64,
+            graph_bytes: s.graph_bytes as f64,
         })
     }
 

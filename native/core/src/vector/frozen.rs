@@ -1,20 +1,22 @@
-//! A compact, read-only copy of an hnsw_rs graph's links for fast searching.
+//! The compact in-memory form of a built HNSW graph: every vector in one
+//! contiguous array, the links of layer 0 in one array with per-node offsets,
+//! the upper layers likewise (only for their nodes): no allocation per point.
 //!
-//! hnsw_rs walks its graph through reference-counted points, a hash map of
-//! visited points and heaps of allocated entries: per visited node that costs
-//! more than the distance itself. Once the indexer is idle it takes this
-//! snapshot of the same graph (same nodes, same links, same distances) as flat
-//! arrays, and unfiltered searches walk it with an epoch-stamped visited array
-//! and plain heaps. Any later insert makes the snapshot stale (searches go back
-//! to hnsw_rs) until the indexer takes a new one.
+//! hnsw_rs builds graphs (a point is a reference-counted node with its own
+//! vector and a `Vec` of neighbour records per layer, about 3x the vector's
+//! size at M 16); once a build is done the index freezes it into this form and
+//! drops hnsw_rs's copy, so a collection holds one copy of a built graph. Walks
+//! here use an epoch-stamped visited array and plain heaps. The form is read
+//! only: later inserts go to a small hnsw_rs delta graph, merged in at rebuild
+//! (see `index`). Dumps store this form as is (see [`Frozen::write`]).
 
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
-use std::sync::Arc;
+use std::collections::BinaryHeap;
+use std::io::{Read, Write};
 
 use super::distance::MetricDistance;
-use super::graph::{Graph, LAYERS};
+use super::graph::{BuiltGraph, LAYERS};
 
 #[derive(Clone, Copy, PartialEq)]
 struct Item(f32, u32);
@@ -30,112 +32,276 @@ impl Ord for Item {
     }
 }
 
-/// The snapshot. Node `i` is the `i`-th point met; `slots[i]` is its data id.
+/// Links of one upper layer, for the nodes on it: `nodes` sorted, node
+/// `nodes[i]`'s links are `links[start[i]..start[i + 1]]`.
+#[derive(Default)]
+struct Layer {
+    nodes: Vec<u32>,
+    start: Vec<u32>,
+    links: Vec<u32>,
+}
+
+impl Layer {
+    fn links_of(&self, node: u32) -> &[u32] {
+        match self.nodes.binary_search(&node) {
+            Ok(i) => &self.links[self.start[i] as usize..self.start[i + 1] as usize],
+            Err(_) => &[],
+        }
+    }
+}
+
+/// A frozen graph. Node `i` is the `i`-th point; `slots[i]` is its slot (data id).
 pub(crate) struct Frozen {
-    /// Keeps the points (and so the vectors `vecs` points into) alive.
-    graph: Arc<Graph>,
-    /// Points in the graph when the snapshot was taken.
+    /// Points (nodes) in the graph, live or not.
     pub(crate) points: usize,
     dim: usize,
     slots: Vec<u32>,
-    /// Start of each node's vector, inside the point data hnsw_rs owns.
-    vecs: Vec<*const f32>,
+    /// Node `i`'s vector is `vecs[i * dim..(i + 1) * dim]`.
+    vecs: Vec<f32>,
+    /// Node `i`'s layer-0 links are `l0[l0_start[i]..l0_start[i + 1]]`.
     l0_start: Vec<u32>,
     l0: Vec<u32>,
-    /// Links of upper layers, per layer (index 0 unused), only for nodes on that layer.
-    upper: Vec<HashMap<u32, Box<[u32]>>>,
+    /// Links of layers 1..=top (index 0 unused).
+    upper: Vec<Layer>,
     entry: u32,
     top: usize,
 }
 
-// SAFETY: `vecs` points into vectors owned by points of `graph`, which this value
-// keeps alive; hnsw_rs never moves, changes or frees a point's vector while its
-// graph lives, so reading them from any thread is sound.
-unsafe impl Send for Frozen {}
-unsafe impl Sync for Frozen {}
-
 /// Neighbours of one node a walk takes at a time (layer 0 holds at most `2 * m`, m <= 128).
 const NEIGHBOUR_BATCH: usize = 256;
+/// First bytes of a frozen graph's file, then its format version.
+const MAGIC: &[u8; 4] = b"ATHG";
+const FILE_VERSION: u32 = 1;
 
 thread_local! {
     static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
+/// Reads `n` little-endian 32-bit words straight into a vector of `T`.
+fn read_words<T: Copy + Default>(r: &mut impl Read, n: usize) -> std::io::Result<Vec<T>> {
+    const { assert!(std::mem::size_of::<T>() == 4) };
+    let mut v = vec![T::default(); n];
+    // SAFETY: `T` is a plain 4-byte number (u32 or f32, see the callers), so any
+    // bytes are a valid value and the vector's memory is `4 * n` initialised bytes.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n * 4) };
+    r.read_exact(bytes)?;
+    Ok(v)
+}
+
+fn write_words<T: Copy>(w: &mut impl Write, v: &[T]) -> std::io::Result<()> {
+    const { assert!(std::mem::size_of::<T>() == 4) };
+    // SAFETY: `T` is a plain 4-byte number; its bytes are initialised.
+    let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) };
+    w.write_all(bytes)
+}
+
+// The file stores numbers in the machine's byte order, which the version check
+// pins to little-endian (every platform athanor ships for).
+#[cfg(target_endian = "big")]
+compile_error!("frozen graph files assume a little-endian machine");
+
+fn bad(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("frozen graph: {what}"),
+    )
+}
+
+/// Checks offsets (`n + 1` of them, non-decreasing, ending at `links.len()`) and
+/// that every link names one of `points` nodes.
+fn check_csr(start: &[u32], links: &[u32], points: usize) -> std::io::Result<()> {
+    if start.first() != Some(&0)
+        || start.windows(2).any(|w| w[0] > w[1])
+        || *start.last().unwrap() as usize != links.len()
+        || links.iter().any(|&n| n as usize >= points)
+    {
+        return Err(bad("links out of range"));
+    }
+    Ok(())
+}
+
 impl Frozen {
-    /// Takes a snapshot of `graph`; `None` when it is empty.
-    pub(crate) fn take(graph: &Arc<Graph>, dim: usize) -> Option<Frozen> {
-        graph.with(|g| {
-            let points = g.get_nb_point();
-            if points == 0 {
-                return None;
-            }
-            let pi = g.get_point_indexation();
-            let mut slots = Vec::with_capacity(points);
-            let mut vecs = Vec::with_capacity(points);
-            let mut links = Vec::with_capacity(points);
-            let mut top = 0usize;
-            for layer in 0..LAYERS {
-                for p in pi.get_layer_iterator(layer) {
-                    let v = p.get_v();
-                    if v.len() != dim {
-                        return None;
-                    }
-                    slots.push(p.get_origin_id() as u32);
-                    vecs.push(v.as_ptr());
-                    links.push((layer, p.get_neighborhood_id()));
-                    top = top.max(layer);
+    /// Freezes a built hnsw_rs graph (copying its vectors and links); `None`
+    /// when it is empty or a vector has another dimension.
+    pub(crate) fn take(g: &BuiltGraph, dim: usize) -> Option<Frozen> {
+        let points = g.get_nb_point();
+        if points == 0 {
+            return None;
+        }
+        let pi = g.get_point_indexation();
+        let mut slots = Vec::with_capacity(points);
+        let mut vecs = Vec::with_capacity(points * dim);
+        let mut links = Vec::with_capacity(points);
+        let mut top = 0usize;
+        for layer in 0..LAYERS {
+            for p in pi.get_layer_iterator(layer) {
+                let v = p.get_v();
+                if v.len() != dim {
+                    return None;
                 }
+                slots.push(p.get_origin_id() as u32);
+                vecs.extend_from_slice(v);
+                links.push((layer, p.get_neighborhood_id()));
+                top = top.max(layer);
             }
-            let max_slot = slots.iter().copied().max().unwrap_or(0) as usize;
-            let mut node_of = vec![u32::MAX; max_slot + 1];
-            for (i, s) in slots.iter().enumerate() {
-                node_of[*s as usize] = i as u32;
-            }
-            let node = |slot: usize| node_of.get(slot).copied().filter(|n| *n != u32::MAX);
-            let mut l0_start = Vec::with_capacity(slots.len() + 1);
-            let mut l0 = Vec::new();
-            let mut upper: Vec<HashMap<u32, Box<[u32]>>> =
-                (0..=top).map(|_| HashMap::new()).collect();
-            for (i, (level, nbs)) in links.iter().enumerate() {
-                l0_start.push(l0.len() as u32);
-                if let Some(layer0) = nbs.first() {
-                    l0.extend(layer0.iter().filter_map(|n| node(n.d_id)));
-                }
-                for (l, links) in upper.iter_mut().enumerate().take(*level + 1).skip(1) {
-                    let list: Box<[u32]> = nbs
-                        .get(l)
-                        .map(|ns| ns.iter().filter_map(|n| node(n.d_id)).collect())
-                        .unwrap_or_default();
-                    links.insert(i as u32, list);
-                }
-            }
+        }
+        let max_slot = slots.iter().copied().max().unwrap_or(0) as usize;
+        let mut node_of = vec![u32::MAX; max_slot + 1];
+        for (i, s) in slots.iter().enumerate() {
+            node_of[*s as usize] = i as u32;
+        }
+        let node = |slot: usize| node_of.get(slot).copied().filter(|n| *n != u32::MAX);
+        let mut l0_start = Vec::with_capacity(slots.len() + 1);
+        let mut l0 = Vec::new();
+        let mut upper: Vec<Layer> = (0..=top).map(|_| Layer::default()).collect();
+        for (i, (level, nbs)) in links.iter().enumerate() {
             l0_start.push(l0.len() as u32);
-            // Any node of the top layer is a valid entry for the greedy descent.
-            let entry = links.iter().position(|(l, _)| *l == top)? as u32;
-            Some(Frozen {
-                graph: graph.clone(),
-                points: slots.len(),
-                dim,
-                slots,
-                vecs,
-                l0_start,
-                l0,
-                upper,
-                entry,
-                top,
-            })
+            if let Some(layer0) = nbs.first() {
+                l0.extend(layer0.iter().filter_map(|n| node(n.d_id)));
+            }
+            for (l, layer) in upper.iter_mut().enumerate().take(*level + 1).skip(1) {
+                layer.nodes.push(i as u32);
+                layer.start.push(layer.links.len() as u32);
+                if let Some(ns) = nbs.get(l) {
+                    layer.links.extend(ns.iter().filter_map(|n| node(n.d_id)));
+                }
+            }
+        }
+        l0_start.push(l0.len() as u32);
+        for layer in upper.iter_mut().skip(1) {
+            layer.start.push(layer.links.len() as u32);
+        }
+        l0.shrink_to_fit();
+        // Any node of the top layer is a valid entry for the greedy descent.
+        let entry = links.iter().position(|(l, _)| *l == top)? as u32;
+        Some(Frozen {
+            points: slots.len(),
+            dim,
+            slots,
+            vecs,
+            l0_start,
+            l0,
+            upper,
+            entry,
+            top,
         })
     }
 
-    /// Whether this snapshot still describes `graph` exactly.
-    pub(crate) fn is_current(&self, graph: &Arc<Graph>) -> bool {
-        Arc::ptr_eq(&self.graph, graph) && graph.with(|g| g.get_nb_point()) == self.points
+    /// Writes this graph to `w` (read back by [`Self::read`]).
+    pub(crate) fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+        w.write_all(MAGIC)?;
+        let header = [
+            FILE_VERSION,
+            self.dim as u32,
+            self.points as u32,
+            self.entry,
+            self.top as u32,
+            self.l0.len() as u32,
+        ];
+        write_words(w, &header)?;
+        write_words(w, &self.slots)?;
+        write_words(w, &self.l0_start)?;
+        write_words(w, &self.l0)?;
+        for layer in self.upper.iter().skip(1) {
+            write_words(w, &[layer.nodes.len() as u32, layer.links.len() as u32])?;
+            write_words(w, &layer.nodes)?;
+            write_words(w, &layer.start)?;
+            write_words(w, &layer.links)?;
+        }
+        write_words(w, &self.vecs)
+    }
+
+    /// Reads a graph written by [`Self::write`], checking every offset and link,
+    /// so a damaged file is refused rather than walked out of bounds.
+    pub(crate) fn read(r: &mut impl Read, dim: usize) -> std::io::Result<Frozen> {
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(bad("not a frozen graph file"));
+        }
+        let h: Vec<u32> = read_words(r, 6)?;
+        let [version, file_dim, points, entry, top, l0_len] = h[..] else {
+            unreachable!()
+        };
+        let (points, top) = (points as usize, top as usize);
+        if version != FILE_VERSION || file_dim as usize != dim || points == 0 {
+            return Err(bad("another version, dimension, or empty"));
+        }
+        if entry as usize >= points || top >= LAYERS {
+            return Err(bad("entry or layer count out of range"));
+        }
+        let slots: Vec<u32> = read_words(r, points)?;
+        let l0_start: Vec<u32> = read_words(r, points + 1)?;
+        let l0: Vec<u32> = read_words(r, l0_len as usize)?;
+        check_csr(&l0_start, &l0, points)?;
+        let mut upper = vec![Layer::default()];
+        for _ in 1..=top {
+            let sizes: Vec<u32> = read_words(r, 2)?;
+            let (n, links) = (sizes[0] as usize, sizes[1] as usize);
+            if n > points || links > points * 256 {
+                return Err(bad("layer larger than the graph"));
+            }
+            let nodes: Vec<u32> = read_words(r, n)?;
+            let start: Vec<u32> = read_words(r, n + 1)?;
+            let links: Vec<u32> = read_words(r, links)?;
+            check_csr(&start, &links, points)?;
+            if nodes.windows(2).any(|w| w[0] >= w[1]) || nodes.iter().any(|&x| x as usize >= points)
+            {
+                return Err(bad("layer nodes out of order"));
+            }
+            upper.push(Layer {
+                nodes,
+                start,
+                links,
+            });
+        }
+        let vecs: Vec<f32> = read_words(r, points * dim)?;
+        let mut rest = [0u8; 1];
+        if r.read(&mut rest)? != 0 {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(Frozen {
+            points,
+            dim,
+            slots,
+            vecs,
+            l0_start,
+            l0,
+            upper,
+            entry,
+            top,
+        })
+    }
+
+    /// Visits every point: `(slot, vector)`.
+    pub(crate) fn for_each_point(&self, mut f: impl FnMut(u32, &[f32])) {
+        for (i, s) in self.slots.iter().enumerate() {
+            f(*s, self.vec(i as u32));
+        }
+    }
+
+    /// Every point's slot, in node order.
+    pub(crate) fn slots(&self) -> &[u32] {
+        &self.slots
+    }
+
+    /// Bytes this graph holds in memory.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        4 * (self.slots.capacity()
+            + self.vecs.capacity()
+            + self.l0_start.capacity()
+            + self.l0.capacity())
+            + self
+                .upper
+                .iter()
+                .map(|l| 4 * (l.nodes.capacity() + l.start.capacity() + l.links.capacity()))
+                .sum::<usize>()
     }
 
     #[inline]
     fn vec(&self, i: u32) -> &[f32] {
-        // SAFETY: see the `Send`/`Sync` impls: the vector lives as long as `self.graph`.
-        unsafe { std::slice::from_raw_parts(self.vecs[i as usize], self.dim) }
+        let at = i as usize * self.dim;
+        &self.vecs[at..at + self.dim]
     }
 
     #[inline]
@@ -144,7 +310,10 @@ impl Frozen {
         // SAFETY: prefetching is a hint; the address is a valid vector start.
         unsafe {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch(self.vecs[i as usize] as *const i8, _MM_HINT_T0);
+            _mm_prefetch(
+                self.vecs.as_ptr().add(i as usize * self.dim) as *const i8,
+                _MM_HINT_T0,
+            );
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = i;
@@ -155,7 +324,7 @@ impl Frozen {
     fn prefetch_vector(&self, i: u32) {
         #[cfg(target_arch = "x86_64")]
         {
-            let start = self.vecs[i as usize] as *const i8;
+            let start = self.vec(i).as_ptr() as *const i8;
             let bytes = self.dim * std::mem::size_of::<f32>();
             let mut at = 64;
             while at < bytes {
@@ -199,7 +368,8 @@ impl Frozen {
         for l in (1..=self.top).rev() {
             loop {
                 let mut changed = false;
-                if let Some(ns) = self.upper[l].get(&cur) {
+                {
+                    let ns = self.upper[l].links_of(cur);
                     visits += ns.len();
                     for &n in ns.iter() {
                         let d = dist.distance(q, self.vec(n));
@@ -320,9 +490,12 @@ mod tests {
                 g.insert_slice((&v, i * 3));
                 vecs.push(v);
             }
-            let graph = Arc::new(Graph::Built(g));
-            let f = Frozen::take(&graph, dim).unwrap();
-            assert!(f.is_current(&graph));
+            let f = Frozen::take(&g, dim).unwrap();
+            // The file form walks the same.
+            let mut file = Vec::new();
+            f.write(&mut file).unwrap();
+            let f = Frozen::read(&mut &file[..], dim).unwrap();
+            assert!(Frozen::read(&mut &file[..file.len() - 1], dim).is_err());
             let dist = MetricDistance(metric);
             let q: Vec<f32> = (0..dim).map(|_| r()).collect();
             let got: Vec<u32> = f
