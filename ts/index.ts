@@ -11,7 +11,7 @@ export type { CommitNotice } from './state/core.js';
 export { Idempotency, type IdempotencyRecord } from './state/idempotency.js';
 export { VectorStore } from './vectors/store.js';
 export { VectorCollection } from './vectors/collection.js';
-export type { VectorMetric, CollectionInfo, TxVectors } from './state/tx-vectors.js';
+export type { VectorMetric, VectorQuantization, CollectionInfo, TxVectors } from './state/tx-vectors.js';
 export type {
   CollectionOptions,
   SearchOptions,

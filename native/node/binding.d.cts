@@ -382,6 +382,7 @@ export interface NativeIndexStats {
   loadedFromDump: boolean
   dumps: number
   dumpedBytes: number
+  graphBytes: number
 }
 
 /** An applied migration as it crosses the addon. */

@@ -1,7 +1,7 @@
 /** The shapes of the vector collection API: options, filters, hits, documents, index counters. */
 import type { Embedder } from '../embed/embed.js';
 import type { Json } from '../state/codec.js';
-import type { VectorMetric } from '../state/tx-vectors.js';
+import type { VectorMetric, VectorQuantization } from '../state/tx-vectors.js';
 
 /** Options of {@link VectorStore.create}. */
 export interface CollectionOptions {
@@ -21,6 +21,13 @@ export interface CollectionOptions {
   efConstruction?: number;
   /** Default candidate list size while searching, 1..10000. Default 64. */
   efSearch?: number;
+  /**
+   * How the built graph holds vectors in memory. Default `'none'`. `'int8'`
+   * takes about 0.3x the memory of `'none'`; graph walks compare quantized
+   * vectors and rescore their best candidates with the exact vectors read from
+   * the store, so results keep exact scores.
+   */
+  quantization?: VectorQuantization;
 }
 
 /** Options of {@link VectorStore.open}. */

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use athanor_core::vector::{
     CollectionDef, CollectionIndex, CollectionParams, Filter, Hit, IdleWaiter, Metric, PlanKind,
-    PlanReason, SearchOptions,
+    PlanReason, Quantization, SearchOptions,
 };
 use athanor_core::{Code, Engine, Error};
 use napi::bindgen_prelude::*;
@@ -28,6 +28,8 @@ pub struct NativeCollectionParams {
     pub m: u32,
     pub ef_construction: u32,
     pub ef_search: u32,
+    /// `none` (the default), `int8` or `binary`.
+    pub quantization: Option<String>,
 }
 
 /// A collection's stored definition.
@@ -39,6 +41,7 @@ pub struct NativeCollectionInfo {
     pub m: u32,
     pub ef_construction: u32,
     pub ef_search: u32,
+    pub quantization: String,
 }
 
 fn info_of(d: &CollectionDef) -> NativeCollectionInfo {
@@ -49,6 +52,7 @@ fn info_of(d: &CollectionDef) -> NativeCollectionInfo {
         m: d.params.m,
         ef_construction: d.params.ef_construction,
         ef_search: d.params.ef_search,
+        quantization: d.params.quantization.as_str().to_owned(),
     }
 }
 
@@ -106,6 +110,10 @@ impl NativeDb {
                 m: p.m,
                 ef_construction: p.ef_construction,
                 ef_search: p.ef_search,
+                quantization: match &p.quantization {
+                    Some(q) => Quantization::parse(q)?,
+                    None => Quantization::None,
+                },
             };
             let idx = engine.vectors().create(engine.store(), &name, params)?;
             Ok(NativeCollection::new(self.ctx.clone(), idx))

@@ -72,6 +72,7 @@ fn params_json(def: &CollectionDef) -> Json {
         "metric": p.metric.as_str(),
         "m": p.m,
         "efConstruction": p.ef_construction,
+        "quantization": p.quantization.as_str(),
     })
 }
 
@@ -204,7 +205,12 @@ pub(crate) fn load(index_dir: &Path, def: &CollectionDef, seq: u64) -> Option<Lo
     }
     let file = fs::File::open(dir.join(GRAPH_FILE)).ok()?;
     let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-    let graph = Frozen::read(&mut r, def.params.dimension as usize).ok()?;
+    let graph = Frozen::read(
+        &mut r,
+        def.params.dimension as usize,
+        def.params.quantization,
+    )
+    .ok()?;
     Some(Loaded {
         graph,
         slots,

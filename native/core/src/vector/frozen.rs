@@ -15,7 +15,8 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::io::{Read, Write};
 
-use super::distance::MetricDistance;
+use super::collection::Quantization;
+use super::distance::{dot, dot_i8, hamming, MetricDistance};
 use super::graph::{BuiltGraph, LAYERS};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -50,14 +51,48 @@ impl Layer {
     }
 }
 
+/// How a frozen graph holds its vectors (see [`Quantization`]).
+enum Codes {
+    /// Node `i`'s vector is `[i * dim..(i + 1) * dim]`.
+    F32(Vec<f32>),
+    /// Node `i`: `dim` signed bytes `codes[i * dim..]` standing for
+    /// `codes * scale[i]`, and that vector's squared norm.
+    Int8 {
+        codes: Vec<i8>,
+        scale: Vec<f32>,
+        sqnorm: Vec<f32>,
+    },
+    /// Node `i`: `words` 64-bit words of sign bits from `bits[i * words..]`.
+    Binary { words: usize, bits: Vec<u64> },
+}
+
+/// A query as a walk compares it: its vector, and its sign bits and squared
+/// norm when the graph is quantized.
+pub(crate) struct Query<'a> {
+    v: &'a [f32],
+    bits: Vec<u64>,
+    sqnorm: f32,
+}
+
+fn sign_bits(v: &[f32], out: &mut Vec<u64>) {
+    for chunk in v.chunks(64) {
+        let mut w = 0u64;
+        for (j, x) in chunk.iter().enumerate() {
+            if *x > 0.0 {
+                w |= 1 << j;
+            }
+        }
+        out.push(w);
+    }
+}
+
 /// A frozen graph. Node `i` is the `i`-th point; `slots[i]` is its slot (data id).
 pub(crate) struct Frozen {
     /// Points (nodes) in the graph, live or not.
     pub(crate) points: usize,
     dim: usize,
     slots: Vec<u32>,
-    /// Node `i`'s vector is `vecs[i * dim..(i + 1) * dim]`.
-    vecs: Vec<f32>,
+    codes: Codes,
     /// Node `i`'s layer-0 links are `l0[l0_start[i]..l0_start[i + 1]]`.
     l0_start: Vec<u32>,
     l0: Vec<u32>,
@@ -77,21 +112,29 @@ thread_local! {
     static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
-/// Reads `n` little-endian 32-bit words straight into a vector of `T`.
-fn read_words<T: Copy + Default>(r: &mut impl Read, n: usize) -> std::io::Result<Vec<T>> {
-    const { assert!(std::mem::size_of::<T>() == 4) };
+/// A plain number any bytes are a valid value of (what graph files hold).
+trait Word: Copy + Default {}
+impl Word for u32 {}
+impl Word for f32 {}
+impl Word for i8 {}
+impl Word for u64 {}
+
+/// Reads `n` little-endian numbers straight into a vector.
+fn read_words<T: Word>(r: &mut impl Read, n: usize) -> std::io::Result<Vec<T>> {
+    let size = std::mem::size_of::<T>();
     let mut v = vec![T::default(); n];
-    // SAFETY: `T` is a plain 4-byte number (u32 or f32, see the callers), so any
-    // bytes are a valid value and the vector's memory is `4 * n` initialised bytes.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n * 4) };
+    // SAFETY: `T` is a plain number (see `Word`), so any bytes are a valid value
+    // and the vector's memory is `size * n` initialised bytes.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n * size) };
     r.read_exact(bytes)?;
     Ok(v)
 }
 
-fn write_words<T: Copy>(w: &mut impl Write, v: &[T]) -> std::io::Result<()> {
-    const { assert!(std::mem::size_of::<T>() == 4) };
-    // SAFETY: `T` is a plain 4-byte number; its bytes are initialised.
-    let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) };
+fn write_words<T: Word>(w: &mut impl Write, v: &[T]) -> std::io::Result<()> {
+    // SAFETY: `T` is a plain number; its bytes are initialised.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v))
+    };
     w.write_all(bytes)
 }
 
@@ -120,17 +163,55 @@ fn check_csr(start: &[u32], links: &[u32], points: usize) -> std::io::Result<()>
     Ok(())
 }
 
+impl Codes {
+    fn new(quantization: Quantization, dim: usize, points: usize) -> Codes {
+        match quantization {
+            Quantization::None => Codes::F32(Vec::with_capacity(points * dim)),
+            Quantization::Int8 => Codes::Int8 {
+                codes: Vec::with_capacity(points * dim),
+                scale: Vec::with_capacity(points),
+                sqnorm: Vec::with_capacity(points),
+            },
+            Quantization::Binary => Codes::Binary {
+                words: dim.div_ceil(64),
+                bits: Vec::with_capacity(points * dim.div_ceil(64)),
+            },
+        }
+    }
+
+    /// Appends one vector: symmetric int8 codes scale by the largest magnitude.
+    fn push(&mut self, v: &[f32]) {
+        match self {
+            Codes::F32(all) => all.extend_from_slice(v),
+            Codes::Int8 {
+                codes,
+                scale,
+                sqnorm,
+            } => {
+                let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+                let start = codes.len();
+                codes.extend(v.iter().map(|x| (x / s).round().clamp(-127.0, 127.0) as i8));
+                let n: f32 = codes[start..].iter().map(|c| (*c as f32 * s).powi(2)).sum();
+                scale.push(s);
+                sqnorm.push(n);
+            }
+            Codes::Binary { bits, .. } => sign_bits(v, bits),
+        }
+    }
+}
+
 impl Frozen {
-    /// Freezes a built hnsw_rs graph (copying its vectors and links); `None`
-    /// when it is empty or a vector has another dimension.
-    pub(crate) fn take(g: &BuiltGraph, dim: usize) -> Option<Frozen> {
+    /// Freezes a built hnsw_rs graph (copying its vectors, quantized as asked,
+    /// and links); `None` when it is empty or a vector has another dimension.
+    pub(crate) fn take(g: &BuiltGraph, dim: usize, quantization: Quantization) -> Option<Frozen> {
         let points = g.get_nb_point();
         if points == 0 {
             return None;
         }
         let pi = g.get_point_indexation();
         let mut slots = Vec::with_capacity(points);
-        let mut vecs = Vec::with_capacity(points * dim);
+        let mut codes = Codes::new(quantization, dim, points);
         let mut links = Vec::with_capacity(points);
         let mut top = 0usize;
         for layer in 0..LAYERS {
@@ -140,7 +221,7 @@ impl Frozen {
                     return None;
                 }
                 slots.push(p.get_origin_id() as u32);
-                vecs.extend_from_slice(v);
+                codes.push(v);
                 links.push((layer, p.get_neighborhood_id()));
                 top = top.max(layer);
             }
@@ -178,7 +259,7 @@ impl Frozen {
             points: slots.len(),
             dim,
             slots,
-            vecs,
+            codes,
             l0_start,
             l0,
             upper,
@@ -190,8 +271,14 @@ impl Frozen {
     /// Writes this graph to `w` (read back by [`Self::read`]).
     pub(crate) fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
         w.write_all(MAGIC)?;
+        let quantization = match &self.codes {
+            Codes::F32(_) => 0,
+            Codes::Int8 { .. } => 1,
+            Codes::Binary { .. } => 2,
+        };
         let header = [
             FILE_VERSION,
+            quantization,
             self.dim as u32,
             self.points as u32,
             self.entry,
@@ -208,21 +295,45 @@ impl Frozen {
             write_words(w, &layer.start)?;
             write_words(w, &layer.links)?;
         }
-        write_words(w, &self.vecs)
+        match &self.codes {
+            Codes::F32(v) => write_words(w, v),
+            Codes::Int8 {
+                codes,
+                scale,
+                sqnorm,
+            } => {
+                write_words(w, scale)?;
+                write_words(w, sqnorm)?;
+                write_words(w, codes)
+            }
+            Codes::Binary { bits, .. } => write_words(w, bits),
+        }
     }
 
     /// Reads a graph written by [`Self::write`], checking every offset and link,
     /// so a damaged file is refused rather than walked out of bounds.
-    pub(crate) fn read(r: &mut impl Read, dim: usize) -> std::io::Result<Frozen> {
+    pub(crate) fn read(
+        r: &mut impl Read,
+        dim: usize,
+        quantization: Quantization,
+    ) -> std::io::Result<Frozen> {
         let mut magic = [0u8; 4];
         r.read_exact(&mut magic)?;
         if &magic != MAGIC {
             return Err(bad("not a frozen graph file"));
         }
-        let h: Vec<u32> = read_words(r, 6)?;
-        let [version, file_dim, points, entry, top, l0_len] = h[..] else {
+        let h: Vec<u32> = read_words(r, 7)?;
+        let [version, file_quantization, file_dim, points, entry, top, l0_len] = h[..] else {
             unreachable!()
         };
+        let want = match quantization {
+            Quantization::None => 0,
+            Quantization::Int8 => 1,
+            Quantization::Binary => 2,
+        };
+        if file_quantization != want {
+            return Err(bad("another quantization"));
+        }
         let (points, top) = (points as usize, top as usize);
         if version != FILE_VERSION || file_dim as usize != dim || points == 0 {
             return Err(bad("another version, dimension, or empty"));
@@ -255,7 +366,25 @@ impl Frozen {
                 links,
             });
         }
-        let vecs: Vec<f32> = read_words(r, points * dim)?;
+        let codes = match quantization {
+            Quantization::None => Codes::F32(read_words(r, points * dim)?),
+            Quantization::Int8 => {
+                let scale = read_words(r, points)?;
+                let sqnorm = read_words(r, points)?;
+                Codes::Int8 {
+                    scale,
+                    sqnorm,
+                    codes: read_words(r, points * dim)?,
+                }
+            }
+            Quantization::Binary => {
+                let words = dim.div_ceil(64);
+                Codes::Binary {
+                    words,
+                    bits: read_words(r, points * words)?,
+                }
+            }
+        };
         let mut rest = [0u8; 1];
         if r.read(&mut rest)? != 0 {
             return Err(bad("trailing bytes"));
@@ -264,7 +393,7 @@ impl Frozen {
             points,
             dim,
             slots,
-            vecs,
+            codes,
             l0_start,
             l0,
             upper,
@@ -273,10 +402,89 @@ impl Frozen {
         })
     }
 
-    /// Visits every point: `(slot, vector)`.
-    pub(crate) fn for_each_point(&self, mut f: impl FnMut(u32, &[f32])) {
+    /// Visits every point with its exact vector: `(slot, vector)`; `false`
+    /// (visiting nothing) when the graph is quantized and holds none.
+    pub(crate) fn for_each_point(&self, mut f: impl FnMut(u32, &[f32])) -> bool {
+        let Codes::F32(v) = &self.codes else {
+            return false;
+        };
         for (i, s) in self.slots.iter().enumerate() {
-            f(*s, self.vec(i as u32));
+            f(*s, &v[i * self.dim..(i + 1) * self.dim]);
+        }
+        true
+    }
+
+    /// Candidates a walk keeps for a search of width `ef`: wider on binary
+    /// codes, whose Hamming distances rank candidates only roughly before
+    /// they are rescored.
+    pub(crate) fn walk_width(&self, ef: usize) -> usize {
+        match self.codes {
+            Codes::Binary { .. } => ef * 4,
+            _ => ef,
+        }
+    }
+
+    /// Whether the graph holds quantized vectors (and results need rescoring).
+    pub(crate) fn quantized(&self) -> bool {
+        !matches!(self.codes, Codes::F32(_))
+    }
+
+    /// Whether node `i` holds vector `v` (exactly, or quantized as `v` quantizes).
+    pub(crate) fn holds(&self, i: usize, v: &[f32]) -> bool {
+        let mut one = Codes::new(self.quantization(), self.dim, 1);
+        one.push(v);
+        let d = self.dim;
+        match (&self.codes, &one) {
+            (Codes::F32(a), Codes::F32(b)) => a[i * d..(i + 1) * d] == b[..],
+            (Codes::Int8 { codes, scale, .. }, Codes::Int8 { codes: c, scale: s, .. }) => {
+                codes[i * d..(i + 1) * d] == c[..] && scale[i] == s[0]
+            }
+            (Codes::Binary { words, bits }, Codes::Binary { bits: b, .. }) => {
+                bits[i * words..(i + 1) * words] == b[..]
+            }
+            _ => false,
+        }
+    }
+
+    fn quantization(&self) -> Quantization {
+        match self.codes {
+            Codes::F32(_) => Quantization::None,
+            Codes::Int8 { .. } => Quantization::Int8,
+            Codes::Binary { .. } => Quantization::Binary,
+        }
+    }
+
+    /// Prepares `q` for walks of this graph.
+    pub(crate) fn query<'a>(&self, q: &'a [f32]) -> Query<'a> {
+        let mut bits = Vec::new();
+        if let Codes::Binary { .. } = self.codes {
+            sign_bits(q, &mut bits);
+        }
+        Query {
+            v: q,
+            bits,
+            sqnorm: dot(q, q),
+        }
+    }
+
+    /// The walk's distance from `q` to node `i`: exact for `f32`, estimated
+    /// from the codes otherwise (for binary, the Hamming distance of the signs).
+    #[inline]
+    pub(crate) fn distance(&self, dist: &MetricDistance, q: &Query<'_>, i: u32) -> f32 {
+        let (i, d) = (i as usize, self.dim);
+        match &self.codes {
+            Codes::F32(v) => dist.distance(q.v, &v[i * d..(i + 1) * d]),
+            Codes::Int8 {
+                codes,
+                scale,
+                sqnorm,
+            } => {
+                let x = scale[i] * dot_i8(q.v, &codes[i * d..(i + 1) * d]);
+                dist.from_dot(x, q.sqnorm, sqnorm[i])
+            }
+            Codes::Binary { words, bits } => {
+                hamming(&q.bits, &bits[i * words..(i + 1) * words]) as f32
+            }
         }
     }
 
@@ -287,10 +495,17 @@ impl Frozen {
 
     /// Bytes this graph holds in memory.
     pub(crate) fn heap_bytes(&self) -> usize {
-        4 * (self.slots.capacity()
-            + self.vecs.capacity()
-            + self.l0_start.capacity()
-            + self.l0.capacity())
+        let codes = match &self.codes {
+            Codes::F32(v) => 4 * v.capacity(),
+            Codes::Int8 {
+                codes,
+                scale,
+                sqnorm,
+            } => codes.capacity() + 4 * (scale.capacity() + sqnorm.capacity()),
+            Codes::Binary { bits, .. } => 8 * bits.capacity(),
+        };
+        codes
+            + 4 * (self.slots.capacity() + self.l0_start.capacity() + self.l0.capacity())
             + self
                 .upper
                 .iter()
@@ -298,10 +513,15 @@ impl Frozen {
                 .sum::<usize>()
     }
 
+    /// Start and length in bytes of node `i`'s codes.
     #[inline]
-    fn vec(&self, i: u32) -> &[f32] {
-        let at = i as usize * self.dim;
-        &self.vecs[at..at + self.dim]
+    fn code_bytes(&self, i: u32) -> (*const i8, usize) {
+        let i = i as usize;
+        match &self.codes {
+            Codes::F32(v) => (v[i * self.dim..].as_ptr() as *const i8, 4 * self.dim),
+            Codes::Int8 { codes, .. } => (codes[i * self.dim..].as_ptr(), self.dim),
+            Codes::Binary { words, bits } => (bits[i * words..].as_ptr() as *const i8, 8 * words),
+        }
     }
 
     #[inline]
@@ -310,10 +530,7 @@ impl Frozen {
         // SAFETY: prefetching is a hint; the address is a valid vector start.
         unsafe {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch(
-                self.vecs.as_ptr().add(i as usize * self.dim) as *const i8,
-                _MM_HINT_T0,
-            );
+            _mm_prefetch(self.code_bytes(i).0, _MM_HINT_T0);
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = i;
@@ -324,8 +541,7 @@ impl Frozen {
     fn prefetch_vector(&self, i: u32) {
         #[cfg(target_arch = "x86_64")]
         {
-            let start = self.vec(i).as_ptr() as *const i8;
-            let bytes = self.dim * std::mem::size_of::<f32>();
+            let (start, bytes) = self.code_bytes(i);
             let mut at = 64;
             while at < bytes {
                 // SAFETY: prefetching is a hint; the address lies inside the vector.
@@ -362,8 +578,9 @@ impl Frozen {
         allow: Option<&dyn Fn(u32) -> bool>,
     ) -> (Vec<(f32, u32)>, usize) {
         let ok = |n: u32| allow.is_none_or(|f| f(self.slots[n as usize]));
+        let q = &self.query(q);
         let mut cur = self.entry;
-        let mut cur_d = dist.distance(q, self.vec(cur));
+        let mut cur_d = self.distance(dist, q, cur);
         let mut visits = 1usize;
         for l in (1..=self.top).rev() {
             loop {
@@ -372,7 +589,7 @@ impl Frozen {
                     let ns = self.upper[l].links_of(cur);
                     visits += ns.len();
                     for &n in ns.iter() {
-                        let d = dist.distance(q, self.vec(n));
+                        let d = self.distance(dist, q, n);
                         if d < cur_d {
                             cur = n;
                             cur_d = d;
@@ -433,7 +650,7 @@ impl Frozen {
                         if j + 1 < t {
                             self.prefetch_vector(todo[j + 1]);
                         }
-                        let dn = dist.distance(q, self.vec(n));
+                        let dn = self.distance(dist, q, n);
                         if best.len() < ef || dn < best.peek().unwrap().0 {
                             cand.push(Reverse(Item(dn, n)));
                             if ok(n) {
@@ -490,12 +707,12 @@ mod tests {
                 g.insert_slice((&v, i * 3));
                 vecs.push(v);
             }
-            let f = Frozen::take(&g, dim).unwrap();
+            let f = Frozen::take(&g, dim, Quantization::None).unwrap();
             // The file form walks the same.
             let mut file = Vec::new();
             f.write(&mut file).unwrap();
-            let f = Frozen::read(&mut &file[..], dim).unwrap();
-            assert!(Frozen::read(&mut &file[..file.len() - 1], dim).is_err());
+            let f = Frozen::read(&mut &file[..], dim, Quantization::None).unwrap();
+            assert!(Frozen::read(&mut &file[..file.len() - 1], dim, Quantization::None).is_err());
             let dist = MetricDistance(metric);
             let q: Vec<f32> = (0..dim).map(|_| r()).collect();
             let got: Vec<u32> = f
@@ -529,6 +746,31 @@ mod tests {
                 .map(|x| x.1)
                 .collect();
             assert_eq!(got, want, "{metric:?} filtered");
+            // Quantized: a full-width walk reaches every node, so rescoring what it
+            // returns with the exact vectors gives the exact answer; the codes
+            // survive the file, which refuses another quantization.
+            for q8 in [Quantization::Int8, Quantization::Binary] {
+                let f = Frozen::take(&g, dim, q8).unwrap();
+                assert!(f.quantized());
+                let mut file = Vec::new();
+                f.write(&mut file).unwrap();
+                assert!(Frozen::read(&mut &file[..], dim, Quantization::None).is_err());
+                let f = Frozen::read(&mut &file[..], dim, q8).unwrap();
+                for (node, slot) in f.slots().iter().enumerate() {
+                    assert!(f.holds(node, &vecs[*slot as usize / 3]));
+                }
+                assert!(!f.holds(0, &vecs[f.slots()[1] as usize / 3]));
+                let (found, _) = f.search(&dist, &q, 400);
+                assert_eq!(found.len(), 400, "{metric:?} {q8:?}");
+                let mut rescored: Vec<(f32, u32)> = found
+                    .iter()
+                    .map(|(_, s)| (dist.distance(&q, &vecs[*s as usize / 3]), *s))
+                    .collect();
+                rescored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let got: Vec<u32> = rescored.iter().take(10).map(|x| x.1).collect();
+                let want: Vec<u32> = all.iter().take(10).map(|x| x.1).collect();
+                assert_eq!(got, want, "{metric:?} {q8:?}");
+            }
         }
     }
 }

@@ -86,6 +86,13 @@ pub(crate) struct Graphs {
     pub delta: Arc<BuiltGraph>,
 }
 
+/// Reads documents' exact vectors (in graph space) from the store, for a
+/// quantized graph: rescoring its candidates, exact scans, rebuilds.
+pub(crate) trait VectorSource: Send + Sync {
+    /// The vectors of `ids`, in order; `None` for one not stored (any more).
+    fn vectors(&self, ids: &[&str]) -> Vec<Option<Vec<f32>>>;
+}
+
 /// A committed change to one document, as the writer hands it over.
 pub struct Change {
     /// The document id.
@@ -139,6 +146,8 @@ pub struct CollectionIndex {
     /// bits (a moving average; 0 until a walk was measured).
     visits_per_ef: AtomicU64,
     pub(crate) dropped: AtomicBool,
+    /// Where exact vectors come from when the base is quantized.
+    source: std::sync::OnceLock<Arc<dyn VectorSource>>,
 }
 
 impl std::fmt::Debug for CollectionIndex {
@@ -174,7 +183,47 @@ impl CollectionIndex {
             loaded_from_dump: AtomicBool::new(false),
             visits_per_ef: AtomicU64::new(0),
             dropped: AtomicBool::new(false),
+            source: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets where exact vectors are read from (once, before the index is shared).
+    pub(crate) fn set_source(&self, source: Arc<dyn VectorSource>) {
+        let _ = self.source.set(source);
+    }
+
+    /// The exact vectors of live slots `slots` (those the store still holds),
+    /// as `(slot, vector)`. `live` is the caller's read lock.
+    fn fetch(&self, live: &Live, slots: impl Iterator<Item = u32>) -> Vec<(u32, Vec<f32>)> {
+        let Some(source) = self.source.get() else {
+            return Vec::new();
+        };
+        let wanted: Vec<(u32, Arc<str>)> = slots
+            .filter_map(|s| {
+                live.slots
+                    .get(s as usize)
+                    .and_then(|x| x.id.clone())
+                    .map(|id| (s, id))
+            })
+            .collect();
+        let ids: Vec<&str> = wanted.iter().map(|(_, id)| &**id).collect();
+        wanted
+            .iter()
+            .zip(source.vectors(&ids))
+            .filter_map(|((s, _), v)| v.map(|v| (*s, v)))
+            .collect()
+    }
+
+    /// Candidates of a quantized walk with their exact distances, nearest first
+    /// (dead slots dropped). `live` is the caller's read lock.
+    fn rescore(&self, live: &Live, query: &[f32], cands: &[(f32, u32)]) -> Vec<(f32, u32)> {
+        let mut out: Vec<(f32, u32)> = self
+            .fetch(live, cands.iter().map(|c| c.1))
+            .into_iter()
+            .map(|(s, v)| (self.dist.distance(query, &v), s))
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        out
     }
 
     /// Records committed changes (called by the writer after the LMDB commit, before acknowledging).
@@ -292,16 +341,16 @@ impl CollectionIndex {
         }
         let mut in_graph: Vec<u32> = Vec::new();
         let mut mismatched = Vec::new();
-        base.for_each_point(|s, v| {
+        for (node, &s) in base.slots().iter().enumerate() {
             in_graph.push(s);
             if !current {
                 if let Some(&i) = claim.get(&s) {
-                    if docs[i].1.as_slice() != v {
+                    if !base.holds(node, &docs[i].1) {
                         mismatched.push(s);
                     }
                 }
             }
-        });
+        }
         for s in mismatched {
             claim.remove(&s);
         }
@@ -448,7 +497,11 @@ impl CollectionIndex {
             self.rebuild_now();
         } else if compact {
             let delta = self.graphs.read().delta.clone();
-            if let Some(base) = Frozen::take(&delta, self.def.params.dimension as usize) {
+            if let Some(base) = Frozen::take(
+                &delta,
+                self.def.params.dimension as usize,
+                self.def.params.quantization,
+            ) {
                 let _live = self.live.write();
                 *self.graphs.write() = Graphs {
                     base: Some(Arc::new(base)),
@@ -481,7 +534,12 @@ impl CollectionIndex {
                 }
             };
             if let Some(b) = &old.base {
-                b.for_each_point(&mut keep);
+                if !b.for_each_point(&mut keep) {
+                    // Quantized: the exact vectors come from the store.
+                    for (s, v) in self.fetch(&live, b.slots().iter().copied()) {
+                        keep(s, &v);
+                    }
+                }
             }
             for_each_point(&old.delta, &mut keep);
             points
@@ -492,7 +550,12 @@ impl CollectionIndex {
             .par_iter()
             .for_each(|(s, v)| fresh.insert_slice((v, *s as usize)));
         let slots: Vec<u32> = points.into_iter().map(|(s, _)| s).collect();
-        let base = Frozen::take(&fresh, self.def.params.dimension as usize).map(Arc::new);
+        let base = Frozen::take(
+            &fresh,
+            self.def.params.dimension as usize,
+            self.def.params.quantization,
+        )
+        .map(Arc::new);
         drop(fresh);
         let mut live = self.live.write();
         *self.graphs.write() = Graphs {
@@ -757,7 +820,15 @@ impl CollectionIndex {
             }
         };
         if let Some(b) = &graphs.base {
-            b.for_each_point(&mut visit);
+            if !b.for_each_point(&mut visit) {
+                // Quantized: the matching points' exact vectors come from the store.
+                let matching = b.slots().iter().copied().filter(|&s| {
+                    live.slots.get(s as usize).is_some_and(|x| x.in_graph) && allows.allows(s)
+                });
+                for (s, v) in self.fetch(&live, matching) {
+                    visit(s, &v);
+                }
+            }
         }
         for_each_point(&graphs.delta, &mut visit);
         top.into_sorted()
@@ -821,8 +892,16 @@ impl CollectionIndex {
             let allow = |s: u32| allows.allows(s);
             let mut found: Vec<(f32, u32)> = Vec::new();
             if let Some(base) = &graphs.base {
-                let (mut r, visits) = base.search_filtered(&self.dist, query, ef, Some(&allow));
+                let (mut r, visits) = base.search_filtered(
+                    &self.dist,
+                    query,
+                    base.walk_width(ef),
+                    Some(&allow),
+                );
                 self.record_walk(visits, ef, selectivity, base.points);
+                if base.quantized() {
+                    r = self.rescore(&live, query, &r);
+                }
                 r.truncate(k);
                 found = r;
             }
@@ -843,8 +922,12 @@ impl CollectionIndex {
         loop {
             let mut found: Vec<(f32, u32)> = Vec::new();
             if let Some(base) = &graphs.base {
-                let (mut r, visits) = base.search(&self.dist, query, ef.max(want));
+                let (mut r, visits) =
+                    base.search(&self.dist, query, base.walk_width(ef.max(want)));
                 self.record_walk(visits, ef.max(want), 1.0, base.points);
+                if base.quantized() {
+                    r = self.rescore(&self.live.read(), query, &r);
+                }
                 r.truncate(want);
                 found = r;
             }

@@ -56,7 +56,8 @@ impl Registry {
     /// graph comes from its dump under `<dir>/index/` when that is valid (documents
     /// changed since are reconciled); otherwise it is built in the background
     /// (searches are exact over what is not indexed yet).
-    pub(crate) fn load(&self, store: &Store, dir: &Path) -> Result<()> {
+    pub(crate) fn load(&self, store: &Arc<Store>, dir: &Path) -> Result<()> {
+        *self.shared.store.lock() = Arc::downgrade(store);
         let index_dir = dir.join("index");
         *self.shared.index_dir.lock() = Some(index_dir.clone());
         let _g = store.guard();
@@ -70,7 +71,7 @@ impl Registry {
         for item in store.dbs.vector_collections.iter(&txn)? {
             let (name, rec) = item?;
             let def = CollectionDef::decode(name, rec)?;
-            let idx = Arc::new(CollectionIndex::new(def.clone()));
+            let idx = self.shared.new_index(def.clone());
             let dim = def.params.dimension as usize;
             let prefix = def.id.to_be_bytes();
             let loaded = dump::load(&index_dir, &def, seq);
@@ -187,7 +188,7 @@ impl Registry {
         if let Some(c) = maps.by_id.get(&def.id) {
             return Ok(c.clone());
         }
-        let idx = Arc::new(CollectionIndex::new(def.clone()));
+        let idx = self.shared.new_index(def.clone());
         maps.by_id.insert(def.id, idx.clone());
         maps.by_name.insert(def.name.clone(), idx.clone());
         Ok(idx)
