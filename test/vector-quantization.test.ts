@@ -5,7 +5,7 @@
  * quantized graph saves.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Athanor, InvalidArgumentError, type VectorCollection, type VectorMetric, type VectorQuantization } from '../dist/index.js';
+import { InvalidArgumentError, type MetadataFilter, type VectorCollection, type VectorMetric, type VectorQuantization } from '../dist/index.js';
 import { lowRank, mulberry32 } from './fixtures/lowrank.mjs';
 import { Sandbox, expectThrows } from './helpers.js';
 
@@ -62,7 +62,7 @@ function bruteForce(metric: VectorMetric, docs: Float32Array, live: (i: number) 
 }
 
 /** Mean recall@10 of `search` against the oracle over the query set. */
-function recall(metric: VectorMetric, c: VectorCollection, docs: Float32Array, queries: Float32Array, live: (i: number) => boolean, filter?: Record<string, unknown>): number {
+function recall(metric: VectorMetric, c: VectorCollection, docs: Float32Array, queries: Float32Array, live: (i: number) => boolean, filter?: MetadataFilter): number {
   let found = 0;
   for (let q = 0; q < QUERIES; q++) {
     const want = new Set(bruteForce(metric, docs, live, queries, q));
@@ -101,7 +101,7 @@ describe('quantization', () => {
         const r = recall(metric, c, docs, queries, live);
         expect(r, `${metric} unfiltered`).toBeGreaterThanOrEqual(0.95);
         // A filter matching half the documents: walked, not scanned.
-        const half = { tag: { lt: 5 } };
+        const half: MetadataFilter = { tag: { lt: 5 } };
         expect(c.explain({ k: K, filter: half }).plan).toBe('graph');
         const rf = recall(metric, c, docs, queries, (i) => live(i) && tag(i) < 5, half);
         expect(rf, `${metric} filtered`).toBeGreaterThanOrEqual(0.95);

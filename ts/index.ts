@@ -18,6 +18,7 @@ export type {
   VectorHit,
   VectorDocument,
   IndexStats,
+  LoadProgress,
   MetadataFilter,
   FilterOps,
   FilterScalar,
@@ -55,6 +56,7 @@ export {
   DownloadError,
   IntegrityError,
   NativeLoadError,
+  NotReadyError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';

@@ -100,6 +100,8 @@ export class VectorStore {
       throw fromNative(e);
     }
     if (n === null) throw new NotFoundError(`vector collection ${JSON.stringify(name)} does not exist; create it with db.vectors.create()`);
+    const onProgress = options.onProgress;
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new InvalidArgumentError('onProgress must be a function');
     if (embedder !== undefined) {
       if (embedder.dimension !== n.info().dimension) {
         throw new VectorDimensionError(`collection ${JSON.stringify(name)} has dimension ${n.info().dimension}; this embedder produces ${embedder.dimension}`);
@@ -107,7 +109,10 @@ export class VectorStore {
       this.#checkModel(name, embedder);
       this.#bindModel(name, embedder, false);
     }
-    return new VectorCollection<M>(n, this.#tx, embedder);
+    const c = new VectorCollection<M>(n, this.#tx, embedder);
+    // A close while loading ends the reports (stats() then throws ClosedError).
+    if (onProgress !== undefined) c.ready(onProgress).catch(() => undefined);
+    return c;
   }
 
   /** Opens a vector projection's collection, whose hits can carry their texts. @internal */

@@ -34,6 +34,18 @@ export interface CollectionOptions {
 export interface OpenCollectionOptions {
   /** The embedder for text methods; must be the model the collection was created with. */
   embedder?: Embedder;
+  /** Called as the index loads in the background after open: see {@link VectorCollection.ready}. */
+  onProgress?: (progress: LoadProgress) => void;
+}
+
+/** How far a collection's index has loaded after open. */
+export interface LoadProgress {
+  /** `'loading'` while the stored documents (and the dump) are read, then `'ready'`. */
+  state: 'loading' | 'ready';
+  /** Stored documents read so far (the document count once ready). */
+  loaded: number;
+  /** Stored documents to read (the document count once ready). */
+  total: number;
 }
 
 /** A text document for {@link VectorCollection.upsertTexts}. */
@@ -117,6 +129,12 @@ export interface SearchOptions {
    * return each hit's `text`, the text its source event gave to embed.
    */
   withText?: boolean;
+  /**
+   * While the collection's index is still loading after open: `true` (default)
+   * waits until it is loaded; `false` fails at once with `NotReadyError`
+   * (`ERR_NOT_READY`).
+   */
+  wait?: boolean;
 }
 
 /** How a search would run: {@link VectorCollection.explain}. */
@@ -197,4 +215,13 @@ export interface IndexStats {
    * last build. Ids and metadata are not counted.
    */
   graphBytes: number;
+  /**
+   * `'loading'` while the index loads in the background after open (searches
+   * wait for it, or fail with `NotReadyError` given `{ wait: false }`), then `'ready'`.
+   */
+  state: 'loading' | 'ready';
+  /** Stored documents read so far while loading (the document count once ready). */
+  loaded: number;
+  /** Stored documents to read while loading (the document count once ready). */
+  total: number;
 }

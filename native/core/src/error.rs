@@ -53,6 +53,8 @@ pub enum Code {
     Integrity,
     /// A bug in athanor (a panic caught at the binding boundary); never bad input.
     Internal,
+    /// A vector collection's index is still loading and the caller asked not to wait.
+    NotReady,
 }
 
 impl Code {
@@ -81,6 +83,7 @@ impl Code {
             Code::Download => "ERR_DOWNLOAD",
             Code::Integrity => "ERR_INTEGRITY",
             Code::Internal => "ERR_INTERNAL",
+            Code::NotReady => "ERR_NOT_READY",
         }
     }
 }

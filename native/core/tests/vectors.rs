@@ -376,6 +376,7 @@ fn graph_search_reads_its_writes_and_never_returns_deleted_ids() {
     // Reopen: the index is rebuilt from the stored documents and agrees with them.
     let e = open(dir.path());
     let c = e.vectors().get("g").unwrap();
+    c.ready(true).unwrap();
     assert_eq!(
         e.vectors().verify(e.store(), "g").unwrap(),
         n - n.div_ceil(3) + 1
@@ -418,6 +419,7 @@ fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
     {
         let e = open(dir.path());
         let c = e.vectors().get("d").unwrap();
+        c.ready(true).unwrap();
         let s = c.stats();
         assert_eq!(
             (s.count, s.pending, s.graph_points, s.tombstones),
@@ -446,6 +448,7 @@ fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
     {
         let e = open(dir.path());
         let c = e.vectors().get("d").unwrap();
+        c.ready(true).unwrap();
         let s = c.stats();
         assert_eq!(s.count, n);
         assert_eq!(s.tombstones, 2, "{s:?}");
@@ -471,6 +474,7 @@ fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
     {
         let e = open(dir.path());
         let c = e.vectors().get("d").unwrap();
+        c.ready(true).unwrap();
         assert!(c.wait_indexed(Duration::from_secs(60)));
         let q = c.prepare_query(&vecs[3]).unwrap();
         let mut ids: Vec<String> = c
@@ -574,6 +578,7 @@ fn background_dumps_survive_a_crash() {
     let check = |crashed: &Path, docs: &HashMap<String, Vec<f32>>, reconciled: bool| {
         let e = open(crashed);
         let c = e.vectors().get("d").unwrap();
+        c.ready(true).unwrap();
         let s = c.stats();
         assert!(s.loaded_from_dump, "{s:?}");
         assert_eq!(s.count, docs.len());
@@ -861,6 +866,7 @@ fn built_graph_is_held_once_in_compact_form() {
     }
     let e = open(dir.path());
     let c = e.vectors().get("d").unwrap();
+    c.ready(true).unwrap();
     let s = c.stats();
     assert!(s.loaded_from_dump, "{s:?}");
     assert_eq!((s.graph_points, s.pending), (vecs.len(), 0), "{s:?}");

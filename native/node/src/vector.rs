@@ -68,6 +68,10 @@ pub struct NativeIndexStats {
     pub dumps: u32,
     pub dumped_bytes: f64,
     pub graph_bytes: f64,
+    /// `loading` while the index loads in the background after open, then `ready`.
+    pub state: String,
+    pub loaded: f64,
+    pub total: f64,
 }
 
 /// How a search would run (see `CollectionIndex::plan`).
@@ -239,10 +243,12 @@ impl NativeCollection {
         ef: u32,
         exact: bool,
         filter: Option<String>,
+        wait: Option<bool>,
     ) -> Result<Buffer> {
         let idx = &self.idx;
         guard(&env, || {
             self.live()?;
+            idx.ready(wait != Some(false))?;
             let o = options(k, ef, exact, filter)?;
             let q = idx.prepare_query(query)?;
             let hits = idx.search(&q, &o);
@@ -264,9 +270,13 @@ impl NativeCollection {
         ef: u32,
         exact: bool,
         filter: Option<String>,
+        wait: Option<bool>,
     ) -> Result<AsyncTask<Guarded<SearchBatch>>> {
         let batch = guard(&env, || {
             self.live()?;
+            if wait == Some(false) {
+                self.idx.ready(false)?;
+            }
             let o = options(k, ef, exact, filter)?;
             let dim = self.idx.def.params.dimension as usize;
             if !queries.len().is_multiple_of(dim) {
@@ -334,6 +344,9 @@ impl NativeCollection {
             dumps: s.dumps as u32,
             dumped_bytes: s.dumped_bytes as f64,
             graph_bytes: s.graph_bytes as f64,
+            state: if s.loading { "loading" } else { "ready" }.to_owned(),
+            loaded: s.loaded as f64,
+            total: s.total as f64,
         })
     }
 

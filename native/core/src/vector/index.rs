@@ -121,6 +121,16 @@ pub(crate) struct DumpState {
     pub points: u64,
 }
 
+/// Background loading of an index after open: how far it got, and the commits
+/// that arrived meanwhile (applied, in order, once the stored documents are in).
+#[derive(Default)]
+struct Loading {
+    active: bool,
+    loaded: u64,
+    total: u64,
+    held: Vec<Change>,
+}
+
 /// One collection's index.
 pub struct CollectionIndex {
     /// The stored definition.
@@ -148,6 +158,8 @@ pub struct CollectionIndex {
     pub(crate) dropped: AtomicBool,
     /// Where exact vectors come from when the base is quantized.
     source: std::sync::OnceLock<Arc<dyn VectorSource>>,
+    loading: Mutex<Loading>,
+    ready: Condvar,
 }
 
 impl std::fmt::Debug for CollectionIndex {
@@ -184,6 +196,8 @@ impl CollectionIndex {
             visits_per_ef: AtomicU64::new(0),
             dropped: AtomicBool::new(false),
             source: std::sync::OnceLock::new(),
+            loading: Mutex::new(Loading::default()),
+            ready: Condvar::new(),
         }
     }
 
@@ -226,8 +240,78 @@ impl CollectionIndex {
         out
     }
 
-    /// Records committed changes (called by the writer after the LMDB commit, before acknowledging).
+    /// Marks the index as loading in the background: commits recorded meanwhile
+    /// are held until [`Self::finish_loading`].
+    pub(crate) fn start_loading(&self) {
+        self.loading.lock().active = true;
+    }
+
+    /// Reports loading progress: `loaded` of `total` stored documents read.
+    pub(crate) fn loading_progress(&self, loaded: u64, total: u64) {
+        let mut l = self.loading.lock();
+        l.loaded = loaded;
+        l.total = total;
+    }
+
+    /// Ends loading: applies the commits held meanwhile (a commit the loader
+    /// already read is applied again, to the same effect) and wakes waiters.
+    pub(crate) fn finish_loading(&self) {
+        let mut l = self.loading.lock();
+        if !l.active {
+            return;
+        }
+        let held = std::mem::take(&mut l.held);
+        if !held.is_empty() {
+            self.apply_now(held);
+        }
+        l.active = false;
+        l.loaded = l.total;
+        self.ready.notify_all();
+    }
+
+    /// `(loaded, total)` stored documents while the index loads in the background.
+    pub fn loading(&self) -> Option<(u64, u64)> {
+        let l = self.loading.lock();
+        l.active.then_some((l.loaded, l.total))
+    }
+
+    /// Returns once the index has loaded (at once when it has); with `wait`
+    /// false, fails with `ERR_NOT_READY` instead of waiting.
+    pub fn ready(&self, wait: bool) -> Result<()> {
+        let mut l = self.loading.lock();
+        while l.active {
+            if !wait {
+                return Err(Error::new(
+                    Code::NotReady,
+                    format!(
+                        "vector collection {:?} is still loading ({} of {} documents); search again once stats().state is 'ready', or without {{ wait: false }} to wait for it",
+                        self.def.name, l.loaded, l.total
+                    ),
+                ));
+            }
+            if self.dropped.load(AtomicOrdering::Acquire) {
+                break;
+            }
+            self.ready.wait_for(&mut l, Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Records committed changes (called by the writer after the LMDB commit,
+    /// before acknowledging); held while the index loads.
     pub(crate) fn apply(&self, changes: Vec<Change>) {
+        {
+            let mut l = self.loading.lock();
+            if l.active {
+                l.held.extend(changes);
+                return;
+            }
+        }
+        self.apply_now(changes);
+    }
+
+    /// Records committed changes in the live documents and pending list.
+    pub(crate) fn apply_now(&self, changes: Vec<Change>) {
         self.dirty.store(true, AtomicOrdering::Release);
         let mut live = self.live.write();
         // Counted under the lock, so a dump capturing the state resets exactly what it holds.
@@ -254,7 +338,7 @@ impl CollectionIndex {
     /// last dump, everything indexed): the graph and the live documents' slots.
     /// `seq` is read under the same lock, so it never runs ahead of the captured state.
     pub(crate) fn dump_state(&self, seq: impl FnOnce() -> u64) -> Option<DumpState> {
-        if !self.dirty.load(AtomicOrdering::Acquire) {
+        if !self.dirty.load(AtomicOrdering::Acquire) || self.loading().is_some() {
             return None;
         }
         let live = self.live.read();
@@ -300,6 +384,7 @@ impl CollectionIndex {
     /// is about to replace it) and enough changed since the last dump.
     pub(crate) fn dump_due(&self) -> bool {
         if self.dropped.load(AtomicOrdering::Acquire)
+            || self.loading().is_some()
             || !self.dirty.load(AtomicOrdering::Acquire)
             || self.rebuilding.load(AtomicOrdering::Acquire)
         {
@@ -429,6 +514,9 @@ impl CollectionIndex {
     /// Whether the indexer has work here (pending documents, a rebuild or a
     /// freeze or merge of the delta due).
     pub(crate) fn needs_work(&self) -> bool {
+        if self.loading().is_some() {
+            return false;
+        }
         let live = self.live.read();
         !live.pending.is_empty() || self.rebuild_due(&live) || self.compact_due()
     }
@@ -587,6 +675,16 @@ impl CollectionIndex {
     /// Returns whether that state was reached.
     pub fn wait_indexed(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
+        {
+            let mut l = self.loading.lock();
+            while l.active {
+                if self.dropped.load(AtomicOrdering::Acquire)
+                    || self.ready.wait_until(&mut l, deadline).timed_out()
+                {
+                    return false;
+                }
+            }
+        }
         loop {
             if self.dropped.load(AtomicOrdering::Acquire) {
                 return false;
@@ -618,6 +716,7 @@ impl CollectionIndex {
 
     /// Counters.
     pub fn stats(&self) -> IndexStats {
+        let loading = self.loading();
         let live = self.live.read();
         IndexStats {
             count: live.ids.len(),
@@ -629,6 +728,9 @@ impl CollectionIndex {
             dumps: self.dumps.load(AtomicOrdering::Relaxed),
             dumped_bytes: self.dumped_bytes.load(AtomicOrdering::Relaxed),
             graph_bytes: self.graph_bytes() as u64,
+            loading: loading.is_some(),
+            loaded: loading.map_or(live.ids.len() as u64, |l| l.0),
+            total: loading.map_or(live.ids.len() as u64, |l| l.1),
         }
     }
 
@@ -644,16 +746,19 @@ impl CollectionIndex {
 
     /// Live document count.
     pub fn count(&self) -> usize {
+        let _ = self.ready(true);
         self.live.read().ids.len()
     }
 
     /// Whether `id` is a live document of the index.
     pub fn contains(&self, id: &str) -> bool {
+        let _ = self.ready(true);
         self.live.read().ids.contains_key(id)
     }
 
     /// `(id, record hash)` of every live document, unordered.
     pub(crate) fn id_hashes(&self) -> HashMap<Arc<str>, u64> {
+        let _ = self.ready(true);
         let live = self.live.read();
         live.ids
             .iter()
@@ -663,6 +768,7 @@ impl CollectionIndex {
 
     /// Every live document id, unordered (for verification).
     pub fn ids(&self) -> Vec<Arc<str>> {
+        let _ = self.ready(true);
         self.live.read().ids.keys().cloned().collect()
     }
 
@@ -699,6 +805,7 @@ impl CollectionIndex {
     /// with a filter, goes on until it has found `ef` matching points, so it
     /// visits about `1 / selectivity` times as many as an unfiltered walk.
     pub fn plan(&self, o: &SearchOptions) -> SearchPlan {
+        let _ = self.ready(true);
         let filter = o.filter.as_ref().filter(|f| !f.is_empty());
         let live = self.live.read();
         let (matcher, cached) = live.matcher(filter, true);
@@ -774,7 +881,9 @@ impl CollectionIndex {
     }
 
     /// Top-k search, best first. `query` must come from [`Self::prepare_query`].
+    /// Waits for the index to load first (see [`Self::ready`]).
     pub fn search(&self, query: &[f32], o: &SearchOptions) -> Vec<Hit> {
+        let _ = self.ready(true);
         if o.k == 0 {
             return Vec::new();
         }

@@ -56,6 +56,12 @@ pub struct IndexStats {
     /// exactly, the hnsw_rs delta estimated. Pending documents, ids and
     /// metadata are not counted.
     pub graph_bytes: u64,
+    /// Whether the index is still loading in the background after open.
+    pub loading: bool,
+    /// Stored documents read so far while loading (the live count once loaded).
+    pub loaded: u64,
+    /// Stored documents to read while loading (the live count once loaded).
+    pub total: u64,
 }
 
 /// The way a search runs.
