@@ -416,10 +416,11 @@ impl Frozen {
 
     /// Candidates a walk keeps for a search of width `ef`: wider on binary
     /// codes, whose Hamming distances rank candidates only roughly before
-    /// they are rescored.
+    /// they are rescored (at 128 dimensions, 8x reached recall@10 0.98 at
+    /// `ef` 64 where 4x reached 0.93).
     pub(crate) fn walk_width(&self, ef: usize) -> usize {
         match self.codes {
-            Codes::Binary { .. } => ef * 4,
+            Codes::Binary { .. } => ef * 8,
             _ => ef,
         }
     }
