@@ -103,9 +103,8 @@ describe('quantization', () => {
         const live = (i: number) => !deleted(i);
         const r = recall(metric, c, docs, queries, live);
         expect(r, `${metric} unfiltered`).toBeGreaterThanOrEqual(0.95);
-        // A filter matching half the documents: walked, not scanned.
+        // A filter matching half the documents (walked or scanned, as the planner estimates).
         const half: MetadataFilter = { tag: { lt: 5 } };
-        expect(c.explain({ k: K, filter: half }).plan).toBe('graph');
         const rf = recall(metric, c, docs, queries, (i) => live(i) && tag(i) < 5, half);
         expect(rf, `${metric} filtered`).toBeGreaterThanOrEqual(0.95);
         // Scores are the exact similarity, not the quantized estimate.

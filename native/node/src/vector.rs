@@ -234,6 +234,8 @@ impl NativeCollection {
     }
 
     /// Top-k search; returns packed hits (see `pack_hits`). `ef` 0 = the collection's default.
+    // Positional arguments, as the TS wrapper passes them (no options object to decode per call).
+    #[allow(clippy::too_many_arguments)]
     #[napi]
     pub fn search(
         &self,
@@ -261,6 +263,8 @@ impl NativeCollection {
 
     /// Searches many queries (`n * dimension` values, one after another) on all
     /// cores, off the JS thread. Resolves to `[nq u32]` then each query's packed hits.
+    // Positional arguments, as the TS wrapper passes them (no options object to decode per call).
+    #[allow(clippy::too_many_arguments)]
     #[napi(ts_return_type = "Promise<Buffer>")]
     pub fn search_batch(
         &self,

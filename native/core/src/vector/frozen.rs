@@ -132,9 +132,8 @@ fn read_words<T: Word>(r: &mut impl Read, n: usize) -> std::io::Result<Vec<T>> {
 
 fn write_words<T: Word>(w: &mut impl Write, v: &[T]) -> std::io::Result<()> {
     // SAFETY: `T` is a plain number; its bytes are initialised.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v))
-    };
+    let bytes =
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) };
     w.write_all(bytes)
 }
 
@@ -252,7 +251,13 @@ impl Frozen {
         for layer in upper.iter_mut().skip(1) {
             layer.start.push(layer.links.len() as u32);
         }
+        // Held for the graph's lifetime: no spare capacity (a loaded dump has none either).
         l0.shrink_to_fit();
+        for layer in upper.iter_mut() {
+            layer.nodes.shrink_to_fit();
+            layer.start.shrink_to_fit();
+            layer.links.shrink_to_fit();
+        }
         // Any node of the top layer is a valid entry for the greedy descent.
         let entry = links.iter().position(|(l, _)| *l == top)? as u32;
         Some(Frozen {
@@ -437,9 +442,12 @@ impl Frozen {
         let d = self.dim;
         match (&self.codes, &one) {
             (Codes::F32(a), Codes::F32(b)) => a[i * d..(i + 1) * d] == b[..],
-            (Codes::Int8 { codes, scale, .. }, Codes::Int8 { codes: c, scale: s, .. }) => {
-                codes[i * d..(i + 1) * d] == c[..] && scale[i] == s[0]
-            }
+            (
+                Codes::Int8 { codes, scale, .. },
+                Codes::Int8 {
+                    codes: c, scale: s, ..
+                },
+            ) => codes[i * d..(i + 1) * d] == c[..] && scale[i] == s[0],
             (Codes::Binary { words, bits }, Codes::Binary { bits: b, .. }) => {
                 bits[i * words..(i + 1) * words] == b[..]
             }

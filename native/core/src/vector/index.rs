@@ -1001,12 +1001,8 @@ impl CollectionIndex {
             let allow = |s: u32| allows.allows(s);
             let mut found: Vec<(f32, u32)> = Vec::new();
             if let Some(base) = &graphs.base {
-                let (mut r, visits) = base.search_filtered(
-                    &self.dist,
-                    query,
-                    base.walk_width(ef),
-                    Some(&allow),
-                );
+                let (mut r, visits) =
+                    base.search_filtered(&self.dist, query, base.walk_width(ef), Some(&allow));
                 self.record_walk(visits, ef, selectivity, base.points);
                 if base.quantized() {
                     r = self.rescore(&live, query, &r);
@@ -1031,8 +1027,7 @@ impl CollectionIndex {
         loop {
             let mut found: Vec<(f32, u32)> = Vec::new();
             if let Some(base) = &graphs.base {
-                let (mut r, visits) =
-                    base.search(&self.dist, query, base.walk_width(ef.max(want)));
+                let (mut r, visits) = base.search(&self.dist, query, base.walk_width(ef.max(want)));
                 self.record_walk(visits, ef.max(want), 1.0, base.points);
                 if base.quantized() {
                     r = self.rescore(&self.live.read(), query, &r);

@@ -99,7 +99,12 @@ impl Registry {
                 release_free_memory();
                 shared.signal();
             })
-            .map_err(|e| Error::new(crate::Code::Io, format!("cannot start the vector loader: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    crate::Code::Io,
+                    format!("cannot start the vector loader: {e}"),
+                )
+            })?;
         *self.loader.lock() = Some(loader);
         Ok(())
     }
@@ -441,7 +446,7 @@ fn load_all(
                 let hash = docs::record_hash(v);
                 changes.push(change_of(def, id, vector_le, doc.metadata, hash)?);
                 let n = changes.len() as u64;
-                if n % LOAD_BATCH == 0 {
+                if n.is_multiple_of(LOAD_BATCH) {
                     pause(idx, n, total);
                     if stopped() {
                         return Ok(None);
