@@ -62,8 +62,13 @@ enum Codes {
         scale: Vec<f32>,
         sqnorm: Vec<f32>,
     },
-    /// Node `i`: `words` 64-bit words of sign bits from `bits[i * words..]`.
-    Binary { words: usize, bits: Vec<u64> },
+    /// Node `i`: `words` 64-bit words of sign bits from `bits[i * words..]`,
+    /// and the vector's norm.
+    Binary {
+        words: usize,
+        bits: Vec<u64>,
+        norm: Vec<f32>,
+    },
 }
 
 /// A query as a walk compares it: its vector, and its sign bits and squared
@@ -174,6 +179,7 @@ impl Codes {
             Quantization::Binary => Codes::Binary {
                 words: dim.div_ceil(64),
                 bits: Vec::with_capacity(points * dim.div_ceil(64)),
+                norm: Vec::with_capacity(points),
             },
         }
     }
@@ -195,7 +201,10 @@ impl Codes {
                 scale.push(s);
                 sqnorm.push(n);
             }
-            Codes::Binary { bits, .. } => sign_bits(v, bits),
+            Codes::Binary { bits, norm, .. } => {
+                sign_bits(v, bits);
+                norm.push(dot(v, v).sqrt());
+            }
         }
     }
 }
@@ -311,7 +320,10 @@ impl Frozen {
                 write_words(w, sqnorm)?;
                 write_words(w, codes)
             }
-            Codes::Binary { bits, .. } => write_words(w, bits),
+            Codes::Binary { bits, norm, .. } => {
+                write_words(w, norm)?;
+                write_words(w, bits)
+            }
         }
     }
 
@@ -384,8 +396,10 @@ impl Frozen {
             }
             Quantization::Binary => {
                 let words = dim.div_ceil(64);
+                let norm = read_words(r, points)?;
                 Codes::Binary {
                     words,
+                    norm,
                     bits: read_words(r, points * words)?,
                 }
             }
@@ -448,7 +462,7 @@ impl Frozen {
                     codes: c, scale: s, ..
                 },
             ) => codes[i * d..(i + 1) * d] == c[..] && scale[i] == s[0],
-            (Codes::Binary { words, bits }, Codes::Binary { bits: b, .. }) => {
+            (Codes::Binary { words, bits, .. }, Codes::Binary { bits: b, .. }) => {
                 bits[i * words..(i + 1) * words] == b[..]
             }
             _ => false,
@@ -491,8 +505,13 @@ impl Frozen {
                 let x = scale[i] * dot_i8(q.v, &codes[i * d..(i + 1) * d]);
                 dist.from_dot(x, q.sqnorm, sqnorm[i])
             }
-            Codes::Binary { words, bits } => {
-                hamming(&q.bits, &bits[i * words..(i + 1) * words]) as f32
+            Codes::Binary { words, bits, norm } => {
+                // The angle estimated from the share of differing signs, then the
+                // dot product from it and both norms (so l2 and dot see the norms).
+                let h = hamming(&q.bits, &bits[i * words..(i + 1) * words]) as f32;
+                let cos = (std::f32::consts::PI * h / d as f32).cos();
+                let x = q.sqnorm.sqrt() * norm[i] * cos;
+                dist.from_dot(x, q.sqnorm, norm[i] * norm[i])
             }
         }
     }
@@ -511,7 +530,7 @@ impl Frozen {
                 scale,
                 sqnorm,
             } => codes.capacity() + 4 * (scale.capacity() + sqnorm.capacity()),
-            Codes::Binary { bits, .. } => 8 * bits.capacity(),
+            Codes::Binary { bits, norm, .. } => 8 * bits.capacity() + 4 * norm.capacity(),
         };
         codes
             + 4 * (self.slots.capacity() + self.l0_start.capacity() + self.l0.capacity())
@@ -529,7 +548,9 @@ impl Frozen {
         match &self.codes {
             Codes::F32(v) => (v[i * self.dim..].as_ptr() as *const i8, 4 * self.dim),
             Codes::Int8 { codes, .. } => (codes[i * self.dim..].as_ptr(), self.dim),
-            Codes::Binary { words, bits } => (bits[i * words..].as_ptr() as *const i8, 8 * words),
+            Codes::Binary { words, bits, .. } => {
+                (bits[i * words..].as_ptr() as *const i8, 8 * words)
+            }
         }
     }
 
