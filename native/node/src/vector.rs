@@ -449,6 +449,8 @@ impl Work for SearchBatch {
     type JsValue = Buffer;
     fn compute(&mut self) -> CoreResult<Vec<u8>> {
         let (idx, o) = (&self.idx, &self.options);
+        // Waits for a loading index; fails as its loading did, if it did.
+        idx.ready(true)?;
         let parts: Vec<Vec<u8>> = self
             .queries
             .par_iter()

@@ -129,6 +129,8 @@ struct Loading {
     loaded: u64,
     total: u64,
     held: Vec<Change>,
+    /// Why loading failed (a damaged stored document): searches report it.
+    failed: Option<Error>,
 }
 
 /// One collection's index.
@@ -269,6 +271,13 @@ impl CollectionIndex {
         self.ready.notify_all();
     }
 
+    /// Ends loading with an error (the stored documents could not be read):
+    /// searches and waits return it from then on.
+    pub(crate) fn fail_loading(&self, e: Error) {
+        self.loading.lock().failed = Some(e);
+        self.finish_loading();
+    }
+
     /// `(loaded, total)` stored documents while the index loads in the background.
     pub fn loading(&self) -> Option<(u64, u64)> {
         let l = self.loading.lock();
@@ -294,7 +303,10 @@ impl CollectionIndex {
             }
             self.ready.wait_for(&mut l, Duration::from_millis(50));
         }
-        Ok(())
+        match &l.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Records committed changes (called by the writer after the LMDB commit,

@@ -411,10 +411,8 @@ fn load_all(
             std::thread::sleep(Duration::from_millis(5));
         }
     };
-    for idx in indexes {
-        if stopped() {
-            return Ok(());
-        }
+    // One collection; `Ok(false)` when the database closes meanwhile.
+    let load_one = |idx: &CollectionIndex| -> Result<bool> {
         let def = &idx.def;
         let _g = store.guard();
         let txn = store.env.read_txn()?;
@@ -456,7 +454,7 @@ fn load_all(
             Ok(Some(changes))
         };
         let Some(changes) = read(&skip)? else {
-            return Ok(());
+            return Ok(false);
         };
         let installed = match loaded {
             Some(loaded) => {
@@ -473,11 +471,22 @@ fn load_all(
         };
         if !installed {
             let Some(changes) = read(&|_| false)? else {
-                return Ok(());
+                return Ok(false);
             };
             idx.apply_now(changes);
         }
-        idx.finish_loading();
+        Ok(true)
+    };
+    for idx in indexes {
+        if stopped() {
+            return Ok(());
+        }
+        match load_one(idx) {
+            Ok(true) => idx.finish_loading(),
+            Ok(false) => return Ok(()),
+            // A damaged document: this collection's searches report it; the others load.
+            Err(e) => idx.fail_loading(e),
+        }
         shared.signal();
     }
     Ok(())
