@@ -463,9 +463,12 @@ impl Frozen {
                     codes: c, scale: s, ..
                 },
             ) => codes[i * d..(i + 1) * d] == c[..] && scale[i] == s[0],
-            (Codes::Binary { words, bits, .. }, Codes::Binary { bits: b, .. }) => {
-                bits[i * words..(i + 1) * words] == b[..]
-            }
+            (
+                Codes::Binary { words, bits, norm },
+                Codes::Binary {
+                    bits: b, norm: n, ..
+                },
+            ) => bits[i * words..(i + 1) * words] == b[..] && norm[i] == n[0],
             _ => false,
         }
     }
