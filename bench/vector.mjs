@@ -12,8 +12,13 @@
 //   qps_at_recall95   each side at its own smallest ef in EF_LADDER reaching recall@10 >= 0.95,
 //                     single queries from JS, one at a time, one thread; vs usearch and hnswlib-node
 //   p95_ms            p95 latency of one query at that ef (lower is better)
-//   memory            resident bytes per vector in a fresh process after loading the saved
-//                     index (lower is better), vs usearch and hnswlib-node
+//   memory            anonymous resident bytes (RssAnon) per vector in a fresh process after
+//                     loading the saved index (lower is better), vs usearch and hnswlib-node:
+//                     the index's own memory, without the LMDB pages athanor's open reads
+//                     (mapped file pages the kernel can drop); f32 and int8 (quantization)
+//   qps_at_recall95 (int8)  the same sweep and timing on an int8 collection of the same data
+//   open_ms           opening the database until the collection is indexed, from its dump
+//                     (report; usearch's index.load of its saved file as the peer)
 //   filtered_qps      50,000 / 5,000 vectors (200 / 30 queries) with metadata { r } (0..999, each value on
 //                     exactly 1 in 1,000 documents, seeded shuffle), filter { r: { lt } } at
 //                     selectivities 0.1%, 1%, 6%, 25%, 90%: athanor's planner (default search,
@@ -56,9 +61,9 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 // ---------------------------------------------------------------- athanor
 
 /** Builds a durable collection in a fresh database at `dir`; resolves once stored (fsync) and indexed. */
-async function oursBuild(dir, ids, data, metadatas) {
+async function oursBuild(dir, ids, data, metadatas, quantization = 'none') {
   const db = await Athanor.open(dir);
-  const col = db.vectors.create(COLLECTION, { dimension: DIM, metric: 'cosine', m: M, efConstruction: EF_CONSTRUCTION });
+  const col = db.vectors.create(COLLECTION, { dimension: DIM, metric: 'cosine', m: M, efConstruction: EF_CONSTRUCTION, quantization });
   await col.upsertMany(ids, data, metadatas); // durable: stored in LMDB, fsync done
   await col.waitIndexed(); // and every vector is in the HNSW graph
   return { db, col };
@@ -66,13 +71,15 @@ async function oursBuild(dir, ids, data, metadatas) {
 
 /** Reopens a closed database: the graph comes from the dump its close wrote. */
 async function oursReopen(dir, n) {
+  const t0 = process.hrtime.bigint();
   const db = await Athanor.open(dir);
   const col = db.vectors.open(COLLECTION);
   await col.waitIndexed();
+  const openMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const st = col.stats();
   check(st.count === n && st.pending === 0, 'reopened collection holds every vector, indexed');
   if (!st.loadedFromDump) log('  note: the reopened collection was rebuilt, not loaded from its dump');
-  return { db, col };
+  return { db, col, openMs };
 }
 
 /**
@@ -227,11 +234,27 @@ export async function run() {
     });
     for (const peer of [USEARCH.label, HNSWLIB.label]) emit('vector.insert', 'vectors/s', 'higher', median(ins.ours), peer, median(ins[peer]));
 
+    // ---- an int8 collection of the same data (built untimed, closed before any timing).
+    const int8Dir = join(workDir, 'ours-int8');
+    {
+      const b = await oursBuild(int8Dir, ids, data, undefined, 'int8');
+      await b.db.close();
+    }
+
     // ---- recall sweep: each side's smallest ef reaching the target.
     h = await oursReopen(lastOursDir, n);
+    const h8 = await oursReopen(int8Dir, n);
     const uPath = join(workDir, 'usearch.bin');
     uIndex.save(uPath);
     uIndex = null;
+    const uLoad = [];
+    for (let i = 0; i < rounds; i++) {
+      const t0 = process.hrtime.bigint();
+      usearchAt(uPath, DIM, M, EF_CONSTRUCTION, 64);
+      uLoad.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    emit('vector.open_ms', 'ms', 'lower', h.openMs, USEARCH.label, median(uLoad), { n, note: 'athanor: open + waitIndexed from the dump (one run); usearch: index.load' });
+    emit('vector.open_ms', 'ms', 'lower', h8.openMs, USEARCH.label, median(uLoad), { n, quantization: 'int8' });
     const uAt = new Map(); // ef -> usearch index loaded with that expansion_search
     const usearchIndexAt = (ef) => {
       if (!uAt.has(ef)) {
@@ -242,6 +265,7 @@ export async function run() {
     };
     const usearchRows = (res) => Array.from(res.keys, Number);
     const oursPick = pickEf('athanor', truth, queries, (q, ef) => oursRows(h.col.search(q, { k: K, efSearch: ef })));
+    const int8Pick = pickEf('athanor int8', truth, queries, (q, ef) => oursRows(h8.col.search(q, { k: K, efSearch: ef })));
     const uPick = pickEf('usearch', truth, queries, (q, ef) => usearchRows(usearchIndexAt(ef).search(q, K, USEARCH.searchThreads)));
     const hPick = pickEf('hnswlib-node', truth, queryArrays, (q, ef) => {
       hIndex.setEf(ef);
@@ -251,7 +275,7 @@ export async function run() {
     log(`  chosen: ${picks}`);
 
     // ---- QPS and p95 at those ef values, interleaved rounds, one query at a time, one thread.
-    const p95 = { ours: [], [USEARCH.label]: [], [HNSWLIB.label]: [] };
+    const p95 = { ours: [], int8: [], [USEARCH.label]: [], [HNSWLIB.label]: [] };
     const uIndex2 = usearchIndexAt(uPick.ef);
     hIndex.setEf(hPick.ef);
     const sideTimer = (name, qs, searchOne) => async () => {
@@ -261,6 +285,7 @@ export async function run() {
     };
     const qps = await interleave('qps', rounds, {
       ours: sideTimer('ours', queries, (q) => h.col.search(q, { k: K, efSearch: oursPick.ef })),
+      int8: sideTimer('int8', queries, (q) => h8.col.search(q, { k: K, efSearch: int8Pick.ef })),
       [USEARCH.label]: quiet(h, sideTimer(USEARCH.label, queries, (q) => uIndex2.search(q, K, USEARCH.searchThreads))),
       [HNSWLIB.label]: quiet(h, sideTimer(HNSWLIB.label, queryArrays, (q) => hIndex.searchKnn(q, K))),
     });
@@ -270,16 +295,22 @@ export async function run() {
       emit('vector.qps_at_recall95', 'queries/s', 'higher', median(qps.ours), peer, median(qps[peer]), extra);
       emit('vector.p95_ms', 'ms', 'lower', median(p95.ours), peer, median(p95[peer]), extra);
     }
+    for (const peer of [USEARCH.label, HNSWLIB.label]) {
+      const extra = { quantization: 'int8', ef: int8Pick.ef, recall: round4(int8Pick.recall), peerEf: recallOf[peer].ef, peerRecall: round4(recallOf[peer].recall) };
+      emit('vector.qps_at_recall95', 'queries/s', 'higher', median(qps.int8), peer, median(qps[peer]), extra);
+    }
     uAt.clear();
 
     // ---- memory: each side's saved index loaded into a fresh process.
     await h.db.close();
     h = null;
+    await h8.db.close();
     const hPath = join(workDir, 'hnswlib.bin');
     hIndex.writeIndexSync(hPath);
     hIndex = null;
     const mem = {
       ours: await measureMemory('athanor', lastOursDir),
+      int8: await measureMemory('athanor', int8Dir),
       [USEARCH.label]: await measureMemory('usearch', uPath),
       [HNSWLIB.label]: await measureMemory('hnswlib-node', hPath),
     };
@@ -289,7 +320,13 @@ export async function run() {
         .map(([k, m]) => `${k} ${fmt(m.bytes / n)} B/vector (anonymous ${fmt(m.anon / n)}, mapped files ${fmt(m.file / n)})`)
         .join(', ')}; raw vector ${DIM * 4} B`,
     );
-    for (const peer of [USEARCH.label, HNSWLIB.label]) emit('vector.memory', 'bytes/vector', 'lower', mem.ours.bytes / n, peer, mem[peer].bytes / n);
+    // Anonymous memory on every side: the index's own. athanor's open also touches the LMDB
+    // pages of the documents it reconciles with the dump (page cache, in RssFile).
+    for (const peer of [USEARCH.label, HNSWLIB.label]) {
+      emit('vector.memory', 'bytes/vector', 'lower', mem.ours.anon / n, peer, mem[peer].anon / n, { measured: 'RssAnon', oursMappedFiles: Math.round(mem.ours.file / n) });
+      emit('vector.memory', 'bytes/vector', 'lower', mem.int8.anon / n, peer, mem[peer].anon / n, { measured: 'RssAnon', quantization: 'int8', oursMappedFiles: Math.round(mem.int8.file / n) });
+    }
+    removeDir(int8Dir);
 
     removeDir(lastOursDir);
     await filtered(workDir, rounds);

@@ -247,7 +247,7 @@ describe('verify() covers projection.db and the index dumps', () => {
     await c.upsertMany(['a', 'b', 'c'], new Float32Array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]));
     await c.waitIndexed();
     await db.close();
-    const graph = path.join(dir, 'index', 'docs', 'graph.hnsw.data');
+    const graph = path.join(dir, 'index', 'docs', 'graph.bin');
     expect(fs.existsSync(graph)).toBe(true);
     expect(probe(OPEN_VERIFY, { dir })).toMatchObject({ signal: null, ok: { events: 0 } });
     fs.writeFileSync(graph, crypto.randomBytes(fs.statSync(graph).size));

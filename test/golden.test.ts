@@ -194,7 +194,7 @@ describe('the transaction batch: the TypeScript transaction encodes what Rust pi
       assertOpen: () => undefined,
       txBegin: () => 1n,
       txGet: (key: string) => (versions.get(key)! === 0n ? undefined : { version: versions.get(key)!, value: sourceI64(0n) }),
-      native: { vectorInfo: (name: string) => ({ name, dimension: 3, metric: 'cosine', m: 16, efConstruction: 200, efSearch: 50 }) },
+      native: { vectorInfo: (name: string) => ({ name, dimension: 3, metric: 'cosine', m: 16, efConstruction: 200, efSearch: 50, quantization: 'none' }) },
     } as unknown as Core;
     const tx = new TxImpl(core);
     for (const [key] of g.reads) tx.getOpt(key);

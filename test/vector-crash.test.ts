@@ -75,6 +75,7 @@ describe('vector crash safety', () => {
         // Every acknowledged batch survived; nothing beyond the last commit exists.
         expect(last, label).toBeGreaterThanOrEqual(Math.max(...run.acks));
         const c = db.vectors.open('crash');
+        await c.ready();
         // Every earlier trial ended with a clean close, which left a dump; a kill
         // while the child replaced it in the background keeps the old or the new one.
         if (trial > 0) expect(c.stats().loadedFromDump, label).toBe(true);

@@ -64,8 +64,8 @@ describe('collections', () => {
   it('are created, listed, opened and dropped; definitions persist', async () => {
     const dir = sb.dir();
     const db = await sb.open(dir);
-    const docs = db.vectors.create('docs', { dimension: 4, metric: 'cosine', m: 8, efConstruction: 50, efSearch: 20 });
-    expect(docs.info).toEqual({ name: 'docs', dimension: 4, metric: 'cosine', m: 8, efConstruction: 50, efSearch: 20 });
+    const docs = db.vectors.create('docs', { dimension: 4, metric: 'cosine', m: 8, efConstruction: 50, efSearch: 20, quantization: 'none' });
+    expect(docs.info).toEqual({ name: 'docs', dimension: 4, metric: 'cosine', m: 8, efConstruction: 50, efSearch: 20, quantization: 'none' });
     // Same parameters: the same collection.
     expect(db.vectors.create('docs', { dimension: 4, metric: 'cosine', m: 8, efConstruction: 50, efSearch: 20 }).name).toBe('docs');
     db.vectors.create('other', { dimension: 2, metric: 'l2' });

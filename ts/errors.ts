@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'ERR_PROVIDER'
   | 'ERR_DOWNLOAD'
   | 'ERR_INTEGRITY'
+  | 'ERR_NOT_READY'
   | 'ERR_NATIVE'
   | 'ERR_INTERNAL'
   | 'ERR_BOUNDS'
@@ -314,6 +315,13 @@ export class ForbiddenError extends AthanorError {
   }
 }
 
+/** A vector collection's index is still loading after open and the search asked not to wait (`{ wait: false }`). */
+export class NotReadyError extends AthanorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_NOT_READY', message, options);
+  }
+}
+
 /** Builds the typed error for a code and message. */
 export function errorFor(code: string, message: string): AthanorError {
   switch (code) {
@@ -375,6 +383,8 @@ export function errorFor(code: string, message: string): AthanorError {
       return new UpcastError(message);
     case 'ERR_FORBIDDEN':
       return new ForbiddenError(message);
+    case 'ERR_NOT_READY':
+      return new NotReadyError(message);
     default:
       return new AthanorError('ERR_INTERNAL', message);
   }

@@ -14,13 +14,14 @@ export type { CommitNotice } from './state/core.js';
 export { Idempotency, type IdempotencyRecord } from './state/idempotency.js';
 export { VectorStore } from './vectors/store.js';
 export { VectorCollection } from './vectors/collection.js';
-export type { VectorMetric, CollectionInfo, TxVectors } from './state/tx-vectors.js';
+export type { VectorMetric, VectorQuantization, CollectionInfo, TxVectors } from './state/tx-vectors.js';
 export type {
   CollectionOptions,
   SearchOptions,
   VectorHit,
   VectorDocument,
   IndexStats,
+  LoadProgress,
   MetadataFilter,
   FilterOps,
   FilterScalar,
@@ -64,6 +65,7 @@ export {
   BoundsError,
   UpcastError,
   ForbiddenError,
+  NotReadyError,
   type ErrorCode,
 } from './errors.js';
 export { downloadModel, type PretrainedOptions, type DownloadProgress } from './embed/hub.js';

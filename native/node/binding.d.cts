@@ -14,12 +14,12 @@ export declare class NativeCollection {
   /** The stored definition. */
   info(): NativeCollectionInfo
   /** Top-k search; returns packed hits (see `pack_hits`). `ef` 0 = the collection's default. */
-  search(query: Float32Array, k: number, ef: number, exact: boolean, filter?: string | undefined | null): Buffer
+  search(query: Float32Array, k: number, ef: number, exact: boolean, filter?: string | undefined | null, wait?: boolean | undefined | null): Buffer
   /**
    * Searches many queries (`n * dimension` values, one after another) on all
    * cores, off the JS thread. Resolves to `[nq u32]` then each query's packed hits.
    */
-  searchBatch(queries: Float32Array, k: number, ef: number, exact: boolean, filter?: string | undefined | null): Promise<Buffer>
+  searchBatch(queries: Float32Array, k: number, ef: number, exact: boolean, filter?: string | undefined | null, wait?: boolean | undefined | null): Promise<Buffer>
   /** A document as stored: `[f32 LE × dimension][metadata json]`, or `null`. */
   get(id: string): Buffer | null
   /** Live documents. */
@@ -337,6 +337,7 @@ export interface NativeCollectionInfo {
   m: number
   efConstruction: number
   efSearch: number
+  quantization: string
 }
 
 /** Parameters of a new collection (defaults are applied in TS). */
@@ -346,6 +347,8 @@ export interface NativeCollectionParams {
   m: number
   efConstruction: number
   efSearch: number
+  /** `none` (the default), `int8` or `binary`. */
+  quantization?: string
 }
 
 /** A dead letter as the addon hands it to `ts/sql/bookkeeping.ts`. */
@@ -429,6 +432,11 @@ export interface NativeIndexStats {
   loadedFromDump: boolean
   dumps: number
   dumpedBytes: number
+  graphBytes: number
+  /** `loading` while the index loads in the background after open, then `ready`. */
+  state: string
+  loaded: number
+  total: number
 }
 
 /** One logged commit: its seq and its encoded record. */

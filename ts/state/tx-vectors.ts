@@ -34,7 +34,17 @@ export interface CollectionInfo {
   efConstruction: number;
   /** Default candidate list size while searching. */
   efSearch: number;
+  /** How the built graph holds vectors in memory (see {@link VectorQuantization}). */
+  quantization: VectorQuantization;
 }
+
+/**
+ * How a collection's built graph holds its vectors in memory: `'none'` (exact
+ * `f32`), `'int8'` (a byte per component, about a quarter of the memory) or
+ * `'binary'` (a bit per component). Quantized walks rescore their best
+ * candidates with the exact vectors from the store.
+ */
+export type VectorQuantization = 'none' | 'int8' | 'binary';
 
 /** Metadata key where a vector projection records the id of the event a document came from (decimal string). @internal */
 export const SOURCE_EVENT_KEY = `${RESERVED_PREFIX}event`;
@@ -198,7 +208,7 @@ export class TxVectorsImpl<M> implements TxVectors<M> {
 
 /** @internal */
 export function infoOf(n: NativeCollectionInfo): CollectionInfo {
-  return { name: n.name, dimension: n.dimension, metric: n.metric as VectorMetric, m: n.m, efConstruction: n.efConstruction, efSearch: n.efSearch };
+  return { name: n.name, dimension: n.dimension, metric: n.metric as VectorMetric, m: n.m, efConstruction: n.efConstruction, efSearch: n.efSearch, quantization: n.quantization as VectorQuantization };
 }
 
 /** Checks a collection name. @internal */

@@ -9,9 +9,11 @@ import type { Json } from '../state/codec.js';
 import type { TransactionBuilder } from '../state/transaction.js';
 import { checkDocId, infoOf, type CollectionInfo } from '../state/tx-vectors.js';
 import { toHit, unwrapMeta } from './hits.js';
-import type { IndexStats, MetadataFilter, SearchExplain, SearchOptions, TextDocument, TextUpsertOptions, VectorDocument, VectorHit } from './types.js';
+import type { IndexStats, LoadProgress, MetadataFilter, SearchExplain, SearchOptions, TextDocument, TextUpsertOptions, VectorDocument, VectorHit } from './types.js';
 
 const DEFAULT_K = 10;
+/** How often {@link VectorCollection.ready} reads the loading progress. */
+const LOAD_POLL_MS = 20;
 
 /** @internal */
 export function intIn(v: unknown, lo: number, hi: number, what: string): number {
@@ -171,10 +173,10 @@ export class VectorCollection<M = Json> {
   /** The k nearest documents to `vector`, best first. Synchronous. */
   search(vector: Float32Array | readonly number[], options: SearchOptions = {}): VectorHit<M>[] {
     const q = vector instanceof Float32Array ? vector : this.#query(vector);
-    const [k, ef, exact, filter] = this.#options(options);
+    const [k, ef, exact, filter, wait] = this.#options(options);
     let buf: Buffer;
     try {
-      buf = this.#native.search(q, k, ef, exact, filter);
+      buf = this.#native.search(q, k, ef, exact, filter, wait);
     } catch (e) {
       throw fromNative(e);
     }
@@ -216,10 +218,10 @@ export class VectorCollection<M = Json> {
     if (queries.length % this.info.dimension !== 0) {
       throw new VectorDimensionError(`searchBatch() got ${queries.length} values, not a multiple of the dimension ${this.info.dimension}`);
     }
-    const [k, ef, exact, filter] = this.#options(options);
+    const [k, ef, exact, filter, wait] = this.#options(options);
     let buf: Buffer;
     try {
-      buf = await this.#native.searchBatch(queries, k, ef, exact, filter);
+      buf = await this.#native.searchBatch(queries, k, ef, exact, filter, wait);
     } catch (e) {
       throw fromNative(e);
     }
@@ -272,9 +274,29 @@ export class VectorCollection<M = Json> {
   /** Index counters. */
   stats(): IndexStats {
     try {
-      return this.#native.stats();
+      const s = this.#native.stats();
+      return { ...s, state: s.state as IndexStats['state'] };
     } catch (e) {
       throw fromNative(e);
+    }
+  }
+
+  /**
+   * Resolves once the index has loaded after open (at once when it has),
+   * calling `onProgress` whenever the count of documents read changes and a
+   * last time with state `'ready'`. The event loop runs meanwhile: loading
+   * happens on a background thread.
+   */
+  async ready(onProgress?: (progress: LoadProgress) => void): Promise<void> {
+    let last = -1;
+    for (;;) {
+      const { state, loaded, total } = this.stats();
+      if (onProgress !== undefined && (loaded !== last || state === 'ready')) {
+        last = loaded;
+        onProgress({ state, loaded, total });
+      }
+      if (state === 'ready') return;
+      await new Promise((resolve) => setTimeout(resolve, LOAD_POLL_MS));
     }
   }
 
@@ -298,7 +320,7 @@ export class VectorCollection<M = Json> {
     return Float32Array.from(v);
   }
 
-  #options(o: SearchOptions): [number, number, boolean, string | undefined] {
+  #options(o: SearchOptions): [number, number, boolean, string | undefined, boolean] {
     if (o === null || typeof o !== 'object') throw new InvalidArgumentError('search options must be an object');
     const k = o.k === undefined ? DEFAULT_K : intIn(o.k, 1, 10_000, 'k');
     const ef = o.efSearch === undefined ? 0 : intIn(o.efSearch, 1, 10_000, 'efSearch');
@@ -314,6 +336,7 @@ export class VectorCollection<M = Json> {
       }
       filter = stringifyStrict(o.filter, 'filter');
     }
-    return [k, ef, o.exact === true, filter];
+    if (o.wait !== undefined && typeof o.wait !== 'boolean') throw new InvalidArgumentError('wait must be a boolean');
+    return [k, ef, o.exact === true, filter, o.wait !== false];
   }
 }

@@ -36,7 +36,7 @@ export class VectorStore {
     this.#core.assertOpen();
     checkName(name);
     checkNewCollectionName(name);
-    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('create() needs options { dimension, metric?, m?, efConstruction?, efSearch? }');
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('create() needs options { dimension, metric?, m?, efConstruction?, efSearch?, quantization? }');
     const metric = options.metric ?? 'cosine';
     if (metric !== 'cosine' && metric !== 'dot' && metric !== 'l2') throw new InvalidArgumentError(`metric must be 'cosine', 'dot' or 'l2', got ${describeThrown(metric)}`);
     const embedder = options.embedder;
@@ -48,11 +48,15 @@ export class VectorStore {
     const m = intIn(options.m ?? 16, 2, 128, 'm');
     const efConstruction = intIn(options.efConstruction ?? 200, m, 10_000, 'efConstruction');
     const efSearch = intIn(options.efSearch ?? 64, 1, 10_000, 'efSearch');
+    const quantization = options.quantization ?? 'none';
+    if (quantization !== 'none' && quantization !== 'int8' && quantization !== 'binary') {
+      throw new InvalidArgumentError(`quantization must be 'none', 'int8' or 'binary', got ${describeThrown(quantization)}`);
+    }
     const existed = embedder !== undefined && this.has(name);
     if (existed) this.#checkModel(name, embedder!);
     let n: NativeCollection;
     try {
-      n = this.#core.native.vectorCreate(name, { dimension, metric, m, efConstruction, efSearch });
+      n = this.#core.native.vectorCreate(name, { dimension, metric, m, efConstruction, efSearch, quantization });
     } catch (e) {
       throw fromNative(e);
     }
@@ -96,6 +100,8 @@ export class VectorStore {
       throw fromNative(e);
     }
     if (n === null) throw new NotFoundError(`vector collection ${JSON.stringify(name)} does not exist; create it with db.vectors.create()`);
+    const onProgress = options.onProgress;
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new InvalidArgumentError('onProgress must be a function');
     if (embedder !== undefined) {
       if (embedder.dimension !== n.info().dimension) {
         throw new VectorDimensionError(`collection ${JSON.stringify(name)} has dimension ${n.info().dimension}; this embedder produces ${embedder.dimension}`);
@@ -103,7 +109,10 @@ export class VectorStore {
       this.#checkModel(name, embedder);
       this.#bindModel(name, embedder, false);
     }
-    return new VectorCollection<M>(n, this.#tx, embedder);
+    const c = new VectorCollection<M>(n, this.#tx, embedder);
+    // A close while loading ends the reports (stats() then throws ClosedError).
+    if (onProgress !== undefined) c.ready(onProgress).catch(() => undefined);
+    return c;
   }
 
   /** Opens a vector projection's collection, whose hits can carry their texts. @internal */

@@ -67,6 +67,8 @@ pub enum Code {
     Upcast,
     /// The caller's roles do not grant the permission the operation needs.
     Forbidden,
+    /// A vector collection's index is still loading and the caller asked not to wait.
+    NotReady,
 }
 
 impl Code {
@@ -102,6 +104,7 @@ impl Code {
             Code::WrongExpectedVersion => "ERR_WRONG_EXPECTED_VERSION",
             Code::Upcast => "ERR_UPCAST",
             Code::Forbidden => "ERR_FORBIDDEN",
+            Code::NotReady => "ERR_NOT_READY",
         }
     }
 }

@@ -1047,3 +1047,47 @@ fn wire_commit_record_matches_the_golden() {
 fn wire_streams_matches_the_golden() {
     wire_golden("streams", streams_golden);
 }
+
+// ---------------------------------------------------------------------------
+// Vector collection records
+
+/// Collection records of both formats: 1 (no quantization: what older builds
+/// wrote, still written for unquantized collections) and 2 (with the
+/// quantization byte). Each golden decodes to its definition and re-encodes to
+/// the same bytes.
+#[test]
+fn vector_collection_records_match_the_goldens() {
+    let defs: Vec<collection::CollectionDef> = [
+        collection::Quantization::None,
+        collection::Quantization::Int8,
+        collection::Quantization::Binary,
+    ]
+    .into_iter()
+    .map(|q| collection::CollectionDef {
+        id: 7,
+        name: format!("c-{}", q.as_str()),
+        params: CollectionParams {
+            quantization: q,
+            ..CollectionParams::new(384, Metric::L2)
+        },
+    })
+    .collect();
+    let make = || {
+        Json::Object(
+            defs.iter()
+                .map(|d| (d.name.clone(), json!(hex(&d.encode()))))
+                .collect(),
+        )
+    };
+    let pinned = golden_json("vector-collection-v2.json", make);
+    for d in &defs {
+        let bytes = unhex(pinned[&d.name].as_str().unwrap());
+        assert_eq!(
+            collection::CollectionDef::decode(d.name.as_bytes(), &bytes).unwrap(),
+            *d
+        );
+        assert_eq!(bytes, d.encode(), "{}", d.name);
+    }
+    assert_eq!(unhex(pinned["c-none"].as_str().unwrap())[0], 1);
+    assert_eq!(unhex(pinned["c-int8"].as_str().unwrap())[0], 2);
+}

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use athanor_core::vector::{CollectionParams, Filter, Metric, PlanKind, PlanReason, SearchOptions};
+use athanor_core::vector::{
+    CollectionIndex, CollectionParams, Filter, Metric, PlanKind, PlanReason, SearchOptions,
+};
 use athanor_core::{Code, Durability, Engine, StoreOptions, TxBuilder, Value};
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -374,6 +376,7 @@ fn graph_search_reads_its_writes_and_never_returns_deleted_ids() {
     // Reopen: the index is rebuilt from the stored documents and agrees with them.
     let e = open(dir.path());
     let c = e.vectors().get("g").unwrap();
+    c.ready(true).unwrap();
     assert_eq!(
         e.vectors().verify(e.store(), "g").unwrap(),
         n - n.div_ceil(3) + 1
@@ -416,6 +419,7 @@ fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
     {
         let e = open(dir.path());
         let c = e.vectors().get("d").unwrap();
+        c.ready(true).unwrap();
         let s = c.stats();
         assert_eq!(
             (s.count, s.pending, s.graph_points, s.tombstones),
@@ -444,6 +448,7 @@ fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
     {
         let e = open(dir.path());
         let c = e.vectors().get("d").unwrap();
+        c.ready(true).unwrap();
         let s = c.stats();
         assert_eq!(s.count, n);
         assert_eq!(s.tombstones, 2, "{s:?}");
@@ -461,7 +466,7 @@ fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
         assert_eq!(ids, ["v1", "v9"]);
     }
     // A damaged dump is ignored: the index is rebuilt from the documents.
-    let data = dump.join("graph.hnsw.data");
+    let data = dump.join("graph.bin");
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -469,6 +474,7 @@ fn dumps_are_loaded_when_valid_and_reconciled_or_ignored_otherwise() {
     {
         let e = open(dir.path());
         let c = e.vectors().get("d").unwrap();
+        c.ready(true).unwrap();
         assert!(c.wait_indexed(Duration::from_secs(60)));
         let q = c.prepare_query(&vecs[3]).unwrap();
         let mut ids: Vec<String> = c
@@ -541,7 +547,7 @@ fn background_dumps_survive_a_crash() {
     std::fs::rename(index.join("d"), index.join(format!(".old-{}-7", c.def.id))).unwrap();
     let tmp = index.join(format!(".tmp-{}-1-8", c.def.id));
     std::fs::create_dir_all(&tmp).unwrap();
-    std::fs::write(tmp.join("graph.hnsw.graph"), b"partial").unwrap();
+    std::fs::write(tmp.join("graph.bin"), b"partial").unwrap();
     let docs_at_dump = docs.clone();
 
     // A few changes after the dump (too few for another one): replace, delete, add.
@@ -572,6 +578,7 @@ fn background_dumps_survive_a_crash() {
     let check = |crashed: &Path, docs: &HashMap<String, Vec<f32>>, reconciled: bool| {
         let e = open(crashed);
         let c = e.vectors().get("d").unwrap();
+        c.ready(true).unwrap();
         let s = c.stats();
         assert!(s.loaded_from_dump, "{s:?}");
         assert_eq!(s.count, docs.len());
@@ -800,4 +807,77 @@ fn repeated_filters_follow_metadata_changes_and_deletes() {
     e.commit_blocking(TxBuilder::new().vector_delete("m", "v1").build().unwrap())
         .unwrap();
     both(None, &["v0", "v1"]);
+}
+
+/// A built graph is held once, in its compact form (vectors and links in flat
+/// arrays): after a bulk load, after small commits are merged in, and after its
+/// dump is loaded, the graph's memory per point is the vector plus little more
+/// than its links. Small commits after the build are searchable at once.
+#[test]
+fn built_graph_is_held_once_in_compact_form() {
+    let dir = TempDir::new().unwrap();
+    let (n, dim) = (3000usize, 64usize);
+    let mut r = rng(23);
+    let mut vecs: Vec<Vec<f32>> = Vec::new();
+    // The vector, layer-0 links (at most 2 * m = 32) and a few words of offsets and upper layers.
+    let bound = (dim * 4 + 32 * 4 + 32) as f64;
+    let per_point = |c: &CollectionIndex| {
+        let s = c.stats();
+        s.graph_bytes as f64 / s.graph_points as f64
+    };
+    {
+        let e = open(dir.path());
+        let c = e
+            .vectors()
+            .create(e.store(), "d", params(dim as u32, Metric::L2))
+            .unwrap();
+        let mut b = TxBuilder::new();
+        for i in 0..n {
+            let v: Vec<f32> = (0..dim).map(|_| r()).collect();
+            b = b.vector_upsert("d", &format!("v{i}"), &v, "");
+            vecs.push(v);
+        }
+        e.commit_blocking(b.build().unwrap()).unwrap();
+        assert!(c.wait_indexed(Duration::from_secs(120)));
+        assert_eq!(c.stats().graph_points, n);
+        assert!(per_point(&c) <= bound, "{} > {bound}", per_point(&c));
+        assert_eq!(c.stats().rebuilds, 0);
+        // Small commits: each is found at once; half the base's size in all merges them in.
+        for chunk in 0..(n / 2 / 100) {
+            let mut b = TxBuilder::new();
+            for i in 0..100 {
+                let v: Vec<f32> = (0..dim).map(|_| r()).collect();
+                b = b.vector_upsert("d", &format!("w{}", chunk * 100 + i), &v, "");
+                vecs.push(v);
+            }
+            e.commit_blocking(b.build().unwrap()).unwrap();
+            let j = vecs.len() - 7;
+            let q = c.prepare_query(&vecs[j]).unwrap();
+            assert_eq!(&*c.search(&q, &opts(1))[0].id, format!("w{}", j - n));
+        }
+        assert!(c.wait_indexed(Duration::from_secs(120)));
+        let s = c.stats();
+        assert_eq!(
+            (s.graph_points, s.pending, s.rebuilds),
+            (vecs.len(), 0, 1),
+            "{s:?}"
+        );
+        assert!(per_point(&c) <= bound, "{} > {bound}", per_point(&c));
+    }
+    let e = open(dir.path());
+    let c = e.vectors().get("d").unwrap();
+    c.ready(true).unwrap();
+    let s = c.stats();
+    assert!(s.loaded_from_dump, "{s:?}");
+    assert_eq!((s.graph_points, s.pending), (vecs.len(), 0), "{s:?}");
+    assert!(per_point(&c) <= bound, "{} > {bound}", per_point(&c));
+    for j in [0, 1234, n + 5, vecs.len() - 1] {
+        let q = c.prepare_query(&vecs[j]).unwrap();
+        let want = if j < n {
+            format!("v{j}")
+        } else {
+            format!("w{}", j - n)
+        };
+        assert_eq!(&*c.search(&q, &opts(1))[0].id, want);
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use athanor_core::vector::{
     CollectionDef, CollectionIndex, CollectionParams, Filter, Hit, IdleWaiter, Metric, PlanKind,
-    PlanReason, SearchOptions,
+    PlanReason, Quantization, SearchOptions,
 };
 use athanor_core::{Code, Engine, Error};
 use napi::bindgen_prelude::*;
@@ -28,6 +28,8 @@ pub struct NativeCollectionParams {
     pub m: u32,
     pub ef_construction: u32,
     pub ef_search: u32,
+    /// `none` (the default), `int8` or `binary`.
+    pub quantization: Option<String>,
 }
 
 /// A collection's stored definition.
@@ -39,6 +41,7 @@ pub struct NativeCollectionInfo {
     pub m: u32,
     pub ef_construction: u32,
     pub ef_search: u32,
+    pub quantization: String,
 }
 
 fn info_of(d: &CollectionDef) -> NativeCollectionInfo {
@@ -49,6 +52,7 @@ fn info_of(d: &CollectionDef) -> NativeCollectionInfo {
         m: d.params.m,
         ef_construction: d.params.ef_construction,
         ef_search: d.params.ef_search,
+        quantization: d.params.quantization.as_str().to_owned(),
     }
 }
 
@@ -63,6 +67,11 @@ pub struct NativeIndexStats {
     pub loaded_from_dump: bool,
     pub dumps: u32,
     pub dumped_bytes: f64,
+    pub graph_bytes: f64,
+    /// `loading` while the index loads in the background after open, then `ready`.
+    pub state: String,
+    pub loaded: f64,
+    pub total: f64,
 }
 
 /// How a search would run (see `CollectionIndex::plan`).
@@ -105,6 +114,10 @@ impl NativeDb {
                 m: p.m,
                 ef_construction: p.ef_construction,
                 ef_search: p.ef_search,
+                quantization: match &p.quantization {
+                    Some(q) => Quantization::parse(q)?,
+                    None => Quantization::None,
+                },
             };
             let idx = engine.vectors().create(engine.store(), &name, params)?;
             Ok(NativeCollection::new(self.ctx.clone(), idx))
@@ -221,6 +234,8 @@ impl NativeCollection {
     }
 
     /// Top-k search; returns packed hits (see `pack_hits`). `ef` 0 = the collection's default.
+    // Positional arguments, as the TS wrapper passes them (no options object to decode per call).
+    #[allow(clippy::too_many_arguments)]
     #[napi]
     pub fn search(
         &self,
@@ -230,10 +245,12 @@ impl NativeCollection {
         ef: u32,
         exact: bool,
         filter: Option<String>,
+        wait: Option<bool>,
     ) -> Result<Buffer> {
         let idx = &self.idx;
         guard(&env, || {
             self.live()?;
+            idx.ready(wait != Some(false))?;
             let o = options(k, ef, exact, filter)?;
             let q = idx.prepare_query(query)?;
             let hits = idx.search(&q, &o);
@@ -246,6 +263,8 @@ impl NativeCollection {
 
     /// Searches many queries (`n * dimension` values, one after another) on all
     /// cores, off the JS thread. Resolves to `[nq u32]` then each query's packed hits.
+    // Positional arguments, as the TS wrapper passes them (no options object to decode per call).
+    #[allow(clippy::too_many_arguments)]
     #[napi(ts_return_type = "Promise<Buffer>")]
     pub fn search_batch(
         &self,
@@ -255,9 +274,13 @@ impl NativeCollection {
         ef: u32,
         exact: bool,
         filter: Option<String>,
+        wait: Option<bool>,
     ) -> Result<AsyncTask<Guarded<SearchBatch>>> {
         let batch = guard(&env, || {
             self.live()?;
+            if wait == Some(false) {
+                self.idx.ready(false)?;
+            }
             let o = options(k, ef, exact, filter)?;
             let dim = self.idx.def.params.dimension as usize;
             if !queries.len().is_multiple_of(dim) {
@@ -324,6 +347,10 @@ impl NativeCollection {
             loaded_from_dump: s.loaded_from_dump,
             dumps: s.dumps as u32,
             dumped_bytes: s.dumped_bytes as f64,
+            graph_bytes: s.graph_bytes as f64,
+            state: if s.loading { "loading" } else { "ready" }.to_owned(),
+            loaded: s.loaded as f64,
+            total: s.total as f64,
         })
     }
 
@@ -422,6 +449,8 @@ impl Work for SearchBatch {
     type JsValue = Buffer;
     fn compute(&mut self) -> CoreResult<Vec<u8>> {
         let (idx, o) = (&self.idx, &self.options);
+        // Waits for a loading index; fails as its loading did, if it did.
+        idx.ready(true)?;
         let parts: Vec<Vec<u8>> = self
             .queries
             .par_iter()

@@ -4,8 +4,10 @@
 
 use crate::error::{Code, Error, Result};
 
-/// Format version of a collection record.
-pub const COLLECTION_FORMAT: u8 = 1;
+/// Format version of a collection record: 1 without quantization (what older
+/// builds wrote and read), 2 with a quantization byte at the end (refused by
+/// older builds with `ERR_VERSION`, which could not search it).
+pub const COLLECTION_FORMAT: u8 = 2;
 /// Largest dimension a collection may have.
 pub const MAX_DIMENSION: u32 = 4096;
 /// Longest collection name, in UTF-8 bytes.
@@ -68,6 +70,61 @@ impl Metric {
     }
 }
 
+/// How a collection's built graph holds its vectors in memory. The graph walk
+/// compares the query with these; with `Int8` or `Binary` the best candidates
+/// are then rescored with the exact `f32` vectors read from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Quantization {
+    /// Exact `f32` vectors.
+    #[default]
+    None,
+    /// One signed byte per component and a scale per vector (about 1/4 of the memory).
+    Int8,
+    /// One bit per component, its sign (about 1/32 of the memory); walks
+    /// compare Hamming distances and rescore more candidates.
+    Binary,
+}
+
+impl Quantization {
+    /// The name as users write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantization::None => "none",
+            Quantization::Int8 => "int8",
+            Quantization::Binary => "binary",
+        }
+    }
+
+    /// Parses `none`, `int8` or `binary`.
+    pub fn parse(s: &str) -> Result<Quantization> {
+        match s {
+            "none" => Ok(Quantization::None),
+            "int8" => Ok(Quantization::Int8),
+            "binary" => Ok(Quantization::Binary),
+            other => Err(Error::invalid(format!(
+                "quantization must be 'none', 'int8' or 'binary', got {other:?}"
+            ))),
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Quantization::None => 0,
+            Quantization::Int8 => 1,
+            Quantization::Binary => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Quantization> {
+        match v {
+            0 => Ok(Quantization::None),
+            1 => Ok(Quantization::Int8),
+            2 => Ok(Quantization::Binary),
+            other => Err(Error::corrupt(format!("unknown quantization tag {other}"))),
+        }
+    }
+}
+
 /// What a collection is created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CollectionParams {
@@ -81,6 +138,8 @@ pub struct CollectionParams {
     pub ef_construction: u32,
     /// Default candidate list size while searching. Default 64.
     pub ef_search: u32,
+    /// How the built graph holds vectors. Default none.
+    pub quantization: Quantization,
 }
 
 impl CollectionParams {
@@ -92,6 +151,7 @@ impl CollectionParams {
             m: 16,
             ef_construction: 200,
             ef_search: 64,
+            quantization: Quantization::None,
         }
     }
 
@@ -137,17 +197,22 @@ pub struct CollectionDef {
 }
 
 impl CollectionDef {
-    /// `[format u8][id u32][dimension u32][metric u8][m u32][ef_construction u32][ef_search u32]` (BE).
+    /// `[format u8][id u32][dimension u32][metric u8][m u32][ef_construction u32][ef_search u32]` (BE),
+    /// then, in format 2 only (a quantized collection), `[quantization u8]`.
     pub fn encode(&self) -> Vec<u8> {
         let p = &self.params;
-        let mut out = Vec::with_capacity(22);
-        out.push(COLLECTION_FORMAT);
+        let mut out = Vec::with_capacity(23);
+        let quantized = p.quantization != Quantization::None;
+        out.push(if quantized { COLLECTION_FORMAT } else { 1 });
         out.extend_from_slice(&self.id.to_be_bytes());
         out.extend_from_slice(&p.dimension.to_be_bytes());
         out.push(p.metric.to_u8());
         out.extend_from_slice(&p.m.to_be_bytes());
         out.extend_from_slice(&p.ef_construction.to_be_bytes());
         out.extend_from_slice(&p.ef_search.to_be_bytes());
+        if quantized {
+            out.push(p.quantization.to_u8());
+        }
         out
     }
 
@@ -155,8 +220,9 @@ impl CollectionDef {
     pub fn decode(name: &[u8], b: &[u8]) -> Result<CollectionDef> {
         let name = String::from_utf8(name.to_vec())
             .map_err(|_| Error::corrupt("collection name is not UTF-8"))?;
-        match b.first() {
-            Some(&COLLECTION_FORMAT) if b.len() == 22 => {}
+        let quantization = match b.first() {
+            Some(&1) if b.len() == 22 => Quantization::None,
+            Some(&COLLECTION_FORMAT) if b.len() == 23 => Quantization::from_u8(b[22])?,
             Some(&f) if f > COLLECTION_FORMAT => {
                 return Err(Error::new(
                     Code::Version,
@@ -164,7 +230,7 @@ impl CollectionDef {
                 ))
             }
             _ => return Err(Error::corrupt(format!("collection {name:?}: bad record"))),
-        }
+        };
         let u = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
         Ok(CollectionDef {
             id: u(1),
@@ -175,6 +241,7 @@ impl CollectionDef {
                 m: u(10),
                 ef_construction: u(14),
                 ef_search: u(18),
+                quantization,
             },
         })
     }
@@ -222,6 +289,14 @@ mod tests {
             params: CollectionParams::new(384, Metric::Cosine),
         };
         assert_eq!(CollectionDef::decode(b"docs", &def.encode()).unwrap(), def);
+        // Unquantized records keep format 1, byte for byte what older builds wrote.
+        assert_eq!(def.encode()[0], 1);
+        for q in [Quantization::Int8, Quantization::Binary] {
+            let mut d = def.clone();
+            d.params.quantization = q;
+            assert_eq!(d.encode()[0], 2);
+            assert_eq!(CollectionDef::decode(b"docs", &d.encode()).unwrap(), d);
+        }
         assert!(def.params.validate().is_ok());
         for bad in [
             CollectionParams::new(0, Metric::L2),

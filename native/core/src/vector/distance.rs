@@ -13,6 +13,7 @@ type Kernel = fn(&[f32], &[f32]) -> f32;
 struct Kernels {
     dot: Kernel,
     l2sq: Kernel,
+    dot_i8: fn(&[f32], &[i8]) -> f32,
 }
 
 fn kernels() -> &'static Kernels {
@@ -24,6 +25,7 @@ fn kernels() -> &'static Kernels {
                 return Kernels {
                     dot: x86::dot_avx2,
                     l2sq: x86::l2sq_avx2,
+                    dot_i8: x86::dot_i8_avx2,
                 };
             }
         }
@@ -32,12 +34,14 @@ fn kernels() -> &'static Kernels {
             return Kernels {
                 dot: arm::dot_neon,
                 l2sq: arm::l2sq_neon,
+                dot_i8: dot_i8_scalar,
             };
         }
         #[allow(unreachable_code)]
         Kernels {
             dot: dot_scalar,
             l2sq: l2sq_scalar,
+            dot_i8: dot_i8_scalar,
         }
     })
 }
@@ -52,6 +56,39 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
     (kernels().l2sq)(a, b)
+}
+
+/// Dot product of an `f32` query and a vector's `int8` codes (before the codes' scale).
+#[inline]
+pub fn dot_i8(q: &[f32], codes: &[i8]) -> f32 {
+    (kernels().dot_i8)(q, codes)
+}
+
+/// Portable `f32` x `int8` dot product; eight accumulators so the compiler can
+/// vectorise it (with AVX2 where [`x86::dot_i8_avx2`] compiles it so).
+#[inline(always)]
+pub fn dot_i8_scalar(q: &[f32], codes: &[i8]) -> f32 {
+    let n = q.len().min(codes.len());
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for j in 0..8 {
+            acc[j] += q[i + j] * codes[i + j] as f32;
+        }
+        i += 8;
+    }
+    let mut s: f32 = acc.iter().sum();
+    while i < n {
+        s += q[i] * codes[i] as f32;
+        i += 1;
+    }
+    s
+}
+
+/// Hamming distance of two bit strings of equal length.
+#[inline]
+pub fn hamming(a: &[u64], b: &[u64]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
 }
 
 /// Portable dot product; eight accumulators so the compiler can vectorise it.
@@ -112,6 +149,16 @@ mod x86 {
     pub fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: selected only after detecting avx2 and fma.
         unsafe { l2sq_impl(a, b) }
+    }
+
+    pub fn dot_i8_avx2(q: &[f32], codes: &[i8]) -> f32 {
+        // SAFETY: selected only after detecting avx2 and fma.
+        unsafe { dot_i8_impl(q, codes) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_i8_impl(q: &[f32], codes: &[i8]) -> f32 {
+        super::dot_i8_scalar(q, codes)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -251,6 +298,29 @@ impl MetricDistance {
                 }
             }
             Metric::L2 => l2sq(a, b),
+        };
+        if d.is_nan() {
+            f32::MAX
+        } else {
+            d.min(f32::MAX)
+        }
+    }
+
+    /// The distance for a dot product `x` of two vectors with squared norms
+    /// `qn` and `xn` (the same value [`Self::distance`] gives, computed from
+    /// parts, as a quantized vector's are).
+    #[inline]
+    pub fn from_dot(&self, x: f32, qn: f32, xn: f32) -> f32 {
+        let d = match self.0 {
+            Metric::Cosine => (1.0 - x).clamp(0.0, 2.0),
+            Metric::Dot => {
+                if x >= 0.0 {
+                    1.0 / (1.0 + x)
+                } else {
+                    1.0 - x
+                }
+            }
+            Metric::L2 => (qn - 2.0 * x + xn).max(0.0),
         };
         if d.is_nan() {
             f32::MAX

@@ -1,5 +1,6 @@
-//! HNSW dumps under `<dir>/index/<collection>/`: the graph as hnsw_rs writes it
-//! plus a manifest (format, collection id and parameters, the commit seq the
+//! HNSW dumps under `<dir>/index/<collection>/`: the frozen base graph in its
+//! in-memory layout (`graph.bin`, see [`Frozen::write`]), so loading reads it
+//! straight into the form searches walk, plus a manifest (format, collection id and parameters, the commit seq the
 //! index reflected, the slot of every live document, file lengths and hashes).
 //! A dump is written to a temporary folder and renamed into place, and loaded
 //! only when its manifest matches the collection and its files hash as recorded;
@@ -8,29 +9,28 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hnsw_rs::api::AnnT;
-use hnsw_rs::hnswio::HnswIo;
 use serde_json::{json, Value as Json};
 
 use super::collection::CollectionDef;
-use super::distance::MetricDistance;
-use super::index::{Graph, LoadedGraph};
+use super::index::Frozen;
 use crate::error::{Error, Result};
 
-/// Format version of a dump's manifest.
-pub const DUMP_FORMAT: u64 = 1;
-const BASENAME: &str = "graph";
+/// Format version of a dump's manifest. Version 1 held hnsw_rs's own files; a
+/// dump of that version is ignored at load (the index is rebuilt from the
+/// stored documents, then dumped in this version).
+pub const DUMP_FORMAT: u64 = 2;
+/// The graph's file in a dump's folder.
+pub const GRAPH_FILE: &str = "graph.bin";
 const MANIFEST: &str = "manifest.json";
 
 /// What a loaded dump gives: the graph, each dumped live document's slot, and
 /// whether the dump reflects exactly the store's current commit.
 pub(crate) struct Loaded {
-    pub graph: Graph,
+    pub graph: Frozen,
     pub slots: HashMap<String, u32>,
     pub current: bool,
 }
@@ -72,6 +72,7 @@ fn params_json(def: &CollectionDef) -> Json {
         "metric": p.metric.as_str(),
         "m": p.m,
         "efConstruction": p.ef_construction,
+        "quantization": p.quantization.as_str(),
     })
 }
 
@@ -79,7 +80,7 @@ fn params_json(def: &CollectionDef) -> Json {
 pub(crate) fn write(
     index_dir: &Path,
     def: &CollectionDef,
-    graph: &Graph,
+    graph: &Frozen,
     slots: &[(u32, Arc<str>)],
     seq: u64,
 ) -> Result<()> {
@@ -91,25 +92,20 @@ pub(crate) fn write(
     let tmp = index_dir.join(format!(".tmp-{}-{}-{stamp}", def.id, std::process::id()));
     let r = (|| -> Result<()> {
         fs::create_dir_all(&tmp)?;
-        let written = catch_unwind(AssertUnwindSafe(|| {
-            graph.with(|g| g.file_dump(&tmp, BASENAME))
-        }))
-        .map_err(|_| Error::new(crate::Code::Io, "the graph dump panicked"))?
-        .map_err(|e| Error::new(crate::Code::Io, format!("graph dump failed: {e}")))?;
-        if written != BASENAME {
-            return Err(Error::new(
-                crate::Code::Io,
-                "graph dump chose another file name",
-            ));
+        {
+            let file = fs::File::create(tmp.join(GRAPH_FILE))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            graph.write(&mut w)?;
+            // No fsync: a torn file after a crash fails its checksum and the
+            // index is rebuilt from the stored documents.
+            w.flush()?;
         }
-        let (graph_len, graph_hash) = hash_file(&tmp.join(format!("{BASENAME}.hnsw.graph")))?;
-        let (data_len, data_hash) = hash_file(&tmp.join(format!("{BASENAME}.hnsw.data")))?;
+        let (graph_len, graph_hash) = hash_file(&tmp.join(GRAPH_FILE))?;
         let manifest = json!({
             "format": DUMP_FORMAT,
             "collection": params_json(def),
             "seq": seq,
             "graph": [graph_len, format!("{graph_hash:016x}")],
-            "data": [data_len, format!("{data_hash:016x}")],
             "slots": slots.iter().map(|(s, id)| json!([s, &**id])).collect::<Vec<_>>(),
         });
         let text = serde_json::to_vec(&manifest)
@@ -194,11 +190,11 @@ pub(crate) fn load(index_dir: &Path, def: &CollectionDef, seq: u64) -> Option<Lo
     if m["format"].as_u64() != Some(DUMP_FORMAT) || m["collection"] != params_json(def) {
         return None;
     }
-    for (key, file) in [("graph", "hnsw.graph"), ("data", "hnsw.data")] {
-        let (len, hash) = hash_file(&dir.join(format!("{BASENAME}.{file}"))).ok()?;
-        if m[key][0].as_u64() != Some(len) || m[key][1].as_str() != Some(&format!("{hash:016x}")) {
-            return None;
-        }
+    let (len, hash) = hash_file(&dir.join(GRAPH_FILE)).ok()?;
+    if m["graph"][0].as_u64() != Some(len)
+        || m["graph"][1].as_str() != Some(&format!("{hash:016x}"))
+    {
+        return None;
     }
     let mut slots = HashMap::new();
     for e in m["slots"].as_array()? {
@@ -207,17 +203,16 @@ pub(crate) fn load(index_dir: &Path, def: &CollectionDef, seq: u64) -> Option<Lo
             u32::try_from(e[0].as_u64()?).ok()?,
         );
     }
-    let dist = MetricDistance(def.params.metric);
-    let graph = catch_unwind(AssertUnwindSafe(|| {
-        LoadedGraph::try_new(Box::new(HnswIo::new(&dir, BASENAME)), |io| {
-            io.load_hnsw_with_dist::<f32, MetricDistance>(dist)
-        })
-        .ok()
-    }))
-    .ok()
-    .flatten()?;
+    let file = fs::File::open(dir.join(GRAPH_FILE)).ok()?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let graph = Frozen::read(
+        &mut r,
+        def.params.dimension as usize,
+        def.params.quantization,
+    )
+    .ok()?;
     Some(Loaded {
-        graph: Graph::Loaded(graph),
+        graph,
         slots,
         current: m["seq"].as_u64() == Some(seq),
     })
@@ -258,19 +253,19 @@ pub(crate) fn verify_all(index_dir: &Path) -> Result<u32> {
             .map_err(|e| damaged(&format!("its manifest is not JSON ({e})")))?;
         match m["format"].as_u64() {
             Some(DUMP_FORMAT) => {}
+            // An older build's dump, ignored at load and replaced by the next dump.
+            Some(1) => continue,
             Some(f) if f > DUMP_FORMAT => continue, // a newer build's dump: not ours to judge
             _ => return Err(damaged("its manifest has no known format")),
         }
-        for (key, file) in [("graph", "hnsw.graph"), ("data", "hnsw.data")] {
-            let (len, hash) = hash_file(&dir.join(format!("{BASENAME}.{file}")))
-                .map_err(|e| damaged(&format!("{BASENAME}.{file}: {}", e.message)))?;
-            if m[key][0].as_u64() != Some(len)
-                || m[key][1].as_str() != Some(&format!("{hash:016x}"))
-            {
-                return Err(damaged(&format!(
-                    "{BASENAME}.{file} does not match the length and checksum its manifest records"
-                )));
-            }
+        let (len, hash) = hash_file(&dir.join(GRAPH_FILE))
+            .map_err(|e| damaged(&format!("{GRAPH_FILE}: {}", e.message)))?;
+        if m["graph"][0].as_u64() != Some(len)
+            || m["graph"][1].as_str() != Some(&format!("{hash:016x}"))
+        {
+            return Err(damaged(&format!(
+                "{GRAPH_FILE} does not match the length and checksum its manifest records"
+            )));
         }
         if !m["slots"].is_array() || m["seq"].as_u64().is_none() {
             return Err(damaged("its manifest lacks the slots or commit seq"));

@@ -1,6 +1,13 @@
-//! One collection's in-memory state: the HNSW graph (hnsw_rs) derived from the
-//! stored documents, the live id map, tombstones, and the pending list of
-//! committed documents the indexer has not put in the graph yet.
+//! One collection's in-memory state: the HNSW graph derived from the stored
+//! documents, the live id map, tombstones, and the pending list of committed
+//! documents the indexer has not put in the graph yet.
+//!
+//! The graph is two parts: the base, a built graph frozen into its compact form
+//! (see `frozen`), and the delta, an hnsw_rs graph of what was inserted since.
+//! A first build freezes as soon as the indexer is idle; once the delta reaches
+//! [`DELTA_MERGE_RATIO`] of the base, a rebuild merges both into a new base. A
+//! collection so holds one copy of each vector and compact links, and a walk
+//! covers both parts.
 //!
 //! The writer records each committed change here before it acknowledges the
 //! commit; the indexer thread moves pending documents into the graph. A search
@@ -19,8 +26,8 @@ use serde_json::Value as Json;
 use super::collection::{CollectionDef, Metric};
 use super::distance::{normalize, MetricDistance};
 use super::filter::Filter;
-use super::frozen::Frozen;
-pub(crate) use super::graph::{for_each_point, new_graph, Graph, LoadedGraph};
+pub(crate) use super::frozen::Frozen;
+use super::graph::{for_each_point, new_graph, BuiltGraph};
 use super::live::{estimate, Live, Matcher, Slot};
 use super::search::{merge, Cand, TopK};
 pub use super::search::{Hit, IndexStats, PlanKind, PlanReason, SearchOptions, SearchPlan};
@@ -62,6 +69,29 @@ const PRIOR_VISITS_PER_EF_LINK: f64 = 0.6;
 /// background dumps stay under twice the final graph's, however the load is
 /// chunked, and a crash costs re-indexing at most what changed since the last dump.
 const DUMP_MIN_CHANGES: u64 = 256;
+/// The delta is merged into the base (by a rebuild) once it holds this fraction
+/// of the base's points: a collection grown by small commits rebuilds at sizes
+/// that grow geometrically (about 3x the insert work of one build in all), and a
+/// walk never spends more than a third of its time in the slower delta.
+const DELTA_MERGE_RATIO: f64 = 0.5;
+/// Room a fresh delta graph starts with.
+const DELTA_CAPACITY: usize = 1024;
+
+/// A collection's graph: the frozen base and the hnsw_rs delta, swapped
+/// together (under the live documents' write lock) so a walk sees each point
+/// in exactly one of them.
+#[derive(Clone)]
+pub(crate) struct Graphs {
+    pub base: Option<Arc<Frozen>>,
+    pub delta: Arc<BuiltGraph>,
+}
+
+/// Reads documents' exact vectors (in graph space) from the store, for a
+/// quantized graph: rescoring its candidates, exact scans, rebuilds.
+pub(crate) trait VectorSource: Send + Sync {
+    /// The vectors of `ids`, in order; `None` for one not stored (any more).
+    fn vectors(&self, ids: &[&str]) -> Vec<Option<Vec<f32>>>;
+}
 
 /// A committed change to one document, as the writer hands it over.
 pub struct Change {
@@ -79,8 +109,9 @@ pub(crate) type LoadedDoc = (Arc<str>, Vec<f32>, Option<Json>, u64);
 
 /// What a dump captures.
 pub(crate) struct DumpState {
-    pub graph: Arc<Graph>,
-    /// `(slot, id)` of every live document.
+    pub base: Arc<Frozen>,
+    /// `(slot, id)` of every live document in the base (those of the delta are
+    /// indexed again from their stored vectors when the dump is loaded).
     pub slots: Vec<(u32, Arc<str>)>,
     /// The commit seq the captured state reflects.
     pub seq: u64,
@@ -90,17 +121,25 @@ pub(crate) struct DumpState {
     pub points: u64,
 }
 
+/// Background loading of an index after open: how far it got, and the commits
+/// that arrived meanwhile (applied, in order, once the stored documents are in).
+#[derive(Default)]
+struct Loading {
+    active: bool,
+    loaded: u64,
+    total: u64,
+    held: Vec<Change>,
+    /// Why loading failed (a damaged stored document): searches report it.
+    failed: Option<Error>,
+}
+
 /// One collection's index.
 pub struct CollectionIndex {
     /// The stored definition.
     pub def: CollectionDef,
     dist: MetricDistance,
     live: RwLock<Live>,
-    graph: RwLock<Arc<Graph>>,
-    /// Fast-walk snapshot of `graph`, when one was taken since its last change.
-    frozen: RwLock<Option<Arc<Frozen>>>,
-    /// `(graph address, points)` of the last snapshot attempt, so a graph is frozen once.
-    frozen_attempt: Mutex<(usize, usize)>,
+    graphs: RwLock<Graphs>,
     idle: (Mutex<()>, Condvar),
     rebuilds: AtomicU64,
     rebuild_requested: AtomicBool,
@@ -119,6 +158,10 @@ pub struct CollectionIndex {
     /// bits (a moving average; 0 until a walk was measured).
     visits_per_ef: AtomicU64,
     pub(crate) dropped: AtomicBool,
+    /// Where exact vectors come from when the base is quantized.
+    source: std::sync::OnceLock<Arc<dyn VectorSource>>,
+    loading: Mutex<Loading>,
+    ready: Condvar,
 }
 
 impl std::fmt::Debug for CollectionIndex {
@@ -133,14 +176,15 @@ impl std::fmt::Debug for CollectionIndex {
 impl CollectionIndex {
     pub(crate) fn new(def: CollectionDef) -> Self {
         let dist = MetricDistance(def.params.metric);
-        let graph = Arc::new(Graph::Built(new_graph(&def, 1024)));
+        let graphs = Graphs {
+            base: None,
+            delta: Arc::new(new_graph(&def, DELTA_CAPACITY)),
+        };
         CollectionIndex {
             def,
             dist,
             live: RwLock::new(Live::default()),
-            graph: RwLock::new(graph),
-            frozen: RwLock::new(None),
-            frozen_attempt: Mutex::new((0, 0)),
+            graphs: RwLock::new(graphs),
             idle: (Mutex::new(()), Condvar::new()),
             rebuilds: AtomicU64::new(0),
             rebuild_requested: AtomicBool::new(false),
@@ -153,11 +197,133 @@ impl CollectionIndex {
             loaded_from_dump: AtomicBool::new(false),
             visits_per_ef: AtomicU64::new(0),
             dropped: AtomicBool::new(false),
+            source: std::sync::OnceLock::new(),
+            loading: Mutex::new(Loading::default()),
+            ready: Condvar::new(),
         }
     }
 
-    /// Records committed changes (called by the writer after the LMDB commit, before acknowledging).
+    /// Sets where exact vectors are read from (once, before the index is shared).
+    pub(crate) fn set_source(&self, source: Arc<dyn VectorSource>) {
+        let _ = self.source.set(source);
+    }
+
+    /// The exact vectors of live slots `slots` (those the store still holds),
+    /// as `(slot, vector)`. `live` is the caller's read lock.
+    fn fetch(&self, live: &Live, slots: impl Iterator<Item = u32>) -> Vec<(u32, Vec<f32>)> {
+        let Some(source) = self.source.get() else {
+            return Vec::new();
+        };
+        let wanted: Vec<(u32, Arc<str>)> = slots
+            .filter_map(|s| {
+                live.slots
+                    .get(s as usize)
+                    .and_then(|x| x.id.clone())
+                    .map(|id| (s, id))
+            })
+            .collect();
+        let ids: Vec<&str> = wanted.iter().map(|(_, id)| &**id).collect();
+        wanted
+            .iter()
+            .zip(source.vectors(&ids))
+            .filter_map(|((s, _), v)| v.map(|v| (*s, v)))
+            .collect()
+    }
+
+    /// Candidates of a quantized walk with their exact distances, nearest first
+    /// (dead slots dropped). `live` is the caller's read lock.
+    fn rescore(&self, live: &Live, query: &[f32], cands: &[(f32, u32)]) -> Vec<(f32, u32)> {
+        let mut out: Vec<(f32, u32)> = self
+            .fetch(live, cands.iter().map(|c| c.1))
+            .into_iter()
+            .map(|(s, v)| (self.dist.distance(query, &v), s))
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        out
+    }
+
+    /// Marks the index as loading in the background: commits recorded meanwhile
+    /// are held until [`Self::finish_loading`].
+    pub(crate) fn start_loading(&self) {
+        self.loading.lock().active = true;
+    }
+
+    /// Reports loading progress: `loaded` of `total` stored documents read.
+    pub(crate) fn loading_progress(&self, loaded: u64, total: u64) {
+        let mut l = self.loading.lock();
+        l.loaded = loaded;
+        l.total = total;
+    }
+
+    /// Ends loading: applies the commits held meanwhile (a commit the loader
+    /// already read is applied again, to the same effect) and wakes waiters.
+    pub(crate) fn finish_loading(&self) {
+        let mut l = self.loading.lock();
+        if !l.active {
+            return;
+        }
+        let held = std::mem::take(&mut l.held);
+        if !held.is_empty() {
+            self.apply_now(held);
+        }
+        l.active = false;
+        l.loaded = l.total;
+        self.ready.notify_all();
+    }
+
+    /// Ends loading with an error (the stored documents could not be read):
+    /// searches and waits return it from then on.
+    pub(crate) fn fail_loading(&self, e: Error) {
+        self.loading.lock().failed = Some(e);
+        self.finish_loading();
+    }
+
+    /// `(loaded, total)` stored documents while the index loads in the background.
+    pub fn loading(&self) -> Option<(u64, u64)> {
+        let l = self.loading.lock();
+        l.active.then_some((l.loaded, l.total))
+    }
+
+    /// Returns once the index has loaded (at once when it has); with `wait`
+    /// false, fails with `ERR_NOT_READY` instead of waiting.
+    pub fn ready(&self, wait: bool) -> Result<()> {
+        let mut l = self.loading.lock();
+        while l.active {
+            if !wait {
+                return Err(Error::new(
+                    Code::NotReady,
+                    format!(
+                        "vector collection {:?} is still loading ({} of {} documents); search again once stats().state is 'ready', or without {{ wait: false }} to wait for it",
+                        self.def.name, l.loaded, l.total
+                    ),
+                ));
+            }
+            if self.dropped.load(AtomicOrdering::Acquire) {
+                break;
+            }
+            self.ready.wait_for(&mut l, Duration::from_millis(50));
+        }
+        match &l.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records committed changes (called by the writer after the LMDB commit,
+    /// before acknowledging); held while the index loads.
     pub(crate) fn apply(&self, changes: Vec<Change>) {
+        {
+            let mut l = self.loading.lock();
+            if l.active {
+                l.held.extend(changes);
+                return;
+            }
+        }
+        self.apply_now(changes);
+    }
+
+    /// Records committed changes in the live documents and pending list.
+    pub(crate) fn apply_now(&self, changes: Vec<Change>) {
         self.dirty.store(true, AtomicOrdering::Release);
         let mut live = self.live.write();
         // Counted under the lock, so a dump capturing the state resets exactly what it holds.
@@ -184,23 +350,28 @@ impl CollectionIndex {
     /// last dump, everything indexed): the graph and the live documents' slots.
     /// `seq` is read under the same lock, so it never runs ahead of the captured state.
     pub(crate) fn dump_state(&self, seq: impl FnOnce() -> u64) -> Option<DumpState> {
-        if !self.dirty.load(AtomicOrdering::Acquire) {
+        if !self.dirty.load(AtomicOrdering::Acquire) || self.loading().is_some() {
             return None;
         }
         let live = self.live.read();
-        if !live.pending.is_empty() || live.in_graph == 0 {
+        if !live.pending.is_empty() {
             return None;
         }
-        let slots = live.ids.iter().map(|(id, s)| (*s, id.clone())).collect();
+        let base = self.graphs.read().base.clone()?;
+        let slots = base
+            .slots()
+            .iter()
+            .filter_map(|&s| live.slots[s as usize].id.clone().map(|id| (s, id)))
+            .collect();
         let seq = seq();
         self.dirty.store(false, AtomicOrdering::Release);
         let changes = self.changes_since_dump.swap(0, AtomicOrdering::Relaxed);
         Some(DumpState {
-            graph: self.graph.read().clone(),
+            points: base.points as u64,
+            base,
             slots,
             seq,
             changes,
-            points: live.in_graph as u64,
         })
     }
 
@@ -225,13 +396,18 @@ impl CollectionIndex {
     /// is about to replace it) and enough changed since the last dump.
     pub(crate) fn dump_due(&self) -> bool {
         if self.dropped.load(AtomicOrdering::Acquire)
+            || self.loading().is_some()
             || !self.dirty.load(AtomicOrdering::Acquire)
             || self.rebuilding.load(AtomicOrdering::Acquire)
         {
             return false;
         }
         let live = self.live.read();
-        if !live.pending.is_empty() || live.in_graph == 0 || self.rebuild_due(&live) {
+        if !live.pending.is_empty()
+            || self.graphs.read().base.is_none()
+            || self.rebuild_due(&live)
+            || self.compact_due()
+        {
             return false;
         }
         let threshold = self
@@ -249,7 +425,7 @@ impl CollectionIndex {
     /// when a document that needs indexing came without its vector.
     pub(crate) fn install_loaded(
         &self,
-        graph: Graph,
+        base: Frozen,
         dumped: &HashMap<String, u32>,
         current: bool,
         docs: Vec<LoadedDoc>,
@@ -262,16 +438,16 @@ impl CollectionIndex {
         }
         let mut in_graph: Vec<u32> = Vec::new();
         let mut mismatched = Vec::new();
-        for_each_point(&graph, |s, v| {
+        for (node, &s) in base.slots().iter().enumerate() {
             in_graph.push(s);
             if !current {
                 if let Some(&i) = claim.get(&s) {
-                    if docs[i].1.as_slice() != v {
+                    if !base.holds(node, &docs[i].1) {
                         mismatched.push(s);
                     }
                 }
             }
-        });
+        }
         for s in mismatched {
             claim.remove(&s);
         }
@@ -339,26 +515,32 @@ impl CollectionIndex {
         self.loaded_from_dump.store(true, AtomicOrdering::Release);
         self.dumped_points
             .store(live.in_graph as u64, AtomicOrdering::Relaxed);
-        *self.live.write() = live;
-        *self.graph.write() = Arc::new(graph);
+        let mut live_now = self.live.write();
+        *live_now = live;
+        self.graphs.write().base = Some(Arc::new(base));
+        drop(live_now);
         self.dirty.store(changed, AtomicOrdering::Release);
         true
     }
 
-    /// Whether the indexer has work here (pending documents or a rebuild due).
+    /// Whether the indexer has work here (pending documents, a rebuild or a
+    /// freeze or merge of the delta due).
     pub(crate) fn needs_work(&self) -> bool {
+        if self.loading().is_some() {
+            return false;
+        }
         let live = self.live.read();
-        !live.pending.is_empty() || self.rebuild_due(&live) || self.freeze_due()
+        !live.pending.is_empty() || self.rebuild_due(&live) || self.compact_due()
     }
 
-    /// Whether the graph changed since the last fast-walk snapshot was attempted.
-    fn freeze_due(&self) -> bool {
-        let graph = self.graph.read().clone();
-        let now = (
-            Arc::as_ptr(&graph) as usize,
-            graph.with(|g| g.get_nb_point()),
-        );
-        now.1 > 0 && *self.frozen_attempt.lock() != now
+    /// Whether the delta should be frozen (no base yet) or merged into the base.
+    fn compact_due(&self) -> bool {
+        let g = self.graphs.read();
+        let delta = g.delta.get_nb_point();
+        delta > 0
+            && g.base
+                .as_ref()
+                .is_none_or(|b| delta as f64 >= DELTA_MERGE_RATIO * b.points as f64)
     }
 
     fn rebuild_due(&self, live: &Live) -> bool {
@@ -367,8 +549,10 @@ impl CollectionIndex {
                 && live.tombstones as f64 >= REBUILD_RATIO * live.in_graph as f64)
     }
 
-    /// Indexer: moves up to one batch of pending documents into the graph, then
-    /// rebuilds if tombstones passed the threshold. Only the indexer thread calls this.
+    /// Indexer: moves up to one batch of pending documents into the delta, then
+    /// (once nothing is pending) rebuilds if tombstones passed the threshold or
+    /// the delta outgrew the base, or freezes the delta into the first base.
+    /// Only the indexer thread calls this.
     pub(crate) fn index_round(&self) {
         let taken: Vec<(u32, Arc<[f32]>, bool)> = {
             let live = self.live.read();
@@ -379,19 +563,17 @@ impl CollectionIndex {
                 .collect()
         };
         if !taken.is_empty() {
-            let graph = self.graph.read().clone();
-            graph.with(|g| {
-                let insert = |(s, v, ok): &(u32, Arc<[f32]>, bool)| {
-                    if *ok {
-                        g.insert_slice((v, *s as usize));
-                    }
-                };
-                if taken.len() >= PARALLEL_MIN {
-                    taken.par_iter().for_each(insert);
-                } else {
-                    taken.iter().for_each(insert);
+            let delta = self.graphs.read().delta.clone();
+            let insert = |(s, v, ok): &(u32, Arc<[f32]>, bool)| {
+                if *ok {
+                    delta.insert_slice((v, *s as usize));
                 }
-            });
+            };
+            if taken.len() >= PARALLEL_MIN {
+                taken.par_iter().for_each(insert);
+            } else {
+                taken.iter().for_each(insert);
+            }
             let mut live = self.live.write();
             for (s, _, inserted) in &taken {
                 live.pending.pop_front();
@@ -405,19 +587,28 @@ impl CollectionIndex {
                 }
             }
         }
-        let due = {
+        let (rebuild, compact) = {
             let live = self.live.read();
-            live.pending.is_empty() && self.rebuild_due(&live)
+            let idle = live.pending.is_empty();
+            (idle && self.rebuild_due(&live), idle && self.compact_due())
         };
-        if due {
+        let has_base = self.graphs.read().base.is_some();
+        if rebuild || (compact && has_base) {
             self.rebuild_now();
-        }
-        if self.live.read().pending.is_empty() && self.freeze_due() {
-            let graph = self.graph.read().clone();
-            let points = graph.with(|g| g.get_nb_point());
-            let f = Frozen::take(&graph, self.def.params.dimension as usize);
-            *self.frozen.write() = f.map(Arc::new);
-            *self.frozen_attempt.lock() = (Arc::as_ptr(&graph) as usize, points);
+        } else if compact {
+            let delta = self.graphs.read().delta.clone();
+            if let Some(base) = Frozen::take(
+                &delta,
+                self.def.params.dimension as usize,
+                self.def.params.quantization,
+            ) {
+                let _live = self.live.write();
+                *self.graphs.write() = Graphs {
+                    base: Some(Arc::new(base)),
+                    delta: Arc::new(new_graph(&self.def, DELTA_CAPACITY)),
+                };
+                self.dirty.store(true, AtomicOrdering::Release);
+            }
         }
         let _g = self.idle.0.lock();
         self.idle.1.notify_all();
@@ -428,40 +619,62 @@ impl CollectionIndex {
         self.rebuild_requested.store(true, AtomicOrdering::Release);
     }
 
-    /// Builds a new graph from the live documents and swaps it in. Searches keep
-    /// using the old graph meanwhile; commits keep landing in pending.
+    /// Builds a new graph from the live documents of the base and the delta,
+    /// freezes it and swaps it in as the base (with an empty delta). Searches
+    /// keep using the old graphs meanwhile; commits keep landing in pending.
     fn rebuild_now(&self) {
         self.rebuilding.store(true, AtomicOrdering::Release);
-        let old = self.graph.read().clone();
+        let old = self.graphs.read().clone();
         let points: Vec<(u32, Vec<f32>)> = {
             let live = self.live.read();
             let mut points = Vec::with_capacity(live.in_graph);
-            for_each_point(&old, |s, v| {
+            let mut keep = |s: u32, v: &[f32]| {
                 if live.is_live(s) {
                     points.push((s, v.to_vec()));
                 }
-            });
+            };
+            if let Some(b) = &old.base {
+                if !b.for_each_point(&mut keep) {
+                    // Quantized: the exact vectors come from the store.
+                    for (s, v) in self.fetch(&live, b.slots().iter().copied()) {
+                        keep(s, &v);
+                    }
+                }
+            }
+            for_each_point(&old.delta, &mut keep);
             points
         };
+        drop(old);
         let fresh = new_graph(&self.def, points.len());
         points
             .par_iter()
             .for_each(|(s, v)| fresh.insert_slice((v, *s as usize)));
+        let slots: Vec<u32> = points.into_iter().map(|(s, _)| s).collect();
+        let base = Frozen::take(
+            &fresh,
+            self.def.params.dimension as usize,
+            self.def.params.quantization,
+        )
+        .map(Arc::new);
+        drop(fresh);
         let mut live = self.live.write();
-        *self.graph.write() = Arc::new(Graph::Built(fresh));
+        *self.graphs.write() = Graphs {
+            base,
+            delta: Arc::new(new_graph(&self.def, DELTA_CAPACITY)),
+        };
         self.dirty.store(true, AtomicOrdering::Release);
         for s in live.slots.iter_mut() {
             s.in_graph = false;
         }
         let mut tombstones = 0;
-        for (s, _) in &points {
+        for s in &slots {
             let slot = &mut live.slots[*s as usize];
             slot.in_graph = true;
             if slot.id.is_none() {
                 tombstones += 1;
             }
         }
-        live.in_graph = points.len();
+        live.in_graph = slots.len();
         live.tombstones = tombstones;
         self.rebuilds.fetch_add(1, AtomicOrdering::Relaxed);
         // Cleared only now, so `wait_indexed` waits for the rebuild it asked for.
@@ -470,10 +683,20 @@ impl CollectionIndex {
     }
 
     /// Blocks until every document committed so far is in the graph, no rebuild
-    /// is due or running and the fast-walk snapshot is current (or `timeout` passes, or the collection is dropped).
+    /// is due or running and the delta needs no freeze or merge (or `timeout` passes, or the collection is dropped).
     /// Returns whether that state was reached.
     pub fn wait_indexed(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
+        {
+            let mut l = self.loading.lock();
+            while l.active {
+                if self.dropped.load(AtomicOrdering::Acquire)
+                    || self.ready.wait_until(&mut l, deadline).timed_out()
+                {
+                    return false;
+                }
+            }
+        }
         loop {
             if self.dropped.load(AtomicOrdering::Acquire) {
                 return false;
@@ -483,7 +706,7 @@ impl CollectionIndex {
                 if live.pending.is_empty()
                     && !self.rebuilding.load(AtomicOrdering::Acquire)
                     && !self.rebuild_due(&live)
-                    && !self.freeze_due()
+                    && !self.compact_due()
                 {
                     return true;
                 }
@@ -505,6 +728,7 @@ impl CollectionIndex {
 
     /// Counters.
     pub fn stats(&self) -> IndexStats {
+        let loading = self.loading();
         let live = self.live.read();
         IndexStats {
             count: live.ids.len(),
@@ -515,21 +739,38 @@ impl CollectionIndex {
             loaded_from_dump: self.loaded_from_dump.load(AtomicOrdering::Acquire),
             dumps: self.dumps.load(AtomicOrdering::Relaxed),
             dumped_bytes: self.dumped_bytes.load(AtomicOrdering::Relaxed),
+            graph_bytes: self.graph_bytes() as u64,
+            loading: loading.is_some(),
+            loaded: loading.map_or(live.ids.len() as u64, |l| l.0),
+            total: loading.map_or(live.ids.len() as u64, |l| l.1),
         }
+    }
+
+    /// Bytes the graph holds: the base exactly; the delta estimated from
+    /// hnsw_rs's layout (a vector, `2 * m` neighbour records of 24 bytes at
+    /// layer 0, the point's own allocations).
+    fn graph_bytes(&self) -> usize {
+        let g = self.graphs.read();
+        let per_delta_point =
+            4 * self.def.params.dimension as usize + 2 * self.def.params.m as usize * 24 + 128;
+        g.base.as_ref().map_or(0, |b| b.heap_bytes()) + g.delta.get_nb_point() * per_delta_point
     }
 
     /// Live document count.
     pub fn count(&self) -> usize {
+        let _ = self.ready(true);
         self.live.read().ids.len()
     }
 
     /// Whether `id` is a live document of the index.
     pub fn contains(&self, id: &str) -> bool {
+        let _ = self.ready(true);
         self.live.read().ids.contains_key(id)
     }
 
     /// `(id, record hash)` of every live document, unordered.
     pub(crate) fn id_hashes(&self) -> HashMap<Arc<str>, u64> {
+        let _ = self.ready(true);
         let live = self.live.read();
         live.ids
             .iter()
@@ -539,6 +780,7 @@ impl CollectionIndex {
 
     /// Every live document id, unordered (for verification).
     pub fn ids(&self) -> Vec<Arc<str>> {
+        let _ = self.ready(true);
         self.live.read().ids.keys().cloned().collect()
     }
 
@@ -575,6 +817,7 @@ impl CollectionIndex {
     /// with a filter, goes on until it has found `ef` matching points, so it
     /// visits about `1 / selectivity` times as many as an unfiltered walk.
     pub fn plan(&self, o: &SearchOptions) -> SearchPlan {
+        let _ = self.ready(true);
         let filter = o.filter.as_ref().filter(|f| !f.is_empty());
         let live = self.live.read();
         let (matcher, cached) = live.matcher(filter, true);
@@ -650,7 +893,9 @@ impl CollectionIndex {
     }
 
     /// Top-k search, best first. `query` must come from [`Self::prepare_query`].
+    /// Waits for the index to load first (see [`Self::ready`]).
     pub fn search(&self, query: &[f32], o: &SearchOptions) -> Vec<Hit> {
+        let _ = self.ready(true);
         if o.k == 0 {
             return Vec::new();
         }
@@ -680,12 +925,13 @@ impl CollectionIndex {
 
     /// Brute force over the graph's points and pending.
     fn exact(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Vec<Cand> {
-        let graph = self.graph.read().clone();
         let live = self.live.read();
+        // Read under the live lock: every slot marked in_graph is in these graphs.
+        let graphs = self.graphs.read().clone();
         let (allows, _) = live.matcher(filter, false);
         let mut top = TopK::new(k);
         self.scan_pending(&live, query, &mut top, &allows);
-        for_each_point(&graph, |s, v| {
+        let mut visit = |s: u32, v: &[f32]| {
             // A point whose slot is not marked in_graph is still in pending (scanned above).
             if live.slots.get(s as usize).is_some_and(|x| x.in_graph) && allows.allows(s) {
                 let d = self.dist.distance(query, v);
@@ -693,12 +939,49 @@ impl CollectionIndex {
                     top.push(Cand { dist: d, slot: s });
                 }
             }
-        });
+        };
+        if let Some(b) = &graphs.base {
+            if !b.for_each_point(&mut visit) {
+                // Quantized: the matching points' exact vectors come from the store.
+                let matching = b.slots().iter().copied().filter(|&s| {
+                    live.slots.get(s as usize).is_some_and(|x| x.in_graph) && allows.allows(s)
+                });
+                for (s, v) in self.fetch(&live, matching) {
+                    visit(s, &v);
+                }
+            }
+        }
+        for_each_point(&graphs.delta, &mut visit);
         top.into_sorted()
     }
 
-    /// HNSW walk plus pending. `None` when the graph could not supply k live matches
-    /// (the caller falls back to exact search).
+    /// The nearest `want` points of the delta graph (hnsw_rs's walk), keeping
+    /// only those `allow` accepts when given.
+    fn walk_delta(
+        delta: &BuiltGraph,
+        query: &[f32],
+        want: usize,
+        ef: usize,
+        allow: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<(f32, u32)> {
+        if delta.get_nb_point() == 0 {
+            return Vec::new();
+        }
+        let found = match allow {
+            Some(f) => {
+                let allow = |id: &usize| f(*id as u32);
+                delta.search_filter(query, want, ef, Some(&allow))
+            }
+            None => delta.search(query, want, ef),
+        };
+        found
+            .into_iter()
+            .map(|nb| (nb.distance, nb.d_id as u32))
+            .collect()
+    }
+
+    /// HNSW walk of the base and the delta, plus pending. `None` when the graph
+    /// could not supply k live matches (the caller falls back to exact search).
     fn graph_search(
         &self,
         query: &[f32],
@@ -707,11 +990,12 @@ impl CollectionIndex {
         filter: Option<&Filter>,
         selectivity: f64,
     ) -> Option<Vec<Cand>> {
-        let graph = self.graph.read().clone();
-        // Pending first: anything acknowledged before this search is either in
-        // pending now or already in the graph.
-        let (top, in_graph_live, tomb_ratio) = {
+        // Pending first, and the graphs read under the same lock: anything
+        // acknowledged before this search is either in pending now or already
+        // in these graphs.
+        let (top, in_graph_live, tomb_ratio, graphs) = {
             let live = self.live.read();
+            let graphs = self.graphs.read().clone();
             let (allows, _) = live.matcher(filter, false);
             let mut top = TopK::new(k);
             self.scan_pending(&live, query, &mut top, &allows);
@@ -721,34 +1005,24 @@ impl CollectionIndex {
             } else {
                 live.tombstones as f64 / live.in_graph as f64
             };
-            (top, in_graph_live, ratio)
+            (top, in_graph_live, ratio, graphs)
         };
         if filter.is_some() {
             let live = self.live.read();
             let (allows, _) = live.matcher(filter, false);
-            let frozen = self
-                .frozen
-                .read()
-                .clone()
-                .filter(|fz| fz.is_current(&graph));
-            let found: Vec<(f32, u32)> = match &frozen {
-                Some(fz) => {
-                    let allow = |s: u32| allows.allows(s);
-                    let (mut r, visits) = fz.search_filtered(&self.dist, query, ef, Some(&allow));
-                    self.record_walk(visits, ef, selectivity, fz.points);
-                    r.truncate(k);
-                    r
+            let allow = |s: u32| allows.allows(s);
+            let mut found: Vec<(f32, u32)> = Vec::new();
+            if let Some(base) = &graphs.base {
+                let (mut r, visits) =
+                    base.search_filtered(&self.dist, query, base.walk_width(ef), Some(&allow));
+                self.record_walk(visits, ef, selectivity, base.points);
+                if base.quantized() {
+                    r = self.rescore(&live, query, &r);
                 }
-                None => {
-                    let allow = |id: &usize| allows.allows(*id as u32);
-                    graph.with(|g| {
-                        g.search_filter(query, k, ef, Some(&allow))
-                            .into_iter()
-                            .map(|nb| (nb.distance, nb.d_id as u32))
-                            .collect()
-                    })
-                }
-            };
+                r.truncate(k);
+                found = r;
+            }
+            found.extend(Self::walk_delta(&graphs.delta, query, k, ef, Some(&allow)));
             let mut got: Vec<Cand> = top.heap.iter().copied().collect();
             let mut n = 0;
             for (d, s) in found {
@@ -763,21 +1037,27 @@ impl CollectionIndex {
         let mut want = ((k as f64 / (1.0 - tomb_ratio.min(0.9))).ceil() as usize)
             + if tomb_ratio > 0.0 { 8 } else { 0 };
         loop {
-            let frozen = self.frozen.read().clone().filter(|f| f.is_current(&graph));
-            let found: Vec<(f32, u32)> = match &frozen {
-                Some(f) => {
-                    let (mut r, visits) = f.search(&self.dist, query, ef.max(want));
-                    self.record_walk(visits, ef.max(want), 1.0, f.points);
-                    r.truncate(want);
-                    r
+            let mut found: Vec<(f32, u32)> = Vec::new();
+            if let Some(base) = &graphs.base {
+                let (mut r, visits) = base.search(&self.dist, query, base.walk_width(ef.max(want)));
+                self.record_walk(visits, ef.max(want), 1.0, base.points);
+                if base.quantized() {
+                    r = self.rescore(&self.live.read(), query, &r);
                 }
-                None => graph.with(|g| {
-                    g.search(query, want, ef.max(want))
-                        .into_iter()
-                        .map(|nb| (nb.distance, nb.d_id as u32))
-                        .collect()
-                }),
-            };
+                r.truncate(want);
+                found = r;
+            }
+            found.extend(Self::walk_delta(
+                &graphs.delta,
+                query,
+                want,
+                ef.max(want),
+                None,
+            ));
+            if graphs.base.is_some() && graphs.delta.get_nb_point() > 0 {
+                found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                found.truncate(want);
+            }
             let live = self.live.read();
             let mut got: Vec<Cand> = top.heap.iter().copied().collect();
             let mut n = 0;

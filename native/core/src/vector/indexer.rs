@@ -32,7 +32,7 @@ impl Shared {
     /// Writes a captured dump of `c` and records the outcome. Failures only cost
     /// re-indexing at the next open.
     pub(super) fn write_dump(&self, dir: &Path, c: &CollectionIndex, state: DumpState) {
-        let ok = dump::write(dir, &c.def, &state.graph, &state.slots, state.seq).is_ok();
+        let ok = dump::write(dir, &c.def, &state.base, &state.slots, state.seq).is_ok();
         let bytes = ok.then(|| folder_bytes(&dump::folder(dir, &c.def.name)));
         if ok && c.dropped.load(Ordering::Acquire) {
             // Dropped while the dump was written (after the drop removed the old one).

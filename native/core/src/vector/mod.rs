@@ -41,7 +41,7 @@ mod search;
 mod shared;
 mod sync;
 
-pub use collection::{CollectionDef, CollectionParams, Metric};
+pub use collection::{CollectionDef, CollectionParams, Metric, Quantization};
 pub use filter::Filter;
 pub use index::{
     Change, CollectionIndex, Hit, IndexStats, PlanKind, PlanReason, SearchOptions, SearchPlan,

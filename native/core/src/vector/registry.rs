@@ -29,6 +29,8 @@ const META_NEXT_COLLECTION: &[u8] = b"vector_next_collection_id";
 pub struct Registry {
     pub(super) shared: Arc<Shared>,
     indexer: Mutex<Option<JoinHandle<()>>>,
+    /// The thread loading the indexes after open (see [`Registry::load`]).
+    loader: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Default for Registry {
@@ -49,74 +51,61 @@ impl Registry {
         Registry {
             shared,
             indexer: Mutex::new(indexer),
+            loader: Mutex::new(None),
         }
     }
 
-    /// Loads every collection and its documents from the store. A collection's
-    /// graph comes from its dump under `<dir>/index/` when that is valid (documents
-    /// changed since are reconciled); otherwise it is built in the background
-    /// (searches are exact over what is not indexed yet).
-    pub(crate) fn load(&self, store: &Store, dir: &Path) -> Result<()> {
+    /// Opens every collection of the store and starts loading their indexes in
+    /// the background (see [`load_all`]): this returns once the definitions are
+    /// read, and each index reports its progress in its stats until it is
+    /// ready; commits meanwhile are held by the index and applied after.
+    pub(crate) fn load(&self, store: &Arc<Store>, dir: &Path) -> Result<()> {
+        *self.shared.store.lock() = Arc::downgrade(store);
         let index_dir = dir.join("index");
         *self.shared.index_dir.lock() = Some(index_dir.clone());
-        let _g = store.guard();
-        let txn = store.env.read_txn()?;
-        let seq = store.commit_seq(&txn)?;
-        self.shared.applied_seq.store(seq, Ordering::Release);
-        self.shared
-            .txn_seen
-            .store(txn.id() as u64, Ordering::Release);
         let mut maps = Maps::default();
-        for item in store.dbs.vector_collections.iter(&txn)? {
-            let (name, rec) = item?;
-            let def = CollectionDef::decode(name, rec)?;
-            let idx = Arc::new(CollectionIndex::new(def.clone()));
-            let dim = def.params.dimension as usize;
-            let prefix = def.id.to_be_bytes();
-            let loaded = dump::load(&index_dir, &def, seq);
-            // A current dump already holds the vectors of the documents it lists.
-            let skip = |id: &str| {
-                loaded
-                    .as_ref()
-                    .is_some_and(|l| l.current && l.slots.contains_key(id))
-            };
-            let read = |skip: &dyn Fn(&str) -> bool| -> Result<Vec<Change>> {
-                let mut changes = Vec::new();
-                for item in store.dbs.vectors.prefix_iter(&txn, &prefix)? {
-                    let (k, v) = item?;
-                    let doc = docs::decode_doc(v, dim)?;
-                    let id = std::str::from_utf8(&k[4..])
-                        .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
-                    let vector_le = if skip(id) { &[][..] } else { doc.vector_le };
-                    let hash = docs::record_hash(v);
-                    changes.push(change_of(&def, id, vector_le, doc.metadata, hash)?);
-                }
-                Ok(changes)
-            };
-            let changes = read(&skip)?;
-            let installed = match loaded {
-                Some(loaded) => {
-                    let docs = changes
-                        .into_iter()
-                        .filter_map(|c| c.upsert.map(|(v, m)| (c.id, v, m, c.hash)))
-                        .collect();
-                    idx.install_loaded(loaded.graph, &loaded.slots, loaded.current, docs)
-                }
-                None => {
-                    idx.apply(changes);
-                    true
-                }
-            };
-            if !installed {
-                idx.apply(read(&|_| false)?);
+        {
+            let _g = store.guard();
+            let txn = store.env.read_txn()?;
+            let seq = store.commit_seq(&txn)?;
+            self.shared.applied_seq.store(seq, Ordering::Release);
+            self.shared
+                .txn_seen
+                .store(txn.id() as u64, Ordering::Release);
+            for item in store.dbs.vector_collections.iter(&txn)? {
+                let (name, rec) = item?;
+                let def = CollectionDef::decode(name, rec)?;
+                let idx = self.shared.new_index(def.clone());
+                idx.start_loading();
+                maps.by_id.insert(def.id, idx.clone());
+                maps.by_name.insert(def.name.clone(), idx);
             }
-            maps.by_id.insert(def.id, idx.clone());
-            maps.by_name.insert(def.name.clone(), idx);
         }
+        let indexes: Vec<Arc<CollectionIndex>> = maps.by_id.values().cloned().collect();
         *self.shared.maps.write() = maps;
-        dump::sweep(&index_dir);
-        release_free_memory();
-        self.shared.signal();
+        let (shared, store) = (self.shared.clone(), store.clone());
+        let loader = std::thread::Builder::new()
+            .name("athanor-vector-load".into())
+            .spawn(move || {
+                let r = load_all(&shared, &store, &index_dir, &indexes);
+                // Whatever happened, nothing stays loading: a collection that
+                // failed to load is searched over what it holds (the next open retries).
+                for idx in &indexes {
+                    idx.finish_loading();
+                }
+                if r.is_ok() && !shared.stop.load(Ordering::Acquire) {
+                    dump::sweep(&index_dir);
+                }
+                release_free_memory();
+                shared.signal();
+            })
+            .map_err(|e| {
+                Error::new(
+                    crate::Code::Io,
+                    format!("cannot start the vector loader: {e}"),
+                )
+            })?;
+        *self.loader.lock() = Some(loader);
         Ok(())
     }
 
@@ -187,7 +176,7 @@ impl Registry {
         if let Some(c) = maps.by_id.get(&def.id) {
             return Ok(c.clone());
         }
-        let idx = Arc::new(CollectionIndex::new(def.clone()));
+        let idx = self.shared.new_index(def.clone());
         maps.by_id.insert(def.id, idx.clone());
         maps.by_name.insert(def.name.clone(), idx.clone());
         Ok(idx)
@@ -367,6 +356,9 @@ impl Drop for Registry {
             let _passes = self.shared.idle_passes.lock();
             self.shared.idle_cv.notify_all();
         }
+        if let Some(h) = self.loader.lock().take() {
+            let _ = h.join();
+        }
         if let Some(h) = self.indexer.lock().take() {
             let _ = h.join();
         }
@@ -390,4 +382,112 @@ impl Registry {
             }
         }
     }
+}
+
+/// Stored documents the loader reads between progress reports (and test holds).
+const LOAD_BATCH: u64 = 1024;
+
+/// Test seam: while the file this variable names exists, the loader pauses
+/// after each batch, so a test can observe a collection mid-load without timing.
+const HOLD_LOADING_ENV: &str = "ATHANOR_TEST_HOLD_LOADING";
+
+/// Loads each index: its graph from its dump under `index_dir` when that is
+/// valid (documents changed since are reconciled), else its documents go to
+/// the pending list and the indexer builds the graph. Stops early at close.
+fn load_all(
+    shared: &Shared,
+    store: &Store,
+    index_dir: &Path,
+    indexes: &[Arc<CollectionIndex>],
+) -> Result<()> {
+    let hold = std::env::var_os(HOLD_LOADING_ENV);
+    let stopped = || shared.stop.load(Ordering::Acquire);
+    let pause = |idx: &CollectionIndex, loaded: u64, total: u64| {
+        idx.loading_progress(loaded, total);
+        while let Some(path) = &hold {
+            if !Path::new(path).exists() || stopped() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // One collection; `Ok(false)` when the database closes meanwhile.
+    let load_one = |idx: &CollectionIndex| -> Result<bool> {
+        let def = &idx.def;
+        let _g = store.guard();
+        let txn = store.env.read_txn()?;
+        let seq = store.commit_seq(&txn)?;
+        let dim = def.params.dimension as usize;
+        let prefix = def.id.to_be_bytes();
+        let total = store
+            .dbs
+            .vectors
+            .prefix_iter(&txn, &prefix)?
+            .remap_data_type::<heed::types::LazyDecode<heed::types::Bytes>>()
+            .count() as u64;
+        idx.loading_progress(0, total);
+        let loaded = dump::load(index_dir, def, seq);
+        // A current dump already holds the vectors of the documents it lists.
+        let skip = |id: &str| {
+            loaded
+                .as_ref()
+                .is_some_and(|l| l.current && l.slots.contains_key(id))
+        };
+        let read = |skip: &dyn Fn(&str) -> bool| -> Result<Option<Vec<Change>>> {
+            let mut changes = Vec::with_capacity(total as usize);
+            for item in store.dbs.vectors.prefix_iter(&txn, &prefix)? {
+                let (k, v) = item?;
+                let doc = docs::decode_doc(v, dim)?;
+                let id = std::str::from_utf8(&k[4..])
+                    .map_err(|_| Error::corrupt("a vector document id is not UTF-8"))?;
+                let vector_le = if skip(id) { &[][..] } else { doc.vector_le };
+                let hash = docs::record_hash(v);
+                changes.push(change_of(def, id, vector_le, doc.metadata, hash)?);
+                let n = changes.len() as u64;
+                if n.is_multiple_of(LOAD_BATCH) {
+                    pause(idx, n, total);
+                    if stopped() {
+                        return Ok(None);
+                    }
+                }
+            }
+            Ok(Some(changes))
+        };
+        let Some(changes) = read(&skip)? else {
+            return Ok(false);
+        };
+        let installed = match loaded {
+            Some(loaded) => {
+                let docs = changes
+                    .into_iter()
+                    .filter_map(|c| c.upsert.map(|(v, m)| (c.id, v, m, c.hash)))
+                    .collect();
+                idx.install_loaded(loaded.graph, &loaded.slots, loaded.current, docs)
+            }
+            None => {
+                idx.apply_now(changes);
+                true
+            }
+        };
+        if !installed {
+            let Some(changes) = read(&|_| false)? else {
+                return Ok(false);
+            };
+            idx.apply_now(changes);
+        }
+        Ok(true)
+    };
+    for idx in indexes {
+        if stopped() {
+            return Ok(());
+        }
+        match load_one(idx) {
+            Ok(true) => idx.finish_loading(),
+            Ok(false) => return Ok(()),
+            // A damaged document: this collection's searches report it; the others load.
+            Err(e) => idx.fail_loading(e),
+        }
+        shared.signal();
+    }
+    Ok(())
 }

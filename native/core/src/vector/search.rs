@@ -52,6 +52,16 @@ pub struct IndexStats {
     pub dumps: u64,
     /// Bytes of the dumps written since open (their files' sizes, summed).
     pub dumped_bytes: u64,
+    /// Bytes the graph holds in memory (vectors and links): the frozen base
+    /// exactly, the hnsw_rs delta estimated. Pending documents, ids and
+    /// metadata are not counted.
+    pub graph_bytes: u64,
+    /// Whether the index is still loading in the background after open.
+    pub loading: bool,
+    /// Stored documents read so far while loading (the live count once loaded).
+    pub loaded: u64,
+    /// Stored documents to read while loading (the live count once loaded).
+    pub total: u64,
 }
 
 /// The way a search runs.

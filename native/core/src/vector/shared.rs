@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::index::CollectionIndex;
+use super::collection::{CollectionDef, Metric};
+use super::index::{CollectionIndex, VectorSource};
+use super::{distance, docs};
+use crate::store::Store;
 
 /// The open collections, by name and by id.
 #[derive(Default)]
@@ -40,6 +43,40 @@ pub(super) struct Shared {
     /// the condition variable it notifies after each.
     pub(super) idle_passes: Mutex<u64>,
     pub(super) idle_cv: Condvar,
+    /// The store the collections' documents live in (set at load), for the
+    /// exact vectors a quantized graph rescores with.
+    pub(super) store: Mutex<Weak<Store>>,
+}
+
+/// A collection's exact vectors, read from its stored documents.
+struct StoredVectors {
+    store: Weak<Store>,
+    def: CollectionDef,
+}
+
+impl VectorSource for StoredVectors {
+    fn vectors(&self, ids: &[&str]) -> Vec<Option<Vec<f32>>> {
+        let none = || ids.iter().map(|_| None).collect();
+        let Some(store) = self.store.upgrade() else {
+            return none();
+        };
+        let _g = store.guard();
+        let Ok(txn) = store.env.read_txn() else {
+            return none();
+        };
+        let dim = self.def.params.dimension as usize;
+        ids.iter()
+            .map(|id| {
+                let key = docs::doc_key(self.def.id, id.as_bytes());
+                let rec = store.dbs.vectors.get(&txn, &key).ok()??;
+                let mut v = docs::f32s(docs::decode_doc(rec, dim).ok()?.vector_le);
+                if self.def.params.metric == Metric::Cosine {
+                    distance::normalize(&mut v);
+                }
+                Some(v)
+            })
+            .collect()
+    }
 }
 
 impl Shared {
@@ -59,7 +96,18 @@ impl Shared {
             resync: Mutex::new(()),
             idle_passes: Mutex::new(0),
             idle_cv: Condvar::new(),
+            store: Mutex::new(Weak::new()),
         }
+    }
+
+    /// A new, empty index for `def`, reading exact vectors from the store.
+    pub(super) fn new_index(&self, def: CollectionDef) -> Arc<CollectionIndex> {
+        let idx = Arc::new(CollectionIndex::new(def.clone()));
+        idx.set_source(Arc::new(StoredVectors {
+            store: self.store.lock().clone(),
+            def,
+        }));
+        idx
     }
 
     /// Records that this process committed LMDB write transaction `txn_id`; a gap

@@ -1,11 +1,10 @@
 //! Catching the indexes up with commits made by other processes on the same directory.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use super::collection::CollectionDef;
 use super::docs;
-use super::index::{Change, CollectionIndex};
+use super::index::Change;
 use super::ops::change_of;
 use super::registry::Registry;
 use crate::error::{Error, Result};
@@ -65,7 +64,7 @@ impl Registry {
             }
             for d in &defs {
                 if !maps.by_id.contains_key(&d.id) {
-                    let idx = Arc::new(CollectionIndex::new(d.clone()));
+                    let idx = self.shared.new_index(d.clone());
                     if let Some(old) = maps.by_name.insert(d.name.clone(), idx.clone()) {
                         old.dropped.store(true, Ordering::Release);
                         maps.by_id.remove(&old.def.id);
