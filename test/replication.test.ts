@@ -7,11 +7,13 @@
  * projection of the same events, row for row. Skips only when the servers are not
  * installed (`.ci/run` installs them).
  */
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import pg from 'pg';
-import { Athanor, InvalidArgumentError, NotFoundError, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
+import { Athanor, InvalidArgumentError, bytes, NotFoundError, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
 import { NatsServer, PgServer, serversMissing } from './fixtures/servers.mjs';
 import { Sandbox, expectRejects, expectThrows, killAfterReady } from './helpers.js';
 
@@ -204,6 +206,65 @@ suite('replication through NATS JetStream', () => {
     const fresh = await openReplica(box.dir(), stream, 'fresh');
     await fresh.waitFor(last);
     await expectSameContents(primary, fresh);
+  });
+
+  it.skipIf(process.platform !== 'linux')("a replica whose disk is full (its store file may not grow): the apply fails with ERR_IO, shown in metrics and lag, is retried with backoff, and once it may grow the replica catches up with nothing lost", async () => {
+    const { stream, subject } = names();
+    const primary = await box.open();
+    const publisher = await primary.replication.publish({ servers: nats.url, stream, subject });
+    const first = await work(primary, 1, 20);
+    await publisher.waitPublished(first);
+    const rDir = box.dir();
+    // The replica runs in a child process: the file size limit standing for the full disk is per process.
+    const child: ChildProcess = fork(CHILD, ['replica-ipc', rDir, nats.url, stream, 'full'], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    type State = { metrics: ReturnType<Replica['replicaMetrics']>; lag: ReturnType<Replica['lag']>; db: { lagCommits: number; errors: number; failed: boolean }; digest?: unknown; error?: string };
+    const answers: ((s: State) => void)[] = [];
+    child.on('message', (m: State & { ready?: true }) => {
+      if (m.ready !== true) answers.shift()?.(m);
+    });
+    const ask = async (q: { ask: 'metrics' } | { ask: 'waitFor'; seq: bigint }): Promise<State> => {
+      const s = await new Promise<State>((resolve) => {
+        answers.push(resolve);
+        child.send(q);
+      });
+      if (s.error !== undefined) throw new Error(`replica child: ${s.error}\n${stderr}`);
+      return s;
+    };
+    try {
+      await ask({ ask: 'waitFor', seq: first });
+      // RLIMIT_FSIZE at the store file's size: writing past its end fails (EFBIG; Node
+      // ignores SIGXFSZ) as on a full disk, where it fails with ENOSPC: both are ERR_IO.
+      const size = fs.statSync(path.join(rDir, 'canonical', 'data.mdb')).size;
+      execFileSync('prlimit', ['--pid', String(child.pid), `--fsize=${size}:unlimited`]);
+      const blob = new Uint8Array(256 * 1024).fill(7);
+      let last = first;
+      for (let i = 0; i < 8; i++) {
+        last = (await primary.transaction().execute((tx) => {
+          tx.set(`blob:${i}`, bytes(blob));
+          tx.log('BlobStored', { i });
+        })).commitSeq;
+      }
+      await publisher.waitPublished(last);
+      await vi.waitFor(async () => expect((await ask({ ask: 'metrics' })).metrics.errors).toBeGreaterThan(0), WAIT);
+      const full = await ask({ ask: 'metrics' });
+      // Nothing of the failed batch was applied, the follower has not given up, and the lag shows it.
+      expect(full.metrics).toMatchObject({ commitSeq: first, failed: false });
+      expect(full.metrics.lastError).toMatch(/^I\/O error: File too large/);
+      expect(full.lag.commits).toBeGreaterThan(0);
+      expect(full.db).toMatchObject({ lagCommits: full.lag.commits, failed: false });
+      expect(full.db.errors).toBeGreaterThan(0);
+      // It keeps retrying (with backoff) while the disk stays full.
+      await vi.waitFor(async () => expect((await ask({ ask: 'metrics' })).metrics.errors).toBeGreaterThan(full.metrics.errors), WAIT);
+      execFileSync('prlimit', ['--pid', String(child.pid), '--fsize=unlimited']);
+      const done = await ask({ ask: 'waitFor', seq: last });
+      expect(done.digest).toEqual(await primary.contentDigest());
+      expect(done.lag).toEqual({ commits: 0, ms: 0 });
+      expect(done.metrics).toMatchObject({ commitSeq: last, failed: false });
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
 
