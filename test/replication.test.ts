@@ -380,6 +380,25 @@ suite('projections into PostgreSQL', () => {
     }
   });
 
+  it('a running projection keeps its cursor in memory yet notices the row moved under it (a replay asked for by resetting it) and re-reads it, applying each event once', async () => {
+    const p1 = pool();
+    await migrations(p1).run();
+    const db = await box.open();
+    await work(db, 1, 30);
+    const proj = db.pgProjection({ name: 'replayed', pool: p1, on: onPg, batchSize: 10, maxBackoffMs: 100 });
+    await proj.catchUp();
+    expect(proj.metrics()).toMatchObject({ cursor: 30n, errors: 0 });
+    // An operator replays the projection: empties its tables and resets its cursor row.
+    await p1.query("BEGIN; TRUNCATE moves, balances; UPDATE athanor_pg_cursors SET cursor = 0 WHERE name = 'replayed'; COMMIT");
+    await work(db, 31, 5);
+    await proj.catchUp();
+    await vi.waitFor(async () => expect((await p1.query("SELECT cursor::int AS c FROM athanor_pg_cursors WHERE name = 'replayed'")).rows[0]).toEqual({ c: 35 }), WAIT);
+    expect((await p1.query('SELECT count(*)::int AS n, min(event_id)::int AS lo, max(event_id)::int AS hi FROM moves')).rows[0]).toEqual({ n: 35, lo: 1, hi: 35 });
+    expect(proj.metrics().errors).toBe(1);
+    expect(proj.metrics().lastError).toMatch(/cursor row no longer says 30/);
+    await proj.stop();
+  });
+
   it('a handler that throws rolls its batch back: nothing of it is applied, and the cursor stays', async () => {
     const p1 = pool();
     await new PgMigrations(p1).add({ version: 1, name: 'seen', up: 'CREATE TABLE seen (event_id bigint PRIMARY KEY)' }).run();
