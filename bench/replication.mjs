@@ -226,7 +226,8 @@ async function pgProjection(server) {
       for (const side of ['ours', 'peer']) r[side].push(2 / (1 / runs[side][0] + 1 / runs[side][1]));
       log(`  pg_projection round ${round + 1}/${COUNTS.rounds} (${a} ${b} ${b} ${a}): ours=${runs.ours.map(Math.round).join(',')} peer=${runs.peer.map(Math.round).join(',')} events/s`);
     }
-    emit('replication.pg_projection', 'events/s', 'higher', median(r.ours), PG.label, median(r.peer), { order: 'ABBA per round, first side alternating' });
+    const roundRatios = r.ours.map((o, i) => Number((o / r.peer[i]).toFixed(3)));
+    emit('replication.pg_projection', 'events/s', 'higher', median(r.ours), PG.label, median(r.peer), { order: 'ABBA per round, first side alternating', roundRatios });
   } finally {
     await db.close();
     await admin.end();
