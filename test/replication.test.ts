@@ -359,22 +359,42 @@ suite('projections into PostgreSQL', () => {
     await sqlite.close();
   });
 
-  it('a declarative PostgreSQL projection (the SQLite form, with $n parameters) equals its SQLite twin row for row', async () => {
+  it('a declarative PostgreSQL projection (the SQLite form, with $n parameters, prepared statements) equals its SQLite twin row for row, through a PostgreSQL restart', async () => {
     const p1 = pool();
     await migrations(p1).run();
     const db = await box.open();
     await work(db, 1, 60);
     const action = { sql: 'INSERT INTO moves (event_id, kind, account, amount) VALUES ($1, $2, $3, $4)', params: ['@id', '@type', '$.account', '$.amount'] as const };
-    const proj = db.pgProjection({ name: 'decl', pool: p1, on: { '*': action } });
+    // A handler runs on the batch's connection: it sees the statements prepared there.
+    const preparedOn = (seen: string[]): PgHandler => async (_e, c) => {
+      seen.push(...(await c.query('SELECT statement FROM pg_prepared_statements')).rows.map((r) => String(r['statement'])));
+    };
+    const seen: string[] = [];
+    const proj = db.pgProjection({ name: 'decl', pool: p1, maxBackoffMs: 100, on: { '*': action, Probe: preparedOn(seen) } });
     db.sql.exec('CREATE TABLE moves (event_id INTEGER PRIMARY KEY, kind TEXT, account TEXT, amount INTEGER)');
     const lite = db.projection({ name: 'decl', on: { '*': { sql: 'INSERT INTO moves VALUES (?, ?, ?, ?)', params: ['@id', '@type', '$.account', '$.amount'] } } });
     await Promise.all([proj.catchUp(), lite.catchUp()]);
+    // The prepared statements are gone with the server's sessions: the new connection prepares them again.
+    await server.restart();
+    await work(db, 61, 20);
+    await db.transaction().execute((tx) => tx.log('Probe', {}));
+    await Promise.all([proj.catchUp(), lite.catchUp()]);
+    expect(seen).toEqual([action.sql]);
     const pgRows = (await p1.query('SELECT event_id::text AS id, kind, account, amount::int AS amount FROM moves ORDER BY event_id')).rows;
-    const liteRows = db.sql.all<{ id: bigint; kind: string; account: string; amount: bigint }>('SELECT event_id AS id, kind, account, amount FROM moves ORDER BY event_id');
-    expect(pgRows.length).toBe(60);
+    const liteRows = db.sql.all<{ id: bigint; kind: string; account: string; amount: bigint }>("SELECT event_id AS id, kind, account, amount FROM moves WHERE kind <> 'Probe' ORDER BY event_id");
+    expect(pgRows.length).toBe(80);
     expect(pgRows).toEqual(liteRows.map((r) => ({ id: String(r.id), kind: r.kind, account: r.account, amount: Number(r.amount) })));
     await proj.stop();
     await lite.close();
+    // prepare: false (a pooler in transaction mode) runs the same actions unprepared.
+    const p2 = pool();
+    await p2.query('CREATE TABLE plain (event_id bigint PRIMARY KEY, amount bigint)');
+    const seenPlain: string[] = [];
+    const plain = db.pgProjection({ name: 'plain', pool: p2, prepare: false, on: { '*': { sql: 'INSERT INTO plain VALUES ($1, $2)', params: ['@id', '$.amount'] }, Probe: preparedOn(seenPlain) } });
+    await plain.catchUp();
+    expect(seenPlain).toEqual([]);
+    expect((await p2.query('SELECT count(*)::int AS n, sum(amount)::int AS s FROM plain')).rows[0]).toEqual({ n: 80, s: liteRows.reduce((t, r) => t + Number(r.amount), 0) });
+    await plain.stop();
     for (const bad of [{ sql: '' }, { sql: 'SELECT $1', params: ['$.a..b'] }, { sql: 'SELECT $1', params: ['@nope'] }, { sql: 'SELECT $1', params: [{ value: {} }] }]) {
       expectThrows(() => db.pgProjection({ name: 'bad', pool: p1, on: { T: bad as never } }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
@@ -438,7 +458,7 @@ describe('replication options', () => {
       await expectRejects(Athanor.openReplica(box.dir(), bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     const pool = { connect: () => Promise.reject(new Error('never called')) };
-    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }]) {
+    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }, { name: 'p', pool, on: {}, prepare: 'no' }]) {
       expectThrows(() => db.pgProjection(bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     expect(() => new PgMigrations(pool).add({ version: 0, name: 'x', up: '' })).toThrow(InvalidArgumentError);

@@ -31,6 +31,8 @@ export interface PgResult {
 export interface PgClient {
   /** Runs one statement (athanor's own text without values may hold several: `pg` answers the list of their results). */
   query(text: string, values?: unknown[]): Promise<PgResult>;
+  /** Runs one statement prepared under `name` on this connection (parsed and planned once per connection). */
+  query(config: { name: string; text: string; values: unknown[] }): Promise<PgResult>;
   /** Returns the client to its pool; `true` (or an error) destroys its connection. */
   release(destroy?: boolean | Error): void;
   /** `pg` clients emit `error` when their connection breaks while idle (a server restart). */
@@ -76,6 +78,12 @@ export interface PgProjectionSpec {
   maxBackoffMs?: number;
   /** Consecutive failures of a handler on the same batch before the projection stops (default 10). */
   maxHandlerRetries?: number;
+  /**
+   * Run declarative actions as named prepared statements, parsed and planned once per
+   * connection (default `true`). Set `false` behind a pooler in transaction mode that
+   * does not keep prepared statements (PgBouncer before 1.21).
+   */
+  prepare?: boolean;
 }
 
 /** A PostgreSQL projection's progress and health. */
@@ -141,12 +149,14 @@ export class PgProjection {
     const maxBackoffMs = spec.maxBackoffMs ?? 5000;
     if (!Number.isInteger(maxBackoffMs) || maxBackoffMs < 100) throw new InvalidArgumentError('maxBackoffMs must be an integer of at least 100');
     const maxHandlerRetries = spec.maxHandlerRetries ?? 10;
+    const prepare = spec.prepare ?? true;
+    if (typeof prepare !== 'boolean') throw new InvalidArgumentError('prepare must be true or false');
     if (!Number.isInteger(maxHandlerRetries) || maxHandlerRetries < 0) throw new InvalidArgumentError('maxHandlerRetries must be a non-negative integer');
     this.name = spec.name;
     this.#onStop = onStop;
     this.#log = log;
     this.#pool = spec.pool;
-    this.#on = Object.fromEntries(Object.entries(spec.on).map(([type, h]) => [type, compileHandler(type, h)]));
+    this.#on = Object.fromEntries(Object.entries(spec.on).map(([type, h]) => [type, compileHandler(type, h, prepare)]));
     this.#batchSize = batchSize;
     this.#maxBackoffMs = maxBackoffMs;
     this.#maxHandlerRetries = maxHandlerRetries;
@@ -308,7 +318,7 @@ function cursorOf(r: PgResult | PgResult[]): bigint {
 }
 
 /** A handler, or declarative actions compiled into one; bad actions are refused here, before anything runs. */
-function compileHandler(type: string, h: unknown): PgHandler {
+function compileHandler(type: string, h: unknown, prepare: boolean): PgHandler {
   if (typeof h === 'function') return h as PgHandler;
   const list = Array.isArray(h) ? (h as unknown[]) : [h];
   if (list.length === 0) throw new InvalidArgumentError(`on[${JSON.stringify(type)}]: an empty list of actions`);
@@ -319,10 +329,15 @@ function compileHandler(type: string, h: unknown): PgHandler {
     }
     const { sql, params = [] } = a as PgAction;
     if (!Array.isArray(params)) throw new InvalidArgumentError(`${where}.params must be a list of sources for $1..$n ('@id', '$.path', { value })`);
-    return { sql, params: params.map((p, j) => compileParam(p, `${where}.params[${j}]`)) };
+    // Named by the text: one name never stands for two statements on a connection.
+    const name = prepare ? `athanor_${createHash('sha256').update(sql).digest('hex').slice(0, 32)}` : undefined;
+    return { sql, name, params: params.map((p, j) => compileParam(p, `${where}.params[${j}]`)) };
   });
   return async (e, client) => {
-    for (const a of actions) await client.query(a.sql, a.params.map((get) => get(e)));
+    for (const a of actions) {
+      const values = a.params.map((get) => get(e));
+      await (a.name === undefined ? client.query(a.sql, values) : client.query({ name: a.name, text: a.sql, values }));
+    }
   };
 }
 
