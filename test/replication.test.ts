@@ -338,6 +338,8 @@ suite('projections into PostgreSQL', () => {
     await server.restart();
     await work(db, 151, 150);
     // The runner holding the lock finishes; then the other takes over after a stop.
+    // (Right after the restart both may be reconnecting, neither holding it.)
+    await vi.waitFor(() => expect(a.metrics().holdsLock || b.metrics().holdsLock).toBe(true), WAIT);
     const [holder, waiter] = a.metrics().holdsLock ? [a, b] : [b, a];
     await holder.catchUp();
     await holder.stop();

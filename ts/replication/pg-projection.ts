@@ -226,10 +226,14 @@ export class PgProjection {
       try {
         const client = await this.#pool.connect();
         this.#client = client;
-        // Between batches the client sits idle: a broken connection is reported here
-        // (unhandled, it would end the process) and shows at the next query.
+        // Between batches the client sits idle and no query would notice its connection
+        // break (with the session, the advisory lock is gone): pg reports it here
+        // (unhandled, it would end the process), and the loop reconnects at once.
+        let broken: Error | undefined;
         client.on?.('error', (e) => {
-          this.#lastError = describeThrown(e);
+          if (this.#client !== client) return;
+          broken = e;
+          this.#holdsLock = false;
           this.#bell.ring();
         });
         if (this.#stopped) break;
@@ -240,6 +244,7 @@ export class PgProjection {
         this.#cursor = cursorOf(await client.query(`${CURSOR_TABLE}; INSERT INTO athanor_pg_cursors (name, cursor) VALUES ('${this.name}', 0) ON CONFLICT (name) DO NOTHING; SELECT cursor FROM athanor_pg_cursors WHERE name = '${this.name}'`));
         this.#settle();
         while (!this.#stopped) {
+          if (broken !== undefined) throw broken;
           const applied = await this.#batch(client);
           attempt = 0;
           handlerFailures = 0;
