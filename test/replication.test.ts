@@ -421,6 +421,27 @@ suite('projections into PostgreSQL', () => {
     await proj.stop();
   });
 
+  it('a runner whose connection is killed while it idles notices at once, takes the lock again on a new one, and goes on', async () => {
+    const p1 = pool();
+    await migrations(p1).run();
+    const db = await box.open();
+    await work(db, 1, 10);
+    const proj = db.pgProjection({ name: 'idle', pool: p1, on: onPg, maxBackoffMs: 100 });
+    await proj.catchUp();
+    const holderPid = async () => (await p1.query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")).rows.map((r) => Number(r['pid']));
+    const [first] = await holderPid();
+    expect(first).toBeDefined();
+    await p1.query('SELECT pg_terminate_backend($1)', [first]);
+    // No event arrives meanwhile: the break is noticed from the connection's error alone.
+    await vi.waitFor(() => expect(proj.metrics().errors).toBe(1), WAIT);
+    await vi.waitFor(async () => expect(proj.metrics().holdsLock && (await holderPid()).length === 1).toBe(true), WAIT);
+    expect(await holderPid()).not.toEqual([first]);
+    await work(db, 11, 10);
+    await proj.catchUp();
+    expect((await p1.query('SELECT count(*)::int AS n FROM moves')).rows[0]).toEqual({ n: 20 });
+    await proj.stop();
+  });
+
   it('a handler that throws rolls its batch back: nothing of it is applied, and the cursor stays', async () => {
     const p1 = pool();
     await new PgMigrations(p1).add({ version: 1, name: 'seen', up: 'CREATE TABLE seen (event_id bigint PRIMARY KEY)' }).run();
