@@ -7,11 +7,13 @@
  * projection of the same events, row for row. Skips only when the servers are not
  * installed (`.ci/run` installs them).
  */
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import pg from 'pg';
-import { Athanor, InvalidArgumentError, NotFoundError, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
+import { Athanor, InvalidArgumentError, bytes, NotFoundError, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
 import { NatsServer, PgServer, serversMissing } from './fixtures/servers.mjs';
 import { Sandbox, expectRejects, expectThrows, killAfterReady } from './helpers.js';
 
@@ -205,6 +207,65 @@ suite('replication through NATS JetStream', () => {
     await fresh.waitFor(last);
     await expectSameContents(primary, fresh);
   });
+
+  it.skipIf(process.platform !== 'linux')("a replica whose disk is full (its store file may not grow): the apply fails with ERR_IO, shown in metrics and lag, is retried with backoff, and once it may grow the replica catches up with nothing lost", async () => {
+    const { stream, subject } = names();
+    const primary = await box.open();
+    const publisher = await primary.replication.publish({ servers: nats.url, stream, subject });
+    const first = await work(primary, 1, 20);
+    await publisher.waitPublished(first);
+    const rDir = box.dir();
+    // The replica runs in a child process: the file size limit standing for the full disk is per process.
+    const child: ChildProcess = fork(CHILD, ['replica-ipc', rDir, nats.url, stream, 'full'], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    type State = { metrics: ReturnType<Replica['replicaMetrics']>; lag: ReturnType<Replica['lag']>; db: { lagCommits: number; errors: number; failed: boolean }; digest?: unknown; error?: string };
+    const answers: ((s: State) => void)[] = [];
+    child.on('message', (m: State & { ready?: true }) => {
+      if (m.ready !== true) answers.shift()?.(m);
+    });
+    const ask = async (q: { ask: 'metrics' } | { ask: 'waitFor'; seq: bigint }): Promise<State> => {
+      const s = await new Promise<State>((resolve) => {
+        answers.push(resolve);
+        child.send(q);
+      });
+      if (s.error !== undefined) throw new Error(`replica child: ${s.error}\n${stderr}`);
+      return s;
+    };
+    try {
+      await ask({ ask: 'waitFor', seq: first });
+      // RLIMIT_FSIZE at the store file's size: writing past its end fails (EFBIG; Node
+      // ignores SIGXFSZ) as on a full disk, where it fails with ENOSPC: both are ERR_IO.
+      const size = fs.statSync(path.join(rDir, 'canonical', 'data.mdb')).size;
+      execFileSync('prlimit', ['--pid', String(child.pid), `--fsize=${size}:unlimited`]);
+      const blob = new Uint8Array(256 * 1024).fill(7);
+      let last = first;
+      for (let i = 0; i < 8; i++) {
+        last = (await primary.transaction().execute((tx) => {
+          tx.set(`blob:${i}`, bytes(blob));
+          tx.log('BlobStored', { i });
+        })).commitSeq;
+      }
+      await publisher.waitPublished(last);
+      await vi.waitFor(async () => expect((await ask({ ask: 'metrics' })).metrics.errors).toBeGreaterThan(0), WAIT);
+      const full = await ask({ ask: 'metrics' });
+      // Nothing of the failed batch was applied, the follower has not given up, and the lag shows it.
+      expect(full.metrics).toMatchObject({ commitSeq: first, failed: false });
+      expect(full.metrics.lastError).toMatch(/^I\/O error: File too large/);
+      expect(full.lag.commits).toBeGreaterThan(0);
+      expect(full.db).toMatchObject({ lagCommits: full.lag.commits, failed: false });
+      expect(full.db.errors).toBeGreaterThan(0);
+      // It keeps retrying (with backoff) while the disk stays full.
+      await vi.waitFor(async () => expect((await ask({ ask: 'metrics' })).metrics.errors).toBeGreaterThan(full.metrics.errors), WAIT);
+      execFileSync('prlimit', ['--pid', String(child.pid), '--fsize=unlimited']);
+      const done = await ask({ ask: 'waitFor', seq: last });
+      expect(done.digest).toEqual(await primary.contentDigest());
+      expect(done.lag).toEqual({ commits: 0, ms: 0 });
+      expect(done.metrics).toMatchObject({ commitSeq: last, failed: false });
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
 });
 
 suite('projections into PostgreSQL', () => {
@@ -277,6 +338,8 @@ suite('projections into PostgreSQL', () => {
     await server.restart();
     await work(db, 151, 150);
     // The runner holding the lock finishes; then the other takes over after a stop.
+    // (Right after the restart both may be reconnecting, neither holding it.)
+    await vi.waitFor(() => expect(a.metrics().holdsLock || b.metrics().holdsLock).toBe(true), WAIT);
     const [holder, waiter] = a.metrics().holdsLock ? [a, b] : [b, a];
     await holder.catchUp();
     await holder.stop();
@@ -298,25 +361,85 @@ suite('projections into PostgreSQL', () => {
     await sqlite.close();
   });
 
-  it('a declarative PostgreSQL projection (the SQLite form, with $n parameters) equals its SQLite twin row for row', async () => {
+  it('a declarative PostgreSQL projection (the SQLite form, with $n parameters, prepared statements) equals its SQLite twin row for row, through a PostgreSQL restart', async () => {
     const p1 = pool();
     await migrations(p1).run();
     const db = await box.open();
     await work(db, 1, 60);
     const action = { sql: 'INSERT INTO moves (event_id, kind, account, amount) VALUES ($1, $2, $3, $4)', params: ['@id', '@type', '$.account', '$.amount'] as const };
-    const proj = db.pgProjection({ name: 'decl', pool: p1, on: { '*': action } });
+    // A handler runs on the batch's connection: it sees the statements prepared there.
+    const preparedOn = (seen: string[]): PgHandler => async (_e, c) => {
+      seen.push(...(await c.query('SELECT statement FROM pg_prepared_statements')).rows.map((r) => String(r['statement'])));
+    };
+    const seen: string[] = [];
+    const proj = db.pgProjection({ name: 'decl', pool: p1, maxBackoffMs: 100, on: { '*': action, Probe: preparedOn(seen) } });
     db.sql.exec('CREATE TABLE moves (event_id INTEGER PRIMARY KEY, kind TEXT, account TEXT, amount INTEGER)');
     const lite = db.projection({ name: 'decl', on: { '*': { sql: 'INSERT INTO moves VALUES (?, ?, ?, ?)', params: ['@id', '@type', '$.account', '$.amount'] } } });
     await Promise.all([proj.catchUp(), lite.catchUp()]);
+    // The prepared statements are gone with the server's sessions: the new connection prepares them again.
+    await server.restart();
+    await work(db, 61, 20);
+    await db.transaction().execute((tx) => tx.log('Probe', {}));
+    await Promise.all([proj.catchUp(), lite.catchUp()]);
+    expect(seen).toEqual([action.sql]);
     const pgRows = (await p1.query('SELECT event_id::text AS id, kind, account, amount::int AS amount FROM moves ORDER BY event_id')).rows;
-    const liteRows = db.sql.all<{ id: bigint; kind: string; account: string; amount: bigint }>('SELECT event_id AS id, kind, account, amount FROM moves ORDER BY event_id');
-    expect(pgRows.length).toBe(60);
+    const liteRows = db.sql.all<{ id: bigint; kind: string; account: string; amount: bigint }>("SELECT event_id AS id, kind, account, amount FROM moves WHERE kind <> 'Probe' ORDER BY event_id");
+    expect(pgRows.length).toBe(80);
     expect(pgRows).toEqual(liteRows.map((r) => ({ id: String(r.id), kind: r.kind, account: r.account, amount: Number(r.amount) })));
     await proj.stop();
     await lite.close();
+    // prepare: false (a pooler in transaction mode) runs the same actions unprepared.
+    const p2 = pool();
+    await p2.query('CREATE TABLE plain (event_id bigint PRIMARY KEY, amount bigint)');
+    const seenPlain: string[] = [];
+    const plain = db.pgProjection({ name: 'plain', pool: p2, prepare: false, on: { '*': { sql: 'INSERT INTO plain VALUES ($1, $2)', params: ['@id', '$.amount'] }, Probe: preparedOn(seenPlain) } });
+    await plain.catchUp();
+    expect(seenPlain).toEqual([]);
+    expect((await p2.query('SELECT count(*)::int AS n, sum(amount)::int AS s FROM plain')).rows[0]).toEqual({ n: 80, s: liteRows.reduce((t, r) => t + Number(r.amount), 0) });
+    await plain.stop();
     for (const bad of [{ sql: '' }, { sql: 'SELECT $1', params: ['$.a..b'] }, { sql: 'SELECT $1', params: ['@nope'] }, { sql: 'SELECT $1', params: [{ value: {} }] }]) {
       expectThrows(() => db.pgProjection({ name: 'bad', pool: p1, on: { T: bad as never } }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
+  });
+
+  it('a running projection keeps its cursor in memory yet notices the row moved under it (a replay asked for by resetting it) and re-reads it, applying each event once', async () => {
+    const p1 = pool();
+    await migrations(p1).run();
+    const db = await box.open();
+    await work(db, 1, 30);
+    const proj = db.pgProjection({ name: 'replayed', pool: p1, on: onPg, batchSize: 10, maxBackoffMs: 100 });
+    await proj.catchUp();
+    expect(proj.metrics()).toMatchObject({ cursor: 30n, errors: 0 });
+    // An operator replays the projection: empties its tables and resets its cursor row.
+    await p1.query("BEGIN; TRUNCATE moves, balances; UPDATE athanor_pg_cursors SET cursor = 0 WHERE name = 'replayed'; COMMIT");
+    await work(db, 31, 5);
+    await proj.catchUp();
+    await vi.waitFor(async () => expect((await p1.query("SELECT cursor::int AS c FROM athanor_pg_cursors WHERE name = 'replayed'")).rows[0]).toEqual({ c: 35 }), WAIT);
+    expect((await p1.query('SELECT count(*)::int AS n, min(event_id)::int AS lo, max(event_id)::int AS hi FROM moves')).rows[0]).toEqual({ n: 35, lo: 1, hi: 35 });
+    expect(proj.metrics().errors).toBe(1);
+    expect(proj.metrics().lastError).toMatch(/cursor row no longer says 30/);
+    await proj.stop();
+  });
+
+  it('a runner whose connection is killed while it idles notices at once, takes the lock again on a new one, and goes on', async () => {
+    const p1 = pool();
+    await migrations(p1).run();
+    const db = await box.open();
+    await work(db, 1, 10);
+    const proj = db.pgProjection({ name: 'idle', pool: p1, on: onPg, maxBackoffMs: 100 });
+    await proj.catchUp();
+    const holderPid = async () => (await p1.query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")).rows.map((r) => Number(r['pid']));
+    const [first] = await holderPid();
+    expect(first).toBeDefined();
+    await p1.query('SELECT pg_terminate_backend($1)', [first]);
+    // No event arrives meanwhile: the break is noticed from the connection's error alone.
+    await vi.waitFor(() => expect(proj.metrics().errors).toBe(1), WAIT);
+    await vi.waitFor(async () => expect(proj.metrics().holdsLock && (await holderPid()).length === 1).toBe(true), WAIT);
+    expect(await holderPid()).not.toEqual([first]);
+    await work(db, 11, 10);
+    await proj.catchUp();
+    expect((await p1.query('SELECT count(*)::int AS n FROM moves')).rows[0]).toEqual({ n: 20 });
+    await proj.stop();
   });
 
   it('a handler that throws rolls its batch back: nothing of it is applied, and the cursor stays', async () => {
@@ -358,7 +481,7 @@ describe('replication options', () => {
       await expectRejects(Athanor.openReplica(box.dir(), bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     const pool = { connect: () => Promise.reject(new Error('never called')) };
-    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }]) {
+    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }, { name: 'p', pool, on: {}, prepare: 'no' }]) {
       expectThrows(() => db.pgProjection(bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     expect(() => new PgMigrations(pool).add({ version: 0, name: 'x', up: '' })).toThrow(InvalidArgumentError);

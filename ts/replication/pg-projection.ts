@@ -1,14 +1,17 @@
 /**
  * Projections into PostgreSQL: `db.pgProjection({ name, pool, on })` applies the
  * database's events, in id order, to PostgreSQL tables. Each batch runs in one
- * PostgreSQL transaction together with the projection's cursor row
- * (`athanor_pg_cursors`), read `FOR UPDATE` at the batch's start, so every event is
- * applied exactly once whatever crashes; a runner holds a session advisory lock
- * per projection while it runs, so a second runner (another process or machine)
- * waits for it instead of contending. It runs from a primary or from a replica.
+ * PostgreSQL transaction together with the move of the projection's cursor row
+ * (`athanor_pg_cursors`), so every event is applied exactly once whatever crashes; a
+ * runner holds a session advisory lock per projection while it runs, so a second
+ * runner (another process or machine) waits for it instead of contending. Holding
+ * the lock, the runner reads the cursor once and keeps it in memory: each batch is
+ * `BEGIN` together with the cursor's move (guarded by its expected old value, which
+ * also locks the row), the handlers' statements, `COMMIT`: two round trips besides
+ * the handlers'. It runs from a primary or from a replica.
  */
 import { createHash } from 'node:crypto';
-import { ClosedError, HandlerError, InvalidArgumentError, MigrationDriftError } from '../errors.js';
+import { ClosedError, ConflictError, HandlerError, InvalidArgumentError, MigrationDriftError } from '../errors.js';
 import type { EventLog } from '../state/events.js';
 import type { StoredEvent } from '../internal/event-pack.js';
 import { describeThrown } from '../internal/thrown.js';
@@ -26,8 +29,10 @@ export interface PgResult {
 
 /** What athanor needs of a `pg` client (a `PoolClient` of `pg`). */
 export interface PgClient {
-  /** Runs one statement. */
+  /** Runs one statement (athanor's own text without values may hold several: `pg` answers the list of their results). */
   query(text: string, values?: unknown[]): Promise<PgResult>;
+  /** Runs one statement prepared under `name` on this connection (parsed and planned once per connection). */
+  query(config: { name: string; text: string; values: unknown[] }): Promise<PgResult>;
   /** Returns the client to its pool; `true` (or an error) destroys its connection. */
   release(destroy?: boolean | Error): void;
   /** `pg` clients emit `error` when their connection breaks while idle (a server restart). */
@@ -73,6 +78,12 @@ export interface PgProjectionSpec {
   maxBackoffMs?: number;
   /** Consecutive failures of a handler on the same batch before the projection stops (default 10). */
   maxHandlerRetries?: number;
+  /**
+   * Run declarative actions as named prepared statements, parsed and planned once per
+   * connection (default `true`). Set `false` behind a pooler in transaction mode that
+   * does not keep prepared statements (PgBouncer before 1.21).
+   */
+  prepare?: boolean;
 }
 
 /** A PostgreSQL projection's progress and health. */
@@ -138,12 +149,14 @@ export class PgProjection {
     const maxBackoffMs = spec.maxBackoffMs ?? 5000;
     if (!Number.isInteger(maxBackoffMs) || maxBackoffMs < 100) throw new InvalidArgumentError('maxBackoffMs must be an integer of at least 100');
     const maxHandlerRetries = spec.maxHandlerRetries ?? 10;
+    const prepare = spec.prepare ?? true;
+    if (typeof prepare !== 'boolean') throw new InvalidArgumentError('prepare must be true or false');
     if (!Number.isInteger(maxHandlerRetries) || maxHandlerRetries < 0) throw new InvalidArgumentError('maxHandlerRetries must be a non-negative integer');
     this.name = spec.name;
     this.#onStop = onStop;
     this.#log = log;
     this.#pool = spec.pool;
-    this.#on = Object.fromEntries(Object.entries(spec.on).map(([type, h]) => [type, compileHandler(type, h)]));
+    this.#on = Object.fromEntries(Object.entries(spec.on).map(([type, h]) => [type, compileHandler(type, h, prepare)]));
     this.#batchSize = batchSize;
     this.#maxBackoffMs = maxBackoffMs;
     this.#maxHandlerRetries = maxHandlerRetries;
@@ -213,19 +226,25 @@ export class PgProjection {
       try {
         const client = await this.#pool.connect();
         this.#client = client;
-        // Between batches the client sits idle: a broken connection is reported here
-        // (unhandled, it would end the process) and shows at the next query.
+        // Between batches the client sits idle and no query would notice its connection
+        // break (with the session, the advisory lock is gone): pg reports it here
+        // (unhandled, it would end the process), and the loop reconnects at once.
+        let broken: Error | undefined;
         client.on?.('error', (e) => {
-          this.#lastError = describeThrown(e);
+          if (this.#client !== client) return;
+          broken = e;
+          this.#holdsLock = false;
           this.#bell.ring();
         });
         if (this.#stopped) break;
         await client.query('SELECT pg_advisory_lock($1)', [lockKey('projection', this.name)]);
         this.#holdsLock = true;
         if (this.#stopped) break;
-        await client.query(CURSOR_TABLE);
-        await client.query('INSERT INTO athanor_pg_cursors (name, cursor) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING', [this.name]);
+        // The cursor cannot move under another runner while we hold the lock: read it once.
+        this.#cursor = cursorOf(await client.query(`${CURSOR_TABLE}; INSERT INTO athanor_pg_cursors (name, cursor) VALUES ('${this.name}', 0) ON CONFLICT (name) DO NOTHING; SELECT cursor FROM athanor_pg_cursors WHERE name = '${this.name}'`));
+        this.#settle();
         while (!this.#stopped) {
+          if (broken !== undefined) throw broken;
           const applied = await this.#batch(client);
           attempt = 0;
           handlerFailures = 0;
@@ -257,16 +276,16 @@ export class PgProjection {
 
   /** Applies one batch in one transaction; `false` when there was nothing to apply. */
   async #batch(client: PgClient): Promise<boolean> {
-    await client.query('BEGIN');
+    const from = this.#cursor;
+    const events = [...this.#log.read({ from: from + 1n, limit: this.#batchSize })];
+    if (events.length === 0) return false;
+    const last = events[events.length - 1]!.id;
+    // The name is checked against NAME and the cursors are bigints: safe as literals,
+    // which lets BEGIN and the cursor's move share one round trip (a simple query).
+    const moved = await client.query(`BEGIN; UPDATE athanor_pg_cursors SET cursor = ${last}, updated_at = now() WHERE name = '${this.name}' AND cursor = ${from}`);
     try {
-      const row = await client.query('SELECT cursor FROM athanor_pg_cursors WHERE name = $1 FOR UPDATE', [this.name]);
-      const cursor = BigInt(row.rows[0]!['cursor'] as string | number);
-      this.#cursor = cursor;
-      const events = [...this.#log.read({ from: cursor + 1n, limit: this.#batchSize })];
-      if (events.length === 0) {
-        await client.query('COMMIT');
-        this.#settle();
-        return false;
+      if (rowCountOf(moved) !== 1) {
+        throw new ConflictError(`PostgreSQL projection ${this.name}: its cursor row no longer says ${from} (moved or deleted by something other than this runner, which holds the advisory lock); the runner reads it again`);
       }
       for (const e of events) {
         const h = this.#on[e.type] ?? this.#on['*'];
@@ -277,21 +296,34 @@ export class PgProjection {
           throw new HandlerError(`PostgreSQL projection ${this.name}: the handler of ${e.type} failed on event ${e.id}: ${describeThrown(err)}; the batch was rolled back and will be retried`, { cause: err, eventId: e.id });
         }
       }
-      const last = events[events.length - 1]!.id;
-      await client.query('UPDATE athanor_pg_cursors SET cursor = $2, updated_at = now() WHERE name = $1', [this.name, last.toString()]);
       await client.query('COMMIT');
-      this.#cursor = last;
-      this.#settle();
-      return true;
     } catch (e) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw e;
     }
+    this.#cursor = last;
+    this.#settle();
+    return true;
   }
 }
 
+/** The result of the last statement of a simple query (`pg` answers a list when the text held several). */
+function lastResult(r: PgResult | PgResult[]): PgResult {
+  return Array.isArray(r) ? r[r.length - 1]! : r;
+}
+
+function rowCountOf(r: PgResult | PgResult[]): number | null {
+  return lastResult(r).rowCount;
+}
+
+function cursorOf(r: PgResult | PgResult[]): bigint {
+  const row = lastResult(r).rows[0];
+  if (row === undefined) throw new Error('the projection\'s row in athanor_pg_cursors is missing right after it was inserted');
+  return BigInt(row['cursor'] as string | number);
+}
+
 /** A handler, or declarative actions compiled into one; bad actions are refused here, before anything runs. */
-function compileHandler(type: string, h: unknown): PgHandler {
+function compileHandler(type: string, h: unknown, prepare: boolean): PgHandler {
   if (typeof h === 'function') return h as PgHandler;
   const list = Array.isArray(h) ? (h as unknown[]) : [h];
   if (list.length === 0) throw new InvalidArgumentError(`on[${JSON.stringify(type)}]: an empty list of actions`);
@@ -302,10 +334,15 @@ function compileHandler(type: string, h: unknown): PgHandler {
     }
     const { sql, params = [] } = a as PgAction;
     if (!Array.isArray(params)) throw new InvalidArgumentError(`${where}.params must be a list of sources for $1..$n ('@id', '$.path', { value })`);
-    return { sql, params: params.map((p, j) => compileParam(p, `${where}.params[${j}]`)) };
+    // Named by the text: one name never stands for two statements on a connection.
+    const name = prepare ? `athanor_${createHash('sha256').update(sql).digest('hex').slice(0, 32)}` : undefined;
+    return { sql, name, params: params.map((p, j) => compileParam(p, `${where}.params[${j}]`)) };
   });
   return async (e, client) => {
-    for (const a of actions) await client.query(a.sql, a.params.map((get) => get(e)));
+    for (const a of actions) {
+      const values = a.params.map((get) => get(e));
+      await (a.name === undefined ? client.query(a.sql, values) : client.query({ name: a.name, text: a.sql, values }));
+    }
   };
 }
 
