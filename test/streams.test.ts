@@ -133,9 +133,11 @@ describe('entity streams', () => {
   it('64 appends in flight, each expecting the version it read: exactly one winner per version', async () => {
     const db = await sandbox.open();
     const callers = 64;
-    // Round 1: all read version 0 and expect it.
+    // Round 1: all read version 0 before any of them commits, and expect it. (Read
+    // inside each callback, a callback run after the first commit would see 1 and win too.)
+    const seen0 = db.streams.version('hot');
     const first = await Promise.allSettled(
-      Array.from({ length: callers }, (_, i) => db.transaction().execute((tx) => tx.append('hot', ev('e', { i }), { expectedVersion: db.streams.version('hot') }))),
+      Array.from({ length: callers }, (_, i) => db.transaction().execute((tx) => tx.append('hot', ev('e', { i }), { expectedVersion: seen0 }))),
     );
     expect(first.filter((r) => r.status === 'fulfilled').length).toBe(1);
     for (const r of first) {
