@@ -68,14 +68,14 @@ export declare class NativeDb {
   initReplica(primaryId: string): void
   /** Applies replicated commit records in one LMDB transaction with `stream_seq`. */
   applyReplicated(records: Array<Buffer>, streamSeq: number): Promise<NativeReplicaApplied>
+  /** The chain proof of event `id` (`null` when there is no such event). */
+  eventProof(id: bigint): NativeEventProof | null
   /** A page of a stream's events on the newest state. */
   readStream(stream: string, fromVersion: number | undefined | null, limit: number, reverse: boolean): Buffer
   /** A stream's version (0: no events) on the newest state. */
   streamVersion(stream: string): bigint
   /** Streams whose ids start with `prefix`, after `after`, with their versions. */
   listStreams(prefix: string, after: string | undefined | null, limit: number): Buffer
-  /** The chain proof of event `id` (`null` when there is no such event). */
-  eventProof(id: bigint): NativeEventProof | null
   /** Creates a collection (or returns the existing one when its parameters match). */
   vectorCreate(name: string, p: NativeCollectionParams): NativeCollection
   /** Opens a collection, or `null` when there is none of that name. */
