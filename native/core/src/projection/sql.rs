@@ -536,11 +536,9 @@ pub(crate) fn configure_sqlite() {
         // SAFETY: sqlite3_config is called with the documented argument of
         // SQLITE_CONFIG_MEMSTATUS (one int), before any connection of this process is
         // opened through athanor; if SQLite is already initialized it changes nothing.
+        let off: std::os::raw::c_int = 0;
         unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::os::raw::c_int,
-            );
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, off);
         }
     });
 }
