@@ -7,6 +7,7 @@
 import { AthanorError, InvalidArgumentError, SqlError } from '../errors.js';
 import type { Json } from '../state/codec.js';
 import type { Processor } from '../processing/processor.js';
+import type { Statement } from '../sql/sql.js';
 import type { VectorCollection } from '../vectors/collection.js';
 import type { MetadataFilter } from '../vectors/types.js';
 import { checkFilter, matchesFilter } from './filter.js';
@@ -115,6 +116,9 @@ export interface HybridHit {
 /** Reciprocal rank fusion's constant (Cormack et al.): damps the head of each ranking. */
 const RRF_K = 60;
 
+/** How many prepared search statements a handle keeps (filters x limits in use). */
+const STATEMENTS_KEPT = 32;
+
 /** The index shared by every namespace view of one handle. @internal */
 export class FullTextShared {
   readonly #mem: Memory;
@@ -126,9 +130,30 @@ export class FullTextShared {
   #checked = false;
   /** The log's head when the last catch-up began: the index holds at least that much. */
   #caughtUpTo = -1n;
+  /**
+   * Prepared search statements by SQL text, the oldest finalized beyond
+   * {@link STATEMENTS_KEPT}: kept here, not in db.sql's shared cache, where one statement
+   * per limit a caller uses would push out the application's own.
+   */
+  readonly #statements = new Map<string, Statement<unknown>>();
 
   constructor(mem: Memory) {
     this.#mem = mem;
+  }
+
+  /** The prepared statement of `sql` (one of search's). */
+  statement<R>(sql: string): Statement<R> {
+    let s = this.#statements.get(sql);
+    if (s === undefined) {
+      s = this.#mem.host.sql.prepare(sql);
+      if (this.#statements.size >= STATEMENTS_KEPT) {
+        const [oldest, stmt] = this.#statements.entries().next().value!;
+        this.#statements.delete(oldest);
+        stmt.finalize();
+      }
+      this.#statements.set(sql, s);
+    }
+    return s as Statement<R>;
   }
 
   configure(spec: FullTextSpec | undefined): void {
@@ -259,7 +284,7 @@ function searchStatement(typeCount: number, bySession: boolean, limit: number): 
     if (typeCount > 0) where.push(`type IN (${new Array<string>(typeCount).fill('?').join(', ')})`);
     if (bySession) where.push('session_id = ?', BODY_RANK);
     sql = `SELECT rowid AS event_id, type, session_id, doc_id, -bm25(athanor_fts, 1.0, 0.0) AS score, snippet(athanor_fts, 0, ?, ?, '…', ?) AS snippet FROM athanor_fts WHERE ${where.join(' AND ')} ORDER BY rank LIMIT ${limit}`;
-    if (searchSql.size < 256) searchSql.set(key, sql);
+    if (searchSql.size < 1024) searchSql.set(key, sql);
   }
   return sql;
 }
@@ -336,7 +361,7 @@ export class FullTextIndex {
 
   #run<R>(sql: string, params: Array<string | number>, query: string): R[] {
     try {
-      return this.#mem.host.sql.all<R>(sql, params);
+      return this.#shared.statement<R>(sql).all(...params);
     } catch (e) {
       // The statement is athanor's own and fixed: an SQL error here comes from the query text.
       if (e instanceof SqlError || (e instanceof AthanorError && e.code === 'ERR_SQL_SYNTAX')) throw fixHint(query, e);
