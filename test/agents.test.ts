@@ -436,6 +436,69 @@ describe('full-text search', () => {
     expect((await fts2.search('lmdb')).map((h) => h.type)).toEqual(['doc.other']);
     expectThrows(() => db2.search.fullText({ on: { 'doc.written': { fields: '$.body' } } }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
   });
+
+  it('a filtered search returns the best-ranked matching hits, ranked as unfiltered, when many others rank higher', async () => {
+    const db = await sb.open();
+    const fts = db.search.fullText({ on: { note: { fields: '$.text', sessionId: '$.s' }, memo: { fields: '$.text', sessionId: '$.s' }, team: { fields: '$.text', sessionId: '$.s', namespace: '$.ns' } } });
+    // 300 short texts dense in "kiwi" (they rank first), then 12 of each filtered kind with
+    // the word once among a number of others that varies, so their BM25 scores differ.
+    const pad = (i: number) => Array.from({ length: i % 7 }, (_, k) => `pad${k}`).join(' ');
+    await db.transaction().execute((tx) => {
+      for (let i = 0; i < 300; i++) tx.log('note', { text: 'kiwi kiwi kiwi', s: 'busy' });
+      // Texts without the word, so that it is rare enough for a positive BM25 weight.
+      for (let i = 0; i < 500; i++) tx.log('note', { text: `filler ${i}`, s: 'busy' });
+      for (let i = 0; i < 12; i++) {
+        tx.log('memo', { text: `kiwi ${pad(i)} memo${i}`, s: 'busy' });
+        tx.log('note', { text: `kiwi ${pad(i + 3)} quiet${i}`, s: 'quiet' });
+        tx.log('team', { text: `kiwi ${pad(i + 5)} other${i}`, s: 'busy', ns: 'team-b' });
+      }
+    });
+    const all = await fts.search('kiwi', { limit: 10_000 });
+    expect(all.length).toBe(324);
+    expect(all.slice(0, 300).every((h) => h.sessionId === 'busy' && h.type === 'note')).toBe(true);
+    const scoreOf = new Map(all.map((h) => [h.eventId, h.score]));
+    const expectBest = (hits: Array<{ eventId: bigint; score: number }>, expected: typeof all) => {
+      expect(hits.map((h) => h.eventId)).toEqual(expected.map((h) => h.eventId));
+      // The scores are BM25 on the text alone, the same as in the unfiltered search.
+      for (const h of hits) expect(h.score).toBeCloseTo(scoreOf.get(h.eventId)!, 9);
+    };
+    expectBest(await fts.search('kiwi', { types: ['memo'], limit: 5 }), all.filter((h) => h.type === 'memo').slice(0, 5));
+    expectBest(await fts.search('kiwi', { sessionId: 'quiet', limit: 5 }), all.filter((h) => h.sessionId === 'quiet').slice(0, 5));
+    expectBest(await fts.search('kiwi', { sessionId: 'busy', types: ['memo'], limit: 20 }), all.filter((h) => h.type === 'memo'));
+    expect((await fts.search('kiwi', { sessionId: 'quiet', limit: 3 })).map((h) => h.snippet)).toEqual(all.filter((h) => h.sessionId === 'quiet').slice(0, 3).map((h) => h.snippet));
+    // The other namespace's texts, alone and ranked among themselves.
+    const teamB = await db.search.namespace('team-b').fullText().search('kiwi', { limit: 4 });
+    expect(teamB.map((h) => h.sessionId)).toEqual(['busy', 'busy', 'busy', 'busy']);
+    expect(teamB.every((h, i) => i === 0 || teamB[i - 1]!.score >= h.score)).toBe(true);
+    expect(all.some((h) => teamB.some((b) => b.eventId === h.eventId))).toBe(false);
+    // A query cannot reach the session tags, even written with their private-use mark.
+    const tag = '\uE000' + Buffer.from('quiet').toString('hex');
+    expect(await fts.search(`"${tag}"`)).toEqual([]);
+    expect(await fts.search('\uE000*')).toEqual([]);
+    expect(await fts.search(`kiwi OR "${tag}"`, { limit: 1000 })).toHaveLength(324);
+    await db.close();
+  });
+
+  it('an index of the older layout (session ids indexed, no tags) is dropped and rebuilt from the log', async () => {
+    const { db, fts } = await seeded();
+    await db.sessions.start('agent', {}, { id: 'chat' });
+    await db.sessions.append('chat', { actorType: 'user', content: 'my lmdb question' });
+    const before = (await fts.search('lmdb')).map((h) => [h.eventId, h.score]);
+    expect(before.length).toBe(3);
+    const dir = db.dir;
+    await db.close();
+    // What an older athanor left: its table, empty here so that only a rebuild finds anything.
+    const old = await sb.open(dir);
+    old.sql.exec(`DROP TABLE athanor_fts; CREATE VIRTUAL TABLE athanor_fts USING fts5(
+      body, ns UNINDEXED, type UNINDEXED, session_id, doc_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')`);
+    await old.close();
+    const db2 = await sb.open(dir);
+    const fts2 = db2.search.fullText({ on: { 'doc.written': { fields: ['$.title', '$.body'], id: '$.docId' }, 'doc.removed': { delete: true, id: '$.docId', fields: [] } } });
+    expect((await fts2.search('lmdb')).map((h) => [h.eventId, h.score])).toEqual(before);
+    expect((await fts2.search('lmdb', { sessionId: 'chat' })).map((h) => h.sessionId)).toEqual(['chat']);
+    expect(db2.sql.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE name = 'athanor_fts'")!.sql).toContain('tags');
+    await db2.close();
+  });
 });
 
 describe('hybrid search', () => {

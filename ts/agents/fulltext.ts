@@ -7,12 +7,13 @@
 import { AthanorError, InvalidArgumentError, SqlError } from '../errors.js';
 import type { Json } from '../state/codec.js';
 import type { Processor } from '../processing/processor.js';
+import type { Statement } from '../sql/sql.js';
 import type { VectorCollection } from '../vectors/collection.js';
 import type { MetadataFilter } from '../vectors/types.js';
 import { checkFilter, matchesFilter } from './filter.js';
 import type { Memory } from './host.js';
 import { checkNamespace } from './keys.js';
-import { EV, FULLTEXT_SCHEMA, fullTextSpec, type CompiledTextRule } from './schema.js';
+import { EV, FULLTEXT_DROP_OLD, FULLTEXT_SCHEMA, TAG_MARK, fullTextSpec, isCurrentFullTextTable, type CompiledTextRule } from './schema.js';
 
 /** How the events of one type are indexed. Paths are JSON paths into the payload (`'$.title'`). */
 export interface TextRule {
@@ -115,6 +116,9 @@ export interface HybridHit {
 /** Reciprocal rank fusion's constant (Cormack et al.): damps the head of each ranking. */
 const RRF_K = 60;
 
+/** How many prepared search statements a handle keeps (filters x limits in use). */
+const STATEMENTS_KEPT = 32;
+
 /** The index shared by every namespace view of one handle. @internal */
 export class FullTextShared {
   readonly #mem: Memory;
@@ -126,9 +130,30 @@ export class FullTextShared {
   #checked = false;
   /** The log's head when the last catch-up began: the index holds at least that much. */
   #caughtUpTo = -1n;
+  /**
+   * Prepared search statements by SQL text, the oldest finalized beyond
+   * {@link STATEMENTS_KEPT}: kept here, not in db.sql's shared cache, where one statement
+   * per limit a caller uses would push out the application's own.
+   */
+  readonly #statements = new Map<string, Statement<unknown>>();
 
   constructor(mem: Memory) {
     this.#mem = mem;
+  }
+
+  /** The prepared statement of `sql` (one of search's). */
+  statement<R>(sql: string): Statement<R> {
+    let s = this.#statements.get(sql);
+    if (s === undefined) {
+      s = this.#mem.host.sql.prepare(sql);
+      if (this.#statements.size >= STATEMENTS_KEPT) {
+        const [oldest, stmt] = this.#statements.entries().next().value!;
+        this.#statements.delete(oldest);
+        stmt.finalize();
+      }
+      this.#statements.set(sql, s);
+    }
+    return s as Statement<R>;
   }
 
   configure(spec: FullTextSpec | undefined): void {
@@ -146,7 +171,11 @@ export class FullTextShared {
     this.#mem.host.assertOpen();
     if (this.#rules === undefined) this.configure(undefined);
     if (this.#processor === undefined) {
-      this.#mem.host.sql.exec(FULLTEXT_SCHEMA);
+      const sql = this.#mem.host.sql;
+      const existing = sql.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'athanor_fts'")?.sql;
+      // Without its stored rules, ready() rebuilds the new table from the log.
+      if (existing !== undefined && !isCurrentFullTextTable(existing)) sql.exec(FULLTEXT_DROP_OLD);
+      sql.exec(FULLTEXT_SCHEMA);
       this.#processor = this.#mem.host.projection(fullTextSpec(this.#rules!));
     }
     return this.#processor;
@@ -215,16 +244,49 @@ export function anyWords(text: string): string {
   return [...new Set(words.map((w) => w.toLowerCase()))].map((w) => `"${w}"`).join(' OR ');
 }
 
+const UTF8 = new TextEncoder();
+
+/** The hex of a string's UTF-8, as SQLite's `hex()` writes it for a TEXT value (case is folded by the tokenizer). */
+function utf8Hex(text: string): string {
+  let hex = '';
+  for (const b of UTF8.encode(text)) hex += (b < 16 ? '0' : '') + b.toString(16);
+  return hex;
+}
+
 /**
- * The user's query confined to the text column, and with a session the session's tokens
- * as a phrase in `session_id`: FTS5 then ranks only that session's matches. The phrase is
- * a superset (another id with the same tokens in sequence matches it); the exact
- * `session_id = ?` condition of the statement decides.
+ * The MATCH text of a search: the user's query as written (a plain FTS5 query over
+ * `body`, the one column user words can match), and with a session, its exact tag token
+ * in `tags` (see FULLTEXT_SCHEMA), so FTS5 ranks only that session's matches. A query
+ * holding the tag mark itself is confined to `body`, so that it cannot match tags.
  */
-function confine(query: string, sessionId: string | undefined): string {
-  const body = `body : (${query})`;
-  if (sessionId === undefined || !/[\p{L}\p{N}]/u.test(sessionId)) return body;
-  return `${body} AND session_id : "${sessionId.replaceAll('"', '""')}"`;
+function matchText(query: string, sessionId: string | undefined): string {
+  const text = query.includes(TAG_MARK) ? `body : (${query})` : query;
+  if (sessionId === undefined || sessionId.length === 0) return text;
+  return `(${text}) AND tags : "${TAG_MARK}${utf8Hex(sessionId)}"`;
+}
+
+/** BM25 on `body` alone: a session's tag phrase must not move hits (it matches every candidate, with a length-dependent score). */
+const BODY_RANK = "rank MATCH 'bm25(1.0, 0.0)'";
+
+/** The SELECT of search() for each combination of filters and limit, built once. */
+const searchSql = new Map<string, string>();
+
+/**
+ * The statement of a search. The limit is a literal (a checked integer), not a parameter:
+ * SQLite then knows it when planning, and FTS5 ranks with a bounded sort (about 3% faster
+ * per query on a 50,000-event index than `LIMIT ?`, with the same hits).
+ */
+function searchStatement(typeCount: number, bySession: boolean, limit: number): string {
+  const key = `${typeCount}/${bySession ? 1 : 0}/${limit}`;
+  let sql = searchSql.get(key);
+  if (sql === undefined) {
+    const where = ['athanor_fts MATCH ?', 'ns = ?'];
+    if (typeCount > 0) where.push(`type IN (${new Array<string>(typeCount).fill('?').join(', ')})`);
+    if (bySession) where.push('session_id = ?', BODY_RANK);
+    sql = `SELECT rowid AS event_id, type, session_id, doc_id, -bm25(athanor_fts, 1.0, 0.0) AS score, snippet(athanor_fts, 0, ?, ?, '…', ?) AS snippet FROM athanor_fts WHERE ${where.join(' AND ')} ORDER BY rank LIMIT ${limit}`;
+    if (searchSql.size < 1024) searchSql.set(key, sql);
+  }
+  return sql;
 }
 
 function fixHint(query: string, e: unknown): InvalidArgumentError {
@@ -287,29 +349,19 @@ export class FullTextIndex {
     if (!Array.isArray(highlight) || highlight.length !== 2 || highlight.some((h) => typeof h !== 'string')) throw new InvalidArgumentError("highlight must be two strings, e.g. ['<mark>', '</mark>']");
     if (!Number.isInteger(snippetTokens) || snippetTokens < 1 || snippetTokens > 64) throw new InvalidArgumentError('snippetTokens must be an integer from 1 to 64');
     if (!this.#shared.current()) await this.#shared.ready();
-    const where = ['athanor_fts MATCH ?', 'ns = ?'];
-    const params: Array<string | number> = [highlight[0], highlight[1], snippetTokens, confine(query, sessionId), this.namespaceName];
-    if (types !== undefined) {
-      if (types.length === 0) return [];
-      where.push(`type IN (${types.map(() => '?').join(', ')})`);
-      params.push(...types);
-    }
-    if (sessionId !== undefined) {
-      where.push('session_id = ?');
-      params.push(sessionId);
-    }
-    params.push(limit);
-    const rows = this.#run<HitRow>(
-      `SELECT rowid AS event_id, type, session_id, doc_id, -bm25(athanor_fts, 1.0, 0.0, 0.0, 0.0, 0.0) AS score, snippet(athanor_fts, 0, ?, ?, '…', ?) AS snippet FROM athanor_fts WHERE ${where.join(' AND ')} ORDER BY rank LIMIT ?`,
-      params,
-      query,
-    );
+    if (types !== undefined && types.length === 0) return [];
+    // Every filter is a condition of the statement (the session's also of the MATCH): SQLite
+    // takes hits in rank order and stops at the limit.
+    const params: Array<string | number> = [highlight[0], highlight[1], snippetTokens, matchText(query, sessionId), this.namespaceName];
+    if (types !== undefined) params.push(...types);
+    if (sessionId !== undefined) params.push(sessionId);
+    const rows = this.#run<HitRow>(searchStatement(types?.length ?? 0, sessionId !== undefined, limit), params, query);
     return rows.map((r) => ({ eventId: BigInt(r.event_id), type: r.type, sessionId: r.session_id, docId: r.doc_id, score: r.score, snippet: r.snippet }));
   }
 
   #run<R>(sql: string, params: Array<string | number>, query: string): R[] {
     try {
-      return this.#mem.host.sql.all<R>(sql, params);
+      return this.#shared.statement<R>(sql).all(...params);
     } catch (e) {
       // The statement is athanor's own and fixed: an SQL error here comes from the query text.
       if (e instanceof SqlError || (e instanceof AthanorError && e.code === 'ERR_SQL_SYNTAX')) throw fixHint(query, e);
@@ -339,8 +391,8 @@ export class FullTextIndex {
     const textRank = new Map<string, SourceRank>();
     if (ftsQuery.length > 0 && wText > 0) {
       const rows = this.#run<{ doc_id: string; score: number }>(
-        'SELECT doc_id, -bm25(athanor_fts, 1.0, 0.0, 0.0, 0.0, 0.0) AS score FROM athanor_fts WHERE athanor_fts MATCH ? AND ns = ? AND doc_id IS NOT NULL ORDER BY rank LIMIT ?',
-        [confine(ftsQuery, undefined), this.namespaceName, candidates],
+        'SELECT doc_id, -bm25(athanor_fts, 1.0, 0.0) AS score FROM athanor_fts WHERE athanor_fts MATCH ? AND ns = ? AND doc_id IS NOT NULL ORDER BY rank LIMIT ?',
+        [matchText(ftsQuery, undefined), this.namespaceName, candidates],
         ftsQuery,
       );
       for (const r of rows) {

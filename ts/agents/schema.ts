@@ -103,19 +103,41 @@ export function memorySpec(): DeclarativeSpec {
 export const FULLTEXT_PROJECTION = 'athanor.fulltext';
 
 /**
+ * The first character of a session tag: a private-use code point, which `unicode61`
+ * keeps in a token (category Co) and which no query word contains (a query that does is
+ * confined to `body`), so a tag token matches only the tag query athanor writes.
+ * @internal
+ */
+export const TAG_MARK = '\uE000';
+
+/**
  * The full-text tables: the FTS5 index (rowid = event id) and the newest row of each
- * document. The session id is indexed too, so that a search in one session narrows its
- * candidates inside FTS5 instead of ranking every match of the log; queries are confined
- * to `body` and ranked by BM25 on `body` alone (the table's `rank` setting).
+ * document. `body` is the one column user queries search, so a query runs unconfined, as
+ * on a plain one-column FTS5 table (no column filter to evaluate per match, BM25's default
+ * weights). `tags` holds a session event's session as one exact token
+ * ({@link TAG_MARK} + the hex of the id's UTF-8): a search in one session adds
+ * `AND tags : "<tag>"`, so FTS5 ranks only that session's matches. The other attributes
+ * are UNINDEXED columns, checked by the statement's WHERE on hits in rank order.
  * @internal
  */
 export const FULLTEXT_SCHEMA = `
 CREATE VIRTUAL TABLE IF NOT EXISTS athanor_fts USING fts5(
-  body, ns UNINDEXED, type UNINDEXED, session_id, doc_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3');
-INSERT INTO athanor_fts (athanor_fts, rank) VALUES ('rank', 'bm25(1.0, 0.0, 0.0, 0.0, 0.0)');
+  body, tags, ns UNINDEXED, type UNINDEXED, session_id UNINDEXED, doc_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3');
 CREATE TABLE IF NOT EXISTS athanor_fts_docs (ns TEXT NOT NULL, doc_id TEXT NOT NULL, event_id INTEGER NOT NULL, PRIMARY KEY (ns, doc_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS athanor_fulltext_spec (id INTEGER PRIMARY KEY CHECK (id = 1), spec TEXT NOT NULL);
 `;
+
+/**
+ * Whether an existing `athanor_fts` has the columns of {@link FULLTEXT_SCHEMA} (a store
+ * indexed by an older athanor has session ids as an indexed column and no `tags`).
+ * @internal
+ */
+export function isCurrentFullTextTable(createSql: string): boolean {
+  return /\btags\b/.test(createSql);
+}
+
+/** Drops an index of an older layout: the tables are created again and rebuilt from the log. @internal */
+export const FULLTEXT_DROP_OLD = 'DROP TABLE IF EXISTS athanor_fts; DROP TABLE IF EXISTS athanor_fulltext_spec;';
 
 /** What the full-text projection's `rebuild()` drops. @internal */
 export const FULLTEXT_RESET = "DELETE FROM athanor_fts; DELETE FROM athanor_fts_docs;";
@@ -147,8 +169,9 @@ export function fullTextSpec(rules: ReadonlyMap<string, CompiledTextRule>): Decl
     if (r.delete !== true) {
       const holes = r.fields.map(() => '?').join(', ');
       actions.push({
-        sql: `INSERT INTO athanor_fts (rowid, body, ns, type, session_id, doc_id) VALUES (?, concat_ws(char(10), ${holes}), ?, ?, ?, ?)`,
-        params: ['@id', ...r.fields.map((f) => f as ParamSource), ns, '@type', src(r.sessionId, { value: null }), src(r.id, { value: null })],
+        // The tag is TAG_MARK (char 57344) + hex of the session id's UTF-8; none without a session.
+        sql: `INSERT INTO athanor_fts (rowid, body, tags, ns, type, session_id, doc_id) VALUES (?, concat_ws(char(10), ${holes}), char(57344) || nullif(hex(?), ''), ?, ?, ?, ?)`,
+        params: ['@id', ...r.fields.map((f) => f as ParamSource), src(r.sessionId, { value: null }), ns, '@type', src(r.sessionId, { value: null }), src(r.id, { value: null })],
       });
       if (r.id !== undefined) actions.push({ sql: 'INSERT INTO athanor_fts_docs (ns, doc_id, event_id) VALUES (?, ?, ?)', params: [ns, src(r.id, { value: null }), '@id'] });
     }

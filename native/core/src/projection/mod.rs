@@ -43,6 +43,7 @@ pub(crate) fn open_for_reading(path: &Path) -> rusqlite::Result<rusqlite::Connec
     use rusqlite::{Connection, ErrorCode, OpenFlags};
     let read_only = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let probe = |c: &Connection| c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()));
+    sql::configure_sqlite();
     let conn = Connection::open_with_flags(path, read_only)?;
     match probe(&conn) {
         Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ReadOnly => {
