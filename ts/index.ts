@@ -6,7 +6,7 @@
 export { Athanor, Snapshot, type OpenOptions, type Durability, type VerifyOptions, type VerifyResult } from './db.js';
 export type { VerifyReportOptions, VerifyReport, VerifyViolation, ListOptions, StateEntry } from './db.js';
 export { TransactionBuilder, type Tx, type CommitResult, type AppliedResult, type DuplicateResult, type ExecuteOptions, type EventInput } from './state/transaction.js';
-export { EventLog, type StoredEvent, type ReadOptions, type CompactOptions, type CompactResult, type EventProof } from './state/events.js';
+export { EventLog, type StoredEvent, type ReadOptions, type CompactOptions, type CompactResult, type CompactArchive, type EventProof } from './state/events.js';
 export type { AppendOptions, ExpectedVersion, NumericOptions, LogOptions } from './state/transaction.js';
 export type { Upcaster } from './state/upcasters.js';
 export { Streams, type StreamEvent, type StreamReadOptions, type StreamListOptions, type StreamInfo } from './state/streams.js';

@@ -25,7 +25,7 @@ export interface ConsumerGroupOptions {
   /** This member's name in the pending list (default `<pid>:<random>`). */
   member?: string;
   /** Where time is read (default the wall clock). */
-  clock?: { now(): number };
+  clock?: TimeSource;
 }
 
 /** One event handed to a member: ack or nack it. */

@@ -34,7 +34,7 @@ export interface QueueOptions {
   /** Upper bound of the retry delay (default 60,000 ms). */
   maxBackoffMs?: number;
   /** Where time is read (default the wall clock); tests pass one they move by hand. */
-  clock?: { now(): number };
+  clock?: TimeSource;
 }
 
 /** Options of an enqueue. */
@@ -425,7 +425,7 @@ export class Queue<P = Json> {
   }
 
   /**
-   * Leases up to `count` jobs for `visibilityMs` (see {@link TxQueue.lease}); an empty
+   * Leases up to `count` jobs for `visibilityMs` (see `TxQueue.lease`); an empty
    * array when none is due. The leases of one handle are taken one transaction at a
    * time (they would race for the same jobs): calls made while one is committing are
    * served together by the next, in one commit. Leases of other processes that race

@@ -104,6 +104,18 @@ export interface CompactOptions {
   archiveTo?: string;
 }
 
+/** The archive file a compaction wrote before deleting. */
+export interface CompactArchive {
+  /** The archive's path (zstd-compressed JSON lines). */
+  path: string;
+  /** Events written to it. */
+  events: number;
+  /** Its size in bytes. */
+  bytes: number;
+  /** The SHA-256 of the file, also written to `<path>.sha256`. */
+  sha256: string;
+}
+
 /** What {@link EventLog.compact} did. */
 export interface CompactResult {
   /** Events deleted. */
@@ -115,7 +127,7 @@ export interface CompactResult {
   /** The cursor that held `before` back (`processor:<name>`, `vector-projection:<name>`, `consumer-group:<name>`), if one did. */
   heldBy: string | null;
   /** The archive written, if asked. */
-  archive: { path: string; events: number; bytes: number; sha256: string } | null;
+  archive: CompactArchive | null;
 }
 
 /** Deletes old events; the handle supplies it (it needs the cursors of the layers above). @internal */

@@ -65,7 +65,7 @@ pub fn dot_i8(q: &[f32], codes: &[i8]) -> f32 {
 }
 
 /// Portable `f32` x `int8` dot product; eight accumulators so the compiler can
-/// vectorise it (with AVX2 where [`x86::dot_i8_avx2`] compiles it so).
+/// vectorise it (with AVX2 where `x86::dot_i8_avx2` compiles it so).
 #[inline(always)]
 pub fn dot_i8_scalar(q: &[f32], codes: &[i8]) -> f32 {
     let n = q.len().min(codes.len());

@@ -5,7 +5,7 @@
 //! The graph is two parts: the base, a built graph frozen into its compact form
 //! (see `frozen`), and the delta, an hnsw_rs graph of what was inserted since.
 //! A first build freezes as soon as the indexer is idle; once the delta reaches
-//! [`DELTA_MERGE_RATIO`] of the base, a rebuild merges both into a new base. A
+//! `DELTA_MERGE_RATIO` of the base, a rebuild merges both into a new base. A
 //! collection so holds one copy of each vector and compact links, and a walk
 //! covers both parts.
 //!
