@@ -323,15 +323,24 @@ export class TxQueue<P = Json> {
         const r = readRecord<JobRecord>(tx.getOpt(k.job(indexKey.slice(indexKey.length - ID_LENGTH))));
         if (r !== undefined && r.index === indexKey) candidates.push(r);
       };
-      for (const e of list({ prefix: k.prefix('l'), limit: count })) {
-        if (timeOf(e.key, k.prefix('l')) > now) break;
-        consider(e.key);
-      }
-      for (const e of list({ prefix: k.prefix('d'), limit: count })) {
-        if (timeOf(e.key, k.prefix('d')) > now) break;
-        consider(e.key);
-      }
-      for (const e of list({ prefix: k.prefix('r'), limit: count })) consider(e.key);
+      // The listing is the newest committed state this process has seen, which may lag
+      // another process's commits: an entry it shows may be gone from the transaction's
+      // snapshot (`consider` skips it), so each index is paged on until enough are found.
+      const scan = (prefix: string, due: boolean): void => {
+        let after: string | undefined;
+        for (;;) {
+          const page = list(after === undefined ? { prefix, limit: count } : { prefix, after, limit: count });
+          for (const e of page) {
+            if (due && timeOf(e.key, prefix) > now) return;
+            consider(e.key);
+          }
+          if (page.length < count || candidates.length >= count) return;
+          after = page[page.length - 1]!.key;
+        }
+      };
+      scan(k.prefix('l'), true);
+      scan(k.prefix('d'), true);
+      scan(k.prefix('r'), false);
       candidates.sort((a, b) => b.priority - a.priority || a.due - b.due || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       let token = Number(tx.getOpt(k.token)?.asI64() ?? 0n);
       const out: Job<P>[][] = requests.map(() => []);
