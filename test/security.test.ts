@@ -334,6 +334,33 @@ describe('custom roles narrowed to resources', () => {
     expectThrows(() => h.get('orders/1'), ForbiddenError, 'ERR_FORBIDDEN');
   });
 
+  it('checks stream appends (each event type) and numeric ops (their key) like other writes', async () => {
+    const db = await sb.open();
+    await db.roles.define('orders', [
+      { action: 'write', resource: { kind: 'key', prefix: 'orders/' } },
+      { action: 'write', resource: { kind: 'event', prefix: 'order.' } },
+    ]);
+    const h = db.as({ id: 'svc', roles: ['orders'] });
+    await h.transaction().execute((tx) => {
+      tx.add('orders/count', 2n);
+      tx.append('order-1', [{ type: 'order.placed', payload: { id: 1 } }], { expectedVersion: 'none' });
+    });
+    expect(db.get('orders/count').asI64()).toBe(2n);
+    expect(db.streams.version('order-1')).toBe(1);
+    const before = db.commitSeq;
+    const e = await expectRejects(h.transaction().execute((tx) => tx.add('users/count', 1n)), ForbiddenError, 'ERR_FORBIDDEN');
+    expect((e as ForbiddenError).permission).toBe('write key:"users/count"');
+    await expectRejects(
+      h.transaction().execute((tx) => tx.append('order-1', [{ type: 'order.paid', payload: {} }, { type: 'user.created', payload: {} }], { expectedVersion: 1 })),
+      ForbiddenError,
+      'ERR_FORBIDDEN',
+    );
+    await expectRejects(h.transaction().execute((tx) => tx.max('users/high', 5n)), ForbiddenError, 'ERR_FORBIDDEN');
+    expect(db.commitSeq).toBe(before);
+    expect(db.streams.version('order-1')).toBe(1);
+    expect(db.getOpt('users/count')).toBeUndefined();
+  });
+
   it('a role dropped by another process is taken from this process\'s handles at its commit', async () => {
     const dir = sb.dir();
     const db = await sb.open(dir);
