@@ -241,28 +241,40 @@ export class Migrations {
     return this.registered().filter((m) => !applied.has(m.version));
   }
 
-  /** Applies every pending migration, each in its own transaction; returns those applied. Stops at the first failure (rethrown). */
+  /**
+   * Applies every pending migration in version order, all in one transaction; returns
+   * those applied. A failure (a step's error, a failed verification) is rethrown and rolls
+   * back every migration of the call, so the schema is left as it was (like `rollbackTo`).
+   */
   run(): AppliedMigration[] {
     const sql = this.#sql();
-    const out: AppliedMigration[] = [];
-    for (const m of this.pending()) {
-      const rec: AppliedMigration = { version: m.version, name: m.name, appliedAt: Date.now(), checksum: checksumOf(m) };
-      sql.transaction(() => {
-        step(sql, m.up, m, 'up');
-        if (m.verify !== undefined) {
-          let ok: boolean | void;
-          try {
-            ok = m.verify(sql);
-          } catch (e) {
-            throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification: ${describeThrown(e)}; it was rolled back`, { cause: e });
-          }
-          if (ok === false) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification; it was rolled back`);
+    const pending = this.pending();
+    return sql
+      .transaction(() => {
+        const out: AppliedMigration[] = [];
+        for (const m of pending) this.#apply(sql, m, out);
+        return out;
+      })
+      .immediate();
+  }
+
+  /** One migration's up step, verification and history row, in a transaction nested in the caller's. */
+  #apply(sql: Sql, m: Migration, out: AppliedMigration[]): void {
+    const rec: AppliedMigration = { version: m.version, name: m.name, appliedAt: Date.now(), checksum: checksumOf(m) };
+    sql.transaction(() => {
+      step(sql, m.up, m, 'up');
+      if (m.verify !== undefined) {
+        let ok: boolean | void;
+        try {
+          ok = m.verify(sql);
+        } catch (e) {
+          throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification: ${describeThrown(e)}; it was rolled back`, { cause: e });
         }
-        sql[INTERNAL]().recordMigration(rec);
-      }).immediate();
-      out.push(rec);
-    }
-    return out;
+        if (ok === false) throw new InvalidArgumentError(`migration ${m.version} (${m.name}) failed verification; it was rolled back`);
+      }
+      sql[INTERNAL]().recordMigration(rec);
+    }).immediate();
+    out.push(rec);
   }
 
   /** Reverts the newest applied migration with its `down` step; returns it, or `undefined` when none is applied. */
