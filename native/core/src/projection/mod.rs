@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::codec::{self, PayloadKind};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use sql::{Role, SqlConn, SqlValue};
 
 /// File name of the projection database inside the database directory.
@@ -63,6 +63,21 @@ pub(crate) fn open_for_reading(path: &Path) -> rusqlite::Result<rusqlite::Connec
 /// Opens the read-write connection of `<dir>/projection.db`, creating the file and
 /// athanor's tables if needed and refusing a file written by a newer format.
 pub fn open_main(dir: &Path) -> Result<SqlConn> {
+    // Two processes opening the file at once can meet SQLITE_BUSY that SQLite returns
+    // without waiting (the switch to WAL, a WAL index being rebuilt): the open is tried
+    // again, as a whole, until the busy timeout has passed.
+    let deadline = std::time::Instant::now() + sql::BUSY_TIMEOUT;
+    loop {
+        match open_main_once(dir) {
+            Err(e) if e.code == Code::SqlBusy && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_main_once(dir: &Path) -> Result<SqlConn> {
     let conn = SqlConn::open(&file_path(dir), Role::ReadWrite)?;
     conn.exec("BEGIN IMMEDIATE")?;
     let r = bookkeeping::init_schema(&conn);
