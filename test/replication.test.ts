@@ -180,6 +180,9 @@ suite('replication through NATS JetStream', () => {
     const last = await writing;
     await r.waitFor(last);
     await expectSameContents(primary, r);
+    // The replica may see the last commits before the publisher has stored the stream's
+    // acknowledgements: wait for those, then nothing may be left pending.
+    await publisher.waitPublished(last);
     expect(publisher.metrics().pending).toBe(0);
   });
 
