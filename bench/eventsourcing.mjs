@@ -10,11 +10,11 @@
 // athanor's database is closed before the next side runs. Peer (configured in _peers.mjs):
 // lmdb-js in its default overlappingSync mode, each transaction awaited until `flushed`
 // (durable, like athanor's default 'full').
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Athanor, WrongExpectedVersionError } from '../dist/index.js';
 import { QUICK, emit, fmt, freshDir, interleave, log, median, removeDir, timed } from './_lib.mjs';
 import { LMDB, openLmdbEventSourcing, peerVersions } from './_peers.mjs';
+import { runQueue } from './_es_queue.mjs';
 
 export const description = 'event sourcing: 64 in-flight increments of one hot key (tx.add), stream appends with expected versions over 1,000 streams; vs lmdb-js by hand';
 
@@ -159,8 +159,7 @@ export async function run() {
   log(`eventsourcing: ${QUICK ? 'QUICK' : 'full'} mode, ${COUNTS.rounds} rounds; hot_counter ${fmt(COUNTS.hot)} ops, stream_append ${fmt(COUNTS.appends)} appends, x${CONCURRENCY} in flight`);
   await hotCounter();
   await streamAppend();
-  // Hook for the queue metric (issue 12, items 4-7): bench/_es_queue.mjs, when present,
-  // exports run() and emits `eventsourcing.queue` itself.
-  const queue = new URL('./_es_queue.mjs', import.meta.url);
-  if (existsSync(queue)) await (await import(queue.href)).run();
+  // The queue metric lives in its own module (it spawns worker processes); it emits
+  // `eventsourcing.queue` itself.
+  await runQueue(QUICK);
 }
