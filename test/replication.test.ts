@@ -510,6 +510,36 @@ suite('projections into PostgreSQL', () => {
     await failing.stop();
   });
 
+  it('a handler of runs gets each run of consecutive events of its types at once, in order, inside the batch transaction', async () => {
+    const p1 = pool();
+    await p1.query(MODEL_SCHEMA);
+    const db = await box.open();
+    const types = ['Move', 'Move', 'Other', 'Move', 'Put', 'Move', 'Move', 'Move'];
+    await db.transaction().execute((tx) => types.forEach((type, i) => tx.log(type, { k: `k${i}`, v: i })));
+    const runs: bigint[][] = [];
+    const proj = db.pgProjection({
+      name: 'runs',
+      pool: p1,
+      batchSize: 7,
+      on: {
+        Put: MODEL_ON.Put,
+        Move: {
+          run: async (events, c) => {
+            runs.push(events.map((e) => e.id));
+            const payloads = events.map((e) => e.payload as { k: string; v: number });
+            await c.query('INSERT INTO seen (id, k, v) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])', [events.map((e) => e.id.toString()), payloads.map((p) => p.k), payloads.map((p) => p.v)]);
+          },
+        },
+      },
+    });
+    await proj.catchUp();
+    await proj.stop();
+    // An event of a type without an entry does not end a run; one with its own entry does, and so does the batch's end.
+    expect(runs).toEqual([[1n, 2n, 4n], [6n, 7n], [8n]]);
+    expect((await p1.query('SELECT count(*)::int AS n, sum(v)::int AS s FROM seen')).rows[0]).toEqual({ n: 6, s: 0 + 1 + 3 + 5 + 6 + 7 });
+    expect((await p1.query('SELECT k, v::int AS v FROM kv')).rows).toEqual([{ k: 'k4', v: 4 }]);
+  });
+
   it('a running projection keeps its cursor in memory yet notices the row moved under it (a replay asked for by resetting it) and re-reads it, applying each event once', async () => {
     const p1 = pool();
     await migrations(p1).run();
@@ -589,7 +619,7 @@ describe('replication options', () => {
       await expectRejects(Athanor.openReplica(box.dir(), bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     const pool = { connect: () => Promise.reject(new Error('never called')) };
-    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }, { name: 'p', pool, on: {}, prepare: 'no' }, { name: 'p', pool, on: {}, mergeStatements: 1 }]) {
+    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }, { name: 'p', pool, on: {}, prepare: 'no' }, { name: 'p', pool, on: {}, mergeStatements: 1 }, { name: 'p', pool, on: { T: { run: 3 } } }]) {
       expectThrows(() => db.pgProjection(bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     expect(() => new PgMigrations(pool).add({ version: 0, name: 'x', up: '' })).toThrow(InvalidArgumentError);

@@ -51,6 +51,16 @@ export interface PgPool {
 export type PgHandler = (event: StoredEvent, client: PgClient) => Promise<unknown> | void;
 
 /**
+ * A handler of runs: called once per run of consecutive events (in id order) that map
+ * to it within a batch, inside the batch's transaction, so that it can write the whole
+ * run in one statement (`INSERT ... SELECT * FROM unnest($1::bigint[], $2::text[])`).
+ */
+export interface PgRunHandler {
+  /** Applies `events` (one or more, consecutive in the log) through `client`. */
+  run(events: readonly StoredEvent[], client: PgClient): Promise<unknown> | void;
+}
+
+/**
  * A declarative action: one PostgreSQL statement with `$1..$n` parameters taken from
  * the event as in a SQLite declarative projection (`'@id'`, `'@type'`, `'@at'`,
  * `'@commitSeq'`, `'$'` the payload as JSON text, `'$.a.b'`, `'$.items[0]'`,
@@ -70,10 +80,11 @@ export interface PgProjectionSpec {
   /** The PostgreSQL pool (`pg.Pool`). */
   pool: PgPool;
   /**
-   * Per event type (or `'*'`: every type without an entry of its own): a handler, or
-   * declarative actions run in order. Other types only advance the cursor.
+   * Per event type (or `'*'`: every type without an entry of its own): a handler, a
+   * handler of runs (`{ run(events, client) }`), or declarative actions run in order.
+   * Other types only advance the cursor.
    */
-  on: Record<string, PgHandler | PgAction | readonly PgAction[]>;
+  on: Record<string, PgHandler | PgRunHandler | PgAction | readonly PgAction[]>;
   /** Most events per PostgreSQL transaction (default 500). */
   batchSize?: number;
   /** Longest wait between retries, ms (default 5000). */
@@ -132,7 +143,7 @@ export class PgProjection {
   readonly name: string;
   readonly #log: EventLog;
   readonly #pool: PgPool;
-  readonly #on: Record<string, PgHandler | readonly CompiledAction[]>;
+  readonly #on: Record<string, PgHandler | PgRunHandler | readonly CompiledAction[]>;
   readonly #merge: boolean;
   readonly #batchSize: number;
   readonly #maxBackoffMs: number;
@@ -156,7 +167,7 @@ export class PgProjection {
     if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('pgProjection needs a spec { name, pool, on }');
     if (typeof spec.name !== 'string' || !NAME.test(spec.name)) throw new InvalidArgumentError('name must be 1 to 200 letters, digits, "_", "-" or "."');
     if (spec.pool === null || typeof spec.pool !== 'object' || typeof spec.pool.connect !== 'function') throw new InvalidArgumentError('pool must be a pg Pool (new pg.Pool({...}))');
-    if (spec.on === null || typeof spec.on !== 'object') throw new InvalidArgumentError('on must map event types to handlers (event, client) => Promise<void> or to actions { sql, params }');
+    if (spec.on === null || typeof spec.on !== 'object') throw new InvalidArgumentError('on must map event types to handlers (event, client) => Promise<void>, to { run(events, client) } or to actions { sql, params }');
     const batchSize = spec.batchSize ?? 500;
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new InvalidArgumentError('batchSize must be an integer from 1 to 100000');
     const maxBackoffMs = spec.maxBackoffMs ?? 5000;
@@ -340,7 +351,17 @@ export class PgProjection {
    */
   async #apply(client: PgClient, events: readonly StoredEvent[], merge: boolean): Promise<void> {
     let run: Run | undefined;
+    let handled: { handler: PgRunHandler; events: StoredEvent[] } | undefined;
     const flush = async () => {
+      if (handled !== undefined) {
+        const h = handled;
+        handled = undefined;
+        try {
+          await h.handler.run(h.events, client);
+        } catch (err) {
+          throw this.#handlerError(h.events, err);
+        }
+      }
       if (run === undefined) return;
       const r = run;
       run = undefined;
@@ -355,11 +376,20 @@ export class PgProjection {
         try {
           await h(e, client);
         } catch (err) {
-          throw this.#handlerError(e, err);
+          throw this.#handlerError([e], err);
         }
         continue;
       }
-      for (const a of h) {
+      if (!Array.isArray(h)) {
+        const runHandler = h as PgRunHandler;
+        if (handled?.handler !== runHandler) {
+          await flush();
+          handled = { handler: runHandler, events: [] };
+        }
+        handled.events.push(e);
+        continue;
+      }
+      for (const a of h as readonly CompiledAction[]) {
         const values = a.params.map((get) => get(e));
         const shape = a.merge;
         if (!merge || shape === undefined) {
@@ -368,7 +398,7 @@ export class PgProjection {
           continue;
         }
         const key = shape.keyOf(values);
-        if (run !== undefined && (run.action !== a || run.rows.length >= shape.maxRows || (key !== undefined && run.keys.has(key)))) await flush();
+        if (handled !== undefined || (run !== undefined && (run.action !== a || run.rows.length >= shape.maxRows || (key !== undefined && run.keys.has(key))))) await flush();
         run ??= { action: a, shape, rows: [], events: [], keys: new Set() };
         run.rows.push(values);
         run.events.push(e);
@@ -382,12 +412,15 @@ export class PgProjection {
     try {
       await (a.name === undefined ? client.query(a.sql, values) : client.query({ name: a.name, text: a.sql, values }));
     } catch (err) {
-      throw this.#handlerError(e, err);
+      throw this.#handlerError([e], err);
     }
   }
 
-  #handlerError(e: StoredEvent, err: unknown): HandlerError {
-    return new HandlerError(`PostgreSQL projection ${this.name}: the handler of ${e.type} failed on event ${e.id}: ${describeThrown(err)}; the batch was rolled back and will be retried`, { cause: err, eventId: e.id });
+  /** The error of a handler (or action) that failed on `events` (one, or a run: named by its first and last). */
+  #handlerError(events: readonly StoredEvent[], err: unknown): HandlerError {
+    const e = events[0]!;
+    const where = events.length === 1 ? `event ${e.id}` : `the run of events ${e.id} to ${events[events.length - 1]!.id}`;
+    return new HandlerError(`PostgreSQL projection ${this.name}: the handler of ${e.type} failed on ${where}: ${describeThrown(err)}; the batch was rolled back and will be retried`, { cause: err, eventId: e.id });
   }
 }
 
@@ -439,14 +472,18 @@ interface CompiledAction {
 }
 
 /** Handlers as they are; declarative actions compiled. Bad actions are refused here, before anything runs. */
-function compileHandler(type: string, h: unknown, prepare: boolean): PgHandler | CompiledAction[] {
+function compileHandler(type: string, h: unknown, prepare: boolean): PgHandler | PgRunHandler | CompiledAction[] {
   if (typeof h === 'function') return h as PgHandler;
+  if (h !== null && typeof h === 'object' && 'run' in h) {
+    if (typeof (h as PgRunHandler).run !== 'function') throw new InvalidArgumentError(`on[${JSON.stringify(type)}].run must be a function (events, client) => Promise<void>`);
+    return h as PgRunHandler;
+  }
   const list = Array.isArray(h) ? (h as unknown[]) : [h];
   if (list.length === 0) throw new InvalidArgumentError(`on[${JSON.stringify(type)}]: an empty list of actions`);
   return list.map((a, i) => {
     const where = `on[${JSON.stringify(type)}]${Array.isArray(h) ? `[${i}]` : ''}`;
     if (a === null || typeof a !== 'object' || typeof (a as PgAction).sql !== 'string' || (a as PgAction).sql.trim() === '') {
-      throw new InvalidArgumentError(`${where} must be a handler function or an action { sql, params }`);
+      throw new InvalidArgumentError(`${where} must be a handler function, { run(events, client) } or an action { sql, params }`);
     }
     const { sql, params = [] } = a as PgAction;
     if (!Array.isArray(params)) throw new InvalidArgumentError(`${where}.params must be a list of sources for $1..$n ('@id', '$.path', { value })`);
