@@ -8,7 +8,9 @@
  * the lock, the runner reads the cursor once and keeps it in memory: each batch is
  * `BEGIN` together with the cursor's move (guarded by its expected old value, which
  * also locks the row), the handlers' statements, `COMMIT`: two round trips besides
- * the handlers'. It runs from a primary or from a replica.
+ * the handlers'. Declarative actions of consecutive events run as one statement per
+ * run (a batch of inserts: one multi-row `INSERT`), so a batch of them costs three.
+ * It runs from a primary or from a replica.
  */
 import { createHash } from 'node:crypto';
 import { ClosedError, ConflictError, HandlerError, InvalidArgumentError, MigrationDriftError } from '../errors.js';
@@ -101,9 +103,10 @@ export interface PgProjectionSpec {
    * Merge the declarative actions of consecutive events into one statement per run
    * (default `true`): a run of the same `INSERT ... VALUES ($1, ...)` action becomes one
    * multi-row `INSERT`, a run of the same `DELETE ... WHERE col = $1` one
-   * `DELETE ... WHERE col IN (...)`; the tables end as event-by-event application leaves
-   * them. Set `false` when row triggers on the projected tables must fire once per
-   * statement, event by event.
+   * `DELETE ... WHERE col IN (...)` (split where an upsert's key repeats, and at 65,535
+   * parameters); the tables end as event-by-event application leaves them. Set `false`
+   * when row triggers on the projected tables must fire once per statement, or when a
+   * function called in `ON CONFLICT` reads the table being written.
    */
   mergeStatements?: boolean;
 }
