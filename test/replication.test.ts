@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import fc from 'fast-check';
 import pg from 'pg';
 import { Athanor, InvalidArgumentError, bytes, NotFoundError, PgMigrations, ReadOnlyError, i64, type PgClient, type PgHandler, type Replica, type StoredEvent, type Tx } from '../dist/index.js';
 import { NatsServer, PgServer, serversMissing } from './fixtures/servers.mjs';
@@ -375,7 +376,8 @@ suite('projections into PostgreSQL', () => {
       seen.push(...(await c.query('SELECT statement FROM pg_prepared_statements')).rows.map((r) => String(r['statement'])));
     };
     const seen: string[] = [];
-    const proj = db.pgProjection({ name: 'decl', pool: p1, maxBackoffMs: 100, on: { '*': action, Probe: preparedOn(seen) } });
+    // Event by event (no merged statements), so that every INSERT runs prepared.
+    const proj = db.pgProjection({ name: 'decl', pool: p1, maxBackoffMs: 100, mergeStatements: false, on: { '*': action, Probe: preparedOn(seen) } });
     db.sql.exec('CREATE TABLE moves (event_id INTEGER PRIMARY KEY, kind TEXT, account TEXT, amount INTEGER)');
     const lite = db.projection({ name: 'decl', on: { '*': { sql: 'INSERT INTO moves VALUES (?, ?, ?, ?)', params: ['@id', '@type', '$.account', '$.amount'] } } });
     await Promise.all([proj.catchUp(), lite.catchUp()]);
@@ -403,6 +405,139 @@ suite('projections into PostgreSQL', () => {
     for (const bad of [{ sql: '' }, { sql: 'SELECT $1', params: ['$.a..b'] }, { sql: 'SELECT $1', params: ['@nope'] }, { sql: 'SELECT $1', params: [{ value: {} }] }]) {
       expectThrows(() => db.pgProjection({ name: 'bad', pool: p1, on: { T: bad as never } }), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
+  });
+
+  /** The actions of the model below: upserts, deletes, an accumulating upsert, first-wins inserts, a plain INSERT, two actions for one type, an unmergeable statement. */
+  const MODEL_SCHEMA = `CREATE TABLE kv (k text PRIMARY KEY, v bigint NOT NULL);
+    CREATE TABLE totals (k text PRIMARY KEY, n bigint NOT NULL);
+    CREATE TABLE firsts (k text PRIMARY KEY, v bigint NOT NULL);
+    CREATE TABLE seen (id bigint PRIMARY KEY, k text NOT NULL, v bigint)`;
+  const MODEL_ON = {
+    Put: { sql: 'INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v', params: ['$.k', '$.v'] },
+    Add: { sql: 'INSERT INTO totals AS t (k, n) VALUES ($1, $2::bigint) ON CONFLICT (k) DO UPDATE SET n = t.n + EXCLUDED.n', params: ['$.k', '$.v'] },
+    Del: { sql: 'DELETE FROM kv WHERE k = $1', params: ['$.k'] },
+    First: { sql: 'INSERT INTO firsts (k, v) VALUES ($1, $2) ON CONFLICT DO NOTHING', params: ['$.k', '$.v'] },
+    Move: [
+      { sql: 'INSERT INTO seen (id, k, v) VALUES ($1, $2, $3)', params: ['@id', '$.k', '$.v'] },
+      { sql: 'DELETE FROM totals WHERE k = $1', params: ['$.k'] },
+    ],
+    Bump: { sql: 'UPDATE kv SET v = v + $2 WHERE k = $1', params: ['$.k', '$.v'] },
+  } as const;
+  const modelEvent = fc.record({ type: fc.constantFrom('Put', 'Add', 'Del', 'First', 'Move', 'Bump', 'Other'), k: fc.constantFrom('a', 'b', 'c', 'd'), v: fc.integer({ min: -1000, max: 1000 }) });
+  const snapshot = async (p: pg.Pool) => {
+    const out: Record<string, unknown[]> = {};
+    for (const t of ['kv', 'totals', 'firsts', 'seen']) out[t] = (await p.query(`SELECT * FROM ${t} ORDER BY 1`)).rows;
+    return out;
+  };
+  /** A pool whose clients count the statements they send (one round trip each). */
+  const counted = (p: pg.Pool, count: { n: number }) => ({
+    connect: async () => {
+      const c = await p.connect();
+      const query = c.query.bind(c) as (...args: unknown[]) => Promise<unknown>;
+      const client: PgClient = {
+        query: (...args: unknown[]) => {
+          count.n++;
+          return query(...args) as never;
+        },
+        release: (destroy?: boolean | Error) => c.release(destroy),
+        on: (event: 'error', listener: (e: Error) => void) => c.on(event, listener),
+        removeListener: (event: 'error', listener: (e: Error) => void) => c.removeListener(event, listener),
+      };
+      return client;
+    },
+  });
+
+  it('merged declarative statements leave the tables exactly as event-by-event application does, on random event sequences and batch sizes', async () => {
+    const admin = pool();
+    for (const schema of ['merged', 'single']) await admin.query(`CREATE SCHEMA ${schema}; SET search_path = ${schema}; ${MODEL_SCHEMA}; RESET search_path`);
+    const inSchema = (schema: string) => {
+      const p = new pg.Pool({ connectionString: server.connectionString.replace(/\/postgres$/, `/${database}`), max: 2, options: `-c search_path=${schema}` });
+      pools.push(p);
+      return p;
+    };
+    const merged = inSchema('merged');
+    const single = inSchema('single');
+    let runs = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(modelEvent, { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 40 }), async (commits, batchSize) => {
+        // Two names: one advisory lock each (the lock is per database and name).
+        const run = ++runs;
+        for (const p of [merged, single]) await p.query('TRUNCATE kv, totals, firsts, seen');
+        const db = await box.open();
+        try {
+          for (const events of commits) await db.transaction().execute((tx) => events.forEach((e) => tx.log(e.type, { k: e.k, v: e.v })));
+          const a = db.pgProjection({ name: `merged${run}`, pool: merged, batchSize, on: MODEL_ON });
+          const b = db.pgProjection({ name: `single${run}`, pool: single, batchSize, mergeStatements: false, on: MODEL_ON });
+          await Promise.all([a.catchUp(), b.catchUp()]);
+          await Promise.all([a.stop(), b.stop()]);
+          expect(await snapshot(merged)).toEqual(await snapshot(single));
+          // No merged statement failed and was redone: the upsert runs were split where a key repeats.
+          expect(a.metrics().errors).toBe(0);
+        } finally {
+          await db.close();
+        }
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it('a run of one declarative action costs one statement per batch, and a failing merged statement names the exact event it fails on', async () => {
+    const p1 = pool();
+    await p1.query(MODEL_SCHEMA);
+    const db = await box.open();
+    await db.transaction().execute((tx) => {
+      for (let i = 0; i < 1000; i++) tx.log('Move', { k: `k${i}`, v: i });
+    });
+    const count = { n: 0 };
+    const on = { Move: MODEL_ON.Move[0] };
+    const proj = db.pgProjection({ name: 'runs', pool: counted(p1, count), batchSize: 500, on });
+    await proj.catchUp();
+    await proj.stop();
+    expect((await p1.query('SELECT count(*)::int AS n, sum(v)::int AS s FROM seen')).rows[0]).toEqual({ n: 1000, s: 499_500 });
+    // Setup (lock, cursor table and row), then per batch: BEGIN with the cursor's move,
+    // one INSERT of 500 rows, COMMIT; then the unlock.
+    expect(count.n).toBe(1 + 1 + 2 * 3 + 1);
+    // A plain INSERT of a key already there, in the middle of a run: the merged statement
+    // fails, the batch is redone event by event, and the error names the event.
+    await db.transaction().execute((tx) => {
+      for (const k of ['x', 'y', 'z']) tx.log('Move', { k, v: 1 });
+      tx.log('Put', { k: 'x', v: 1 });
+    });
+    await p1.query('INSERT INTO seen VALUES (1002, $1, 0)', ['taken']);
+    const failing = db.pgProjection({ name: 'runs', pool: p1, batchSize: 500, maxHandlerRetries: 0, maxBackoffMs: 100, on: { ...on, Put: MODEL_ON.Put } });
+    await expect(failing.catchUp()).rejects.toMatchObject({ code: 'ERR_HANDLER', eventId: 1002n, message: expect.stringMatching(/Move failed on event 1002: .*duplicate key/) as unknown });
+    expect((await p1.query("SELECT count(*)::int AS n FROM seen WHERE k IN ('x', 'y', 'z')")).rows[0]).toEqual({ n: 0 });
+    await failing.stop();
+  });
+
+  it('a handler of runs gets each run of consecutive events of its types at once, in order, inside the batch transaction', async () => {
+    const p1 = pool();
+    await p1.query(MODEL_SCHEMA);
+    const db = await box.open();
+    const types = ['Move', 'Move', 'Other', 'Move', 'Put', 'Move', 'Move', 'Move'];
+    await db.transaction().execute((tx) => types.forEach((type, i) => tx.log(type, { k: `k${i}`, v: i })));
+    const runs: bigint[][] = [];
+    const proj = db.pgProjection({
+      name: 'runs',
+      pool: p1,
+      batchSize: 7,
+      on: {
+        Put: MODEL_ON.Put,
+        Move: {
+          run: async (events, c) => {
+            runs.push(events.map((e) => e.id));
+            const payloads = events.map((e) => e.payload as { k: string; v: number });
+            await c.query('INSERT INTO seen (id, k, v) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])', [events.map((e) => e.id.toString()), payloads.map((p) => p.k), payloads.map((p) => p.v)]);
+          },
+        },
+      },
+    });
+    await proj.catchUp();
+    await proj.stop();
+    // An event of a type without an entry does not end a run; one with its own entry does, and so does the batch's end.
+    expect(runs).toEqual([[1n, 2n, 4n], [6n, 7n], [8n]]);
+    expect((await p1.query('SELECT count(*)::int AS n, sum(v)::int AS s FROM seen')).rows[0]).toEqual({ n: 6, s: 0 + 1 + 3 + 5 + 6 + 7 });
+    expect((await p1.query('SELECT k, v::int AS v FROM kv')).rows).toEqual([{ k: 'k4', v: 4 }]);
   });
 
   it('a running projection keeps its cursor in memory yet notices the row moved under it (a replay asked for by resetting it) and re-reads it, applying each event once', async () => {
@@ -484,7 +619,7 @@ describe('replication options', () => {
       await expectRejects(Athanor.openReplica(box.dir(), bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     const pool = { connect: () => Promise.reject(new Error('never called')) };
-    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }, { name: 'p', pool, on: {}, prepare: 'no' }]) {
+    for (const bad of [{ name: 'a b', pool, on: {} }, { name: 'p', pool: {}, on: {} }, { name: 'p', pool, on: { T: 3 } }, { name: 'p', pool, on: { T: [] } }, { name: 'p', pool, on: {}, batchSize: 0 }, { name: 'p', pool, on: {}, prepare: 'no' }, { name: 'p', pool, on: {}, mergeStatements: 1 }, { name: 'p', pool, on: { T: { run: 3 } } }]) {
       expectThrows(() => db.pgProjection(bad as never), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     }
     expect(() => new PgMigrations(pool).add({ version: 0, name: 'x', up: '' })).toThrow(InvalidArgumentError);

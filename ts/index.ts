@@ -111,7 +111,7 @@ export { StaleLeaseError, CompactedError } from './errors.js';
 export { Replica } from './db.js';
 export { Replication, Publisher, type PublishOptions, type PublisherMetrics } from './replication/publisher.js';
 export type { ReplicaOptions, ReplicaLag, ReplicaMetrics } from './replication/follower.js';
-export { PgProjection, PgMigrations, type PgProjectionSpec, type PgProjectionMetrics, type PgHandler, type PgPool, type PgClient, type PgResult, type PgMigration, type PgAppliedMigration, type PgAction } from './replication/pg-projection.js';
+export { PgProjection, PgMigrations, type PgProjectionSpec, type PgProjectionMetrics, type PgHandler, type PgPool, type PgClient, type PgResult, type PgMigration, type PgAppliedMigration, type PgAction, type PgRunHandler } from './replication/pg-projection.js';
 export { Agents, type Agent, type AgentInput, type AgentListOptions, type AgentPage, type AgentSide, type AgentSnapshot, type ChangeOptions, type Transition, type PurgeScheduler } from './agents/agents.js';
 export { Sessions, Tasks, type Session, type SessionEvent, type Task, type TaskChange, type TaskSide } from './agents/sessions.js';
 export { Search, FullTextIndex, anyWords, type FullTextSpec, type TextRule, type TextSearchOptions, type TextHit, type HybridSearchOptions, type HybridHit, type HybridWeights, type SourceRank } from './agents/fulltext.js';

@@ -8,7 +8,9 @@
  * the lock, the runner reads the cursor once and keeps it in memory: each batch is
  * `BEGIN` together with the cursor's move (guarded by its expected old value, which
  * also locks the row), the handlers' statements, `COMMIT`: two round trips besides
- * the handlers'. It runs from a primary or from a replica.
+ * the handlers'. Declarative actions of consecutive events run as one statement per
+ * run (a batch of inserts: one multi-row `INSERT`), so a batch of them costs three.
+ * It runs from a primary or from a replica.
  */
 import { createHash } from 'node:crypto';
 import { ClosedError, ConflictError, HandlerError, InvalidArgumentError, MigrationDriftError } from '../errors.js';
@@ -37,6 +39,8 @@ export interface PgClient {
   release(destroy?: boolean | Error): void;
   /** `pg` clients emit `error` when their connection breaks while idle (a server restart). */
   on?(event: 'error', listener: (e: Error) => void): unknown;
+  /** Removes the listener added by `on` (a client returned to its pool keeps no listener of ours). */
+  removeListener?(event: 'error', listener: (e: Error) => void): unknown;
 }
 
 /** What athanor needs of a `pg` pool (`new pg.Pool({...})`). */
@@ -47,6 +51,16 @@ export interface PgPool {
 
 /** Applies one event inside the batch's PostgreSQL transaction, through `client`. */
 export type PgHandler = (event: StoredEvent, client: PgClient) => Promise<unknown> | void;
+
+/**
+ * A handler of runs: called once per run of consecutive events (in id order) that map
+ * to it within a batch, inside the batch's transaction, so that it can write the whole
+ * run in one statement (`INSERT ... SELECT * FROM unnest($1::bigint[], $2::text[])`).
+ */
+export interface PgRunHandler {
+  /** Applies `events` (one or more, consecutive in the log) through `client`. */
+  run(events: readonly StoredEvent[], client: PgClient): Promise<unknown> | void;
+}
 
 /**
  * A declarative action: one PostgreSQL statement with `$1..$n` parameters taken from
@@ -68,10 +82,11 @@ export interface PgProjectionSpec {
   /** The PostgreSQL pool (`pg.Pool`). */
   pool: PgPool;
   /**
-   * Per event type (or `'*'`: every type without an entry of its own): a handler, or
-   * declarative actions run in order. Other types only advance the cursor.
+   * Per event type (or `'*'`: every type without an entry of its own): a handler, a
+   * handler of runs (`{ run(events, client) }`), or declarative actions run in order.
+   * Other types only advance the cursor.
    */
-  on: Record<string, PgHandler | PgAction | readonly PgAction[]>;
+  on: Record<string, PgHandler | PgRunHandler | PgAction | readonly PgAction[]>;
   /** Most events per PostgreSQL transaction (default 500). */
   batchSize?: number;
   /** Longest wait between retries, ms (default 5000). */
@@ -84,6 +99,16 @@ export interface PgProjectionSpec {
    * does not keep prepared statements (PgBouncer before 1.21).
    */
   prepare?: boolean;
+  /**
+   * Merge the declarative actions of consecutive events into one statement per run
+   * (default `true`): a run of the same `INSERT ... VALUES ($1, ...)` action becomes one
+   * multi-row `INSERT`, a run of the same `DELETE ... WHERE col = $1` one
+   * `DELETE ... WHERE col IN (...)` (split where an upsert's key repeats, and at 65,535
+   * parameters); the tables end as event-by-event application leaves them. Set `false`
+   * when row triggers on the projected tables must fire once per statement, or when a
+   * function called in `ON CONFLICT` reads the table being written.
+   */
+  mergeStatements?: boolean;
 }
 
 /** A PostgreSQL projection's progress and health. */
@@ -121,7 +146,8 @@ export class PgProjection {
   readonly name: string;
   readonly #log: EventLog;
   readonly #pool: PgPool;
-  readonly #on: Record<string, PgHandler>;
+  readonly #on: Record<string, PgHandler | PgRunHandler | readonly CompiledAction[]>;
+  readonly #merge: boolean;
   readonly #batchSize: number;
   readonly #maxBackoffMs: number;
   readonly #maxHandlerRetries: number;
@@ -129,6 +155,7 @@ export class PgProjection {
   readonly #unsubscribe: () => void;
   readonly #waiters: { id: bigint; resolve: () => void; reject: (e: Error) => void }[] = [];
   #client: PgClient | undefined;
+  #onClientError: (e: Error) => void = () => undefined;
   #holdsLock = false;
   #cursor = 0n;
   #stopped = false;
@@ -143,7 +170,7 @@ export class PgProjection {
     if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('pgProjection needs a spec { name, pool, on }');
     if (typeof spec.name !== 'string' || !NAME.test(spec.name)) throw new InvalidArgumentError('name must be 1 to 200 letters, digits, "_", "-" or "."');
     if (spec.pool === null || typeof spec.pool !== 'object' || typeof spec.pool.connect !== 'function') throw new InvalidArgumentError('pool must be a pg Pool (new pg.Pool({...}))');
-    if (spec.on === null || typeof spec.on !== 'object') throw new InvalidArgumentError('on must map event types to handlers (event, client) => Promise<void> or to actions { sql, params }');
+    if (spec.on === null || typeof spec.on !== 'object') throw new InvalidArgumentError('on must map event types to handlers (event, client) => Promise<void>, to { run(events, client) } or to actions { sql, params }');
     const batchSize = spec.batchSize ?? 500;
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new InvalidArgumentError('batchSize must be an integer from 1 to 100000');
     const maxBackoffMs = spec.maxBackoffMs ?? 5000;
@@ -151,12 +178,15 @@ export class PgProjection {
     const maxHandlerRetries = spec.maxHandlerRetries ?? 10;
     const prepare = spec.prepare ?? true;
     if (typeof prepare !== 'boolean') throw new InvalidArgumentError('prepare must be true or false');
+    const merge = spec.mergeStatements ?? true;
+    if (typeof merge !== 'boolean') throw new InvalidArgumentError('mergeStatements must be true or false');
     if (!Number.isInteger(maxHandlerRetries) || maxHandlerRetries < 0) throw new InvalidArgumentError('maxHandlerRetries must be a non-negative integer');
     this.name = spec.name;
     this.#onStop = onStop;
     this.#log = log;
     this.#pool = spec.pool;
     this.#on = Object.fromEntries(Object.entries(spec.on).map(([type, h]) => [type, compileHandler(type, h, prepare)]));
+    this.#merge = merge;
     this.#batchSize = batchSize;
     this.#maxBackoffMs = maxBackoffMs;
     this.#maxHandlerRetries = maxHandlerRetries;
@@ -230,12 +260,13 @@ export class PgProjection {
         // break (with the session, the advisory lock is gone): pg reports it here
         // (unhandled, it would end the process), and the loop reconnects at once.
         let broken: Error | undefined;
-        client.on?.('error', (e) => {
+        this.#onClientError = (e) => {
           if (this.#client !== client) return;
           broken = e;
           this.#holdsLock = false;
           this.#bell.ring();
-        });
+        };
+        client.on?.('error', this.#onClientError);
         if (this.#stopped) break;
         await client.query('SELECT pg_advisory_lock($1)', [lockKey('projection', this.name)]);
         this.#holdsLock = true;
@@ -269,7 +300,12 @@ export class PgProjection {
       this.#client = undefined;
       if (this.#holdsLock) {
         this.#holdsLock = false;
-        await c.query('SELECT pg_advisory_unlock($1)', [lockKey('projection', this.name)]).then(() => c.release(), () => c.release(true));
+        const reuse = () => {
+          // Back in the pool, the client would otherwise keep a listener of ours per projection run.
+          c.removeListener?.('error', this.#onClientError);
+          c.release();
+        };
+        await c.query('SELECT pg_advisory_unlock($1)', [lockKey('projection', this.name)]).then(reuse, () => c.release(true));
       } else c.release(true);
     }
   }
@@ -280,6 +316,22 @@ export class PgProjection {
     const events = [...this.#log.read({ from: from + 1n, limit: this.#batchSize })];
     if (events.length === 0) return false;
     const last = events[events.length - 1]!.id;
+    try {
+      await this.#transaction(client, events, from, last, this.#merge);
+    } catch (e) {
+      if (!(e instanceof MergedStatementFailed)) throw e;
+      // A merged statement failed (a key PostgreSQL saw as repeated where JavaScript saw
+      // two, a bad value somewhere in the run): the batch again, event by event, which
+      // either applies it as it should or names the event that fails.
+      await this.#transaction(client, events, from, last, false);
+    }
+    this.#cursor = last;
+    this.#settle();
+    return true;
+  }
+
+  /** `events` and the cursor's move from `from` to `last`, in one transaction. */
+  async #transaction(client: PgClient, events: readonly StoredEvent[], from: bigint, last: bigint, merge: boolean): Promise<void> {
     // The name is checked against NAME and the cursors are bigints: safe as literals,
     // which lets BEGIN and the cursor's move share one round trip (a simple query).
     const moved = await client.query(`BEGIN; UPDATE athanor_pg_cursors SET cursor = ${last}, updated_at = now() WHERE name = '${this.name}' AND cursor = ${from}`);
@@ -287,23 +339,113 @@ export class PgProjection {
       if (rowCountOf(moved) !== 1) {
         throw new ConflictError(`PostgreSQL projection ${this.name}: its cursor row no longer says ${from} (moved or deleted by something other than this runner, which holds the advisory lock); the runner reads it again`);
       }
-      for (const e of events) {
-        const h = this.#on[e.type] ?? this.#on['*'];
-        if (h === undefined) continue;
-        try {
-          await h(e, client);
-        } catch (err) {
-          throw new HandlerError(`PostgreSQL projection ${this.name}: the handler of ${e.type} failed on event ${e.id}: ${describeThrown(err)}; the batch was rolled back and will be retried`, { cause: err, eventId: e.id });
-        }
-      }
+      await this.#apply(client, events, merge);
       await client.query('COMMIT');
     } catch (e) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw e;
     }
-    this.#cursor = last;
-    this.#settle();
-    return true;
+  }
+
+  /**
+   * Runs the handlers and actions of `events` in order. With `merge`, consecutive
+   * runs of one mergeable action become one statement (split where its conflict key
+   * repeats, and at PostgreSQL's parameter limit); everything else runs as it comes.
+   */
+  async #apply(client: PgClient, events: readonly StoredEvent[], merge: boolean): Promise<void> {
+    let run: Run | undefined;
+    let handled: { handler: PgRunHandler; events: StoredEvent[] } | undefined;
+    const flush = async () => {
+      if (handled !== undefined) {
+        const h = handled;
+        handled = undefined;
+        try {
+          await h.handler.run(h.events, client);
+        } catch (err) {
+          throw this.#handlerError(h.events, err);
+        }
+      }
+      if (run === undefined) return;
+      const r = run;
+      run = undefined;
+      if (r.rows.length === 1) await this.#runOne(client, r.action, r.rows[0]!, r.events[0]!);
+      else await runMerged(client, r);
+    };
+    for (const e of events) {
+      const h = this.#on[e.type] ?? this.#on['*'];
+      if (h === undefined) continue;
+      if (typeof h === 'function') {
+        await flush();
+        try {
+          await h(e, client);
+        } catch (err) {
+          throw this.#handlerError([e], err);
+        }
+        continue;
+      }
+      if (!Array.isArray(h)) {
+        const runHandler = h as PgRunHandler;
+        if (handled?.handler !== runHandler) {
+          await flush();
+          handled = { handler: runHandler, events: [] };
+        }
+        handled.events.push(e);
+        continue;
+      }
+      for (const a of h as readonly CompiledAction[]) {
+        const values = a.params.map((get) => get(e));
+        const shape = a.merge;
+        if (!merge || shape === undefined) {
+          await flush();
+          await this.#runOne(client, a, values, e);
+          continue;
+        }
+        const key = shape.keyOf(values);
+        if (handled !== undefined || (run !== undefined && (run.action !== a || run.rows.length >= shape.maxRows || (key !== undefined && run.keys.has(key))))) await flush();
+        run ??= { action: a, shape, rows: [], events: [], keys: new Set() };
+        run.rows.push(values);
+        run.events.push(e);
+        if (key !== undefined) run.keys.add(key);
+      }
+    }
+    await flush();
+  }
+
+  async #runOne(client: PgClient, a: CompiledAction, values: unknown[], e: StoredEvent): Promise<void> {
+    try {
+      await (a.name === undefined ? client.query(a.sql, values) : client.query({ name: a.name, text: a.sql, values }));
+    } catch (err) {
+      throw this.#handlerError([e], err);
+    }
+  }
+
+  /** The error of a handler (or action) that failed on `events` (one, or a run: named by its first and last). */
+  #handlerError(events: readonly StoredEvent[], err: unknown): HandlerError {
+    const e = events[0]!;
+    const where = events.length === 1 ? `event ${e.id}` : `the run of events ${e.id} to ${events[events.length - 1]!.id}`;
+    return new HandlerError(`PostgreSQL projection ${this.name}: the handler of ${e.type} failed on ${where}: ${describeThrown(err)}; the batch was rolled back and will be retried`, { cause: err, eventId: e.id });
+  }
+}
+
+/** Consecutive uses of one mergeable action, waiting to run as one statement. */
+interface Run {
+  action: CompiledAction;
+  shape: MergeShape;
+  rows: unknown[][];
+  events: StoredEvent[];
+  keys: Set<string>;
+}
+
+/** A merged statement failed: the batch is redone event by event (internal to a batch, never surfaced). */
+class MergedStatementFailed extends Error {}
+
+async function runMerged(client: PgClient, r: Run): Promise<void> {
+  const values: unknown[] = [];
+  for (const row of r.rows) for (const i of r.shape.used) values.push(row[i]);
+  try {
+    await client.query(r.shape.text(r.rows.length), values);
+  } catch (err) {
+    throw new MergedStatementFailed(describeThrown(err), { cause: err });
   }
 }
 
@@ -322,28 +464,138 @@ function cursorOf(r: PgResult | PgResult[]): bigint {
   return BigInt(row['cursor'] as string | number);
 }
 
-/** A handler, or declarative actions compiled into one; bad actions are refused here, before anything runs. */
-function compileHandler(type: string, h: unknown, prepare: boolean): PgHandler {
+/** A declarative action, checked and compiled. */
+interface CompiledAction {
+  sql: string;
+  /** Its prepared statement's name, unless `prepare: false`. */
+  name: string | undefined;
+  params: Getter[];
+  /** How runs of it merge into one statement; `undefined` when its shape is not one that merges. */
+  merge: MergeShape | undefined;
+}
+
+/** Handlers as they are; declarative actions compiled. Bad actions are refused here, before anything runs. */
+function compileHandler(type: string, h: unknown, prepare: boolean): PgHandler | PgRunHandler | CompiledAction[] {
   if (typeof h === 'function') return h as PgHandler;
+  if (h !== null && typeof h === 'object' && 'run' in h) {
+    if (typeof (h as PgRunHandler).run !== 'function') throw new InvalidArgumentError(`on[${JSON.stringify(type)}].run must be a function (events, client) => Promise<void>`);
+    return h as PgRunHandler;
+  }
   const list = Array.isArray(h) ? (h as unknown[]) : [h];
   if (list.length === 0) throw new InvalidArgumentError(`on[${JSON.stringify(type)}]: an empty list of actions`);
-  const actions = list.map((a, i) => {
+  return list.map((a, i) => {
     const where = `on[${JSON.stringify(type)}]${Array.isArray(h) ? `[${i}]` : ''}`;
     if (a === null || typeof a !== 'object' || typeof (a as PgAction).sql !== 'string' || (a as PgAction).sql.trim() === '') {
-      throw new InvalidArgumentError(`${where} must be a handler function or an action { sql, params }`);
+      throw new InvalidArgumentError(`${where} must be a handler function, { run(events, client) } or an action { sql, params }`);
     }
     const { sql, params = [] } = a as PgAction;
     if (!Array.isArray(params)) throw new InvalidArgumentError(`${where}.params must be a list of sources for $1..$n ('@id', '$.path', { value })`);
     // Named by the text: one name never stands for two statements on a connection.
     const name = prepare ? `athanor_${createHash('sha256').update(sql).digest('hex').slice(0, 32)}` : undefined;
-    return { sql, name, params: params.map((p, j) => compileParam(p, `${where}.params[${j}]`)) };
+    return { sql, name, params: params.map((p, j) => compileParam(p, `${where}.params[${j}]`)), merge: mergeShapeOf(sql, params.length) };
   });
-  return async (e, client) => {
-    for (const a of actions) {
-      const values = a.params.map((get) => get(e));
-      await (a.name === undefined ? client.query(a.sql, values) : client.query({ name: a.name, text: a.sql, values }));
-    }
-  };
+}
+
+/**
+ * How a run of one action becomes one statement: `text(n)` for `n` rows, whose
+ * parameters are, row after row, the action's values at `used`; `keyOf` the row's
+ * conflict key (a run is split where one repeats), `undefined` when none matters.
+ */
+interface MergeShape {
+  text(rows: number): string;
+  used: number[];
+  maxRows: number;
+  keyOf(values: unknown[]): string | undefined;
+}
+
+/** PostgreSQL's most parameters in one statement. */
+const MAX_PARAMS = 65_535;
+const IDENT = String.raw`(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`;
+const TYPE = String.raw`[A-Za-z_][A-Za-z0-9_]*(?:\s*\(\s*\d+\s*(?:,\s*\d+\s*)?\))?(?:\[\])*`;
+/** One value of the VALUES tuple: a parameter, perhaps cast (captures its number and cast). */
+const ITEM = String.raw`\$(\d+)(\s*::\s*${TYPE})?`;
+const ANY_ITEM = String.raw`\$\d+(?:\s*::\s*${TYPE})?`;
+const INSERT = new RegExp(String.raw`^\s*INSERT\s+INTO\s+(${IDENT}(?:\s*\.\s*${IDENT})?(?:\s+AS\s+${IDENT})?)\s*(\(\s*${IDENT}(?:\s*,\s*${IDENT})*\s*\))?\s*VALUES\s*\(\s*(${ANY_ITEM}(?:\s*,\s*${ANY_ITEM})*)\s*\)([^;]*?);?\s*$`, 'is');
+const DELETE = new RegExp(String.raw`^\s*DELETE\s+FROM\s+(${IDENT}(?:\s*\.\s*${IDENT})?)\s+WHERE\s+(${IDENT}\s*=\s*\$\d+(?:\s+AND\s+${IDENT}\s*=\s*\$\d+)*)\s*;?\s*$`, 'is');
+
+/** Splits a comma-separated list of identifiers, unquoting and case-folding them as PostgreSQL does. */
+function identifiers(list: string): string[] {
+  return [...list.matchAll(new RegExp(IDENT, 'g'))].map(([m]) => (m.startsWith('"') ? m.slice(1, -1).replace(/""/g, '"') : m.toLowerCase()));
+}
+
+/**
+ * The merge shape of an action, for the two shapes whose multi-row form gives what the
+ * statements one by one give: `INSERT INTO t [(cols)] VALUES ($i[::type], ...)` with an
+ * optional tail free of parameters and subqueries (`ON CONFLICT ... DO NOTHING`, or
+ * `ON CONFLICT (cols) DO UPDATE SET ... EXCLUDED...` whose key columns are among the
+ * inserted ones), and `DELETE FROM t WHERE col = $i [AND ...]`. Anything else runs
+ * statement by statement.
+ */
+function mergeShapeOf(sql: string, paramCount: number): MergeShape | undefined {
+  const keyOf = (positions: number[]) => (values: unknown[]) => JSON.stringify(positions.map((i) => normalizeKey(values[i])));
+  const ins = INSERT.exec(sql);
+  if (ins !== null) {
+    const [, table, columns, tuple, tail] = ins as unknown as [string, string, string | undefined, string, string];
+    // Per-row values or subqueries in the tail would not mean the same once merged.
+    if (tail.includes('$') || /\bselect\b/i.test(tail)) return undefined;
+    const items = [...tuple.matchAll(new RegExp(ITEM, 'g'))].map((m) => ({ index: Number(m[1]) - 1, cast: m[2] ?? '' }));
+    if (items.some((it) => it.index < 0 || it.index >= paramCount)) return undefined;
+    const used = [...new Set(items.map((it) => it.index))];
+    const slot = new Map(used.map((i, k) => [i, k]));
+    let key: ((values: unknown[]) => string) | undefined;
+    const conflict = /^\s*ON\s+CONFLICT\b(.*)$/is.exec(tail);
+    if (conflict !== null) {
+      const update = /\bDO\s+UPDATE\b/i.test(conflict[1]!);
+      const target = /^\s*\(([^()]*)\)/.exec(conflict[1]!);
+      const cols = columns === undefined ? undefined : identifiers(columns.slice(1, -1));
+      if (target !== null && cols !== undefined) {
+        const positions = identifiers(target[1]!).map((c) => cols.indexOf(c));
+        if (positions.every((p) => p >= 0 && p < items.length)) key = keyOf(positions.map((p) => items[p]!.index));
+      }
+      // DO UPDATE may not touch a row twice in one statement: without a known key, no merging.
+      if (update && key === undefined) return undefined;
+    } else if (tail.trim() !== '' && !/^\s*RETURNING\b/i.test(tail)) return undefined;
+    const head = `INSERT INTO ${table} ${columns ?? ''} VALUES `;
+    const width = used.length;
+    return {
+      used,
+      maxRows: Math.max(1, Math.floor(MAX_PARAMS / Math.max(1, width))),
+      keyOf: key ?? (() => undefined),
+      text: (rows) => {
+        const parts: string[] = [];
+        for (let r = 0; r < rows; r++) parts.push(`(${items.map((it) => `$${r * width + slot.get(it.index)! + 1}${it.cast}`).join(', ')})`);
+        return `${head}${parts.join(', ')}${tail}`;
+      },
+    };
+  }
+  const del = DELETE.exec(sql);
+  if (del !== null) {
+    const [, table, where] = del as unknown as [string, string, string];
+    const pairs = [...where.matchAll(new RegExp(String.raw`(${IDENT})\s*=\s*\$(\d+)`, 'g'))].map((m) => ({ column: m[1]!, index: Number(m[2]) - 1 }));
+    if (pairs.some((p) => p.index < 0 || p.index >= paramCount)) return undefined;
+    const used = pairs.map((p) => p.index);
+    const width = used.length;
+    const lhs = width === 1 ? pairs[0]!.column : `(${pairs.map((p) => p.column).join(', ')})`;
+    return {
+      used,
+      maxRows: Math.max(1, Math.floor(MAX_PARAMS / width)),
+      // Deleting a key twice deletes it once: repeats need no split.
+      keyOf: () => undefined,
+      text: (rows) => {
+        const parts: string[] = [];
+        for (let r = 0; r < rows; r++) parts.push(width === 1 ? `$${r + 1}` : `(${used.map((_, k) => `$${r * width + k + 1}`).join(', ')})`);
+        return `DELETE FROM ${table} WHERE ${lhs} IN (${parts.join(', ')})`;
+      },
+    };
+  }
+  return undefined;
+}
+
+/** A key value as PostgreSQL would likely compare it (`1` and `'1'` alike); where it compares otherwise, the merged statement fails and the batch is redone event by event. */
+function normalizeKey(v: unknown): string | null {
+  if (v === null || v === undefined) return null;
+  if (Buffer.isBuffer(v)) return v.toString('hex');
+  return String(v);
 }
 
 type Getter = (e: StoredEvent) => unknown;
