@@ -59,6 +59,8 @@ pub(super) const ACCEPTED: u8 = 2;
 /// What one filter answered for each slot, filled in as searches check slots.
 /// Checking a filter against stored metadata chases pointers through the JSON
 /// and costs more than a distance; reading the answer back costs one byte.
+/// Filters read from columns get one too (see [`Live::matcher`]): a byte per
+/// slot stays in cache where a column's cells and the slots do not.
 /// A slot's metadata never changes while it is live (an upsert makes a new
 /// slot), so an answer stays right until the slot dies, and [`Live::kill`]
 /// rejects the slot in every cache then. Answers are written under the read
