@@ -124,10 +124,43 @@ impl Word for f32 {}
 impl Word for i8 {}
 impl Word for u64 {}
 
+/// Arrays at least this large are backed by 2 MiB pages where the kernel allows.
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+/// An empty vector with room for `n` items, its memory advised to the kernel
+/// as huge pages before anything touches it. A walk reads vectors and links
+/// at random across the whole graph (75 MB for 50,000 vectors of 384
+/// dimensions); with 4 KiB pages nearly every vector it reads misses the TLB,
+/// and transparent huge pages are usually granted only on request (`madvise`
+/// mode). Memory use is unchanged: only the whole 2 MiB pages inside the
+/// allocation are affected.
+fn huge_vec<T>(n: usize) -> Vec<T> {
+    let v = Vec::with_capacity(n);
+    let bytes = n * std::mem::size_of::<T>();
+    #[cfg(target_os = "linux")]
+    if bytes >= HUGE_PAGE_MIN_BYTES {
+        const HUGE: usize = 2 << 20;
+        let start = (v.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (v.as_ptr() as usize + bytes) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside this vector's allocation; the advice
+            // changes how its pages are backed, never their contents. A refusal
+            // (kernel without THP) leaves ordinary pages, so the result is ignored.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+    v
+}
+
 /// Reads `n` little-endian numbers straight into a vector.
 fn read_words<T: Word>(r: &mut impl Read, n: usize) -> std::io::Result<Vec<T>> {
     let size = std::mem::size_of::<T>();
-    let mut v = vec![T::default(); n];
+    let mut v = huge_vec(n);
+    v.resize(n, T::default());
     // SAFETY: `T` is a plain number (see `Word`), so any bytes are a valid value
     // and the vector's memory is `size * n` initialised bytes.
     let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n * size) };
@@ -170,15 +203,15 @@ fn check_csr(start: &[u32], links: &[u32], points: usize) -> std::io::Result<()>
 impl Codes {
     fn new(quantization: Quantization, dim: usize, points: usize) -> Codes {
         match quantization {
-            Quantization::None => Codes::F32(Vec::with_capacity(points * dim)),
+            Quantization::None => Codes::F32(huge_vec(points * dim)),
             Quantization::Int8 => Codes::Int8 {
-                codes: Vec::with_capacity(points * dim),
+                codes: huge_vec(points * dim),
                 scale: Vec::with_capacity(points),
                 sqnorm: Vec::with_capacity(points),
             },
             Quantization::Binary => Codes::Binary {
                 words: dim.div_ceil(64),
-                bits: Vec::with_capacity(points * dim.div_ceil(64)),
+                bits: huge_vec(points * dim.div_ceil(64)),
                 norm: Vec::with_capacity(points),
             },
         }
