@@ -84,8 +84,11 @@ export async function interleave(metric, rounds, sides) {
   const names = Object.keys(sides);
   const out = Object.fromEntries(names.map((n) => [n, []]));
   for (let r = 0; r < rounds; r++) {
-    for (let j = 0; j < names.length; j++) {
-      const name = names[(r + j) % names.length];
+    // Rotated every other round and reversed on odd rounds (two sides: A B, B A, B A, A B),
+    // so no side always runs right after the same other one and pays for what it left behind.
+    const base = names.map((_, j) => names[(Math.floor(r / 2) + j) % names.length]);
+    const order = r % 2 === 1 ? base.reverse() : base;
+    for (const name of order) {
       const rate = await sides[name]();
       out[name].push(rate);
     }
