@@ -305,6 +305,59 @@ impl<'b, T: Clone + Send + Sync> PointWithOrder<'b, T> {
     }
 } // end of impl block
 
+/// A distance ordered by `f32::total_cmp` (athanor patch: the walk's heaps).
+#[derive(Clone, Copy, PartialEq)]
+struct WalkDist(f32);
+
+impl Eq for WalkDist {}
+
+impl PartialOrd for WalkDist {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for WalkDist {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Scratch of one thread's layer walks, reused from one call to the next (athanor
+/// patch): points are named by their address.
+#[derive(Default)]
+struct WalkScratch {
+    visited: hashbrown::HashSet<usize>,
+    /// Nearest first.
+    candidates: BinaryHeap<(std::cmp::Reverse<WalkDist>, usize)>,
+    /// Farthest first, at most `ef`.
+    found: BinaryHeap<(WalkDist, usize)>,
+    /// Unvisited neighbours of the point being expanded.
+    fresh: Vec<usize>,
+}
+
+/// Hints the CPU to load `len` bytes at `p` into cache (athanor patch); a no-op
+/// where no stable prefetch instruction is available.
+#[inline(always)]
+fn prefetch_bytes(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let mut off = 0;
+        while off < len {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch(p.wrapping_add(off) as *const i8, _MM_HINT_T0) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
+thread_local! {
+    static WALK_SCRATCH: std::cell::RefCell<WalkScratch> = std::cell::RefCell::new(WalkScratch::default());
+}
+
 //============================================================================================
 
 //  LayerGenerator
@@ -919,7 +972,105 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
     ///
     /// Greedy algorithm n° 2 in Malkov paper.
     /// search in a layer (layer) for the ef points nearest a point to be inserted in hnsw.
+    //
+    // athanor patch: the unfiltered walk (every insert, every plain search) runs on
+    // per-thread scratch reused across calls: a visited set of point addresses and two
+    // heaps of (distance, address). The original allocated a `PointWithOrder` (and cloned
+    // two `Arc`s, atomic increments on cache lines other threads share) per candidate,
+    // cloned an `Arc` into a fresh `HashMap` per visited point, and read each neighbour's
+    // `p_id` (a cache miss) just to test whether it was visited. Only the `ef` points
+    // returned become `PointWithOrder`s. Points are never removed from the graph while
+    // `&self` lives (`points_by_layer` holds an `Arc` to each), so their addresses stay
+    // valid for the walk.
     fn search_layer(
+        &self,
+        point: &[T],
+        entry_point: Arc<Point<'b, T>>,
+        ef: usize,
+        layer: u8,
+        filter: Option<&dyn FilterT>,
+    ) -> BinaryHeap<Arc<PointWithOrder<'b, T>>> {
+        if filter.is_some() || entry_point.p_id.1 < 0 {
+            return self.search_layer_filtered(point, entry_point, ef, layer, filter);
+        }
+        let ef = ef.max(1);
+        WALK_SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            let WalkScratch {
+                visited,
+                candidates,
+                found,
+                fresh,
+            } = &mut *scratch;
+            visited.clear();
+            candidates.clear();
+            found.clear();
+            let entry = Arc::as_ptr(&entry_point) as usize;
+            let d0 = self.dist_f.eval(point, entry_point.data.get_v());
+            visited.insert(entry);
+            candidates.push((std::cmp::Reverse(WalkDist(d0)), entry));
+            found.push((WalkDist(d0), entry));
+            while let Some((std::cmp::Reverse(WalkDist(dc)), c)) = candidates.pop() {
+                let farthest = found.peek().map_or(f32::INFINITY, |f| f.0.0);
+                if dc > farthest {
+                    break;
+                }
+                // SAFETY: see above; `c` came from a live `Arc<Point>` of this graph.
+                let c_point = unsafe { &*(c as *const Point<'b, T>) };
+                fresh.clear();
+                {
+                    let neighbours = c_point.neighbours.read();
+                    for e in &neighbours[layer as usize] {
+                        let addr = Arc::as_ptr(&e.point_ref) as usize;
+                        if visited.insert(addr) {
+                            fresh.push(addr);
+                        }
+                    }
+                }
+                // Memory-bound: each point is two dependent cache misses (the point,
+                // then its vector). Fetch every point first, then the next vector
+                // while this one's distance is computed.
+                for &e in fresh.iter() {
+                    prefetch_bytes(e as *const u8, std::mem::size_of::<Point<'b, T>>());
+                }
+                for (i, &e) in fresh.iter().enumerate() {
+                    if let Some(&next) = fresh.get(i + 1) {
+                        // SAFETY: as for `c_point`.
+                        let v = unsafe { &*(next as *const Point<'b, T>) }.data.get_v();
+                        prefetch_bytes(v.as_ptr() as *const u8, std::mem::size_of_val(v));
+                    }
+                    // SAFETY: as for `c_point`.
+                    let e_point = unsafe { &*(e as *const Point<'b, T>) };
+                    let d = self.dist_f.eval(point, e_point.data.get_v());
+                    if found.len() < ef || d < found.peek().map_or(f32::INFINITY, |f| f.0.0) {
+                        candidates.push((std::cmp::Reverse(WalkDist(d)), e));
+                        found.push((WalkDist(d), e));
+                        if found.len() > ef {
+                            found.pop();
+                        }
+                    }
+                }
+            }
+            let mut out = BinaryHeap::with_capacity(found.len());
+            for (WalkDist(d), p) in found.drain() {
+                let p = p as *const Point<'b, T>;
+                // SAFETY: `p` is the address of a point the graph holds an `Arc` to;
+                // this makes one more strong reference to it.
+                let point_ref = unsafe {
+                    Arc::increment_strong_count(p);
+                    Arc::from_raw(p)
+                };
+                out.push(Arc::new(PointWithOrder {
+                    point_ref,
+                    dist_to_ref: d,
+                }));
+            }
+            out
+        })
+    }
+
+    /// The original walk (athanor patch: kept for filtered searches).
+    fn search_layer_filtered(
         &self,
         point: &[T],
         entry_point: Arc<Point<'b, T>>,
