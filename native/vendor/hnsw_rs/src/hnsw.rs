@@ -1399,36 +1399,34 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                     // as new point is in global table, do not loop and deadlock!!
                     let q_point = &q.point_ref;
                     let mut q_point_neighbours = q_point.neighbours.write();
-                    let n_to_add = PointWithOrder::<T>::new(&Arc::clone(&new_point), q.dist_to_ref);
                     // fix from vidaunited (https://github.com/vidaunited), store potential reverse neighbout at correct layer
                     // This potential reverse add provide a symetric edge only if new_point is sufficiently close to q_point from q_point point of view
                     let l_n = l as usize;
-                    let already = q_point_neighbours[l_n]
-                        .iter()
-                        .position(|old| old.point_ref.p_id == new_point.p_id);
-                    if already.is_some() {
-                        // debug!(" new_point.p_id {:?} already in neighbourhood of  q_point {:?} at index {:?}", new_point.p_id, q_point.p_id, already.unwrap());
-                        // q_point.debug_dump();  cannot be called as its neighbours are locked write by this method.
-                        //   new_point.debug_dump();
-                        //   panic!();
-                        continue;
-                    }
-                    q_point_neighbours[l_n].push(Arc::new(n_to_add));
-                    let nbn_at_l = q_point_neighbours[l_n].len();
-                    //
-                    // if l < level, update upward chaining, insert does a sort! t_q has a neighbour not yet in global table of points!
                     let threshold_shrinking = if l_n > 0 {
                         self.max_nb_connection
                     } else {
                         2 * self.max_nb_connection
                     };
-                    let shrink = nbn_at_l > threshold_shrinking;
+                    // athanor patch: the list is kept sorted by distance, so the new
+                    // point goes in at its place (a binary search) and the farthest
+                    // drops off when it overflows, where the original pushed, sorted
+                    // the whole list and popped (each comparison two pointer hops
+                    // through `Arc`s). The duplicate test compares addresses instead
+                    // of reading every neighbour's `p_id`.
+                    let list = &mut q_point_neighbours[l_n];
+                    if list.iter().any(|old| Arc::ptr_eq(&old.point_ref, &new_point)) {
+                        continue;
+                    }
+                    let d = q.dist_to_ref;
+                    if list.len() >= threshold_shrinking
+                        && list.last().is_some_and(|far| far.dist_to_ref <= d)
                     {
-                        // sort and shring if necessary
-                        q_point_neighbours[l_n].sort_unstable();
-                        if shrink {
-                            q_point_neighbours[l_n].pop();
-                        }
+                        continue;
+                    }
+                    let at = list.partition_point(|x| x.dist_to_ref <= d);
+                    list.insert(at, Arc::new(PointWithOrder::<T>::new(&new_point, d)));
+                    if list.len() > threshold_shrinking {
+                        list.pop();
                     }
                 } // end protection against point identity
             }
