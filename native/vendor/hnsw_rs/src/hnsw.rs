@@ -169,7 +169,10 @@ pub struct Point<'b, T: Clone + Send + Sync> {
     /// a point id identifying point as stored in our structure
     p_id: PointId,
     /// neighbours info
-    pub(crate) neighbours: Arc<RwLock<Vec<Vec<Arc<PointWithOrder<'b, T>>>>>>,
+    // athanor patch: a neighbour is held inline (its point and distance), not behind
+    // an `Arc` of its own: a walk reading a list no longer misses the cache once per
+    // neighbour before it even knows which point that is.
+    pub(crate) neighbours: Arc<RwLock<Vec<Vec<PointWithOrder<'b, T>>>>>,
 }
 
 impl<'b, T: Clone + Send + Sync> Point<'b, T> {
@@ -177,7 +180,7 @@ impl<'b, T: Clone + Send + Sync> Point<'b, T> {
         let mut neighbours = Vec::with_capacity(NB_LAYER_MAX as usize);
         // CAVEAT, perhaps pass nb layer as arg ?
         for _ in 0..NB_LAYER_MAX {
-            neighbours.push(Vec::<Arc<PointWithOrder<T>>>::new());
+            neighbours.push(Vec::<PointWithOrder<T>>::new());
         }
         Point {
             data: PointData::new_v(v),
@@ -191,7 +194,7 @@ impl<'b, T: Clone + Send + Sync> Point<'b, T> {
         let mut neighbours = Vec::with_capacity(NB_LAYER_MAX as usize);
         // CAVEAT, perhaps pass nb layer as arg ?
         for _ in 0..NB_LAYER_MAX {
-            neighbours.push(Vec::<Arc<PointWithOrder<T>>>::new());
+            neighbours.push(Vec::<PointWithOrder<T>>::new());
         }
         Point {
             data: PointData::new_s(s),
@@ -1288,7 +1291,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 if new_point.neighbours.read()[l as usize].len()
                     < self.get_max_nb_connection() as usize
                 {
-                    new_point.neighbours.write()[l as usize].push(Arc::clone(&ep));
+                    new_point.neighbours.write()[l as usize].push((*ep).clone());
                 }
                 // get the lowest distance point
                 let tmp_dist = self.dist_f.eval(data, ep.point_ref.data.get_v());
@@ -1342,7 +1345,12 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 // sort neighbours
                 neighbours.sort_unstable();
                 // we must add bidirecti*onal from data i.e new_point_id to neighbours
-                new_point.neighbours.write()[l as usize].clone_from(&neighbours);
+                {
+                    let mut list = new_point.neighbours.write();
+                    let list = &mut list[l as usize];
+                    list.clear();
+                    list.extend(neighbours.iter().map(|n| (**n).clone()));
+                }
                 // this reverse neighbour update could be done here but we put it at end to gather all code
                 // requiring a mutex guard for multi threading.
                 // update ep for loop iteration. As we sorted neighbours the nearest
@@ -1424,7 +1432,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                         continue;
                     }
                     let at = list.partition_point(|x| x.dist_to_ref <= d);
-                    list.insert(at, Arc::new(PointWithOrder::<T>::new(&new_point, d)));
+                    list.insert(at, PointWithOrder::<T>::new(&new_point, d));
                     if list.len() > threshold_shrinking {
                         list.pop();
                     }
