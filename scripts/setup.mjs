@@ -118,6 +118,8 @@ function platformArchABI() {
   const built = mtime(addon)
   const inputs = Math.max(
     newest(join(root, 'native'), (n) => n.endsWith('.rs') || n === 'Cargo.toml'),
+    // Patched third-party crates the addon links (see vendor/hnsw_rs/PATCHES.md).
+    newest(join(root, 'vendor'), (n) => n.endsWith('.rs') || n === 'Cargo.toml'),
     mtime(join(root, 'Cargo.toml')),
     mtime(join(root, 'Cargo.lock')),
   )
