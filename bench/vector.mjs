@@ -213,7 +213,7 @@ export async function run() {
       log(`vector set real-text: ${fmt(SIZES.realN)} x ${DIM} ${real.corpus} glosses embedded with ${real.model}, ${fmt(SIZES.realQueries)} queries (other glosses)`);
       await runSet('real-text', real.data, real.qdata, join(workDir, 'real-text'));
     }
-    await filtered(workDir, rounds);
+    if (SETS.includes('synthetic')) await filtered(workDir, rounds); // its own synthetic collection
     if (OPEN_1M) await openLarge();
   } finally {
     removeDir(workDir);
