@@ -174,6 +174,36 @@ impl Engine {
         &self.store
     }
 
+    /// Creates vector collection `name`, or returns the existing one when its
+    /// parameters match. On a read replica only an existing collection is returned
+    /// (a new one comes with its primary's first commit writing to it): creating one
+    /// is refused with `ERR_READ_ONLY`.
+    pub fn create_collection(
+        &self,
+        name: &str,
+        params: crate::vector::CollectionParams,
+    ) -> Result<Arc<crate::vector::CollectionIndex>> {
+        if self.vectors.get(name).is_none() {
+            self.check_writable()?;
+        }
+        self.vectors.create(&self.store, name, params)
+    }
+
+    /// Drops vector collection `name` and its documents; returns whether it existed.
+    /// Refused before anything is changed on a read replica (`ERR_READ_ONLY`) and
+    /// while the commit log is on (`ERR_INVALID_ARGUMENT`): a drop is an
+    /// administrative write outside the commit stream, so replicas would keep the
+    /// collection and diverge from the primary.
+    pub fn drop_collection(&self, name: &str) -> Result<bool> {
+        self.check_writable()?;
+        if self.store.replication_info()?.logging {
+            return Err(Error::invalid(format!(
+                "collection {name:?} cannot be dropped while this database publishes its commits: replicas would keep it (a drop is not replicated yet); delete its documents in a transaction instead, or drop it on a database that does not publish"
+            )));
+        }
+        self.vectors.drop_collection(&self.store, name)
+    }
+
     /// Registers a sink for completions and commit notices; returns its id.
     pub fn register_sink(&self, sink: Arc<dyn CommitSink>) -> u64 {
         let id = self.next_sink.fetch_add(1, Ordering::Relaxed);

@@ -221,6 +221,47 @@ fn a_replica_creates_the_collections_its_primary_writes_to_and_holds_the_same_do
 }
 
 #[test]
+fn collections_are_not_dropped_where_replicas_would_diverge() {
+    use athanor_core::vector::{CollectionParams, Metric};
+    let dir = TempDir::new().unwrap();
+    let p = open(&dir.path().join("p"));
+    let params = CollectionParams::new(3, Metric::Cosine);
+    p.vectors().create(p.store(), "kept", params).unwrap();
+    p.vectors().create(p.store(), "gone", params).unwrap();
+    // Before publishing starts, a drop is an ordinary administrative write.
+    assert!(p.drop_collection("gone").unwrap());
+    let id = p.store().enable_commit_log().unwrap().database_id.unwrap();
+    commit(
+        &p,
+        TxBuilder::new().vector_upsert("kept", "a", &[1.0, 0.0, 0.0], ""),
+    );
+    // Publishing: the drop would not reach the replicas, so it is refused.
+    let e = p.drop_collection("kept").unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert!(p.vectors().get("kept").is_some());
+    let r = open(&dir.path().join("r"));
+    r.init_replica(&id).unwrap();
+    r.apply_replicated(&records(&p, 0), 1).unwrap();
+    // A replica changes only through its primary's commits: no drop, no new
+    // collection; opening an existing one through create() still answers.
+    assert_eq!(r.drop_collection("kept").unwrap_err().code, Code::ReadOnly);
+    assert!(r.vectors().get("kept").is_some());
+    assert_eq!(
+        r.create_collection("local", params).unwrap_err().code,
+        Code::ReadOnly
+    );
+    assert!(r.vectors().get("local").is_none());
+    assert_eq!(
+        r.create_collection("kept", params).unwrap().def.params,
+        params
+    );
+    assert_eq!(
+        p.store().content_digest().unwrap().sha256,
+        r.store().content_digest().unwrap().sha256
+    );
+}
+
+#[test]
 fn a_replica_applies_stream_appends_and_numeric_ops_as_its_primary_did() {
     use athanor_core::numeric::{Int, NumericArgs, NumericKind, NumericType};
     use athanor_core::txn::Expected;

@@ -119,7 +119,7 @@ impl NativeDb {
                     None => Quantization::None,
                 },
             };
-            let idx = engine.vectors().create(engine.store(), &name, params)?;
+            let idx = engine.create_collection(&name, params)?;
             Ok(NativeCollection::new(self.ctx.clone(), idx))
         })
     }
@@ -159,7 +159,7 @@ impl NativeDb {
     pub fn vector_drop(&self, env: Env, name: String) -> Result<bool> {
         guard(&env, || {
             let engine = self.engine()?;
-            engine.vectors().drop_collection(engine.store(), &name)
+            engine.drop_collection(&name)
         })
     }
 }
