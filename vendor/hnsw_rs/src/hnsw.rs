@@ -1323,15 +1323,13 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
             );
             sorted_points = from_positive_binaryheap_to_negative_binary_heap(&mut sorted_points);
             if !sorted_points.is_empty() {
-                let nb_conn;
-                let extend_c;
-                if l == 0 {
-                    nb_conn = 2 * self.max_nb_connection;
-                    extend_c = self.extend_candidates;
-                } else {
-                    nb_conn = self.max_nb_connection;
-                    extend_c = false;
-                }
+                // athanor patch: a new point picks `M` neighbours at every layer, as
+                // hnswlib and usearch do, where the original picked `2 * M` at layer 0.
+                // Layer 0 lists keep their room for `2 * M` (the reverse links fill
+                // it), so search reads as many links as before, while each insert
+                // selects, links back and re-sorts half as many.
+                let nb_conn = self.max_nb_connection;
+                let extend_c = l == 0 && self.extend_candidates;
                 let mut neighbours = Vec::<Arc<PointWithOrder<T>>>::with_capacity(nb_conn);
                 self.select_neighbours(
                     data,
