@@ -1321,35 +1321,42 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 l,
                 sorted_points.len()
             );
-            sorted_points = from_positive_binaryheap_to_negative_binary_heap(&mut sorted_points);
             if !sorted_points.is_empty() {
-                let nb_conn;
-                let extend_c;
-                if l == 0 {
-                    nb_conn = 2 * self.max_nb_connection;
-                    extend_c = self.extend_candidates;
+                // athanor patch: a new point picks `M` neighbours at every layer, as
+                // hnswlib and usearch do, where the original picked `2 * M` at layer 0.
+                // Layer 0 lists keep their room for `2 * M` (the reverse links fill
+                // it), so search reads as many links as before, while each insert
+                // selects, links back and re-sorts half as many.
+                let nb_conn = self.max_nb_connection;
+                let extend_c = l == 0 && self.extend_candidates;
+                let neighbours = if extend_c || keep_pruned {
+                    let mut negated =
+                        from_positive_binaryheap_to_negative_binary_heap(&mut sorted_points);
+                    let mut neighbours = Vec::<Arc<PointWithOrder<T>>>::with_capacity(nb_conn);
+                    self.select_neighbours(
+                        data,
+                        &mut negated,
+                        nb_conn,
+                        extend_c,
+                        l,
+                        keep_pruned,
+                        &mut neighbours,
+                    );
+                    neighbours.sort_unstable();
+                    neighbours.iter().map(|n| (**n).clone()).collect()
                 } else {
-                    nb_conn = self.max_nb_connection;
-                    extend_c = false;
-                }
-                let mut neighbours = Vec::<Arc<PointWithOrder<T>>>::with_capacity(nb_conn);
-                self.select_neighbours(
-                    data,
-                    &mut sorted_points,
-                    nb_conn,
-                    extend_c,
-                    l,
-                    keep_pruned,
-                    &mut neighbours,
-                );
-                // sort neighbours
-                neighbours.sort_unstable();
-                // we must add bidirecti*onal from data i.e new_point_id to neighbours
+                    // athanor patch: the plain heuristic (no extension, no pruned
+                    // points kept) runs on the walk's own candidates sorted nearest
+                    // first, where the original copied each into a new `Arc` (an
+                    // allocation and an atomic increment on a point other threads
+                    // read) in a negated heap and another on the way out.
+                    self.select_neighbours_simple(sorted_points.into_sorted_vec(), nb_conn)
+                };
                 {
                     let mut list = new_point.neighbours.write();
                     let list = &mut list[l as usize];
                     list.clear();
-                    list.extend(neighbours.iter().map(|n| (**n).clone()));
+                    list.extend(neighbours.iter().cloned());
                 }
                 // this reverse neighbour update could be done here but we put it at end to gather all code
                 // requiring a mutex guard for multi threading.
@@ -1444,6 +1451,35 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
 
     pub fn get_point_indexation(&self) -> &PointIndexation<'b, T> {
         &self.layer_indexed_points
+    }
+
+    /// hnswlib's `getNeighborsByHeuristic2`: walks `candidates` (sorted nearest first)
+    /// and keeps one unless a point already kept is at least as close to it as the new
+    /// point is, up to `nb_neighbours_asked`. With no more candidates than asked for,
+    /// all are kept, as in `select_neighbours`. The result is sorted nearest first.
+    fn select_neighbours_simple(
+        &self,
+        candidates: Vec<Arc<PointWithOrder<'b, T>>>,
+        nb_neighbours_asked: usize,
+    ) -> Vec<PointWithOrder<'b, T>> {
+        let mut kept = Vec::<PointWithOrder<T>>::with_capacity(nb_neighbours_asked);
+        if candidates.len() <= nb_neighbours_asked {
+            kept.extend(candidates.iter().map(|c| (**c).clone()));
+            return kept;
+        }
+        for c in &candidates {
+            if kept.len() >= nb_neighbours_asked {
+                break;
+            }
+            let c_v = c.point_ref.data.get_v();
+            let dominated = kept
+                .iter()
+                .any(|k| self.dist_f.eval(c_v, k.point_ref.data.get_v()) <= c.dist_to_ref);
+            if !dominated {
+                kept.push((**c).clone());
+            }
+        }
+        kept
     }
 
     // This is best explained in : Navarro. Searching in metric spaces by spatial approximation.
