@@ -76,9 +76,10 @@ export function prng(seed) {
 }
 
 /**
- * Runs `rounds` rounds of every side, rotating the start side each round so that
- * no side always runs first (warm caches) or last (dirty page writeback). Each
- * side's `run()` returns a rate (higher is better). Returns { name: [rates...] }.
+ * Runs `rounds` rounds of every side, in an order rotated every other round and
+ * reversed on odd rounds, so that no side always runs first (warm caches), last
+ * (dirty page writeback) or right after the same other side. Each side's `run()`
+ * returns a rate (higher is better). Returns { name: [rates...] }.
  */
 export async function interleave(metric, rounds, sides) {
   const names = Object.keys(sides);

