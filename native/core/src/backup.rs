@@ -16,12 +16,10 @@
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::mpsc;
 
 use heed::types::Bytes;
-use heed::{
-    CompactionOption, Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn,
-    WithoutTls,
-};
+use heed::{CompactionOption, Database, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
 use sha2::{Digest, Sha256};
 
 use crate::codec;
@@ -168,64 +166,100 @@ impl Store {
         digest(&dbs, &txn)
     }
 
-    /// Writes a packed copy of the environment to the new file `dst` (zstd-compressed at
-    /// `zstd_level` when given; see [`write_packed_copy`]), while another thread computes
-    /// the content digest of the very snapshot being copied. Returns the stored file's size
-    /// and SHA-256 with the digest; the file is synced.
+    /// Writes a compacted copy of the environment to the new file `dst` (zstd-compressed
+    /// at `zstd_level` when given) in one pass: LMDB's copy streams through a pipe into a
+    /// thread that compresses, hashes and writes it, while this thread computes the content
+    /// digest of the very snapshot being copied. Returns the stored file's size and
+    /// SHA-256 with the digest; the file is synced.
     ///
-    /// Both read transactions must see one snapshot, so the LMDB write lock (shared by
-    /// every process on the directory) is held while the two begin: writers wait for that
-    /// moment only (microseconds), never for the copy or the digest. The work runs on
-    /// threads of its own at a lower CPU priority (see `background_priority`).
+    /// Both read transactions must see one snapshot, and the copy begins its own inside
+    /// LMDB. So the LMDB write lock (shared by every process on the directory) is held
+    /// from before the digest's transaction until the copy has produced its first bytes,
+    /// which proves its transaction has begun: writers wait for that moment only (about a
+    /// millisecond), never for the copy or the digest. The work runs on threads of its
+    /// own at a lower CPU priority (see `background_priority`).
     pub fn backup_canonical(&self, dst: &Path, zstd_level: Option<i32>) -> Result<CanonicalBackup> {
         if let Some(level) = zstd_level {
             check_level(level)?;
-            if dst.exists() {
-                return Err(Error::invalid(format!("{} already exists", dst.display())));
-            }
         }
-        // Map growth waits for this guard; both threads run under it.
+        let file = create_new(dst)?;
+        let (mut pipe_out, pipe_in) = std::io::pipe().map_err(|e| io_error("pipe for", dst, e))?;
+        enlarge_pipe(&pipe_in);
+        // Map growth waits for this guard; the copy thread runs under it too.
         let _g = self.guard();
-        let (copy_txn, digest_txn) = self.twin_snapshots()?;
+        let (writer_lock, snapshot) = self.pinned_snapshot()?;
         let dbs = DigestDbs::of(&self.dbs);
-        let env = &self.env;
-        let (stored, digest) = std::thread::scope(|s| {
+        let (started_tx, started) = mpsc::channel::<()>();
+        let (copied, stored, digest) = std::thread::scope(|s| {
+            let copy = s.spawn(move || {
+                background_priority();
+                // SAFETY: the descriptor stays open until the copy returns (`pipe_in` is
+                // dropped after it), and only this thread writes to it.
+                let r = unsafe {
+                    self.env
+                        .copy_to_fd(raw_handle(&pipe_in), CompactionOption::Enabled)
+                };
+                drop(pipe_in);
+                r
+            });
             let store = s.spawn(move || {
                 background_priority();
-                match zstd_level {
-                    None => write_packed_copy(env, &copy_txn, dst),
-                    Some(level) => {
-                        // LMDB writes a file it can map; compress that into the backup.
-                        let packed = dst.with_extension("packing");
-                        let r = pack(env, &copy_txn, &packed)
-                            .and_then(|_| compress_file(&packed, dst, level));
-                        let _ = fs::remove_file(&packed);
-                        r
+                let mut buf = vec![0u8; PIPE_CHUNK];
+                let mut first = Some(started_tx);
+                let out = HashingWriter::new(BufWriter::with_capacity(PIPE_CHUNK, file));
+                let mut sink = match zstd_level {
+                    Some(level) => Sink::Zstd(
+                        zstd::Encoder::new(out, level).map_err(|e| io_error("compress", dst, e))?,
+                    ),
+                    None => Sink::Plain(out),
+                };
+                loop {
+                    let n = match pipe_out.read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(io_error("copy", dst, e)),
+                    };
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(());
                     }
+                    if n == 0 {
+                        break;
+                    }
+                    sink.write_all(&buf[..n])
+                        .map_err(|e| io_error("write", dst, e))?;
                 }
+                sink.finish(dst)?.finish(dst)
             });
+            // The copy's transaction has begun once bytes flow (or the copy ended early).
+            let _ = started.recv();
+            drop(writer_lock);
             let digest = s.spawn(move || {
                 background_priority();
-                digest(&dbs, &digest_txn)
+                digest(&dbs, &snapshot)
             });
-            (store.join(), digest.join())
+            (copy.join(), store.join(), digest.join())
         });
-        let file = stored.map_err(|_| Error::internal("the backup writer thread panicked"))??;
-        let digest = digest.map_err(|_| Error::internal("the backup digest thread panicked"))??;
-        Ok(CanonicalBackup { file, digest })
+        let copied = copied.map_err(|_| Error::internal("the backup copy thread panicked"))?;
+        let stored = stored.map_err(|_| Error::internal("the backup writer thread panicked"))?;
+        // The writer's error first: a failed write closes the pipe, which fails the copy too.
+        let file = stored?;
+        copied?;
+        let digest = digest.map_err(|_| Error::internal("the backup digest thread panicked"))?;
+        Ok(CanonicalBackup {
+            file,
+            digest: digest?,
+        })
     }
 
-    /// Two read transactions on the newest commit: the LMDB write lock is held while
-    /// they begin, so no commit can come between them.
+    /// A read transaction on the newest commit, with the LMDB write lock held so no
+    /// commit can follow it until the lock (the aborted-on-drop write txn) is dropped.
     /// The caller holds the map guard.
-    fn twin_snapshots(&self) -> Result<(RoTxn<'static, WithoutTls>, RoTxn<'static, WithoutTls>)> {
+    fn pinned_snapshot(&self) -> Result<(heed::RwTxn<'_>, RoTxn<'static, WithoutTls>)> {
         let lock = self.env.write_txn()?;
-        // While the write lock is held no process can grow the map, so these do not
+        // While the write lock is held no process can grow the map, so this does not
         // meet `MDB_MAP_RESIZED` (the write txn would have).
-        let first = self.env.clone().static_read_txn()?;
-        let second = self.env.clone().static_read_txn()?;
-        drop(lock);
-        Ok((first, second))
+        let snapshot = self.env.clone().static_read_txn()?;
+        Ok((lock, snapshot))
     }
 
     /// Writes a compacted copy of the environment to `dest/data.mdb` (`dest` must exist
@@ -241,127 +275,6 @@ impl Store {
         }
         file.sync_all().map_err(|e| io_error("sync", &path, e))?;
         Ok(())
-    }
-}
-
-/// Bytes of keys and values appended per write transaction of a packed copy: each commit
-/// hands its pages to the file, and the file's writeback follows a step at a time (see
-/// [`Writeback`]) instead of all at the end.
-const PACK_TXN_BYTES: usize = 8 << 20;
-
-/// Writes a packed copy of the environment `env` as `txn` sees it to the new file `dst`,
-/// hashes it and syncs it. Returns its size and SHA-256.
-///
-/// Unlike LMDB's compacting copy, which keeps each page as full as it was, this reads
-/// every named database in key order and appends its entries to a new environment
-/// (`MDB_APPEND`, `MDB_APPENDDUP` for sorted duplicates), so every leaf page is filled:
-/// a store written by random or sequential puts (pages half full after splits) comes out
-/// at about half the size, with fewer bytes to write, hash and sync. Each database is
-/// created with the flags it has in `env`; the copy holds exactly the same entries.
-pub fn write_packed_copy(
-    env: &Env<WithoutTls>,
-    txn: &RoTxn<'_, WithoutTls>,
-    dst: &Path,
-) -> Result<WrittenFile> {
-    let file = pack(env, txn, dst)?;
-    let written = hash_file(dst)?;
-    file.sync_all().map_err(|e| io_error("sync", dst, e))?;
-    Ok(written)
-}
-
-/// The packing of [`write_packed_copy`]: the new file `dst`, written but not synced.
-fn pack(env: &Env<WithoutTls>, txn: &RoTxn<'_, WithoutTls>, dst: &Path) -> Result<File> {
-    let file = create_new(dst)?;
-    let main: Database<Bytes, Bytes> = env
-        .open_database(txn, None)?
-        .ok_or_else(|| Error::internal("the environment has no main database"))?;
-    let mut named = Vec::new();
-    for item in main.iter(txn)? {
-        let (name, record) = item?;
-        let name = std::str::from_utf8(name).map_err(|_| {
-            Error::internal("a named database's name is not UTF-8: cannot copy it by name")
-        })?;
-        named.push((name.to_owned(), named_db_flags(name, record)?));
-    }
-    let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-    // The copy is no larger than the pages the source uses, all inside its map.
-    opts.map_size(env.info().map_size)
-        .max_dbs(named.len() as u32 + 1);
-    // SAFETY: a new file only this function writes; no other process knows of it yet,
-    // so it needs no lock file. Unsynced commits: the caller syncs the file once.
-    unsafe {
-        opts.flags(
-            EnvFlags::NO_SUB_DIR | EnvFlags::NO_LOCK | EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC,
-        )
-    };
-    let out = unsafe { opts.open(dst) }?;
-    let copied = append_all(env, txn, &out, &named, &file);
-    out.prepare_for_closing().wait();
-    copied?;
-    Ok(file)
-}
-
-/// Appends every entry of each database in `named` (name, flags) from `txn` to `out`.
-fn append_all(
-    env: &Env<WithoutTls>,
-    txn: &RoTxn<'_, WithoutTls>,
-    out: &Env<WithoutTls>,
-    named: &[(String, DatabaseFlags)],
-    file: &File,
-) -> Result<()> {
-    let mut wtxn = out.write_txn()?;
-    let mut pending = 0usize;
-    let mut writeback = Writeback::default();
-    for (name, flags) in named {
-        let from: Database<Bytes, Bytes> = env
-            .database_options()
-            .types()
-            .name(name)
-            .flags(*flags)
-            .open(txn)?
-            .ok_or_else(|| Error::internal(format!("the database {name} vanished")))?;
-        let to: Database<Bytes, Bytes> = out
-            .database_options()
-            .types()
-            .name(name)
-            .flags(*flags)
-            .create(&mut wtxn)?;
-        let dup_sort = flags.contains(DatabaseFlags::DUP_SORT);
-        let mut last_key: Option<&[u8]> = None;
-        for item in from.iter(txn)? {
-            let (key, value) = item?;
-            // A further value of the same key goes after that key's others.
-            let put = if dup_sort && last_key == Some(key) {
-                PutFlags::APPEND_DUP
-            } else {
-                PutFlags::APPEND
-            };
-            to.put_with_flags(&mut wtxn, put, key, value)?;
-            last_key = Some(key);
-            pending += key.len() + value.len();
-            if pending >= PACK_TXN_BYTES {
-                wtxn.commit()?;
-                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                writeback.advance(file, len);
-                wtxn = out.write_txn()?;
-                pending = 0;
-            }
-        }
-    }
-    wtxn.commit()?;
-    Ok(())
-}
-
-/// The persistent flags of a named database, from its record in the main database (an
-/// `MDB_db`: a `u32`, then the flags as a native-endian `u16`).
-fn named_db_flags(name: &str, record: &[u8]) -> Result<DatabaseFlags> {
-    match record.get(4..6) {
-        Some(&[a, b]) if record.len() >= 48 => Ok(DatabaseFlags::from_bits_truncate(u32::from(
-            u16::from_ne_bytes([a, b]) & 0x7fff,
-        ))),
-        _ => Err(Error::internal(format!(
-            "the main database's entry {name} is not a named database: cannot copy it"
-        ))),
     }
 }
 
@@ -422,7 +335,7 @@ pub struct WrittenFile {
     pub sha256: String,
 }
 
-/// Bytes read from a file at a time while hashing it.
+/// Bytes read from the copy's pipe at a time (also the pipe's capacity where it can be set).
 const PIPE_CHUNK: usize = 1 << 20;
 
 /// A writer that hashes and counts what passes through it.
@@ -538,6 +451,59 @@ impl HashingWriter<BufWriter<File>> {
     }
 }
 
+/// Where the copy's bytes go: straight to the hashed file, or through zstd first.
+enum Sink {
+    Plain(HashingWriter<BufWriter<File>>),
+    Zstd(zstd::Encoder<'static, HashingWriter<BufWriter<File>>>),
+}
+
+impl Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.write_all(bytes),
+            Sink::Zstd(w) => w.write_all(bytes),
+        }
+    }
+
+    fn finish(self, path: &Path) -> Result<HashingWriter<BufWriter<File>>> {
+        match self {
+            Sink::Plain(w) => Ok(w),
+            Sink::Zstd(w) => w.finish().map_err(|e| io_error("compress", path, e)),
+        }
+    }
+}
+
+/// A bigger pipe means fewer wake-ups between LMDB's copy thread and ours; where the
+/// platform has no such setting the default capacity only costs a little speed.
+fn enlarge_pipe(pipe: &std::io::PipeWriter) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain fcntl on a descriptor this function borrows; failure is harmless.
+        unsafe {
+            libc::fcntl(
+                pipe.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_CHUNK as libc::c_int,
+            )
+        };
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = pipe;
+}
+
+#[cfg(unix)]
+fn raw_handle(pipe: &std::io::PipeWriter) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    pipe.as_raw_fd()
+}
+
+#[cfg(windows)]
+fn raw_handle(pipe: &std::io::PipeWriter) -> std::os::windows::io::RawHandle {
+    use std::os::windows::io::AsRawHandle;
+    pipe.as_raw_handle()
+}
+
 fn check_level(level: i32) -> Result<()> {
     if !(1..=19).contains(&level) {
         return Err(Error::invalid(format!(
@@ -645,128 +611,4 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
         Code::Io
     };
     Error::new(code, format!("cannot {what} {}: {e}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    type Entries = Vec<(Vec<u8>, Vec<u8>)>;
-
-    fn open_env(path: &Path, flags: EnvFlags) -> Env<WithoutTls> {
-        let mut o = EnvOpenOptions::new().read_txn_without_tls();
-        o.map_size(256 << 20).max_dbs(8);
-        unsafe { o.flags(flags) };
-        unsafe { o.open(path) }.unwrap()
-    }
-
-    fn dump(env: &Env<WithoutTls>, name: &str) -> (DatabaseFlags, Entries) {
-        let txn = env.read_txn().unwrap();
-        let main: Database<Bytes, Bytes> = env.open_database(&txn, None).unwrap().unwrap();
-        let flags =
-            named_db_flags(name, main.get(&txn, name.as_bytes()).unwrap().unwrap()).unwrap();
-        let db: Database<Bytes, Bytes> = env
-            .database_options()
-            .types()
-            .name(name)
-            .flags(flags)
-            .open(&txn)
-            .unwrap()
-            .unwrap();
-        let entries = db
-            .iter(&txn)
-            .unwrap()
-            .map(|e| {
-                let (k, v) = e.unwrap();
-                (k.to_vec(), v.to_vec())
-            })
-            .collect();
-        (flags, entries)
-    }
-
-    #[test]
-    // LMDB's own flags are what a store on disk carries, whatever heed prefers.
-    #[allow(deprecated)]
-    fn a_packed_copy_keeps_each_databases_flags_entries_and_sorted_duplicates() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let src_dir = dir.path().join("src");
-        fs::create_dir(&src_dir).unwrap();
-        let src = open_env(&src_dir, EnvFlags::empty());
-        let layouts = [
-            ("plain", DatabaseFlags::empty()),
-            ("ints", DatabaseFlags::INTEGER_KEY),
-            ("dups", DatabaseFlags::DUP_SORT),
-            (
-                "fixed_dups",
-                DatabaseFlags::DUP_SORT | DatabaseFlags::DUP_FIXED | DatabaseFlags::INTEGER_DUP,
-            ),
-            ("reversed", DatabaseFlags::REVERSE_KEY),
-            ("empty", DatabaseFlags::empty()),
-        ];
-        let mut wtxn = src.write_txn().unwrap();
-        let dbs: Vec<Database<Bytes, Bytes>> = layouts
-            .iter()
-            .map(|(name, flags)| {
-                src.database_options()
-                    .types()
-                    .name(name)
-                    .flags(*flags)
-                    .create(&mut wtxn)
-                    .unwrap()
-            })
-            .collect();
-        // Scattered keys, more than one packing transaction's worth, and values that
-        // need overflow pages.
-        for i in 0..3_000u64 {
-            let k = (i * 7919) % 3_001;
-            let big = vec![(k % 251) as u8; if k % 97 == 0 { 9_000 } else { 3_000 }];
-            dbs[0]
-                .put(&mut wtxn, format!("k{k:08}").as_bytes(), &big)
-                .unwrap();
-            dbs[1]
-                .put(&mut wtxn, &(k as u32).to_ne_bytes(), &k.to_be_bytes())
-                .unwrap();
-            dbs[2]
-                .put(
-                    &mut wtxn,
-                    format!("d{}", k % 40).as_bytes(),
-                    format!("v{k}").as_bytes(),
-                )
-                .unwrap();
-            dbs[3]
-                .put(
-                    &mut wtxn,
-                    format!("f{}", k % 7).as_bytes(),
-                    &(k as u32).to_ne_bytes(),
-                )
-                .unwrap();
-            dbs[4]
-                .put(&mut wtxn, format!("{k}r").as_bytes(), b"x")
-                .unwrap();
-        }
-        wtxn.commit().unwrap();
-
-        let copy = dir.path().join("copy.mdb");
-        let rtxn = src.clone().static_read_txn().unwrap();
-        let written = write_packed_copy(&src, &rtxn, &copy).unwrap();
-        drop(rtxn);
-        assert_eq!(written, hash_file(&copy).unwrap());
-        assert!(written.bytes < fs::metadata(src_dir.join("data.mdb")).unwrap().len());
-        assert!(!dir.path().join("copy.mdb-lock").exists());
-
-        let out = open_env(&copy, EnvFlags::NO_SUB_DIR | EnvFlags::READ_ONLY);
-        for (name, flags) in layouts {
-            let (copied_flags, copied) = dump(&out, name);
-            let (_, original) = dump(&src, name);
-            assert_eq!(copied_flags, flags, "{name}");
-            assert_eq!(copied.len(), original.len(), "{name}");
-            assert!(copied == original, "{name} differs");
-        }
-        assert_eq!(dump(&out, "dups").1.len(), 3_000);
-        assert!(dump(&out, "empty").1.is_empty());
-        // An existing file is never overwritten.
-        let rtxn = src.clone().static_read_txn().unwrap();
-        let err = write_packed_copy(&src, &rtxn, &copy).unwrap_err();
-        assert_eq!(err.code, Code::InvalidArgument);
-    }
 }
