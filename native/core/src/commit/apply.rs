@@ -362,7 +362,7 @@ pub(super) fn prune_idempotency(
 /// page and leaves the old one full. The store, its backups and what they hash are then
 /// up to a third smaller. A key that does not sort last costs one failed append (a walk
 /// down the tree's right edge, no write) before the ordinary put.
-fn put_state(
+pub(super) fn put_state(
     state: heed::Database<heed::types::Bytes, heed::types::Bytes>,
     wtxn: &mut RwTxn,
     key: &[u8],
