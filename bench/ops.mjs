@@ -87,6 +87,8 @@ async function loadLmdb(path) {
 }
 
 const storeBytes = (file) => statSync(file).size;
+/** Sizes of each side's copied LMDB file (bytes), from the first backup of each. */
+const copiedBytes = { ours: 0, peer: 0 };
 
 // ---------------------------------------------------------------- one backup per side
 
@@ -99,7 +101,10 @@ async function oursBackup(path, sanity) {
     const s = await timed(async () => {
       manifest = await db.backup(join(out, 'b'));
     });
-    if (sanity) check(manifest.contentDigest.stateKeys === ENTRIES, 'ours backup state keys');
+    if (sanity) {
+      check(manifest.contentDigest.stateKeys === ENTRIES, 'ours backup state keys');
+      copiedBytes.ours = manifest.files.find((f) => f.restoresTo === 'canonical/data.mdb').bytes;
+    }
     return s;
   } finally {
     await db.close();
@@ -128,6 +133,7 @@ async function lmdbBackup(path, sanity) {
       const n = copy.state.getCount();
       await copy.root.close();
       check(n === ENTRIES, 'lmdb backup count');
+      copiedBytes.peer = storeBytes(join(target, 'data.mdb'));
     }
     return s;
   } finally {
@@ -148,6 +154,8 @@ async function backupRate(ours, lmdb) {
   emit('ops.backup', 'MB/s', 'higher', median(rates.ours), LMDB_BACKUP.label, median(rates[LMDB_BACKUP.label]), {
     dataMB: Number(mb.toFixed(1)),
     compact: true,
+    fileMB: Number((copiedBytes.ours / 1e6).toFixed(1)),
+    peerFileMB: Number((copiedBytes.peer / 1e6).toFixed(1)),
   });
 }
 

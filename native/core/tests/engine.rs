@@ -2189,6 +2189,139 @@ fn a_one_pass_backup_hashes_what_it_wrote_and_digests_the_snapshot_it_copied() {
     assert_eq!(again.code, Code::InvalidArgument);
 }
 
+/// Every named database of the LMDB file `data` (opened read-only, without a lock):
+/// name -> (flags from its record, every entry in order).
+#[allow(clippy::type_complexity)]
+fn named_databases(data: &Path) -> BTreeMap<String, (u16, Vec<(Vec<u8>, Vec<u8>)>)> {
+    use heed::types::Bytes;
+    let len = std::fs::metadata(data).unwrap().len() as usize;
+    let mut o = heed::EnvOpenOptions::new().read_txn_without_tls();
+    o.map_size(len.next_multiple_of(1 << 20)).max_dbs(32);
+    unsafe {
+        o.flags(heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::READ_ONLY | heed::EnvFlags::NO_LOCK)
+    };
+    let env = unsafe { o.open(data) }.unwrap();
+    let txn = env.read_txn().unwrap();
+    let main: heed::Database<Bytes, Bytes> = env.open_database(&txn, None).unwrap().unwrap();
+    let mut out = BTreeMap::new();
+    for item in main.iter(&txn).unwrap() {
+        let (name, record) = item.unwrap();
+        let name = std::str::from_utf8(name).unwrap().to_owned();
+        let flags = u16::from_ne_bytes([record[4], record[5]]);
+        let db: heed::Database<Bytes, Bytes> =
+            env.open_database(&txn, Some(&name)).unwrap().unwrap();
+        let entries = db
+            .iter(&txn)
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        out.insert(name, (flags, entries));
+    }
+    drop(txn);
+    env.prepare_for_closing().wait();
+    out
+}
+
+#[test]
+fn a_backup_copy_holds_every_named_database_with_its_flags_and_entries() {
+    use athanor_core::vector::{CollectionParams, Metric};
+    let dir = TempDir::new().unwrap();
+    let e = open_with(dir.path(), opts(Durability::None));
+    e.vectors()
+        .create(e.store(), "docs", CollectionParams::new(2, Metric::L2))
+        .unwrap();
+    let value = Value::Bytes(vec![7u8; 900]);
+    for batch in 0..20u64 {
+        let mut tx = TxBuilder::new()
+            .event_json("filled", "{}")
+            .append_json("s", Expected::Any, &[("tick", "{}")])
+            .idempotency_key(&format!("req-{batch}"))
+            .vector_upsert("docs", &format!("d{batch}"), &[batch as f32, 1.0], "{}");
+        for i in 0..200u64 {
+            let k = (i * 7919 + batch * 104_729) % 1_000_003;
+            tx = tx.put(&format!("k:{k:010}"), &value);
+        }
+        applied(&e, tx);
+    }
+    let out = TempDir::new().unwrap();
+    let copied = out.path().join("data.mdb");
+    let b = e.store().backup_canonical(&copied, None).expect("backup");
+    assert_eq!((b.file.bytes, b.file.sha256.clone()), file_sha256(&copied));
+    drop(e);
+
+    let source = named_databases(&dir.path().join("canonical").join("data.mdb"));
+    let copy = named_databases(&copied);
+    assert_eq!(
+        source.keys().collect::<Vec<_>>(),
+        copy.keys().collect::<Vec<_>>()
+    );
+    for name in [
+        "meta",
+        "state",
+        "events",
+        "event_types",
+        "idempotency",
+        "idempotency_by_time",
+        "vector_collections",
+        "vectors",
+        "stream_events",
+        "stream_heads",
+    ] {
+        assert!(
+            !source[name].1.is_empty(),
+            "{name} was left empty by the test"
+        );
+    }
+    for (name, db) in &source {
+        assert!(copy[name] == *db, "{name} differs in the copy");
+    }
+}
+
+#[test]
+fn keys_written_in_ascending_order_fill_leaf_pages_so_copies_are_smaller() {
+    let dir = TempDir::new().unwrap();
+    let e = open_with(dir.path(), opts(Durability::None));
+    let value = Value::Bytes(vec![3u8; 1000]);
+    let entries = 3_000u64;
+    for batch in 0..10 {
+        let mut tx = TxBuilder::new();
+        for i in batch * 300..(batch + 1) * 300 {
+            tx = tx.put(&format!("k:{i:010}"), &value);
+        }
+        applied(&e, tx);
+    }
+    // Keys out of order, and an overwrite of the last key, still land where they belong.
+    applied(
+        &e,
+        TxBuilder::new()
+            .put("k:0000000005", &Value::I64(5))
+            .put(&format!("k:{:010}", entries - 1), &Value::I64(-1))
+            .put("a", &Value::I64(1)),
+    );
+    assert_eq!(get(&e, "k:0000000005").unwrap().1, Value::I64(5));
+    assert_eq!(
+        get(&e, &format!("k:{:010}", entries - 1)).unwrap().1,
+        Value::I64(-1)
+    );
+    assert_eq!(get(&e, "a").unwrap().1, Value::I64(1));
+    assert_eq!(get(&e, "k:0000000006").unwrap().1, value);
+    let out = TempDir::new().unwrap();
+    e.store().copy_compacted(out.path()).unwrap();
+    // Three ~1 KB entries fit a 4 KiB page: about 1.4 bytes of copy per byte of entries
+    // when pages are full, 2 when each split leaves them half full.
+    let copy_len = std::fs::metadata(out.path().join("data.mdb"))
+        .unwrap()
+        .len();
+    let data_len = entries * 1_021;
+    assert!(
+        copy_len * 10 < data_len * 16,
+        "a compacted copy of {data_len} bytes of entries takes {copy_len} bytes"
+    );
+}
+
 #[test]
 fn durable_commits_are_timed_as_syncs_and_unsynced_ones_are_not() {
     let full_dir = TempDir::new().unwrap();

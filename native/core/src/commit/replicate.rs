@@ -7,7 +7,7 @@
 
 use heed::PutFlags;
 
-use super::apply::{Derived, GroupError};
+use super::apply::{put_state, Derived, GroupError};
 use super::outcome::CommitNotice;
 use super::sink::{deliver, Shared};
 use crate::codec;
@@ -134,7 +134,7 @@ fn try_apply(
                     scratch.clear();
                     scratch.extend_from_slice(&rec.commit_seq.to_be_bytes());
                     scratch.extend_from_slice(b.bytes(value));
-                    dbs.state.put(&mut wtxn, b.bytes(key), &scratch)?;
+                    put_state(dbs.state, &mut wtxn, b.bytes(key), &scratch)?;
                 }
                 WriteOp::Delete { key } => {
                     dbs.state.delete(&mut wtxn, b.bytes(key))?;
