@@ -340,9 +340,9 @@ const topKSql = new Map<number, string>();
  * computes BM25 twice per match, sorts every match and recomputes BM25 (its corpus
  * statistics included) for the score column; here SQLite keeps a bounded top-k of one
  * BM25 per match, then positions a MATCH cursor on each of the `limit` rows for its
- * snippet and attributes. Ties are broken by event id. The namespace, type and session
- * of each hit are returned for the caller to check: a condition on an UNINDEXED column
- * in the inner query would read every match's row.
+ * snippet and attributes. Ties are broken by event id. Each hit's namespace is returned
+ * for the caller to check: a condition on an UNINDEXED column in the inner query would
+ * read every match's row.
  */
 function topKStatement(limit: number): string {
   let sql = topKSql.get(limit);
