@@ -123,13 +123,15 @@ const STATEMENTS_KEPT = 32;
 const TOP_K_SKIPS = 64;
 
 /**
- * The log size from which single-term searches take the top-k statement. Its cost is
- * one BM25 per match plus a fixed part (a MATCH cursor positioned on each hit), FTS5's
- * rank plan's two BM25 per match plus a smaller fixed part: measured on the bench's
- * corpus (CPU time per query, word / prefix), top-k was 17 % slower / 3 % faster at
- * 50,000 events and 6 % / 13 % faster at 200,000.
+ * Log size per requested hit from which single-term searches take the top-k statement
+ * (100,000 events for a top 10). Its cost is one BM25 per match plus a MATCH cursor
+ * positioned on each hit; FTS5's rank plan computes two BM25 per match but carries the
+ * hits' positions in its sorter. So the saving grows with the matches (with the log) and
+ * the extra cost with the limit. Measured on the bench's corpus with a limit of 10 (CPU
+ * time per query, word / prefix): top-k 17 % slower / 3 % faster at 50,000 events, 6 % /
+ * 13 % faster at 200,000.
  */
-const TOP_K_MIN_EVENTS = 100_000n;
+const TOP_K_EVENTS_PER_HIT = 10_000n;
 
 /**
  * A query of one bare word or prefix (`word`, `wor*`): it matches every row holding the
@@ -167,9 +169,9 @@ export class FullTextShared {
     this.#mem = mem;
   }
 
-  /** Whether a search of namespace `ns` should try the top-k statement first. */
-  tryTopK(ns: string): boolean {
-    if (this.#caughtUpTo < TOP_K_MIN_EVENTS) return false;
+  /** Whether a search of namespace `ns` for `limit` hits should try the top-k statement first. */
+  tryTopK(ns: string, limit: number): boolean {
+    if (this.#caughtUpTo < BigInt(limit) * TOP_K_EVENTS_PER_HIT) return false;
     const skips = this.#topKSkips.get(ns);
     if (skips === undefined) return true;
     if (skips <= 1) this.#topKSkips.delete(ns);
@@ -424,7 +426,7 @@ export class FullTextIndex {
     if (!this.#shared.current()) await this.#shared.ready();
     if (types !== undefined && types.length === 0) return [];
     const match = matchText(query, sessionId);
-    if (types === undefined && sessionId === undefined && SINGLE_TERM.test(query) && this.#shared.tryTopK(this.namespaceName)) {
+    if (types === undefined && sessionId === undefined && SINGLE_TERM.test(query) && this.#shared.tryTopK(this.namespaceName, limit)) {
       const rows = this.#run<HitRow>(topKStatement(limit), [match, highlight[0], highlight[1], snippetTokens], query);
       const hits = rows.filter((r) => r.ns === this.namespaceName);
       // Complete when every one of the best rows is this namespace's, or when there were
