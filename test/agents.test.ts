@@ -498,6 +498,8 @@ describe('full-text search', () => {
       });
     }
     await fts.catchUp();
+    // The connection that searches keeps a 64 MiB page cache (the other connections 16 MB).
+    expect(db.sql.get<{ cache_size: number }>('PRAGMA cache_size')?.cache_size).toBe(-65_536);
     const view = (h: { eventId: bigint; type: string; score: number; snippet: string }) => [h.eventId, h.type, h.score, h.snippet];
     // A parenthesized term has the same meaning and keeps FTS5's rank plan: the reference.
     for (const q of ['plum', 'plu*', 'kiwi', 'kiw*', 'fig']) {
