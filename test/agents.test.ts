@@ -479,6 +479,53 @@ describe('full-text search', () => {
     await db.close();
   });
 
+  it('on a large log, single-term searches give the hits, scores, snippets and order of the rank plan, of their namespace only', async () => {
+    const db = await sb.open(undefined, { durability: 'batched' });
+    const fts = db.search.fullText({ on: { note: { fields: '$.text' }, team: { fields: '$.text', namespace: '$.ns' } } });
+    // 100,000 events (single-term searches for up to 10 hits take the top-k statement): texts
+    // of one word repeated 1..30 times rank in a known order (BM25 rises with the count), 30
+    // texts of equal length tie; another namespace holds the best "kiwi" texts of all.
+    const batch = 10_000;
+    for (let start = 0; start < 100_000; start += batch) {
+      await db.transaction().execute((tx) => {
+        for (let i = start; i < start + batch; i++) {
+          const k = i % 1000;
+          if (i < 30) tx.log('note', { text: `${i % 2 === 0 ? 'plum' : 'kiwi'} `.repeat(k + 1).trim() });
+          else if (i < 30_000 && k === 30) tx.log('note', { text: `fig plum kiwi filler${i}` });
+          else if (i >= 99_000 && k < 20) tx.log('team', { text: 'kiwi '.repeat(50 + k).trim(), ns: 'team-b' });
+          else tx.log('note', { text: `filler${i % 5000} other${i % 77}` });
+        }
+      });
+    }
+    await fts.catchUp();
+    // The connection that searches keeps a 64 MiB page cache (the other connections 16 MB).
+    expect(db.sql.get<{ cache_size: number }>('PRAGMA cache_size')?.cache_size).toBe(-65_536);
+    const view = (h: { eventId: bigint; type: string; score: number; snippet: string }) => [h.eventId, h.type, h.score, h.snippet];
+    // A parenthesized term has the same meaning and keeps FTS5's rank plan: the reference.
+    for (const q of ['plum', 'plu*', 'kiwi', 'kiw*', 'fig']) {
+      for (const limit of [1, 7, 10, 25]) {
+        const hits = await fts.search(q, { limit });
+        expect(hits.map(view)).toEqual((await fts.search(`(${q})`, { limit })).map(view));
+        expect(hits.length).toBe(Math.min(limit, q === 'fig' ? 30 : 45));
+        expect(hits.every((h) => h.type === 'note')).toBe(true);
+      }
+    }
+    const best = await fts.search('plum', { limit: 3, highlight: ['[', ']'], snippetTokens: 4 });
+    expect(best.map((h) => h.snippet)).toEqual(['[plum] [plum] [plum] [plum]…', '[plum] [plum] [plum] [plum]…', '[plum] [plum] [plum] [plum]…']);
+    expect(best[0]!.score).toBeGreaterThan(best[1]!.score);
+    // The other namespace sees only its own texts, and nothing of the default one's.
+    const teamB = db.search.namespace('team-b').fullText();
+    const kiwiB = await teamB.search('kiwi', { limit: 10 });
+    expect(kiwiB.length).toBe(10);
+    expect(kiwiB.every((h) => h.type === 'team')).toBe(true);
+    expect(kiwiB.map(view)).toEqual((await teamB.search('(kiwi)', { limit: 10 })).map(view));
+    expect(await teamB.search('plum', { limit: 5 })).toEqual([]);
+    expect(await teamB.search('fig', { limit: 10 })).toEqual([]);
+    // The default namespace's best "kiwi" hits, although team-b's rank above them all.
+    for (let i = 0; i < 3; i++) expect((await fts.search('kiwi', { limit: 5 })).every((h) => h.type === 'note')).toBe(true);
+    await db.close();
+  });
+
   it('an index of the older layout (session ids indexed, no tags) is dropped and rebuilt from the log', async () => {
     const { db, fts } = await seeded();
     await db.sessions.start('agent', {}, { id: 'chat' });
