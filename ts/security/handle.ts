@@ -98,7 +98,9 @@ export class Gate {
   /** A point read of `key` (the hot path of `get`, `getOpt`, `exists`). */
   readKey(counter: ReadCounter, key: unknown): void {
     if (this.#version !== this.security.version.value) this.#compile();
-    const i = this.#readsAllKeys >= 0 && typeof key === 'string' && !key.startsWith(RESERVED_PREFIX) ? this.#readsAllKeys : this.grant(counter.action, keyNeed('read', key));
+    // Reserved keys all start with NUL: one character code settles most keys.
+    const plainKey = typeof key === 'string' && (key.charCodeAt(0) !== 0 || !key.startsWith(RESERVED_PREFIX));
+    const i = this.#readsAllKeys >= 0 && plainKey ? this.#readsAllKeys : this.grant(counter.action, keyNeed('read', key));
     this.#countRead(counter, i);
   }
 
