@@ -127,6 +127,32 @@ describe('hash chain', () => {
     expect(db.events.proof(6n)).toBeUndefined();
   });
 
+  it('links every event of transactions committed together, past one that fails alone in their group', async () => {
+    const db = await sb.open(undefined, { chain: true });
+    await db.transaction().execute((tx) => tx.append('s', { type: 'opened', payload: {} }));
+    // Started in one turn, they share group commits; the one with a wrong expected version fails alone.
+    const results = await Promise.allSettled(
+      Array.from({ length: 48 }, (_, i) =>
+        db.transaction().execute((tx) => {
+          if (i === 20) tx.append('s', { type: 'late', payload: {} }, { expectedVersion: 7 });
+          else tx.logMany([{ type: 'n', payload: { i } }, { type: 'n', payload: { i, second: true } }]);
+        }),
+      ),
+    );
+    expect(results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason)).toEqual([expect.objectContaining({ code: 'ERR_WRONG_EXPECTED_VERSION' })]);
+    const m = await db.metrics();
+    expect(m.commits.groupSize.max).toBeGreaterThan(1);
+    expect(db.events.lastId).toBe(1n + 47n * 2n);
+    expect(db.verify().events).toBe(95);
+    let prev = db.events.proof(1n)!.hash;
+    for (let id = 2n; id <= 95n; id++) {
+      const p = db.events.proof(id)!;
+      expect(p.prevHash).toBe(prev);
+      expect(verifyProof(p)).toBe(true);
+      prev = p.hash;
+    }
+  });
+
   it('a chain turned on later starts at the next event; earlier events have no proof', async () => {
     const dir = sb.dir();
     const db = await Athanor.open(dir);

@@ -10,6 +10,17 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Athanor, AuditTrail, EventLog, ForbiddenError, Idempotency, InvalidArgumentError, Roles, Snapshot, Sql, TransactionBuilder, VectorCollection, VectorStore, str, type AuditRecord } from '../dist/index.js';
 import { Sandbox, expectRejects, expectThrows } from './helpers.js';
+import { decodeProfile, decodeRecord } from '../ts/security/audit-format.js';
+
+/** The audit records in the store as they are now (no batch flushed), decoded. */
+function storedAudit(db: Athanor): AuditRecord[] {
+  return db.list({ prefix: '\u0000athanor/audit/' }).map((e) =>
+    decodeRecord(e.key, e.value, (k) => {
+      const v = db.getOpt(k);
+      return v === undefined ? undefined : decodeProfile(k, v);
+    }),
+  );
+}
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
 const sb = new Sandbox();
@@ -401,7 +412,7 @@ describe('audit trail', () => {
     const snap = db.snapshot();
     try {
       expect(snap.commitSeq).toBe(r.commitSeq);
-      const recs = db.list({ prefix: '\u0000athanor/audit/' }).map((e) => JSON.parse(e.value.asString()) as AuditRecord);
+      const recs = storedAudit(db);
       expect(recs).toEqual([expect.objectContaining({ caller: 'alice', action: 'tx.execute', outcome: 'allow', permission: 'write', namespace: 'default' })]);
     } finally {
       snap.close();
@@ -417,10 +428,8 @@ describe('audit trail', () => {
     await c.upsertMany(['b'], new Float32Array([0, 1]));
     await c.delete('a');
     // No batch has been committed: each record came with its write.
-    const recs = db
-      .list({ prefix: '\u0000athanor/audit/' })
+    const recs = storedAudit(db)
       .slice(before)
-      .map((e) => JSON.parse(e.value.asString()) as AuditRecord)
       .filter((r) => r.caller === 'indexer');
     expect(recs.map((r) => r.action)).toEqual(['collection.upsert', 'collection.upsertMany', 'collection.delete']);
     expect(recs.every((r) => r.outcome === 'allow' && r.permission === 'write')).toBe(true);

@@ -1,9 +1,9 @@
 /**
  * The audit trail: every allow and deny decision taken for a caller handle, and
  * every change to roles, kept durably in the store under athanor's reserved keys
- * (`\0athanor/audit/<ms, 12 hex>/<process nonce><seq>`, a string value each holding
- * the record's JSON text), so it
- * is backed up, restored and replicated with the data it describes.
+ * (format: `audit-format.ts`: a small binary record per decision, naming a profile
+ * that holds the caller's id, roles and namespace once), so it is backed up,
+ * restored and replicated with the data it describes.
  *
  * - Writes made in a transaction are recorded in that transaction's own commit.
  * - Other decisions (denials, writes outside a transaction, admin operations) are
@@ -20,10 +20,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
-import { str, type Value } from '../state/codec.js';
-import { RESERVED_PREFIX } from '../state/reserved.js';
+import type { Value } from '../state/codec.js';
 import type { TransactionBuilder, Tx } from '../state/transaction.js';
 import { describeThrown } from '../internal/thrown.js';
+import { AUDIT_PREFIX, decodeProfile, decodeRecord, encodeRecord, makeProfile, recordKey, type Profile, type StoredRecord } from './audit-format.js';
+import { DEFAULT_NAMESPACE } from './permissions.js';
 
 /** One decision (or, for allowed reads, a count of identical ones). */
 export interface AuditRecord {
@@ -73,6 +74,8 @@ export interface AuditStore {
   internalTransaction(): TransactionBuilder;
   /** A page of state entries. */
   list(options: { prefix: string; after?: string; limit?: number }): { key: string; value: Value }[];
+  /** One state value (newest). */
+  getOpt(key: string): Value | undefined;
 }
 
 /** The audit trail's options (`Athanor.open(dir, { auditRetentionMs })`). */
@@ -81,14 +84,15 @@ export interface AuditOptions {
   retentionMs: number;
 }
 
-/** The reserved prefix of the audit trail's keys. @internal */
-export const AUDIT_PREFIX = `${RESERVED_PREFIX}audit/`;
+export { AUDIT_PREFIX };
+
+/** A decision waiting to be written: a record naming its caller's profile. @internal */
+export type Decision = StoredRecord;
 
 const BATCH = 1024;
 const PRUNE_PER_BATCH = 1000;
 const FLUSH_AFTER_MS = 1000;
 
-const hex12 = (ms: number) => Math.max(0, Math.floor(ms)).toString(16).padStart(12, '0');
 
 function toMs(v: number | Date | undefined, what: string): number | undefined {
   if (v === undefined) return undefined;
@@ -103,12 +107,18 @@ export class AuditTrail {
   readonly #retentionMs: number;
   readonly #nonce = randomBytes(4).toString('hex');
   #seq = 0;
-  #pending: { key: string; record: AuditRecord }[] = [];
-  #reads: AuditRecord[] = [];
+  #pending: { key: string; record: Decision }[] = [];
+  #reads: Decision[] = [];
   #generation = 0;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
   #closed = false;
+  readonly #profiles = new Map<string, Profile>();
+  /** Profiles seen in the store: records naming them need not write them again. */
+  readonly #stored = new Set<string>();
+  /** The key prefix of the current millisecond (`at` in the key), reused while it lasts. */
+  #keyMs = -1;
+  #keyHead = '';
 
   /** @internal */
   constructor(store: AuditStore, options: AuditOptions) {
@@ -116,18 +126,54 @@ export class AuditTrail {
     this.#retentionMs = options.retentionMs;
   }
 
+  /** The profile of `caller` with `roles` (made once per distinct caller). @internal */
+  profile(caller: string, roles: readonly string[], namespace: string = DEFAULT_NAMESPACE): Profile {
+    const id = JSON.stringify([caller, roles, namespace]);
+    let p = this.#profiles.get(id);
+    if (p === undefined) {
+      p = makeProfile(caller, roles, namespace);
+      this.#profiles.set(id, p);
+    }
+    return p;
+  }
+
   /** A fresh key for a record made at `at`. @internal */
   keyFor(at: number): string {
-    return `${AUDIT_PREFIX}${hex12(at)}/${this.#nonce}${(this.#seq++).toString(16).padStart(8, '0')}`;
+    const seq = this.#seq++;
+    if (at !== this.#keyMs) {
+      this.#keyMs = at;
+      this.#keyHead = recordKey(at, this.#nonce, 0).slice(0, -8);
+    }
+    return this.#keyHead + seq.toString(16).padStart(8, '0');
+  }
+
+  /**
+   * Writes `profile` into `tx` unless the store is known to hold it: the record that
+   * names it then commits with it. Once seen committed, it is not written again.
+   */
+  #withProfile(tx: Tx, profile: Profile): void {
+    if (this.#stored.has(profile.key)) return;
+    if (this.#store.getOpt(profile.key) !== undefined) this.#stored.add(profile.key);
+    else tx.set(profile.key, profile.value);
   }
 
   /** Writes `record` into the transaction `tx` (the commit of the write it allows). @internal */
-  inTransaction(tx: Tx, record: AuditRecord): void {
-    tx.set(this.keyFor(record.at), str(JSON.stringify(record)));
+  inTransaction(tx: Tx, record: Decision): void {
+    this.#withProfile(tx, record.profile);
+    tx.set(this.keyFor(record.at), encodeRecord(record));
+  }
+
+  /**
+   * Writes a record already encoded (`value`, see `encodeRecord`) for `profile` at
+   * `at` into `tx`: the hot path of an allowed transaction. @internal
+   */
+  inTransactionEncoded(tx: Tx, profile: Profile, at: number, value: Value): void {
+    this.#withProfile(tx, profile);
+    tx.set(this.keyFor(at), value);
   }
 
   /** Queues a record for the next batch. @internal */
-  record(record: AuditRecord): void {
+  record(record: Decision): void {
     if (this.#closed) return;
     this.#pending.push({ key: this.keyFor(record.at), record });
     this.#schedule();
@@ -138,7 +184,7 @@ export class AuditTrail {
    * until the next batch: its owner increments `count` while {@link generation} is
    * unchanged, then starts a new one. @internal
    */
-  addRead(record: AuditRecord): void {
+  addRead(record: Decision): void {
     if (this.#closed) return;
     this.#reads.push(record);
     this.#schedule();
@@ -187,7 +233,10 @@ export class AuditTrail {
     if (batch.length === 0 && expired.length === 0) return;
     try {
       await this.#store.internalTransaction().execute((tx) => {
-        for (const { key, record } of batch) tx.set(key, str(JSON.stringify(record)));
+        const profiles = new Set<Profile>();
+        for (const { record } of batch) profiles.add(record.profile);
+        for (const p of profiles) this.#withProfile(tx, p);
+        for (const { key, record } of batch) tx.set(key, encodeRecord(record));
         for (const key of expired) tx.delete(key);
       });
     } catch (e) {
@@ -199,7 +248,7 @@ export class AuditTrail {
 
   #expiredKeys(cutoff: number): string[] {
     const page = this.#store.list({ prefix: AUDIT_PREFIX, limit: PRUNE_PER_BATCH });
-    const end = AUDIT_PREFIX + hex12(cutoff);
+    const end = recordKey(cutoff, '', 0).slice(0, AUDIT_PREFIX.length + 12);
     return page.filter((e) => e.key < end).map((e) => e.key);
   }
 
@@ -216,13 +265,22 @@ export class AuditTrail {
     if (q.outcome !== undefined && q.outcome !== 'allow' && q.outcome !== 'deny') throw new InvalidArgumentError(`outcome must be 'allow' or 'deny'`);
     await this.flush();
     const out: AuditRecord[] = [];
-    let after = from === undefined ? undefined : AUDIT_PREFIX + hex12(from);
-    const end = to === undefined ? undefined : AUDIT_PREFIX + hex12(to + 1);
+    const timeKey = (ms: number): string => recordKey(ms, '', 0).slice(0, AUDIT_PREFIX.length + 12);
+    let after = from === undefined ? undefined : timeKey(from);
+    const end = to === undefined ? undefined : timeKey(to + 1);
+    const profiles = new Map<string, Profile | undefined>();
+    const profileOf = (key: string): Profile | undefined => {
+      if (!profiles.has(key)) {
+        const v = this.#store.getOpt(key);
+        profiles.set(key, v === undefined ? undefined : decodeProfile(key, v));
+      }
+      return profiles.get(key);
+    };
     for (;;) {
       const page = this.#store.list({ prefix: AUDIT_PREFIX, after, limit: 1000 });
       for (const e of page) {
         if (end !== undefined && e.key >= end) return out;
-        const r = JSON.parse(e.value.asString()) as AuditRecord;
+        const r: AuditRecord = decodeRecord(e.key, e.value, profileOf);
         if (q.caller !== undefined && r.caller !== q.caller) continue;
         if (q.namespace !== undefined && r.namespace !== q.namespace) continue;
         if (q.action !== undefined && r.action !== q.action) continue;

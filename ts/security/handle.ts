@@ -20,7 +20,8 @@ import { INTERNAL, RESERVED_PREFIX, checkWritableEventType, checkWritableKey } f
 import type { AppendOptions, CommitResult, EventInput, ExecuteOptions, LogOptions, NumericOptions, Tx, TransactionBuilder } from '../state/transaction.js';
 import type { TxVectors } from '../state/tx-vectors.js';
 import type { Json } from '../state/codec.js';
-import type { AuditRecord, AuditTrail } from './audit.js';
+import type { AuditTrail, Decision } from './audit.js';
+import { encodeRecord, type Profile } from './audit-format.js';
 import { Roles, type RoleStore, type RoleVersion } from './roles.js';
 import { DEFAULT_NAMESPACE, describeNeed, describePermission, grants, type Caller, type Need, type Permission } from './permissions.js';
 
@@ -42,12 +43,27 @@ export class Gate {
   /** The first grant that reads every key (-1: none), so a point read needs no search. */
   #readsAllKeys = -1;
   /** Per operation, this batch's counting records, by grant (see `AuditTrail.addRead`). */
-  readonly #counts = new Map<string, { generation: number; records: (AuditRecord | undefined)[] }>();
+  readonly #counts = new Map<string, ReadCounter>();
+  /** The caller's id, roles and namespace as its records name them. */
+  readonly #profile: Profile;
+  /** The encoded record of an allowed transaction, by the grants it used. */
+  readonly #txValues = new Map<string, Value>();
 
   constructor(caller: Caller, security: Security) {
     this.caller = caller;
     this.security = security;
+    this.#profile = security.audit.profile(caller.id, caller.roles);
     this.#compile();
+  }
+
+  /** The counter of allowed reads of `action` (one per member, so the hot path looks nothing up). */
+  readCounter(action: string): ReadCounter {
+    let c = this.#counts.get(action);
+    if (c === undefined) {
+      c = { action, generation: -1, records: [] };
+      this.#counts.set(action, c);
+    }
+    return c;
   }
 
   #compile(): void {
@@ -57,36 +73,39 @@ export class Gate {
     this.#texts = perms.map(describePermission);
     this.#readsAllKeys = perms.findIndex((p) => grants(p, { action: 'read', kind: 'key', name: '' }) && p.resource === undefined);
     this.#version = this.security.version.value;
-    this.#counts.clear();
+    // Grants are numbered anew: counts and encoded records name the old numbering.
+    for (const c of this.#counts.values()) c.generation = -1;
+    this.#txValues.clear();
   }
 
-  /** Counts an allowed read of `action` through grant `i` into this batch's record. */
-  #countRead(action: string, i: number): void {
+  /** Counts an allowed read through grant `i` into this batch's record of `counter`. */
+  #countRead(counter: ReadCounter, i: number): void {
     const audit = this.security.audit;
-    let slot = this.#counts.get(action);
-    if (slot === undefined || slot.generation !== audit.generation) {
-      slot = { generation: audit.generation, records: [] };
-      this.#counts.set(action, slot);
+    if (counter.generation !== audit.generation) {
+      counter.generation = audit.generation;
+      counter.records = [];
     }
-    const r = slot.records[i];
+    const r = counter.records[i];
     if (r !== undefined) {
       r.count++;
     } else {
-      const rec = this.#record(action, this.#texts[i]!, 'allow');
-      slot.records[i] = rec;
+      const rec = this.#record(counter.action, this.#texts[i]!, 'allow');
+      counter.records[i] = rec;
       audit.addRead(rec);
     }
   }
 
   /** A point read of `key` (the hot path of `get`, `getOpt`, `exists`). */
-  readKey(action: string, key: unknown): void {
+  readKey(counter: ReadCounter, key: unknown): void {
     if (this.#version !== this.security.version.value) this.#compile();
-    const i = this.#readsAllKeys >= 0 && typeof key === 'string' && !key.startsWith(RESERVED_PREFIX) ? this.#readsAllKeys : this.grant(action, keyNeed('read', key));
-    this.#countRead(action, i);
+    // Reserved keys all start with NUL: one character code settles most keys.
+    const plainKey = typeof key === 'string' && (key.charCodeAt(0) !== 0 || !key.startsWith(RESERVED_PREFIX));
+    const i = this.#readsAllKeys >= 0 && plainKey ? this.#readsAllKeys : this.grant(counter.action, keyNeed('read', key));
+    this.#countRead(counter, i);
   }
 
-  #record(action: string, permission: string, outcome: 'allow' | 'deny'): AuditRecord {
-    return { at: Date.now(), count: 1, caller: this.caller.id, roles: [...this.caller.roles], namespace: DEFAULT_NAMESPACE, action, permission, outcome };
+  #record(action: string, permission: string, outcome: 'allow' | 'deny'): Decision {
+    return { at: Date.now(), count: 1, profile: this.#profile, action, permission, outcome };
   }
 
   /** The grant that allows `need`, or a recorded denial thrown as `ForbiddenError`. */
@@ -115,7 +134,7 @@ export class Gate {
   }
 
   /** The record of an allowed write, for its own commit. */
-  writeRecord(action: string, grantTexts: Iterable<string>): AuditRecord {
+  writeRecord(action: string, grantTexts: Iterable<string>): Decision {
     return this.#record(action, [...grantTexts].join(', '), 'allow');
   }
 
@@ -124,7 +143,8 @@ export class Gate {
     if (needs.length === 0) return;
     const used = needs.map((n) => this.grant(action, n));
     if (needs.every((n) => n.action === 'read')) {
-      for (const i of used) this.#countRead(action, i);
+      const counter = this.readCounter(action);
+      for (const i of used) this.#countRead(counter, i);
     } else {
       this.security.audit.record(this.#record(action, [...new Set(used.map((i) => this.#texts[i]!))].join(', '), 'allow'));
     }
@@ -135,9 +155,15 @@ export class Gate {
     return this.#texts[i]!;
   }
 
-  /** The record of an allowed transaction, written in its own commit. */
-  txRecord(grantTexts: Iterable<string>): AuditRecord {
-    return this.#record('tx.execute', [...grantTexts].join(', '), 'allow');
+  /** Writes the record of an allowed transaction that used `grantTexts` into its own commit. */
+  recordTx(tx: Tx, grantTexts: ReadonlySet<string>): void {
+    const permission = grantTexts.size === 1 ? grantTexts.values().next().value! : [...grantTexts].join(', ');
+    let value = this.#txValues.get(permission);
+    if (value === undefined) {
+      value = encodeRecord(this.#record('tx.execute', permission, 'allow'));
+      this.#txValues.set(permission, value);
+    }
+    this.security.audit.inTransactionEncoded(tx, this.#profile, Date.now(), value);
   }
 
   /** Whether the caller holds an unnarrowed admin grant. */
@@ -145,6 +171,14 @@ export class Gate {
     if (this.#version !== this.security.version.value) this.#compile();
     return this.#perms.some((p) => p.action === 'admin' && (p.namespace === undefined || p.namespace === '*' || p.namespace === DEFAULT_NAMESPACE));
   }
+}
+
+/** One operation's counted reads in the current batch, by grant. @internal */
+export interface ReadCounter {
+  readonly action: string;
+  /** The audit batch `records` counts into (-1: none yet). */
+  generation: number;
+  records: (Decision | undefined)[];
 }
 
 // ---------------------------------------------------------------------------
@@ -180,7 +214,7 @@ interface Rule {
   /** A point read of the key in the first argument: checked on the fast path. */
   keyRead?: true;
   /** A write whose `call` commits the audit record itself (given the grants used). */
-  inCommit?: (target: Target, args: readonly unknown[], gate: Gate, record: AuditRecord) => Promise<void>;
+  inCommit?: (target: Target, args: readonly unknown[], gate: Gate, record: Decision) => Promise<void>;
   /** Runs instead of the member (after the check). */
   call?: (target: Target, args: readonly unknown[], gate: Gate) => unknown;
   /** Wraps what the member returns. */
@@ -241,7 +275,7 @@ const COLLECTION: Table = {
  * A collection write as the collection makes it (one transaction), with the audit
  * record in the same commit.
  */
-async function writeVectors(t: Target, gate: Gate, record: AuditRecord, write: (v: TxVectors<Json>) => void): Promise<void> {
+async function writeVectors(t: Target, gate: Gate, record: Decision, write: (v: TxVectors<Json>) => void): Promise<void> {
   await gate.security.store.internalTransaction().execute((tx) => {
     write(tx.vectors<Json>(String(t.name)));
     gate.security.audit.inTransaction(tx, record);
@@ -399,8 +433,9 @@ function guard<T extends object>(target: T, name: string, table: Table, gate: Ga
       const fn = Reflect.get(t, prop, t) as (...args: unknown[]) => unknown;
       let method: (...args: unknown[]) => unknown;
       if (rule.keyRead === true) {
+        const counter = gate.readCounter(action);
         method = (key: unknown): unknown => {
-          gate.readKey(action, key);
+          gate.readKey(counter, key);
           return fn.call(t, key);
         };
       } else if (rule.inCommit !== undefined) {
@@ -515,7 +550,7 @@ function runGuarded<T>(raw: Tx, fn: (tx: Tx) => T, gate: Gate): T {
   if (typeof fn !== 'function') return fn; // the builder reports it
   const tx = new GuardedTx(raw, gate);
   const value = fn(tx);
-  if (tx.grantsUsed.size > 0) gate.security.audit.inTransaction(raw, gate.txRecord(tx.grantsUsed));
+  if (tx.grantsUsed.size > 0) gate.recordTx(raw, tx.grantsUsed);
   return value;
 }
 
@@ -539,15 +574,15 @@ class GuardedTx implements Tx {
     return this.#raw.snapshotSeq;
   }
   get(key: string): Value {
-    this.#gate.readKey('tx.get', key);
+    this.#gate.readKey(this.#gate.readCounter('tx.get'), key);
     return this.#raw.get(key);
   }
   getOpt(key: string): Value | undefined {
-    this.#gate.readKey('tx.getOpt', key);
+    this.#gate.readKey(this.#gate.readCounter('tx.getOpt'), key);
     return this.#raw.getOpt(key);
   }
   exists(key: string): boolean {
-    this.#gate.readKey('tx.exists', key);
+    this.#gate.readKey(this.#gate.readCounter('tx.exists'), key);
     return this.#raw.exists(key);
   }
   set(key: string, value: Value): void {
@@ -642,7 +677,7 @@ export function secureRoot<T extends object>(db: T, audit: AuditTrail): T {
         return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
       }
       if (typeof prop === 'symbol') return undefined;
-      audit.record({ at: Date.now(), count: 1, caller: '', roles: [], namespace: DEFAULT_NAMESPACE, action: `db.${prop}`, permission: 'a caller handle', outcome: 'deny' });
+      audit.record({ at: Date.now(), count: 1, profile: audit.profile('', []), action: `db.${prop}`, permission: 'a caller handle', outcome: 'deny' });
       throw new ForbiddenError(`this database was opened with { secure: true }: db.${prop} is refused without a caller; call db.as({ id, roles }) and use the handle it returns`, { permission: 'a caller handle' });
     },
     set: () => refuse('setting a property of a secure database'),

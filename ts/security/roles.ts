@@ -9,7 +9,7 @@ import { i64, json, type Value } from '../state/codec.js';
 import { RESERVED_PREFIX } from '../state/reserved.js';
 import type { Tx } from '../state/transaction.js';
 import type { AuditTrail, AuditStore } from './audit.js';
-import { BUILTIN_ROLES, DEFAULT_NAMESPACE, checkPermissions, describePermission, type Caller, type Permission } from './permissions.js';
+import { BUILTIN_ROLES, checkPermissions, describePermission, type Caller, type Permission } from './permissions.js';
 
 /** A role as {@link Roles.list} returns it. */
 export interface RoleInfo {
@@ -100,9 +100,7 @@ export class Roles {
       this.#audit.inTransaction(tx, {
         at: Date.now(),
         count: 1,
-        caller: actor?.id ?? '',
-        roles: actor ? [...actor.roles] : [],
-        namespace: DEFAULT_NAMESPACE,
+        profile: this.#audit.profile(actor?.id ?? '', actor ? actor.roles : []),
         action,
         permission: actor ? 'admin' : '(application)',
         outcome: 'allow',

@@ -47,9 +47,10 @@ impl From<Error> for GroupError {
 /// transaction's own (conflict): such a transaction has written nothing yet.
 /// `Err(..)` is a storage failure that aborts the whole group. The write hooks'
 /// `groups` validate and write their part and keep what they need for after the commit.
+/// `chain_slot` is the group's chain writer, begun by the first transaction with events.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn apply_one(
-    store: &Store,
+pub(super) fn apply_one<'s>(
+    store: &'s Store,
     wtxn: &mut RwTxn,
     b: &TxBatch,
     seq: &mut u64,
@@ -57,6 +58,7 @@ pub(super) fn apply_one(
     at: u64,
     scratch: &mut Vec<u8>,
     groups: &mut [Box<dyn GroupWrites + '_>],
+    chain_slot: &mut Option<Result<store::ChainWriter<'s>>>,
 ) -> std::result::Result<Result<CommitInfo>, GroupError> {
     let dbs = &store.dbs;
     // The key is checked before the reads: a retry of a transaction that has been
@@ -115,9 +117,15 @@ pub(super) fn apply_one(
     let mut chain = if b.events.is_empty() {
         None
     } else {
-        match store::ChainWriter::begin(store, wtxn)? {
-            Ok(c) => Some(c),
-            Err(e) => return Ok(Err(e)),
+        // Begun once per group: the chain's meta cannot change under the write
+        // transaction, and the group's last link spares each transaction a lookup.
+        if chain_slot.is_none() {
+            *chain_slot = Some(store::ChainWriter::begin(store, wtxn)?);
+        }
+        match chain_slot.as_mut() {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return Ok(Err(e.clone())),
+            None => None,
         }
     };
     let my_seq = *seq + 1;

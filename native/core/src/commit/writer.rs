@@ -219,6 +219,7 @@ fn try_group(
     let hooks = store.write_hooks();
     let mut groups: Vec<Box<dyn GroupWrites + '_>> = hooks.iter().map(|h| h.group()).collect();
     let log_as = store::commit_log_id(dbs, &wtxn)?;
+    let mut chain = None;
     for b in batches {
         let before = seq;
         let result = apply_one(
@@ -230,6 +231,7 @@ fn try_group(
             at,
             &mut scratch,
             &mut groups,
+            &mut chain,
         )?;
         if let (Some(id), Ok(info)) = (&log_as, &result) {
             if seq != before {
