@@ -14,6 +14,7 @@ use std::cmp::Ordering;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rayon::prelude::*;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::sync::mpsc::channel;
 
 use std::any::type_name;
@@ -168,6 +169,9 @@ pub struct Point<'b, T: Clone + Send + Sync> {
     origin_id: DataId,
     /// a point id identifying point as stored in our structure
     p_id: PointId,
+    /// athanor patch: the point's rank of insertion in its graph, unique and dense:
+    /// the walk's visited marks are indexed by it.
+    slot: u32,
     /// neighbours info
     // athanor patch: a neighbour is held inline (its point and distance), not behind
     // an `Arc` of its own: a walk reading a list no longer misses the cache once per
@@ -186,6 +190,7 @@ impl<'b, T: Clone + Send + Sync> Point<'b, T> {
             data: PointData::new_v(v),
             origin_id,
             p_id,
+            slot: 0,
             neighbours: Arc::new(RwLock::new(neighbours)),
         }
     }
@@ -200,8 +205,15 @@ impl<'b, T: Clone + Send + Sync> Point<'b, T> {
             data: PointData::new_s(s),
             origin_id,
             p_id,
+            slot: 0,
             neighbours: Arc::new(RwLock::new(neighbours)),
         }
+    }
+
+    /// The point with its slot set (athanor patch; see `Point::slot`).
+    pub(crate) fn with_slot(mut self, slot: u32) -> Self {
+        self.slot = slot;
+        self
     }
 
     /// get a reference to vector data
@@ -271,6 +283,9 @@ pub(crate) struct PointWithOrder<'b, T: Clone + Send + Sync> {
     point_ref: Arc<Point<'b, T>>,
     /// The distance to a point_ref to the request point (not represented in the structure)
     dist_to_ref: f32,
+    /// athanor patch: `point_ref`'s slot, so a walk tests whether it visited the
+    /// neighbour without loading the point (it fits the struct's padding).
+    slot: u32,
 }
 
 impl<T: Clone + Send + Sync> PartialEq for PointWithOrder<'_, T> {
@@ -304,6 +319,7 @@ impl<'b, T: Clone + Send + Sync> PointWithOrder<'b, T> {
         PointWithOrder {
             point_ref: Arc::clone(point_ref),
             dist_to_ref,
+            slot: point_ref.slot,
         }
     }
 } // end of impl block
@@ -327,16 +343,50 @@ impl Ord for WalkDist {
 }
 
 /// Scratch of one thread's layer walks, reused from one call to the next (athanor
-/// patch): points are named by their address.
+/// patch): points are named by their address, and marked visited by their slot.
 #[derive(Default)]
 struct WalkScratch {
-    visited: hashbrown::HashSet<usize>,
+    visited: VisitedMarks,
     /// Nearest first.
     candidates: BinaryHeap<(std::cmp::Reverse<WalkDist>, usize)>,
-    /// Farthest first, at most `ef`.
-    found: BinaryHeap<(WalkDist, usize)>,
-    /// Unvisited neighbours of the point being expanded.
-    fresh: Vec<usize>,
+    /// Farthest first, at most `ef`: distance, address, slot.
+    found: BinaryHeap<(WalkDist, usize, u32)>,
+    /// Unvisited neighbours of the point being expanded: address, slot.
+    fresh: Vec<(usize, u32)>,
+}
+
+/// Which slots the current walk has visited (athanor patch): one mark per slot, a
+/// slot being visited when its mark equals the walk's epoch, so a new walk starts
+/// with one increment instead of clearing a set (hnswlib's `VisitedList`). A test
+/// is an indexed load where a hash set hashed and probed.
+#[derive(Default)]
+struct VisitedMarks {
+    marks: Vec<u16>,
+    epoch: u16,
+}
+
+impl VisitedMarks {
+    /// Starts a walk: no slot is visited.
+    fn reset(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Marks `slot` visited; whether it was not before.
+    #[inline(always)]
+    fn insert(&mut self, slot: u32) -> bool {
+        let i = slot as usize;
+        if i >= self.marks.len() {
+            self.marks.resize((i + 1).max(self.marks.len() * 2).max(1024), 0);
+        }
+        let m = &mut self.marks[i];
+        let fresh = *m != self.epoch;
+        *m = self.epoch;
+        fresh
+    }
 }
 
 /// Hints the CPU to load `len` bytes at `p` into cache (athanor patch); a no-op
@@ -461,6 +511,8 @@ pub struct PointIndexation<'b, T: Clone + Send + Sync> {
     pub(crate) nb_point: Arc<RwLock<usize>>,
     /// curent enter_point: an Arc RwLock on a possible Arc Point
     pub(crate) entry_point: Arc<RwLock<Option<Arc<Point<'b, T>>>>>,
+    /// athanor patch: the slot the next new point gets.
+    pub(crate) next_slot: AtomicU32,
 }
 
 // A point indexation may contain circular references. To deallocate these after a point indexation goes out of scope,
@@ -523,6 +575,7 @@ impl<'b, T: Clone + Send + Sync> PointIndexation<'b, T> {
             layer_g,
             nb_point: Arc::new(RwLock::new(0)),
             entry_point: Arc::new(RwLock::new(None)),
+            next_slot: AtomicU32::new(0),
         }
     } // end of new
 
@@ -566,7 +619,13 @@ impl<'b, T: Clone + Send + Sync> PointIndexation<'b, T> {
             let mut p_id = PointId(level as u8, -1);
             p_id.1 = points_by_layer_ref[p_id.0 as usize].len() as i32;
             // make a Point and then an Arc<Point>
-            let point = Point::new(data.to_vec(), origin_id, p_id);
+            // athanor patch: the point gets the next slot (never reused: points are
+            // never removed from a graph).
+            let slot = self
+                .next_slot
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(slot < u32::MAX, "hnsw_rs: too many points for one graph");
+            let point = Point::new(data.to_vec(), origin_id, p_id).with_slot(slot);
             new_point = Arc::new(point);
             trace!("definitive pushing of point {:?}", p_id);
             points_by_layer_ref[p_id.0 as usize].push(Arc::clone(&new_point));
@@ -1005,14 +1064,14 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 found,
                 fresh,
             } = &mut *scratch;
-            visited.clear();
+            visited.reset();
             candidates.clear();
             found.clear();
             let entry = Arc::as_ptr(&entry_point) as usize;
             let d0 = self.dist_f.eval(point, entry_point.data.get_v());
-            visited.insert(entry);
+            visited.insert(entry_point.slot);
             candidates.push((std::cmp::Reverse(WalkDist(d0)), entry));
-            found.push((WalkDist(d0), entry));
+            found.push((WalkDist(d0), entry, entry_point.slot));
             while let Some((std::cmp::Reverse(WalkDist(dc)), c)) = candidates.pop() {
                 let farthest = found.peek().map_or(f32::INFINITY, |f| f.0.0);
                 if dc > farthest {
@@ -1024,20 +1083,21 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 {
                     let neighbours = c_point.neighbours.read();
                     for e in &neighbours[layer as usize] {
-                        let addr = Arc::as_ptr(&e.point_ref) as usize;
-                        if visited.insert(addr) {
-                            fresh.push(addr);
+                        if visited.insert(e.slot) {
+                            fresh.push((Arc::as_ptr(&e.point_ref) as usize, e.slot));
                         }
                     }
                 }
                 // Memory-bound: each point is two dependent cache misses (the point,
                 // then its vector). Fetch every point first, then the next vector
-                // while this one's distance is computed.
-                for &e in fresh.iter() {
+                // while this one's distance is computed. (Keeping the vectors in one
+                // arena indexed by slot, so a distance costs one miss, made the walk
+                // slower: see PATCHES.md, change 6.)
+                for &(e, _) in fresh.iter() {
                     prefetch_bytes(e as *const u8, std::mem::size_of::<Point<'b, T>>());
                 }
-                for (i, &e) in fresh.iter().enumerate() {
-                    if let Some(&next) = fresh.get(i + 1) {
+                for (i, &(e, slot)) in fresh.iter().enumerate() {
+                    if let Some(&(next, _)) = fresh.get(i + 1) {
                         // SAFETY: as for `c_point`.
                         let v = unsafe { &*(next as *const Point<'b, T>) }.data.get_v();
                         prefetch_bytes(v.as_ptr() as *const u8, std::mem::size_of_val(v));
@@ -1047,7 +1107,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                     let d = self.dist_f.eval(point, e_point.data.get_v());
                     if found.len() < ef || d < found.peek().map_or(f32::INFINITY, |f| f.0.0) {
                         candidates.push((std::cmp::Reverse(WalkDist(d)), e));
-                        found.push((WalkDist(d), e));
+                        found.push((WalkDist(d), e, slot));
                         if found.len() > ef {
                             found.pop();
                         }
@@ -1055,7 +1115,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 }
             }
             let mut out = BinaryHeap::with_capacity(found.len());
-            for (WalkDist(d), p) in found.drain() {
+            for (WalkDist(d), p, slot) in found.drain() {
                 let p = p as *const Point<'b, T>;
                 // SAFETY: `p` is the address of a point the graph holds an `Arc` to;
                 // this makes one more strong reference to it.
@@ -1066,6 +1126,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 out.push(Arc::new(PointWithOrder {
                     point_ref,
                     dist_to_ref: d,
+                    slot,
                 }));
             }
             out
@@ -1401,7 +1462,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
     } // end of parallel_insert
 
     /// insert new_point in neighbourhood info of point
-    fn reverse_update_neighborhood_simple(&self, new_point: Arc<Point<T>>) {
+    fn reverse_update_neighborhood_simple(&self, new_point: Arc<Point<'b, T>>) {
         //  println!("reverse update neighbourhood for  new point {:?} ", new_point.p_id);
         trace!(
             "reverse update neighbourhood for  new point {:?} ",
