@@ -1079,6 +1079,24 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 }
                 // SAFETY: see above; `c` came from a live `Arc<Point>` of this graph.
                 let c_point = unsafe { &*(c as *const Point<'b, T>) };
+                // Expanding a candidate reads its lists through two more allocations
+                // (the `Arc<RwLock<..>>` of its lists, then the per-layer headers):
+                // fetch the next candidate's layer header now, while this one is
+                // expanded (its lock block was fetched when it became a candidate).
+                if let Some(&(_, next)) = candidates.peek() {
+                    // SAFETY: as for `c_point`.
+                    let n_point = unsafe { &*(next as *const Point<'b, T>) };
+                    let outer = n_point.neighbours.data_ptr();
+                    // SAFETY: the per-layer list of lists is made with the point and
+                    // never resized while the graph lives (only `PointIndexation`'s
+                    // drop clears it); only the address of its buffer is read, to
+                    // prefetch, without taking the lock.
+                    let layers = unsafe { (*outer).as_ptr() };
+                    prefetch_bytes(
+                        layers.wrapping_add(layer as usize) as *const u8,
+                        std::mem::size_of::<Vec<PointWithOrder<'b, T>>>(),
+                    );
+                }
                 fresh.clear();
                 {
                     let neighbours = c_point.neighbours.read();
@@ -1107,6 +1125,8 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                     let d = self.dist_f.eval(point, e_point.data.get_v());
                     if found.len() < ef || d < found.peek().map_or(f32::INFINITY, |f| f.0.0) {
                         candidates.push((std::cmp::Reverse(WalkDist(d)), e));
+                        // It may be expanded later: fetch its lists' lock block.
+                        prefetch_bytes(Arc::as_ptr(&e_point.neighbours) as *const u8, 64);
                         found.push((WalkDist(d), e, slot));
                         if found.len() > ef {
                             found.pop();
