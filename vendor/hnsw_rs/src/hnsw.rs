@@ -1055,6 +1055,76 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         if filter.is_some() || entry_point.p_id.1 < 0 {
             return self.search_layer_filtered(point, entry_point, ef, layer, filter);
         }
+        self.walk_layer(point, &entry_point, ef, layer, |found| {
+            let mut out = BinaryHeap::with_capacity(found.len());
+            for (WalkDist(d), p, slot) in found.drain() {
+                out.push(Arc::new(PointWithOrder {
+                    // SAFETY: `p` came from the walk (see `walk_layer`).
+                    point_ref: unsafe { Self::strong_ref(p) },
+                    dist_to_ref: d,
+                    slot,
+                }));
+            }
+            out
+        })
+    }
+
+    /// A new strong reference to the point at address `p` (athanor patch).
+    ///
+    /// # Safety
+    /// `p` must be the address of a point the graph holds an `Arc` to.
+    #[inline]
+    unsafe fn strong_ref(p: usize) -> Arc<Point<'b, T>> {
+        let p = p as *const Point<'b, T>;
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
+
+    /// The `ef` points of the unfiltered walk of `layer` nearest `point`, nearest
+    /// first, as `(distance, address, slot)` (athanor patch: for the insert path,
+    /// which keeps only `M` of them, so the others never become `Arc`s).
+    fn search_layer_sorted(
+        &self,
+        point: &[T],
+        entry_point: Arc<Point<'b, T>>,
+        ef: usize,
+        layer: u8,
+    ) -> Vec<(WalkDist, usize, u32)> {
+        if entry_point.p_id.1 < 0 {
+            let mut all: Vec<(WalkDist, usize, u32)> = self
+                .search_layer_filtered(point, entry_point, ef, layer, None)
+                .into_iter()
+                .map(|p| {
+                    (
+                        WalkDist(p.dist_to_ref),
+                        Arc::as_ptr(&p.point_ref) as usize,
+                        p.slot,
+                    )
+                })
+                .collect();
+            // The graph holds each point, so the addresses outlive the heap.
+            all.sort_unstable();
+            return all;
+        }
+        self.walk_layer(point, &entry_point, ef, layer, |found| {
+            let mut all: Vec<(WalkDist, usize, u32)> = found.drain().collect();
+            all.sort_unstable();
+            all
+        })
+    }
+
+    /// The unfiltered walk, on the thread's scratch; `finish` takes the `ef` points
+    /// found (farthest first), named by address, each a point the graph holds.
+    fn walk_layer<R>(
+        &self,
+        point: &[T],
+        entry_point: &Arc<Point<'b, T>>,
+        ef: usize,
+        layer: u8,
+        finish: impl FnOnce(&mut BinaryHeap<(WalkDist, usize, u32)>) -> R,
+    ) -> R {
         let ef = ef.max(1);
         WALK_SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
@@ -1067,7 +1137,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
             visited.reset();
             candidates.clear();
             found.clear();
-            let entry = Arc::as_ptr(&entry_point) as usize;
+            let entry = Arc::as_ptr(entry_point) as usize;
             let d0 = self.dist_f.eval(point, entry_point.data.get_v());
             visited.insert(entry_point.slot);
             candidates.push((std::cmp::Reverse(WalkDist(d0)), entry));
@@ -1134,22 +1204,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                     }
                 }
             }
-            let mut out = BinaryHeap::with_capacity(found.len());
-            for (WalkDist(d), p, slot) in found.drain() {
-                let p = p as *const Point<'b, T>;
-                // SAFETY: `p` is the address of a point the graph holds an `Arc` to;
-                // this makes one more strong reference to it.
-                let point_ref = unsafe {
-                    Arc::increment_strong_count(p);
-                    Arc::from_raw(p)
-                };
-                out.push(Arc::new(PointWithOrder {
-                    point_ref,
-                    dist_to_ref: d,
-                    slot,
-                }));
-            }
-            out
+            finish(found)
         })
     }
 
@@ -1390,61 +1445,57 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         for l in (0..level + 1).rev() {
             let ef = self.ef_construction;
             // when l == level, we cannot get new_point in sorted_points as it is seen only from declared neighbours
-            let mut sorted_points = self.search_layer(
-                data,
-                Arc::clone(enter_point_copy.as_ref().unwrap()),
-                ef,
-                l,
-                None,
-            );
-            trace!(
-                "in insert :search_layer layer {:?}, returned {:?} points ",
-                l,
-                sorted_points.len()
-            );
-            if !sorted_points.is_empty() {
-                // athanor patch: a new point picks `M` neighbours at every layer, as
-                // hnswlib and usearch do, where the original picked `2 * M` at layer 0.
-                // Layer 0 lists keep their room for `2 * M` (the reverse links fill
-                // it), so search reads as many links as before, while each insert
-                // selects, links back and re-sorts half as many.
-                let nb_conn = self.max_nb_connection;
-                let extend_c = l == 0 && self.extend_candidates;
-                let neighbours = if extend_c || keep_pruned {
-                    let mut negated =
-                        from_positive_binaryheap_to_negative_binary_heap(&mut sorted_points);
-                    let mut neighbours = Vec::<Arc<PointWithOrder<T>>>::with_capacity(nb_conn);
-                    self.select_neighbours(
-                        data,
-                        &mut negated,
-                        nb_conn,
-                        extend_c,
-                        l,
-                        keep_pruned,
-                        &mut neighbours,
-                    );
-                    neighbours.sort_unstable();
-                    neighbours.iter().map(|n| (**n).clone()).collect()
-                } else {
-                    // athanor patch: the plain heuristic (no extension, no pruned
-                    // points kept) runs on the walk's own candidates sorted nearest
-                    // first, where the original copied each into a new `Arc` (an
-                    // allocation and an atomic increment on a point other threads
-                    // read) in a negated heap and another on the way out.
-                    self.select_neighbours_simple(sorted_points.into_sorted_vec(), nb_conn)
-                };
-                {
-                    let mut list = new_point.neighbours.write();
-                    let list = &mut list[l as usize];
-                    list.clear();
-                    list.extend(neighbours.iter().cloned());
+            let entry = Arc::clone(enter_point_copy.as_ref().unwrap());
+            // athanor patch: a new point picks `M` neighbours at every layer, as
+            // hnswlib and usearch do, where the original picked `2 * M` at layer 0.
+            // Layer 0 lists keep their room for `2 * M` (the reverse links fill
+            // it), so search reads as many links as before, while each insert
+            // selects, links back and re-sorts half as many.
+            let nb_conn = self.max_nb_connection;
+            let extend_c = l == 0 && self.extend_candidates;
+            let neighbours: Vec<PointWithOrder<T>> = if extend_c || keep_pruned {
+                let mut sorted_points = self.search_layer(data, entry, ef, l, None);
+                if sorted_points.is_empty() {
+                    continue;
                 }
-                // this reverse neighbour update could be done here but we put it at end to gather all code
-                // requiring a mutex guard for multi threading.
-                // update ep for loop iteration. As we sorted neighbours the nearest
-                if !neighbours.is_empty() {
-                    enter_point_copy = Some(Arc::clone(&neighbours[0].point_ref));
+                let mut negated =
+                    from_positive_binaryheap_to_negative_binary_heap(&mut sorted_points);
+                let mut neighbours = Vec::<Arc<PointWithOrder<T>>>::with_capacity(nb_conn);
+                self.select_neighbours(
+                    data,
+                    &mut negated,
+                    nb_conn,
+                    extend_c,
+                    l,
+                    keep_pruned,
+                    &mut neighbours,
+                );
+                neighbours.sort_unstable();
+                neighbours.iter().map(|n| (**n).clone()).collect()
+            } else {
+                // athanor patch: the plain heuristic (no extension, no pruned points
+                // kept) runs on the walk's own candidates sorted nearest first, as
+                // addresses: only the kept points become `PointWithOrder`s, where
+                // the original made an `Arc<PointWithOrder>` of each of the `ef`
+                // candidates (an allocation and an atomic increment on a point
+                // other threads read), then copied them into a negated heap.
+                let found = self.search_layer_sorted(data, entry, ef, l);
+                if found.is_empty() {
+                    continue;
                 }
+                self.select_neighbours_sorted(&found, nb_conn)
+            };
+            {
+                let mut list = new_point.neighbours.write();
+                let list = &mut list[l as usize];
+                list.clear();
+                list.extend(neighbours.iter().cloned());
+            }
+            // this reverse neighbour update could be done here but we put it at end to gather all code
+            // requiring a mutex guard for multi threading.
+            // update ep for loop iteration. As we sorted neighbours the nearest
+            if !neighbours.is_empty() {
+                enter_point_copy = Some(Arc::clone(&neighbours[0].point_ref));
             }
         } // for l
         //
@@ -1534,30 +1585,37 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         &self.layer_indexed_points
     }
 
-    /// hnswlib's `getNeighborsByHeuristic2`: walks `candidates` (sorted nearest first)
-    /// and keeps one unless a point already kept is at least as close to it as the new
-    /// point is, up to `nb_neighbours_asked`. With no more candidates than asked for,
-    /// all are kept, as in `select_neighbours`. The result is sorted nearest first.
-    fn select_neighbours_simple(
+    /// hnswlib's `getNeighborsByHeuristic2`: walks `candidates` (sorted nearest first,
+    /// as `search_layer_sorted` returns them) and keeps one unless a point already
+    /// kept is at least as close to it as the new point is, up to
+    /// `nb_neighbours_asked`. With no more candidates than asked for, all are kept,
+    /// as in `select_neighbours`. The result is sorted nearest first.
+    fn select_neighbours_sorted(
         &self,
-        candidates: Vec<Arc<PointWithOrder<'b, T>>>,
+        candidates: &[(WalkDist, usize, u32)],
         nb_neighbours_asked: usize,
     ) -> Vec<PointWithOrder<'b, T>> {
-        let mut kept = Vec::<PointWithOrder<T>>::with_capacity(nb_neighbours_asked);
+        let keep = |&(WalkDist(d), p, slot): &(WalkDist, usize, u32)| PointWithOrder {
+            // SAFETY: the walk returned the addresses of points the graph holds.
+            point_ref: unsafe { Self::strong_ref(p) },
+            dist_to_ref: d,
+            slot,
+        };
         if candidates.len() <= nb_neighbours_asked {
-            kept.extend(candidates.iter().map(|c| (**c).clone()));
-            return kept;
+            return candidates.iter().map(keep).collect();
         }
-        for c in &candidates {
+        let mut kept = Vec::<PointWithOrder<T>>::with_capacity(nb_neighbours_asked);
+        for c in candidates {
             if kept.len() >= nb_neighbours_asked {
                 break;
             }
-            let c_v = c.point_ref.data.get_v();
+            // SAFETY: as above.
+            let c_v = unsafe { &*(c.1 as *const Point<'b, T>) }.data.get_v();
             let dominated = kept
                 .iter()
-                .any(|k| self.dist_f.eval(c_v, k.point_ref.data.get_v()) <= c.dist_to_ref);
+                .any(|k| self.dist_f.eval(c_v, k.point_ref.data.get_v()) <= c.0.0);
             if !dominated {
-                kept.push((**c).clone());
+                kept.push(keep(c));
             }
         }
         kept
