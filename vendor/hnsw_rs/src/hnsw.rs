@@ -626,6 +626,17 @@ impl<'b, T: Clone + Send + Sync> PointIndexation<'b, T> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             assert!(slot < u32::MAX, "hnsw_rs: too many points for one graph");
             let point = Point::new(data.to_vec(), origin_id, p_id).with_slot(slot);
+            // athanor patch: each list of the point's layers gets its full room now
+            // (`2 * M` at layer 0, `M` above, plus the one a reverse link overflows
+            // it by before the farthest is dropped), so it is never reallocated as
+            // links fill it, and it lies next to the point's other allocations.
+            {
+                let mut lists = point.neighbours.write();
+                for (l, list) in lists.iter_mut().enumerate().take(level + 1) {
+                    let room = if l == 0 { 2 } else { 1 } * self.max_nb_connection;
+                    list.reserve_exact(room + 1);
+                }
+            }
             new_point = Arc::new(point);
             trace!("definitive pushing of point {:?}", p_id);
             points_by_layer_ref[p_id.0 as usize].push(Arc::clone(&new_point));
