@@ -14,6 +14,7 @@ use std::cmp::Ordering;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rayon::prelude::*;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::sync::mpsc::channel;
 
 use std::any::type_name;
@@ -168,6 +169,9 @@ pub struct Point<'b, T: Clone + Send + Sync> {
     origin_id: DataId,
     /// a point id identifying point as stored in our structure
     p_id: PointId,
+    /// athanor patch: the point's rank of insertion in its graph, unique and dense:
+    /// the walk's visited marks are indexed by it.
+    slot: u32,
     /// neighbours info
     // athanor patch: a neighbour is held inline (its point and distance), not behind
     // an `Arc` of its own: a walk reading a list no longer misses the cache once per
@@ -186,6 +190,7 @@ impl<'b, T: Clone + Send + Sync> Point<'b, T> {
             data: PointData::new_v(v),
             origin_id,
             p_id,
+            slot: 0,
             neighbours: Arc::new(RwLock::new(neighbours)),
         }
     }
@@ -200,8 +205,15 @@ impl<'b, T: Clone + Send + Sync> Point<'b, T> {
             data: PointData::new_s(s),
             origin_id,
             p_id,
+            slot: 0,
             neighbours: Arc::new(RwLock::new(neighbours)),
         }
+    }
+
+    /// The point with its slot set (athanor patch; see `Point::slot`).
+    pub(crate) fn with_slot(mut self, slot: u32) -> Self {
+        self.slot = slot;
+        self
     }
 
     /// get a reference to vector data
@@ -271,6 +283,9 @@ pub(crate) struct PointWithOrder<'b, T: Clone + Send + Sync> {
     point_ref: Arc<Point<'b, T>>,
     /// The distance to a point_ref to the request point (not represented in the structure)
     dist_to_ref: f32,
+    /// athanor patch: `point_ref`'s slot, so a walk tests whether it visited the
+    /// neighbour without loading the point (it fits the struct's padding).
+    slot: u32,
 }
 
 impl<T: Clone + Send + Sync> PartialEq for PointWithOrder<'_, T> {
@@ -304,6 +319,7 @@ impl<'b, T: Clone + Send + Sync> PointWithOrder<'b, T> {
         PointWithOrder {
             point_ref: Arc::clone(point_ref),
             dist_to_ref,
+            slot: point_ref.slot,
         }
     }
 } // end of impl block
@@ -327,16 +343,50 @@ impl Ord for WalkDist {
 }
 
 /// Scratch of one thread's layer walks, reused from one call to the next (athanor
-/// patch): points are named by their address.
+/// patch): points are named by their address, and marked visited by their slot.
 #[derive(Default)]
 struct WalkScratch {
-    visited: hashbrown::HashSet<usize>,
+    visited: VisitedMarks,
     /// Nearest first.
     candidates: BinaryHeap<(std::cmp::Reverse<WalkDist>, usize)>,
-    /// Farthest first, at most `ef`.
-    found: BinaryHeap<(WalkDist, usize)>,
-    /// Unvisited neighbours of the point being expanded.
-    fresh: Vec<usize>,
+    /// Farthest first, at most `ef`: distance, address, slot.
+    found: BinaryHeap<(WalkDist, usize, u32)>,
+    /// Unvisited neighbours of the point being expanded: address, slot.
+    fresh: Vec<(usize, u32)>,
+}
+
+/// Which slots the current walk has visited (athanor patch): one mark per slot, a
+/// slot being visited when its mark equals the walk's epoch, so a new walk starts
+/// with one increment instead of clearing a set (hnswlib's `VisitedList`). A test
+/// is an indexed load where a hash set hashed and probed.
+#[derive(Default)]
+struct VisitedMarks {
+    marks: Vec<u16>,
+    epoch: u16,
+}
+
+impl VisitedMarks {
+    /// Starts a walk: no slot is visited.
+    fn reset(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Marks `slot` visited; whether it was not before.
+    #[inline(always)]
+    fn insert(&mut self, slot: u32) -> bool {
+        let i = slot as usize;
+        if i >= self.marks.len() {
+            self.marks.resize((i + 1).max(self.marks.len() * 2).max(1024), 0);
+        }
+        let m = &mut self.marks[i];
+        let fresh = *m != self.epoch;
+        *m = self.epoch;
+        fresh
+    }
 }
 
 /// Hints the CPU to load `len` bytes at `p` into cache (athanor patch); a no-op
@@ -461,6 +511,8 @@ pub struct PointIndexation<'b, T: Clone + Send + Sync> {
     pub(crate) nb_point: Arc<RwLock<usize>>,
     /// curent enter_point: an Arc RwLock on a possible Arc Point
     pub(crate) entry_point: Arc<RwLock<Option<Arc<Point<'b, T>>>>>,
+    /// athanor patch: the slot the next new point gets.
+    pub(crate) next_slot: AtomicU32,
 }
 
 // A point indexation may contain circular references. To deallocate these after a point indexation goes out of scope,
@@ -523,6 +575,7 @@ impl<'b, T: Clone + Send + Sync> PointIndexation<'b, T> {
             layer_g,
             nb_point: Arc::new(RwLock::new(0)),
             entry_point: Arc::new(RwLock::new(None)),
+            next_slot: AtomicU32::new(0),
         }
     } // end of new
 
@@ -566,7 +619,24 @@ impl<'b, T: Clone + Send + Sync> PointIndexation<'b, T> {
             let mut p_id = PointId(level as u8, -1);
             p_id.1 = points_by_layer_ref[p_id.0 as usize].len() as i32;
             // make a Point and then an Arc<Point>
-            let point = Point::new(data.to_vec(), origin_id, p_id);
+            // athanor patch: the point gets the next slot (never reused: points are
+            // never removed from a graph).
+            let slot = self
+                .next_slot
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(slot < u32::MAX, "hnsw_rs: too many points for one graph");
+            let point = Point::new(data.to_vec(), origin_id, p_id).with_slot(slot);
+            // athanor patch: each list of the point's layers gets its full room now
+            // (`2 * M` at layer 0, `M` above, plus the one a reverse link overflows
+            // it by before the farthest is dropped), so it is never reallocated as
+            // links fill it, and it lies next to the point's other allocations.
+            {
+                let mut lists = point.neighbours.write();
+                for (l, list) in lists.iter_mut().enumerate().take(level + 1) {
+                    let room = if l == 0 { 2 } else { 1 } * self.max_nb_connection;
+                    list.reserve_exact(room + 1);
+                }
+            }
             new_point = Arc::new(point);
             trace!("definitive pushing of point {:?}", p_id);
             points_by_layer_ref[p_id.0 as usize].push(Arc::clone(&new_point));
@@ -996,6 +1066,76 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         if filter.is_some() || entry_point.p_id.1 < 0 {
             return self.search_layer_filtered(point, entry_point, ef, layer, filter);
         }
+        self.walk_layer(point, &entry_point, ef, layer, |found| {
+            let mut out = BinaryHeap::with_capacity(found.len());
+            for (WalkDist(d), p, slot) in found.drain() {
+                out.push(Arc::new(PointWithOrder {
+                    // SAFETY: `p` came from the walk (see `walk_layer`).
+                    point_ref: unsafe { Self::strong_ref(p) },
+                    dist_to_ref: d,
+                    slot,
+                }));
+            }
+            out
+        })
+    }
+
+    /// A new strong reference to the point at address `p` (athanor patch).
+    ///
+    /// # Safety
+    /// `p` must be the address of a point the graph holds an `Arc` to.
+    #[inline]
+    unsafe fn strong_ref(p: usize) -> Arc<Point<'b, T>> {
+        let p = p as *const Point<'b, T>;
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
+
+    /// The `ef` points of the unfiltered walk of `layer` nearest `point`, nearest
+    /// first, as `(distance, address, slot)` (athanor patch: for the insert path,
+    /// which keeps only `M` of them, so the others never become `Arc`s).
+    fn search_layer_sorted(
+        &self,
+        point: &[T],
+        entry_point: Arc<Point<'b, T>>,
+        ef: usize,
+        layer: u8,
+    ) -> Vec<(WalkDist, usize, u32)> {
+        if entry_point.p_id.1 < 0 {
+            let mut all: Vec<(WalkDist, usize, u32)> = self
+                .search_layer_filtered(point, entry_point, ef, layer, None)
+                .into_iter()
+                .map(|p| {
+                    (
+                        WalkDist(p.dist_to_ref),
+                        Arc::as_ptr(&p.point_ref) as usize,
+                        p.slot,
+                    )
+                })
+                .collect();
+            // The graph holds each point, so the addresses outlive the heap.
+            all.sort_unstable();
+            return all;
+        }
+        self.walk_layer(point, &entry_point, ef, layer, |found| {
+            let mut all: Vec<(WalkDist, usize, u32)> = found.drain().collect();
+            all.sort_unstable();
+            all
+        })
+    }
+
+    /// The unfiltered walk, on the thread's scratch; `finish` takes the `ef` points
+    /// found (farthest first), named by address, each a point the graph holds.
+    fn walk_layer<R>(
+        &self,
+        point: &[T],
+        entry_point: &Arc<Point<'b, T>>,
+        ef: usize,
+        layer: u8,
+        finish: impl FnOnce(&mut BinaryHeap<(WalkDist, usize, u32)>) -> R,
+    ) -> R {
         let ef = ef.max(1);
         WALK_SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
@@ -1005,14 +1145,14 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 found,
                 fresh,
             } = &mut *scratch;
-            visited.clear();
+            visited.reset();
             candidates.clear();
             found.clear();
-            let entry = Arc::as_ptr(&entry_point) as usize;
+            let entry = Arc::as_ptr(entry_point) as usize;
             let d0 = self.dist_f.eval(point, entry_point.data.get_v());
-            visited.insert(entry);
+            visited.insert(entry_point.slot);
             candidates.push((std::cmp::Reverse(WalkDist(d0)), entry));
-            found.push((WalkDist(d0), entry));
+            found.push((WalkDist(d0), entry, entry_point.slot));
             while let Some((std::cmp::Reverse(WalkDist(dc)), c)) = candidates.pop() {
                 let farthest = found.peek().map_or(f32::INFINITY, |f| f.0.0);
                 if dc > farthest {
@@ -1020,24 +1160,43 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                 }
                 // SAFETY: see above; `c` came from a live `Arc<Point>` of this graph.
                 let c_point = unsafe { &*(c as *const Point<'b, T>) };
+                // Expanding a candidate reads its lists through two more allocations
+                // (the `Arc<RwLock<..>>` of its lists, then the per-layer headers):
+                // fetch the next candidate's layer header now, while this one is
+                // expanded (its lock block was fetched when it became a candidate).
+                if let Some(&(_, next)) = candidates.peek() {
+                    // SAFETY: as for `c_point`.
+                    let n_point = unsafe { &*(next as *const Point<'b, T>) };
+                    let outer = n_point.neighbours.data_ptr();
+                    // SAFETY: the per-layer list of lists is made with the point and
+                    // never resized while the graph lives (only `PointIndexation`'s
+                    // drop clears it); only the address of its buffer is read, to
+                    // prefetch, without taking the lock.
+                    let layers = unsafe { (*outer).as_ptr() };
+                    prefetch_bytes(
+                        layers.wrapping_add(layer as usize) as *const u8,
+                        std::mem::size_of::<Vec<PointWithOrder<'b, T>>>(),
+                    );
+                }
                 fresh.clear();
                 {
                     let neighbours = c_point.neighbours.read();
                     for e in &neighbours[layer as usize] {
-                        let addr = Arc::as_ptr(&e.point_ref) as usize;
-                        if visited.insert(addr) {
-                            fresh.push(addr);
+                        if visited.insert(e.slot) {
+                            fresh.push((Arc::as_ptr(&e.point_ref) as usize, e.slot));
                         }
                     }
                 }
                 // Memory-bound: each point is two dependent cache misses (the point,
                 // then its vector). Fetch every point first, then the next vector
-                // while this one's distance is computed.
-                for &e in fresh.iter() {
+                // while this one's distance is computed. (Keeping the vectors in one
+                // arena indexed by slot, so a distance costs one miss, made the walk
+                // slower: see PATCHES.md, change 6.)
+                for &(e, _) in fresh.iter() {
                     prefetch_bytes(e as *const u8, std::mem::size_of::<Point<'b, T>>());
                 }
-                for (i, &e) in fresh.iter().enumerate() {
-                    if let Some(&next) = fresh.get(i + 1) {
+                for (i, &(e, slot)) in fresh.iter().enumerate() {
+                    if let Some(&(next, _)) = fresh.get(i + 1) {
                         // SAFETY: as for `c_point`.
                         let v = unsafe { &*(next as *const Point<'b, T>) }.data.get_v();
                         prefetch_bytes(v.as_ptr() as *const u8, std::mem::size_of_val(v));
@@ -1047,28 +1206,16 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
                     let d = self.dist_f.eval(point, e_point.data.get_v());
                     if found.len() < ef || d < found.peek().map_or(f32::INFINITY, |f| f.0.0) {
                         candidates.push((std::cmp::Reverse(WalkDist(d)), e));
-                        found.push((WalkDist(d), e));
+                        // It may be expanded later: fetch its lists' lock block.
+                        prefetch_bytes(Arc::as_ptr(&e_point.neighbours) as *const u8, 64);
+                        found.push((WalkDist(d), e, slot));
                         if found.len() > ef {
                             found.pop();
                         }
                     }
                 }
             }
-            let mut out = BinaryHeap::with_capacity(found.len());
-            for (WalkDist(d), p) in found.drain() {
-                let p = p as *const Point<'b, T>;
-                // SAFETY: `p` is the address of a point the graph holds an `Arc` to;
-                // this makes one more strong reference to it.
-                let point_ref = unsafe {
-                    Arc::increment_strong_count(p);
-                    Arc::from_raw(p)
-                };
-                out.push(Arc::new(PointWithOrder {
-                    point_ref,
-                    dist_to_ref: d,
-                }));
-            }
-            out
+            finish(found)
         })
     }
 
@@ -1309,61 +1456,57 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         for l in (0..level + 1).rev() {
             let ef = self.ef_construction;
             // when l == level, we cannot get new_point in sorted_points as it is seen only from declared neighbours
-            let mut sorted_points = self.search_layer(
-                data,
-                Arc::clone(enter_point_copy.as_ref().unwrap()),
-                ef,
-                l,
-                None,
-            );
-            trace!(
-                "in insert :search_layer layer {:?}, returned {:?} points ",
-                l,
-                sorted_points.len()
-            );
-            if !sorted_points.is_empty() {
-                // athanor patch: a new point picks `M` neighbours at every layer, as
-                // hnswlib and usearch do, where the original picked `2 * M` at layer 0.
-                // Layer 0 lists keep their room for `2 * M` (the reverse links fill
-                // it), so search reads as many links as before, while each insert
-                // selects, links back and re-sorts half as many.
-                let nb_conn = self.max_nb_connection;
-                let extend_c = l == 0 && self.extend_candidates;
-                let neighbours = if extend_c || keep_pruned {
-                    let mut negated =
-                        from_positive_binaryheap_to_negative_binary_heap(&mut sorted_points);
-                    let mut neighbours = Vec::<Arc<PointWithOrder<T>>>::with_capacity(nb_conn);
-                    self.select_neighbours(
-                        data,
-                        &mut negated,
-                        nb_conn,
-                        extend_c,
-                        l,
-                        keep_pruned,
-                        &mut neighbours,
-                    );
-                    neighbours.sort_unstable();
-                    neighbours.iter().map(|n| (**n).clone()).collect()
-                } else {
-                    // athanor patch: the plain heuristic (no extension, no pruned
-                    // points kept) runs on the walk's own candidates sorted nearest
-                    // first, where the original copied each into a new `Arc` (an
-                    // allocation and an atomic increment on a point other threads
-                    // read) in a negated heap and another on the way out.
-                    self.select_neighbours_simple(sorted_points.into_sorted_vec(), nb_conn)
-                };
-                {
-                    let mut list = new_point.neighbours.write();
-                    let list = &mut list[l as usize];
-                    list.clear();
-                    list.extend(neighbours.iter().cloned());
+            let entry = Arc::clone(enter_point_copy.as_ref().unwrap());
+            // athanor patch: a new point picks `M` neighbours at every layer, as
+            // hnswlib and usearch do, where the original picked `2 * M` at layer 0.
+            // Layer 0 lists keep their room for `2 * M` (the reverse links fill
+            // it), so search reads as many links as before, while each insert
+            // selects, links back and re-sorts half as many.
+            let nb_conn = self.max_nb_connection;
+            let extend_c = l == 0 && self.extend_candidates;
+            let neighbours: Vec<PointWithOrder<T>> = if extend_c || keep_pruned {
+                let mut sorted_points = self.search_layer(data, entry, ef, l, None);
+                if sorted_points.is_empty() {
+                    continue;
                 }
-                // this reverse neighbour update could be done here but we put it at end to gather all code
-                // requiring a mutex guard for multi threading.
-                // update ep for loop iteration. As we sorted neighbours the nearest
-                if !neighbours.is_empty() {
-                    enter_point_copy = Some(Arc::clone(&neighbours[0].point_ref));
+                let mut negated =
+                    from_positive_binaryheap_to_negative_binary_heap(&mut sorted_points);
+                let mut neighbours = Vec::<Arc<PointWithOrder<T>>>::with_capacity(nb_conn);
+                self.select_neighbours(
+                    data,
+                    &mut negated,
+                    nb_conn,
+                    extend_c,
+                    l,
+                    keep_pruned,
+                    &mut neighbours,
+                );
+                neighbours.sort_unstable();
+                neighbours.iter().map(|n| (**n).clone()).collect()
+            } else {
+                // athanor patch: the plain heuristic (no extension, no pruned points
+                // kept) runs on the walk's own candidates sorted nearest first, as
+                // addresses: only the kept points become `PointWithOrder`s, where
+                // the original made an `Arc<PointWithOrder>` of each of the `ef`
+                // candidates (an allocation and an atomic increment on a point
+                // other threads read), then copied them into a negated heap.
+                let found = self.search_layer_sorted(data, entry, ef, l);
+                if found.is_empty() {
+                    continue;
                 }
+                self.select_neighbours_sorted(&found, nb_conn)
+            };
+            {
+                let mut list = new_point.neighbours.write();
+                let list = &mut list[l as usize];
+                list.clear();
+                list.extend(neighbours.iter().cloned());
+            }
+            // this reverse neighbour update could be done here but we put it at end to gather all code
+            // requiring a mutex guard for multi threading.
+            // update ep for loop iteration. As we sorted neighbours the nearest
+            if !neighbours.is_empty() {
+                enter_point_copy = Some(Arc::clone(&neighbours[0].point_ref));
             }
         } // for l
         //
@@ -1401,7 +1544,7 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
     } // end of parallel_insert
 
     /// insert new_point in neighbourhood info of point
-    fn reverse_update_neighborhood_simple(&self, new_point: Arc<Point<T>>) {
+    fn reverse_update_neighborhood_simple(&self, new_point: Arc<Point<'b, T>>) {
         //  println!("reverse update neighbourhood for  new point {:?} ", new_point.p_id);
         trace!(
             "reverse update neighbourhood for  new point {:?} ",
@@ -1453,30 +1596,37 @@ impl<'b, T: Clone + Send + Sync, D: Distance<T> + Send + Sync> Hnsw<'b, T, D> {
         &self.layer_indexed_points
     }
 
-    /// hnswlib's `getNeighborsByHeuristic2`: walks `candidates` (sorted nearest first)
-    /// and keeps one unless a point already kept is at least as close to it as the new
-    /// point is, up to `nb_neighbours_asked`. With no more candidates than asked for,
-    /// all are kept, as in `select_neighbours`. The result is sorted nearest first.
-    fn select_neighbours_simple(
+    /// hnswlib's `getNeighborsByHeuristic2`: walks `candidates` (sorted nearest first,
+    /// as `search_layer_sorted` returns them) and keeps one unless a point already
+    /// kept is at least as close to it as the new point is, up to
+    /// `nb_neighbours_asked`. With no more candidates than asked for, all are kept,
+    /// as in `select_neighbours`. The result is sorted nearest first.
+    fn select_neighbours_sorted(
         &self,
-        candidates: Vec<Arc<PointWithOrder<'b, T>>>,
+        candidates: &[(WalkDist, usize, u32)],
         nb_neighbours_asked: usize,
     ) -> Vec<PointWithOrder<'b, T>> {
-        let mut kept = Vec::<PointWithOrder<T>>::with_capacity(nb_neighbours_asked);
+        let keep = |&(WalkDist(d), p, slot): &(WalkDist, usize, u32)| PointWithOrder {
+            // SAFETY: the walk returned the addresses of points the graph holds.
+            point_ref: unsafe { Self::strong_ref(p) },
+            dist_to_ref: d,
+            slot,
+        };
         if candidates.len() <= nb_neighbours_asked {
-            kept.extend(candidates.iter().map(|c| (**c).clone()));
-            return kept;
+            return candidates.iter().map(keep).collect();
         }
-        for c in &candidates {
+        let mut kept = Vec::<PointWithOrder<T>>::with_capacity(nb_neighbours_asked);
+        for c in candidates {
             if kept.len() >= nb_neighbours_asked {
                 break;
             }
-            let c_v = c.point_ref.data.get_v();
+            // SAFETY: as above.
+            let c_v = unsafe { &*(c.1 as *const Point<'b, T>) }.data.get_v();
             let dominated = kept
                 .iter()
-                .any(|k| self.dist_f.eval(c_v, k.point_ref.data.get_v()) <= c.dist_to_ref);
+                .any(|k| self.dist_f.eval(c_v, k.point_ref.data.get_v()) <= c.0.0);
             if !dominated {
-                kept.push((**c).clone());
+                kept.push(keep(c));
             }
         }
         kept

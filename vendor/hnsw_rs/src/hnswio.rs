@@ -689,7 +689,13 @@ impl HnswIo {
                         }
                     }
                 };
-                let load_point_res = self.load_point(graph_in, descr, data_in, point_use_mmap);
+                let load_point_res = self.load_point(
+                    graph_in,
+                    descr,
+                    data_in,
+                    point_use_mmap,
+                    nb_points_loaded as u32,
+                );
                 if let Err(other) = load_point_res {
                     error!("in load_point_indexation, loading of point {} failed", r);
                     return Err(anyhow!(other));
@@ -776,6 +782,8 @@ impl HnswIo {
             ),
             nb_point: Arc::new(RwLock::new(nb_points_loaded)), // CAVEAT , we should increase , the whole thing is to be able to increment graph ?
             entry_point: Arc::new(RwLock::new(Some(entry_point))),
+            // athanor patch: points inserted later get the slots after the reloaded ones.
+            next_slot: std::sync::atomic::AtomicU32::new(nb_points_loaded as u32),
         };
         //
         debug!("Exiting load_pointIndexation");
@@ -795,6 +803,7 @@ impl HnswIo {
         descr: &Description,
         data_in: &mut dyn Read,
         point_use_mmap: bool,
+        slot: u32,
     ) -> Result<(Arc<Point<'b, T>>, Vec<Vec<Neighbour>>)>
     where
         T: 'static + DeserializeOwned + Clone + Sized + Send + Sync + std::fmt::Debug,
@@ -834,7 +843,7 @@ impl HnswIo {
             descr.dimension
         );
         //
-        Ok((Arc::new(point), neighborhood))
+        Ok((Arc::new(point.with_slot(slot)), neighborhood))
     } // end of load_point
 } // end of Hnswio
 
