@@ -384,8 +384,11 @@ fn background_priority() {
     }
 }
 
-/// Bytes of a backup file handed to the disk at a time while it is written.
-const WRITEBACK_STEP: u64 = 8 << 20;
+/// Bytes of a backup file handed to the disk at a time while it is written. Small
+/// steps keep the disk queue short: a concurrent commit's fsync then waits behind at
+/// most a megabyte of backup pages (with 8 MiB steps the writer's p99 was about twice
+/// as high, and the backup no faster).
+const WRITEBACK_STEP: u64 = 1 << 20;
 
 /// Starts the disk writes of a large file as it is written, a step at a time, and
 /// waits for the step before last: the final sync then has little left to flush.
