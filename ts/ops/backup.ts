@@ -172,13 +172,33 @@ async function encryptFile(src: string, dst: string, key: Buffer): Promise<{ wri
     },
     createWriteStream(dst, { flags: 'wx' }),
   );
-  const handle = await fs.open(dst, 'r+');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await syncPath(dst);
   return { written: { bytes, sha256: h.digest('hex') }, iv: nonce.toString('base64'), tag: cipher.getAuthTag().toString('base64') };
+}
+
+/**
+ * Makes a file's contents, or a folder's entries, durable (fsync). A file written or
+ * renamed into a folder survives power loss only once that folder is synced too: a
+ * backup or restore that resolved must not vanish, or lose a file, with the power.
+ */
+async function syncPath(p: string): Promise<void> {
+  if (process.platform === 'win32') return; // folders cannot be opened for fsync there
+  const h = await fs.open(p, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+/**
+ * Copies `src` to the new file `dst` through ordinary writes, then syncs it. Not
+ * `fs.copyFile`: a kernel-side copy is invisible to the power-loss test's recorder, so
+ * the restore's durability could not be checked.
+ */
+async function copySynced(src: string, dst: string): Promise<void> {
+  await pipeline(createReadStream(src), createWriteStream(dst, { flags: 'wx' }));
+  await syncPath(dst);
 }
 
 /** The typed error for what a backup or restore step threw. */
@@ -268,9 +288,11 @@ export async function takeBackup(db: BackupSource, target: string, options: Back
     await handle.writeFile(JSON.stringify(manifest, null, 2) + '\n');
     await handle.sync();
     await handle.close();
-    // The backup appears whole under its name, or not at all.
+    // The backup appears whole under its name, or not at all; once this resolves, it stays.
+    await syncPath(work);
     if (existsSync(dest)) await fs.rmdir(dest);
     await fs.rename(work, dest);
+    await syncPath(path.dirname(dest));
     return manifest;
   } catch (e) {
     await fs.rm(work, { recursive: true, force: true });
@@ -365,6 +387,7 @@ export async function restoreBackup(backupDir: string, target: string, options: 
           } catch (e) {
             throw new IntegrityError(`${current} failed authentication (AES-256-GCM): wrong key or altered file`, { cause: e });
           }
+          await syncPath(out); // before the rename into place: synced where it was written
           current = out;
           tmp.push(out);
         }
@@ -375,11 +398,13 @@ export async function restoreBackup(backupDir: string, target: string, options: 
         } else if (tmp.includes(current)) {
           await fs.rename(current, final);
         } else {
-          await fs.copyFile(current, final);
+          await copySynced(current, final);
         }
         for (const t of tmp) await fs.rm(t, { force: true });
         filesDone++;
       }
+      await syncPath(path.join(staging, 'canonical'));
+      await syncPath(staging);
       progress('verify');
       const digest = (await native.digestDir(path.join(staging, 'canonical'))) as unknown as ContentDigest;
       if (digest.sha256 !== m.contentDigest.sha256) {
@@ -390,9 +415,11 @@ export async function restoreBackup(backupDir: string, target: string, options: 
         const old = `${dest}.replaced-${randomBytes(4).toString('hex')}`;
         await fs.rename(dest, old);
         await fs.rename(staging, dest);
+        await syncPath(path.dirname(dest));
         await fs.rm(old, { recursive: true, force: true });
       } else {
         await fs.rename(staging, dest);
+        await syncPath(path.dirname(dest));
       }
       return digest;
     } catch (e) {
