@@ -236,6 +236,16 @@ function crashFiles(ops: Op[], point: number, choose: (pending: Piece[]) => Set<
   return files;
 }
 
+/** Which unsynced pieces a crash state of `variant` keeps (`random` drawing the prefix or subset). */
+function chooser(variant: Variant, random: () => number): (pending: Piece[]) => Set<Piece> {
+  return (pending) => {
+    if (variant === 'synced') return new Set();
+    if (variant === 'all') return new Set(pending);
+    if (variant === 'prefix') return new Set(pending.slice(0, Math.floor(random() * (pending.length + 1))));
+    return new Set(pending.filter(() => random() < 0.5));
+  };
+}
+
 /** Subsets of the unsynced pieces at a first-open crash point, tried all when at most this many. */
 const FIRST_OPEN_ALL_SUBSETS = 6;
 
@@ -271,13 +281,7 @@ function crashStates(ops: Op[], seed: number, firstOpenInDepth = false): CrashSt
       for (const variant of VARIANTS) {
         const rounds = variant === 'prefix' || variant === 'subset' ? ROUNDS : 1;
         for (let r = 0; r < rounds; r++) {
-          const files = crashFiles(ops, point, (pending) => {
-            if (variant === 'synced') return new Set();
-            if (variant === 'all') return new Set(pending);
-            if (variant === 'prefix') return new Set(pending.slice(0, Math.floor(random() * (pending.length + 1))));
-            return new Set(pending.filter(() => random() < 0.5));
-          });
-          states.push({ point, variant, acked, ackedBeforeSync, opened, files });
+          states.push({ point, variant, acked, ackedBeforeSync, opened, files: crashFiles(ops, point, chooser(variant, random)) });
         }
       }
     }
@@ -301,18 +305,18 @@ interface Outcome {
   crashed?: string;
 }
 
-/** Writes each distinct state once and opens it in a checker process (restarted if a state kills it). */
-async function checkStates(states: CrashState[], sequential: boolean, commits: number): Promise<Map<CrashState, Outcome>> {
-  const root = fs.realpathSync(tempDir('athanor-powerloss-images-'));
+/** Writes each distinct set of files among `states` once, into a folder of its own; the folder of each group of states. */
+function writeImages<S extends { files: Map<string, Buffer> }>(states: S[], prefix: string): { root: string; groups: Map<string, S[]> } {
+  const root = fs.realpathSync(tempDir(prefix));
   dirs.push(root);
-  const byHash = new Map<string, CrashState[]>();
+  const byHash = new Map<string, S[]>();
   for (const s of states) {
     const h = crypto.createHash('sha256');
     for (const [f, b] of [...s.files].sort(([a], [b]) => a.localeCompare(b))) h.update(`${f}\0${b.length}\0`).update(b);
     const key = h.digest('hex').slice(0, 24);
     byHash.set(key, [...(byHash.get(key) ?? []), s]);
   }
-  const queue: string[] = [];
+  const groups = new Map<string, S[]>();
   for (const [key, group] of byHash) {
     const dir = path.join(root, key);
     fs.mkdirSync(dir, { recursive: true });
@@ -320,12 +324,22 @@ async function checkStates(states: CrashState[], sequential: boolean, commits: n
       fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
       fs.writeFileSync(path.join(dir, f), b);
     }
-    queue.push(dir);
+    groups.set(dir, group);
   }
-  const results = new Map<string, Outcome>();
+  return { root, groups };
+}
+
+/**
+ * Runs the checker `script` (with `args`) over `images`, one folder per stdin line and one
+ * JSON line with its `dir` back per folder; restarted after a folder that kills it, which
+ * gets `died(why)` as its outcome.
+ */
+async function runChecker<O>(script: string, args: string[], images: string[], died: (why: string) => O): Promise<Map<string, O>> {
+  const results = new Map<string, O>();
+  const queue = [...images];
   while (queue.length > 0) {
     const batch = queue.splice(0);
-    const child = spawn(process.execPath, [path.join(FIXTURES, 'powerloss-check.mjs'), String(commits), sequential ? '1' : '0'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(FIXTURES, script), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -333,17 +347,23 @@ async function checkStates(states: CrashState[], sequential: boolean, commits: n
     child.stdin.on('error', () => {});
     child.stdin.end(batch.map((d) => `${d}\n`).join(''));
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
-    const done = out.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Outcome & { dir: string });
+    const done = out.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as O & { dir: string });
     for (const o of done) results.set(o.dir, o);
     if (done.length < batch.length) {
-      const killer = batch[done.length]!;
-      results.set(killer, { ns: [], problems: [], verify: null, open: null, crashed: `checker died (code ${code}, signal ${signal}): ${stderr.slice(-500)}` });
+      results.set(batch[done.length]!, died(`checker died (code ${code}, signal ${signal}): ${stderr.slice(-500)}`));
       queue.push(...batch.slice(done.length + 1));
     }
   }
+  return results;
+}
+
+/** Writes each distinct state once and opens it in a checker process (restarted if a state kills it). */
+async function checkStates(states: CrashState[], sequential: boolean, commits: number): Promise<Map<CrashState, Outcome>> {
+  const { root, groups } = writeImages(states, 'athanor-powerloss-images-');
+  const results = await runChecker<Outcome>('powerloss-check.mjs', [String(commits), sequential ? '1' : '0'], [...groups.keys()], (why) => ({ ns: [], problems: [], verify: null, open: null, crashed: why }));
   const outcomes = new Map<CrashState, Outcome>();
-  for (const [key, group] of byHash) {
-    const o = results.get(path.join(root, key))!;
+  for (const [dir, group] of groups) {
+    const o = results.get(dir)!;
     for (const s of group) outcomes.set(s, o);
   }
   removeDir(root);
@@ -498,66 +518,25 @@ describe.skipIf(!supported)(`power loss during backup and restore (LD_PRELOAD re
     for (let point = 0; point <= ops.length; point++) {
       const op = ops[point];
       if (op === undefined || op.kind === 'sync' || (op.kind === 'write' && op.durable) || ops[point - 1]?.kind === 'mark') {
-        for (const variant of VARIANTS) {
-          const files = crashFiles(ops, point, (pending) => {
-            if (variant === 'synced') return new Set();
-            if (variant === 'all') return new Set(pending);
-            if (variant === 'prefix') return new Set(pending.slice(0, Math.floor(random() * (pending.length + 1))));
-            return new Set(pending.filter(() => random() < 0.5));
-          });
-          images.push({ point, variant, marks: [...marks], files });
-        }
+        for (const variant of VARIANTS) images.push({ point, variant, marks: [...marks], files: crashFiles(ops, point, chooser(variant, random)) });
       }
       if (op?.kind === 'mark') marks.push(...op.text.split('\n').filter((l) => l !== ''));
     }
 
     // Each distinct image once, in a checker process (restarted after an image that kills it).
-    const imagesRoot = fs.realpathSync(tempDir('athanor-powerloss-backup-images-'));
-    dirs.push(imagesRoot);
-    const byHash = new Map<string, BackupImage[]>();
-    for (const img of images) {
-      const h = crypto.createHash('sha256');
-      for (const [f, b] of [...img.files].sort(([a], [b]) => a.localeCompare(b))) h.update(`${f}\0${b.length}\0`).update(b);
-      const key = h.digest('hex').slice(0, 24);
-      byHash.set(key, [...(byHash.get(key) ?? []), img]);
-    }
-    const queue: string[] = [];
-    for (const [key, group] of byHash) {
-      const dir = path.join(imagesRoot, key);
-      fs.mkdirSync(dir, { recursive: true });
-      for (const [f, b] of group[0]!.files) {
-        fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
-        fs.writeFileSync(path.join(dir, f), b);
-      }
-      queue.push(dir);
-    }
+    const { groups } = writeImages(images, 'athanor-powerloss-backup-images-');
     const scratch = fs.realpathSync(tempDir('athanor-powerloss-backup-scratch-'));
     dirs.push(scratch);
-    const results = new Map<string, Record<string, StoreOutcome>>();
-    while (queue.length > 0) {
-      const batch = queue.splice(0);
-      const checker = spawn(process.execPath, [path.join(FIXTURES, 'powerloss-backup-check.mjs'), scratch, keyHex], { stdio: ['pipe', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      checker.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      checker.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      checker.stdin.on('error', () => {});
-      checker.stdin.end(batch.map((d) => `${d}\n`).join(''));
-      await new Promise<void>((resolve) => checker.on('close', () => resolve()));
-      const done = out.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, StoreOutcome> & { dir: string });
-      for (const o of done) results.set(o.dir, o);
-      if (done.length < batch.length) {
-        const dead: StoreOutcome = { state: 'bad', error: `checker died: ${err.slice(-300)}` };
-        results.set(batch[done.length]!, Object.fromEntries(BACKUP_RUNS.flatMap((n) => [[n, dead], [`${n}-restored`, dead]])));
-        queue.push(...batch.slice(done.length + 1));
-      }
-    }
+    const results = await runChecker<Record<string, StoreOutcome>>('powerloss-backup-check.mjs', [scratch, keyHex], [...groups.keys()], (why) => {
+      const dead: StoreOutcome = { state: 'bad', error: why };
+      return Object.fromEntries(BACKUP_RUNS.flatMap((n) => [[n, dead], [`${n}-restored`, dead]]));
+    });
 
     const whole = (o: StoreOutcome | undefined): boolean => o?.state === 'ok' && o.digest === digest;
     const bad: string[] = [];
     const seen = new Map<string, number>();
-    for (const [key, group] of byHash) {
-      const o = results.get(path.join(imagesRoot, key))!;
+    for (const [dir, group] of groups) {
+      const o = results.get(dir)!;
       for (const img of group) {
         for (const name of BACKUP_RUNS) {
           for (const [what, mark] of [[name, 'backed-up'], [`${name}-restored`, 'restored']] as const) {
@@ -571,7 +550,7 @@ describe.skipIf(!supported)(`power loss during backup and restore (LD_PRELOAD re
       }
     }
     if (process.env.ATHANOR_POWERLOSS_DEBUG) {
-      process.stderr.write(`backup: ${ops.length} ops, ${images.length} states (${byHash.size} distinct): ${JSON.stringify(Object.fromEntries(seen))}\n`);
+      process.stderr.write(`backup: ${ops.length} ops, ${images.length} states (${groups.size} distinct): ${JSON.stringify(Object.fromEntries(seen))}\n`);
     }
     // Crash states fell on both sides of each call's resolution (the check is not vacuous).
     for (const name of BACKUP_RUNS) {

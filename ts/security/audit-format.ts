@@ -220,17 +220,27 @@ export function encodeRecord(r: StoredRecord): Value {
   return bytes(w.bytes());
 }
 
-/** A record as read back: the public record's fields. @internal */
-export interface DecodedRecord {
+/** One decision (or, for allowed reads, a count of identical ones). */
+export interface AuditRecord {
+  /** When (ms since the epoch); for counted reads, the first one. */
   at: number;
+  /** For counted reads: the last one. */
   until?: number;
+  /** How many identical decisions this record stands for (1 but for counted reads). */
   count: number;
+  /** The caller's id (`''`: the application itself, e.g. defining a role on a plain handle). */
   caller: string;
+  /** The caller's roles at the time. */
   roles: string[];
+  /** The namespace the operation addressed. */
   namespace: string;
+  /** The operation, e.g. `db.get`, `tx.execute`, `vectors.drop`, `roles.define`. */
   action: string;
+  /** For `allow`: the grants used; for `deny`: the permission missing. */
   permission: string;
+  /** The decision. */
   outcome: 'allow' | 'deny';
+  /** What was changed, for role changes (the role and its new grants). */
   detail?: string;
 }
 
@@ -238,7 +248,7 @@ export interface DecodedRecord {
  * Decodes the record stored under `key`, format 1 or 0; `profileOf(key)` reads a
  * stored profile value (`undefined`: missing, which is damage). @internal
  */
-export function decodeRecord(key: string, value: StoredValue, profileOf: (profileKey: string) => Profile | undefined): DecodedRecord {
+export function decodeRecord(key: string, value: StoredValue, profileOf: (profileKey: string) => Profile | undefined): AuditRecord {
   const what = `the audit record ${JSON.stringify(key)}`;
   if (value.type === 'string') {
     // Format 0: JSON text.
@@ -249,7 +259,7 @@ export function decodeRecord(key: string, value: StoredValue, profileOf: (profil
       throw new CorruptError(`${what} is not JSON; restore the database from a backup`);
     }
     if (r === null || typeof r !== 'object') throw new CorruptError(`${what} is not a record; restore the database from a backup`);
-    return r as DecodedRecord;
+    return r as AuditRecord;
   }
   if (value.type !== 'bytes') throw new CorruptError(`${what} has a value of type ${value.type}; restore the database from a backup`);
   const at = keyTime(key);
@@ -266,7 +276,7 @@ export function decodeRecord(key: string, value: StoredValue, profileOf: (profil
   rd.end();
   const p = profileOf(profileKey);
   if (p === undefined) throw new CorruptError(`${what} names the audit profile ${JSON.stringify(profileKey)}, which is missing; restore the database from a backup`);
-  const out: DecodedRecord = { at, count, caller: p.caller, roles: [...p.roles], namespace: p.namespace, action, permission, outcome: flags & DENY ? 'deny' : 'allow' };
+  const out: AuditRecord = { at, count, caller: p.caller, roles: [...p.roles], namespace: p.namespace, action, permission, outcome: flags & DENY ? 'deny' : 'allow' };
   if (until !== undefined) out.until = until;
   if (detail !== undefined) out.detail = detail;
   return out;

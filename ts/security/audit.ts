@@ -23,32 +23,9 @@ import { InvalidArgumentError } from '../errors.js';
 import type { Value } from '../state/codec.js';
 import type { TransactionBuilder, Tx } from '../state/transaction.js';
 import { describeThrown } from '../internal/thrown.js';
-import { AUDIT_PREFIX, decodeProfile, decodeRecord, encodeRecord, makeProfile, recordKey, type Profile, type StoredRecord } from './audit-format.js';
+import { AUDIT_PREFIX, decodeProfile, decodeRecord, encodeRecord, makeProfile, recordKey, type AuditRecord, type Profile, type StoredRecord } from './audit-format.js';
 import { DEFAULT_NAMESPACE } from './permissions.js';
 
-/** One decision (or, for allowed reads, a count of identical ones). */
-export interface AuditRecord {
-  /** When (ms since the epoch); for counted reads, the first one. */
-  at: number;
-  /** For counted reads: the last one. */
-  until?: number;
-  /** How many identical decisions this record stands for (1 but for counted reads). */
-  count: number;
-  /** The caller's id (`''`: the application itself, e.g. defining a role on a plain handle). */
-  caller: string;
-  /** The caller's roles at the time. */
-  roles: string[];
-  /** The namespace the operation addressed. */
-  namespace: string;
-  /** The operation, e.g. `db.get`, `tx.execute`, `vectors.drop`, `roles.define`. */
-  action: string;
-  /** For `allow`: the grants used; for `deny`: the permission missing. */
-  permission: string;
-  /** The decision. */
-  outcome: 'allow' | 'deny';
-  /** What was changed, for role changes (the role and its new grants). */
-  detail?: string;
-}
 
 /** Filters of {@link AuditTrail.query}; every given field must match. */
 export interface AuditQuery {
@@ -85,6 +62,7 @@ export interface AuditOptions {
 }
 
 export { AUDIT_PREFIX };
+export type { AuditRecord };
 
 /** A decision waiting to be written: a record naming its caller's profile. @internal */
 export type Decision = StoredRecord;
