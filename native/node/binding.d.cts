@@ -167,6 +167,22 @@ export declare class NativeDb {
    * [`wire::state_list`] says.
    */
   stateList(prefix: string, after: string | undefined | null, limit: number): Buffer
+  /**
+   * A handle on namespace `id` of the same engine, whose commit outcomes go to
+   * `on_commit`. The id comes from `find_namespace` or `create_namespace`; every
+   * read and write of the handle is confined to it by the core's key encoding.
+   */
+  namespaceView(id: number, onCommit: CommitCallback): NativeDb
+  /** The namespace named `name`, or `null`. */
+  findNamespace(name: string): NativeNamespace | null
+  /** Every namespace, by name. */
+  listNamespaces(): Array<NativeNamespace>
+  /** Creates namespace `name` with `options` (JSON text); durable when it returns. */
+  createNamespace(name: string, options: string): NativeNamespace
+  /** Drops namespace `name` with everything in it; the dropped namespace, or `null`. */
+  dropNamespace(name: string): NativeNamespace | null
+  /** The namespace this handle reads and writes (0: the default namespace). */
+  get namespaceId(): number
   /** Current LMDB map size in bytes. */
   mapSize(): number
   /** How long this process's syncs of the store took (durable commits, explicit flushes). */
@@ -212,7 +228,10 @@ export declare class NativeSnapshot {
 
 /** The SQL side of one database handle (internal: wrapped by `ts/sql/sql.ts`). */
 export declare class NativeSql {
-  /** Opens (creating if needed) `<dir>/projection.db` for the handle `db`. */
+  /**
+   * Opens (creating if needed) `<dir>/projection.db` for the handle `db`: its
+   * declarative projections read the log of `db`'s namespace.
+   */
   constructor(db: NativeDb, dir: string)
   /**
    * Registers the 16-byte rowid scratch and installs the raw statement functions
@@ -451,6 +470,18 @@ export interface NativeMigration {
   name: string
   checksum: string
   appliedAt: number
+}
+
+/** A namespace as the registry records it. */
+export interface NativeNamespace {
+  /** Its name. */
+  name: string
+  /** Its id in the key encoding. */
+  id: number
+  /** When it was created, milliseconds since the Unix epoch. */
+  createdAtMs: number
+  /** The options it was created with (JSON text). */
+  options: string
 }
 
 /** Options passed from `Athanor.open`. */

@@ -300,7 +300,7 @@ pub fn digest_dir(dir: &Path) -> Result<ContentDigest> {
     let mut opts = EnvOpenOptions::new().read_txn_without_tls();
     // A compacted copy is exactly as large as its pages; map it whole.
     opts.map_size((len as usize).max(1 << 20).next_multiple_of(1 << 20))
-        .max_dbs(16);
+        .max_dbs(crate::store::MAX_DBS);
     // SAFETY: read-only, no lock file; the caller guarantees no writer uses `dir`.
     unsafe { opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK) };
     let env = unsafe { opts.open(dir) }?;

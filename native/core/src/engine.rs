@@ -155,6 +155,11 @@ impl Engine {
         if batch.vectors.is_empty() {
             return Ok(());
         }
+        if batch.namespace != crate::store::DEFAULT_NAMESPACE_ID {
+            return Err(Error::invalid(
+                "vector collections live in the default namespace only: write vectors through the database handle",
+            ));
+        }
         self.vectors.refresh(&self.store)?;
         self.vectors.precheck(batch)
     }
@@ -202,6 +207,33 @@ impl Engine {
             )));
         }
         self.vectors.drop_collection(&self.store, name)
+    }
+
+    /// Creates namespace `name` (`options`: JSON text the caller checked). Refused on
+    /// a read replica (`ERR_READ_ONLY`) and while the commit log is on: namespaces do
+    /// not take part in replication yet.
+    pub fn create_namespace(
+        &self,
+        name: &str,
+        options: &str,
+    ) -> Result<crate::store::NamespaceInfo> {
+        self.check_writable()?;
+        if self.store.replication_info()?.logging {
+            return Err(Error::invalid(format!(
+                "namespace {name:?} cannot be created while this database publishes its commits: namespaces are not replicated yet"
+            )));
+        }
+        self.store.create_namespace(name, options)
+    }
+
+    /// Drops namespace `name` and everything in it, in one write transaction; returns
+    /// the namespace dropped, or `None` when there was none. Transactions of the
+    /// namespace still queued fail with `ERR_NOT_FOUND`.
+    pub fn drop_namespace(&self, name: &str) -> Result<Option<crate::store::NamespaceInfo>> {
+        crate::store::check_namespace_name(name)?;
+        self.check_writable()?;
+        self.store
+            .write_with_growth(|_, wtxn| self.store.drop_namespace_rows(wtxn, name))
     }
 
     /// Registers a sink for completions and commit notices; returns its id.

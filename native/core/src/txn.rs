@@ -171,6 +171,10 @@ pub struct TxBatch {
     pub appends: Vec<AppendOp>,
     /// Numeric operations, applied in order after the state writes.
     pub numeric: Vec<NumericOp>,
+    /// The namespace the batch reads and writes (0: the default namespace). Not part
+    /// of the wire format: the handle that submits the batch sets it, so a batch's
+    /// bytes can never choose another namespace.
+    pub namespace: u32,
 }
 
 impl TxBatch {
@@ -278,6 +282,7 @@ impl TxBatch {
             idempotency_key,
             appends,
             numeric,
+            namespace: 0,
         })
     }
 

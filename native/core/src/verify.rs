@@ -45,6 +45,15 @@ pub struct CollectionCount {
     pub documents: u64,
 }
 
+/// A namespace and the events of its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceCount {
+    /// The namespace's name.
+    pub name: String,
+    /// Events in its log.
+    pub events: u64,
+}
+
 /// What [`report`] counted and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -66,6 +75,8 @@ pub struct Report {
     pub vector_collections: Vec<CollectionCount>,
     /// Index dumps checked (manifests and checksums).
     pub index_dumps: u32,
+    /// Each namespace and the events in its log.
+    pub namespaces: Vec<NamespaceCount>,
     /// Every violation found; empty when the database is sound.
     pub violations: Vec<Violation>,
 }
@@ -90,6 +101,7 @@ impl Report {
             "vectorCollections": self.vector_collections.iter().map(|c| json!({ "name": c.name, "documents": c.documents })).collect::<Vec<_>>(),
             "vectorDocuments": self.vector_collections.iter().map(|c| c.documents).sum::<u64>(),
             "indexDumps": self.index_dumps,
+            "namespaces": self.namespaces.iter().map(|n| json!({ "name": n.name, "events": n.events })).collect::<Vec<_>>(),
             "violations": self.violations.iter().map(|v| json!({ "kind": v.kind, "detail": v.detail })).collect::<Vec<_>>(),
         })
     }
@@ -125,6 +137,7 @@ pub fn report(engine: &Engine) -> Result<Report> {
             }),
             other => other?,
         }
+        scan_namespaces(store, &txn, &mut r)?;
     }
     let projection = engine.dir().join(crate::projection::FILE_NAME);
     // The integrity check alone: no cursor (an SQLite integer) is past i64::MAX. Cursors are listed below.
@@ -173,6 +186,74 @@ fn checked_txn(store: &Store) -> Result<RoTxn<'static, WithoutTls>> {
     ))
 }
 
+/// Each namespace's log: ids dense from 1 to its last event id, every record decodes
+/// and is in the type index, and its hash chain holds. Violations name the namespace.
+fn scan_namespaces(store: &Store, txn: &RoTxn<'_, WithoutTls>, r: &mut Report) -> Result<()> {
+    for ns in store.list_namespaces(txn)? {
+        let sp = store.space(ns.id);
+        let at = |d: String| format!("namespace {:?}: {d}", ns.name);
+        let last = sp.last_event_id(txn)?;
+        let mut expect = 1u64;
+        let all: (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) =
+            (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        for item in sp.events.range(txn, &all)? {
+            let (k, v) = item?;
+            let Ok(bytes) = <[u8; 8]>::try_from(k) else {
+                r.violations.push(Violation {
+                    kind: "event_key",
+                    detail: at(format!("an event key is {} bytes, not 8", k.len())),
+                });
+                continue;
+            };
+            let id = u64::from_be_bytes(bytes);
+            if id != expect {
+                r.violations.push(Violation {
+                    kind: "event_ids",
+                    detail: at(format!(
+                        "event ids are not dense: expected {expect}, found {id}"
+                    )),
+                });
+            }
+            expect = id + 1;
+            match crate::codec::decode_event(v) {
+                Err(e) => r.violations.push(Violation {
+                    kind: "event_record",
+                    detail: at(format!("event {id} does not decode: {}", e.message)),
+                }),
+                Ok(e) => {
+                    let key = crate::store::type_index_key(e.event_type.as_bytes(), id);
+                    if sp.event_types.get(txn, &key)?.is_none() {
+                        r.violations.push(Violation {
+                            kind: "type_index_missing",
+                            detail: at(format!("event {id} is missing from the type index")),
+                        });
+                    }
+                }
+            }
+        }
+        if expect - 1 != last {
+            r.violations.push(Violation {
+                kind: "last_event_id",
+                detail: at(format!(
+                    "its last_event_id is {last} but its log ends at {}",
+                    expect - 1
+                )),
+            });
+        }
+        for b in crate::store::check_chain(&sp, txn, last)? {
+            r.violations.push(Violation {
+                kind: "event_chain",
+                detail: at(b.detail),
+            });
+        }
+        r.namespaces.push(NamespaceCount {
+            name: ns.name,
+            events: expect - 1,
+        });
+    }
+    Ok(())
+}
+
 fn scan_store(store: &Store, txn: &RoTxn<'_, WithoutTls>, r: &mut Report) -> Result<()> {
     let dbs = &store.dbs;
     let last = store.last_event_id(txn)?;
@@ -216,7 +297,7 @@ fn scan_store(store: &Store, txn: &RoTxn<'_, WithoutTls>, r: &mut Report) -> Res
             }
         }
     }
-    for b in crate::store::check_chain(store, txn, last)? {
+    for b in crate::store::check_chain(&store.space(0), txn, last)? {
         r.violations.push(Violation {
             kind: "event_chain",
             detail: b.detail,

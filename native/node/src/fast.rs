@@ -79,6 +79,8 @@ pub(crate) struct ReadCtx {
     /// Renewed only at the start of each transaction attempt: one snapshot per callback.
     pub(crate) tx_reader: RefCell<CachedReader>,
     pub(crate) scratch: Cell<Scratch>,
+    /// The namespace this handle reads and writes (0: the default namespace).
+    pub(crate) ns: u32,
 }
 
 impl ReadCtx {
@@ -110,7 +112,7 @@ impl ReadCtx {
             reader.fresh(store)?
         };
         let _g = store.guard();
-        Ok(f(store.get(txn, key)?, &scratch))
+        Ok(f(store.space(self.ns).get(txn, key)?, &scratch))
     }
 
     /// Newest-state read; value into scratch; -1 when absent.

@@ -78,6 +78,30 @@ pub struct NativeOpenOptions {
     pub hmac_key: Option<Buffer>,
 }
 
+/// A namespace as the registry records it.
+#[napi(object)]
+pub struct NativeNamespace {
+    /// Its name.
+    pub name: String,
+    /// Its id in the key encoding.
+    pub id: u32,
+    /// When it was created, milliseconds since the Unix epoch.
+    pub created_at_ms: f64,
+    /// The options it was created with (JSON text).
+    pub options: String,
+}
+
+impl From<athanor_core::store::NamespaceInfo> for NativeNamespace {
+    fn from(n: athanor_core::store::NamespaceInfo) -> Self {
+        NativeNamespace {
+            name: n.name,
+            id: n.id,
+            created_at_ms: n.created_at_ms as f64,
+            options: n.options,
+        }
+    }
+}
+
 /// The JS callback that receives packed commit outcomes (weak: it does not keep Node alive).
 type CommitCallback = ThreadsafeFunction<Buffer, (), Buffer, Status, false, true>;
 
@@ -142,7 +166,7 @@ impl guard::Work for OpenDbTask {
         let on_commit = self.on_commit.take().ok_or_else(|| {
             napi::Error::new(Status::GenericFailure, "ERR_INTERNAL: open resolved twice")
         })?;
-        Ok(NativeDb::attach(engine, on_commit))
+        Ok(NativeDb::attach(engine, on_commit, 0))
     }
 }
 
@@ -168,11 +192,11 @@ impl NativeDb {
         let engine = guard(&env, || {
             Engine::open(&PathBuf::from(dir), store_options(&options)?)
         })?;
-        Ok(NativeDb::attach(engine, on_commit))
+        Ok(NativeDb::attach(engine, on_commit, 0))
     }
 
-    /// Wraps an open engine in a handle whose commit outcomes go to `on_commit`.
-    fn attach(engine: Arc<Engine>, on_commit: CommitCallback) -> Self {
+    /// Wraps an open engine in a handle on namespace `ns` whose commit outcomes go to `on_commit`.
+    fn attach(engine: Arc<Engine>, on_commit: CommitCallback, ns: u32) -> Self {
         let sink = Arc::new(JsSink {
             tsfn: on_commit,
             wants_notices: AtomicBool::new(false),
@@ -183,6 +207,7 @@ impl NativeDb {
             reader: RefCell::new(CachedReader::default()),
             tx_reader: RefCell::new(CachedReader::default()),
             scratch: Cell::new(Scratch::EMPTY),
+            ns,
         });
         NativeDb { ctx, sink_id, sink }
     }
@@ -222,7 +247,8 @@ impl NativeDb {
     pub fn commit(&self, env: Env, batch: &[u8], token: u32) -> Result<()> {
         guard(&env, || {
             let engine = self.engine()?;
-            let parsed = TxBatch::parse(batch.to_vec())?;
+            let mut parsed = TxBatch::parse(batch.to_vec())?;
+            parsed.namespace = self.ctx.ns;
             engine.submit(parsed, self.sink_id, token as u64)
         })
     }
@@ -265,7 +291,8 @@ impl NativeDb {
             match wire::commit_many::read_frame(packed, off, token) {
                 Some((body, next)) => {
                     off = next;
-                    match TxBatch::parse(body.to_vec()).and_then(|b| {
+                    match TxBatch::parse(body.to_vec()).and_then(|mut b| {
+                        b.namespace = self.ctx.ns;
                         engine.precheck(&b)?;
                         Ok(b)
                     }) {
@@ -299,7 +326,8 @@ impl NativeDb {
     pub fn commit_sync(&self, env: Env, batch: &[u8]) -> Result<Buffer> {
         let out = guard(&env, || {
             let engine = self.engine()?;
-            let parsed = TxBatch::parse(batch.to_vec())?;
+            let mut parsed = TxBatch::parse(batch.to_vec())?;
+            parsed.namespace = self.ctx.ns;
             Ok(wire::completion::pack_record(
                 &engine.commit_blocking(parsed),
             ))
@@ -325,7 +353,7 @@ impl NativeDb {
             let mut reader = self.ctx.reader.borrow_mut();
             let txn = reader.fresh(store)?;
             let _g = store.guard();
-            store.read_events(txn, &q)
+            store.space(self.ctx.ns).read_events(txn, &q)
         })?;
         Ok(out.into())
     }
@@ -340,11 +368,7 @@ impl NativeDb {
             let mut reader = self.ctx.reader.borrow_mut();
             let txn = reader.fresh(store)?;
             let _g = store.guard();
-            Ok(vec![
-                store.last_event_id(txn)?,
-                store.commit_seq(txn)?,
-                store.first_event_id(txn)?,
-            ])
+            heads(store, self.ctx.ns, txn)
         })
     }
 
@@ -363,6 +387,11 @@ impl NativeDb {
             if signed || !lossless {
                 return Err(athanor_core::Error::invalid(
                     "before must be a non-negative 64-bit event id",
+                ));
+            }
+            if self.ctx.ns != 0 {
+                return Err(athanor_core::Error::invalid(
+                    "a namespace's log is not compacted: compact the database's own log",
                 ));
             }
             let engine = self.engine()?;
@@ -397,6 +426,7 @@ impl NativeDb {
             }?;
             let _g = store.guard();
             Ok(store
+                .space(self.ctx.ns)
                 .idempotency_record(txn, key.as_bytes())?
                 .map(|(s, f, n, at)| vec![s, f, n as u64, at]))
         })
@@ -412,6 +442,7 @@ impl NativeDb {
                 engine: Some(engine),
                 txn: Some(txn),
                 scratch: self.ctx.scratch.get(),
+                ns: self.ctx.ns,
             })
         })
     }
@@ -503,7 +534,7 @@ impl NativeDb {
             let mut reader = self.ctx.reader.borrow_mut();
             let txn = reader.fresh(store)?;
             let _g = store.guard();
-            store.list_state(
+            store.space(self.ctx.ns).list_state(
                 txn,
                 prefix.as_bytes(),
                 after.as_deref().map(str::as_bytes),
@@ -511,6 +542,76 @@ impl NativeDb {
             )
         })?;
         Ok(wire::state_list::pack(&rows).into())
+    }
+
+    /// A handle on namespace `id` of the same engine, whose commit outcomes go to
+    /// `on_commit`. The id comes from `find_namespace` or `create_namespace`; every
+    /// read and write of the handle is confined to it by the core's key encoding.
+    #[napi]
+    pub fn namespace_view(&self, env: Env, id: u32, on_commit: CommitCallback) -> Result<NativeDb> {
+        let engine = guard(&env, || self.engine())?;
+        Ok(NativeDb::attach(engine, on_commit, id))
+    }
+
+    /// The namespace named `name`, or `null`.
+    #[napi]
+    pub fn find_namespace(&self, env: Env, name: String) -> Result<Option<NativeNamespace>> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            let store = engine.store();
+            let mut reader = self.ctx.reader.borrow_mut();
+            let txn = reader.fresh(store)?;
+            let _g = store.guard();
+            Ok(store.namespace(txn, &name)?.map(NativeNamespace::from))
+        })
+    }
+
+    /// Every namespace, by name.
+    #[napi]
+    pub fn list_namespaces(&self, env: Env) -> Result<Vec<NativeNamespace>> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            let store = engine.store();
+            let mut reader = self.ctx.reader.borrow_mut();
+            let txn = reader.fresh(store)?;
+            let _g = store.guard();
+            Ok(store
+                .list_namespaces(txn)?
+                .into_iter()
+                .map(NativeNamespace::from)
+                .collect())
+        })
+    }
+
+    /// Creates namespace `name` with `options` (JSON text); durable when it returns.
+    #[napi]
+    pub fn create_namespace(
+        &self,
+        env: Env,
+        name: String,
+        options: String,
+    ) -> Result<NativeNamespace> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            Ok(NativeNamespace::from(
+                engine.create_namespace(&name, &options)?,
+            ))
+        })
+    }
+
+    /// Drops namespace `name` with everything in it; the dropped namespace, or `null`.
+    #[napi]
+    pub fn drop_namespace(&self, env: Env, name: String) -> Result<Option<NativeNamespace>> {
+        guard(&env, || {
+            let engine = self.engine()?;
+            Ok(engine.drop_namespace(&name)?.map(NativeNamespace::from))
+        })
+    }
+
+    /// The namespace this handle reads and writes (0: the default namespace).
+    #[napi(getter)]
+    pub fn namespace_id(&self) -> u32 {
+        self.ctx.ns
     }
 
     /// Current LMDB map size in bytes.
@@ -597,6 +698,24 @@ pub struct NativeSnapshot {
     engine: Option<Arc<Engine>>,
     txn: Option<heed::RoTxn<'static, heed::WithoutTls>>,
     scratch: Scratch,
+    /// The namespace it reads.
+    ns: u32,
+}
+
+/// `[last_event_id, commit_seq, first_event_id]` of namespace `ns` (a namespace's log
+/// is never compacted: it starts at 1).
+fn heads(store: &athanor_core::Store, ns: u32, txn: &heed::RoTxn) -> CoreResult<Vec<u64>> {
+    let space = store.space(ns);
+    let first = if ns == 0 {
+        store.first_event_id(txn)?
+    } else {
+        1
+    };
+    Ok(vec![
+        space.last_event_id(txn)?,
+        store.commit_seq(txn)?,
+        first,
+    ])
 }
 
 #[napi]
@@ -619,7 +738,7 @@ impl NativeSnapshot {
             let key = self.scratch.key(key_len)?;
             let store = engine.store();
             let _g = store.guard();
-            Ok(match store.get(txn, key)? {
+            Ok(match store.space(self.ns).get(txn, key)? {
                 None => -1,
                 Some(e) => self.scratch.put(&[e.value]),
             })
@@ -634,7 +753,10 @@ impl NativeSnapshot {
             let key = self.scratch.key(key_len)?;
             let store = engine.store();
             let _g = store.guard();
-            Ok(store.get(txn, key)?.map(|e| e.value.to_vec()))
+            Ok(store
+                .space(self.ns)
+                .get(txn, key)?
+                .map(|e| e.value.to_vec()))
         })?;
         Ok(value.map(Buffer::from))
     }
@@ -655,7 +777,7 @@ impl NativeSnapshot {
             let q = query(from, to, event_type, limit, reverse)?;
             let store = engine.store();
             let _g = store.guard();
-            store.read_events(txn, &q)
+            store.space(self.ns).read_events(txn, &q)
         })?;
         Ok(out.into())
     }
@@ -667,11 +789,7 @@ impl NativeSnapshot {
             let (engine, txn) = self.parts()?;
             let store = engine.store();
             let _g = store.guard();
-            Ok(vec![
-                store.last_event_id(txn)?,
-                store.commit_seq(txn)?,
-                store.first_event_id(txn)?,
-            ])
+            heads(store, self.ns, txn)
         })
     }
 

@@ -48,14 +48,17 @@ impl NativeDb {
             let mut reader = self.ctx.reader.borrow_mut();
             let txn = reader.fresh(store)?;
             let _g = store.guard();
-            Ok(store.event_proof(txn, id)?.map(|p| NativeEventProof {
-                id: BigInt::from(p.id),
-                record: p.record.into(),
-                prev_hash: p.prev.to_vec().into(),
-                hash: p.hash.to_vec().into(),
-                algorithm: p.kind.name().to_string(),
-                chain_from: BigInt::from(p.chain_from),
-            }))
+            Ok(store
+                .space(self.ctx.ns)
+                .event_proof(txn, id)?
+                .map(|p| NativeEventProof {
+                    id: BigInt::from(p.id),
+                    record: p.record.into(),
+                    prev_hash: p.prev.to_vec().into(),
+                    hash: p.hash.to_vec().into(),
+                    algorithm: p.kind.name().to_string(),
+                    chain_from: BigInt::from(p.chain_from),
+                }))
         })
     }
 }

@@ -28,12 +28,13 @@ fn stream_query(from_version: Option<i64>, limit: u32, reverse: bool) -> CoreRes
 
 fn list(
     store: &Store,
+    ns: u32,
     txn: &RoTxn,
     prefix: &str,
     after: Option<&str>,
     limit: u32,
 ) -> CoreResult<Vec<u8>> {
-    store.list_streams(
+    store.space(ns).list_streams(
         txn,
         prefix.as_bytes(),
         after.map(str::as_bytes),
@@ -60,7 +61,9 @@ impl NativeDb {
             let mut reader = self.ctx.reader.borrow_mut();
             let txn = reader.fresh(store)?;
             let _g = store.guard();
-            store.read_stream(txn, stream.as_bytes(), &q)
+            store
+                .space(self.ctx.ns)
+                .read_stream(txn, stream.as_bytes(), &q)
         })?;
         Ok(out.into())
     }
@@ -75,7 +78,9 @@ impl NativeDb {
             let mut reader = self.ctx.reader.borrow_mut();
             let txn = reader.fresh(store)?;
             let _g = store.guard();
-            store.stream_version(txn, stream.as_bytes())
+            store
+                .space(self.ctx.ns)
+                .stream_version(txn, stream.as_bytes())
         })?;
         Ok(BigInt::from(v))
     }
@@ -95,7 +100,7 @@ impl NativeDb {
             let mut reader = self.ctx.reader.borrow_mut();
             let txn = reader.fresh(store)?;
             let _g = store.guard();
-            list(store, txn, &prefix, after.as_deref(), limit)
+            list(store, self.ctx.ns, txn, &prefix, after.as_deref(), limit)
         })?;
         Ok(out.into())
     }
@@ -118,7 +123,7 @@ impl NativeSnapshot {
             let q = stream_query(from_version, limit, reverse)?;
             let store = engine.store();
             let _g = store.guard();
-            store.read_stream(txn, stream.as_bytes(), &q)
+            store.space(self.ns).read_stream(txn, stream.as_bytes(), &q)
         })?;
         Ok(out.into())
     }
@@ -131,7 +136,7 @@ impl NativeSnapshot {
             let (engine, txn) = self.parts()?;
             let store = engine.store();
             let _g = store.guard();
-            store.stream_version(txn, stream.as_bytes())
+            store.space(self.ns).stream_version(txn, stream.as_bytes())
         })?;
         Ok(BigInt::from(v))
     }
@@ -149,7 +154,7 @@ impl NativeSnapshot {
             let (engine, txn) = self.parts()?;
             let store = engine.store();
             let _g = store.guard();
-            list(store, txn, &prefix, after.as_deref(), limit)
+            list(store, self.ns, txn, &prefix, after.as_deref(), limit)
         })?;
         Ok(out.into())
     }

@@ -3,16 +3,20 @@
 //! the write hooks' share, and its idempotency record; and the pruning of
 //! idempotency records past the window.
 
-use heed::{PutFlags, RwTxn};
+use heed::RwTxn;
 
 use super::outcome::{CommitInfo, Outcome};
 use crate::codec;
 use crate::error::{Code, Error, Result};
-use crate::store::{self, GroupWrites, IdemRecord, Store};
+use crate::store::{self, GroupWrites, IdemRecord, Space, Store};
 use crate::txn::{Expected, TxBatch, WriteOp};
 
 /// Idempotency records pruned per group at most, so pruning never stalls commits.
 const PRUNE_PER_GROUP: usize = 1000;
+
+/// The group's chain writers, one per namespace that logged events, begun by its first
+/// transaction with events (or the reason the namespace's chain refuses them).
+pub(super) type ChainSlots<'s> = Vec<(u32, Result<store::ChainWriter<'s>>)>;
 
 /// Why a group failed as a whole.
 pub(super) enum GroupError {
@@ -47,7 +51,8 @@ impl From<Error> for GroupError {
 /// transaction's own (conflict): such a transaction has written nothing yet.
 /// `Err(..)` is a storage failure that aborts the whole group. The write hooks'
 /// `groups` validate and write their part and keep what they need for after the commit.
-/// `chain_slot` is the group's chain writer, begun by the first transaction with events.
+/// `chains` are the group's chain writers. The transaction reads and writes the
+/// namespace `b.namespace` names; `last_id` is that namespace's newest event id.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn apply_one<'s>(
     store: &'s Store,
@@ -58,13 +63,21 @@ pub(super) fn apply_one<'s>(
     at: u64,
     scratch: &mut Vec<u8>,
     groups: &mut [Box<dyn GroupWrites + '_>],
-    chain_slot: &mut Option<Result<store::ChainWriter<'s>>>,
+    chains: &mut ChainSlots<'s>,
 ) -> std::result::Result<Result<CommitInfo>, GroupError> {
     let dbs = &store.dbs;
+    let sp = store.space(b.namespace);
+    // A namespace dropped while the transaction was queued takes nothing more.
+    if !store.namespace_exists(wtxn, b.namespace)? {
+        return Ok(Err(Error::new(
+            Code::NotFound,
+            "this namespace was dropped: create it again with db.namespaces.create() to write to it",
+        )));
+    }
     // The key is checked before the reads: a retry of a transaction that has been
     // applied is a duplicate, never a conflict, whatever it read.
     if let Some(k) = &b.idempotency_key {
-        if let Some(rec) = dbs.idem.get(wtxn, b.bytes(k))? {
+        if let Some(rec) = sp.idem.get(wtxn, b.bytes(k))? {
             let rec = IdemRecord::decode(rec)?;
             // Past the window the key is forgotten even before pruning reaches it:
             // the transaction applies as new and its record replaces this one.
@@ -79,7 +92,7 @@ pub(super) fn apply_one<'s>(
         }
     }
     for (k, seen) in &b.reads {
-        let current = match dbs.state.get(wtxn, b.bytes(k))? {
+        let current = match sp.state.get(wtxn, b.bytes(k))? {
             None => 0,
             Some(bytes) => codec::split_state_entry(bytes)?.0,
         };
@@ -110,22 +123,25 @@ pub(super) fn apply_one<'s>(
     }
     // Stream versions and numeric results are decided here, before the first write,
     // so a wrong expected version or a bound violation fails this transaction alone.
-    let derived = match Derived::decide(store, wtxn, b)? {
+    let derived = match Derived::decide(&sp, wtxn, b)? {
         Ok(d) => d,
         Err(e) => return Ok(Err(e)),
     };
     let mut chain = if b.events.is_empty() {
         None
     } else {
-        // Begun once per group: the chain's meta cannot change under the write
-        // transaction, and the group's last link spares each transaction a lookup.
-        if chain_slot.is_none() {
-            *chain_slot = Some(store::ChainWriter::begin(store, wtxn)?);
-        }
-        match chain_slot.as_mut() {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => return Ok(Err(e.clone())),
-            None => None,
+        // Begun once per group and namespace: the chain's meta cannot change under the
+        // write transaction, and the group's last link spares each transaction a lookup.
+        let at = match chains.iter().position(|(ns, _)| *ns == b.namespace) {
+            Some(i) => i,
+            None => {
+                chains.push((b.namespace, store::ChainWriter::begin(&sp, wtxn)?));
+                chains.len() - 1
+            }
+        };
+        match &mut chains[at].1 {
+            Ok(c) => Some(c),
+            Err(e) => return Ok(Err(e.clone())),
         }
     };
     let my_seq = *seq + 1;
@@ -135,10 +151,10 @@ pub(super) fn apply_one<'s>(
                 scratch.clear();
                 scratch.extend_from_slice(&my_seq.to_be_bytes());
                 scratch.extend_from_slice(b.bytes(value));
-                put_state(dbs.state, wtxn, b.bytes(key), scratch)?;
+                sp.state.append(wtxn, b.bytes(key), scratch)?;
             }
             WriteOp::Delete { key } => {
-                dbs.state.delete(wtxn, b.bytes(key))?;
+                sp.state.delete(wtxn, b.bytes(key))?;
             }
         }
     }
@@ -149,15 +165,14 @@ pub(super) fn apply_one<'s>(
         scratch.clear();
         let t = b.bytes(&e.event_type);
         codec::encode_event(scratch, my_seq, at, e.kind, t, b.bytes(&e.payload));
-        dbs.events
-            .put_with_flags(wtxn, PutFlags::APPEND, &id.to_be_bytes(), scratch)?;
+        sp.events.append(wtxn, &id.to_be_bytes(), scratch)?;
         if let Some(c) = &mut chain {
-            c.append(dbs, wtxn, id, scratch)?;
+            c.append(&sp, wtxn, id, scratch)?;
         }
-        dbs.event_types
+        sp.event_types
             .put(wtxn, &store::type_index_key(t, id), &[])?;
     }
-    derived.write(store, wtxn, b, my_seq, first, scratch)?;
+    derived.write(&sp, wtxn, b, my_seq, first, scratch)?;
     for g in groups.iter_mut() {
         g.write(dbs, wtxn, b, scratch)?;
     }
@@ -170,10 +185,9 @@ pub(super) fn apply_one<'s>(
             event_count,
             at_ms: at,
         };
-        dbs.idem.put(wtxn, b.bytes(k), &rec.encode())?;
-        let mut tk = at.to_be_bytes().to_vec();
-        tk.extend_from_slice(b.bytes(k));
-        dbs.idem_by_time.put(wtxn, &tk, &[])?;
+        sp.idem.put(wtxn, b.bytes(k), &rec.encode())?;
+        let (by_time, tk) = sp.idem_time_entry(at, b.bytes(k));
+        by_time.put(wtxn, &tk, &[])?;
     }
     *seq = my_seq;
     *last_id = id;
@@ -198,15 +212,15 @@ impl Derived {
     /// The appends' base versions and the numeric ops' results, or the transaction's own
     /// `ERR_WRONG_EXPECTED_VERSION` / `ERR_BOUNDS`.
     pub(super) fn decide(
-        store: &Store,
+        sp: &Space,
         wtxn: &RwTxn,
         b: &TxBatch,
     ) -> std::result::Result<Result<Derived>, GroupError> {
-        let stream_bases = match check_streams(store, wtxn, b)? {
+        let stream_bases = match check_streams(sp, wtxn, b)? {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        let numeric = match numeric_results(store, wtxn, b)? {
+        let numeric = match numeric_results(sp, wtxn, b)? {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
@@ -220,33 +234,32 @@ impl Derived {
     /// numbered from `first_event_id`).
     pub(super) fn write(
         &self,
-        store: &Store,
+        sp: &Space,
         wtxn: &mut RwTxn,
         b: &TxBatch,
         seq: u64,
         first_event_id: u64,
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
-        let dbs = &store.dbs;
         for (key, value) in &self.numeric {
             scratch.clear();
             scratch.extend_from_slice(&seq.to_be_bytes());
             scratch.extend_from_slice(&value.encode());
-            dbs.state.put(wtxn, key, scratch)?;
+            sp.state.put(wtxn, key, scratch)?;
         }
         for (a, base) in b.appends.iter().zip(&self.stream_bases) {
             let stream = b.bytes(&a.stream);
             for (i, ev) in a.events.clone().enumerate() {
                 let event_id = first_event_id + ev as u64;
                 let version = base + 1 + i as u64;
-                dbs.stream_events.put(
+                sp.stream_events.put(
                     wtxn,
                     &store::stream_event_key(stream, version),
                     &event_id.to_be_bytes(),
                 )?;
             }
             let head = base + a.events.len() as u64;
-            dbs.stream_heads.put(wtxn, stream, &head.to_be_bytes())?;
+            sp.stream_heads.put(wtxn, stream, &head.to_be_bytes())?;
         }
         Ok(())
     }
@@ -256,7 +269,7 @@ impl Derived {
 /// own `ERR_WRONG_EXPECTED_VERSION` for the first append whose expectation fails.
 /// Appends to one stream in one transaction see each other's events.
 fn check_streams(
-    store: &Store,
+    sp: &Space,
     wtxn: &RwTxn,
     b: &TxBatch,
 ) -> std::result::Result<Result<Vec<u64>>, GroupError> {
@@ -271,7 +284,7 @@ fn check_streams(
             .map(|(p, base)| base + p.events.len() as u64);
         let current = match earlier {
             Some(v) => v,
-            None => match store.dbs.stream_heads.get(wtxn, stream)? {
+            None => match sp.stream_heads.get(wtxn, stream)? {
                 None => 0,
                 Some(v) => store::decode_version(v)?,
             },
@@ -303,7 +316,7 @@ type NumericResult = (Vec<u8>, codec::Value);
 /// The final value of each key the numeric ops touch, in the order first touched,
 /// or the transaction's own `ERR_BOUNDS`.
 fn numeric_results(
-    store: &Store,
+    sp: &Space,
     wtxn: &RwTxn,
     b: &TxBatch,
 ) -> std::result::Result<Result<Vec<NumericResult>>, GroupError> {
@@ -313,7 +326,7 @@ fn numeric_results(
         let slot = out.iter().position(|(k, _)| k == key);
         let current = match slot {
             Some(i) => Some(out[i].1.clone()),
-            None => match store.dbs.state.get(wtxn, key)? {
+            None => match sp.state.get(wtxn, key)? {
                 None => None,
                 Some(bytes) => Some(codec::Value::decode(codec::split_state_entry(bytes)?.1)?),
             },
@@ -337,8 +350,28 @@ pub(super) fn prune_idempotency(
     now: u64,
 ) -> std::result::Result<(), GroupError> {
     let cutoff = now.saturating_sub(store.options.idempotency_window_ms);
+    let dbs = &store.dbs;
+    // A namespaced time entry is `[at][namespace id][key]` and its record's key in
+    // `ns_idempotency` is `[namespace id][key]`: both end the entry, as the default's do.
+    for (by_time, records) in [
+        (dbs.idem_by_time, dbs.idem),
+        (dbs.ns_idem_by_time, dbs.ns_idem),
+    ] {
+        prune_index(by_time, records, wtxn, cutoff)?;
+    }
+    Ok(())
+}
+
+/// Drops up to [`PRUNE_PER_GROUP`] time entries older than `cutoff`, and the records
+/// they describe (`[at u64 BE][record key]` -> record key in `records`).
+fn prune_index(
+    by_time: heed::Database<heed::types::Bytes, heed::types::Bytes>,
+    records: heed::Database<heed::types::Bytes, heed::types::Bytes>,
+    wtxn: &mut RwTxn,
+    cutoff: u64,
+) -> std::result::Result<(), GroupError> {
     let mut expired = Vec::new();
-    for item in store.dbs.idem_by_time.iter(wtxn)? {
+    for item in by_time.iter(wtxn)? {
         let (k, _) = item?;
         if k.len() < 8
             || u64::from_be_bytes(k[..8].try_into().unwrap()) >= cutoff
@@ -352,32 +385,14 @@ pub(super) fn prune_idempotency(
         let key = &tk[8..];
         let at = u64::from_be_bytes(tk[..8].try_into().unwrap());
         // Only drop the record this time-index entry describes.
-        let matches = match store.dbs.idem.get(wtxn, key)? {
+        let matches = match records.get(wtxn, key)? {
             Some(rec) => IdemRecord::decode(rec)?.at_ms == at,
             None => false,
         };
         if matches {
-            store.dbs.idem.delete(wtxn, key)?;
+            records.delete(wtxn, key)?;
         }
-        store.dbs.idem_by_time.delete(wtxn, &tk)?;
+        by_time.delete(wtxn, &tk)?;
     }
     Ok(())
-}
-
-/// Puts a state entry, as an append when `key` sorts after every key in `state`. On an
-/// ordinary put LMDB splits a full leaf page in half, so keys written in ascending order
-/// (ids, timestamps, counters) leave every leaf about half full; an append starts a new
-/// page and leaves the old one full. The store, its backups and what they hash are then
-/// up to a third smaller. A key that does not sort last costs one failed append (a walk
-/// down the tree's right edge, no write) before the ordinary put.
-pub(super) fn put_state(
-    state: heed::Database<heed::types::Bytes, heed::types::Bytes>,
-    wtxn: &mut RwTxn,
-    key: &[u8],
-    entry: &[u8],
-) -> heed::Result<()> {
-    match state.put_with_flags(wtxn, PutFlags::APPEND, key, entry) {
-        Err(heed::Error::Mdb(heed::MdbError::KeyExist)) => state.put(wtxn, key, entry),
-        done => done,
-    }
 }

@@ -7,7 +7,7 @@
 
 use heed::PutFlags;
 
-use super::apply::{put_state, Derived, GroupError};
+use super::apply::{Derived, GroupError};
 use super::outcome::CommitNotice;
 use super::sink::{deliver, Shared};
 use crate::codec;
@@ -121,7 +121,7 @@ fn try_apply(
         }
         // The primary decided these against the same state: a different answer here
         // means the replica has drifted from it.
-        let derived = Derived::decide(store, &wtxn, b)?.map_err(|e| {
+        let derived = Derived::decide(&store.space(0), &wtxn, b)?.map_err(|e| {
             Error::corrupt(format!(
                 "commit {} does not apply on this replica as it did on its primary ({}); the replica does not match its primary: rebuild it",
                 rec.commit_seq, e.message
@@ -134,7 +134,10 @@ fn try_apply(
                     scratch.clear();
                     scratch.extend_from_slice(&rec.commit_seq.to_be_bytes());
                     scratch.extend_from_slice(b.bytes(value));
-                    put_state(dbs.state, &mut wtxn, b.bytes(key), &scratch)?;
+                    store
+                        .space(0)
+                        .state
+                        .append(&mut wtxn, b.bytes(key), &scratch)?;
                 }
                 WriteOp::Delete { key } => {
                     dbs.state.delete(&mut wtxn, b.bytes(key))?;
@@ -163,7 +166,7 @@ fn try_apply(
                 .put(&mut wtxn, &store::type_index_key(t, last_id), &[])?;
         }
         derived.write(
-            store,
+            &store.space(0),
             &mut wtxn,
             b,
             rec.commit_seq,

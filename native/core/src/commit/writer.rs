@@ -212,26 +212,42 @@ fn try_group(
     let start_seq = store::read_meta_u64(dbs, &wtxn, META_COMMIT_SEQ)?;
     let start_last_id = store::read_meta_u64(dbs, &wtxn, META_LAST_EVENT_ID)?;
     let mut seq = start_seq;
-    let mut last_id = start_last_id;
+    // Each namespace's (id, newest event id at the start, newest event id now); the
+    // default namespace's first.
+    let mut last_ids: Vec<(u32, u64, u64)> = vec![(0, start_last_id, start_last_id)];
     let at = store.now_ms();
     let mut scratch = Vec::new();
     let mut results = Vec::with_capacity(batches.len());
     let hooks = store.write_hooks();
     let mut groups: Vec<Box<dyn GroupWrites + '_>> = hooks.iter().map(|h| h.group()).collect();
     let log_as = store::commit_log_id(dbs, &wtxn)?;
-    let mut chain = None;
+    let mut chains = Vec::new();
     for b in batches {
+        if log_as.is_some() && b.namespace != 0 {
+            results.push(Err(Error::invalid(
+                "this database publishes its commits for replication, which namespaces do not take part in yet: write to namespaces on a database without replication",
+            )));
+            continue;
+        }
+        let slot = match last_ids.iter().position(|(ns, _, _)| *ns == b.namespace) {
+            Some(i) => i,
+            None => {
+                let last = store.space(b.namespace).last_event_id(&wtxn)?;
+                last_ids.push((b.namespace, last, last));
+                last_ids.len() - 1
+            }
+        };
         let before = seq;
         let result = apply_one(
             store,
             &mut wtxn,
             b,
             &mut seq,
-            &mut last_id,
+            &mut last_ids[slot].2,
             at,
             &mut scratch,
             &mut groups,
-            &mut chain,
+            &mut chains,
         )?;
         if let (Some(id), Ok(info)) = (&log_as, &result) {
             if seq != before {
@@ -243,8 +259,10 @@ fn try_group(
     let applied_any = seq != start_seq;
     if applied_any {
         store::put_meta_u64(dbs, &mut wtxn, META_COMMIT_SEQ, seq)?;
-        if last_id != start_last_id {
-            store::put_meta_u64(dbs, &mut wtxn, META_LAST_EVENT_ID, last_id)?;
+        for &(ns, start, now) in &last_ids {
+            if now != start {
+                store.space(ns).put_last_event_id(&mut wtxn, now)?;
+            }
         }
     }
     if prune {
@@ -273,7 +291,7 @@ fn try_group(
     Ok((
         CommitNotice {
             commit_seq: seq,
-            last_event_id: last_id,
+            last_event_id: last_ids[0].2,
         },
         applied_any,
         results,

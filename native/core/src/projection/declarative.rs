@@ -99,6 +99,9 @@ pub struct Spec {
     by_type: HashMap<String, Plan>,
     wildcard: Plan,
     actions: Vec<Action>,
+    /// The namespace whose log it reads (0: the default namespace); set by the handle
+    /// that runs it, never by the spec's JSON.
+    pub namespace: u32,
 }
 
 impl Spec {
@@ -162,6 +165,7 @@ impl Spec {
             by_type,
             wildcard: Plan::new(wildcard, &actions_all),
             actions: actions_all,
+            namespace: 0,
         })
     }
 
@@ -630,7 +634,7 @@ impl DeclConn {
                 false,
             ));
         }
-        let events = read_events_after(engine, cursor, limit)?;
+        let events = read_events_after(engine, spec.namespace, cursor, limit)?;
         let mut last = cursor;
         for (i, ev) in events.iter().enumerate() {
             match self.apply(spec, ev) {
@@ -686,7 +690,7 @@ impl DeclConn {
                     )
                 })?
                 .event_id as i64;
-            let ev = read_events_after(engine, event_id as u64 - 1, 1)?
+            let ev = read_events_after(engine, spec.namespace, event_id as u64 - 1, 1)?
                 .into_iter()
                 .next()
                 .filter(|e| e.id == event_id as u64)

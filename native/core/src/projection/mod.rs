@@ -119,9 +119,15 @@ pub struct LogEvent {
     pub payload: Vec<u8>,
 }
 
-/// Reads up to `limit` events with ids greater than `after`, oldest first, from
-/// the newest committed state. Copies them so no LMDB reader is held while SQL runs.
-pub fn read_events_after(engine: &Engine, after: u64, limit: usize) -> Result<Vec<LogEvent>> {
+/// Reads up to `limit` events of namespace `ns` with ids greater than `after`, oldest
+/// first, from the newest committed state. Copies them so no LMDB reader is held while
+/// SQL runs.
+pub fn read_events_after(
+    engine: &Engine,
+    ns: u32,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<LogEvent>> {
     let store = engine.store();
     let txn = engine.begin_read()?;
     let _g = store.guard();
@@ -134,7 +140,7 @@ pub fn read_events_after(engine: &Engine, after: u64, limit: usize) -> Result<Ve
         std::ops::Bound::Included(&lo[..]),
         std::ops::Bound::<&[u8]>::Unbounded,
     );
-    for item in store.dbs.events.range(&txn, &range)? {
+    for item in store.space(ns).events.range(&txn, &range)? {
         if out.len() >= limit {
             break;
         }

@@ -543,6 +543,14 @@ pub(crate) fn configure_sqlite() {
     });
 }
 
+/// Whether `path` is a namespace's projection.db (`<dir>/namespaces/<id>/projection.db`).
+fn in_namespace(path: &Path) -> bool {
+    path.parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "namespaces")
+}
+
 impl SqlConn {
     /// Opens `path` with the pragmas every athanor connection uses.
     pub fn open(path: &Path, role: Role) -> Result<SqlConn> {
@@ -580,6 +588,7 @@ impl SqlConn {
         // would do (SQLite compiles their bodies into the statement that fires them).
         let saw_txn_control = Arc::new(AtomicBool::new(false));
         let athanor = Arc::new(AtomicBool::new(false));
+        let confined = in_namespace(path);
         let flag = saw_txn_control.clone();
         let own = athanor.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
@@ -588,6 +597,14 @@ impl SqlConn {
                 AuthAction::Transaction { .. } | AuthAction::Savepoint { .. }
             ) {
                 flag.store(true, Ordering::Relaxed);
+            }
+            // A namespace's connection reaches no other file: ATTACH would read another
+            // namespace's (or the database's) projection.db.
+            if confined && matches!(ctx.action, AuthAction::Attach { .. }) {
+                RESERVED_REFUSAL.with(|r| {
+                    *r.borrow_mut() = Some("a namespace's SQL connection cannot ATTACH another database: a namespace sees only its own projection.db".to_string())
+                });
+                return Authorization::Deny;
             }
             if let Some(name) = reserved_target(&ctx.action) {
                 if !own.load(Ordering::Relaxed) {

@@ -22,14 +22,14 @@
 //! The HMAC key is never stored: it lives in [`ChainKey`], which zeroes its bytes when
 //! dropped and prints as `ChainKey(..)`. `golden/chain.json` pins the link's input.
 
-use heed::{PutFlags, RoTxn, RwTxn};
+use heed::{RoTxn, RwTxn};
 
 use super::chain_format::{
     chain_meta, checkpoint, link, prev_link, stored_link, ChainKind, ChainMeta, Hash,
 };
-use super::dbs::Dbs;
 use super::env::Store;
 use super::options::ChainKey;
+use super::space::{Space, DEFAULT_NAMESPACE_ID};
 use crate::error::{Error, Result};
 
 /// The writer's view of the chain for one transaction.
@@ -45,11 +45,11 @@ impl<'k> ChainWriter<'k> {
     /// turned it on). Fails, as the transaction's own failure, when the chain is
     /// keyed and this process has no key.
     pub(crate) fn begin(
-        store: &'k Store,
+        sp: &Space<'k>,
         wtxn: &RwTxn,
     ) -> Result<std::result::Result<ChainWriter<'k>, Error>> {
-        let meta = chain_meta(&store.dbs, wtxn)?;
-        let key = store.options.chain.hmac_key.as_ref();
+        let meta = chain_meta(sp, wtxn)?;
+        let key = sp.store.options.chain.hmac_key.as_ref();
         if let Some(m) = &meta {
             if m.kind == ChainKind::HmacSha256 && key.is_none() {
                 return Ok(Err(Error::invalid(
@@ -67,7 +67,7 @@ impl<'k> ChainWriter<'k> {
     /// Writes the link of event `id` whose stored bytes are `record`.
     pub(crate) fn append(
         &mut self,
-        dbs: &Dbs,
+        sp: &Space,
         wtxn: &mut RwTxn,
         id: u64,
         record: &[u8],
@@ -78,12 +78,11 @@ impl<'k> ChainWriter<'k> {
         }
         let prev = match self.last {
             Some((last, h)) if last + 1 == id => h,
-            _ => prev_link(dbs, wtxn, m, id)?,
+            _ => prev_link(sp, wtxn, m, id)?,
         };
         let h = link(m.kind, self.key, &prev, id, record)?;
         // Ids only grow, in every process (LMDB serialises writers): links append.
-        dbs.event_chain
-            .put_with_flags(wtxn, PutFlags::APPEND, &id.to_be_bytes(), &h)?;
+        sp.event_chain.append(wtxn, &id.to_be_bytes(), &h)?;
         self.last = Some((id, h));
         Ok(())
     }
@@ -112,11 +111,11 @@ pub(crate) struct Broken {
     pub detail: String,
 }
 
-impl Store {
+impl Space<'_> {
     /// The proof of event `id`: `Ok(None)` when the event does not exist,
     /// `ERR_INVALID_ARGUMENT` when the chain is off or does not cover it.
     pub fn event_proof(&self, txn: &RoTxn, id: u64) -> Result<Option<Proof>> {
-        let Some(m) = chain_meta(&self.dbs, txn)? else {
+        let Some(m) = chain_meta(self, txn)? else {
             return Err(Error::invalid(
                 "this database has no event chain; open it with { chain: true } (or secure: true) to start one",
             ));
@@ -130,8 +129,8 @@ impl Store {
                 m.from
             )));
         }
-        let prev = prev_link(&self.dbs, txn, &m, id)?;
-        let hash = stored_link(&self.dbs, txn, id)?
+        let prev = prev_link(self, txn, &m, id)?;
+        let hash = stored_link(self, txn, id)?
             .ok_or_else(|| Error::corrupt(format!("the chain link of event {id} is missing")))?;
         Ok(Some(Proof {
             id,
@@ -142,6 +141,13 @@ impl Store {
             chain_from: m.from,
         }))
     }
+}
+
+impl Store {
+    /// The proof of event `id` of the default namespace, see [`Space::event_proof`].
+    pub fn event_proof(&self, txn: &RoTxn, id: u64) -> Result<Option<Proof>> {
+        self.space(DEFAULT_NAMESPACE_ID).event_proof(txn, id)
+    }
 
     /// Keeps the chain verifiable when the events before `first_kept` are removed (a
     /// log compaction): records the link of `first_kept - 1` as the anchor, moves
@@ -149,24 +155,24 @@ impl Store {
     /// it in the write transaction that removes them. Nothing to do when the chain is
     /// off or starts at or after `first_kept`.
     pub fn checkpoint_chain(&self, wtxn: &mut RwTxn, first_kept: u64) -> Result<()> {
-        checkpoint(&self.dbs, wtxn, first_kept)
+        checkpoint(&self.space(DEFAULT_NAMESPACE_ID), wtxn, first_kept)
     }
 
     /// The chain's settings (`None` when off).
     pub fn chain_meta(&self, txn: &RoTxn) -> Result<Option<ChainMeta>> {
-        chain_meta(&self.dbs, txn)
+        chain_meta(&self.space(DEFAULT_NAMESPACE_ID), txn)
     }
 }
 
 /// Checks every link from `chain_from` to `last`, each against the stored link
 /// before it, so a damaged record is reported at its own id. Returns the broken
 /// links in id order (empty when the chain is off or whole).
-pub(crate) fn check(store: &Store, txn: &RoTxn, last: u64) -> Result<Vec<Broken>> {
+pub(crate) fn check(sp: &Space, txn: &RoTxn, last: u64) -> Result<Vec<Broken>> {
     let mut broken = Vec::new();
-    let Some(m) = chain_meta(&store.dbs, txn)? else {
+    let Some(m) = chain_meta(sp, txn)? else {
         return Ok(broken);
     };
-    let key = store.options.chain.hmac_key.as_ref();
+    let key = sp.store.options.chain.hmac_key.as_ref();
     if m.kind == ChainKind::HmacSha256 && key.is_none() {
         return Err(Error::invalid(
             "this database's event chain is keyed (HMAC): open it with the hmacKey it was created with to verify it",
@@ -174,8 +180,8 @@ pub(crate) fn check(store: &Store, txn: &RoTxn, last: u64) -> Result<Vec<Broken>
     }
     let mut prev: Option<Hash> = Some(m.anchor);
     for id in m.from..=last {
-        let here = stored_link(&store.dbs, txn, id);
-        let record = store.get_event(txn, id)?;
+        let here = stored_link(sp, txn, id);
+        let record = sp.get_event(txn, id)?;
         match (record, &here, prev) {
             (None, _, _) => broken.push(Broken {
                 detail: format!("event {id} is missing from the chained log"),
@@ -199,7 +205,7 @@ pub(crate) fn check(store: &Store, txn: &RoTxn, last: u64) -> Result<Vec<Broken>
         }
         prev = here.ok().flatten();
     }
-    let links = store.dbs.event_chain.len(txn)?;
+    let links = sp.event_chain.len(txn)?;
     let expect = (last + 1).saturating_sub(m.from);
     if links != expect {
         broken.push(Broken {
@@ -233,7 +239,7 @@ mod tests {
         let store = e.store();
         let link3 = {
             let txn = store.begin_read().unwrap();
-            stored_link(&store.dbs, &txn, 3).unwrap().unwrap()
+            stored_link(&store.space(0), &txn, 3).unwrap().unwrap()
         };
         store
             .write_with_growth(|dbs, w| {
@@ -244,9 +250,9 @@ mod tests {
             })
             .unwrap();
         let txn = store.begin_read().unwrap();
-        let m = chain_meta(&store.dbs, &txn).unwrap().unwrap();
+        let m = chain_meta(&store.space(0), &txn).unwrap().unwrap();
         assert_eq!((m.from, m.anchor), (4, link3));
-        assert!(check(store, &txn, 5).unwrap().is_empty());
+        assert!(check(&store.space(0), &txn, 5).unwrap().is_empty());
         assert_eq!(store.dbs.event_chain.len(&txn).unwrap(), 2);
         assert_eq!(store.event_proof(&txn, 4).unwrap().unwrap().prev, link3);
     }

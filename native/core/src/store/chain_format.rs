@@ -10,6 +10,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::dbs::{read_meta_u64, Dbs, META_LAST_EVENT_ID};
 use super::options::{ChainKey, ChainOptions};
+use super::space::{Keyed, Space};
 use crate::error::{Error, Result};
 
 pub(crate) const META_CHAIN_FROM: &[u8] = b"chain_from";
@@ -118,19 +119,24 @@ pub struct ChainMeta {
 }
 
 /// Reads the chain's meta; `None` when the chain is off.
-pub(crate) fn chain_meta(dbs: &Dbs, txn: &RoTxn) -> Result<Option<ChainMeta>> {
-    let Some(from) = dbs.meta.get(txn, META_CHAIN_FROM)? else {
+pub(crate) fn chain_meta(sp: &Space, txn: &RoTxn) -> Result<Option<ChainMeta>> {
+    meta_of(&sp.meta, txn)
+}
+
+/// The chain meta held in `meta` (a namespace's meta database).
+fn meta_of(meta: &Keyed, txn: &RoTxn) -> Result<Option<ChainMeta>> {
+    let Some(from) = meta.get(txn, META_CHAIN_FROM)? else {
         return Ok(None);
     };
     let from = u64::from_be_bytes(
         from.try_into()
             .map_err(|_| Error::corrupt("meta chain_from is not 8 bytes"))?,
     );
-    let kind = match dbs.meta.get(txn, META_CHAIN_KIND)? {
+    let kind = match meta.get(txn, META_CHAIN_KIND)? {
         Some([b]) => ChainKind::from_byte(*b)?,
         _ => return Err(Error::corrupt("meta chain_kind is missing or not 1 byte")),
     };
-    let anchor = match dbs.meta.get(txn, META_CHAIN_ANCHOR)? {
+    let anchor = match meta.get(txn, META_CHAIN_ANCHOR)? {
         None => [0u8; 32],
         Some(a) => a
             .try_into()
@@ -139,10 +145,11 @@ pub(crate) fn chain_meta(dbs: &Dbs, txn: &RoTxn) -> Result<Option<ChainMeta>> {
     Ok(Some(ChainMeta { from, kind, anchor }))
 }
 
-/// Turns the chain on at the next event id when it is off; checks the key against
-/// the kind when it is on.
+/// Turns the default namespace's chain on at its next event id when it is off; checks
+/// the key against the kind when it is on. Runs at open, before the store exists.
 pub(crate) fn ensure(dbs: &Dbs, wtxn: &mut RwTxn, opts: &ChainOptions) -> Result<()> {
-    match chain_meta(dbs, wtxn)? {
+    let meta = Keyed::plain(dbs.meta);
+    match meta_of(&meta, wtxn)? {
         Some(m) => {
             if m.kind == ChainKind::Sha256 && opts.hmac_key.is_some() {
                 return Err(Error::invalid(
@@ -159,29 +166,34 @@ pub(crate) fn ensure(dbs: &Dbs, wtxn: &mut RwTxn, opts: &ChainOptions) -> Result
             } else {
                 ChainKind::Sha256
             };
-            dbs.meta.put(wtxn, META_CHAIN_FROM, &next.to_be_bytes())?;
-            dbs.meta.put(wtxn, META_CHAIN_KIND, &[kind as u8])?;
-            Ok(())
+            start(&meta, wtxn, next, kind)
         }
     }
 }
 
+/// Starts a chain of `kind` at event `from` in a namespace's `meta`.
+pub(crate) fn start(meta: &Keyed, wtxn: &mut RwTxn, from: u64, kind: ChainKind) -> Result<()> {
+    meta.put(wtxn, META_CHAIN_FROM, &from.to_be_bytes())?;
+    meta.put(wtxn, META_CHAIN_KIND, &[kind as u8])?;
+    Ok(())
+}
+
 /// See [`super::Store::checkpoint_chain`].
-pub(crate) fn checkpoint(dbs: &Dbs, wtxn: &mut RwTxn, first_kept: u64) -> Result<()> {
-    let Some(m) = chain_meta(dbs, wtxn)? else {
+pub(crate) fn checkpoint(sp: &Space, wtxn: &mut RwTxn, first_kept: u64) -> Result<()> {
+    let Some(m) = chain_meta(sp, wtxn)? else {
         return Ok(());
     };
     if first_kept <= m.from {
         return Ok(());
     }
-    let anchor = stored_link(dbs, wtxn, first_kept - 1)?.ok_or_else(|| {
+    let anchor = stored_link(sp, wtxn, first_kept - 1)?.ok_or_else(|| {
         Error::corrupt(format!(
             "the chain link of event {} is missing; verify the database before compacting it",
             first_kept - 1
         ))
     })?;
-    dbs.meta.put(wtxn, META_CHAIN_ANCHOR, &anchor)?;
-    dbs.meta
+    sp.meta.put(wtxn, META_CHAIN_ANCHOR, &anchor)?;
+    sp.meta
         .put(wtxn, META_CHAIN_FROM, &first_kept.to_be_bytes())?;
     let lo = m.from.to_be_bytes();
     let hi = first_kept.to_be_bytes();
@@ -189,22 +201,22 @@ pub(crate) fn checkpoint(dbs: &Dbs, wtxn: &mut RwTxn, first_kept: u64) -> Result
         std::ops::Bound::Included(&lo[..]),
         std::ops::Bound::Excluded(&hi[..]),
     );
-    dbs.event_chain.delete_range(wtxn, &range)?;
+    sp.event_chain.delete_range(wtxn, &range)?;
     Ok(())
 }
 
 /// The link before event `id`: the anchor for the chain's first event.
-pub(crate) fn prev_link(dbs: &Dbs, txn: &RoTxn, m: &ChainMeta, id: u64) -> Result<Hash> {
+pub(crate) fn prev_link(sp: &Space, txn: &RoTxn, m: &ChainMeta, id: u64) -> Result<Hash> {
     if id == m.from {
         return Ok(m.anchor);
     }
-    stored_link(dbs, txn, id - 1)?
+    stored_link(sp, txn, id - 1)?
         .ok_or_else(|| Error::corrupt(format!("the chain link of event {} is missing", id - 1)))
 }
 
 /// The stored link of event `id`.
-pub(crate) fn stored_link(dbs: &Dbs, txn: &RoTxn, id: u64) -> Result<Option<Hash>> {
-    match dbs.event_chain.get(txn, &id.to_be_bytes())? {
+pub(crate) fn stored_link(sp: &Space, txn: &RoTxn, id: u64) -> Result<Option<Hash>> {
+    match sp.event_chain.get(txn, &id.to_be_bytes())? {
         None => Ok(None),
         Some(v) => Ok(Some(v.try_into().map_err(|_| {
             Error::corrupt(format!("the chain link of event {id} is not 32 bytes"))

@@ -87,7 +87,9 @@ fn create_unless_present(dir: &Path, clock: &dyn Clock, locked: bool) -> Result<
 fn build(temp: &Path, clock: &dyn Clock) -> Result<()> {
     fs::create_dir(temp).map_err(|e| io(temp, "create", e))?;
     let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-    opts.map_size(1 << 20).max_dbs(16).max_readers(1);
+    opts.map_size(1 << 20)
+        .max_dbs(crate::store::MAX_DBS)
+        .max_readers(1);
     // SAFETY: default flags (synchronous commits); this environment is private to
     // this function and closed before it returns.
     unsafe { opts.flags(EnvFlags::empty()) };

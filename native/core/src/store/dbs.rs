@@ -54,7 +54,25 @@ pub(crate) struct Dbs {
     /// The event log's hash chain: event id (u64 BE) -> 32-byte link (`chain.rs`).
     /// Empty until the chain is turned on (meta `chain_from`).
     pub event_chain: Database<Bytes, Bytes>,
+    /// The namespace registry: name (UTF-8) -> record (`namespaces.rs`).
+    pub namespaces: Database<Bytes, Bytes>,
+    /// The namespaced twins of `meta`, `state`, `events`, `event_types`, `event_chain`,
+    /// `stream_events`, `stream_heads` and `idempotency`: each key is
+    /// `[namespace id u32 BE][the default namespace's key]` (`space.rs`).
+    pub ns_meta: Database<Bytes, Bytes>,
+    pub ns_state: Database<Bytes, Bytes>,
+    pub ns_events: Database<Bytes, Bytes>,
+    pub ns_event_types: Database<Bytes, Bytes>,
+    pub ns_event_chain: Database<Bytes, Bytes>,
+    pub ns_stream_events: Database<Bytes, Bytes>,
+    pub ns_stream_heads: Database<Bytes, Bytes>,
+    pub ns_idem: Database<Bytes, Bytes>,
+    /// Namespaced idempotency keys by time: `[at_ms u64 BE][namespace id u32 BE][key]`.
+    pub ns_idem_by_time: Database<Bytes, Bytes>,
 }
+
+/// How many named databases a store has (LMDB's `max_dbs`).
+pub(crate) const MAX_DBS: u32 = 32;
 
 impl Dbs {
     /// Opens (creating when missing) every named database in `wtxn`.
@@ -74,6 +92,18 @@ impl Dbs {
             stream_events: env.create_database(wtxn, Some("stream_events"))?,
             stream_heads: env.create_database(wtxn, Some("stream_heads"))?,
             event_chain: env.create_database(wtxn, Some("event_chain"))?,
+            // Created at open when missing, like the ones above: a store made before
+            // namespaces opens unchanged, with none.
+            namespaces: env.create_database(wtxn, Some("namespaces"))?,
+            ns_meta: env.create_database(wtxn, Some("ns_meta"))?,
+            ns_state: env.create_database(wtxn, Some("ns_state"))?,
+            ns_events: env.create_database(wtxn, Some("ns_events"))?,
+            ns_event_types: env.create_database(wtxn, Some("ns_event_types"))?,
+            ns_event_chain: env.create_database(wtxn, Some("ns_event_chain"))?,
+            ns_stream_events: env.create_database(wtxn, Some("ns_stream_events"))?,
+            ns_stream_heads: env.create_database(wtxn, Some("ns_stream_heads"))?,
+            ns_idem: env.create_database(wtxn, Some("ns_idempotency"))?,
+            ns_idem_by_time: env.create_database(wtxn, Some("ns_idempotency_by_time"))?,
         })
     }
 

@@ -55,7 +55,7 @@ impl Store {
         }
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
         opts.map_size(map_size)
-            .max_dbs(16)
+            .max_dbs(crate::store::MAX_DBS)
             .max_readers(options.max_readers);
         // SAFETY: flags are valid LMDB env flags; the memory-map caveats are upheld by
         // routing every map access through `map_guard` and by never handing out

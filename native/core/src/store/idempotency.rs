@@ -2,10 +2,10 @@
 
 use heed::RoTxn;
 
-use super::env::Store;
+use super::space::Space;
 use crate::error::{Error, Result};
 
-impl Store {
+impl Space<'_> {
     /// The record of an applied idempotency key while it is inside the idempotency
     /// window: `(commit_seq, first_event_id, event_count, committed_at_ms)`. A record
     /// older than the window is `None` even before pruning removes it, as the writer
@@ -15,11 +15,14 @@ impl Store {
         txn: &RoTxn,
         key: &[u8],
     ) -> Result<Option<(u64, u64, u32, u64)>> {
-        Ok(match self.dbs.idem.get(txn, key)? {
+        Ok(match self.idem.get(txn, key)? {
             None => None,
             Some(rec) => {
                 let r = IdemRecord::decode(rec)?;
-                if r.expired(self.now_ms(), self.options.idempotency_window_ms) {
+                if r.expired(
+                    self.store.now_ms(),
+                    self.store.options.idempotency_window_ms,
+                ) {
                     None
                 } else {
                     Some((r.commit_seq, r.first_event_id, r.event_count, r.at_ms))

@@ -2,13 +2,14 @@
 
 use heed::RoTxn;
 
-use super::dbs::{read_meta_u64, META_COMMIT_SEQ, META_LAST_EVENT_ID};
+use super::dbs::{read_meta_u64, META_COMMIT_SEQ};
 use super::env::Store;
+use super::space::Space;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::wire::events::EventPack;
 
-/// Which events to read, see [`Store::read_events`].
+/// Which events to read, see [`Space::read_events`].
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     /// First id (inclusive). Ids start at 1.
@@ -24,24 +25,43 @@ pub struct EventQuery {
 }
 
 impl Store {
-    /// The newest event id (0 when the log is empty).
+    /// The newest event id of the default namespace (0 when its log is empty).
     pub fn last_event_id(&self, txn: &RoTxn) -> Result<u64> {
-        read_meta_u64(&self.dbs, txn, META_LAST_EVENT_ID)
+        self.space(super::space::DEFAULT_NAMESPACE_ID)
+            .last_event_id(txn)
     }
 
-    /// The number of transactions ever applied; each applied transaction gets the next one.
+    /// The number of transactions ever applied, in every namespace; each applied
+    /// transaction gets the next one.
     pub fn commit_seq(&self, txn: &RoTxn) -> Result<u64> {
         read_meta_u64(&self.dbs, txn, META_COMMIT_SEQ)
     }
 
+    /// Reads one event of the default namespace, see [`Space::get_event`].
+    pub fn get_event<'t>(&self, txn: &'t RoTxn, id: u64) -> Result<Option<&'t [u8]>> {
+        self.space(super::space::DEFAULT_NAMESPACE_ID)
+            .get_event(txn, id)
+    }
+
+    /// Reads events of the default namespace, see [`Space::read_events`].
+    pub fn read_events(&self, txn: &RoTxn, q: &EventQuery) -> Result<Vec<u8>> {
+        self.space(super::space::DEFAULT_NAMESPACE_ID)
+            .read_events(txn, q)
+    }
+}
+
+impl Space<'_> {
     /// Reads one event's stored record.
     pub fn get_event<'t>(&self, txn: &'t RoTxn, id: u64) -> Result<Option<&'t [u8]>> {
-        Ok(self.dbs.events.get(txn, &id.to_be_bytes())?)
+        Ok(self.events.get(txn, &id.to_be_bytes())?)
     }
 
     /// Reads events and packs them for the bindings ([`crate::wire::events`]).
     pub fn read_events(&self, txn: &RoTxn, q: &EventQuery) -> Result<Vec<u8>> {
-        self.check_not_compacted(txn, q.from.max(1))?;
+        if self.id == super::space::DEFAULT_NAMESPACE_ID {
+            // Only the default namespace's log is compacted.
+            self.store.check_not_compacted(txn, q.from.max(1))?;
+        }
         let mut pack = EventPack::new();
         let limit = if q.limit == 0 { u32::MAX } else { q.limit };
         let to = q.to.unwrap_or(u64::MAX);
@@ -69,14 +89,14 @@ impl Store {
                     std::ops::Bound::Included(&hi[..]),
                 );
                 if q.reverse {
-                    for item in self.dbs.events.rev_range(txn, &range)? {
+                    for item in self.events.rev_range(txn, &range)? {
                         let (k, v) = item?;
                         if !push(id_of(k)?, v)? {
                             break;
                         }
                     }
                 } else {
-                    for item in self.dbs.events.range(txn, &range)? {
+                    for item in self.events.range(txn, &range)? {
                         let (k, v) = item?;
                         if !push(id_of(k)?, v)? {
                             break;
@@ -105,13 +125,13 @@ impl Store {
                     push(id, rec)
                 };
                 if q.reverse {
-                    for item in self.dbs.event_types.rev_range(txn, &range)? {
+                    for item in self.event_types.rev_range(txn, &range)? {
                         if !visit(item?.0)? {
                             break;
                         }
                     }
                 } else {
-                    for item in self.dbs.event_types.range(txn, &range)? {
+                    for item in self.event_types.range(txn, &range)? {
                         if !visit(item?.0)? {
                             break;
                         }

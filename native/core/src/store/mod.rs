@@ -14,6 +14,8 @@
 //! - `chain_format`: the hash chain's link function and meta (starting it, checkpoints);
 //! - `chain`: the chain's writer, proofs and their check;
 //! - `hook`: the seam derived state (vector indexes) follows commits through;
+//! - `space`: namespaces in the key encoding (a namespace's view of the databases);
+//! - `namespaces`: the namespace registry (create, list, drop);
 //! - `sync_stats`: how long fsyncs take;
 //! - `commit_log`: replication's marks: the commit log kept for a publisher, the
 //!   database id, a replica's origin and stream position.
@@ -33,9 +35,11 @@ mod files;
 mod hook;
 mod idempotency;
 mod log;
+mod namespaces;
 mod options;
 mod reader;
 mod scan;
+mod space;
 mod state;
 mod streams;
 mod sync_stats;
@@ -51,7 +55,9 @@ pub(crate) use commit_log::{
 };
 pub use compact::Compacted;
 pub use dbs::STORE_FORMAT;
-pub(crate) use dbs::{put_meta_u64, read_meta_u64, Dbs, META_COMMIT_SEQ, META_LAST_EVENT_ID};
+pub(crate) use dbs::{
+    put_meta_u64, read_meta_u64, Dbs, MAX_DBS, META_COMMIT_SEQ, META_LAST_EVENT_ID,
+};
 pub use env::Store;
 #[cfg(test)]
 pub(crate) use files::PROJECTION_FILE;
@@ -59,9 +65,11 @@ pub(crate) use hook::{GroupWrites, WriteHook};
 pub(crate) use idempotency::IdemRecord;
 pub(crate) use log::type_index_key;
 pub use log::EventQuery;
+pub use namespaces::{check_namespace_name, NamespaceInfo, MAX_NAMESPACE_NAME_BYTES};
 pub use options::{ChainKey, ChainOptions, Durability, StoreOptions};
 pub use reader::CachedReader;
 pub use scan::MAX_LIST;
+pub use space::{Space, DEFAULT_NAMESPACE_ID};
 pub use state::StateEntry;
 pub use streams::StreamQuery;
 pub(crate) use streams::{decode_version, stream_event_key};

@@ -5,14 +5,14 @@ use std::ops::Bound;
 
 use heed::RoTxn;
 
-use super::env::Store;
+use super::space::Space;
 use crate::codec;
 use crate::error::{Error, Result};
 
-/// The most entries one [`Store::list_state`] call returns.
+/// The most entries one [`Space::list_state`] call returns.
 pub const MAX_LIST: usize = 100_000;
 
-impl Store {
+impl Space<'_> {
     /// Up to `limit` state entries whose keys start with `prefix`, in key order,
     /// starting after `after` (exclusive) when given: `(key, encoded value)` pairs.
     pub fn list_state(
@@ -36,7 +36,7 @@ impl Store {
         };
         let range: (Bound<&[u8]>, Bound<&[u8]>) = (start, Bound::Unbounded);
         let mut out = Vec::new();
-        for item in self.dbs.state.range(txn, &range)? {
+        for item in self.state.range(txn, &range)? {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
                 break;

@@ -2,7 +2,7 @@
 
 use heed::RoTxn;
 
-use super::env::Store;
+use super::space::Space;
 use crate::codec;
 use crate::error::Result;
 
@@ -15,10 +15,10 @@ pub struct StateEntry<'a> {
     pub value: &'a [u8],
 }
 
-impl Store {
+impl Space<'_> {
     /// Reads a state entry.
     pub fn get<'t>(&self, txn: &'t RoTxn, key: &[u8]) -> Result<Option<StateEntry<'t>>> {
-        match self.dbs.state.get(txn, key)? {
+        match self.state.get(txn, key)? {
             None => Ok(None),
             Some(bytes) => {
                 let (version, value) = codec::split_state_entry(bytes)?;

@@ -5,6 +5,7 @@ use heed::RoTxn;
 
 use super::env::Store;
 use super::log::id_of;
+use super::space::Space;
 use crate::error::{Error, Result};
 use crate::wire::events::EventPack;
 use crate::wire::streams::{pack_list, pack_page};
@@ -36,10 +37,10 @@ pub struct StreamQuery {
     pub reverse: bool,
 }
 
-impl Store {
+impl Space<'_> {
     /// A stream's current version: its number of events, 0 when it has none.
     pub fn stream_version(&self, txn: &RoTxn, stream: &[u8]) -> Result<u64> {
-        match self.dbs.stream_heads.get(txn, stream)? {
+        match self.stream_heads.get(txn, stream)? {
             None => Ok(0),
             Some(v) => decode_version(v),
         }
@@ -96,11 +97,11 @@ impl Store {
                 Ok(())
             };
             if q.reverse {
-                for item in self.dbs.stream_events.rev_range(txn, &range)? {
+                for item in self.stream_events.rev_range(txn, &range)? {
                     push(item?.1)?;
                 }
             } else {
-                for item in self.dbs.stream_events.range(txn, &range)? {
+                for item in self.stream_events.range(txn, &range)? {
                     push(item?.1)?;
                 }
             }
@@ -125,7 +126,7 @@ impl Store {
             _ => std::ops::Bound::Included(prefix),
         };
         let range = (start, std::ops::Bound::Unbounded);
-        for item in self.dbs.stream_heads.range(txn, &range)? {
+        for item in self.stream_heads.range(txn, &range)? {
             let (k, v) = item?;
             if rows.len() >= limit || !k.starts_with(prefix) {
                 break;
@@ -134,7 +135,9 @@ impl Store {
         }
         Ok(pack_list(&rows))
     }
+}
 
+impl Store {
     /// Checks the stream index: each stream's versions dense from 1 to its head, each
     /// naming an existing event, in ascending id order, and no entry outside a stream.
     pub(crate) fn verify_streams(&self, txn: &RoTxn, last_event_id: u64) -> Result<()> {

@@ -70,6 +70,8 @@ pub struct NativeSql {
     pool: Arc<ReadPool>,
     bg: Arc<Background>,
     specs: RefCell<Vec<Arc<Spec>>>,
+    /// The namespace whose log its declarative projections read.
+    ns: u32,
 }
 
 fn closed() -> Error {
@@ -81,7 +83,8 @@ fn closed() -> Error {
 
 #[napi]
 impl NativeSql {
-    /// Opens (creating if needed) `<dir>/projection.db` for the handle `db`.
+    /// Opens (creating if needed) `<dir>/projection.db` for the handle `db`: its
+    /// declarative projections read the log of `db`'s namespace.
     #[napi(constructor)]
     pub fn new(env: Env, db: &NativeDb, dir: String) -> Result<Self> {
         guard(&env, || {
@@ -97,6 +100,7 @@ impl NativeSql {
                 bg: Arc::new(Background::new(&dir)),
                 engine: RefCell::new(Some(engine)),
                 specs: RefCell::new(Vec::new()),
+                ns: db.ctx.ns,
             })
         })
     }
@@ -236,7 +240,8 @@ impl NativeSql {
     #[napi]
     pub fn compile_projection(&self, env: Env, spec: String) -> Result<u32> {
         guard(&env, || {
-            let s = Spec::compile(&spec)?;
+            let mut s = Spec::compile(&spec)?;
+            s.namespace = self.ns;
             let mut specs = self.specs.borrow_mut();
             specs.push(Arc::new(s));
             Ok((specs.len() - 1) as u32)

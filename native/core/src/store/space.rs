@@ -1,0 +1,383 @@
+//! Namespaces in the key encoding.
+//!
+//! A namespace's state, events, event-type index, hash chain, streams, idempotency
+//! records and counters live in databases of their own (`ns_state`, `ns_events`, ...,
+//! see `dbs.rs`) under keys that start with the namespace's id:
+//!
+//! ```text
+//! ns_<db>:              [namespace id u32 BE][the key the default namespace would use]
+//! ns_idempotency_by_time: [at_ms u64 BE][namespace id u32 BE][idempotency key]
+//! ```
+//!
+//! The default namespace (id 0) keeps the databases and keys it always had, so a store
+//! made before namespaces reads, writes and hashes exactly as before. The id is chosen
+//! by the core from the namespace registry (`namespaces.rs`), never taken from a
+//! caller's key: every read and write of a [`Space`] goes through a [`Keyed`], which
+//! puts the id in front of the key and strips it from what it reads back, so no key,
+//! event id or stream id a caller crafts can name a row of another namespace.
+
+use std::borrow::Cow;
+use std::ops::{Bound, RangeBounds};
+
+use heed::types::Bytes;
+use heed::{Database, PutFlags, RoTxn, RwTxn};
+
+use super::dbs::{Dbs, META_LAST_EVENT_ID};
+use super::env::Store;
+
+type Db = Database<Bytes, Bytes>;
+
+/// The id of the default namespace: the database itself.
+pub const DEFAULT_NAMESPACE_ID: u32 = 0;
+
+/// One database as a namespace sees it: the default namespace's own database with
+/// its keys as they are, or a shared namespaced database whose keys all start with
+/// the namespace id.
+#[derive(Clone, Copy)]
+pub(crate) struct Keyed {
+    db: Db,
+    prefix: Option<[u8; 4]>,
+}
+
+/// Iterates a namespaced range, handing out keys without their namespace id.
+pub(crate) struct Stripped<I> {
+    inner: I,
+    strip: usize,
+}
+
+impl<'t, I> Iterator for Stripped<I>
+where
+    I: Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>>,
+{
+    type Item = heed::Result<(&'t [u8], &'t [u8])>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let strip = self.strip;
+        self.inner.next().map(|r| r.map(|(k, v)| (&k[strip..], v)))
+    }
+}
+
+impl Keyed {
+    pub(crate) fn plain(db: Db) -> Keyed {
+        Keyed { db, prefix: None }
+    }
+
+    fn prefixed(db: Db, ns: u32) -> Keyed {
+        Keyed {
+            db,
+            prefix: Some(ns.to_be_bytes()),
+        }
+    }
+
+    /// The key as stored.
+    fn full<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
+        match &self.prefix {
+            None => Cow::Borrowed(key),
+            Some(p) => {
+                let mut k = Vec::with_capacity(4 + key.len());
+                k.extend_from_slice(p);
+                k.extend_from_slice(key);
+                Cow::Owned(k)
+            }
+        }
+    }
+
+    /// The stored bounds of `range`: an open end stops at the namespace's last key.
+    fn bounds<R: RangeBounds<[u8]>>(&self, range: &R) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        let map = |b: Bound<&[u8]>| match b {
+            Bound::Included(k) => Bound::Included(self.full(k).into_owned()),
+            Bound::Excluded(k) => Bound::Excluded(self.full(k).into_owned()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let (mut lo, mut hi) = (map(range.start_bound()), map(range.end_bound()));
+        if let Some(p) = &self.prefix {
+            if matches!(lo, Bound::Unbounded) {
+                lo = Bound::Included(p.to_vec());
+            }
+            if matches!(hi, Bound::Unbounded) {
+                // Ids stop below u32::MAX (`namespaces.rs`), so the next id exists.
+                let next = u32::from_be_bytes(*p) + 1;
+                hi = Bound::Excluded(next.to_be_bytes().to_vec());
+            }
+        }
+        (lo, hi)
+    }
+
+    fn strip(&self) -> usize {
+        if self.prefix.is_some() {
+            4
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn get<'t>(&self, txn: &'t RoTxn, key: &[u8]) -> heed::Result<Option<&'t [u8]>> {
+        self.db.get(txn, &self.full(key))
+    }
+
+    pub(crate) fn put(&self, wtxn: &mut RwTxn, key: &[u8], value: &[u8]) -> heed::Result<()> {
+        self.db.put(wtxn, &self.full(key), value)
+    }
+
+    /// Puts as an append when the key sorts last in the whole database, else as an
+    /// ordinary put. On an ordinary put LMDB splits a full leaf page in half, so keys
+    /// written in ascending order (ids, timestamps, counters) leave every leaf about
+    /// half full; an append starts a new page and leaves the old one full, so the
+    /// store, its backups and what they hash are up to a third smaller. A key that does
+    /// not sort last (another namespace's may) costs one failed append (a walk down the
+    /// tree's right edge, no write) before the ordinary put.
+    pub(crate) fn append(&self, wtxn: &mut RwTxn, key: &[u8], value: &[u8]) -> heed::Result<()> {
+        let k = self.full(key);
+        match self.db.put_with_flags(wtxn, PutFlags::APPEND, &k, value) {
+            Err(heed::Error::Mdb(heed::MdbError::KeyExist)) => self.db.put(wtxn, &k, value),
+            done => done,
+        }
+    }
+
+    pub(crate) fn delete(&self, wtxn: &mut RwTxn, key: &[u8]) -> heed::Result<bool> {
+        self.db.delete(wtxn, &self.full(key))
+    }
+
+    pub(crate) fn range<'t, R: RangeBounds<[u8]>>(
+        &self,
+        txn: &'t RoTxn,
+        range: &R,
+    ) -> heed::Result<Stripped<heed::RoRange<'t, Bytes, Bytes>>> {
+        let (lo, hi) = self.bounds(range);
+        let r = (as_ref(&lo), as_ref(&hi));
+        Ok(Stripped {
+            inner: self.db.range(txn, &r)?,
+            strip: self.strip(),
+        })
+    }
+
+    pub(crate) fn rev_range<'t, R: RangeBounds<[u8]>>(
+        &self,
+        txn: &'t RoTxn,
+        range: &R,
+    ) -> heed::Result<Stripped<heed::RoRevRange<'t, Bytes, Bytes>>> {
+        let (lo, hi) = self.bounds(range);
+        let r = (as_ref(&lo), as_ref(&hi));
+        Ok(Stripped {
+            inner: self.db.rev_range(txn, &r)?,
+            strip: self.strip(),
+        })
+    }
+
+    pub(crate) fn delete_range<R: RangeBounds<[u8]>>(
+        &self,
+        wtxn: &mut RwTxn,
+        range: &R,
+    ) -> heed::Result<usize> {
+        let (lo, hi) = self.bounds(range);
+        let r = (as_ref(&lo), as_ref(&hi));
+        self.db.delete_range(wtxn, &r)
+    }
+
+    /// The number of entries (of this namespace).
+    pub(crate) fn len(&self, txn: &RoTxn) -> heed::Result<u64> {
+        match self.prefix {
+            None => self.db.len(txn),
+            Some(_) => {
+                let all: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, Bound::Unbounded);
+                let mut n = 0u64;
+                for item in self.range(txn, &all)? {
+                    item?;
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// Deletes every entry of this namespace (never called on the default one).
+    pub(crate) fn clear(&self, wtxn: &mut RwTxn) -> heed::Result<usize> {
+        debug_assert!(self.prefix.is_some());
+        let all: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, Bound::Unbounded);
+        self.delete_range(wtxn, &all)
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(&k[..]),
+        Bound::Excluded(k) => Bound::Excluded(&k[..]),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// One namespace's view of the store: the databases of the concepts a namespace
+/// holds, each keyed for it. Get one with [`Store::space`].
+#[derive(Clone, Copy)]
+pub struct Space<'s> {
+    pub(crate) store: &'s Store,
+    pub(crate) id: u32,
+    pub(crate) meta: Keyed,
+    pub(crate) state: Keyed,
+    pub(crate) events: Keyed,
+    pub(crate) event_types: Keyed,
+    pub(crate) event_chain: Keyed,
+    pub(crate) stream_events: Keyed,
+    pub(crate) stream_heads: Keyed,
+    pub(crate) idem: Keyed,
+}
+
+impl<'s> Space<'s> {
+    pub(crate) fn new(store: &'s Store, dbs: &Dbs, id: u32) -> Space<'s> {
+        if id == DEFAULT_NAMESPACE_ID {
+            Space {
+                store,
+                id,
+                meta: Keyed::plain(dbs.meta),
+                state: Keyed::plain(dbs.state),
+                events: Keyed::plain(dbs.events),
+                event_types: Keyed::plain(dbs.event_types),
+                event_chain: Keyed::plain(dbs.event_chain),
+                stream_events: Keyed::plain(dbs.stream_events),
+                stream_heads: Keyed::plain(dbs.stream_heads),
+                idem: Keyed::plain(dbs.idem),
+            }
+        } else {
+            Space {
+                store,
+                id,
+                meta: Keyed::prefixed(dbs.ns_meta, id),
+                state: Keyed::prefixed(dbs.ns_state, id),
+                events: Keyed::prefixed(dbs.ns_events, id),
+                event_types: Keyed::prefixed(dbs.ns_event_types, id),
+                event_chain: Keyed::prefixed(dbs.ns_event_chain, id),
+                stream_events: Keyed::prefixed(dbs.ns_stream_events, id),
+                stream_heads: Keyed::prefixed(dbs.ns_stream_heads, id),
+                idem: Keyed::prefixed(dbs.ns_idem, id),
+            }
+        }
+    }
+
+    /// The namespace's id (0: the default namespace).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The newest event id of the namespace (0 when its log is empty).
+    pub fn last_event_id(&self, txn: &RoTxn) -> crate::error::Result<u64> {
+        if self.id == DEFAULT_NAMESPACE_ID {
+            super::dbs::read_meta_u64(&self.store.dbs, txn, META_LAST_EVENT_ID)
+        } else {
+            match self.meta.get(txn, META_LAST_EVENT_ID)? {
+                None => Ok(0),
+                Some(v) => Ok(u64::from_be_bytes(v.try_into().map_err(|_| {
+                    crate::error::Error::corrupt("a namespace's last_event_id is not 8 bytes")
+                })?)),
+            }
+        }
+    }
+
+    /// Records the namespace's newest event id.
+    pub(crate) fn put_last_event_id(&self, wtxn: &mut RwTxn, id: u64) -> heed::Result<()> {
+        self.meta.put(wtxn, META_LAST_EVENT_ID, &id.to_be_bytes())
+    }
+
+    /// The time index entry of an idempotency key applied at `at_ms`, and the database
+    /// it goes in. One index orders every namespace's keys by time, so pruning walks
+    /// one database whatever the number of namespaces.
+    pub(crate) fn idem_time_entry(&self, at_ms: u64, key: &[u8]) -> (Db, Vec<u8>) {
+        let dbs = &self.store.dbs;
+        let mut k = Vec::with_capacity(12 + key.len());
+        k.extend_from_slice(&at_ms.to_be_bytes());
+        if self.id == DEFAULT_NAMESPACE_ID {
+            k.extend_from_slice(key);
+            (dbs.idem_by_time, k)
+        } else {
+            k.extend_from_slice(&self.id.to_be_bytes());
+            k.extend_from_slice(key);
+            (dbs.ns_idem_by_time, k)
+        }
+    }
+
+    /// Deletes everything the namespace holds in these databases.
+    pub(crate) fn clear(&self, wtxn: &mut RwTxn) -> heed::Result<()> {
+        for k in [
+            self.meta,
+            self.state,
+            self.events,
+            self.event_types,
+            self.event_chain,
+            self.stream_events,
+            self.stream_heads,
+            self.idem,
+        ] {
+            k.clear(wtxn)?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Namespace `id`'s view of the store (0: the default namespace). Whether the
+    /// namespace exists is the registry's business (`namespaces.rs`): a view of an id
+    /// never created reads as empty.
+    pub fn space(&self, id: u32) -> Space<'_> {
+        Space::new(self, &self.dbs, id)
+    }
+}
+
+/// The default namespace's reads, as [`Store`] methods: what every caller used before
+/// namespaces existed, unchanged.
+impl Store {
+    /// Reads a state entry of the default namespace, see [`Space::get`].
+    pub fn get<'t>(
+        &self,
+        txn: &'t RoTxn,
+        key: &[u8],
+    ) -> crate::error::Result<Option<super::StateEntry<'t>>> {
+        self.space(DEFAULT_NAMESPACE_ID).get(txn, key)
+    }
+
+    /// Lists state entries of the default namespace, see [`Space::list_state`].
+    pub fn list_state(
+        &self,
+        txn: &RoTxn,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.space(DEFAULT_NAMESPACE_ID)
+            .list_state(txn, prefix, after, limit)
+    }
+
+    /// An idempotency record of the default namespace, see [`Space::idempotency_record`].
+    pub fn idempotency_record(
+        &self,
+        txn: &RoTxn,
+        key: &[u8],
+    ) -> crate::error::Result<Option<(u64, u64, u32, u64)>> {
+        self.space(DEFAULT_NAMESPACE_ID)
+            .idempotency_record(txn, key)
+    }
+
+    /// A stream's version in the default namespace, see [`Space::stream_version`].
+    pub fn stream_version(&self, txn: &RoTxn, stream: &[u8]) -> crate::error::Result<u64> {
+        self.space(DEFAULT_NAMESPACE_ID).stream_version(txn, stream)
+    }
+
+    /// Reads a stream of the default namespace, see [`Space::read_stream`].
+    pub fn read_stream(
+        &self,
+        txn: &RoTxn,
+        stream: &[u8],
+        q: &super::StreamQuery,
+    ) -> crate::error::Result<Vec<u8>> {
+        self.space(DEFAULT_NAMESPACE_ID).read_stream(txn, stream, q)
+    }
+
+    /// Lists streams of the default namespace, see [`Space::list_streams`].
+    pub fn list_streams(
+        &self,
+        txn: &RoTxn,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> crate::error::Result<Vec<u8>> {
+        self.space(DEFAULT_NAMESPACE_ID)
+            .list_streams(txn, prefix, after, limit)
+    }
+}
