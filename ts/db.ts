@@ -19,7 +19,7 @@ import { VectorStore } from './vectors/store.js';
 import { Scheduler } from './ops/scheduler.js';
 import { INTERNAL } from './state/reserved.js';
 import { Metrics, type MetricsOptions, type MetricsSnapshot } from './ops/metrics.js';
-import { statSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeThrown } from './internal/thrown.js';
 import { readStateList } from './internal/state-list.js';
@@ -46,6 +46,7 @@ import { callerHandle, secureRoot, type Security } from './security/handle.js';
 import { checkCaller, type Caller } from './security/permissions.js';
 import { SECURE_MARKER } from './security/handle.js';
 import { Roles, type RoleStore } from './security/roles.js';
+import { checkNamespaceName, encodeNamespaceOptions, namespaceInfo, type NamespaceInfo, type NamespaceOptions, type OpenNamespaceOptions } from './state/namespaces.js';
 
 /** How commits reach the disk. */
 export type Durability =
@@ -171,6 +172,13 @@ export interface VerifyReport {
   vectorDocuments: number;
   /** Index dumps checked (manifests and checksums). */
   indexDumps: number;
+  /** Each namespace and the events in its log (its ids, hash chain and type index are checked too). */
+  namespaces: Array<{
+    /** The namespace's name. */
+    name: string;
+    /** Events in its log. */
+    events: number;
+  }>;
   /** Every violation found; empty when `ok`. */
   violations: VerifyViolation[];
 }
@@ -397,17 +405,21 @@ export class Athanor {
 
   readonly #proj: Projections;
 
-  /** @internal Use {@link open}, {@link openSync} or {@link openReplica}. */
-  protected constructor(dir: string, o: CheckedOptions, core: Core) {
+  /** The options it was opened with (for its namespaces' handles). */
+  readonly #options: CheckedOptions;
+
+  /** @internal Use {@link open}, {@link openSync} or {@link openReplica}; `space`: a namespace's handle, whose projection.db lies in `space.projectionDir`. */
+  protected constructor(dir: string, o: CheckedOptions, core: Core, space?: { projectionDir: string }) {
     this.dir = dir;
     this.durability = o.durability;
+    this.#options = o;
     this.#core = core;
     this.#core.observer = this.#metrics;
     this.events = new EventLog(this.#core);
     this.events.setCompactor((options) => compactEvents(this.#retentionHost(), options));
     this.streams = new Streams(handleStreams(this.#core), (e) => core.upcasters.apply(e));
-    this.#proj = new Projections(this.#core, dir);
-    this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
+    this.#proj = new Projections(this.#core, space?.projectionDir ?? dir);
+    this.vectors = space === undefined ? new VectorStore(this.#core, () => this.transaction()[INTERNAL]()) : refusing<VectorStore>('vector collections (db.vectors)');
     this.idempotency = new Idempotency(this.#core);
     const proj = this.#proj;
     const memory = new Memory({
@@ -531,6 +543,86 @@ export class Athanor {
     const unknown = c.roles.filter((r) => sec.roles.get(r) === undefined);
     if (unknown.length > 0) throw new InvalidArgumentError(`caller ${JSON.stringify(c.id)} has roles that are not defined: ${unknown.join(', ')}; define them with db.roles.define or use admin, developer, viewer, auditor`);
     return callerHandle(this, c, sec);
+  }
+
+  /**
+   * A handle on namespace `name`: the same API as the database (state, transactions,
+   * events, streams, idempotency, SQL projections and processors, the scheduler, agent
+   * memory), where every key, event, stream and projection lives in the namespace. The
+   * core puts the namespace's id in front of every key it writes, so nothing read or
+   * written through the handle, whatever key or id it names, reaches another namespace
+   * or the database's own data. Event ids are the namespace's own, dense from 1. Its
+   * projection.db is `<dir>/namespaces/<id>/projection.db`. Vector collections, backups,
+   * compaction and replication belong to the database and are refused on the handle.
+   * Throws `NotFoundError` when the namespace does not exist, unless `create: true`.
+   * The same handle is returned for the same name until it is closed or dropped.
+   */
+  namespace(name: string, options: OpenNamespaceOptions = {}): Athanor {
+    this.#core.assertOpen();
+    checkNamespaceName(name);
+    const optionsJson = encodeNamespaceOptions(options);
+    const open = this.#namespaceHandles.get(name);
+    if (open !== undefined && !open.closed) return open;
+    let found = this.#nativeCall(() => this.#core.native.findNamespace(name));
+    if (found === null) {
+      if (options.create !== true) throw new NotFoundError(`namespace ${JSON.stringify(name)} does not exist; create it with db.namespaces.create(${JSON.stringify(name)}) or db.namespace(${JSON.stringify(name)}, { create: true })`);
+      found = this.#nativeCall(() => this.#core.native.createNamespace(name, optionsJson));
+    }
+    const projectionDir = join(this.dir, 'namespaces', String(found.id));
+    mkdirSync(projectionDir, { recursive: true });
+    const core = this.#nativeCall(() => Core.view(this.#core, this.dir, found.id));
+    const handle = new NamespaceHandle(this.dir, this.#options, core, projectionDir, namespaceInfo(found));
+    this.#namespaceHandles.set(name, handle);
+    return handle;
+  }
+
+  readonly #namespaceHandles = new Map<string, Athanor>();
+
+  /** The namespaces of this database: create, list, get, drop. */
+  get namespaces(): Namespaces {
+    this.#core.assertOpen();
+    this.#namespaceAdmin ??= {
+      create: (name, options) => {
+        this.#core.assertOpen();
+        checkNamespaceName(name);
+        const json = encodeNamespaceOptions(options);
+        return namespaceInfo(this.#nativeCall(() => this.#core.native.createNamespace(name, json)));
+      },
+      get: (name) => {
+        this.#core.assertOpen();
+        checkNamespaceName(name);
+        const n = this.#nativeCall(() => this.#core.native.findNamespace(name));
+        return n === null ? undefined : namespaceInfo(n);
+      },
+      list: () => {
+        this.#core.assertOpen();
+        return this.#nativeCall(() => this.#core.native.listNamespaces()).map(namespaceInfo);
+      },
+      drop: async (name) => {
+        this.#core.assertOpen();
+        checkNamespaceName(name);
+        const open = this.#namespaceHandles.get(name);
+        this.#namespaceHandles.delete(name);
+        if (open !== undefined) await open.close();
+        const dropped = this.#nativeCall(() => this.#core.native.dropNamespace(name));
+        if (dropped === null) return false;
+        // Its projection.db goes with it; ids are never reused, so a leftover folder (a
+        // crash before this line) is never opened again and `verify` ignores it.
+        rmSync(join(this.dir, 'namespaces', String(dropped.id)), { recursive: true, force: true });
+        return true;
+      },
+    };
+    return this.#namespaceAdmin;
+  }
+
+  #namespaceAdmin: Namespaces | undefined;
+
+  #nativeCall<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 
   /** Custom roles (define, get, list, drop); each change is recorded in the audit trail. */
@@ -1016,6 +1108,8 @@ export class Athanor {
       if (this.#pgProjections.size > 0) await Promise.all([...this.#pgProjections].map((p) => p.stop()));
       if (this.#beforeClose !== undefined) await this.#beforeClose();
       if (this.#security !== undefined) await this.#security.audit.close();
+      for (const h of this.#namespaceHandles.values()) await h.close();
+      this.#namespaceHandles.clear();
       await this.#proj.close();
     } finally {
       while (this.#core.pendingCount > 0) await this.#core.drain();
@@ -1027,6 +1121,72 @@ export class Athanor {
   /** Closes the database (for `await using`). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/** The namespaces of a database (`db.namespaces`). */
+export interface Namespaces {
+  /** Creates namespace `name`; durable when it returns. `InvalidArgumentError` when it exists or the name is not valid. */
+  create(name: string, options?: NamespaceOptions): NamespaceInfo;
+  /** The namespace named `name`, or `undefined`. */
+  get(name: string): NamespaceInfo | undefined;
+  /** Every namespace, by name. */
+  list(): NamespaceInfo[];
+  /**
+   * Drops namespace `name` with everything in it (state, events, streams, idempotency
+   * records, its projection.db), after closing its open handle; its transactions
+   * still queued fail with `NotFoundError`. Resolves to whether it existed.
+   */
+  drop(name: string): Promise<boolean>;
+}
+
+/** What a namespace handle refuses: what belongs to the database as a whole. */
+function refusedInNamespace(what: string): never {
+  throw new InvalidArgumentError(`${what} belong(s) to the database, not to a namespace: call it on the database handle`);
+}
+
+/** An object whose every member is refused in a namespace. */
+function refusing<T extends object>(what: string): T {
+  return new Proxy({} as T, { get: () => refusedInNamespace(what) });
+}
+
+/**
+ * A handle on one namespace ({@link Athanor.namespace}): the database's API confined
+ * to the namespace by the core's key encoding.
+ */
+export class NamespaceHandle extends Athanor {
+  /** The namespace this handle reads and writes. */
+  readonly info: NamespaceInfo;
+
+  /** @internal */
+  constructor(dir: string, o: CheckedOptions, core: Core, projectionDir: string, info: NamespaceInfo) {
+    super(dir, o, core, { projectionDir });
+    this.info = info;
+  }
+
+  /** Refused: vector collections live in the database's default namespace (so is `vectors`). */
+  override vectorProjection<M = Json>(_spec: VectorProjectionSpec<M>): VectorProjection<M> {
+    return refusedInNamespace('vector projections (db.vectorProjection)');
+  }
+
+  /** Refused: namespaces do not nest. */
+  override namespace(_name: string): Athanor {
+    return refusedInNamespace('db.namespace()');
+  }
+
+  /** Refused: namespaces are listed, created and dropped on the database. */
+  override get namespaces(): Namespaces {
+    return refusedInNamespace('db.namespaces');
+  }
+
+  /** Refused: a backup copies the whole database. */
+  override backup(_targetDir: string, _options?: BackupOptions): Promise<BackupManifest> {
+    return Promise.reject(new InvalidArgumentError('a backup copies the whole database, its namespaces included: call backup() on the database handle'));
+  }
+
+  /** Refused: replication publishes the database's commits, which namespaces are not part of yet. */
+  override get replication(): Replication {
+    return refusedInNamespace('replication');
   }
 }
 

@@ -108,7 +108,8 @@ export { Queue, TxQueue, type QueueOptions, type EnqueueOptions, type LeaseOptio
 export { ConsumerGroup, type ConsumerGroupOptions, type Delivery, type PendingDelivery } from './eventsourcing/consumer-group.js';
 export type { TimeSource } from './eventsourcing/records.js';
 export { StaleLeaseError, CompactedError } from './errors.js';
-export { Replica } from './db.js';
+export { Replica, NamespaceHandle, type Namespaces } from './db.js';
+export type { NamespaceInfo, NamespaceOptions, OpenNamespaceOptions } from './state/namespaces.js';
 export { Replication, Publisher, type PublishOptions, type PublisherMetrics } from './replication/publisher.js';
 export type { ReplicaOptions, ReplicaLag, ReplicaMetrics } from './replication/follower.js';
 export { PgProjection, PgMigrations, type PgProjectionSpec, type PgProjectionMetrics, type PgHandler, type PgPool, type PgClient, type PgResult, type PgMigration, type PgAppliedMigration, type PgAction, type PgRunHandler } from './replication/pg-projection.js';

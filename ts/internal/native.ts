@@ -79,3 +79,4 @@ export type NativeCollection = Binding.NativeCollection;
 export type NativeCollectionInfo = Binding.NativeCollectionInfo;
 export type NativeEmbedder = Binding.NativeEmbedder;
 export type NativeOpenOptions = Binding.NativeOpenOptions;
+export type NativeNamespace = Binding.NativeNamespace;

@@ -115,6 +115,14 @@ export class Core {
     });
   }
 
+  /**
+   * A handle on namespace `id` of the engine `parent` holds: its own commit sink and
+   * read transactions, every read and write confined to the namespace by the core.
+   */
+  static view(parent: Core, dir: string, id: number): Core {
+    return new Core(dir, (onCommit) => parent.native.namespaceView(id, onCommit));
+  }
+
   private constructor(dir: string, handle: (onCommit: (buf: Buffer) => void) => NativeDb) {
     this.#notifyPath = join(dir, 'canonical', 'commits.notify');
     try {
@@ -389,6 +397,15 @@ export class Core {
 
   #publish(notice: CommitNotice): void {
     this.#lastNotified = notice.commitSeq;
+    // A group's notice carries the default namespace's newest event id; a namespace's
+    // listeners (processors) compare it with their cursors in the namespace's own ids.
+    if (this.native.namespaceId !== 0) {
+      try {
+        notice = { commitSeq: notice.commitSeq, lastEventId: this.native.heads()[0]! };
+      } catch (e) {
+        warn('could not read the namespace heads after a commit', e);
+      }
+    }
     for (const l of this.#listeners) {
       try {
         l(notice);
