@@ -26,7 +26,7 @@ export interface Resource {
 export interface Permission {
   /** The action granted. */
   action: Action;
-  /** The namespace it applies to: `'*'` (default) for all. Only `'default'` exists today. */
+  /** The namespace it applies to: `'*'` (default) for all. Caller handles reach only `'default'` today (`db.namespace()` is not open to callers yet). */
   namespace?: string;
   /** Narrows the grant to resources of one kind and prefix. */
   resource?: Resource;
@@ -53,7 +53,7 @@ export interface Need {
   name?: string;
 }
 
-/** The namespace every resource lives in until namespaces exist in the core. */
+/** The namespace every resource a caller handle reaches lives in (namespaces are not open to callers yet). */
 export const DEFAULT_NAMESPACE = 'default';
 
 /** The built-in roles: their grants can be read, never redefined. */
