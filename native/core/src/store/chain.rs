@@ -48,7 +48,7 @@ impl<'k> ChainWriter<'k> {
         sp: &Space<'k>,
         wtxn: &RwTxn,
     ) -> Result<std::result::Result<ChainWriter<'k>, Error>> {
-        let meta = chain_meta(sp, wtxn)?;
+        let meta = chain_meta(&sp.meta, wtxn)?;
         let key = sp.store.options.chain.hmac_key.as_ref();
         if let Some(m) = &meta {
             if m.kind == ChainKind::HmacSha256 && key.is_none() {
@@ -78,7 +78,7 @@ impl<'k> ChainWriter<'k> {
         }
         let prev = match self.last {
             Some((last, h)) if last + 1 == id => h,
-            _ => prev_link(sp, wtxn, m, id)?,
+            _ => prev_link(&sp.event_chain, wtxn, m, id)?,
         };
         let h = link(m.kind, self.key, &prev, id, record)?;
         // Ids only grow, in every process (LMDB serialises writers): links append.
@@ -115,7 +115,7 @@ impl Space<'_> {
     /// The proof of event `id`: `Ok(None)` when the event does not exist,
     /// `ERR_INVALID_ARGUMENT` when the chain is off or does not cover it.
     pub fn event_proof(&self, txn: &RoTxn, id: u64) -> Result<Option<Proof>> {
-        let Some(m) = chain_meta(self, txn)? else {
+        let Some(m) = chain_meta(&self.meta, txn)? else {
             return Err(Error::invalid(
                 "this database has no event chain; open it with { chain: true } (or secure: true) to start one",
             ));
@@ -129,8 +129,8 @@ impl Space<'_> {
                 m.from
             )));
         }
-        let prev = prev_link(self, txn, &m, id)?;
-        let hash = stored_link(self, txn, id)?
+        let prev = prev_link(&self.event_chain, txn, &m, id)?;
+        let hash = stored_link(&self.event_chain, txn, id)?
             .ok_or_else(|| Error::corrupt(format!("the chain link of event {id} is missing")))?;
         Ok(Some(Proof {
             id,
@@ -155,12 +155,13 @@ impl Store {
     /// it in the write transaction that removes them. Nothing to do when the chain is
     /// off or starts at or after `first_kept`.
     pub fn checkpoint_chain(&self, wtxn: &mut RwTxn, first_kept: u64) -> Result<()> {
-        checkpoint(&self.space(DEFAULT_NAMESPACE_ID), wtxn, first_kept)
+        let sp = self.space(DEFAULT_NAMESPACE_ID);
+        checkpoint(&sp.meta, &sp.event_chain, wtxn, first_kept)
     }
 
     /// The chain's settings (`None` when off).
     pub fn chain_meta(&self, txn: &RoTxn) -> Result<Option<ChainMeta>> {
-        chain_meta(&self.space(DEFAULT_NAMESPACE_ID), txn)
+        chain_meta(&self.space(DEFAULT_NAMESPACE_ID).meta, txn)
     }
 }
 
@@ -169,7 +170,7 @@ impl Store {
 /// links in id order (empty when the chain is off or whole).
 pub(crate) fn check(sp: &Space, txn: &RoTxn, last: u64) -> Result<Vec<Broken>> {
     let mut broken = Vec::new();
-    let Some(m) = chain_meta(sp, txn)? else {
+    let Some(m) = chain_meta(&sp.meta, txn)? else {
         return Ok(broken);
     };
     let key = sp.store.options.chain.hmac_key.as_ref();
@@ -180,7 +181,7 @@ pub(crate) fn check(sp: &Space, txn: &RoTxn, last: u64) -> Result<Vec<Broken>> {
     }
     let mut prev: Option<Hash> = Some(m.anchor);
     for id in m.from..=last {
-        let here = stored_link(sp, txn, id);
+        let here = stored_link(&sp.event_chain, txn, id);
         let record = sp.get_event(txn, id)?;
         match (record, &here, prev) {
             (None, _, _) => broken.push(Broken {
@@ -239,7 +240,9 @@ mod tests {
         let store = e.store();
         let link3 = {
             let txn = store.begin_read().unwrap();
-            stored_link(&store.space(0), &txn, 3).unwrap().unwrap()
+            stored_link(&store.space(0).event_chain, &txn, 3)
+                .unwrap()
+                .unwrap()
         };
         store
             .write_with_growth(|dbs, w| {
@@ -250,7 +253,7 @@ mod tests {
             })
             .unwrap();
         let txn = store.begin_read().unwrap();
-        let m = chain_meta(&store.space(0), &txn).unwrap().unwrap();
+        let m = chain_meta(&store.space(0).meta, &txn).unwrap().unwrap();
         assert_eq!((m.from, m.anchor), (4, link3));
         assert!(check(&store.space(0), &txn, 5).unwrap().is_empty());
         assert_eq!(store.dbs.event_chain.len(&txn).unwrap(), 2);

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::dbs::{read_meta_u64, Dbs, META_LAST_EVENT_ID};
+use super::keyed::Keyed;
 use super::options::{ChainKey, ChainOptions};
-use super::space::{Keyed, Space};
 use crate::error::{Error, Result};
 
 pub(crate) const META_CHAIN_FROM: &[u8] = b"chain_from";
@@ -119,12 +119,7 @@ pub struct ChainMeta {
 }
 
 /// Reads the chain's meta; `None` when the chain is off.
-pub(crate) fn chain_meta(sp: &Space, txn: &RoTxn) -> Result<Option<ChainMeta>> {
-    meta_of(&sp.meta, txn)
-}
-
-/// The chain meta held in `meta` (a namespace's meta database).
-fn meta_of(meta: &Keyed, txn: &RoTxn) -> Result<Option<ChainMeta>> {
+pub(crate) fn chain_meta(meta: &Keyed, txn: &RoTxn) -> Result<Option<ChainMeta>> {
     let Some(from) = meta.get(txn, META_CHAIN_FROM)? else {
         return Ok(None);
     };
@@ -149,7 +144,7 @@ fn meta_of(meta: &Keyed, txn: &RoTxn) -> Result<Option<ChainMeta>> {
 /// the key against the kind when it is on. Runs at open, before the store exists.
 pub(crate) fn ensure(dbs: &Dbs, wtxn: &mut RwTxn, opts: &ChainOptions) -> Result<()> {
     let meta = Keyed::plain(dbs.meta);
-    match meta_of(&meta, wtxn)? {
+    match chain_meta(&meta, wtxn)? {
         Some(m) => {
             if m.kind == ChainKind::Sha256 && opts.hmac_key.is_some() {
                 return Err(Error::invalid(
@@ -179,44 +174,48 @@ pub(crate) fn start(meta: &Keyed, wtxn: &mut RwTxn, from: u64, kind: ChainKind) 
 }
 
 /// See [`super::Store::checkpoint_chain`].
-pub(crate) fn checkpoint(sp: &Space, wtxn: &mut RwTxn, first_kept: u64) -> Result<()> {
-    let Some(m) = chain_meta(sp, wtxn)? else {
+pub(crate) fn checkpoint(
+    meta: &Keyed,
+    chain: &Keyed,
+    wtxn: &mut RwTxn,
+    first_kept: u64,
+) -> Result<()> {
+    let Some(m) = chain_meta(meta, wtxn)? else {
         return Ok(());
     };
     if first_kept <= m.from {
         return Ok(());
     }
-    let anchor = stored_link(sp, wtxn, first_kept - 1)?.ok_or_else(|| {
+    let anchor = stored_link(chain, wtxn, first_kept - 1)?.ok_or_else(|| {
         Error::corrupt(format!(
             "the chain link of event {} is missing; verify the database before compacting it",
             first_kept - 1
         ))
     })?;
-    sp.meta.put(wtxn, META_CHAIN_ANCHOR, &anchor)?;
-    sp.meta
-        .put(wtxn, META_CHAIN_FROM, &first_kept.to_be_bytes())?;
+    meta.put(wtxn, META_CHAIN_ANCHOR, &anchor)?;
+    meta.put(wtxn, META_CHAIN_FROM, &first_kept.to_be_bytes())?;
     let lo = m.from.to_be_bytes();
     let hi = first_kept.to_be_bytes();
     let range = (
         std::ops::Bound::Included(&lo[..]),
         std::ops::Bound::Excluded(&hi[..]),
     );
-    sp.event_chain.delete_range(wtxn, &range)?;
+    chain.delete_range(wtxn, &range)?;
     Ok(())
 }
 
 /// The link before event `id`: the anchor for the chain's first event.
-pub(crate) fn prev_link(sp: &Space, txn: &RoTxn, m: &ChainMeta, id: u64) -> Result<Hash> {
+pub(crate) fn prev_link(chain: &Keyed, txn: &RoTxn, m: &ChainMeta, id: u64) -> Result<Hash> {
     if id == m.from {
         return Ok(m.anchor);
     }
-    stored_link(sp, txn, id - 1)?
+    stored_link(chain, txn, id - 1)?
         .ok_or_else(|| Error::corrupt(format!("the chain link of event {} is missing", id - 1)))
 }
 
 /// The stored link of event `id`.
-pub(crate) fn stored_link(sp: &Space, txn: &RoTxn, id: u64) -> Result<Option<Hash>> {
-    match sp.event_chain.get(txn, &id.to_be_bytes())? {
+pub(crate) fn stored_link(chain: &Keyed, txn: &RoTxn, id: u64) -> Result<Option<Hash>> {
+    match chain.get(txn, &id.to_be_bytes())? {
         None => Ok(None),
         Some(v) => Ok(Some(v.try_into().map_err(|_| {
             Error::corrupt(format!("the chain link of event {id} is not 32 bytes"))

@@ -63,7 +63,7 @@ impl Store {
             // A chained event removed from the middle of the chain would leave a link
             // that nothing can recompute: a chained range goes only as a whole prefix.
             if types.is_some() {
-                if let Some(m) = chain_meta(&self.space(0), wtxn)? {
+                if let Some(m) = chain_meta(&self.space(0).meta, wtxn)? {
                     if before > m.from {
                         return Err(Error::invalid(format!(
                             "this log is hash-chained from event {}: compact it by id (without `types`) below that, or by `before` alone",
@@ -99,7 +99,8 @@ impl Store {
             };
             put_meta_u64(dbs, wtxn, META_FIRST_EVENT_ID, first_left)?;
             // The link of the last removed event becomes the chain's anchor.
-            checkpoint(&self.space(0), wtxn, first_left)?;
+            let sp = self.space(0);
+            checkpoint(&sp.meta, &sp.event_chain, wtxn, first_left)?;
             let below = read_meta_u64_or(dbs, wtxn, META_COMPACTED_BELOW, 1)?;
             put_meta_u64(dbs, wtxn, META_COMPACTED_BELOW, below.max(before))?;
             Ok(Compacted {

@@ -34,6 +34,7 @@ mod env;
 mod files;
 mod hook;
 mod idempotency;
+mod keyed;
 mod log;
 mod namespaces;
 mod options;

@@ -156,7 +156,7 @@ impl Store {
                 .put(wtxn, META_NEXT_NAMESPACE_ID, &(id + 1).to_be_bytes())?;
             let sp = self.space(info.id);
             sp.meta.put(wtxn, NS_META_NAME, name.as_bytes())?;
-            if let Some(m) = chain_meta(&self.space(DEFAULT_NAMESPACE_ID), wtxn)? {
+            if let Some(m) = chain_meta(&self.space(DEFAULT_NAMESPACE_ID).meta, wtxn)? {
                 start(&sp.meta, wtxn, 1, m.kind)?;
             }
             Ok(info)
