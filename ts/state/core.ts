@@ -131,7 +131,11 @@ export class Core {
       throw fromNative(e);
     }
     this.native.setScratch(this.keyBuf, this.valBuf, this.#fast);
+    this.#namespaced = this.native.namespaceId !== 0;
   }
+
+  /** Whether this handle is a namespace's (asked once: notices come with every commit group). */
+  readonly #namespaced: boolean;
 
   assertOpen(): void {
     if (this.closed) throw new ClosedError();
@@ -399,7 +403,7 @@ export class Core {
     this.#lastNotified = notice.commitSeq;
     // A group's notice carries the default namespace's newest event id; a namespace's
     // listeners (processors) compare it with their cursors in the namespace's own ids.
-    if (this.native.namespaceId !== 0) {
+    if (this.#namespaced) {
       try {
         notice = { commitSeq: notice.commitSeq, lastEventId: this.native.heads()[0]! };
       } catch (e) {

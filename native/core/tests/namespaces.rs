@@ -95,7 +95,14 @@ fn a_namespace_sees_only_its_own_state_and_events() {
         listed.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         vec![b"k".to_vec()]
     );
-    assert_eq!(store.list_state(&txn, b"", None, 10).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .space(0)
+            .list_state(&txn, b"", None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
     drop(txn);
     let report = athanor_core::verify::report(&e).unwrap();
     assert!(report.ok(), "{:?}", report.violations);
@@ -281,6 +288,6 @@ proptest! {
         }
         let txn = e.store().begin_read().unwrap();
         prop_assert!(e.store().space(b).list_state(&txn, b"", None, 100).unwrap().is_empty());
-        prop_assert!(e.store().list_state(&txn, b"", None, 100).unwrap().is_empty());
+        prop_assert!(e.store().space(0).list_state(&txn, b"", None, 100).unwrap().is_empty());
     }
 }

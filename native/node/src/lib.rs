@@ -216,6 +216,20 @@ impl NativeDb {
         self.ctx.engine()
     }
 
+    /// Runs `f` on the newest committed state: the cached read transaction, renewed
+    /// when stale, used under the map guard.
+    pub(crate) fn read_newest<T>(
+        &self,
+        f: impl FnOnce(&athanor_core::Store, &heed::RoTxn) -> CoreResult<T>,
+    ) -> CoreResult<T> {
+        let engine = self.engine()?;
+        let store = engine.store();
+        let mut reader = self.ctx.reader.borrow_mut();
+        let txn = reader.fresh(store)?;
+        let _g = store.guard();
+        f(store, txn)
+    }
+
     /// Registers the scratch buffers (kept alive by the JS wrapper) and installs the
     /// fast read functions `get(keyLen)` and `txGet(keyLen)` on `target` (see fast.rs):
     /// each returns the value length written to the value scratch (for `txGet`: the
@@ -347,13 +361,8 @@ impl NativeDb {
         reverse: bool,
     ) -> Result<Buffer> {
         let out = guard(&env, || {
-            let engine = self.engine()?;
-            let store = engine.store();
             let q = query(from, to, event_type, limit, reverse)?;
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            store.space(self.ctx.ns).read_events(txn, &q)
+            self.read_newest(|store, txn| store.space(self.ctx.ns).read_events(txn, &q))
         })?;
         Ok(out.into())
     }
@@ -363,12 +372,7 @@ impl NativeDb {
     #[napi]
     pub fn heads(&self, env: Env) -> Result<Vec<u64>> {
         guard(&env, || {
-            let engine = self.engine()?;
-            let store = engine.store();
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            heads(store, self.ctx.ns, txn)
+            self.read_newest(|store, txn| heads(store, self.ctx.ns, txn))
         })
     }
 
@@ -529,17 +533,14 @@ impl NativeDb {
         limit: u32,
     ) -> Result<Buffer> {
         let rows = guard(&env, || {
-            let engine = self.engine()?;
-            let store = engine.store();
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            store.space(self.ctx.ns).list_state(
-                txn,
-                prefix.as_bytes(),
-                after.as_deref().map(str::as_bytes),
-                limit as usize,
-            )
+            self.read_newest(|store, txn| {
+                store.space(self.ctx.ns).list_state(
+                    txn,
+                    prefix.as_bytes(),
+                    after.as_deref().map(str::as_bytes),
+                    limit as usize,
+                )
+            })
         })?;
         Ok(wire::state_list::pack(&rows).into())
     }
@@ -557,12 +558,9 @@ impl NativeDb {
     #[napi]
     pub fn find_namespace(&self, env: Env, name: String) -> Result<Option<NativeNamespace>> {
         guard(&env, || {
-            let engine = self.engine()?;
-            let store = engine.store();
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            Ok(store.namespace(txn, &name)?.map(NativeNamespace::from))
+            self.read_newest(|store, txn| {
+                Ok(store.namespace(txn, &name)?.map(NativeNamespace::from))
+            })
         })
     }
 
@@ -570,16 +568,13 @@ impl NativeDb {
     #[napi]
     pub fn list_namespaces(&self, env: Env) -> Result<Vec<NativeNamespace>> {
         guard(&env, || {
-            let engine = self.engine()?;
-            let store = engine.store();
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            Ok(store
-                .list_namespaces(txn)?
-                .into_iter()
-                .map(NativeNamespace::from)
-                .collect())
+            self.read_newest(|store, txn| {
+                Ok(store
+                    .list_namespaces(txn)?
+                    .into_iter()
+                    .map(NativeNamespace::from)
+                    .collect())
+            })
         })
     }
 

@@ -43,22 +43,19 @@ impl NativeDb {
                     "id must be a positive 64-bit event id",
                 ));
             }
-            let engine = self.engine()?;
-            let store = engine.store();
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            Ok(store
-                .space(self.ctx.ns)
-                .event_proof(txn, id)?
-                .map(|p| NativeEventProof {
-                    id: BigInt::from(p.id),
-                    record: p.record.into(),
-                    prev_hash: p.prev.to_vec().into(),
-                    hash: p.hash.to_vec().into(),
-                    algorithm: p.kind.name().to_string(),
-                    chain_from: BigInt::from(p.chain_from),
-                }))
+            self.read_newest(|store, txn| {
+                Ok(store
+                    .space(self.ctx.ns)
+                    .event_proof(txn, id)?
+                    .map(|p| NativeEventProof {
+                        id: BigInt::from(p.id),
+                        record: p.record.into(),
+                        prev_hash: p.prev.to_vec().into(),
+                        hash: p.hash.to_vec().into(),
+                        algorithm: p.kind.name().to_string(),
+                        chain_from: BigInt::from(p.chain_from),
+                    }))
+            })
         })
     }
 }

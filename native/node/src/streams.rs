@@ -55,15 +55,12 @@ impl NativeDb {
         reverse: bool,
     ) -> Result<Buffer> {
         let out = guard(&env, || {
-            let engine = self.engine()?;
-            let store = engine.store();
             let q = stream_query(from_version, limit, reverse)?;
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            store
-                .space(self.ctx.ns)
-                .read_stream(txn, stream.as_bytes(), &q)
+            self.read_newest(|store, txn| {
+                store
+                    .space(self.ctx.ns)
+                    .read_stream(txn, stream.as_bytes(), &q)
+            })
         })?;
         Ok(out.into())
     }
@@ -73,14 +70,11 @@ impl NativeDb {
     pub fn stream_version(&self, env: Env, stream: String) -> Result<BigInt> {
         let v = guard(&env, || {
             athanor_core::txn::check_stream_id(stream.as_bytes())?;
-            let engine = self.engine()?;
-            let store = engine.store();
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            store
-                .space(self.ctx.ns)
-                .stream_version(txn, stream.as_bytes())
+            self.read_newest(|store, txn| {
+                store
+                    .space(self.ctx.ns)
+                    .stream_version(txn, stream.as_bytes())
+            })
         })?;
         Ok(BigInt::from(v))
     }
@@ -95,12 +89,9 @@ impl NativeDb {
         limit: u32,
     ) -> Result<Buffer> {
         let out = guard(&env, || {
-            let engine = self.engine()?;
-            let store = engine.store();
-            let mut reader = self.ctx.reader.borrow_mut();
-            let txn = reader.fresh(store)?;
-            let _g = store.guard();
-            list(store, self.ctx.ns, txn, &prefix, after.as_deref(), limit)
+            self.read_newest(|store, txn| {
+                list(store, self.ctx.ns, txn, &prefix, after.as_deref(), limit)
+            })
         })?;
         Ok(out.into())
     }

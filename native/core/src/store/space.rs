@@ -152,18 +152,6 @@ impl Store {
         self.space(DEFAULT_NAMESPACE_ID).get(txn, key)
     }
 
-    /// Lists state entries of the default namespace, see [`Space::list_state`].
-    pub fn list_state(
-        &self,
-        txn: &RoTxn,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.space(DEFAULT_NAMESPACE_ID)
-            .list_state(txn, prefix, after, limit)
-    }
-
     /// An idempotency record of the default namespace, see [`Space::idempotency_record`].
     pub fn idempotency_record(
         &self,
@@ -187,17 +175,5 @@ impl Store {
         q: &super::StreamQuery,
     ) -> crate::error::Result<Vec<u8>> {
         self.space(DEFAULT_NAMESPACE_ID).read_stream(txn, stream, q)
-    }
-
-    /// Lists streams of the default namespace, see [`Space::list_streams`].
-    pub fn list_streams(
-        &self,
-        txn: &RoTxn,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> crate::error::Result<Vec<u8>> {
-        self.space(DEFAULT_NAMESPACE_ID)
-            .list_streams(txn, prefix, after, limit)
     }
 }
