@@ -8,7 +8,10 @@
 //! - events: every event's id, payload kind, type and payload (not its commit time or
 //!   commit seq, which depend on how writes were grouped);
 //! - vectors: every collection by name with its parameters, then its documents (id
-//!   and stored record), keyed by name rather than by the internal collection id.
+//!   and stored record), keyed by name rather than by the internal collection id;
+//! - streams (only when a stream exists): the stream heads and the stream index;
+//! - namespaces (only when one exists): each by name with its options, then its state,
+//!   events and stream index as above, keyed by name rather than by its id.
 //!
 //! Idempotency records are left out: they expire, and they describe requests rather
 //! than the data.
@@ -56,6 +59,19 @@ struct DigestDbs {
     /// The stream index (`None` in a copy made before streams existed).
     stream_heads: Option<Database<Bytes, Bytes>>,
     stream_events: Option<Database<Bytes, Bytes>>,
+    /// The namespace registry and the namespaced databases the digest reads (`None`
+    /// in a copy made before namespaces existed).
+    namespaces: Option<NamespaceDbs>,
+}
+
+/// The namespaced databases a digest reads (`store/space.rs`).
+#[derive(Clone, Copy)]
+struct NamespaceDbs {
+    registry: Database<Bytes, Bytes>,
+    state: Database<Bytes, Bytes>,
+    events: Database<Bytes, Bytes>,
+    stream_heads: Database<Bytes, Bytes>,
+    stream_events: Database<Bytes, Bytes>,
 }
 
 impl DigestDbs {
@@ -69,6 +85,13 @@ impl DigestDbs {
             vectors: d.vectors,
             stream_heads: Some(d.stream_heads),
             stream_events: Some(d.stream_events),
+            namespaces: Some(NamespaceDbs {
+                registry: d.namespaces,
+                state: d.ns_state,
+                events: d.ns_events,
+                stream_heads: d.ns_stream_heads,
+                stream_events: d.ns_stream_events,
+            }),
         }
     }
 }
@@ -139,6 +162,15 @@ fn digest(dbs: &DigestDbs, txn: &RoTxn<'_, WithoutTls>) -> Result<ContentDigest>
             }
         }
     }
+    // Likewise only a store with namespaces has this section.
+    if let Some(ns) = dbs.namespaces {
+        if !ns.registry.is_empty(txn)? {
+            h.update(b"namespaces\n");
+            let (s, e) = digest_namespaces(&mut h, &ns, txn)?;
+            state_keys += s;
+            events += e;
+        }
+    }
     Ok(ContentDigest {
         sha256: hex(&h.finalize()),
         state_keys,
@@ -147,6 +179,52 @@ fn digest(dbs: &DigestDbs, txn: &RoTxn<'_, WithoutTls>) -> Result<ContentDigest>
         last_event_id: meta_u64(dbs, txn, crate::store::META_LAST_EVENT_ID)?,
         commit_seq: meta_u64(dbs, txn, crate::store::META_COMMIT_SEQ)?,
     })
+}
+
+/// Hashes every namespace, by name: its name and options, then its state (key and
+/// value), events (id, kind, type, payload) and stream index, each with its keys as the
+/// namespace sees them. Ids are left out: they follow the order namespaces were
+/// created in. Returns the state keys and events covered.
+fn digest_namespaces(
+    h: &mut Sha256,
+    ns: &NamespaceDbs,
+    txn: &RoTxn<'_, WithoutTls>,
+) -> Result<(u64, u64)> {
+    let (mut state_keys, mut events) = (0u64, 0u64);
+    for item in ns.registry.iter(txn)? {
+        let (name, rec) = item?;
+        let info = crate::store::NamespaceInfo::decode(name, rec)?;
+        frame(h, name);
+        frame(h, info.options.as_bytes());
+        let prefix = info.id.to_be_bytes();
+        h.update(b"state\n");
+        for item in ns.state.prefix_iter(txn, &prefix)? {
+            let (k, v) = item?;
+            let (_version, value) = codec::split_state_entry(v)?;
+            frame(h, &k[4..]);
+            frame(h, value);
+            state_keys += 1;
+        }
+        h.update(b"events\n");
+        for item in ns.events.prefix_iter(txn, &prefix)? {
+            let (k, v) = item?;
+            let e = codec::decode_event(v)?;
+            h.update(&k[4..]);
+            h.update([e.kind as u8]);
+            frame(h, e.event_type.as_bytes());
+            frame(h, e.payload);
+            events += 1;
+        }
+        h.update(b"streams\n");
+        for db in [ns.stream_heads, ns.stream_events] {
+            for item in db.prefix_iter(txn, &prefix)? {
+                let (k, v) = item?;
+                frame(h, &k[4..]);
+                frame(h, v);
+            }
+        }
+    }
+    Ok((state_keys, events))
 }
 
 /// Lower-case hex of `bytes`.
@@ -321,6 +399,16 @@ pub fn digest_dir(dir: &Path) -> Result<ContentDigest> {
         vectors: open("vectors")?,
         stream_heads: env.open_database(&txn, Some("stream_heads"))?,
         stream_events: env.open_database(&txn, Some("stream_events"))?,
+        namespaces: match env.open_database(&txn, Some("namespaces"))? {
+            None => None,
+            Some(registry) => Some(NamespaceDbs {
+                registry,
+                state: open("ns_state")?,
+                events: open("ns_events")?,
+                stream_heads: open("ns_stream_heads")?,
+                stream_events: open("ns_stream_events")?,
+            }),
+        },
     };
     let d = digest(&dbs, &txn)?;
     drop(txn);

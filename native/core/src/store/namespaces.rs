@@ -55,7 +55,8 @@ impl NamespaceInfo {
         v
     }
 
-    fn decode(name: &[u8], v: &[u8]) -> Result<NamespaceInfo> {
+    /// Reads a registry record stored under `name`.
+    pub(crate) fn decode(name: &[u8], v: &[u8]) -> Result<NamespaceInfo> {
         let bad = || Error::corrupt("a namespace record is damaged; restore from a backup");
         if v.len() < 17 || v[0] != RECORD_FORMAT {
             return Err(bad());
