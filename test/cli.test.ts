@@ -348,6 +348,29 @@ describe('cli: verify report, state list, migrate up/down, dlq retry/remove', ()
     expect(cli(['verify', dir, '--deep'], work).status).toBe(1);
   });
 
+  it('namespaces lists them; --namespace reads one (get, state, events, query); a missing one is one line, exit 1', async () => {
+    const nsDir = path.join(work, 'ns-db');
+    const db = await Athanor.open(nsDir);
+    const acme = db.namespace('acme', { create: true, labels: { plan: 'pro' } });
+    await acme.transaction().execute((tx) => {
+      tx.set('k', str('acme value'));
+      tx.log('opened', { who: 'acme' });
+    });
+    acme.sql.exec('CREATE TABLE t (v TEXT); INSERT INTO t VALUES (\'only in acme\')');
+    await db.transaction().execute((tx) => tx.set('k', str('root value')));
+    await db.close();
+    expect(cliJson(['namespaces', nsDir], work)).toMatchObject({ name: 'acme', id: 1, labels: { plan: 'pro' } });
+    expect(cliJson(['get', 'k', nsDir, '--namespace', 'acme'], work)).toMatchObject({ value: 'acme value' });
+    expect(cliJson(['get', 'k', nsDir], work)).toMatchObject({ value: 'root value' });
+    expect(cliJson(['state', 'list', nsDir, '--namespace', 'acme'], work)).toMatchObject({ key: 'k', value: 'acme value' });
+    expect(cliJson(['events', 'list', nsDir, '--namespace', 'acme'], work)).toMatchObject({ id: '1', type: 'opened', payload: { who: 'acme' } });
+    expect(cli(['events', 'list', nsDir, '--json'], work).stdout).toBe('');
+    expect(cliJson(['query', 'SELECT v FROM t', nsDir, '--namespace', 'acme'], work)).toEqual([{ v: 'only in acme' }]);
+    expect(cli(['query', 'SELECT v FROM t', nsDir], work).status).toBe(1);
+    expect(cli(['get', 'k', nsDir, '--namespace', 'nobody'], work)).toMatchObject({ status: 1, stderr: expect.stringMatching(/^athanor: ERR_NOT_FOUND: namespace "nobody" does not exist[^\n]*\n$/) });
+    expect(cli(['get', 'k', nsDir, '--namespace', 'Bad/Name'], work).status).toBe(2);
+  });
+
   it('state list by prefix, in key order, with --after, --limit and --json; state get', async () => {
     const dir = await withDeadLetters('s');
     const lines = cli(['state', 'list', dir, '--prefix', 'user:', '--json'], work);

@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { defaultCacheDir } from './embed/hub.js';
 import { stringifyStrict } from './internal/json.js';
 import { INTERNAL } from './state/reserved.js';
+import { checkNamespaceName } from './state/namespaces.js';
 import { Athanor, AthanorError, Embedder, PreflightError, i64, type BackupProgress, type StoredEvent, type Value } from './index.js';
 
 const DEFAULT_DIR = '.athanor-data';
@@ -33,6 +34,7 @@ Commands:
   events get <id> [dir]      print one event
   events tail [dir] [-f]     print the newest events; -f follows new commits until Ctrl-C
   query <sql> [dir]          run a read-only SQL query on projection.db
+  namespaces [dir]           print the namespaces (get, state, events, query take --namespace <name>)
   metrics [dir]              print db.metrics() (--prometheus: the Prometheus text)
   migrate status [dir]       print the applied projection.db migrations (and pending, with --migrations)
   migrate up [dir]           apply the pending migrations of a --migrations folder
@@ -67,6 +69,10 @@ interface CommandSpec {
 const DIR_OPTION = { dir: { type: 'string' } } as const satisfies Record<string, OptionSpec>;
 const JSON_OPTION = { json: { type: 'boolean', default: false } } as const satisfies Record<string, OptionSpec>;
 const INSPECT = { ...DIR_OPTION, ...JSON_OPTION };
+/** The reading commands' options: these read one namespace with --namespace. */
+const SCOPED = { ...INSPECT, namespace: { type: 'string' } } as const satisfies Record<string, OptionSpec>;
+const SCOPED_NOTE = `--namespace <name> reads that namespace (db.namespace(name)) instead of the database's own data.
+`;
 const EVENT_FILTERS = { type: { type: 'string' }, from: { type: 'string' }, limit: { type: 'string', default: '20' }, reverse: { type: 'boolean', default: false } } as const satisfies Record<string, OptionSpec>;
 
 const COMMANDS: Record<string, CommandSpec> = {
@@ -112,66 +118,76 @@ Creates nothing. Exit code 0 when the database is intact, 1 otherwise.
     args: [],
   },
   get: {
-    usage: `athanor get <key> [dir] [--dir <path>] [--json]
+    usage: `athanor get <key> [dir] [--dir <path>] [--namespace <name>] [--json]
 
 Prints the state value of key in the database in dir (default ${DEFAULT_DIR}).
 Exit code 1 when the key is absent.
-`,
-    options: { ...INSPECT },
+${SCOPED_NOTE}`,
+    options: { ...SCOPED },
     args: ['key'],
   },
   'state get': {
-    usage: `athanor state get <key> [dir] [--dir <path>] [--json]
+    usage: `athanor state get <key> [dir] [--dir <path>] [--namespace <name>] [--json]
 
 Prints the state value of key (the same as \`athanor get\`). Exit code 1 when the key is absent.
-`,
-    options: { ...INSPECT },
+${SCOPED_NOTE}`,
+    options: { ...SCOPED },
     args: ['key'],
   },
   'state list': {
-    usage: `athanor state list [dir] [--dir <path>] [--prefix <p>] [--after <key>] [--limit <n>] [--json]
+    usage: `athanor state list [dir] [--dir <path>] [--prefix <p>] [--after <key>] [--limit <n>] [--namespace <name>] [--json]
 
 Prints state entries of the database in dir in key order (UTF-8 byte order): only keys
 starting with --prefix, after the key --after (to page on from the last key printed),
 at most --limit (default 100, at most 100000). With --json, one JSON object per line.
-`,
-    options: { ...INSPECT, prefix: { type: 'string', default: '' }, after: { type: 'string' }, limit: { type: 'string', default: '100' } },
+${SCOPED_NOTE}`,
+    options: { ...SCOPED, prefix: { type: 'string', default: '' }, after: { type: 'string' }, limit: { type: 'string', default: '100' } },
     args: [],
   },
   'events list': {
-    usage: `athanor events [list] [dir] [--dir <path>] [--type <name>] [--from <id>] [--limit <n>] [--reverse] [--json]
+    usage: `athanor events [list] [dir] [--dir <path>] [--type <name>] [--from <id>] [--limit <n>] [--reverse] [--namespace <name>] [--json]
 
 Prints events of the database in dir (default ${DEFAULT_DIR}): only those of --type,
 from event id --from, at most --limit (default 20), newest first with --reverse.
-`,
-    options: { ...INSPECT, ...EVENT_FILTERS },
+${SCOPED_NOTE}`,
+    options: { ...SCOPED, ...EVENT_FILTERS },
     args: [],
   },
   'events get': {
-    usage: `athanor events get <id> [dir] [--dir <path>] [--json]
+    usage: `athanor events get <id> [dir] [--dir <path>] [--namespace <name>] [--json]
 
 Prints the event with id <id>. Exit code 1 when there is none.
-`,
-    options: { ...INSPECT },
+${SCOPED_NOTE}`,
+    options: { ...SCOPED },
     args: ['id'],
   },
   'events tail': {
-    usage: `athanor events tail [dir] [--dir <path>] [--limit <n>] [-f|--follow] [--json]
+    usage: `athanor events tail [dir] [--dir <path>] [--limit <n>] [-f|--follow] [--namespace <name>] [--json]
 
 Prints the newest --limit (default 10) events, oldest first. With -f, keeps printing
 each new event as commits land (from this or any other process) until Ctrl-C.
-`,
-    options: { ...INSPECT, limit: { type: 'string', default: '10' }, follow: { type: 'boolean', short: 'f', default: false } },
+${SCOPED_NOTE}`,
+    options: { ...SCOPED, limit: { type: 'string', default: '10' }, follow: { type: 'boolean', short: 'f', default: false } },
     args: [],
   },
   query: {
-    usage: `athanor query <sql> [dir] [--dir <path>] [--json]
+    usage: `athanor query <sql> [dir] [--dir <path>] [--namespace <name>] [--json]
 
 Runs one read-only SQL statement on projection.db of the database in dir (through
 db.query, on a read-only connection) and prints the rows (tab-separated, with a header).
+${SCOPED_NOTE}`,
+    options: { ...SCOPED },
+    args: ['sql'],
+  },
+  namespaces: {
+    usage: `athanor namespaces [dir] [--dir <path>] [--json]
+
+Prints the namespaces of the database in dir (default ${DEFAULT_DIR}): name, id, when
+it was created and its labels. Read one with --namespace <name> on get, state, events
+and query.
 `,
     options: { ...INSPECT },
-    args: ['sql'],
+    args: [],
   },
   metrics: {
     usage: `athanor metrics [dir] [--dir <path>] [--prometheus | --json]
@@ -663,6 +679,14 @@ async function main(argv: readonly string[]): Promise<number> {
   if (key === 'events list' && str('from') !== undefined) from = eventId('--from', str('from')!);
   if (key === 'events get') id = eventId('<id>', arg(0));
   if (key === 'metrics' && json && values.prometheus === true) throw new UsageError(`give --json or --prometheus, not both\n\n${spec.usage}`);
+  const namespace = str('namespace');
+  if (namespace !== undefined) {
+    try {
+      checkNamespaceName(namespace);
+    } catch (e) {
+      throw new UsageError(`--namespace: ${(e as Error).message}\n\n${spec.usage}`);
+    }
+  }
   const keyFile = str('key-file');
   const encryptionKey = keyFile === undefined ? undefined : readKey(keyFile);
 
@@ -694,6 +718,8 @@ async function main(argv: readonly string[]): Promise<number> {
   // A secure database is used through a caller: the operator at the files, recorded in its audit trail.
   const db = opened.secure ? opened.as({ id: 'athanor-cli', roles: ['admin'] }) : opened;
   try {
+    // What the reading commands read: the database, or one of its namespaces.
+    const scoped = namespace === undefined ? db : db.namespace(namespace);
     switch (key) {
       case 'demo':
         await demo(db, str('model'));
@@ -723,13 +749,13 @@ async function main(argv: readonly string[]): Promise<number> {
       }
       case 'get':
       case 'state get': {
-        const v = db.getOpt(arg(0));
+        const v = scoped.getOpt(arg(0));
         if (json) out(toJson(v === undefined ? { key: arg(0), found: false } : { key: arg(0), found: true, type: v.type, value: v.toJS() }));
         else out(v === undefined ? '(absent)' : show(v));
         return v === undefined ? EXIT_FAILURE : EXIT_OK;
       }
       case 'state list': {
-        const entries = db.list({ prefix: str('prefix'), after: str('after'), limit });
+        const entries = scoped.list({ prefix: str('prefix'), after: str('after'), limit });
         // Keys with control characters (athanor's own start with NUL) are printed quoted.
         const shown = (k: string): string => (/[\u0000-\u001f\u007f\s]/.test(k) ? JSON.stringify(k) : k);
         for (const { key: k, value: v } of entries) out(json ? toJson({ key: k, type: v.type, value: v.toJS() }) : `${bold(shown(k))} ${show(v)}`);
@@ -737,20 +763,20 @@ async function main(argv: readonly string[]): Promise<number> {
         return EXIT_OK;
       }
       case 'events list': {
-        for (const e of db.events.read({ type: str('type'), from, limit, reverse: values.reverse === true })) out(showEvent(e, json));
+        for (const e of scoped.events.read({ type: str('type'), from, limit, reverse: values.reverse === true })) out(showEvent(e, json));
         return EXIT_OK;
       }
       case 'events get': {
-        const [e] = [...db.events.read({ from: id, to: id })];
-        if (e === undefined) throw new Error(`no event #${id} (the newest is #${db.events.lastId})`);
+        const [e] = [...scoped.events.read({ from: id, to: id })];
+        if (e === undefined) throw new Error(`no event #${id} (the newest is #${scoped.events.lastId})`);
         out(showEvent(e, json));
         return EXIT_OK;
       }
       case 'events tail':
-        await tail(db, limit, values.follow === true, json);
+        await tail(scoped, limit, values.follow === true, json);
         return EXIT_OK;
       case 'query': {
-        const rows = await db.query<Record<string, unknown>>(arg(0));
+        const rows = await scoped.query<Record<string, unknown>>(arg(0));
         if (json) out(toJson(rows));
         else {
           const columns = rows.length === 0 ? [] : Object.keys(rows[0]!);
@@ -758,6 +784,14 @@ async function main(argv: readonly string[]): Promise<number> {
           for (const r of rows) out(columns.map((c) => (typeof r[c] === 'string' ? (r[c] as string) : toJson(r[c]))).join('\t'));
           if (process.stdout.isTTY === true) out(dim(`(${rows.length} row${rows.length === 1 ? '' : 's'})`));
         }
+        return EXIT_OK;
+      }
+      case 'namespaces': {
+        const all = db.namespaces.list();
+        for (const n of all) {
+          out(json ? toJson({ name: n.name, id: n.id, createdAt: n.createdAt.toISOString(), labels: n.labels }) : `${bold(n.name)} id ${n.id} created ${n.createdAt.toISOString()}${Object.keys(n.labels).length > 0 ? ` labels ${toJson(n.labels)}` : ''}`);
+        }
+        if (!json && all.length === 0 && process.stdout.isTTY === true) out(dim('(no namespaces)'));
         return EXIT_OK;
       }
       case 'metrics': {
