@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Athanor, CorruptError, InvalidArgumentError, NotFoundError, i64, type NamespaceHandle } from '../dist/index.js';
+import { Athanor, CorruptError, InvalidArgumentError, NotFoundError, i64, type DeclarativeSpec, type NamespaceHandle } from '../dist/index.js';
 import { Sandbox, expectRejects, expectThrows } from './helpers.js';
 
 const sb = new Sandbox();
@@ -212,7 +212,7 @@ describe('namespaces', () => {
       });
     }
     a.sql.exec('CREATE TABLE IF NOT EXISTS deposits (id INTEGER, amount INTEGER)');
-    const spec = { name: 'deposits', on: { deposit: { sql: 'INSERT INTO deposits VALUES (?, ?)', params: ['@id', '$.amount'] } } };
+    const spec: DeclarativeSpec = { name: 'deposits', on: { deposit: { sql: 'INSERT INTO deposits VALUES (?, ?)', params: ['@id', '$.amount'] } } };
     await a.projection(spec).catchUp();
     const before = await db.contentDigest();
     const backupDir = path.join(sb.dir(), 'backup');
