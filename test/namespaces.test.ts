@@ -193,7 +193,6 @@ describe('namespaces', () => {
     expectThrows(() => db.namespace('missing'), NotFoundError, 'ERR_NOT_FOUND');
     expect(db.namespaces.list().map((n) => n.name)).toEqual(['acme']);
     // What belongs to the database is refused on a namespace's handle.
-    expectThrows(() => a.vectors.list(), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     expectThrows(() => a.namespace('x'), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     await expectRejects(a.backup(sb.dir()), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     await db.close();
@@ -236,6 +235,50 @@ describe('namespaces', () => {
       { id: 2, amount: 7 },
     ]);
     expect(restored.verify({ report: true }).ok).toBe(true);
+  });
+
+  it('vector collections of a namespace are its own: the same name holds other documents, dumps lie in its folder, a drop takes them', async () => {
+    const dir = sb.dir();
+    let db = await Athanor.open(dir);
+    let a = db.namespace('a', { create: true });
+    const unit = (i: number) => Float32Array.from({ length: 8 }, (_, j) => (j === i ? 1 : 0.01));
+    for (const h of [db, a]) h.vectors.create('docs', { dimension: 8, metric: 'cosine' });
+    await a.transaction().execute((tx) => {
+      for (let i = 0; i < 4; i++) tx.vectors('docs').upsert(`a${i}`, unit(i), { owner: 'a' });
+    });
+    await db.vectors.open('docs').upsert('root', unit(0), { owner: 'root' });
+    const inA = a.vectors.open('docs');
+    expect(inA.count()).toBe(4);
+    expect(db.vectors.open('docs').count()).toBe(1);
+    expect(inA.search(unit(0), { k: 10 }).map((h) => h.id)).toEqual(expect.arrayContaining(['a0', 'a1', 'a2', 'a3']));
+    expect(inA.search(unit(0), { k: 10 }).some((h) => h.id === 'root')).toBe(false);
+    expect(db.vectors.open('docs').search(unit(0), { k: 10 }).map((h) => h.id)).toEqual(['root']);
+    expect(a.vectors.list().map((c) => c.name)).toEqual(['docs']);
+    expect(db.vectors.list().map((c) => c.name)).toEqual(['docs']);
+    // A name that spells another namespace's collection is refused, never resolved.
+    const id = db.namespaces.get('a')!.id;
+    expectThrows(() => db.vectors.open(`\u0000${id}\u0000docs`), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
+    expect(db.verify({ report: true }).vectorCollections.map((c) => [c.name, c.documents])).toEqual([
+      ['a/docs', 4],
+      ['docs', 1],
+    ]);
+    await inA.waitIndexed();
+    await db.close();
+    // Each index was dumped at close, the namespace's in its own folder.
+    expect(fs.readdirSync(path.join(dir, 'index'))).toEqual(['docs']);
+    expect(fs.existsSync(path.join(dir, 'namespaces', String(id), 'index', 'docs', 'manifest.json'))).toBe(true);
+    // Reopened: the namespace's index is loaded from its dump.
+    db = await sb.open(dir);
+    a = db.namespace('a');
+    const reopened = a.vectors.open('docs');
+    await reopened.waitIndexed();
+    expect(reopened.stats().loadedFromDump).toBe(true);
+    expect(reopened.search(unit(2), { k: 1 }).map((h) => h.id)).toEqual(['a2']);
+    expect(await db.namespaces.drop('a')).toBe(true);
+    expect(db.vectors.open('docs').count()).toBe(1);
+    const again = db.namespace('a', { create: true });
+    expect(again.vectors.list()).toEqual([]);
+    expect(db.verify({ report: true }).ok).toBe(true);
   });
 
   it('a chained database chains each namespace: a flipped byte in a namespace event is found at that event', async () => {

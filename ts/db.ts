@@ -419,7 +419,7 @@ export class Athanor {
     this.events.setCompactor((options) => compactEvents(this.#retentionHost(), options));
     this.streams = new Streams(handleStreams(this.#core), (e) => core.upcasters.apply(e));
     this.#proj = new Projections(this.#core, space?.projectionDir ?? dir);
-    this.vectors = space === undefined ? new VectorStore(this.#core, () => this.transaction()[INTERNAL]()) : refusing<VectorStore>('vector collections (db.vectors)');
+    this.vectors = new VectorStore(this.#core, () => this.transaction()[INTERNAL]());
     this.idempotency = new Idempotency(this.#core);
     const proj = this.#proj;
     const memory = new Memory({
@@ -547,13 +547,15 @@ export class Athanor {
 
   /**
    * A handle on namespace `name`: the same API as the database (state, transactions,
-   * events, streams, idempotency, SQL projections and processors, the scheduler, agent
-   * memory), where every key, event, stream and projection lives in the namespace. The
+   * events, streams, idempotency, SQL projections and processors, vector collections
+   * and vector projections, the scheduler, agent memory), where every key, event,
+   * stream, collection and projection lives in the namespace. The
    * core puts the namespace's id in front of every key it writes, so nothing read or
    * written through the handle, whatever key or id it names, reaches another namespace
    * or the database's own data. Event ids are the namespace's own, dense from 1. Its
-   * projection.db is `<dir>/namespaces/<id>/projection.db`. Vector collections, backups,
-   * compaction and replication belong to the database and are refused on the handle.
+   * projection.db is `<dir>/namespaces/<id>/projection.db`, its vector collections'
+   * index dumps are under `<dir>/namespaces/<id>/index/`. Backups, compaction and
+   * replication belong to the database and are refused on the handle.
    * Throws `NotFoundError` when the namespace does not exist, unless `create: true`.
    * The same handle is returned for the same name until it is closed or dropped.
    */
@@ -1145,10 +1147,6 @@ function refusedInNamespace(what: string): never {
   throw new InvalidArgumentError(`${what} belong(s) to the database, not to a namespace: call it on the database handle`);
 }
 
-/** An object whose every member is refused in a namespace. */
-function refusing<T extends object>(what: string): T {
-  return new Proxy({} as T, { get: () => refusedInNamespace(what) });
-}
 
 /**
  * A handle on one namespace ({@link Athanor.namespace}): the database's API confined
@@ -1162,11 +1160,6 @@ export class NamespaceHandle extends Athanor {
   constructor(dir: string, o: CheckedOptions, core: Core, projectionDir: string, info: NamespaceInfo) {
     super(dir, o, core, { projectionDir });
     this.info = info;
-  }
-
-  /** Refused: vector collections live in the database's default namespace (so is `vectors`). */
-  override vectorProjection<M = Json>(_spec: VectorProjectionSpec<M>): VectorProjection<M> {
-    return refusedInNamespace('vector projections (db.vectorProjection)');
   }
 
   /** Refused: namespaces do not nest. */

@@ -11,7 +11,8 @@
 //!   and stored record), keyed by name rather than by the internal collection id;
 //! - streams (only when a stream exists): the stream heads and the stream index;
 //! - namespaces (only when one exists): each by name with its options, then its state,
-//!   events and stream index as above, keyed by name rather than by its id.
+//!   events, stream index and (when it has any) vector collections as above, keyed by
+//!   name rather than by its id.
 //!
 //! Idempotency records are left out: they expire, and they describe requests rather
 //! than the data.
@@ -136,17 +137,11 @@ fn digest(dbs: &DigestDbs, txn: &RoTxn<'_, WithoutTls>) -> Result<ContentDigest>
     let mut vector_documents = 0u64;
     for item in dbs.vector_collections.iter(txn)? {
         let (name, rec) = item?;
-        let def = CollectionDef::decode(name, rec)?;
-        frame(&mut h, name);
-        // The parameters without the id (bytes 1..5), which depends on creation order.
-        frame(&mut h, &[&rec[..1], &rec[5..]].concat());
-        let prefix = def.id.to_be_bytes();
-        for doc in dbs.vectors.prefix_iter(txn, &prefix)? {
-            let (k, v) = doc?;
-            frame(&mut h, &k[prefix.len()..]);
-            frame(&mut h, v);
-            vector_documents += 1;
+        // A namespace's collections (names `\0<id>\0...`) are hashed in its section.
+        if name.first() == Some(&0) {
+            continue;
         }
+        vector_documents += digest_collection(&mut h, dbs, txn, name, name, rec)?;
     }
     // Only a store with streams has this section, so the digests of stores without any
     // (every store made before streams) are unchanged.
@@ -166,9 +161,10 @@ fn digest(dbs: &DigestDbs, txn: &RoTxn<'_, WithoutTls>) -> Result<ContentDigest>
     if let Some(ns) = dbs.namespaces {
         if !ns.registry.is_empty(txn)? {
             h.update(b"namespaces\n");
-            let (s, e) = digest_namespaces(&mut h, &ns, txn)?;
+            let (s, e, v) = digest_namespaces(&mut h, dbs, &ns, txn)?;
             state_keys += s;
             events += e;
+            vector_documents += v;
         }
     }
     Ok(ContentDigest {
@@ -181,16 +177,43 @@ fn digest(dbs: &DigestDbs, txn: &RoTxn<'_, WithoutTls>) -> Result<ContentDigest>
     })
 }
 
+/// Hashes one vector collection: its name as shown (`shown`), its parameters, then its
+/// documents (id and stored record). Returns the documents covered.
+fn digest_collection(
+    h: &mut Sha256,
+    dbs: &DigestDbs,
+    txn: &RoTxn<'_, WithoutTls>,
+    stored_name: &[u8],
+    shown: &[u8],
+    rec: &[u8],
+) -> Result<u64> {
+    let def = CollectionDef::decode(stored_name, rec)?;
+    frame(h, shown);
+    // The parameters without the id (bytes 1..5), which depends on creation order.
+    frame(h, &[&rec[..1], &rec[5..]].concat());
+    let prefix = def.id.to_be_bytes();
+    let mut documents = 0u64;
+    for doc in dbs.vectors.prefix_iter(txn, &prefix)? {
+        let (k, v) = doc?;
+        frame(h, &k[prefix.len()..]);
+        frame(h, v);
+        documents += 1;
+    }
+    Ok(documents)
+}
+
 /// Hashes every namespace, by name: its name and options, then its state (key and
-/// value), events (id, kind, type, payload) and stream index, each with its keys as the
-/// namespace sees them. Ids are left out: they follow the order namespaces were
-/// created in. Returns the state keys and events covered.
+/// value), events (id, kind, type, payload), stream index and vector collections, each
+/// with keys and names as the namespace sees them. Ids are left out: they follow the
+/// order namespaces were created in. Returns the state keys, events and vector
+/// documents covered.
 fn digest_namespaces(
     h: &mut Sha256,
+    dbs: &DigestDbs,
     ns: &NamespaceDbs,
     txn: &RoTxn<'_, WithoutTls>,
-) -> Result<(u64, u64)> {
-    let (mut state_keys, mut events) = (0u64, 0u64);
+) -> Result<(u64, u64, u64)> {
+    let (mut state_keys, mut events, mut vector_documents) = (0u64, 0u64, 0u64);
     for item in ns.registry.iter(txn)? {
         let (name, rec) = item?;
         let info = crate::store::NamespaceInfo::decode(name, rec)?;
@@ -223,8 +246,22 @@ fn digest_namespaces(
                 frame(h, v);
             }
         }
+        // Only a namespace with collections has this part, as above.
+        let qualified = crate::store::qualified_collection(info.id, "");
+        let mut collections = dbs
+            .vector_collections
+            .prefix_iter(txn, qualified.as_bytes())?
+            .peekable();
+        if collections.peek().is_some() {
+            h.update(b"vectors\n");
+            for item in collections {
+                let (name, rec) = item?;
+                let shown = &name[qualified.len()..];
+                vector_documents += digest_collection(h, dbs, txn, name, shown, rec)?;
+            }
+        }
     }
-    Ok((state_keys, events))
+    Ok((state_keys, events, vector_documents))
 }
 
 /// Lower-case hex of `bytes`.

@@ -155,11 +155,6 @@ impl Engine {
         if batch.vectors.is_empty() {
             return Ok(());
         }
-        if batch.namespace != crate::store::DEFAULT_NAMESPACE_ID {
-            return Err(Error::invalid(
-                "vector collections live in the default namespace only: write vectors through the database handle",
-            ));
-        }
         self.vectors.refresh(&self.store)?;
         self.vectors.precheck(batch)
     }
@@ -188,10 +183,65 @@ impl Engine {
         name: &str,
         params: crate::vector::CollectionParams,
     ) -> Result<Arc<crate::vector::CollectionIndex>> {
-        if self.vectors.get(name).is_none() {
+        self.create_collection_in(crate::store::DEFAULT_NAMESPACE_ID, name, params)
+    }
+
+    /// [`Engine::create_collection`] in namespace `ns`, which must exist.
+    pub fn create_collection_in(
+        &self,
+        ns: u32,
+        name: &str,
+        params: crate::vector::CollectionParams,
+    ) -> Result<Arc<crate::vector::CollectionIndex>> {
+        // The plain name is checked before it is qualified: it holds no NUL, so it
+        // cannot spell another namespace's qualified name.
+        crate::vector::collection::check_name(name)?;
+        let qualified = crate::store::qualified_collection(ns, name);
+        if self.vectors.get(&qualified).is_none() {
             self.check_writable()?;
+            let txn = self.begin_read()?;
+            let _g = self.store.guard();
+            if !self.store.namespace_exists(&txn, ns)? {
+                return Err(Error::new(
+                    Code::NotFound,
+                    "this namespace was dropped: create it again with db.namespaces.create() to use it",
+                ));
+            }
         }
-        self.vectors.create(&self.store, name, params)
+        self.vectors.create(&self.store, &qualified, params)
+    }
+
+    /// The open vector collection `name` of namespace `ns` (caught up with other
+    /// processes' commits), or `None`.
+    pub fn collection_in(
+        &self,
+        ns: u32,
+        name: &str,
+    ) -> Result<Option<Arc<crate::vector::CollectionIndex>>> {
+        crate::vector::collection::check_name(name)?;
+        self.vectors.refresh(&self.store)?;
+        Ok(self
+            .vectors
+            .get(&crate::store::qualified_collection(ns, name)))
+    }
+
+    /// The definitions of namespace `ns`'s vector collections, sorted by name, with the
+    /// names as the namespace sees them.
+    pub fn collections_in(&self, ns: u32) -> Result<Vec<crate::vector::collection::CollectionDef>> {
+        self.vectors.refresh(&self.store)?;
+        Ok(self
+            .vectors
+            .list()
+            .into_iter()
+            .filter_map(|mut d| {
+                let (in_ns, plain) = crate::store::split_collection(&d.name);
+                if in_ns != ns {
+                    return None;
+                }
+                d.name = plain.to_owned();
+                Some(d)
+            })
+            .collect())
     }
 
     /// Drops vector collection `name` and its documents; returns whether it existed.
@@ -200,13 +250,20 @@ impl Engine {
     /// administrative write outside the commit stream, so replicas would keep the
     /// collection and diverge from the primary.
     pub fn drop_collection(&self, name: &str) -> Result<bool> {
+        self.drop_collection_in(crate::store::DEFAULT_NAMESPACE_ID, name)
+    }
+
+    /// [`Engine::drop_collection`] in namespace `ns`.
+    pub fn drop_collection_in(&self, ns: u32, name: &str) -> Result<bool> {
+        crate::vector::collection::check_name(name)?;
         self.check_writable()?;
         if self.store.replication_info()?.logging {
             return Err(Error::invalid(format!(
                 "collection {name:?} cannot be dropped while this database publishes its commits: replicas would keep it (a drop is not replicated yet); delete its documents in a transaction instead, or drop it on a database that does not publish"
             )));
         }
-        self.vectors.drop_collection(&self.store, name)
+        self.vectors
+            .drop_collection(&self.store, &crate::store::qualified_collection(ns, name))
     }
 
     /// Creates namespace `name` (`options`: JSON text the caller checked). Refused on
@@ -232,6 +289,20 @@ impl Engine {
     pub fn drop_namespace(&self, name: &str) -> Result<Option<crate::store::NamespaceInfo>> {
         crate::store::check_namespace_name(name)?;
         self.check_writable()?;
+        // Its vector collections first (each its own write): a crash in between leaves
+        // the namespace with fewer collections, never collections without a namespace.
+        let info = {
+            let txn = self.begin_read()?;
+            let _g = self.store.guard();
+            self.store.namespace(&txn, name)?
+        };
+        if let Some(info) = &info {
+            for def in self.vectors.list() {
+                if crate::store::split_collection(&def.name).0 == info.id {
+                    self.vectors.drop_collection(&self.store, &def.name)?;
+                }
+            }
+        }
         self.store
             .write_with_growth(|_, wtxn| self.store.drop_namespace_rows(wtxn, name))
     }

@@ -143,10 +143,23 @@ pub fn report(engine: &Engine) -> Result<Report> {
     // The integrity check alone: no cursor (an SQLite integer) is past i64::MAX. Cursors are listed below.
     crate::projection::verify_file(&projection, i64::MAX as u64)?;
     scan_projection(&projection, &mut r)?;
+    // A namespace's collection is reported as `<namespace>/<name>` (neither holds '/').
+    let namespaces = {
+        let txn = store.begin_read()?;
+        let _g = store.guard();
+        store.list_namespaces(&txn)?
+    };
+    let shown = |stored: &str| -> String {
+        let (ns, plain) = crate::store::split_collection(stored);
+        match namespaces.iter().find(|n| n.id == ns) {
+            Some(n) if ns != crate::store::DEFAULT_NAMESPACE_ID => format!("{}/{plain}", n.name),
+            _ => plain.to_owned(),
+        }
+    };
     for def in engine.vectors().list() {
         match engine.vectors().verify(store, &def.name) {
             Ok(n) => r.vector_collections.push(CollectionCount {
-                name: def.name,
+                name: shown(&def.name),
                 documents: n as u64,
             }),
             Err(e) if e.code == Code::Corrupt => {
@@ -156,7 +169,7 @@ pub fn report(engine: &Engine) -> Result<Report> {
                 });
                 r.vector_collections.push(CollectionCount {
                     documents: stored_documents(store, def.id)?,
-                    name: def.name,
+                    name: shown(&def.name),
                 });
             }
             Err(e) => return Err(e),

@@ -216,13 +216,31 @@ fn namespaces_survive_reopening_and_bad_names_are_refused() {
                 Code::InvalidArgument
             );
         }
-        // Vector collections live in the default namespace only.
+        // A vector write names a collection of its own namespace: the default one's
+        // collection of the same name is not it.
+        let params =
+            || athanor_core::vector::CollectionParams::new(1, athanor_core::vector::Metric::L2);
+        e.create_collection("c", params()).unwrap();
         let mut batch = TxBuilder::new()
             .vector_upsert("c", "d", &[1.0], "")
             .build()
             .unwrap();
         batch.namespace = a;
-        assert_eq!(e.precheck(&batch).unwrap_err().code, Code::InvalidArgument);
+        assert_eq!(e.precheck(&batch).unwrap_err().code, Code::NotFound);
+        e.create_collection_in(a, "c", params()).unwrap();
+        e.commit_blocking(batch).unwrap();
+        assert_eq!(e.collection_in(a, "c").unwrap().unwrap().count(), 1);
+        assert_eq!(e.collection_in(0, "c").unwrap().unwrap().count(), 0);
+        // A name spelling the qualified form is refused, never resolved.
+        let crafted = format!("\0{a}\0c");
+        assert_eq!(
+            e.collection_in(0, &crafted).unwrap_err().code,
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            e.create_collection(&crafted, params()).unwrap_err().code,
+            Code::InvalidArgument
+        );
     }
     let e = open(dir.path());
     let txn = e.store().begin_read().unwrap();
@@ -318,6 +336,15 @@ fn the_content_digest_covers_namespaces_whatever_their_ids() {
             TxBuilder::new().append_json("s", Expected::Any, &[("u", "{}")]),
         )
         .unwrap();
+        // A collection of the same name in each, created in the namespaces' order (so
+        // the collection ids differ between the two orders too), a document in each.
+        for name in order {
+            let (ns, x) = if *name == "a" { (a, 1.0f32) } else { (b, 2.0) };
+            let params =
+                athanor_core::vector::CollectionParams::new(1, athanor_core::vector::Metric::L2);
+            e.create_collection_in(ns, "v", params).unwrap();
+            commit_in(&e, ns, TxBuilder::new().vector_upsert("v", "d", &[x], "")).unwrap();
+        }
         let live = e.store().content_digest().unwrap();
         let copy = TempDir::new().unwrap();
         e.store().copy_compacted(copy.path()).unwrap();
@@ -325,9 +352,13 @@ fn the_content_digest_covers_namespaces_whatever_their_ids() {
         live
     };
     let first = digest(&["a", "b"], 1);
-    // The same namespaces created in the other order (other ids): the same digest.
+    // The same namespaces and collections created in the other order (other namespace
+    // and collection ids): the same digest.
     assert_eq!(digest(&["b", "a"], 1), first);
-    assert_eq!((first.state_keys, first.events), (1, 2));
+    assert_eq!(
+        (first.state_keys, first.events, first.vector_documents),
+        (1, 2, 2)
+    );
     // A different value in a namespace: a different digest.
     assert_ne!(digest(&["a", "b"], 2).sha256, first.sha256);
     // A store without namespaces has no namespace section: an empty store's digest is

@@ -46,7 +46,8 @@ pub struct NativeCollectionInfo {
 
 fn info_of(d: &CollectionDef) -> NativeCollectionInfo {
     NativeCollectionInfo {
-        name: d.name.clone(),
+        // A namespace's collection is shown by the name the namespace gave it.
+        name: athanor_core::store::split_collection(&d.name).1.to_owned(),
         dimension: d.params.dimension,
         metric: d.params.metric.as_str().to_owned(),
         m: d.params.m,
@@ -87,15 +88,6 @@ pub struct NativeSearchPlan {
     pub graph_visits: f64,
 }
 
-impl NativeDb {
-    /// The engine, with its vector indexes caught up with other processes' commits.
-    fn refreshed(&self) -> CoreResult<Arc<Engine>> {
-        let engine = self.engine()?;
-        engine.vectors().refresh(engine.store())?;
-        Ok(engine)
-    }
-}
-
 #[napi]
 impl NativeDb {
     /// Creates a collection (or returns the existing one when its parameters match).
@@ -119,7 +111,7 @@ impl NativeDb {
                     None => Quantization::None,
                 },
             };
-            let idx = engine.create_collection(&name, params)?;
+            let idx = engine.create_collection_in(self.ctx.ns, &name, params)?;
             Ok(NativeCollection::new(self.ctx.clone(), idx))
         })
     }
@@ -128,10 +120,9 @@ impl NativeDb {
     #[napi]
     pub fn vector_open(&self, env: Env, name: String) -> Result<Option<NativeCollection>> {
         guard(&env, || {
-            let engine = self.refreshed()?;
+            let engine = self.engine()?;
             Ok(engine
-                .vectors()
-                .get(&name)
+                .collection_in(self.ctx.ns, &name)?
                 .map(|idx| NativeCollection::new(self.ctx.clone(), idx)))
         })
     }
@@ -140,8 +131,10 @@ impl NativeDb {
     #[napi]
     pub fn vector_info(&self, env: Env, name: String) -> Result<Option<NativeCollectionInfo>> {
         guard(&env, || {
-            let engine = self.refreshed()?;
-            Ok(engine.vectors().get(&name).map(|c| info_of(&c.def)))
+            let engine = self.engine()?;
+            Ok(engine
+                .collection_in(self.ctx.ns, &name)?
+                .map(|c| info_of(&c.def)))
         })
     }
 
@@ -149,8 +142,12 @@ impl NativeDb {
     #[napi]
     pub fn vector_list(&self, env: Env) -> Result<Vec<NativeCollectionInfo>> {
         guard(&env, || {
-            let engine = self.refreshed()?;
-            Ok(engine.vectors().list().iter().map(info_of).collect())
+            let engine = self.engine()?;
+            Ok(engine
+                .collections_in(self.ctx.ns)?
+                .iter()
+                .map(info_of)
+                .collect())
         })
     }
 
@@ -159,7 +156,7 @@ impl NativeDb {
     pub fn vector_drop(&self, env: Env, name: String) -> Result<bool> {
         guard(&env, || {
             let engine = self.engine()?;
-            engine.drop_collection(&name)
+            engine.drop_collection_in(self.ctx.ns, &name)
         })
     }
 }
@@ -217,7 +214,7 @@ impl NativeCollection {
                 Code::NotFound,
                 format!(
                     "vector collection {:?} was dropped; create it again and reopen it",
-                    self.idx.def.name
+                    athanor_core::store::split_collection(&self.idx.def.name).1
                 ),
             ));
         }

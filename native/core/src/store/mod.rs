@@ -70,7 +70,7 @@ pub use namespaces::{check_namespace_name, NamespaceInfo, MAX_NAMESPACE_NAME_BYT
 pub use options::{ChainKey, ChainOptions, Durability, StoreOptions};
 pub use reader::CachedReader;
 pub use scan::MAX_LIST;
-pub use space::{Space, DEFAULT_NAMESPACE_ID};
+pub use space::{qualified_collection, split_collection, Space, DEFAULT_NAMESPACE_ID};
 pub use state::StateEntry;
 pub use streams::StreamQuery;
 pub(crate) use streams::{decode_version, stream_event_key};

@@ -25,6 +25,31 @@ use super::keyed::{Db, Keyed};
 /// The id of the default namespace: the database itself.
 pub const DEFAULT_NAMESPACE_ID: u32 = 0;
 
+/// A vector collection's name as the core keys it: the default namespace's names as
+/// they are; a namespace's as `\0<namespace id>\0<name>`. Collection names hold no NUL
+/// (`vector::collection::check_name`), so no name a caller gives reaches another
+/// namespace's collection.
+pub fn qualified_collection(ns: u32, name: &str) -> std::borrow::Cow<'_, str> {
+    if ns == DEFAULT_NAMESPACE_ID {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(format!("\0{ns}\0{name}"))
+    }
+}
+
+/// The namespace id and the plain name of a collection name as the core keys it (see
+/// [`qualified_collection`]).
+pub fn split_collection(qualified: &str) -> (u32, &str) {
+    if let Some(rest) = qualified.strip_prefix('\0') {
+        if let Some((id, name)) = rest.split_once('\0') {
+            if let Ok(id) = id.parse::<u32>() {
+                return (id, name);
+            }
+        }
+    }
+    (DEFAULT_NAMESPACE_ID, qualified)
+}
+
 /// One namespace's view of the store: the databases of the concepts a namespace
 /// holds, each keyed for it. Get one with [`Store::space`].
 #[derive(Clone, Copy)]

@@ -35,9 +35,20 @@ pub(crate) struct Loaded {
     pub current: bool,
 }
 
-/// The folder of a collection's dump.
+/// The folder of a collection's dump: `<dir>/index/<name>` for the default namespace,
+/// `<dir>/namespaces/<id>/index/<name>` for a namespace's collection (beside the
+/// namespace's projection.db, and removed with it), so no name of one reaches the other.
 pub(crate) fn folder(index_dir: &Path, name: &str) -> PathBuf {
-    index_dir.join(name)
+    match crate::store::split_collection(name) {
+        (crate::store::DEFAULT_NAMESPACE_ID, _) => index_dir.join(name),
+        (ns, plain) => {
+            let dir = index_dir.parent().unwrap_or(index_dir);
+            dir.join("namespaces")
+                .join(ns.to_string())
+                .join("index")
+                .join(plain)
+        }
+    }
 }
 
 /// 64-bit FNV-1a over 8-byte words (plus the tail): a cheap integrity check
@@ -112,6 +123,9 @@ pub(crate) fn write(
             .map_err(|e| Error::new(crate::Code::Io, format!("manifest: {e}")))?;
         fs::write(tmp.join(MANIFEST), text)?;
         let target = folder(index_dir, &def.name);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)?;
+        }
         if target.exists() {
             // Not atomic: a crash between the two renames leaves only the old
             // dump, moved aside, which the next open puts back (`restore_old`).

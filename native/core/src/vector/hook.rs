@@ -11,7 +11,7 @@ use heed::RwTxn;
 use super::collection::CollectionDef;
 use super::docs;
 use super::index::Change;
-use super::ops::{change_of, check_op, missing};
+use super::ops::{change_of, check_op, collection_of, missing};
 use super::shared::Shared;
 use crate::error::{Code, Error, Result};
 use crate::store::{Dbs, GroupWrites, WriteHook};
@@ -65,7 +65,8 @@ impl GroupWrites for VectorGroup<'_> {
     fn validate(&mut self, dbs: &Dbs, wtxn: &RwTxn, b: &TxBatch) -> Result<Result<()>> {
         self.defs.clear();
         for op in &b.vectors {
-            let name = b.bytes(op.collection());
+            let name = collection_of(b, op);
+            let name = &name[..];
             if !self.defs.iter().any(|d| d.name.as_bytes() == name) {
                 match dbs.vector_collections.get(wtxn, name)? {
                     Some(rec) => self.defs.push(CollectionDef::decode(name, rec)?),
@@ -93,11 +94,11 @@ impl GroupWrites for VectorGroup<'_> {
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
         for op in &b.vectors {
-            let name = b.bytes(op.collection());
+            let name = collection_of(b, op);
             let def = self
                 .defs
                 .iter()
-                .find(|d| d.name.as_bytes() == name)
+                .find(|d| d.name.as_bytes() == &name[..])
                 .unwrap();
             let id = b.bytes(op.id());
             let key = docs::doc_key(def.id, id);

@@ -12,12 +12,29 @@ use crate::txn::{TxBatch, VectorOp};
 
 /// The error for a collection that does not exist.
 pub(super) fn missing(name: &[u8]) -> Error {
+    let name = String::from_utf8_lossy(name);
     Error::new(
         Code::NotFound,
         format!(
             "vector collection {:?} does not exist; create it with db.vectors.create()",
-            String::from_utf8_lossy(name)
+            crate::store::split_collection(&name).1
         ),
+    )
+}
+
+/// The collection a batch's vector op writes, as the core keys it: qualified with the
+/// batch's namespace (`store::qualified_collection`).
+pub(super) fn collection_of<'b>(b: &'b TxBatch, op: &VectorOp) -> std::borrow::Cow<'b, [u8]> {
+    let name = b.bytes(op.collection());
+    if b.namespace == crate::store::DEFAULT_NAMESPACE_ID {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    // Names were checked as UTF-8 when the batch was parsed.
+    let name = std::str::from_utf8(name).unwrap_or_default();
+    std::borrow::Cow::Owned(
+        crate::store::qualified_collection(b.namespace, name)
+            .into_owned()
+            .into_bytes(),
     )
 }
 

@@ -16,7 +16,7 @@ use super::dump;
 use super::hook::VectorHook;
 use super::index::{Change, CollectionIndex};
 use super::indexer::{release_free_memory, run_indexer};
-use super::ops::{change_of, check_op, missing};
+use super::ops::{change_of, check_op, collection_of, missing};
 use super::shared::{Maps, Shared};
 use crate::error::{Error, Result};
 use crate::store::{Store, WriteHook};
@@ -141,14 +141,16 @@ impl Registry {
         name: &str,
         params: CollectionParams,
     ) -> Result<Arc<CollectionIndex>> {
-        collection::check_name(name)?;
+        // `name` may be qualified with a namespace (`store::qualified_collection`).
+        let shown = crate::store::split_collection(name).1;
+        collection::check_name(shown)?;
         params.validate()?;
         let def = store.write_with_growth(|dbs, wtxn| {
             if let Some(rec) = dbs.vector_collections.get(wtxn, name.as_bytes())? {
                 let existing = CollectionDef::decode(name.as_bytes(), rec)?;
                 if existing.params != params {
                     return Err(Error::invalid(format!(
-                        "collection {name:?} already exists with different parameters ({:?}); open it, or drop it first",
+                        "collection {shown:?} already exists with different parameters ({:?}); open it, or drop it first",
                         existing.params
                     )));
                 }
@@ -184,7 +186,7 @@ impl Registry {
 
     /// Drops a collection and all its documents. Returns whether it existed.
     pub fn drop_collection(&self, store: &Store, name: &str) -> Result<bool> {
-        collection::check_name(name)?;
+        collection::check_name(crate::store::split_collection(name).1)?;
         let dropped = store.write_with_growth(|dbs, wtxn| {
             let Some(rec) = dbs.vector_collections.get(wtxn, name.as_bytes())? else {
                 return Ok(None);
@@ -223,16 +225,16 @@ impl Registry {
             return Ok(());
         }
         let maps = self.shared.maps.read();
-        let mut last: Option<(&[u8], &Arc<CollectionIndex>)> = None;
+        let mut last: Option<(std::borrow::Cow<[u8]>, &Arc<CollectionIndex>)> = None;
         for op in &b.vectors {
-            let name = b.bytes(op.collection());
-            let c = match last {
-                Some((n, c)) if n == name => c,
+            let name = collection_of(b, op);
+            let c = match &last {
+                Some((n, c)) if *n == name => *c,
                 _ => {
-                    let c = std::str::from_utf8(name)
+                    let c = std::str::from_utf8(&name)
                         .ok()
                         .and_then(|n| maps.by_name.get(n))
-                        .ok_or_else(|| missing(name))?;
+                        .ok_or_else(|| missing(&name))?;
                     last = Some((name, c));
                     c
                 }
