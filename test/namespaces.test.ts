@@ -8,7 +8,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Athanor, CorruptError, InvalidArgumentError, NotFoundError, i64, type DeclarativeSpec, type NamespaceHandle } from '../dist/index.js';
+import { Athanor, CorruptError, Embedder, InvalidArgumentError, NotFoundError, i64, type DeclarativeSpec, type NamespaceHandle } from '../dist/index.js';
+import { ensureTestModel } from '../scripts/test-model.mjs';
 import { Sandbox, expectRejects, expectThrows } from './helpers.js';
 
 const sb = new Sandbox();
@@ -280,6 +281,28 @@ describe('namespaces', () => {
     expect(again.vectors.list()).toEqual([]);
     expect(db.verify({ report: true }).ok).toBe(true);
   });
+
+  it('a vector projection of a namespace embeds its log into its own collection', async () => {
+    const db = await sb.open();
+    const a = db.namespace('a', { create: true });
+    const embedder = await Embedder.open(await ensureTestModel());
+    try {
+      await db.transaction().execute((tx) => tx.log('Doc', { id: 'root', text: 'a document of the database itself' }));
+      await a.transaction().execute((tx) => {
+        tx.log('Doc', { id: 'a1', text: 'the namespace keeps its own documents' });
+        tx.log('Doc', { id: 'a2', text: 'and embeds them into its own collection' });
+      });
+      const p = a.vectorProjection({ name: 'vp', collection: 'docs', embedder, on: { Doc: { id: '$.id', text: '$.text' } } });
+      await p.catchUp();
+      const docs = a.vectors.open('docs');
+      expect(docs.count()).toBe(2);
+      expect(docs.get('root')).toBeUndefined();
+      expect(db.vectors.list()).toEqual([]);
+      await p.close();
+    } finally {
+      embedder.close();
+    }
+  }, 60_000);
 
   it('a chained database chains each namespace: a flipped byte in a namespace event is found at that event', async () => {
     const dir = sb.dir();
