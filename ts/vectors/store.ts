@@ -124,7 +124,12 @@ export class VectorStore {
   /** Whether a collection of that name exists. */
   has(name: string): boolean {
     this.#core.assertOpen();
-    return this.#core.native.vectorInfo(checkName(name)) !== null;
+    checkName(name);
+    try {
+      return this.#core.native.vectorInfo(name) !== null;
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 
   /** Every collection's definition, sorted by name. */
