@@ -140,9 +140,13 @@ const CASES: Case[] = [
   { api: 'replication', needs: 'admin', call: (h) => h.replication },
   { api: 'pgProjection', needs: 'admin', call: (h) => h.pgProjection({ name: '', pool: {} as never, on: {} }) },
   { api: 'as', needs: 'admin', call: (h) => h.as({ id: 'other', roles: ['admin'] }) },
-  // Namespaces are not open to callers yet (docs/architecture.md): refused for every role.
-  { api: 'namespace', needs: 'never', call: (h) => h.namespace('tenant', { create: true }) },
-  { api: 'namespaces', needs: 'never', call: (h) => h.namespaces.list() },
+  // Built-in roles hold their grants in every namespace ('*'): opening one needs a grant there, creating one admin there.
+  { api: 'namespace', needs: 'none', call: (h) => h.namespace('tenant') },
+  { api: 'namespace(create)', needs: 'admin', call: (h, s) => h.namespace(`n${s}`, { create: true }) },
+  { api: 'namespaces.list', needs: 'none', call: (h) => h.namespaces.list() },
+  { api: 'namespaces.get', needs: 'none', call: (h) => h.namespaces.get('tenant') },
+  { api: 'namespaces.create', needs: 'admin', call: (h, s) => h.namespaces.create(`m${s}`) },
+  { api: 'namespaces.drop', needs: 'admin', call: (h, s) => h.namespaces.drop(`none${s}`) },
   { api: 'roles.define', needs: 'admin', call: (h, s) => h.roles.define(`r${s}`, [{ action: 'read' }]) },
   { api: 'roles.drop', needs: 'admin', call: (h, s) => h.roles.drop(`none${s}`) },
   { api: 'roles.list', needs: 'audit', call: (h) => h.roles.list() },
@@ -155,13 +159,18 @@ const CASES: Case[] = [
 ];
 
 async function seed(db: Athanor): Promise<void> {
-  await db.transaction().execute((tx) => {
-    tx.set('k', str('v'));
-    tx.log('note', { n: 0 });
-  });
-  db.vectors.create('docs', { dimension: 2 });
-  db.sql.exec('CREATE TABLE t(v INTEGER)');
+  for (const h of [db, db.namespace('tenant', { create: true })]) {
+    await h.transaction().execute((tx) => {
+      tx.set('k', str('v'));
+      tx.log('note', { n: 0 });
+    });
+    h.vectors.create('docs', { dimension: 2 });
+    h.sql.exec('CREATE TABLE t(v INTEGER)');
+  }
 }
+
+/** What a namespace's handle refuses to every caller: what belongs to the database as a whole. */
+const DATABASE_WIDE = /^(namespace|namespaces|roles|audit|as|backup|replication)\b/;
 
 async function outcome(call: () => unknown): Promise<'allowed' | 'denied'> {
   try {
@@ -403,6 +412,119 @@ describe('custom roles narrowed to resources', () => {
     await expectRejects(db.roles.define('x', [{ action: 'fly' } as never]), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     await expectRejects(db.roles.define('x', [{ action: 'admin', resource: { kind: 'key', prefix: 'a' } }]), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');
     expect(db.roles.list().map((r) => r.name)).toEqual(['admin', 'developer', 'viewer', 'auditor']);
+  });
+});
+
+describe('caller handles in namespaces', () => {
+  it('every API through db.as(caller).namespace(name) decides in the namespace, for each built-in role (0 breaches)', async () => {
+    let attempts = 0;
+    const breaches: string[] = [];
+    const wrongRefusals: string[] = [];
+    for (const role of ['admin', 'developer', 'viewer', 'auditor'] as Role[]) {
+      const db = await sb.open(undefined, { chain: true });
+      await seed(db);
+      const h = db.as({ id: `${role}-ns`, roles: [role] }).namespace('tenant');
+      for (const [i, c] of CASES.entries()) {
+        attempts++;
+        const got = await outcome(() => c.call(h, `${role}${i}`));
+        const want = DATABASE_WIDE.test(c.api) || !HOLDS[role].includes(c.needs) ? 'denied' : 'allowed';
+        if (got === 'allowed' && want === 'denied') breaches.push(`${role}: ${c.api}`);
+        if (got === 'denied' && want === 'allowed') wrongRefusals.push(`${role}: ${c.api}`);
+      }
+      // The namespace's writes went to the namespace, none to the database's own state.
+      expect(db.getOpt('w')).toBeUndefined();
+      await db.audit.flush();
+      const recs = await db.audit.query({ caller: `${role}-ns` });
+      expect(recs.length, `${role}: its decisions are in the database's trail`).toBeGreaterThan(0);
+      expect(recs.every((r) => r.namespace === 'tenant'), `${role}: each names the namespace`).toBe(true);
+    }
+    expect(attempts).toBe(CASES.length * 4);
+    expect(breaches).toEqual([]);
+    expect(wrongRefusals).toEqual([]);
+  });
+
+  it('a role granted in one namespace reaches nothing outside it, whatever name or key is crafted', async () => {
+    const db = await sb.open();
+    await seed(db);
+    db.namespace('other', { create: true });
+    await db.namespace('other').transaction().execute((tx) => tx.set('secret', str('theirs')));
+    await db.roles.define('tenant-dev', [
+      { action: 'read', namespace: 'tenant' },
+      { action: 'write', namespace: 'tenant' },
+    ]);
+    const caller = { id: 'tdev', roles: ['tenant-dev'] };
+    const root = db.as(caller);
+    const mine = root.namespace('tenant');
+    // In its namespace, it reads and writes as a developer.
+    expect(mine.get('k').asString()).toBe('v');
+    await mine.transaction().execute((tx) => tx.set('mine', str('1')));
+    expect(db.namespace('tenant').get('mine').asString()).toBe('1');
+    let attempts = 0;
+    const breaches: string[] = [];
+    const attempt = async (what: string, call: () => unknown): Promise<void> => {
+      attempts++;
+      try {
+        const r = await call();
+        // Isolated is as good as denied: what comes back must not be another namespace's.
+        if (r !== undefined && JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)).includes('theirs')) breaches.push(what);
+      } catch (e) {
+        if (!(e instanceof ForbiddenError) && !(e instanceof InvalidArgumentError)) breaches.push(`${what}: ${String(e)}`);
+      }
+    };
+    // The database's own namespace and another namespace: every CASE needing a grant is refused.
+    for (const [label, h] of [['default', root], ['other', null]] as const) {
+      for (const [i, c] of CASES.entries()) {
+        if (c.needs === 'none' || c.needs === 'never') continue;
+        attempts++;
+        const got = await outcome(() => c.call(h ?? root.namespace('other'), `x${i}`));
+        if (got === 'allowed') breaches.push(`${label}: ${c.api}`);
+      }
+    }
+    // Crafted names and keys from inside its namespace.
+    for (const name of ['other', 'default', '../other', 'other\u0000', 'OTHER', '*', '']) await attempt(`namespace(${JSON.stringify(name)})`, () => root.namespace(name));
+    for (const key of ['secret', '\u0000secret', '\u0000\u0000\u0000\u0002secret', '../other/secret']) {
+      await attempt(`get(${JSON.stringify(key)})`, () => mine.getOpt(key));
+      await attempt(`tx.set(${JSON.stringify(key)})`, () => mine.transaction().execute((tx) => tx.set(key, str('forged'))));
+    }
+    await attempt('list()', () => mine.list());
+    await attempt('sql ATTACH', () => mine.sql.exec(`ATTACH DATABASE '${path.join(db.dir, 'projection.db')}' AS d`));
+    await attempt('namespaces.create(other)', () => root.namespaces.create('other2'));
+    await attempt('namespaces.drop(other)', () => root.namespaces.drop('other'));
+    expect(root.namespaces.list().map((n) => n.name)).toEqual(['tenant']);
+    expect(root.namespaces.get('other')).toBeUndefined();
+    expect(db.namespace('other').get('secret').asString()).toBe('theirs');
+    expect(db.namespaces.get('other')).toBeDefined();
+    expect(attempts).toBeGreaterThan(100);
+    expect(breaches).toEqual([]);
+    // Each refusal is recorded, naming the namespace it was made in.
+    await db.audit.flush();
+    const denied = await db.audit.query({ caller: 'tdev', outcome: 'deny' });
+    expect(denied.some((r) => r.namespace === 'other' && r.permission.endsWith(' in other'))).toBe(true);
+    expect(denied.some((r) => r.namespace === 'default')).toBe(true);
+  });
+
+  it("records a namespace's writes in the database's trail, in their own commit, and keeps them when the namespace is dropped", async () => {
+    const dir = sb.dir();
+    const db = await Athanor.open(dir, { secure: true });
+    const admin = db.as({ id: 'root', roles: ['admin'] });
+    const ns = admin.namespace('acme', { create: true });
+    const alice = db.as({ id: 'alice', roles: ['developer'] }).namespace('acme');
+    const r = await alice.transaction().execute((tx) => tx.log('paid', { n: 1 }));
+    // Verified chain in the namespace, its own event ids.
+    expect(r.firstEventId).toBe(1n);
+    expect(ns.events.proof(1n)!.algorithm).toBe('sha256');
+    // Alice has no batched record: what the trail holds of her came with her commit.
+    const recs = storedAudit(admin).filter((x) => x.caller === 'alice');
+    expect(recs).toEqual([expect.objectContaining({ action: 'tx.execute', outcome: 'allow', permission: 'write', namespace: 'acme' })]);
+    // A namespace handle's own caller handle is the database's, deciding in the namespace.
+    await db.close();
+    const again = await Athanor.open(dir, { secure: true });
+    await again.as({ id: 'root', roles: ['admin'] }).namespaces.drop('acme');
+    const auditor = again.as({ id: 'aud', roles: ['auditor'] });
+    const kept = await auditor.audit.query({ namespace: 'acme', caller: 'alice' });
+    expect(kept.map((x) => x.action)).toEqual(['tx.execute']);
+    expect((await auditor.audit.query({ action: 'namespaces.drop' })).map((x) => x.namespace)).toEqual(['acme']);
+    await again.close();
   });
 });
 

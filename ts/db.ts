@@ -573,7 +573,7 @@ export class Athanor {
     const projectionDir = join(this.dir, 'namespaces', String(found.id));
     mkdirSync(projectionDir, { recursive: true });
     const core = this.#nativeCall(() => Core.view(this.#core, this.dir, found.id));
-    const handle = new NamespaceHandle(this.dir, this.#options, core, projectionDir, namespaceInfo(found));
+    const handle = new NamespaceHandle(this, this.#options, core, projectionDir, namespaceInfo(found));
     this.#namespaceHandles.set(name, handle);
     return handle;
   }
@@ -1155,11 +1155,28 @@ function refusedInNamespace(what: string): never {
 export class NamespaceHandle extends Athanor {
   /** The namespace this handle reads and writes. */
   readonly info: NamespaceInfo;
+  readonly #database: Athanor;
 
   /** @internal */
-  constructor(dir: string, o: CheckedOptions, core: Core, projectionDir: string, info: NamespaceInfo) {
-    super(dir, o, core, { projectionDir });
+  constructor(database: Athanor, o: CheckedOptions, core: Core, projectionDir: string, info: NamespaceInfo) {
+    super(database.dir, o, core, { projectionDir });
     this.info = info;
+    this.#database = database;
+  }
+
+  /** The database's caller handle for `caller`, in this namespace (`db.as(caller).namespace(name)`): roles and the audit trail are the database's. */
+  override as(caller: Caller): Athanor {
+    return this.#database.as(caller).namespace(this.info.name);
+  }
+
+  /** The database's roles (a namespace has none of its own). */
+  override get roles(): Roles {
+    return this.#database.roles;
+  }
+
+  /** The database's audit trail, which records decisions in every namespace. */
+  override get audit(): AuditTrail {
+    return this.#database.audit;
   }
 
   /** Refused: namespaces do not nest. */

@@ -22,6 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
 import type { Value } from '../state/codec.js';
 import type { TransactionBuilder, Tx } from '../state/transaction.js';
+import { TRAIL, type TrailWriter } from '../state/reserved.js';
 import { describeThrown } from '../internal/thrown.js';
 import { AUDIT_PREFIX, decodeProfile, decodeRecord, encodeRecord, makeProfile, recordKey, type AuditRecord, type Profile, type StoredRecord } from './audit-format.js';
 import { DEFAULT_NAMESPACE } from './permissions.js';
@@ -129,16 +130,18 @@ export class AuditTrail {
    * Writes `profile` into `tx` unless the store is known to hold it: the record that
    * names it then commits with it. Once seen committed, it is not written again.
    */
-  #withProfile(tx: Tx, profile: Profile): void {
+  #withProfile(tx: Tx, profile: Profile, put: (key: string, value: Value) => void = (k, v) => tx.set(k, v)): void {
     if (this.#stored.has(profile.key)) return;
     if (this.#store.getOpt(profile.key) !== undefined) this.#stored.add(profile.key);
-    else tx.set(profile.key, profile.value);
+    else put(profile.key, profile.value);
   }
 
-  /** Writes `record` into the transaction `tx` (the commit of the write it allows). @internal */
+  /**
+   * Writes `record` into the transaction `tx` (the commit of the write it allows), of
+   * whichever namespace: the record goes to the database's trail (a trail put). @internal
+   */
   inTransaction(tx: Tx, record: Decision): void {
-    this.#withProfile(tx, record.profile);
-    tx.set(this.keyFor(record.at), encodeRecord(record));
+    this.inTransactionEncoded(tx, record.profile, record.at, encodeRecord(record));
   }
 
   /**
@@ -146,8 +149,11 @@ export class AuditTrail {
    * `at` into `tx`: the hot path of an allowed transaction. @internal
    */
   inTransactionEncoded(tx: Tx, profile: Profile, at: number, value: Value): void {
-    this.#withProfile(tx, profile);
-    tx.set(this.keyFor(at), value);
+    const trail = tx as Partial<TrailWriter>;
+    if (typeof trail[TRAIL] !== 'function') throw new TypeError('an audit record joins only a transaction of athanor\'s own (TxImpl)');
+    const put = (k: string, v: Value): void => trail[TRAIL]!(k, v);
+    this.#withProfile(tx, profile, put);
+    put(this.keyFor(at), value);
   }
 
   /** Queues a record for the next batch. @internal */

@@ -23,7 +23,8 @@ import type { Json } from '../state/codec.js';
 import type { AuditTrail, Decision } from './audit.js';
 import { encodeRecord, type Profile } from './audit-format.js';
 import { Roles, type RoleStore, type RoleVersion } from './roles.js';
-import { DEFAULT_NAMESPACE, describeNeed, describePermission, grants, type Caller, type Need, type Permission } from './permissions.js';
+import { checkNamespaceName } from '../state/namespaces.js';
+import { DEFAULT_NAMESPACE, appliesIn, describeNeed, describePermission, grants, type Caller, type Need, type Permission } from './permissions.js';
 
 /** The database's security parts, shared by its handles. @internal */
 export interface Security {
@@ -33,10 +34,21 @@ export interface Security {
   version: RoleVersion;
 }
 
-/** Decides for one caller: checks needs against its grants, records the decisions. @internal */
+/** Where a gate's writes of athanor's own commit (a vector collection's writes and their record). @internal */
+export interface GateStore {
+  internalTransaction(): TransactionBuilder;
+}
+
+/** Decides for one caller in one namespace: checks needs against its grants, records the decisions. @internal */
 export class Gate {
   readonly caller: Caller;
   readonly security: Security;
+  /** The namespace the gate decides in (`'default'`: the database's own). */
+  readonly namespace: string;
+  /** The handle of that namespace, for writes the gate makes itself. */
+  readonly store: GateStore;
+  /** This caller's gates of other namespaces, by name, with the handle each was made for. */
+  readonly #namespaces = new Map<string, { handle: object; gate: Gate }>();
   #perms: readonly Permission[] = [];
   #texts: string[] = [];
   #version = -1;
@@ -49,11 +61,33 @@ export class Gate {
   /** The encoded record of an allowed transaction, by the grants it used. */
   readonly #txValues = new Map<string, Value>();
 
-  constructor(caller: Caller, security: Security) {
+  constructor(caller: Caller, security: Security, namespace: string = DEFAULT_NAMESPACE, store: GateStore = security.store) {
     this.caller = caller;
     this.security = security;
-    this.#profile = security.audit.profile(caller.id, caller.roles);
+    this.namespace = namespace;
+    this.store = store;
+    this.#profile = security.audit.profile(caller.id, caller.roles, namespace);
     this.#compile();
+  }
+
+  /** The same caller's gate in namespace `name`, whose handle is `handle` (one gate per handle, so its read counts add up). */
+  inNamespace(name: string, handle: GateStore & object): Gate {
+    const seen = this.#namespaces.get(name);
+    if (seen !== undefined && seen.handle === handle) return seen.gate;
+    const gate = new Gate(this.caller, this.security, name, handle);
+    this.#namespaces.set(name, { handle, gate });
+    return gate;
+  }
+
+  /** A gate of the same caller deciding in namespace `name`, for a decision about the namespace itself (not kept). */
+  decidingIn(name: string): Gate {
+    return new Gate(this.caller, this.security, name);
+  }
+
+  /** Whether any of the caller's grants applies in namespace `name`. */
+  reaches(name: string): boolean {
+    if (this.#version !== this.security.version.value) this.#compile();
+    return this.#perms.some((p) => appliesIn(p, name));
   }
 
   /** The counter of allowed reads of `action` (one per member, so the hot path looks nothing up). */
@@ -71,7 +105,7 @@ export class Gate {
     for (const r of this.caller.roles) perms.push(...(this.security.roles.get(r) ?? []));
     this.#perms = perms;
     this.#texts = perms.map(describePermission);
-    this.#readsAllKeys = perms.findIndex((p) => grants(p, { action: 'read', kind: 'key', name: '' }) && p.resource === undefined);
+    this.#readsAllKeys = perms.findIndex((p) => grants(p, { action: 'read', kind: 'key', name: '' }, this.namespace) && p.resource === undefined);
     this.#version = this.security.version.value;
     // Grants are numbered anew: counts and encoded records name the old numbering.
     for (const c of this.#counts.values()) c.generation = -1;
@@ -112,8 +146,13 @@ export class Gate {
   grant(action: string, need: Need): number {
     if (this.#version !== this.security.version.value) this.#compile();
     const perms = this.#perms;
-    for (let i = 0; i < perms.length; i++) if (grants(perms[i]!, need)) return i;
-    const missing = describeNeed(need);
+    const ns = this.namespace;
+    for (let i = 0; i < perms.length; i++) if (grants(perms[i]!, need, ns)) return i;
+    return this.deny(action, ns === DEFAULT_NAMESPACE ? describeNeed(need) : `${describeNeed(need)} in ${ns}`);
+  }
+
+  /** Records a denial of `action` for lack of `missing`, and throws it as `ForbiddenError`. */
+  deny(action: string, missing: string): never {
     this.security.audit.record(this.#record(action, missing, 'deny'));
     throw new ForbiddenError(
       `caller ${JSON.stringify(this.caller.id)} (roles: ${this.caller.roles.join(', ') || 'none'}) lacks the permission "${missing}" that ${action} needs; nothing was done. Grant it with a role (db.roles.define) or call as a caller that holds it`,
@@ -169,7 +208,7 @@ export class Gate {
   /** Whether the caller holds an unnarrowed admin grant. */
   get isAdmin(): boolean {
     if (this.#version !== this.security.version.value) this.#compile();
-    return this.#perms.some((p) => p.action === 'admin' && (p.namespace === undefined || p.namespace === '*' || p.namespace === DEFAULT_NAMESPACE));
+    return this.#perms.some((p) => p.action === 'admin' && appliesIn(p, this.namespace));
   }
 }
 
@@ -276,7 +315,7 @@ const COLLECTION: Table = {
  * record in the same commit.
  */
 async function writeVectors(t: Target, gate: Gate, record: Decision, write: (v: TxVectors<Json>) => void): Promise<void> {
-  await gate.security.store.internalTransaction().execute((tx) => {
+  await gate.store.internalTransaction().execute((tx) => {
     write(tx.vectors<Json>(String(t.name)));
     gate.security.audit.inTransaction(tx, record);
   });
@@ -385,7 +424,73 @@ const DB: Table = {
   as: { needs: admin },
   close: { needs: admin },
   [Symbol.asyncDispose]: { needs: admin },
+  namespace: { needs: always, call: (t, a, g) => openNamespace(t, a, g) },
+  namespaces: { needs: always, call: (t, _a, g) => namespacesFor(t, g) },
 };
+
+/**
+ * A namespace's handle through a caller handle: the database's table, each member
+ * deciding in the namespace, less what belongs to the database as a whole (namespaces,
+ * roles, the audit trail, backups, replication, closing).
+ */
+const NAMESPACE: Table = (() => {
+  const omitted = new Set<PropertyKey>(['namespace', 'namespaces', 'roles', 'audit', 'as', 'close', Symbol.asyncDispose, 'backup', 'replication']);
+  const table: Record<PropertyKey, Rule> = { info: { needs: always } };
+  for (const k of Reflect.ownKeys(DB)) if (!omitted.has(k)) table[k] = DB[k as string]!;
+  return Object.freeze(table);
+})();
+
+interface NamespaceOpener {
+  namespace(name: string, options?: unknown): object & GateStore;
+  readonly namespaces: {
+    create(name: string, options?: unknown): unknown;
+    get(name: string): unknown;
+    list(): { name: string }[];
+    drop(name: string): Promise<boolean>;
+  };
+}
+
+const ADMIN_IN_NAMESPACE: readonly Need[] = ADMIN;
+
+/**
+ * `db.as(caller).namespace(name, options)`: the namespace's handle guarded by the
+ * caller's gate in that namespace. Opening needs some grant there (creating it, admin
+ * there), so a caller learns nothing of a namespace it holds no grant in.
+ */
+function openNamespace(t: Target, a: readonly unknown[], g: Gate): unknown {
+  const name = checkNamespaceName(a[0]);
+  const options = a[1];
+  const db = t as unknown as NamespaceOpener;
+  const probe = g.decidingIn(name);
+  if (options !== null && typeof options === 'object' && (options as { create?: unknown }).create === true) probe.allow('db.namespace', ADMIN_IN_NAMESPACE);
+  else if (!g.reaches(name)) probe.deny('db.namespace', `any permission in ${name}`);
+  const handle = db.namespace(name, options);
+  const gate = g.inNamespace(name, handle);
+  return guard(handle, 'namespace', NAMESPACE, gate);
+}
+
+/** `db.as(caller).namespaces`: creating and dropping need admin in the namespace; listing shows the namespaces the caller holds a grant in. */
+function namespacesFor(t: Target, g: Gate): unknown {
+  const db = t as unknown as NamespaceOpener;
+  const gateOf = (name: string): Gate => g.decidingIn(name);
+  return Object.freeze({
+    create: (name: unknown, options?: unknown): unknown => {
+      const n = checkNamespaceName(name);
+      gateOf(n).allow('namespaces.create', ADMIN_IN_NAMESPACE);
+      return db.namespaces.create(n, options);
+    },
+    get: (name: unknown): unknown => {
+      const n = checkNamespaceName(name);
+      return g.reaches(n) ? db.namespaces.get(n) : undefined;
+    },
+    list: (): unknown[] => db.namespaces.list().filter((n) => g.reaches(n.name)),
+    drop: async (name: unknown): Promise<boolean> => {
+      const n = checkNamespaceName(name);
+      gateOf(n).allow('namespaces.drop', ADMIN_IN_NAMESPACE);
+      return db.namespaces.drop(n);
+    },
+  });
+}
 
 // ---------------------------------------------------------------------------
 // the Proxy

@@ -26,7 +26,7 @@ export interface Resource {
 export interface Permission {
   /** The action granted. */
   action: Action;
-  /** The namespace it applies to: `'*'` (default) for all. Caller handles reach only `'default'` today (`db.namespace()` is not open to callers yet). */
+  /** The namespace it applies to (`'default'`: the database's own), `'*'` (the default) for all. */
   namespace?: string;
   /** Narrows the grant to resources of one kind and prefix. */
   resource?: Resource;
@@ -53,7 +53,7 @@ export interface Need {
   name?: string;
 }
 
-/** The namespace every resource a caller handle reaches lives in (namespaces are not open to callers yet). */
+/** The name permissions give the database's own namespace (what `db.as(caller)` reaches; `db.as(caller).namespace(name)` reaches the others). */
 export const DEFAULT_NAMESPACE = 'default';
 
 /** The built-in roles: their grants can be read, never redefined. */
@@ -71,10 +71,15 @@ export const BUILTIN_ROLES: Readonly<Record<string, readonly Permission[]>> = Ob
 const ACTIONS: readonly Action[] = ['read', 'write', 'admin', 'audit'];
 const KINDS: readonly ResourceKind[] = ['key', 'event', 'collection', 'table'];
 
-/** Whether `p` grants `n` in the default namespace. @internal */
-export function grants(p: Permission, n: Need): boolean {
+/** Whether `p` applies in `namespace`. @internal */
+export function appliesIn(p: Permission, namespace: string): boolean {
+  return p.namespace === undefined || p.namespace === '*' || p.namespace === namespace;
+}
+
+/** Whether `p` grants `n` in `namespace`. @internal */
+export function grants(p: Permission, n: Need, namespace: string = DEFAULT_NAMESPACE): boolean {
   if (p.action !== n.action && p.action !== 'admin') return false;
-  if (p.namespace !== undefined && p.namespace !== '*' && p.namespace !== DEFAULT_NAMESPACE) return false;
+  if (!appliesIn(p, namespace)) return false;
   if (p.resource === undefined) return true;
   return n.kind === p.resource.kind && n.name !== undefined && n.name.startsWith(p.resource.prefix);
 }

@@ -15,6 +15,7 @@
  * @internal
  */
 import { InvalidArgumentError } from '../errors.js';
+import type { Value } from './codec.js';
 
 /** The prefix of athanor's own state keys. @internal */
 export const RESERVED_PREFIX = '\u0000athanor/';
@@ -24,6 +25,22 @@ export const RESERVED_EVENT_PREFIX = 'athanor.';
 
 /** The capability to write reserved keys: a symbol only athanor's modules can name. @internal */
 export const INTERNAL: unique symbol = Symbol('athanor.internal');
+
+/**
+ * The capability to write a record of athanor's audit trail (a key under
+ * {@link TRAIL_PREFIX}) into the database's default namespace from a transaction of
+ * any namespace, in that transaction's commit (a trail put, native/core/src/txn.rs). @internal
+ */
+export const TRAIL: unique symbol = Symbol('athanor.trail');
+
+/** What every audit trail key starts with (records and profiles). @internal */
+export const TRAIL_PREFIX = `${RESERVED_PREFIX}audit`;
+
+/** A transaction that takes trail puts. @internal */
+export interface TrailWriter {
+  /** Writes `value` under `key` (under {@link TRAIL_PREFIX}) in the default namespace, in this transaction's commit. */
+  [TRAIL](key: string, value: Value): void;
+}
 
 /** Throws unless `key` may be written by a user transaction. @internal */
 export function checkWritableKey(key: string): void {

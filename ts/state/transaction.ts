@@ -3,7 +3,7 @@
  * buffers its writes; the batch crosses into Rust in one call and the single
  * writer validates what was read (optimistic concurrency) before applying it.
  */
-import { INTERNAL, checkWritableKey } from './reserved.js';
+import { INTERNAL, TRAIL, TRAIL_PREFIX, checkWritableKey, type TrailWriter } from './reserved.js';
 import { stringifyStrict } from '../internal/json.js';
 import { Value, writeValue } from './codec.js';
 import type { ByteWriter } from '../internal/bytes.js';
@@ -199,7 +199,7 @@ type Check = { key: string; test: (v: Value | undefined) => string | null };
 
 const DELETED = null;
 /** Wire format version of native/core/src/txn.rs. */
-const WIRE_VERSION = 3;
+const WIRE_VERSION = 4;
 const NUMERIC_OPS = { add: 1, sub: 2, max: 3, min: 4 } as const;
 const U256_LIMIT = 1n << 256n;
 
@@ -232,11 +232,13 @@ function schemaVersionOf(options: LogOptions): number {
 type Append = { stream: string; expect: 0 | 1 | 2; version: bigint; first: number; count: number };
 type NumericOp = { op: number; type: number; key: string; operand: bigint; min: bigint | undefined; max: bigint | undefined };
 /** One attempt of a transaction callback. @internal */
-export class TxImpl implements Tx {
+export class TxImpl implements Tx, TrailWriter {
   #snapshotSeq: bigint | undefined;
   readonly #core: Core;
   readonly #reads = new Map<string, bigint>();
   readonly #writes = new Map<string, Value | null>();
+  /** Audit trail records for the default namespace (see {@link TRAIL}), key then value. */
+  readonly #trail: (string | Value)[] = [];
   /** Flat triples: kind (1 json, 2 bytes), type, payload (JSON text or bytes). */
   readonly #events: (number | string | Uint8Array)[] = [];
   #vectorOps: VectorOps | undefined;
@@ -438,9 +440,16 @@ export class TxImpl implements Tx {
     }
   }
 
+  /** See {@link TRAIL}. @internal */
+  [TRAIL](key: string, value: Value): void {
+    this.#live();
+    if (!key.startsWith(TRAIL_PREFIX)) throw new InvalidArgumentError(`a trail put writes only athanor's audit trail, not ${JSON.stringify(key)}`);
+    this.#trail.push(key, value);
+  }
+
   /** Whether committing changes anything. */
   get isWrite(): boolean {
-    return this.#writes.size > 0 || this.#events.length > 0 || (this.#vectorOps?.count ?? 0) > 0 || this.#numeric.length > 0;
+    return this.#writes.size > 0 || this.#trail.length > 0 || this.#events.length > 0 || (this.#vectorOps?.count ?? 0) > 0 || this.#numeric.length > 0;
   }
 
   /** Appends the batch, in the wire format of native/core/src/txn.rs, to `w`. */
@@ -452,11 +461,17 @@ export class TxImpl implements Tx {
       w.str16(k);
       w.u64(version);
     }
-    w.u32(this.#writes.size);
+    const trail = this.#trail;
+    w.u32(this.#writes.size + trail.length / 2);
     for (const [k, v] of this.#writes) {
       w.u8(v === DELETED ? 2 : 1);
       w.str16(k);
       if (v !== DELETED) writeValue(w, v);
+    }
+    for (let i = 0; i < trail.length; i += 2) {
+      w.u8(3);
+      w.str16(trail[i] as string);
+      writeValue(w, trail[i + 1] as Value);
     }
     const ev = this.#events;
     w.u32(ev.length / 3);

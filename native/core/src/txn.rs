@@ -4,9 +4,10 @@
 //!
 //! Wire format (little-endian):
 //! ```text
-//! [wire version u8 = 3]
+//! [wire version u8 = 4]
 //! [n_reads u32]  { [key_len u16][key][version_seen u64] }      version 0 = key was absent
-//! [n_writes u32] { [op u8: 1 put, 2 delete][key_len u16][key] (put: [value_len u32][value]) }
+//! [n_writes u32] { [op u8: 1 put, 2 delete, 3 trail put][key_len u16][key]
+//!                  (put, trail put: [value_len u32][value]) }
 //! [n_events u32] { [kind u8: 1 json, 2 bytes, 3 versioned json, 4 versioned bytes][type_len u16][type]
 //!                  [payload_len u32][payload] }   versioned: payload = [schema version u32 BE ≥ 1][body]
 //! [n_vector_ops u32] { vector op }
@@ -23,7 +24,12 @@
 //! events section; runs are in order and do not overlap): they join the stream, at
 //! the versions after its current one, when the writer finds the stream at the
 //! expected version (`version` is read only with `exact`; 0 is an empty stream).
-//! Version 2 is version 3 without the two last sections.
+//! A trail put writes a record of athanor's audit trail (a key starting with
+//! [`TRAIL_KEY_PREFIX`]) into the default namespace's state, whatever namespace the
+//! batch reads and writes: a namespace's writes and the database-wide record that
+//! allowed them commit together, and the record outlives the namespace.
+//! Version 3 is version 4 without trail puts; version 2 is version 3 without the two
+//! last sections.
 //!
 //! vector op:
 //!   1 upsert: [coll_len u16][coll][id_len u16][id][dim u32][f32 × dim][meta_len u32][meta json]
@@ -40,7 +46,10 @@ use crate::error::{Error, Result};
 use crate::numeric::{Int, NumericArgs, NumericKind, NumericType};
 
 /// Wire format version of [`TxBatch`].
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
+
+/// What every key of a trail put starts with: athanor's audit trail records and profiles.
+pub const TRAIL_KEY_PREFIX: &[u8] = b"\0athanor/audit";
 
 /// Largest stream id, in UTF-8 bytes.
 pub const MAX_STREAM_ID_BYTES: usize = 256;
@@ -100,6 +109,14 @@ pub enum WriteOp {
     Delete {
         /// The key's bytes range.
         key: Range<usize>,
+    },
+    /// Writes `value` under `key` (which starts with [`TRAIL_KEY_PREFIX`]) in the
+    /// default namespace, whatever the batch's namespace.
+    TrailPut {
+        /// The key's bytes range.
+        key: Range<usize>,
+        /// The encoded value's bytes range.
+        value: Range<usize>,
     },
 }
 
@@ -183,7 +200,7 @@ impl TxBatch {
     pub fn parse(data: Vec<u8>) -> Result<TxBatch> {
         let mut r = Reader::new(&data);
         let v = r.u8()?;
-        if v != WIRE_VERSION && v != 2 {
+        if !(2..=WIRE_VERSION).contains(&v) {
             return Err(Error::invalid(format!(
                 "transaction wire version {v} is not supported (expects {WIRE_VERSION})"
             )));
@@ -203,7 +220,12 @@ impl TxBatch {
             let key = range_of(&mut r, |r| Ok(r.u16()? as usize))?;
             codec::check_key(&data[key.clone()])?;
             match op {
-                1 => {
+                1 | 3 => {
+                    if op == 3 && (v < 4 || !data[key.clone()].starts_with(TRAIL_KEY_PREFIX)) {
+                        return Err(Error::invalid(
+                            "a trail put writes only athanor's audit trail (wire version 4)",
+                        ));
+                    }
                     let value = range_of(&mut r, |r| Ok(r.u32()? as usize))?;
                     codec::validate(&data[value.clone()]).map_err(|e| {
                         Error::new(
@@ -215,7 +237,11 @@ impl TxBatch {
                             ),
                         )
                     })?;
-                    writes.push(WriteOp::Put { key, value });
+                    writes.push(if op == 1 {
+                        WriteOp::Put { key, value }
+                    } else {
+                        WriteOp::TrailPut { key, value }
+                    });
                 }
                 2 => writes.push(WriteOp::Delete { key }),
                 other => return Err(Error::invalid(format!("unknown write op {other}"))),
@@ -259,7 +285,9 @@ impl TxBatch {
             let written: std::collections::HashSet<&[u8]> = writes
                 .iter()
                 .map(|w| match w {
-                    WriteOp::Put { key, .. } | WriteOp::Delete { key } => &data[key.clone()],
+                    WriteOp::Put { key, .. }
+                    | WriteOp::Delete { key }
+                    | WriteOp::TrailPut { key, .. } => &data[key.clone()],
                 })
                 .collect();
             if let Some(op) = numeric
@@ -521,7 +549,8 @@ fn range_of(
 #[derive(Default)]
 pub struct TxBuilder {
     reads: Vec<(Vec<u8>, u64)>,
-    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// `(op, key, value)`: op 1 put, 2 delete (no value), 3 trail put.
+    writes: Vec<(u8, Vec<u8>, Option<Vec<u8>>)>,
     events: Vec<(PayloadKind, String, Vec<u8>)>,
     vectors: Vec<BuilderVectorOp>,
     idempotency_key: Option<String>,
@@ -545,12 +574,18 @@ impl TxBuilder {
     /// Writes `value` under `key`.
     pub fn put(mut self, key: &str, value: &Value) -> Self {
         self.writes
-            .push((key.as_bytes().to_vec(), Some(value.encode())));
+            .push((1, key.as_bytes().to_vec(), Some(value.encode())));
         self
     }
     /// Deletes `key`.
     pub fn delete(mut self, key: &str) -> Self {
-        self.writes.push((key.as_bytes().to_vec(), None));
+        self.writes.push((2, key.as_bytes().to_vec(), None));
+        self
+    }
+    /// Writes `value` under the audit trail key `key` in the default namespace.
+    pub fn trail_put(mut self, key: &str, value: &Value) -> Self {
+        self.writes
+            .push((3, key.as_bytes().to_vec(), Some(value.encode())));
         self
     }
     /// Appends an event of `event_type` with a JSON payload.
@@ -618,8 +653,8 @@ impl TxBuilder {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&(self.writes.len() as u32).to_le_bytes());
-        for (k, v) in &self.writes {
-            out.push(if v.is_some() { 1 } else { 2 });
+        for (op, k, v) in &self.writes {
+            out.push(*op);
             out.extend_from_slice(&(k.len() as u16).to_le_bytes());
             out.extend_from_slice(k);
             if let Some(v) = v {

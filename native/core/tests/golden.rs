@@ -498,6 +498,7 @@ fn txn_batch_golden() -> Json {
         .read("absent", 0)
         .put("a", &value)
         .delete("gone")
+        .trail_put("\0athanor/audit/x", &Value::String("r".into()))
         .event_json("t.json", "{\"n\":1,\"s\":\"é\"}")
         .event_bytes("t.bytes", &[0, 1, 0x7f, 0xff])
         .vector_upsert("docs", "x", &vector, "{\"k\":1}")
@@ -540,7 +541,8 @@ fn txn_batch_golden() -> Json {
     );
     let types: Vec<String> = batch.events.iter().map(|e| text(&e.event_type)).collect();
     assert_eq!(types, ["t.json", "t.bytes", "placed", "paid", "opened"]);
-    assert_eq!((batch.writes.len(), batch.vectors.len()), (2, 2));
+    assert_eq!((batch.writes.len(), batch.vectors.len()), (3, 2));
+    assert!(matches!(batch.writes[2], athanor_core::txn::WriteOp::TrailPut { .. }));
     assert_eq!((batch.appends.len(), batch.numeric.len()), (2, 2));
     assert_eq!(batch.appends[0].events, 2..4);
     assert_eq!(
@@ -551,7 +553,11 @@ fn txn_batch_golden() -> Json {
         "format": athanor_core::txn::WIRE_VERSION,
         "spec": "native/core/src/txn.rs",
         "reads": [["seen", "72623859790382856"], ["absent", "0"]],
-        "writes": [{ "key": "a", "value": hex(&value.encode()) }, { "key": "gone", "delete": true }],
+        "writes": [
+            { "key": "a", "value": hex(&value.encode()) },
+            { "key": "gone", "delete": true },
+            { "key": "\0athanor/audit/x", "trail": hex(&Value::String("r".into()).encode()) },
+        ],
         "events": [
             { "type": "t.json", "json": "{\"n\":1,\"s\":\"é\"}" },
             { "type": "t.bytes", "bytes": "00017fff" },
@@ -589,6 +595,23 @@ fn txn_batch_matches_the_golden() {
         txn_batch_golden(),
         "{name}: the transaction batch changed; bump WIRE_VERSION, change ts/state/transaction.ts with it and add its golden"
     );
+}
+
+#[test]
+fn older_txn_batch_versions_still_parse() {
+    for v in 2..athanor_core::txn::WIRE_VERSION {
+        let golden = golden_json(&format!("txn-batch-v{v}.json"), || unreachable!());
+        let batch = TxBatch::parse(unhex(golden["hex"].as_str().unwrap())).unwrap();
+        assert_eq!(batch.writes.len(), 2, "v{v}");
+        assert_eq!(batch.events.len(), if v == 2 { 2 } else { 5 }, "v{v}");
+    }
+    // A trail put is refused in a batch of an older version, and for a key outside the trail.
+    let mut v3 = TxBuilder::new().trail_put("\0athanor/audit/x", &Value::I64(1)).encode();
+    v3[0] = 3;
+    assert!(TxBatch::parse(v3).is_err());
+    let outside = TxBuilder::new().trail_put("\0athanor/roles/x", &Value::I64(1)).encode();
+    assert!(TxBatch::parse(outside).is_err());
+    assert!(TxBatch::parse(TxBuilder::new().trail_put("\0athanor/audit-profile/p", &Value::I64(1)).encode()).is_ok());
 }
 
 // ---------------------------------------------------------------------------

@@ -369,3 +369,45 @@ fn the_content_digest_covers_namespaces_whatever_their_ids() {
     let headers = Sha256::digest(b"athanor content digest v1\nstate\nevents\nvectors\n");
     assert_eq!(plain.sha256, athanor_core::backup::hex(&headers));
 }
+
+#[test]
+fn a_trail_put_lands_in_the_default_namespace_and_outlives_a_drop() {
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    let a = e.create_namespace("a", "{}").unwrap();
+    let record = "\0athanor/audit/rec-a";
+    commit_in(
+        &e,
+        a.id,
+        TxBuilder::new()
+            .put("k", &Value::I64(1))
+            .trail_put(record, &Value::String("allowed".into())),
+    )
+    .unwrap();
+    // The namespace's write is in the namespace; the trail record is the database's.
+    assert_eq!(get_in(&e, a.id, "k"), Some(Value::I64(1)));
+    assert_eq!(get_in(&e, a.id, record), None);
+    assert_eq!(get_in(&e, 0, "k"), None);
+    assert_eq!(
+        get_in(&e, 0, record),
+        Some(Value::String("allowed".into()))
+    );
+    // A failed transaction writes its trail put no more than its other writes.
+    let failing = commit_in(
+        &e,
+        a.id,
+        TxBuilder::new()
+            .read("k", 0)
+            .put("k", &Value::I64(2))
+            .trail_put("\0athanor/audit/rec-b", &Value::I64(0)),
+    );
+    assert_eq!(failing.unwrap_err().code, Code::Conflict);
+    assert_eq!(get_in(&e, 0, "\0athanor/audit/rec-b"), None);
+    assert!(e.drop_namespace("a").unwrap().is_some());
+    drop(e);
+    let e = open(dir.path());
+    assert_eq!(
+        get_in(&e, 0, record),
+        Some(Value::String("allowed".into()))
+    );
+}

@@ -156,6 +156,12 @@ pub(super) fn apply_one<'s>(
             WriteOp::Delete { key } => {
                 sp.state.delete(wtxn, b.bytes(key))?;
             }
+            WriteOp::TrailPut { key, value } => {
+                scratch.clear();
+                scratch.extend_from_slice(&my_seq.to_be_bytes());
+                scratch.extend_from_slice(b.bytes(value));
+                store.space(0).state.append(wtxn, b.bytes(key), scratch)?;
+            }
         }
     }
     let first = *last_id + 1;

@@ -130,7 +130,8 @@ fn try_apply(
         let first_event_id = last_id + 1;
         for w in &b.writes {
             match w {
-                WriteOp::Put { key, value } => {
+                // A replica holds the default namespace only: a trail put is a put there.
+                WriteOp::Put { key, value } | WriteOp::TrailPut { key, value } => {
                     scratch.clear();
                     scratch.extend_from_slice(&rec.commit_seq.to_be_bytes());
                     scratch.extend_from_slice(b.bytes(value));
