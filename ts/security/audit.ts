@@ -130,10 +130,10 @@ export class AuditTrail {
    * Writes `profile` into `tx` unless the store is known to hold it: the record that
    * names it then commits with it. Once seen committed, it is not written again.
    */
-  #withProfile(tx: Tx, profile: Profile, put: (key: string, value: Value) => void = (k, v) => tx.set(k, v)): void {
+  #withProfile(trail: TrailWriter, profile: Profile): void {
     if (this.#stored.has(profile.key)) return;
     if (this.#store.getOpt(profile.key) !== undefined) this.#stored.add(profile.key);
-    else put(profile.key, profile.value);
+    else trail[TRAIL](profile.key, profile.value);
   }
 
   /**
@@ -149,11 +149,10 @@ export class AuditTrail {
    * `at` into `tx`: the hot path of an allowed transaction. @internal
    */
   inTransactionEncoded(tx: Tx, profile: Profile, at: number, value: Value): void {
-    const trail = tx as Partial<TrailWriter>;
-    if (typeof trail[TRAIL] !== 'function') throw new TypeError('an audit record joins only a transaction of athanor\'s own (TxImpl)');
-    const put = (k: string, v: Value): void => trail[TRAIL]!(k, v);
-    this.#withProfile(tx, profile, put);
-    put(this.keyFor(at), value);
+    const trail = tx as Tx & Partial<TrailWriter>;
+    if (typeof trail[TRAIL] !== 'function') throw new TypeError("an audit record joins only a transaction of athanor's own (TxImpl)");
+    this.#withProfile(trail as TrailWriter, profile);
+    trail[TRAIL](this.keyFor(at), value);
   }
 
   /** Queues a record for the next batch. @internal */
@@ -219,7 +218,8 @@ export class AuditTrail {
       await this.#store.internalTransaction().execute((tx) => {
         const profiles = new Set<Profile>();
         for (const { record } of batch) profiles.add(record.profile);
-        for (const p of profiles) this.#withProfile(tx, p);
+        const trail: TrailWriter = { [TRAIL]: (k, v) => tx.set(k, v) };
+        for (const p of profiles) this.#withProfile(trail, p);
         for (const { key, record } of batch) tx.set(key, encodeRecord(record));
         for (const key of expired) tx.delete(key);
       });

@@ -54,6 +54,10 @@ export class Gate {
   #version = -1;
   /** The first grant that reads every key (-1: none), so a point read needs no search. */
   #readsAllKeys = -1;
+  /** The first grant that writes every key (-1: none): a transaction's writes need no search. */
+  writesAllKeys = -1;
+  /** The first grant that logs events of every type (-1: none). */
+  writesAllEvents = -1;
   /** Per operation, this batch's counting records, by grant (see `AuditTrail.addRead`). */
   readonly #counts = new Map<string, ReadCounter>();
   /** The caller's id, roles and namespace as its records name them. */
@@ -105,7 +109,10 @@ export class Gate {
     for (const r of this.caller.roles) perms.push(...(this.security.roles.get(r) ?? []));
     this.#perms = perms;
     this.#texts = perms.map(describePermission);
-    this.#readsAllKeys = perms.findIndex((p) => grants(p, { action: 'read', kind: 'key', name: '' }, this.namespace) && p.resource === undefined);
+    const unnarrowed = (need: Need) => perms.findIndex((p) => grants(p, need, this.namespace) && p.resource === undefined);
+    this.#readsAllKeys = unnarrowed({ action: 'read', kind: 'key', name: '' });
+    this.writesAllKeys = unnarrowed({ action: 'write', kind: 'key', name: '' });
+    this.writesAllEvents = unnarrowed({ action: 'write', kind: 'event', name: '' });
     this.#version = this.security.version.value;
     // Grants are numbered anew: counts and encoded records name the old numbering.
     for (const c of this.#counts.values()) c.generation = -1;
@@ -189,14 +196,18 @@ export class Gate {
     }
   }
 
+  /** Compiles the caller's grants again if a role changed since (before reading `writesAll*`). */
+  current(): void {
+    if (this.#version !== this.security.version.value) this.#compile();
+  }
+
   /** The text of grant `i` (see {@link grant}). */
   text(i: number): string {
     return this.#texts[i]!;
   }
 
-  /** Writes the record of an allowed transaction that used `grantTexts` into its own commit. */
-  recordTx(tx: Tx, grantTexts: ReadonlySet<string>): void {
-    const permission = grantTexts.size === 1 ? grantTexts.values().next().value! : [...grantTexts].join(', ');
+  /** Writes the record of an allowed transaction that used the grants `permission` names into its own commit. */
+  recordTx(tx: Tx, permission: string): void {
     let value = this.#txValues.get(permission);
     if (value === undefined) {
       value = encodeRecord(this.#record('tx.execute', permission, 'allow'));
@@ -655,7 +666,8 @@ function runGuarded<T>(raw: Tx, fn: (tx: Tx) => T, gate: Gate): T {
   if (typeof fn !== 'function') return fn; // the builder reports it
   const tx = new GuardedTx(raw, gate);
   const value = fn(tx);
-  if (tx.grantsUsed.size > 0) gate.recordTx(raw, tx.grantsUsed);
+  const permission = tx.grantsUsed;
+  if (permission !== undefined) gate.recordTx(raw, permission);
   return value;
 }
 
@@ -663,16 +675,44 @@ function runGuarded<T>(raw: Tx, fn: (tx: Tx) => T, gate: Gate): T {
 class GuardedTx implements Tx {
   readonly #raw: Tx;
   readonly #gate: Gate;
-  /** The grants the transaction's writes used, recorded in its commit. */
-  readonly grantsUsed = new Set<string>();
+  /** The first grant the transaction's writes used (most use one), recorded in its commit. */
+  #first: string | undefined;
+  /** Every grant they used, once they used a second one. */
+  #all: Set<string> | undefined;
 
   constructor(raw: Tx, gate: Gate) {
     this.#raw = raw;
     this.#gate = gate;
+    gate.current();
+  }
+
+  #use(i: number): void {
+    const text = this.#gate.text(i);
+    if (this.#first === undefined) this.#first = text;
+    else if (text !== this.#first) (this.#all ??= new Set([this.#first])).add(text);
+  }
+
+  /** The grants the transaction's writes used, as its record names them (`undefined`: none). */
+  get grantsUsed(): string | undefined {
+    return this.#all === undefined ? this.#first : [...this.#all].join(', ');
   }
 
   #write(action: string, need: Need): void {
-    this.grantsUsed.add(this.#gate.text(this.#gate.grant(`tx.${action}`, need)));
+    this.#use(this.#gate.grant(`tx.${action}`, need));
+  }
+
+  /** A key write: a grant that writes every key settles a plain key without a search. */
+  #writeKey(action: string, key: string): void {
+    const all = this.#gate.writesAllKeys;
+    if (all >= 0 && typeof key === 'string' && (key.charCodeAt(0) !== 0 || !key.startsWith(RESERVED_PREFIX))) this.#use(all);
+    else this.#write(action, keyNeed('write', key));
+  }
+
+  /** An event's type: a grant that logs every type settles it without a search. */
+  #writeEvent(action: string, type: unknown): void {
+    const all = this.#gate.writesAllEvents;
+    if (all >= 0 && typeof type === 'string') this.#use(all);
+    else this.#write(action, { action: 'write', kind: 'event', name: typeof type === 'string' ? type : undefined });
   }
 
   get snapshotSeq(): bigint {
@@ -691,23 +731,23 @@ class GuardedTx implements Tx {
     return this.#raw.exists(key);
   }
   set(key: string, value: Value): void {
-    this.#write('set', keyNeed('write', key));
+    this.#writeKey('set', key);
     checkWritableKey(key);
     this.#raw.set(key, value);
   }
   delete(key: string): void {
-    this.#write('delete', keyNeed('write', key));
+    this.#writeKey('delete', key);
     checkWritableKey(key);
     this.#raw.delete(key);
   }
   update(key: string, fn: (current: Value | undefined) => Value | undefined): void {
     this.#gate.allow('tx.update', [keyNeed('read', key)]);
-    this.#write('update', keyNeed('write', key));
+    this.#writeKey('update', key);
     checkWritableKey(key);
     this.#raw.update(key, fn);
   }
   log(type: string, payload: unknown, options?: LogOptions): void {
-    this.#write('log', { action: 'write', kind: 'event', name: typeof type === 'string' ? type : undefined });
+    this.#writeEvent('log', type);
     if (typeof type === 'string') checkWritableEventType(type);
     this.#raw.log(type, payload, options);
   }
@@ -715,7 +755,7 @@ class GuardedTx implements Tx {
     const all = events !== null && typeof (events as { [Symbol.iterator]?: unknown })?.[Symbol.iterator] === 'function' ? [...events] : [];
     for (const e of all) {
       const type = e !== null && typeof e === 'object' ? e.type : undefined;
-      this.#write('logMany', { action: 'write', kind: 'event', name: typeof type === 'string' ? type : undefined });
+      this.#writeEvent('logMany', type);
       if (typeof type === 'string') checkWritableEventType(type);
     }
     this.#raw.logMany(all.length > 0 ? all : events);
@@ -725,7 +765,7 @@ class GuardedTx implements Tx {
     const all: unknown[] = events !== null && typeof events === 'object' && typeof (events as { [Symbol.iterator]?: unknown })[Symbol.iterator] === 'function' ? [...(events as Iterable<EventInput>)] : [events];
     for (const e of all) {
       const type = e !== null && typeof e === 'object' ? (e as { type?: unknown }).type : undefined;
-      this.#write('append', { action: 'write', kind: 'event', name: typeof type === 'string' ? type : undefined });
+      this.#writeEvent('append', type);
       if (typeof type === 'string') checkWritableEventType(type);
     }
     this.#raw.append(streamId, all as EventInput[], options);
@@ -747,7 +787,7 @@ class GuardedTx implements Tx {
     this.#raw.min(key, value, options);
   }
   #numeric(action: string, key: string): void {
-    this.#write(action, keyNeed('write', key));
+    this.#writeKey(action, key);
     checkWritableKey(key);
   }
   vectors<M = Json>(collection: string): TxVectors<M> {

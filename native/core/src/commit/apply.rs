@@ -160,7 +160,8 @@ pub(super) fn apply_one<'s>(
                 scratch.clear();
                 scratch.extend_from_slice(&my_seq.to_be_bytes());
                 scratch.extend_from_slice(b.bytes(value));
-                store.space(0).state.append(wtxn, b.bytes(key), scratch)?;
+                // Audit keys sort before the application's (NUL first): never the last key, so no append attempt.
+                dbs.state.put(wtxn, b.bytes(key), scratch)?;
             }
         }
     }
