@@ -542,7 +542,10 @@ fn txn_batch_golden() -> Json {
     let types: Vec<String> = batch.events.iter().map(|e| text(&e.event_type)).collect();
     assert_eq!(types, ["t.json", "t.bytes", "placed", "paid", "opened"]);
     assert_eq!((batch.writes.len(), batch.vectors.len()), (3, 2));
-    assert!(matches!(batch.writes[2], athanor_core::txn::WriteOp::TrailPut { .. }));
+    assert!(matches!(
+        batch.writes[2],
+        athanor_core::txn::WriteOp::TrailPut { .. }
+    ));
     assert_eq!((batch.appends.len(), batch.numeric.len()), (2, 2));
     assert_eq!(batch.appends[0].events, 2..4);
     assert_eq!(
@@ -606,12 +609,21 @@ fn older_txn_batch_versions_still_parse() {
         assert_eq!(batch.events.len(), if v == 2 { 2 } else { 5 }, "v{v}");
     }
     // A trail put is refused in a batch of an older version, and for a key outside the trail.
-    let mut v3 = TxBuilder::new().trail_put("\0athanor/audit/x", &Value::I64(1)).encode();
+    let mut v3 = TxBuilder::new()
+        .trail_put("\0athanor/audit/x", &Value::I64(1))
+        .encode();
     v3[0] = 3;
     assert!(TxBatch::parse(v3).is_err());
-    let outside = TxBuilder::new().trail_put("\0athanor/roles/x", &Value::I64(1)).encode();
+    let outside = TxBuilder::new()
+        .trail_put("\0athanor/roles/x", &Value::I64(1))
+        .encode();
     assert!(TxBatch::parse(outside).is_err());
-    assert!(TxBatch::parse(TxBuilder::new().trail_put("\0athanor/audit-profile/p", &Value::I64(1)).encode()).is_ok());
+    assert!(TxBatch::parse(
+        TxBuilder::new()
+            .trail_put("\0athanor/audit-profile/p", &Value::I64(1))
+            .encode()
+    )
+    .is_ok());
 }
 
 // ---------------------------------------------------------------------------

@@ -388,10 +388,7 @@ fn a_trail_put_lands_in_the_default_namespace_and_outlives_a_drop() {
     assert_eq!(get_in(&e, a.id, "k"), Some(Value::I64(1)));
     assert_eq!(get_in(&e, a.id, record), None);
     assert_eq!(get_in(&e, 0, "k"), None);
-    assert_eq!(
-        get_in(&e, 0, record),
-        Some(Value::String("allowed".into()))
-    );
+    assert_eq!(get_in(&e, 0, record), Some(Value::String("allowed".into())));
     // A failed transaction writes its trail put no more than its other writes.
     let failing = commit_in(
         &e,
@@ -406,8 +403,5 @@ fn a_trail_put_lands_in_the_default_namespace_and_outlives_a_drop() {
     assert!(e.drop_namespace("a").unwrap().is_some());
     drop(e);
     let e = open(dir.path());
-    assert_eq!(
-        get_in(&e, 0, record),
-        Some(Value::String("allowed".into()))
-    );
+    assert_eq!(get_in(&e, 0, record), Some(Value::String("allowed".into())));
 }
