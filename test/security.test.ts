@@ -406,6 +406,48 @@ describe('custom roles narrowed to resources', () => {
     expectThrows(() => h.get('k'), ForbiddenError, 'ERR_FORBIDDEN');
   });
 
+  it('narrows SQL to tables: each table a statement reads or changes, through views and triggers too', async () => {
+    const db = await sb.open();
+    db.sql.exec(`CREATE TABLE orders(id INTEGER PRIMARY KEY, total INTEGER);
+      CREATE TABLE secrets(v TEXT);
+      CREATE TABLE audit_log(msg TEXT);
+      CREATE VIEW leaky AS SELECT v FROM secrets;
+      CREATE TRIGGER spy AFTER INSERT ON orders BEGIN INSERT INTO audit_log SELECT v FROM secrets; END;
+      INSERT INTO secrets VALUES ('s3cret');`);
+    await db.roles.define('clerk', [
+      { action: 'read', resource: { kind: 'table', prefix: 'orders' } },
+      { action: 'write', resource: { kind: 'table', prefix: 'orders' } },
+    ]);
+    const h = db.as({ id: 'clerk-1', roles: ['clerk'] });
+    expect(h.sql.all('SELECT count(*) AS n FROM orders')).toEqual([{ n: 0 }]);
+    expect(await h.query('SELECT count(*) AS n FROM orders')).toEqual([{ n: 0 }]);
+    const refused: [string, string][] = [
+      ['SELECT * FROM secrets', 'read table:"secrets"'],
+      ['SELECT * FROM leaky', 'read table:"secrets"'],
+      ['SELECT o.total FROM orders o JOIN secrets s', 'read table:"secrets"'],
+      ['INSERT INTO orders(total) VALUES (1)', 'write table:"audit_log"'],
+      ['SELECT * FROM no_such_table', 'read table:""'],
+      ['PRAGMA user_version = 3', 'write table:""'],
+      ['DROP TABLE secrets', 'write table:"secrets"'],
+      ['SELECT name FROM sqlite_master', 'read table:""'],
+    ];
+    for (const [sql, permission] of refused) {
+      const e = expectThrows(() => h.sql.all(sql), ForbiddenError, 'ERR_FORBIDDEN') as ForbiddenError;
+      expect(e.permission, sql).toBe(permission);
+    }
+    await expectRejects(h.query('SELECT * FROM leaky'), ForbiddenError, 'ERR_FORBIDDEN');
+    expectThrows(() => h.sql.run('INSERT INTO orders(total) VALUES (1)'), ForbiddenError, 'ERR_FORBIDDEN');
+    expect(db.sql.get('SELECT count(*) AS n FROM orders')).toEqual({ n: 0 });
+    expect(db.sql.get('SELECT count(*) AS n FROM audit_log')).toEqual({ n: 0 });
+    // Without the trigger, the clerk's insert touches only its table.
+    db.sql.exec('DROP TRIGGER spy');
+    h.sql.run('INSERT INTO orders(total) VALUES (7)');
+    expect(h.sql.get('SELECT total FROM orders')).toEqual({ total: 7 });
+    await db.audit.flush();
+    const denied = await db.audit.query({ caller: 'clerk-1', outcome: 'deny' });
+    expect(denied.map((r) => r.permission)).toContain('read table:"secrets"');
+  });
+
   it('refuses redefining built-in roles and malformed permissions', async () => {
     const db = await sb.open();
     await expectRejects(db.roles.define('admin', [{ action: 'read' }]), InvalidArgumentError, 'ERR_INVALID_ARGUMENT');

@@ -253,6 +253,11 @@ export declare class NativeSql {
   txState(): number
   /** Prepares one statement; returns its id. */
   prepare(sql: string): number
+  /**
+   * The tables one statement reads and changes, compiled (not run, not kept): each
+   * `[table, write]`; an empty table name stands for what is not one table's (PRAGMA, ATTACH).
+   */
+  tableAccess(sql: string): Array<[string, boolean]>
   /** `[readonly, paramCount, ...columnNames]` of a prepared statement. */
   describe(id: number): [boolean, number, Array<string>]
   /** Finalizes a statement (its id may be reused). */

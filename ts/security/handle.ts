@@ -269,6 +269,8 @@ interface Rule {
   call?: (target: Target, args: readonly unknown[], gate: Gate) => unknown;
   /** Wraps what the member returns. */
   wrap?: (result: unknown, gate: Gate) => unknown;
+  /** The member returns a promise without being an async function: a refusal rejects it too. */
+  promise?: true;
 }
 
 type Table = Readonly<Record<string | symbol, Rule>>;
@@ -344,22 +346,33 @@ const VECTORS: Table = {
 };
 
 interface SqlLike {
-  prepare(sql: string): { reader: boolean; finalize(): void };
+  accessOf(sql: string): [string, boolean][];
 }
 
-/** What a statement needs: reads need read, anything else write (SQL as one resource, `table:""`). */
+/**
+ * What one statement needs: `read` of each table it reads and `write` of each it
+ * changes (rows or schema), as SQLite's authorizer saw it compile, views and triggers
+ * included; a statement that names no table, or does not compile, needs `read` of all
+ * tables (`table:""`), one that changes what is not a table's (PRAGMA, VACUUM) `write` of all.
+ */
 function sqlNeeds(target: Target, sql: unknown): readonly Need[] {
   if (typeof sql !== 'string') return [{ action: 'write', kind: 'table', name: '' }];
-  const st = (target as unknown as SqlLike).prepare(sql);
-  const reader = st.reader;
-  st.finalize();
-  return [{ action: reader ? 'read' : 'write', kind: 'table', name: '' }];
+  let access: [string, boolean][];
+  try {
+    access = (target as unknown as SqlLike).accessOf(sql);
+  } catch {
+    // A statement that does not compile (a missing table, a syntax error) says something
+    // of the schema: only a caller who may read all of it learns what.
+    return [{ action: 'read', kind: 'table', name: '' }];
+  }
+  if (access.length === 0) return [{ action: 'read', kind: 'table', name: '' }];
+  return access.map(([table, write]): Need => ({ action: write ? 'write' : 'read', kind: 'table', name: table }));
 }
 
 const SQL_WRITE = (): readonly Need[] => [{ action: 'write', kind: 'table', name: '' }];
 const SQL: Table = {
   exec: { needs: SQL_WRITE },
-  run: { needs: SQL_WRITE },
+  run: { needs: (a, t) => sqlNeeds(t, a[0]) },
   prepare: { needs: (a, t) => sqlNeeds(t, a[0]) },
   get: { needs: (a, t) => sqlNeeds(t, a[0]) },
   all: { needs: (a, t) => sqlNeeds(t, a[0]) },
@@ -410,7 +423,7 @@ const DB: Table = {
   vectors: { needs: always, wrap: (r, g) => guard(r as object, 'vectors', VECTORS, g) },
   idempotency: { needs: always, wrap: (r, g) => guard(r as object, 'idempotency', IDEMPOTENCY, g) },
   sql: { needs: always, wrap: (r, g) => guard(r as object, 'sql', SQL, g) },
-  query: { needs: () => [{ action: 'read', kind: 'table', name: '' }] },
+  query: { needs: (a, t) => sqlNeeds(t.sql as Target, a[0]), promise: true },
   roles: { needs: always, call: (_t, _a, g) => guard(new Roles(g.security.store, g.security.audit, g.security.version, g.caller), 'roles', ROLES, g) },
   audit: { needs: always, wrap: (r, g) => guard(r as object, 'audit', AUDIT_TABLE, g) },
   commitSeq: { needs: readAll },
@@ -571,7 +584,7 @@ function guard<T extends object>(target: T, name: string, table: Table, gate: Ga
         };
         // An async member refuses the way it fails otherwise: its promise rejects.
         method =
-          fn.constructor.name === 'AsyncFunction'
+          fn.constructor.name === 'AsyncFunction' || rule.promise === true
             ? (...args: unknown[]): unknown => {
                 try {
                   return run(args);

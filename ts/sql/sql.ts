@@ -231,6 +231,21 @@ export class Sql {
     }
   }
 
+  /**
+   * The tables one statement reads and changes, as SQLite compiles it (views',
+   * triggers' and foreign keys' bodies included; not run): `[table, write]` pairs, an
+   * empty table name standing for what is not one table's (PRAGMA, ATTACH, VACUUM). @internal
+   */
+  accessOf(sql: string): [string, boolean][] {
+    checkSql(sql);
+    this.#assertOpen();
+    try {
+      return this.#native.tableAccess(sql);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
   /** Prepares one statement. `R` types its rows. */
   prepare<R = Row>(sql: string): Statement<R> {
     checkSql(sql);

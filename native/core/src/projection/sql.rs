@@ -417,6 +417,49 @@ thread_local! {
     /// when SQLite reports the refusal (`SQLITE_AUTH`): the authorizer runs synchronously
     /// inside the prepare (or re-prepare) that fails.
     static RESERVED_REFUSAL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// While [`SqlConn::table_access`] prepares a statement on this thread: what the
+    /// authorizer saw it read and change.
+    static ACCESS: std::cell::RefCell<Option<Vec<TableAccess>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// One table (or view) a statement reads or changes, as SQLite's authorizer reports it
+/// when the statement is compiled (views', triggers' and foreign keys' bodies included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableAccess {
+    /// The table, view or virtual table; empty for what is not one table's (a PRAGMA,
+    /// ATTACH, DETACH, or ANALYZE/REINDEX of everything).
+    pub table: String,
+    /// Whether the statement changes it (rows or schema), else only reads it.
+    pub write: bool,
+}
+
+/// What an authorizer action reads or changes.
+fn access_of(action: &AuthAction<'_>) -> Option<TableAccess> {
+    use AuthAction as A;
+    let (table, write) = match *action {
+        A::Read { table_name, .. } => (table_name, false),
+        A::Select | A::Function { .. } | A::Transaction { .. } | A::Savepoint { .. } => {
+            return None
+        }
+        A::Recursive => return None,
+        A::Analyze { table_name } => (table_name, true),
+        ref other => match changed_objects(other) {
+            // An index or trigger counts as a change of the table it is on.
+            [_, Some(table)] | [Some(table), None] => (table, true),
+            // PRAGMA, ATTACH, DETACH, REINDEX, ...: not one table's.
+            [None, None] => ("", true),
+        },
+    };
+    // SQLite's own tables (the schema, AUTOINCREMENT counters, statistics) change with
+    // the action that names the user's table; a statement that names only them (reading
+    // the schema) names no table of the user's, which needs a grant on all of them.
+    if table.len() >= 7 && table.as_bytes()[..7].eq_ignore_ascii_case(b"sqlite_") {
+        return None;
+    }
+    Some(TableAccess {
+        table: table.to_string(),
+        write,
+    })
 }
 
 fn is_reserved(name: &str) -> bool {
@@ -427,8 +470,17 @@ fn is_reserved(name: &str) -> bool {
 /// The reserved object an action would change, if any: writes to a table, and any
 /// schema change that names one (as the object or as the table it is on).
 fn reserved_target<'a>(action: &AuthAction<'a>) -> Option<&'a str> {
+    changed_objects(action)
+        .into_iter()
+        .flatten()
+        .find(|n| is_reserved(n))
+}
+
+/// What an action changes: a table (rows or schema), or an index or trigger and the
+/// table it is on, or a view; `[None, None]` when it changes no named object.
+fn changed_objects<'a>(action: &AuthAction<'a>) -> [Option<&'a str>; 2] {
     use AuthAction as A;
-    let names: [Option<&str>; 2] = match *action {
+    match *action {
         A::Insert { table_name }
         | A::Update { table_name, .. }
         | A::Delete { table_name }
@@ -476,8 +528,7 @@ fn reserved_target<'a>(action: &AuthAction<'a>) -> Option<&'a str> {
         | A::DropView { view_name }
         | A::DropTempView { view_name } => [Some(view_name), None],
         _ => [None, None],
-    };
-    names.into_iter().flatten().find(|n| is_reserved(n))
+    }
 }
 
 fn reserved_refusal(name: &str, accessor: Option<&str>) -> String {
@@ -592,6 +643,15 @@ impl SqlConn {
         let flag = saw_txn_control.clone();
         let own = athanor.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            ACCESS.with(|a| {
+                if let Some(seen) = a.borrow_mut().as_mut() {
+                    if let Some(t) = access_of(&ctx.action) {
+                        if !seen.contains(&t) {
+                            seen.push(t);
+                        }
+                    }
+                }
+            });
             if matches!(
                 ctx.action,
                 AuthAction::Transaction { .. } | AuthAction::Savepoint { .. }
@@ -702,6 +762,23 @@ impl SqlConn {
             ));
         }
         Ok(raw)
+    }
+
+    /// The tables one statement reads and changes (see [`TableAccess`]), in the order
+    /// SQLite compiles them; the statement is compiled, not run, and not kept.
+    pub fn table_access(&self, sql: &str) -> Result<Vec<TableAccess>> {
+        ACCESS.with(|a| *a.borrow_mut() = Some(Vec::new()));
+        let compiled = self.prepare_raw(sql);
+        let mut seen = ACCESS.with(|a| a.borrow_mut().take()).unwrap_or_default();
+        let stmt = compiled?;
+        // What changes the file without naming a table (VACUUM) is a change of everything.
+        if !stmt.readonly() && !seen.iter().any(|t| t.write) {
+            seen.push(TableAccess {
+                table: String::new(),
+                write: true,
+            });
+        }
+        Ok(seen)
     }
 
     /// Prepares a statement kept by this connection; returns its id.

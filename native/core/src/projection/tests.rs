@@ -634,3 +634,56 @@ fn a_file_with_a_hot_journal_is_verified_and_read_not_refused() {
         .unwrap();
     assert_eq!(n, 1, "the unfinished transaction is rolled back");
 }
+
+#[test]
+fn table_access_names_what_a_statement_reads_and_changes_through_views_and_triggers() {
+    let dir = TempDir::new().unwrap();
+    let mut conn = open_main(dir.path()).unwrap();
+    conn.exec_script(
+        "CREATE TABLE orders(id INTEGER PRIMARY KEY, total INTEGER);
+         CREATE TABLE secrets(k TEXT, v TEXT);
+         CREATE TABLE log(msg TEXT);
+         CREATE VIEW leaky AS SELECT v FROM secrets;
+         CREATE TRIGGER spy AFTER INSERT ON orders BEGIN INSERT INTO log SELECT v FROM secrets; END",
+    )
+    .unwrap();
+    let access = |sql: &str| -> Vec<(String, bool)> {
+        conn.table_access(sql)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.table, t.write))
+            .collect()
+    };
+    let r = |t: &str| (t.to_string(), false);
+    let w = |t: &str| (t.to_string(), true);
+    assert_eq!(
+        access("SELECT total FROM orders WHERE id = 1"),
+        [r("orders")]
+    );
+    assert_eq!(access("SELECT 1"), Vec::<(String, bool)>::new());
+    // A view is read through: what it reads is what the statement reads.
+    assert!(access("SELECT * FROM leaky").contains(&r("secrets")));
+    // A trigger's body is part of the statement that fires it.
+    let ins = access("INSERT INTO orders(total) VALUES (5)");
+    for t in [w("orders"), w("log"), r("secrets")] {
+        assert!(ins.contains(&t), "{t:?} in {ins:?}");
+    }
+    assert!(access("UPDATE orders SET total = 1").contains(&w("orders")));
+    assert!(access("DELETE FROM log").contains(&w("log")));
+    assert!(access("CREATE INDEX o_total ON orders(total)").contains(&w("orders")));
+    assert_eq!(access("DROP TABLE log"), [w("log")]);
+    assert_eq!(
+        access("SELECT name FROM sqlite_master"),
+        Vec::<(String, bool)>::new()
+    );
+    assert!(access("ALTER TABLE log ADD COLUMN at INTEGER").contains(&w("log")));
+    assert!(access("CREATE TABLE fresh(a)").contains(&w("fresh")));
+    assert!(access("PRAGMA user_version = 3").contains(&w("")));
+    assert_eq!(access("VACUUM"), [w("")]);
+    // Compiling runs nothing.
+    assert_eq!(query_i64(&conn, "SELECT count(*) FROM orders"), 0);
+    assert!(conn.table_access("SELEC nonsense").is_err());
+    // The recording stops with the call: a later prepare records nothing.
+    conn.prepare_raw("SELECT * FROM orders").unwrap();
+    assert_eq!(access("SELECT k FROM secrets"), [r("secrets")]);
+}

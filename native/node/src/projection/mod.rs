@@ -162,6 +162,20 @@ impl NativeSql {
         guard(&env, || self.ctx.with(|c| c.prepare(&sql)))
     }
 
+    /// The tables one statement reads and changes, compiled (not run, not kept): each
+    /// `[table, write]`; an empty table name stands for what is not one table's (PRAGMA, ATTACH).
+    #[napi]
+    pub fn table_access(&self, env: Env, sql: String) -> Result<Vec<(String, bool)>> {
+        guard(&env, || {
+            self.ctx.with(|c| {
+                Ok(c.table_access(&sql)?
+                    .into_iter()
+                    .map(|t| (t.table, t.write))
+                    .collect())
+            })
+        })
+    }
+
     /// `[readonly, paramCount, ...columnNames]` of a prepared statement.
     #[napi]
     pub fn describe(&self, env: Env, id: u32) -> Result<(bool, u32, Vec<String>)> {
