@@ -282,6 +282,27 @@ describe('namespaces', () => {
     expect(db.verify({ report: true }).ok).toBe(true);
   });
 
+  it("verify checks a namespace's index dumps and names a damaged one", async () => {
+    const dir = sb.dir();
+    let db = await Athanor.open(dir);
+    const a = db.namespace('a', { create: true });
+    a.vectors.create('docs', { dimension: 4 });
+    await a.vectors.open('docs').upsertMany(['x', 'y'], Float32Array.from([1, 0, 0, 0, 0, 1, 0, 0]));
+    await a.vectors.open('docs').waitIndexed();
+    await db.close();
+    db = await Athanor.open(dir);
+    expect(db.verify({ report: true }).indexDumps).toBe(1);
+    await db.close();
+    const dump = path.join(dir, 'namespaces', String(1), 'index', 'docs');
+    const file = fs.readdirSync(dump).find((f) => f !== 'manifest.json')!;
+    const bytes = fs.readFileSync(path.join(dump, file));
+    bytes[bytes.length >> 1]! ^= 0xff;
+    fs.writeFileSync(path.join(dump, file), bytes);
+    db = await sb.open(dir);
+    const e = expectThrows(() => db.verify(), CorruptError, 'ERR_CORRUPT');
+    expect(e.message).toContain(dump);
+  });
+
   it('a vector projection of a namespace embeds its log into its own collection', async () => {
     const db = await sb.open();
     const a = db.namespace('a', { create: true });
