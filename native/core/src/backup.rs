@@ -330,12 +330,20 @@ impl Store {
                 let _idle = idle.enter();
                 let mut buf = vec![0u8; PIPE_CHUNK];
                 let mut first = Some(started_tx);
-                let out = HashingWriter::new(BufWriter::with_capacity(PIPE_CHUNK, file));
                 let mut sink = match zstd_level {
                     Some(level) => Sink::Zstd(
-                        zstd::Encoder::new(out, level).map_err(|e| io_error("compress", dst, e))?,
+                        zstd::Encoder::new(
+                            HashingWriter::new(BufWriter::with_capacity(PIPE_CHUNK, file)),
+                            level,
+                        )
+                        .map_err(|e| io_error("compress", dst, e))?,
                     ),
-                    None => Sink::Plain(out),
+                    None => match DirectFile::new(file) {
+                        Ok(direct) => Sink::Direct(HashingWriter::new(direct)),
+                        Err(file) => Sink::Plain(HashingWriter::new(BufWriter::with_capacity(
+                            PIPE_CHUNK, file,
+                        ))),
+                    },
                 };
                 loop {
                     let n = match pipe_out.read(&mut buf) {
@@ -353,7 +361,7 @@ impl Store {
                         .map_err(|e| io_error("write", dst, e))?;
                     stored_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
-                sink.finish(dst)?.finish(dst)
+                sink.finish(dst)
             });
             // The copy's transaction has begun once bytes flow (or the copy ended early).
             let _ = started.recv();
@@ -699,6 +707,8 @@ impl HashingWriter<BufWriter<File>> {
 /// Where the copy's bytes go: straight to the hashed file, or through zstd first.
 enum Sink {
     Plain(HashingWriter<BufWriter<File>>),
+    /// Uncompressed, past the page cache (see [`DirectFile`]).
+    Direct(HashingWriter<DirectFile>),
     Zstd(zstd::Encoder<'static, HashingWriter<BufWriter<File>>>),
 }
 
@@ -706,15 +716,134 @@ impl Sink {
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Plain(w) => w.write_all(bytes),
+            Sink::Direct(w) => w.write_all(bytes),
             Sink::Zstd(w) => w.write_all(bytes),
         }
     }
 
-    fn finish(self, path: &Path) -> Result<HashingWriter<BufWriter<File>>> {
+    /// Writes what is buffered and syncs the file; its size and hash.
+    fn finish(self, path: &Path) -> Result<WrittenFile> {
         match self {
-            Sink::Plain(w) => Ok(w),
-            Sink::Zstd(w) => w.finish().map_err(|e| io_error("compress", path, e)),
+            Sink::Plain(w) => w.finish(path),
+            Sink::Direct(w) => {
+                let file = w
+                    .inner
+                    .finish()
+                    .map_err(|e| io_error("write", path, e))?;
+                file.sync_all().map_err(|e| io_error("sync", path, e))?;
+                Ok(WrittenFile {
+                    bytes: w.bytes,
+                    sha256: hex(&w.hash.finalize()),
+                })
+            }
+            Sink::Zstd(w) => w
+                .finish()
+                .map_err(|e| io_error("compress", path, e))?
+                .finish(path),
         }
+    }
+}
+
+/// Block alignment of direct I/O buffers, offsets and lengths (the largest logical block
+/// size in common use).
+const DIRECT_ALIGN: usize = 4096;
+
+/// A file written with `O_DIRECT`, in whole aligned chunks of [`PIPE_CHUNK`] bytes: the
+/// copy goes to the disk without passing through the page cache (as LMDB's own copy
+/// does), so it neither spends CPU time on the cache nor leaves a burst of dirty pages
+/// that a concurrent commit's fsync would queue behind. Each chunk is on the disk when
+/// its write returns; the last, partial one is written with `O_DIRECT` turned off.
+struct DirectFile {
+    file: File,
+    /// `PIPE_CHUNK + DIRECT_ALIGN` bytes, of which the aligned `PIPE_CHUNK` are used.
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl DirectFile {
+    /// Turns on `O_DIRECT`; hands the file back where it cannot be (e.g. tmpfs).
+    #[cfg(target_os = "linux")]
+    fn new(file: File) -> std::result::Result<DirectFile, File> {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor owned by `file`, alive for the call.
+        let ok = unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0
+        };
+        if !ok {
+            return Err(file);
+        }
+        let raw = vec![0u8; PIPE_CHUNK + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
+        Ok(DirectFile {
+            file,
+            raw,
+            start,
+            len: 0,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new(file: File) -> std::result::Result<DirectFile, File> {
+        Err(file)
+    }
+
+    /// Writes the partial last chunk and hands the file back for its sync.
+    fn finish(mut self) -> std::io::Result<File> {
+        if self.len > 0 {
+            if self.len % DIRECT_ALIGN != 0 {
+                #[cfg(target_os = "linux")]
+                {
+                    use std::os::fd::AsRawFd;
+                    let fd = self.file.as_raw_fd();
+                    // SAFETY: fcntl on a descriptor owned by `self.file`.
+                    unsafe {
+                        let flags = libc::fcntl(fd, libc::F_GETFL);
+                        if flags < 0
+                            || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) != 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
+            }
+            let (file, chunk) = (&mut self.file, &self.raw[self.start..self.start + self.len]);
+            file.write_all(chunk)?;
+            self.len = 0;
+        }
+        Ok(self.file)
+    }
+}
+
+impl Write for DirectFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(PIPE_CHUNK - self.len);
+        let at = self.start + self.len;
+        self.raw[at..at + n].copy_from_slice(&buf[..n]);
+        self.len += n;
+        if self.len == PIPE_CHUNK {
+            let (file, chunk) = (&mut self.file, &self.raw[self.start..self.start + PIPE_CHUNK]);
+            file.write_all(chunk)?;
+            self.len = 0;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for HashingWriter<DirectFile> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
