@@ -726,10 +726,7 @@ impl Sink {
         match self {
             Sink::Plain(w) => w.finish(path),
             Sink::Direct(w) => {
-                let file = w
-                    .inner
-                    .finish()
-                    .map_err(|e| io_error("write", path, e))?;
+                let file = w.inner.finish().map_err(|e| io_error("write", path, e))?;
                 file.sync_all().map_err(|e| io_error("sync", path, e))?;
                 Ok(WrittenFile {
                     bytes: w.bytes,
@@ -748,40 +745,78 @@ impl Sink {
 /// size in common use).
 const DIRECT_ALIGN: usize = 4096;
 
-/// A file written with `O_DIRECT`, in whole aligned chunks of [`PIPE_CHUNK`] bytes: the
+/// A file written with `O_DIRECT`, in whole aligned chunks of [`DIRECT_CHUNK`] bytes: the
 /// copy goes to the disk without passing through the page cache (as LMDB's own copy
 /// does), so it neither spends CPU time on the cache nor leaves a burst of dirty pages
-/// that a concurrent commit's fsync would queue behind. Each chunk is on the disk when
-/// its write returns; the last, partial one is written with `O_DIRECT` turned off.
+/// that a concurrent commit's fsync would queue behind. The chunks are written by a
+/// thread of their own, so hashing the next chunk overlaps the disk write of the last;
+/// the last, partial chunk is written with `O_DIRECT` turned off.
 struct DirectFile {
-    file: File,
-    /// `PIPE_CHUNK + DIRECT_ALIGN` bytes, of which the aligned `PIPE_CHUNK` are used.
+    current: AlignedChunk,
+    /// Full chunks to the writing thread (`None` once finished).
+    to_disk: Option<mpsc::SyncSender<AlignedChunk>>,
+    /// Chunks the writing thread is done with, for reuse.
+    free: mpsc::Receiver<AlignedChunk>,
+    disk: Option<std::thread::JoinHandle<std::io::Result<File>>>,
+}
+
+/// Bytes of one direct write: a commit's fsync queued behind one waits for at most this much.
+const DIRECT_CHUNK: usize = 256 << 10;
+
+/// A [`DIRECT_CHUNK`]-byte buffer aligned for direct I/O, and how much of it is filled.
+struct AlignedChunk {
+    /// `DIRECT_CHUNK + DIRECT_ALIGN` bytes, of which the aligned `DIRECT_CHUNK` are used.
     raw: Vec<u8>,
     start: usize,
     len: usize,
 }
+
+impl AlignedChunk {
+    fn new() -> AlignedChunk {
+        let raw = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedChunk { raw, start, len: 0 }
+    }
+    fn filled(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// Chunks in flight between the hashing thread and the writing one.
+const DIRECT_CHUNKS: usize = 8;
 
 impl DirectFile {
     /// Turns on `O_DIRECT`; hands the file back where it cannot be (e.g. tmpfs).
     #[cfg(target_os = "linux")]
     fn new(file: File) -> std::result::Result<DirectFile, File> {
         use std::os::fd::AsRawFd;
-        let fd = file.as_raw_fd();
-        // SAFETY: fcntl on a descriptor owned by `file`, alive for the call.
-        let ok = unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0
-        };
-        if !ok {
+        if set_direct(file.as_raw_fd(), true).is_err() {
             return Err(file);
         }
-        let raw = vec![0u8; PIPE_CHUNK + DIRECT_ALIGN];
-        let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
+        let (to_disk, chunks) = mpsc::sync_channel::<AlignedChunk>(DIRECT_CHUNKS);
+        let (done, free) = mpsc::channel::<AlignedChunk>();
+        for _ in 1..DIRECT_CHUNKS {
+            let _ = done.send(AlignedChunk::new());
+        }
+        let disk = std::thread::spawn(move || {
+            idle_io_priority();
+            let mut file = file;
+            for mut chunk in chunks {
+                if chunk.len % DIRECT_ALIGN != 0 {
+                    // Only the last chunk is partial: direct I/O writes whole blocks.
+                    set_direct(file.as_raw_fd(), false)?;
+                }
+                file.write_all(chunk.filled())?;
+                chunk.len = 0;
+                let _ = done.send(chunk);
+            }
+            Ok(file)
+        });
         Ok(DirectFile {
-            file,
-            raw,
-            start,
-            len: 0,
+            current: AlignedChunk::new(),
+            to_disk: Some(to_disk),
+            free,
+            disk: Some(disk),
         })
     }
 
@@ -790,43 +825,100 @@ impl DirectFile {
         Err(file)
     }
 
-    /// Writes the partial last chunk and hands the file back for its sync.
-    fn finish(mut self) -> std::io::Result<File> {
-        if self.len > 0 {
-            if self.len % DIRECT_ALIGN != 0 {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::fd::AsRawFd;
-                    let fd = self.file.as_raw_fd();
-                    // SAFETY: fcntl on a descriptor owned by `self.file`.
-                    unsafe {
-                        let flags = libc::fcntl(fd, libc::F_GETFL);
-                        if flags < 0
-                            || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) != 0
-                        {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                }
-            }
-            let (file, chunk) = (&mut self.file, &self.raw[self.start..self.start + self.len]);
-            file.write_all(chunk)?;
-            self.len = 0;
+    /// Hands the current chunk to the writing thread and takes an empty one.
+    fn hand_over(&mut self) -> std::io::Result<()> {
+        let next = match self.free.recv() {
+            Ok(c) => c,
+            // The writing thread ended: it failed, and `finish` reports why.
+            Err(_) => return Err(self.disk_error()),
+        };
+        let full = std::mem::replace(&mut self.current, next);
+        let sent = self.to_disk.as_ref().map(|t| t.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.disk_error()),
         }
-        Ok(self.file)
+    }
+
+    fn disk_error(&mut self) -> std::io::Error {
+        self.to_disk = None;
+        match self.disk.take().map(|h| h.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => std::io::Error::other("the backup's disk writer stopped"),
+        }
+    }
+
+    /// Writes the partial last chunk, waits for every write, and hands the file back for its sync.
+    fn finish(mut self) -> std::io::Result<File> {
+        if self.current.len > 0 {
+            let last = std::mem::replace(
+                &mut self.current,
+                AlignedChunk {
+                    raw: Vec::new(),
+                    start: 0,
+                    len: 0,
+                },
+            );
+            if let Some(Err(_)) = self.to_disk.as_ref().map(|t| t.send(last)) {
+                return Err(self.disk_error());
+            }
+        }
+        self.to_disk = None;
+        match self.disk.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(std::io::Error::other("the backup's disk writer panicked")),
+        }
+    }
+}
+
+/// Puts the calling thread's disk I/O in the idle class: the I/O scheduler (where it
+/// has classes, as mq-deadline and BFQ do) serves a commit's writes and fsync before
+/// the backup's direct writes, which are this thread's own requests. Best effort.
+#[cfg(target_os = "linux")]
+fn idle_io_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: a plain syscall about the calling thread (0: the caller).
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        );
+    }
+}
+
+/// Turns `O_DIRECT` on or off for `fd`.
+#[cfg(target_os = "linux")]
+fn set_direct(fd: std::os::fd::RawFd, on: bool) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns for the duration of the call.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        let want = if on {
+            flags | libc::O_DIRECT
+        } else {
+            flags & !libc::O_DIRECT
+        };
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, want) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
 impl Write for DirectFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(PIPE_CHUNK - self.len);
-        let at = self.start + self.len;
-        self.raw[at..at + n].copy_from_slice(&buf[..n]);
-        self.len += n;
-        if self.len == PIPE_CHUNK {
-            let (file, chunk) = (&mut self.file, &self.raw[self.start..self.start + PIPE_CHUNK]);
-            file.write_all(chunk)?;
-            self.len = 0;
+        let c = &mut self.current;
+        let n = buf.len().min(DIRECT_CHUNK - c.len);
+        let at = c.start + c.len;
+        c.raw[at..at + n].copy_from_slice(&buf[..n]);
+        c.len += n;
+        if c.len == DIRECT_CHUNK {
+            self.hand_over()?;
         }
         Ok(n)
     }

@@ -178,7 +178,10 @@ pub fn report(engine: &Engine) -> Result<Report> {
     r.index_dumps = crate::vector::dump::verify_all(&engine.dir().join("index"))?;
     // Each namespace's dumps lie beside its projection.db (a dropped namespace's folder,
     // left by a crash before its removal, is never opened again and is not checked).
-    for n in namespaces.iter().filter(|n| n.id != crate::store::DEFAULT_NAMESPACE_ID) {
+    for n in namespaces
+        .iter()
+        .filter(|n| n.id != crate::store::DEFAULT_NAMESPACE_ID)
+    {
         let dir = engine
             .dir()
             .join("namespaces")
