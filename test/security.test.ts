@@ -545,6 +545,24 @@ describe('caller handles in namespaces', () => {
     expect(denied.some((r) => r.namespace === 'default')).toBe(true);
   });
 
+  it("a namespace handle's own caller handle, roles and audit trail are the database's", async () => {
+    const db = await sb.open();
+    const acme = db.namespace('acme', { create: true });
+    await acme.roles.define('acme-reader', [{ action: 'read', namespace: 'acme' }]);
+    expect(db.roles.get('acme-reader')).toEqual([{ action: 'read', namespace: 'acme' }]);
+    await acme.transaction().execute((tx) => tx.set('k', str('v')));
+    const h = acme.as({ id: 'r', roles: ['acme-reader'] });
+    expect(h.get('k').asString()).toBe('v');
+    expectThrows(() => h.transaction().executeSync((tx) => tx.set('k', str('x'))), ForbiddenError, 'ERR_FORBIDDEN');
+    // The same caller on the database itself holds nothing.
+    expectThrows(() => db.as({ id: 'r', roles: ['acme-reader'] }).getOpt('k'), ForbiddenError, 'ERR_FORBIDDEN');
+    await acme.audit.flush();
+    const recs = await db.audit.query({ caller: 'r' });
+    expect(recs.map((r) => [r.namespace, r.outcome])).toEqual(expect.arrayContaining([['acme', 'allow'], ['acme', 'deny'], ['default', 'deny']]));
+    // Nothing of the trail lives in the namespace.
+    expect(acme.list({ prefix: '\u0000athanor/audit' })).toEqual([]);
+  });
+
   it("records a namespace's writes in the database's trail, in their own commit, and keeps them when the namespace is dropped", async () => {
     const dir = sb.dir();
     const db = await Athanor.open(dir, { secure: true });
