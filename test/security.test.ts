@@ -182,32 +182,44 @@ async function outcome(call: () => unknown): Promise<'allowed' | 'denied'> {
   }
 }
 
+/** The table's tally for one role: every case called on `h`, each outcome compared with `allowed(case)`. */
+interface Tally {
+  attempts: number;
+  denied: number;
+  breaches: string[];
+  wrongRefusals: string[];
+}
+
+async function playTable(role: Role, h: Athanor, allowed: (c: Case) => boolean, tally: Tally): Promise<number> {
+  let denied = 0;
+  for (const [i, c] of CASES.entries()) {
+    tally.attempts++;
+    const got = await outcome(() => c.call(h, `${role}${i}`));
+    if (got === 'denied') denied++;
+    if (got === 'allowed' && !allowed(c)) tally.breaches.push(`${role}: ${c.api}`);
+    if (got === 'denied' && allowed(c)) tally.wrongRefusals.push(`${role}: ${c.api}`);
+  }
+  tally.denied += denied;
+  return denied;
+}
+
+const newTally = (): Tally => ({ attempts: 0, denied: 0, breaches: [], wrongRefusals: [] });
+
 describe('caller handles: every API, every built-in role', () => {
   it('allows exactly what each role grants (0 breaches, 0 wrong refusals) and audits each decision', async () => {
-    let attempts = 0;
-    const breaches: string[] = [];
-    const wrongRefusals: string[] = [];
+    const tally = newTally();
     for (const role of ['admin', 'developer', 'viewer', 'auditor'] as Role[]) {
       const db = await sb.open(undefined, { chain: true });
       await seed(db);
-      const h = db.as({ id: `${role}-1`, roles: [role] });
-      let denied = 0;
-      for (const [i, c] of CASES.entries()) {
-        attempts++;
-        const got = await outcome(() => c.call(h, `${role}${i}`));
-        const want = HOLDS[role].includes(c.needs) ? 'allowed' : 'denied';
-        if (got === 'denied') denied++;
-        if (got === 'allowed' && want === 'denied') breaches.push(`${role}: ${c.api}`);
-        if (got === 'denied' && want === 'allowed') wrongRefusals.push(`${role}: ${c.api}`);
-      }
+      const denied = await playTable(role, db.as({ id: `${role}-1`, roles: [role] }), (c) => HOLDS[role].includes(c.needs), tally);
       const deny = await db.audit.query({ caller: `${role}-1`, outcome: 'deny' });
       expect(deny.reduce((n, r) => n + r.count, 0), `${role}: one deny record per refused call`).toBe(denied);
       const allow = await db.audit.query({ caller: `${role}-1`, outcome: 'allow' });
       expect(allow.length, `${role}: allowed calls are recorded`).toBeGreaterThan(0);
     }
-    expect(attempts).toBe(CASES.length * 4);
-    expect(breaches).toEqual([]);
-    expect(wrongRefusals).toEqual([]);
+    expect(tally.attempts).toBe(CASES.length * 4);
+    expect(tally.breaches).toEqual([]);
+    expect(tally.wrongRefusals).toEqual([]);
   });
 
   it('covers every public member of the database', () => {
@@ -459,20 +471,12 @@ describe('custom roles narrowed to resources', () => {
 
 describe('caller handles in namespaces', () => {
   it('every API through db.as(caller).namespace(name) decides in the namespace, for each built-in role (0 breaches)', async () => {
-    let attempts = 0;
-    const breaches: string[] = [];
-    const wrongRefusals: string[] = [];
+    const tally = newTally();
     for (const role of ['admin', 'developer', 'viewer', 'auditor'] as Role[]) {
       const db = await sb.open(undefined, { chain: true });
       await seed(db);
       const h = db.as({ id: `${role}-ns`, roles: [role] }).namespace('tenant');
-      for (const [i, c] of CASES.entries()) {
-        attempts++;
-        const got = await outcome(() => c.call(h, `${role}${i}`));
-        const want = DATABASE_WIDE.test(c.api) || !HOLDS[role].includes(c.needs) ? 'denied' : 'allowed';
-        if (got === 'allowed' && want === 'denied') breaches.push(`${role}: ${c.api}`);
-        if (got === 'denied' && want === 'allowed') wrongRefusals.push(`${role}: ${c.api}`);
-      }
+      await playTable(role, h, (c) => !DATABASE_WIDE.test(c.api) && HOLDS[role].includes(c.needs), tally);
       // The namespace's writes went to the namespace, none to the database's own state.
       expect(db.getOpt('w')).toBeUndefined();
       await db.audit.flush();
@@ -480,9 +484,9 @@ describe('caller handles in namespaces', () => {
       expect(recs.length, `${role}: its decisions are in the database's trail`).toBeGreaterThan(0);
       expect(recs.every((r) => r.namespace === 'tenant'), `${role}: each names the namespace`).toBe(true);
     }
-    expect(attempts).toBe(CASES.length * 4);
-    expect(breaches).toEqual([]);
-    expect(wrongRefusals).toEqual([]);
+    expect(tally.attempts).toBe(CASES.length * 4);
+    expect(tally.breaches).toEqual([]);
+    expect(tally.wrongRefusals).toEqual([]);
   });
 
   it('a role granted in one namespace reaches nothing outside it, whatever name or key is crafted', async () => {
