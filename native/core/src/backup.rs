@@ -346,7 +346,7 @@ impl Store {
                     },
                 };
                 loop {
-                    let n = match pipe_out.read(&mut buf) {
+                    let n = match sink.fill_from(&mut pipe_out, &mut buf) {
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(io_error("copy", dst, e)),
@@ -357,8 +357,6 @@ impl Store {
                     if n == 0 {
                         break;
                     }
-                    sink.write_all(&buf[..n])
-                        .map_err(|e| io_error("write", dst, e))?;
                     stored_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 sink.finish(dst)
@@ -721,6 +719,17 @@ impl Sink {
         }
     }
 
+    /// Reads the next bytes of `from` and stores them; 0 at its end. A direct file reads
+    /// straight into its chunk (no copy in between); the others read through `buf`.
+    fn fill_from(&mut self, from: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Sink::Direct(w) = self {
+            return w.fill_from(from);
+        }
+        let n = from.read(buf)?;
+        self.write_all(&buf[..n])?;
+        Ok(n)
+    }
+
     /// Writes what is buffered and syncs the file; its size and hash.
     fn finish(self, path: &Path) -> Result<WrittenFile> {
         match self {
@@ -943,6 +952,22 @@ impl Write for DirectFile {
     }
 }
 
+impl HashingWriter<DirectFile> {
+    /// Reads from `from` straight into the current chunk and hashes what came; 0 at its end.
+    fn fill_from(&mut self, from: &mut impl Read) -> std::io::Result<usize> {
+        let c = &mut self.inner.current;
+        let at = c.start + c.len;
+        let n = from.read(&mut c.raw[at..c.start + DIRECT_CHUNK])?;
+        self.hash.update(&c.raw[at..at + n]);
+        c.len += n;
+        self.bytes += n as u64;
+        if c.len == DIRECT_CHUNK {
+            self.inner.hand_over()?;
+        }
+        Ok(n)
+    }
+}
+
 impl Write for HashingWriter<DirectFile> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
@@ -1117,6 +1142,17 @@ mod tests {
             let written = Sink::Direct(w).finish(&path).unwrap();
             assert_eq!(fs::read(&path).unwrap(), data, "{name}");
             assert_eq!(written.bytes, len as u64);
+            assert_eq!(written.sha256, hash_file(&path).unwrap().sha256);
+        }
+        // Read straight from a reader into the chunks.
+        let path = dir.path().join("filled");
+        if let Ok(direct) = DirectFile::new(create_new(&path).unwrap()) {
+            let mut sink = Sink::Direct(HashingWriter::new(direct));
+            let mut from = std::io::Cursor::new(&data);
+            let mut buf = vec![0u8; 1000];
+            while sink.fill_from(&mut from, &mut buf).unwrap() > 0 {}
+            let written = sink.finish(&path).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), data);
             assert_eq!(written.sha256, hash_file(&path).unwrap().sha256);
         }
         // Whole chunks only: no partial write at the end.
