@@ -21,7 +21,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use heed::types::Bytes;
@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec;
 use crate::error::{Code, Error, Result};
-use crate::store::Store;
+use crate::store::{Store, SyncStats};
 use crate::vector::collection::CollectionDef;
 
 /// What [`Store::content_digest`] and [`digest_dir`] report.
@@ -338,7 +338,7 @@ impl Store {
                         )
                         .map_err(|e| io_error("compress", dst, e))?,
                     ),
-                    None => match DirectFile::new(file) {
+                    None => match DirectFile::new(file, Some(self.sync_stats.clone())) {
                         Ok(direct) => Sink::Direct(HashingWriter::new(direct)),
                         Err(file) => Sink::Plain(HashingWriter::new(BufWriter::with_capacity(
                             PIPE_CHUNK, file,
@@ -769,8 +769,8 @@ struct DirectFile {
     disk: Option<std::thread::JoinHandle<std::io::Result<File>>>,
 }
 
-/// Bytes of one direct write: a commit's fsync queued behind one waits for at most this much.
-const DIRECT_CHUNK: usize = 256 << 10;
+/// Bytes of one chunk, written whole while the store commits nothing.
+const DIRECT_CHUNK: usize = 1 << 20;
 
 /// A [`DIRECT_CHUNK`]-byte buffer aligned for direct I/O, and how much of it is filled.
 struct AlignedChunk {
@@ -792,12 +792,23 @@ impl AlignedChunk {
 }
 
 /// Chunks in flight between the hashing thread and the writing one.
-const DIRECT_CHUNKS: usize = 8;
+const DIRECT_CHUNKS: usize = 3;
+
+/// Bytes of one direct write while commits are happening: a commit's fsync queued behind
+/// one waits for at most this much of the backup (1 MiB writes raised a concurrent
+/// writer's p99 by about half as much again as 256 KiB ones, at 1 GiB).
+const DIRECT_PIECE: usize = 128 << 10;
+
+/// How long after the store's last commit the backup still writes in pieces.
+const COMMITS_QUIET: Duration = Duration::from_millis(50);
 
 impl DirectFile {
     /// Turns on `O_DIRECT`; hands the file back where it cannot be (e.g. tmpfs).
+    /// `commits` counts the store's durable commits: while it moves, chunks go to the
+    /// disk a [`DIRECT_PIECE`] at a time, so a commit's fsync waits behind less of the
+    /// backup; while it stands still, whole chunks (the fastest way through).
     #[cfg(target_os = "linux")]
-    fn new(file: File) -> std::result::Result<DirectFile, File> {
+    fn new(file: File, commits: Option<Arc<SyncStats>>) -> std::result::Result<DirectFile, File> {
         use std::os::fd::AsRawFd;
         if set_direct(file.as_raw_fd(), true).is_err() {
             return Err(file);
@@ -811,6 +822,8 @@ impl DirectFile {
             idle_io_priority();
             let mut file = file;
             let mut direct = true;
+            let mut seen = commits.as_ref().map_or(0, |c| c.count());
+            let mut last_commit: Option<std::time::Instant> = None;
             for mut chunk in chunks {
                 if direct && chunk.len % DIRECT_ALIGN != 0 {
                     // Only the last chunk is partial: direct I/O writes whole blocks.
@@ -819,7 +832,17 @@ impl DirectFile {
                 }
                 let mut rest = chunk.filled();
                 while !rest.is_empty() {
-                    match file.write(rest) {
+                    let now = commits.as_ref().map_or(0, |c| c.count());
+                    if now != seen {
+                        seen = now;
+                        last_commit = Some(std::time::Instant::now());
+                    }
+                    let step = if last_commit.is_some_and(|t| t.elapsed() < COMMITS_QUIET) {
+                        DIRECT_PIECE
+                    } else {
+                        rest.len()
+                    };
+                    match file.write(&rest[..step.min(rest.len())]) {
                         Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                         Ok(n) => rest = &rest[n..],
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -846,7 +869,7 @@ impl DirectFile {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn new(file: File) -> std::result::Result<DirectFile, File> {
+    fn new(file: File, _commits: Option<Arc<SyncStats>>) -> std::result::Result<DirectFile, File> {
         Err(file)
     }
 
@@ -1132,7 +1155,7 @@ mod tests {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         for (name, step) in [("even", DIRECT_CHUNK), ("uneven", 7_777), ("small", 1_000)] {
             let path = dir.path().join(name);
-            let Ok(direct) = DirectFile::new(create_new(&path).unwrap()) else {
+            let Ok(direct) = DirectFile::new(create_new(&path).unwrap(), None) else {
                 return; // a file system without O_DIRECT: the buffered path is used there
             };
             let mut w = HashingWriter::new(direct);
@@ -1144,9 +1167,21 @@ mod tests {
             assert_eq!(written.bytes, len as u64);
             assert_eq!(written.sha256, hash_file(&path).unwrap().sha256);
         }
+        // While commits happen, chunks go to the disk in pieces: the same bytes.
+        let path = dir.path().join("pieces");
+        let commits = Arc::new(SyncStats::default());
+        if let Ok(direct) = DirectFile::new(create_new(&path).unwrap(), Some(commits.clone())) {
+            let mut w = HashingWriter::new(direct);
+            for piece in data.chunks(50_000) {
+                commits.record(Duration::from_micros(300));
+                w.write_all(piece).unwrap();
+            }
+            Sink::Direct(w).finish(&path).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), data);
+        }
         // Read straight from a reader into the chunks.
         let path = dir.path().join("filled");
-        if let Ok(direct) = DirectFile::new(create_new(&path).unwrap()) {
+        if let Ok(direct) = DirectFile::new(create_new(&path).unwrap(), None) {
             let mut sink = Sink::Direct(HashingWriter::new(direct));
             let mut from = std::io::Cursor::new(&data);
             let mut buf = vec![0u8; 1000];
@@ -1157,7 +1192,7 @@ mod tests {
         }
         // Whole chunks only: no partial write at the end.
         let path = dir.path().join("whole");
-        if let Ok(direct) = DirectFile::new(create_new(&path).unwrap()) {
+        if let Ok(direct) = DirectFile::new(create_new(&path).unwrap(), None) {
             let mut w = HashingWriter::new(direct);
             w.write_all(&data[..DIRECT_CHUNK * 2]).unwrap();
             Sink::Direct(w).finish(&path).unwrap();

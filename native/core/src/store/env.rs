@@ -28,7 +28,8 @@ pub struct Store {
     /// Wakes other processes after commits (see `announce`).
     pub(crate) announcer: crate::announce::Announcer,
     /// How long this process's syncs of the store took.
-    pub(crate) sync_stats: SyncStats,
+    /// Shared with a backup's disk writer, which yields to commits (see `backup.rs`).
+    pub(crate) sync_stats: std::sync::Arc<SyncStats>,
 }
 
 impl Store {
@@ -123,7 +124,7 @@ impl Store {
             options,
             hooks: RwLock::new(Vec::new()),
             announcer: crate::announce::Announcer::open(&canonical)?,
-            sync_stats: SyncStats::default(),
+            sync_stats: std::sync::Arc::default(),
         })
     }
 

@@ -47,6 +47,11 @@ impl SyncStats {
         self.count.fetch_add(1, Ordering::Release);
     }
 
+    /// Syncs counted so far (a cheap way to tell whether a commit happened since a moment).
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
     /// The counts now (each field read on its own: a sync finishing meanwhile may be in some).
     pub fn snapshot(&self) -> SyncSnapshot {
         let count = self.count.load(Ordering::Acquire);
