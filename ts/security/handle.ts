@@ -474,8 +474,6 @@ interface NamespaceOpener {
   };
 }
 
-const ADMIN_IN_NAMESPACE: readonly Need[] = ADMIN;
-
 /**
  * `db.as(caller).namespace(name, options)`: the namespace's handle guarded by the
  * caller's gate in that namespace. Opening needs some grant there (creating it, admin
@@ -486,7 +484,7 @@ function openNamespace(t: Target, a: readonly unknown[], g: Gate): unknown {
   const options = a[1];
   const db = t as unknown as NamespaceOpener;
   const probe = g.decidingIn(name);
-  if (options !== null && typeof options === 'object' && (options as { create?: unknown }).create === true) probe.allow('db.namespace', ADMIN_IN_NAMESPACE);
+  if (options !== null && typeof options === 'object' && (options as { create?: unknown }).create === true) probe.allow('db.namespace', ADMIN);
   else if (!g.reaches(name)) probe.deny('db.namespace', `any permission in ${name}`);
   const handle = db.namespace(name, options);
   const gate = g.inNamespace(name, handle);
@@ -496,11 +494,10 @@ function openNamespace(t: Target, a: readonly unknown[], g: Gate): unknown {
 /** `db.as(caller).namespaces`: creating and dropping need admin in the namespace; listing shows the namespaces the caller holds a grant in. */
 function namespacesFor(t: Target, g: Gate): unknown {
   const db = t as unknown as NamespaceOpener;
-  const gateOf = (name: string): Gate => g.decidingIn(name);
   return Object.freeze({
     create: (name: unknown, options?: unknown): unknown => {
       const n = checkNamespaceName(name);
-      gateOf(n).allow('namespaces.create', ADMIN_IN_NAMESPACE);
+      g.decidingIn(n).allow('namespaces.create', ADMIN);
       return db.namespaces.create(n, options);
     },
     get: (name: unknown): unknown => {
@@ -510,7 +507,7 @@ function namespacesFor(t: Target, g: Gate): unknown {
     list: (): unknown[] => db.namespaces.list().filter((n) => g.reaches(n.name)),
     drop: async (name: unknown): Promise<boolean> => {
       const n = checkNamespaceName(name);
-      gateOf(n).allow('namespaces.drop', ADMIN_IN_NAMESPACE);
+      g.decidingIn(n).allow('namespaces.drop', ADMIN);
       return db.namespaces.drop(n);
     },
   });
