@@ -4,10 +4,10 @@
 //!
 //! Wire format (little-endian):
 //! ```text
-//! [wire version u8 = 4]
+//! [wire version u8 = 5]
 //! [n_reads u32]  { [key_len u16][key][version_seen u64] }      version 0 = key was absent
-//! [n_writes u32] { [op u8: 1 put, 2 delete, 3 trail put][key_len u16][key]
-//!                  (put, trail put: [value_len u32][value]) }
+//! [n_writes u32] { [op u8: 1 put, 2 delete, 3 trail put, 4 trail count][key_len u16][key]
+//!                  (trail count: [at_ms u64]) (put, trail put, trail count: [value_len u32][value]) }
 //! [n_events u32] { [kind u8: 1 json, 2 bytes, 3 versioned json, 4 versioned bytes][type_len u16][type]
 //!                  [payload_len u32][payload] }   versioned: payload = [schema version u32 BE ≥ 1][body]
 //! [n_vector_ops u32] { vector op }
@@ -28,8 +28,19 @@
 //! [`TRAIL_KEY_PREFIX`]) into the default namespace's state, whatever namespace the
 //! batch reads and writes: a namespace's writes and the database-wide record that
 //! allowed them commit together, and the record outlives the namespace.
-//! Version 3 is version 4 without trail puts; version 2 is version 3 without the two
-//! last sections.
+//!
+//! A trail count is a trail put of one decision made at `at_ms` (ms since the epoch),
+//! whose value (a `bytes` value) the writer may merge with others: the trail counts of
+//! one group commit whose values are byte-equal are written once, under the first one's
+//! key, as its value followed by two unsigned LEB128 varints, how many there were and
+//! the latest `at_ms` minus the first one's. A database that publishes its commits does
+//! not merge (a replica applies each transaction alone and must write what it wrote):
+//! there, as for a trail count alone in its group, the varints are 1 and 0. The audit
+//! trail's records are built so (`ts/security/audit-format.ts`): one caller's allowed
+//! transactions cost one record per group commit instead of one each.
+//!
+//! Version 4 is version 5 without trail counts; version 3 is version 4 without trail
+//! puts; version 2 is version 3 without the two last sections.
 //!
 //! vector op:
 //!   1 upsert: [coll_len u16][coll][id_len u16][id][dim u32][f32 × dim][meta_len u32][meta json]
@@ -46,7 +57,7 @@ use crate::error::{Error, Result};
 use crate::numeric::{Int, NumericArgs, NumericKind, NumericType};
 
 /// Wire format version of [`TxBatch`].
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// What every key of a trail put starts with: athanor's audit trail records and profiles.
 pub const TRAIL_KEY_PREFIX: &[u8] = b"\0athanor/audit";
@@ -116,6 +127,16 @@ pub enum WriteOp {
         /// The key's bytes range.
         key: Range<usize>,
         /// The encoded value's bytes range.
+        value: Range<usize>,
+    },
+    /// One decision of the audit trail made at `at_ms`: written like a trail put, but
+    /// merged with the group's other trail counts of the same value (see the module docs).
+    TrailCount {
+        /// The key's bytes range (under [`TRAIL_KEY_PREFIX`]).
+        key: Range<usize>,
+        /// When the decision was made, ms since the epoch.
+        at_ms: u64,
+        /// The encoded `bytes` value's range.
         value: Range<usize>,
     },
 }
@@ -244,6 +265,26 @@ impl TxBatch {
                     });
                 }
                 2 => writes.push(WriteOp::Delete { key }),
+                4 => {
+                    if v < 5 || !data[key.clone()].starts_with(TRAIL_KEY_PREFIX) {
+                        return Err(Error::invalid(
+                            "a trail count writes only athanor's audit trail (wire version 5)",
+                        ));
+                    }
+                    let at_ms = r.u64()?;
+                    let value = range_of(&mut r, |r| Ok(r.u32()? as usize))?;
+                    let encoded = &data[value.clone()];
+                    if encoded.len() < 2
+                        || encoded[0] != codec::VALUE_FORMAT
+                        || encoded[1] != codec::tag::BYTES
+                    {
+                        return Err(Error::invalid(format!(
+                            "the trail count for key {:?} must carry a bytes value",
+                            String::from_utf8_lossy(&data[key.clone()])
+                        )));
+                    }
+                    writes.push(WriteOp::TrailCount { key, at_ms, value });
+                }
                 other => return Err(Error::invalid(format!("unknown write op {other}"))),
             }
         }
@@ -287,7 +328,8 @@ impl TxBatch {
                 .map(|w| match w {
                     WriteOp::Put { key, .. }
                     | WriteOp::Delete { key }
-                    | WriteOp::TrailPut { key, .. } => &data[key.clone()],
+                    | WriteOp::TrailPut { key, .. }
+                    | WriteOp::TrailCount { key, .. } => &data[key.clone()],
                 })
                 .collect();
             if let Some(op) = numeric
@@ -549,14 +591,17 @@ fn range_of(
 #[derive(Default)]
 pub struct TxBuilder {
     reads: Vec<(Vec<u8>, u64)>,
-    /// `(op, key, value)`: op 1 put, 2 delete (no value), 3 trail put.
-    writes: Vec<(u8, Vec<u8>, Option<Vec<u8>>)>,
+    writes: Vec<BuilderWrite>,
     events: Vec<(PayloadKind, String, Vec<u8>)>,
     vectors: Vec<BuilderVectorOp>,
     idempotency_key: Option<String>,
     appends: Vec<(String, Expected, u32, u32)>,
     numeric: Vec<(String, NumericArgs)>,
 }
+
+/// `(op, key, at_ms, value)`: op 1 put, 2 delete (no value), 3 trail put, 4 trail count
+/// (the only one with `at_ms`).
+type BuilderWrite = (u8, Vec<u8>, Option<u64>, Option<Vec<u8>>);
 
 /// `(collection, id, upsert: (vector, metadata JSON))`; no upsert means delete.
 type BuilderVectorOp = (String, String, Option<(Vec<f32>, String)>);
@@ -574,18 +619,29 @@ impl TxBuilder {
     /// Writes `value` under `key`.
     pub fn put(mut self, key: &str, value: &Value) -> Self {
         self.writes
-            .push((1, key.as_bytes().to_vec(), Some(value.encode())));
+            .push((1, key.as_bytes().to_vec(), None, Some(value.encode())));
         self
     }
     /// Deletes `key`.
     pub fn delete(mut self, key: &str) -> Self {
-        self.writes.push((2, key.as_bytes().to_vec(), None));
+        self.writes.push((2, key.as_bytes().to_vec(), None, None));
         self
     }
     /// Writes `value` under the audit trail key `key` in the default namespace.
     pub fn trail_put(mut self, key: &str, value: &Value) -> Self {
         self.writes
-            .push((3, key.as_bytes().to_vec(), Some(value.encode())));
+            .push((3, key.as_bytes().to_vec(), None, Some(value.encode())));
+        self
+    }
+    /// Counts one decision of the audit trail made at `at_ms`, under `key` with the
+    /// bytes `body` (merged with the group's equal ones, see the module docs).
+    pub fn trail_count(mut self, key: &str, at_ms: u64, body: &[u8]) -> Self {
+        self.writes.push((
+            4,
+            key.as_bytes().to_vec(),
+            Some(at_ms),
+            Some(Value::Bytes(body.to_vec()).encode()),
+        ));
         self
     }
     /// Appends an event of `event_type` with a JSON payload.
@@ -653,10 +709,13 @@ impl TxBuilder {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&(self.writes.len() as u32).to_le_bytes());
-        for (op, k, v) in &self.writes {
+        for (op, k, at_ms, v) in &self.writes {
             out.push(*op);
             out.extend_from_slice(&(k.len() as u16).to_le_bytes());
             out.extend_from_slice(k);
+            if let Some(at_ms) = at_ms {
+                out.extend_from_slice(&at_ms.to_le_bytes());
+            }
             if let Some(v) = v {
                 out.extend_from_slice(&(v.len() as u32).to_le_bytes());
                 out.extend_from_slice(v);

@@ -2542,3 +2542,106 @@ fn the_content_digest_covers_stream_membership() {
     assert_ne!(streamed, other);
     assert_eq!(plain, digest(TxBuilder::new().event_json("a", "{}")));
 }
+
+// ---------------------------------------------------------------------------
+// trail counts
+
+/// The record a trail count of `body` writes: `body`, then how many and the span (LEB128).
+fn tally(body: &[u8], n: u8, span: u8) -> Value {
+    let mut v = body.to_vec();
+    v.extend_from_slice(&[n, span]);
+    Value::Bytes(v)
+}
+
+#[test]
+fn trail_counts_of_one_group_merge_by_value_and_count_only_applied_transactions() {
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    applied(&e, TxBuilder::new().put("k9", &Value::I64(0)));
+    let (sink, rx) = chan_sink(&e, false);
+    let (a, b) = ([1u8, 0xa0], [1u8, 0xb0]);
+    let batches = [
+        TxBuilder::new()
+            .put("k0", &Value::I64(0))
+            .trail_count("\0athanor/audit/r0", 1000, &a),
+        TxBuilder::new().trail_count("\0athanor/audit/r1", 1005, &a),
+        // Fails on its stale read: its decision is not counted.
+        TxBuilder::new()
+            .read("k9", 0)
+            .put("k9", &Value::I64(1))
+            .trail_count("\0athanor/audit/r2", 1020, &a),
+        TxBuilder::new().trail_count("\0athanor/audit/r3", 1003, &b),
+        TxBuilder::new()
+            .put("k4", &Value::I64(4))
+            .trail_count("\0athanor/audit/r4", 1010, &a),
+    ];
+    let batches = batches
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (b.build().unwrap(), i as u64))
+        .collect();
+    // One message: the writer applies it as one group.
+    e.submit_many(batches, sink).unwrap();
+    let done = collect(&rx, 5);
+    assert_eq!(done[&2].as_ref().unwrap_err().code, Code::Conflict);
+    let seq_of = |t: u64| done[&t].as_ref().unwrap().commit_seq;
+    // Three decisions of value a: one record under the first one's key, stamped with the
+    // last one's commit seq, 10 ms from the first to the last.
+    assert_eq!(
+        get(&e, "\0athanor/audit/r0"),
+        Some((seq_of(4), tally(&a, 3, 10)))
+    );
+    for gone in ["r1", "r2", "r4"] {
+        assert_eq!(get(&e, &format!("\0athanor/audit/{gone}")), None, "{gone}");
+    }
+    assert_eq!(
+        get(&e, "\0athanor/audit/r3"),
+        Some((seq_of(3), tally(&b, 1, 0)))
+    );
+    // The next group starts its own record.
+    let later = applied(
+        &e,
+        TxBuilder::new().trail_count("\0athanor/audit/r5", 2000, &a),
+    );
+    assert_eq!(
+        get(&e, "\0athanor/audit/r5"),
+        Some((later.commit_seq, tally(&a, 1, 0)))
+    );
+}
+
+#[test]
+fn a_database_that_publishes_its_commits_writes_each_trail_count_as_its_replica_does() {
+    let dir = TempDir::new().unwrap();
+    let p = open(&dir.path().join("p"));
+    let id = p.store().enable_commit_log().unwrap().database_id.unwrap();
+    let (sink, rx) = chan_sink(&p, false);
+    let body = [1u8, 7];
+    let batches = (0..3u64)
+        .map(|i| {
+            let key = format!("\0athanor/audit/r{i}");
+            let b = TxBuilder::new().trail_count(&key, 100 + i, &body);
+            (b.build().unwrap(), i)
+        })
+        .collect();
+    p.submit_many(batches, sink).unwrap();
+    assert!(collect(&rx, 3).values().all(|r| r.is_ok()));
+    let r = open(&dir.path().join("r"));
+    r.init_replica(&id).unwrap();
+    let recs: Vec<Vec<u8>> = p
+        .store()
+        .commit_log_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(r.apply_replicated(&recs, 1).unwrap().applied, 3);
+    for i in 0..3 {
+        let key = format!("\0athanor/audit/r{i}");
+        let on_primary = get(&p, &key);
+        assert_eq!(
+            on_primary.as_ref().map(|(_, v)| v),
+            Some(&tally(&body, 1, 0))
+        );
+        assert_eq!(get(&r, &key), on_primary, "{key}");
+    }
+}

@@ -499,6 +499,7 @@ fn txn_batch_golden() -> Json {
         .put("a", &value)
         .delete("gone")
         .trail_put("\0athanor/audit/x", &Value::String("r".into()))
+        .trail_count("\0athanor/audit/y", 0x0001_93a4_b5c6_d7e8, &[0x01, 0xfe])
         .event_json("t.json", "{\"n\":1,\"s\":\"é\"}")
         .event_bytes("t.bytes", &[0, 1, 0x7f, 0xff])
         .vector_upsert("docs", "x", &vector, "{\"k\":1}")
@@ -541,10 +542,17 @@ fn txn_batch_golden() -> Json {
     );
     let types: Vec<String> = batch.events.iter().map(|e| text(&e.event_type)).collect();
     assert_eq!(types, ["t.json", "t.bytes", "placed", "paid", "opened"]);
-    assert_eq!((batch.writes.len(), batch.vectors.len()), (3, 2));
+    assert_eq!((batch.writes.len(), batch.vectors.len()), (4, 2));
     assert!(matches!(
         batch.writes[2],
         athanor_core::txn::WriteOp::TrailPut { .. }
+    ));
+    assert!(matches!(
+        batch.writes[3],
+        athanor_core::txn::WriteOp::TrailCount {
+            at_ms: 0x0001_93a4_b5c6_d7e8,
+            ..
+        }
     ));
     assert_eq!((batch.appends.len(), batch.numeric.len()), (2, 2));
     assert_eq!(batch.appends[0].events, 2..4);
@@ -560,6 +568,8 @@ fn txn_batch_golden() -> Json {
             { "key": "a", "value": hex(&value.encode()) },
             { "key": "gone", "delete": true },
             { "key": "\0athanor/audit/x", "trail": hex(&Value::String("r".into()).encode()) },
+            { "key": "\0athanor/audit/y", "trail_count": hex(&Value::Bytes(vec![0x01, 0xfe]).encode()),
+              "at": 0x0001_93a4_b5c6_d7e8u64.to_string() },
         ],
         "events": [
             { "type": "t.json", "json": "{\"n\":1,\"s\":\"é\"}" },
@@ -605,7 +615,7 @@ fn older_txn_batch_versions_still_parse() {
     for v in 2..athanor_core::txn::WIRE_VERSION {
         let golden = golden_json(&format!("txn-batch-v{v}.json"), || unreachable!());
         let batch = TxBatch::parse(unhex(golden["hex"].as_str().unwrap())).unwrap();
-        assert_eq!(batch.writes.len(), 2, "v{v}");
+        assert_eq!(batch.writes.len(), if v >= 4 { 3 } else { 2 }, "v{v}");
         assert_eq!(batch.events.len(), if v == 2 { 2 } else { 5 }, "v{v}");
     }
     // A trail put is refused in a batch of an older version, and for a key outside the trail.
@@ -618,6 +628,27 @@ fn older_txn_batch_versions_still_parse() {
         .trail_put("\0athanor/roles/x", &Value::I64(1))
         .encode();
     assert!(TxBatch::parse(outside).is_err());
+    // So is a trail count: in a batch of version 4, outside the trail, or of a value other than bytes.
+    let mut v4 = TxBuilder::new()
+        .trail_count("\0athanor/audit/x", 1, &[1])
+        .encode();
+    v4[0] = 4;
+    assert!(TxBatch::parse(v4).is_err());
+    let outside = TxBuilder::new()
+        .trail_count("\0athanor/x", 1, &[1])
+        .encode();
+    assert!(TxBatch::parse(outside).is_err());
+    let mut not_bytes = TxBuilder::new()
+        .trail_count("\0athanor/audit/x", 1, &[1])
+        .encode();
+    // The value's tag: before its one byte of body and the 18 bytes of empty sections after the writes.
+    let tag_at = not_bytes.len() - 18 - 2;
+    assert_eq!(
+        not_bytes[tag_at], 6,
+        "the bytes tag where the test expects it"
+    );
+    not_bytes[tag_at] = 5;
+    assert!(TxBatch::parse(not_bytes).is_err());
     assert!(TxBatch::parse(
         TxBuilder::new()
             .trail_put("\0athanor/audit-profile/p", &Value::I64(1))

@@ -37,7 +37,8 @@ fn value() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A valid batch of every section: reads, puts, deletes, events, vector ops, idempotency key.
+/// A valid batch of every section: reads, puts, deletes, trail puts and counts, events,
+/// vector ops, idempotency key, stream appends, numeric ops.
 fn batch() -> impl Strategy<Value = Vec<u8>> {
     let key = "[a-z:]{1,12}";
     (
@@ -55,52 +56,70 @@ fn batch() -> impl Strategy<Value = Vec<u8>> {
         proptest::option::of("[a-z0-9]{1,16}"),
         proptest::collection::vec(("[a-z-]{1,10}", 0u8..3, 0u64..5, 1usize..3), 0..3),
         proptest::collection::vec(("[A-Z]{1,6}", 1u8..5, any::<i64>(), 0u8..4), 0..3),
+        proptest::collection::vec(
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..24),
+                any::<bool>(),
+            ),
+            0..3,
+        ),
     )
-        .prop_map(|(reads, writes, events, vectors, idem, appends, numeric)| {
-            let mut b = TxBuilder::new();
-            for (k, v) in &reads {
-                b = b.read(k, *v);
-            }
-            for (k, v) in &writes {
-                b = match v {
-                    Some(v) => b.put(k, v),
-                    None => b.delete(k),
-                };
-            }
-            for (t, n) in &events {
-                b = b.event_json(t, &format!("{{\"n\":{n}}}"));
-            }
-            for (c, id, v) in &vectors {
-                b = match v {
-                    Some(v) => b.vector_upsert(c, id, v, "{\"a\":1}"),
-                    None => b.vector_delete(c, id),
-                };
-            }
-            if let Some(k) = &idem {
-                b = b.idempotency_key(k);
-            }
-            for (stream, tag, v, n) in &appends {
-                let expected = match tag {
-                    0 => Expected::Any,
-                    1 => Expected::NoStream,
-                    _ => Expected::Exact(*v),
-                };
-                let evs = vec![("appended", "{}"); *n];
-                b = b.append_json(stream, expected, &evs);
-            }
-            // Upper-case keys: never among the writes' keys, which a numeric op may not share.
-            for (key, kind, d, flags) in &numeric {
-                let args = NumericArgs {
-                    kind: NumericKind::from_u8(*kind).unwrap(),
-                    ty: NumericType::Follow,
-                    operand: Int::from_i64(*d),
-                    min: (flags & 1 != 0).then(|| Int::from_i64(-5)),
-                    max: (flags & 2 != 0).then(|| Int::from_i64(d.saturating_abs())),
-                };
-                b = b.numeric(key, args);
-            }
-            b.encode()
-        })
+        .prop_map(
+            |(reads, writes, events, vectors, idem, appends, numeric, trail)| {
+                let mut b = TxBuilder::new();
+                for (k, v) in &reads {
+                    b = b.read(k, *v);
+                }
+                for (k, v) in &writes {
+                    b = match v {
+                        Some(v) => b.put(k, v),
+                        None => b.delete(k),
+                    };
+                }
+                for (i, (at, body, counted)) in trail.iter().enumerate() {
+                    let key = format!("\0athanor/audit/r{i}");
+                    b = if *counted {
+                        b.trail_count(&key, *at, body)
+                    } else {
+                        b.trail_put(&key, &Value::Bytes(body.clone()))
+                    };
+                }
+                for (t, n) in &events {
+                    b = b.event_json(t, &format!("{{\"n\":{n}}}"));
+                }
+                for (c, id, v) in &vectors {
+                    b = match v {
+                        Some(v) => b.vector_upsert(c, id, v, "{\"a\":1}"),
+                        None => b.vector_delete(c, id),
+                    };
+                }
+                if let Some(k) = &idem {
+                    b = b.idempotency_key(k);
+                }
+                for (stream, tag, v, n) in &appends {
+                    let expected = match tag {
+                        0 => Expected::Any,
+                        1 => Expected::NoStream,
+                        _ => Expected::Exact(*v),
+                    };
+                    let evs = vec![("appended", "{}"); *n];
+                    b = b.append_json(stream, expected, &evs);
+                }
+                // Upper-case keys: never among the writes' keys, which a numeric op may not share.
+                for (key, kind, d, flags) in &numeric {
+                    let args = NumericArgs {
+                        kind: NumericKind::from_u8(*kind).unwrap(),
+                        ty: NumericType::Follow,
+                        operand: Int::from_i64(*d),
+                        min: (flags & 1 != 0).then(|| Int::from_i64(-5)),
+                        max: (flags & 2 != 0).then(|| Int::from_i64(d.saturating_abs())),
+                    };
+                    b = b.numeric(key, args);
+                }
+                b.encode()
+            },
+        )
 }
 
 /// One way to damage a byte string.

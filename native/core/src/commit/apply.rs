@@ -3,6 +3,8 @@
 //! the write hooks' share, and its idempotency record; and the pruning of
 //! idempotency records past the window.
 
+use std::collections::HashMap;
+
 use heed::RwTxn;
 
 use super::outcome::{CommitInfo, Outcome};
@@ -17,6 +19,119 @@ const PRUNE_PER_GROUP: usize = 1000;
 /// The group's chain writers, one per namespace that logged events, begun by its first
 /// transaction with events (or the reason the namespace's chain refuses them).
 pub(super) type ChainSlots<'s> = Vec<(u32, Result<store::ChainWriter<'s>>)>;
+
+/// The group's trail counts (see [`WriteOp::TrailCount`]): merged by value when `merge`,
+/// each written at once otherwise. Only transactions that apply reach here (their own
+/// failures come before the first write), and a group that fails is applied again with
+/// fresh counts, so a record counts exactly the committed decisions.
+pub(super) struct TrailCounts {
+    merge: bool,
+    by_value: HashMap<Vec<u8>, usize>,
+    counts: Vec<TrailTally>,
+}
+
+/// One merged trail count: its first key, its encoded value, the first and latest
+/// times, how many, and the commit seq of the last transaction it counts.
+struct TrailTally {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    first_at: u64,
+    last_at: u64,
+    n: u64,
+    seq: u64,
+}
+
+impl TrailCounts {
+    /// Counts that merge (`merge`) or are written one by one.
+    pub(super) fn new(merge: bool) -> Self {
+        TrailCounts {
+            merge,
+            by_value: HashMap::new(),
+            counts: Vec::new(),
+        }
+    }
+
+    /// Counts one trail count of a transaction applied as commit `seq`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add(
+        &mut self,
+        dbs: &store::Dbs,
+        wtxn: &mut RwTxn,
+        key: &[u8],
+        at_ms: u64,
+        value: &[u8],
+        seq: u64,
+        scratch: &mut Vec<u8>,
+    ) -> heed::Result<()> {
+        if !self.merge {
+            return write_tally(dbs, wtxn, key, value, 1, 0, seq, scratch);
+        }
+        match self.by_value.get(value) {
+            Some(&i) => {
+                let t = &mut self.counts[i];
+                t.n += 1;
+                t.last_at = t.last_at.max(at_ms);
+                t.seq = seq;
+            }
+            None => {
+                self.by_value.insert(value.to_vec(), self.counts.len());
+                self.counts.push(TrailTally {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    first_at: at_ms,
+                    last_at: at_ms,
+                    n: 1,
+                    seq,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the merged counts (before the group commits).
+    pub(super) fn write(
+        self,
+        dbs: &store::Dbs,
+        wtxn: &mut RwTxn,
+        scratch: &mut Vec<u8>,
+    ) -> heed::Result<()> {
+        for t in &self.counts {
+            let span = t.last_at.saturating_sub(t.first_at);
+            write_tally(dbs, wtxn, &t.key, &t.value, t.n, span, t.seq, scratch)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a trail count's record: `value` (a `bytes` value), then `n` and `span` as LEB128.
+#[allow(clippy::too_many_arguments)]
+fn write_tally(
+    dbs: &store::Dbs,
+    wtxn: &mut RwTxn,
+    key: &[u8],
+    value: &[u8],
+    n: u64,
+    span: u64,
+    seq: u64,
+    scratch: &mut Vec<u8>,
+) -> heed::Result<()> {
+    scratch.clear();
+    scratch.extend_from_slice(&seq.to_be_bytes());
+    scratch.extend_from_slice(value);
+    leb128(scratch, n);
+    leb128(scratch, span);
+    // Audit keys sort before the application's (NUL first): never the last key, so no append attempt.
+    dbs.state.put(wtxn, key, scratch)
+}
+
+/// Appends `v` as an unsigned LEB128 varint (7 bits a byte, low first).
+fn leb128(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
 
 /// Why a group failed as a whole.
 pub(super) enum GroupError {
@@ -51,7 +166,7 @@ impl From<Error> for GroupError {
 /// transaction's own (conflict): such a transaction has written nothing yet.
 /// `Err(..)` is a storage failure that aborts the whole group. The write hooks'
 /// `groups` validate and write their part and keep what they need for after the commit.
-/// `chains` are the group's chain writers. The transaction reads and writes the
+/// `chains` are the group's chain writers, `trail_counts` its trail counts. The transaction reads and writes the
 /// namespace `b.namespace` names; `last_id` is that namespace's newest event id.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn apply_one<'s>(
@@ -64,6 +179,7 @@ pub(super) fn apply_one<'s>(
     scratch: &mut Vec<u8>,
     groups: &mut [Box<dyn GroupWrites + '_>],
     chains: &mut ChainSlots<'s>,
+    trail_counts: &mut TrailCounts,
 ) -> std::result::Result<Result<CommitInfo>, GroupError> {
     let dbs = &store.dbs;
     let sp = store.space(b.namespace);
@@ -162,6 +278,17 @@ pub(super) fn apply_one<'s>(
                 scratch.extend_from_slice(b.bytes(value));
                 // Audit keys sort before the application's (NUL first): never the last key, so no append attempt.
                 dbs.state.put(wtxn, b.bytes(key), scratch)?;
+            }
+            WriteOp::TrailCount { key, at_ms, value } => {
+                trail_counts.add(
+                    dbs,
+                    wtxn,
+                    b.bytes(key),
+                    *at_ms,
+                    b.bytes(value),
+                    my_seq,
+                    scratch,
+                )?;
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use heed::PutFlags;
 
-use super::apply::{Derived, GroupError};
+use super::apply::{Derived, GroupError, TrailCounts};
 use super::outcome::CommitNotice;
 use super::sink::{deliver, Shared};
 use crate::codec;
@@ -142,6 +142,18 @@ fn try_apply(
                 }
                 WriteOp::Delete { key } => {
                     dbs.state.delete(&mut wtxn, b.bytes(key))?;
+                }
+                // The primary, which publishes, wrote it alone: so does the replica.
+                WriteOp::TrailCount { key, at_ms, value } => {
+                    TrailCounts::new(false).add(
+                        dbs,
+                        &mut wtxn,
+                        b.bytes(key),
+                        *at_ms,
+                        b.bytes(value),
+                        rec.commit_seq,
+                        &mut scratch,
+                    )?;
                 }
             }
         }

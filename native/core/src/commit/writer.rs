@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::apply::{apply_one, prune_idempotency, GroupError};
+use super::apply::{apply_one, prune_idempotency, GroupError, TrailCounts};
 use super::outcome::{CommitInfo, CommitNotice};
 use super::queue::{Msg, Request};
 use super::sink::{deliver, Shared};
@@ -222,6 +222,8 @@ fn try_group(
     let mut groups: Vec<Box<dyn GroupWrites + '_>> = hooks.iter().map(|h| h.group()).collect();
     let log_as = store::commit_log_id(dbs, &wtxn)?;
     let mut chains = Vec::new();
+    // A database that publishes its commits writes each trail count as its replicas will.
+    let mut trail_counts = TrailCounts::new(log_as.is_none());
     for b in batches {
         if log_as.is_some() && b.namespace != 0 {
             results.push(Err(Error::invalid(
@@ -248,6 +250,7 @@ fn try_group(
             &mut scratch,
             &mut groups,
             &mut chains,
+            &mut trail_counts,
         )?;
         if let (Some(id), Ok(info)) = (&log_as, &result) {
             if seq != before {
@@ -256,6 +259,7 @@ fn try_group(
         }
         results.push(result);
     }
+    trail_counts.write(dbs, &mut wtxn, &mut scratch)?;
     let applied_any = seq != start_seq;
     if applied_any {
         store::put_meta_u64(dbs, &mut wtxn, META_COMMIT_SEQ, seq)?;
