@@ -29,7 +29,7 @@ import { readDocument, readHitBatch, readHits } from '../ts/internal/vector-pack
 import { decodeValue as decodeSourceValue, i64 as sourceI64 } from '../ts/state/codec.js';
 import type { Core } from '../ts/state/core.js';
 import { TxImpl } from '../ts/state/transaction.js';
-import { TRAIL } from '../ts/state/reserved.js';
+import { TRAIL, TRAIL_COUNT } from '../ts/state/reserved.js';
 
 const require = createRequire(import.meta.url);
 const binding = require('../native/node/binding.cjs') as {
@@ -178,10 +178,10 @@ const expectedHit = (h: HitDescribed) => ({ id: h.id, score: f32(h.score_bits), 
 const hitOf = (id: string, score: number, metadata: unknown) => ({ id, score, metadata });
 
 describe('the transaction batch: the TypeScript transaction encodes what Rust pinned', () => {
-  it('reads, writes, deletes, trail puts, JSON and bytes events, vector upsert and delete, idempotency key, stream appends, numeric ops', () => {
-    const g = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'txn-batch-v4.json'), 'utf8')) as {
+  it('reads, writes, deletes, trail puts and counts, JSON and bytes events, vector upsert and delete, idempotency key, stream appends, numeric ops', () => {
+    const g = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'txn-batch-v5.json'), 'utf8')) as {
       reads: [string, string][];
-      writes: ({ key: string; value: string } | { key: string; delete: true } | { key: string; trail: string })[];
+      writes: ({ key: string; value: string } | { key: string; delete: true } | { key: string; trail: string } | { key: string; trail_count: string; at: string })[];
       events: ({ type: string; json: string } | { type: string; bytes: string })[];
       vectors: ({ collection: string; upsert: string; vector_bits: string[]; metadata: string } | { collection: string; delete: string })[];
       idempotency_key: string;
@@ -202,6 +202,7 @@ describe('the transaction batch: the TypeScript transaction encodes what Rust pi
     for (const w of g.writes) {
       if ('delete' in w) tx.delete(w.key);
       else if ('trail' in w) tx[TRAIL](w.key, decodeSourceValue(hexOf(w.trail), 0, w.trail.length / 2));
+      else if ('trail_count' in w) tx[TRAIL_COUNT](w.key, Number(w.at), decodeSourceValue(hexOf(w.trail_count), 0, w.trail_count.length / 2));
       else tx.set(w.key, decodeSourceValue(hexOf(w.value), 0, w.value.length / 2));
     }
     for (const e of g.events) tx.log(e.type, 'json' in e ? JSON.parse(e.json) : new Uint8Array(hexOf(e.bytes)));

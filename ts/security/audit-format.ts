@@ -21,6 +21,13 @@
  * [str      detail]              (flag bit 2)
  * ```
  *
+ * A transaction's record is written as a *trail count* (native/core/src/txn.rs): its
+ * value is the format-1 record cut before `count`, with flag bit 1 set
+ * ({@link encodeCounted}); the writer merges the equal ones of a group commit and
+ * appends `count` and `until - at` (the first one's key and time, the last one's
+ * time). What is stored is a format-1 record like the others: one for each caller,
+ * operation and grant per group commit, however many transactions it holds.
+ *
  * Format 0 (before format 1; still read, no longer written): a `string` value holding
  * the record as JSON text, `{ at, until?, count, caller, roles, namespace, action,
  * permission, outcome, detail? }`.
@@ -220,13 +227,27 @@ export function encodeRecord(r: StoredRecord): Value {
   return bytes(w.bytes());
 }
 
+/**
+ * The body of a counted record (a trail count's value): `r` as format 1 up to its
+ * `count`, flag bit 1 set; the writer appends `count` and `until - at`. @internal
+ */
+export function encodeCounted(r: Omit<StoredRecord, 'at' | 'until' | 'count' | 'detail'>): Value {
+  const w = new Writer();
+  w.u8(AUDIT_FORMAT);
+  w.u8((r.outcome === 'deny' ? DENY : 0) | UNTIL);
+  w.raw(r.profile.id);
+  w.str(r.action);
+  w.str(r.permission);
+  return bytes(w.bytes());
+}
+
 /** One decision (or, for allowed reads, a count of identical ones). */
 export interface AuditRecord {
-  /** When (ms since the epoch); for counted reads, the first one. */
+  /** When (ms since the epoch); for counted decisions, the first one. */
   at: number;
-  /** For counted reads: the last one. */
+  /** For counted decisions (reads, and one caller's transactions in one group commit): the last one. */
   until?: number;
-  /** How many identical decisions this record stands for (1 but for counted reads). */
+  /** How many identical decisions this record stands for: reads are counted per batch, transactions per group commit. */
   count: number;
   /** The caller's id (`''`: the application itself, e.g. defining a role on a plain handle). */
   caller: string;

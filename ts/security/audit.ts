@@ -22,7 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
 import type { Value } from '../state/codec.js';
 import type { TransactionBuilder, Tx } from '../state/transaction.js';
-import { TRAIL, type TrailWriter } from '../state/reserved.js';
+import { TRAIL, TRAIL_COUNT, type TrailCounter, type TrailWriter } from '../state/reserved.js';
 import { describeThrown } from '../internal/thrown.js';
 import { AUDIT_PREFIX, decodeProfile, decodeRecord, encodeRecord, makeProfile, recordKey, type AuditRecord, type Profile, type StoredRecord } from './audit-format.js';
 import { DEFAULT_NAMESPACE } from './permissions.js';
@@ -141,18 +141,24 @@ export class AuditTrail {
    * whichever namespace: the record goes to the database's trail (a trail put). @internal
    */
   inTransaction(tx: Tx, record: Decision): void {
-    this.inTransactionEncoded(tx, record.profile, record.at, encodeRecord(record));
+    const trail = tx as Tx & Partial<TrailWriter>;
+    if (typeof trail[TRAIL] !== 'function') throw new TypeError("an audit record joins only a transaction of athanor's own (TxImpl)");
+    this.#withProfile(trail as TrailWriter, record.profile);
+    trail[TRAIL](this.keyFor(record.at), encodeRecord(record));
   }
 
   /**
-   * Writes a record already encoded (`value`, see `encodeRecord`) for `profile` at
-   * `at` into `tx`: the hot path of an allowed transaction. @internal
+   * Counts a decision made at `at` for `profile` into `tx` (the commit of the write it
+   * allows): `body` is its counted record (see `encodeCounted`), merged by the writer
+   * with the equal ones of the same group commit. The hot path of an allowed transaction. @internal
    */
-  inTransactionEncoded(tx: Tx, profile: Profile, at: number, value: Value): void {
-    const trail = tx as Tx & Partial<TrailWriter>;
-    if (typeof trail[TRAIL] !== 'function') throw new TypeError("an audit record joins only a transaction of athanor's own (TxImpl)");
+  countInTransaction(tx: Tx, profile: Profile, at: number, body: Value): void {
+    const trail = tx as Tx & Partial<TrailWriter & TrailCounter>;
+    if (typeof trail[TRAIL] !== 'function' || typeof trail[TRAIL_COUNT] !== 'function') {
+      throw new TypeError("an audit record joins only a transaction of athanor's own (TxImpl)");
+    }
     this.#withProfile(trail as TrailWriter, profile);
-    trail[TRAIL](this.keyFor(at), value);
+    trail[TRAIL_COUNT](this.keyFor(at), at, body);
   }
 
   /** Queues a record for the next batch. @internal */

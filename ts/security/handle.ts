@@ -21,7 +21,7 @@ import type { AppendOptions, CommitResult, EventInput, ExecuteOptions, LogOption
 import type { TxVectors } from '../state/tx-vectors.js';
 import type { Json } from '../state/codec.js';
 import type { AuditTrail, Decision } from './audit.js';
-import { encodeRecord, type Profile } from './audit-format.js';
+import { encodeCounted, type Profile } from './audit-format.js';
 import { Roles, type RoleStore, type RoleVersion } from './roles.js';
 import { checkNamespaceName } from '../state/namespaces.js';
 import { DEFAULT_NAMESPACE, appliesIn, describeNeed, describePermission, grants, type Caller, type Need, type Permission } from './permissions.js';
@@ -210,10 +210,10 @@ export class Gate {
   recordTx(tx: Tx, permission: string): void {
     let value = this.#txValues.get(permission);
     if (value === undefined) {
-      value = encodeRecord(this.#record('tx.execute', permission, 'allow'));
+      value = encodeCounted(this.#record('tx.execute', permission, 'allow'));
       this.#txValues.set(permission, value);
     }
-    this.security.audit.inTransactionEncoded(tx, this.#profile, Date.now(), value);
+    this.security.audit.countInTransaction(tx, this.#profile, Date.now(), value);
   }
 
   /** Whether the caller holds an unnarrowed admin grant. */

@@ -33,6 +33,13 @@ export const INTERNAL: unique symbol = Symbol('athanor.internal');
  */
 export const TRAIL: unique symbol = Symbol('athanor.trail');
 
+/**
+ * The capability to count one decision of athanor's audit trail in a transaction's
+ * commit: a trail count (native/core/src/txn.rs), which the writer merges with the
+ * group commit's equal ones into one record. @internal
+ */
+export const TRAIL_COUNT: unique symbol = Symbol('athanor.trailCount');
+
 /** What every audit trail key starts with (records and profiles). @internal */
 export const TRAIL_PREFIX = `${RESERVED_PREFIX}audit`;
 
@@ -40,6 +47,17 @@ export const TRAIL_PREFIX = `${RESERVED_PREFIX}audit`;
 export interface TrailWriter {
   /** Writes `value` under `key` (under {@link TRAIL_PREFIX}) in the default namespace, in this transaction's commit. */
   [TRAIL](key: string, value: Value): void;
+}
+
+/** A transaction that takes trail counts. @internal */
+export interface TrailCounter {
+  /**
+   * Counts a decision made at `at` (ms since the epoch) under `key` (under
+   * {@link TRAIL_PREFIX}) with `value`, a `bytes` value: stored as `value` followed by
+   * the count and the span (see `ts/security/audit-format.ts`), merged with the equal
+   * ones of the same group commit.
+   */
+  [TRAIL_COUNT](key: string, at: number, value: Value): void;
 }
 
 /** Throws unless `key` may be written by a user transaction. @internal */

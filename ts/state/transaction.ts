@@ -3,7 +3,7 @@
  * buffers its writes; the batch crosses into Rust in one call and the single
  * writer validates what was read (optimistic concurrency) before applying it.
  */
-import { INTERNAL, TRAIL, TRAIL_PREFIX, checkWritableKey, type TrailWriter } from './reserved.js';
+import { INTERNAL, TRAIL, TRAIL_COUNT, TRAIL_PREFIX, checkWritableKey, type TrailCounter, type TrailWriter } from './reserved.js';
 import { stringifyStrict } from '../internal/json.js';
 import { Value, writeValue } from './codec.js';
 import type { ByteWriter } from '../internal/bytes.js';
@@ -199,7 +199,7 @@ type Check = { key: string; test: (v: Value | undefined) => string | null };
 
 const DELETED = null;
 /** Wire format version of native/core/src/txn.rs. */
-const WIRE_VERSION = 4;
+const WIRE_VERSION = 5;
 const NUMERIC_OPS = { add: 1, sub: 2, max: 3, min: 4 } as const;
 const U256_LIMIT = 1n << 256n;
 
@@ -229,16 +229,31 @@ function schemaVersionOf(options: LogOptions): number {
   return v;
 }
 
+/** A trail count (write op 4): key, then the time as a u64, then the value. */
+function writeCount(w: ByteWriter, key: string, at: number, value: Value): void {
+  w.u8(4);
+  w.str16(key);
+  w.u32(at % 0x1_0000_0000);
+  w.u32(Math.floor(at / 0x1_0000_0000));
+  writeValue(w, value);
+}
+
 type Append = { stream: string; expect: 0 | 1 | 2; version: bigint; first: number; count: number };
 type NumericOp = { op: number; type: number; key: string; operand: bigint; min: bigint | undefined; max: bigint | undefined };
 /** One attempt of a transaction callback. @internal */
-export class TxImpl implements Tx, TrailWriter {
+export class TxImpl implements Tx, TrailWriter, TrailCounter {
   #snapshotSeq: bigint | undefined;
   readonly #core: Core;
   readonly #reads = new Map<string, bigint>();
   readonly #writes = new Map<string, Value | null>();
   /** Audit trail records for the default namespace (see {@link TRAIL}), key then value. */
   readonly #trail: (string | Value)[] = [];
+  /** The trail counts (see {@link TRAIL_COUNT}): most transactions have one, so the first has fields of its own. */
+  #countKey: string | undefined;
+  #countAt = 0;
+  #countValue: Value | undefined;
+  /** Any further ones, flat triples: key, time, value. */
+  #moreCounts: (string | number | Value)[] | undefined;
   /** Flat triples: kind (1 json, 2 bytes), type, payload (JSON text or bytes). */
   readonly #events: (number | string | Uint8Array)[] = [];
   #vectorOps: VectorOps | undefined;
@@ -447,9 +462,22 @@ export class TxImpl implements Tx, TrailWriter {
     this.#trail.push(key, value);
   }
 
+  /** See {@link TRAIL_COUNT}. @internal */
+  [TRAIL_COUNT](key: string, at: number, value: Value): void {
+    this.#live();
+    if (!key.startsWith(TRAIL_PREFIX)) throw new InvalidArgumentError(`a trail count writes only athanor's audit trail, not ${JSON.stringify(key)}`);
+    if (value.type !== 'bytes') throw new InvalidArgumentError(`a trail count carries a bytes value, not ${value.type}`);
+    if (!Number.isSafeInteger(at) || at < 0) throw new InvalidArgumentError(`a trail count's time must be ms since the epoch, got ${at}`);
+    if (this.#countKey === undefined) {
+      this.#countKey = key;
+      this.#countAt = at;
+      this.#countValue = value;
+    } else (this.#moreCounts ??= []).push(key, at, value);
+  }
+
   /** Whether committing changes anything. */
   get isWrite(): boolean {
-    return this.#writes.size > 0 || this.#trail.length > 0 || this.#events.length > 0 || (this.#vectorOps?.count ?? 0) > 0 || this.#numeric.length > 0;
+    return this.#writes.size > 0 || this.#trail.length > 0 || this.#countKey !== undefined || this.#events.length > 0 || (this.#vectorOps?.count ?? 0) > 0 || this.#numeric.length > 0;
   }
 
   /** Appends the batch, in the wire format of native/core/src/txn.rs, to `w`. */
@@ -462,7 +490,8 @@ export class TxImpl implements Tx, TrailWriter {
       w.u64(version);
     }
     const trail = this.#trail;
-    w.u32(this.#writes.size + trail.length / 2);
+    const more = this.#moreCounts;
+    w.u32(this.#writes.size + trail.length / 2 + (this.#countKey === undefined ? 0 : 1) + (more === undefined ? 0 : more.length / 3));
     for (const [k, v] of this.#writes) {
       w.u8(v === DELETED ? 2 : 1);
       w.str16(k);
@@ -472,6 +501,10 @@ export class TxImpl implements Tx, TrailWriter {
       w.u8(3);
       w.str16(trail[i] as string);
       writeValue(w, trail[i + 1] as Value);
+    }
+    if (this.#countKey !== undefined) {
+      writeCount(w, this.#countKey, this.#countAt, this.#countValue!);
+      if (more !== undefined) for (let i = 0; i < more.length; i += 3) writeCount(w, more[i] as string, more[i + 1] as number, more[i + 2] as Value);
     }
     const ev = this.#events;
     w.u32(ev.length / 3);
