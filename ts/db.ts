@@ -520,10 +520,9 @@ export class Athanor {
       const version = { value: 0, stored: 0n };
       const roles = new Roles(store, audit, version);
       roles.refresh();
-      // Another process's role change reaches this process's handles with its commit notice.
-      this.#core.subscribe(() => {
-        if (!this.#core.closed) roles.refresh();
-      });
+      // Another process's role change reaches this process's handles when its commit is
+      // announced (this process's own changes bump the version as they commit).
+      this.#core.onAnnounced(() => roles.refresh());
       this.#security = { store, audit, version, roles };
     }
     return this.#security;

@@ -354,10 +354,33 @@ export class Core {
       this.#listeners.delete(listener);
       if (this.#listeners.size === 0 && !this.closed) {
         this.native.setWantsNotices(false);
-        this.#watcher?.close();
-        this.#watcher = undefined;
+        this.#unwatchIfIdle();
       }
     };
+  }
+
+  readonly #wakeListeners = new Set<() => void>();
+
+  /**
+   * Calls `listener` once per event-loop turn in which a commit to this database was
+   * announced, by any process (this one's too): a wake-up with no notice, for what
+   * only changes through commits and is cheap to check again (the roles' version).
+   * Unlike {@link subscribe}, this process's commits cost no notice to JavaScript.
+   */
+  onAnnounced(listener: () => void): () => void {
+    this.#wakeListeners.add(listener);
+    this.#watchOtherProcesses();
+    return () => {
+      this.#wakeListeners.delete(listener);
+      this.#unwatchIfIdle();
+    };
+  }
+
+  #unwatchIfIdle(): void {
+    if (this.#listeners.size === 0 && this.#wakeListeners.size === 0 && !this.closed) {
+      this.#watcher?.close();
+      this.#watcher = undefined;
+    }
   }
 
   readonly #notifyPath: string;
@@ -389,7 +412,15 @@ export class Core {
     this.#checkQueued = true;
     setImmediate(() => {
       this.#checkQueued = false;
-      if (this.closed || this.#listeners.size === 0) return;
+      if (this.closed) return;
+      for (const l of this.#wakeListeners) {
+        try {
+          l();
+        } catch (e) {
+          warn('a commit listener threw', e);
+        }
+      }
+      if (this.#listeners.size === 0) return;
       try {
         const [lastEventId, commitSeq] = this.native.heads();
         if (commitSeq! > this.#lastNotified) this.#publish({ commitSeq: commitSeq!, lastEventId: lastEventId! });
@@ -467,6 +498,7 @@ export class Core {
     if (this.closed) return;
     this.closed = true;
     this.#listeners.clear();
+    this.#wakeListeners.clear();
     this.#watcher?.close();
     this.#watcher = undefined;
     // Commits still held for this turn would otherwise never be answered.
