@@ -881,3 +881,75 @@ fn built_graph_is_held_once_in_compact_form() {
         assert_eq!(&*c.search(&q, &opts(1))[0].id, want);
     }
 }
+
+/// Searches running on rayon's pool (as a batch search runs them) while the indexer
+/// rebuilds and swaps the graphs: the graph a swap replaces is dropped after the
+/// indexer lets go of its locks, since an HNSW graph's drop runs on that same pool,
+/// whose workers may be waiting for those locks. Before, this deadlocked (in most runs
+/// of this test); a watchdog turns a deadlock into a failure.
+#[test]
+fn searches_on_the_rayon_pool_never_deadlock_against_rebuilds() {
+    let (done, finished) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        searches_during_rebuilds();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("searches and rebuilds finished within 120 s (a deadlock otherwise)");
+}
+
+fn searches_during_rebuilds() {
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = TempDir::new().unwrap();
+    let e = open(dir.path());
+    let c = e
+        .vectors()
+        .create(e.store(), "r", params(8, Metric::L2))
+        .unwrap();
+    let mut r = rng(7);
+    let mut vec_of = move || -> Vec<f32> { (0..8).map(|_| r()).collect() };
+    let mut b = TxBuilder::new();
+    for i in 0..600 {
+        b = b.vector_upsert("r", &format!("v{i}"), &vec_of(), "");
+    }
+    e.commit_blocking(b.build().unwrap()).unwrap();
+    assert!(c.wait_indexed(Duration::from_secs(60)));
+    let queries: Vec<_> = (0..64)
+        .map(|_| c.prepare_query(&vec_of()).unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let searched = Arc::new(AtomicUsize::new(0));
+    let searcher = {
+        let (c, stop, searched) = (c.clone(), stop.clone(), searched.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let hits: Vec<usize> = queries
+                    .par_iter()
+                    .map(|q| c.search(q, &opts(5)).len())
+                    .collect();
+                assert!(hits.iter().all(|&n| n > 0));
+                searched.fetch_add(hits.len(), Ordering::Relaxed);
+            }
+        })
+    };
+    // Each round deletes a third of the documents and adds as many: past the tombstone
+    // threshold, so the indexer rebuilds and swaps the graphs while searches run.
+    let before = c.stats().rebuilds;
+    let mut next = 600;
+    for round in 0..12 {
+        let mut b = TxBuilder::new();
+        for i in (round * 200)..(round * 200 + 200) {
+            b = b.vector_delete("r", &format!("v{i}"));
+            b = b.vector_upsert("r", &format!("v{next}"), &vec_of(), "");
+            next += 1;
+        }
+        e.commit_blocking(b.build().unwrap()).unwrap();
+        assert!(c.wait_indexed(Duration::from_secs(60)), "round {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    searcher.join().unwrap();
+    assert!(c.stats().rebuilds >= before + 6, "{:?}", c.stats());
+    assert!(searched.load(Ordering::Relaxed) > 0);
+}

@@ -517,8 +517,9 @@ impl CollectionIndex {
             .store(live.in_graph as u64, AtomicOrdering::Relaxed);
         let mut live_now = self.live.write();
         *live_now = live;
-        self.graphs.write().base = Some(Arc::new(base));
+        let replaced = self.graphs.write().base.replace(Arc::new(base));
         drop(live_now);
+        drop_unlocked(replaced);
         self.dirty.store(changed, AtomicOrdering::Release);
         true
     }
@@ -602,12 +603,18 @@ impl CollectionIndex {
                 self.def.params.dimension as usize,
                 self.def.params.quantization,
             ) {
-                let _live = self.live.write();
-                *self.graphs.write() = Graphs {
-                    base: Some(Arc::new(base)),
-                    delta: Arc::new(new_graph(&self.def, DELTA_CAPACITY)),
-                };
+                let live = self.live.write();
+                let replaced = std::mem::replace(
+                    &mut *self.graphs.write(),
+                    Graphs {
+                        base: Some(Arc::new(base)),
+                        delta: Arc::new(new_graph(&self.def, DELTA_CAPACITY)),
+                    },
+                );
                 self.dirty.store(true, AtomicOrdering::Release);
+                drop(live);
+                drop(delta);
+                drop_unlocked(replaced);
             }
         }
         let _g = self.idle.0.lock();
@@ -658,10 +665,13 @@ impl CollectionIndex {
         .map(Arc::new);
         drop(fresh);
         let mut live = self.live.write();
-        *self.graphs.write() = Graphs {
-            base,
-            delta: Arc::new(new_graph(&self.def, DELTA_CAPACITY)),
-        };
+        let replaced = std::mem::replace(
+            &mut *self.graphs.write(),
+            Graphs {
+                base,
+                delta: Arc::new(new_graph(&self.def, DELTA_CAPACITY)),
+            },
+        );
         self.dirty.store(true, AtomicOrdering::Release);
         for s in live.slots.iter_mut() {
             s.in_graph = false;
@@ -680,6 +690,8 @@ impl CollectionIndex {
         // Cleared only now, so `wait_indexed` waits for the rebuild it asked for.
         self.rebuild_requested.store(false, AtomicOrdering::Release);
         self.rebuilding.store(false, AtomicOrdering::Release);
+        drop(live);
+        drop_unlocked(replaced);
     }
 
     /// Blocks until every document committed so far is in the graph, no rebuild
@@ -1097,4 +1109,12 @@ impl CollectionIndex {
         }
         out
     }
+}
+
+/// Drops the graphs a swap replaced, once the caller has released `live` and `graphs`:
+/// an HNSW graph's drop runs on rayon's global pool (hnsw_rs clears its neighbourhoods in
+/// parallel), whose workers may be in a search waiting for those very locks, so dropping
+/// it under them deadlocks (`searchBatch` against a rebuild did).
+fn drop_unlocked<T>(replaced: T) {
+    drop(replaced);
 }
