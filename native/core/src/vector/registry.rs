@@ -203,13 +203,17 @@ impl Registry {
             Ok(Some(def.id))
         })?;
         let Some(id) = dropped else { return Ok(false) };
-        {
+        // Held past the lock: if this was the last reference, the index's graphs are
+        // dropped here, on rayon's pool, and never under a lock (see index.rs, drop_unlocked).
+        let _removed = {
             let mut maps = self.shared.maps.write();
-            if let Some(c) = maps.by_id.remove(&id) {
+            let c = maps.by_id.remove(&id);
+            if let Some(c) = &c {
                 c.dropped.store(true, Ordering::Release);
                 maps.by_name.remove(&c.def.name);
             }
-        }
+            c
+        };
         // After marking it dropped: a background dump finishing later sees the
         // mark and removes what it wrote.
         if let Some(d) = self.shared.index_dir.lock().as_ref() {

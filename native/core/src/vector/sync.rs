@@ -48,6 +48,9 @@ impl Registry {
             let (name, rec) = item?;
             defs.push(CollectionDef::decode(name, rec)?);
         }
+        // Held past the lock: the last reference to an index drops its graphs on rayon's
+        // pool, never under a lock (see index.rs, drop_unlocked).
+        let mut removed = Vec::new();
         {
             let mut maps = self.shared.maps.write();
             let gone: Vec<u32> = maps
@@ -59,7 +62,8 @@ impl Registry {
             for id in gone {
                 if let Some(c) = maps.by_id.remove(&id) {
                     c.dropped.store(true, Ordering::Release);
-                    maps.by_name.remove(&c.def.name);
+                    removed.extend(maps.by_name.remove(&c.def.name));
+                    removed.push(c);
                 }
             }
             for d in &defs {
@@ -67,12 +71,14 @@ impl Registry {
                     let idx = self.shared.new_index(d.clone());
                     if let Some(old) = maps.by_name.insert(d.name.clone(), idx.clone()) {
                         old.dropped.store(true, Ordering::Release);
-                        maps.by_id.remove(&old.def.id);
+                        removed.extend(maps.by_id.remove(&old.def.id));
+                        removed.push(old);
                     }
                     maps.by_id.insert(d.id, idx);
                 }
             }
         }
+        drop(removed);
         for def in &defs {
             let Some(idx) = self.shared.maps.read().by_id.get(&def.id).cloned() else {
                 continue;
