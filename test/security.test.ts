@@ -418,6 +418,45 @@ describe('custom roles narrowed to resources', () => {
     expectThrows(() => h.get('k'), ForbiddenError, 'ERR_FORBIDDEN');
   });
 
+  it('a role dropped through another handle on the database in this process is taken from this handle at once', async () => {
+    const dir = sb.dir();
+    const a = await sb.open(dir);
+    await seed(a);
+    await a.roles.define('reader', [{ action: 'read' }]);
+    const b = await sb.open(dir);
+    const h = b.as({ id: 'svc', roles: ['reader'] });
+    expect(h.get('k').asString()).toBe('v');
+    // Both handles share one engine and one writer: no other writer's commit announces the drop.
+    await a.roles.drop('reader');
+    expectThrows(() => h.get('k'), ForbiddenError, 'ERR_FORBIDDEN');
+    await a.roles.define('reader', [{ action: 'read' }]);
+    expect(h.get('k').asString()).toBe('v');
+  });
+
+  it("reads the roles again after another process's commit, not after this process's own", async () => {
+    const dir = sb.dir();
+    const db = await sb.open(dir);
+    const h = db.as({ id: 'svc', roles: ['developer'] });
+    await h.transaction().execute((t) => t.set('k', str('v')));
+    let rolesReads = 0;
+    const getOpt = db.getOpt.bind(db);
+    db.getOpt = ((key: string) => {
+      if (key === '\u0000athanor/security/roles-version') rolesReads++;
+      return getOpt(key);
+    }) as typeof db.getOpt;
+    for (let round = 0; round < 20; round++) {
+      await Promise.all(Array.from({ length: 8 }, (_, i) => h.transaction().execute((t) => t.set(`k${i}`, str(`v${round}`)))));
+      await new Promise((resolve) => setTimeout(resolve, 2)); // let the notify watch report each group
+    }
+    expect(rolesReads).toBe(0);
+    const index = new URL('../dist/index.js', import.meta.url).href;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', `const { Athanor, str } = await import(${JSON.stringify(index)}); const db = await Athanor.open(process.argv[1]); await db.transaction().execute((t) => t.set('x', str('y'))); await db.close();`, dir], { encoding: 'utf8' });
+    expect(child.stderr).toBe('');
+    const deadline = Date.now() + 10_000;
+    while (rolesReads === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(rolesReads).toBeGreaterThan(0);
+  });
+
   it('narrows SQL to tables: each table a statement reads or changes, through views and triggers too', async () => {
     const db = await sb.open();
     db.sql.exec(`CREATE TABLE orders(id INTEGER PRIMARY KEY, total INTEGER);

@@ -19,7 +19,7 @@ import { VectorStore } from './vectors/store.js';
 import { Scheduler } from './ops/scheduler.js';
 import { INTERNAL } from './state/reserved.js';
 import { Metrics, type MetricsOptions, type MetricsSnapshot } from './ops/metrics.js';
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeThrown } from './internal/thrown.js';
 import { readStateList } from './internal/state-list.js';
@@ -45,7 +45,7 @@ import { AuditTrail } from './security/audit.js';
 import { callerHandle, secureRoot, type Security } from './security/handle.js';
 import { checkCaller, type Caller } from './security/permissions.js';
 import { SECURE_MARKER } from './security/handle.js';
-import { Roles, type RoleStore } from './security/roles.js';
+import { Roles, acquireRoleVersion, releaseRoleVersion, type RoleStore } from './security/roles.js';
 import { checkNamespaceName, encodeNamespaceOptions, namespaceInfo, type NamespaceInfo, type NamespaceOptions, type OpenNamespaceOptions } from './state/namespaces.js';
 
 /** How commits reach the disk. */
@@ -508,6 +508,8 @@ export class Athanor {
 
   #auditRetentionMs = 0;
   #security: Security | undefined;
+  /** The real path the roles' shared version is held under (see `acquireRoleVersion`). */
+  #rolesDir: string | undefined;
 
   #securityParts(): Security {
     if (this.#security === undefined) {
@@ -517,12 +519,14 @@ export class Athanor {
         getOpt: (k) => this.getOpt(k),
       };
       const audit = new AuditTrail(store, { retentionMs: this.#auditRetentionMs });
-      const version = { value: 0, stored: 0n };
+      // This process's handles on the database share the version, so a role change
+      // through one (bumped as it commits) reaches them all; another writer's change is
+      // read again when it commits. Watched before the first read, so none is missed.
+      this.#rolesDir = realpathSync(this.dir);
+      const version = acquireRoleVersion(this.#rolesDir);
       const roles = new Roles(store, audit, version);
+      this.#core.onOtherCommit(() => roles.refresh());
       roles.refresh();
-      // Another process's role change reaches this process's handles when its commit is
-      // announced (this process's own changes bump the version as they commit).
-      this.#core.onAnnounced(() => roles.refresh());
       this.#security = { store, audit, version, roles };
     }
     return this.#security;
@@ -1109,6 +1113,8 @@ export class Athanor {
       if (this.#pgProjections.size > 0) await Promise.all([...this.#pgProjections].map((p) => p.stop()));
       if (this.#beforeClose !== undefined) await this.#beforeClose();
       if (this.#security !== undefined) await this.#security.audit.close();
+      if (this.#rolesDir !== undefined) releaseRoleVersion(this.#rolesDir);
+      this.#rolesDir = undefined;
       for (const h of this.#namespaceHandles.values()) await h.close();
       this.#namespaceHandles.clear();
       await this.#proj.close();

@@ -129,6 +129,14 @@ export declare class NativeDb {
    */
   heads(): Array<bigint>
   /**
+   * A count of the commits to the file that this process's commit writer did not
+   * make (another process, a replica's apply, an administrative write), offset by a
+   * constant, read without a transaction: it changes whenever such a commit happens
+   * (and may change spuriously while one of the writer's own is being counted; it never
+   * misses one), so a caller can skip re-reading what only another commit could change.
+   */
+  otherCommits(): number
+  /**
    * Deletes the events below `before` (of `types` only, when given) with their type
    * index entries, in one write transaction: `[deleted, firstEventId]`. The caller
    * (`ts/eventsourcing/retention.ts`) chose `before` below every durable cursor.

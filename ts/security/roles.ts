@@ -28,7 +28,7 @@ export interface RoleStore extends AuditStore {
 }
 
 const ROLE_PREFIX = `${RESERVED_PREFIX}roles/`;
-/** Counts role changes, so other processes' handles learn of them from a commit notice. */
+/** Counts role changes, so other processes' handles learn of them when another writer commits. */
 const ROLES_VERSION = `${RESERVED_PREFIX}security/roles-version`;
 const ROLE_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 
@@ -37,6 +37,31 @@ export interface RoleVersion {
   value: number;
   /** The store's count of role changes when last read. */
   stored: bigint;
+}
+
+/**
+ * The version of each database open in this process with roles in use, by its real
+ * path, with how many handles hold it: every handle on one database shares one, so a
+ * role changed through one reaches the others' callers at once (their commits share
+ * one writer, and only other writers' commits make a handle read the roles again).
+ */
+const versions = new Map<string, { version: RoleVersion; holders: number }>();
+
+/** The version every handle on the database at real path `dir` shares; give it back with {@link releaseRoleVersion}. @internal */
+export function acquireRoleVersion(dir: string): RoleVersion {
+  let held = versions.get(dir);
+  if (held === undefined) {
+    held = { version: { value: 0, stored: 0n }, holders: 0 };
+    versions.set(dir, held);
+  }
+  held.holders++;
+  return held.version;
+}
+
+/** Gives back a version {@link acquireRoleVersion} handed out (at close). @internal */
+export function releaseRoleVersion(dir: string): void {
+  const held = versions.get(dir);
+  if (held !== undefined && --held.holders === 0) versions.delete(dir);
 }
 
 function checkName(name: unknown): asserts name is string {

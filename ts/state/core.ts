@@ -360,20 +360,39 @@ export class Core {
   }
 
   readonly #wakeListeners = new Set<() => void>();
+  /** `native.otherCommits()` when last read (see {@link onOtherCommit}). */
+  #otherCommits = 0;
 
   /**
    * Calls `listener` once per event-loop turn in which a commit to this database was
-   * announced, by any process (this one's too): a wake-up with no notice, for what
-   * only changes through commits and is cheap to check again (the roles' version).
-   * Unlike {@link subscribe}, this process's commits cost no notice to JavaScript.
+   * announced that this process's commit writer did not make (another process's, a
+   * replica's apply, an administrative write): a wake-up with no notice, for what only
+   * such a commit can change behind this process's back (the roles' version, which
+   * this process's own changes bump as they commit). Register it before reading what
+   * it re-reads: a commit after registering is never missed. Unlike {@link subscribe},
+   * this process's commits cost no notice to JavaScript, and wake no listener.
    */
-  onAnnounced(listener: () => void): () => void {
+  onOtherCommit(listener: () => void): () => void {
+    if (this.#wakeListeners.size === 0) this.#otherCommitSeen();
     this.#wakeListeners.add(listener);
     this.#watchOtherProcesses();
     return () => {
       this.#wakeListeners.delete(listener);
       this.#unwatchIfIdle();
     };
+  }
+
+  /** Whether a commit other than this writer's happened since the last call (true when it cannot tell). */
+  #otherCommitSeen(): boolean {
+    let now: number;
+    try {
+      now = this.native.otherCommits();
+    } catch {
+      return true;
+    }
+    const seen = now !== this.#otherCommits;
+    this.#otherCommits = now;
+    return seen;
   }
 
   #unwatchIfIdle(): void {
@@ -413,11 +432,13 @@ export class Core {
     setImmediate(() => {
       this.#checkQueued = false;
       if (this.closed) return;
-      for (const l of this.#wakeListeners) {
-        try {
-          l();
-        } catch (e) {
-          warn('a commit listener threw', e);
+      if (this.#wakeListeners.size > 0 && this.#otherCommitSeen()) {
+        for (const l of this.#wakeListeners) {
+          try {
+            l();
+          } catch (e) {
+            warn('a commit listener threw', e);
+          }
         }
       }
       if (this.#listeners.size === 0) return;

@@ -282,6 +282,13 @@ fn try_group(
     if committed.is_ok() && store.options.durability != Durability::None {
         store.sync_stats.record(commit_started.elapsed());
     }
+    if committed.is_ok() && applied_any {
+        // The commit wrote META_COMMIT_SEQ, so it advanced LMDB's transaction id: counted
+        // as this writer's (see Store::commit_counts).
+        store
+            .writer_commits
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
     if committed.is_ok() {
         // Before anything is acknowledged, so a search after a resolved commit sees it.
         for g in groups {

@@ -30,6 +30,9 @@ pub struct Store {
     /// How long this process's syncs of the store took.
     /// Shared with a backup's disk writer, which yields to commits (see `backup.rs`).
     pub(crate) sync_stats: std::sync::Arc<SyncStats>,
+    /// Commits made by this process's commit writer that wrote something (see
+    /// [`Store::commit_counts`]).
+    pub(crate) writer_commits: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -125,6 +128,7 @@ impl Store {
             hooks: RwLock::new(Vec::new()),
             announcer: crate::announce::Announcer::open(&canonical)?,
             sync_stats: std::sync::Arc::default(),
+            writer_commits: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

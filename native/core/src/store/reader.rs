@@ -50,6 +50,20 @@ impl Store {
         let _g = self.map_guard.read_recursive(); // mdb_env_info reads the meta pages in the map
         self.env.info().last_txn_id
     }
+
+    /// `(LMDB's id of the newest committed write transaction, commits this process's
+    /// commit writer made)`, read without a transaction. Between two readings, the first
+    /// grows by one for every commit to the file, whoever made it, and the second by one
+    /// for each of this writer's: equal growth means nothing else committed in between
+    /// (another process, a replica's apply, an administrative write of this process).
+    /// The writer counts its commit after LMDB's meta says so, so a reading taken
+    /// between the two sees more of the first and reports a foreign commit: never less.
+    pub fn commit_counts(&self) -> (u64, u64) {
+        let writer = self
+            .writer_commits
+            .load(std::sync::atomic::Ordering::Acquire);
+        (self.last_txn_id() as u64, writer)
+    }
 }
 
 /// A read transaction kept open across calls and renewed only when a newer
