@@ -131,9 +131,9 @@ export declare class NativeDb {
   /**
    * A count of the commits to the file that this process's commit writer did not
    * make (another process, a replica's apply, an administrative write), offset by a
-   * constant, read without a transaction: it changes whenever such a commit happens
-   * (and may change spuriously while one of the writer's own is being counted; it never
-   * misses one), so a caller can skip re-reading what only another commit could change.
+   * constant, read without a transaction: it changes exactly when such a commit
+   * happens, so a caller can skip re-reading what only another commit could change.
+   * `NaN` while the writer is committing: ask again after.
    */
   otherCommits(): number
   /**

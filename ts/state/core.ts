@@ -360,8 +360,8 @@ export class Core {
   }
 
   readonly #wakeListeners = new Set<() => void>();
-  /** `native.otherCommits()` when last read (see {@link onOtherCommit}). */
-  #otherCommits = 0;
+  /** `native.otherCommits()` when last read (see {@link onOtherCommit}); NaN or undefined: unknown. */
+  #otherCommits: number | undefined = Number.NaN;
 
   /**
    * Calls `listener` once per event-loop turn in which a commit to this database was
@@ -373,7 +373,8 @@ export class Core {
    * this process's commits cost no notice to JavaScript, and wake no listener.
    */
   onOtherCommit(listener: () => void): () => void {
-    if (this.#wakeListeners.size === 0) this.#otherCommitSeen();
+    // Taken while the writer commits, the baseline is NaN: the first check then wakes the listener.
+    if (this.#wakeListeners.size === 0) this.#otherCommits = this.#readOtherCommits();
     this.#wakeListeners.add(listener);
     this.#watchOtherProcesses();
     return () => {
@@ -382,17 +383,35 @@ export class Core {
     };
   }
 
-  /** Whether a commit other than this writer's happened since the last call (true when it cannot tell). */
+  /**
+   * Whether a commit other than this writer's happened since the last reading (true
+   * when it cannot tell). While the writer is committing the reading waits: it is
+   * taken again shortly (the wake-up is not lost).
+   */
   #otherCommitSeen(): boolean {
-    let now: number;
-    try {
-      now = this.native.otherCommits();
-    } catch {
-      return true;
+    const now = this.#readOtherCommits();
+    if (now === undefined) return true;
+    if (Number.isNaN(now)) {
+      this.#checkAgain ??= setTimeout(() => {
+        this.#checkAgain = undefined;
+        this.#queueCheck();
+      }, 1).unref();
+      return false;
     }
     const seen = now !== this.#otherCommits;
     this.#otherCommits = now;
     return seen;
+  }
+
+  #checkAgain: NodeJS.Timeout | undefined;
+
+  /** `native.otherCommits()`, or `undefined` when it cannot be read (the handle closed). */
+  #readOtherCommits(): number | undefined {
+    try {
+      return this.native.otherCommits();
+    } catch {
+      return undefined;
+    }
   }
 
   #unwatchIfIdle(): void {
@@ -522,6 +541,7 @@ export class Core {
     this.#wakeListeners.clear();
     this.#watcher?.close();
     this.#watcher = undefined;
+    clearTimeout(this.#checkAgain);
     // Commits still held for this turn would otherwise never be answered.
     const held = this.#outboxTokens.splice(0);
     this.#outbox.reset();

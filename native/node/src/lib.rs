@@ -378,14 +378,16 @@ impl NativeDb {
 
     /// A count of the commits to the file that this process's commit writer did not
     /// make (another process, a replica's apply, an administrative write), offset by a
-    /// constant, read without a transaction: it changes whenever such a commit happens
-    /// (and may change spuriously while one of the writer's own is being counted; it never
-    /// misses one), so a caller can skip re-reading what only another commit could change.
+    /// constant, read without a transaction: it changes exactly when such a commit
+    /// happens, so a caller can skip re-reading what only another commit could change.
+    /// `NaN` while the writer is committing: ask again after.
     #[napi]
     pub fn other_commits(&self, env: Env) -> Result<f64> {
         guard(&env, || {
-            let (all, writer) = self.engine()?.store().commit_counts();
-            Ok(all.wrapping_sub(writer) as i64 as f64)
+            Ok(match self.engine()?.store().commit_counts() {
+                Some((all, writer)) => all.wrapping_sub(writer) as i64 as f64,
+                None => f64::NAN,
+            })
         })
     }
 

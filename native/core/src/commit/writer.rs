@@ -277,6 +277,7 @@ fn try_group(
         h.commit_begin();
     }
     let commit_started = Instant::now();
+    let in_flight = store.writer_commit_in_flight();
     let committed = wtxn.commit();
     // LMDB's commit flushes to disk before it returns, except with NO_SYNC.
     if committed.is_ok() && store.options.durability != Durability::None {
@@ -287,8 +288,9 @@ fn try_group(
         // as this writer's (see Store::commit_counts).
         store
             .writer_commits
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
+    drop(in_flight);
     if committed.is_ok() {
         // Before anything is acknowledged, so a search after a resolved commit sees it.
         for g in groups {

@@ -33,6 +33,9 @@ pub struct Store {
     /// Commits made by this process's commit writer that wrote something (see
     /// [`Store::commit_counts`]).
     pub(crate) writer_commits: std::sync::atomic::AtomicU64,
+    /// Odd while the writer is committing (a seqlock over `writer_commits` and LMDB's
+    /// transaction id, see [`Store::commit_counts`]).
+    pub(crate) writer_committing: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -129,6 +132,7 @@ impl Store {
             announcer: crate::announce::Announcer::open(&canonical)?,
             sync_stats: std::sync::Arc::default(),
             writer_commits: std::sync::atomic::AtomicU64::new(0),
+            writer_committing: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

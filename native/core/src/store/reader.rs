@@ -52,17 +52,38 @@ impl Store {
     }
 
     /// `(LMDB's id of the newest committed write transaction, commits this process's
-    /// commit writer made)`, read without a transaction. Between two readings, the first
-    /// grows by one for every commit to the file, whoever made it, and the second by one
-    /// for each of this writer's: equal growth means nothing else committed in between
-    /// (another process, a replica's apply, an administrative write of this process).
-    /// The writer counts its commit after LMDB's meta says so, so a reading taken
-    /// between the two sees more of the first and reports a foreign commit: never less.
-    pub fn commit_counts(&self) -> (u64, u64) {
-        let writer = self
-            .writer_commits
-            .load(std::sync::atomic::Ordering::Acquire);
-        (self.last_txn_id() as u64, writer)
+    /// commit writer made)`, read without a transaction, or `None` while the writer is
+    /// committing (then the first may already count its commit and the second not yet:
+    /// ask again after it). Between two readings, the first grows by one for every
+    /// commit to the file, whoever made it, and the second by one for each of this
+    /// writer's: equal growth means nothing else committed in between (another process,
+    /// a replica's apply, an administrative write of this process).
+    pub fn commit_counts(&self) -> Option<(u64, u64)> {
+        use std::sync::atomic::{fence, Ordering};
+        let before = self.writer_committing.load(Ordering::SeqCst);
+        if before % 2 == 1 {
+            return None;
+        }
+        let writer = self.writer_commits.load(Ordering::SeqCst);
+        let all = self.last_txn_id() as u64;
+        // The meta page is read through the map, not an atomic: keep it before the re-check.
+        fence(Ordering::SeqCst);
+        let after = self.writer_committing.load(Ordering::SeqCst);
+        (after == before).then_some((all, writer))
+    }
+
+    /// Marks the writer's commit in flight (see [`Store::commit_counts`]) until the
+    /// returned guard is dropped, after the commit is counted.
+    pub(crate) fn writer_commit_in_flight(&self) -> impl Drop + '_ {
+        struct InFlight<'s>(&'s std::sync::atomic::AtomicU64);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        self.writer_committing
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(&self.writer_committing)
     }
 }
 
