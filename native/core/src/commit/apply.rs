@@ -300,11 +300,16 @@ pub(super) fn apply_one<'s>(
         let t = b.bytes(&e.event_type);
         codec::encode_event(scratch, my_seq, at, e.kind, t, b.bytes(&e.payload));
         sp.events.append(wtxn, &id.to_be_bytes(), scratch)?;
-        if let Some(c) = &mut chain {
-            c.append(&sp, wtxn, id, scratch)?;
-        }
-        sp.event_types
-            .put(wtxn, &store::type_index_key(t, id), &[])?;
+        // A chained event's link is its type index entry's value (see store/chain.rs).
+        let link = match &mut chain {
+            Some(c) => c.link(&sp, wtxn, id, scratch)?,
+            None => None,
+        };
+        sp.event_types.put(
+            wtxn,
+            &store::type_index_key(t, id),
+            link.as_ref().map_or(&[][..], |l| &l[..]),
+        )?;
     }
     derived.write(&sp, wtxn, b, my_seq, first, scratch)?;
     for g in groups.iter_mut() {

@@ -1,8 +1,8 @@
 //! The hash chain's format and meta: the link function (SHA-256 or HMAC-SHA-256 over
 //! `prev || id u64 BE || record`, see `chain.rs` for the whole spec), the meta keys that
-//! say where the chain starts and how it is linked, turning it on, and checkpoints
-//! after a compaction. Reads only the named databases, so `env` can start a chain at
-//! open and `chain.rs` builds the writer, proofs and checks on top.
+//! say where the chain starts and how it is linked, and turning it on. Reads only the
+//! named databases, so `env` can start a chain at open; `chain.rs` stores the links and
+//! builds the writer, proofs, checks and checkpoints on top.
 
 use heed::{RoTxn, RwTxn};
 use sha2::{Digest, Sha256};
@@ -171,54 +171,4 @@ pub(crate) fn start(meta: &Keyed, wtxn: &mut RwTxn, from: u64, kind: ChainKind) 
     meta.put(wtxn, META_CHAIN_FROM, &from.to_be_bytes())?;
     meta.put(wtxn, META_CHAIN_KIND, &[kind as u8])?;
     Ok(())
-}
-
-/// See [`super::Store::checkpoint_chain`].
-pub(crate) fn checkpoint(
-    meta: &Keyed,
-    chain: &Keyed,
-    wtxn: &mut RwTxn,
-    first_kept: u64,
-) -> Result<()> {
-    let Some(m) = chain_meta(meta, wtxn)? else {
-        return Ok(());
-    };
-    if first_kept <= m.from {
-        return Ok(());
-    }
-    let anchor = stored_link(chain, wtxn, first_kept - 1)?.ok_or_else(|| {
-        Error::corrupt(format!(
-            "the chain link of event {} is missing; verify the database before compacting it",
-            first_kept - 1
-        ))
-    })?;
-    meta.put(wtxn, META_CHAIN_ANCHOR, &anchor)?;
-    meta.put(wtxn, META_CHAIN_FROM, &first_kept.to_be_bytes())?;
-    let lo = m.from.to_be_bytes();
-    let hi = first_kept.to_be_bytes();
-    let range = (
-        std::ops::Bound::Included(&lo[..]),
-        std::ops::Bound::Excluded(&hi[..]),
-    );
-    chain.delete_range(wtxn, &range)?;
-    Ok(())
-}
-
-/// The link before event `id`: the anchor for the chain's first event.
-pub(crate) fn prev_link(chain: &Keyed, txn: &RoTxn, m: &ChainMeta, id: u64) -> Result<Hash> {
-    if id == m.from {
-        return Ok(m.anchor);
-    }
-    stored_link(chain, txn, id - 1)?
-        .ok_or_else(|| Error::corrupt(format!("the chain link of event {} is missing", id - 1)))
-}
-
-/// The stored link of event `id`.
-pub(crate) fn stored_link(chain: &Keyed, txn: &RoTxn, id: u64) -> Result<Option<Hash>> {
-    match chain.get(txn, &id.to_be_bytes())? {
-        None => Ok(None),
-        Some(v) => Ok(Some(v.try_into().map_err(|_| {
-            Error::corrupt(format!("the chain link of event {id} is not 32 bytes"))
-        })?)),
-    }
 }

@@ -6,7 +6,8 @@
 
 use heed::RoTxn;
 
-use super::chain_format::{chain_meta, checkpoint};
+use super::chain::checkpoint;
+use super::chain_format::chain_meta;
 use super::dbs::{
     put_meta_u64, read_meta_u64, read_meta_u64_or, META_COMPACTED_BELOW, META_FIRST_EVENT_ID,
     META_LAST_EVENT_ID,
@@ -89,6 +90,19 @@ impl Store {
                     }
                 }
             }
+            // The link of the last removed event becomes the chain's anchor, read through
+            // its record, so before the records go. Only a compaction by id can reach the
+            // chain (one by `types` stays below it, see above); it keeps the events from
+            // the first at or past `before`.
+            if types.is_none() {
+                let lo = before.to_be_bytes();
+                let range = (std::ops::Bound::Included(&lo[..]), std::ops::Bound::Unbounded);
+                let first_kept = match dbs.events.range(wtxn, &range)?.next() {
+                    Some(item) => id_of(item?.0)?,
+                    None => last + 1,
+                };
+                checkpoint(&self.space(0), wtxn, first_kept)?;
+            }
             for (id, type_key) in &doomed {
                 dbs.events.delete(wtxn, &id.to_be_bytes())?;
                 dbs.event_types.delete(wtxn, type_key)?;
@@ -98,9 +112,6 @@ impl Store {
                 None => last + 1,
             };
             put_meta_u64(dbs, wtxn, META_FIRST_EVENT_ID, first_left)?;
-            // The link of the last removed event becomes the chain's anchor.
-            let sp = self.space(0);
-            checkpoint(&sp.meta, &sp.event_chain, wtxn, first_left)?;
             let below = read_meta_u64_or(dbs, wtxn, META_COMPACTED_BELOW, 1)?;
             put_meta_u64(dbs, wtxn, META_COMPACTED_BELOW, below.max(before))?;
             Ok(Compacted {

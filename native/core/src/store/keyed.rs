@@ -153,22 +153,6 @@ impl Keyed {
         self.db.delete_range(wtxn, &r)
     }
 
-    /// The number of entries (of this namespace).
-    pub(crate) fn len(&self, txn: &RoTxn) -> heed::Result<u64> {
-        match self.prefix {
-            None => self.db.len(txn),
-            Some(_) => {
-                let all: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, Bound::Unbounded);
-                let mut n = 0u64;
-                for item in self.range(txn, &all)? {
-                    item?;
-                    n += 1;
-                }
-                Ok(n)
-            }
-        }
-    }
-
     /// Deletes every entry of this namespace (never called on the default one).
     pub(crate) fn clear(&self, wtxn: &mut RwTxn) -> heed::Result<usize> {
         debug_assert!(self.prefix.is_some());
