@@ -117,6 +117,21 @@ describe('processors', () => {
         expect(await p.processBatch()).toEqual({ processed: 0, skipped: 0, deadLettered: 0, cursor: 4n });
       });
 
+      it('catchUp({ signal }): an abort ends a retry wait at once, with the failing event not applied', async () => {
+        const db = await seeded([
+          { acct: 'a', amount: 5 },
+          { acct: 'a', amount: -1 },
+        ]);
+        // An hour between attempts: the test only ends if the abort cuts the wait short.
+        const p = make(db, kind, 'p', { onError: { retry: { maxAttempts: 1000, initialDelayMs: 3_600_000 } } });
+        const ac = new AbortController();
+        const done = p.catchUp({ signal: ac.signal });
+        await vi.waitFor(() => expect(p.cursor()).toBe(1n));
+        ac.abort();
+        expect(await done).toEqual({ processed: 1, cursor: 1n });
+        expect(state(db).moves).toEqual([{ event_id: 1, acct: 'a', amount: 5 }]);
+      });
+
       it('failFast: commits the events before the failing one and stops just before it', async () => {
         const db = await seeded([
           { acct: 'a', amount: 5 },

@@ -122,15 +122,21 @@ export class Processor {
    * the events before the failing one stay committed.
    */
   processBatch(): Promise<BatchResult> {
-    const p = this.#busy.then(() => this.#processBatch());
+    return this.#queueBatch(undefined);
+  }
+
+  /** A batch after the ones queued before it; `caller` (a `catchUp` signal) also ends its retry waits. */
+  #queueBatch(caller: AbortSignal | undefined): Promise<BatchResult> {
+    const p = this.#busy.then(() => this.#processBatch(caller));
     this.#busy = p.catch(() => undefined);
     return p;
   }
 
-  async #processBatch(): Promise<BatchResult> {
+  async #processBatch(caller: AbortSignal | undefined): Promise<BatchResult> {
     if (this.#halt.signal.aborted) throw new ClosedError();
     this.#ready();
-    const signal = this.#stop?.signal ?? this.#halt.signal;
+    const own = this.#stop?.signal ?? this.#halt.signal;
+    const signal = caller === undefined ? own : AbortSignal.any([own, caller]);
     let attempt = 0;
     let processed = 0;
     let failedId = -1n;
@@ -227,7 +233,7 @@ export class Processor {
     let processed = 0;
     let cursor = this.cursor();
     while (cursor < target && signal?.aborted !== true) {
-      const r = await this.processBatch();
+      const r = await this.#queueBatch(signal);
       processed += r.processed + r.skipped + r.deadLettered;
       cursor = r.cursor;
       if (onProgress !== undefined) {
